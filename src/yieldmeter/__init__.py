@@ -1,0 +1,3 @@
+"""yieldmeter: AI value management."""
+
+__version__ = "0.1.0"
