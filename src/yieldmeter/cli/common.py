@@ -1,0 +1,161 @@
+"""Pieces every command module shares: the workspace option, output, errors.
+
+Commands call these to stay thin: parse arguments, call the Workspace, hand
+the rows to :func:`emit`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+if TYPE_CHECKING:
+    from yieldmeter.app.workspace import Workspace
+
+WorkspaceOpt = Annotated[
+    Path,
+    typer.Option(
+        "--workspace",
+        "-w",
+        envvar="YIELDMETER_WORKSPACE",
+        help="Workspace folder (holds yieldmeter.yaml and .yieldmeter/).",
+        show_default="current folder",
+    ),
+]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+
+
+def console() -> Console:
+    return Console()
+
+
+def err_console() -> Console:
+    return Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print a message for a person (no traceback) and exit non-zero."""
+    err_console().print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def workspace(path: Path, *, create: bool = False) -> Iterator[Workspace]:
+    """Open the workspace, turning known failures into clear messages."""
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.config import ConfigError
+
+    try:
+        ws = Workspace.open(path, create=create)
+    except (ConfigError, FileNotFoundError) as exc:
+        fail(str(exc))
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+def group(app: typer.Typer, name: str, help: str) -> typer.Typer:
+    """The sub-command group ``name`` of ``app``, created on first use.
+
+    Several modules add commands to one group (``report``, ``export``...).
+    """
+    for info in app.registered_groups:
+        if info.name == name and info.typer_instance is not None:
+            return info.typer_instance
+    sub = typer.Typer(name=name, help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def rows_of(data: Any) -> list[dict[str, Any]]:
+    """Rows as plain dicts from a list of dicts, an Arrow table or a pandas frame."""
+    if isinstance(data, list):
+        return [{k: _plain(v) for k, v in r.items()} for r in data]
+    if hasattr(data, "to_pylist"):
+        return [{k: _plain(v) for k, v in r.items()} for r in data.to_pylist()]
+    if hasattr(data, "to_dict"):
+        return [{k: _plain(v) for k, v in r.items()} for r in data.to_dict(orient="records")]
+    raise TypeError(f"cannot format {type(data).__name__}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.2f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render(rows: Sequence[dict[str, Any]], fmt: OutputFormat | str, *, title: str | None = None) -> str:
+    """Rows as JSON (array of objects), CSV, or a text table."""
+    fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.json:
+        return json.dumps(list(rows), indent=2, default=str)
+    columns: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in columns:
+                columns.append(k)
+    if fmt is OutputFormat.csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+    table = RichTable(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), int | float) else "left")
+    for r in rows:
+        table.add_row(*(_cell(r.get(c)) for c in columns))
+    cons = Console(width=200, record=True)
+    with cons.capture() as cap:
+        cons.print(table)
+    return cap.get()
+
+
+def emit(data: Any, fmt: OutputFormat | str, *, title: str | None = None) -> None:
+    """Print rows in the chosen format to standard output."""
+    rows = rows_of(data)
+    text = render(rows, fmt, title=title)
+    if OutputFormat(fmt) is OutputFormat.table:
+        console().print(text, end="", highlight=False, markup=False)
+    else:
+        typer.echo(text, nl=not text.endswith("\n"))
