@@ -1,0 +1,755 @@
+"""OpenTelemetry GenAI spans -> canonical rows, shared by the protobuf and JSON readers.
+
+Both decoders (:func:`decode_protobuf` here, :mod:`yieldmeter.ingest.otlp_json`
+for JSON) turn each span into plain Python values and hand them to
+:class:`SpanRows`, which holds the one mapping of the GenAI semantic
+conventions to ``calls``, ``signals`` and ``work_units``. The mapping is a
+plain loop over dict look-ups that appends to per-column lists (no per-span
+objects), because a file of a million spans must import at well over 100k
+spans/s.
+
+Spellings read (first match wins):
+
+- provider: ``gen_ai.provider.name``, legacy ``gen_ai.system``
+- model: ``gen_ai.response.model``, ``gen_ai.request.model``, ``langfuse.observation.model.name``
+- input: ``gen_ai.usage.input_tokens``, legacy ``gen_ai.usage.prompt_tokens``, ``llm.usage.prompt_tokens``
+- output: ``gen_ai.usage.output_tokens``, legacy ``gen_ai.usage.completion_tokens``
+- cache read: ``gen_ai.usage.cache_read.input_tokens``, ``gen_ai.usage.cache_read_input_tokens``
+- cache write: ``gen_ai.usage.cache_creation.input_tokens``, newer ``gen_ai.usage.cache_write.input_tokens``,
+  ``gen_ai.usage.cache_creation_input_tokens``
+- reasoning: ``gen_ai.usage.reasoning.output_tokens``, ``gen_ai.usage.reasoning_tokens``
+
+Token accounting follows the conventions: input includes cache reads and
+writes, output includes reasoning. An instrumentation that reports them apart
+(cache reads larger than the input) is recognised and summed, so no token is
+counted twice or lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.conform import conform, make_rejects
+
+#: Model invocations: each becomes one row of ``calls``.
+MODEL_OPERATIONS = frozenset(
+    {"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding", "generation"}
+)
+#: Agent and tool spans: kept as work-unit structure and tool-call signals, never as calls
+#: (agent spans often carry their children's usage, which would count tokens twice).
+AGENT_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
+TOOL_OPERATIONS = frozenset({"execute_tool"})
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+
+#: Per span, above this many tokens of one kind the count is not believed (no model has such a window).
+MAX_SPAN_TOKENS = 100_000_000
+
+_GENAI_MARKERS = (
+    "gen_ai.operation.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.provider.name",
+    "gen_ai.system",
+    "langfuse.observation.type",
+)
+_LEGACY_REQUEST_TYPES = {"completion": "text_completion", "embedding": "embeddings", "chat": "chat"}
+_LANGFUSE_TYPES = {"generation": "chat", "embedding": "embeddings"}
+_LANGFUSE_STRUCTURE = {"agent": "invoke_agent", "tool": "execute_tool", "chain": "invoke_workflow"}
+
+_INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
+_OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens")
+_CACHE_READ = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
+_CACHE_WRITE = (
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+)
+_REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
+
+#: Attributes the mapping consumes into columns; they are not repeated in ``attributes``.
+_CONSUMED = frozenset(
+    {
+        *_INPUT,
+        *_OUTPUT,
+        *_CACHE_READ,
+        *_CACHE_WRITE,
+        *_REASONING,
+        "gen_ai.operation.name",
+        "gen_ai.provider.name",
+        "gen_ai.system",
+        "gen_ai.response.model",
+        "gen_ai.request.model",
+        "gen_ai.conversation.id",
+        "yieldmeter.work_unit.id",
+        "yieldmeter.workflow",
+        "yieldmeter.task_type",
+        "yieldmeter.team",
+        "user.id",
+        "enduser.id",
+        "session.id",
+        "langfuse.observation.type",
+        "langfuse.observation.model.name",
+        "langfuse.observation.usage_details",
+        "langfuse.observation.cost_details",
+        "langfuse.user.id",
+        "langfuse.session.id",
+        "gen_ai.usage.cost",
+        "gen_ai.usage.total_tokens",
+        "llm.usage.total_tokens",
+        "llm.request.type",
+    }
+)
+#: Prompt and completion text (and tool arguments/results): dropped unless capture_content.
+_CONTENT_KEYS = frozenset(
+    {
+        "gen_ai.prompt",
+        "gen_ai.completion",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+        "gen_ai.evaluation.explanation",
+        "langfuse.observation.input",
+        "langfuse.observation.output",
+        "input.value",
+        "output.value",
+        "llm.prompts",
+        "traceloop.entity.input",
+        "traceloop.entity.output",
+    }
+)
+_CONTENT_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.", "llm.prompts.", "llm.input_messages", "llm.output_messages")
+
+_PROVIDER_BY_HOST = (
+    ("openai.azure.com", "azure.ai.openai"),
+    ("api.openai.com", "openai"),
+    ("api.anthropic.com", "anthropic"),
+    ("generativelanguage.googleapis.com", "gcp.gemini"),
+    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
+    ("bedrock-runtime", "aws.bedrock"),
+    ("api.mistral.ai", "mistral_ai"),
+    ("api.groq.com", "groq"),
+    ("api.deepseek.com", "deepseek"),
+)
+
+CALL_COLUMNS = (
+    "call_id",
+    "ts",
+    "duration_ms",
+    "provider",
+    "model",
+    "operation",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "status",
+    "user_id",
+    "team",
+    "app",
+    "environment",
+    "trace_id",
+    "span_id",
+    "session_id",
+    "work_unit_id",
+    "workflow",
+    "task_type",
+    "reported_cost",
+    "attributes",
+)
+_TS_US = pa.timestamp("us", tz="UTC")
+
+
+class Resource:
+    """What a span inherits from its resource: service, environment and linkage defaults."""
+
+    __slots__ = ("app", "environment", "fallback")
+
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.app = _str(attrs.get("service.name"))
+        self.environment = _str(attrs.get("deployment.environment.name") or attrs.get("deployment.environment"))
+        # Linkage set once per process (OTEL_RESOURCE_ATTRIBUTES=yieldmeter.team=...).
+        self.fallback = {
+            k: _str(attrs[k])
+            for k in ("yieldmeter.workflow", "yieldmeter.team", "yieldmeter.task_type")
+            if attrs.get(k) is not None
+        }
+
+
+def _str(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, list | dict):
+        return orjson.dumps(v).decode()
+    return str(v)
+
+
+class _Bad(Exception):
+    """A span that cannot be mapped; the message names the attribute and why."""
+
+
+def _tokens(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
+    for k in keys:
+        v = attrs.get(k)
+        if v is None:
+            continue
+        if type(v) is int:
+            n = v
+        else:
+            try:
+                f = float(v)
+                if isinstance(v, bool) or f != int(f):
+                    raise ValueError
+                n = int(f)
+            except (TypeError, ValueError, OverflowError):
+                raise _Bad(f"{k}: not a whole number ({v!r})") from None
+        if n < 0:
+            raise _Bad(f"{k}: negative ({n})")
+        if n > MAX_SPAN_TOKENS:
+            raise _Bad(f"{k}: {n:,} is more tokens than any model takes in one call (limit {MAX_SPAN_TOKENS:,})")
+        return n
+    return None
+
+
+def _json_obj(v: Any, key: str) -> dict[str, Any]:
+    if isinstance(v, dict):
+        return v
+    if isinstance(v, str | bytes):
+        try:
+            out = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            raise _Bad(f"{key}: not a JSON object") from None
+        if isinstance(out, dict):
+            return out
+    raise _Bad(f"{key}: not a JSON object")
+
+
+def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[int, int, int, int, int]:
+    """Canonical (input, output, cache read, cache write, reasoning) from Langfuse ``usage_details``.
+
+    Langfuse keeps every usage type as its own bucket (``input`` *excludes*
+    ``input_cached_tokens`` / ``cache_read_input_tokens``; ``output`` excludes
+    ``output_reasoning_tokens``), and ``total`` is their sum. When ``total``
+    shows that ``input`` already held the cached tokens, they are not added again.
+    """
+    nums: dict[str, int] = {}
+    for k, v in usage.items():
+        if v is None:
+            continue
+        nums[k] = _tokens({k: v}, (k,)) or 0
+    inp = nums.get("input", nums.get("prompt_tokens", nums.get("input_tokens", 0)))
+    out = nums.get("output", nums.get("completion_tokens", nums.get("output_tokens", 0)))
+    cache_read = sum(v for k, v in nums.items() if k.startswith("input_") and "cache" in k and "creation" not in k)
+    cache_read += nums.get("cache_read_input_tokens", 0)
+    cache_write = sum(v for k, v in nums.items() if "cache_creation" in k or "cache_write" in k)
+    other_in = sum(
+        v for k, v in nums.items() if k.startswith("input_") and "cache" not in k and k != "input_tokens"
+    )
+    reasoning = sum(v for k, v in nums.items() if k.startswith("output_") and "reasoning" in k)
+    other_out = sum(
+        v for k, v in nums.items() if k.startswith("output_") and "reasoning" not in k and k != "output_tokens"
+    )
+    extras_in = cache_read + cache_write + other_in
+    extras_out = reasoning + other_out
+    total = nums.get("total")
+    if total is not None and total == inp + out and (extras_in or extras_out):
+        return inp, out, cache_read, cache_write, reasoning  # input/output already inclusive
+    return inp + extras_in, out + extras_out, cache_read, cache_write, reasoning
+
+
+class SpanRows:
+    """Collects mapped spans column by column and turns them into a :class:`Batch`."""
+
+    def __init__(self, options: ReadOptions) -> None:
+        self.options = options
+        self.capture = options.capture_content
+        self.score_signals = options.score_signals
+        self.cols: dict[str, list[Any]] = {c: [] for c in CALL_COLUMNS}
+        self.positions: list[int] = []
+        self.signals: list[dict[str, Any]] = []
+        self.signal_positions: list[int] = []
+        self.work_units: dict[str, dict[str, Any]] = {}
+        self.bad_positions: list[int] = []
+        self.bad_reasons: list[str] = []
+        self.bad_raw: list[Any] = []
+        self.ignored = 0
+        self.spans = 0
+        self.no_model = 0
+
+    def __len__(self) -> int:
+        return self.spans
+
+    # -- one span -------------------------------------------------------------------------------
+    def add(
+        self,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str,
+        name: str,
+        start_ns: Any,
+        end_ns: Any,
+        status_code: Any,
+        status_message: str,
+        attrs: dict[str, Any],
+        resource: Resource,
+        events: list[tuple[str, Any, dict[str, Any]]] | None,
+        position: int,
+    ) -> None:
+        """Map one span. Never raises for bad data: the span is rejected with its reason."""
+        self.spans += 1
+        try:
+            self._add(
+                trace_id, span_id, parent_span_id, name, start_ns, end_ns, status_code, status_message,
+                attrs, resource, events, position,
+            )  # fmt: skip
+        except _Bad as exc:
+            self._reject(position, str(exc), trace_id, span_id, name, attrs)
+
+    def _reject(self, position: int, reason: str, trace_id: Any, span_id: Any, name: Any, attrs: Any) -> None:
+        self.bad_positions.append(position)
+        self.bad_reasons.append(f"span {span_id!s} ({name!s}): {reason}")
+        raw = {"trace_id": trace_id, "span_id": span_id, "name": name}
+        if isinstance(attrs, dict):
+            raw["attributes"] = {k: v for k, v in attrs.items() if not self._is_content(k)}
+        self.bad_raw.append(orjson.dumps(raw, default=str).decode())
+
+    def _is_content(self, key: str) -> bool:
+        return not self.capture and (key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES))
+
+    def _add(
+        self,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str,
+        name: str,
+        start_ns: Any,
+        end_ns: Any,
+        status_code: Any,
+        status_message: str,
+        a: dict[str, Any],
+        resource: Resource,
+        events: list[tuple[str, Any, dict[str, Any]]] | None,
+        position: int,
+    ) -> None:
+        op = a.get("gen_ai.operation.name")
+        lf_type = a.get("langfuse.observation.type")
+        if op is None:
+            if lf_type is not None:
+                op = _LANGFUSE_TYPES.get(lf_type) or _LANGFUSE_STRUCTURE.get(lf_type)
+            elif "llm.request.type" in a:
+                op = _LEGACY_REQUEST_TYPES.get(a["llm.request.type"], a["llm.request.type"])
+        genai = op is not None or any(k in a for k in _GENAI_MARKERS)
+        if not genai or (lf_type is not None and op is None):
+            if events:
+                self._evaluations(trace_id, span_id, a, resource, events, position)
+            self.ignored += 1
+            return
+        if op is None:
+            op = "chat"
+        elif not isinstance(op, str):
+            raise _Bad(f"gen_ai.operation.name: not a string ({op!r})")
+
+        trace_id = _hex_id(trace_id, 16, "trace_id")
+        span_id = _hex_id(span_id, 8, "span_id")
+        try:
+            start = int(start_ns)
+            end = int(end_ns) if end_ns not in (None, "") else start
+        except (TypeError, ValueError):
+            raise _Bad(f"startTimeUnixNano/endTimeUnixNano: not a whole number ({start_ns!r}, {end_ns!r})") from None
+        if start <= 0:
+            raise _Bad("startTimeUnixNano: missing")
+        if start > 4_102_444_800 * 10**9:  # 2100-01-01: a clock or unit error, not a real call
+            raise _Bad(f"startTimeUnixNano: {start} is after the year 2100")
+
+        wu = a.get("yieldmeter.work_unit.id")
+        workflow = a.get("yieldmeter.workflow")
+        task_type = a.get("yieldmeter.task_type")
+        team = a.get("yieldmeter.team")
+        if lf_type is not None and (wu is None or workflow is None):
+            wu, workflow, task_type, team = _langfuse_linkage(a, wu, workflow, task_type, team)
+        fb = resource.fallback
+        if fb:
+            workflow = workflow or fb.get("yieldmeter.workflow")
+            team = team or fb.get("yieldmeter.team")
+            task_type = task_type or fb.get("yieldmeter.task_type")
+        conversation = a.get("gen_ai.conversation.id")
+        if wu is None:
+            wu = conversation if conversation is not None else trace_id
+        error = status_code in (2, "STATUS_CODE_ERROR") or a.get("error.type") is not None
+        if op in AGENT_OPERATIONS:
+            self._agent(trace_id, span_id, parent_span_id, op, start, end, error, a, _str(wu),
+                        workflow, task_type, team)  # fmt: skip
+        elif op in TOOL_OPERATIONS:
+            self._tool(trace_id, span_id, parent_span_id, start, end, error, a, _str(wu), position)
+        else:
+            self._call(trace_id, span_id, parent_span_id, op, start, end, status_code, status_message,
+                       error, a, resource, lf_type, conversation, wu, workflow, task_type, team, position)  # fmt: skip
+        if events:
+            self._evaluations(trace_id, span_id, a, resource, events, position, wu=_str(wu))
+
+    def _call(
+        self, trace_id: str, span_id: str, parent_span_id: str, op: str, start: int, end: int,
+        status_code: Any, status_message: str, error: bool, a: dict[str, Any], resource: Resource,
+        lf_type: Any, conversation: Any, wu: Any, workflow: Any, task_type: Any, team: Any, position: int,
+    ) -> None:  # fmt: skip
+
+        inp = _tokens(a, _INPUT)
+        out = _tokens(a, _OUTPUT)
+        cache_read = _tokens(a, _CACHE_READ) or 0
+        cache_write = _tokens(a, _CACHE_WRITE) or 0
+        reasoning = _tokens(a, _REASONING) or 0
+        reported = a.get("gen_ai.usage.cost")
+        if lf_type is not None:
+            usage = a.get("langfuse.observation.usage_details")
+            if usage is not None and inp is None:
+                inp, out, cache_read, cache_write, reasoning = langfuse_usage(
+                    _json_obj(usage, "langfuse.observation.usage_details")
+                )
+            cost = a.get("langfuse.observation.cost_details")
+            if cost is not None and reported is None:
+                cd = _json_obj(cost, "langfuse.observation.cost_details")
+                reported = cd.get("total")
+                if reported is None and cd:
+                    reported = sum(v for v in cd.values() if isinstance(v, int | float))
+        inp = inp or 0
+        out = out or 0
+        # Conventions: input includes cache reads and writes. An instrumentation that reports
+        # them apart (e.g. Anthropic's input_tokens = uncached only) shows it by reporting
+        # more cached tokens than input; then the parts are summed.
+        if cache_read + cache_write > inp:
+            inp += cache_read + cache_write
+        if reasoning > out:
+            out += reasoning
+        if reported is not None:
+            try:
+                reported = float(reported)
+            except (TypeError, ValueError):
+                raise _Bad(f"gen_ai.usage.cost: not a number ({reported!r})") from None
+
+        model = a.get("gen_ai.response.model") or a.get("gen_ai.request.model") or a.get(
+            "langfuse.observation.model.name"
+        )
+        if model is None:
+            self.no_model += 1
+        provider = a.get("gen_ai.provider.name") or a.get("gen_ai.system")
+        if provider is None:
+            provider = _provider_from_host(a.get("server.address"))
+
+        if status_code in (0, 1, 2, None, "", "STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"):
+            status = "error" if error else "ok"
+        else:
+            status = str(status_code)  # conform rejects it: "status: not one of ok, error"
+
+        extra = {k: v for k, v in a.items() if k not in _CONSUMED and not self._is_content(k)}
+        if parent_span_id:
+            extra["parent_span_id"] = parent_span_id
+        if error and status_message:
+            extra["status.message"] = status_message
+        if conversation is not None:
+            extra["gen_ai.conversation.id"] = conversation
+        request_model = a.get("gen_ai.request.model")
+        if request_model is not None and request_model != model:
+            extra["gen_ai.request.model"] = request_model
+
+        c = self.cols
+        c["call_id"].append(f"{trace_id}-{span_id}")
+        c["ts"].append(start // 1000)
+        c["duration_ms"].append((end - start) / 1e6)
+        c["provider"].append(_str(provider))
+        c["model"].append(_str(model))
+        c["operation"].append(op)
+        c["input_tokens"].append(inp)
+        c["output_tokens"].append(out)
+        c["cached_input_tokens"].append(cache_read)
+        c["cache_write_tokens"].append(cache_write)
+        c["reasoning_tokens"].append(reasoning)
+        c["status"].append(status)
+        c["user_id"].append(_str(a.get("user.id") or a.get("enduser.id") or a.get("langfuse.user.id")))
+        c["team"].append(_str(team))
+        c["app"].append(resource.app)
+        c["environment"].append(resource.environment or _str(a.get("langfuse.environment")))
+        c["trace_id"].append(trace_id)
+        c["span_id"].append(span_id)
+        c["session_id"].append(_str(a.get("session.id") or a.get("langfuse.session.id") or conversation))
+        c["work_unit_id"].append(_str(wu))
+        c["workflow"].append(_str(workflow))
+        c["task_type"].append(_str(task_type))
+        c["reported_cost"].append(reported)
+        c["attributes"].append(orjson.dumps(extra, default=str).decode() if extra else None)
+        self.positions.append(position)
+
+    # -- structure and events ---------------------------------------------------------------------
+    def _agent(
+        self, trace_id: str, span_id: str, parent_span_id: str, op: str, start: int, end: int,
+        error: bool, a: dict[str, Any], wu: str | None, workflow: Any, task_type: Any, team: Any,
+    ) -> None:  # fmt: skip
+        """An agent or workflow run describes its work unit (the earliest-starting one wins)."""
+        if wu is None:
+            return
+        known = self.work_units.get(wu)
+        if known is not None and known["_start"] <= start:
+            return
+        attrs = {
+            "operation": op,
+            "span_id": span_id,
+            "trace_id": trace_id,
+            "parent_span_id": parent_span_id or None,
+            "gen_ai.agent.name": a.get("gen_ai.agent.name"),
+            "gen_ai.agent.id": a.get("gen_ai.agent.id"),
+        }
+        self.work_units[wu] = {
+            "_start": start,
+            "work_unit_id": wu,
+            "workflow": _str(workflow),
+            "task_type": _str(task_type) or _str(a.get("gen_ai.agent.name")),
+            "user_id": _str(a.get("user.id") or a.get("enduser.id")),
+            "team": _str(team),
+            "started_at": start // 1000,
+            "ended_at": end // 1000,
+            "status": "failed" if error else "completed",
+            "derived": False,
+            "attributes": orjson.dumps({k: v for k, v in attrs.items() if v is not None}).decode(),
+        }
+
+    def _tool(
+        self, trace_id: str, span_id: str, parent_span_id: str, start: int, end: int, error: bool,
+        a: dict[str, Any], wu: str | None, position: int,
+    ) -> None:  # fmt: skip
+        """A tool execution is an event of its work unit: a ``tool_call`` signal (1 ok, 0 failed)."""
+        attrs = {
+            "gen_ai.tool.name": a.get("gen_ai.tool.name"),
+            "gen_ai.tool.call.id": a.get("gen_ai.tool.call.id"),
+            "span_id": span_id,
+            "parent_span_id": parent_span_id or None,
+            "duration_ms": (end - start) / 1e6,
+        }
+        self.signals.append(
+            {
+                "signal_id": f"{trace_id}-{span_id}",
+                "work_unit_id": wu,
+                "ts": start // 1000,
+                "kind": "tool_call",
+                "value": 0.0 if error else 1.0,
+                "actor": _str(a.get("gen_ai.tool.name")),
+                "source": self.options.source,
+                "attributes": orjson.dumps({k: v for k, v in attrs.items() if v is not None}).decode(),
+            }
+        )
+        self.signal_positions.append(position)
+
+    def _evaluations(
+        self, trace_id: str, span_id: str, a: dict[str, Any], resource: Resource,
+        events: list[tuple[str, Any, dict[str, Any]]], position: int, wu: str | None = None,
+    ) -> None:  # fmt: skip
+        """``gen_ai.evaluation.result`` events become signals (``rated``, or the kind config maps the name to)."""
+        for i, (ev_name, ev_time, ev) in enumerate(events):
+            if ev_name != EVALUATION_EVENT:
+                continue
+            unit = wu
+            if unit is None:
+                unit = _str(a.get("yieldmeter.work_unit.id") or a.get("gen_ai.conversation.id") or trace_id)
+            eval_name = _str(ev.get("gen_ai.evaluation.name"))
+            value = ev.get("gen_ai.evaluation.score.value")
+            attrs = {"gen_ai.evaluation.name": eval_name, "span_id": span_id}
+            if value is not None:
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    attrs["unreadable_score"] = value
+                    value = None
+            label = ev.get("gen_ai.evaluation.score.label")
+            if label is not None:
+                attrs["gen_ai.evaluation.score.label"] = label
+            if self.capture and ev.get("gen_ai.evaluation.explanation") is not None:
+                attrs["gen_ai.evaluation.explanation"] = ev["gen_ai.evaluation.explanation"]
+            try:
+                ts = int(ev_time) // 1000 if ev_time else None
+            except (TypeError, ValueError):
+                ts = None
+            self.signals.append(
+                {
+                    "signal_id": f"{trace_id}-{span_id}-eval-{i}",
+                    "work_unit_id": unit,
+                    "ts": ts,
+                    "kind": self.score_signals.get(eval_name or "", "rated"),
+                    "value": value,
+                    "actor": None,
+                    "source": self.options.source,
+                    "attributes": orjson.dumps(attrs, default=str).decode(),
+                }
+            )
+            self.signal_positions.append(position)
+
+    # -- output ---------------------------------------------------------------------------------
+    def batch(self) -> Batch:
+        """Conform what was collected into canonical tables; rejects keep their position and reason."""
+        source = self.options.source
+        c = self.cols
+        n = len(c["call_id"])
+        arrays = {k: pa.array(v) for k, v in c.items() if k != "ts"}
+        arrays["ts"] = pa.array(c["ts"], _TS_US)
+        arrays["source"] = pa.array([source] * n, pa.string())
+        batch = Batch()
+        batch.add("calls", conform("calls", pa.table(arrays), source=source, positions=self.positions))
+        if self.signals:
+            sig = pa.Table.from_pylist(self.signals)
+            sig = sig.set_column(sig.schema.get_field_index("ts"), "ts", sig.column("ts").cast(_TS_US))
+            batch.add("signals", conform("signals", sig, source=source, positions=self.signal_positions))
+        if self.work_units:
+            rows = [{k: v for k, v in r.items() if k != "_start"} for r in self.work_units.values()]
+            wu = pa.Table.from_pylist(rows)
+            for col in ("started_at", "ended_at"):
+                wu = wu.set_column(wu.schema.get_field_index(col), col, wu.column(col).cast(_TS_US))
+            batch.add("work_units", conform("work_units", wu, source=source))
+        if self.bad_positions:
+            batch.rejects = make_rejects_first(
+                make_rejects("calls", source, self.bad_positions, self.bad_reasons, self.bad_raw), batch.rejects
+            )
+        batch.ignored = self.ignored
+        if self.no_model:
+            batch.notes.append(
+                f"{self.no_model} GenAI span(s) carry no model (gen_ai.request.model / gen_ai.response.model): "
+                "landed as unpriced calls"
+            )
+        return batch
+
+
+def make_rejects_first(first: pa.Table, rest: pa.Table) -> pa.Table:
+    return pa.concat_tables([first, rest]) if rest.num_rows else first
+
+
+def _langfuse_linkage(a: dict[str, Any], wu: Any, workflow: Any, task_type: Any, team: Any) -> tuple[Any, ...]:
+    """Linkage a Langfuse user put in trace or observation metadata (flattened or as JSON)."""
+    found: dict[str, Any] = {}
+    for prefix in ("langfuse.observation.metadata", "langfuse.trace.metadata"):
+        blob = a.get(prefix)
+        if isinstance(blob, str) and blob.startswith("{"):
+            try:
+                meta = orjson.loads(blob)
+            except orjson.JSONDecodeError:
+                meta = {}
+            if isinstance(meta, dict):
+                for k in ("yieldmeter.work_unit.id", "yieldmeter.workflow", "yieldmeter.task_type", "yieldmeter.team"):
+                    if k in meta:
+                        found.setdefault(k, meta[k])
+        for k in ("yieldmeter.work_unit.id", "yieldmeter.workflow", "yieldmeter.task_type", "yieldmeter.team"):
+            v = a.get(f"{prefix}.{k}")
+            if v is not None:
+                found.setdefault(k, v)
+    return (
+        wu or found.get("yieldmeter.work_unit.id"),
+        workflow or found.get("yieldmeter.workflow"),
+        task_type or found.get("yieldmeter.task_type"),
+        team or found.get("yieldmeter.team"),
+    )
+
+
+def _provider_from_host(host: Any) -> str | None:
+    if not isinstance(host, str):
+        return None
+    for needle, provider in _PROVIDER_BY_HOST:
+        if needle in host:
+            return provider
+    return None
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _hex_id(value: Any, size: int, name: str) -> str:
+    """A lowercase hex id of ``size`` bytes; base64 (old JSON exporters) is converted."""
+    if isinstance(value, str) and len(value) == size * 2:
+        low = value.lower()
+        if _HEX.issuperset(low) and low.strip("0"):
+            return low
+    if isinstance(value, str) and value:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) == size and raw.strip(b"\0"):
+            return raw.hex()
+    raise _Bad(f"{name}: missing or not {size * 2} hex digits ({value!r})")
+
+
+# -- protobuf -------------------------------------------------------------------------------------
+def _pb_value(v: Any) -> Any:
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    x = getattr(v, which)
+    if which == "array_value":
+        return [_pb_value(i) for i in x.values]
+    if which == "kvlist_value":
+        return {kv.key: _pb_value(kv.value) for kv in x.values}
+    if which == "bytes_value":
+        return base64.b64encode(x).decode()
+    return x
+
+
+def _pb_attrs(kvs: Iterable[Any]) -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value) for kv in kvs}
+
+
+class UnreadableRequest(ValueError):
+    """A request body that is not an OTLP trace export; the message says why."""
+
+
+def decode_protobuf(body: bytes, options: ReadOptions) -> Batch:
+    """An ``ExportTraceServiceRequest`` in binary protobuf -> one :class:`Batch`."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    try:
+        request = ExportTraceServiceRequest.FromString(body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise UnreadableRequest(f"not an OTLP ExportTraceServiceRequest in protobuf: {exc}") from None
+    rows = SpanRows(options)
+    position = 0
+    for rs in request.resource_spans:
+        resource = Resource(_pb_attrs(rs.resource.attributes))
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                position += 1
+                events = None
+                if span.events:
+                    events = [
+                        (e.name, e.time_unix_nano, _pb_attrs(e.attributes) if e.name == EVALUATION_EVENT else {})
+                        for e in span.events
+                    ]
+                rows.add(
+                    span.trace_id.hex(),
+                    span.span_id.hex(),
+                    span.parent_span_id.hex(),
+                    span.name,
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano,
+                    span.status.code,
+                    span.status.message,
+                    _pb_attrs(span.attributes),
+                    resource,
+                    events,
+                    position,
+                )
+    return rows.batch()
+
+
+def rejected_spans(batch: Batch) -> tuple[int, str]:
+    """How many spans a batch rejected, and a message naming the first reasons (for partial_success)."""
+    rej = batch.rejects
+    if rej.num_rows == 0:
+        return 0, ""
+    calls = rej.filter(pc.equal(rej.column("table_name"), "calls"))
+    reasons = calls.column("reason").to_pylist()[:3]
+    more = f" (and {calls.num_rows - 3} more)" if calls.num_rows > 3 else ""
+    return calls.num_rows, "; ".join(str(r) for r in reasons) + more

@@ -1,0 +1,240 @@
+"""OTLP JSON: request bodies (``application/json``) and the Collector file exporter's JSON lines.
+
+The OTLP JSON encoding uses lowerCamelCase keys, hex trace and span ids, and
+64-bit integers as strings or numbers; unknown fields are ignored. The
+Collector's ``file`` exporter writes one ``ExportTraceServiceRequest`` per line.
+A whole file that is one (pretty-printed) request is read too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import orjson
+
+from yieldmeter.ingest.base import Batch, Format, ReadOptions
+from yieldmeter.ingest.conform import make_rejects
+from yieldmeter.ingest.otlp import EVALUATION_EVENT, Resource, SpanRows, UnreadableRequest
+
+
+def _value(v: Any) -> Any:
+    """An OTLP JSON ``AnyValue`` as a Python value (intValue strings become int where they can)."""
+    if type(v) is not dict:
+        return v
+    x = v.get("stringValue")
+    if x is not None:
+        return x
+    x = v.get("intValue")
+    if x is not None:
+        if type(x) is str:
+            try:
+                return int(x)
+            except ValueError:
+                return x  # the mapping names the attribute and rejects the span
+        return x
+    x = v.get("doubleValue")
+    if x is not None:
+        if type(x) is str:  # "NaN", "Infinity", or a number sent as a string
+            try:
+                return float(x)
+            except ValueError:
+                return x
+        return x
+    x = v.get("boolValue")
+    if x is not None:
+        return x
+    x = v.get("arrayValue")
+    if x is not None:
+        return [_value(i) for i in (x.get("values") or [])] if type(x) is dict else x
+    x = v.get("kvlistValue")
+    if x is not None:
+        return _attrs(x.get("values")) if type(x) is dict else x
+    x = v.get("bytesValue")
+    if x is not None:
+        return x
+    return None
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    if not kvs:
+        return {}
+    if type(kvs) is not list:
+        raise TypeError("attributes: expected a list of {key, value}")
+    out = {}
+    for kv in kvs:
+        out[kv["key"]] = _value(kv.get("value"))
+    return out
+
+
+def add_request(doc: Any, rows: SpanRows, position: int | None = None) -> int:
+    """Map every span of one decoded ``ExportTraceServiceRequest`` into ``rows``.
+
+    ``position`` is given for file lines (every span of the line gets it);
+    otherwise spans are numbered from 1 within the request. Returns the span count.
+    Raises :class:`UnreadableRequest` when the document is not a trace export at all.
+    """
+    if type(doc) is not dict:
+        raise UnreadableRequest(f"expected a JSON object with resourceSpans, got {type(doc).__name__}")
+    resource_spans = doc.get("resourceSpans", doc.get("resource_spans"))
+    if resource_spans is None:
+        if doc:
+            raise UnreadableRequest("no resourceSpans: not an OTLP trace export")
+        return 0
+    if type(resource_spans) is not list:
+        raise UnreadableRequest("resourceSpans: expected a list")
+    n = 0
+    for rs in resource_spans:
+        if type(rs) is not dict:
+            raise UnreadableRequest("resourceSpans[]: expected objects")
+        try:
+            resource = Resource(_attrs((rs.get("resource") or {}).get("attributes")))
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise UnreadableRequest(f"resource.attributes: {exc}") from None
+        scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []
+        if type(scopes) is not list:
+            raise UnreadableRequest("scopeSpans: expected a list")
+        for ss in scopes:
+            spans = ss.get("spans") if type(ss) is dict else None
+            if not spans:
+                continue
+            if type(spans) is not list:
+                raise UnreadableRequest("scopeSpans[].spans: expected a list")
+            for span in spans:
+                n += 1
+                pos = position if position is not None else n
+                _add_span(span, resource, rows, pos)
+    return n
+
+
+def _add_span(span: Any, resource: Resource, rows: SpanRows, pos: int) -> None:
+    if type(span) is not dict:
+        rows.spans += 1
+        rows._reject(pos, f"expected a span object, got {type(span).__name__}", None, None, None, None)
+        return
+    try:
+        attrs = _attrs(span.get("attributes"))
+        events = None
+        evs = span.get("events")
+        if evs:
+            events = [
+                (
+                    e.get("name"),
+                    e.get("timeUnixNano"),
+                    _attrs(e.get("attributes")) if e.get("name") == EVALUATION_EVENT else {},
+                )
+                for e in evs
+            ]
+        status = span.get("status") or {}
+        code = status.get("code", 0) if type(status) is dict else status
+        message = status.get("message", "") if type(status) is dict else ""
+    except (TypeError, KeyError, AttributeError) as exc:
+        rows.spans += 1
+        reason = f"attributes or events not in OTLP shape ({type(exc).__name__}: {exc})"
+        rows._reject(pos, reason, span.get("traceId"), span.get("spanId"), span.get("name"), None)
+        return
+    rows.add(
+        span.get("traceId"),
+        span.get("spanId"),
+        span.get("parentSpanId") or "",
+        span.get("name"),
+        span.get("startTimeUnixNano"),
+        span.get("endTimeUnixNano"),
+        code,
+        message,
+        attrs,
+        resource,
+        events,
+        pos,
+    )
+
+
+def decode_json(body: bytes, options: ReadOptions) -> Batch:
+    """One OTLP/HTTP JSON request body -> one :class:`Batch`."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableRequest(f"not valid JSON: {exc}") from None
+    rows = SpanRows(options)
+    add_request(doc, rows)
+    return rows.batch()
+
+
+def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
+    """Collector file-exporter JSON lines; one batch per ``options.batch_rows`` spans.
+
+    A line that is not JSON or not a trace export is quarantined with its line
+    number; the other lines still land.
+    """
+    rows = SpanRows(options)
+    bad_pos: list[int] = []
+    bad_reason: list[str] = []
+    bad_raw: list[str] = []
+    first = stream.readline()
+    if first.lstrip().startswith(b"{") and not _parses(first):
+        # One pretty-printed request spread over many lines.
+        whole = first + stream.read()
+        try:
+            doc = orjson.loads(whole)
+            add_request(doc, rows, 1)
+        except (orjson.JSONDecodeError, UnreadableRequest) as exc:
+            bad_pos.append(1)
+            bad_reason.append(f"line 1: {exc}")
+            bad_raw.append(whole[:2000].decode("utf-8", "replace"))
+        lines: Any = []
+    else:
+        lines = _chain(first, stream)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            add_request(orjson.loads(line), rows, lineno)
+        except orjson.JSONDecodeError as exc:
+            bad_pos.append(lineno)
+            bad_reason.append(f"line {lineno}: not valid JSON ({exc})")
+            bad_raw.append(line[:2000].decode("utf-8", "replace"))
+        except UnreadableRequest as exc:
+            bad_pos.append(lineno)
+            bad_reason.append(f"line {lineno}: {exc}")
+            bad_raw.append(line[:2000].decode("utf-8", "replace"))
+        if rows.spans >= options.batch_rows:
+            yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
+            rows = SpanRows(options)
+            bad_pos, bad_reason, bad_raw = [], [], []
+    if rows.spans or bad_pos:
+        yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
+
+
+def _chain(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
+    yield first
+    yield from stream
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+        return True
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _finish(rows: SpanRows, options: ReadOptions, pos: list[int], reason: list[str], raw: list[str]) -> Batch:
+    batch = rows.batch()
+    if pos:
+        from yieldmeter.ingest.conform import concat_rejects
+
+        batch.rejects = concat_rejects([batch.rejects, make_rejects("calls", options.source, pos, reason, raw)])
+    return batch
+
+
+def detect(head: bytes, filename: str) -> bool:
+    text = head.lstrip()[:4096]
+    return text.startswith(b"{") and (b'"resourceSpans"' in text or b'"resource_spans"' in text)
+
+
+FORMAT = Format(
+    name="otlp-json",
+    description="OTLP JSON trace export lines (OpenTelemetry Collector file exporter)",
+    detect=detect,
+    read=read,
+)
