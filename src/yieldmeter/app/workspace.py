@@ -1,0 +1,364 @@
+"""The Workspace: the one object every surface calls.
+
+A workspace is a folder with ``yieldmeter.yaml`` and the store under
+``.yieldmeter/``. The CLI, the server, the reports and the SDK open a
+Workspace and call its methods; they hold no SQL and no business logic.
+Capabilities beyond the foundation hang off it as services (``ws.value``,
+``ws.capacity``...), each in its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from yieldmeter.config import CONFIG_FILE, STORE_DIR, TEMPLATE, Config, load_config
+from yieldmeter.ingest.base import Batch, ReadOptions, open_binary
+from yieldmeter.ingest.conform import conform
+from yieldmeter.metrics import cost, spend
+from yieldmeter.metrics.tables import Tables
+from yieldmeter.store.duckdb_store import Store, WriteResult
+
+if TYPE_CHECKING:
+    from yieldmeter.app.capacity import CapacityService
+    from yieldmeter.app.value import ValueService
+
+STORE_FILE = "store.duckdb"
+
+
+class NoWorkspace(FileNotFoundError):
+    pass
+
+
+@dataclass
+class FileSummary:
+    """What became of one input."""
+
+    source: str
+    format: str
+    read: int = 0
+    landed: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    ignored: int = 0
+    unpriced: int = 0
+    tables: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, table_name: str, r: WriteResult) -> None:
+        self.read += r.read
+        self.landed += r.landed
+        self.updated += r.updated
+        self.duplicates += r.duplicates
+        self.quarantined += r.quarantined
+        if r.landed:
+            self.tables[table_name] = self.tables.get(table_name, 0) + r.landed
+
+    @property
+    def accounted(self) -> bool:
+        """Every row read is landed, a duplicate, or quarantined."""
+        return self.read == self.landed + self.duplicates + self.quarantined
+
+
+@dataclass
+class IngestSummary:
+    files: list[FileSummary] = field(default_factory=list)
+
+    def total(self, attr: str) -> int:
+        return sum(getattr(f, attr) for f in self.files)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "source": f.source,
+                "format": f.format,
+                "read": f.read,
+                "landed": f.landed,
+                "duplicates": f.duplicates,
+                "quarantined": f.quarantined,
+                "ignored": f.ignored,
+                "unpriced_calls": f.unpriced,
+            }
+            for f in self.files
+        ]
+
+
+#: Hook run after ingest when signals, outcomes or calls changed: (workspace) -> None.
+AfterIngest = Callable[["Workspace"], None]
+
+
+class Workspace:
+    """A yieldmeter workspace. Create with :meth:`open` or :meth:`init`."""
+
+    def __init__(self, root: Path, config: Config, store: Store) -> None:
+        self.root = root
+        self.config = config
+        self.store = store
+
+    # -- lifecycle -------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str = ".", *, create: bool = False) -> Workspace:
+        """Open the workspace at ``path``; with ``create`` make the store if missing."""
+        root = Path(path).expanduser().resolve()
+        config_path = root / CONFIG_FILE
+        store_path = root / STORE_DIR / STORE_FILE
+        if not create and not config_path.exists() and not store_path.exists():
+            raise NoWorkspace(
+                f"no yieldmeter workspace at {root} (no {CONFIG_FILE}, no {STORE_DIR}/); "
+                f"run `yieldmeter init {root}` or pass --workspace"
+            )
+        config = load_config(config_path)
+        ws = cls(root, config, Store.open(store_path))
+        ws.sync_reference()
+        return ws
+
+    @classmethod
+    def init(cls, path: Path | str = ".") -> Workspace:
+        """Write a commented ``yieldmeter.yaml`` (if absent) and create the store."""
+        root = Path(path).expanduser().resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        config_path = root / CONFIG_FILE
+        if not config_path.exists():
+            config_path.write_text(TEMPLATE, encoding="utf-8")
+        return cls.open(root, create=True)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reference data: workflows, prices, model map -------------------------------------
+    def sync_reference(self) -> None:
+        """Bring the workflow catalog and the price table in line with the config."""
+        from yieldmeter.pricing.book import build_prices, fingerprint
+
+        rows = [{**w.model_dump(mode="json"), "org": "default"} for w in self.config.workflows]
+        wf = conform("workflows", pa.Table.from_pylist(rows) if rows else pa.table({}), source=CONFIG_FILE)
+        if self.store.meta("workflows") != repr(rows):
+            self.store.replace("workflows", wf.rows)
+            self.store.set_meta("workflows", repr(rows))
+        fp = fingerprint(self.config.prices)
+        if self.store.meta("prices_fingerprint") != fp:
+            self.store.replace("prices", build_prices(self.config.prices))
+            self.store.set_meta("prices_fingerprint", fp)
+            self.store.replace("model_map", self.store.ibis.table("model_map").limit(0).to_pyarrow())
+        self.refresh_model_map()
+
+    def refresh_model_map(self) -> int:
+        """Resolve (provider, model) pairs that calls report and the map lacks; returns how many."""
+        from yieldmeter.pricing.resolve import resolve
+
+        pairs = self.store.query_arrow(
+            "SELECT DISTINCT coalesce(c.provider, '') AS provider, c.model FROM calls c "
+            "WHERE c.model IS NOT NULL AND NOT EXISTS (SELECT 1 FROM model_map m "
+            "WHERE m.provider = coalesce(c.provider, '') AND m.model = c.model)"
+        ).to_pylist()
+        if not pairs:
+            return 0
+        out = []
+        for pair in pairs:
+            r = resolve(pair["provider"] or None, pair["model"], self.config.prices)
+            out.append({**pair, "price_provider": r.price_provider, "price_model": r.price_model, "how": r.how})
+        self.store.append("model_map", pa.Table.from_pylist(out, schema=self.store_schema("model_map")))
+        return len(out)
+
+    def store_schema(self, name: str) -> pa.Schema:
+        from yieldmeter.store.duckdb_store import INTERNAL_TABLES
+
+        return INTERNAL_TABLES[name]
+
+    # -- ingest ------------------------------------------------------------------------
+    def read_options(self, source: str, table: str | None = None) -> ReadOptions:
+        return ReadOptions(
+            source=source,
+            table=table,
+            capture_content=self.config.privacy.capture_content,
+            score_signals=dict(self.config.score_signals),
+        )
+
+    def ingest_batches(self, batches: Iterable[Batch], *, source: str, fmt: str = "records") -> FileSummary:
+        """Write adapter batches, one transaction each, then derive and price.
+
+        Safe to call again with the same batches: nothing changes the second time.
+        """
+        summary = FileSummary(source=source, format=fmt)
+        touched_units: set[str] = set()
+        pairs: dict[tuple[str, str], int] = {}
+        changed: set[str] = set()
+        for batch in batches:
+            summary.ignored += batch.ignored
+            summary.notes.extend(batch.notes)
+            results = self.store.write_batch(batch.tables, batch.rejects)
+            for name, r in results.items():
+                summary.add(name, r)
+                if r.landed:
+                    changed.add(name)
+            calls = batch.tables.get("calls")
+            if calls is not None and calls.num_rows and results["calls"].landed:
+                touched_units.update(u for u in pc.unique(calls.column("work_unit_id")).to_pylist() if u)
+                grouped = calls.group_by(["provider", "model"]).aggregate([("request_count", "sum")])
+                for p, m, n in zip(
+                    grouped.column("provider").to_pylist(),
+                    grouped.column("model").to_pylist(),
+                    grouped.column("request_count_sum").to_pylist(),
+                    strict=True,
+                ):
+                    pairs[(p or "", m or "")] = pairs.get((p or "", m or ""), 0) + int(n or 0)
+        if touched_units:
+            self.store.derive_work_units(sorted(touched_units))
+        if "calls" in changed:
+            self.refresh_model_map()
+            summary.unpriced = self._unpriced_volume(pairs)
+        if changed:
+            self._after_ingest(changed)
+        return summary
+
+    def _unpriced_volume(self, pairs: dict[tuple[str, str], int]) -> int:
+        mapped = {
+            (r["provider"], r["model"]): r["price_model"] is not None
+            for r in self.store.query_arrow("SELECT provider, model, price_model FROM model_map").to_pylist()
+        }
+        return sum(n for key, n in pairs.items() if not mapped.get(key, False))
+
+    def _after_ingest(self, changed: set[str]) -> None:
+        """Re-score when the evidence behind scores changed (value engine, when installed)."""
+        if not changed & {"signals", "outcomes", "calls", "effort", "work_units"}:
+            return
+        try:
+            from yieldmeter.scoring import score_workspace  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        score_workspace(self)
+
+    def ingest_paths(
+        self,
+        paths: Sequence[Path | str],
+        *,
+        fmt: str = "auto",
+        table: str | None = None,
+        progress: Callable[[Path, int, int], None] | None = None,
+    ) -> IngestSummary:
+        """Import files; ``fmt`` is a format name or ``auto`` (detected by content).
+
+        ``progress(path, bytes_done, bytes_total)`` is called as a file is read.
+        """
+        from yieldmeter.ingest.registry import detect_format, get_format
+
+        summary = IngestSummary()
+        for raw in paths:
+            path = Path(raw)
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no such file")
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for f in files:
+                chosen = detect_format(f) if fmt == "auto" else get_format(fmt)
+                options = self.read_options(str(f), table)
+                total = f.stat().st_size
+                with open_binary(f) as stream:
+                    counted = _Counting(stream, lambda n, f=f: progress(f, n, total)) if progress else stream
+                    summary.files.append(
+                        self.ingest_batches(chosen.read(counted, options), source=str(f), fmt=chosen.name)  # type: ignore[arg-type]
+                    )
+        return summary
+
+    # -- metrics -------------------------------------------------------------------------
+    def tables(self) -> Tables:
+        return Tables.from_backend(self.store.ibis)
+
+    def priced_calls(self) -> ir.Table:
+        return cost.priced_calls(self.tables())
+
+    def cost_lines(self) -> ir.Table:
+        return spend.cost_lines(self.tables(), self.config.labour_rates)
+
+    def spend(self, by: Sequence[str] = (), filters: spend.Filters | None = None) -> pa.Table:
+        """Model, allocated, effort and fully loaded cost grouped by ``by``."""
+        return spend.spend(self.cost_lines(), by, filters).to_pyarrow()
+
+    def unpriced(self) -> pa.Table:
+        """Models that resolve to no price, with their call and token volume."""
+        pcalls = self.priced_calls()
+        u = pcalls.filter(~pcalls.priced)
+        return (
+            u.group_by(provider=u.provider, model=u.model)
+            .aggregate(
+                calls=u.request_count.sum(), input_tokens=u.input_tokens.sum(), output_tokens=u.output_tokens.sum()
+            )
+            .order_by([ibis.desc("calls"), "model"])
+            .to_pyarrow()
+        )
+
+    def status(self) -> dict[str, Any]:
+        counts = self.store.counts()
+        t = self.tables()
+        calls = t.calls
+        span = calls.aggregate(first=calls.ts.min(), last=calls.ts.max()).to_pyarrow().to_pylist()[0]
+        totals = self.spend(()).to_pylist()
+        return {
+            "workspace": str(self.root),
+            "tables": counts,
+            "first_call": span["first"],
+            "last_call": span["last"],
+            "totals": totals[0] if totals else {},
+            "workflows": [w.workflow for w in self.config.workflows],
+        }
+
+    def quarantine(self, limit: int = 50) -> pa.Table:
+        q = self.store.ibis.table("quarantine")
+        return q.order_by([q.ingested_at.desc(), q.source, q.position]).limit(limit).to_pyarrow()
+
+    # -- services of later layers ------------------------------------------------------------
+    @cached_property
+    def value(self) -> ValueService:
+        from yieldmeter.app.value import ValueService
+
+        return ValueService(self)
+
+    @cached_property
+    def capacity(self) -> CapacityService:
+        from yieldmeter.app.capacity import CapacityService
+
+        return CapacityService(self)
+
+
+class _Counting:
+    """Wraps a binary stream and reports the bytes read so far."""
+
+    def __init__(self, stream: Any, report: Callable[[int], None]) -> None:
+        self._stream = stream
+        self._report = report
+        self._done = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._done += len(data)
+        self._report(self._done)
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        data = self._stream.readline(limit)
+        self._done += len(data)
+        self._report(self._done)
+        return data
+
+    def __iter__(self) -> Any:
+        for line in self._stream:
+            self._done += len(line)
+            self._report(self._done)
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

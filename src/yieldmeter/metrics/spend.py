@@ -1,0 +1,209 @@
+"""Fully loaded cost, additive over every dimension of the data model.
+
+    fully loaded cost = model cost
+                      + allocated cost items (platform, GPUs, licences)
+                      + human effort (minutes / 60 x labour rate)
+
+:func:`cost_lines` gives the three parts at one grain — day x team x workflow
+x user_id x app x environment x provider x model — so any report is a
+``group_by`` and a ``sum`` of it, and the parts add up across any partition.
+
+Allocation of a cost item (rule recorded in ``allocation_rule``):
+
+* ``direct``: the item names a team and/or workflow and that scope had no
+  priced calls in the item's period; the whole amount lands on that scope.
+* ``pro_rata``: the amount is spread over the calls in the item's period (and
+  in its team/workflow when it names them) in proportion to their model cost.
+
+Labour rate for effort: the person's rate, else the workflow's, else the
+team's, else the default (``labour_rates`` in ``yieldmeter.yaml``).
+
+Cost items of the categories in :data:`RECONCILIATION_CATEGORIES` are a
+provider's bill for the very tokens the calls already price; they are kept for
+reconciliation and never added to fully loaded cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import ibis
+import ibis.expr.types as ir
+
+from yieldmeter.config import LabourRates
+from yieldmeter.metrics.cost import priced_calls
+from yieldmeter.metrics.tables import Tables
+
+GRAIN = ("day", "team", "workflow", "user_id", "app", "environment", "provider", "model")
+MEASURES = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "model_cost",
+    "unpriced_calls",
+    "allocated_cost",
+    "effort_cost",
+)
+RECONCILIATION_CATEGORIES = ("ai_tokens",)
+#: Dimensions a spend report can group by: the grain plus coarser time buckets.
+DIMENSIONS = (*GRAIN, "week", "month")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict a report to a period [start, end) and to some teams, workflows, models."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    teams: tuple[str, ...] = ()
+    workflows: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+
+    def apply(self, lines: ir.Table, time_col: str = "day") -> ir.Table:
+        if self.start is not None:
+            lines = lines.filter(lines[time_col] >= ibis.literal(self.start))
+        if self.end is not None:
+            lines = lines.filter(lines[time_col] < ibis.literal(self.end))
+        if self.teams and "team" in lines.columns:
+            lines = lines.filter(lines.team.isin(self.teams))
+        if self.workflows and "workflow" in lines.columns:
+            lines = lines.filter(lines.workflow.isin(self.workflows))
+        if self.models and "model" in lines.columns:
+            lines = lines.filter(lines.model.isin(self.models))
+        return lines
+
+
+def _typed_nulls(**types: str) -> dict[str, ir.Value]:
+    return {name: ibis.null(t) for name, t in types.items()}
+
+
+def call_lines(t: Tables) -> ir.Table:
+    """Model cost and volume per grain cell."""
+    pc = priced_calls(t)
+    return pc.group_by(
+        day=pc.ts.truncate("D"),
+        team=pc.team,
+        workflow=pc.workflow,
+        user_id=pc.user_id,
+        app=pc.app,
+        environment=pc.environment,
+        provider=pc.provider,
+        model=pc.model,
+    ).aggregate(
+        calls=pc.request_count.sum(),
+        input_tokens=pc.input_tokens.sum(),
+        output_tokens=pc.output_tokens.sum(),
+        model_cost=pc.model_cost.sum().fill_null(0.0),
+        unpriced_calls=ibis.ifelse(pc.priced, 0, pc.request_count).sum(),
+    )
+
+
+def allocation(t: Tables, calls: ir.Table | None = None) -> ir.Table:
+    """Each cost item's share per grain cell, with the rule used (one row per item x cell)."""
+    calls = calls if calls is not None else call_lines(t)
+    items = t.cost_items.filter(~t.cost_items.category.fill_null("").isin(RECONCILIATION_CATEGORIES))
+    scoped = items.join(
+        calls,
+        [
+            calls.day >= items.period_start.truncate("D"),
+            calls.day < items.period_end,
+            items.team.isnull() | (items.team == calls.team),
+            items.workflow.isnull() | (items.workflow == calls.workflow),
+            calls.model_cost > 0,
+        ],
+    ).select(item_id=items.item_id, amount=items.amount, cell_cost=calls.model_cost, **{g: calls[g] for g in GRAIN})
+    total = scoped.cell_cost.sum().over(group_by=scoped.item_id)
+    pro_rata = scoped.select(
+        item_id=scoped.item_id,
+        **{g: scoped[g] for g in GRAIN},
+        allocated_cost=scoped.amount * scoped.cell_cost / total,
+        allocation_rule=ibis.literal("pro_rata"),
+    )
+    allocated_ids = pro_rata.select("item_id").distinct()
+    unallocated = items.filter(~items.item_id.isin(allocated_ids.item_id))
+    direct = unallocated.select(
+        item_id=unallocated.item_id,
+        day=unallocated.period_start.truncate("D"),
+        team=unallocated.team,
+        workflow=unallocated.workflow,
+        **_typed_nulls(user_id="string", app="string", environment="string", provider="string", model="string"),
+        allocated_cost=unallocated.amount,
+        allocation_rule=ibis.literal("direct"),
+    )
+    return pro_rata.union(direct)
+
+
+def effort_lines(t: Tables, rates: LabourRates) -> ir.Table:
+    """Human effort costed at the labour rate, on its work unit's team, workflow and user."""
+    e, wu, wf = t.effort, t.work_units, t.workflows
+    j = e.left_join(wu, e.work_unit_id == wu.work_unit_id).left_join(wf, wu.workflow == wf.workflow)
+    team_rates = ibis.memtable(
+        {"rate_team": list(rates.teams), "team_rate": [float(v) for v in rates.teams.values()]},
+        schema={"rate_team": "string", "team_rate": "float64"},
+    )
+    people_rates = ibis.memtable(
+        {"rate_person": list(rates.people), "person_rate": [float(v) for v in rates.people.values()]},
+        schema={"rate_person": "string", "person_rate": "float64"},
+    )
+    j = j.select(
+        day=j.ts.truncate("D"),
+        team=j.team,
+        workflow=j.workflow,
+        user_id=j.user_id,
+        person=j.person,
+        minutes=j.minutes,
+        wf_rate=j.labour_rate,
+    )
+    j = j.left_join(team_rates, j.team == team_rates.rate_team)
+    j = j.left_join(people_rates, j.person == people_rates.rate_person)
+    rate = ibis.coalesce(j.person_rate, j.wf_rate, j.team_rate, ibis.literal(float(rates.default)))
+    return j.group_by(GRAIN[:4]).aggregate(effort_cost=(j.minutes / 60.0 * rate).sum()).mutate(
+        **_typed_nulls(app="string", environment="string", provider="string", model="string")
+    )
+
+
+def cost_lines(t: Tables, rates: LabourRates) -> ir.Table:
+    """The three parts of fully loaded cost at the grain, plus ``fully_loaded_cost``."""
+    calls = call_lines(t)
+    zero_i = ibis.literal(0, "int64")
+    zero_f = ibis.literal(0.0)
+    parts = [
+        calls.mutate(allocated_cost=zero_f, effort_cost=zero_f),
+    ]
+    alloc = allocation(t, calls)
+    alloc_g = alloc.group_by(list(GRAIN)).aggregate(allocated_cost=alloc.allocated_cost.sum())
+    effort = effort_lines(t, rates)
+    for extra, cost_col in ((alloc_g, "allocated_cost"), (effort, "effort_cost")):
+        other = "effort_cost" if cost_col == "allocated_cost" else "allocated_cost"
+        parts.append(
+            extra.select(
+                *GRAIN,
+                calls=zero_i,
+                input_tokens=zero_i,
+                output_tokens=zero_i,
+                model_cost=zero_f,
+                unpriced_calls=zero_i,
+                **{cost_col: extra[cost_col], other: zero_f},
+            )
+        )
+    cols = [*GRAIN, *MEASURES]
+    lines = ibis.union(*[p.select(cols) for p in parts])
+    return lines.mutate(fully_loaded_cost=lines.model_cost + lines.allocated_cost + lines.effort_cost)
+
+
+def spend(lines: ir.Table, by: Sequence[str], filters: Filters | None = None) -> ir.Table:
+    """Spend grouped by ``by`` (any of :data:`DIMENSIONS`), largest fully loaded cost first."""
+    unknown = [b for b in by if b not in DIMENSIONS]
+    if unknown:
+        raise ValueError(f"cannot group spend by {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    if filters is not None:
+        lines = filters.apply(lines)
+    lines = lines.mutate(week=lines.day.truncate("W"), month=lines.day.truncate("M"))
+    agg = {m: lines[m].sum() for m in MEASURES}
+    agg["fully_loaded_cost"] = lines.fully_loaded_cost.sum()
+    if by:
+        out = lines.group_by(list(by)).aggregate(**agg)
+        return out.order_by([ibis.desc("fully_loaded_cost"), *by])
+    return lines.aggregate(**agg)

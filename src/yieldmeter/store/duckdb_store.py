@@ -1,0 +1,369 @@
+"""The store: the only code that talks to the database.
+
+One embedded DuckDB file. Writes arrive as Arrow tables of canonical rows and
+go through :meth:`Store.write_batch`, which in one transaction
+
+* drops repeated ids inside the batch (first one wins; counted as duplicates),
+* counts rows identical to what is stored as duplicates and changes nothing,
+* replaces rows whose id is stored with other content (an upsert),
+* inserts the rest, and the batch's rejects into ``quarantine``.
+
+A crash before the commit leaves nothing of the batch; after it, everything.
+Only one writer at a time (a lock); readers use cursors of the same database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from yieldmeter.ingest.conform import stable_id
+from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
+
+#: Tables the store keeps for itself (not user input).
+INTERNAL_TABLES: dict[str, pa.Schema] = {
+    "quarantine": QUARANTINE_SCHEMA,
+    "model_map": pa.schema(
+        [
+            pa.field("provider", pa.string()),  # as calls report it ('' when absent)
+            pa.field("model", pa.string()),
+            pa.field("price_provider", pa.string()),
+            pa.field("price_model", pa.string()),
+            pa.field("how", pa.string()),
+        ]
+    ),
+    "meta": pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())]),
+}
+
+
+@dataclass
+class WriteResult:
+    """What became of the rows of one write."""
+
+    read: int = 0
+    landed: int = 0  # inserted or updated
+    updated: int = 0  # of landed, rows that replaced a stored row with other content
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def __iadd__(self, other: WriteResult) -> WriteResult:
+        self.read += other.read
+        self.landed += other.landed
+        self.updated += other.updated
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        return self
+
+
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+    "double": "DOUBLE",
+    "int64": "BIGINT",
+    "bool": "BOOLEAN",
+    "date32[day]": "DATE",
+}
+
+
+def duck_type(t: pa.DataType) -> str:
+    try:
+        return _DUCK_TYPES[str(t)]
+    except KeyError:
+        raise TypeError(f"no DuckDB type for {t}") from None
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class StoreBusy(RuntimeError):
+    """The writer is held by another write for longer than the caller would wait."""
+
+
+class Store:
+    """A DuckDB-backed canonical store. Create with :meth:`open`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
+        self.con = con
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._ibis: Any = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str | None) -> Store:
+        """Open (or create) the store file at ``path``; ``None`` for in-memory."""
+        p = Path(path) if path is not None else None
+        if p is not None:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(p) if p is not None else ":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+        store = cls(con, p)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    @property
+    def ibis(self) -> Any:
+        """An Ibis backend over the same connection (lazily created)."""
+        if self._ibis is None:
+            import ibis
+
+            self._ibis = ibis.duckdb.from_connection(self.con)
+        return self._ibis
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for a reader thread."""
+        cur = self.con.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    # -- schema --------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Create missing tables and columns and record the schema version.
+
+        Migrations are additive: a column declared in :mod:`yieldmeter.schema`
+        that a stored table lacks is added with its default.
+        """
+        with self.transaction():
+            for t in TABLES.values():
+                self._ensure(t.name, t.arrow_schema, {c.name: c.default for c in t.columns})
+            for name, schema in INTERNAL_TABLES.items():
+                self._ensure(name, schema, {})
+            self.con.execute(
+                "DELETE FROM meta WHERE key = 'schema_version'; "
+                "INSERT INTO meta VALUES ('schema_version', ?)",
+                [str(SCHEMA_VERSION)],
+            )
+
+    def ensure_table(self, name: str, schema: pa.Schema) -> None:
+        """Create a table owned by a later layer (e.g. scores) if it is missing."""
+        with self.transaction():
+            self._ensure(name, schema, {})
+
+    def _ensure(self, name: str, schema: pa.Schema, defaults: dict[str, object]) -> None:
+        existing = {
+            r[0]
+            for r in self.con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [name]
+            ).fetchall()
+        }
+        if not existing:
+            cols = ", ".join(f"{_q(f.name)} {duck_type(f.type)}" for f in schema)
+            self.con.execute(f"CREATE TABLE {_q(name)} ({cols})")
+            return
+        for f in schema:
+            if f.name not in existing:
+                default = defaults.get(f.name)
+                clause = ""
+                if default is not None:
+                    lit = f"'{default}'" if isinstance(default, str) else str(default)
+                    clause = f" DEFAULT {lit}"
+                self.con.execute(f"ALTER TABLE {_q(name)} ADD COLUMN {_q(f.name)} {duck_type(f.type)}{clause}")
+
+    def meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM meta WHERE key = ?", [key])
+            self.con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+    # -- transactions ----------------------------------------------------------------
+    @contextmanager
+    def transaction(self, timeout: float = -1) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Hold the writer and run a transaction; roll back on any error."""
+        if not self._write_lock.acquire(timeout=timeout):
+            raise StoreBusy("the store is busy with another write")
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+        finally:
+            self._write_lock.release()
+
+    # -- writes ----------------------------------------------------------------------
+    def write(self, table_name: str, rows: pa.Table, rejects: pa.Table | None = None) -> WriteResult:
+        return self.write_batch({table_name: rows}, rejects)[table_name]
+
+    def write_batch(
+        self,
+        tables: dict[str, pa.Table],
+        rejects: pa.Table | None = None,
+        *,
+        timeout: float = -1,
+    ) -> dict[str, WriteResult]:
+        """Write several tables and their rejects in one transaction."""
+        results: dict[str, WriteResult] = {name: WriteResult() for name in tables}
+        with self.transaction(timeout) as con:
+            for name, rows in tables.items():
+                if rows.num_rows:
+                    results[name] = self._upsert(con, TABLES[name], rows)
+            if rejects is not None and rejects.num_rows:
+                counts = self._quarantine(con, rejects)
+                for name, n in counts.items():
+                    results.setdefault(name, WriteResult())
+                    results[name].quarantined += n
+                    results[name].read += n
+        return results
+
+    def _upsert(self, con: duckdb.DuckDBPyConnection, spec: Table, rows: pa.Table) -> WriteResult:
+        n = rows.num_rows
+        rows = rows.select(spec.names).append_column("_pos", pa.array(range(n), pa.int64()))
+        key = _q(spec.key)
+        cols = [_q(c) for c in spec.names]
+        con.register("_incoming", rows)
+        try:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _stage AS SELECT * FROM _incoming "
+                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _pos) = 1"
+            )
+        finally:
+            con.unregister("_incoming")
+        staged = con.execute("SELECT count(*) FROM _stage").fetchone()[0]
+        same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in cols)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _match AS "
+            f"SELECT s._pos, s.{key} AS k, ({same}) AS same FROM _stage s JOIN {_q(spec.name)} t ON s.{key} = t.{key}"
+        )
+        identical, changed = con.execute(
+            "SELECT count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT same) FROM _match"
+        ).fetchone()
+        if changed:
+            con.execute(f"DELETE FROM {_q(spec.name)} WHERE {key} IN (SELECT k FROM _match WHERE NOT same)")
+        col_list = ", ".join(cols)
+        con.execute(
+            f"INSERT INTO {_q(spec.name)} ({col_list}) SELECT {col_list} FROM _stage "
+            "WHERE _pos NOT IN (SELECT _pos FROM _match WHERE same)"
+        )
+        con.execute("DROP TABLE _stage; DROP TABLE _match")
+        return WriteResult(
+            read=n,
+            landed=staged - identical,
+            updated=changed,
+            duplicates=(n - staged) + identical,
+        )
+
+    def _quarantine(self, con: duckdb.DuckDBPyConnection, rejects: pa.Table) -> dict[str, int]:
+        now = datetime.now(UTC)
+        names = rejects.column("table_name").to_pylist()
+        ids = [
+            stable_id(t, s, p, r)
+            for t, s, p, r in zip(
+                names,
+                rejects.column("source").to_pylist(),
+                rejects.column("position").to_pylist(),
+                rejects.column("reason").to_pylist(),
+                strict=True,
+            )
+        ]
+        q = pa.table(
+            {
+                "quarantine_id": ids,
+                "table_name": rejects.column("table_name"),
+                "source": rejects.column("source"),
+                "position": rejects.column("position"),
+                "reason": rejects.column("reason"),
+                "raw": rejects.column("raw"),
+                "ingested_at": pa.array([now] * rejects.num_rows, QUARANTINE_SCHEMA.field("ingested_at").type),
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+        con.register("_rejects", q)
+        try:
+            # the same bad row re-ingested is quarantined once
+            con.execute(
+                "INSERT INTO quarantine SELECT * FROM _rejects r "
+                "WHERE r.quarantine_id NOT IN (SELECT quarantine_id FROM quarantine)"
+            )
+        finally:
+            con.unregister("_rejects")
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def replace(self, name: str, rows: pa.Table) -> None:
+        """Replace the whole content of a reference table (prices, workflows, model_map)."""
+        with self.transaction() as con:
+            con.register("_replacement", rows)
+            try:
+                con.execute(f"DELETE FROM {_q(name)}")
+                cols = ", ".join(_q(c) for c in rows.column_names)
+                con.execute(f"INSERT INTO {_q(name)} ({cols}) SELECT {cols} FROM _replacement")
+            finally:
+                con.unregister("_replacement")
+
+    def append(self, name: str, rows: pa.Table) -> None:
+        with self.transaction() as con:
+            con.register("_appended", rows)
+            try:
+                cols = ", ".join(_q(c) for c in rows.column_names)
+                con.execute(f"INSERT INTO {_q(name)} ({cols}) SELECT {cols} FROM _appended")
+            finally:
+                con.unregister("_appended")
+
+    # -- derived work units ---------------------------------------------------------------
+    def derive_work_units(self, work_unit_ids: list[str] | None = None) -> int:
+        """Describe work units that calls reference but no input described.
+
+        A derived unit takes the most frequent workflow, task type, user and
+        team of its calls, and their first and last time. Derived rows are
+        rebuilt when more calls arrive; a described row is never touched.
+        """
+        with self.transaction() as con:
+            scope = ""
+            if work_unit_ids is not None:
+                con.register("_touched", pa.table({"k": pa.array(work_unit_ids, pa.string())}))
+                scope = "AND c.work_unit_id IN (SELECT k FROM _touched)"
+            try:
+                con.execute(
+                    "DELETE FROM work_units WHERE derived AND work_unit_id IN "
+                    f"(SELECT DISTINCT c.work_unit_id FROM calls c WHERE c.work_unit_id IS NOT NULL {scope})"
+                )
+                con.execute(
+                    f"""
+                    INSERT INTO work_units (work_unit_id, parent_id, workflow, task_type, user_id, team,
+                                            owner, started_at, ended_at, status, derived, org, attributes)
+                    SELECT c.work_unit_id, any_value(c.session_id), mode(c.workflow), mode(c.task_type),
+                           mode(c.user_id), mode(c.team), NULL, min(c.ts),
+                           max(c.ts + to_milliseconds(CAST(coalesce(c.duration_ms, 0) AS BIGINT))),
+                           CASE WHEN bool_and(c.status = 'error') THEN 'failed' ELSE 'completed' END,
+                           TRUE, any_value(c.org), NULL
+                    FROM calls c
+                    WHERE c.work_unit_id IS NOT NULL {scope}
+                      AND c.work_unit_id NOT IN (SELECT work_unit_id FROM work_units)
+                    GROUP BY c.work_unit_id
+                    """
+                )
+                n = con.execute("SELECT count(*) FROM work_units WHERE derived").fetchone()[0]
+            finally:
+                if work_unit_ids is not None:
+                    con.unregister("_touched")
+        return int(n)
+
+    # -- reads -----------------------------------------------------------------------
+    def count(self, name: str) -> int:
+        return int(self.con.execute(f"SELECT count(*) FROM {_q(name)}").fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        return {name: self.count(name) for name in [*TABLES, "quarantine"]}
+
+    def query_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """Run a store-internal query (never called from surfaces)."""
+        return self.cursor().execute(sql, params or []).to_arrow_table()
