@@ -124,38 +124,50 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(rows: Sequence[dict[str, Any]], fmt: OutputFormat | str, *, title: str | None = None) -> str:
-    """Rows as JSON (array of objects), CSV, or a text table."""
-    fmt = OutputFormat(fmt)
-    if fmt is OutputFormat.json:
-        return json.dumps(list(rows), indent=2, default=str)
+def _rich_table(rows: Sequence[dict[str, Any]], columns: list[str], title: str | None) -> RichTable:
+    table = RichTable(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), int | float) else "left")
+    for r in rows:
+        table.add_row(*(_cell(r.get(c))[:120] for c in columns))
+    return table
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     columns: list[str] = []
     for r in rows:
         for k in r:
             if k not in columns:
                 columns.append(k)
+    return columns
+
+
+def render(rows: Sequence[dict[str, Any]], fmt: OutputFormat | str, *, title: str | None = None) -> str:
+    """Rows as JSON (array of objects), CSV, or a text table."""
+    fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.json:
+        return json.dumps(list(rows), indent=2, default=str)
+    columns = _columns(rows)
     if fmt is OutputFormat.csv:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()
-    table = RichTable(title=title, show_lines=False)
-    for c in columns:
-        table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), int | float) else "left")
-    for r in rows:
-        table.add_row(*(_cell(r.get(c)) for c in columns))
     cons = Console(width=200, record=True)
     with cons.capture() as cap:
-        cons.print(table)
+        cons.print(_rich_table(rows, columns, title))
     return cap.get()
 
 
 def emit(data: Any, fmt: OutputFormat | str, *, title: str | None = None) -> None:
     """Print rows in the chosen format to standard output."""
     rows = rows_of(data)
-    text = render(rows, fmt, title=title)
     if OutputFormat(fmt) is OutputFormat.table:
-        console().print(text, end="", highlight=False, markup=False)
-    else:
-        typer.echo(text, nl=not text.endswith("\n"))
+        if not rows:
+            console().print(f"{title or 'Result'}: nothing to show.")
+            return
+        console().print(_rich_table(rows, _columns(rows), title))
+        return
+    text = render(rows, fmt, title=title)
+    typer.echo(text, nl=not text.endswith("\n"))

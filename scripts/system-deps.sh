@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian packages that tests drive for real: chromium (dashboard
+# tests), poppler-utils (pdftoppm, board pack pages), a Java runtime (Spark).
+# Runs only as root with apt-get; elsewhere it says what is missing and the
+# tests that need a missing tool skip with that reason.
+set -u
+need=""
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v pdftoppm >/dev/null 2>&1 || need="$need poppler-utils"
+command -v java >/dev/null 2>&1 || need="$need default-jre-headless"
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian packages:$need"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $need >/dev/null
+else
+  echo "missing (install them to run every test):$need"
+fi

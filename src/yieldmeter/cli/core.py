@@ -1,0 +1,182 @@
+"""Foundation commands: init, ingest, status, report spend, unpriced, quarantine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from yieldmeter.cli.common import (
+    FormatOpt,
+    OutputFormat,
+    WorkspaceOpt,
+    console,
+    emit,
+    fail,
+    group,
+    workspace,
+)
+
+#: Files larger than this get a progress bar.
+PROGRESS_BYTES = 4 << 20
+
+PeriodOpt = Annotated[
+    str | None,
+    typer.Option("--period", help="YYYY, YYYY-MM, YYYY-MM-DD, or START..END (ISO dates, END exclusive)."),
+]
+
+
+def parse_period(text: str | None) -> tuple[datetime | None, datetime | None]:
+    """``2025-03`` -> [2025-03-01, 2025-04-01); ``A..B`` -> [A, B)."""
+    from yieldmeter.app.periods import period_bounds
+
+    try:
+        return period_bounds(text)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(
+        directory: Annotated[Path, typer.Argument(help="Folder for the workspace.")] = Path("."),
+    ) -> None:
+        """Create a workspace: a commented yieldmeter.yaml and the store under .yieldmeter/."""
+        from yieldmeter.app.workspace import Workspace
+        from yieldmeter.config import CONFIG_FILE, ConfigError
+
+        try:
+            ws = Workspace.init(directory)
+        except ConfigError as exc:
+            fail(str(exc))
+        ws.close()
+        console().print(f"Workspace ready at [bold]{ws.root}[/] ({CONFIG_FILE} and .yieldmeter/).")
+
+    @app.command()
+    def ingest(
+        paths: Annotated[list[Path], typer.Argument(help="Files or folders to import.")],
+        table: Annotated[
+            str | None,
+            typer.Option("--table", help="Canonical table of tabular files (inferred from the id column)."),
+        ] = None,
+        fmt: Annotated[
+            str,
+            typer.Option(
+                "--format",
+                help="auto, otlp-json, litellm, langfuse, openai-usage, anthropic-usage, focus, table.",
+            ),
+        ] = "auto",
+        ws_path: WorkspaceOpt = Path("."),
+        output: Annotated[OutputFormat, typer.Option("--output", help="Summary format.")] = OutputFormat.table,
+    ) -> None:
+        """Import CSV, JSON lines, Parquet, OTLP JSON and usage exports into the store."""
+        from yieldmeter.ingest.registry import UnknownFormat
+        from yieldmeter.ingest.tabular import TableNotKnown
+        from yieldmeter.schema import INGESTIBLE
+
+        if table is not None and table not in INGESTIBLE:
+            fail(f"--table {table!r} is not a table; choose one of {', '.join(INGESTIBLE)}")
+        for p in paths:
+            if not p.exists():
+                fail(f"{p}: no such file or folder")
+        big = any(p.is_file() and p.stat().st_size > PROGRESS_BYTES for p in paths)
+        with workspace(ws_path, create=True) as ws:
+            progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                console=console(), transient=True, disable=not big,
+            )
+            tasks: dict[Path, int] = {}
+
+            def report(path: Path, done: int, total: int) -> None:
+                if path not in tasks:
+                    tasks[path] = progress.add_task(path.name, total=total)
+                progress.update(tasks[path], completed=done)
+
+            try:
+                with progress:
+                    summary = ws.ingest_paths(paths, fmt=fmt, table=table, progress=report if big else None)
+            except (UnknownFormat, TableNotKnown, FileNotFoundError, ValueError) as exc:
+                fail(str(exc))
+        for f in summary.files:
+            for note in dict.fromkeys(f.notes):
+                console().print(f"[yellow]note:[/] {note}", highlight=False)
+        emit(summary.rows(), output, title="Ingest summary")
+        if output is OutputFormat.table:
+            console().print(
+                f"{summary.total('read'):,} rows read: {summary.total('landed'):,} landed, "
+                f"{summary.total('duplicates'):,} duplicates skipped, "
+                f"{summary.total('quarantined'):,} quarantined (see `yieldmeter quarantine`), "
+                f"{summary.total('unpriced'):,} unpriced calls (see `yieldmeter unpriced`).",
+                highlight=False,
+            )
+        if summary.total("read") == 0 and summary.total("ignored") == 0:
+            fail("nothing could be read from the input (empty, or not a format yieldmeter knows)", code=2)
+
+    @app.command()
+    def status(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:
+        """What the store holds: rows per table, time span, totals."""
+        with workspace(ws_path) as ws:
+            info = ws.status()
+        if fmt is not OutputFormat.table:
+            emit([{"table": k, "rows": v} for k, v in info["tables"].items()], fmt)
+            return
+        c = console()
+        c.print(f"[bold]Workspace[/] {info['workspace']}")
+        if info["first_call"]:
+            c.print(f"Calls from {info['first_call']:%Y-%m-%d %H:%M} to {info['last_call']:%Y-%m-%d %H:%M} UTC")
+        emit([{"table": k, "rows": v} for k, v in info["tables"].items()], fmt)
+        t = info["totals"]
+        if t:
+            c.print(
+                f"Model cost ${t['model_cost']:,.2f}, fully loaded ${t['fully_loaded_cost']:,.2f}, "
+                f"{t['unpriced_calls']:,} unpriced calls.",
+                highlight=False,
+            )
+
+    report = group(app, "report", "Reports: spend, and the value measures.")
+
+    @report.command("spend")
+    def report_spend(
+        by: Annotated[str, typer.Option("--by", help="Comma-separated: team, workflow, user_id, model, "
+                                                      "provider, app, environment, day, week, month.")] = "team",
+        period: PeriodOpt = None,
+        team: Annotated[list[str] | None, typer.Option("--team")] = None,
+        workflow: Annotated[list[str] | None, typer.Option("--workflow")] = None,
+        model: Annotated[list[str] | None, typer.Option("--model")] = None,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+    ) -> None:
+        """Model cost, fully loaded cost, tokens, calls and unpriced volume."""
+        from yieldmeter.metrics.spend import DIMENSIONS, Filters
+
+        dims = [d.strip() for d in by.split(",") if d.strip()]
+        dims = ["user_id" if d == "user" else d for d in dims]
+        bad = [d for d in dims if d not in DIMENSIONS]
+        if bad:
+            fail(f"--by {', '.join(bad)}: not a dimension; choose from {', '.join(DIMENSIONS)}")
+        start, end = parse_period(period)
+        filters = Filters(start, end, tuple(team or ()), tuple(workflow or ()), tuple(model or ()))
+        with workspace(ws_path) as ws:
+            rows = ws.spend(dims, filters)
+        emit(rows, fmt, title="Spend")
+
+    @app.command()
+    def unpriced(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:
+        """Models no price matches, with their volume: add a price override in yieldmeter.yaml."""
+        with workspace(ws_path) as ws:
+            rows = ws.unpriced()
+        emit(rows, fmt, title="Unpriced models")
+
+    @app.command()
+    def quarantine(
+        limit: Annotated[int, typer.Option("--limit")] = 50,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+    ) -> None:
+        """Rows that could not be stored, with the file, the row and the reason."""
+        with workspace(ws_path) as ws:
+            rows = ws.quarantine(limit).drop_columns(["quarantine_id"])
+        emit(rows, fmt, title="Quarantine")
