@@ -29,6 +29,9 @@ from yieldmeter.store.duckdb_store import Store, WriteResult
 
 if TYPE_CHECKING:
     from yieldmeter.app.capacity import CapacityService
+    from yieldmeter.app.finops import FinOpsService
+    from yieldmeter.app.reports import ReportService
+    from yieldmeter.app.routing import RoutingService
     from yieldmeter.app.value import ValueService
 
 STORE_FILE = "store.duckdb"
@@ -99,10 +102,13 @@ AfterIngest = Callable[["Workspace"], None]
 class Workspace:
     """A yieldmeter workspace. Create with :meth:`open` or :meth:`init`."""
 
-    def __init__(self, root: Path, config: Config, store: Store) -> None:
+    def __init__(self, root: Path, config: Config, store: Store, backend: Any = None) -> None:
         self.root = root
         self.config = config
         self.store = store
+        #: The Ibis backend metrics run on: the store's DuckDB by default; a lake
+        #: read by DuckDB or Spark for scale-out (see yieldmeter.lake).
+        self._backend = backend
 
     # -- lifecycle -------------------------------------------------------------------
     @classmethod
@@ -275,8 +281,12 @@ class Workspace:
         return summary
 
     # -- metrics -------------------------------------------------------------------------
+    @property
+    def backend(self) -> Any:
+        return self._backend if self._backend is not None else self.store.ibis
+
     def tables(self) -> Tables:
-        return Tables.from_backend(self.store.ibis)
+        return Tables.from_backend(self.backend)
 
     def priced_calls(self) -> ir.Table:
         return cost.priced_calls(self.tables())
@@ -332,6 +342,24 @@ class Workspace:
         from yieldmeter.app.capacity import CapacityService
 
         return CapacityService(self)
+
+    @cached_property
+    def routing(self) -> RoutingService:
+        from yieldmeter.app.routing import RoutingService
+
+        return RoutingService(self)
+
+    @cached_property
+    def finops(self) -> FinOpsService:
+        from yieldmeter.app.finops import FinOpsService
+
+        return FinOpsService(self)
+
+    @cached_property
+    def reports(self) -> ReportService:
+        from yieldmeter.app.reports import ReportService
+
+        return ReportService(self)
 
 
 class _Counting:
