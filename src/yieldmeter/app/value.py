@@ -1,0 +1,308 @@
+"""The value engine as a service: one method per report (``ws.value``).
+
+Every surface (CLI, REST API, dashboard, reports) calls these methods and
+formats what they return: Arrow tables, or small dataclasses of Arrow tables.
+They hold the measure definitions of :mod:`yieldmeter.metrics` and
+:mod:`yieldmeter.scoring`; this module only binds them to a workspace, caches
+the shared intermediate results of one session, and applies the privacy rules.
+
+Privacy: per-person rows (benchmarks or value per token by user) need
+``people=True`` (the CLI's ``--people``); team rows hide teams with fewer
+distinct people in the workflow than ``privacy.min_group_size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from yieldmeter.metrics import benchmarks as bm
+from yieldmeter.metrics import coverage as cov
+from yieldmeter.metrics import funnel as fn
+from yieldmeter.metrics import value as vl
+from yieldmeter.metrics import waste as ws_
+from yieldmeter.metrics import yields as yl
+from yieldmeter.metrics.period import Window, parse_period
+from yieldmeter.metrics.tables import Tables
+from yieldmeter.metrics.units import unit_facts
+
+if TYPE_CHECKING:
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.scoring.engine import ScoringResult
+
+BENCHMARK_SUBJECTS = {"user": "user_id", "team": "team"}
+
+
+class PrivacyError(PermissionError):
+    """A per-person view asked for without the privilege to see people."""
+
+
+@dataclass(frozen=True)
+class YieldReport:
+    yields: pa.Table  # per workflow and family
+    strategic: pa.Table  # per workflow: strategic score 0-5, confidence
+    strategic_evidence: pa.Table  # the outcomes behind the strategic scores
+    notes: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Yields and strategic scores as one list of rows (for the CLI and JSON)."""
+        out = self.yields.to_pylist()
+        for r in self.strategic.to_pylist():
+            out.append(
+                {
+                    "workflow": r["workflow"],
+                    "family": "strategic",
+                    "outcomes": r["evidence_items"],
+                    "strategic_score": r["strategic_score"],
+                    "strategic_confidence": r["confidence"],
+                }
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class CoverageReport:
+    by_workflow: pa.Table  # the (all) row first, then workflows by uncovered spend
+    largest_uncovered: pa.Table
+
+    @property
+    def total(self) -> dict[str, Any]:
+        rows = self.by_workflow.filter(pc.equal(self.by_workflow.column("workflow"), "(all)")).to_pylist()
+        return rows[0] if rows else {}
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    rows: pa.Table
+    hidden_groups: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class ValueService:
+    """Value reports over one workspace. Intermediate tables are cached for the life of the service."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._tables: Tables | None = None
+        self._lines: ir.Table | None = None
+        self._facts: ir.Table | None = None
+        self.notes: list[str] = []
+
+    # -- shared inputs ------------------------------------------------------------------
+    def invalidate(self) -> None:
+        self._tables = self._lines = self._facts = None
+
+    def tables(self) -> Tables:
+        if self._tables is None:
+            self._tables = self.ws.tables()
+        return self._tables
+
+    def cost_lines(self) -> ir.Table:
+        if self._lines is None:
+            from yieldmeter.metrics.spend import cost_lines
+
+            self._lines = cost_lines(self.tables(), self.ws.config.labour_rates).cache()
+        return self._lines
+
+    def facts(self) -> ir.Table:
+        """Per work unit facts (see :mod:`yieldmeter.metrics.units`), materialised once."""
+        if self._facts is None:
+            from yieldmeter.metrics.cost import priced_calls
+
+            t = self.tables()
+            scores = t.scores
+            if scores is None:
+                from yieldmeter.scoring.engine import score_tables
+
+                scores = ibis.memtable(score_tables(t).scores)
+                self.notes.append("work units were scored in memory: run `yieldmeter score` to store scores")
+            self._facts = unit_facts(
+                t, priced_calls(t), self.cost_lines(), self.ws.config.labour_rates, scores
+            ).cache()
+        return self._facts
+
+    @staticmethod
+    def window(period: str | Window | None) -> Window:
+        return period if isinstance(period, Window) else parse_period(period)
+
+    # -- scoring ---------------------------------------------------------------------------
+    def score(self) -> ScoringResult:
+        """Score every work unit, store the scores and return the models and their calibration."""
+        from yieldmeter.scoring.engine import score_workspace
+
+        result = score_workspace(self.ws)
+        self.invalidate()
+        return result
+
+    def scores(self, workflow: str | None = None) -> pa.Table:
+        """The stored scores (empty when none were computed yet)."""
+        from yieldmeter.scoring.schema import SCORES_SCHEMA
+
+        s = self.tables().scores
+        if s is None:
+            return SCORES_SCHEMA.empty_table()
+        if workflow is not None:
+            s = s.filter(s.workflow == workflow)
+        return s.order_by([ibis.desc("score"), "work_unit_id"]).to_pyarrow()
+
+    # -- reports -----------------------------------------------------------------------------
+    def funnel(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
+        """The conversion chain per workflow and month with the cost at each stage."""
+        return fn.funnel(
+            self.tables(), self.facts(), self.cost_lines(), self.window(period), workflow
+        ).to_pyarrow()
+
+    def yields(self, workflow: str | None = None, period: str | Window | None = None) -> YieldReport:
+        """Workflow, revenue, risk and capacity yields with bands; strategic scores with evidence."""
+        t, w = self.tables(), self.window(period)
+        y = yl.yields(t, self.cost_lines(), w, workflow).to_pyarrow()
+        y = y.append_column("evidence_mix", pa.array(_evidence_mix(y), pa.string()))
+        notes = []
+        if y.num_rows and pc.sum(y.column("capacity_not_redeployed")).as_py():
+            notes.append("capacity outcomes not redeployed are excluded: hours saved are not a benefit")
+        if y.num_rows and pc.sum(y.column("outcomes_without_value")).as_py():
+            notes.append("outcomes without a monetary value add nothing to a yield's numerator")
+        return YieldReport(
+            y,
+            yl.strategic(t, w, workflow).to_pyarrow(),
+            yl.strategic_evidence(t, w, workflow).to_pyarrow(),
+            notes,
+        )
+
+    def coverage(
+        self, workflow: str | None = None, period: str | Window | None = None, limit: int = 10
+    ) -> CoverageReport:
+        """Attribution coverage with its three parts, and the largest uncovered spend."""
+        t, w = self.tables(), self.window(period)
+        return CoverageReport(
+            cov.coverage(t, self.cost_lines(), w, workflow).to_pyarrow(),
+            cov.largest_uncovered(t, self.cost_lines(), w, limit).to_pyarrow(),
+        )
+
+    def value_per_token(
+        self,
+        workflow: str | None = None,
+        period: str | Window | None = None,
+        by: str = "model",
+        *,
+        normalise: bool = False,
+        people: bool = False,
+    ) -> pa.Table:
+        """Value per token inside one workflow by ``by``; across workflows only normalised.
+
+        Raises :class:`~yieldmeter.metrics.value.CrossWorkflowComparison` when several workflows
+        would be compared raw.
+        """
+        if by == "user_id" and not people:
+            raise PrivacyError("value per token by person needs --people (a privileged view)")
+        w = self.window(period)
+        if normalise:
+            return vl.normalised(self.facts(), by, w).to_pyarrow()
+        if by not in vl.VPT_DIMENSIONS or by == "workflow":
+            raise ValueError(
+                f"cannot group value per token by {by!r} inside a workflow; "
+                f"choose from {', '.join(d for d in vl.VPT_DIMENSIONS if d != 'workflow')}"
+            )
+        f = vl.value_units(self.facts(), w)
+        if workflow is None:
+            present = sorted(f.select("workflow").distinct().to_pyarrow().column("workflow").to_pylist())
+            if len(present) > 1:
+                raise vl.CrossWorkflowComparison(present)
+            workflow = present[0] if present else None
+        if workflow is not None:
+            f = f.filter(f.workflow == workflow)
+        f = f.mutate(**{by: f[by].fill_null("(none)")})
+        est = self._estimate(f, ["workflow", by], ["workflow"])
+        return est.sort_by([("value_per_token", "descending")])
+
+    def benchmarks(
+        self,
+        workflow: str | None = None,
+        period: str | Window | None = None,
+        by: str = "team",
+        *,
+        people: bool = False,
+    ) -> BenchmarkReport:
+        """Per user or team inside each workflow: shrunk value per token, success rate, cost per success."""
+        if by not in BENCHMARK_SUBJECTS:
+            raise ValueError(f"benchmarks are by user or team, not {by!r}")
+        if by == "user" and not people:
+            raise PrivacyError("per-person benchmarks need --people (a privileged view); try --by team")
+        col = BENCHMARK_SUBJECTS[by]
+        f = vl.value_units(self.facts(), self.window(period))
+        if workflow is not None:
+            f = f.filter(f.workflow == workflow)
+        f = f.mutate(subject=f[col].fill_null("(none)"))
+        est = self._estimate(f, ["workflow", "subject"], ["workflow"])
+        hidden = 0
+        notes: list[str] = []
+        if by == "team":
+            sizes = f.group_by("workflow", "subject").aggregate(people=f.user_id.nunique()).to_pyarrow()
+            est = _join_sizes(est, sizes)
+            minimum = self.ws.config.privacy.min_group_size
+            small = pc.less(est.column("people"), minimum)
+            hidden = int(pc.sum(small).as_py() or 0)
+            est = est.filter(pc.invert(small))
+            if hidden:
+                notes.append(
+                    f"{hidden} team rows hidden: fewer than {minimum} people (privacy.min_group_size)"
+                )
+        est = est.sort_by([("workflow", "ascending"), ("value_per_token", "descending")])
+        return BenchmarkReport(est, hidden, notes)
+
+    def patterns(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
+        """Segments (model, session length, iterations, prompt size, tool use, time to first acceptance)
+        ranked by value per token against their workflow's mean, with intervals."""
+        f = vl.value_units(self.facts(), self.window(period))
+        if workflow is not None:
+            f = f.filter(f.workflow == workflow)
+        seg = bm.segment_frames(f)
+        est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
+        m = est.column("workflow_value_per_token")
+        lift = pc.divide(est.column("value_per_token"), m)
+        est = est.append_column("lift", lift)
+        est = est.append_column("lift_low", pc.divide(est.column("value_per_token_low"), m))
+        est = est.append_column("lift_high", pc.divide(est.column("value_per_token_high"), m))
+        return est.sort_by([("workflow", "ascending"), ("lift", "descending")])
+
+    def waste(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
+        """Expensive loops, unused outputs, rework and accepted-but-not-resolved, with spend at stake."""
+        return ws_.waste(self.facts(), self.window(period), workflow).to_pyarrow()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _estimate(self, f: ir.Table, keys: list[str], partition: list[str]) -> pa.Table:
+        sums = bm.group_sums(f, keys).to_pyarrow()
+        buckets = bm.bucket_sums(f, keys).to_pyarrow()
+        return bm.estimate(sums, buckets, keys, partition)
+
+
+def _evidence_mix(y: pa.Table) -> list[str | None]:
+    out: list[str | None] = []
+    levels = yl.LEVELS
+    cols = {lv: y.column(f"share_{lv}").to_pylist() for lv in levels}
+    for i in range(y.num_rows):
+        parts = [f"{lv} {cols[lv][i]:.0%}" for lv in reversed(levels) if cols[lv][i]]
+        out.append(", ".join(parts) if parts else None)
+    return out
+
+
+def _join_sizes(est: pa.Table, sizes: pa.Table) -> pa.Table:
+    lookup = {
+        (w, s): p
+        for w, s, p in zip(
+            sizes.column("workflow").to_pylist(),
+            sizes.column("subject").to_pylist(),
+            sizes.column("people").to_pylist(),
+            strict=True,
+        )
+    }
+    people = [
+        lookup.get((w, s), 0)
+        for w, s in zip(est.column("workflow").to_pylist(), est.column("subject").to_pylist(), strict=True)
+    ]
+    return est.append_column("people", pa.array(people, pa.int64()))

@@ -1,0 +1,267 @@
+"""Benchmarks and patterns inside a workflow: shrunk estimates with bootstrap intervals.
+
+The sums per group come from the database as Ibis expressions
+(:func:`group_sums`, :func:`bucket_sums`); the shrinkage and the bootstrap are
+small numpy steps on those sums (:func:`estimate`), so no per-unit data leaves
+the database.
+
+Per group g of work units (a user, a team, or a pattern segment) with n units,
+value V = sum(expected_value), tokens K, successes S, fully loaded cost C:
+
+- raw value per token r_g = V / K; workflow mean m = sum V / sum K.
+- its sampling variance se2_g = (sum (v_i - r_g k_i)^2 + s2) / K^2, where s2 is the pooled
+  per-unit residual variance (one pseudo-unit, so a one-unit group is not certain).
+- empirical-Bayes shrinkage (normal-normal, Efron-Morris): tau2 = max(var_g(r_g) - mean(se2_g), 0);
+  weight b_g = se2_g / (se2_g + tau2); value_per_token = (1 - b_g) r_g + b_g m.
+- success rate: beta-binomial shrinkage towards the workflow rate p with prior strength
+  kappa = p(1 - p) / var_between - 1 (method of moments, clipped to [1, 10000]):
+  success_rate = (S + kappa p) / (n + kappa).
+- cost_per_success = C / (n x success_rate) (shrunk successes: a lucky small group does not
+  look cheap).
+- intervals: Poisson bootstrap (B replicates, default 200) over batches: each group's units are
+  split by a stable hash of work_unit_id into up to 32 batches, each batch is weighted Poisson(1)
+  per replicate and the shrunk estimator recomputed with b_g and kappa held fixed; 2.5th and
+  97.5th percentiles. The workflow mean m and rate p are re-estimated in each replicate, so a
+  group that is the whole population still gets the population's interval. Small groups land
+  mostly one unit per batch, so for them this is the ordinary unit bootstrap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+
+BUCKETS = 32
+BOOTSTRAP_REPLICATES = 200
+
+
+def _value(f: ir.Table) -> ir.FloatingValue:
+    return f.expected_value.fill_null(0.0)
+
+
+def group_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
+    """Per group: n, value, tokens, successes, cost and the second moments the shrinkage needs."""
+    v = _value(facts)
+    k = facts.tokens.cast("float64")
+    return facts.group_by(list(keys)).aggregate(
+        n=facts.count(),
+        value=v.sum(),
+        tokens=k.sum(),
+        successes=facts.successful.sum().cast("int64"),
+        cost=facts.fully_loaded_cost.sum(),
+        svv=(v * v).sum(),
+        skk=(k * k).sum(),
+        svk=(v * k).sum(),
+    )
+
+
+def bucket_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
+    """Per group and bootstrap batch (stable hash of work_unit_id mod :data:`BUCKETS`): the sums."""
+    bucket = (facts.work_unit_id.hash().abs() % BUCKETS).cast("int64")
+    v = _value(facts)
+    return facts.group_by([*keys, bucket.name("bucket")]).aggregate(
+        n=facts.count(),
+        value=v.sum(),
+        tokens=facts.tokens.cast("float64").sum(),
+        successes=facts.successful.sum().cast("float64"),
+        cost=facts.fully_loaded_cost.sum(),
+    )
+
+
+def _arr(t: pa.Table, name: str) -> np.ndarray:
+    return np.nan_to_num(t.column(name).to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
+
+
+def _keys_of(t: pa.Table, keys: Sequence[str]) -> list[tuple[object, ...]]:
+    cols = [t.column(k).to_pylist() for k in keys]
+    return list(zip(*cols, strict=True)) if cols else [()] * t.num_rows
+
+
+def _shrinkage(
+    n: np.ndarray,
+    V: np.ndarray,
+    K: np.ndarray,
+    S: np.ndarray,
+    svv: np.ndarray,
+    skk: np.ndarray,
+    svk: np.ndarray,
+) -> dict[str, np.ndarray | float]:
+    """Shrinkage parameters of the groups of one partition (one workflow, one dimension)."""
+    g = len(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = np.where(K > 0, V / K, np.nan)
+        m = V.sum() / K.sum() if K.sum() > 0 else np.nan
+        r0 = np.nan_to_num(raw)
+        resid = np.maximum(svv - 2 * r0 * svk + r0 * r0 * skk, 0.0)
+        s2 = resid.sum() / max(n.sum() - g, 1.0)
+        se2 = np.where(K > 0, (resid + s2) / (K * K), np.nan)
+        ok = ~np.isnan(raw)
+        tau2 = max(float(np.var(raw[ok]) - np.mean(se2[ok])), 0.0) if ok.sum() > 1 else 0.0
+        b = np.where(ok, se2 / (se2 + tau2), np.nan) if tau2 > 0 else np.where(ok, 1.0, np.nan)
+        p = S.sum() / n.sum() if n.sum() > 0 else np.nan
+        phat = np.where(n > 0, S / n, np.nan)
+        between = float(np.nanvar(phat) - np.nanmean(p * (1 - p) / n)) if g > 1 else 0.0
+        kappa = float(np.clip(p * (1 - p) / between - 1.0, 1.0, 1e4)) if between > 0 else 1e4
+    if not np.isfinite(kappa):
+        kappa = 1e4
+    return {"raw": raw, "m": m, "b": b, "p": p, "phat": phat, "kappa": kappa}
+
+
+def estimate(
+    sums: pa.Table,
+    buckets: pa.Table,
+    keys: Sequence[str],
+    partition: Sequence[str] = (),
+    *,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pa.Table:
+    """Shrunk value per token, success rate and cost per success with bootstrap intervals, per group.
+
+    ``sums`` and ``buckets`` are the fetched :func:`group_sums` and :func:`bucket_sums` of the
+    groups ``keys``; shrinkage pulls each group towards the mean of its ``partition`` (the columns
+    of ``keys`` that name the population, e.g. the workflow), never across partitions.
+    """
+    g = sums.num_rows
+    n = _arr(sums, "n")
+    V, K, S, C = (_arr(sums, c) for c in ("value", "tokens", "successes", "cost"))
+    svv, skk, svk = (_arr(sums, c) for c in ("svv", "skk", "svk"))
+    raw, m, b, phat = (np.full(g, np.nan) for _ in range(4))
+    p, kappa = np.full(g, np.nan), np.full(g, 1e4)
+    parts: dict[tuple[object, ...], list[int]] = {}
+    for i, key in enumerate(_keys_of(sums, partition)):
+        parts.setdefault(key, []).append(i)
+    pidx = np.empty(g, dtype=np.int64)
+    for j, idx_list in enumerate(parts.values()):
+        pidx[idx_list] = j
+    for idx_list in parts.values():
+        ix = np.array(idx_list)
+        sh = _shrinkage(n[ix], V[ix], K[ix], S[ix], svv[ix], skk[ix], svk[ix])
+        raw[ix], b[ix], phat[ix] = sh["raw"], sh["b"], sh["phat"]
+        m[ix], p[ix], kappa[ix] = sh["m"], sh["p"], sh["kappa"]
+    bz = np.nan_to_num(b, nan=1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vpt = np.where(np.isnan(raw), np.nan, (1 - bz) * np.nan_to_num(raw) + bz * m)
+        rate = (S + kappa * p) / (n + kappa)
+        cps = np.where(rate > 0, C / (n * rate), np.nan)
+
+    # bootstrap over batches, every group at once
+    index = {k: i for i, k in enumerate(_keys_of(sums, keys))}
+    gi = np.array([index[k] for k in _keys_of(buckets, keys)], dtype=np.int64)
+    bV, bK, bS, bC, bn = (_arr(buckets, c) for c in ("value", "tokens", "successes", "cost", "n"))
+    rng = np.random.default_rng(seed)
+    reps_vpt = np.empty((replicates, g))
+    reps_rate = np.empty((replicates, g))
+    reps_cps = np.empty((replicates, g))
+    for r in range(replicates):
+        w = rng.poisson(1.0, size=len(gi)).astype(np.float64)
+        Vb = np.bincount(gi, w * bV, minlength=g)
+        Kb = np.bincount(gi, w * bK, minlength=g)
+        Sb = np.bincount(gi, w * bS, minlength=g)
+        Cb = np.bincount(gi, w * bC, minlength=g)
+        nb = np.bincount(gi, w * bn, minlength=g)
+        # the population's own mean and rate are re-estimated in every replicate too
+        P = len(parts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mb = (np.bincount(pidx, Vb, minlength=P) / np.bincount(pidx, Kb, minlength=P))[pidx]
+            pb = (np.bincount(pidx, Sb, minlength=P) / np.bincount(pidx, nb, minlength=P))[pidx]
+            rr = np.where(Kb > 0, Vb / Kb, np.nan)
+            reps_vpt[r] = (1 - bz) * np.nan_to_num(rr, nan=0.0) + bz * mb
+            reps_vpt[r][np.isnan(rr)] = np.nan
+            rb = (Sb + kappa * pb) / (nb + kappa)
+            reps_rate[r] = rb
+            reps_cps[r] = np.where(rb > 0, Cb / (nb * rb), np.nan)
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+
+    def band(reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import warnings
+
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanpercentile(reps, lo_q, axis=0), np.nanpercentile(reps, hi_q, axis=0)
+
+    vlo, vhi = band(reps_vpt)
+    rlo, rhi = band(reps_rate)
+    clo, chi = band(reps_cps)
+
+    def col(a: np.ndarray) -> pa.Array:
+        a = np.asarray(a, dtype=np.float64)
+        return pa.array(a, mask=~np.isfinite(a))
+
+    out = {k: sums.column(k) for k in keys}
+    out.update(
+        n=pa.array(n.astype(np.int64)),
+        tokens=pa.array(K),
+        value=pa.array(V),
+        successes=pa.array(S.astype(np.int64)),
+        fully_loaded_cost=pa.array(C),
+        value_per_token_raw=col(raw),
+        value_per_token=col(vpt),
+        value_per_token_low=col(vlo),
+        value_per_token_high=col(vhi),
+        shrinkage=col(b),
+        workflow_value_per_token=col(m),
+        success_rate_raw=col(phat),
+        success_rate=col(rate),
+        success_rate_low=col(rlo),
+        success_rate_high=col(rhi),
+        cost_per_success=col(cps),
+        cost_per_success_low=col(clo),
+        cost_per_success_high=col(chi),
+    )
+    return pa.table(out)
+
+
+# -- pattern segments -------------------------------------------------------------------------
+
+PATTERN_DIMENSIONS: tuple[str, ...] = (
+    "model",
+    "session_length",
+    "iterations",
+    "prompt_size",
+    "tool_use",
+    "time_to_first_acceptance",
+)
+
+
+def _bucket(x: ir.NumericValue, edges: Sequence[tuple[float, str]], last: str) -> ir.StringValue:
+    return ibis.cases(*((x <= edge, label) for edge, label in edges), else_=last)
+
+
+def with_segments(facts: ir.Table) -> ir.Table:
+    """Facts plus one string column per pattern dimension.
+
+    session_length: units in the same session (parent_id): 1, 2-5, 6-20, 21+;
+    iterations: calls per unit: 1, 2-3, 4-10, 11+; prompt_size: input tokens per call:
+    <=1k, 1k-4k, 4k-16k, >16k; tool_use: tools / no tools; time_to_first_acceptance:
+    <=1 min, 1-10 min, 10-60 min, >1 h, never accepted.
+    """
+    f = facts
+    session_n = f.count().over(group_by=ibis.coalesce(f.parent_id, f.work_unit_id))
+    per_call = f.input_tokens.cast("float64") / ibis.greatest(f.calls, 1).cast("float64")
+    tta = (f.first_accept_at.epoch_seconds() - f.started_at.epoch_seconds()) / 60.0
+    return f.mutate(
+        session_length=_bucket(session_n, [(1, "1"), (5, "2-5"), (20, "6-20")], "21+"),
+        iterations=_bucket(f.calls, [(1, "1"), (3, "2-3"), (10, "4-10")], "11+"),
+        prompt_size=_bucket(per_call, [(1000, "<=1k"), (4000, "1k-4k"), (16000, "4k-16k")], ">16k"),
+        tool_use=ibis.ifelse(f.tool_use, "tools", "no tools"),
+        time_to_first_acceptance=ibis.ifelse(
+            f.first_accept_at.isnull(),
+            "never accepted",
+            _bucket(tta, [(1, "<=1 min"), (10, "1-10 min"), (60, "10-60 min")], ">1 h"),
+        ),
+        model=f.model.fill_null("(none)"),
+    )
+
+
+def segment_frames(facts: ir.Table, dimensions: Sequence[str] = PATTERN_DIMENSIONS) -> ir.Table:
+    """Facts unpivoted: one row per unit and dimension, with ``dimension`` and ``segment`` columns."""
+    s = with_segments(facts)
+    cols = ["workflow", "work_unit_id", "expected_value", "tokens", "successful", "fully_loaded_cost"]
+    parts = [s.select(*cols, dimension=ibis.literal(d), segment=s[d].cast("string")) for d in dimensions]
+    return ibis.union(*parts)

@@ -1,0 +1,140 @@
+"""Attribution coverage: the share of AI spend connected to measured outcomes.
+
+Spend is fully loaded cost (cost_lines) in the period. A dollar of spend is
+*covered* when the workflow it served has all three of:
+
+- a **baseline**: the catalog declares ``baseline_cost`` or ``baseline_minutes``, or an outcome
+  of the workflow in the period has a ``baseline_value``;
+- an **owner**: the catalog declares an ``owner``, or an outcome names a ``benefit_owner``;
+- **evidence of change**: an outcome of the workflow in the period, at evidence level
+  observational or stronger (an anecdote is not evidence of change), with a monetary value or
+  an observed value that differs from its baseline.
+
+Spend with no workflow has none of the three.
+
+    coverage       = covered spend / total spend
+    share_<part>   = spend whose workflow has <part> / total spend   (each >= coverage)
+"""
+
+from __future__ import annotations
+
+import ibis
+import ibis.expr.types as ir
+
+from yieldmeter.metrics.period import UNASSIGNED, Window
+from yieldmeter.metrics.tables import Tables
+
+
+def workflow_parts(t: Tables, window: Window | None = None) -> ir.Table:
+    """Per catalogued or outcome-bearing workflow: has_baseline, has_owner, has_evidence."""
+    o = t.outcomes
+    if window is not None:
+        o = window.filter(o, "period_start")
+    changed = (o.evidence_level.fill_null("observational") != "anecdote") & (
+        o.monetary_value.notnull()
+        | (o.observed_value.notnull() & o.baseline_value.notnull() & (o.observed_value != o.baseline_value))
+    )
+    og = (
+        o.filter(o.workflow.notnull())
+        .group_by(p_workflow=o.workflow)
+        .aggregate(
+            o_baseline=o.baseline_value.notnull().any(),
+            o_owner=o.benefit_owner.notnull().any(),
+            o_evidence=changed.any(),
+        )
+    )
+    wf = t.workflows.select(
+        c_workflow="workflow",
+        c_baseline=t.workflows.baseline_cost.notnull() | t.workflows.baseline_minutes.notnull(),
+        c_owner=t.workflows.owner.notnull(),
+    )
+    j = wf.outer_join(og, wf.c_workflow == og.p_workflow)
+    return j.select(
+        workflow=ibis.coalesce(j.c_workflow, j.p_workflow),
+        has_baseline=j.c_baseline.fill_null(False) | j.o_baseline.fill_null(False),
+        has_owner=j.c_owner.fill_null(False) | j.o_owner.fill_null(False),
+        has_evidence=j.o_evidence.fill_null(False),
+    )
+
+
+def _missing(
+    has_baseline: ir.BooleanValue, has_owner: ir.BooleanValue, has_evidence: ir.BooleanValue
+) -> ir.Value:
+    parts = [
+        ibis.ifelse(has_baseline, "", "baseline "),
+        ibis.ifelse(has_owner, "", "owner "),
+        ibis.ifelse(has_evidence, "", "evidence"),
+    ]
+    s = parts[0].concat(parts[1], parts[2]).strip()
+    return ibis.ifelse(s == "", ibis.null("string"), s.replace(" ", ", "))
+
+
+def covered_spend(t: Tables, lines: ir.Table, window: Window | None = None) -> ir.Table:
+    """Spend per workflow, team and app with the three parts and ``covered``."""
+    if window is not None:
+        lines = window.filter(lines, "day")
+    s = lines.group_by(workflow=lines.workflow, team=lines.team, app=lines.app).aggregate(
+        spend=lines.fully_loaded_cost.sum()
+    )
+    parts = workflow_parts(t, window).rename(part_workflow="workflow")
+    j = s.left_join(parts, s.workflow == parts.part_workflow)
+    hb, ho, he = (
+        j.has_baseline.fill_null(False),
+        j.has_owner.fill_null(False),
+        j.has_evidence.fill_null(False),
+    )
+    return j.select(
+        workflow=j.workflow.fill_null(UNASSIGNED),
+        team=j.team,
+        app=j.app,
+        spend=j.spend,
+        has_baseline=hb,
+        has_owner=ho,
+        has_evidence=he,
+        covered=hb & ho & he,
+        missing=_missing(hb, ho, he),
+    )
+
+
+def coverage(
+    t: Tables, lines: ir.Table, window: Window | None = None, workflow: str | None = None
+) -> ir.Table:
+    """Per workflow plus an ``(all)`` row: spend, covered spend, the three part shares and coverage."""
+    cs = covered_spend(t, lines, window)
+    if workflow is not None:
+        cs = cs.filter(cs.workflow == workflow)
+
+    def agg(g: ir.Table) -> dict[str, ir.Value]:
+        return dict(
+            spend=g.spend.sum(),
+            spend_with_baseline=g.spend.sum(where=g.has_baseline).fill_null(0.0),
+            spend_with_owner=g.spend.sum(where=g.has_owner).fill_null(0.0),
+            spend_with_evidence=g.spend.sum(where=g.has_evidence).fill_null(0.0),
+            covered_spend=g.spend.sum(where=g.covered).fill_null(0.0),
+        )
+
+    per = cs.group_by("workflow").aggregate(**agg(cs), missing=cs.missing.max())
+    total = cs.aggregate(**agg(cs)).mutate(workflow=ibis.literal("(all)"), missing=ibis.null("string"))
+    out = ibis.union(per, total.select(per.columns))
+
+    def share(col: ir.NumericValue) -> ir.FloatingValue:
+        return ibis.ifelse(out.spend > 0, col / out.spend, ibis.null("float64"))
+
+    return out.mutate(
+        share_with_baseline=share(out.spend_with_baseline),
+        share_with_owner=share(out.spend_with_owner),
+        share_with_evidence=share(out.spend_with_evidence),
+        coverage=share(out.covered_spend),
+        uncovered_spend=out.spend - out.covered_spend,
+    ).order_by([(out.workflow == "(all)").desc(), ibis.desc("uncovered_spend"), "workflow"])
+
+
+def largest_uncovered(t: Tables, lines: ir.Table, window: Window | None = None, limit: int = 10) -> ir.Table:
+    """The largest uncovered spend by workflow, team and app, with what each lacks."""
+    cs = covered_spend(t, lines, window)
+    cs = cs.filter(~cs.covered & (cs.spend > 0))
+    return (
+        cs.select("workflow", "team", "app", "spend", "missing")
+        .order_by([ibis.desc("spend"), "workflow", "team", "app"])
+        .limit(limit)
+    )
