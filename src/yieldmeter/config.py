@@ -95,6 +95,8 @@ class Config(_Strict):
     #: Free-form sections that later capabilities read (capacity, alerts, engine...).
     capacity: dict[str, Any] = Field(default_factory=dict)
     alerts: dict[str, Any] = Field(default_factory=dict)
+    #: Showback/chargeback rules: cost centres per team, how shared cost is spread (yieldmeter.finops).
+    chargeback: dict[str, Any] = Field(default_factory=dict)
     engine: dict[str, Any] = Field(default_factory=dict)
     server: dict[str, Any] = Field(default_factory=dict)
 
