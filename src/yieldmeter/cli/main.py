@@ -14,6 +14,9 @@ import typer
 #: Modules that add commands; each defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: list[str] = [
     "yieldmeter.cli.core",
+    "yieldmeter.cli.value",
+    "yieldmeter.cli.serve",
+    "yieldmeter.cli.capacity",
 ]
 
 

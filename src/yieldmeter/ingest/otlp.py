@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -38,109 +37,31 @@ import pyarrow.compute as pc
 
 from yieldmeter.ingest.base import Batch, ReadOptions
 from yieldmeter.ingest.conform import conform, make_rejects
+from yieldmeter.ingest.otlp_semconv import (
+    _CACHE_READ,
+    _CACHE_WRITE,
+    _CONSUMED,
+    _CONTENT_KEYS,
+    _CONTENT_PREFIXES,
+    _GENAI_MARKERS,
+    _INPUT,
+    _LANGFUSE_STRUCTURE,
+    _LANGFUSE_TYPES,
+    _LEGACY_REQUEST_TYPES,
+    _OUTPUT,
+    _REASONING,
+    AGENT_OPERATIONS,
+    EVALUATION_EVENT,
+    TOOL_OPERATIONS,
+    SpanError,
+    _json_obj,
+    _langfuse_linkage,
+    _provider_from_host,
+    _tokens,
+    langfuse_usage,
+)
 
 #: Model invocations: each becomes one row of ``calls``.
-MODEL_OPERATIONS = frozenset(
-    {"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding", "generation"}
-)
-#: Agent and tool spans: kept as work-unit structure and tool-call signals, never as calls
-#: (agent spans often carry their children's usage, which would count tokens twice).
-AGENT_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
-TOOL_OPERATIONS = frozenset({"execute_tool"})
-EVALUATION_EVENT = "gen_ai.evaluation.result"
-
-#: Per span, above this many tokens of one kind the count is not believed (no model has such a window).
-MAX_SPAN_TOKENS = 100_000_000
-
-_GENAI_MARKERS = (
-    "gen_ai.operation.name",
-    "gen_ai.request.model",
-    "gen_ai.response.model",
-    "gen_ai.provider.name",
-    "gen_ai.system",
-    "langfuse.observation.type",
-)
-_LEGACY_REQUEST_TYPES = {"completion": "text_completion", "embedding": "embeddings", "chat": "chat"}
-_LANGFUSE_TYPES = {"generation": "chat", "embedding": "embeddings"}
-_LANGFUSE_STRUCTURE = {"agent": "invoke_agent", "tool": "execute_tool", "chain": "invoke_workflow"}
-
-_INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
-_OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens")
-_CACHE_READ = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
-_CACHE_WRITE = (
-    "gen_ai.usage.cache_creation.input_tokens",
-    "gen_ai.usage.cache_write.input_tokens",
-    "gen_ai.usage.cache_creation_input_tokens",
-)
-_REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
-
-#: Attributes the mapping consumes into columns; they are not repeated in ``attributes``.
-_CONSUMED = frozenset(
-    {
-        *_INPUT,
-        *_OUTPUT,
-        *_CACHE_READ,
-        *_CACHE_WRITE,
-        *_REASONING,
-        "gen_ai.operation.name",
-        "gen_ai.provider.name",
-        "gen_ai.system",
-        "gen_ai.response.model",
-        "gen_ai.request.model",
-        "gen_ai.conversation.id",
-        "yieldmeter.work_unit.id",
-        "yieldmeter.workflow",
-        "yieldmeter.task_type",
-        "yieldmeter.team",
-        "user.id",
-        "enduser.id",
-        "session.id",
-        "langfuse.observation.type",
-        "langfuse.observation.model.name",
-        "langfuse.observation.usage_details",
-        "langfuse.observation.cost_details",
-        "langfuse.user.id",
-        "langfuse.session.id",
-        "gen_ai.usage.cost",
-        "gen_ai.usage.total_tokens",
-        "llm.usage.total_tokens",
-        "llm.request.type",
-    }
-)
-#: Prompt and completion text (and tool arguments/results): dropped unless capture_content.
-_CONTENT_KEYS = frozenset(
-    {
-        "gen_ai.prompt",
-        "gen_ai.completion",
-        "gen_ai.input.messages",
-        "gen_ai.output.messages",
-        "gen_ai.system_instructions",
-        "gen_ai.tool.call.arguments",
-        "gen_ai.tool.call.result",
-        "gen_ai.evaluation.explanation",
-        "langfuse.observation.input",
-        "langfuse.observation.output",
-        "input.value",
-        "output.value",
-        "llm.prompts",
-        "traceloop.entity.input",
-        "traceloop.entity.output",
-    }
-)
-_CONTENT_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.", "llm.prompts.", "llm.input_messages", "llm.output_messages")
-
-_PROVIDER_BY_HOST = (
-    ("openai.azure.com", "azure.ai.openai"),
-    ("api.openai.com", "openai"),
-    ("api.anthropic.com", "anthropic"),
-    ("generativelanguage.googleapis.com", "gcp.gemini"),
-    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
-    ("bedrock-runtime", "aws.bedrock"),
-    ("api.mistral.ai", "mistral_ai"),
-    ("api.groq.com", "groq"),
-    ("api.deepseek.com", "deepseek"),
-)
-
 CALL_COLUMNS = (
     "call_id",
     "ts",
@@ -177,7 +98,9 @@ class Resource:
 
     def __init__(self, attrs: dict[str, Any]) -> None:
         self.app = _str(attrs.get("service.name"))
-        self.environment = _str(attrs.get("deployment.environment.name") or attrs.get("deployment.environment"))
+        self.environment = _str(
+            attrs.get("deployment.environment.name") or attrs.get("deployment.environment")
+        )
         # Linkage set once per process (OTEL_RESOURCE_ATTRIBUTES=yieldmeter.team=...).
         self.fallback = {
             k: _str(attrs[k])
@@ -192,79 +115,6 @@ def _str(v: Any) -> str | None:
     if isinstance(v, list | dict):
         return orjson.dumps(v).decode()
     return str(v)
-
-
-class _Bad(Exception):
-    """A span that cannot be mapped; the message names the attribute and why."""
-
-
-def _tokens(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
-    for k in keys:
-        v = attrs.get(k)
-        if v is None:
-            continue
-        if type(v) is int:
-            n = v
-        else:
-            try:
-                f = float(v)
-                if isinstance(v, bool) or f != int(f):
-                    raise ValueError
-                n = int(f)
-            except (TypeError, ValueError, OverflowError):
-                raise _Bad(f"{k}: not a whole number ({v!r})") from None
-        if n < 0:
-            raise _Bad(f"{k}: negative ({n})")
-        if n > MAX_SPAN_TOKENS:
-            raise _Bad(f"{k}: {n:,} is more tokens than any model takes in one call (limit {MAX_SPAN_TOKENS:,})")
-        return n
-    return None
-
-
-def _json_obj(v: Any, key: str) -> dict[str, Any]:
-    if isinstance(v, dict):
-        return v
-    if isinstance(v, str | bytes):
-        try:
-            out = orjson.loads(v)
-        except orjson.JSONDecodeError:
-            raise _Bad(f"{key}: not a JSON object") from None
-        if isinstance(out, dict):
-            return out
-    raise _Bad(f"{key}: not a JSON object")
-
-
-def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[int, int, int, int, int]:
-    """Canonical (input, output, cache read, cache write, reasoning) from Langfuse ``usage_details``.
-
-    Langfuse keeps every usage type as its own bucket (``input`` *excludes*
-    ``input_cached_tokens`` / ``cache_read_input_tokens``; ``output`` excludes
-    ``output_reasoning_tokens``), and ``total`` is their sum. When ``total``
-    shows that ``input`` already held the cached tokens, they are not added again.
-    """
-    nums: dict[str, int] = {}
-    for k, v in usage.items():
-        if v is None:
-            continue
-        nums[k] = _tokens({k: v}, (k,)) or 0
-    inp = nums.get("input", nums.get("prompt_tokens", nums.get("input_tokens", 0)))
-    out = nums.get("output", nums.get("completion_tokens", nums.get("output_tokens", 0)))
-    cache_read = sum(v for k, v in nums.items() if k.startswith("input_") and "cache" in k and "creation" not in k)
-    cache_read += nums.get("cache_read_input_tokens", 0)
-    cache_write = sum(v for k, v in nums.items() if "cache_creation" in k or "cache_write" in k)
-    other_in = sum(
-        v for k, v in nums.items() if k.startswith("input_") and "cache" not in k and k != "input_tokens"
-    )
-    reasoning = sum(v for k, v in nums.items() if k.startswith("output_") and "reasoning" in k)
-    other_out = sum(
-        v for k, v in nums.items() if k.startswith("output_") and "reasoning" not in k and k != "output_tokens"
-    )
-    extras_in = cache_read + cache_write + other_in
-    extras_out = reasoning + other_out
-    total = nums.get("total")
-    if total is not None and total == inp + out and (extras_in or extras_out):
-        return inp, out, cache_read, cache_write, reasoning  # input/output already inclusive
-    return inp + extras_in, out + extras_out, cache_read, cache_write, reasoning
 
 
 class SpanRows:
@@ -312,7 +162,7 @@ class SpanRows:
                 trace_id, span_id, parent_span_id, name, start_ns, end_ns, status_code, status_message,
                 attrs, resource, events, position,
             )  # fmt: skip
-        except _Bad as exc:
+        except SpanError as exc:
             self._reject(position, str(exc), trace_id, span_id, name, attrs)
 
     def _reject(self, position: int, reason: str, trace_id: Any, span_id: Any, name: Any, attrs: Any) -> None:
@@ -357,7 +207,7 @@ class SpanRows:
         if op is None:
             op = "chat"
         elif not isinstance(op, str):
-            raise _Bad(f"gen_ai.operation.name: not a string ({op!r})")
+            raise SpanError(f"gen_ai.operation.name: not a string ({op!r})")
 
         trace_id = _hex_id(trace_id, 16, "trace_id")
         span_id = _hex_id(span_id, 8, "span_id")
@@ -365,11 +215,13 @@ class SpanRows:
             start = int(start_ns)
             end = int(end_ns) if end_ns not in (None, "") else start
         except (TypeError, ValueError):
-            raise _Bad(f"startTimeUnixNano/endTimeUnixNano: not a whole number ({start_ns!r}, {end_ns!r})") from None
+            raise SpanError(
+                f"startTimeUnixNano/endTimeUnixNano: not a whole number ({start_ns!r}, {end_ns!r})"
+            ) from None
         if start <= 0:
-            raise _Bad("startTimeUnixNano: missing")
+            raise SpanError("startTimeUnixNano: missing")
         if start > 4_102_444_800 * 10**9:  # 2100-01-01: a clock or unit error, not a real call
-            raise _Bad(f"startTimeUnixNano: {start} is after the year 2100")
+            raise SpanError(f"startTimeUnixNano: {start} is after the year 2100")
 
         wu = a.get("yieldmeter.work_unit.id")
         workflow = a.get("yieldmeter.workflow")
@@ -392,8 +244,10 @@ class SpanRows:
         elif op in TOOL_OPERATIONS:
             self._tool(trace_id, span_id, parent_span_id, start, end, error, a, _str(wu), position)
         else:
-            self._call(trace_id, span_id, parent_span_id, op, start, end, status_code, status_message,
-                       error, a, resource, lf_type, conversation, wu, workflow, task_type, team, position)  # fmt: skip
+            self._call(
+                trace_id, span_id, parent_span_id, op, start, end, status_code, status_message, error,
+                a, resource, lf_type, conversation, wu, workflow, task_type, team, position,
+            )  # fmt: skip
         if events:
             self._evaluations(trace_id, span_id, a, resource, events, position, wu=_str(wu))
 
@@ -434,10 +288,12 @@ class SpanRows:
             try:
                 reported = float(reported)
             except (TypeError, ValueError):
-                raise _Bad(f"gen_ai.usage.cost: not a number ({reported!r})") from None
+                raise SpanError(f"gen_ai.usage.cost: not a number ({reported!r})") from None
 
-        model = a.get("gen_ai.response.model") or a.get("gen_ai.request.model") or a.get(
-            "langfuse.observation.model.name"
+        model = (
+            a.get("gen_ai.response.model")
+            or a.get("gen_ai.request.model")
+            or a.get("langfuse.observation.model.name")
         )
         if model is None:
             self.no_model += 1
@@ -551,7 +407,7 @@ class SpanRows:
         self, trace_id: str, span_id: str, a: dict[str, Any], resource: Resource,
         events: list[tuple[str, Any, dict[str, Any]]], position: int, wu: str | None = None,
     ) -> None:  # fmt: skip
-        """``gen_ai.evaluation.result`` events become signals (``rated``, or the kind config maps the name to)."""
+        """``gen_ai.evaluation.result`` events -> signals: ``rated``, or the kind config maps the name to."""
         for i, (ev_name, ev_time, ev) in enumerate(events):
             if ev_name != EVALUATION_EVENT:
                 continue
@@ -613,12 +469,14 @@ class SpanRows:
             batch.add("work_units", conform("work_units", wu, source=source))
         if self.bad_positions:
             batch.rejects = make_rejects_first(
-                make_rejects("calls", source, self.bad_positions, self.bad_reasons, self.bad_raw), batch.rejects
+                make_rejects("calls", source, self.bad_positions, self.bad_reasons, self.bad_raw),
+                batch.rejects,
             )
         batch.ignored = self.ignored
         if self.no_model:
             batch.notes.append(
-                f"{self.no_model} GenAI span(s) carry no model (gen_ai.request.model / gen_ai.response.model): "
+                f"{self.no_model} GenAI span(s) carry no model "
+                "(gen_ai.request.model / gen_ai.response.model): "
                 "landed as unpriced calls"
             )
         return batch
@@ -626,41 +484,6 @@ class SpanRows:
 
 def make_rejects_first(first: pa.Table, rest: pa.Table) -> pa.Table:
     return pa.concat_tables([first, rest]) if rest.num_rows else first
-
-
-def _langfuse_linkage(a: dict[str, Any], wu: Any, workflow: Any, task_type: Any, team: Any) -> tuple[Any, ...]:
-    """Linkage a Langfuse user put in trace or observation metadata (flattened or as JSON)."""
-    found: dict[str, Any] = {}
-    for prefix in ("langfuse.observation.metadata", "langfuse.trace.metadata"):
-        blob = a.get(prefix)
-        if isinstance(blob, str) and blob.startswith("{"):
-            try:
-                meta = orjson.loads(blob)
-            except orjson.JSONDecodeError:
-                meta = {}
-            if isinstance(meta, dict):
-                for k in ("yieldmeter.work_unit.id", "yieldmeter.workflow", "yieldmeter.task_type", "yieldmeter.team"):
-                    if k in meta:
-                        found.setdefault(k, meta[k])
-        for k in ("yieldmeter.work_unit.id", "yieldmeter.workflow", "yieldmeter.task_type", "yieldmeter.team"):
-            v = a.get(f"{prefix}.{k}")
-            if v is not None:
-                found.setdefault(k, v)
-    return (
-        wu or found.get("yieldmeter.work_unit.id"),
-        workflow or found.get("yieldmeter.workflow"),
-        task_type or found.get("yieldmeter.task_type"),
-        team or found.get("yieldmeter.team"),
-    )
-
-
-def _provider_from_host(host: Any) -> str | None:
-    if not isinstance(host, str):
-        return None
-    for needle, provider in _PROVIDER_BY_HOST:
-        if needle in host:
-            return provider
-    return None
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -679,69 +502,11 @@ def _hex_id(value: Any, size: int, name: str) -> str:
             raw = b""
         if len(raw) == size and raw.strip(b"\0"):
             return raw.hex()
-    raise _Bad(f"{name}: missing or not {size * 2} hex digits ({value!r})")
-
-
-# -- protobuf -------------------------------------------------------------------------------------
-def _pb_value(v: Any) -> Any:
-    which = v.WhichOneof("value")
-    if which is None:
-        return None
-    x = getattr(v, which)
-    if which == "array_value":
-        return [_pb_value(i) for i in x.values]
-    if which == "kvlist_value":
-        return {kv.key: _pb_value(kv.value) for kv in x.values}
-    if which == "bytes_value":
-        return base64.b64encode(x).decode()
-    return x
-
-
-def _pb_attrs(kvs: Iterable[Any]) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in kvs}
+    raise SpanError(f"{name}: missing or not {size * 2} hex digits ({value!r})")
 
 
 class UnreadableRequest(ValueError):
     """A request body that is not an OTLP trace export; the message says why."""
-
-
-def decode_protobuf(body: bytes, options: ReadOptions) -> Batch:
-    """An ``ExportTraceServiceRequest`` in binary protobuf -> one :class:`Batch`."""
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    try:
-        request = ExportTraceServiceRequest.FromString(body)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise UnreadableRequest(f"not an OTLP ExportTraceServiceRequest in protobuf: {exc}") from None
-    rows = SpanRows(options)
-    position = 0
-    for rs in request.resource_spans:
-        resource = Resource(_pb_attrs(rs.resource.attributes))
-        for ss in rs.scope_spans:
-            for span in ss.spans:
-                position += 1
-                events = None
-                if span.events:
-                    events = [
-                        (e.name, e.time_unix_nano, _pb_attrs(e.attributes) if e.name == EVALUATION_EVENT else {})
-                        for e in span.events
-                    ]
-                rows.add(
-                    span.trace_id.hex(),
-                    span.span_id.hex(),
-                    span.parent_span_id.hex(),
-                    span.name,
-                    span.start_time_unix_nano,
-                    span.end_time_unix_nano,
-                    span.status.code,
-                    span.status.message,
-                    _pb_attrs(span.attributes),
-                    resource,
-                    events,
-                    position,
-                )
-    return rows.batch()
 
 
 def rejected_spans(batch: Batch) -> tuple[int, str]:

@@ -15,7 +15,8 @@ import orjson
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions
 from yieldmeter.ingest.conform import make_rejects
-from yieldmeter.ingest.otlp import EVALUATION_EVENT, Resource, SpanRows, UnreadableRequest
+from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest
+from yieldmeter.ingest.otlp_semconv import EVALUATION_EVENT
 
 
 def _value(v: Any) -> Any:
@@ -223,7 +224,9 @@ def _finish(rows: SpanRows, options: ReadOptions, pos: list[int], reason: list[s
     if pos:
         from yieldmeter.ingest.conform import concat_rejects
 
-        batch.rejects = concat_rejects([batch.rejects, make_rejects("calls", options.source, pos, reason, raw)])
+        batch.rejects = concat_rejects(
+            [batch.rejects, make_rejects("calls", options.source, pos, reason, raw)]
+        )
     return batch
 
 

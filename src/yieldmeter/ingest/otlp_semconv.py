@@ -1,0 +1,245 @@
+"""The OpenTelemetry GenAI semantic conventions as yieldmeter reads them: names and spellings.
+
+Every spelling the field uses is listed here once (current, legacy,
+OpenLLMetry, OpenLIT, Langfuse), with the helpers that read token counts and
+Langfuse usage JSON. :mod:`yieldmeter.ingest.otlp` maps spans with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+MODEL_OPERATIONS = frozenset(
+    {"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding", "generation"}
+)
+#: Agent and tool spans: kept as work-unit structure and tool-call signals, never as calls
+#: (agent spans often carry their children's usage, which would count tokens twice).
+AGENT_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
+TOOL_OPERATIONS = frozenset({"execute_tool"})
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+
+#: Per span, above this many tokens of one kind the count is not believed (no model has such a window).
+MAX_SPAN_TOKENS = 100_000_000
+
+_GENAI_MARKERS = (
+    "gen_ai.operation.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.provider.name",
+    "gen_ai.system",
+    "langfuse.observation.type",
+)
+_LEGACY_REQUEST_TYPES = {"completion": "text_completion", "embedding": "embeddings", "chat": "chat"}
+_LANGFUSE_TYPES = {"generation": "chat", "embedding": "embeddings"}
+_LANGFUSE_STRUCTURE = {"agent": "invoke_agent", "tool": "execute_tool", "chain": "invoke_workflow"}
+
+_INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
+_OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens")
+_CACHE_READ = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
+_CACHE_WRITE = (
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+)
+_REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
+
+#: Attributes the mapping consumes into columns; they are not repeated in ``attributes``.
+_CONSUMED = frozenset(
+    {
+        *_INPUT,
+        *_OUTPUT,
+        *_CACHE_READ,
+        *_CACHE_WRITE,
+        *_REASONING,
+        "gen_ai.operation.name",
+        "gen_ai.provider.name",
+        "gen_ai.system",
+        "gen_ai.response.model",
+        "gen_ai.request.model",
+        "gen_ai.conversation.id",
+        "yieldmeter.work_unit.id",
+        "yieldmeter.workflow",
+        "yieldmeter.task_type",
+        "yieldmeter.team",
+        "user.id",
+        "enduser.id",
+        "session.id",
+        "langfuse.observation.type",
+        "langfuse.observation.model.name",
+        "langfuse.observation.usage_details",
+        "langfuse.observation.cost_details",
+        "langfuse.user.id",
+        "langfuse.session.id",
+        "gen_ai.usage.cost",
+        "gen_ai.usage.total_tokens",
+        "llm.usage.total_tokens",
+        "llm.request.type",
+    }
+)
+#: Prompt and completion text (and tool arguments/results): dropped unless capture_content.
+_CONTENT_KEYS = frozenset(
+    {
+        "gen_ai.prompt",
+        "gen_ai.completion",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+        "gen_ai.evaluation.explanation",
+        "langfuse.observation.input",
+        "langfuse.observation.output",
+        "input.value",
+        "output.value",
+        "llm.prompts",
+        "traceloop.entity.input",
+        "traceloop.entity.output",
+    }
+)
+_CONTENT_PREFIXES = (
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+    "llm.prompts.",
+    "llm.input_messages",
+    "llm.output_messages",
+)
+
+_PROVIDER_BY_HOST = (
+    ("openai.azure.com", "azure.ai.openai"),
+    ("api.openai.com", "openai"),
+    ("api.anthropic.com", "anthropic"),
+    ("generativelanguage.googleapis.com", "gcp.gemini"),
+    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
+    ("bedrock-runtime", "aws.bedrock"),
+    ("api.mistral.ai", "mistral_ai"),
+    ("api.groq.com", "groq"),
+    ("api.deepseek.com", "deepseek"),
+)
+
+
+class SpanError(Exception):
+    """A span that cannot be mapped; the message names the attribute and why."""
+
+
+def _tokens(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
+    for k in keys:
+        v = attrs.get(k)
+        if v is None:
+            continue
+        if type(v) is int:
+            n = v
+        else:
+            try:
+                f = float(v)
+                if isinstance(v, bool) or f != int(f):
+                    raise ValueError
+                n = int(f)
+            except (TypeError, ValueError, OverflowError):
+                raise SpanError(f"{k}: not a whole number ({v!r})") from None
+        if n < 0:
+            raise SpanError(f"{k}: negative ({n})")
+        if n > MAX_SPAN_TOKENS:
+            raise SpanError(
+                f"{k}: {n:,} is more tokens than any model takes in one call (limit {MAX_SPAN_TOKENS:,})"
+            )
+        return n
+    return None
+
+
+def _json_obj(v: Any, key: str) -> dict[str, Any]:
+    if isinstance(v, dict):
+        return v
+    if isinstance(v, str | bytes):
+        try:
+            out = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            raise SpanError(f"{key}: not a JSON object") from None
+        if isinstance(out, dict):
+            return out
+    raise SpanError(f"{key}: not a JSON object")
+
+
+def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[int, int, int, int, int]:
+    """Canonical (input, output, cache read, cache write, reasoning) from Langfuse ``usage_details``.
+
+    Langfuse keeps every usage type as its own bucket (``input`` *excludes*
+    ``input_cached_tokens`` / ``cache_read_input_tokens``; ``output`` excludes
+    ``output_reasoning_tokens``), and ``total`` is their sum. When ``total``
+    shows that ``input`` already held the cached tokens, they are not added again.
+    """
+    nums: dict[str, int] = {}
+    for k, v in usage.items():
+        if v is None:
+            continue
+        nums[k] = _tokens({k: v}, (k,)) or 0
+    inp = nums.get("input", nums.get("prompt_tokens", nums.get("input_tokens", 0)))
+    out = nums.get("output", nums.get("completion_tokens", nums.get("output_tokens", 0)))
+    cache_read = sum(
+        v for k, v in nums.items() if k.startswith("input_") and "cache" in k and "creation" not in k
+    )
+    cache_read += nums.get("cache_read_input_tokens", 0)
+    cache_write = sum(v for k, v in nums.items() if "cache_creation" in k or "cache_write" in k)
+    other_in = sum(
+        v for k, v in nums.items() if k.startswith("input_") and "cache" not in k and k != "input_tokens"
+    )
+    reasoning = sum(v for k, v in nums.items() if k.startswith("output_") and "reasoning" in k)
+    other_out = sum(
+        v
+        for k, v in nums.items()
+        if k.startswith("output_") and "reasoning" not in k and k != "output_tokens"
+    )
+    extras_in = cache_read + cache_write + other_in
+    extras_out = reasoning + other_out
+    total = nums.get("total")
+    if total is not None and total == inp + out and (extras_in or extras_out):
+        return inp, out, cache_read, cache_write, reasoning  # input/output already inclusive
+    return inp + extras_in, out + extras_out, cache_read, cache_write, reasoning
+
+
+def _langfuse_linkage(
+    a: dict[str, Any], wu: Any, workflow: Any, task_type: Any, team: Any
+) -> tuple[Any, ...]:
+    """Linkage a Langfuse user put in trace or observation metadata (flattened or as JSON)."""
+    found: dict[str, Any] = {}
+    for prefix in ("langfuse.observation.metadata", "langfuse.trace.metadata"):
+        blob = a.get(prefix)
+        if isinstance(blob, str) and blob.startswith("{"):
+            try:
+                meta = orjson.loads(blob)
+            except orjson.JSONDecodeError:
+                meta = {}
+            if isinstance(meta, dict):
+                for k in (
+                    "yieldmeter.work_unit.id",
+                    "yieldmeter.workflow",
+                    "yieldmeter.task_type",
+                    "yieldmeter.team",
+                ):
+                    if k in meta:
+                        found.setdefault(k, meta[k])
+        for k in (
+            "yieldmeter.work_unit.id",
+            "yieldmeter.workflow",
+            "yieldmeter.task_type",
+            "yieldmeter.team",
+        ):
+            v = a.get(f"{prefix}.{k}")
+            if v is not None:
+                found.setdefault(k, v)
+    return (
+        wu or found.get("yieldmeter.work_unit.id"),
+        workflow or found.get("yieldmeter.workflow"),
+        task_type or found.get("yieldmeter.task_type"),
+        team or found.get("yieldmeter.team"),
+    )
+
+
+def _provider_from_host(host: Any) -> str | None:
+    if not isinstance(host, str):
+        return None
+    for needle, provider in _PROVIDER_BY_HOST:
+        if needle in host:
+            return provider
+    return None

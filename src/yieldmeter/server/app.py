@@ -1,0 +1,78 @@
+"""The yieldmeter HTTP server: an app factory that mounts route modules.
+
+``create_app(path)`` opens the workspace, starts the single writer thread and
+builds a Starlette app from :data:`ROUTE_MODULES`; each module exposes
+``routes(ctx) -> list[BaseRoute]``. A later module (REST API, dashboard) is
+added by appending its name, or by passing ``route_modules``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from yieldmeter.server.context import ServerContext, ServerSettings
+from yieldmeter.server.writer import Writer
+
+log = logging.getLogger("yieldmeter.server")
+
+#: Modules whose ``routes(ctx)`` make up the server, in order.
+ROUTE_MODULES: list[str] = [
+    "yieldmeter.server.otlp",
+    "yieldmeter.server.ingest_api",
+]
+
+
+def _health(ctx: ServerContext) -> list[BaseRoute]:
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "write_queue": ctx.writer.depth})
+
+    return [Route("/healthz", health, methods=["GET"])]
+
+
+def create_app(
+    workspace_path: Path | str,
+    *,
+    settings: ServerSettings | None = None,
+    route_modules: Sequence[str] | None = None,
+    create: bool = False,
+) -> Starlette:
+    """A Starlette app serving the workspace at ``workspace_path``.
+
+    The workspace is opened now (so a wrong path fails before listening); the
+    writer thread starts with the app and stops, after draining, with it.
+    ``settings`` default to the ``server:`` section of ``yieldmeter.yaml``.
+    """
+    from yieldmeter.app.workspace import Workspace
+
+    ws = Workspace.open(workspace_path, create=create)
+    settings = settings or ServerSettings.from_config(ws.config.server)
+    writer = Writer(ws, max_queue=settings.max_queue)
+    ctx = ServerContext(workspace=ws, writer=writer, settings=settings)
+    if not settings.ingest_keys:
+        log.warning("no ingest_keys in yieldmeter.yaml (server:): ingest endpoints accept any client")
+
+    routes: list[BaseRoute] = _health(ctx)
+    for name in route_modules if route_modules is not None else ROUTE_MODULES:
+        routes.extend(importlib.import_module(name).routes(ctx))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.stop()
+            ws.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ctx = ctx
+    return app

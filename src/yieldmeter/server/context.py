@@ -1,0 +1,148 @@
+"""What every route of the server shares: the workspace, the writer, settings and auth.
+
+Route modules export ``routes(ctx: ServerContext) -> list[BaseRoute]``;
+:func:`yieldmeter.server.app.create_app` builds the app from a list of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+import zlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+
+from yieldmeter.server.writer import Writer
+
+if TYPE_CHECKING:
+    from yieldmeter.app.workspace import Workspace
+
+#: OTLP's recommended limit is the receiver's choice; 64 MiB after decompression.
+BODY_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IngestKey:
+    """A key pair a client sends (Langfuse public/secret key, or a bearer secret) and the org it writes as."""
+
+    public_key: str
+    secret_key: str
+    org: str = "default"
+
+
+@dataclass
+class ServerSettings:
+    """Server options; ``ingest_keys`` empty means no authentication (loopback use)."""
+
+    ingest_keys: list[IngestKey] = field(default_factory=list)
+    body_limit: int = BODY_LIMIT
+    max_queue: int = 256
+    retry_after_s: int = 1
+
+    @classmethod
+    def from_config(cls, server: dict[str, Any]) -> ServerSettings:
+        """Read the ``server:`` section of ``yieldmeter.yaml``.
+
+        ``ingest_keys: [{public_key, secret_key, org}]``, ``body_limit_mb``, ``max_queue``.
+        """
+        keys = [IngestKey(**k) for k in server.get("ingest_keys", []) or []]
+        out = cls(ingest_keys=keys)
+        if "body_limit_mb" in server:
+            out.body_limit = int(float(server["body_limit_mb"]) * 1024 * 1024)
+        if "max_queue" in server:
+            out.max_queue = int(server["max_queue"])
+        return out
+
+
+class HttpError(Exception):
+    """An error answered with ``status`` and a message for the client."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass
+class ServerContext:
+    workspace: Workspace
+    writer: Writer
+    settings: ServerSettings
+
+    def authenticate(self, request: Request) -> str:
+        """The org the request writes as; raises 401 when keys are configured and none matches.
+
+        Accepts HTTP Basic ``public_key:secret_key`` (what the Langfuse SDK sends)
+        or ``Authorization: Bearer <secret_key>`` (an OpenTelemetry Collector header).
+        """
+        keys = self.settings.ingest_keys
+        if not keys:
+            return "default"
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        public = secret = None
+        if scheme.lower() == "basic":
+            with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+                public, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        elif scheme.lower() == "bearer":
+            secret = value.strip()
+        if secret:
+            for k in keys:
+                if hmac.compare_digest(k.secret_key, secret) and (public is None or public == k.public_key):
+                    return k.org
+        raise HttpError(
+            401, "unknown or missing ingest key", {"WWW-Authenticate": 'Basic realm="yieldmeter"'}
+        )
+
+    def options(self, source: str) -> Any:
+        return self.workspace.read_options(source)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, gunzipped when ``Content-Encoding: gzip``; 413 beyond ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    too_large = HttpError(413, f"request body larger than {limit // (1024 * 1024)} MiB")
+    if declared and declared.isdigit() and int(declared) > limit:
+        await _drain(request)
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            await _drain(request)
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise HttpError(415, f"Content-Encoding {encoding!r} is not supported (use gzip or none)")
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HttpError(400, f"body is not valid gzip: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise too_large
+    if not d.eof:
+        raise HttpError(400, "gzip body is truncated")
+    return out
+
+
+async def _drain(request: Request, cap: int = 512 * 1024 * 1024) -> None:
+    """Read and discard the rest of a refused body so the client gets the answer cleanly."""
+    seen = 0
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > cap:
+                return
+    except Exception:  # the client may hang up; the answer is already decided
+        return

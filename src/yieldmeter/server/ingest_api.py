@@ -1,0 +1,101 @@
+"""REST ingest for what the SDK records: ``POST /api/v1/{signals,outcomes,effort}``.
+
+The body is a JSON list of canonical rows (one object is taken as a list of
+one), with the column names of :mod:`yieldmeter.schema`. A row without its id
+gets one derived from its content, so a client that retries the same rows
+creates no duplicates. The answer says what landed and, per rejected row, its
+position (1-based) and reason::
+
+    {"landed": 2, "duplicates": 0, "rejected": [{"position": 3, "reason": "minutes: negative"}]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from yieldmeter.ingest.base import Batch
+from yieldmeter.ingest.conform import conform, stable_id
+from yieldmeter.schema import table
+from yieldmeter.server.context import HttpError, ServerContext, read_body
+from yieldmeter.server.otlp import commit, with_org
+
+#: Tables the SDK writes through this API.
+RECORD_TABLES = ("signals", "outcomes", "effort")
+
+
+def rows_to_table(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
+    """Rows as an Arrow table of the known columns; a column of mixed types is kept as text for conform."""
+    arrays = {}
+    for col in columns:
+        values = [r.get(col) for r in rows]
+        if all(v is None for v in values):
+            continue
+        try:
+            arrays[col] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays[col] = pa.array(
+                [
+                    None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode()
+                    for v in values
+                ],
+                pa.string(),
+            )
+    return pa.table(arrays) if arrays else pa.table({columns[0]: pa.nulls(len(rows), pa.string())})
+
+
+def records_to_batch(table_name: str, doc: Any, source: str) -> Batch:
+    """Canonical rows posted as JSON -> a conformed :class:`Batch`."""
+    rows = [doc] if isinstance(doc, dict) else doc
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise HttpError(400, f"expected a JSON list of {table_name} rows (objects)")
+    spec = table(table_name)
+    for r in rows:
+        if "attributes" in r and not isinstance(r["attributes"], str | type(None)):
+            r["attributes"] = orjson.dumps(r["attributes"]).decode()
+        if not r.get(spec.key):
+            content = orjson.dumps(r, option=orjson.OPT_SORT_KEYS, default=str)
+            r[spec.key] = stable_id(table_name, content)
+    if not rows:
+        return Batch()
+    return Batch.of(table_name, conform(table_name, rows_to_table(rows, spec.names), source=source))
+
+
+def records_endpoint(ctx: ServerContext, table_name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def post_records(request: Request) -> Response:
+        try:
+            org = ctx.authenticate(request)
+            body = await read_body(request, ctx.settings.body_limit)
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise HttpError(400, f"not valid JSON: {exc}") from None
+            source = request.headers.get("x-yieldmeter-source") or "api"
+            batch = with_org(records_to_batch(table_name, doc, source), org)
+            summary = await commit(ctx, batch, source, "api")
+        except HttpError as err:
+            return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
+        rejected = [
+            {"position": p, "reason": r}
+            for p, r in zip(
+                batch.rejects.column("position").to_pylist(),
+                batch.rejects.column("reason").to_pylist(),
+                strict=True,
+            )
+        ]
+        return JSONResponse(
+            {"landed": summary.landed, "duplicates": summary.duplicates, "rejected": rejected},
+            status_code=200,
+        )
+
+    return post_records
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    return [Route(f"/api/v1/{name}", records_endpoint(ctx, name), methods=["POST"]) for name in RECORD_TABLES]

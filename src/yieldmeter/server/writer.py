@@ -1,0 +1,151 @@
+"""The server's single writer: one thread owns every write to the store.
+
+HTTP handlers decode on the event loop and hand :class:`Batch` es to
+:meth:`Writer.submit_batch`; the writer thread takes whatever is queued,
+merges batches of the same source into one transaction (group commit, so
+many small OTLP requests cost one commit), and resolves each request's future
+only after the transaction committed. A full queue is refused at once with
+:class:`WriterBusy`, which the handlers turn into ``503`` + ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from yieldmeter.ingest.base import Batch
+from yieldmeter.ingest.conform import concat_rejects
+
+if TYPE_CHECKING:
+    from yieldmeter.app.workspace import Workspace
+
+log = logging.getLogger("yieldmeter.server")
+
+
+class WriterBusy(RuntimeError):
+    """The write queue is full; the client should retry after a moment."""
+
+
+class WriterStopped(RuntimeError):
+    """The server is shutting down."""
+
+
+@dataclass
+class _Job:
+    future: Future[Any]
+    batch: Batch | None = None
+    source: str = ""
+    fmt: str = "otlp"
+    fn: Callable[[Workspace], Any] | None = None
+
+
+_STOP = object()
+
+
+def merge_batches(batches: list[Batch]) -> Batch:
+    """One batch holding the rows, rejects, ignored counts and notes of ``batches``."""
+    if len(batches) == 1:
+        return batches[0]
+    tables: dict[str, list[pa.Table]] = {}
+    for b in batches:
+        for name, t in b.tables.items():
+            tables.setdefault(name, []).append(t)
+    return Batch(
+        tables={name: pa.concat_tables(parts) for name, parts in tables.items()},
+        rejects=concat_rejects([b.rejects for b in batches]),
+        ignored=sum(b.ignored for b in batches),
+        notes=[n for b in batches for n in b.notes],
+    )
+
+
+class Writer:
+    """A thread that applies queued writes to the workspace, one transaction per group."""
+
+    def __init__(self, workspace: Workspace, *, max_queue: int = 256, max_group_rows: int = 50_000) -> None:
+        self.workspace = workspace
+        self.max_group_rows = max_group_rows
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="yieldmeter-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the thread."""
+        self._stopped = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def submit_batch(self, batch: Batch, *, source: str, fmt: str = "otlp") -> Future[Any]:
+        """Queue ``batch``; the future resolves to the workspace's summary once committed."""
+        return self._put(_Job(Future(), batch=batch, source=source, fmt=fmt))
+
+    def submit(self, fn: Callable[[Workspace], Any]) -> Future[Any]:
+        """Run ``fn(workspace)`` on the writer thread (writes that are not batches)."""
+        return self._put(_Job(Future(), fn=fn))
+
+    def _put(self, job: _Job) -> Future[Any]:
+        if self._stopped:
+            raise WriterStopped("the server is shutting down")
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise WriterBusy("the write queue is full") from None
+        return job.future
+
+    # -- the thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        pending: _Job | None = None
+        while True:
+            job = pending if pending is not None else self._queue.get()
+            pending = None
+            if job is _STOP:
+                return
+            if job.fn is not None:
+                self._resolve([job], lambda fn=job.fn: fn(self.workspace))
+                continue
+            group = [job]
+            rows = job.batch.rows if job.batch else 0
+            # Only OTLP requests share a transaction: their answers do not report row counts.
+            while job.fmt == "otlp" and rows < self.max_group_rows:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP or nxt.fn is not None or (nxt.source, nxt.fmt) != (job.source, job.fmt):
+                    pending = nxt
+                    break
+                group.append(nxt)
+                rows += nxt.batch.rows if nxt.batch else 0
+            merged = merge_batches([j.batch for j in group if j.batch is not None])
+            self._resolve(
+                group, lambda m=merged, j=job: self.workspace.ingest_batches([m], source=j.source, fmt=j.fmt)
+            )
+
+    @staticmethod
+    def _resolve(group: list[_Job], work: Callable[[], Any]) -> None:
+        try:
+            result = work()
+        except BaseException as exc:  # handed to every waiting request; the thread goes on
+            log.exception("write failed")
+            for j in group:
+                j.future.set_exception(exc)
+            return
+        for j in group:
+            j.future.set_result(result)
