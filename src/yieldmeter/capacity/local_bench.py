@@ -107,8 +107,10 @@ def choose_device(shape: ModelShape, requested: str = "auto", gpu: str | None = 
             if not has_cuda
             else "ran on the CPU as asked"
         )
-        spec = gpu_spec(gpu).name if gpu else None
-        return DeviceChoice("cpu", "cpu", spec, note)
+        if gpu:
+            gpu_spec(gpu)  # still reject a misspelt name
+            note += f" --gpu {gpu} is ignored on the CPU (no roofline, so no serving efficiency)."
+        return DeviceChoice("cpu", "cpu", None, note)
     name = torch.cuda.get_device_name(0)
     spec = gpu_spec(gpu).name if gpu else gpu_from_device_name(name)
     note = "" if spec else f"no spec for {name!r} (known: {', '.join(sorted(GPUS))}); pass --gpu for efficiency"
@@ -149,7 +151,7 @@ def run_local_bench(
     results: list[LocalResult] = []
     for batch in batches:
         bound = None
-        if choice.gpu and prec_name != "fp32":
+        if choice.gpu and prec_name in ("bf16", "fp16"):
             bound = roofline(shape, gpu_spec(choice.gpu), precision(prec_name), batch=batch,
                              prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                              memory_utilization=memory_utilization)
@@ -163,7 +165,7 @@ def run_local_bench(
             timing = measure(shape, batch=batch, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                              device=torch.device(choice.device), dtype=dtype, cuda_graphs=cuda_graphs,
                              repeats=repeats, log=log)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             log(f"batch {batch}: out of accelerator memory; skipped")
             continue
