@@ -27,7 +27,7 @@ from yieldmeter.metrics import funnel as fn
 from yieldmeter.metrics import value as vl
 from yieldmeter.metrics import waste as ws_
 from yieldmeter.metrics import yields as yl
-from yieldmeter.metrics.period import Window, parse_period
+from yieldmeter.metrics.period import Window
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.metrics.units import unit_facts
 
@@ -106,7 +106,7 @@ class ValueService:
         if self._lines is None:
             from yieldmeter.metrics.spend import cost_lines
 
-            self._lines = cost_lines(self.tables(), self.ws.config.labour_rates).cache()
+            self._lines = self._materialise("lines", cost_lines(self.tables(), self.ws.config.labour_rates))
         return self._lines
 
     def facts(self) -> ir.Table:
@@ -121,14 +121,19 @@ class ValueService:
 
                 scores = ibis.memtable(score_tables(t).scores)
                 self.notes.append("work units were scored in memory: run `yieldmeter score` to store scores")
-            self._facts = unit_facts(
-                t, priced_calls(t), self.cost_lines(), self.ws.config.labour_rates, scores
-            ).cache()
+            facts = unit_facts(t, priced_calls(t), self.cost_lines(), self.ws.config.labour_rates, scores)
+            self._facts = self._materialise("facts", facts)
         return self._facts
 
     @staticmethod
     def window(period: str | Window | None) -> Window:
-        return period if isinstance(period, Window) else parse_period(period)
+        """A window from ``--period`` text (YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, START..END)."""
+        if isinstance(period, Window):
+            return period
+        from yieldmeter.app.periods import period_bounds
+
+        start, end = period_bounds(period)
+        return Window(start, end, period or "all")
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self) -> ScoringResult:
@@ -275,6 +280,11 @@ class ValueService:
         return ws_.waste(self.facts(), self.window(period), workflow).to_pyarrow()
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _materialise(self, name: str, expr: ir.Table) -> ir.Table:
+        """Compute ``expr`` once into a temporary table of the store's backend (gone at close)."""
+        con = self.ws.store.ibis
+        return con.create_table(f"_value_{name}_{id(self):x}", obj=expr, temp=True, overwrite=True)
+
     def _estimate(self, f: ir.Table, keys: list[str], partition: list[str]) -> pa.Table:
         sums = bm.group_sums(f, keys).to_pyarrow()
         buckets = bm.bucket_sums(f, keys).to_pyarrow()
