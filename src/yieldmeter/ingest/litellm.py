@@ -1,0 +1,147 @@
+"""LiteLLM proxy spend logs (the ``LiteLLM_SpendLogs`` table, exported as CSV, JSON or JSON lines).
+
+One row per request: ``request_id``, ``call_type``, ``spend`` (USD), ``prompt_tokens``,
+``completion_tokens``, ``startTime``, ``endTime``, ``model``, ``model_group``,
+``custom_llm_provider``, ``user``, ``team_id``, ``end_user``, ``session_id``,
+``request_tags``, ``metadata``, ``status``.
+
+LiteLLM's ``prompt_tokens`` already include cached tokens (OpenAI's
+convention, which LiteLLM applies to every provider), so cache reads and
+writes found in ``metadata.usage_object`` are *not* added again. ``spend`` is
+kept as ``reported_cost`` beside yieldmeter's own price, for reconciliation.
+Message and response text is never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from yieldmeter.ingest.base import Batch, Format, ReadOptions
+from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, to_json, whole
+
+_CALL_TYPES = {
+    "completion": "chat",
+    "acompletion": "chat",
+    "text_completion": "text_completion",
+    "atext_completion": "text_completion",
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "responses": "chat",
+    "aresponses": "chat",
+    "anthropic_messages": "chat",
+    "generate_content": "generate_content",
+    "agenerate_content": "generate_content",
+}
+_STATUS = {"success": "ok", "failure": "error", "": "ok", None: "ok"}
+_LINKAGE = ("yieldmeter.work_unit.id", "yieldmeter.workflow", "yieldmeter.task_type", "yieldmeter.team")
+
+
+def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
+    request_id = first(r, "request_id", "id")
+    if request_id is None:
+        raise RecordError("request_id: missing")
+    meta = json_field(r.get("metadata"), "metadata") or {}
+    if not isinstance(meta, dict):
+        raise RecordError("metadata: expected a JSON object")
+    usage = meta.get("usage_object") or {}
+    prompt = whole(first(r, "prompt_tokens"), "prompt_tokens") or 0
+    completion = whole(first(r, "completion_tokens"), "completion_tokens") or 0
+    details = usage.get("prompt_tokens_details") or {}
+    cached = whole(details.get("cached_tokens") or usage.get("cache_read_input_tokens"), "cached_tokens") or 0
+    writes = whole(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens") or 0
+    reasoning = (
+        whole((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"), "reasoning_tokens") or 0
+    )
+    if cached + writes > prompt:  # an older proxy that reported Anthropic's uncached input only
+        prompt += cached + writes
+    spend = first(r, "spend")
+    try:
+        reported = float(spend) if spend is not None else None
+    except (TypeError, ValueError):
+        raise RecordError(f"spend: expected a number, got {spend!r}") from None
+    requester = meta.get("requester_metadata") if isinstance(meta.get("requester_metadata"), dict) else {}
+    link = {k: first(meta, k) or first(requester, k) for k in _LINKAGE}
+    tags = json_field(r.get("request_tags"), "request_tags") or []
+    call_type = first(r, "call_type") or "completion"
+    status = first(r, "status")
+    attrs = {
+        "model_group": first(r, "model_group"),
+        "api_base": first(r, "api_base"),
+        "request_tags": tags or None,
+        "cache_hit": first(r, "cache_hit"),
+        "api_key_alias": meta.get("user_api_key_alias"),
+        "team_alias": meta.get("user_api_key_team_alias"),
+        "team_id": first(r, "team_id"),
+    }
+    if options.capture_content:
+        attrs["messages"] = r.get("messages")
+        attrs["response"] = r.get("response")
+    session = first(r, "session_id")
+    return {
+        "call_id": f"litellm-{request_id}",
+        "ts": first(r, "startTime", "start_time"),
+        "_end": first(r, "endTime", "end_time"),
+        "provider": first(r, "custom_llm_provider"),
+        "model": first(r, "model"),
+        "operation": _CALL_TYPES.get(call_type, call_type),
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "cached_input_tokens": cached,
+        "cache_write_tokens": writes,
+        "reasoning_tokens": reasoning,
+        "status": _STATUS.get(status, status),
+        "user_id": first(r, "end_user", "user"),
+        "team": link["yieldmeter.team"] or meta.get("user_api_key_team_alias") or first(r, "team_id"),
+        "session_id": session,
+        "work_unit_id": link["yieldmeter.work_unit.id"] or session or f"litellm-{request_id}",
+        "workflow": link["yieldmeter.workflow"],
+        "task_type": link["yieldmeter.task_type"],
+        "trace_id": meta.get("trace_id") or first(r, "trace_id"),
+        "reported_cost": reported,
+        "attributes": to_json({k: v for k, v in attrs.items() if v not in (None, "", [])}),
+    }
+
+
+def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
+    buf = RowBuffer(options)
+    for pos, rec in iter_records(stream):
+        try:
+            if isinstance(rec, RecordError):
+                raise rec
+            if not isinstance(rec, dict):
+                raise RecordError(f"expected an object per spend log row, got {type(rec).__name__}")
+            row = map_row(rec, options)
+        except RecordError as exc:
+            buf.reject("calls", pos, f"row {pos}: {exc}", rec if isinstance(rec, dict) else str(rec))
+        else:
+            buf.add("calls", _with_duration(row), pos)
+        if buf.full():
+            yield buf.flush()
+    yield buf.flush()
+
+
+def _with_duration(row: dict[str, Any]) -> dict[str, Any]:
+    from datetime import datetime
+
+    end = row.pop("_end")
+    try:
+        a = datetime.fromisoformat(str(row["ts"]).replace("Z", "+00:00"))
+        b = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+        row["duration_ms"] = (b - a).total_seconds() * 1000
+    except (TypeError, ValueError):
+        row["duration_ms"] = None
+    return row
+
+
+def detect(head: bytes, filename: str) -> bool:
+    text = head[:8192]
+    return b"request_id" in text and b"call_type" in text and b"spend" in text
+
+
+FORMAT = Format(
+    name="litellm",
+    description="LiteLLM proxy spend logs (LiteLLM_SpendLogs as CSV, JSON or JSON lines)",
+    detect=detect,
+    read=read,
+)

@@ -1,0 +1,240 @@
+"""Shared plumbing for the export importers: records out of JSON, JSON lines or CSV, rows into batches.
+
+An export adapter reads records with :func:`iter_records`, maps each to a
+canonical row (or raises :class:`RecordError` with a reason), and hands the
+rows to a :class:`RowBuffer`, which conforms them in batches and keeps the
+records it could not map as rejects with their position.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import orjson
+import pyarrow as pa
+
+from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.conform import conform, make_rejects
+
+_TS = pa.timestamp("us", tz="UTC")
+_TIME_COLUMNS = {
+    "calls": ("ts",),
+    "cost_items": ("period_start", "period_end"),
+    "signals": ("ts",),
+}
+
+
+class RecordError(ValueError):
+    """A record that cannot be mapped; the message names the field and why."""
+
+
+def head_kind(head: bytes) -> str:
+    """``json`` (one document), ``jsonl`` or ``csv``, judged from the first bytes."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return "json"
+    if text.startswith(b"{"):
+        first, _, rest = text.partition(b"\n")
+        try:
+            orjson.loads(first)
+        except orjson.JSONDecodeError:
+            return "json"
+        return "jsonl" if rest.strip() else "json"
+    return "csv"
+
+
+def iter_records(
+    stream: BinaryIO, *, unwrap: Callable[[Any], list[Any] | None] | None = None
+) -> Iterator[tuple[int, Any]]:
+    """``(position, record)`` pairs: array items, JSON lines, or CSV rows (1-based data rows).
+
+    ``unwrap`` turns a document (a page object) into its records, e.g. the
+    buckets of an API page; a JSON lines file of pages is unwrapped line by line.
+    A line that is not JSON yields ``(position, RecordError)``.
+    """
+    head = stream.read(65_536)
+    kind = head_kind(head)
+    if kind == "json":
+        doc = orjson.loads(head + stream.read())
+        items = unwrap(doc) if unwrap else None
+        if items is None:
+            items = doc if isinstance(doc, list) else [doc]
+        pos = 0
+        for item in items:
+            sub = unwrap(item) if unwrap and isinstance(item, dict) and isinstance(doc, list) else None
+            for rec in sub if sub is not None else [item]:
+                pos += 1
+                yield pos, rec
+        return
+    if kind == "jsonl":
+        lines = _lines(head, stream)
+        pos = 0
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                yield lineno, RecordError(f"line {lineno}: not valid JSON ({exc})")
+                continue
+            sub = unwrap(doc) if unwrap else None
+            if sub is None:
+                yield lineno, doc
+            else:
+                for rec in sub:
+                    pos += 1
+                    yield lineno, rec
+        return
+    text = codecs.getreader("utf-8-sig")(_Rejoin(head, stream))  # type: ignore[arg-type]
+    for i, row in enumerate(csv.DictReader(text), 1):
+        yield i, {k: (None if v in ("", "NULL", "null") else v) for k, v in row.items() if k is not None}
+
+
+class _Rejoin:
+    """A stream whose first bytes were already read."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            out, self._head = self._head, b""
+            return out if n < 0 else out + self._stream.read(max(0, n - len(out)))
+        return self._stream.read(n)
+
+
+def _lines(head: bytes, stream: BinaryIO) -> Iterator[bytes]:
+    buf = head
+    while True:
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+        *complete, buf = buf.split(b"\n")
+        yield from complete
+    if buf:
+        yield buf
+
+
+def first(record: dict[str, Any], *names: str) -> Any:
+    """The first present, non-empty value among several spellings of a field."""
+    for n in names:
+        v = record.get(n)
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def json_field(value: Any, name: str) -> Any:
+    """A field that exports carry either as JSON text or as an object."""
+    if value is None or isinstance(value, dict | list):
+        return value
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise RecordError(f"{name}: not valid JSON") from None
+    raise RecordError(f"{name}: expected JSON, got {type(value).__name__}")
+
+
+def whole(value: Any, name: str) -> int | None:
+    """A token count: a whole number (``12``, ``"12"``, ``12.0``), else :class:`RecordError`."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise RecordError(f"{name}: expected a whole number, got {value!r}")
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise RecordError(f"{name}: expected a whole number, got {value!r}") from None
+    if f != f or f in (float("inf"), float("-inf")) or f != int(f):
+        raise RecordError(f"{name}: expected a whole number, got {value!r}")
+    return int(f)
+
+
+def epoch_or_iso(value: Any, name: str) -> Any:
+    """Epoch seconds (API pages) as a datetime; ISO text is left for conform to parse."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC)
+    if value is None:
+        raise RecordError(f"{name}: missing")
+    return value
+
+
+def to_json(value: Any) -> str | None:
+    if not value:
+        return None
+    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
+
+
+class RowBuffer:
+    """Collects mapped rows per table and yields conformed batches of ``options.batch_rows``."""
+
+    def __init__(self, options: ReadOptions) -> None:
+        self.options = options
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.positions: dict[str, list[int]] = {}
+        self.bad: dict[str, tuple[list[int], list[str], list[Any]]] = {}
+        self.ignored = 0
+        self.notes: list[str] = []
+        self.count = 0
+
+    def add(self, table_name: str, row: dict[str, Any], position: int) -> None:
+        self.rows.setdefault(table_name, []).append(row)
+        self.positions.setdefault(table_name, []).append(position)
+        self.count += 1
+
+    def reject(self, table_name: str, position: int, reason: str, raw: Any) -> None:
+        pos, reasons, raws = self.bad.setdefault(table_name, ([], [], []))
+        pos.append(position)
+        reasons.append(reason)
+        raws.append(raw if isinstance(raw, str) else orjson.dumps(raw, default=str).decode())
+        self.count += 1
+
+    def full(self) -> bool:
+        return self.count >= self.options.batch_rows
+
+    def flush(self) -> Batch:
+        source = self.options.source
+        batch = Batch(ignored=self.ignored, notes=list(self.notes))
+        for name, rows in self.rows.items():
+            table = _table(rows)
+            for col in _TIME_COLUMNS.get(name, ()):
+                if col in table.column_names and not pa.types.is_string(table.schema.field(col).type):
+                    i = table.schema.get_field_index(col)
+                    table = table.set_column(i, col, table.column(col).cast(_TS))
+            table = table.append_column("source", pa.array([source] * table.num_rows, pa.string()))
+            batch.add(name, conform(name, table, source=source, positions=self.positions[name]))
+        for name, (pos, reasons, raws) in self.bad.items():
+            batch.add(name, _as_conformed(make_rejects(name, source, pos, reasons, raws), name))
+        self.rows, self.positions, self.bad, self.count, self.ignored, self.notes = {}, {}, {}, 0, 0, []
+        return batch
+
+
+def _as_conformed(rejects: pa.Table, name: str) -> Any:
+    from yieldmeter.ingest.conform import Conformed
+    from yieldmeter.schema import empty
+
+    return Conformed(empty(name), rejects)
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as Arrow; a column whose values mix types is kept as text for conform to judge."""
+    names: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in names:
+                names.append(k)
+    arrays = {}
+    for n in names:
+        values = [r.get(n) for r in rows]
+        try:
+            arrays[n] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays[n] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(arrays)
