@@ -35,7 +35,8 @@ SCOPES = {
 
 def iso(ns: np.ndarray) -> np.ndarray:
     """ISO 8601 UTC strings with millisecond precision."""
-    text = np.datetime_as_string(np.asarray(ns, dtype=np.int64).astype("datetime64[ms]"), unit="ms")
+    stamps = np.asarray(ns, dtype=np.int64).astype("datetime64[ns]").astype("datetime64[ms]")
+    text = np.datetime_as_string(stamps, unit="ms")
     return np.char.add(text.astype(str), "Z").astype(object)
 
 

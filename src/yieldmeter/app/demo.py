@@ -1,0 +1,239 @@
+"""The first ten minutes: simulate an organisation, ingest it for real, score it, summarise it.
+
+``run_demo`` writes the simulated sources under ``<workspace>/simulated/``,
+copies the simulated ``yieldmeter.yaml`` into the workspace, and ingests the
+sources through :meth:`Workspace.ingest_paths` (the same importers and OTLP
+parsing a user's data goes through). :class:`BoardSummary` is what the
+terminal prints: spend, fully loaded cost, attribution coverage, top yields,
+the biggest waste and, once routing exists, a routing suggestion.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from yieldmeter.config import CONFIG_FILE, STORE_DIR
+from yieldmeter.simulate import SimulationParams, SimulationResult, simulate
+
+if TYPE_CHECKING:
+    from yieldmeter.app.workspace import IngestSummary, Workspace
+
+SOURCES_DIR = "simulated"
+TOP_YIELDS = 4
+TOP_WASTE = 3
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run where it was asked to; the message says why and what to do."""
+
+
+@dataclass
+class BoardSummary:
+    period: str
+    calls: int
+    work_units: int
+    model_cost: float
+    allocated_cost: float
+    effort_cost: float
+    fully_loaded_cost: float
+    unpriced_calls: int
+    unpriced_models: list[str] = field(default_factory=list)
+    coverage: dict[str, float] | None = None
+    top_yields: list[dict[str, Any]] = field(default_factory=list)
+    waste: list[dict[str, Any]] = field(default_factory=list)
+    highlights: list[str] = field(default_factory=list)
+    routing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class DemoResult:
+    workspace: Path
+    simulation: SimulationResult
+    ingest: IngestSummary
+    timings: dict[str, float]
+    summary: BoardSummary
+
+
+def prepare_workspace(path: Path | None) -> Path:
+    """A fresh folder for the demo: ``path`` when it is new or empty, else a temporary folder."""
+    if path is None:
+        return Path(tempfile.mkdtemp(prefix="yieldmeter-demo-"))
+    path = path.expanduser().resolve()
+    if path.exists():
+        if not path.is_dir():
+            raise DemoError(f"--workspace {path} is a file; give a folder for the demo workspace")
+        if (path / STORE_DIR).exists() or any(path.iterdir()):
+            raise DemoError(
+                f"--workspace {path} is not empty; the demo needs a fresh folder "
+                "(give a new path, or omit --workspace for a temporary one)"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def source_paths(sources: Path, formats: set[str]) -> list[Path]:
+    """The simulated files in load order: work units first, then calls, then what refers to them."""
+    tables = sources / "tables"
+    paths = [tables / "work_units.jsonl", sources / "otlp"]
+    paths += [tables / f"{t}.jsonl" for t in ("signals", "effort", "outcomes")]
+    if "focus" in formats:
+        paths.append(sources / "billing" / "focus.csv")
+    return paths
+
+
+def run_demo(
+    workspace: Path | None = None,
+    *,
+    seed: int = 42,
+    scenario: str = "enterprise",
+    days: int = 30,
+    users: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Simulate ``scenario`` into a fresh workspace, ingest, score and summarise it."""
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.ingest.registry import available_formats
+
+    say = progress or (lambda _m: None)
+    params = SimulationParams(scenario=scenario, seed=seed, days=days, users=users)
+    root = prepare_workspace(workspace)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    say(f"simulating scenario {scenario!r} (seed {seed}, {days} days) into {root / SOURCES_DIR}")
+    sim = simulate(root / SOURCES_DIR, params)
+    timings["simulate"] = time.perf_counter() - t0
+    shutil.copyfile(sim.config_path, root / CONFIG_FILE)
+    ws = Workspace.open(root, create=True)
+    try:
+        formats = {f.name for f in available_formats()}
+        paths = source_paths(sim.out, formats)
+        say(f"ingesting {sim.counts['calls']:,} calls and their work units, signals, effort and outcomes")
+        t1 = time.perf_counter()
+        ingest = ws.ingest_paths(paths)
+        timings["ingest"] = time.perf_counter() - t1
+        say("scoring every work unit")
+        t2 = time.perf_counter()
+        ws.value.score()
+        timings["score"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        summary = board_summary(ws)
+        if "focus" not in formats:
+            summary.notes.append("no FOCUS importer in this build: platform and licence cost not loaded")
+        timings["summary"] = time.perf_counter() - t3
+    finally:
+        ws.close()
+    return DemoResult(root, sim, ingest, timings, summary)
+
+
+def _period(ws: Workspace) -> str:
+    status = ws.status()
+    first, last = status.get("first_call"), status.get("last_call")
+    if first is None or last is None:
+        return "no calls"
+    return f"{first:%Y-%m-%d} to {last:%Y-%m-%d}"
+
+
+def board_summary(ws: Workspace) -> BoardSummary:
+    """The figures a board asks for first, from the workspace's own reports."""
+    totals = ws.spend().to_pylist()[0]
+    units = int(ws.status()["tables"].get("work_units", 0))
+    unpriced_models = sorted({str(r.get("model")) for r in ws.unpriced().to_pylist() if r.get("model")})
+    summary = BoardSummary(
+        period=_period(ws),
+        calls=int(totals.get("calls") or 0),
+        work_units=units,
+        model_cost=float(totals.get("model_cost") or 0.0),
+        allocated_cost=float(totals.get("allocated_cost") or 0.0),
+        effort_cost=float(totals.get("effort_cost") or 0.0),
+        fully_loaded_cost=float(totals.get("fully_loaded_cost") or 0.0),
+        unpriced_calls=int(totals.get("unpriced_calls") or 0),
+        unpriced_models=unpriced_models,
+    )
+    value = ws.value
+    cov = value.coverage().total
+    if cov:
+        summary.coverage = {
+            "coverage": float(cov.get("coverage") or 0.0),
+            "baseline": float(cov.get("share_with_baseline") or 0.0),
+            "owner": float(cov.get("share_with_owner") or 0.0),
+            "evidence": float(cov.get("share_with_evidence") or 0.0),
+        }
+    yields = [r for r in value.yields().yields.to_pylist() if r["workflow"] != "(all)" and r.get("yield")]
+    yields.sort(key=lambda r: -float(r["yield"]))
+    summary.top_yields = [
+        {
+            "workflow": r["workflow"],
+            "family": r["family"],
+            "yield": float(r["yield"]),
+            "benefit": float(r["benefit"] or 0.0),
+            "cost": float(r["fully_loaded_cost"] or 0.0),
+            "evidence": r.get("evidence_mix"),
+        }
+        for r in yields[:TOP_YIELDS]
+    ]
+    summary.highlights = _token_paybacks(ws, yields)
+    waste = [r for r in value.waste().to_pylist() if r["category"] != "total"]
+    waste.sort(key=lambda r: -float(r["spend_at_stake"] or 0.0))
+    summary.waste = [
+        {
+            "workflow": r["workflow"],
+            "category": r["category"],
+            "units": int(r["work_units"]),
+            "at_stake": float(r["spend_at_stake"] or 0.0),
+        }
+        for r in waste[:TOP_WASTE]
+    ]
+    summary.routing = _routing_lines(ws)
+    summary.notes.extend(value.notes)
+    return summary
+
+
+def _token_paybacks(ws: Workspace, yields: list[dict[str, Any]]) -> list[str]:
+    """How many times its token cost the best-paying workflow returns (the fraud story)."""
+    if not yields:
+        return []
+    by_wf = {r["workflow"]: float(r.get("model_cost") or 0.0) for r in ws.spend(by=["workflow"]).to_pylist()}
+    best = max(
+        (r for r in yields if by_wf.get(r["workflow"])),
+        key=lambda r: float(r["benefit"] or 0.0) / by_wf[r["workflow"]],
+        default=None,
+    )
+    if best is None:
+        return []
+    ratio = float(best["benefit"] or 0.0) / by_wf[best["workflow"]]
+    return [
+        f"{best['workflow']} returns {ratio:,.0f}x its token cost "
+        f"({float(best['benefit'] or 0):,.0f} USD of {best['family']} benefit on "
+        f"{by_wf[best['workflow']]:,.2f} USD of tokens)"
+    ]
+
+
+def _routing_lines(ws: Workspace) -> list[str]:
+    """One routing suggestion, once the routing service exists; nothing otherwise."""
+    try:
+        routing = ws.routing
+    except (ImportError, AttributeError):
+        return []
+    suggest = getattr(routing, "suggestions", None) or getattr(routing, "suggest", None)
+    if suggest is None:
+        return []
+    try:
+        rows = suggest()
+    except Exception as exc:  # a failing optional section must not sink the summary
+        return [f"(routing unavailable: {exc})"]
+    rows = rows.to_pylist() if hasattr(rows, "to_pylist") else list(rows or [])
+    out = []
+    for r in rows[:1]:
+        text = r.get("summary") or r.get("recommendation") or ", ".join(f"{k}={v}" for k, v in r.items())
+        out.append(str(text))
+    return out
