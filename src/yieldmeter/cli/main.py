@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "yieldmeter.cli.value",
     "yieldmeter.cli.serve",
     "yieldmeter.cli.capacity",
+    "yieldmeter.cli.simulate",
 ]
 
 
