@@ -30,43 +30,121 @@ PeopleOpt = Annotated[
 #: Columns shown in the text table (JSON and CSV carry every column).
 TABLE_COLUMNS: dict[str, list[str]] = {
     "funnel": [
-        "workflow", "month", "calls", "work_units", "accepted_outputs", "actions", "successful_outcomes",
-        "value", "fully_loaded_cost", "cost_per_work_unit", "cost_per_accepted_output",
-        "cost_per_successful_outcome", "success_basis",
+        "workflow",
+        "month",
+        "calls",
+        "work_units",
+        "accepted_outputs",
+        "actions",
+        "successful_outcomes",
+        "value",
+        "fully_loaded_cost",
+        "cost_per_work_unit",
+        "cost_per_accepted_output",
+        "cost_per_successful_outcome",
+        "success_basis",
     ],
     "yield": [
-        "workflow", "family", "outcomes", "benefit", "fully_loaded_cost", "yield", "yield_low", "yield_high",
-        "evidence_mix", "strategic_score", "strategic_confidence",
+        "workflow",
+        "family",
+        "outcomes",
+        "benefit",
+        "fully_loaded_cost",
+        "yield",
+        "yield_low",
+        "yield_high",
+        "evidence_mix",
+        "strategic_score",
+        "strategic_confidence",
     ],
     "coverage": [
-        "workflow", "spend", "share_with_baseline", "share_with_owner", "share_with_evidence", "coverage",
-        "uncovered_spend", "missing",
+        "workflow",
+        "spend",
+        "share_with_baseline",
+        "share_with_owner",
+        "share_with_evidence",
+        "coverage",
+        "uncovered_spend",
+        "missing",
     ],
     "value-per-token": [
-        "workflow", "model", "team", "task_type", "user_id", "n", "tokens", "value", "value_per_token",
-        "value_per_token_low", "value_per_token_high", "mean_percentile", "mean_percentile_low",
-        "mean_percentile_high", "workflows",
+        "workflow",
+        "model",
+        "team",
+        "task_type",
+        "user_id",
+        "n",
+        "tokens",
+        "value",
+        "value_per_token",
+        "value_per_token_low",
+        "value_per_token_high",
+        "mean_percentile",
+        "mean_percentile_low",
+        "mean_percentile_high",
+        "workflows",
     ],
     "benchmarks": [
-        "workflow", "subject", "n", "value_per_token", "value_per_token_low", "value_per_token_high",
-        "success_rate", "success_rate_low", "success_rate_high", "cost_per_success",
+        "workflow",
+        "subject",
+        "n",
+        "value_per_token",
+        "value_per_token_low",
+        "value_per_token_high",
+        "success_rate",
+        "success_rate_low",
+        "success_rate_high",
+        "cost_per_success",
     ],
     "patterns": [
-        "workflow", "dimension", "segment", "n", "value_per_token", "lift", "lift_low", "lift_high",
-        "success_rate", "cost_per_success",
+        "workflow",
+        "dimension",
+        "segment",
+        "n",
+        "value_per_token",
+        "lift",
+        "lift_low",
+        "lift_high",
+        "success_rate",
+        "cost_per_success",
     ],
     "waste": ["workflow", "category", "work_units", "spend_at_stake", "share_of_spend", "examples"],
 }
 
 SCORE_EXPORT = [
-    "work_unit_id", "workflow", "score", "p_value", "expected_value", "confidence", "confidence_level",
-    "unit_value", "model", "label", "top_signals", "scored_at",
+    "work_unit_id",
+    "workflow",
+    "score",
+    "p_value",
+    "expected_value",
+    "confidence",
+    "confidence_level",
+    "unit_value",
+    "model",
+    "label",
+    "top_signals",
+    "scored_at",
 ]
 BENCHMARK_EXPORT = [
-    "subject", "workflow", "n", "value_per_token", "value_per_token_low", "value_per_token_high",
-    "success_rate", "success_rate_low", "success_rate_high", "cost_per_success", "cost_per_success_low",
-    "cost_per_success_high", "value_per_token_raw", "success_rate_raw", "shrinkage", "tokens", "value",
-    "successes", "fully_loaded_cost",
+    "subject",
+    "workflow",
+    "n",
+    "value_per_token",
+    "value_per_token_low",
+    "value_per_token_high",
+    "success_rate",
+    "success_rate_low",
+    "success_rate_high",
+    "cost_per_success",
+    "cost_per_success_low",
+    "cost_per_success_high",
+    "value_per_token_raw",
+    "success_rate_raw",
+    "shrinkage",
+    "tokens",
+    "value",
+    "successes",
+    "fully_loaded_cost",
 ]
 
 
@@ -147,13 +225,21 @@ def register(app: typer.Typer) -> None:
         """
         with workspace(ws_path) as ws:
             result = _run(ws.value.score)
-        emit(result.summary(), fmt, title=f"Scored {result.n_units:,} work units ({result.n_labels:,} labelled)")
+        emit(
+            result.summary(),
+            fmt,
+            title=f"Scored {result.n_units:,} work units ({result.n_labels:,} labelled)",
+        )
         if fmt is OutputFormat.table:
             for rep in result.calibration:
                 if rep.reliability:
                     rows = [
-                        {"bin": f"{b.bin_low:.1f}-{b.bin_high:.1f}", "n": b.n,
-                         "mean_predicted": b.mean_predicted, "observed_rate": b.observed_rate}
+                        {
+                            "bin": f"{b.bin_low:.1f}-{b.bin_high:.1f}",
+                            "n": b.n,
+                            "mean_predicted": b.mean_predicted,
+                            "observed_rate": b.observed_rate,
+                        }
                         for b in rep.reliability
                     ]
                     emit(rows, fmt, title=f"Reliability on held-out labels: {rep.model}")
@@ -162,8 +248,10 @@ def register(app: typer.Typer) -> None:
 
     @report.command("funnel")
     def report_funnel(
-        workflow: WorkflowOpt = None, period: PeriodOpt = None,
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table,
+        workflow: WorkflowOpt = None,
+        period: PeriodOpt = None,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
     ) -> None:
         """Conversion chain per workflow and month, with the fully loaded cost at every stage."""
         with workspace(ws_path) as ws:
@@ -173,9 +261,11 @@ def register(app: typer.Typer) -> None:
 
     @report.command("yield")
     def report_yield(
-        workflow: WorkflowOpt = None, period: PeriodOpt = None,
+        workflow: WorkflowOpt = None,
+        period: PeriodOpt = None,
         evidence: Annotated[bool, typer.Option("--evidence", help="List the strategic evidence.")] = False,
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
     ) -> None:
         """Workflow, revenue, risk and capacity yields (benefit / fully loaded cost) with intervals;
         strategic value as a 0-5 score, never dollars."""
@@ -189,10 +279,14 @@ def register(app: typer.Typer) -> None:
 
     @report.command("coverage")
     def report_coverage(
-        workflow: WorkflowOpt = None, period: PeriodOpt = None,
-        uncovered: Annotated[bool, typer.Option("--uncovered", help="List the largest uncovered spend.")] = False,
+        workflow: WorkflowOpt = None,
+        period: PeriodOpt = None,
+        uncovered: Annotated[
+            bool, typer.Option("--uncovered", help="List the largest uncovered spend.")
+        ] = False,
         limit: Annotated[int, typer.Option("--limit")] = 10,
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
     ) -> None:
         """Share of spend linked to a baseline, an owner and evidence of change (with the three parts)."""
         with workspace(ws_path) as ws:
@@ -206,26 +300,32 @@ def register(app: typer.Typer) -> None:
 
     @report.command("value-per-token")
     def report_vpt(
-        workflow: WorkflowOpt = None, period: PeriodOpt = None,
+        workflow: WorkflowOpt = None,
+        period: PeriodOpt = None,
         by: Annotated[str, typer.Option("--by", help="model, team, task_type or user_id.")] = "model",
         normalise: Annotated[
             bool, typer.Option("--normalise", help="Compare across workflows as percentiles within each.")
         ] = False,
         people: PeopleOpt = False,
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
     ) -> None:
         """Expected value per token inside one workflow (across workflows only normalised)."""
         by = "user_id" if by == "user" else by
         with workspace(ws_path) as ws:
-            rows = _run(lambda: ws.value.value_per_token(workflow, period, by, normalise=normalise, people=people))
+            rows = _run(
+                lambda: ws.value.value_per_token(workflow, period, by, normalise=normalise, people=people)
+            )
             _show("value-per-token", rows, fmt, "Value per token")
 
     @report.command("benchmarks")
     def report_benchmarks(
-        workflow: WorkflowOpt = None, period: PeriodOpt = None,
+        workflow: WorkflowOpt = None,
+        period: PeriodOpt = None,
         by: Annotated[BenchBy, typer.Option("--by")] = BenchBy.team,
         people: PeopleOpt = False,
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
     ) -> None:
         """Teams (or, with --people, users) inside each workflow: shrunk estimates with intervals."""
         with workspace(ws_path) as ws:
@@ -235,8 +335,10 @@ def register(app: typer.Typer) -> None:
 
     @report.command("patterns")
     def report_patterns(
-        workflow: WorkflowOpt = None, period: PeriodOpt = None,
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table,
+        workflow: WorkflowOpt = None,
+        period: PeriodOpt = None,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
     ) -> None:
         """Which patterns (model, session length, iterations, prompt size, tool use, time to first
         acceptance) deliver the most value per token in their workflow, with intervals."""
@@ -246,8 +348,10 @@ def register(app: typer.Typer) -> None:
 
     @report.command("waste")
     def report_waste(
-        workflow: WorkflowOpt = None, period: PeriodOpt = None,
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table,
+        workflow: WorkflowOpt = None,
+        period: PeriodOpt = None,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
     ) -> None:
         """Expensive loops, unused outputs, rework and accepted-but-not-resolved, with spend at stake."""
         with workspace(ws_path) as ws:
@@ -259,7 +363,9 @@ def register(app: typer.Typer) -> None:
     @export.command("scores")
     def export_scores(
         fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
-        out: Annotated[Path | None, typer.Option("--out", help="File to write (default: standard output).")] = None,
+        out: Annotated[
+            Path | None, typer.Option("--out", help="File to write (default: standard output).")
+        ] = None,
         workflow: WorkflowOpt = None,
         ws_path: WorkspaceOpt = Path("."),
     ) -> None:
@@ -274,7 +380,9 @@ def register(app: typer.Typer) -> None:
     def export_benchmarks(
         by: Annotated[BenchBy, typer.Option("--by")] = BenchBy.team,
         fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
-        out: Annotated[Path | None, typer.Option("--out", help="File to write (default: standard output).")] = None,
+        out: Annotated[
+            Path | None, typer.Option("--out", help="File to write (default: standard output).")
+        ] = None,
         workflow: WorkflowOpt = None,
         period: PeriodOpt = None,
         people: PeopleOpt = False,

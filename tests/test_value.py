@@ -1,0 +1,205 @@
+"""Golden figures of the value reports, computed by hand on the organisation of
+:func:`tests.value_data.golden_rows` (a real DuckDB workspace; fixed scores).
+
+The hand computation, once:
+
+- claims model cost = c1..c6: 1 + 1 + 12 x 0.10 + 1 + 1 + 1 = $6.20 (m costs $1 / 1M input tokens);
+  the $5 platform item is spread pro rata on model cost (all on claims);
+  effort = 30 min x $60/h = $30; fully loaded = 6.20 + 5 + 30 = $41.20.
+- per unit allocated cost = $5 x cost / 6.20: $0.806452 per $1 call, $0.967742 for c3.
+- calls: 1+1+12+1+1+1 = 17; units 6; accepted (accepted, saved, copied) c1 c2 c4 c5 c6 = 5;
+  acted c1 c4 c5 c6 = 4; successful: c1 (accepted by a person: risk high ok), c5 (reviewed 30 min)
+  = 2; c4 breaks the 5 s SLO; c6 has no human acceptance or review (risk high); c2 did not act.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.value_data import GOLDEN_CONFIG, build_workspace, golden_rows, golden_scores
+
+APPROX = {"rel": 1e-6, "abs": 1e-9}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    path: Path = tmp_path_factory.mktemp("golden")
+    w = build_workspace(path, golden_rows(), GOLDEN_CONFIG, golden_scores())
+    yield w
+    w.close()
+
+
+def _row(table: Any, **match: Any) -> dict[str, Any]:
+    rows = [r for r in table.to_pylist() if all(r.get(k) == v for k, v in match.items())]
+    assert len(rows) == 1, (match, table.to_pylist())
+    return rows[0]
+
+
+def test_funnel_counts_and_stage_costs(ws: Any) -> None:
+    r = _row(ws.value.funnel(), workflow="claims", month="2026-10")
+    assert (r["calls"], r["work_units"], r["accepted_outputs"], r["actions"], r["successful_outcomes"]) == (
+        17,
+        6,
+        5,
+        4,
+        2,
+    )
+    assert r["fully_loaded_cost"] == pytest.approx(41.2, **APPROX)
+    assert r["model_cost"] == pytest.approx(6.2, **APPROX)
+    assert r["allocated_cost"] == pytest.approx(5.0, **APPROX)
+    assert r["effort_cost"] == pytest.approx(30.0, **APPROX)
+    assert r["cost_per_call"] == pytest.approx(41.2 / 17, **APPROX)
+    assert r["cost_per_work_unit"] == pytest.approx(41.2 / 6, **APPROX)
+    assert r["cost_per_accepted_output"] == pytest.approx(41.2 / 5, **APPROX)
+    assert r["cost_per_action"] == pytest.approx(41.2 / 4, **APPROX)
+    assert r["cost_per_successful_outcome"] == pytest.approx(20.6, **APPROX)
+    # value = workflow benefit $50 + redeployed capacity $20; not the $1000 of capacity not redeployed
+    assert r["value"] == pytest.approx(70.0, **APPROX)
+    assert r["value_per_success"] == pytest.approx(35.0, **APPROX)
+    # expected value = 4 x (0.9 + 0.8 + 0.1 + 0.85 + 0.6 + 0.9) = 16.6
+    assert r["expected_value"] == pytest.approx(16.6, **APPROX)
+    assert r["success_basis"] == "action"
+
+
+def test_funnel_without_action_signals_judges_on_acceptance(ws: Any) -> None:
+    r = _row(ws.value.funnel(workflow="fraud"), workflow="fraud")
+    assert r["actions"] is None and r["success_basis"] == "acceptance"
+    assert r["cost_per_work_unit"] == pytest.approx(2.0, **APPROX)
+
+
+def test_unit_costs_reconcile_with_cost_lines(ws: Any) -> None:
+    f = {r["work_unit_id"]: r for r in ws.value.facts().to_pyarrow().to_pylist()}
+    assert f["c1"]["allocated_cost"] == pytest.approx(5 / 6.2, **APPROX)
+    assert f["c3"]["fully_loaded_cost"] == pytest.approx(1.2 + 5 * 1.2 / 6.2, **APPROX)
+    assert f["c5"]["fully_loaded_cost"] == pytest.approx(1 + 5 / 6.2 + 30, **APPROX)
+    claims = sum(r["fully_loaded_cost"] for r in f.values() if r["workflow"] == "claims")
+    assert claims == pytest.approx(41.2, **APPROX)
+    assert [u for u, r in sorted(f.items()) if r["successful"]] == ["c1", "c5"]
+    assert not f["c4"]["meets_latency"] and not f["c6"]["meets_risk"]
+
+
+def test_yields_with_bands_and_evidence(ws: Any) -> None:
+    rep = ws.value.yields()
+    wf = _row(rep.yields, workflow="claims", family="workflow")
+    # $100 x 0.5 attribution = $50 over $41.20; baseline comparison band +-25%: 37.5 .. 62.5
+    assert wf["benefit"] == pytest.approx(50.0, **APPROX)
+    assert wf["yield"] == pytest.approx(50 / 41.2, **APPROX)
+    assert wf["yield_low"] == pytest.approx(37.5 / 41.2, **APPROX)
+    assert wf["yield_high"] == pytest.approx(62.5 / 41.2, **APPROX)
+    assert wf["evidence_mix"] == "baseline_comparison 100%"
+    cap = _row(rep.yields, workflow="claims", family="capacity")
+    # only the redeployed $20 counts; anecdote band +-100%
+    assert cap["benefit"] == pytest.approx(20.0, **APPROX)
+    assert cap["capacity_not_redeployed"] == 1
+    assert (cap["yield_low"], cap["yield_high"]) == pytest.approx((0.0, 40 / 41.2), **APPROX)
+    total = _row(rep.yields, workflow="(all)", family="workflow")
+    assert total["fully_loaded_cost"] == pytest.approx(43.7, **APPROX)  # 41.20 + fraud 2 + unassigned 0.50
+    assert not any(r["family"] == "strategic" for r in rep.yields.to_pylist())
+    st = _row(rep.strategic, workflow="claims")
+    # (4 x 4 + 1 x 1) / (4 + 1) = 3.4; confidence 5 / (5 + 4)
+    assert st["strategic_score"] == pytest.approx(3.4, **APPROX)
+    assert st["confidence"] == pytest.approx(5 / 9, **APPROX)
+    assert sorted(rep.strategic_evidence.column("outcome_id").to_pylist()) == ["o4", "o5"]
+    assert any("not redeployed" in n for n in rep.notes)
+
+
+def test_coverage_parts_and_largest_uncovered(ws: Any) -> None:
+    rep = ws.value.coverage()
+    total = rep.total
+    assert total["spend"] == pytest.approx(43.7, **APPROX)
+    assert total["coverage"] == pytest.approx(41.2 / 43.7, **APPROX)
+    assert total["share_with_baseline"] == pytest.approx(41.2 / 43.7, **APPROX)
+    assert total["share_with_owner"] == pytest.approx(43.2 / 43.7, **APPROX)  # fraud has an owner
+    assert total["share_with_evidence"] == pytest.approx(41.2 / 43.7, **APPROX)
+    top = rep.largest_uncovered.to_pylist()
+    assert [(r["workflow"], r["missing"]) for r in top] == [
+        ("fraud", "baseline, evidence"),
+        ("(unassigned)", "baseline, owner, evidence"),
+    ]
+    assert top[0]["spend"] == pytest.approx(2.0, **APPROX)
+
+
+def test_waste_categories_and_spend_at_stake(ws: Any) -> None:
+    w = ws.value.waste()
+    loop = _row(w, workflow="claims", category="expensive_loop")
+    assert loop["examples"] == "c3" and loop["spend_at_stake"] == pytest.approx(1.2 + 5 * 1.2 / 6.2, **APPROX)
+    rework = _row(w, workflow="claims", category="rework")
+    # 30 min reviewed vs a 10 min baseline: 20 excess minutes x $60/h
+    assert rework["spend_at_stake"] == pytest.approx(20.0, **APPROX)
+    unresolved = _row(w, workflow="claims", category="accepted_not_resolved")
+    assert unresolved["examples"] == "c5"
+    assert unresolved["spend_at_stake"] == pytest.approx(1 + 5 / 6.2 + 30, **APPROX)
+    total = _row(w, workflow="claims", category="total")
+    # c5 counted once (its rework is inside its fully loaded cost)
+    assert total["work_units"] == 2
+    assert total["spend_at_stake"] == pytest.approx(1.2 + 5 * 1.2 / 6.2 + 1 + 5 / 6.2 + 30, **APPROX)
+    assert _row(w, workflow="fraud", category="unused_output")["spend_at_stake"] == pytest.approx(2.0)
+
+
+def test_value_per_token_inside_a_workflow(ws: Any) -> None:
+    r = _row(ws.value.value_per_token("claims"), workflow="claims", model="m")
+    # 16.6 expected dollars over 6.2M tokens
+    assert r["value_per_token"] == pytest.approx(16.6 / 6.2e6, **APPROX)
+    assert r["value_per_token_low"] <= r["value_per_token"] <= r["value_per_token_high"]
+
+
+def test_value_per_token_across_workflows_is_refused_unless_normalised(ws: Any) -> None:
+    from yieldmeter.metrics.value import CrossWorkflowComparison
+
+    with pytest.raises(CrossWorkflowComparison, match="only comparable inside one workflow"):
+        ws.value.value_per_token()
+    rows = ws.value.value_per_token(by="team", normalise=True).to_pylist()
+    assert {r["team"] for r in rows} == {"east", "west", "risk"}
+    assert all(0.0 <= r["mean_percentile"] <= 1.0 for r in rows)
+
+
+def test_benchmarks_privacy(ws: Any) -> None:
+    from yieldmeter.app.value import PrivacyError
+
+    with pytest.raises(PrivacyError, match="--people"):
+        ws.value.benchmarks(by="user")
+    rep = ws.value.benchmarks(by="team")
+    # min_group_size 2: east (ann, bob) and west (cy, dee) are shown; risk (eve) is hidden
+    assert sorted(rep.rows.column("subject").to_pylist()) == ["east", "west"]
+    assert rep.hidden_groups == 1
+    people = ws.value.benchmarks(by="user", people=True).rows
+    assert "eve" in people.column("subject").to_pylist()
+
+
+def test_benchmark_team_raw_figures(ws: Any) -> None:
+    east = _row(ws.value.benchmarks("claims", by="team").rows, subject="east")
+    # east: c1, c2, c3 -> 3 units, 3.2M tokens, 4 x (0.9 + 0.8 + 0.1) = 7.2 expected dollars, 1 success
+    assert east["n"] == 3 and east["successes"] == 1
+    assert east["value_per_token_raw"] == pytest.approx(7.2 / 3.2e6, **APPROX)
+    assert east["success_rate_raw"] == pytest.approx(1 / 3, **APPROX)
+    lo, hi = east["success_rate_low"], east["success_rate_high"]
+    assert lo <= east["success_rate"] <= hi
+
+
+def test_patterns_rank_by_lift(ws: Any) -> None:
+    p = ws.value.patterns("claims").to_pylist()
+    it = {r["segment"]: r for r in p if r["dimension"] == "iterations"}
+    # c3 is the only unit with 11+ calls: its value per token is 0.4 / 1.2M, the workflow's 16.6 / 6.2M
+    assert it["11+"]["value_per_token_raw"] == pytest.approx(0.4 / 1.2e6, **APPROX)
+    assert it["11+"]["workflow_value_per_token"] == pytest.approx(16.6 / 6.2e6, **APPROX)
+    lifts = [r["lift"] for r in p if r["lift"] is not None]
+    assert lifts == sorted(lifts, reverse=True)
+    assert {r["dimension"] for r in p} == {
+        "model",
+        "session_length",
+        "iterations",
+        "prompt_size",
+        "tool_use",
+        "time_to_first_acceptance",
+    }
+
+
+def test_period_filter(ws: Any) -> None:
+    assert ws.value.funnel(period="2026-09").num_rows == 0
+    assert ws.value.funnel(period="2026-10").num_rows == 3
+    with pytest.raises(ValueError, match="period"):
+        ws.value.funnel(period="last tuesday")
