@@ -1,0 +1,226 @@
+"""FinOpsService: budgets, alerts, forecasts, anomalies, showback/chargeback, initiatives.
+
+The only thing the CLI, the REST API, the dashboard and the reports call for
+FinOps. It reads the workspace's tables through Ibis (:mod:`yieldmeter.finops`)
+and writes only its own tables (alert state and deliveries).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from yieldmeter.finops import alerts as al
+from yieldmeter.finops import budgets as bd
+from yieldmeter.finops import delivery, rules
+from yieldmeter.finops.events import spend_events
+from yieldmeter.finops.settings import AlertSettings, ChargebackSettings, alert_settings, chargeback_settings
+
+if TYPE_CHECKING:
+    from yieldmeter.app.workspace import Workspace
+
+log = logging.getLogger("yieldmeter.finops")
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+class FinOpsService:
+    """FinOps over one workspace. Settings are validated when first used."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._settings: AlertSettings | None = None
+        self._chargeback: ChargebackSettings | None = None
+
+    # -- settings and shared inputs ---------------------------------------------------------
+    @property
+    def settings(self) -> AlertSettings:
+        if self._settings is None:
+            self._settings = alert_settings(self.ws.config)
+        return self._settings
+
+    @property
+    def chargeback_settings(self) -> ChargebackSettings:
+        if self._chargeback is None:
+            self._chargeback = chargeback_settings(self.ws.config)
+        return self._chargeback
+
+    def events(self) -> ir.Table:
+        """Spend events (see :mod:`yieldmeter.finops.events`)."""
+        return spend_events(self.ws.tables(), self.ws.config)
+
+    def budget_list(self) -> list[bd.Budget]:
+        return bd.load_budgets(self.ws.tables().budgets, self.ws.config)
+
+    # -- budgets -----------------------------------------------------------------------------
+    def budgets(self, now: datetime | None = None) -> pa.Table:
+        """Every budget with its window, spend, share used, state, projection and run-out day."""
+        return bd.budget_status(self.events(), self.budget_list(), _now(now), self.settings.tz)
+
+    def add_budget(
+        self,
+        scope_kind: str,
+        scope: str,
+        period: str,
+        amount: float,
+        *,
+        basis: str = "model_cost",
+        soft_threshold: float = 0.8,
+        hard_threshold: float = 1.0,
+    ) -> str:
+        """Create or update a budget (identity: scope kind, scope and period); returns its id."""
+        from yieldmeter.ingest.base import Batch
+        from yieldmeter.ingest.conform import conform, stable_id
+
+        budget_id = stable_id(scope_kind, scope, period)
+        bd.validate(
+            bd.Budget(budget_id, scope_kind, scope, period, amount, basis, soft_threshold, hard_threshold)
+        )
+        row = {
+            "budget_id": budget_id,
+            "scope_kind": scope_kind,
+            "scope": scope,
+            "period": period.strip().lower(),
+            "amount": float(amount),
+            "basis": basis,
+            "soft_threshold": soft_threshold,
+            "hard_threshold": hard_threshold,
+        }
+        conformed = conform("budgets", pa.Table.from_pylist([row]), source="yieldmeter budgets add")
+        if conformed.rejects.num_rows:
+            raise ValueError("; ".join(conformed.rejects.column("reason").to_pylist()))
+        self.ws.ingest_batches([Batch.of("budgets", conformed)], source="yieldmeter budgets add")
+        return budget_id
+
+    # -- alerts ------------------------------------------------------------------------------
+    def breaches(self, now: datetime | None = None) -> list[al.Breach]:
+        """Every budget and unit-economics rule breached at ``now``."""
+        now = _now(now)
+        ev = self.events()
+        out = rules.budget_breaches(bd.budget_status(ev, self.budget_list(), now, self.settings.tz))
+        for rule in self.settings.rules:
+            try:
+                out.extend(rules.unit_breaches(rule, self.ws.value, ev, now))
+            except ImportError as exc:  # the value engine is optional for budget alerts
+                log.warning("rule %s skipped: %s", rule.kind, exc)
+        return out
+
+    def channels(self) -> dict[str, al.Channel]:
+        """The delivery channels that are both chosen and configured."""
+        s = self.settings
+        out: dict[str, al.Channel] = {}
+        if "log" in s.channels:
+            out["log"] = delivery.send_log
+        if "webhook" in s.channels and s.webhook is not None:
+            hook = s.webhook
+            out["webhook"] = lambda event, alert: delivery.send_webhook(hook, event, alert)
+        if "email" in s.channels and s.email is not None:
+            mail = s.email
+            out["email"] = lambda event, alert: delivery.send_email(mail, event, alert)
+        return out
+
+    def evaluate_alerts(self, now: datetime | None = None) -> list[al.Transition]:
+        """Evaluate every rule, update the alert state and deliver what fired or resolved."""
+        now = _now(now)
+        return al.evaluate(self.ws.store, self.breaches(now), now, self.channels())
+
+    def alerts(self, status: str | None = "firing", limit: int = 200) -> pa.Table:
+        """Alerts from the state table (``status`` firing, resolved, or None for all), newest first."""
+        al.ensure_tables(self.ws.store)
+        t = self.ws.store.ibis.table(al.ALERTS_TABLE)
+        if status:
+            t = t.filter(t.status == status)
+        return t.order_by([t.last_seen.desc(), t.alert_id]).limit(limit).to_pyarrow()
+
+    def deliveries(self, limit: int = 200) -> pa.Table:
+        al.ensure_tables(self.ws.store)
+        t = self.ws.store.ibis.table(al.DELIVERIES_TABLE)
+        return t.order_by([t.ts.desc()]).limit(limit).to_pyarrow()
+
+    # -- forecasts, anomalies, showback, initiatives (see the modules) -------------------------
+    def forecast(self, by: str = "team", now: datetime | None = None, *, months: int = 3) -> pa.Table:
+        """Spend per ``by`` for the rest of this month and the next ``months`` months, with intervals."""
+        from yieldmeter.finops.forecast import spend_forecast
+
+        return spend_forecast(self.events(), by, _now(now), self.settings.tz, months=months)
+
+    def forecast_cpso(self, now: datetime | None = None) -> pa.Table:
+        """Cost per successful outcome per workflow, next month, from forecasts of cost and successes."""
+        from yieldmeter.finops.forecast import cpso_forecast
+
+        return cpso_forecast(self.ws.value.facts(), _now(now), self.settings.tz)
+
+    def burn_down(self, budget_id: str, now: datetime | None = None) -> dict[str, Any]:
+        """A budget's daily cumulative spend, its forecast to the window's end, and the run-out day."""
+        from yieldmeter.finops.forecast import burn_down
+
+        budgets = {b.budget_id: b for b in self.budget_list()}
+        if budget_id not in budgets:
+            raise KeyError(f"no budget {budget_id!r}; `yieldmeter budgets list` shows the ids")
+        return burn_down(self.events(), budgets[budget_id], _now(now), self.settings.tz)
+
+    def anomalies(self, now: datetime | None = None, *, days: int = 14) -> pa.Table:
+        """Spend and token spikes, runaway agents and model-mix changes of the last ``days`` days."""
+        from yieldmeter.finops.anomalies import detect
+
+        return detect(self.events(), self.ws.tables(), _now(now), days=days)
+
+    def showback(self, period: str | None = None) -> pa.Table:
+        """Fully loaded cost per cost centre and team, split into direct and shared (allocated) parts."""
+        from yieldmeter.finops.showback import showback
+
+        return showback(self._allocated(period))
+
+    def _allocated(self, period: str | None) -> pa.Table:
+        from yieldmeter.app.periods import period_bounds
+        from yieldmeter.finops.showback import allocate
+
+        start, end = period_bounds(period)
+        return allocate(self.events(), self.chargeback_settings, start, end)
+
+    def export_focus(
+        self, path: Path | str, period: str | None = None, *, version: str = "1.3"
+    ) -> dict[str, Any]:
+        """Write the allocation as FOCUS rows (CSV, or Parquet by suffix); returns row count and totals."""
+        from yieldmeter.finops.focus_export import focus_rows, write
+
+        table = focus_rows(self._allocated(period), self.chargeback_settings, version=version)
+        write(table, Path(path))
+        import pyarrow.compute as pc
+
+        return {
+            "path": str(path),
+            "rows": table.num_rows,
+            "version": version,
+            "billed_cost": float(pc.sum(table.column("BilledCost")).as_py() or 0.0),
+        }
+
+    def reconciliation(self, period: str | None = None) -> pa.Table:
+        """Provider bills (imported FOCUS / usage cost items) against yieldmeter's priced calls."""
+        from yieldmeter.app.periods import period_bounds
+        from yieldmeter.finops.reconcile import reconcile
+
+        start, end = period_bounds(period)
+        return reconcile(self.ws.tables(), self.events(), start, end)
+
+    def initiatives(self, period: str | None = None) -> pa.Table:
+        """Spend, benefit and yield per initiative, with owner, budget and decisions."""
+        from yieldmeter.finops.initiatives import rollup
+
+        return rollup(self, period)
+
+    def decisions(self, initiative: str | None = None) -> pa.Table:
+        """The decision register, optionally for one initiative."""
+        d = self.ws.tables().decisions
+        if initiative:
+            d = d.filter(d.initiative == initiative)
+        return d.order_by([d.date.desc(), d.decision_id]).to_pyarrow()

@@ -1,0 +1,169 @@
+"""Alert state: each alert fires once per breach and resolves when the breach ends.
+
+An evaluation takes the breaches true *now* (from :mod:`.rules`) and the alert
+state table ``finops_alerts``:
+
+- a breach whose ``rule_key`` has no firing alert opens one (event ``fired``);
+- a breach whose ``rule_key`` is already firing only refreshes ``last_seen``,
+  ``value`` and ``message`` (no event: one notification per breach);
+- a firing alert whose ``rule_key`` is not breached any more is closed with
+  ``resolved_at`` (event ``resolved``);
+- the same rule breached again later opens a new alert (a new ``alert_id``).
+
+Events go to the channels (log, webhook, email); every attempt is a row of
+``finops_alert_deliveries`` with its error, so a failed webhook is visible.
+The dashboard reads the state table.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from yieldmeter.ingest.conform import stable_id
+
+_TS = pa.timestamp("us", tz="UTC")
+ALERTS_TABLE = "finops_alerts"
+DELIVERIES_TABLE = "finops_alert_deliveries"
+ALERTS_SCHEMA = pa.schema(
+    [
+        ("alert_id", pa.string()),
+        ("rule_key", pa.string()),
+        ("kind", pa.string()),
+        ("severity", pa.string()),
+        ("scope_kind", pa.string()),
+        ("scope", pa.string()),
+        ("status", pa.string()),
+        ("value", pa.float64()),
+        ("threshold", pa.float64()),
+        ("message", pa.string()),
+        ("details", pa.string()),
+        ("first_seen", _TS),
+        ("last_seen", _TS),
+        ("resolved_at", _TS),
+    ]
+)
+DELIVERIES_SCHEMA = pa.schema(
+    [
+        ("alert_id", pa.string()),
+        ("event", pa.string()),
+        ("channel", pa.string()),
+        ("ts", _TS),
+        ("ok", pa.bool_()),
+        ("error", pa.string()),
+    ]
+)
+
+#: Serialises evaluations in one process (ingest hook and the serve scheduler).
+_EVALUATING = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A rule that is breached now. ``rule_key`` identifies the rule and its scope."""
+
+    rule_key: str
+    kind: str
+    severity: str
+    scope_kind: str
+    scope: str
+    value: float
+    threshold: float
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Transition:
+    event: str  # fired | resolved
+    alert: dict[str, Any]
+
+
+def transitions(
+    state: list[dict[str, Any]], breaches: list[Breach], now: datetime
+) -> tuple[list[dict[str, Any]], list[Transition]]:
+    """The new state rows and the events, from the old state and the breaches now (pure)."""
+    now = now.astimezone(UTC)
+    rows = [dict(r) for r in state]
+    firing = {r["rule_key"]: r for r in rows if r["status"] == "firing"}
+    events: list[Transition] = []
+    seen: set[str] = set()
+    for b in breaches:
+        if b.rule_key in seen:
+            continue
+        seen.add(b.rule_key)
+        current = firing.get(b.rule_key)
+        details = json.dumps(b.details, sort_keys=True, default=str)
+        if current is not None:
+            current.update(last_seen=now, value=b.value, message=b.message, details=details)
+            continue
+        row = {
+            "alert_id": stable_id(b.rule_key, now.isoformat()),
+            "rule_key": b.rule_key,
+            "kind": b.kind,
+            "severity": b.severity,
+            "scope_kind": b.scope_kind,
+            "scope": b.scope,
+            "status": "firing",
+            "value": b.value,
+            "threshold": b.threshold,
+            "message": b.message,
+            "details": details,
+            "first_seen": now,
+            "last_seen": now,
+            "resolved_at": None,
+        }
+        rows.append(row)
+        events.append(Transition("fired", row))
+    for key, r in firing.items():
+        if key not in seen:
+            r.update(status="resolved", resolved_at=now)
+            events.append(Transition("resolved", r))
+    return rows, events
+
+
+Channel = Callable[[str, dict[str, Any]], None]
+
+
+def evaluate(
+    store: Any, breaches: list[Breach], now: datetime, channels: dict[str, Channel]
+) -> list[Transition]:
+    """Apply the breaches to the state table, then deliver the events; returns the events."""
+    with _EVALUATING:
+        ensure_tables(store)
+        state = store.ibis.table(ALERTS_TABLE).to_pyarrow().to_pylist()
+        rows, events = transitions(state, breaches, now)
+        if events or breaches:
+            store.replace(ALERTS_TABLE, pa.Table.from_pylist(rows, schema=ALERTS_SCHEMA))
+        deliveries = []
+        for ev in events:
+            for name, send in channels.items():
+                ok, error = True, None
+                try:
+                    send(ev.event, ev.alert)
+                except Exception as exc:  # a channel failing must not stop the others
+                    ok, error = False, f"{type(exc).__name__}: {exc}"[:500]
+                deliveries.append(
+                    {
+                        "alert_id": ev.alert["alert_id"],
+                        "event": ev.event,
+                        "channel": name,
+                        "ts": datetime.now(UTC),
+                        "ok": ok,
+                        "error": error,
+                    }
+                )
+        if deliveries:
+            store.append(DELIVERIES_TABLE, pa.Table.from_pylist(deliveries, schema=DELIVERIES_SCHEMA))
+        return events
+
+
+def ensure_tables(store: Any) -> None:
+    store.ensure_table(ALERTS_TABLE, ALERTS_SCHEMA)
+    store.ensure_table(DELIVERIES_TABLE, DELIVERIES_SCHEMA)

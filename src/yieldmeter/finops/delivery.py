@@ -1,0 +1,97 @@
+"""Alert delivery: the log, a signed webhook, and email over SMTP.
+
+Webhook: an HTTP POST of the alert as JSON with two headers::
+
+    X-Yieldmeter-Timestamp: 1764000000
+    X-Yieldmeter-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" under the secret>
+
+The timestamp is inside the signed text, so a receiver can refuse replays
+older than a few minutes; :func:`verify_signature` is the receiver's check.
+
+The dashboard channel is the alert state table itself (:mod:`.alerts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import time
+from email.message import EmailMessage
+from typing import Any
+
+from yieldmeter.finops.settings import EmailSettings, WebhookSettings
+
+log = logging.getLogger("yieldmeter.alerts")
+
+SIGNATURE_HEADER = "X-Yieldmeter-Signature"
+TIMESTAMP_HEADER = "X-Yieldmeter-Timestamp"
+
+
+def signature(key: bytes, timestamp: str, body: bytes) -> str:
+    """``sha256=`` + hex HMAC-SHA256 of ``timestamp.body``."""
+    mac = hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(
+    key: bytes, timestamp: str, body: bytes, header: str, *, max_age_s: float | None = 300
+) -> bool:
+    """True when ``header`` signs ``timestamp.body`` under ``key`` (and is recent enough)."""
+    if max_age_s is not None and abs(time.time() - float(timestamp)) > max_age_s:
+        return False
+    return hmac.compare_digest(signature(key, timestamp, body), header)
+
+
+def payload(event: str, alert: dict[str, Any]) -> dict[str, Any]:
+    """The JSON an alert is delivered as: ``event`` is fired or resolved."""
+    plain = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in alert.items()}
+    details = plain.pop("details", None)
+    if isinstance(details, str):
+        with contextlib.suppress(ValueError):
+            details = json.loads(details)
+    return {"event": event, "alert": plain, "details": details, "source": "yieldmeter"}
+
+
+def send_log(event: str, alert: dict[str, Any]) -> None:
+    level = logging.WARNING if event == "fired" else logging.INFO
+    log.log(level, "alert %s [%s] %s", event, alert.get("severity"), alert.get("message"))
+
+
+def send_webhook(settings: WebhookSettings, event: str, alert: dict[str, Any]) -> None:
+    """POST the signed JSON; raises on a transport error or a non-2xx answer."""
+    import httpx
+
+    body = json.dumps(payload(event, alert), sort_keys=True, default=str).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "yieldmeter-alerts"}
+    key = settings.key()
+    if key:
+        ts = str(int(time.time()))
+        headers[TIMESTAMP_HEADER] = ts
+        headers[SIGNATURE_HEADER] = signature(key, ts, body)
+    r = httpx.post(settings.url, content=body, headers=headers, timeout=settings.timeout_s)
+    if r.status_code // 100 != 2:
+        raise RuntimeError(f"webhook {settings.url} answered {r.status_code}: {r.text[:200]}")
+
+
+def send_email(settings: EmailSettings, event: str, alert: dict[str, Any]) -> None:
+    """Send a plain-text email through the configured SMTP server."""
+    import os
+
+    msg = EmailMessage()
+    sev = str(alert.get("severity", "")).upper()
+    msg["Subject"] = f"[yieldmeter {sev} {event}] {alert.get('message', '')}"[:200]
+    msg["From"] = settings.from_addr
+    msg["To"] = ", ".join(settings.to)
+    lines = [f"{k}: {v}" for k, v in payload(event, alert)["alert"].items() if v is not None]
+    msg.set_content("\n".join([f"Alert {event}.", "", *lines]))
+    with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_s) as smtp:
+        if settings.starttls:
+            smtp.starttls()
+        if settings.username:
+            password = os.environ.get(settings.password_env or "", "")
+            smtp.login(settings.username, password)
+        smtp.send_message(msg)

@@ -1,0 +1,217 @@
+"""Budgets and alerts on small hand-made data; every figure is computed by hand in the comments.
+
+Costs: see tests/finops_data.py (m-small: 1 USD per million input tokens, so
+``call(ts, 3.0)`` is a 3.00 USD call).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.finops_data import call, ingest, make_workspace, utc
+from yieldmeter.config import ConfigError
+from yieldmeter.finops.settings import alert_settings, chargeback_settings
+from yieldmeter.finops.windows import BadPeriod, budget_window, next_months
+
+
+def _budget(ws, kind="team", scope="alpha", period="month", amount=10.0, **kw):
+    return ws.finops.add_budget(kind, scope, period, amount, **kw)
+
+
+def _row(ws, budget_id, now):
+    rows = {r["budget_id"]: r for r in ws.finops.budgets(now).to_pylist()}
+    return rows[budget_id]
+
+
+@pytest.fixture()
+def month_data(tmp_path: Path):
+    def build(extra: str = ""):
+        ws = make_workspace(tmp_path / "ws", extra)
+        ingest(
+            ws,
+            "calls",
+            [
+                call(utc(2026, 10, 31, 23, 30), 5.0),  # October in UTC, November in Paris (UTC+1)
+                call(utc(2026, 11, 1, 0, 30), 3.0),
+                call(utc(2026, 11, 10, 12), 4.0),
+                call(utc(2026, 11, 10, 12), 100.0, team="beta"),  # another team: never in alpha's budget
+            ],
+        )
+        return ws
+
+    return build
+
+
+def test_calendar_month_budget_in_utc(month_data):
+    ws = month_data()
+    bid = _budget(ws)
+    now = utc(2026, 11, 15, 12)
+    r = _row(ws, bid, now)
+    # November (UTC) holds 3 + 4 = 7 USD of alpha's spend; 7 / 10 = 0.7 < soft 0.8.
+    assert r["spent"] == pytest.approx(7.0)
+    assert r["used"] == pytest.approx(0.7)
+    assert r["state"] == "ok"
+    # 14.5 days elapsed: run rate 7 / 14.5 per day; 15.5 days left: 7 + 15.5 x 7/14.5 = 7 x 30/14.5.
+    assert r["run_rate_per_day"] == pytest.approx(7 / 14.5)
+    assert r["projected"] == pytest.approx(7 * 30 / 14.5)
+    # 3 USD left at 7/14.5 per day: 6.21 days after Nov 15 12:00 -> Nov 21.
+    assert r["run_out_day"] == "2026-11-21"
+
+
+def test_calendar_month_budget_in_a_time_zone(month_data):
+    ws = month_data("alerts:\n  timezone: Europe/Paris\n")
+    bid = _budget(ws)
+    r = _row(ws, bid, utc(2026, 11, 15, 12))
+    # A Paris November starts at 2026-10-31 23:00 UTC: the 23:30 UTC call counts: 5 + 3 + 4 = 12.
+    assert r["window_start"] == utc(2026, 10, 31, 23)
+    assert r["spent"] == pytest.approx(12.0)
+    assert r["state"] == "hard"
+    assert r["run_out_day"] == "2026-11-15"  # already spent
+
+
+def test_rolling_window_crosses_the_month_boundary(tmp_path: Path):
+    ws = make_workspace(tmp_path / "ws")
+    ingest(
+        ws,
+        "calls",
+        [
+            call(utc(2026, 11, 26, 11), 1.0),  # before the 7-day window [Nov 26 12:00, Dec 3 12:00)
+            call(utc(2026, 11, 27, 10), 2.0),
+            call(utc(2026, 11, 30, 10), 3.0),
+            call(utc(2026, 12, 2, 10), 4.0),
+            call(utc(2026, 12, 4, 10), 50.0),  # after now: not spent yet
+        ],
+    )
+    rolling = _budget(ws, period="rolling:7d")
+    month = _budget(ws, period="month")
+    now = utc(2026, 12, 3, 12)
+    assert _row(ws, rolling, now)["spent"] == pytest.approx(2 + 3 + 4)
+    assert _row(ws, month, now)["spent"] == pytest.approx(4.0)
+    assert _row(ws, rolling, now)["projected"] == pytest.approx(9.0)  # a rolling window moves with now
+
+
+def test_fully_loaded_basis_counts_platform_cost_and_effort(tmp_path: Path):
+    ws = make_workspace(tmp_path / "ws", "labour_rates:\n  default: 60\n")
+    ingest(ws, "calls", [call(utc(2026, 11, 3, 9), 2.0, work_unit_id="u1")])
+    ingest(
+        ws,
+        "effort",
+        [
+            {
+                "effort_id": "e1",
+                "work_unit_id": "u1",
+                "ts": utc(2026, 11, 3, 10),
+                "person": "p",
+                "kind": "review",
+                "minutes": 30.0,
+            }
+        ],
+    )
+    ingest(
+        ws,
+        "cost_items",
+        [
+            {
+                "item_id": "gpu",
+                "period_start": utc(2026, 11, 1),
+                "period_end": utc(2026, 12, 1),
+                "amount": 6.0,
+                "category": "platform",
+                "team": "alpha",
+            }
+        ],
+    )
+    model = _budget(ws, period="month", amount=100.0)
+    full = _budget(ws, period="quarter", amount=100.0, basis="fully_loaded_cost")
+    now = utc(2026, 11, 20)
+    # model cost 2; fully loaded 2 + 6 (the GPU item lands pro rata on alpha's only priced day)
+    # + 30 min x 60/h = 38.
+    assert _row(ws, model, now)["spent"] == pytest.approx(2.0)
+    assert _row(ws, full, now)["spent"] == pytest.approx(38.0)
+
+
+def test_alerts_fire_once_per_breach_and_resolve(tmp_path: Path):
+    ws = make_workspace(tmp_path / "ws")
+    ingest(ws, "calls", [call(utc(2026, 11, 10, 9), 9.0)])
+    _budget(ws, period="rolling:7d", amount=10.0)
+    fo = ws.finops
+    t1 = utc(2026, 11, 12)
+    # 9 / 10 = 0.9: soft (0.8) breached, hard (1.0) not.
+    ev = fo.evaluate_alerts(t1)
+    assert [(e.event, e.alert["kind"]) for e in ev] == [("fired", "budget_soft")]
+    assert fo.evaluate_alerts(t1 + timedelta(hours=1)) == []  # still breached: no second notification
+    # Late-arriving data: a call from Nov 11 is ingested after the first evaluation; 9 + 2 = 11 -> hard.
+    ingest(ws, "calls", [call(utc(2026, 11, 11, 9), 2.0)])
+    ev = fo.evaluate_alerts(t1 + timedelta(hours=2))
+    assert [(e.event, e.alert["kind"]) for e in ev] == [("fired", "budget_hard")]
+    firing = fo.alerts("firing").to_pylist()
+    assert sorted(a["kind"] for a in firing) == ["budget_hard", "budget_soft"]
+    first_soft = next(a["alert_id"] for a in firing if a["kind"] == "budget_soft")
+    # Nov 18 10:00: the window [Nov 11 10:00, Nov 18 10:00) holds nothing: both resolve.
+    ev = fo.evaluate_alerts(utc(2026, 11, 18, 10))
+    assert sorted((e.event, e.alert["kind"]) for e in ev) == [
+        ("resolved", "budget_hard"),
+        ("resolved", "budget_soft"),
+    ]
+    assert fo.alerts("firing").num_rows == 0
+    # A new breach of the same rule is a new alert.
+    ingest(ws, "calls", [call(utc(2026, 11, 19, 9), 8.5)])
+    ev = fo.evaluate_alerts(utc(2026, 11, 19, 12))
+    assert [(e.event, e.alert["kind"]) for e in ev] == [("fired", "budget_soft")]
+    assert ev[0].alert["alert_id"] != first_soft
+    assert fo.alerts(None).num_rows == 3
+    log_rows = fo.deliveries().to_pylist()
+    assert all(r["channel"] == "log" and r["ok"] for r in log_rows) and len(log_rows) == 5
+
+
+def test_unpriced_share_rule(tmp_path: Path):
+    ws = make_workspace(
+        tmp_path / "ws",
+        "alerts:\n  rules:\n    - kind: unpriced_share_above\n      limit: 0.25\n      window_days: 7\n",
+    )
+    ingest(
+        ws,
+        "calls",
+        [
+            call(utc(2026, 11, 10), 1.0),
+            call(utc(2026, 11, 10), 1.0),
+            call(utc(2026, 11, 10), 1.0, model="mystery-model-9000"),
+        ],
+    )
+    # 1 unpriced call of 3 = 33% > 25%.
+    b = [x for x in ws.finops.breaches(utc(2026, 11, 12)) if x.kind == "unpriced_share_above"]
+    assert len(b) == 1 and b[0].value == pytest.approx(1 / 3) and b[0].scope == "(all)"
+
+
+def test_initiative_budget_from_config(tmp_path: Path):
+    ws = make_workspace(
+        tmp_path / "ws", "initiatives:\n  - initiative: ops\n    budget: 20\n    workflows: [triage]\n"
+    )
+    ingest(ws, "calls", [call(utc(2026, 3, 1), 5.0), call(utc(2026, 9, 1), 11.0, workflow="other")])
+    r = next(x for x in ws.finops.budgets(utc(2026, 10, 1)).to_pylist() if x["scope_kind"] == "initiative")
+    # Only triage belongs to the initiative: 5 of 20 for the year.
+    assert (r["scope"], r["period"], r["spent"], r["used"]) == ("ops", "year", 5.0, 0.25)
+
+
+def test_windows_and_errors_name_the_key():
+    w = budget_window("quarter", utc(2026, 11, 15), tz=__import__("zoneinfo").ZoneInfo("America/New_York"))
+    assert w.start == utc(2026, 10, 1, 4) and w.end == utc(2027, 1, 1, 5)  # EDT then EST
+    assert [m[0] for m in next_months(utc(2026, 11, 15), __import__("datetime").UTC)] == [
+        "rest of 2026-11",
+        "2026-12",
+        "2027-01",
+        "2027-02",
+    ]
+    with pytest.raises(BadPeriod, match="rolling:Nd"):
+        budget_window("fortnight", utc(2026, 1, 1))
+    with pytest.raises(ConfigError, match=r"alerts\.webhook\.url"):
+        alert_settings({"webhook": {"url": "ftp://x"}})
+    with pytest.raises(ConfigError, match=r"alerts\.rules\.0\.kind"):
+        alert_settings({"rules": [{"kind": "vibes", "limit": 1}]})
+    with pytest.raises(ConfigError, match=r"alerts\.timezone"):
+        alert_settings({"timezone": "Mars/Olympus"})
+    with pytest.raises(ConfigError, match="add up to 1"):
+        chargeback_settings({"shared": {"a": 0.5, "b": 0.4}})
