@@ -117,8 +117,7 @@ def _lines(head: bytes, stream: BinaryIO) -> Iterator[bytes]:
         buf += chunk
         *complete, buf = buf.split(b"\n")
         yield from complete
-    if buf:
-        yield buf
+    yield from (line for line in buf.split(b"\n") if line)
 
 
 def first(record: dict[str, Any], *names: str) -> Any:
@@ -154,6 +153,8 @@ def whole(value: Any, name: str) -> int | None:
         raise RecordError(f"{name}: expected a whole number, got {value!r}") from None
     if f != f or f in (float("inf"), float("-inf")) or f != int(f):
         raise RecordError(f"{name}: expected a whole number, got {value!r}")
+    if f < 0:
+        raise RecordError(f"{name}: negative ({value!r})")
     return int(f)
 
 

@@ -1,0 +1,284 @@
+"""File importers, each checked against fixtures written from its public documentation.
+
+Every expected figure is worked out by hand in the comment beside it, from
+the fixture rows, following the source's documented accounting (which is
+where the traps are: cached tokens inside or outside input, cents or dollars).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from yieldmeter.app.workspace import Workspace
+from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.registry import detect_format, get_format
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FORMATS = FIXTURES / "formats"
+FOCUS = FIXTURES / "focus"
+
+
+def read_all(fmt: str, path: Path, **kw: object) -> Batch:
+    """Every batch of ``path`` read as ``fmt``, merged into one."""
+    options = ReadOptions(source=path.name, **kw)  # type: ignore[arg-type]
+    with path.open("rb") as fh:
+        batches = list(get_format(fmt).read(fh, options))
+    out = Batch()
+    for b in batches:
+        for name, t in b.tables.items():
+            out.tables[name] = pa.concat_tables([out.tables[name], t]) if name in out.tables else t
+        out.rejects = pa.concat_tables([out.rejects, b.rejects])
+        out.ignored += b.ignored
+    return out
+
+
+def by_id(table: pa.Table, key: str) -> dict[str, dict]:
+    return {r[key]: r for r in table.to_pylist()}
+
+
+# -- detection ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("formats/litellm_spend_logs.csv", "litellm"),
+        ("formats/langfuse_observations.jsonl", "langfuse"),
+        ("formats/langfuse_api_page.json", "langfuse"),
+        ("formats/openai_usage_completions.json", "openai-usage"),
+        ("formats/openai_costs.json", "openai-usage"),
+        ("formats/anthropic_usage_report.json", "anthropic-usage"),
+        ("formats/anthropic_cost_report.json", "anthropic-usage"),
+        ("focus/focus-1.0-sample.csv", "focus"),
+        ("focus/ai-cached-tokens-marketplace.csv", "focus"),
+    ],
+)
+def test_formats_are_detected_by_content(name: str, fmt: str) -> None:
+    assert detect_format(FIXTURES / name).name == fmt
+
+
+# -- LiteLLM --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("as_json", [False, True], ids=["csv", "json"])
+def test_litellm_spend_logs(tmp_path: Path, as_json: bool) -> None:
+    path = FORMATS / "litellm_spend_logs.csv"
+    if as_json:  # the same rows as the JSON export of the table
+        import csv
+
+        rows = list(csv.DictReader(path.open()))
+        path = tmp_path / "spend.json"
+        path.write_text(json.dumps(rows))
+    b = read_all("litellm", path)
+    calls = by_id(b.tables["calls"], "call_id")
+    assert set(calls) == {"litellm-chatcmpl-a1", "litellm-msg_b2", "litellm-emb-c3"}
+
+    a1 = calls["litellm-chatcmpl-a1"]
+    # Trap: LiteLLM's prompt_tokens already include the 400 cached tokens -> input stays 1000, not 1400.
+    assert (a1["input_tokens"], a1["cached_input_tokens"], a1["output_tokens"]) == (1000, 400, 125)
+    assert a1["reported_cost"] == pytest.approx(0.00375)  # spend, kept beside yieldmeter's price
+    assert a1["duration_ms"] == pytest.approx(2500)  # 10:00:02.500 - 10:00:00
+    assert (a1["provider"], a1["model"], a1["operation"]) == ("openai", "gpt-4o-2024-08-06", "chat")
+    assert a1["team"] == "claims-ops"  # the team alias beats the opaque team_id
+    assert a1["workflow"] == "claims-triage"  # from requester metadata
+    assert a1["work_unit_id"] == "sess-1"  # a session is the work unit when no explicit one
+    assert json.loads(a1["attributes"])["model_group"] == "gpt-4o"
+
+    b2 = calls["litellm-msg_b2"]
+    # prompt_tokens 3000 already hold cache read 2000 + cache write 500 (LiteLLM normalises Anthropic).
+    assert (b2["input_tokens"], b2["cached_input_tokens"], b2["cache_write_tokens"]) == (3000, 2000, 500)
+    assert b2["status"] == "error"  # status "failure"
+    assert b2["user_id"] == "customer-9"  # end_user wins over the key's user
+
+    c3 = calls["litellm-emb-c3"]
+    assert (c3["operation"], c3["input_tokens"], c3["output_tokens"]) == ("embeddings", 50, 0)
+
+    reasons = sorted(b.rejects.column("reason").to_pylist())
+    assert len(reasons) == 2
+    assert "prompt_tokens: negative" in reasons[0] and reasons[0].startswith("row 4")
+    assert "metadata: not valid JSON" in reasons[1] and reasons[1].startswith("row 5")
+
+
+# -- Langfuse -------------------------------------------------------------------------------------
+def test_langfuse_observation_export() -> None:
+    b = read_all("langfuse", FORMATS / "langfuse_observations.jsonl")
+    calls = by_id(b.tables["calls"], "span_id")
+    assert set(calls) == {"0a1b2c3d4e5f6071", "1a1b2c3d4e5f6071", "2a1b2c3d4e5f6071"}
+    assert b.ignored == 2  # one SPAN, one EVENT: not model calls
+
+    g1 = calls["0a1b2c3d4e5f6071"]
+    # Langfuse buckets are exclusive: total 1200 = 600 + 400 + 150 + 50, so
+    # input = 600 + 400 cached = 1000; output = 150 + 50 reasoning = 200.
+    assert (g1["input_tokens"], g1["cached_input_tokens"]) == (1000, 400)
+    assert (g1["output_tokens"], g1["reasoning_tokens"]) == (200, 50)
+    assert g1["reported_cost"] == pytest.approx(0.004)  # cost_details.total
+    assert g1["call_id"] == "4bf92f3577b34da6a3ce929d0e0e4736-0a1b2c3d4e5f6071"  # same id as via OTLP
+    assert (g1["user_id"], g1["session_id"], g1["workflow"]) == ("u-1", "chat-17", "support-answers")
+    assert g1["duration_ms"] == pytest.approx(1250)
+    assert "secret prompt" not in (g1["attributes"] or "")  # content off by default
+
+    g2 = calls["1a1b2c3d4e5f6071"]
+    # Anthropic-style buckets: 100 uncached + 2000 cache read + 500 cache write = 2600 input.
+    assert (g2["input_tokens"], g2["cached_input_tokens"], g2["cache_write_tokens"]) == (2600, 2000, 500)
+    assert g2["status"] == "error"  # level ERROR
+    assert g2["work_unit_id"] == "5bf92f3577b34da6a3ce929d0e0e4736"  # per trace without other linkage
+
+    g3 = calls["2a1b2c3d4e5f6071"]
+    # Trap the other way: total 1200 = input 1000 + output 200, so input already held its 400 cached.
+    assert (g3["input_tokens"], g3["cached_input_tokens"], g3["output_tokens"]) == (1000, 400, 200)
+
+    [reason] = b.rejects.column("reason").to_pylist()
+    assert reason.startswith("observation 6") and "input" in reason and "'many'" in reason
+
+
+def test_langfuse_api_page_camel_case() -> None:
+    b = read_all("langfuse", FORMATS / "langfuse_api_page.json")
+    [row] = b.tables["calls"].to_pylist()
+    assert (row["input_tokens"], row["output_tokens"], row["model"]) == (800, 200, "gpt-4o-mini")
+    assert (row["user_id"], row["session_id"], row["reported_cost"]) == ("u-5", "chat-20", 0.00024)
+
+
+def test_langfuse_content_kept_only_with_capture() -> None:
+    b = read_all("langfuse", FORMATS / "langfuse_observations.jsonl", capture_content=True)
+    attrs = by_id(b.tables["calls"], "span_id")["0a1b2c3d4e5f6071"]["attributes"]
+    assert json.loads(attrs)["input"] == "the secret prompt"
+
+
+# -- OpenAI ---------------------------------------------------------------------------------------
+def test_openai_usage_buckets() -> None:
+    b = read_all("openai-usage", FORMATS / "openai_usage_completions.json")
+    rows = sorted(b.tables["calls"].to_pylist(), key=lambda r: r["model"])
+    assert len(rows) == 2
+    big, mini = rows
+    # Trap: OpenAI's input_tokens already include input_cached_tokens -> 10000, not 14000.
+    assert (big["input_tokens"], big["cached_input_tokens"], big["output_tokens"]) == (10000, 4000, 2000)
+    assert big["request_count"] == 25  # an aggregated bucket, not one call
+    assert big["ts"].isoformat() == "2025-01-01T00:00:00+00:00"  # start_time 1735689600
+    assert (big["provider"], big["app"]) == ("openai", "proj_claims")
+    assert json.loads(mini["attributes"])["batch"] is True
+    assert mini["user_id"] == "user-abc"
+    [reason] = b.rejects.column("reason").to_pylist()
+    assert "input_cached_tokens (1500) exceeds input_tokens (1000)" in reason
+
+
+def test_openai_costs_are_dollars() -> None:
+    b = read_all("openai-usage", FORMATS / "openai_costs.json")
+    items = b.tables["cost_items"]
+    # amount.value is in dollars: 0.06 + 0.04 = 0.10 USD (not 0.001 as if cents).
+    assert pc.sum(items.column("amount")).as_py() == pytest.approx(0.10)
+    assert set(items.column("category").to_pylist()) == {"ai_tokens"}
+    assert sorted(items.column("unit").to_pylist()) == ["input", "output"]
+    assert set(items.column("model").to_pylist()) == {"gpt-4o-2024-08-06"}
+
+
+# -- Anthropic ------------------------------------------------------------------------------------
+def test_anthropic_usage_report_sums_input_parts() -> None:
+    b = read_all("anthropic-usage", FORMATS / "anthropic_usage_report.json")
+    [row] = b.tables["calls"].to_pylist()
+    # Anthropic counts input apart from the cache: 1500 uncached + 200 read + 500 (5m) + 1000 (1h) = 3200.
+    assert row["input_tokens"] == 3200
+    assert (row["cached_input_tokens"], row["cache_write_tokens"], row["output_tokens"]) == (200, 1500, 500)
+    assert (row["provider"], row["model"]) == ("anthropic", "claude-sonnet-4-20250514")
+    assert json.loads(row["attributes"])["web_search_requests"] == 10
+
+
+def test_anthropic_cost_report_is_cents() -> None:
+    b = read_all("anthropic-usage", FORMATS / "anthropic_cost_report.json")
+    items = by_id(b.tables["cost_items"], "unit")
+    # Trap: amounts are cents as decimal strings: "123.78912" -> $1.2378912, "250" -> $2.50.
+    assert items["uncached_input_tokens"]["amount"] == pytest.approx(1.2378912)
+    assert items["uncached_input_tokens"]["category"] == "ai_tokens"
+    assert items["web_search"]["amount"] == pytest.approx(2.50)
+    assert items["web_search"]["category"] == "ai_services"  # not priced by calls: counts in full cost
+
+
+# -- FOCUS ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "total", "rows"),
+    [
+        # Totals as stated in the samples' README (BilledCost = EffectiveCost in these drafts).
+        ("ai-per-token-api.csv", 94.50, 2),  # 42.00 + 52.50
+        ("ai-multi-model-usage.csv", 104.50, 4),  # 50 + 50 + 2.25 + 2.25
+        ("ai-cached-tokens-marketplace.csv", 47.50, 2),  # 10.00 + 37.50
+    ],
+)
+def test_focus_ai_token_skus(name: str, total: float, rows: int) -> None:
+    b = read_all("focus", FOCUS / name)
+    items = b.tables["cost_items"]
+    assert items.num_rows == rows and b.rejects.num_rows == 0
+    assert pc.sum(items.column("amount")).as_py() == pytest.approx(total)
+    assert set(items.column("category").to_pylist()) == {"ai_tokens"}
+
+
+def test_focus_token_kinds_in_both_spellings() -> None:
+    per_token = by_id(read_all("focus", FOCUS / "ai-per-token-api.csv").tables["cost_items"], "unit")
+    # TokenType "Input"/"Output" (ServiceProviderName, FOCUS 1.3 spelling)
+    assert per_token["input_tokens"]["quantity"] == 8_400_000
+    assert per_token["input_tokens"]["model"] == "solora-saturn-4.8"
+    assert per_token["output_tokens"]["amount"] == pytest.approx(52.50)
+    assert per_token["input_tokens"]["provider"] == "Solora AI"
+    cached = by_id(read_all("focus", FOCUS / "ai-cached-tokens-marketplace.csv").tables["cost_items"], "unit")
+    # TokenDirection Input + TokenCacheAction Read/Write
+    assert cached["cache_read_tokens"]["quantity"] == 50_000_000
+    assert cached["cache_write_tokens"]["amount"] == pytest.approx(37.50)
+    assert json.loads(cached["cache_read_tokens"]["attributes"])["HostProviderName"] == "Aura Web"
+
+
+def test_focus_1_0_cloud_rows() -> None:
+    import csv
+
+    b = read_all("focus", FOCUS / "focus-1.0-sample.csv")
+    items = b.tables["cost_items"]
+    assert items.num_rows == 200 and b.rejects.num_rows == 0
+    # EffectiveCost (amortised) is the amount; summed straight from the CSV for comparison.
+    rows = list(csv.DictReader((FOCUS / "focus-1.0-sample.csv").open()))
+    assert pc.sum(items.column("amount")).as_py() == pytest.approx(
+        sum(float(r["EffectiveCost"]) for r in rows)
+    )
+    assert "ai_tokens" not in set(items.column("category").to_pylist())
+    assert {"network", "compute", "storage"} <= set(items.column("category").to_pylist())
+    assert set(items.column("provider").to_pylist()) == {"AWS"}  # ProviderName (FOCUS 1.0)
+    # Row 2 by hand: Id 19384, Networking, charge period 2024-09-30 22:00, BilledCost 0.0000160599
+    row = next(r for r in items.to_pylist() if json.loads(r["attributes"])["BilledCost"] == "0.00001605990")
+    assert row["category"] == "network" and row["amount"] == 0.0
+    assert row["period_start"].isoformat() == "2024-09-30T22:00:00+00:00"
+
+
+def test_focus_rejects_non_usd_and_keeps_identical_rows_apart() -> None:
+    head = (FOCUS / "ai-per-token-api.csv").read_text().splitlines()
+    eur = head[1].replace(",USD,", ",EUR,")
+    data = "\n".join([head[0], head[1], head[1], eur]) + "\n"
+    batches = list(get_format("focus").read(io.BytesIO(data.encode()), ReadOptions(source="x.csv")))
+    items = batches[0].tables["cost_items"]
+    assert items.num_rows == 2 and len(set(items.column("item_id").to_pylist())) == 2
+    [reason] = batches[0].rejects.column("reason").to_pylist()
+    assert reason.startswith("row 3") and "BillingCurrency 'EUR'" in reason
+
+
+# -- through the workspace: re-import is idempotent ------------------------------------------------
+def test_reimport_creates_no_duplicates(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        files = [
+            FORMATS / "litellm_spend_logs.csv",
+            FORMATS / "langfuse_observations.jsonl",
+            FORMATS / "openai_usage_completions.json",
+            FORMATS / "anthropic_usage_report.json",
+            FOCUS / "ai-multi-model-usage.csv",
+        ]
+        first = ws.ingest_paths(files)
+        counts = ws.store.counts()
+        second = ws.ingest_paths(files)
+        assert ws.store.counts() == counts
+        assert second.total("landed") == 0
+        assert second.total("duplicates") == first.total("landed")
+        # 3 + 3 + 2 calls, plus 1 Anthropic bucket; 4 FOCUS items
+        assert counts["calls"] == 9 and counts["cost_items"] == 4
+        # spend kept for reconciliation beside the catalog price
+        pcalls = ws.priced_calls().to_pyarrow()
+        a1 = next(r for r in pcalls.to_pylist() if r["call_id"] == "litellm-chatcmpl-a1")
+        assert a1["reported_cost"] == pytest.approx(0.00375) and a1["priced"]
+    finally:
+        ws.close()
