@@ -1,0 +1,357 @@
+"""OpenTelemetry GenAI spans -> canonical rows: every spelling, the token accounting, linkage, structure.
+
+Spans are built here in the OTLP JSON encoding (hex ids, int64 as strings)
+and, where the encoding matters, in protobuf with the opentelemetry-proto
+messages; both go through the one mapping in ``yieldmeter.ingest.otlp``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from yieldmeter.app.workspace import Workspace
+from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.otlp import UnreadableRequest
+from yieldmeter.ingest.otlp_json import decode_json
+from yieldmeter.ingest.otlp_protobuf import decode_protobuf
+
+T0 = 1_740_823_200_000_000_000  # 2025-03-01T10:00:00Z in ns
+TRACE = "5b8efff798038103d269b633813fc60c"
+
+
+def kv(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    if isinstance(value, list):
+        return {"key": key, "value": {"arrayValue": {"values": [{"stringValue": v} for v in value]}}}
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def span(n: int, attrs: dict[str, Any], *, trace: str = TRACE, parent: str = "", events: list | None = None,
+         status: dict | None = None, ms: int = 1500) -> dict[str, Any]:  # fmt: skip
+    return {
+        "traceId": trace,
+        "spanId": f"{n:016x}",
+        "parentSpanId": parent,
+        "name": f"span {n}",
+        "kind": 3,
+        "startTimeUnixNano": str(T0 + n * 1_000_000),
+        "endTimeUnixNano": str(T0 + n * 1_000_000 + ms * 1_000_000),
+        "attributes": [kv(k, v) for k, v in attrs.items()],
+        "events": events or [],
+        "status": status or {},
+    }
+
+
+def request(*spans: dict[str, Any], resource: dict[str, Any] | None = None) -> bytes:
+    res = {"attributes": [kv(k, v) for k, v in (resource or {"service.name": "claims-api"}).items()]}
+    doc = {
+        "resourceSpans": [{"resource": res, "scopeSpans": [{"scope": {"name": "t"}, "spans": list(spans)}]}]
+    }
+    return orjson.dumps(doc)
+
+
+def decode(*spans: dict[str, Any], **kw: Any) -> Batch:
+    resource = kw.pop("resource", None)
+    return decode_json(request(*spans, resource=resource), ReadOptions(source="otlp", **kw))
+
+
+def calls_by_span(batch: Batch) -> dict[int, dict[str, Any]]:
+    return {int(r["span_id"], 16): r for r in batch.tables["calls"].to_pylist()}
+
+
+CHAT = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.response.model": "gpt-4o-2024-08-06",
+}
+
+
+# -- spellings and accounting ---------------------------------------------------------------------
+def test_current_spelling_and_conventions_accounting() -> None:
+    attrs = {
+        **CHAT,
+        "gen_ai.usage.input_tokens": 1200,  # includes 200 cache reads and 100 cache writes (OTel)
+        "gen_ai.usage.output_tokens": 300,  # includes 50 reasoning tokens
+        "gen_ai.usage.cache_read.input_tokens": 200,
+        "gen_ai.usage.cache_creation.input_tokens": 100,
+        "gen_ai.usage.reasoning.output_tokens": 50,
+        "gen_ai.conversation.id": "conv-9",
+        "server.address": "api.openai.com",
+        "user.id": "u-7",
+        "gen_ai.response.id": "chatcmpl-1",
+    }
+    b = decode(span(1, attrs), resource={"service.name": "claims-api", "deployment.environment.name": "prod"})
+    row = calls_by_span(b)[1]
+    # Nothing added twice: the parts are already inside input and output.
+    assert (row["input_tokens"], row["cached_input_tokens"], row["cache_write_tokens"]) == (1200, 200, 100)
+    assert (row["output_tokens"], row["reasoning_tokens"]) == (300, 50)
+    assert (row["provider"], row["model"], row["operation"]) == ("openai", "gpt-4o-2024-08-06", "chat")
+    assert (row["app"], row["environment"], row["user_id"]) == ("claims-api", "prod", "u-7")
+    assert row["call_id"] == f"{TRACE}-{1:016x}"
+    assert row["duration_ms"] == pytest.approx(1500)
+    assert row["ts"].isoformat() == "2025-03-01T10:00:00.001000+00:00"
+    assert row["work_unit_id"] == "conv-9" and row["session_id"] == "conv-9"
+    extra = json.loads(row["attributes"])
+    assert extra["gen_ai.request.model"] == "gpt-4o"  # kept because it differs from the response model
+    assert extra["gen_ai.response.id"] == "chatcmpl-1"
+
+
+def test_legacy_spelling() -> None:
+    attrs = {
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.prompt_tokens": 10,
+        "gen_ai.usage.completion_tokens": 5,
+        "gen_ai.usage.cache_creation_input_tokens": 0,
+        "enduser.id": "legacy-user",
+    }
+    row = calls_by_span(decode(span(2, attrs), resource={"deployment.environment": "staging"}))[2]
+    assert (row["provider"], row["model"], row["operation"]) == ("openai", "gpt-4o-mini", "chat")
+    assert (row["input_tokens"], row["output_tokens"]) == (10, 5)
+    assert (row["user_id"], row["environment"]) == ("legacy-user", "staging")
+
+
+def test_newer_cache_write_name_and_instrumentations_that_count_apart() -> None:
+    # An Anthropic instrumentation that reports uncached input only: 100 < 2000 + 500 reveals it,
+    # so input = 100 + 2000 + 500 = 2600; reasoning 80 > output 20 likewise -> output 100.
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-sonnet-4-5",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.cache_read.input_tokens": 2000,
+        "gen_ai.usage.cache_write.input_tokens": 500,
+        "gen_ai.usage.output_tokens": 20,
+        "gen_ai.usage.reasoning.output_tokens": 80,
+    }
+    row = calls_by_span(decode(span(3, attrs)))[3]
+    assert (row["input_tokens"], row["cached_input_tokens"], row["cache_write_tokens"]) == (2600, 2000, 500)
+    assert (row["output_tokens"], row["reasoning_tokens"]) == (100, 80)
+
+
+@pytest.mark.parametrize("op", ["chat", "text_completion", "generate_content", "embeddings"])
+def test_model_operations_become_calls(op: str) -> None:
+    row = calls_by_span(
+        decode(span(4, {**CHAT, "gen_ai.operation.name": op, "gen_ai.usage.input_tokens": 7}))
+    )[4]
+    assert row["operation"] == op and row["input_tokens"] == 7
+
+
+def test_provider_from_server_address_and_error_status() -> None:
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-x", "server.address": "api.anthropic.com",
+             "error.type": "overloaded_error"}  # fmt: skip
+    row = calls_by_span(decode(span(5, attrs, status={"code": 2, "message": "529"})))[5]
+    assert row["provider"] == "anthropic" and row["status"] == "error"
+    assert json.loads(row["attributes"])["status.message"] == "529"
+
+
+# -- linkage --------------------------------------------------------------------------------------
+def test_work_unit_linkage_order() -> None:
+    explicit = {**CHAT, "yieldmeter.work_unit.id": "claim-42", "yieldmeter.workflow": "claims-triage",
+                "yieldmeter.task_type": "classify", "gen_ai.conversation.id": "conv-1"}  # fmt: skip
+    conversation = {**CHAT, "gen_ai.conversation.id": "conv-1"}
+    bare = dict(CHAT)
+    b = decode(
+        span(1, explicit), span(2, conversation), span(3, bare), resource={"yieldmeter.team": "claims-ops"}
+    )
+    rows = calls_by_span(b)
+    assert (rows[1]["work_unit_id"], rows[1]["workflow"], rows[1]["task_type"]) == (
+        "claim-42",
+        "claims-triage",
+        "classify",
+    )
+    assert rows[2]["work_unit_id"] == "conv-1"
+    assert rows[3]["work_unit_id"] == TRACE  # per trace when nothing else links it
+    assert {r["team"] for r in rows.values()} == {"claims-ops"}  # resource-wide default
+
+
+def test_content_dropped_unless_captured() -> None:
+    attrs = {**CHAT, "gen_ai.input.messages": '[{"role":"user","content":"my card number"}]',
+             "gen_ai.prompt.0.content": "legacy prompt", "gen_ai.output.messages": "[]"}  # fmt: skip
+    off = calls_by_span(decode(span(1, attrs)))[1]["attributes"] or ""
+    assert "card number" not in off and "legacy prompt" not in off
+    on = json.loads(calls_by_span(decode(span(1, attrs), capture_content=True))[1]["attributes"])
+    assert "card number" in on["gen_ai.input.messages"] and on["gen_ai.prompt.0.content"] == "legacy prompt"
+
+
+def test_non_genai_spans_are_ignored_and_counted() -> None:
+    b = decode(span(1, {"http.request.method": "GET"}), span(2, {"db.system": "postgresql"}), span(3, CHAT))
+    assert b.ignored == 2 and b.tables["calls"].num_rows == 1 and b.rejects.num_rows == 0
+
+
+# -- structure and evaluation events --------------------------------------------------------------
+def test_agent_and_tool_spans_kept_as_structure() -> None:
+    agent = span(1, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triager",
+                     "gen_ai.usage.input_tokens": 999, "gen_ai.provider.name": "openai"}, ms=5000)  # fmt: skip
+    tool = span(2, {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_policy"},
+                parent=f"{1:016x}", status={"code": 2})  # fmt: skip
+    chat = span(3, {**CHAT, "gen_ai.usage.input_tokens": 100}, parent=f"{1:016x}")
+    b = decode(agent, tool, chat)
+    # The agent's 999 tokens are its children's total; only the chat call counts.
+    assert b.tables["calls"].num_rows == 1
+    assert json.loads(b.tables["calls"].column("attributes")[0].as_py())["parent_span_id"] == f"{1:016x}"
+    [unit] = b.tables["work_units"].to_pylist()
+    assert unit["work_unit_id"] == TRACE and unit["task_type"] == "triager" and not unit["derived"]
+    assert (unit["ended_at"] - unit["started_at"]).total_seconds() == 5
+    [sig] = b.tables["signals"].to_pylist()
+    assert (sig["kind"], sig["actor"], sig["value"], sig["work_unit_id"]) == (
+        "tool_call",
+        "lookup_policy",
+        0.0,
+        TRACE,
+    )
+
+
+def test_evaluation_events_become_rated_signals() -> None:
+    ev = [
+        {"name": "gen_ai.evaluation.result", "timeUnixNano": str(T0 + 9_000_000_000),
+         "attributes": [kv("gen_ai.evaluation.name", "relevance"), kv("gen_ai.evaluation.score.value", 0.8)]},
+        {"name": "gen_ai.evaluation.result", "timeUnixNano": str(T0 + 9_000_000_000),
+         "attributes": [kv("gen_ai.evaluation.name", "helpful"), kv("gen_ai.evaluation.score.value", 1.0),
+                        kv("gen_ai.evaluation.explanation", "the user said thanks")]},
+        {"name": "gen_ai.content.prompt", "attributes": []},
+    ]  # fmt: skip
+    b = decode(
+        span(1, {**CHAT, "gen_ai.conversation.id": "c-1"}, events=ev), score_signals={"helpful": "accepted"}
+    )
+    sig = {s["kind"]: s for s in b.tables["signals"].to_pylist()}
+    assert set(sig) == {"rated", "accepted"}
+    assert sig["rated"]["value"] == 0.8 and sig["rated"]["work_unit_id"] == "c-1"
+    assert sig["rated"]["ts"].isoformat() == "2025-03-01T10:00:09+00:00"
+    assert "thanks" not in sig["accepted"]["attributes"]  # an explanation is content
+
+
+# -- Langfuse SDK attributes ------------------------------------------------------------------------
+def test_langfuse_generation_attributes() -> None:
+    attrs = {
+        "langfuse.observation.type": "generation",
+        "langfuse.observation.model.name": "gpt-4o",
+        "langfuse.observation.usage_details": json.dumps(
+            {"input": 600, "input_cached_tokens": 400, "output": 100}
+        ),
+        "langfuse.observation.cost_details": json.dumps({"input": 0.002, "output": 0.001, "total": 0.003}),
+        "langfuse.observation.input": "secret",
+        "langfuse.trace.tags": ["support"],
+        "langfuse.trace.metadata": json.dumps({"yieldmeter.workflow": "support-answers"}),
+        "user.id": "u-1",
+        "session.id": "s-1",
+    }
+    b = decode(span(1, attrs), span(2, {"langfuse.observation.type": "span"}))
+    row = calls_by_span(b)[1]
+    # exclusive buckets: 600 + 400 cached = 1000 input
+    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (1000, 400, 100)
+    assert row["reported_cost"] == pytest.approx(0.003)
+    assert (row["user_id"], row["session_id"], row["workflow"]) == ("u-1", "s-1", "support-answers")
+    assert "secret" not in row["attributes"]
+    assert json.loads(row["attributes"])["langfuse.trace.tags"] == ["support"]
+    assert b.ignored == 1  # a plain Langfuse span
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def test_bad_spans_are_rejected_with_reasons_and_the_rest_lands() -> None:
+    b = decode(
+        span(1, {**CHAT, "gen_ai.usage.input_tokens": -3}),
+        span(2, {**CHAT, "gen_ai.usage.output_tokens": 10**12}),
+        span(3, {**CHAT, "gen_ai.usage.input_tokens": "lots"}),
+        dict(span(4, CHAT), traceId="not-hex"),
+        dict(span(5, CHAT), startTimeUnixNano="0"),
+        span(6, CHAT, status={"code": 7}),
+        span(
+            7, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5}
+        ),  # no model: lands, unpriced
+        span(8, CHAT),
+    )
+    reasons = dict(
+        zip(b.rejects.column("position").to_pylist(), b.rejects.column("reason").to_pylist(), strict=True)
+    )
+    assert "gen_ai.usage.input_tokens: negative (-3)" in reasons[1]
+    assert "gen_ai.usage.output_tokens: 1,000,000,000,000 is more tokens" in reasons[2]
+    assert "gen_ai.usage.input_tokens: not a whole number ('lots')" in reasons[3]
+    assert "trace_id: missing or not 32 hex digits" in reasons[4]
+    assert "startTimeUnixNano: missing" in reasons[5]
+    assert reasons[6] == "status: not one of ok, error"
+    assert sorted(calls_by_span(b)) == [7, 8]
+    assert calls_by_span(b)[7]["model"] is None and "no model" in b.notes[0]
+
+
+def test_wrong_json_types() -> None:
+    with pytest.raises(UnreadableRequest):
+        decode_json(b'{"resourceSpans": "nope"}', ReadOptions(source="x"))
+    with pytest.raises(UnreadableRequest):
+        decode_json(b"[1, 2]", ReadOptions(source="x"))
+    with pytest.raises(UnreadableRequest):
+        decode_json(b"{not json", ReadOptions(source="x"))
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [5, {"traceId": TRACE, "attributes": "x"}]}]}]}
+    b = decode_json(orjson.dumps(doc), ReadOptions(source="x"))
+    assert b.rejects.num_rows == 2 and b.tables["calls"].num_rows == 0
+
+
+def test_int_as_number_and_base64_ids() -> None:
+    s = span(1, CHAT)
+    s["attributes"].append(
+        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": 42}}
+    )  # a number, not a string
+    s["traceId"] = base64.b64encode(bytes.fromhex(TRACE)).decode()
+    row = decode(s).tables["calls"].to_pylist()[0]
+    assert row["input_tokens"] == 42 and row["trace_id"] == TRACE
+
+
+def test_protobuf_and_json_map_identically() -> None:
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    spans = [span(1, {**CHAT, "gen_ai.usage.input_tokens": 11, "gen_ai.usage.output_tokens": 3,
+                      "gen_ai.conversation.id": "c"}), span(2, {"http.route": "/x"})]  # fmt: skip
+    body = request(*spans)
+    doc = json.loads(body)
+    for s in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:  # protobuf's JSON mapping wants base64 ids
+        for k in ("traceId", "spanId", "parentSpanId"):
+            s[k] = base64.b64encode(bytes.fromhex(s[k])).decode()
+    pb = ParseDict(doc, ExportTraceServiceRequest()).SerializeToString()
+    a = decode_json(body, ReadOptions(source="otlp"))
+    p = decode_protobuf(pb, ReadOptions(source="otlp"))
+    assert a.tables["calls"].to_pylist() == p.tables["calls"].to_pylist()
+    assert a.ignored == p.ignored == 1
+    with pytest.raises(UnreadableRequest):
+        decode_protobuf(pb[: len(pb) // 2], ReadOptions(source="otlp"))
+
+
+# -- file import ----------------------------------------------------------------------------------
+def test_collector_file_export_gzip_reimport_and_quarantine(tmp_path: Path) -> None:
+    lines = [
+        request(span(1, {**CHAT, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10}),
+                span(2, {"http.route": "/healthz"})),
+        b'{"resourceSpans": [truncated',
+        request(span(3, {**CHAT, "gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 5})),
+    ]  # fmt: skip
+    path = tmp_path / "traces.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        first = ws.ingest_paths([path])
+        [f] = first.files
+        assert f.format == "otlp-json"
+        assert (f.landed >= 2, f.ignored, f.quarantined) == (True, 1, 1)
+        q = ws.quarantine().to_pylist()
+        assert q[0]["position"] == 2 and q[0]["reason"].startswith("line 2: not valid JSON")
+        second = ws.ingest_paths([path])
+        assert second.total("landed") == 0
+        assert ws.store.count("calls") == 2 and ws.store.count("quarantine") == 1
+        # gpt-4o at the catalog price: 150 input x $2.50/M + 15 output x $10/M = $0.000525
+        pcalls = ws.priced_calls().to_pyarrow()
+        assert sum(pcalls.column("model_cost").to_pylist()) == pytest.approx(0.000525)
+    finally:
+        ws.close()
