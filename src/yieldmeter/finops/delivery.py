@@ -86,8 +86,11 @@ def send_email(settings: EmailSettings, event: str, alert: dict[str, Any]) -> No
     msg["Subject"] = f"[yieldmeter {sev} {event}] {alert.get('message', '')}"[:200]
     msg["From"] = settings.from_addr
     msg["To"] = ", ".join(settings.to)
-    lines = [f"{k}: {v}" for k, v in payload(event, alert)["alert"].items() if v is not None]
-    msg.set_content("\n".join([f"Alert {event}.", "", *lines]))
+    doc = payload(event, alert)
+    lines = [f"{k}: {v}" for k, v in doc["alert"].items() if v is not None]
+    details = doc["details"] if isinstance(doc["details"], dict) else {}
+    extra = [f"{k}: {v}" for k, v in details.items() if v is not None]
+    msg.set_content("\n".join([f"Alert {event}.", "", *lines, "", "Details:", *extra]))
     with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_s) as smtp:
         if settings.starttls:
             smtp.starttls()
