@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "yieldmeter.cli.serve",
     "yieldmeter.cli.capacity",
     "yieldmeter.cli.simulate",
+    "yieldmeter.cli.routing",
 ]
 
 

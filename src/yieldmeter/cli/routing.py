@@ -1,0 +1,142 @@
+"""Routing commands: ``route [--format table|json|litellm] [--out FILE]`` and ``route replay POLICY``.
+
+Thin: parse, call ``ws.routing`` (:class:`yieldmeter.app.routing.RoutingService`), format.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from yieldmeter.cli.common import WorkspaceOpt, console, emit, fail, workspace
+
+PeriodOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--period", help="Evidence period: YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."
+    ),
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Write to this file instead of standard output.")
+]
+
+
+class RouteFormat(StrEnum):
+    table = "table"
+    json = "json"
+    litellm = "litellm"
+
+
+class ReplayFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _period(text: str | None) -> tuple[Any, Any]:
+    from yieldmeter.app.periods import period_bounds
+
+    try:
+        return period_bounds(text)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+        return
+    out.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    console().print(f"wrote {out}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    route = typer.Typer(
+        name="route",
+        help="Which workload should run on which model: recommendations, experiments, exports, replay.",
+        invoke_without_command=True,
+    )
+    app.add_typer(route, name="route")
+
+    @route.callback()
+    def route_main(
+        ctx: typer.Context,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: Annotated[
+            RouteFormat,
+            typer.Option("--format", "-f", help="table, json (policy) or litellm (proxy config)."),
+        ] = RouteFormat.table,
+        out: OutOpt = None,
+        period: PeriodOpt = None,
+    ) -> None:
+        """Per workflow and task type: the model that minimises fully loaded cost per successful
+        outcome, where the evidence is clear; else the experiment that would settle it."""
+        if ctx.invoked_subcommand is not None:
+            return
+        start, end = _period(period)
+        with workspace(ws_path) as ws:
+            svc = ws.routing
+            if fmt is RouteFormat.json:
+                _write(svc.policy_json(start, end), out)
+                return
+            if fmt is RouteFormat.litellm:
+                _write(svc.litellm_yaml(start, end), out)
+                return
+            rows = svc.table(start, end)
+            if out is not None:
+                _write(json.dumps(rows, indent=2, default=str), out)
+                return
+            if not rows:
+                console().print("No work units with calls in this period: nothing to route.")
+                return
+            emit(rows, "table", title="Routing by value-efficiency (per workflow x task type)")
+            emit(svc.frontier(start, end), "table", title="Cost-quality frontier per value tier")
+            t = svc.totals(start, end)
+            console().print(
+                f"{t['switches']} switches: projected saving {t['monthly_saving']:,.2f} USD/month "
+                f"(95% interval {t['monthly_saving_low']:,.2f} .. {t['monthly_saving_high']:,.2f}), "
+                f"successful outcomes {t['monthly_success_change']:+,.1f}/month; "
+                f"{t['experiments']} experiments, {t['insufficient_data']} segments with too little data.",
+                highlight=False,
+            )
+
+    @route.command("replay")
+    def route_replay(
+        policy: Annotated[
+            Path, typer.Argument(help="Policy JSON written by `yieldmeter route --format json`.")
+        ],
+        ws_path: WorkspaceOpt = Path("."),
+        period: Annotated[
+            str | None,
+            typer.Option("--period", help="Traffic to replay (default: the last 30 days of data)."),
+        ] = None,
+        fmt: Annotated[ReplayFormat, typer.Option("--format", "-f")] = ReplayFormat.table,
+    ) -> None:
+        """Replay a period's traffic under POLICY: counterfactual fully loaded cost and successes."""
+        from yieldmeter.routing.policy import PolicyError, load_policy
+
+        try:
+            pol = load_policy(policy)
+        except PolicyError as exc:
+            fail(str(exc))
+        start, end = _period(period)
+        with workspace(ws_path) as ws:
+            result = ws.routing.replay(pol, start, end)
+            if fmt is ReplayFormat.json:
+                typer.echo(
+                    json.dumps({"segments": result.rows(), "totals": result.totals()}, indent=2, default=str)
+                )
+                return
+            emit(result.rows(), "table", title=f"Replay under {policy.name}")
+            t = result.totals()
+            console().print(
+                f"actual {t['actual_cost']:,.2f} USD for {t['actual_successes']:,.0f} successful outcomes; "
+                f"under the policy {t['counterfactual_cost']:,.2f} USD "
+                f"for {t['counterfactual_successes']:,.1f} "
+                f"(saving {t['saving']:,.2f} USD, {t['moved_units']:,} units moved, "
+                f"{t['unestimable_units']:,} could not be re-priced).",
+                highlight=False,
+            )

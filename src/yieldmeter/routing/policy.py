@@ -1,0 +1,271 @@
+"""Routing exports a router can use: a plain JSON policy and a LiteLLM proxy configuration.
+
+The **policy** maps each segment (workflow x task type) to a model, with the evidence: the action
+(switch, experiment, keep, insufficient_data), the tests' p-values and margin, and per model its
+volume, success rate and fully loaded cost per unit (what :mod:`.replay` needs to price a
+counterfactual). It round-trips: :func:`policy_from_report` -> :func:`Policy.to_json` ->
+:func:`load_policy`.
+
+The **LiteLLM config** (``config.yaml`` of the LiteLLM proxy) routes by tag: every deployment in
+``model_list`` serves the public model name :data:`ROUTE_NAME` and carries the tags of the segments
+routed to it (``<workflow>/<task_type>``) and of its workflow's tier (``<workflow>/tier:<tier>``);
+``router_settings.enable_tag_filtering: true`` makes the proxy send a request tagged
+``claims/extraction`` to the deployment that holds that tag. An experiment puts the incumbent and
+the candidate under the same tag with ``weight`` set to the traffic split (LiteLLM's
+simple-shuffle picks deployments in proportion to ``weight``). Untagged requests go to the
+deployment tagged ``default`` (the most used incumbent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from yieldmeter.routing.recommend import Action, _finite
+from yieldmeter.routing.report import RoutingReport
+
+POLICY_VERSION = 1
+ROUTE_NAME = "yieldmeter-route"
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file, the entry and the key."""
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    n: int
+    success_rate: float
+    cost_per_unit: float
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    workflow: str
+    task_type: str
+    action: str
+    model: str
+    incumbent: str
+    tier: str = "routine"
+    experiment_model: str | None = None
+    experiment_share: float | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, ModelFigures] = field(default_factory=dict)
+
+    @property
+    def segment(self) -> str:
+        return f"{self.workflow}/{self.task_type}"
+
+    @property
+    def routes(self) -> bool:
+        """Whether the entry moves traffic (only a switch does; the rest leave traffic as it is)."""
+        return self.action == Action.SWITCH.value
+
+
+@dataclass(frozen=True)
+class Policy:
+    entries: tuple[PolicyEntry, ...]
+    generated_at: str = ""
+    period: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def entry(self, workflow: str, task_type: str) -> PolicyEntry | None:
+        return next((e for e in self.entries if e.workflow == workflow and e.task_type == task_type), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(
+            {
+                "yieldmeter_routing_policy": POLICY_VERSION,
+                "generated_at": self.generated_at,
+                "period": self.period,
+                "settings": self.settings,
+                "segments": [asdict(e) for e in self.entries],
+            }
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def policy_from_report(report: RoutingReport, now: datetime | None = None) -> Policy:
+    entries = []
+    for d in report.decisions:
+        entries.append(
+            PolicyEntry(
+                workflow=d.workflow,
+                task_type=d.task_type,
+                action=str(d.action),
+                model=d.model,
+                incumbent=d.incumbent,
+                tier=str(d.tier),
+                experiment_model=d.experiment.model if d.experiment else None,
+                experiment_share=d.experiment.traffic_share if d.experiment else None,
+                evidence={
+                    "reason": d.reason,
+                    "units": d.n,
+                    "monthly_units": d.monthly_units,
+                    "margin": d.margin,
+                    "alpha": d.alpha,
+                    "p_cheaper": d.p_cheaper,
+                    "p_non_inferior": d.p_non_inferior,
+                    "p_lower": d.p_lower,
+                    "monthly_saving": d.monthly_saving,
+                    "monthly_success_change": d.monthly_success_change,
+                },
+                models={m.model: ModelFigures(m.n, m.success_rate, m.cost_per_unit) for m in d.models},
+            )
+        )
+    s = report.settings
+    return Policy(
+        entries=tuple(entries),
+        generated_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        period={
+            "start": report.period_start.isoformat() if report.period_start else None,
+            "end": report.period_end.isoformat() if report.period_end else None,
+            "days": report.period_days,
+        },
+        settings={"alpha": s.alpha, "power": s.power, "min_units": s.min_units, "margins": dict(s.margins)},
+    )
+
+
+def _req(obj: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in obj or obj[key] is None:
+        raise PolicyError(f"{where}: missing {key!r}")
+    if not isinstance(obj[key], kind):
+        raise PolicyError(f"{where}: {key!r} should be {getattr(kind, '__name__', kind)}, got {obj[key]!r}")
+    return obj[key]
+
+
+def parse_policy(data: Any, source: str = "policy") -> Policy:
+    """A :class:`Policy` from decoded JSON; errors say which segment and key is wrong."""
+    if not isinstance(data, dict) or data.get("yieldmeter_routing_policy") != POLICY_VERSION:
+        raise PolicyError(
+            f'{source}: not a yieldmeter routing policy (expected "yieldmeter_routing_policy": 1)'
+        )
+    segs = data.get("segments")
+    if not isinstance(segs, list):
+        raise PolicyError(f"{source}: 'segments' should be a list")
+    entries = []
+    actions = {a.value for a in Action}
+    for i, s in enumerate(segs):
+        where = f"{source}, segments[{i}]"
+        if not isinstance(s, dict):
+            raise PolicyError(f"{where}: should be an object")
+        action = _req(s, "action", where, str)
+        if action not in actions:
+            raise PolicyError(f"{where}: action {action!r} is not one of {', '.join(sorted(actions))}")
+        models = {}
+        for name, m in (s.get("models") or {}).items():
+            mw = f"{where}.models[{name!r}]"
+            if not isinstance(m, dict):
+                raise PolicyError(f"{mw}: should be an object")
+            models[name] = ModelFigures(
+                int(_req(m, "n", mw, int)),
+                float(_req(m, "success_rate", mw, (int, float))),
+                float(_req(m, "cost_per_unit", mw, (int, float))),
+            )
+        entries.append(
+            PolicyEntry(
+                workflow=_req(s, "workflow", where, str),
+                task_type=_req(s, "task_type", where, str),
+                action=action,
+                model=_req(s, "model", where, str),
+                incumbent=s.get("incumbent") or s["model"],
+                tier=s.get("tier") or "routine",
+                experiment_model=s.get("experiment_model"),
+                experiment_share=s.get("experiment_share"),
+                evidence=dict(s.get("evidence") or {}),
+                models=models,
+            )
+        )
+    return Policy(
+        tuple(entries), data.get("generated_at", ""), data.get("period") or {}, data.get("settings") or {}
+    )
+
+
+def load_policy(path: Path | str) -> Policy:
+    p = Path(path)
+    if not p.exists():
+        raise PolicyError(f"{p}: no such file")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{p}, line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    return parse_policy(data, str(p))
+
+
+_PROVIDER_KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+
+
+def _litellm_model(model: str, providers: Mapping[str, str]) -> str:
+    provider = providers.get(model)
+    return f"{provider}/{model}" if provider and "/" not in model else model
+
+
+def litellm_config(policy: Policy, providers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The LiteLLM proxy config (as a mapping) that applies ``policy`` by tag."""
+    providers = providers or {}
+    # deployment key: (model, weight) -> tags
+    deployments: dict[tuple[str, int], list[str]] = {}
+    usage: dict[str, int] = {}
+    for e in policy.entries:
+        usage[e.incumbent] = usage.get(e.incumbent, 0) + int(e.evidence.get("units") or 0)
+        seg_tags = [e.segment, f"{e.workflow}/tier:{e.tier}"]
+        if e.action == Action.EXPERIMENT.value and e.experiment_model and e.experiment_share:
+            share = round(float(e.experiment_share) * 100)
+            deployments.setdefault((e.incumbent, 100 - share), []).append(e.segment)
+            deployments.setdefault((e.experiment_model, share), []).append(e.segment)
+            continue
+        for tag in seg_tags[:1]:
+            deployments.setdefault((e.model if e.routes else e.incumbent, 100), []).append(tag)
+    default_model = max(usage, key=lambda m: (usage[m], m)) if usage else None
+    # workflow/tier tags only where every segment of that workflow and tier goes to one model
+    by_wt: dict[str, set[str]] = {}
+    for e in policy.entries:
+        if e.action != Action.EXPERIMENT.value:
+            by_wt.setdefault(f"{e.workflow}/tier:{e.tier}", set()).add(e.model if e.routes else e.incumbent)
+    for tag, models in by_wt.items():
+        if len(models) == 1:
+            deployments.setdefault((next(iter(models)), 100), []).append(tag)
+    model_list = []
+    for (model, weight), tags in sorted(deployments.items()):
+        params: dict[str, Any] = {"model": _litellm_model(model, providers)}
+        key = _PROVIDER_KEYS.get(providers.get(model, ""))
+        if key:
+            params["api_key"] = f"os.environ/{key}"
+        tags = sorted(set(tags))
+        if model == default_model and weight == 100:
+            tags.append("default")
+        params["tags"] = tags
+        if weight != 100:
+            params["weight"] = weight
+        model_list.append({"model_name": ROUTE_NAME, "litellm_params": params})
+    return {
+        "model_list": model_list,
+        "router_settings": {"enable_tag_filtering": True, "routing_strategy": "simple-shuffle"},
+    }
+
+
+def litellm_yaml(policy: Policy, providers: Mapping[str, str] | None = None) -> str:
+    """The config as YAML, with a header that says where it came from and what each tag does."""
+    header = [
+        "# LiteLLM proxy config written by `yieldmeter route --format litellm`.",
+        f"# Policy generated {policy.generated_at}; evidence period {policy.period.get('start')} .. "
+        f"{policy.period.get('end')}.",
+        f'# Call model {ROUTE_NAME!r} with tags=["<workflow>/<task_type>"] (or "<workflow>/tier:<tier>").',
+        "# segment -> model (action): evidence",
+    ]
+    for e in policy.entries:
+        target = e.model if e.routes else e.incumbent
+        extra = f", experiment {e.experiment_share:.0%} to {e.experiment_model}" if e.experiment_model else ""
+        header.append(
+            f"#   {e.segment} -> {target} ({e.action}{extra}): {e.evidence.get('reason', '')}"[:220]
+        )
+    body = yaml.safe_dump(litellm_config(policy, providers), sort_keys=False)
+    return "\n".join(header) + "\n" + body
