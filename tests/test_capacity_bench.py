@@ -2,51 +2,21 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.openai_server import free_port, running_server
 from yieldmeter.capacity.endpoint_bench import base_url, run_endpoint_bench
 from yieldmeter.capacity.local_bench import LocalResult, gpu_from_device_name, run_local_bench
 from yieldmeter.capacity.specs import SHAPES, CapacityError
 
-SERVER = Path(__file__).with_name("openai_server.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--port", str(port), "--model", "test-model", "--step-ms", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(url + "/v1/models", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"test server did not start: {proc.stderr.read() if proc.stderr else ''}")
-                time.sleep(0.1)
+    with running_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 # -- endpoint ---------------------------------------------------------------------------------------
@@ -67,8 +37,14 @@ def test_endpoint_bench_at_rising_concurrency(server: str) -> None:
 
 
 def test_endpoint_bench_completions_api(server: str) -> None:
-    (lv,) = run_endpoint_bench(server, api="completions", concurrencies=(2,), requests_per_level=2,
-                               profile=[(10, 5)], model="test-model")
+    (lv,) = run_endpoint_bench(
+        server,
+        api="completions",
+        concurrencies=(2,),
+        requests_per_level=2,
+        profile=[(10, 5)],
+        model="test-model",
+    )
     assert lv.output_tokens == 10 and lv.failed == 0
 
 
@@ -81,7 +57,7 @@ def test_unreachable_endpoint_fails_fast_naming_the_address() -> None:
 
 
 def test_wrong_model_reports_the_server_error(server: str) -> None:
-    with pytest.raises(CapacityError, match="every request .* failed at concurrency 1: HTTP 404"):
+    with pytest.raises(CapacityError, match=r"every request .* failed at concurrency 1: HTTP 404"):
         run_endpoint_bench(server, model="nope", concurrencies=(1,), requests_per_level=2, profile=[(5, 2)])
 
 
@@ -101,8 +77,21 @@ def test_device_names_map_to_specs() -> None:
 
 
 def test_serving_efficiency_is_measured_over_bound() -> None:
-    r = LocalResult("cuda", "h100", "llama-3-8b", "bf16", 1, 512, 256, 50000.0, 150.0, 6.67, "CUDA graphs",
-                    70202.6, 221.95)
+    r = LocalResult(
+        "cuda",
+        "h100",
+        "llama-3-8b",
+        "bf16",
+        1,
+        512,
+        256,
+        50000.0,
+        150.0,
+        6.67,
+        "CUDA graphs",
+        70202.6,
+        221.95,
+    )
     assert r.serving_efficiency == pytest.approx(150.0 / 221.95)
     assert r.prefill_efficiency == pytest.approx(50000.0 / 70202.6)
 
@@ -110,8 +99,15 @@ def test_serving_efficiency_is_measured_over_bound() -> None:
 def test_local_bench_tiny_shape_on_cpu() -> None:
     pytest.importorskip("torch")
     messages: list[str] = []
-    choice, results = run_local_bench(SHAPES["tiny"], batches=(1, 4), prompt_tokens=32, output_tokens=16,
-                                      device="cpu", repeats=1, log=messages.append)
+    choice, results = run_local_bench(
+        SHAPES["tiny"],
+        batches=(1, 4),
+        prompt_tokens=32,
+        output_tokens=16,
+        device="cpu",
+        repeats=1,
+        log=messages.append,
+    )
     assert choice.device == "cpu"
     assert [r.batch for r in results] == [1, 4]
     for r in results:
@@ -147,7 +143,7 @@ def test_local_bench_refusals() -> None:
     with pytest.raises(CapacityError, match="quantised kernels"):
         run_local_bench(SHAPES["tiny"], precision_name="int4", device="cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(CapacityError, match="no CUDA accelerator found.*--model-shape tiny"):
+        with pytest.raises(CapacityError, match=r"no CUDA accelerator found.*--model-shape tiny"):
             run_local_bench(SHAPES["llama-3-8b"])
         with pytest.raises(CapacityError, match="no CUDA accelerator is visible"):
             run_local_bench(SHAPES["tiny"], device="cuda")

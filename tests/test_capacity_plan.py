@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from yieldmeter.capacity.plan import LoadProfile, ReplicaThroughput, annuity, build_option, compare, rent_option
+from yieldmeter.capacity.plan import (
+    LoadProfile,
+    ReplicaThroughput,
+    annuity,
+    build_option,
+    compare,
+    rent_option,
+)
 from yieldmeter.capacity.settings import load_settings
 from yieldmeter.capacity.specs import CapacityError, gpu_spec
 
@@ -18,17 +25,29 @@ PROFILE = LoadProfile.with_prices(
     [3.6e6, 7.2e6, 0.0, 3.6e6], [0.36e6, 0.72e6, 0.0, 0.36e6], 1.0, 4.0, successful_outcomes=100
 )
 # A replica prefills 2,000 and decodes 200 tokens/s: hour 0 keeps it busy 3.6e6/2000 + 0.36e6/200 = 3,600 s.
-REPLICA = ReplicaThroughput(prefill_tokens_per_s=2000, decode_tokens_per_s=200, gpus=1, source="measured: test")
-SETTINGS = load_settings({
-    "sizing_quantile": 0.5,
-    "rent": {"batch_share": 0.0},
-    "reserve": {"unit_price_per_hour": 2.0, "tokens_per_s_per_unit": 1000, "output_token_weight": 4},
-    "build": {
-        "gpu": "h100", "gpu_price": 20000, "other_capex_per_gpu": 4000, "amortisation_months": 24,
-        "cost_of_capital": 0.0, "server_power_w_per_gpu": 100, "idle_power_fraction": 0.3, "pue": 1.5,
-        "energy_price_per_kwh": 0.10, "hosting_per_gpu_month": 100, "operations_per_month": 500,
-    },
-})
+REPLICA = ReplicaThroughput(
+    prefill_tokens_per_s=2000, decode_tokens_per_s=200, gpus=1, source="measured: test"
+)
+SETTINGS = load_settings(
+    {
+        "sizing_quantile": 0.5,
+        "rent": {"batch_share": 0.0},
+        "reserve": {"unit_price_per_hour": 2.0, "tokens_per_s_per_unit": 1000, "output_token_weight": 4},
+        "build": {
+            "gpu": "h100",
+            "gpu_price": 20000,
+            "other_capex_per_gpu": 4000,
+            "amortisation_months": 24,
+            "cost_of_capital": 0.0,
+            "server_power_w_per_gpu": 100,
+            "idle_power_fraction": 0.3,
+            "pue": 1.5,
+            "energy_price_per_kwh": 0.10,
+            "hosting_per_gpu_month": 100,
+            "operations_per_month": 500,
+        },
+    }
+)
 H100 = gpu_spec("h100")
 
 
@@ -109,7 +128,9 @@ def test_sensitivity_halving_efficiency_makes_reserve_cheapest() -> None:
     rows = {r["scenario"]: r for r in plan.sensitivity}
     # Half the throughput: busy [2, 4, 0, 2] -> 2 replicas; capital $2,000, energy 2 x $74.18625,
     # hosting $200, operations $500, overflow still half of hour 1 ($919.80) = $3,768.17 > reserve $3,445.60
-    assert rows["efficiency -50%"]["build_usd_per_month"] == pytest.approx(2000 + 148.3725 + 200 + 500 + 919.8)
+    assert rows["efficiency -50%"]["build_usd_per_month"] == pytest.approx(
+        2000 + 148.3725 + 200 + 500 + 919.8
+    )
     assert rows["efficiency -50%"]["cheapest"] == "reserve"
     assert rows["volume +50%"]["rent_usd_per_month"] == pytest.approx(3679.2 * 1.5)
     assert "Sensitive: the cheapest option changes at efficiency -50%" in plan.recommendation
@@ -129,7 +150,9 @@ def test_reserve_without_prices_is_reported_not_costed() -> None:
 
 
 def test_settings_errors_name_the_key() -> None:
-    with pytest.raises(CapacityError, match=r"capacity\.build\.pue: Input should be greater than or equal to 1"):
+    with pytest.raises(
+        CapacityError, match=r"capacity\.build\.pue: Input should be greater than or equal to 1"
+    ):
         load_settings({"build": {"pue": 0.8}})
     with pytest.raises(CapacityError, match=r"capacity\.rent\.discount: unknown key"):
         load_settings({"rent": {"discount": 0.5}})

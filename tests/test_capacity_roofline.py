@@ -121,10 +121,19 @@ def test_unknown_names_list_the_known_ones() -> None:
 
 def test_shape_from_json_file_accepts_hugging_face_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "mistral-7b.json"
-    path.write_text(json.dumps({
-        "num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "intermediate_size": 14336, "vocab_size": 32000, "tie_word_embeddings": False,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "num_hidden_layers": 32,
+                "hidden_size": 4096,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "intermediate_size": 14336,
+                "vocab_size": 32000,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
     s = model_shape(str(path))
     assert s.name == "mistral-7b" and s.kv_heads == 8 and s.head_dim == 128
     bad = tmp_path / "bad.json"

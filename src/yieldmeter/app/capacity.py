@@ -46,7 +46,10 @@ class Scope:
     end: datetime | None = None
 
     def label(self) -> str:
-        parts = [f"workflow {self.workflow}" if self.workflow else "", f"model {self.model}" if self.model else ""]
+        parts = [
+            f"workflow {self.workflow}" if self.workflow else "",
+            f"model {self.model}" if self.model else "",
+        ]
         return ", ".join(p for p in parts if p) or "all calls"
 
 
@@ -87,7 +90,7 @@ class CapacityService:
         return c
 
     def hourly_volume(self, scope: Scope = Scope()) -> ir.Table:
-        """Per hour, workflow and model: requests, input and output tokens, list-price cost, unpriced calls."""
+        """Per hour, workflow and model: requests, input and output tokens, list-price cost, unpriced."""
         c = self._scoped_calls(scope)
         return c.group_by(hour=c.ts.truncate("h"), workflow=c.workflow, model=c.model).aggregate(
             requests=c.request_count.sum(),
@@ -104,9 +107,13 @@ class CapacityService:
         per = c.mutate(p=c.input_tokens.cast("float64") / n, o=c.output_tokens.cast("float64") / n)
         return per.aggregate(
             requests=per.request_count.sum(),
-            prompt_p10=per.p.quantile(0.1), prompt_p50=per.p.quantile(0.5), prompt_p90=per.p.quantile(0.9),
+            prompt_p10=per.p.quantile(0.1),
+            prompt_p50=per.p.quantile(0.5),
+            prompt_p90=per.p.quantile(0.9),
             prompt_mean=per.p.mean(),
-            output_p10=per.o.quantile(0.1), output_p50=per.o.quantile(0.5), output_p90=per.o.quantile(0.9),
+            output_p10=per.o.quantile(0.1),
+            output_p50=per.o.quantile(0.5),
+            output_p90=per.o.quantile(0.9),
             output_mean=per.o.mean(),
         )
 
@@ -119,7 +126,9 @@ class CapacityService:
             return None
         n = ibis.greatest(c.request_count, 1)
         picked = (
-            c.mutate(p=(c.input_tokens / n).round().cast("int64"), o=(c.output_tokens / n).round().cast("int64"))
+            c.mutate(
+                p=(c.input_tokens / n).round().cast("int64"), o=(c.output_tokens / n).round().cast("int64")
+            )
             .order_by(c.call_id.hash())
             .select("p", "o")
             .limit(sample)
@@ -129,8 +138,10 @@ class CapacityService:
         pairs = tuple((max(1, r["p"]), max(1, r["o"])) for r in picked)
         return TokenProfile(
             requests=int(row["requests"]),
-            prompt_p50=max(1, round(row["prompt_p50"])), output_p50=max(1, round(row["output_p50"])),
-            prompt_p90=max(1, round(row["prompt_p90"])), output_p90=max(1, round(row["output_p90"])),
+            prompt_p50=max(1, round(row["prompt_p50"])),
+            output_p50=max(1, round(row["output_p50"])),
+            prompt_p90=max(1, round(row["prompt_p90"])),
+            output_p90=max(1, round(row["output_p90"])),
             pairs=pairs or ((max(1, round(row["prompt_p50"])), max(1, round(row["output_p50"]))),),
         )
 
@@ -151,10 +162,17 @@ class CapacityService:
     def load_profile(self, scope: Scope = Scope()) -> LoadProfile:
         """Hourly tokens over the scope's window (empty hours as zeros) with their rent cost."""
         hv = self.hourly_volume(scope)
-        hours = hv.group_by("hour").aggregate(
-            input_tokens=hv.input_tokens.sum(), output_tokens=hv.output_tokens.sum(),
-            list_cost=hv.list_cost.sum(), unpriced_calls=hv.unpriced_calls.sum(),
-        ).order_by("hour").to_pyarrow()
+        hours = (
+            hv.group_by("hour")
+            .aggregate(
+                input_tokens=hv.input_tokens.sum(),
+                output_tokens=hv.output_tokens.sum(),
+                list_cost=hv.list_cost.sum(),
+                unpriced_calls=hv.unpriced_calls.sum(),
+            )
+            .order_by("hour")
+            .to_pyarrow()
+        )
         if hours.num_rows == 0:
             raise CapacityError(f"no calls for {scope.label()}: nothing to plan for")
         rent = self.settings.rent
@@ -172,7 +190,8 @@ class CapacityService:
             if unpriced:
                 models = self.ws.unpriced().column("model").to_pylist()
                 raise CapacityError(
-                    f"{unpriced} calls in {scope.label()} are unpriced (models: {', '.join(map(str, models[:5]))}), "
+                    f"{unpriced} calls in {scope.label()} are unpriced "
+                    f"(models: {', '.join(map(str, models[:5]))}), "
                     "so their rent cost is unknown. Add them under `prices:` in yieldmeter.yaml, or set "
                     "capacity.rent.input and capacity.rent.output (USD per million tokens)."
                 )
@@ -181,22 +200,44 @@ class CapacityService:
 
     # -- roofline --------------------------------------------------------------------------------
     def roofline(
-        self, *, shape: str | None = None, gpu: str | None = None, precision_name: str | None = None,
-        batch: int = 1, prompt_tokens: int | None = None, output_tokens: int | None = None, gpus: int = 1,
+        self,
+        *,
+        shape: str | None = None,
+        gpu: str | None = None,
+        precision_name: str | None = None,
+        batch: int = 1,
+        prompt_tokens: int | None = None,
+        output_tokens: int | None = None,
+        gpus: int = 1,
     ) -> Roofline:
         s = self.settings
         return roofline(
-            self.shape(shape), gpu_spec(gpu or s.build.gpu), precision(precision_name or s.precision),
-            batch=batch, prompt_tokens=prompt_tokens or DEFAULT_PROFILE[0],
-            output_tokens=output_tokens or DEFAULT_PROFILE[1], gpus=gpus, memory_utilization=s.memory_utilization,
+            self.shape(shape),
+            gpu_spec(gpu or s.build.gpu),
+            precision(precision_name or s.precision),
+            batch=batch,
+            prompt_tokens=prompt_tokens or DEFAULT_PROFILE[0],
+            output_tokens=output_tokens or DEFAULT_PROFILE[1],
+            gpus=gpus,
+            memory_utilization=s.memory_utilization,
         )
 
     # -- benchmarks --------------------------------------------------------------------------------
     def bench_local(
-        self, *, shape: str | None = None, batches: Sequence[int] = (1, 16, 64, 256),
-        prompt_tokens: int | None = None, output_tokens: int | None = None, precision_name: str | None = None,
-        device: str = "auto", gpu: str | None = None, scope: Scope = Scope(), cuda_graphs: bool = True,
-        repeats: int = 2, store: bool = True, log: Callable[[str], None] = lambda _m: None,
+        self,
+        *,
+        shape: str | None = None,
+        batches: Sequence[int] = (1, 16, 64, 256),
+        prompt_tokens: int | None = None,
+        output_tokens: int | None = None,
+        precision_name: str | None = None,
+        device: str = "auto",
+        gpu: str | None = None,
+        scope: Scope = Scope(),
+        cuda_graphs: bool = True,
+        repeats: int = 2,
+        store: bool = True,
+        log: Callable[[str], None] = lambda _m: None,
     ) -> tuple[DeviceChoice, list[LocalResult]]:
         """Measure the shape locally; lengths default to the scope's observed p50 (else 512/256)."""
         from yieldmeter.capacity.local_bench import run_local_bench
@@ -206,31 +247,62 @@ class CapacityService:
             prof = self.token_profile(scope)
             p = p or (prof.prompt_p50 if prof else DEFAULT_PROFILE[0])
             o = o or (prof.output_p50 if prof else DEFAULT_PROFILE[1])
-            log(f"prompt {p} and output {o} tokens ({'observed p50 of ' + scope.label() if prof else 'default'})")
+            log(
+                f"prompt {p} and output {o} tokens "
+                f"({'observed p50 of ' + scope.label() if prof else 'default'})"
+            )
         choice, results = run_local_bench(
-            self.shape(shape), batches=batches, prompt_tokens=p, output_tokens=o, precision_name=precision_name,
-            device=device, gpu=gpu, cuda_graphs=cuda_graphs, repeats=repeats,
-            memory_utilization=self.settings.memory_utilization, log=log,
+            self.shape(shape),
+            batches=batches,
+            prompt_tokens=p,
+            output_tokens=o,
+            precision_name=precision_name,
+            device=device,
+            gpu=gpu,
+            cuda_graphs=cuda_graphs,
+            repeats=repeats,
+            memory_utilization=self.settings.memory_utilization,
+            log=log,
         )
         if store:
             self._store([self._local_row(r) for r in results])
         return choice, results
 
     def bench_endpoint(
-        self, url: str, *, model: str | None = None, api: str = "chat",
-        concurrencies: Sequence[int] = (1, 2, 4, 8, 16, 32), requests_per_level: int | None = None,
-        scope: Scope = Scope(), api_key: str | None = None, connect_timeout: float = 3.0,
-        ignore_eos: bool = True, store: bool = True, log: Callable[[str], None] = lambda _m: None,
+        self,
+        url: str,
+        *,
+        model: str | None = None,
+        api: str = "chat",
+        concurrencies: Sequence[int] = (1, 2, 4, 8, 16, 32),
+        requests_per_level: int | None = None,
+        scope: Scope = Scope(),
+        api_key: str | None = None,
+        connect_timeout: float = 3.0,
+        ignore_eos: bool = True,
+        store: bool = True,
+        log: Callable[[str], None] = lambda _m: None,
     ) -> list[EndpointLevel]:
         """Load-test ``url`` with the scope's observed (prompt, output) requests at rising concurrency."""
         from yieldmeter.capacity.endpoint_bench import run_endpoint_bench
 
         prof = self.token_profile(scope)
         pairs = prof.pairs if prof else (DEFAULT_PROFILE,)
-        log(f"token profile: {len(pairs)} request shapes from {scope.label() if prof else 'the default 512/256'}")
+        log(
+            f"token profile: {len(pairs)} request shapes from "
+            f"{scope.label() if prof else 'the default 512/256'}"
+        )
         levels = run_endpoint_bench(
-            url, model=model, api=api, concurrencies=concurrencies, requests_per_level=requests_per_level,
-            profile=pairs, api_key=api_key, connect_timeout=connect_timeout, ignore_eos=ignore_eos, log=log,
+            url,
+            model=model,
+            api=api,
+            concurrencies=concurrencies,
+            requests_per_level=requests_per_level,
+            profile=pairs,
+            api_key=api_key,
+            connect_timeout=connect_timeout,
+            ignore_eos=ignore_eos,
+            log=log,
         )
         if store:
             self._store([self._endpoint_row(lv) for lv in levels])
@@ -239,16 +311,29 @@ class CapacityService:
     def _local_row(self, r: LocalResult) -> dict[str, Any]:
         ts = datetime.now(UTC)
         return {
-            "measurement_id": stable_id("local", ts.isoformat(), r.device, r.model_shape, r.precision, r.batch),
-            "ts": ts, "mode": "local", "gpu": r.gpu or r.device, "model_shape": r.model_shape,
-            "precision": r.precision, "batch": r.batch, "prompt_tokens": r.prompt_tokens,
-            "output_tokens": r.output_tokens, "prefill_tokens_per_s": r.prefill_tokens_per_s,
+            "measurement_id": stable_id(
+                "local", ts.isoformat(), r.device, r.model_shape, r.precision, r.batch
+            ),
+            "ts": ts,
+            "mode": "local",
+            "gpu": r.gpu or r.device,
+            "model_shape": r.model_shape,
+            "precision": r.precision,
+            "batch": r.batch,
+            "prompt_tokens": r.prompt_tokens,
+            "output_tokens": r.output_tokens,
+            "prefill_tokens_per_s": r.prefill_tokens_per_s,
             "decode_tokens_per_s": r.decode_tokens_per_s,
             "roofline_decode_tokens_per_s": r.roofline_decode_tokens_per_s,
             "serving_efficiency": r.serving_efficiency,
-            "attributes": json.dumps({"device": r.device, "method": r.method,
-                                      "decode_ms_per_step": r.decode_ms_per_step,
-                                      "roofline_prefill_tokens_per_s": r.roofline_prefill_tokens_per_s}),
+            "attributes": json.dumps(
+                {
+                    "device": r.device,
+                    "method": r.method,
+                    "decode_ms_per_step": r.decode_ms_per_step,
+                    "roofline_prefill_tokens_per_s": r.roofline_prefill_tokens_per_s,
+                }
+            ),
         }
 
     def _endpoint_row(self, lv: EndpointLevel) -> dict[str, Any]:
@@ -256,15 +341,27 @@ class CapacityService:
         ok = lv.requests - lv.failed
         return {
             "measurement_id": stable_id("endpoint", ts.isoformat(), lv.endpoint, lv.model, lv.concurrency),
-            "ts": ts, "mode": "endpoint", "endpoint": lv.endpoint, "model_shape": lv.model,
+            "ts": ts,
+            "mode": "endpoint",
+            "endpoint": lv.endpoint,
+            "model_shape": lv.model,
             "concurrency": lv.concurrency,
             "prompt_tokens": round(lv.prompt_tokens / ok) if ok else None,
             "output_tokens": round(lv.output_tokens / ok) if ok else None,
-            "decode_tokens_per_s": lv.output_tokens_per_s, "ttft_ms_p50": lv.ttft_ms_p50,
-            "latency_ms_p50": lv.latency_ms_p50, "latency_ms_p99": lv.latency_ms_p99,
-            "attributes": json.dumps({"requests": lv.requests, "failed": lv.failed,
-                                      "total_tokens_per_s": lv.total_tokens_per_s, "ttft_ms_p99": lv.ttft_ms_p99,
-                                      "latency_ms_p90": lv.latency_ms_p90, "errors": list(lv.errors)}),
+            "decode_tokens_per_s": lv.output_tokens_per_s,
+            "ttft_ms_p50": lv.ttft_ms_p50,
+            "latency_ms_p50": lv.latency_ms_p50,
+            "latency_ms_p99": lv.latency_ms_p99,
+            "attributes": json.dumps(
+                {
+                    "requests": lv.requests,
+                    "failed": lv.failed,
+                    "total_tokens_per_s": lv.total_tokens_per_s,
+                    "ttft_ms_p99": lv.ttft_ms_p99,
+                    "latency_ms_p90": lv.latency_ms_p90,
+                    "errors": list(lv.errors),
+                }
+            ),
         }
 
     def _store(self, rows: list[dict[str, Any]]) -> None:
@@ -281,7 +378,9 @@ class CapacityService:
         return m.order_by([m.ts.desc(), m.batch, m.concurrency])
 
     # -- plan ------------------------------------------------------------------------------------
-    def replica_throughput(self, shape: ModelShape, prompt: int, output: int) -> tuple[ReplicaThroughput | None, str]:
+    def replica_throughput(
+        self, shape: ModelShape, prompt: int, output: int
+    ) -> tuple[ReplicaThroughput | None, str]:
         """Per-replica throughput for the build option: a stored measurement, else roofline x efficiency."""
         s, b = self.settings, self.settings.build
         gpu = gpu_spec(b.gpu)
@@ -289,27 +388,44 @@ class CapacityService:
         counts = [b.gpus_per_replica] if b.gpus_per_replica else [1, 2, 4, 8]
         fitted = None
         for g in counts:
-            r = roofline(shape, gpu, prec, batch=b.batch, prompt_tokens=prompt, output_tokens=output, gpus=g,
-                         memory_utilization=s.memory_utilization)
+            r = roofline(
+                shape,
+                gpu,
+                prec,
+                batch=b.batch,
+                prompt_tokens=prompt,
+                output_tokens=output,
+                gpus=g,
+                memory_utilization=s.memory_utilization,
+            )
             if r.memory.fits:
                 fitted = r
                 break
         if fitted is None:
             m = r.memory
-            return None, (f"{shape.name} in {prec.name} at batch {b.batch} does not fit {counts[-1]} x {gpu.name}: "
-                          f"short by {m.shortfall_bytes / 1e9:.1f} GB")
+            return None, (
+                f"{shape.name} in {prec.name} at batch {b.batch} does not fit {counts[-1]} x {gpu.name}: "
+                f"short by {m.shortfall_bytes / 1e9:.1f} GB"
+            )
         if fitted.gpus == 1:
             m = self.measurements("local")
             m = m.filter((m.gpu == gpu.name) & (m.model_shape == shape.name) & (m.precision == prec.name))
             rows = m.to_pyarrow().to_pylist()
             if rows:
-                best = min(rows, key=lambda row: (abs(math.log((row["batch"] or 1) / b.batch)), -row["ts"].timestamp()))
+                best = min(
+                    rows,
+                    key=lambda row: (abs(math.log((row["batch"] or 1) / b.batch)), -row["ts"].timestamp()),
+                )
                 return ReplicaThroughput(
-                    best["prefill_tokens_per_s"], best["decode_tokens_per_s"], 1,
+                    best["prefill_tokens_per_s"],
+                    best["decode_tokens_per_s"],
+                    1,
                     f"measured: local bench at batch {best['batch']} on {best['ts']:%Y-%m-%d}",
                 ), ""
         return ReplicaThroughput(
-            fitted.prefill_tokens_per_s * b.efficiency, fitted.decode_tokens_per_s * b.efficiency, fitted.gpus,
+            fitted.prefill_tokens_per_s * b.efficiency,
+            fitted.decode_tokens_per_s * b.efficiency,
+            fitted.gpus,
             f"roofline at batch {b.batch} x assumed efficiency {b.efficiency:g}",
         ), ""
 

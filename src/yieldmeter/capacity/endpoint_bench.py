@@ -26,11 +26,13 @@ import numpy as np
 from yieldmeter.capacity.specs import CapacityError
 
 # Common short English words: about one token each in Llama, GPT and Mistral tokenizers.
-_WORDS = (
-    "the of and to in is was for on that with as by at from his her which or had are not but be this "
-    "have one all were when there can an your more so what about out if up time them some would make "
-    "like him into has two look see way could people than first water been call who its now find long"
-).split()
+_WORD_TEXT = (
+    "the of and to in is was for on that with as by at from his her which or had are not but be "
+    "this have one all were when there can an your more so what about out if up time them some "
+    "would make like him into has two look see way could people than first water been call who "
+    "its now find long "
+)
+_WORDS = _WORD_TEXT.split()
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def make_prompt(tokens: int, rng: random.Random) -> str:
     """About ``tokens`` tokens of text, starting with a nonce that defeats prefix caching."""
     nonce = f"{rng.getrandbits(48):012x}"
     start = rng.randrange(len(_WORDS))
-    words = [_WORDS[(start + i * 7) % len(_WORDS)] for i in range(max(0, tokens - 4))]
+    words = [_WORDS[(start + i * 7) % len(_WORDS)] for i in range(max(0, tokens - 1))]
     return nonce + " " + " ".join(words)
 
 
@@ -107,7 +109,9 @@ async def _preflight(client: httpx.AsyncClient, url: str, model: str | None) -> 
     if resp.status_code in (502, 503, 504):
         raise CapacityError(f"cannot reach the endpoint at {url}: a gateway answered HTTP {resp.status_code}")
     if resp.status_code in (401, 403):
-        raise CapacityError(f"the endpoint at {url} refused the request (HTTP {resp.status_code}): pass --api-key")
+        raise CapacityError(
+            f"the endpoint at {url} refused the request (HTTP {resp.status_code}): pass --api-key"
+        )
     if model:
         return model
     if resp.status_code == 200:
@@ -124,12 +128,23 @@ async def _preflight(client: httpx.AsyncClient, url: str, model: str | None) -> 
 
 
 async def _one(
-    client: httpx.AsyncClient, url: str, model: str, api: str, prompt_tokens: int, output_tokens: int,
-    rng: random.Random, ignore_eos: bool,
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    api: str,
+    prompt_tokens: int,
+    output_tokens: int,
+    rng: random.Random,
+    ignore_eos: bool,
 ) -> _Outcome:
     prompt = make_prompt(prompt_tokens, rng)
-    body: dict[str, Any] = {"model": model, "max_tokens": output_tokens, "stream": True, "temperature": 0.0,
-                            "stream_options": {"include_usage": True}}
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": output_tokens,
+        "stream": True,
+        "temperature": 0.0,
+        "stream_options": {"include_usage": True},
+    }
     if ignore_eos:
         body["ignore_eos"] = True  # vLLM, SGLang, llama.cpp: generate exactly max_tokens
     if api == "chat":
@@ -179,8 +194,15 @@ async def _one(
 
 
 async def _level(
-    client: httpx.AsyncClient, url: str, model: str, api: str, concurrency: int, n_requests: int,
-    profile: Sequence[tuple[int, int]], rng: random.Random, ignore_eos: bool,
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    api: str,
+    concurrency: int,
+    n_requests: int,
+    profile: Sequence[tuple[int, int]],
+    rng: random.Random,
+    ignore_eos: bool,
 ) -> EndpointLevel:
     queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
     for i in range(n_requests):
@@ -204,26 +226,45 @@ async def _level(
     ttfts = [o.ttft_s for o in ok if o.ttft_s is not None]
     lats = [o.latency_s for o in ok]
     return EndpointLevel(
-        endpoint=url, model=model, concurrency=concurrency, requests=len(outcomes),
-        failed=len(outcomes) - len(ok), duration_s=wall, prompt_tokens=p_tok, output_tokens=o_tok,
+        endpoint=url,
+        model=model,
+        concurrency=concurrency,
+        requests=len(outcomes),
+        failed=len(outcomes) - len(ok),
+        duration_s=wall,
+        prompt_tokens=p_tok,
+        output_tokens=o_tok,
         output_tokens_per_s=o_tok / wall if wall else 0.0,
         total_tokens_per_s=(p_tok + o_tok) / wall if wall else 0.0,
         requests_per_s=len(ok) / wall if wall else 0.0,
-        ttft_ms_p50=_percentile(ttfts, 50), ttft_ms_p99=_percentile(ttfts, 99),
-        latency_ms_p50=_percentile(lats, 50), latency_ms_p90=_percentile(lats, 90),
+        ttft_ms_p50=_percentile(ttfts, 50),
+        ttft_ms_p99=_percentile(ttfts, 99),
+        latency_ms_p50=_percentile(lats, 50),
+        latency_ms_p90=_percentile(lats, 90),
         latency_ms_p99=_percentile(lats, 99),
         errors=tuple(dict.fromkeys(o.error for o in outcomes if not o.ok))[:3],
     )
 
 
 async def _run(
-    url: str, model: str | None, api: str, concurrencies: Sequence[int], requests_per_level: int | None,
-    profile: Sequence[tuple[int, int]], api_key: str | None, connect_timeout: float, request_timeout: float,
-    ignore_eos: bool, seed: int, log: Callable[[str], None],
+    url: str,
+    model: str | None,
+    api: str,
+    concurrencies: Sequence[int],
+    requests_per_level: int | None,
+    profile: Sequence[tuple[int, int]],
+    api_key: str | None,
+    connect_timeout: float,
+    request_timeout: float,
+    ignore_eos: bool,
+    seed: int,
+    log: Callable[[str], None],
 ) -> list[EndpointLevel]:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = httpx.Timeout(request_timeout, connect=connect_timeout)
-    limits = httpx.Limits(max_connections=max(concurrencies) + 4, max_keepalive_connections=max(concurrencies) + 4)
+    limits = httpx.Limits(
+        max_connections=max(concurrencies) + 4, max_keepalive_connections=max(concurrencies) + 4
+    )
     rng = random.Random(seed)
     async with httpx.AsyncClient(timeout=timeout, headers=headers, limits=limits) as client:
         pre = httpx.Timeout(connect_timeout, connect=connect_timeout)
@@ -236,7 +277,8 @@ async def _run(
             level = await _level(client, url, served, api, c, n, profile, rng, ignore_eos)
             if level.failed == level.requests:
                 raise CapacityError(
-                    f"every request to {url} failed at concurrency {c}: {'; '.join(level.errors) or 'no detail'}"
+                    f"every request to {url} failed at concurrency {c}: "
+                    f"{'; '.join(level.errors) or 'no detail'}"
                 )
             levels.append(level)
     return levels
@@ -264,5 +306,19 @@ def run_endpoint_bench(
         raise CapacityError("concurrency levels must each be at least 1")
     if not profile or any(p < 1 or o < 1 for p, o in profile):
         raise CapacityError("the token profile needs (prompt tokens, output tokens) pairs of at least 1")
-    return asyncio.run(_run(base_url(url), model, api, list(concurrencies), requests_per_level, list(profile),
-                            api_key, connect_timeout, request_timeout, ignore_eos, seed, log))
+    return asyncio.run(
+        _run(
+            base_url(url),
+            model,
+            api,
+            list(concurrencies),
+            requests_per_level,
+            list(profile),
+            api_key,
+            connect_timeout,
+            request_timeout,
+            ignore_eos,
+            seed,
+            log,
+        )
+    )

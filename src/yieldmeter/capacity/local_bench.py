@@ -64,10 +64,19 @@ def gpu_from_device_name(name: str) -> str | None:
     """The spec name for a CUDA device name such as ``NVIDIA H100 80GB HBM3``; None when unknown."""
     n = name.upper()
     rules = [
-        ("H200", "h200"), ("B200", "b200"), ("MI300X", "mi300x"), ("L40S", "l40s"),
-        ("H100 NVL", "h100-nvl"), ("H100 PCIE", "h100-pcie"), ("H100", "h100"),
-        ("A100-PCIE-40GB", "a100-40gb"), ("A100 40GB", "a100-40gb"), ("A100", "a100"),
-        ("A10G", "a10"), ("A10", "a10"), ("L4", "l4"),
+        ("H200", "h200"),
+        ("B200", "b200"),
+        ("MI300X", "mi300x"),
+        ("L40S", "l40s"),
+        ("H100 NVL", "h100-nvl"),
+        ("H100 PCIE", "h100-pcie"),
+        ("H100", "h100"),
+        ("A100-PCIE-40GB", "a100-40gb"),
+        ("A100 40GB", "a100-40gb"),
+        ("A100", "a100"),
+        ("A10G", "a10"),
+        ("A10", "a10"),
+        ("L4", "l4"),
     ]
     for needle, spec in rules:
         if needle in n:
@@ -113,7 +122,9 @@ def choose_device(shape: ModelShape, requested: str = "auto", gpu: str | None = 
         return DeviceChoice("cpu", "cpu", None, note)
     name = torch.cuda.get_device_name(0)
     spec = gpu_spec(gpu).name if gpu else gpu_from_device_name(name)
-    note = "" if spec else f"no spec for {name!r} (known: {', '.join(sorted(GPUS))}); pass --gpu for efficiency"
+    note = (
+        "" if spec else f"no spec for {name!r} (known: {', '.join(sorted(GPUS))}); pass --gpu for efficiency"
+    )
     return DeviceChoice("cuda", name, spec, note)
 
 
@@ -152,38 +163,57 @@ def run_local_bench(
     for batch in batches:
         bound = None
         if choice.gpu and prec_name in ("bf16", "fp16"):
-            bound = roofline(shape, gpu_spec(choice.gpu), precision(prec_name), batch=batch,
-                             prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                             memory_utilization=memory_utilization)
+            bound = roofline(
+                shape,
+                gpu_spec(choice.gpu),
+                precision(prec_name),
+                batch=batch,
+                prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens,
+                memory_utilization=memory_utilization,
+            )
             if choice.device == "cuda" and not bound.memory.fits:
                 gb = 1e9
-                log(f"batch {batch}: skipped, needs {bound.memory.needed_bytes / gb:.1f} GB of "
-                    f"{bound.memory.usable_bytes / gb:.1f} GB usable (short by {bound.memory.shortfall_bytes / gb:.1f} GB)")
+                log(
+                    f"batch {batch}: skipped, needs {bound.memory.needed_bytes / gb:.1f} GB of "
+                    f"{bound.memory.usable_bytes / gb:.1f} GB usable "
+                    f"(short by {bound.memory.shortfall_bytes / gb:.1f} GB)"
+                )
                 continue
         log(f"batch {batch}: prefill {prompt_tokens} tokens, decode {output_tokens} tokens on {choice.name}")
         try:
-            timing = measure(shape, batch=batch, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                             device=torch.device(choice.device), dtype=dtype, cuda_graphs=cuda_graphs,
-                             repeats=repeats, log=log)
+            timing = measure(
+                shape,
+                batch=batch,
+                prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens,
+                device=torch.device(choice.device),
+                dtype=dtype,
+                cuda_graphs=cuda_graphs,
+                repeats=repeats,
+                log=log,
+            )
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             log(f"batch {batch}: out of accelerator memory; skipped")
             continue
-        results.append(LocalResult(
-            device=choice.name,
-            gpu=choice.gpu,
-            model_shape=shape.name,
-            precision=prec_name,
-            batch=batch,
-            prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
-            prefill_tokens_per_s=batch * prompt_tokens / timing.prefill_s,
-            decode_tokens_per_s=batch * output_tokens / timing.decode_s,
-            decode_ms_per_step=timing.decode_s / output_tokens * 1e3,
-            method=timing.method,
-            roofline_prefill_tokens_per_s=bound.prefill_tokens_per_s if bound else None,
-            roofline_decode_tokens_per_s=bound.decode_tokens_per_s if bound else None,
-        ))
+        results.append(
+            LocalResult(
+                device=choice.name,
+                gpu=choice.gpu,
+                model_shape=shape.name,
+                precision=prec_name,
+                batch=batch,
+                prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens,
+                prefill_tokens_per_s=batch * prompt_tokens / timing.prefill_s,
+                decode_tokens_per_s=batch * output_tokens / timing.decode_s,
+                decode_ms_per_step=timing.decode_s / output_tokens * 1e3,
+                method=timing.method,
+                roofline_prefill_tokens_per_s=bound.prefill_tokens_per_s if bound else None,
+                roofline_decode_tokens_per_s=bound.decode_tokens_per_s if bound else None,
+            )
+        )
     if not results:
         raise CapacityError("no batch size could be measured (see the messages above)")
     return choice, results

@@ -56,7 +56,9 @@ class LoadProfile:
     def __post_init__(self) -> None:
         n = len(self.input_tokens)
         if n == 0:
-            raise CapacityError("no calls in the chosen scope: nothing to plan for (check --workflow/--model)")
+            raise CapacityError(
+                "no calls in the chosen scope: nothing to plan for (check --workflow/--model)"
+            )
         if len(self.output_tokens) != n or len(self.rent_cost) != n:
             raise ValueError("hourly arrays differ in length")
 
@@ -212,7 +214,9 @@ def _fleet(busy: np.ndarray, quantile: float, minimum: int) -> int:
     return max(minimum, math.ceil(need - 1e-9))
 
 
-def _overflow(busy: np.ndarray, fleet: int, rent_h: np.ndarray, profile: LoadProfile) -> tuple[float, float, float]:
+def _overflow(
+    busy: np.ndarray, fleet: int, rent_h: np.ndarray, profile: LoadProfile
+) -> tuple[float, float, float]:
     """(overflow rent cost over the window, overflow token share, utilisation)."""
     served = np.minimum(busy, fleet)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -228,11 +232,15 @@ def _overflow(busy: np.ndarray, fleet: int, rent_h: np.ndarray, profile: LoadPro
 def rent_option(profile: LoadProfile, s: CapacitySettings) -> OptionCost:
     m = _month_scale(profile, s.hours_per_month)
     listed = float(profile.rent_cost.sum()) * m
-    lines = [CostLine("rent", "tokens at list price", listed, "energy and capital are inside the provider's price")]
+    lines = [
+        CostLine("rent", "tokens at list price", listed, "energy and capital are inside the provider's price")
+    ]
     if s.rent.batch_share and s.rent.batch_discount:
         lines.append(
             CostLine(
-                "rent", "batch API discount", -listed * s.rent.batch_share * s.rent.batch_discount,
+                "rent",
+                "batch API discount",
+                -listed * s.rent.batch_share * s.rent.batch_discount,
                 f"{s.rent.batch_share:.0%} of volume at {s.rent.batch_discount:.0%} off",
             )
         )
@@ -251,13 +259,25 @@ def reserve_option(profile: LoadProfile, s: CapacitySettings) -> OptionCost:
     units = _fleet(busy, s.sizing_quantile, r.min_units)
     over_cost, over_share, u = _overflow(busy, units, _effective_rent(profile, s.rent), profile)
     lines = [
-        CostLine("reserve", "reserved units", units * r.unit_price_per_hour * s.hours_per_month,
-                 f"{units} units x ${r.unit_price_per_hour:g}/h x {s.hours_per_month:g} h, "
-                 f"{r.term_months}-month term"),
+        CostLine(
+            "reserve",
+            "reserved units",
+            units * r.unit_price_per_hour * s.hours_per_month,
+            f"{units} units x ${r.unit_price_per_hour:g}/h x {s.hours_per_month:g} h, "
+            f"{r.term_months}-month term",
+        ),
         CostLine("reserve", "overflow to rent", over_cost * m, f"{over_share:.1%} of tokens above the units"),
     ]
-    return OptionCost("reserve", tuple(lines), profile.tokens * m, _outcomes_per_month(profile, m),
-                      f"{units} units", u, over_share, units)
+    return OptionCost(
+        "reserve",
+        tuple(lines),
+        profile.tokens * m,
+        _outcomes_per_month(profile, m),
+        f"{units} units",
+        u,
+        over_share,
+        units,
+    )
 
 
 def build_option(
@@ -274,29 +294,47 @@ def build_option(
     gpus = replicas * throughput.gpus
     capex = gpus * (b.gpu_price + b.other_capex_per_gpu)
     gpu_w = b.gpu_power_w or gpu.board_power_w
-    avg_w = gpus * (gpu_w * (b.idle_power_fraction + (1 - b.idle_power_fraction) * u) + b.server_power_w_per_gpu)
+    avg_w = gpus * (
+        gpu_w * (b.idle_power_fraction + (1 - b.idle_power_fraction) * u) + b.server_power_w_per_gpu
+    )
     kwh = avg_w * b.pue * s.hours_per_month / 1000
     lines = [
-        CostLine("build", "capital", annuity(capex, b.cost_of_capital, b.amortisation_months),
-                 f"${capex:,.0f} for {gpus} x {gpu.name} over {b.amortisation_months} months "
-                 f"at {b.cost_of_capital:.1%}/yr"),
-        CostLine("build", "energy", kwh * b.energy_price_per_kwh,
-                 f"{kwh:,.0f} kWh: {avg_w / 1000:.2f} kW mean IT load x PUE {b.pue:g} "
-                 f"at ${b.energy_price_per_kwh:g}/kWh"),
-        CostLine("build", "hosting", gpus * b.hosting_per_gpu_month, f"{gpus} GPUs x ${b.hosting_per_gpu_month:g}"),
+        CostLine(
+            "build",
+            "capital",
+            annuity(capex, b.cost_of_capital, b.amortisation_months),
+            f"${capex:,.0f} for {gpus} x {gpu.name} over {b.amortisation_months} months "
+            f"at {b.cost_of_capital:.1%}/yr",
+        ),
+        CostLine(
+            "build",
+            "energy",
+            kwh * b.energy_price_per_kwh,
+            f"{kwh:,.0f} kWh: {avg_w / 1000:.2f} kW mean IT load x PUE {b.pue:g} "
+            f"at ${b.energy_price_per_kwh:g}/kWh",
+        ),
+        CostLine(
+            "build", "hosting", gpus * b.hosting_per_gpu_month, f"{gpus} GPUs x ${b.hosting_per_gpu_month:g}"
+        ),
         CostLine("build", "operations", b.operations_per_month, "people and tooling"),
         CostLine("build", "overflow to rent", over_cost * m, f"{over_share:.1%} of tokens above the fleet"),
     ]
     return OptionCost(
-        "build", tuple(lines), profile.tokens * m, _outcomes_per_month(profile, m),
-        f"{replicas} x {throughput.gpus} {gpu.name}", u, over_share, replicas,
+        "build",
+        tuple(lines),
+        profile.tokens * m,
+        _outcomes_per_month(profile, m),
+        f"{replicas} x {throughput.gpus} {gpu.name}",
+        u,
+        over_share,
+        replicas,
     )
 
 
 def _break_even_volume(
     profile: LoadProfile, cost: Callable[[LoadProfile], float], rent: Callable[[LoadProfile], float]
 ) -> float | None:
-    """The smallest volume factor k (of today's load) from which ``cost`` <= ``rent``; None if not below 1000x."""
+    """Smallest volume factor k (of today's load) from which ``cost`` <= ``rent``; None up to 1000x."""
     grid = np.geomspace(1e-3, 1e3, 121)
     prev = None
     for k in grid:
@@ -315,8 +353,14 @@ def _break_even_volume(
     return None
 
 
-def _break_even_utilisation(option: OptionCost, rent: OptionCost, profile: LoadProfile,
-                            s: CapacitySettings, gpu: GPUSpec, t: ReplicaThroughput | None) -> float | None:
+def _break_even_utilisation(
+    option: OptionCost,
+    rent: OptionCost,
+    profile: LoadProfile,
+    s: CapacitySettings,
+    gpu: GPUSpec,
+    t: ReplicaThroughput | None,
+) -> float | None:
     """Utilisation at which the fleet's cost per token equals rent's blended price per token."""
     if not rent.tokens_per_month or rent.usd_per_month <= 0:
         return None
@@ -377,16 +421,23 @@ def compare(
             return options_for(p, throughput)[name].usd_per_month
 
         k = _break_even_volume(profile, cost, lambda p: rent_option(p, s).usd_per_month)
-        break_even.append({
-            "option": name,
-            "break_even_tokens_per_month": None if k is None else k * rent.tokens_per_month,
-            "volume_vs_today": k,
-            "break_even_utilisation": _break_even_utilisation(opt, rent, profile, s, gpu, throughput),
-            "utilisation_today": opt.utilisation,
-        })
+        break_even.append(
+            {
+                "option": name,
+                "break_even_tokens_per_month": None if k is None else k * rent.tokens_per_month,
+                "volume_vs_today": k,
+                "break_even_utilisation": _break_even_utilisation(opt, rent, profile, s, gpu, throughput),
+                "utilisation_today": opt.utilisation,
+            }
+        )
 
-    scenarios = [("today", 1.0, 1.0), ("volume -50%", 0.5, 1.0), ("volume +50%", 1.5, 1.0),
-                 ("efficiency -50%", 1.0, 0.5), ("efficiency +50%", 1.0, 1.5)]
+    scenarios = [
+        ("today", 1.0, 1.0),
+        ("volume -50%", 0.5, 1.0),
+        ("volume +50%", 1.5, 1.0),
+        ("efficiency -50%", 1.0, 0.5),
+        ("efficiency +50%", 1.0, 1.5),
+    ]
     sensitivity: list[dict[str, Any]] = []
     for label, kv, ke in scenarios:
         t = throughput.scaled(ke) if throughput is not None and ke != 1.0 else throughput
@@ -397,7 +448,9 @@ def compare(
         sensitivity.append(row)
 
     options = tuple(base.values())
-    plan = Plan(options, dict(unavailable), tuple(break_even), tuple(sensitivity), "", _assumptions(s, throughput))
+    plan = Plan(
+        options, dict(unavailable), tuple(break_even), tuple(sensitivity), "", _assumptions(s, throughput)
+    )
     return replace(plan, recommendation=_recommend(plan, throughput))
 
 
@@ -411,8 +464,10 @@ def _assumptions(s: CapacitySettings, t: ReplicaThroughput | None) -> tuple[str,
         "check quality on the workflow's own outcomes before switching",
     ]
     if t is not None:
-        out.append(f"throughput per replica: prefill {t.prefill_tokens_per_s:,.0f} tokens/s, "
-                   f"decode {t.decode_tokens_per_s:,.0f} tokens/s ({t.source})")
+        out.append(
+            f"throughput per replica: prefill {t.prefill_tokens_per_s:,.0f} tokens/s, "
+            f"decode {t.decode_tokens_per_s:,.0f} tokens/s ({t.source})"
+        )
     return tuple(out)
 
 
@@ -432,7 +487,7 @@ def _recommend(plan: Plan, t: ReplicaThroughput | None) -> str:
     else:
         text += " It stays the cheapest at volume and efficiency +/-50%."
     if best.option == "build" and t is not None and not t.source.startswith("measured"):
-        text += " The build throughput is assumed, not measured: run `yieldmeter capacity bench` on the GPU first."
+        text += " The build throughput is assumed, not measured: measure it with `yieldmeter capacity bench`."
     if best.utilisation is not None and best.utilisation < 0.3:
         text += f" Utilisation is only {best.utilisation:.0%}."
     return text

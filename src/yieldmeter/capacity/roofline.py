@@ -105,31 +105,71 @@ class Roofline:
         """Rows (quantity, value, unit, note) a person reads."""
         m = self.memory
         return [
-            {"quantity": "gpu", "value": f"{self.gpus} x {self.gpu.description}", "unit": "",
-             "note": self.gpu.source},
-            {"quantity": "model shape", "value": self.shape.name, "unit": "",
-             "note": f"{self.shape.total_params / 1e9:.2f} B parameters"},
-            {"quantity": "precision", "value": self.precision.name, "unit": "",
-             "note": f"{self.precision.weight_bytes:g} B/weight, {self.precision.kv_bytes:g} B/KV value, "
-                     f"{self.precision.compute} math"},
-            {"quantity": "peak compute", "value": round(self.peak_flops * self.gpus / 1e12, 1),
-             "unit": "TFLOP/s", "note": "dense"},
-            {"quantity": "memory bandwidth", "value": round(self.gpu.memory_bandwidth * self.gpus / GB, 0),
-             "unit": "GB/s", "note": ""},
-            {"quantity": "prefill bound", "value": round(self.prefill_tokens_per_s, 1), "unit": "tokens/s",
-             "note": f"{self.prefill_bound} bound, batch {self.batch} x {self.prompt_tokens} prompt tokens"},
-            {"quantity": "decode bound", "value": round(self.decode_tokens_per_s, 1), "unit": "tokens/s",
-             "note": f"{self.decode_bound} bound, batch {self.batch}, mean context {self.decode_context:g}"},
-            {"quantity": "decode bound per sequence", "value": round(self.decode_tokens_per_s_per_sequence, 1),
-             "unit": "tokens/s", "note": f"{self.decode_step_s * 1e3:.2f} ms per step"},
+            {
+                "quantity": "gpu",
+                "value": f"{self.gpus} x {self.gpu.description}",
+                "unit": "",
+                "note": self.gpu.source,
+            },
+            {
+                "quantity": "model shape",
+                "value": self.shape.name,
+                "unit": "",
+                "note": f"{self.shape.total_params / 1e9:.2f} B parameters",
+            },
+            {
+                "quantity": "precision",
+                "value": self.precision.name,
+                "unit": "",
+                "note": f"{self.precision.weight_bytes:g} B/weight, {self.precision.kv_bytes:g} B/KV value, "
+                f"{self.precision.compute} math",
+            },
+            {
+                "quantity": "peak compute",
+                "value": round(self.peak_flops * self.gpus / 1e12, 1),
+                "unit": "TFLOP/s",
+                "note": "dense",
+            },
+            {
+                "quantity": "memory bandwidth",
+                "value": round(self.gpu.memory_bandwidth * self.gpus / GB, 0),
+                "unit": "GB/s",
+                "note": "",
+            },
+            {
+                "quantity": "prefill bound",
+                "value": round(self.prefill_tokens_per_s, 1),
+                "unit": "tokens/s",
+                "note": f"{self.prefill_bound} bound, batch {self.batch} x {self.prompt_tokens} prompt",
+            },
+            {
+                "quantity": "decode bound",
+                "value": round(self.decode_tokens_per_s, 1),
+                "unit": "tokens/s",
+                "note": f"{self.decode_bound} bound, batch {self.batch}, context {self.decode_context:g}",
+            },
+            {
+                "quantity": "decode bound per sequence",
+                "value": round(self.decode_tokens_per_s_per_sequence, 1),
+                "unit": "tokens/s",
+                "note": f"{self.decode_step_s * 1e3:.2f} ms per step",
+            },
             {"quantity": "weights", "value": round(m.weights_bytes / GB, 2), "unit": "GB", "note": ""},
-            {"quantity": "KV cache", "value": round(m.kv_cache_bytes / GB, 2), "unit": "GB",
-             "note": f"{self.kv_bytes_per_token / 1024:g} KiB/token x {self.batch} x "
-                     f"{self.prompt_tokens + self.output_tokens} tokens"},
-            {"quantity": "memory", "value": "fits" if m.fits else "does not fit", "unit": "",
-             "note": f"{m.needed_bytes / GB:.1f} of {m.usable_bytes / GB:.1f} GB usable"
-                     + ("" if m.fits else f"; short by {m.shortfall_bytes / GB:.1f} GB")
-                     + f"; largest batch that fits: {m.max_batch}"},
+            {
+                "quantity": "KV cache",
+                "value": round(m.kv_cache_bytes / GB, 2),
+                "unit": "GB",
+                "note": f"{self.kv_bytes_per_token / 1024:g} KiB/token x {self.batch} x "
+                f"{self.prompt_tokens + self.output_tokens} tokens",
+            },
+            {
+                "quantity": "memory",
+                "value": "fits" if m.fits else "does not fit",
+                "unit": "",
+                "note": f"{m.needed_bytes / GB:.1f} of {m.usable_bytes / GB:.1f} GB usable"
+                + ("" if m.fits else f"; short by {m.shortfall_bytes / GB:.1f} GB")
+                + f"; largest batch that fits: {m.max_batch}",
+            },
         ]
 
 
@@ -215,7 +255,12 @@ def roofline(
         prefill_s=max(p_compute, p_mem),
         prefill_bound="compute" if p_compute >= p_mem else "memory bandwidth",
         memory=memory_check(
-            s, prec, gpu, batch=batch, context_tokens=prompt_tokens + output_tokens, gpus=gpus,
+            s,
+            prec,
+            gpu,
+            batch=batch,
+            context_tokens=prompt_tokens + output_tokens,
+            gpus=gpus,
             memory_utilization=memory_utilization,
         ),
     )
@@ -231,10 +276,16 @@ def require_fit(r: Roofline) -> None:
         hints.append("a lower precision (fp8, int4) or more GPUs (--gpus)")
     else:
         hints.append(f"a batch of at most {m.max_batch}, shorter sequences, or more GPUs (--gpus)")
+    tokens = r.prompt_tokens + r.output_tokens
+    what = f"{r.shape.name} in {r.precision.name} at batch {r.batch} x {tokens} tokens"
+    need = (
+        f"{m.weights_bytes / GB:.1f} GB of weights + {m.kv_cache_bytes / GB:.1f} GB of KV cache"
+        f" = {m.needed_bytes / GB:.1f} GB"
+    )
+    have = (
+        f"{r.gpus} x {r.gpu.name} has {m.usable_bytes / GB:.1f} GB usable"
+        f" ({m.memory_bytes / GB:.0f} GB x memory utilisation)"
+    )
     raise CapacityError(
-        f"{r.shape.name} in {r.precision.name} at batch {r.batch} x {r.prompt_tokens + r.output_tokens} tokens "
-        f"needs {m.weights_bytes / GB:.1f} GB of weights + {m.kv_cache_bytes / GB:.1f} GB of KV cache "
-        f"= {m.needed_bytes / GB:.1f} GB, but {r.gpus} x {r.gpu.name} has {m.usable_bytes / GB:.1f} GB usable "
-        f"({m.memory_bytes / GB:.0f} GB x memory utilisation): short by {m.shortfall_bytes / GB:.1f} GB. "
-        f"Try {hints[0]}."
+        f"{what} needs {need}, but {have}: short by {m.shortfall_bytes / GB:.1f} GB. Try {hints[0]}."
     )

@@ -26,7 +26,9 @@ class RentSettings(_Strict):
     input: float | None = Field(default=None, ge=0)
     output: float | None = Field(default=None, ge=0)
     batch_discount: float = Field(default=0.5, ge=0, le=1, description="discount of the provider's batch API")
-    batch_share: float = Field(default=0.0, ge=0, le=1, description="share of volume that tolerates batch latency")
+    batch_share: float = Field(
+        default=0.0, ge=0, le=1, description="share of volume that tolerates batch latency"
+    )
 
 
 class ReserveSettings(_Strict):
@@ -44,9 +46,13 @@ class BuildSettings(_Strict):
     """Owned GPUs: capital, energy, hosting and operations."""
 
     gpu: str = "h100"
-    gpus_per_replica: int | None = Field(default=None, ge=1, description="default: fewest GPUs the shape fits in")
+    gpus_per_replica: int | None = Field(
+        default=None, ge=1, description="default: fewest GPUs the shape fits in"
+    )
     gpu_price: float = Field(default=30000.0, ge=0, description="USD per GPU")
-    other_capex_per_gpu: float = Field(default=8000.0, ge=0, description="server, network, storage share, USD")
+    other_capex_per_gpu: float = Field(
+        default=8000.0, ge=0, description="server, network, storage share, USD"
+    )
     amortisation_months: int = Field(default=36, ge=1)
     cost_of_capital: float = Field(default=0.08, ge=0, le=1, description="annual rate")
     gpu_power_w: float | None = Field(default=None, gt=0, description="default: the spec's board power")

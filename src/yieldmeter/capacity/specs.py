@@ -78,54 +78,142 @@ GPUS: dict[str, GPUSpec] = {
     for g in (
         # NVIDIA H100 Tensor Core GPU datasheet (2023), SXM column: BF16 1,979 TFLOPS*,
         # FP8 3,958 TFLOPS*, INT8 3,958 TOPS* (*with sparsity); 80 GB HBM3, 3.35 TB/s; up to 700 W.
-        _gpu("h100", "NVIDIA H100 SXM5 80 GB", bf16_tflops=989.5, fp8_tflops=1979.0, int8_tops=1979.0,
-             memory_gb=80, bandwidth_gbs=3350, power_w=700,
-             source="NVIDIA H100 datasheet, SXM column"),
+        _gpu(
+            "h100",
+            "NVIDIA H100 SXM5 80 GB",
+            bf16_tflops=989.5,
+            fp8_tflops=1979.0,
+            int8_tops=1979.0,
+            memory_gb=80,
+            bandwidth_gbs=3350,
+            power_w=700,
+            source="NVIDIA H100 datasheet, SXM column",
+        ),
         # Same datasheet, PCIe column: BF16 1,513*, FP8 3,026*; 80 GB HBM2e, 2.0 TB/s; 300-350 W.
-        _gpu("h100-pcie", "NVIDIA H100 PCIe 80 GB", bf16_tflops=756.5, fp8_tflops=1513.0, int8_tops=1513.0,
-             memory_gb=80, bandwidth_gbs=2000, power_w=350,
-             source="NVIDIA H100 datasheet, PCIe column"),
+        _gpu(
+            "h100-pcie",
+            "NVIDIA H100 PCIe 80 GB",
+            bf16_tflops=756.5,
+            fp8_tflops=1513.0,
+            int8_tops=1513.0,
+            memory_gb=80,
+            bandwidth_gbs=2000,
+            power_w=350,
+            source="NVIDIA H100 datasheet, PCIe column",
+        ),
         # Same datasheet, H100 NVL column (per GPU): BF16 1,671*, FP8 3,341*; 94 GB, 3.9 TB/s; 350-400 W.
-        _gpu("h100-nvl", "NVIDIA H100 NVL 94 GB", bf16_tflops=835.5, fp8_tflops=1670.5, int8_tops=1670.5,
-             memory_gb=94, bandwidth_gbs=3900, power_w=400,
-             source="NVIDIA H100 datasheet, NVL column"),
+        _gpu(
+            "h100-nvl",
+            "NVIDIA H100 NVL 94 GB",
+            bf16_tflops=835.5,
+            fp8_tflops=1670.5,
+            int8_tops=1670.5,
+            memory_gb=94,
+            bandwidth_gbs=3900,
+            power_w=400,
+            source="NVIDIA H100 datasheet, NVL column",
+        ),
         # NVIDIA H200 Tensor Core GPU datasheet (2024), SXM: same tensor cores as H100 SXM;
         # 141 GB HBM3e, 4.8 TB/s; up to 700 W.
-        _gpu("h200", "NVIDIA H200 SXM 141 GB", bf16_tflops=989.5, fp8_tflops=1979.0, int8_tops=1979.0,
-             memory_gb=141, bandwidth_gbs=4800, power_w=700,
-             source="NVIDIA H200 datasheet, SXM column"),
+        _gpu(
+            "h200",
+            "NVIDIA H200 SXM 141 GB",
+            bf16_tflops=989.5,
+            fp8_tflops=1979.0,
+            int8_tops=1979.0,
+            memory_gb=141,
+            bandwidth_gbs=4800,
+            power_w=700,
+            source="NVIDIA H200 datasheet, SXM column",
+        ),
         # NVIDIA HGX B200 spec (8 GPUs): FP8 72 PFLOPS*, BF16 36 PFLOPS*, 1.4 TB HBM3e,
         # 64 TB/s aggregate; per GPU /8; about 1,000 W per GPU.
-        _gpu("b200", "NVIDIA B200 (HGX) 180 GB", bf16_tflops=2250.0, fp8_tflops=4500.0, int8_tops=4500.0,
-             memory_gb=180, bandwidth_gbs=8000, power_w=1000,
-             source="NVIDIA HGX B200 specifications, per GPU = system / 8"),
+        _gpu(
+            "b200",
+            "NVIDIA B200 (HGX) 180 GB",
+            bf16_tflops=2250.0,
+            fp8_tflops=4500.0,
+            int8_tops=4500.0,
+            memory_gb=180,
+            bandwidth_gbs=8000,
+            power_w=1000,
+            source="NVIDIA HGX B200 specifications, per GPU = system / 8",
+        ),
         # NVIDIA A100 datasheet (2021), 80 GB SXM: BF16 312 TFLOPS (dense), INT8 624 TOPS (dense);
         # no FP8; HBM2e 2,039 GB/s; 400 W.
-        _gpu("a100", "NVIDIA A100 SXM4 80 GB", bf16_tflops=312.0, fp8_tflops=None, int8_tops=624.0,
-             memory_gb=80, bandwidth_gbs=2039, power_w=400,
-             source="NVIDIA A100 datasheet, 80GB SXM column"),
+        _gpu(
+            "a100",
+            "NVIDIA A100 SXM4 80 GB",
+            bf16_tflops=312.0,
+            fp8_tflops=None,
+            int8_tops=624.0,
+            memory_gb=80,
+            bandwidth_gbs=2039,
+            power_w=400,
+            source="NVIDIA A100 datasheet, 80GB SXM column",
+        ),
         # Same datasheet, 40 GB PCIe: 1,555 GB/s; 250 W.
-        _gpu("a100-40gb", "NVIDIA A100 PCIe 40 GB", bf16_tflops=312.0, fp8_tflops=None, int8_tops=624.0,
-             memory_gb=40, bandwidth_gbs=1555, power_w=250,
-             source="NVIDIA A100 datasheet, 40GB PCIe column"),
+        _gpu(
+            "a100-40gb",
+            "NVIDIA A100 PCIe 40 GB",
+            bf16_tflops=312.0,
+            fp8_tflops=None,
+            int8_tops=624.0,
+            memory_gb=40,
+            bandwidth_gbs=1555,
+            power_w=250,
+            source="NVIDIA A100 datasheet, 40GB PCIe column",
+        ),
         # NVIDIA L40S datasheet: BF16 733 TFLOPS*, FP8 1,466 TFLOPS*, INT8 1,466 TOPS*;
         # 48 GB GDDR6, 864 GB/s; 350 W.
-        _gpu("l40s", "NVIDIA L40S 48 GB", bf16_tflops=366.5, fp8_tflops=733.0, int8_tops=733.0,
-             memory_gb=48, bandwidth_gbs=864, power_w=350,
-             source="NVIDIA L40S datasheet"),
+        _gpu(
+            "l40s",
+            "NVIDIA L40S 48 GB",
+            bf16_tflops=366.5,
+            fp8_tflops=733.0,
+            int8_tops=733.0,
+            memory_gb=48,
+            bandwidth_gbs=864,
+            power_w=350,
+            source="NVIDIA L40S datasheet",
+        ),
         # NVIDIA L4 datasheet: BF16 242 TFLOPS*, FP8 485 TFLOPS*, INT8 485 TOPS*; 24 GB GDDR6, 300 GB/s; 72 W.
-        _gpu("l4", "NVIDIA L4 24 GB", bf16_tflops=121.0, fp8_tflops=242.5, int8_tops=242.5,
-             memory_gb=24, bandwidth_gbs=300, power_w=72,
-             source="NVIDIA L4 datasheet"),
+        _gpu(
+            "l4",
+            "NVIDIA L4 24 GB",
+            bf16_tflops=121.0,
+            fp8_tflops=242.5,
+            int8_tops=242.5,
+            memory_gb=24,
+            bandwidth_gbs=300,
+            power_w=72,
+            source="NVIDIA L4 datasheet",
+        ),
         # NVIDIA A10 datasheet: BF16 250 TFLOPS*, INT8 500 TOPS*; no FP8; 24 GB GDDR6, 600 GB/s; 150 W.
-        _gpu("a10", "NVIDIA A10 / A10G 24 GB", bf16_tflops=125.0, fp8_tflops=None, int8_tops=250.0,
-             memory_gb=24, bandwidth_gbs=600, power_w=150,
-             source="NVIDIA A10 datasheet"),
+        _gpu(
+            "a10",
+            "NVIDIA A10 / A10G 24 GB",
+            bf16_tflops=125.0,
+            fp8_tflops=None,
+            int8_tops=250.0,
+            memory_gb=24,
+            bandwidth_gbs=600,
+            power_w=150,
+            source="NVIDIA A10 datasheet",
+        ),
         # AMD Instinct MI300X data sheet: FP16/BF16 1,307.4 TFLOPS, FP8 2,614.9 TFLOPS, INT8 2,614.9 TOPS
         # (dense); 192 GB HBM3, 5.3 TB/s; 750 W.
-        _gpu("mi300x", "AMD Instinct MI300X 192 GB", bf16_tflops=1307.4, fp8_tflops=2614.9, int8_tops=2614.9,
-             memory_gb=192, bandwidth_gbs=5300, power_w=750,
-             source="AMD Instinct MI300X data sheet"),
+        _gpu(
+            "mi300x",
+            "AMD Instinct MI300X 192 GB",
+            bf16_tflops=1307.4,
+            fp8_tflops=2614.9,
+            int8_tops=2614.9,
+            memory_gb=192,
+            bandwidth_gbs=5300,
+            power_w=750,
+            source="AMD Instinct MI300X data sheet",
+        ),
     )
 }
 
@@ -183,7 +271,8 @@ class ModelShape:
                 raise CapacityError(f"model shape {self.name!r}: {f} must be a positive integer")
         if self.heads % self.kv_heads:
             raise CapacityError(
-                f"model shape {self.name!r}: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})"
+                f"model shape {self.name!r}: heads ({self.heads}) must be a multiple of "
+                f"kv_heads ({self.kv_heads})"
             )
 
     # Parameter counts. Norm weights (2 x hidden per layer) are left out: < 0.01%.
@@ -229,14 +318,39 @@ SHAPES: dict[str, ModelShape] = {
     s.name: s
     for s in (
         # meta-llama/Meta-Llama-3-8B config.json (also Llama 3.1 8B).
-        ModelShape("llama-3-8b", layers=32, hidden=4096, heads=32, kv_heads=8, intermediate=14336,
-                   vocab=128256, source="meta-llama/Meta-Llama-3-8B config.json"),
+        ModelShape(
+            "llama-3-8b",
+            layers=32,
+            hidden=4096,
+            heads=32,
+            kv_heads=8,
+            intermediate=14336,
+            vocab=128256,
+            source="meta-llama/Meta-Llama-3-8B config.json",
+        ),
         # meta-llama/Meta-Llama-3-70B config.json (also Llama 3.1 / 3.3 70B).
-        ModelShape("llama-3-70b", layers=80, hidden=8192, heads=64, kv_heads=8, intermediate=28672,
-                   vocab=128256, source="meta-llama/Meta-Llama-3-70B config.json"),
+        ModelShape(
+            "llama-3-70b",
+            layers=80,
+            hidden=8192,
+            heads=64,
+            kv_heads=8,
+            intermediate=28672,
+            vocab=128256,
+            source="meta-llama/Meta-Llama-3-70B config.json",
+        ),
         # A toy with the same structure, small enough for a CPU test in a second.
-        ModelShape("tiny", layers=2, hidden=256, heads=4, kv_heads=2, intermediate=512,
-                   vocab=2048, tied_embeddings=True, source="yieldmeter test shape"),
+        ModelShape(
+            "tiny",
+            layers=2,
+            hidden=256,
+            heads=4,
+            kv_heads=2,
+            intermediate=512,
+            vocab=2048,
+            tied_embeddings=True,
+            source="yieldmeter test shape",
+        ),
     )
 }
 
@@ -325,4 +439,6 @@ def model_shape(name_or_path: str, extra: dict[str, dict[str, Any]] | None = Non
             raise CapacityError(f"{key}: expected a JSON object with the shape's keys")
         return shape_from_dict(data, name=str(data.get("name", path.stem)), where=key)
     known = set(SHAPES) | set(extra or {})
-    raise CapacityError(f"unknown model shape {name_or_path!r}; known shapes: {_known(known)}, or a PATH.json")
+    raise CapacityError(
+        f"unknown model shape {name_or_path!r}; known shapes: {_known(known)}, or a PATH.json"
+    )

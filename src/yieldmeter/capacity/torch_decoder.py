@@ -28,18 +28,22 @@ from yieldmeter.capacity.specs import ModelShape
 
 BUCKET = 128
 PREFILL_TOKENS_PER_PASS = 32768
+SMALL_SHAPE_PARAMS = 50_000_000
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding on the last dim of ``x`` [B, T, heads, hd]; cos/sin [T, hd/2]."""
-    x1, x2 = x.float().chunk(2, dim=-1)
+    """Rotary embedding on the last dim of ``x`` [B, T, heads, hd]; cos/sin [T, hd/2] in x's dtype.
+
+    Computed in the model's dtype: a decode step is a chain of small kernels, and every
+    cast would be one more launch (the figures do not depend on the values).
+    """
+    x1, x2 = x.chunk(2, dim=-1)
     c, s = cos[None, :, None, :], sin[None, :, None, :]
-    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
 
 
 @dataclass
@@ -58,7 +62,13 @@ class Decoder:
     """Random-weight decoder for ``batch`` sequences of up to ``max_len`` tokens."""
 
     def __init__(
-        self, shape: ModelShape, *, batch: int, max_len: int, device: torch.device, dtype: torch.dtype,
+        self,
+        shape: ModelShape,
+        *,
+        batch: int,
+        max_len: int,
+        device: torch.device,
+        dtype: torch.dtype,
         seed: int = 0,
     ) -> None:
         self.shape, self.batch, self.max_len, self.device, self.dtype = shape, batch, max_len, device, dtype
@@ -92,7 +102,7 @@ class Decoder:
         ]
         inv = 1.0 / (500000.0 ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
         angles = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv)
-        self.cos, self.sin = angles.cos(), angles.sin()
+        self.cos, self.sin = angles.cos().to(dtype), angles.sin().to(dtype)
         self.key_positions = torch.arange(max_len, device=device)
         # Static buffers of the decode step.
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
@@ -103,17 +113,19 @@ class Decoder:
         gate, up = F.linear(_rms_norm(x, layer.mlp_norm), layer.w_gate_up).chunk(2, dim=-1)
         return x + F.linear(F.silu(gate) * up, layer.w_down)
 
-    def _qkv(self, layer: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _qkv(
+        self, layer: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         s = self.shape
         b, t, _ = x.shape
         qkv = F.linear(_rms_norm(x, layer.attn_norm), layer.wqkv)
-        q, k, v = qkv.split([s.heads * s.head_dim, s.kv_heads * s.head_dim, s.kv_heads * s.head_dim], dim=-1)
-        q = _rope(q.view(b, t, s.heads, s.head_dim), cos, sin)
-        k = _rope(k.view(b, t, s.kv_heads, s.head_dim), cos, sin)
-        return q, k, v.view(b, t, s.kv_heads, s.head_dim)
+        qk, v = qkv.split([(s.heads + s.kv_heads) * s.head_dim, s.kv_heads * s.head_dim], dim=-1)
+        # One rotary pass over the query and key heads together.
+        qk = _rope(qk.reshape(b, t, s.heads + s.kv_heads, s.head_dim), cos, sin)
+        return qk[:, :, : s.heads], qk[:, :, s.heads :], v.reshape(b, t, s.kv_heads, s.head_dim)
 
     def prefill(self, tokens: torch.Tensor, first_row: int = 0) -> torch.Tensor:
-        """Process prompts ``tokens`` [B, P] from position 0 into cache rows ``first_row``...; returns next tokens."""
+        """Prompts ``tokens`` [B, P] from position 0 into cache rows ``first_row``...; returns next tokens."""
         s = self.shape
         b, p = tokens.shape
         groups = s.heads // s.kv_heads
@@ -150,7 +162,7 @@ class Decoder:
             layer.k_cache.index_copy_(2, self.pos, k.transpose(1, 2))
             layer.v_cache.index_copy_(2, self.pos, v.transpose(1, 2))
             # Fold the query heads that share a KV head into the query-length axis: one read of each KV head.
-            qg = q.view(b, s.kv_heads, groups, s.head_dim)
+            qg = q.reshape(b, s.kv_heads, groups, s.head_dim)
             a = F.scaled_dot_product_attention(
                 qg, layer.k_cache[:, :, :context], layer.v_cache[:, :, :context], attn_mask=mask
             )
@@ -189,8 +201,35 @@ def measure(
     repeats: int = 2,
     log: Callable[[str], None] = lambda _m: None,
 ) -> Timing:
-    """Best-of-``repeats`` wall time of the prefill of ``batch`` prompts and of ``output_tokens`` decode steps."""
+    """Best-of-``repeats`` wall time of the prefill of ``batch`` prompts and of ``output_tokens`` steps."""
     max_len = prompt_tokens + output_tokens + 1
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and shape.total_params < SMALL_SHAPE_PARAMS:
+        # A toy shape's ops are too small to split across threads; threads contending for shared
+        # cores only add noise to the figure.
+        torch.set_num_threads(1)
+    try:
+        return _measure(
+            shape, batch, prompt_tokens, output_tokens, device, dtype, cuda_graphs, repeats, log, max_len
+        )
+    finally:
+        torch.set_num_threads(threads)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the model and its graphs are gone; give their memory back
+
+
+def _measure(
+    shape: ModelShape,
+    batch: int,
+    prompt_tokens: int,
+    output_tokens: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    cuda_graphs: bool,
+    repeats: int,
+    log: Callable[[str], None],
+    max_len: int,
+) -> Timing:
     with torch.inference_mode():
         model = Decoder(shape, batch=batch, max_len=max_len, device=device, dtype=dtype)
         gen = torch.Generator(device="cpu").manual_seed(1)
@@ -249,7 +288,4 @@ def measure(
                     model.decode_step(bucket)
             _sync(device)
             best_decode = min(best_decode, time.perf_counter() - t0)
-        del graphs, model
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
     return Timing(best_prefill, best_decode, "CUDA graphs" if use_graphs else "eager")

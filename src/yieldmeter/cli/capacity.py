@@ -23,9 +23,15 @@ from yieldmeter.cli.common import (
 
 ShapeOpt = Annotated[
     str | None,
-    typer.Option("--model-shape", "-s", help="llama-3-8b, llama-3-70b, tiny, a shape from capacity.shapes, or PATH.json."),
+    typer.Option(
+        "--model-shape",
+        "-s",
+        help="llama-3-8b, llama-3-70b, tiny, a shape from capacity.shapes, or PATH.json.",
+    ),
 ]
-GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help="h100, h200, a100, l40s, l4, ... (`capacity specs`).")]
+GpuOpt = Annotated[
+    str | None, typer.Option("--gpu", "-g", help="h100, h200, a100, l40s, l4, ... (`capacity specs`).")
+]
 PrecisionOpt = Annotated[str | None, typer.Option("--precision", "-p", help="bf16, fp16, fp8, int8, int4.")]
 
 
@@ -87,78 +93,132 @@ def register(app: typer.Typer) -> None:
         with _errors():
             s = _settings_for(ws_path)
             r = roofline(
-                model_shape(shape or s.model_shape, s.shapes), gpu_spec(gpu or s.build.gpu),
-                precision(precision_name or s.precision), batch=batch, prompt_tokens=prompt, output_tokens=output,
-                gpus=gpus, memory_utilization=s.memory_utilization,
+                model_shape(shape or s.model_shape, s.shapes),
+                gpu_spec(gpu or s.build.gpu),
+                precision(precision_name or s.precision),
+                batch=batch,
+                prompt_tokens=prompt,
+                output_tokens=output,
+                gpus=gpus,
+                memory_utilization=s.memory_utilization,
             )
         emit(r.summary(), fmt, title="Roofline")
         if not r.memory.fits:
             m = r.memory
             err_console().print(
-                f"[bold red]does not fit:[/] needs {m.needed_bytes / 1e9:.1f} GB, {m.usable_bytes / 1e9:.1f} GB usable, "
-                f"short by {m.shortfall_bytes / 1e9:.1f} GB", highlight=False,
+                f"[bold red]does not fit:[/] needs {m.needed_bytes / 1e9:.1f} GB, "
+                f"{m.usable_bytes / 1e9:.1f} GB usable, "
+                f"short by {m.shortfall_bytes / 1e9:.1f} GB",
+                highlight=False,
             )
             raise typer.Exit(3)
 
     @cap.command("bench")
     def bench_cmd(
         endpoint: Annotated[
-            str | None, typer.Option("--endpoint", "-e", help="Load-test this OpenAI-compatible server instead.")
+            str | None,
+            typer.Option("--endpoint", "-e", help="Load-test this OpenAI-compatible server instead."),
         ] = None,
         shape: ShapeOpt = None,
-        batches: Annotated[str, typer.Option("--batch", "-b", help="Local: batch sizes, e.g. 1,16,64,256.")] = "1,16,64,256",
-        prompt: Annotated[int | None, typer.Option("--prompt", help="Local: prompt tokens (default: observed p50).")] = None,
-        output: Annotated[int | None, typer.Option("--output", help="Local: output tokens (default: observed p50).")] = None,
-        precision_name: Annotated[str | None, typer.Option("--precision", "-p", help="Local: bf16, fp16, fp32.")] = None,
+        batches: Annotated[
+            str, typer.Option("--batch", "-b", help="Local: batch sizes, e.g. 1,16,64,256.")
+        ] = "1,16,64,256",
+        prompt: Annotated[
+            int | None, typer.Option("--prompt", help="Local: prompt tokens (default: observed p50).")
+        ] = None,
+        output: Annotated[
+            int | None, typer.Option("--output", help="Local: output tokens (default: observed p50).")
+        ] = None,
+        precision_name: Annotated[
+            str | None, typer.Option("--precision", "-p", help="Local: bf16, fp16, fp32.")
+        ] = None,
         device: Annotated[str, typer.Option("--device", help="Local: auto, cuda or cpu.")] = "auto",
         gpu: GpuOpt = None,
-        no_graphs: Annotated[bool, typer.Option("--no-cuda-graphs", help="Local: plain eager decode.")] = False,
+        no_graphs: Annotated[
+            bool, typer.Option("--no-cuda-graphs", help="Local: plain eager decode.")
+        ] = False,
         concurrency: Annotated[
             str, typer.Option("--concurrency", "-c", help="Endpoint: rising concurrency levels.")
         ] = "1,2,4,8,16,32",
-        requests: Annotated[int | None, typer.Option("--requests", min=1, help="Endpoint: requests per level.")] = None,
-        model: Annotated[str | None, typer.Option("--model", "-m", help="Endpoint: served model name.")] = None,
+        requests: Annotated[
+            int | None, typer.Option("--requests", min=1, help="Endpoint: requests per level.")
+        ] = None,
+        model: Annotated[
+            str | None, typer.Option("--model", "-m", help="Endpoint: served model name.")
+        ] = None,
         api: Annotated[str, typer.Option("--api", help="Endpoint: chat or completions.")] = "chat",
         api_key: Annotated[
-            str | None, typer.Option("--api-key", envvar="YIELDMETER_BENCH_API_KEY", help="Endpoint: bearer token.")
+            str | None,
+            typer.Option("--api-key", envvar="YIELDMETER_BENCH_API_KEY", help="Endpoint: bearer token."),
         ] = None,
-        workflow: Annotated[str | None, typer.Option("--workflow", help="Token profile of this workflow's calls.")] = None,
-        store: Annotated[bool, typer.Option("--store/--no-store", help="Save results in capacity_measurements.")] = True,
+        workflow: Annotated[
+            str | None, typer.Option("--workflow", help="Token profile of this workflow's calls.")
+        ] = None,
+        store: Annotated[
+            bool, typer.Option("--store/--no-store", help="Save results in capacity_measurements.")
+        ] = True,
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
     ) -> None:
-        """Measure tokens/s: a model shape with random weights on the local accelerator, or a serving endpoint."""
+        """Measure tokens/s: a shape with random weights on the local accelerator, or a serving endpoint."""
         from yieldmeter.app.capacity import Scope
 
         with workspace(ws_path) as ws, _errors():
             scope = Scope(workflow=workflow)
             if endpoint:
                 levels = ws.capacity.bench_endpoint(
-                    endpoint, model=model, api=api, concurrencies=_ints(concurrency, "--concurrency"),
-                    requests_per_level=requests, scope=scope, api_key=api_key, store=store, log=_log,
+                    endpoint,
+                    model=model,
+                    api=api,
+                    concurrencies=_ints(concurrency, "--concurrency"),
+                    requests_per_level=requests,
+                    scope=scope,
+                    api_key=api_key,
+                    store=store,
+                    log=_log,
                 )
-                rows = [{k: v for k, v in lv.to_dict().items() if k not in ("endpoint", "errors")} for lv in levels]
+                rows = [
+                    {k: v for k, v in lv.to_dict().items() if k not in ("endpoint", "errors")}
+                    for lv in levels
+                ]
                 emit(rows, fmt, title=f"Endpoint {levels[0].endpoint}")
                 return
             choice, results = ws.capacity.bench_local(
-                shape=shape, batches=_ints(batches, "--batch"), prompt_tokens=prompt, output_tokens=output,
-                precision_name=precision_name, device=device, gpu=gpu, scope=scope, cuda_graphs=not no_graphs,
-                store=store, log=_log,
+                shape=shape,
+                batches=_ints(batches, "--batch"),
+                prompt_tokens=prompt,
+                output_tokens=output,
+                precision_name=precision_name,
+                device=device,
+                gpu=gpu,
+                scope=scope,
+                cuda_graphs=not no_graphs,
+                store=store,
+                log=_log,
             )
-        rows = [{k: v for k, v in r.to_dict().items() if k not in ("device", "gpu", "model_shape")} for r in results]
+        rows = [
+            {k: v for k, v in r.to_dict().items() if k not in ("device", "gpu", "model_shape")}
+            for r in results
+        ]
         emit(rows, fmt, title=f"{results[0].model_shape} on {choice.name}")
         if choice.note and fmt is OutputFormat.table:
             console().print(f"[yellow]note:[/] {choice.note}", highlight=False)
 
     @cap.command("plan")
     def plan_cmd(
-        workflow: Annotated[str | None, typer.Option("--workflow", help="Plan for this workflow's calls.")] = None,
-        model: Annotated[str | None, typer.Option("--model", "-m", help="Plan for this model's calls.")] = None,
-        period: Annotated[str | None, typer.Option("--period", help="YYYY-MM, YYYY-MM-DD or START..END.")] = None,
+        workflow: Annotated[
+            str | None, typer.Option("--workflow", help="Plan for this workflow's calls.")
+        ] = None,
+        model: Annotated[
+            str | None, typer.Option("--model", "-m", help="Plan for this model's calls.")
+        ] = None,
+        period: Annotated[
+            str | None, typer.Option("--period", help="YYYY-MM, YYYY-MM-DD or START..END.")
+        ] = None,
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
     ) -> None:
-        """Monthly cost of renting, reserving or building for the observed load, with break-even and sensitivity."""
+        """Monthly cost of renting, reserving or building for the observed load; break-even, sensitivity."""
         from yieldmeter.app.capacity import Scope
         from yieldmeter.cli.core import parse_period
 
@@ -198,11 +258,25 @@ def register(app: typer.Typer) -> None:
         """The GPU specs and model shapes the roofline knows, with their sources."""
         from yieldmeter.capacity.specs import GPUS, SHAPES
 
-        emit([
-            {"gpu": g.name, "description": g.description, "bf16_tflops": g.peak_flops["bf16"] / 1e12,
-             "fp8_tflops": (g.peak_flops.get("fp8") or 0) / 1e12 or None, "memory_gb": g.memory_bytes / 1e9,
-             "bandwidth_gb_s": g.memory_bandwidth / 1e9, "board_power_w": g.board_power_w, "source": g.source}
-            for g in GPUS.values()
-        ], fmt, title="GPUs (dense peak)")
-        emit([{**s.to_dict(), "params_b": round(s.total_params / 1e9, 3)} for s in SHAPES.values()], fmt,
-             title="Model shapes")
+        emit(
+            [
+                {
+                    "gpu": g.name,
+                    "description": g.description,
+                    "bf16_tflops": g.peak_flops["bf16"] / 1e12,
+                    "fp8_tflops": (g.peak_flops.get("fp8") or 0) / 1e12 or None,
+                    "memory_gb": g.memory_bytes / 1e9,
+                    "bandwidth_gb_s": g.memory_bandwidth / 1e9,
+                    "board_power_w": g.board_power_w,
+                    "source": g.source,
+                }
+                for g in GPUS.values()
+            ],
+            fmt,
+            title="GPUs (dense peak)",
+        )
+        emit(
+            [{**s.to_dict(), "params_b": round(s.total_params / 1e9, 3)} for s in SHAPES.values()],
+            fmt,
+            title="Model shapes",
+        )
