@@ -28,6 +28,8 @@ log = logging.getLogger("yieldmeter.server")
 ROUTE_MODULES: list[str] = [
     "yieldmeter.server.otlp",
     "yieldmeter.server.ingest_api",
+    "yieldmeter.server.api",
+    "yieldmeter.server.dashboard",
 ]
 
 
@@ -75,4 +77,7 @@ def create_app(
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx
+    from yieldmeter.server.problems import install
+
+    install(app)  # unknown paths and wrong methods answer as problem details
     return app

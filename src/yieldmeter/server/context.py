@@ -73,6 +73,10 @@ class ServerContext:
     workspace: Workspace
     writer: Writer
     settings: ServerSettings
+    #: API keys with scopes (:class:`yieldmeter.server.auth.KeyRing`), set by the REST API module.
+    api_keys: Any = None
+    #: The read pool and view cache of the REST API and dashboard (:mod:`yieldmeter.server.reads`).
+    reads: Any = None
 
     def authenticate(self, request: Request) -> str:
         """The org the request writes as; raises 401 when keys are configured and none matches.
@@ -80,8 +84,17 @@ class ServerContext:
         Accepts HTTP Basic ``public_key:secret_key`` (what the Langfuse SDK sends)
         or ``Authorization: Bearer <secret_key>`` (an OpenTelemetry Collector header).
         """
+        if self.api_keys is not None:  # an API key with the ingest scope (yieldmeter keys create)
+            from yieldmeter.server.auth import AuthError
+
+            try:
+                org = self.api_keys.ingest_org(request)
+            except AuthError as exc:
+                raise HttpError(exc.status, exc.message) from None
+            if org is not None:
+                return org
         keys = self.settings.ingest_keys
-        if not keys:
+        if not keys and (self.api_keys is None or not self.api_keys.required):
             return "default"
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")

@@ -1,0 +1,111 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``), for every 4xx of the API.
+
+:func:`guard` turns the exceptions of the layers below into answers a client
+can act on: what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("yieldmeter.server")
+
+TITLES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    body = {
+        "type": "about:blank",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    if status == 401:
+        headers = {
+            "WWW-Authenticate": 'Bearer realm="yieldmeter", Basic realm="yieldmeter"',
+            **(headers or {}),
+        }
+    return JSONResponse(body, status_code=status, headers=headers, media_type="application/problem+json")
+
+
+def to_problem(exc: BaseException) -> Response:
+    """The problem-details answer for an exception of a lower layer."""
+    from yieldmeter.app.reports import UnknownWorkUnit
+    from yieldmeter.server.auth import AuthError
+    from yieldmeter.server.context import HttpError
+    from yieldmeter.server.reads import ReadTimeout
+
+    if isinstance(exc, Problem):
+        return problem(exc.status, exc.detail, exc.headers, **exc.extra)
+    if isinstance(exc, AuthError):
+        return problem(exc.status, exc.message)
+    if isinstance(exc, HttpError):
+        return problem(exc.status, exc.message, exc.headers)
+    if isinstance(exc, UnknownWorkUnit):
+        return problem(404, str(exc))
+    if isinstance(exc, PermissionError):
+        return problem(403, f"{exc} (needs an API key with the 'people' scope)")
+    if isinstance(exc, ReadTimeout):
+        return problem(503, f"{exc}; narrow the period or filters, or retry", {"Retry-After": "5"})
+    if isinstance(exc, ValueError | LookupError):
+        return problem(400, str(exc))
+    log.exception("request failed")
+    return problem(500, "the server failed on this request; the log has the details")
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def guard(fn: Handler) -> Handler:
+    """Wrap a handler so every failure is a problem-details answer."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Exception as exc:  # turned into the right status by to_problem
+            return to_problem(exc)
+
+    wrapped.__name__ = getattr(fn, "__name__", "handler")
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (no route, wrong method) as problem details."""
+    assert isinstance(exc, HTTPException)
+    return problem(
+        exc.status_code, exc.detail or TITLES.get(exc.status_code, "Error"), dict(exc.headers or {})
+    )
+
+
+def install(app: Any) -> None:
+    """Answer the router's own errors (unknown path, wrong method) as problem details."""
+    app.add_exception_handler(HTTPException, http_exception)

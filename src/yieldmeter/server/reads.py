@@ -1,0 +1,126 @@
+"""Reads on a pool, writes through one writer; computed views cached until the data changes.
+
+Each reader thread opens its own cursor on the store (a DuckDB connection is
+not shared between threads) and its own :class:`Workspace` over it, so the
+value service's materialised intermediate tables live per thread. Views (a
+dashboard section, a role report) are cached by name and filters with the data
+version they were computed on: the row counts of the canonical tables plus a
+counter the API bumps on its own writes. A cached view is served while the
+version is unchanged, or while it is younger than ``min_refresh_s`` (default
+10 s) even when ingest goes on, so readers are never starved by a busy
+receiver; the figures are then at most that many seconds behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from yieldmeter.app.workspace import Workspace
+
+T = TypeVar("T")
+READ_TIMEOUT_S = 60.0
+
+
+class ReadTimeout(TimeoutError):
+    pass
+
+
+class Reads:
+    def __init__(
+        self, ws: Workspace, *, threads: int = 3, min_refresh_s: float = 10.0, max_entries: int = 256
+    ) -> None:
+        self.root = ws.root
+        self.config = ws.config
+        self.store = ws.store
+        self.min_refresh_s = min_refresh_s
+        self.max_entries = max_entries
+        self.generation = 0
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="yieldmeter-read")
+        self._local = threading.local()
+        self._cache: OrderedDict[Hashable, tuple[Any, float, Any]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._key_locks: dict[Hashable, threading.Lock] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def bump(self) -> None:
+        """Say the data changed (a write through the API)."""
+        self.generation += 1
+
+    # -- per thread ------------------------------------------------------------------------
+    def workspace(self) -> Workspace:
+        """This thread's workspace over its own cursor; refreshed when the data changed."""
+        from yieldmeter.app.workspace import Workspace
+        from yieldmeter.store.duckdb_store import Store
+
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = Workspace(self.root, self.config, Store(self.store.cursor(), self.store.path))
+            self._local.ws = ws
+            self._local.version = None
+        version = self.version(ws)
+        if self._local.version != version:
+            if self._local.version is not None:
+                ws.reports.refresh()
+            self._local.version = version
+        return ws  # type: ignore[no-any-return]
+
+    def version(self, ws: Workspace) -> tuple[Any, ...]:
+        return (self.generation, *ws.store.counts().values())
+
+    # -- running -----------------------------------------------------------------------------
+    async def run(self, fn: Callable[[Workspace], T], timeout: float = READ_TIMEOUT_S) -> T:
+        """``fn(workspace)`` on a reader thread, uncached."""
+        fut = self._pool.submit(lambda: fn(self.workspace()))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+        except TimeoutError:
+            raise ReadTimeout(f"the query took longer than {timeout:.0f} s") from None
+
+    async def view(self, key: Hashable, fn: Callable[[Workspace], T], timeout: float = READ_TIMEOUT_S) -> T:
+        """``fn(workspace)``, cached under ``key`` (see the module docstring for when it is recomputed)."""
+        fut = self._pool.submit(self._cached, key, fn)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+        except TimeoutError:
+            raise ReadTimeout(f"the view took longer than {timeout:.0f} s") from None
+
+    def _fresh(self, key: Hashable, version: Any) -> tuple[bool, Any]:
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                return False, None
+            v, at, value = hit
+            if v == version or time.monotonic() - at < self.min_refresh_s:
+                self._cache.move_to_end(key)
+                return True, value
+            return False, None
+
+    def _cached(self, key: Hashable, fn: Callable[[Workspace], T]) -> T:
+        ws = self.workspace()
+        version = self._local.version
+        ok, value = self._fresh(key, version)
+        if ok:
+            return value  # type: ignore[no-any-return]
+        with self._cache_lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:  # one computation per view at a time; the others wait for it
+            ok, value = self._fresh(key, version)
+            if ok:
+                return value  # type: ignore[no-any-return]
+            value = fn(ws)
+            with self._cache_lock:
+                self._cache[key] = (version, time.monotonic(), value)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.max_entries:
+                    old, _ = self._cache.popitem(last=False)
+                    self._key_locks.pop(old, None)
+        return value
