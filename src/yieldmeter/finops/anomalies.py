@@ -1,0 +1,241 @@
+"""Anomalies: spend and token spikes, runaway agents, sudden model-mix changes.
+
+Each anomaly carries the spend at stake and example work unit ids to open.
+
+**Spikes** (per team, workflow, model and provider; per UTC day): a day's
+value ``x`` is compared with the ``BASELINE_DAYS`` days before it (zeros
+included once the series has started):
+
+    robust z = 0.6745 x (x - median) / MAD
+
+with MAD floored at 5% of the median (and at 1e-9) so a flat series does not
+divide by zero. A spike is z >= ``Z_SPIKE`` with ``x - median`` above a
+minimum (``MIN_SPEND`` USD for spend, 10% of the median for tokens). Only
+increases are flagged. Spend at stake = the day's model cost - the baseline
+median model cost of that key.
+
+**Runaway agents**: a work unit whose calls are far above its workflow's norm
+— robust z of calls per unit >= ``Z_RUNAWAY`` against the workflow's units of
+the lookback, and at least ``RUNAWAY_RATIO`` x the workflow's median calls and
+``MIN_RUNAWAY_CALLS`` calls. Spend at stake = the unit's model cost - median
+calls x the workflow's mean cost per call.
+
+**Model-mix changes** (per workflow and day): the share of calls per model on
+the day against the mix of the ``MIX_BASELINE_DAYS`` days before. Total
+variation distance ``0.5 x sum |p_day - p_base|`` >= ``MIX_SHIFT`` on a day with
+at least ``MIN_MIX_CALLS`` calls. Spend at stake = day's model cost - day's calls
+x the baseline cost per call (negative: the change saved money).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+
+from yieldmeter.metrics.tables import Tables
+
+BASELINE_DAYS = 28
+Z_SPIKE = 3.5
+MIN_SPEND = 1.0
+Z_RUNAWAY = 5.0
+RUNAWAY_RATIO = 3.0
+MIN_RUNAWAY_CALLS = 10
+MIX_BASELINE_DAYS = 14
+MIX_SHIFT = 0.3
+MIN_MIX_CALLS = 20
+SPIKE_DIMENSIONS = ("team", "workflow", "model", "provider")
+EXAMPLES = 3
+
+SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("dimension", pa.string()),
+        ("key", pa.string()),
+        ("day", pa.string()),
+        ("value", pa.float64()),
+        ("baseline", pa.float64()),
+        ("score", pa.float64()),
+        ("spend_at_stake", pa.float64()),
+        ("example_work_units", pa.list_(pa.string())),
+        ("message", pa.string()),
+    ]
+)
+
+
+def _day(dt: datetime) -> datetime:
+    dt = dt.astimezone(UTC)
+    return datetime(dt.year, dt.month, dt.day, tzinfo=UTC)
+
+
+def robust_z(x: float, base: np.ndarray) -> tuple[float, float]:
+    """(robust z of ``x`` against ``base``, the median of ``base``)."""
+    med = float(np.median(base))
+    mad = float(np.median(np.abs(base - med)))
+    mad = max(mad, 0.05 * abs(med), 1e-9)
+    return 0.6745 * (x - med) / mad, med
+
+
+def _examples(ev: ir.Table, col: str, key: str, day: datetime) -> list[str]:
+    e = ev.filter(
+        (ev[col] == key) & (ev.ts >= ibis.literal(day)) & (ev.ts < ibis.literal(day + timedelta(days=1)))
+    )
+    e = e.filter(e.work_unit_id.notnull())
+    top = (
+        e.group_by("work_unit_id").aggregate(c=e.model_cost.sum()).order_by([ibis.desc("c"), "work_unit_id"])
+    )
+    return [r["work_unit_id"] for r in top.limit(EXAMPLES).to_pyarrow().to_pylist()]
+
+
+def spikes(ev: ir.Table, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Spend and token spikes on the days of [start, end) (see the module docstring)."""
+    hist = start - timedelta(days=BASELINE_DAYS)
+    n = (end - hist).days
+    out: list[dict[str, Any]] = []
+    w = ev.filter((ev.ts >= ibis.literal(hist)) & (ev.ts < ibis.literal(end)))
+    for dim in SPIKE_DIMENSIONS:
+        g = w.filter(w[dim].notnull()).group_by(key=w[dim], day=w.ts.truncate("D"))
+        g = g.aggregate(spend=w.model_cost.sum(), tokens=w.tokens.sum())
+        series: dict[str, dict[str, np.ndarray]] = {}
+        for r in g.to_pyarrow().to_pylist():
+            s = series.setdefault(r["key"], {"spend": np.zeros(n), "tokens": np.zeros(n)})
+            i = (_day(r["day"]) - hist).days
+            s["spend"][i] += float(r["spend"] or 0.0)
+            s["tokens"][i] += float(r["tokens"] or 0.0)
+        for key, s in series.items():
+            nz = np.flatnonzero(s["spend"] + s["tokens"])
+            first = int(nz[0]) if len(nz) else n
+            for i in range(BASELINE_DAYS, n):
+                lo = max(i - BASELINE_DAYS, first)
+                if i - lo < 7:  # too little history to call anything unusual
+                    continue
+                day = hist + timedelta(days=i)
+                for measure, kind in (("spend", "spend_spike"), ("tokens", "token_spike")):
+                    x = s[measure][i]
+                    z, med = robust_z(x, s[measure][lo:i])
+                    floor = MIN_SPEND if measure == "spend" else 0.1 * med
+                    if z < Z_SPIKE or x - med <= floor:
+                        continue
+                    at_stake = s["spend"][i] - float(np.median(s["spend"][lo:i]))
+                    unit = "USD" if measure == "spend" else "tokens"
+                    out.append(
+                        {
+                            "kind": kind,
+                            "dimension": dim,
+                            "key": key,
+                            "day": day.date().isoformat(),
+                            "value": float(x),
+                            "baseline": med,
+                            "score": z,
+                            "spend_at_stake": at_stake,
+                            "example_work_units": _examples(ev, dim, key, day),
+                            "message": f"{dim} {key}: {x:,.2f} {unit} on {day:%Y-%m-%d}, "
+                            f"{x / med if med else float('inf'):.1f}x its {BASELINE_DAYS}-day median {med:,.2f}",
+                        }
+                    )
+    return out
+
+
+def runaway_agents(ev: ir.Table, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Work units with a call count far above their workflow's norm (see the module docstring)."""
+    hist = start - timedelta(days=BASELINE_DAYS)
+    w = ev.filter((ev.ts >= ibis.literal(hist)) & (ev.ts < ibis.literal(end)))
+    w = w.filter(w.work_unit_id.notnull() & (w.calls > 0))
+    u = w.group_by(["workflow", "work_unit_id"]).aggregate(
+        calls=w.calls.sum(), cost=w.model_cost.sum(), first=w.ts.min()
+    )
+    by_wf: dict[str, list[dict[str, Any]]] = {}
+    for r in u.to_pyarrow().to_pylist():
+        by_wf.setdefault(r["workflow"] or "(none)", []).append(r)
+    out = []
+    for wf, units in by_wf.items():
+        calls = np.array([float(r["calls"]) for r in units])
+        cost = np.array([float(r["cost"] or 0.0) for r in units])
+        if len(units) < 10:
+            continue
+        med = float(np.median(calls))
+        per_call = float(cost.sum() / calls.sum()) if calls.sum() else 0.0
+        for r, c, k in zip(units, calls, cost, strict=True):
+            if r["first"] < start:
+                continue
+            z, _ = robust_z(c, calls)
+            if z < Z_RUNAWAY or c < RUNAWAY_RATIO * med or c < MIN_RUNAWAY_CALLS:
+                continue
+            out.append(
+                {
+                    "kind": "runaway_agent",
+                    "dimension": "workflow",
+                    "key": wf,
+                    "day": _day(r["first"]).date().isoformat(),
+                    "value": float(c),
+                    "baseline": med,
+                    "score": z,
+                    "spend_at_stake": float(k - med * per_call),
+                    "example_work_units": [r["work_unit_id"]],
+                    "message": f"work unit {r['work_unit_id']} in {wf} made {int(c)} calls, "
+                    f"{c / med if med else float('inf'):.0f}x the workflow's median of {med:g}",
+                }
+            )
+    return out
+
+
+def model_mix(ev: ir.Table, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Days where a workflow's model mix moved far from its recent mix (see the module docstring)."""
+    hist = start - timedelta(days=MIX_BASELINE_DAYS)
+    n = (end - hist).days
+    w = ev.filter((ev.ts >= ibis.literal(hist)) & (ev.ts < ibis.literal(end)) & (ev.calls > 0))
+    w = w.filter(w.workflow.notnull() & w.model.notnull())
+    g = w.group_by(workflow=w.workflow, model=w.model, day=w.ts.truncate("D")).aggregate(
+        calls=w.calls.sum(), cost=w.model_cost.sum()
+    )
+    data: dict[str, dict[str, np.ndarray]] = {}
+    cost: dict[str, np.ndarray] = {}
+    for r in g.to_pyarrow().to_pylist():
+        i = (_day(r["day"]) - hist).days
+        data.setdefault(r["workflow"], {}).setdefault(r["model"], np.zeros(n))[i] += float(r["calls"])
+        cost.setdefault(r["workflow"], np.zeros(n))[i] += float(r["cost"] or 0.0)
+    out = []
+    for wf, models in data.items():
+        names = sorted(models)
+        m = np.vstack([models[k] for k in names])  # models x days
+        for i in range(MIX_BASELINE_DAYS, n):
+            day_calls = m[:, i].sum()
+            base_calls = m[:, i - MIX_BASELINE_DAYS : i].sum(axis=1)
+            if day_calls < MIN_MIX_CALLS or base_calls.sum() < MIN_MIX_CALLS:
+                continue
+            p, q = m[:, i] / day_calls, base_calls / base_calls.sum()
+            tv = 0.5 * float(np.abs(p - q).sum())
+            if tv < MIX_SHIFT:
+                continue
+            day = hist + timedelta(days=i)
+            base_cost = cost[wf][i - MIX_BASELINE_DAYS : i].sum() / base_calls.sum()
+            gained = names[int(np.argmax(p - q))]
+            out.append(
+                {
+                    "kind": "model_mix_change",
+                    "dimension": "workflow",
+                    "key": wf,
+                    "day": day.date().isoformat(),
+                    "value": tv,
+                    "baseline": MIX_SHIFT,
+                    "score": tv,
+                    "spend_at_stake": float(cost[wf][i] - day_calls * base_cost),
+                    "example_work_units": _examples(ev.filter(ev.model == gained), "workflow", wf, day),
+                    "message": f"{wf}: model mix moved {tv:.0%} on {day:%Y-%m-%d}; {gained} went from "
+                    f"{q[names.index(gained)]:.0%} to {p[names.index(gained)]:.0%} of calls",
+                }
+            )
+    return out
+
+
+def detect(ev: ir.Table, t: Tables | None, now: datetime, *, days: int = 14) -> pa.Table:
+    """Every anomaly on the last ``days`` UTC days up to and including today, largest spend at stake first."""
+    end = _day(now) + timedelta(days=1)
+    start = end - timedelta(days=days)
+    rows = spikes(ev, start, end) + runaway_agents(ev, start, end) + model_mix(ev, start, end)
+    rows.sort(key=lambda r: (-abs(r["spend_at_stake"]), r["kind"], r["key"], r["day"]))
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
