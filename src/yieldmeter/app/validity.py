@@ -88,7 +88,9 @@ class ValidityReport:
             out.append(
                 {
                     "metric": name,
-                    "value": None if value is None or (isinstance(value, float) and math.isnan(value)) else value,
+                    "value": None
+                    if value is None or (isinstance(value, float) and math.isnan(value))
+                    else value,
                     "target": None if target is None else f"{target[1]} {target[0]}",
                     "meets": None if target is None or value is None else _meets(name, value),
                 }
@@ -135,7 +137,9 @@ def read_truth(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     meta_raw = (table.schema.metadata or {}).get(b"yieldmeter.truth")
     needed = {"level", "work_unit_id", "workflow", "subject", "true_value", "value_per_token"}
     if meta_raw is None or not needed <= set(table.column_names):
-        raise TruthError(f"{path}: not a truth file written by `yieldmeter simulate` (columns or metadata missing)")
+        raise TruthError(
+            f"{path}: not a truth file written by `yieldmeter simulate` (columns or metadata missing)"
+        )
     return table, json.loads(meta_raw)
 
 
@@ -187,7 +191,9 @@ def _rank_figures(est: pa.Table, truth_subjects: pa.Table) -> tuple[float, float
     t_key = [
         f"{w}\x1f{s}"
         for w, s in zip(
-            truth_subjects.column("workflow").to_pylist(), truth_subjects.column("subject").to_pylist(), strict=True
+            truth_subjects.column("workflow").to_pylist(),
+            truth_subjects.column("subject").to_pylist(),
+            strict=True,
         )
     ]
     t_index = {k: i for i, k in enumerate(t_key)}
@@ -196,7 +202,9 @@ def _rank_figures(est: pa.Table, truth_subjects: pa.Table) -> tuple[float, float
     e_key = np.array(
         [
             f"{w}\x1f{s}"
-            for w, s in zip(est.column("workflow").to_pylist(), est.column("subject").to_pylist(), strict=True)
+            for w, s in zip(
+                est.column("workflow").to_pylist(), est.column("subject").to_pylist(), strict=True
+            )
         ],
         dtype=object,
     )
@@ -216,14 +224,59 @@ def _rank_figures(est: pa.Table, truth_subjects: pa.Table) -> tuple[float, float
             continue
         tau = float(stats.kendalltau(vpt[m], truth[m]).statistic)
         inside = (truth[m] >= lo[m]) & (truth[m] <= hi[m])
-        per_wf.append({"workflow": w, "subjects": int(m.sum()), "kendall": tau, "coverage": float(inside.mean())})
+        per_wf.append(
+            {"workflow": w, "subjects": int(m.sum()), "kendall": tau, "coverage": float(inside.mean())}
+        )
         if not math.isnan(tau):
             taus.append(tau)
             weights.append(int(m.sum()))
     m_all = big & ~np.isnan(lo) & ~np.isnan(hi)
-    coverage = float(((truth[m_all] >= lo[m_all]) & (truth[m_all] <= hi[m_all])).mean()) if m_all.any() else float("nan")
+    coverage = (
+        float(((truth[m_all] >= lo[m_all]) & (truth[m_all] <= hi[m_all])).mean())
+        if m_all.any()
+        else float("nan")
+    )
     tau_mean = float(np.average(taus, weights=weights)) if taus else float("nan")
     return tau_mean, coverage, int(sum(weights)), per_wf
+
+
+def _delivered_mean_value(workflow: np.ndarray, delivered: np.ndarray, true_value: np.ndarray) -> np.ndarray:
+    """Per unit: the mean true value of its workflow's delivered units (a workflow's real unit value)."""
+    out = np.zeros(len(workflow))
+    for w in set(workflow.tolist()):
+        m = workflow == w
+        d = m & delivered
+        out[m] = float(true_value[d].mean()) if d.any() else 0.0
+    return out
+
+
+def _pattern_posterior(
+    ws: Workspace, ids: np.ndarray, workflow: np.ndarray, delivered: np.ndarray
+) -> np.ndarray:
+    """Per unit: the delivered share among units of its workflow with the same set of signal kinds.
+
+    Label signals are left out. This is the best calibrated score any scorer of these signal
+    patterns could give (in sample), so it separates what the signals carry from how they are used.
+    """
+    from yieldmeter.schema import LABEL_SIGNALS
+
+    t = ws.tables().signals
+    t = t.filter(~t.kind.isin(LABEL_SIGNALS)).select("work_unit_id", "kind").distinct()
+    s = t.order_by(["work_unit_id", "kind"]).to_pyarrow()
+    g = s.group_by("work_unit_id", use_threads=False).aggregate([("kind", "list")])
+    patterns = dict(
+        zip(
+            g.column("work_unit_id").to_pylist(),
+            pc.binary_join(g.column("kind_list"), ",").to_pylist(),
+            strict=True,
+        )
+    )
+    keys = np.array(
+        [f"{w}|{patterns.get(i, '')}" for w, i in zip(workflow.tolist(), ids.tolist(), strict=True)]
+    )
+    _, inv = np.unique(keys, return_inverse=True)
+    share = np.bincount(inv, weights=delivered.astype(float)) / np.bincount(inv)
+    return share[inv]
 
 
 def validate(ws: Workspace, truth_path: Path) -> ValidityReport:
@@ -237,9 +290,7 @@ def validate(ws: Workspace, truth_path: Path) -> ValidityReport:
     if scores.num_rows == 0:
         value.score()
         scores = value.scores()
-    store_ids = set(
-        ws.store.query_arrow("SELECT work_unit_id FROM work_units").column("work_unit_id").to_pylist()
-    )
+    store_ids = set(ws.tables().work_units.select("work_unit_id").to_pyarrow().column(0).to_pylist())
     t_ids = np.asarray(units.column("work_unit_id").to_pylist(), dtype=object)
     present = np.array([i in store_ids for i in t_ids.tolist()], dtype=bool)
     missing = t_ids[~present]
@@ -255,7 +306,6 @@ def validate(ws: Workspace, truth_path: Path) -> ValidityReport:
 
     true_value = col("true_value")[matched]
     delivered = col("delivered")[matched].astype(bool)
-    workflow = t_ids.copy()
     workflow = np.asarray(units.column("workflow").to_pylist(), dtype=object)[matched]
     ev = np.asarray(scores.column("expected_value").to_numpy(zero_copy_only=False), dtype=float)[si[matched]]
     p = np.asarray(scores.column("p_value").to_numpy(zero_copy_only=False), dtype=float)[si[matched]]
@@ -264,6 +314,12 @@ def validate(ws: Workspace, truth_path: Path) -> ValidityReport:
         "spearman_ev": _spearman(ev, true_value),
         "auc_delivered": _auc(p, delivered),
     }
+    # What the evidence allows: a scorer that knew each unit's delivery (upper bound), and the best
+    # scorer of the stored signal patterns (the delivered share of each workflow x pattern).
+    mean_value = _delivered_mean_value(workflow, delivered, true_value)
+    figures["spearman_ev_ceiling_known_delivery"] = _spearman(delivered * mean_value, true_value)
+    p_pattern = _pattern_posterior(ws, t_ids[matched], workflow, delivered)
+    figures["spearman_ev_ceiling_signals"] = _spearman(p_pattern * mean_value, true_value)
     per_workflow: list[dict[str, Any]] = []
     within, within_w = [], []
     for w in sorted(set(workflow.tolist())):
@@ -274,6 +330,7 @@ def validate(ws: Workspace, truth_path: Path) -> ValidityReport:
                 "workflow": w,
                 "work_units": int(m.sum()),
                 "spearman_ev": rho,
+                "spearman_ev_ceiling_signals": _spearman(p_pattern[m], true_value[m]),
                 "auc_delivered": _auc(p[m], delivered[m]),
                 "mean_p_value": float(p[m].mean()),
                 "delivered_rate": float(delivered[m].mean()),
@@ -318,7 +375,9 @@ def validate(ws: Workspace, truth_path: Path) -> ValidityReport:
     totals = ws.spend().to_pylist()[0]
     calls = float(totals.get("calls") or 0)
     figures["unpriced_share"] = float(totals.get("unpriced_calls") or 0) / calls if calls else float("nan")
-    figures["true_unpriced_share"] = meta["unpriced_calls"] / meta["calls"] if meta.get("calls") else float("nan")
+    figures["true_unpriced_share"] = (
+        meta["unpriced_calls"] / meta["calls"] if meta.get("calls") else float("nan")
+    )
     return ValidityReport(
         scenario=str(meta.get("scenario")),
         seed=meta.get("seed"),

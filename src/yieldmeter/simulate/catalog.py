@@ -187,7 +187,10 @@ class WorkflowSpec:
     cache_fraction: float = 0.0
     gap_ms: float = 800.0  # median pause between calls of one unit (tool time, thinking)
     round_the_clock: bool = False
+    #: share of units a quality-assurance sample labels (value_confirmed / value_denied, 97% right)
     audit_rate: float = 0.04
+    #: share of units whose system of record later confirms the outcome either way (always right)
+    confirm_rate: float = 0.0
     outcome: OutcomeSpec | None = None
     recontact_window_days: float = 7.0
 

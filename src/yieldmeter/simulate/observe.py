@@ -73,19 +73,27 @@ def _signals_for(
                 "source": np.full(k, rule.source, dtype=object),
             }
         )
-    # A quality-assurance sample: the labelled outcomes calibration learns from.
-    audited = idx[rng.random(len(idx)) < w.audit_rate]
-    if len(audited):
-        truth = units.delivered[audited] ^ (rng.random(len(audited)) > AUDIT_ACCURACY)
-        k = len(audited)
+    # Labelled outcomes that calibration learns from: a quality-assurance sample (3% wrong), and
+    # where the system of record confirms outcomes, its confirmations (both ways, always right).
+    u = rng.random(len(idx))
+    audited = u < w.audit_rate
+    confirmed = (u >= w.audit_rate) & (u < w.audit_rate + w.confirm_rate)
+    for sel, accuracy, actor, source, days in (
+        (idx[audited], AUDIT_ACCURACY, f"qa-{w.name}", "qa-audit", (3, 12)),
+        (idx[confirmed], 1.0, None, "case-mgmt", (10, 25)),
+    ):
+        k = len(sel)
+        if k == 0:
+            continue
+        truth = units.delivered[sel] ^ (rng.random(k) >= accuracy)
         parts.append(
             {
-                "unit": audited,
+                "unit": sel,
                 "kind": np.where(truth, "value_confirmed", "value_denied").astype(object),
-                "ts": units.ended_ns[audited] + (rng.uniform(3, 12, k) * NS_PER_DAY).astype(np.int64),
+                "ts": units.ended_ns[sel] + (rng.uniform(*days, k) * NS_PER_DAY).astype(np.int64),
                 "value": np.full(k, np.nan),
-                "actor": np.full(k, f"qa-{w.name}", dtype=object),
-                "source": np.full(k, "qa-audit", dtype=object),
+                "actor": np.full(k, actor, dtype=object),
+                "source": np.full(k, source, dtype=object),
             }
         )
     return parts

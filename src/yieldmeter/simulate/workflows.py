@@ -57,12 +57,16 @@ FRAUD = WorkflowSpec(
         ),
         SignalRule("action_taken", _p(caught=0.96, false_block=0.94), False, "card-platform", 5),
         SignalRule("metric_moved", _p(caught=0.55, false_block=0.02), False, "chargebacks", 60 * 24 * 5),
-        SignalRule("escalated", _p(missed=0.6, false_block=0.5), False, "case-mgmt", 60 * 24 * 3),
+        # A legitimate customer blocked by mistake calls in; the block is overturned.
+        SignalRule("escalated", _p(missed=0.6, false_block=0.8), False, "case-mgmt", 60 * 24 * 3),
+        SignalRule("rejected", _p(false_block=0.6), True, "case-mgmt", 60 * 24),
     ),
     input_tokens=(900, 0.3),
     output_tokens=(60, 0.4),
     value_sigma=0.9,
     explicit_capture=0.85,
+    # Case management confirms half the cases within the period: fraud (chargeback avoided) or legit.
+    confirm_rate=0.5,
     round_the_clock=True,
     outcome=OutcomeSpec(
         metric="chargeback_loss_usd",
@@ -111,14 +115,16 @@ SUPPORT = WorkflowSpec(
         SignalRule("rejected", _p(rejected=0.8), True, "helpdesk", 3),
         SignalRule("edited", _p(resolved=0.25, unresolved=0.5, rejected=0.1), True, "helpdesk", 3),
         SignalRule("rated", _p(resolved=0.2, unresolved=0.2), True, "csat-survey", 60 * 24),
-        SignalRule("recontact", _p(unresolved=0.93, resolved=0.03), False, "helpdesk", 60 * 24 * 2, 0.8),
+        # Recontacts are linked by ticket thread; 1.5% are mislinked contacts about something else.
+        SignalRule("recontact", _p(unresolved=0.93, resolved=0.015), False, "helpdesk", 60 * 24 * 2, 0.8),
         SignalRule("escalated", _p(unresolved=0.25, rejected=0.1), False, "helpdesk", 60 * 6),
         SignalRule("rephrased", _p(rejected=0.4, unresolved=0.15, resolved=0.1), False, "helpdesk-assist", 1),
     ),
     input_tokens=(1800, 0.4),
     output_tokens=(250, 0.45),
     value_sigma=0.3,
-    explicit_capture=0.9,
+    # The helpdesk records every use of a draft: explicit feedback is rarely missing here.
+    explicit_capture=0.97,
     context_growth=0.3,
     cache_fraction=0.5,
     gap_ms=25_000,
@@ -178,8 +184,9 @@ CODE = WorkflowSpec(
             False,
             0.0,
             used=False,
+            # A change that goes nowhere is closed early: fewer agent steps than a merged one.
             min_calls=1,
-            extra_calls=4.0,
+            extra_calls=2.0,
             effort=(Effort("review", 6.0, 0.5),),
         ),
     ),
@@ -297,7 +304,7 @@ ANALYST = WorkflowSpec(
     output_tokens=(550, 0.4),
     value_sigma=0.5,
     explicit_capture=0.9,
-    session_growth=450.0,
+    session_growth=300.0,
     cache_fraction=0.6,
     gap_ms=20_000,
     outcome=OutcomeSpec(
@@ -426,8 +433,9 @@ AGENT = WorkflowSpec(
             False,
             0.0,
             used=False,
+            # An ordinary failure gives up within a few steps; only a runaway loop keeps going.
             min_calls=2,
-            extra_calls=5.0,
+            extra_calls=3.0,
             effort=(Effort("supervision", 15.0),),
         ),
         State(
