@@ -19,6 +19,8 @@ COMMAND_MODULES: list[str] = [
     "yieldmeter.cli.capacity",
     "yieldmeter.cli.simulate",
     "yieldmeter.cli.routing",
+    "yieldmeter.cli.reports",
+    "yieldmeter.cli.keys",
 ]
 
 

@@ -28,12 +28,25 @@ def register(app: typer.Typer) -> None:
             app_ = create_app(ws_path)
         except (NoWorkspace, ConfigError, FileNotFoundError) as exc:
             fail(str(exc))
+        from yieldmeter.server.auth import ServerRefused, check_bind
+
+        ring = app_.state.ctx.api_keys
+        if ring is not None:
+            try:
+                check_bind(host, ring)
+            except ServerRefused as exc:
+                fail(str(exc))
         base = f"http://{host}:{port}"
         console().print(
             f"yieldmeter serving [bold]{app_.state.ctx.workspace.root}[/]\n"
             f"  OTLP/HTTP traces:   {base}/v1/traces  (protobuf or JSON, gzip)\n"
             f"  Langfuse SDK host:  {base}  (LANGFUSE_HOST / base_url)\n"
-            f"  records (SDK):      {base}/api/v1/signals | outcomes | effort",
+            f"  records (SDK):      {base}/api/v1/signals | outcomes | effort\n"
+            f"  REST API:           {base}/api/v1  (OpenAPI: {base}/api/v1/openapi.json)\n"
+            f"  dashboard:          {base}/"
+            + ("" if ring is None or ring.required else "  (open: no API keys, loopback only)"),
             highlight=False,
         )
-        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+        # Idle keep-alive connections close after 5 s; shutdown waits at most 10 s for requests.
+        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False,
+                    timeout_keep_alive=5, timeout_graceful_shutdown=10)
