@@ -106,7 +106,7 @@ def coverage(
 
     def agg(g: ir.Table) -> dict[str, ir.Value]:
         return dict(
-            spend=g.spend.sum(),
+            spend=g.spend.sum().fill_null(0.0),
             spend_with_baseline=g.spend.sum(where=g.has_baseline).fill_null(0.0),
             spend_with_owner=g.spend.sum(where=g.has_owner).fill_null(0.0),
             spend_with_evidence=g.spend.sum(where=g.has_evidence).fill_null(0.0),

@@ -176,9 +176,12 @@ def unit_facts(
     accepted = j.n_accept.fill_null(0) > 0
     acted = (j.n_action.fill_null(0) > 0) | (j.n_outcomes.fill_null(0) > 0)
     threshold = j.quality_threshold.fill_null(DEFAULT_QUALITY_THRESHOLD)
-    meets_quality = ibis.cases(
-        (label.notnull(), label == 1), (score.notnull(), score >= threshold), else_=ibis.literal(False)
-    )
+    if scores is not None:
+        meets_quality = ibis.cases(
+            (label.notnull(), label == 1), (score.notnull(), score >= threshold), else_=ibis.literal(False)
+        )
+    else:
+        meets_quality = ibis.literal(False)
     meets_latency = (
         j.latency_slo_ms.isnull() | j.max_duration_ms.isnull() | (j.max_duration_ms <= j.latency_slo_ms)
     )
