@@ -164,12 +164,12 @@ GPUS: dict[str, GPUSpec] = {
             power_w=250,
             source="NVIDIA A100 datasheet, 40GB PCIe column",
         ),
-        # NVIDIA L40S datasheet: BF16 733 TFLOPS*, FP8 1,466 TFLOPS*, INT8 1,466 TOPS*;
-        # 48 GB GDDR6, 864 GB/s; 350 W.
+        # NVIDIA L40S datasheet: BF16 362.05 | 733* TFLOPS (it prints the dense figure too),
+        # FP8 733 | 1,466*, INT8 733 | 1,466* TOPS; 48 GB GDDR6, 864 GB/s; 350 W.
         _gpu(
             "l40s",
             "NVIDIA L40S 48 GB",
-            bf16_tflops=366.5,
+            bf16_tflops=362.05,
             fp8_tflops=733.0,
             int8_tops=733.0,
             memory_gb=48,
