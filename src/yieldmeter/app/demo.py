@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from yieldmeter.config import CONFIG_FILE, STORE_DIR
 from yieldmeter.simulate import SimulationParams, SimulationResult, simulate
+from yieldmeter.simulate.scenarios import check_params
 
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import IngestSummary, Workspace
@@ -91,6 +92,40 @@ def source_paths(sources: Path, formats: set[str]) -> list[Path]:
     return paths
 
 
+def load_simulation(
+    root: Path,
+    params: SimulationParams,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[SimulationResult, IngestSummary, dict[str, float]]:
+    """Simulate ``params`` under ``root/simulated``, make ``root`` a workspace, ingest and score it.
+
+    The simulated ``yieldmeter.yaml`` becomes the workspace's; the sources go through
+    :meth:`Workspace.ingest_paths` like any user's files. Returns the simulation, the ingest
+    summary and the seconds each step took (simulate, ingest, score).
+    """
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.ingest.registry import available_formats
+
+    say = progress or (lambda _m: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    say(f"simulating {params.scenario!r} (seed {params.seed}, {params.days} days) into {root / SOURCES_DIR}")
+    sim = simulate(root / SOURCES_DIR, params)
+    timings["simulate"] = time.perf_counter() - t0
+    shutil.copyfile(sim.config_path, root / CONFIG_FILE)
+    with Workspace.open(root, create=True) as ws:
+        formats = {f.name for f in available_formats()}
+        say(f"ingesting {sim.counts['calls']:,} calls and their work units, signals, effort and outcomes")
+        t1 = time.perf_counter()
+        ingest = ws.ingest_paths(source_paths(sim.out, formats))
+        timings["ingest"] = time.perf_counter() - t1
+        say("scoring every work unit")
+        t2 = time.perf_counter()
+        ws.value.score()
+        timings["score"] = time.perf_counter() - t2
+    return sim, ingest, timings
+
+
 def run_demo(
     workspace: Path | None = None,
     *,
@@ -104,34 +139,16 @@ def run_demo(
     from yieldmeter.app.workspace import Workspace
     from yieldmeter.ingest.registry import available_formats
 
-    say = progress or (lambda _m: None)
     params = SimulationParams(scenario=scenario, seed=seed, days=days, users=users)
+    check_params(params)  # refuse bad parameters before making a folder
     root = prepare_workspace(workspace)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    say(f"simulating scenario {scenario!r} (seed {seed}, {days} days) into {root / SOURCES_DIR}")
-    sim = simulate(root / SOURCES_DIR, params)
-    timings["simulate"] = time.perf_counter() - t0
-    shutil.copyfile(sim.config_path, root / CONFIG_FILE)
-    ws = Workspace.open(root, create=True)
-    try:
-        formats = {f.name for f in available_formats()}
-        paths = source_paths(sim.out, formats)
-        say(f"ingesting {sim.counts['calls']:,} calls and their work units, signals, effort and outcomes")
-        t1 = time.perf_counter()
-        ingest = ws.ingest_paths(paths)
-        timings["ingest"] = time.perf_counter() - t1
-        say("scoring every work unit")
-        t2 = time.perf_counter()
-        ws.value.score()
-        timings["score"] = time.perf_counter() - t2
-        t3 = time.perf_counter()
+    sim, ingest, timings = load_simulation(root, params, progress)
+    t3 = time.perf_counter()
+    with Workspace.open(root) as ws:
         summary = board_summary(ws)
-        if "focus" not in formats:
-            summary.notes.append("no FOCUS importer in this build: platform and licence cost not loaded")
-        timings["summary"] = time.perf_counter() - t3
-    finally:
-        ws.close()
+    if "focus" not in {f.name for f in available_formats()}:
+        summary.notes.append("no FOCUS importer in this build: platform and licence cost not loaded")
+    timings["summary"] = time.perf_counter() - t3
     return DemoResult(root, sim, ingest, timings, summary)
 
 

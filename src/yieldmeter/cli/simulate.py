@@ -211,7 +211,7 @@ def register(app: typer.Typer) -> None:
         ] = OutputFormat.table,
     ) -> None:
         """Measure yieldmeter against the simulator's truth: rank correlations, intervals, waste, unpriced."""
-        from yieldmeter.app import validity
+        from yieldmeter.app import validity, validity_suite
 
         if suite:
             try:
@@ -222,8 +222,8 @@ def register(app: typer.Typer) -> None:
             def step(message: str) -> None:
                 err_console().print(f"[dim]{message}[/]", highlight=False)
 
-            suite_result = validity.run_suite(seed_list, progress=step)
-            validity.write_results(suite_result, results, doc)
+            suite_result = validity_suite.run_suite(seed_list, progress=step)
+            validity_suite.write_results(suite_result, results, doc)
             emit(suite_result.summary_rows(), fmt, title="validity across scenarios (mean over seeds)")
             console().print(f"wrote {results} and {doc}", highlight=False)
             return
