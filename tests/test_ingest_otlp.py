@@ -38,8 +38,16 @@ def kv(key: str, value: Any) -> dict[str, Any]:
     return {"key": key, "value": {"stringValue": value}}
 
 
-def span(n: int, attrs: dict[str, Any], *, trace: str = TRACE, parent: str = "", events: list | None = None,
-         status: dict | None = None, ms: int = 1500) -> dict[str, Any]:  # fmt: skip
+def span(
+    n: int,
+    attrs: dict[str, Any],
+    *,
+    trace: str = TRACE,
+    parent: str = "",
+    events: list | None = None,
+    status: dict | None = None,
+    ms: int = 1500,
+) -> dict[str, Any]:
     return {
         "traceId": trace,
         "spanId": f"{n:016x}",
@@ -151,8 +159,12 @@ def test_model_operations_become_calls(op: str) -> None:
 
 
 def test_provider_from_server_address_and_error_status() -> None:
-    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-x", "server.address": "api.anthropic.com",
-             "error.type": "overloaded_error"}  # fmt: skip
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "claude-x",
+        "server.address": "api.anthropic.com",
+        "error.type": "overloaded_error",
+    }
     row = calls_by_span(decode(span(5, attrs, status={"code": 2, "message": "529"})))[5]
     assert row["provider"] == "anthropic" and row["status"] == "error"
     assert json.loads(row["attributes"])["status.message"] == "529"
@@ -160,8 +172,13 @@ def test_provider_from_server_address_and_error_status() -> None:
 
 # -- linkage --------------------------------------------------------------------------------------
 def test_work_unit_linkage_order() -> None:
-    explicit = {**CHAT, "yieldmeter.work_unit.id": "claim-42", "yieldmeter.workflow": "claims-triage",
-                "yieldmeter.task_type": "classify", "gen_ai.conversation.id": "conv-1"}  # fmt: skip
+    explicit = {
+        **CHAT,
+        "yieldmeter.work_unit.id": "claim-42",
+        "yieldmeter.workflow": "claims-triage",
+        "yieldmeter.task_type": "classify",
+        "gen_ai.conversation.id": "conv-1",
+    }
     conversation = {**CHAT, "gen_ai.conversation.id": "conv-1"}
     bare = dict(CHAT)
     b = decode(
@@ -179,8 +196,12 @@ def test_work_unit_linkage_order() -> None:
 
 
 def test_content_dropped_unless_captured() -> None:
-    attrs = {**CHAT, "gen_ai.input.messages": '[{"role":"user","content":"my card number"}]',
-             "gen_ai.prompt.0.content": "legacy prompt", "gen_ai.output.messages": "[]"}  # fmt: skip
+    attrs = {
+        **CHAT,
+        "gen_ai.input.messages": '[{"role":"user","content":"my card number"}]',
+        "gen_ai.prompt.0.content": "legacy prompt",
+        "gen_ai.output.messages": "[]",
+    }
     off = calls_by_span(decode(span(1, attrs)))[1]["attributes"] or ""
     assert "card number" not in off and "legacy prompt" not in off
     on = json.loads(calls_by_span(decode(span(1, attrs), capture_content=True))[1]["attributes"])
@@ -194,10 +215,22 @@ def test_non_genai_spans_are_ignored_and_counted() -> None:
 
 # -- structure and evaluation events --------------------------------------------------------------
 def test_agent_and_tool_spans_kept_as_structure() -> None:
-    agent = span(1, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triager",
-                     "gen_ai.usage.input_tokens": 999, "gen_ai.provider.name": "openai"}, ms=5000)  # fmt: skip
-    tool = span(2, {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_policy"},
-                parent=f"{1:016x}", status={"code": 2})  # fmt: skip
+    agent = span(
+        1,
+        {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "triager",
+            "gen_ai.usage.input_tokens": 999,
+            "gen_ai.provider.name": "openai",
+        },
+        ms=5000,
+    )
+    tool = span(
+        2,
+        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_policy"},
+        parent=f"{1:016x}",
+        status={"code": 2},
+    )
     chat = span(3, {**CHAT, "gen_ai.usage.input_tokens": 100}, parent=f"{1:016x}")
     b = decode(agent, tool, chat)
     # The agent's 999 tokens are its children's total; only the chat call counts.
@@ -217,13 +250,25 @@ def test_agent_and_tool_spans_kept_as_structure() -> None:
 
 def test_evaluation_events_become_rated_signals() -> None:
     ev = [
-        {"name": "gen_ai.evaluation.result", "timeUnixNano": str(T0 + 9_000_000_000),
-         "attributes": [kv("gen_ai.evaluation.name", "relevance"), kv("gen_ai.evaluation.score.value", 0.8)]},
-        {"name": "gen_ai.evaluation.result", "timeUnixNano": str(T0 + 9_000_000_000),
-         "attributes": [kv("gen_ai.evaluation.name", "helpful"), kv("gen_ai.evaluation.score.value", 1.0),
-                        kv("gen_ai.evaluation.explanation", "the user said thanks")]},
+        {
+            "name": "gen_ai.evaluation.result",
+            "timeUnixNano": str(T0 + 9_000_000_000),
+            "attributes": [
+                kv("gen_ai.evaluation.name", "relevance"),
+                kv("gen_ai.evaluation.score.value", 0.8),
+            ],
+        },
+        {
+            "name": "gen_ai.evaluation.result",
+            "timeUnixNano": str(T0 + 9_000_000_000),
+            "attributes": [
+                kv("gen_ai.evaluation.name", "helpful"),
+                kv("gen_ai.evaluation.score.value", 1.0),
+                kv("gen_ai.evaluation.explanation", "the user said thanks"),
+            ],
+        },
         {"name": "gen_ai.content.prompt", "attributes": []},
-    ]  # fmt: skip
+    ]
     b = decode(
         span(1, {**CHAT, "gen_ai.conversation.id": "c-1"}, events=ev), score_signals={"helpful": "accepted"}
     )
@@ -313,8 +358,18 @@ def test_protobuf_and_json_map_identically() -> None:
     from google.protobuf.json_format import ParseDict
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    spans = [span(1, {**CHAT, "gen_ai.usage.input_tokens": 11, "gen_ai.usage.output_tokens": 3,
-                      "gen_ai.conversation.id": "c"}), span(2, {"http.route": "/x"})]  # fmt: skip
+    spans = [
+        span(
+            1,
+            {
+                **CHAT,
+                "gen_ai.usage.input_tokens": 11,
+                "gen_ai.usage.output_tokens": 3,
+                "gen_ai.conversation.id": "c",
+            },
+        ),
+        span(2, {"http.route": "/x"}),
+    ]
     body = request(*spans)
     doc = json.loads(body)
     for s in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:  # protobuf's JSON mapping wants base64 ids
@@ -332,11 +387,13 @@ def test_protobuf_and_json_map_identically() -> None:
 # -- file import ----------------------------------------------------------------------------------
 def test_collector_file_export_gzip_reimport_and_quarantine(tmp_path: Path) -> None:
     lines = [
-        request(span(1, {**CHAT, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10}),
-                span(2, {"http.route": "/healthz"})),
+        request(
+            span(1, {**CHAT, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10}),
+            span(2, {"http.route": "/healthz"}),
+        ),
         b'{"resourceSpans": [truncated',
         request(span(3, {**CHAT, "gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 5})),
-    ]  # fmt: skip
+    ]
     path = tmp_path / "traces.jsonl.gz"
     path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
     ws = Workspace.init(tmp_path / "ws")

@@ -7,6 +7,7 @@ Langfuse usage JSON. :mod:`yieldmeter.ingest.otlp` maps spans with them.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -226,6 +227,9 @@ def _langfuse_linkage(
             "yieldmeter.team",
         ):
             v = a.get(f"{prefix}.{k}")
+            if isinstance(v, str) and v.startswith('"'):  # the SDK JSON-encodes each metadata value
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    v = orjson.loads(v)
             if v is not None:
                 found.setdefault(k, v)
     return (
