@@ -38,7 +38,9 @@ class Workflow(_Strict):
     outcome_definition: str | None = None
     unit_value: float | None = Field(default=None, ge=0, description="USD of value per successful unit")
     baseline_cost: float | None = Field(default=None, ge=0, description="USD per unit without AI")
-    baseline_minutes: float | None = Field(default=None, ge=0, description="human minutes per unit without AI")
+    baseline_minutes: float | None = Field(
+        default=None, ge=0, description="human minutes per unit without AI"
+    )
     quality_threshold: float | None = Field(default=None, ge=0, le=100, description="minimum value score")
     risk_class: Literal["low", "medium", "high", "critical"] | None = None
     latency_slo_ms: float | None = Field(default=None, ge=0)

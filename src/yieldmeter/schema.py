@@ -100,6 +100,8 @@ class Table:
     derive_key_from: tuple[str, ...] = ()
     #: Time column used for day partitioning in a lake and for period filters.
     time_column: str | None = None
+    #: Row rules: the sum of the named columns may not exceed the bound column.
+    at_most: tuple[tuple[tuple[str, ...], str], ...] = ()
     column_index: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +128,12 @@ CALLS = Table(
     key="call_id",
     time_column="ts",
     doc="one row per model invocation, or per aggregated usage bucket (request_count > 1)",
+    # OpenTelemetry accounting: input includes cached reads and cache writes,
+    # output includes reasoning; a part larger than its whole is a broken row.
+    at_most=(
+        (("cached_input_tokens", "cache_write_tokens"), "input_tokens"),
+        (("reasoning_tokens",), "output_tokens"),
+    ),
     columns=(
         _c("call_id", STR, required=True),
         _c("ts", TS, required=True, doc="start of the call (UTC)"),

@@ -25,7 +25,8 @@ def _start_of(text: str) -> tuple[datetime, datetime]:
     except ValueError:
         pass
     raise ValueError(
-        f"period {text!r} is not YYYY, YYYY-MM, YYYY-Qn, YYYY-MM-DD or START..END (e.g. 2025-03-01..2025-04-01)"
+        f"period {text!r} is not YYYY, YYYY-MM, YYYY-Qn, YYYY-MM-DD or START..END "
+        "(e.g. 2025-03-01..2025-04-01)"
     )
 
 

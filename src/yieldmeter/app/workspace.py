@@ -177,7 +177,9 @@ class Workspace:
         out = []
         for pair in pairs:
             r = resolve(pair["provider"] or None, pair["model"], self.config.prices)
-            out.append({**pair, "price_provider": r.price_provider, "price_model": r.price_model, "how": r.how})
+            out.append(
+                {**pair, "price_provider": r.price_provider, "price_model": r.price_model, "how": r.how}
+            )
         self.store.append("model_map", pa.Table.from_pylist(out, schema=self.store_schema("model_map")))
         return len(out)
 
@@ -274,7 +276,11 @@ class Workspace:
                 options = self.read_options(str(f), table)
                 total = f.stat().st_size
                 with open_binary(f) as stream:
-                    counted = _Counting(stream, lambda n, f=f: progress(f, n, total)) if progress else stream
+                    counted = (
+                        _Counting(stream, lambda n, f=f, total=total: progress(f, n, total))
+                        if progress
+                        else stream
+                    )
                     summary.files.append(
                         self.ingest_batches(chosen.read(counted, options), source=str(f), fmt=chosen.name)  # type: ignore[arg-type]
                     )
@@ -305,7 +311,9 @@ class Workspace:
         return (
             u.group_by(provider=u.provider, model=u.model)
             .aggregate(
-                calls=u.request_count.sum(), input_tokens=u.input_tokens.sum(), output_tokens=u.output_tokens.sum()
+                calls=u.request_count.sum(),
+                input_tokens=u.input_tokens.sum(),
+                output_tokens=u.output_tokens.sum(),
             )
             .order_by([ibis.desc("calls"), "model"])
             .to_pyarrow()

@@ -70,7 +70,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "auto",
         ws_path: WorkspaceOpt = Path("."),
-        output: Annotated[OutputFormat, typer.Option("--output", help="Summary format.")] = OutputFormat.table,
+        output: Annotated[
+            OutputFormat, typer.Option("--output", help="Summary format.")
+        ] = OutputFormat.table,
     ) -> None:
         """Import CSV, JSON lines, Parquet, OTLP JSON and usage exports into the store."""
         from yieldmeter.ingest.registry import UnknownFormat
@@ -85,8 +87,13 @@ def register(app: typer.Typer) -> None:
         big = any(p.is_file() and p.stat().st_size > PROGRESS_BYTES for p in paths)
         with workspace(ws_path, create=True) as ws:
             progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                console=console(), transient=True, disable=not big,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=console(),
+                transient=True,
+                disable=not big,
             )
             tasks: dict[Path, int] = {}
 
@@ -126,7 +133,9 @@ def register(app: typer.Typer) -> None:
         c = console()
         c.print(f"[bold]Workspace[/] {info['workspace']}")
         if info["first_call"]:
-            c.print(f"Calls from {info['first_call']:%Y-%m-%d %H:%M} to {info['last_call']:%Y-%m-%d %H:%M} UTC")
+            c.print(
+                f"Calls from {info['first_call']:%Y-%m-%d %H:%M} to {info['last_call']:%Y-%m-%d %H:%M} UTC"
+            )
         emit([{"table": k, "rows": v} for k, v in info["tables"].items()], fmt)
         t = info["totals"]
         if t:
@@ -140,8 +149,14 @@ def register(app: typer.Typer) -> None:
 
     @report.command("spend")
     def report_spend(
-        by: Annotated[str, typer.Option("--by", help="Comma-separated: team, workflow, user_id, model, "
-                                                      "provider, app, environment, day, week, month.")] = "team",
+        by: Annotated[
+            str,
+            typer.Option(
+                "--by",
+                help="Comma-separated: team, workflow, user_id, model, "
+                "provider, app, environment, day, week, month.",
+            ),
+        ] = "team",
         period: PeriodOpt = None,
         team: Annotated[list[str] | None, typer.Option("--team")] = None,
         workflow: Annotated[list[str] | None, typer.Option("--workflow")] = None,

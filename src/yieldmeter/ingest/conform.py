@@ -111,9 +111,9 @@ def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array]
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     target = col.type
     if arr.type == target:
-        return arr, pa.array([False] * len(arr))
+        return arr, pa.array([False] * len(arr), pa.bool_())
     if pa.types.is_null(arr.type):
-        return pa.nulls(len(arr), target), pa.array([False] * len(arr))
+        return pa.nulls(len(arr), target), pa.array([False] * len(arr), pa.bool_())
     try:
         if target == TS and pa.types.is_timestamp(arr.type):
             out = arr.cast(TS) if arr.type.tz else pc.assume_timezone(arr, "UTC").cast(TS)
@@ -138,7 +138,7 @@ def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array]
             return out, bad
         else:
             out = arr.cast(target)
-        return out, pa.array([False] * len(arr))
+        return out, pa.array([False] * len(arr), pa.bool_())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         pass
     # Slow path, only for columns that hold junk: parse value by value.
@@ -149,7 +149,7 @@ def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array]
         p = _parse_scalar(v, target)
         parsed.append(p)
         bad.append(v is not None and v != "" and p is None)
-    return pa.array(parsed, target), pa.array(bad)
+    return pa.array(parsed, target), pa.array(bad, pa.bool_())
 
 
 def _parse_scalar(v: Any, target: pa.DataType) -> Any:
@@ -240,6 +240,12 @@ def conform(
         if pa.types.is_floating(col.type):
             flag(pc.is_nan(arr), f"{col.name}: not a number")
             flag(pc.is_inf(arr), f"{col.name}: infinite")
+
+    for parts, bound in spec.at_most:
+        total = columns[parts[0]]
+        for part in parts[1:]:
+            total = pc.add(total, columns[part])
+        flag(pc.greater(total, columns[bound]), f"{' + '.join(parts)}: exceeds {bound}")
 
     out = pa.table(columns, schema=spec.arrow_schema)
     bad_mask = pc.is_valid(reasons)

@@ -140,7 +140,10 @@ def _column(values: list[Any]) -> pa.Array:
         return arr
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.array(
-            [None if v is None else (v if isinstance(v, str) else json.dumps(v, default=str)) for v in values],
+            [
+                None if v is None else (v if isinstance(v, str) else json.dumps(v, default=str))
+                for v in values
+            ],
             pa.string(),
         )
 
@@ -180,13 +183,18 @@ def _read_jsonl(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
             cols[k] = [r.get(k) for r in batch_rows]
         data = pa.table({k: _column(v) for k, v in cols.items()}) if batch_rows else pa.table({})
         if batch_rows:
-            batch = Batch.of(table_name, conform(table_name, data, source=options.source, positions=batch_pos))
+            batch = Batch.of(
+                table_name, conform(table_name, data, source=options.source, positions=batch_pos)
+            )
         else:
             batch = Batch()
         if pending_rejects:
             pos, reasons, raws = zip(*pending_rejects, strict=True)
             batch.rejects = pa.concat_tables(
-                [batch.rejects, make_rejects(table_name, options.source, list(pos), list(reasons), list(raws))]
+                [
+                    batch.rejects,
+                    make_rejects(table_name, options.source, list(pos), list(reasons), list(raws)),
+                ]
             )
         batch_rows.clear()
         batch_pos.clear()

@@ -113,7 +113,9 @@ def allocation(t: Tables, calls: ir.Table | None = None) -> ir.Table:
             items.workflow.isnull() | (items.workflow == calls.workflow),
             calls.model_cost > 0,
         ],
-    ).select(item_id=items.item_id, amount=items.amount, cell_cost=calls.model_cost, **{g: calls[g] for g in GRAIN})
+    ).select(
+        item_id=items.item_id, amount=items.amount, cell_cost=calls.model_cost, **{g: calls[g] for g in GRAIN}
+    )
     total = scoped.cell_cost.sum().over(group_by=scoped.item_id)
     pro_rata = scoped.select(
         item_id=scoped.item_id,
@@ -128,7 +130,9 @@ def allocation(t: Tables, calls: ir.Table | None = None) -> ir.Table:
         day=unallocated.period_start.truncate("D"),
         team=unallocated.team,
         workflow=unallocated.workflow,
-        **_typed_nulls(user_id="string", app="string", environment="string", provider="string", model="string"),
+        **_typed_nulls(
+            user_id="string", app="string", environment="string", provider="string", model="string"
+        ),
         allocated_cost=unallocated.amount,
         allocation_rule=ibis.literal("direct"),
     )
@@ -159,8 +163,10 @@ def effort_lines(t: Tables, rates: LabourRates) -> ir.Table:
     j = j.left_join(team_rates, j.team == team_rates.rate_team)
     j = j.left_join(people_rates, j.person == people_rates.rate_person)
     rate = ibis.coalesce(j.person_rate, j.wf_rate, j.team_rate, ibis.literal(float(rates.default)))
-    return j.group_by(GRAIN[:4]).aggregate(effort_cost=(j.minutes / 60.0 * rate).sum()).mutate(
-        **_typed_nulls(app="string", environment="string", provider="string", model="string")
+    return (
+        j.group_by(GRAIN[:4])
+        .aggregate(effort_cost=(j.minutes / 60.0 * rate).sum())
+        .mutate(**_typed_nulls(app="string", environment="string", provider="string", model="string"))
     )
 
 

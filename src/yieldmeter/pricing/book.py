@@ -55,7 +55,9 @@ def _gaps(windows: list[tuple[datetime, datetime]]) -> list[tuple[datetime, date
     return gaps
 
 
-def override_rows(overrides: list[PriceOverride], catalog: list[dict[str, object]]) -> list[dict[str, object]]:
+def override_rows(
+    overrides: list[PriceOverride], catalog: list[dict[str, object]]
+) -> list[dict[str, object]]:
     by_model: dict[tuple[object, object], list[dict[str, object]]] = defaultdict(list)
     for r in catalog:
         by_model[(r["provider"], r["model"])].append(r)
@@ -72,7 +74,9 @@ def override_rows(overrides: list[PriceOverride], catalog: list[dict[str, object
         for o in items:
             start, end = _utc(o.valid_from, EPOCH), _utc(o.valid_to, END_OF_TIME)
             if start >= end:
-                raise ConfigError(f"yieldmeter.yaml (prices, model {name}): valid_from must be before valid_to")
+                raise ConfigError(
+                    f"yieldmeter.yaml (prices, model {name}): valid_from must be before valid_to"
+                )
             for w_lo, w_hi in windows:
                 if start < w_hi and w_lo < end:
                     raise ConfigError(
@@ -96,7 +100,8 @@ def override_rows(overrides: list[PriceOverride], catalog: list[dict[str, object
             else:
                 if o.input is None and o.output is None:
                     raise ConfigError(
-                        f"yieldmeter.yaml (prices, model {name}): give input and/or output prices, or a discount"
+                        f"yieldmeter.yaml (prices, model {name}): "
+                        "give input and/or output prices, or a discount"
                     )
                 out.append(
                     {
@@ -133,7 +138,5 @@ def build_prices(overrides: list[PriceOverride]) -> pa.Table:
 
 def fingerprint(overrides: list[PriceOverride]) -> str:
     """Changes when the catalog version or the overrides change (then prices are rebuilt)."""
-    payload = json.dumps(
-        [catalog_version(), [o.model_dump(mode="json") for o in overrides]], sort_keys=True
-    )
+    payload = json.dumps([catalog_version(), [o.model_dump(mode="json") for o in overrides]], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -132,8 +132,8 @@ def model_rows(provider_id: str, model: object) -> Iterator[dict[str, object]]:
     """Price rows for one catalog model (see the module docstring)."""
     dates, seconds = _breakpoints(model)
     date_edges: list[datetime] = [EPOCH] + [datetime.combine(d, time(), tzinfo=UTC) for d in dates]
-    date_edges = sorted(set(date_edges)) + [END_OF_TIME]
-    sec_edges = seconds + [DAY_SECONDS]
+    date_edges = [*sorted(set(date_edges)), END_OF_TIME]
+    sec_edges = [*seconds, DAY_SECONDS]
     for di in range(len(date_edges) - 1):
         for si in range(len(sec_edges) - 1):
             instant = date_edges[di] + timedelta(seconds=sec_edges[si])

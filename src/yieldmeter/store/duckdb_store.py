@@ -169,7 +169,9 @@ class Store:
                 if default is not None:
                     lit = f"'{default}'" if isinstance(default, str) else str(default)
                     clause = f" DEFAULT {lit}"
-                self.con.execute(f"ALTER TABLE {_q(name)} ADD COLUMN {_q(f.name)} {duck_type(f.type)}{clause}")
+                self.con.execute(
+                    f"ALTER TABLE {_q(name)} ADD COLUMN {_q(f.name)} {duck_type(f.type)}{clause}"
+                )
 
     def meta(self, key: str) -> str | None:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
@@ -239,7 +241,8 @@ class Store:
         same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in cols)
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _match AS "
-            f"SELECT s._pos, s.{key} AS k, ({same}) AS same FROM _stage s JOIN {_q(spec.name)} t ON s.{key} = t.{key}"
+            f"SELECT s._pos, s.{key} AS k, ({same}) AS same "
+            f"FROM _stage s JOIN {_q(spec.name)} t ON s.{key} = t.{key}"
         )
         identical, changed = con.execute(
             "SELECT count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT same) FROM _match"
@@ -280,7 +283,9 @@ class Store:
                 "position": rejects.column("position"),
                 "reason": rejects.column("reason"),
                 "raw": rejects.column("raw"),
-                "ingested_at": pa.array([now] * rejects.num_rows, QUARANTINE_SCHEMA.field("ingested_at").type),
+                "ingested_at": pa.array(
+                    [now] * rejects.num_rows, QUARANTINE_SCHEMA.field("ingested_at").type
+                ),
             },
             schema=QUARANTINE_SCHEMA,
         )

@@ -1,0 +1,93 @@
+"""The foundation commands, run in-process through the real Typer app."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import EXAMPLES
+from yieldmeter.cli.main import build_app
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_init_ingest_report_round_trip(tmp_path: Path, runner: CliRunner) -> None:
+    app = build_app()
+    ws = tmp_path / "ws"
+    r = runner.invoke(app, ["init", str(ws)])
+    assert r.exit_code == 0, r.output
+    assert (ws / "yieldmeter.yaml").exists() and (ws / ".yieldmeter" / "store.duckdb").exists()
+    shutil.copy(EXAMPLES / "yieldmeter.yaml", ws / "yieldmeter.yaml")
+
+    r = runner.invoke(app, ["ingest", str(EXAMPLES / "data"), "--workspace", str(ws), "--output", "json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[r.output.index("[") :])
+    assert sum(f["landed"] for f in summary) == 41 and sum(f["unpriced_calls"] for f in summary) == 2
+
+    # the environment variable names the workspace for every command
+    r = runner.invoke(
+        app,
+        ["report", "spend", "--by", "team,model", "--format", "json"],
+        env={"YIELDMETER_WORKSPACE": str(ws)},
+    )
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert set(rows[0]) == {
+        "team",
+        "model",
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "model_cost",
+        "unpriced_calls",
+        "allocated_cost",
+        "effort_cost",
+        "fully_loaded_cost",
+    }
+    finance = next(x for x in rows if x["team"] == "finance" and x["model"] == "gpt-4o")
+    assert finance["model_cost"] == pytest.approx(0.09, abs=1e-12)
+
+    r = runner.invoke(app, ["report", "spend", "--by", "month", "--format", "csv", "-w", str(ws)])
+    assert r.exit_code == 0 and r.output.startswith("month,calls,")
+
+    r = runner.invoke(app, ["unpriced", "-w", str(ws), "--format", "json"])
+    assert json.loads(r.output)[0]["model"] == "acme-summariser"
+
+    r = runner.invoke(app, ["status", "-w", str(ws)])
+    assert r.exit_code == 0 and "calls" in r.output
+
+
+def test_bad_input_gives_a_message_and_a_non_zero_exit(tmp_path: Path, runner: CliRunner) -> None:
+    app = build_app()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    r = runner.invoke(app, ["ingest", str(empty), "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 2 and "nothing could be read" in r.output
+
+    r = runner.invoke(app, ["ingest", str(tmp_path / "missing.csv"), "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 1 and "no such file" in r.output
+
+    r = runner.invoke(app, ["report", "spend", "--by", "colour", "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 1 and "not a dimension" in r.output
+
+    r = runner.invoke(app, ["report", "spend", "--period", "last-tuesday", "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 1 and "is not YYYY" in r.output
+
+    r = runner.invoke(app, ["status", "-w", str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "yieldmeter init" in r.output
+
+    odd = tmp_path / "odd.csv"
+    odd.write_text("colour,size\nred,3\n")
+    r = runner.invoke(app, ["ingest", str(odd), "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 1 and "cannot tell which table" in r.output
+
+    (tmp_path / "ws" / "yieldmeter.yaml").write_text("workflows:\n  - workflow: x\n    unit_value: lots\n")
+    r = runner.invoke(app, ["status", "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 1 and "line 3 (workflows[0].unit_value)" in r.output

@@ -1,0 +1,216 @@
+"""The price join against genai-prices itself, model-name normalisation, overrides.
+
+The reference is ``genai_prices.calc_price`` on the very same calls: the join
+must give the same USD to 1e-9 for every call, across models with cache
+prices, tiered prices (Gemini, Claude long context), time-of-day windows
+(DeepSeek off-peak) and date-conditional prices.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from genai_prices import Usage, calc_price
+
+from yieldmeter.app.workspace import Workspace
+from yieldmeter.config import ConfigError, PriceOverride
+from yieldmeter.ingest.base import Batch
+from yieldmeter.ingest.conform import conform
+from yieldmeter.pricing.book import build_prices
+from yieldmeter.pricing.resolve import resolve, spellings
+
+# (provider as a call reports it, model as a call reports it, genai-prices provider id)
+MODELS = [
+    ("openai", "gpt-4o", "openai"),
+    ("openai", "gpt-4o-mini", "openai"),
+    ("openai", "gpt-4o-2024-08-06", "openai"),
+    ("openai", "o3-mini", "openai"),
+    ("anthropic", "claude-3-5-sonnet-20241022", "anthropic"),
+    ("anthropic", "claude-3-5-haiku-20241022", "anthropic"),
+    ("anthropic", "claude-sonnet-4-20250514", "anthropic"),
+    ("google", "gemini-1.5-pro", "google"),
+    ("google", "gemini-2.5-pro", "google"),
+    ("google", "gemini-1.5-flash", "google"),
+    ("deepseek", "deepseek-chat", "deepseek"),
+    ("mistral", "mistral-large-latest", "mistral"),
+    ("groq", "llama-3.1-8b-instant", "groq"),
+]
+
+
+def _calls(n: int, seed: int = 7) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    start = datetime(2024, 6, 1, tzinfo=UTC)
+    rows = []
+    for i in range(n):
+        provider, model, _ = MODELS[i % len(MODELS)]
+        # input sizes straddle the 128k / 200k tier thresholds some models have
+        input_tokens = rng.choice([rng.randint(0, 5_000), rng.randint(100_000, 300_000)])
+        cached = rng.randint(0, input_tokens // 2) if rng.random() < 0.5 else 0
+        writes = rng.randint(0, (input_tokens - cached) // 3) if rng.random() < 0.3 else 0
+        rows.append(
+            {
+                "call_id": f"c{i}",
+                # two years of timestamps at random times of day: crosses price changes and
+                # DeepSeek's off-peak window
+                "ts": start + timedelta(seconds=rng.randint(0, 700 * 86_400)),
+                "provider": provider,
+                "model": model,
+                "input_tokens": input_tokens,
+                "cached_input_tokens": cached,
+                "cache_write_tokens": writes,
+                "output_tokens": rng.randint(0, 8_000),
+            }
+        )
+    return rows
+
+
+def test_join_matches_calc_price_to_a_nanodollar(tmp_path: Path) -> None:
+    rows = _calls(390)
+    with Workspace.init(tmp_path) as ws:
+        ws.ingest_batches(
+            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
+        )
+        priced = {r["call_id"]: r for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    by_model = {m: p for _, m, p in MODELS}
+    checked = 0
+    for r in rows:
+        expected = calc_price(
+            Usage(
+                input_tokens=r["input_tokens"],
+                cache_read_tokens=r["cached_input_tokens"],
+                cache_write_tokens=r["cache_write_tokens"],
+                output_tokens=r["output_tokens"],
+            ),
+            r["model"],
+            provider_id=by_model[r["model"]],
+            genai_request_timestamp=r["ts"],
+        ).total_price
+        got = priced[r["call_id"]]
+        assert got["priced"], f"{r['model']} at {r['ts']} should be priced"
+        assert got["model_cost"] == pytest.approx(float(expected), abs=1e-9), (r, got)
+        checked += 1
+    assert checked == 390
+
+
+def test_time_of_day_and_tiers_are_really_exercised() -> None:
+    """Guard against the comparison above passing only on flat prices."""
+    prices = build_prices([])
+    models = set(prices.column("model").to_pylist())
+    assert "deepseek-chat" in models
+    tod = prices.filter(pa.compute.not_equal(prices["seconds_of_day_to"], 86_400))
+    assert tod.num_rows > 0
+    tiers = prices.filter(pa.compute.greater(prices["tier_above_input_tokens"], -1))
+    assert "gemini-1.5-pro" in set(tiers.column("model").to_pylist())
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "expected"),
+    [
+        ("openai", "gpt-4o-2024-08-06", ("openai", "gpt-4o")),
+        (None, "openai/gpt-4o-mini", ("openai", "gpt-4o-mini")),
+        ("gcp.vertex_ai", "claude-3-5-sonnet-v2@20241022", ("google", "claude-3-5-sonnet")),
+        ("azure.ai.openai", "gpt-4o-mini", ("openai", "gpt-4o-mini")),
+        ("gcp.gemini", "models/gemini-1.5-flash", ("google", "gemini-1.5-flash")),
+    ],
+)
+def test_normalisation(provider: str | None, model: str, expected: tuple[str, str]) -> None:
+    r = resolve(provider, model)
+    assert (r.price_provider, r.price_model) == expected
+
+
+def test_bedrock_ids_resolve() -> None:
+    r = resolve("aws.bedrock", "us.anthropic.claude-3-5-sonnet-20240620-v1:0")
+    assert r.priced and r.price_provider == "aws"
+    assert ("anthropic", "claude-3-5-sonnet-20240620") in spellings(
+        "aws.bedrock", "us.anthropic.claude-3-5-sonnet-20240620-v1:0"
+    )
+
+
+def test_unknown_model_is_unpriced_not_zero(tmp_path: Path) -> None:
+    rows = [
+        {
+            "call_id": "a",
+            "ts": "2025-03-01T00:00:00Z",
+            "provider": "acme",
+            "model": "acme-llm",
+            "input_tokens": 10,
+        },
+        {
+            "call_id": "b",
+            "ts": "2025-03-01T00:00:00Z",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "input_tokens": 10,
+        },
+    ]
+    with Workspace.init(tmp_path) as ws:
+        s = ws.ingest_batches(
+            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
+        )
+        assert s.unpriced == 1
+        got = {r["call_id"]: r for r in ws.priced_calls().to_pyarrow().to_pylist()}
+        assert got["a"]["model_cost"] is None and not got["a"]["priced"]
+        assert got["b"]["priced"]
+        assert ws.unpriced().to_pylist() == [
+            {"provider": "acme", "model": "acme-llm", "calls": 1, "input_tokens": 10, "output_tokens": 0}
+        ]
+
+
+def test_overrides_private_model_and_discount_window(tmp_path: Path) -> None:
+    (tmp_path / "yieldmeter.yaml").write_text(
+        """
+prices:
+  - model: acme-llm
+    provider: acme
+    input: 1.0
+    output: 2.0
+  - model: gpt-4o
+    provider: openai
+    discount: 0.2
+    valid_from: 2025-03-15T00:00:00Z
+"""
+    )
+    rows = [
+        # private model: 1,000,000 in x $1 + 500,000 out x $2 = $2.00
+        {
+            "call_id": "p",
+            "ts": "2025-03-01T00:00:00Z",
+            "provider": "acme",
+            "model": "acme-llm",
+            "input_tokens": 1_000_000,
+            "output_tokens": 500_000,
+        },
+        # before the discount: 1M in x $2.50 = $2.50
+        {
+            "call_id": "before",
+            "ts": "2025-03-10T00:00:00Z",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "input_tokens": 1_000_000,
+        },
+        # after: $2.50 x 0.8 = $2.00
+        {
+            "call_id": "after",
+            "ts": "2025-03-20T00:00:00Z",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "input_tokens": 1_000_000,
+        },
+    ]
+    with Workspace.open(tmp_path, create=True) as ws:
+        ws.ingest_batches(
+            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
+        )
+        got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    assert got == pytest.approx({"p": 2.0, "before": 2.5, "after": 2.0}, abs=1e-12)
+
+
+def test_overlapping_overrides_are_refused() -> None:
+    a = PriceOverride(model="x", input=1, valid_from=datetime(2025, 1, 1, tzinfo=UTC))
+    b = PriceOverride(model="x", input=2, valid_from=datetime(2025, 2, 1, tzinfo=UTC))
+    with pytest.raises(ConfigError, match="overlap"):
+        build_prices([a, b])

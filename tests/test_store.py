@@ -1,0 +1,213 @@
+"""The canonical store on a real DuckDB file: idempotence, quarantine, transactions, migrations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from yieldmeter.app.workspace import Workspace
+from yieldmeter.ingest.conform import conform
+from yieldmeter.schema import SCHEMA_VERSION
+from yieldmeter.store.duckdb_store import Store
+
+FAULTY_CSV = """\
+call_id,ts,provider,model,input_tokens,output_tokens,cached_input_tokens,status,work_unit_id
+ok-1,2025-03-01T10:00:00Z,openai,gpt-4o,100,10,0,ok,wu-1
+ok-2,2025-03-01T10:01:00Z,openai,gpt-4o,100,10,0,ok,wu-1
+,2025-03-01T10:02:00Z,openai,gpt-4o,100,10,0,ok,wu-1
+bad-ts,yesterday-ish,openai,gpt-4o,100,10,0,ok,wu-1
+neg,2025-03-01T10:03:00Z,openai,gpt-4o,-5,10,0,ok,wu-1
+enum,2025-03-01T10:04:00Z,openai,gpt-4o,100,10,0,maybe,wu-1
+cache,2025-03-01T10:05:00Z,openai,gpt-4o,100,10,101,ok,wu-1
+half,2025-03-01T10:06:00Z,openai,gpt-4o,12.5,10,0,ok,wu-1
+ok-1,2025-03-01T10:00:00Z,openai,gpt-4o,100,10,0,ok,wu-1
+ok-3,2025-03-01T10:07:00Z,openai,gpt-4o,,,,,wu-2
+"""
+
+
+def test_every_row_is_landed_duplicate_or_quarantined(tmp_path: Path) -> None:
+    src = tmp_path / "calls.csv"
+    src.write_text(FAULTY_CSV)
+    with Workspace.init(tmp_path / "ws") as ws:
+        s = ws.ingest_paths([src]).files[0]
+        # 10 data rows: ok-1, ok-2, ok-3 land; the second ok-1 is a duplicate; 6 are faulty
+        assert (s.read, s.landed, s.duplicates, s.quarantined) == (10, 3, 1, 6)
+        assert s.accounted
+        reasons = {r["position"]: r["reason"] for r in ws.quarantine().to_pylist()}
+        assert reasons == {
+            3: "call_id: missing",
+            4: "ts: cannot read as a timestamp",
+            5: "input_tokens: negative",
+            6: "status: not one of ok, error",
+            7: "cached_input_tokens + cache_write_tokens: exceeds input_tokens",
+            8: "input_tokens: cannot read as a whole number",
+        }
+        assert all(r["source"] == str(src) for r in ws.quarantine().to_pylist())
+        # absent columns take their defaults: 0 tokens, 1 request, status ok
+        row = ws.store.query_arrow("SELECT * FROM calls WHERE call_id = 'ok-3'").to_pylist()[0]
+        assert (row["input_tokens"], row["output_tokens"], row["request_count"], row["status"]) == (
+            0,
+            0,
+            1,
+            "ok",
+        )
+        # the work units the calls reference were derived from them
+        wu = ws.store.query_arrow("SELECT * FROM work_units ORDER BY work_unit_id").to_pylist()
+        assert [(w["work_unit_id"], w["derived"]) for w in wu] == [("wu-1", True), ("wu-2", True)]
+
+        before = ws.store.counts()
+        again = ws.ingest_paths([src]).files[0]
+        assert (again.landed, again.duplicates, again.quarantined) == (0, 4, 6)
+        assert ws.store.counts() == before  # nothing changed, quarantine included
+
+
+def test_changed_row_replaces_and_described_unit_wins(tmp_path: Path) -> None:
+    with Workspace.init(tmp_path) as ws:
+        calls = pa.table(
+            {"call_id": ["a"], "ts": ["2025-03-01T00:00:00Z"], "work_unit_id": ["u"], "team": ["x"]}
+        )
+        ws.ingest_batches([_batch("calls", calls)], source="t")
+        ws.ingest_batches([_batch("calls", calls.set_column(3, "team", pa.array(["y"])))], source="t")
+        assert ws.store.query_arrow("SELECT team FROM calls").to_pylist() == [{"team": "y"}]
+        unit = pa.table({"work_unit_id": ["u"], "workflow": ["claims"], "owner": ["o"]})
+        r = ws.ingest_batches([_batch("work_units", unit)], source="t")
+        assert r.updated == 1
+        rows = ws.store.query_arrow("SELECT workflow, derived FROM work_units").to_pylist()
+        assert rows == [{"workflow": "claims", "derived": False}]
+
+
+def _batch(table: str, data: pa.Table):  # type: ignore[no-untyped-def]
+    from yieldmeter.ingest.base import Batch
+
+    return Batch.of(table, conform(table, data, source="t"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "", None]), st.integers(-3, 5), st.sampled_from(["ok", "x"])
+        ),
+        max_size=25,
+    )
+)
+def test_accounting_invariant_holds_for_any_batch(rows: list[tuple[str | None, int, str]]) -> None:
+    store = Store.open(None)
+    data = pa.table(
+        {
+            "call_id": [r[0] for r in rows],
+            "ts": ["2025-01-01T00:00:00Z"] * len(rows),
+            "input_tokens": [r[1] for r in rows],
+            "status": [r[2] for r in rows],
+        },
+        schema=pa.schema(
+            [
+                ("call_id", pa.string()),
+                ("ts", pa.string()),
+                ("input_tokens", pa.int64()),
+                ("status", pa.string()),
+            ]
+        ),
+    )
+    for _ in range(2):  # and again: the second time everything good is a duplicate
+        c = conform("calls", data, source="prop")
+        r = store.write("calls", c.rows, c.rejects)
+        assert r.read == len(rows)
+        assert r.landed + r.duplicates + r.quarantined == len(rows)
+    assert store.count("calls") == len({r[0] for r in rows if r[0] and r[1] >= 0 and r[2] == "ok"})
+
+
+def test_a_killed_ingest_leaves_all_or_nothing(tmp_path: Path) -> None:
+    """A process killed inside a write transaction leaves no part of that batch."""
+    db = tmp_path / "store.duckdb"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import pyarrow as pa
+        from yieldmeter.store.duckdb_store import Store
+        from yieldmeter.ingest.conform import conform
+        s = Store.open({str(db)!r})
+        def batch(prefix, n):
+            t = pa.table({{"call_id": [f"{{prefix}}{{i}}" for i in range(n)],
+                          "ts": ["2025-01-01T00:00:00Z"] * n}})
+            return conform("calls", t, source="kill").rows
+        s.write("calls", batch("first-", 1000))          # acknowledged: must survive
+        with s.transaction() as con:                      # killed half-way: must vanish
+            con.register("_b", batch("second-", 5000))
+            con.execute("INSERT INTO calls SELECT * FROM _b")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    con = duckdb.connect(str(db))
+    ids = [r[0] for r in con.execute("SELECT call_id FROM calls").fetchall()]
+    assert len(ids) == 1000 and all(i.startswith("first-") for i in ids)
+
+
+def test_migration_adds_missing_columns_and_records_version(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    # a store written by an older yieldmeter: calls without the later columns
+    con.execute("CREATE TABLE calls (call_id VARCHAR, ts TIMESTAMPTZ, model VARCHAR)")
+    con.execute("INSERT INTO calls VALUES ('old', '2025-01-01 00:00:00+00', 'gpt-4o')")
+    con.close()
+    store = Store.open(db)
+    row = store.query_arrow("SELECT * FROM calls").to_pylist()[0]
+    assert row["call_id"] == "old" and row["request_count"] == 1 and row["input_tokens"] == 0
+    assert store.meta("schema_version") == str(SCHEMA_VERSION)
+
+
+def test_jsonl_and_parquet_inputs(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    lines = [
+        {"signal_id": "s1", "work_unit_id": "u", "ts": "2025-03-01T00:00:00Z", "kind": "accepted"},
+        "this is not json",
+        {"signal_id": "s2", "work_unit_id": "u", "ts": "2025-03-01T00:00:00Z", "kind": "made_up_kind"},
+        [1, 2],
+    ]
+    (tmp_path / "signals.jsonl").write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n"
+    )
+    pq.write_table(
+        pa.table(
+            {"effort_id": ["e1"], "work_unit_id": ["u"], "ts": ["2025-03-01T00:00:00Z"], "minutes": [4.5]}
+        ),
+        tmp_path / "effort.parquet",
+    )
+    with Workspace.init(tmp_path / "ws") as ws:
+        s = ws.ingest_paths([tmp_path / "signals.jsonl", tmp_path / "effort.parquet"])
+        sig, eff = s.files
+        assert (sig.read, sig.landed, sig.quarantined) == (4, 2, 2)
+        # unknown signal kinds are kept, never dropped
+        assert ws.store.query_arrow("SELECT kind FROM signals ORDER BY kind").column("kind").to_pylist() == [
+            "accepted",
+            "made_up_kind",
+        ]
+        assert {r["position"] for r in ws.quarantine().to_pylist()} == {2, 4}
+        assert (eff.read, eff.landed) == (1, 1)
+
+
+def test_open_without_workspace_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="yieldmeter init"):
+        Workspace.open(tmp_path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="uses a POSIX signal")
+def test_store_is_reopened_after_crash(tmp_path: Path) -> None:
+    """After a kill the file opens cleanly and takes new writes."""
+    test_a_killed_ingest_leaves_all_or_nothing(tmp_path)
+    store = Store.open(tmp_path / "store.duckdb")
+    c = conform("calls", pa.table({"call_id": ["new"], "ts": ["2025-01-02T00:00:00Z"]}), source="t")
+    assert store.write("calls", c.rows).landed == 1
