@@ -24,6 +24,7 @@ from typing import Any
 log = logging.getLogger("yieldmeter.sdk")
 
 TABLES = ("signals", "outcomes", "effort")
+_KEYS = {"signals": "signal_id", "outcomes": "outcome_id", "effort": "effort_id"}
 
 
 class RecordError(RuntimeError):
@@ -89,6 +90,9 @@ class Recorder:
                 rows = self._buffer[table]
                 if not rows:
                     continue
+                # the newest record of an id wins (the store keeps the first of a batch)
+                key = _KEYS[table]
+                rows = list({r.get(key) or id(r): r for r in rows}.values())
                 self._deliver(table, rows)
                 self._buffer[table] = []
 
