@@ -177,3 +177,49 @@ def test_cli_plan_and_bench(ws: Workspace) -> None:
     assert t.exit_code == 1 and f"cannot reach the endpoint at http://127.0.0.1:{port}" in t.stderr.replace(
         "\n", ""
     )
+
+
+def test_compute_link_for_owned_gpus(tmp_path: Path) -> None:
+    calls = CALLS.replace("openai,gpt-4o-mini", "vllm,llama-3-8b-instruct")
+    config = """
+capacity:
+  owned: {providers: [vllm], gpus: 2}
+  build: {gpu_price: 20000, other_capex_per_gpu: 4000, amortisation_months: 24, cost_of_capital: 0,
+          server_power_w_per_gpu: 100, idle_power_fraction: 0.3, pue: 1.5, energy_price_per_kwh: 0.1,
+          hosting_per_gpu_month: 100, operations_per_month: 500}
+"""
+    w = make_ws(tmp_path / "owned", config=config, calls=calls)
+    try:
+        row = {
+            "measurement_id": "m1",
+            "ts": datetime(2026, 3, 1, tzinfo=UTC),
+            "mode": "local",
+            "gpu": "h100",
+            "model_shape": "llama-3-8b",
+            "precision": "bf16",
+            "batch": 64,
+            "prefill_tokens_per_s": 1000.0,
+            "decode_tokens_per_s": 100.0,
+        }
+        c = conform("capacity_measurements", pa.Table.from_pylist([row]), source="test")
+        w.store.write("capacity_measurements", c.rows, c.rejects)
+        link = {r["workflow"]: r for r in w.capacity.compute_link()}
+    finally:
+        w.close()
+    # GPU-seconds busy: triage 3000/1000 + 300/100 = 6 s; drafting 2000/1000 + 200/100 = 4 s
+    # -> shares 0.6 and 0.4
+    assert link["triage"]["share"] == pytest.approx(0.6) and link["drafting"]["share"] == pytest.approx(0.4)
+    assert link["triage"]["gpu_hours_busy"] == pytest.approx(6 / 3600)
+    # fleet: 2 installed GPUs over a 3-hour window (10:00-12:59), utilisation u = 10 s / (2 x 3 h)
+    u = 10 / (2 * 3 * 3600)
+    assert link["triage"]["fleet_utilisation"] == pytest.approx(u)
+    # capital: 2 x $24,000 / 24 months = $2,000/month x 3/730 of a month
+    capital = 2000 * 3 / 730
+    # energy: 2 GPUs x (700 W x (0.3 + 0.7u) + 100 W) x PUE 1.5 x 3 h / 1000 = 0.009 x (310 + 490u) kWh
+    kwh = 0.009 * (310 + 490 * u)
+    assert link["triage"]["capital_usd"] == pytest.approx(0.6 * capital)
+    assert link["drafting"]["energy_kwh"] == pytest.approx(0.4 * kwh)
+    assert link["drafting"]["energy_usd"] == pytest.approx(0.4 * kwh * 0.1)
+    total = capital + kwh * 0.1 + (2 * 100 + 500) * 3 / 730
+    assert link["triage"]["compute_usd"] + link["drafting"]["compute_usd"] == pytest.approx(total)
+    assert link["triage"]["usd_per_million_tokens"] == pytest.approx(0.6 * total / 3300 * 1e6)

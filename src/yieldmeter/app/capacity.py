@@ -22,7 +22,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 
-from yieldmeter.capacity.plan import LoadProfile, Plan, ReplicaThroughput, compare
+from yieldmeter.capacity.plan import LoadProfile, Plan, ReplicaThroughput, build_option, compare
 from yieldmeter.capacity.roofline import Roofline, roofline
 from yieldmeter.capacity.settings import CapacitySettings, load_settings
 from yieldmeter.capacity.specs import CapacityError, ModelShape, gpu_spec, model_shape, precision
@@ -439,3 +439,104 @@ class CapacityService:
         if why:
             plan.unavailable["build"] = why
         return plan
+
+    # -- the compute link of the conversion chain -------------------------------------------------------
+    def compute_link(self, scope: Scope = Scope()) -> list[dict[str, Any]]:
+        """Per workflow served by owned GPUs (``capacity.owned``): energy and capital -> compute -> tokens.
+
+        Over the scope's window (first to last hour with owned calls):
+        GPU-hours busy = (input / prefill tokens/s + output / decode tokens/s) / 3600 x GPUs per replica,
+        with the replica throughput of the plan (measured, else roofline x efficiency). The fleet
+        (``owned.gpus``, else sized like the build option) costs capital, energy, hosting and
+        operations for the window's hours; each workflow carries them in its share of GPU-hours
+        busy, so idle capacity is carried too. Empty when nothing is declared owned.
+        """
+        s = self.settings
+        owned = s.owned
+        if not owned.providers and not owned.models:
+            return []
+        c = self._scoped_calls(scope)
+        served = ibis.literal(False)
+        if owned.providers:
+            served = served | c.provider.isin(owned.providers)
+        if owned.models:
+            served = served | c.model.isin(owned.models)
+        c = c.filter(served)
+        per = (
+            c.group_by(hour=c.ts.truncate("h"), workflow=c.workflow.fill_null("(unassigned)"))
+            .aggregate(input_tokens=c.input_tokens.sum(), output_tokens=c.output_tokens.sum())
+            .to_pyarrow()
+            .to_pylist()
+        )
+        if not per:
+            return []
+        first = min(r["hour"] for r in per)
+        span = int((max(r["hour"] for r in per) - first).total_seconds() // 3600) + 1
+        inp, out = np.zeros(span), np.zeros(span)
+        for r in per:
+            i = int((r["hour"] - first).total_seconds() // 3600)
+            inp[i] += r["input_tokens"]
+            out[i] += r["output_tokens"]
+        lengths = (
+            c.aggregate(
+                p=(c.input_tokens / ibis.greatest(c.request_count, 1)).quantile(0.5),
+                o=(c.output_tokens / ibis.greatest(c.request_count, 1)).quantile(0.5),
+            )
+            .to_pyarrow()
+            .to_pylist()[0]
+        )
+        shape = self.shape()
+        t, why = self.replica_throughput(
+            shape, max(1, round(lengths["p"] or 1)), max(1, round(lengths["o"] or 1))
+        )
+        if t is None:
+            raise CapacityError(why)
+        replicas = None
+        if owned.gpus is not None:
+            if owned.gpus < t.gpus:
+                raise CapacityError(
+                    f"capacity.owned.gpus is {owned.gpus}, fewer than one replica of {shape.name} "
+                    f"needs ({t.gpus})"
+                )
+            replicas = owned.gpus // t.gpus
+        gpu = gpu_spec(s.build.gpu)
+        fleet = build_option(LoadProfile(inp, out, np.zeros(span)), s, gpu, t, replicas)
+        window = span / s.hours_per_month  # the fleet's monthly cost -> this window
+        line = {cl.line: cl.usd_per_month * window for cl in fleet.lines}
+        kwh = (fleet.energy_kwh or 0.0) * window
+
+        busy: dict[str, list[float]] = {}
+        for r in per:
+            gpu_s = (
+                r["input_tokens"] / t.prefill_tokens_per_s + r["output_tokens"] / t.decode_tokens_per_s
+            ) * t.gpus
+            acc = busy.setdefault(r["workflow"], [0.0, 0.0, 0.0])
+            acc[0] += r["input_tokens"]
+            acc[1] += r["output_tokens"]
+            acc[2] += gpu_s
+        total_busy = sum(v[2] for v in busy.values()) or 1.0
+        rows = []
+        for wf, (i_tok, o_tok, gpu_s) in sorted(busy.items()):
+            share = gpu_s / total_busy
+            compute = share * (line["capital"] + line["energy"] + line["hosting"] + line["operations"])
+            tokens = i_tok + o_tok
+            rows.append(
+                {
+                    "workflow": wf,
+                    "input_tokens": int(i_tok),
+                    "output_tokens": int(o_tok),
+                    "gpu_hours_busy": gpu_s / 3600,
+                    "share": share,
+                    "energy_kwh": kwh * share,
+                    "energy_usd": line["energy"] * share,
+                    "capital_usd": line["capital"] * share,
+                    "hosting_operations_usd": (line["hosting"] + line["operations"]) * share,
+                    "compute_usd": compute,
+                    "usd_per_million_tokens": compute / tokens * 1e6 if tokens else None,
+                    "fleet": fleet.capacity,
+                    "fleet_utilisation": fleet.utilisation,
+                    "window_hours": span,
+                    "throughput": t.source,
+                }
+            )
+        return rows

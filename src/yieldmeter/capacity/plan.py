@@ -127,6 +127,7 @@ class OptionCost:
     utilisation: float | None = None
     overflow_share: float = 0.0  # share of tokens served by rent overflow
     fleet: int = 0  # reserved units or owned replicas
+    energy_kwh: float | None = None  # per month, owned GPUs only
 
     @property
     def usd_per_month(self) -> float:
@@ -281,15 +282,20 @@ def reserve_option(profile: LoadProfile, s: CapacitySettings) -> OptionCost:
 
 
 def build_option(
-    profile: LoadProfile, s: CapacitySettings, gpu: GPUSpec, throughput: ReplicaThroughput
+    profile: LoadProfile,
+    s: CapacitySettings,
+    gpu: GPUSpec,
+    throughput: ReplicaThroughput,
+    replicas: int | None = None,
 ) -> OptionCost:
+    """The build option; ``replicas`` fixes the fleet (GPUs already installed) instead of sizing it."""
     b: BuildSettings = s.build
     m = _month_scale(profile, s.hours_per_month)
     busy = (
         profile.input_tokens / throughput.prefill_tokens_per_s
         + profile.output_tokens / throughput.decode_tokens_per_s
     ) / SECONDS_PER_HOUR
-    replicas = _fleet(busy, s.sizing_quantile, 1)
+    replicas = replicas or _fleet(busy, s.sizing_quantile, 1)
     over_cost, over_share, u = _overflow(busy, replicas, _effective_rent(profile, s.rent), profile)
     gpus = replicas * throughput.gpus
     capex = gpus * (b.gpu_price + b.other_capex_per_gpu)
@@ -328,6 +334,7 @@ def build_option(
         u,
         over_share,
         replicas,
+        kwh,
     )
 
 

@@ -67,6 +67,14 @@ class BuildSettings(_Strict):
     batch: int = Field(default=64, ge=1, description="serving batch the throughput is taken at")
 
 
+class OwnedSettings(_Strict):
+    """Which calls owned GPUs already serve, for the compute link of the conversion chain."""
+
+    providers: list[str] = Field(default_factory=list, description="e.g. vllm, self-hosted")
+    models: list[str] = Field(default_factory=list)
+    gpus: int | None = Field(default=None, ge=1, description="GPUs installed; default: sized to the load")
+
+
 class CapacitySettings(_Strict):
     model_shape: str = "llama-3-8b"
     precision: str = "bf16"
@@ -78,6 +86,7 @@ class CapacitySettings(_Strict):
     rent: RentSettings = Field(default_factory=RentSettings)
     reserve: ReserveSettings = Field(default_factory=ReserveSettings)
     build: BuildSettings = Field(default_factory=BuildSettings)
+    owned: OwnedSettings = Field(default_factory=OwnedSettings)
     #: Extra model shapes by name, with ModelShape's keys (layers, hidden, heads, kv_heads...).
     shapes: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -240,6 +240,27 @@ def register(app: typer.Typer) -> None:
                 console().print(f"[dim]assumes {a}[/]", highlight=False)
             console().print(f"[bold]Recommendation:[/] {plan.recommendation}", highlight=False)
 
+    @cap.command("link")
+    def link_cmd(
+        workflow: Annotated[str | None, typer.Option("--workflow", help="Only this workflow.")] = None,
+        period: Annotated[
+            str | None, typer.Option("--period", help="YYYY-MM, YYYY-MM-DD or START..END.")
+        ] = None,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+    ) -> None:
+        """The compute link per workflow served by owned GPUs: tokens, GPU-hours, energy, capital."""
+        from yieldmeter.app.capacity import Scope
+        from yieldmeter.cli.core import parse_period
+
+        start, end = parse_period(period)
+        with workspace(ws_path) as ws, _errors():
+            rows = ws.capacity.compute_link(Scope(workflow=workflow, start=start, end=end))
+        if not rows and fmt is OutputFormat.table:
+            console().print("No calls are served by owned GPUs (declare them under capacity.owned).")
+            return
+        emit(rows, fmt, title="Energy and capital -> compute -> tokens")
+
     @cap.command("measurements")
     def measurements_cmd(
         mode: Annotated[str | None, typer.Option("--mode", help="local, endpoint or roofline.")] = None,
