@@ -274,7 +274,7 @@ def reserve_option(profile: LoadProfile, s: CapacitySettings) -> OptionCost:
         tuple(lines),
         profile.tokens * m,
         _outcomes_per_month(profile, m),
-        f"{units} units",
+        f"{units} unit{'s' if units != 1 else ''}",
         u,
         over_share,
         units,
@@ -341,8 +341,8 @@ def build_option(
 def _break_even_volume(
     profile: LoadProfile, cost: Callable[[LoadProfile], float], rent: Callable[[LoadProfile], float]
 ) -> float | None:
-    """Smallest volume factor k (of today's load) from which ``cost`` <= ``rent``; None up to 1000x."""
-    grid = np.geomspace(1e-3, 1e3, 121)
+    """Smallest volume factor k (of today's load) from which ``cost`` <= ``rent``; None up to 1e6 x."""
+    grid = np.geomspace(1e-3, 1e6, 181)
     prev = None
     for k in grid:
         if cost(profile.scaled(k)) <= rent(profile.scaled(k)):
@@ -466,7 +466,7 @@ def _assumptions(s: CapacitySettings, t: ReplicaThroughput | None) -> tuple[str,
         f"a month is {s.hours_per_month:g} hours; the observed window is scaled to it",
         f"reserved and owned capacity is sized to the {s.sizing_quantile:.0%} quantile hour; "
         "the rest overflows to rent",
-        "owned replicas are assumed to reach their serving-batch throughput whenever busy",
+        "owned replicas reach their serving-batch throughput whenever they are busy",
         f"building serves the {s.model_shape} shape in {s.precision} in place of the rented model: "
         "check quality on the workflow's own outcomes before switching",
     ]
@@ -478,11 +478,15 @@ def _assumptions(s: CapacitySettings, t: ReplicaThroughput | None) -> tuple[str,
     return tuple(out)
 
 
+def _usd(x: float) -> str:
+    return f"${x:,.0f}" if abs(x) >= 100 else f"${x:,.2f}"
+
+
 def _recommend(plan: Plan, t: ReplicaThroughput | None) -> str:
     best = plan.cheapest
     rent = plan.option("rent")
     assert rent is not None
-    parts = [f"{best.option}: ${best.usd_per_month:,.0f}/month"]
+    parts = [f"{best.option}: {_usd(best.usd_per_month)}/month"]
     if best.usd_per_million_tokens is not None:
         parts.append(f"${best.usd_per_million_tokens:,.2f} per million tokens")
     if best.option != "rent" and rent.usd_per_month > 0:
@@ -493,6 +497,14 @@ def _recommend(plan: Plan, t: ReplicaThroughput | None) -> str:
         text += " Sensitive: the cheapest option changes at " + ", ".join(flips) + "."
     else:
         text += " It stays the cheapest at volume and efficiency +/-50%."
+    if best.option == "rent":
+        ahead = [r for r in plan.break_even if r["break_even_tokens_per_month"]]
+        for r in sorted(ahead, key=lambda r: r["break_even_tokens_per_month"]):
+            millions = r["break_even_tokens_per_month"] / 1e6
+            text += (
+                f" {r['option'].capitalize()} would break even from {millions:,.0f} M tokens/month"
+                f" ({r['volume_vs_today']:,.1f}x today)."
+            )
     if best.option == "build" and t is not None and not t.source.startswith("measured"):
         text += " The build throughput is assumed, not measured: measure it with `yieldmeter capacity bench`."
     if best.utilisation is not None and best.utilisation < 0.3:
