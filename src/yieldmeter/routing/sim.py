@@ -162,7 +162,7 @@ SEGMENTS: tuple[SimSegment, ...] = (
     SimSegment(
         "fraud-review",
         "merchant-review",
-        40,
+        15,
         2.0,
         {"gpt-4o": 0.85, "gpt-4o-mini": 0.85},
         {"gpt-4o": 0.5, "gpt-4o-mini": 0.5},
