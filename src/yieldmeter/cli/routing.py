@@ -25,6 +25,22 @@ OutOpt = Annotated[
 ]
 
 
+#: Columns of the text table (the JSON policy and --out carry everything, with the reasons).
+TABLE_COLUMNS = (
+    "tier",
+    "units",
+    "action",
+    "model",
+    "success_now",
+    "success_new",
+    "cost_per_success_now",
+    "cost_per_success_new",
+    "monthly_saving",
+    "experiment_share",
+    "experiment_days",
+)
+
+
 class RouteFormat(StrEnum):
     table = "table"
     json = "json"
@@ -92,7 +108,16 @@ def register(app: typer.Typer) -> None:
             if not rows:
                 console().print("No work units with calls in this period: nothing to route.")
                 return
-            emit(rows, "table", title="Routing by value-efficiency (per workflow x task type)")
+            shown = [
+                {
+                    "segment": f"{r['workflow']}/{r['task_type']}",
+                    **{k: r[k] for k in TABLE_COLUMNS},
+                }
+                for r in rows
+            ]
+            emit(shown, "table", title="Routing by value-efficiency (per workflow x task type)")
+            for r in rows:
+                console().print(f"  {r['workflow']}/{r['task_type']}: {r['reason']}", highlight=False)
             emit(svc.frontier(start, end), "table", title="Cost-quality frontier per value tier")
             t = svc.totals(start, end)
             console().print(
