@@ -258,14 +258,21 @@ def _measure(
                     model.decode_step(bucket)
             torch.cuda.current_stream(device).wait_stream(stream)
             pool = None
-            for bucket in buckets:
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, pool=pool):
-                    model.decode_step(bucket)
-                pool = g.pool()
-                graphs[bucket] = g
-            log(f"captured {len(graphs)} CUDA graphs (context buckets of {BUCKET})")
-        else:
+            try:
+                for bucket in buckets:
+                    g = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(g, pool=pool):
+                        model.decode_step(bucket)
+                    pool = g.pool()
+                    graphs[bucket] = g
+                log(f"captured {len(graphs)} CUDA graphs (context buckets of {BUCKET})")
+            except RuntimeError as exc:
+                # Say so and measure eager decode rather than no figure; the result records the method.
+                graphs.clear()
+                use_graphs = False
+                torch.cuda.synchronize(device)
+                log(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); measuring eager decode")
+        if not use_graphs:
             model.decode_step(buckets[0])
         _sync(device)
 
