@@ -68,7 +68,8 @@ def test_runaway_agent_and_model_mix_change(tmp_path: Path):
             for i in range(3)
         ]
     day = START + timedelta(days=29)
-    # The runaway: 60 calls in one run. Its spend at stake = 60 x 0.01 - median 3 calls x mean 0.01/call = 0.57.
+    # The runaway: 60 calls in one run.
+    # Its spend at stake = 60 x 0.01 - median 3 calls x mean 0.01/call = 0.57.
     rows += [
         call(day + timedelta(minutes=i), 0.01, workflow="agent", work_unit_id="run-loop") for i in range(60)
     ]

@@ -210,7 +210,7 @@ class FinOpsService:
         from yieldmeter.finops.reconcile import reconcile
 
         start, end = period_bounds(period)
-        return reconcile(self.ws.tables(), self.events(), start, end)
+        return reconcile(self.ws.tables(), start, end)
 
     def initiatives(self, period: str | None = None) -> pa.Table:
         """Spend, benefit and yield per initiative, with owner, budget and decisions."""

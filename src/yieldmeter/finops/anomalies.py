@@ -134,7 +134,8 @@ def spikes(ev: ir.Table, start: datetime, end: datetime) -> list[dict[str, Any]]
                             "spend_at_stake": at_stake,
                             "example_work_units": _examples(ev, dim, key, day),
                             "message": f"{dim} {key}: {x:,.2f} {unit} on {day:%Y-%m-%d}, "
-                            f"{x / med if med else float('inf'):.1f}x its {BASELINE_DAYS}-day median {med:,.2f}",
+                            f"{x / med if med else float('inf'):.1f}x its {BASELINE_DAYS}-day "
+                            f"median {med:,.2f}",
                         }
                     )
     return out

@@ -176,7 +176,7 @@ def _yield(rule: UnitRule, vs: Any, w: Window) -> list[Breach]:
 
 
 def _coverage(rule: UnitRule, vs: Any, w: Window) -> list[Breach]:
-    c = vs.coverage(rule.workflow, w).coverage
+    c = vs.coverage(rule.workflow, w).by_workflow
     target = rule.workflow or "(all)"
     out = []
     for r in c.to_pylist():

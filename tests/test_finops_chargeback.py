@@ -1,0 +1,205 @@
+"""Showback/chargeback, the FOCUS export (validated, re-imported), reconciliation and initiatives.
+
+The shared example (hand-computed):
+
+- alpha: a 2.00 USD call (direct); beta: a 3.00 USD call (direct);
+- shared: a 1.00 USD call with no team, and a 5.00 USD licence with no team on
+  a workflow without calls (so it lands whole, with no team);
+- proportional split by direct cost: alpha 2 / 5 = 0.4, beta 0.6, so
+  alpha = 2 + 0.4 x (1 + 5) = 4.4 and beta = 3 + 0.6 x 6 = 6.6; total 11.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pytest
+
+from tests.finops_data import call, ingest, make_workspace, utc
+from yieldmeter.app.workspace import Workspace
+
+FIXTURES = Path(__file__).parent / "fixtures" / "focus"
+#: Checks of focus-validator 1.0.0's "1.0" rule set that fail on the FinOps Foundation's own FOCUS 1.0
+#: sample too: the rule set names columns InvoiceIssuer/Provider/Publisher/ResourceID (the spec says
+#: InvoiceIssuerName/ProviderName/PublisherName/ResourceId), SkuPriceId_Nullable looks for a
+#: ChargeType column that FOCUS 1.0 renamed ChargeCategory, and the currency-code check cannot load its
+#: code list (FileNotFoundError). A file that satisfies the specification fails exactly these.
+VALIDATOR_GAPS = {
+    "BillingCurrency_IsCurrencyCode",
+    "InvoiceIssuer_Required",
+    "Provider_Required",
+    "Publisher_Required",
+    "ResourceID_Required",
+    "SkuPriceId_Nullable",
+}
+
+
+def _shared_example(root: Path, chargeback: str = "") -> Workspace:
+    ws = make_workspace(root, "chargeback:\n  cost_centres: {alpha: CC-100}\n" + chargeback)
+    ingest(
+        ws,
+        "calls",
+        [
+            call(utc(2026, 11, 1, 10), 2.0, work_unit_id="u1"),
+            call(utc(2026, 11, 2, 10), 3.0, team="beta"),
+            call(utc(2026, 11, 2, 11), 1.0, team=None),
+        ],
+    )
+    ingest(
+        ws,
+        "cost_items",
+        [
+            {
+                "item_id": "lic",
+                "period_start": utc(2026, 11, 1),
+                "period_end": utc(2026, 11, 2),
+                "amount": 5.0,
+                "category": "licence",
+                "workflow": "unused-workflow",
+            }
+        ],
+    )
+    return ws
+
+
+def test_showback_proportional_even_and_by_rule(tmp_path: Path):
+    ws = _shared_example(tmp_path / "p")
+    rows = {r["team"]: r for r in ws.finops.showback("2026-11").to_pylist()}
+    assert rows["alpha"]["total_cost"] == pytest.approx(4.4) and rows["alpha"]["cost_centre"] == "CC-100"
+    assert rows["alpha"]["direct_cost"] == pytest.approx(2.0) and rows["alpha"][
+        "shared_cost"
+    ] == pytest.approx(2.4)
+    assert rows["beta"]["total_cost"] == pytest.approx(6.6) and rows["beta"]["cost_centre"] == "beta"
+    assert rows["alpha"]["share"] == pytest.approx(0.4)
+    even_rows = _shared_example(tmp_path / "e", "  shared: even\n").finops.showback().to_pylist()
+    even = {r["team"]: r["total_cost"] for r in even_rows}
+    assert even == pytest.approx({"alpha": 2 + 3.0, "beta": 3 + 3.0})  # 6 shared / 2 teams
+    rule = _shared_example(tmp_path / "r", "  shared: {alpha: 0.25, beta: 0.75}\n").finops.showback()
+    assert {r["team"]: r["total_cost"] for r in rule.to_pylist()} == pytest.approx(
+        {"alpha": 3.5, "beta": 7.5}
+    )
+
+
+def test_shared_cost_with_no_team_stays_visible(tmp_path: Path):
+    ws = make_workspace(tmp_path / "ws")
+    ingest(ws, "calls", [call(utc(2026, 11, 2, 11), 1.0, team=None)])
+    rows = ws.finops.showback().to_pylist()
+    assert [(r["team"], r["total_cost"]) for r in rows] == [("(unallocated)", pytest.approx(1.0))]
+
+
+def test_focus_export_records_the_allocation_and_reimports_with_identical_totals(tmp_path: Path):
+    ws = _shared_example(tmp_path / "ws")
+    out = tmp_path / "focus-1.3.csv"
+    summary = ws.finops.export_focus(out, "2026-11")
+    assert summary["rows"] == 6 and summary["billed_cost"] == pytest.approx(11.0)
+    t = pacsv.read_csv(out).to_pylist()
+    direct = [r for r in t if json.loads(r["Tags"])["yieldmeter.allocation"] == "direct"]
+    split = [r for r in t if r not in direct]
+    assert len(direct) == 2 and all(not r["AllocatedMethodId"] for r in direct)
+    assert {r["AllocatedMethodId"] for r in split} == {"yieldmeter-proportional"}
+    by_origin: dict[str, float] = {}
+    for r in split:
+        details = json.loads(r["AllocatedMethodDetails"])
+        by_origin[r["x_OriginChargeId"]] = by_origin.get(r["x_OriginChargeId"], 0.0) + sum(
+            e["AllocatedRatio"] for e in details["Elements"]
+        )
+        assert r["AllocatedResourceId"] == r["SubAccountId"]
+        assert r["BilledCost"] == pytest.approx(
+            r["x_OriginAmount"] * details["Elements"][0]["AllocatedRatio"]
+        )
+    assert by_origin and all(
+        v == pytest.approx(1.0) for v in by_origin.values()
+    )  # ratios of a charge add to 1
+    assert {"ServiceProviderName", "HostProviderName", "ServiceSubcategory"} <= set(t[0])
+    # Re-import into a fresh workspace through yieldmeter's own FOCUS importer: same totals, same teams.
+    other = make_workspace(tmp_path / "other")
+    summary_in = other.ingest_paths([out], fmt="focus")
+    assert summary_in.total("quarantined") == 0 and summary_in.total("landed") == 6
+    items = other.tables().cost_items
+    total = items.aggregate(s=items.amount.sum()).to_pyarrow().to_pylist()[0]["s"]
+    assert total == pytest.approx(11.0, abs=1e-9)
+    per_team = {
+        r["team"]: r["s"]
+        for r in items.group_by("team").aggregate(s=items.amount.sum()).to_pyarrow().to_pylist()
+    }
+    assert per_team == pytest.approx({"alpha": 4.4, "beta": 6.6})
+    cats = set(items.select("category").distinct().to_pyarrow().column(0).to_pylist())
+    assert "ai_tokens" not in cats  # an allocation is not a provider's token bill
+
+
+def _validator() -> str | None:
+    return os.environ.get("YIELDMETER_FOCUS_VALIDATOR") or shutil.which("focus-validator")
+
+
+@pytest.mark.skipif(_validator() is None, reason="focus-validator not installed (see docs/finops.md)")
+def test_focus_export_passes_focus_validator(tmp_path: Path):
+    ws = _shared_example(tmp_path / "ws")
+    out = tmp_path / "focus-1.0.csv"
+    ws.finops.export_focus(out, "2026-11", version="1.0")
+    report = tmp_path / "report.xml"
+    subprocess.run(
+        [_validator(), "--data-file", str(out), "--validate-version", "1.0", "--output-type", "unittest",
+         "--output-destination", str(report)],
+        capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    root = ET.parse(report).getroot()
+    cases = root.iter("testcase")
+    failed = {c.get("name").split(" :: ")[0] for c in cases if c.find("failure") is not None}
+    assert int(root.get("tests")) > 100
+    assert failed <= VALIDATOR_GAPS, failed - VALIDATOR_GAPS
+
+
+def test_reconciliation_against_the_focus_token_bill(tmp_path: Path):
+    ws = make_workspace(
+        tmp_path / "ws",
+        "prices:\n  - model: solora-saturn-4.8\n    provider: solora\n    input: 5.0\n    output: 25.0\n"
+        "    valid_from: 2020-01-01T00:00:00Z\n",
+    )
+    ws.ingest_paths([FIXTURES / "ai-per-token-api.csv"], fmt="focus")
+    # Metered: 8.4M input x 5/M = 42.00 and 2.0M output x 25/M = 50.00 -> 92.00. The bill: 42.00 + 52.50.
+    solora = {"provider": "solora", "model": "solora-saturn-4.8"}
+    ingest(ws, "calls", [{"call_id": "s1", "ts": utc(2025, 5, 10), **solora,
+                          "input_tokens": 8_400_000, "output_tokens": 2_000_000}])  # fmt: skip
+    rows = {r["model"]: r for r in ws.finops.reconciliation().to_pylist()}
+    r = rows["solora-saturn-4.8"]
+    assert (r["billed"], r["metered"]) == (pytest.approx(94.5), pytest.approx(92.0))
+    assert r["difference"] == pytest.approx(2.5) and r["status"] == "bill above metering"
+    assert r["billed_tokens"] == pytest.approx(10_500_000) and r["metered_tokens"] == pytest.approx(
+        10_400_000
+    )
+    assert rows["(total)"]["difference"] == pytest.approx(2.5)
+    # The bill is never added to fully loaded cost: spend is the metered 92.00.
+    assert ws.spend(()).to_pylist()[0]["fully_loaded_cost"] == pytest.approx(92.0)
+
+
+def test_initiative_rollup_and_decisions(tmp_path: Path):
+    ws = make_workspace(
+        tmp_path / "ws",
+        "initiatives:\n  - initiative: claims-automation\n    owner: coo\n    budget: 100\n"
+        "    workflows: [triage]\n",
+    )
+    ingest(ws, "calls", [call(utc(2026, 11, 3), 10.0), call(utc(2026, 11, 3), 4.0, workflow="chat")])
+    ingest(ws, "outcomes", [{"outcome_id": "o1", "workflow": "triage", "period_start": utc(2026, 11, 1),
+                             "period_end": utc(2026, 12, 1), "metric": "claims routed",
+                             "monetary_value": 50.0,
+                             "value_dimension": "cycle_time", "attribution_share": 0.5,
+                             "evidence_level": "baseline_comparison"}])  # fmt: skip
+    decision = {"decision_id": "d1", "date": utc(2026, 11, 20), "subject": "triage"}
+    ingest(
+        ws, "decisions", [{**decision, "change": "scale to all regions", "initiative": "claims-automation"}]
+    )
+    rows = {r["initiative"]: r for r in ws.finops.initiatives("2026-11").to_pylist()}
+    ca = rows["claims-automation"]
+    # benefit = 50 x 0.5 = 25 on 10 USD of fully loaded cost -> yield 2.5; 10 of a 100 budget.
+    assert (ca["owner"], ca["fully_loaded_cost"], ca["benefit"]) == ("coo", 10.0, 25.0)
+    assert (
+        ca["yield"] == pytest.approx(2.5) and ca["budget_used"] == pytest.approx(0.1) and ca["decisions"] == 1
+    )
+    assert rows["(no initiative)"]["fully_loaded_cost"] == pytest.approx(4.0)
+    assert [d["decision_id"] for d in ws.finops.decisions("claims-automation").to_pylist()] == ["d1"]
