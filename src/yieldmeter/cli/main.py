@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "yieldmeter.cli.routing",
     "yieldmeter.cli.reports",
     "yieldmeter.cli.keys",
+    "yieldmeter.cli.finops",
 ]
 
 

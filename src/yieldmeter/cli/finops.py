@@ -1,0 +1,236 @@
+"""FinOps commands: budgets, alerts, forecast, anomalies, showback, reconcile, initiatives, export focus.
+
+Thin: parse, call ``ws.finops`` (:class:`yieldmeter.app.finops.FinOpsService`), format.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from yieldmeter.cli.common import FormatOpt, OutputFormat, WorkspaceOpt, console, emit, fail, group, workspace
+
+PeriodOpt = Annotated[
+    str | None,
+    typer.Option("--period", help="YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."),
+]
+AtOpt = Annotated[
+    str | None,
+    typer.Option("--at", help="Evaluate as of this ISO time (UTC when no offset); default now."),
+]
+
+
+def _at(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--at {text!r} is not an ISO date or time (e.g. 2026-11-15 or 2026-11-15T12:00:00Z)")
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from yieldmeter.config import ConfigError
+
+    return (ConfigError, ValueError, KeyError)
+
+
+def register(app: typer.Typer) -> None:
+    budgets = group(app, "budgets", "Spend budgets: status, add, burn-down.")
+
+    @budgets.command("list")
+    def budgets_list(
+        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table, at: AtOpt = None
+    ) -> None:
+        """Every budget: window, spent, share used, state, projection and the day it runs out."""
+        with workspace(ws_path) as ws:
+            try:
+                rows = ws.finops.budgets(_at(at))
+            except _errors() as exc:
+                fail(str(exc))
+            emit(rows, fmt, title="Budgets")
+
+    @budgets.command("add")
+    def budgets_add(
+        scope_kind: Annotated[
+            str, typer.Argument(help="team, workflow, user, model, provider, initiative, org")
+        ],
+        scope: Annotated[str, typer.Argument(help="The team, workflow... name (any text for org).")],
+        amount: Annotated[float, typer.Argument(help="USD per period.")],
+        period: Annotated[
+            str, typer.Option("--period", help="month, quarter, year or rolling:Nd.")
+        ] = "month",
+        basis: Annotated[
+            str, typer.Option("--basis", help="model_cost or fully_loaded_cost.")
+        ] = "model_cost",
+        soft: Annotated[float, typer.Option("--soft", help="Notify at this share of the amount.")] = 0.8,
+        hard: Annotated[float, typer.Option("--hard", help="Hard threshold (share of the amount).")] = 1.0,
+        ws_path: WorkspaceOpt = Path("."),
+    ) -> None:
+        """Create or update a budget (one per scope and period)."""
+        with workspace(ws_path) as ws:
+            try:
+                bid = ws.finops.add_budget(
+                    scope_kind, scope, period, amount, basis=basis, soft_threshold=soft, hard_threshold=hard
+                )
+            except _errors() as exc:
+                fail(str(exc))
+            console().print(f"budget {bid}: {scope_kind} {scope}, {amount:,.2f} USD per {period} ({basis})")
+
+    @budgets.command("burn-down")
+    def budgets_burn_down(
+        budget_id: Annotated[str, typer.Argument(help="Budget id (`yieldmeter budgets list`).")],
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+        at: AtOpt = None,
+    ) -> None:
+        """Daily cumulative spend, its forecast to the window's end, and the projected run-out day."""
+        with workspace(ws_path) as ws:
+            try:
+                bd = ws.finops.burn_down(budget_id, _at(at))
+            except _errors() as exc:
+                fail(str(exc))
+            if fmt is OutputFormat.json:
+                typer.echo(json.dumps(bd, indent=2, default=str))
+                return
+            emit(
+                bd["days"],
+                fmt,
+                title=f"Burn-down of {bd['scope_kind']} {bd['scope']} ({bd['amount']:,.2f} USD)",
+            )
+            console().print(
+                f"projected total {bd['projected_total']:,.2f} USD; "
+                f"runs out: {bd['run_out_day'] or 'not this period'}"
+                f" (earliest, 80% upper bound: {bd['earliest_run_out_day'] or '-'})"
+            )
+
+    alerts = group(app, "alerts", "Alerts on budgets and unit economics.")
+
+    @alerts.command("list")
+    def alerts_list(
+        status: Annotated[str, typer.Option("--status", help="firing, resolved or all.")] = "firing",
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+    ) -> None:
+        """Alerts from the alert state (what the dashboard shows)."""
+        if status not in ("firing", "resolved", "all"):
+            fail("--status must be firing, resolved or all")
+        with workspace(ws_path) as ws:
+            emit(ws.finops.alerts(None if status == "all" else status), fmt, title=f"Alerts ({status})")
+
+    @alerts.command("evaluate")
+    def alerts_evaluate(
+        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table, at: AtOpt = None
+    ) -> None:
+        """Evaluate every rule now, update the alert state and deliver what fired or resolved."""
+        with workspace(ws_path) as ws:
+            try:
+                events = ws.finops.evaluate_alerts(_at(at))
+            except _errors() as exc:
+                fail(str(exc))
+            rows = [
+                {"event": e.event, **{k: e.alert[k] for k in ("severity", "kind", "scope", "message")}}
+                for e in events
+            ]
+            emit(rows, fmt, title="Alert changes")
+
+    @alerts.command("deliveries")
+    def alerts_deliveries(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:
+        """Delivery attempts per channel, with errors (a failed webhook shows here)."""
+        with workspace(ws_path) as ws:
+            emit(ws.finops.deliveries(), fmt, title="Alert deliveries")
+
+    @app.command()
+    def forecast(
+        by: Annotated[
+            str, typer.Option("--by", help="team, workflow, model, provider, initiative or org.")
+        ] = "team",
+        months: Annotated[int, typer.Option("--months", min=1, max=12, help="Months after this one.")] = 3,
+        cpso: Annotated[
+            bool, typer.Option("--cost-per-success", help="Forecast cost per successful outcome.")
+        ] = False,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+        at: AtOpt = None,
+    ) -> None:
+        """Fully loaded spend for the rest of this month and the next months, with 80%/95% intervals."""
+        with workspace(ws_path) as ws:
+            try:
+                if cpso:
+                    emit(
+                        ws.finops.forecast_cpso(_at(at)), fmt, title="Cost per successful outcome, next month"
+                    )
+                else:
+                    emit(ws.finops.forecast(by, _at(at), months=months), fmt, title=f"Spend forecast by {by}")
+            except _errors() as exc:
+                fail(str(exc))
+
+    @app.command()
+    def anomalies(
+        days: Annotated[int, typer.Option("--days", min=1, max=90, help="Days to scan, up to today.")] = 14,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+        at: AtOpt = None,
+    ) -> None:
+        """Spend and token spikes, runaway agents and model-mix changes, largest spend at stake first."""
+        with workspace(ws_path) as ws:
+            emit(ws.finops.anomalies(_at(at), days=days), fmt, title="Anomalies")
+
+    @app.command()
+    def showback(
+        period: PeriodOpt = None, ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table
+    ) -> None:
+        """Fully loaded cost per cost centre and team: direct and shared parts (rules: chargeback:)."""
+        with workspace(ws_path) as ws:
+            try:
+                emit(ws.finops.showback(period), fmt, title="Showback")
+            except _errors() as exc:
+                fail(str(exc))
+
+    @app.command()
+    def reconcile(
+        period: PeriodOpt = None, ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table
+    ) -> None:
+        """Imported provider bills against metered model cost, per month and model; differences shown."""
+        with workspace(ws_path) as ws:
+            rows = ws.finops.reconciliation(period)
+            if not rows.num_rows:
+                console().print(
+                    "No provider token bills imported: `yieldmeter ingest --format focus BILL.csv`."
+                )
+                return
+            emit(rows, fmt, title="Reconciliation")
+
+    @app.command()
+    def initiatives(
+        period: PeriodOpt = None, ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table
+    ) -> None:
+        """Spend, benefit, yield, coverage, budget and decisions per initiative."""
+        with workspace(ws_path) as ws:
+            emit(ws.finops.initiatives(period), fmt, title="Initiatives")
+
+    export = group(app, "export", "Export tables for other tools.")
+
+    @export.command("focus")
+    def export_focus(
+        out: Annotated[Path, typer.Argument(help="CSV file (or .parquet) to write.")],
+        period: PeriodOpt = None,
+        version: Annotated[
+            str, typer.Option("--focus-version", help="1.3 (Allocated* columns) or 1.0.")
+        ] = "1.3",
+        ws_path: WorkspaceOpt = Path("."),
+    ) -> None:
+        """The showback/chargeback allocation as FOCUS rows, for FinOps tools."""
+        with workspace(ws_path) as ws:
+            try:
+                s = ws.finops.export_focus(out, period, version=version)
+            except _errors() as exc:
+                fail(str(exc))
+            console().print(
+                f"wrote {s['rows']:,} FOCUS {s['version']} rows, {s['billed_cost']:,.2f} USD, to {s['path']}"
+            )
