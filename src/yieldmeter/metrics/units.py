@@ -49,34 +49,46 @@ def allocation_uplift(lines: ir.Table) -> ir.Table:
 
 
 def unit_calls(priced: ir.Table, lines: ir.Table | None) -> ir.Table:
-    """Per work unit: calls, tokens, model/allocated cost, slowest call, dominant model, tool use."""
+    """Per work unit: calls, tokens, model/allocated cost, slowest call, dominant model, tool use.
+
+    Two steps so the allocation join runs on one row per unit and day, not per call:
+    calls -> (unit, workflow, day) sums -> x uplift of (workflow, day) -> unit sums. The dominant
+    model is the model of the unit's largest call (argmax of tokens at both steps).
+    """
     c = priced.filter(priced.work_unit_id.notnull())
-    if lines is not None:
-        up = allocation_uplift(lines)
-        c = c.left_join(
-            up,
-            [
-                c.workflow.fill_null("") == up.uplift_workflow.fill_null(""),
-                c.ts.truncate("D") == up.uplift_day,
-            ],
-        )
-        uplift = c.uplift.fill_null(0.0)
-    else:
-        uplift = ibis.literal(0.0)
     requests = c.request_count.fill_null(1)
     tokens = c.input_tokens.fill_null(0) + c.output_tokens.fill_null(0)
-    cost = c.model_cost.fill_null(0.0)
-    return c.group_by(c.work_unit_id).aggregate(
+    d = c.group_by(
+        work_unit_id=c.work_unit_id, d_workflow=c.workflow.fill_null(""), d_day=c.ts.truncate("D")
+    ).aggregate(
         calls=requests.sum().cast("int64"),
         input_tokens=c.input_tokens.fill_null(0).sum().cast("int64"),
         output_tokens=c.output_tokens.fill_null(0).sum().cast("int64"),
-        model_cost=cost.sum(),
-        allocated_cost=(cost * uplift).sum(),
+        model_cost=c.model_cost.fill_null(0.0).sum(),
         unpriced_calls=requests.sum(where=~c.priced).fill_null(0).cast("int64"),
         max_duration_ms=c.duration_ms.max(),
         first_call_at=c.ts.min(),
         model=c.model.argmax(tokens),
+        max_tokens=tokens.max(),
         tool_use=c.operation.isin(TOOL_OPERATIONS).any(),
+    )
+    if lines is not None:
+        up = allocation_uplift(lines)
+        d = d.left_join(up, [d.d_workflow == up.uplift_workflow.fill_null(""), d.d_day == up.uplift_day])
+        uplift = d.uplift.fill_null(0.0)
+    else:
+        uplift = ibis.literal(0.0)
+    return d.group_by(d.work_unit_id).aggregate(
+        calls=d.calls.sum(),
+        input_tokens=d.input_tokens.sum(),
+        output_tokens=d.output_tokens.sum(),
+        model_cost=d.model_cost.sum(),
+        allocated_cost=(d.model_cost * uplift).sum(),
+        unpriced_calls=d.unpriced_calls.sum(),
+        max_duration_ms=d.max_duration_ms.max(),
+        first_call_at=d.first_call_at.min(),
+        model=d.model.argmax(d.max_tokens),
+        tool_use=d.tool_use.any(),
     )
 
 
