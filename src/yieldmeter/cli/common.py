@@ -37,6 +37,11 @@ WorkspaceOpt = Annotated[
 ]
 
 
+#: The engine chosen with ``yieldmeter --engine/--lake/--spark-master`` (filled by the root
+#: callback in ``cli/lake.py``); :func:`workspace` opens the workspace on it.
+ENGINE_CHOICE: dict[str, str | None] = {}
+
+
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
@@ -63,15 +68,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
 @contextmanager
 def workspace(path: Path, *, create: bool = False) -> Iterator[Workspace]:
     """Open the workspace, turning known failures into clear messages."""
-    from yieldmeter.app.workspace import Workspace
     from yieldmeter.config import ConfigError
+    from yieldmeter.lake.engines import EngineGap
+    from yieldmeter.lake.workspace import open_workspace
 
     try:
-        ws = Workspace.open(path, create=create)
-    except (ConfigError, FileNotFoundError) as exc:
+        ws: Workspace = open_workspace(path, create=create, **ENGINE_CHOICE)
+    except (ConfigError, FileNotFoundError, EngineGap, ValueError) as exc:
         fail(str(exc))
     try:
         yield ws
+    except EngineGap as exc:
+        fail(str(exc))
     finally:
         ws.close()
 

@@ -73,8 +73,17 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             OutputFormat, typer.Option("--output", help="Summary format.")
         ] = OutputFormat.table,
+        to_lake: Annotated[
+            str | None,
+            typer.Option("--to-lake", help="Write to this lake (folder or URI) instead of the store."),
+        ] = None,
     ) -> None:
         """Import CSV, JSON lines, Parquet, OTLP JSON and usage exports into the store."""
+        if to_lake is not None:
+            from yieldmeter.cli.lake import ingest_to_lake_command
+
+            ingest_to_lake_command(paths, to_lake, table, fmt, ws_path, output)
+            return
         from yieldmeter.ingest.registry import UnknownFormat
         from yieldmeter.ingest.tabular import TableNotKnown
         from yieldmeter.schema import INGESTIBLE

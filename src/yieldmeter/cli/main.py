@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "yieldmeter.cli.reports",
     "yieldmeter.cli.keys",
     "yieldmeter.cli.finops",
+    "yieldmeter.cli.lake",
 ]
 
 

@@ -1,0 +1,308 @@
+"""Adapter output written straight to a lake, without the DuckDB store.
+
+``yieldmeter ingest FILES --to-lake LAKE`` reads each file with the same
+format adapters as a store ingest and writes the canonical rows as the files
+of that source (:meth:`Lake.write_source`), so:
+
+* a re-run of the same input rewrites the same files: the lake holds the same
+  rows (idempotent), and a source that changed replaces its earlier rows;
+* inside one source, the first row of an id wins (as in the store);
+* across sources, an id already stored in the same day partition by another
+  source is kept and the new row counted as a duplicate (first writer wins);
+* calls that name a work unit no input describes get a derived work unit
+  (most frequent workflow, task type, user and team of its calls in that
+  source; first and last time), like the store's derivation, per source;
+* rows that break a rule go to the lake's ``quarantine`` with file, row and reason;
+* the reference tables (``workflows``, ``prices``) follow ``yieldmeter.yaml``
+  and ``model_map`` gains the (provider, model) pairs the calls report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from yieldmeter.app.workspace import FileSummary, IngestSummary
+from yieldmeter.config import CONFIG_FILE, Config
+from yieldmeter.ingest.base import Batch, ReadOptions, open_binary
+from yieldmeter.ingest.conform import concat_rejects, conform, stable_id
+from yieldmeter.lake.layout import Lake, day_of, lake_schemas
+from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
+
+REFERENCE_SOURCE = "reference"
+
+
+def read_options(config: Config, source: str, table: str | None = None) -> ReadOptions:
+    return ReadOptions(
+        source=source,
+        table=table,
+        capture_content=config.privacy.capture_content,
+        score_signals=dict(config.score_signals),
+    )
+
+
+def quarantine_rows(rejects: pa.Table, now: datetime | None = None) -> pa.Table:
+    """Adapter rejects as ``quarantine`` rows, with the store's stable ids."""
+    now = now or datetime.now(UTC)
+    ids = [
+        stable_id(t, s, p, r)
+        for t, s, p, r in zip(
+            rejects.column("table_name").to_pylist(),
+            rejects.column("source").to_pylist(),
+            rejects.column("position").to_pylist(),
+            rejects.column("reason").to_pylist(),
+            strict=True,
+        )
+    ]
+    return pa.table(
+        {
+            "quarantine_id": pa.array(ids, pa.string()),
+            **{c: rejects.column(c) for c in ("table_name", "source", "position", "reason", "raw")},
+            "ingested_at": pa.array([now] * rejects.num_rows, QUARANTINE_SCHEMA.field("ingested_at").type),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def first_per_key(rows: pa.Table, key: str) -> pa.Table:
+    """The first row of every id (input order), as the store keeps it."""
+    if rows.num_rows == 0:
+        return rows
+    pos = pa.array(range(rows.num_rows), pa.int64())
+    firsts = rows.select([key]).append_column("_pos", pos).group_by(key).aggregate([("_pos", "min")])
+    keep = pc.is_in(pos, value_set=firsts.column("_pos_min"))
+    return rows.filter(keep)
+
+
+def derive_work_units(calls: pa.Table, described: pa.Table) -> pa.Table:
+    """Work units for the calls' ``work_unit_id`` values that ``described`` lacks (the store's rule)."""
+    have = set(described.column("work_unit_id").to_pylist()) if described.num_rows else set()
+    groups: dict[str, list[int]] = {}
+    ids = calls.column("work_unit_id").to_pylist()
+    for i, u in enumerate(ids):
+        if u is not None and u not in have:
+            groups.setdefault(u, []).append(i)
+    if not groups:
+        return TABLES["work_units"].arrow_schema.empty_table()
+    cols = {
+        c: calls.column(c).to_pylist()
+        for c in (
+            "session_id",
+            "workflow",
+            "task_type",
+            "user_id",
+            "team",
+            "ts",
+            "duration_ms",
+            "status",
+            "org",
+        )
+    }
+
+    def mode(name: str, idx: list[int]) -> object:
+        counts: dict[object, int] = {}
+        for i in idx:
+            v = cols[name][i]
+            if v is not None:
+                counts[v] = counts.get(v, 0) + 1
+        return max(sorted(counts, key=str), key=lambda v: counts[v]) if counts else None
+
+    from datetime import timedelta
+
+    rows = []
+    for u, idx in groups.items():
+        starts = [cols["ts"][i] for i in idx]
+        ends = [cols["ts"][i] + timedelta(milliseconds=int(cols["duration_ms"][i] or 0)) for i in idx]
+        rows.append(
+            {
+                "work_unit_id": u,
+                "parent_id": next((cols["session_id"][i] for i in idx if cols["session_id"][i]), None),
+                "workflow": mode("workflow", idx),
+                "task_type": mode("task_type", idx),
+                "user_id": mode("user_id", idx),
+                "team": mode("team", idx),
+                "owner": None,
+                "started_at": min(starts),
+                "ended_at": max(ends),
+                "status": "failed" if all(cols["status"][i] == "error" for i in idx) else "completed",
+                "derived": True,
+                "org": next((cols["org"][i] for i in idx if cols["org"][i]), None),
+                "attributes": None,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=TABLES["work_units"].arrow_schema)
+
+
+class LakeWriter:
+    """Writes adapter batches of one source at a time into a lake, and keeps its reference tables."""
+
+    def __init__(self, lake: Lake, config: Config) -> None:
+        self.lake = lake
+        self.config = config
+
+    def write_source(self, batches: Sequence[Batch], *, source: str, fmt: str) -> FileSummary:
+        summary = FileSummary(source=source, format=fmt)
+        tables: dict[str, list[pa.Table]] = {}
+        rejects = []
+        for b in batches:
+            summary.ignored += b.ignored
+            summary.notes.extend(b.notes)
+            for name, rows in b.tables.items():
+                tables.setdefault(name, []).append(rows)
+            rejects.append(b.rejects)
+        merged = {n: pa.concat_tables(parts) for n, parts in tables.items()}
+        if "calls" in merged:
+            described = merged.get("work_units", TABLES["work_units"].arrow_schema.empty_table())
+            derived = derive_work_units(merged["calls"], described)
+            if derived.num_rows:
+                merged["work_units"] = pa.concat_tables([described, derived])
+        for name, rows in merged.items():
+            spec = TABLES[name]
+            kept = self._drop_stored_elsewhere(name, first_per_key(rows, spec.key), source)
+            mine_before = self._keys_of_source(name, source)
+            self.lake.write_source(name, kept, source)
+            # accounting covers input rows only (derived work units are not input), as in the store
+            if name == "work_units" and "derived" in rows.column_names:
+                is_input = pc.invert(rows.column("derived").fill_null(False))
+                rows = rows.filter(is_input)
+                kept = kept.filter(pc.invert(kept.column("derived").fill_null(False)))
+            new = sum(1 for k in kept.column(spec.key).to_pylist() if k not in mine_before)
+            summary.read += rows.num_rows
+            summary.landed += new
+            summary.duplicates += rows.num_rows - new
+            if new:
+                summary.tables[name] = new
+        q = concat_rejects(rejects) if rejects else None
+        if q is not None:
+            summary.read += q.num_rows
+            summary.quarantined += q.num_rows
+        self.lake.write_source(
+            "quarantine", quarantine_rows(q) if q is not None else QUARANTINE_SCHEMA.empty_table(), source
+        )
+        if "calls" in merged:
+            self.add_model_pairs(merged["calls"])
+        return summary
+
+    def _keys_of_source(self, name: str, source: str) -> set[str]:
+        from yieldmeter.lake.layout import source_token
+
+        token = f"part-{source_token(source)}-"
+        import pyarrow.parquet as pq
+
+        out: set[str] = set()
+        for f in self.lake.files(name):
+            if f.rsplit("/", 1)[-1].startswith(token):
+                col = pq.read_table(f, columns=[TABLES[name].key], filesystem=self.lake.fs).column(0)
+                out.update(col.to_pylist())
+        return out
+
+    def _drop_stored_elsewhere(self, name: str, rows: pa.Table, source: str) -> pa.Table:
+        spec = TABLES[name]
+        if not rows.num_rows:
+            return rows
+        if spec.time_column is None:
+            days: list[str | None] = [None]
+            day_col = None
+        else:
+            day_col = day_of(rows, spec.time_column)
+            days = pc.unique(day_col).to_pylist()
+        stored: set[str] = set()
+        for d in days:
+            if spec.time_column is None:
+                continue  # unpartitioned input tables (budgets): ids are replaced by the latest source
+            stored |= self.lake.keys_in_partition(name, d, exclude_source=source)
+        if not stored:
+            return rows
+        return rows.filter(pc.invert(pc.is_in(rows.column(spec.key), value_set=pa.array(sorted(stored)))))
+
+    # -- reference tables ------------------------------------------------------------------
+    def sync_reference(self) -> None:
+        """Workflows and prices from the config; model_map re-resolved when prices changed."""
+        from yieldmeter.pricing.book import build_prices, fingerprint
+
+        rows = [{**w.model_dump(mode="json"), "org": "default"} for w in self.config.workflows]
+        wf = conform("workflows", pa.Table.from_pylist(rows) if rows else pa.table({}), source=CONFIG_FILE)
+        wf_fp = stable_id(repr(rows))
+        price_fp = fingerprint(self.config.prices)
+        changed = []
+        if self.lake.param("workflows_fingerprint") != wf_fp or not self.lake.has_data("workflows"):
+            self.lake.replace_table("workflows", wf.rows, REFERENCE_SOURCE)
+            changed.append("workflows")
+        if self.lake.param("prices_fingerprint") != price_fp or not self.lake.has_data("prices"):
+            self.lake.replace_table("prices", build_prices(self.config.prices), REFERENCE_SOURCE)
+            pairs = self.lake.read_table("model_map").select(["provider", "model"])
+            self._write_model_map(pairs.to_pylist(), {})
+            changed += ["prices", "model_map"]
+        self.lake.refresh_manifest(changed, workflows_fingerprint=wf_fp, prices_fingerprint=price_fp)
+
+    def add_model_pairs(self, calls: pa.Table) -> int:
+        """Resolve (provider, model) pairs of ``calls`` that ``model_map`` lacks; returns how many."""
+        existing = self.lake.read_table("model_map")
+        known = {(r["provider"], r["model"]): r for r in existing.to_pylist()}
+        pairs = calls.select(["provider", "model"]).group_by(["provider", "model"]).aggregate([])
+        new = []
+        for r in pairs.to_pylist():
+            key = (r["provider"] or "", r["model"])
+            if r["model"] is not None and key not in known:
+                new.append({"provider": key[0], "model": key[1]})
+        if new:
+            self._write_model_map([*existing.select(["provider", "model"]).to_pylist(), *new], known)
+        return len(new)
+
+    def _write_model_map(
+        self, pairs: list[dict[str, str]], known: dict[tuple[str, str], dict[str, str]]
+    ) -> None:
+        from yieldmeter.pricing.resolve import resolve
+
+        out = []
+        for p in sorted({(r["provider"], r["model"]) for r in pairs}):
+            if p in known:
+                out.append(known[p])
+                continue
+            r = resolve(p[0] or None, p[1], self.config.prices)
+            out.append(
+                {
+                    "provider": p[0],
+                    "model": p[1],
+                    "price_provider": r.price_provider,
+                    "price_model": r.price_model,
+                    "how": r.how,
+                }
+            )
+        self.lake.replace_table(
+            "model_map", pa.Table.from_pylist(out, schema=lake_schemas()["model_map"]), REFERENCE_SOURCE
+        )
+
+
+def ingest_to_lake(
+    paths: Sequence[Path | str], lake_uri: str, config: Config, *, fmt: str = "auto", table: str | None = None
+) -> IngestSummary:
+    """Read files with the format adapters and write them to the lake at ``lake_uri``."""
+    from yieldmeter.ingest.registry import detect_format, get_format
+
+    lake = Lake(lake_uri)
+    lake.check_version()
+    writer = LakeWriter(lake, config)
+    writer.sync_reference()
+    summary = IngestSummary()
+    touched: set[str] = set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            chosen = detect_format(f) if fmt == "auto" else get_format(fmt)
+            with open_binary(f) as stream:
+                batches = list(chosen.read(stream, read_options(config, str(f), table)))
+            fs = writer.write_source(batches, source=str(f), fmt=chosen.name)
+            summary.files.append(fs)
+            touched |= {n for b in batches for n in b.tables}
+    lake.refresh_manifest(
+        sorted(touched | {"quarantine", "model_map", "work_units"}), written_by="yieldmeter ingest --to-lake"
+    )
+    return summary

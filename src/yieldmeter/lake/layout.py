@@ -1,0 +1,288 @@
+"""The lake: the canonical tables as hive-partitioned Parquet, with a manifest.
+
+Layout (``LAKE`` is a local folder or any URI pyarrow can write: ``s3://``,
+``gs://``, ``hdfs://``)::
+
+    LAKE/_manifest.json                         format, schema version, tables, partitions
+    LAKE/calls/day=2025-03-03/part-<src>-0.parquet
+    LAKE/work_units/day=.../...                 every table with a time column, by UTC day
+    LAKE/workflows/part-<src>-0.parquet         reference tables: one folder, no partitions
+    LAKE/quarantine/run=<src>/part-<src>-0.parquet
+
+* A table with a ``time_column`` (:mod:`yieldmeter.schema`) is partitioned by
+  the UTC day of that column (``day=YYYY-MM-DD``; a null time goes to
+  ``day=__HIVE_DEFAULT_PARTITION__``, which Spark and DuckDB read as null).
+* Every file written for one source is named ``part-<src>-<n>.parquet`` where
+  ``<src>`` is a stable hash of the source; writing the same source again
+  rewrites the same files and removes the ones it no longer produces, so a
+  re-run leaves the same rows (see :meth:`Lake.write_source`).
+* Files hold exactly the canonical columns; the ``day`` partition is derived
+  and never read back as data.
+
+The manifest is rewritten after every write from a listing of the touched
+tables, so a reader (or a person) can see what the lake holds without a scan.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from yieldmeter.ingest.conform import stable_id
+from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES
+
+MANIFEST = "_manifest.json"
+LAKE_FORMAT = "yieldmeter-lake"
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+DAY = "day"
+RUN = "run"
+
+
+class LakeError(ValueError):
+    """A lake that cannot be used as asked; the message says where and what to do."""
+
+
+def _internal_schemas() -> dict[str, pa.Schema]:
+    from yieldmeter.scoring.schema import SCORES_SCHEMA
+    from yieldmeter.store.duckdb_store import INTERNAL_TABLES
+
+    return {
+        "model_map": INTERNAL_TABLES["model_map"],
+        "scores": SCORES_SCHEMA,
+        "quarantine": QUARANTINE_SCHEMA,
+    }
+
+
+def lake_schemas() -> dict[str, pa.Schema]:
+    """Every table a lake can hold: the canonical ones, ``model_map``, ``scores`` and ``quarantine``."""
+    out = {name: t.arrow_schema for name, t in TABLES.items()}
+    out.update(_internal_schemas())
+    return out
+
+
+def partition_column(name: str) -> str | None:
+    """``day`` for tables with a time column, ``run`` for quarantine, else None."""
+    if name == "quarantine":
+        return RUN
+    t = TABLES.get(name)
+    return DAY if t is not None and t.time_column else None
+
+
+def source_token(source: str) -> str:
+    """The stable hash that names a source's files."""
+    return stable_id("lake-source", source)[:16]
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    table: str
+    rows: int
+    files: int
+    removed: int
+
+
+class Lake:
+    """A lake at ``uri``. Reading the manifest and listing files never needs an engine."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = str(uri)
+        if "://" in self.uri:
+            self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
+        else:
+            from pathlib import Path
+
+            self.fs = pafs.LocalFileSystem()
+            self.root = str(Path(self.uri).expanduser().resolve())
+        self.root = self.root.rstrip("/")
+
+    # -- paths ---------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def table_dir(self, name: str) -> str:
+        return self.path(name)
+
+    def url(self, name: str) -> str:
+        """The table folder as an engine reads it (a URI for remote lakes)."""
+        if "://" in self.uri:
+            scheme = self.uri.split("://", 1)[0]
+            return f"{scheme}://{self.table_dir(name)}"
+        return self.table_dir(name)
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path(MANIFEST)).type == pafs.FileType.File
+
+    # -- files ---------------------------------------------------------------------
+    def files(self, name: str) -> list[str]:
+        """Parquet data files of a table (sorted), skipping Spark's ``_SUCCESS`` and hidden files."""
+        info = self.fs.get_file_info(self.table_dir(name))
+        if info.type != pafs.FileType.Directory:
+            return []
+        sel = pafs.FileSelector(self.table_dir(name), recursive=True)
+        out = []
+        for f in self.fs.get_file_info(sel):
+            base = posixpath.basename(f.path)
+            if f.type == pafs.FileType.File and base.endswith(".parquet") and not base.startswith(("_", ".")):
+                out.append(f.path)
+        return sorted(out)
+
+    def has_data(self, name: str) -> bool:
+        return bool(self.files(name))
+
+    # -- writes --------------------------------------------------------------------
+    def write_source(self, name: str, rows: pa.Table, source: str) -> WriteReport:
+        """Write ``rows`` of table ``name`` as the files of ``source``, replacing its earlier files.
+
+        Deterministic names make this idempotent: the same rows for the same
+        source give the same files; files of this source that this write did
+        not produce again (a day that no longer has rows) are removed.
+        """
+        schema = lake_schemas()[name]
+        rows = rows.select(schema.names).cast(schema)
+        token = source_token(source)
+        before = {f for f in self.files(name) if posixpath.basename(f).startswith(f"part-{token}-")}
+        written: list[str] = []
+        if rows.num_rows:
+            part = partition_column(name)
+            data = rows
+            partitioning = None
+            if part == DAY:
+                data = rows.append_column(DAY, day_of(rows, TABLES[name].time_column or ""))
+                partitioning = ds.partitioning(pa.schema([pa.field(DAY, pa.string())]), flavor="hive")
+            elif part == RUN:
+                data = rows.append_column(RUN, pa.array([token] * rows.num_rows, pa.string()))
+                partitioning = ds.partitioning(pa.schema([pa.field(RUN, pa.string())]), flavor="hive")
+            ds.write_dataset(
+                data,
+                self.table_dir(name),
+                format="parquet",
+                partitioning=partitioning,
+                basename_template=f"part-{token}-{{i}}.parquet",
+                filesystem=self.fs,
+                existing_data_behavior="overwrite_or_ignore",
+                file_visitor=lambda wf: written.append(wf.path),
+                preserve_order=True,
+            )
+        stale = before - set(written)
+        for f in stale:
+            self.fs.delete_file(f)
+        return WriteReport(name, rows.num_rows, len(written), len(stale))
+
+    def replace_table(self, name: str, rows: pa.Table, source: str = "replace") -> WriteReport:
+        """Replace every file of a table (reference tables, a full export)."""
+        for f in self.files(name):
+            if not posixpath.basename(f).startswith(f"part-{source_token(source)}-"):
+                self.fs.delete_file(f)
+        return self.write_source(name, rows, source)
+
+    def keys_in_partition(self, name: str, day: str | None, *, exclude_source: str) -> set[str]:
+        """Ids already stored in one day partition by other sources (for first-writer-wins dedupe)."""
+        spec = TABLES[name]
+        folder = self.path(name, f"{DAY}={day if day is not None else NULL_PARTITION}")
+        if self.fs.get_file_info(folder).type != pafs.FileType.Directory:
+            return set()
+        mine = f"part-{source_token(exclude_source)}-"
+        keys: set[str] = set()
+        for f in self.fs.get_file_info(pafs.FileSelector(folder)):
+            base = posixpath.basename(f.path)
+            if base.endswith(".parquet") and not base.startswith((mine, "_", ".")):
+                col = pq.read_table(f.path, columns=[spec.key], filesystem=self.fs).column(spec.key)
+                keys.update(k for k in col.to_pylist() if k is not None)
+        return keys
+
+    def read_table(self, name: str) -> pa.Table:
+        """A (small) table read whole with pyarrow: reference tables, manifests, tests."""
+        schema = lake_schemas()[name]
+        files = self.files(name)
+        if not files:
+            return schema.empty_table()
+        parts = [pq.read_table(f, filesystem=self.fs) for f in files]
+        return pa.concat_tables(
+            [p.select([c for c in schema.names if c in p.column_names]) for p in parts],
+            promote_options="default",
+        ).cast(schema)
+
+    # -- manifest ------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        if not self.exists():
+            return {"format": LAKE_FORMAT, "schema_version": SCHEMA_VERSION, "tables": {}}
+        with self.fs.open_input_stream(self.path(MANIFEST)) as fh:
+            doc = json.loads(fh.read())
+        if doc.get("format") != LAKE_FORMAT:
+            raise LakeError(f"{self.path(MANIFEST)} is not a yieldmeter lake manifest")
+        return doc  # type: ignore[no-any-return]
+
+    def check_version(self) -> None:
+        """Refuse a lake written by a newer schema than this yieldmeter knows."""
+        doc = self.manifest()
+        version = int(doc.get("schema_version", SCHEMA_VERSION))
+        if version > SCHEMA_VERSION:
+            raise LakeError(
+                f"the lake at {self.uri} has schema version {version}; this yieldmeter reads up to "
+                f"{SCHEMA_VERSION}: upgrade yieldmeter"
+            )
+
+    def refresh_manifest(self, tables: Iterable[str] | None = None, **extra: Any) -> dict[str, Any]:
+        """Re-list the given tables (all when None) and rewrite ``_manifest.json``."""
+        doc = self.manifest()
+        doc["format"] = LAKE_FORMAT
+        doc["schema_version"] = SCHEMA_VERSION
+        doc["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        doc.setdefault("tables", {})
+        for name in tables if tables is not None else lake_schemas():
+            doc["tables"][name] = self._describe(name)
+        doc.update(extra)
+        self.fs.create_dir(self.root, recursive=True)
+        tmp = self.path(f".{MANIFEST}.tmp")
+        with self.fs.open_output_stream(tmp) as fh:
+            fh.write(json.dumps(doc, indent=2, sort_keys=True).encode())
+        self.fs.move(tmp, self.path(MANIFEST))
+        return doc
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        part = partition_column(name)
+        partitions: dict[str, dict[str, int]] = {}
+        total = 0
+        files = self.files(name)
+        for f in files:
+            n = pq.ParquetFile(f, filesystem=self.fs).metadata.num_rows
+            total += n
+            key = ""
+            if part is not None:
+                seg = [s for s in f.split("/") if s.startswith(f"{part}=")]
+                key = seg[-1].split("=", 1)[1] if seg else ""
+            p = partitions.setdefault(key, {"files": 0, "rows": 0})
+            p["files"] += 1
+            p["rows"] += n
+        schema = lake_schemas()[name]
+        return {
+            "partitioned_by": part,
+            "time_column": TABLES[name].time_column if name in TABLES else None,
+            "key": TABLES[name].key if name in TABLES else None,
+            "columns": {f.name: str(f.type) for f in schema},
+            "rows": total,
+            "files": len(files),
+            "partitions": dict(sorted(partitions.items())) if part is not None else {},
+        }
+
+    def param(self, key: str) -> Any:
+        """A lake-level setting kept in the manifest (e.g. the prices fingerprint)."""
+        return self.manifest().get(key)
+
+
+def day_of(rows: pa.Table, column: str) -> pa.Array:
+    """``YYYY-MM-DD`` of a UTC timestamp column (null stays null)."""
+    col = rows.column(column)
+    if pa.types.is_timestamp(col.type) and col.type.tz is not None:
+        col = col.cast(pa.timestamp(col.type.unit))  # values are UTC already
+    return pc.strftime(col, format="%Y-%m-%d").combine_chunks()
