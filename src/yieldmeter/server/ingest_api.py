@@ -80,7 +80,9 @@ def records_endpoint(ctx: ServerContext, table_name: str) -> Callable[[Request],
             batch = with_org(records_to_batch(table_name, doc, source), org)
             summary = await commit(ctx, batch, source, "api")
         except HttpError as err:
-            return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
+            from yieldmeter.server.problems import problem
+
+            return problem(err.status, err.message, err.headers)  # RFC 9457 problem details
         rejected = [
             {"position": p, "reason": r}
             for p, r in zip(
