@@ -41,6 +41,9 @@ def utc(*args: int) -> datetime:
 
 def make_workspace(root: Path, extra_config: str = "") -> Workspace:
     root.mkdir(parents=True, exist_ok=True)
+    if "alerts:" not in extra_config:
+        # Tests evaluate alerts at fixed times; ingest would evaluate at the wall clock's now.
+        extra_config += "alerts:\n  evaluate_on_ingest: false\n"
     (root / "yieldmeter.yaml").write_text(PRICES + extra_config, encoding="utf-8")
     return Workspace.open(root, create=True)
 

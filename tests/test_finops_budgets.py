@@ -62,7 +62,7 @@ def test_calendar_month_budget_in_utc(month_data):
 
 
 def test_calendar_month_budget_in_a_time_zone(month_data):
-    ws = month_data("alerts:\n  timezone: Europe/Paris\n")
+    ws = month_data("alerts:\n  evaluate_on_ingest: false\n  timezone: Europe/Paris\n")
     bid = _budget(ws)
     r = _row(ws, bid, utc(2026, 11, 15, 12))
     # A Paris November starts at 2026-10-31 23:00 UTC: the 23:30 UTC call counts: 5 + 3 + 4 = 12.
@@ -170,7 +170,8 @@ def test_alerts_fire_once_per_breach_and_resolve(tmp_path: Path):
 def test_unpriced_share_rule(tmp_path: Path):
     ws = make_workspace(
         tmp_path / "ws",
-        "alerts:\n  rules:\n    - kind: unpriced_share_above\n      limit: 0.25\n      window_days: 7\n",
+        "alerts:\n  evaluate_on_ingest: false\n"
+        "  rules:\n    - kind: unpriced_share_above\n      limit: 0.25\n      window_days: 7\n",
     )
     ingest(
         ws,

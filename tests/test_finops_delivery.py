@@ -60,7 +60,8 @@ def test_webhook_is_signed_and_sent_once_per_event(tmp_path: Path, receiver, mon
     url = f"http://127.0.0.1:{server.server_port}/hook"
     ws = make_workspace(
         tmp_path / "ws",
-        f"alerts:\n  channels: [webhook]\n  webhook:\n    url: {url}\n    secret_env: YM_TEST_HOOK_SECRET\n",
+        "alerts:\n  evaluate_on_ingest: false\n  channels: [webhook]\n"
+        f"  webhook:\n    url: {url}\n    secret_env: YM_TEST_HOOK_SECRET\n",
     )
     ingest(ws, "calls", [call(utc(2026, 11, 10), 12.0)])
     ws.finops.add_budget("team", "alpha", "rolling:7d", 10.0)
@@ -93,7 +94,9 @@ def test_failed_webhook_is_recorded_not_hidden(tmp_path: Path, receiver):
     handler.status = 500
     url = f"http://127.0.0.1:{server.server_port}/hook"
     ws = make_workspace(
-        tmp_path / "ws", f"alerts:\n  channels: [log, webhook]\n  webhook:\n    url: {url}\n    secret: x\n"
+        tmp_path / "ws",
+        "alerts:\n  evaluate_on_ingest: false\n  channels: [log, webhook]\n"
+        f"  webhook:\n    url: {url}\n    secret: x\n",
     )
     ingest(ws, "calls", [call(utc(2026, 11, 10), 9.0)])
     ws.finops.add_budget("team", "alpha", "rolling:7d", 10.0)
@@ -124,7 +127,7 @@ def test_email_through_a_local_smtp_server(tmp_path: Path):
     try:
         ws = make_workspace(
             tmp_path / "ws",
-            "alerts:\n  channels: [email]\n  email:\n    host: 127.0.0.1\n"
+            "alerts:\n  evaluate_on_ingest: false\n  channels: [email]\n  email:\n    host: 127.0.0.1\n"
             f"    port: {port}\n    from: yieldmeter@example.com\n    to: [finops@example.com]\n",
         )
         ingest(ws, "calls", [call(utc(2026, 11, 10), 8.5)])

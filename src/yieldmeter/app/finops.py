@@ -40,6 +40,7 @@ class FinOpsService:
         self.ws = ws
         self._settings: AlertSettings | None = None
         self._chargeback: ChargebackSettings | None = None
+        self._last_ingest_eval: float | None = None
 
     # -- settings and shared inputs ---------------------------------------------------------
     @property
@@ -132,6 +133,30 @@ class FinOpsService:
         """Evaluate every rule, update the alert state and deliver what fired or resolved."""
         now = _now(now)
         return al.evaluate(self.ws.store, self.breaches(now), now, self.channels())
+
+    def evaluate_on_ingest(self) -> None:
+        """Evaluate after an ingest when budgets or rules exist, at most every ``ingest_min_interval_s``.
+
+        Never raises: an ingest must not fail because an alert could not be evaluated.
+        """
+        import time
+
+        try:
+            s = self.settings
+            if not s.evaluate_on_ingest:
+                return
+            now = time.monotonic()
+            if self._last_ingest_eval is not None and now - self._last_ingest_eval < s.ingest_min_interval_s:
+                return
+            has_budgets = self.ws.store.count("budgets") > 0 or any(
+                i.budget is not None for i in self.ws.config.initiatives
+            )
+            if not (has_budgets or s.rules):
+                return
+            self._last_ingest_eval = now
+            self.evaluate_alerts()
+        except Exception:
+            log.exception("alert evaluation after ingest failed")
 
     def alerts(self, status: str | None = "firing", limit: int = 200) -> pa.Table:
         """Alerts from the state table (``status`` firing, resolved, or None for all), newest first."""

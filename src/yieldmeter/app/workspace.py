@@ -243,6 +243,8 @@ class Workspace:
 
     def _after_ingest(self, changed: set[str]) -> None:
         """Re-score when the evidence behind scores changed (value engine, when installed)."""
+        if changed & {"calls", "cost_items", "effort", "budgets", "outcomes", "signals"}:
+            self.finops.evaluate_on_ingest()  # budgets and alert rules; throttled, never raises
         if not changed & {"signals", "outcomes", "calls", "effort", "work_units"}:
             return
         try:

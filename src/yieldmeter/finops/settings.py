@@ -110,7 +110,10 @@ class UnitRule(_Strict):
 
 class AlertSettings(_Strict):
     timezone: str = "UTC"
-    schedule_seconds: int = Field(default=300, ge=5)
+    schedule_seconds: int = Field(default=300, ge=0, description="0 turns the schedule in serve off")
+    evaluate_on_ingest: bool = True
+    #: On a busy server ingest arrives every second; evaluate at most this often on ingest.
+    ingest_min_interval_s: float = Field(default=30.0, ge=0)
     channels: list[Literal["log", "dashboard", "webhook", "email"]] = Field(
         default_factory=lambda: ["log", "dashboard", "webhook", "email"],
         description="where alerts go; webhook and email only when configured",
@@ -118,6 +121,13 @@ class AlertSettings(_Strict):
     webhook: WebhookSettings | None = None
     email: EmailSettings | None = None
     rules: list[UnitRule] = Field(default_factory=list)
+
+    @field_validator("schedule_seconds")
+    @classmethod
+    def _schedule(cls, v: int) -> int:
+        if 0 < v < 5:
+            raise ValueError("must be 0 (off) or at least 5 seconds")
+        return v
 
     @field_validator("timezone")
     @classmethod

@@ -29,6 +29,7 @@ ROUTE_MODULES: list[str] = [
     "yieldmeter.server.otlp",
     "yieldmeter.server.ingest_api",
     "yieldmeter.server.api",
+    "yieldmeter.server.finops_api",
     "yieldmeter.server.dashboard",
 ]
 
@@ -69,9 +70,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer.start()
+        from yieldmeter.finops.scheduler import start_for_server
+
+        alerts = start_for_server(ctx)  # budgets and alert rules every alerts.schedule_seconds
         try:
             yield
         finally:
+            if alerts is not None:
+                alerts.stop()
             writer.stop()
             ws.close()
 

@@ -1,0 +1,189 @@
+"""FinOps REST endpoints under ``/api/v1/finops``: budgets, alerts, forecasts, anomalies, chargeback.
+
+Reads run on the read pool (``read`` scope); writes (a budget, an evaluation)
+go through the single writer (``admin`` scope) and answer once committed.
+Handlers parse, call ``ws.finops`` and format; errors are problem details.
+
+=======  ========================================  =====================================================
+method   path                                      what
+=======  ========================================  =====================================================
+GET      /finops/budgets                           every budget's status (``at`` ISO time optional)
+POST     /finops/budgets                           create/update ``{scope_kind, scope, period, amount, ...}``
+GET      /finops/budgets/{budget_id}/burn-down     daily cumulative spend, forecast, run-out day
+GET      /finops/alerts                            ``status`` firing (default), resolved or all
+POST     /finops/alerts/evaluate                   evaluate now; the alerts that fired or resolved
+GET      /finops/alerts/deliveries                 delivery attempts with errors
+GET      /finops/forecast                          ``by`` team|workflow|model|provider|initiative|org
+GET      /finops/forecast/cost-per-success         next month's cost per successful outcome
+GET      /finops/anomalies                         ``days`` (1-90)
+GET      /finops/showback                          ``period``
+GET      /finops/reconciliation                    ``period``
+GET      /finops/initiatives                       ``period``
+GET      /finops/decisions                         ``initiative``
+GET      /finops/export/focus                      CSV; ``period``, ``version`` 1.3|1.0
+=======  ========================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from yieldmeter.server.context import ServerContext
+
+PREFIX = "/api/v1/finops"
+
+
+def _rows(data: Any) -> Any:
+    from yieldmeter.reports.model import rows_of
+
+    return rows_of(data)
+
+
+def _at(request: Request) -> datetime | None:
+    from yieldmeter.server.problems import Problem
+
+    raw = request.query_params.get("at")
+    if not raw:
+        return None
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(400, f"at={raw!r} is not an ISO date or time") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    from yieldmeter.config import ConfigError
+    from yieldmeter.server.api import _write, attach, choice, integer, json_response
+    from yieldmeter.server.problems import Problem, guard
+
+    attach(ctx)
+    reads = ctx.reads
+
+    def endpoint(
+        scope: str, fn: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            ctx.api_keys.require(request, scope)
+            try:
+                return await fn(request)
+            except (ConfigError, ValueError, KeyError) as exc:
+                raise Problem(400, str(exc).strip("'\"")) from None
+
+        return guard(handler)
+
+    async def budgets(request: Request) -> Response:
+        at = _at(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.budgets(at))))
+
+    async def add_budget(request: Request) -> Response:
+        import orjson
+
+        try:
+            doc = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise Problem(400, "expected a JSON object") from None
+        if not isinstance(doc, dict) or not {"scope_kind", "scope", "amount"} <= set(doc):
+            raise Problem(400, 'expected {"scope_kind": ..., "scope": ..., "amount": ..., "period": "month"}')
+        keys = ("basis", "soft_threshold", "hard_threshold")
+        kw = {k: doc[k] for k in keys if k in doc}
+        bid = await _write(
+            ctx,
+            lambda ws: ws.finops.add_budget(
+                str(doc["scope_kind"]),
+                str(doc["scope"]),
+                str(doc.get("period", "month")),
+                float(doc["amount"]),
+                **kw,
+            ),
+        )
+        reads.bump()
+        return json_response({"budget_id": bid}, status=201)
+
+    async def burn_down(request: Request) -> Response:
+        bid, at = request.path_params["budget_id"], _at(request)
+        try:
+            return json_response(await reads.run(lambda ws: ws.finops.burn_down(bid, at)))
+        except KeyError as exc:
+            raise Problem(404, str(exc).strip("'\"")) from None
+
+    async def alerts(request: Request) -> Response:
+        status = choice(request, "status", ("firing", "resolved", "all"), "firing")
+        return json_response(
+            await reads.run(lambda ws: _rows(ws.finops.alerts(None if status == "all" else status)))
+        )
+
+    async def evaluate(request: Request) -> Response:
+        at = _at(request)
+        events = await _write(ctx, lambda ws: ws.finops.evaluate_alerts(at))
+        reads.bump()
+        return json_response([{"event": e.event, **_rows([e.alert])[0]} for e in events])
+
+    async def deliveries(request: Request) -> Response:
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.deliveries())))
+
+    async def forecast(request: Request) -> Response:
+        by = choice(request, "by", ("team", "workflow", "model", "provider", "initiative", "org"), "team")
+        months, at = integer(request, "months", 3, 1, 12), _at(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.forecast(by, at, months=months))))
+
+    async def forecast_cpso(request: Request) -> Response:
+        at = _at(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.forecast_cpso(at))))
+
+    async def anomalies(request: Request) -> Response:
+        days, at = integer(request, "days", 14, 1, 90), _at(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.anomalies(at, days=days))))
+
+    def by_period(method: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            period = request.query_params.get("period")
+            return json_response(await reads.run(lambda ws: _rows(getattr(ws.finops, method)(period))))
+
+        return handler
+
+    async def decisions(request: Request) -> Response:
+        initiative = request.query_params.get("initiative")
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.decisions(initiative))))
+
+    async def export_focus(request: Request) -> Response:
+        period = request.query_params.get("period")
+        version = choice(request, "version", ("1.3", "1.0"), "1.3")
+
+        def build(ws: Any) -> bytes:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "focus.csv"
+                ws.finops.export_focus(path, period, version=version)
+                return path.read_bytes()
+
+        body = await reads.run(build)
+        name = f"yieldmeter-focus-{version}-{period or 'all'}.csv".replace("..", "_")
+        return Response(
+            body, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
+
+    table: list[tuple[str, str, str, Callable[[Request], Awaitable[Response]]]] = [
+        ("GET", "/budgets", "read", budgets),
+        ("POST", "/budgets", "admin", add_budget),
+        ("GET", "/budgets/{budget_id}/burn-down", "read", burn_down),
+        ("GET", "/alerts", "read", alerts),
+        ("POST", "/alerts/evaluate", "admin", evaluate),
+        ("GET", "/alerts/deliveries", "read", deliveries),
+        ("GET", "/forecast", "read", forecast),
+        ("GET", "/forecast/cost-per-success", "read", forecast_cpso),
+        ("GET", "/anomalies", "read", anomalies),
+        ("GET", "/showback", "read", by_period("showback")),
+        ("GET", "/reconciliation", "read", by_period("reconciliation")),
+        ("GET", "/initiatives", "read", by_period("initiatives")),
+        ("GET", "/decisions", "read", decisions),
+        ("GET", "/export/focus", "read", export_focus),
+    ]
+    return [Route(PREFIX + path, endpoint(scope, fn), methods=[method]) for method, path, scope, fn in table]
