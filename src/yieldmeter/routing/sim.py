@@ -328,3 +328,59 @@ def evaluate(
         moved_beyond_margin=beyond,
         insufficient=[d.segment for d in decisions if d.action is Action.INSUFFICIENT_DATA],
     )
+
+
+@dataclass(frozen=True)
+class AnchorComparison:
+    """RouteLLM's metric on the scenario: cost saved against sending everything to the strongest
+    model, at the share of that model's successful outcomes kept."""
+
+    strong_model: str
+    cost_all_strong: float
+    cost_policy: float
+    successes_all_strong: float
+    successes_policy: float
+
+    @property
+    def cost_reduction(self) -> float:
+        return 1.0 - self.cost_policy / self.cost_all_strong
+
+    @property
+    def cost_ratio(self) -> float:
+        return self.cost_all_strong / self.cost_policy
+
+    @property
+    def success_share(self) -> float:
+        return self.successes_policy / self.successes_all_strong
+
+
+def anchor_comparison(
+    seed: int, settings: RoutingSettings | None = None, evidence_days: int = 60
+) -> AnchorComparison:
+    """Learn a policy on ``evidence_days`` of traffic, then replay a fresh month (another draw of the
+    same truth) under it and under "everything on gpt-4o"; both counterfactuals use the policy's
+    evidence (observed cost per unit and success rate per segment and model)."""
+    import ibis
+
+    from yieldmeter.routing.policy import Policy, PolicyEntry, policy_from_report
+    from yieldmeter.routing.replay import replay
+    from yieldmeter.routing.report import analyse
+
+    settings = settings or RoutingSettings()
+    evidence = ibis.memtable(simulate_units(seed, days=evidence_days))
+    report = analyse(evidence, ibis.memtable(workflows_table()), settings)
+    policy = policy_from_report(report)
+    month = ibis.memtable(simulate_units(seed + 10_000, days=30))
+    strong = "gpt-4o"
+    all_strong = Policy(
+        tuple(
+            PolicyEntry(e.workflow, e.task_type, "switch", strong, e.incumbent, models=e.models)
+            for e in policy.entries
+        )
+    )
+    p = replay(month, policy).totals()
+    s = replay(month, all_strong).totals()
+    return AnchorComparison(
+        strong, s["counterfactual_cost"], p["counterfactual_cost"], s["counterfactual_successes"],
+        p["counterfactual_successes"],
+    )  # fmt: skip
