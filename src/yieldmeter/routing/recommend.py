@@ -164,6 +164,12 @@ class Decision:
         d["tier"] = str(self.tier)
         d["action"] = str(self.action)
         d["segment"] = self.segment
+        # flat copies of the experiment plan, for tables that skip nested values
+        e = self.experiment
+        d["experiment_model"] = e.model if e else None
+        d["experiment_share"] = e.traffic_share if e else None
+        d["experiment_units"] = e.units_needed if e else None
+        d["experiment_days"] = e.days if e else None
         return _finite(d)
 
 

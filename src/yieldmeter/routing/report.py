@@ -56,19 +56,19 @@ class RoutingReport:
         sw = self.recommendations
         current_cost = sum(d.current_cost_per_unit * d.monthly_units for d in self.decisions)
         return {
-            "segments": len(self.decisions),
+            "monthly_saving": sum(d.monthly_saving for d in sw),
+            "monthly_success_change": sum(d.monthly_success_change for d in sw),
             "switches": len(sw),
             "experiments": len(self.experiments),
-            "kept": len(self.by_action(Action.KEEP)),
             "insufficient_data": len(self.insufficient),
             "monthly_cost_now": current_cost,
-            "monthly_saving": sum(d.monthly_saving for d in sw),
             "monthly_saving_low": sum(d.monthly_saving_low for d in sw),
             "monthly_saving_high": sum(d.monthly_saving_high for d in sw),
-            "monthly_success_change": sum(d.monthly_success_change for d in sw),
             "potential_monthly_saving_in_experiments": sum(
                 d.potential_monthly_saving for d in self.experiments
             ),
+            "segments": len(self.decisions),
+            "kept": len(self.by_action(Action.KEEP)),
         }
 
     def rows(self) -> list[dict[str, Any]]:
