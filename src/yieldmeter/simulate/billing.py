@@ -267,7 +267,7 @@ def config_text(scenario: Scenario, params: SimulationParams) -> str:
             {
                 "initiative": "ai-in-operations",
                 "owner": "coo",
-                "budget": 250_000.0,
+                "budget": 7_500_000.0,  # a year of fully loaded cost, people included
                 "workflows": [w.name for w in scenario.workflows],
             },
         ],

@@ -1,0 +1,63 @@
+"""``yieldmeter demo``: a small simulated organisation through the real ingest path to a board summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from yieldmeter.app.demo import DemoError, run_demo
+
+
+def test_demo_cli_prints_the_board_summary(tmp_path: Path) -> None:
+    from yieldmeter.cli.main import build_app
+
+    ws = tmp_path / "ws"
+    args = [
+        "demo",
+        "--workspace",
+        str(ws),
+        "--no-serve",
+        "--scenario",
+        "fraud",
+        "--days",
+        "2",
+        "--users",
+        "12",
+    ]
+    r = CliRunner().invoke(build_app(), args)
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    for phrase in (
+        "board summary",
+        "AI spend (model cost)",
+        "fully loaded cost",
+        "attribution coverage",
+        "top yields",
+        "fraud-review",
+        "its token cost",
+    ):
+        assert phrase in out, phrase
+    assert (ws / "yieldmeter.yaml").exists() and (ws / "simulated" / "truth.parquet").exists()
+    # the same workspace again is refused: the demo needs a fresh folder
+    r = CliRunner().invoke(build_app(), args)
+    assert r.exit_code == 1 and "not empty" in r.output
+
+
+def test_demo_summary_reconciles_with_the_workspace(tmp_path: Path) -> None:
+    from yieldmeter.app.workspace import Workspace
+
+    result = run_demo(tmp_path / "ws", scenario="agent-loop", days=2, users=12)
+    s = result.summary
+    assert s.calls == result.simulation.counts["calls"]
+    assert s.work_units == result.simulation.counts["work_units"]
+    assert s.fully_loaded_cost == pytest.approx(s.model_cost + s.allocated_cost + s.effort_cost)
+    assert s.unpriced_models == ["acme-sre-llm-v2"] or s.unpriced_calls == 0
+    assert any(w["category"] == "expensive_loop" for w in s.waste)
+    assert set(result.timings) >= {"simulate", "ingest", "score", "summary"}
+    with Workspace.open(result.workspace) as ws:
+        assert ws.value.scores().num_rows == s.work_units
+    with pytest.raises(DemoError, match="is a file"):
+        (tmp_path / "f").write_text("x")
+        run_demo(tmp_path / "f", scenario="fraud", days=1, users=10)
