@@ -134,6 +134,8 @@ class SpanRows:
         self.bad_raw: list[Any] = []
         self.ignored = 0
         self.spans = 0
+        self._seen_keys: set[str] = set()
+        self._drop_keys: set[str] = set()
         self.no_model = 0
 
     def __len__(self) -> int:
@@ -306,7 +308,12 @@ class SpanRows:
         else:
             status = str(status_code)  # conform rejects it: "status: not one of ok, error"
 
-        extra = {k: v for k, v in a.items() if k not in _CONSUMED and not self._is_content(k)}
+        new = a.keys() - self._seen_keys  # classify each attribute name once per reader
+        if new:
+            self._seen_keys |= new
+            self._drop_keys |= {k for k in new if k in _CONSUMED or self._is_content(k)}
+        drop = self._drop_keys
+        extra = {k: v for k, v in a.items() if k not in drop}
         if parent_span_id:
             extra["parent_span_id"] = parent_span_id
         if error and status_message:

@@ -64,7 +64,10 @@ def _attrs(kvs: Any) -> dict[str, Any]:
         raise TypeError("attributes: expected a list of {key, value}")
     out = {}
     for kv in kvs:
-        out[kv["key"]] = _value(kv.get("value"))
+        v = kv.get("value")
+        # most attribute values are strings: take them without a call
+        x = v.get("stringValue") if type(v) is dict else None
+        out[kv["key"]] = x if x is not None else _value(v)
     return out
 
 

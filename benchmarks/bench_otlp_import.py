@@ -1,0 +1,123 @@
+"""OTLP JSON file import benchmark: 1,000,000 spans as the Collector's file exporter writes them.
+
+Three figures on the same bytes, in the same run:
+
+* raw parse: ``orjson.loads`` of every line, nothing else (the limit any
+  Python importer of this format has to live with);
+* adapter: ``yieldmeter.ingest.otlp_json.read`` -> conformed Arrow batches;
+* import: ``Workspace.ingest_paths`` end to end (adapter, store upsert,
+  derived work units, model map), in a fresh child process so its peak
+  memory (``ru_maxrss``) is its own.
+
+Target (issue 3): import >= 150,000 spans/s with peak memory under 1 GiB, on
+2 cores. Writes ``benchmarks/results/otlp_import.json``. ``BENCH_OTLP_SPANS``
+sets the span count (default 1,000,000; one in ten is a non-GenAI span the
+importer counts as ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+N_SPANS = int(os.environ.get("BENCH_OTLP_SPANS", 1_000_000))
+RESULTS = Path(__file__).parent / "results" / "otlp_import.json"
+
+
+def _child(path: str, ws_dir: str) -> None:
+    """Run in a fresh process: import ``path`` into a new workspace, print figures as JSON."""
+    from yieldmeter.app.workspace import Workspace
+
+    ws = Workspace.init(ws_dir)
+    t = time.perf_counter()
+    summary = ws.ingest_paths([path])
+    seconds = time.perf_counter() - t
+    calls = ws.store.count("calls")
+    ws.close()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "calls": calls,
+                "landed": summary.total("landed"),
+                "ignored": summary.total("ignored"),
+                "peak_rss_mib": peak_kib / 1024,
+            }
+        )
+    )
+
+
+def main() -> None:
+    import orjson
+
+    from otlp_spans import json_lines
+    from yieldmeter.ingest.base import ReadOptions
+    from yieldmeter.ingest.otlp_json import read
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "traces.jsonl"
+        t = time.perf_counter()
+        with path.open("wb") as fh:
+            for line in json_lines(N_SPANS):
+                fh.write(line)
+        size = path.stat().st_size
+        print(f"wrote {N_SPANS:,} spans, {size / 1e6:,.0f} MB, in {time.perf_counter() - t:.1f} s")
+
+        t = time.perf_counter()
+        with path.open("rb") as fh:
+            for line in fh:
+                orjson.loads(line)
+        parse_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        rows = 0
+        with path.open("rb") as fh:
+            for batch in read(fh, ReadOptions(source=str(path))):
+                rows += batch.tables["calls"].num_rows
+        adapter_s = time.perf_counter() - t
+
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(path), str(Path(tmp) / "ws")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        child = json.loads(out.stdout.strip().splitlines()[-1])
+
+    result = {
+        "benchmark": "otlp_import",
+        "spans": N_SPANS,
+        "bytes": size,
+        "cpu_count": os.cpu_count(),
+        "raw_parse_spans_per_s": N_SPANS / parse_s,
+        "adapter_spans_per_s": N_SPANS / adapter_s,
+        "adapter_calls": rows,
+        "import_spans_per_s": N_SPANS / child["seconds"],
+        "import_seconds": child["seconds"],
+        "import_calls_stored": child["calls"],
+        "import_ignored_spans": child["ignored"],
+        "import_peak_rss_mib": child["peak_rss_mib"],
+        "import_to_raw_parse_ratio": (N_SPANS / child["seconds"]) / (N_SPANS / parse_s),
+        "target_spans_per_s": 150_000,
+        "target_peak_mib": 1024,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    for k, v in result.items():
+        print(f"{k:>28}: {v:,.2f}" if isinstance(v, float) else f"{k:>28}: {v}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3])
+    else:
+        main()
