@@ -127,7 +127,8 @@ def line(chart: Chart, width: int = 640, height: int = 220) -> str:
         return left + (pw * i / (n - 1) if n > 1 else pw / 2)
 
     for i in sorted({0, n // 2, n - 1}) if n else []:
-        body.append(_text(px(i), height - 8, chart.labels[i], anchor="middle", fill=MUTED, size=10))
+        where = "end" if i == n - 1 and n > 1 else "start" if i == 0 and n > 1 else "middle"
+        body.append(_text(px(i), height - 8, chart.labels[i], anchor=where, fill=MUTED, size=10))
     for k, s in enumerate(names):
         pts = " ".join(
             f"{px(i):.1f},{top + ph - _num(v) / vmax * ph:.1f}" for i, v in enumerate(chart.series[s])
