@@ -41,6 +41,17 @@ TABLE_COLUMNS = (
 )
 
 
+FRONTIER_COLUMNS = (
+    "tier",
+    "model",
+    "units",
+    "success_rate",
+    "cost_per_unit",
+    "cost_per_success",
+    "on_frontier",
+)
+
+
 class RouteFormat(StrEnum):
     table = "table"
     json = "json"
@@ -118,7 +129,8 @@ def register(app: typer.Typer) -> None:
             emit(shown, "table", title="Routing by value-efficiency (per workflow x task type)")
             for r in rows:
                 console().print(f"  {r['workflow']}/{r['task_type']}: {r['reason']}", highlight=False)
-            emit(svc.frontier(start, end), "table", title="Cost-quality frontier per value tier")
+            frontier = [{k: r[k] for k in FRONTIER_COLUMNS} for r in svc.frontier(start, end)]
+            emit(frontier, "table", title="Cost-quality frontier per value tier")
             t = svc.totals(start, end)
             console().print(
                 f"{t['switches']} switches: projected saving {t['monthly_saving']:,.2f} USD/month "

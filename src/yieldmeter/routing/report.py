@@ -110,12 +110,16 @@ class RoutingReport:
         }
 
 
-def tier_frontier(decisions: list[Decision]) -> list[dict[str, Any]]:
-    """Per tier and model: pooled volume, success, cost per unit and per success; the Pareto set."""
+def tier_frontier(decisions: list[Decision], min_units: int = 30) -> list[dict[str, Any]]:
+    """Per tier and model: pooled volume, success, cost per unit and per success; the Pareto set.
+
+    Only models with at least ``min_units`` units in the tier and no unpriced unit compete for the
+    frontier (``on_frontier`` is false for the others and ``note`` says why)."""
     pooled: dict[tuple[Tier, str], dict[str, float]] = {}
     for d in decisions:
         for m in d.models:
-            acc = pooled.setdefault((d.tier, m.model), {"n": 0, "s": 0, "cost": 0.0})
+            acc = pooled.setdefault((d.tier, m.model), {"n": 0, "s": 0, "cost": 0.0, "unpriced": 0})
+            acc["unpriced"] += m.unpriced_units
             acc["n"] += m.n
             acc["s"] += m.successes
             acc["cost"] += m.cost_per_unit * m.n
@@ -124,7 +128,6 @@ def tier_frontier(decisions: list[Decision]) -> list[dict[str, Any]]:
         models = sorted(k[1] for k in pooled if k[0] is tier)
         if not models:
             continue
-        pts = []
         tier_rows = []
         for name in models:
             a = pooled[(tier, name)]
@@ -132,7 +135,11 @@ def tier_frontier(decisions: list[Decision]) -> list[dict[str, Any]]:
             cpu = a["cost"] / n if n else math.nan
             rate = s / n if n else math.nan
             lo, hi = stats.wilson_interval(s, n)
-            pts.append((cpu, rate))
+            note = ""
+            if n < min_units:
+                note = f"too little data ({n} units)"
+            elif a["unpriced"]:
+                note = "unpriced calls: cost understated"
             tier_rows.append(
                 {
                     "tier": str(tier),
@@ -144,9 +151,14 @@ def tier_frontier(decisions: list[Decision]) -> list[dict[str, Any]]:
                     "success_high": hi,
                     "cost_per_unit": cpu,
                     "cost_per_success": a["cost"] / s if s else None,
+                    "note": note,
                 }
             )
-        for row, on in zip(tier_rows, stats.pareto_front(pts), strict=True):
+        competing = [r for r in tier_rows if not r["note"]]
+        front = stats.pareto_front([(r["cost_per_unit"], r["success_rate"]) for r in competing])
+        for row in tier_rows:
+            row["on_frontier"] = False
+        for row, on in zip(competing, front, strict=True):
             row["on_frontier"] = on
         rows.extend(sorted(tier_rows, key=lambda r: r["cost_per_unit"]))
     return rows
@@ -162,4 +174,4 @@ def analyse(units: ir.Table, workflows: ir.Table, settings: RoutingSettings | No
     )
     rows = segment_model_stats(units, workflows).to_pyarrow().to_pylist()
     decisions = decide_all(rows, days, settings)
-    return RoutingReport(first, last, days, settings, decisions, tier_frontier(decisions))
+    return RoutingReport(first, last, days, settings, decisions, tier_frontier(decisions, settings.min_units))
