@@ -20,70 +20,82 @@ counted and shown, never costed as zero.
 
 from __future__ import annotations
 
-import ibis
 import ibis.expr.types as ir
 
 from yieldmeter.metrics.tables import Tables
 
+DAY_SECONDS = 86_400
+OPEN_TIER = 2**62
+
 
 def price_lookup(t: Tables) -> ir.Table:
-    """model_map joined to prices: every (reported provider, model) with its price cells."""
+    """model_map joined to prices: every (reported provider, model) with its price cells.
+
+    Prices are restated as increments so that each call costs five
+    multiply-adds and no branches: a cached token costs the input price plus
+    ``d_cached`` (the cache price minus the input price, or 0 when the model
+    has no cache price), and so on.
+    """
     m, p = t.model_map, t.prices
-    return m.join(p, [m.price_provider == p.provider, m.price_model == p.model]).select(
+    j = m.join(p, [m.price_provider == p.provider, m.price_model == p.model])
+    p_in = j["input"].fill_null(0.0)
+    p_out = j.output.fill_null(0.0)
+    return j.select(
         map_provider=m.provider,
         map_model=m.model,
         price_provider=m.price_provider,
         price_model=m.price_model,
-        valid_from=p.valid_from,
-        valid_to=p.valid_to,
-        tier_lo=p.tier_above_input_tokens,
-        tier_hi=p.tier_upto_input_tokens,
-        sod_from=p.seconds_of_day_from,
-        sod_to=p.seconds_of_day_to,
-        p_input=p["input"],
-        p_output=p.output,
-        p_cached=p.cached_input,
-        p_cache_write=p.cache_write,
-        p_reasoning=p.reasoning,
-        p_requests=p.per_1k_requests,
+        valid_from=j.valid_from,
+        valid_to=j.valid_to,
+        tier_lo=j.tier_above_input_tokens,
+        # an open upper bound as a large number keeps the join condition a plain
+        # comparison (an OR here turns DuckDB's hash join into a nested loop)
+        tier_hi=j.tier_upto_input_tokens.fill_null(OPEN_TIER),
+        sod_from=j.seconds_of_day_from,
+        sod_to=j.seconds_of_day_to,
+        p_input=p_in,
+        p_output=p_out,
+        d_cached=j.cached_input.fill_null(p_in) - p_in,
+        d_cache_write=j.cache_write.fill_null(p_in) - p_in,
+        d_reasoning=j.reasoning.fill_null(p_out) - p_out,
+        p_requests=j.per_1k_requests.fill_null(0.0),
     )
 
 
 def priced_calls(t: Tables) -> ir.Table:
     """Calls with ``price_provider``, ``price_model``, ``model_cost`` (USD) and ``priced``."""
-    c = t.calls
     lk = price_lookup(t)
-    seconds_of_day = c.ts.hour().cast("int64") * 3600 + c.ts.minute() * 60 + c.ts.second()
+    # join keys computed before the join, so the join itself compares columns
+    c = t.calls.mutate(
+        _provider_key=t.calls.provider.fill_null(""),
+        _second_of_day=t.calls.ts.epoch_seconds() % DAY_SECONDS,
+    )
     joined = c.left_join(
         lk,
         [
-            c.provider.fill_null("") == lk.map_provider,
+            c._provider_key == lk.map_provider,
             c.model == lk.map_model,
             c.ts >= lk.valid_from,
             c.ts < lk.valid_to,
             c.input_tokens > lk.tier_lo,
-            lk.tier_hi.isnull() | (c.input_tokens <= lk.tier_hi),
-            seconds_of_day >= lk.sod_from,
-            seconds_of_day < lk.sod_to,
+            c.input_tokens <= lk.tier_hi,
+            c._second_of_day >= lk.sod_from,
+            c._second_of_day < lk.sod_to,
         ],
     )
-    zero = ibis.literal(0.0)
-    cached = ibis.ifelse(joined.p_cached.notnull(), joined.cached_input_tokens, 0)
-    writes = ibis.ifelse(joined.p_cache_write.notnull(), joined.cache_write_tokens, 0)
-    reasoning = ibis.ifelse(joined.p_reasoning.notnull(), joined.reasoning_tokens, 0)
     token_cost = (
-        (joined.input_tokens - cached - writes).cast("float64") * joined.p_input.fill_null(zero)
-        + cached.cast("float64") * joined.p_cached.fill_null(zero)
-        + writes.cast("float64") * joined.p_cache_write.fill_null(zero)
-        + (joined.output_tokens - reasoning).cast("float64") * joined.p_output.fill_null(zero)
-        + reasoning.cast("float64") * joined.p_reasoning.fill_null(zero)
+        joined.input_tokens.cast("float64") * joined.p_input
+        + joined.cached_input_tokens.cast("float64") * joined.d_cached
+        + joined.cache_write_tokens.cast("float64") * joined.d_cache_write
+        + joined.output_tokens.cast("float64") * joined.p_output
+        + joined.reasoning_tokens.cast("float64") * joined.d_reasoning
     ) / 1e6
-    request_cost = joined.request_count.cast("float64") * joined.p_requests.fill_null(zero) / 1e3
-    priced = joined.valid_from.notnull()
+    request_cost = joined.request_count.cast("float64") * joined.p_requests / 1e3
     return joined.select(
-        *[joined[name] for name in c.columns],
+        *[joined[name] for name in t.calls.columns],
         price_provider=joined.price_provider,
         price_model=joined.price_model,
-        model_cost=ibis.ifelse(priced, token_cost + request_cost, ibis.null("float64")),
-        priced=priced,
+        # null (not 0) when no price matched: unpriced calls are never silently free
+        model_cost=token_cost + request_cost,
+        priced=joined.valid_from.notnull(),
     )
