@@ -48,6 +48,11 @@ LOCAL_SPARK_CONF: dict[str, str] = {
 #: (engine, capability) -> why it does not work there. The one place engine gaps live.
 #: Capabilities are Workspace / service method names (``spend``, ``value.funnel``...) or commands.
 UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("spark", "value.waste"): (
+        "the example list per waste kind is an ordered string aggregation (group_concat with order_by, "
+        "metrics/waste.py), which Ibis 12 does not compile for PySpark; run waste on DuckDB over the lake "
+        "(--engine duckdb --lake PATH)"
+    ),
     ("spark", "ingest"): (
         "Spark reads a lake and never writes the workspace store; write adapter output to the lake with "
         "`yieldmeter ingest PATH --to-lake LAKE` or normalise raw telemetry with `yieldmeter spark normalise`"
@@ -234,3 +239,16 @@ def connect(settings: EngineSettings) -> Any:
     con.raw_sql("SET TimeZone = 'UTC'")
     register_duckdb(con, lake)
     return con
+
+
+def materialise(con: Any, name: str, expr: Any) -> Any:
+    """Compute ``expr`` once into a session-scoped table of ``con`` and return it as an Ibis table.
+
+    DuckDB: a temporary table. Spark: Ibis has no temporary tables there, so a temporary view
+    cached in the session (computed on first use, kept in executor memory).
+    """
+    if getattr(con, "name", "") == "pyspark":
+        table = con.create_view(name, expr, overwrite=True)
+        con._session.catalog.cacheTable(name)
+        return table
+    return con.create_table(name, obj=expr, temp=True, overwrite=True)
