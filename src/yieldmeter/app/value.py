@@ -266,7 +266,8 @@ class ValueService:
         f = vl.value_units(self.facts(), self.window(period))
         if workflow is not None:
             f = f.filter(f.workflow == workflow)
-        seg = bm.segment_frames(f)
+        # segments computed once, then unpivoted: six dimensions read one small table
+        seg = bm.segment_frames(self._materialise("segments", bm.with_segments(f)), segmented=True)
         est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
         m = est.column("workflow_value_per_token")
         lift = pc.divide(est.column("value_per_token"), m)
@@ -282,8 +283,10 @@ class ValueService:
     # -- helpers ---------------------------------------------------------------------------------
     def _materialise(self, name: str, expr: ir.Table) -> ir.Table:
         """Compute ``expr`` once into a temporary table of the store's backend (gone at close)."""
-        con = self.ws.store.ibis
-        return con.create_table(f"_value_{name}_{id(self):x}", obj=expr, temp=True, overwrite=True)
+        from yieldmeter.lake.engines import materialise
+
+        # on the engine the metrics run on: the store's DuckDB, or a lake's DuckDB or Spark
+        return materialise(self.ws.backend, f"_value_{name}_{id(self):x}", expr)
 
     def _estimate(self, f: ir.Table, keys: list[str], partition: list[str]) -> pa.Table:
         sums = bm.group_sums(f, keys).to_pyarrow()

@@ -59,9 +59,22 @@ def group_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
     )
 
 
+def portable_bucket(key: ir.StringValue, buckets: int) -> ir.IntegerValue:
+    """``int(md5(key)[:2], 16) % buckets``: the same bucket on every engine.
+
+    ``hash()`` is engine-specific (DuckDB and Spark disagree), so bootstrap batches built on it
+    would differ between engines; md5 and the position of a hex digit are the same everywhere.
+    """
+    digits = ibis.literal("0123456789abcdef")
+    md5 = key.fill_null("").hexdigest("md5").lower()
+    hi = digits.find(md5.substr(0, 1)).cast("int64")
+    lo = digits.find(md5.substr(1, 1)).cast("int64")
+    return ((hi * 16 + lo) % buckets).cast("int64")
+
+
 def bucket_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
     """Per group and bootstrap batch (stable hash of work_unit_id mod :data:`BUCKETS`): the sums."""
-    bucket = (facts.work_unit_id.hash().abs() % BUCKETS).cast("int64")
+    bucket = portable_bucket(facts.work_unit_id, BUCKETS)
     v = _value(facts)
     return facts.group_by([*keys, bucket.name("bucket")]).aggregate(
         n=facts.count(),
@@ -152,6 +165,8 @@ def estimate(
 
     # bootstrap over batches, every group at once
     index = {k: i for i, k in enumerate(_keys_of(sums, keys))}
+    # the draws must not depend on the order an engine returns the batches in
+    buckets = buckets.sort_by([(c, "ascending") for c in (*keys, "bucket")])
     gi = np.array([index[k] for k in _keys_of(buckets, keys)], dtype=np.int64)
     bV, bK, bS, bC, bn = (_arr(buckets, c) for c in ("value", "tokens", "successes", "cost", "n"))
     rng = np.random.default_rng(seed)
@@ -259,9 +274,14 @@ def with_segments(facts: ir.Table) -> ir.Table:
     )
 
 
-def segment_frames(facts: ir.Table, dimensions: Sequence[str] = PATTERN_DIMENSIONS) -> ir.Table:
-    """Facts unpivoted: one row per unit and dimension, with ``dimension`` and ``segment`` columns."""
-    s = with_segments(facts)
+def segment_frames(
+    facts: ir.Table, dimensions: Sequence[str] = PATTERN_DIMENSIONS, *, segmented: bool = False
+) -> ir.Table:
+    """Facts unpivoted: one row per unit and dimension, with ``dimension`` and ``segment`` columns.
+
+    ``segmented``: ``facts`` already carries the :func:`with_segments` columns.
+    """
+    s = facts if segmented else with_segments(facts)
     cols = ["workflow", "work_unit_id", "expected_value", "tokens", "successful", "fully_loaded_cost"]
     parts = [s.select(*cols, dimension=ibis.literal(d), segment=s[d].cast("string")) for d in dimensions]
     return ibis.union(*parts)
