@@ -65,6 +65,10 @@ def test_routing_counts_the_value_engines_successful_outcomes(routed: tuple[Path
         assert by["fraud-review/merchant-review"].action.value == "insufficient_data"
         assert ws.routing.insufficient()[0]["segment"] == "fraud-review/merchant-review"
         assert ws.routing.totals()["monthly_saving"] > 0
+        # cached until the value engine's facts change (as after new data)
+        assert ws.routing.report() is report
+        ws.value.invalidate()
+        assert ws.routing.report() is not report
 
 
 def test_route_cli_exports_and_replays(routed: tuple[Path, object], tmp_path: Path) -> None:

@@ -33,17 +33,24 @@ Period = tuple[datetime | None, datetime | None]
 
 
 class RoutingService:
-    """Routing over one workspace; reports are cached per period and settings for the service's life."""
+    """Routing over one workspace; reports are cached per period until the value service's facts
+    change (``ws.value.invalidate()`` after new data)."""
 
     def __init__(self, ws: Workspace, settings: RoutingSettings | None = None) -> None:
         self.ws = ws
         self.settings = settings or RoutingSettings()
         self._reports: dict[tuple[Any, ...], RoutingReport] = {}
+        self._facts: ir.Table | None = None
 
     # -- inputs ------------------------------------------------------------------------------
     def units(self, start: datetime | None = None, end: datetime | None = None) -> ir.Table:
         """Routing units (one per work unit with calls) started in [start, end)."""
-        return in_window(routing_units(self.ws.value.facts()), start, end)
+        facts = self.ws.value.facts()
+        if facts is not self._facts:
+            # the value service re-derived its facts (new data landed): cached reports are stale
+            self._facts = facts
+            self._reports.clear()
+        return in_window(routing_units(facts), start, end)
 
     def _workflows(self) -> ir.Table:
         return self.ws.value.tables().workflows
@@ -62,8 +69,9 @@ class RoutingService:
     # -- the report ----------------------------------------------------------------------------
     def report(self, start: datetime | None = None, end: datetime | None = None) -> RoutingReport:
         key = (start, end)
+        units = self.units(start, end)  # first: it forgets stale reports
         if key not in self._reports:
-            self._reports[key] = analyse(self.units(start, end), self._workflows(), self.settings)
+            self._reports[key] = analyse(units, self._workflows(), self.settings)
         return self._reports[key]
 
     def recommendations(
