@@ -38,7 +38,7 @@ bench: $(TEST_STAMP)
 
 ## validate: the validity report of the value measures on simulated organisations
 validate: $(RUN_STAMP)
-	$(BIN)/yieldmeter validate --all-scenarios
+	$(BIN)/yieldmeter validate --suite --results benchmarks/results/validity.json --doc docs/validity.md
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
