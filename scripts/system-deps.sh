@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages that tests drive for real: chromium (dashboard
-# tests), poppler-utils (pdftoppm, board pack pages), a Java runtime (Spark).
+# tests), poppler-utils (pdftoppm, board pack pages), a Java runtime (Spark),
+# Pango and a font for WeasyPrint.
 # Runs only as root with apt-get; elsewhere it says what is missing and the
 # tests that need a missing tool skip with that reason.
 set -u
@@ -8,6 +9,9 @@ need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v pdftoppm >/dev/null 2>&1 || need="$need poppler-utils"
 command -v java >/dev/null 2>&1 || need="$need default-jre-headless"
+# WeasyPrint (board pack PDF) loads Pango and needs at least one font
+ldconfig -p 2>/dev/null | grep -q "libpango-1.0" || need="$need libpango-1.0-0 libpangoft2-1.0-0"
+[ -d /usr/share/fonts/truetype/dejavu ] || need="$need fonts-dejavu-core"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages:$need"
