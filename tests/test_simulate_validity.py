@@ -121,6 +121,17 @@ def test_validate_names_missing_work_units_instead_of_failing(tmp_path: Path) ->
     assert report.missing_sample == ["wu-gone-1", "wu-gone-2"]
     assert report.matched_work_units == report.truth_work_units - 2
 
+    from typer.testing import CliRunner
+
+    from yieldmeter.cli.main import build_app
+
+    args = ["validate", "--truth", str(tmp_path / "truth.parquet"), "-w", str(tmp_path / "ws")]
+    r = CliRunner().invoke(build_app(), args)
+    assert r.exit_code == 0, r.output
+    assert "spearman_ev" in r.output and "wu-gone-1" in r.output
+    r = CliRunner().invoke(build_app(), ["validate", "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 1 and "--truth" in r.output
+
 
 def test_validate_refuses_a_file_that_is_not_a_truth(tmp_path: Path) -> None:
     from yieldmeter.app.validity import TruthError, read_truth
