@@ -74,7 +74,8 @@ def portable_bucket(key: ir.StringValue, buckets: int) -> ir.IntegerValue:
 
 def bucket_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
     """Per group and bootstrap batch (stable hash of work_unit_id mod :data:`BUCKETS`): the sums."""
-    bucket = portable_bucket(facts.work_unit_id, BUCKETS)
+    # unit facts carry their batch already (computed once when they are materialised)
+    bucket = facts.bucket if "bucket" in facts.columns else portable_bucket(facts.work_unit_id, BUCKETS)
     v = _value(facts)
     return facts.group_by([*keys, bucket.name("bucket")]).aggregate(
         n=facts.count(),
@@ -283,5 +284,7 @@ def segment_frames(
     """
     s = facts if segmented else with_segments(facts)
     cols = ["workflow", "work_unit_id", "expected_value", "tokens", "successful", "fully_loaded_cost"]
+    if "bucket" in s.columns:
+        cols.append("bucket")
     parts = [s.select(*cols, dimension=ibis.literal(d), segment=s[d].cast("string")) for d in dimensions]
     return ibis.union(*parts)

@@ -32,6 +32,7 @@ import ibis
 import ibis.expr.types as ir
 
 from yieldmeter.config import LabourRates
+from yieldmeter.metrics.benchmarks import BUCKETS, portable_bucket
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.scoring.priors import ACCEPTANCE_SIGNALS, ACTION_SIGNALS, POSITIVE_SIGNALS
 
@@ -255,4 +256,6 @@ def unit_facts(
     return facts.mutate(
         tracks_actions=tracks_actions,
         successful=successful,
+        # the unit's bootstrap batch for benchmarks and patterns, hashed once here
+        bucket=portable_bucket(facts.work_unit_id, BUCKETS),
     )

@@ -35,7 +35,9 @@ def waste_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
     """Per work unit: the four flags and the spend at stake in each."""
     f = window.filter(facts, "started_at") if window is not None else facts
     f = f.mutate(workflow=f.workflow.fill_null(UNASSIGNED))
-    mean_tokens = f.tokens.mean().over(group_by=f.workflow)
+    means = f.group_by(mean_workflow=f.workflow).aggregate(mean_tokens=f.tokens.mean())
+    f = f.join(means, f.workflow == means.mean_workflow)
+    mean_tokens = f.mean_tokens
     loop = ~f.accepted & (
         (f.calls >= LOOP_CALLS) | (f.tokens.cast("float64") >= LOOP_TOKEN_FACTOR * mean_tokens)
     )
