@@ -337,6 +337,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average_before": os.getloadavg(),
         },
         "build": json.loads((path / "built.json").read_text()),
     }
@@ -403,6 +404,7 @@ def main() -> None:
         agree_pandas = all(engine_totals.get(k) == v for k, v in pd_totals.items())
     warm_s = min(warm)
     sql_s = min(sql_times)
+    result["machine"]["load_average_after"] = os.getloadavg()
     result.update(
         {
             "build_s": round(build_s, 3),
