@@ -28,7 +28,7 @@ from yieldmeter.server.auth import KeyRing, KeyStore, Principal
 from yieldmeter.server.context import ServerContext, read_body
 from yieldmeter.server.problems import Problem, guard
 from yieldmeter.server.reads import Reads
-from yieldmeter.server.views import VIEWS
+from yieldmeter.server.views import VIEWS, cache_key
 
 PREFIX = "/api/v1"
 #: Record bodies are JSON lists of rows; 16 MiB is ~50k rows, send more in several requests.
@@ -213,9 +213,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             raise Problem(403, f"the {name!r} view needs the {v.scope!r} scope")
         f = filters_of(request)
         people = p.can("people")
-        sections = await reads.view(
-            ("view", name, f.key(), people), lambda ws: v.build(ws.reports, f, people)
-        )
+        sections = await reads.view(cache_key(name, f, people), lambda ws: v.build(ws.reports, f, people))
         return json_response(
             {
                 "view": name,

@@ -30,7 +30,7 @@ from yieldmeter.server.api import attach, redact
 from yieldmeter.server.auth import AuthError, Principal
 from yieldmeter.server.context import ServerContext
 from yieldmeter.server.problems import Problem, to_problem
-from yieldmeter.server.views import VIEWS
+from yieldmeter.server.views import VIEWS, cache_key, warm
 
 #: Pages in the navigation, in order: (view name, path, label).
 NAV = (
@@ -98,6 +98,7 @@ def error_page(exc: BaseException) -> Response:
 def routes(ctx: ServerContext) -> list[BaseRoute]:
     attach(ctx)
     reads = ctx.reads
+    warm(reads)
 
     def who(request: Request, scope: str = "read") -> Principal:
         return ctx.api_keys.require(request, scope)  # type: ignore[no-any-return]
@@ -119,7 +120,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
                 if not p.can(v.scope):
                     raise AuthError(403, f"the {v.title} page needs the {v.scope!r} scope")
                 sections = await reads.view(
-                    ("view", name, f.key(), people), lambda ws: v.build(ws.reports, f, people)
+                    cache_key(name, f, people), lambda ws: v.build(ws.reports, f, people)
                 )
                 opts = await options()
             except Exception as exc:

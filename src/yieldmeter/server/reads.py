@@ -5,10 +5,17 @@ not shared between threads) and its own :class:`Workspace` over it, so the
 value service's materialised intermediate tables live per thread. Views (a
 dashboard section, a role report) are cached by name and filters with the data
 version they were computed on: the row counts of the canonical tables plus a
-counter the API bumps on its own writes. A cached view is served while the
-version is unchanged, or while it is younger than ``min_refresh_s`` (default
-10 s) even when ingest goes on, so readers are never starved by a busy
-receiver; the figures are then at most that many seconds behind.
+counter the API bumps on its own writes (checked at most every
+``version_every_s``).
+
+Stale while revalidate: a cached view is served while the version is
+unchanged, or while it is younger than ``min_refresh_s`` (default 10 s). When
+it is older and the data changed, the stale view is still served at once and
+one refresh is started on a separate refresher thread, so readers never wait
+for a recomputation while telemetry streams in; the figures are then at most
+one recomputation behind. Records posted through the REST API (decisions,
+budgets, work units...) bump the counter and are seen by the next read. Only the very first request for a view computes it
+while the client waits (the server warms the overview at start).
 """
 
 from __future__ import annotations
@@ -34,7 +41,13 @@ class ReadTimeout(TimeoutError):
 
 class Reads:
     def __init__(
-        self, ws: Workspace, *, threads: int = 3, min_refresh_s: float = 10.0, max_entries: int = 256
+        self,
+        ws: Workspace,
+        *,
+        threads: int = 3,
+        min_refresh_s: float = 10.0,
+        max_entries: int = 256,
+        version_every_s: float = 0.5,
     ) -> None:
         self.root = ws.root
         self.config = ws.config
@@ -42,7 +55,11 @@ class Reads:
         self.min_refresh_s = min_refresh_s
         self.max_entries = max_entries
         self.generation = 0
+        self.version_every_s = version_every_s
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="yieldmeter-read")
+        self._refresher = ThreadPoolExecutor(1, thread_name_prefix="yieldmeter-refresh")
+        self._refreshing: set[Hashable] = set()
+        self._version: tuple[float, Any] = (0.0, None)
         self._local = threading.local()
         self._cache: OrderedDict[Hashable, tuple[Any, float, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -50,6 +67,7 @@ class Reads:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._refresher.shutdown(wait=False, cancel_futures=True)
 
     def bump(self) -> None:
         """Say the data changed (a write through the API)."""
@@ -74,7 +92,12 @@ class Reads:
         return ws  # type: ignore[no-any-return]
 
     def version(self, ws: Workspace) -> tuple[Any, ...]:
-        return (self.generation, *ws.store.counts().values())
+        at, known = self._version
+        if known is not None and known[0] == self.generation and time.monotonic() - at < self.version_every_s:
+            return known  # type: ignore[no-any-return]
+        version = (self.generation, *ws.store.counts().values())
+        self._version = (time.monotonic(), version)
+        return version
 
     # -- running -----------------------------------------------------------------------------
     async def run(self, fn: Callable[[Workspace], T], timeout: float = READ_TIMEOUT_S) -> T:
@@ -93,34 +116,60 @@ class Reads:
         except TimeoutError:
             raise ReadTimeout(f"the view took longer than {timeout:.0f} s") from None
 
-    def _fresh(self, key: Hashable, version: Any) -> tuple[bool, Any]:
+    def warm(self, key: Hashable, fn: Callable[[Workspace], Any]) -> None:
+        """Compute a view in the background (at start, so the first visitor does not wait)."""
+        self._refresher.submit(self._cached, key, fn)
+
+    def _lookup(self, key: Hashable, version: Any) -> tuple[str, Any]:
+        """("fresh" | "stale" | "miss", value)."""
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is None:
-                return False, None
+                return "miss", None
             v, at, value = hit
+            self._cache.move_to_end(key)
+            if v[0] != version[0]:  # a write through the API: its author must see it at once
+                return "miss", None
             if v == version or time.monotonic() - at < self.min_refresh_s:
-                self._cache.move_to_end(key)
-                return True, value
-            return False, None
+                return "fresh", value
+            return "stale", value
+
+    def _store(self, key: Hashable, version: Any, value: Any) -> None:
+        with self._cache_lock:
+            self._cache[key] = (version, time.monotonic(), value)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.max_entries:
+                old, _ = self._cache.popitem(last=False)
+                self._key_locks.pop(old, None)
+
+    def _refresh(self, key: Hashable, fn: Callable[[Workspace], Any]) -> None:
+        try:
+            ws = self.workspace()
+            version = self._local.version
+            self._store(key, version, fn(ws))
+        finally:
+            with self._cache_lock:
+                self._refreshing.discard(key)
 
     def _cached(self, key: Hashable, fn: Callable[[Workspace], T]) -> T:
         ws = self.workspace()
         version = self._local.version
-        ok, value = self._fresh(key, version)
-        if ok:
+        state, value = self._lookup(key, version)
+        if state == "fresh":
+            return value  # type: ignore[no-any-return]
+        if state == "stale":
+            with self._cache_lock:
+                start = key not in self._refreshing
+                self._refreshing.add(key)
+            if start:
+                self._refresher.submit(self._refresh, key, fn)
             return value  # type: ignore[no-any-return]
         with self._cache_lock:
             lock = self._key_locks.setdefault(key, threading.Lock())
         with lock:  # one computation per view at a time; the others wait for it
-            ok, value = self._fresh(key, version)
-            if ok:
+            state, value = self._lookup(key, version)
+            if state != "miss":
                 return value  # type: ignore[no-any-return]
             value = fn(ws)
-            with self._cache_lock:
-                self._cache[key] = (version, time.monotonic(), value)
-                self._cache.move_to_end(key)
-                while len(self._cache) > self.max_entries:
-                    old, _ = self._cache.popitem(last=False)
-                    self._key_locks.pop(old, None)
+            self._store(key, version, value)
         return value

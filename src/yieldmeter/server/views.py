@@ -59,3 +59,14 @@ VIEWS: dict[str, View] = {
         View("decisions", "Decisions", lambda s, f, p: [s.decisions_section(f)]),
     )
 }
+
+
+def cache_key(name: str, f: ReportFilters, people: bool) -> tuple[object, ...]:
+    """The read cache key of a view: only the people view depends on the caller's scope."""
+    return ("view", name, f.key(), people if VIEWS[name].scope == "people" else None)
+
+
+def warm(reads: object) -> None:
+    """Compute the overview in the background at start, so the first visitor does not wait."""
+    f = ReportFilters()
+    reads.warm(cache_key("overview", f, False), lambda ws: VIEWS["overview"].build(ws.reports, f, False))  # type: ignore[attr-defined]
