@@ -11,6 +11,7 @@ command -v pdftoppm >/dev/null 2>&1 || need="$need poppler-utils"
 command -v java >/dev/null 2>&1 || need="$need default-jre-headless"
 # WeasyPrint (board pack PDF) loads Pango and needs at least one font
 ldconfig -p 2>/dev/null | grep -q "libpango-1.0" || need="$need libpango-1.0-0 libpangoft2-1.0-0"
+ldconfig -p 2>/dev/null | grep -q "libharfbuzz-subset" || need="$need libharfbuzz-subset0"
 [ -d /usr/share/fonts/truetype/dejavu ] || need="$need fonts-dejavu-core"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
