@@ -46,8 +46,8 @@ Workspace.init(sys.argv[1]).close()
 if sys.argv[4] == "1":  # isolate the receiver: no whole-workspace re-scoring after each commit
     Workspace._after_ingest = lambda self, changed: None
 routes = sys.argv[3].split(",") if sys.argv[3] else None
-uvicorn.run(create_app(sys.argv[1], route_modules=routes), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
-            access_log=False)
+app = create_app(sys.argv[1], route_modules=routes)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 """
 
 
