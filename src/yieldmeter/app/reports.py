@@ -5,7 +5,9 @@ role reports, the REST views) asks this service for :class:`Section` s: the
 figures, charts and tables that answer one question. It calls ``ws.spend``,
 ``ws.value``, ``ws.routing``, ``ws.finops``; a service that is not installed
 (or lacks the method) gives a section marked ``unavailable`` with the reason,
-never an error page.
+never an error page. The value engine's sections live in
+:mod:`yieldmeter.app.sections` (inherited); the ones only some roles ask for in
+:mod:`yieldmeter.app.role_sections`.
 
 Filters: ``period`` (``2025``, ``2025-Q1``, ``2025-03``, ``2025-03-05`` or
 ``START..END`` with END exclusive, the rule of ``report spend``), and teams,
@@ -21,27 +23,22 @@ surface (API, dashboard, report) gets the same rows.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import ibis
 
+from yieldmeter.app.sections import NotAvailable, ValueSections, _unit_of, _usd
 from yieldmeter.metrics.period import Window
 from yieldmeter.metrics.spend import Filters
 from yieldmeter.reports.model import Chart, Column, Kpi, Section, TableData, rows_of
 
 if TYPE_CHECKING:
-    from yieldmeter.app.workspace import Workspace
     from yieldmeter.reports.model import Report
 
 ROLES = ("board", "cfo", "cio", "coo", "finops", "product")
 FAMILIES = ("workflow", "revenue", "risk", "capacity")
-
-
-class NotAvailable(Exception):
-    """A service or method that later work installs is not there yet."""
 
 
 class UnknownWorkUnit(LookupError):
@@ -118,63 +115,8 @@ class WorkUnitView:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def _unit_of(key: str) -> Any:
-    """A column's unit guessed from its name (for tables of services that return plain rows)."""
-    k = key.lower()
-    if "rate" in k or "share" in k or k.endswith("_pct"):
-        return "share"
-    if "cost" in k or "saving" in k or "usd" in k or "spend" in k:
-        return "usd"
-    if k in ("n", "units", "work_units", "calls") or k.startswith("n_"):
-        return "count"
-    return "number"
-
-
-def _usd(key: str, label: str) -> Column:
-    return Column(key, label, "usd")
-
-
-class ReportService:
+class ReportService(ValueSections):
     """Sections of figures for the dashboard, the role reports and the REST views."""
-
-    def __init__(self, ws: Workspace) -> None:
-        self.ws = ws
-
-    # -- plumbing ------------------------------------------------------------------------------
-    def service(self, name: str, method: str) -> Callable[..., Any]:
-        """``ws.<name>.<method>``, or :class:`NotAvailable` when that work has not landed."""
-        try:
-            svc = getattr(self.ws, name)
-        except ModuleNotFoundError:
-            raise NotAvailable(f"the {name} service is not available yet") from None
-        fn = getattr(svc, method, None)
-        if fn is None:
-            raise NotAvailable(f"{name}.{method} is not available yet")
-        return fn  # type: ignore[no-any-return]
-
-    def tables(self) -> Any:
-        """The canonical tables (bound once by the value service when it is installed)."""
-        try:
-            return self.service("value", "tables")()
-        except NotAvailable:
-            return self.ws.tables()
-
-    def priced_calls(self) -> Any:
-        from yieldmeter.metrics.cost import priced_calls
-
-        return priced_calls(self.tables())
-
-    def guarded(self, key: str, title: str, build: Callable[[], Section]) -> Section:
-        try:
-            return build()
-        except NotAvailable as exc:
-            return Section(key, title, unavailable=str(exc))
-
-    def refresh(self) -> None:
-        """Forget cached intermediate results (after new data landed)."""
-        value = self.ws.__dict__.get("value")
-        if value is not None:
-            value.invalidate()
 
     # -- spend ---------------------------------------------------------------------------------
     def cost_lines(self) -> Any:
@@ -347,354 +289,6 @@ class ReportService:
             notes=notes,
         )
 
-    # -- value ---------------------------------------------------------------------------------
-    def coverage(self, f: ReportFilters) -> Any:
-        return self.service("value", "coverage")(f.workflow, f.window())
-
-    def coverage_section(self, f: ReportFilters) -> Section:
-        def build() -> Section:
-            rep = self.coverage(f)
-            t = rep.total
-            parts = ["share_with_baseline", "share_with_owner", "share_with_evidence"]
-            names = ["a baseline", "an owner", "evidence of change"]
-            unc = rows_of(rep.largest_uncovered)
-            return Section(
-                "coverage",
-                "Attribution coverage",
-                "What share of AI spend is connected to measured outcomes?",
-                kpis=[
-                    Kpi(
-                        "Spend connected to measured outcomes",
-                        t.get("coverage"),
-                        "share",
-                        note="spend whose workflow has a baseline, an owner and evidence of change",
-                    ),
-                    *[Kpi(f"... with {n}", t.get(p), "share") for p, n in zip(parts, names, strict=True)],
-                    Kpi("Uncovered spend", t.get("uncovered_spend"), "usd"),
-                ],
-                charts=[
-                    Chart(
-                        "bar",
-                        "Share of spend with each part of the evidence",
-                        ["covered (all three)", *[f"with {n}" for n in names]],
-                        [t.get("coverage"), *[t.get(p) for p in parts]],
-                        unit="share",
-                    )
-                ],
-                tables=[
-                    TableData(
-                        [
-                            Column("workflow", "workflow"),
-                            Column("team", "team"),
-                            Column("app", "app"),
-                            _usd("spend", "spend"),
-                            Column("missing", "missing"),
-                        ],
-                        unc,
-                        caption="Largest uncovered spend",
-                    )
-                ],
-            )
-
-        return self.guarded("coverage", "Attribution coverage", build)
-
-    def yields(self, f: ReportFilters) -> Any:
-        return self.service("value", "yields")(f.workflow, f.window())
-
-    def yields_section(self, f: ReportFilters) -> Section:
-        def build() -> Section:
-            rep = self.yields(f)
-            rows = rows_of(rep.yields)
-            overall = [r for r in rows if r["workflow"] == "(all)"] or rows
-            per_wf = [r for r in rows if r["workflow"] != "(all)"]
-            strategic = rows_of(rep.strategic)
-            kpis = [
-                Kpi(
-                    f"{r['family'].capitalize()} yield",
-                    r["yield"],
-                    "ratio",
-                    low=r["yield_low"],
-                    high=r["yield_high"],
-                    note=r.get("evidence_mix") or "",
-                )
-                for r in overall
-            ]
-            kpis += [
-                Kpi(
-                    f"Strategic score ({r['workflow']})",
-                    r["strategic_score"],
-                    "number",
-                    note=f"0-5, confidence {r['confidence']:.0%}; never dollars",
-                )
-                for r in strategic
-                if r.get("strategic_score") is not None
-            ]
-            shown = per_wf or overall
-            return Section(
-                "yields",
-                "Yields",
-                "What did each dollar of fully loaded cost return, and how sure are we?",
-                kpis=kpis,
-                charts=[
-                    Chart(
-                        "interval",
-                        "Yield by workflow and family (band: evidence uncertainty)",
-                        [f"{r['workflow']} · {r['family']}" for r in shown],
-                        [r["yield"] for r in shown],
-                        lows=[r["yield_low"] for r in shown],
-                        highs=[r["yield_high"] for r in shown],
-                        unit="ratio",
-                        reference=1.0,
-                        reference_label="break-even 1x",
-                    )
-                ],
-                tables=[
-                    TableData(
-                        [
-                            Column("workflow", "workflow"),
-                            Column("family", "family"),
-                            _usd("benefit", "benefit"),
-                            _usd("fully_loaded_cost", "fully loaded cost"),
-                            Column("yield", "yield", "ratio"),
-                            Column("yield_low", "low", "ratio"),
-                            Column("yield_high", "high", "ratio"),
-                            Column("evidence_mix", "evidence"),
-                        ],
-                        shown,
-                    )
-                ],
-                notes=list(rep.notes),
-            )
-
-        return self.guarded("yields", "Yields", build)
-
-    def funnel_rows(self, f: ReportFilters) -> list[dict[str, Any]]:
-        """The conversion chain per workflow over the whole period (months summed, rates recomputed)."""
-        rows = rows_of(self.service("value", "funnel")(f.workflow, f.window()))
-        if f.workflows:
-            rows = [r for r in rows if r["workflow"] in f.workflows]
-        counts = ("calls", "work_units", "accepted_outputs", "actions", "successful_outcomes")
-        money = ("value", "model_cost", "allocated_cost", "effort_cost", "fully_loaded_cost")
-        out: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            acc = out.setdefault(
-                r["workflow"],
-                {
-                    "workflow": r["workflow"],
-                    "months": 0,
-                    "success_basis": r["success_basis"],
-                    **{k: 0 for k in counts},
-                    **{k: 0.0 for k in money},
-                    "expected_value": 0.0,
-                },
-            )
-            acc["months"] += 1
-            for k in (*counts, *money, "expected_value"):
-                if r.get(k) is None:
-                    if k == "actions":
-                        acc["actions"] = None
-                    continue
-                if acc.get(k) is not None:
-                    acc[k] += r[k]
-        for acc in out.values():
-            flc = acc["fully_loaded_cost"]
-            for k, per in (
-                ("calls", "cost_per_call"),
-                ("work_units", "cost_per_work_unit"),
-                ("accepted_outputs", "cost_per_accepted_output"),
-                ("actions", "cost_per_action"),
-                ("successful_outcomes", "cost_per_successful_outcome"),
-            ):
-                n = acc.get(k)
-                acc[per] = flc / n if n else None
-            wu, acc_o, act, succ = (
-                acc["work_units"],
-                acc["accepted_outputs"],
-                acc["actions"],
-                acc["successful_outcomes"],
-            )
-            acc["acceptance_rate"] = acc_o / wu if wu else None
-            acc["success_rate"] = (
-                succ / (act if act is not None else acc_o) if (act if act is not None else acc_o) else None
-            )
-            acc["value_per_success"] = acc["value"] / succ if succ else None
-        return sorted(out.values(), key=lambda r: -r["fully_loaded_cost"])
-
-    def funnel_section(self, f: ReportFilters) -> Section:
-        def build() -> Section:
-            rows = self.funnel_rows(f)
-            charts = []
-            for r in rows[:8]:
-                charts.append(
-                    Chart(
-                        "funnel",
-                        f"{r['workflow']}: conversion chain ({r['success_basis']} basis)",
-                        [
-                            "calls",
-                            "work units",
-                            "accepted outputs",
-                            "decisions/actions",
-                            "successful outcomes",
-                        ],
-                        [
-                            r["calls"],
-                            r["work_units"],
-                            r["accepted_outputs"],
-                            r["actions"],
-                            r["successful_outcomes"],
-                        ],
-                        costs=[
-                            r["cost_per_call"],
-                            r["cost_per_work_unit"],
-                            r["cost_per_accepted_output"],
-                            r["cost_per_action"],
-                            r["cost_per_successful_outcome"],
-                        ],
-                        unit="count",
-                    )
-                )
-            return Section(
-                "funnel",
-                "Conversion chain",
-                "How many calls became work, accepted outputs, actions and successful outcomes; "
-                "what did each stage cost?",
-                charts=charts,
-                tables=[
-                    TableData(
-                        [
-                            Column("workflow", "workflow", link="/funnel?workflow={value}"),
-                            Column("work_units", "work units", "count"),
-                            Column("acceptance_rate", "accepted", "share"),
-                            Column("success_rate", "success rate", "share"),
-                            _usd("cost_per_accepted_output", "cost / accepted output"),
-                            _usd("cost_per_successful_outcome", "cost / successful outcome"),
-                            _usd("value", "measured value"),
-                            _usd("fully_loaded_cost", "fully loaded"),
-                        ],
-                        rows,
-                    )
-                ],
-            )
-
-        return self.guarded("funnel", "Conversion chain", build)
-
-    def benchmarks_section(self, f: ReportFilters, by: str = "team", *, people: bool = False) -> Section:
-        """Benchmarks by team (groups below the minimum size hidden) or by user (``people`` only)."""
-        from yieldmeter.app.value import PrivacyError
-
-        def build() -> Section:
-            try:
-                rep = self.service("value", "benchmarks")(f.workflow, f.window(), by, people=people)
-            except PrivacyError as exc:
-                return Section("benchmarks", "Benchmarks", unavailable=str(exc))
-            rows = rows_of(rep.rows)
-            if by == "team" and f.teams:
-                rows = [r for r in rows if r["subject"] in f.teams]
-            if by == "team":  # defence in depth: never show a small group, whatever the service did
-                minimum = self.ws.config.privacy.min_group_size
-                rows = [r for r in rows if (r.get("people") or 0) >= minimum]
-            charts = []
-            for wf in dict.fromkeys(r["workflow"] for r in rows):
-                sub = [r for r in rows if r["workflow"] == wf][:15]
-                charts.append(
-                    Chart(
-                        "interval",
-                        f"{wf}: value per token by {by} (95% interval, shrunk)",
-                        [str(r["subject"]) for r in sub],
-                        [r["value_per_token"] for r in sub],
-                        lows=[r["value_per_token_low"] for r in sub],
-                        highs=[r["value_per_token_high"] for r in sub],
-                        unit="number",
-                        reference=sub[0]["workflow_value_per_token"] if sub else None,
-                        reference_label="workflow mean",
-                    )
-                )
-            return Section(
-                "benchmarks",
-                f"Benchmarks by {by}",
-                "Inside each workflow, who gets most value per token? (to learn from, not to rank people)",
-                charts=charts,
-                tables=[
-                    TableData(
-                        [
-                            Column("workflow", "workflow"),
-                            Column("subject", by),
-                            Column("n", "work units", "count"),
-                            Column("value_per_token", "value / token", "number"),
-                            Column("value_per_token_low", "low", "number"),
-                            Column("value_per_token_high", "high", "number"),
-                            Column("success_rate", "success rate", "share"),
-                            _usd("cost_per_success", "cost / success"),
-                        ],
-                        rows,
-                    )
-                ],
-                notes=list(rep.notes),
-            )
-
-        return self.guarded("benchmarks", "Benchmarks", build)
-
-    def patterns_section(self, f: ReportFilters, limit: int = 20) -> Section:
-        def build() -> Section:
-            rows = rows_of(self.service("value", "patterns")(f.workflow, f.window()))[:limit]
-            return Section(
-                "patterns",
-                "Patterns",
-                "Which ways of working deliver the most value per token?",
-                tables=[
-                    TableData(
-                        [
-                            Column("workflow", "workflow"),
-                            Column("dimension", "pattern"),
-                            Column("segment", "segment"),
-                            Column("n", "work units", "count"),
-                            Column("lift", "vs workflow mean", "ratio"),
-                            Column("lift_low", "low", "ratio"),
-                            Column("lift_high", "high", "ratio"),
-                            _usd("cost_per_success", "cost / success"),
-                        ],
-                        rows,
-                    )
-                ],
-            )
-
-        return self.guarded("patterns", "Patterns", build)
-
-    def waste_section(self, f: ReportFilters) -> Section:
-        def build() -> Section:
-            rows = rows_of(self.service("value", "waste")(f.workflow, f.window()))
-            if f.workflows:
-                rows = [r for r in rows if r["workflow"] in f.workflows]
-            totals = [r for r in rows if r["category"] == "total"]
-            detail = [r for r in rows if r["category"] != "total"]
-            by_cat: dict[str, float] = {}
-            for r in detail:
-                by_cat[r["category"]] = by_cat.get(r["category"], 0.0) + (r["spend_at_stake"] or 0.0)
-            for r in detail:
-                r["example_ids"] = [e.strip() for e in (r.get("examples") or "").split(",") if e.strip()]
-            return Section(
-                "waste",
-                "Waste",
-                "Which spend bought nothing, and where is it?",
-                kpis=[Kpi("Spend at stake", sum(r["spend_at_stake"] or 0.0 for r in totals), "usd")],
-                charts=[Chart("bar", "Spend at stake by kind of waste", list(by_cat), list(by_cat.values()))],
-                tables=[
-                    TableData(
-                        [
-                            Column("workflow", "workflow"),
-                            Column("category", "kind"),
-                            Column("work_units", "work units", "count"),
-                            _usd("spend_at_stake", "at stake"),
-                            Column("share_of_spend", "share of spend", "share"),
-                            Column("examples", "examples"),
-                        ],
-                        detail,
-                    )
-                ],
-            )
-
-        return self.guarded("waste", "Waste", build)
-
     # -- routing, budgets, decisions -------------------------------------------------------------
     def routing_section(self, f: ReportFilters) -> Section:
         """Recommendations (statistically clear switches), experiments, and segments too thin to route."""
@@ -705,6 +299,7 @@ class ReportService:
             exps = rows_of(self.service("routing", "experiments")(start, end))
             thin = rows_of(self.service("routing", "insufficient")(start, end))
             totals = self.service("routing", "totals")(start, end) or {}
+            frontier = rows_of(self.service("routing", "frontier")(start, end))
             if f.workflows:
                 recs, exps, thin = (
                     [r for r in rows if r.get("workflow") in f.workflows] for rows in (recs, exps, thin)
@@ -731,6 +326,7 @@ class ReportService:
                     TableData(cols(recs), recs, caption="Recommended switches (the difference is clear)"),
                     TableData(cols(exps), exps, caption="Experiments that would settle it"),
                     TableData(cols(thin), thin, caption="Too little data to route (not routed)"),
+                    TableData(cols(frontier), frontier, caption="Cost-quality frontier per value tier"),
                 ],
             )
 
