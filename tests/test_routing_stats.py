@@ -87,3 +87,26 @@ def test_experiment_size_by_hand() -> None:
 def test_pareto_front() -> None:
     # (cost, quality): (1, .5) cheapest; (2, .9) best; (3, .8) dominated by (2, .9); (1, .4) by (1, .5)
     assert stats.pareto_front([(1, 0.5), (2, 0.9), (3, 0.8), (1, 0.4)]) == [True, True, False, False]
+
+
+def test_intervals_cover_the_truth_about_95_percent_of_the_time() -> None:
+    # 1,000 samples of 400 units: lognormal costs (mean 0.05 USD) plus a 2 USD correction on 3%,
+    # success with p = 0.8; the true cost per success is E[c] / p.
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n, p, reps = 400, 0.8, 1000
+    true_r = (0.05 + 0.03 * 2.0) / p
+    hit_r = hit_p = 0
+    for _ in range(reps):
+        c = rng.lognormal(np.log(0.05) - 0.18, 0.6, n) + (rng.random(n) < 0.03) * 2.0
+        s = rng.random(n) < p
+        est = stats.cost_per_success(n, c.sum(), (c * c).sum(), int(s.sum()), (c * s).sum())
+        lo, hi = est.interval()
+        hit_r += lo <= true_r <= hi
+        wl, wh = stats.wilson_interval(int(s.sum()), n)
+        hit_p += wl <= p <= wh
+    # binomial sd of a 95% coverage over 1,000 reps is 0.7 points. Measured: Wilson 94.1%, the
+    # delta method 93.2% (it under-covers a little with skewed costs: docs/routing.md says so).
+    assert 0.92 <= hit_r / reps <= 0.971, hit_r / reps
+    assert 0.929 <= hit_p / reps <= 0.971, hit_p / reps

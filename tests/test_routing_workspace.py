@@ -98,3 +98,12 @@ def test_route_cli_exports_and_replays(routed: tuple[Path, object], tmp_path: Pa
     bad.write_text("{not json")
     r = runner.invoke(app, ["route", "replay", str(bad), "-w", str(root)])
     assert r.exit_code == 1 and "not valid JSON" in r.output
+
+
+def test_route_cli_errors_are_for_people(routed: tuple[Path, object], tmp_path: Path) -> None:
+    root, _ = routed
+    runner = CliRunner()
+    r = runner.invoke(build_app(), ["route", "-w", str(root), "--period", "last-week"])
+    assert r.exit_code == 1 and "is not YYYY" in r.output
+    r = runner.invoke(build_app(), ["route", "replay", str(tmp_path / "missing.json"), "-w", str(root)])
+    assert r.exit_code == 1 and "no such file" in r.output
