@@ -4,15 +4,19 @@ Each anomaly carries the spend at stake and example work unit ids to open.
 
 **Spikes** (per team, workflow, model and provider; per UTC day): a day's
 value ``x`` is compared with the ``BASELINE_DAYS`` days before it (zeros
-included once the series has started):
+included once the series has started), on the log scale (spend is
+multiplicative: +50% means the same on a small and a large team) and with
+the weekly pattern removed — the median log level of weekend days and of
+weekdays each get their offset from the overall median when the baseline
+holds two weeks:
 
-    robust z = 0.6745 x (x - median) / MAD
+    robust z = 0.6745 x (log x - offset - median) / MAD      (median, MAD of the adjusted log baseline)
 
-with MAD floored at 5% of the median (and at 1e-9) so a flat series does not
-divide by zero. A spike is z >= ``Z_SPIKE`` with ``x - median`` above a
-minimum (``MIN_SPEND`` USD for spend, 10% of the median for tokens). Only
-increases are flagged. Spend at stake = the day's model cost - the baseline
-median model cost of that key.
+with MAD floored at ``MAD_FLOOR``. A spike is z >= ``Z_SPIKE``, at least
+``MIN_RATIO`` x the expected value (exp(median + offset)) and above it by more
+than ``MIN_SPEND`` USD for spend (10% of the expected value for tokens). Only
+increases are flagged. Spend at stake = the day's model cost - its expected
+model cost.
 
 **Runaway agents**: a work unit whose calls are far above its workflow's norm
 — robust z of calls per unit >= ``Z_RUNAWAY`` against the workflow's units of
@@ -42,6 +46,9 @@ from yieldmeter.metrics.tables import Tables
 BASELINE_DAYS = 28
 Z_SPIKE = 3.5
 MIN_SPEND = 1.0
+MIN_RATIO = 1.3
+#: log-scale MAD floor (about 3%): a perfectly flat series is not infinitely sensitive.
+MAD_FLOOR = 0.02
 Z_RUNAWAY = 5.0
 RUNAWAY_RATIO = 3.0
 MIN_RUNAWAY_CALLS = 10
@@ -72,6 +79,27 @@ def _day(dt: datetime) -> datetime:
     return datetime(dt.year, dt.month, dt.day, tzinfo=UTC)
 
 
+def seasonal_z(x: float, dow: int, base: np.ndarray, base_dow: np.ndarray) -> tuple[float, float]:
+    """(robust z of ``x`` on weekday ``dow`` on the log scale, weekend offset removed; the expected value)."""
+    weekend = (np.asarray(base_dow) >= 5).astype(int)
+    eps = max(0.01 * float(np.median(base)), 1e-9)
+    lb, lx = np.log(base + eps), float(np.log(x + eps))
+    off = np.zeros(2)
+    if len(base) >= 14:
+        for k in (0, 1):
+            if (weekend == k).sum() >= 3:
+                off[k] = float(np.median(lb[weekend == k])) - float(np.median(lb))
+    adj = lb - off[weekend]
+    med = float(np.median(adj))
+    mad = max(float(np.median(np.abs(adj - med))), MAD_FLOOR)
+    k = int(dow >= 5)
+    expected = float(np.exp(med + off[k]) - eps)
+    z = 0.6745 * (lx - off[k] - med) / mad
+    if expected > 0 and x / expected < MIN_RATIO:
+        z = min(z, 0.0)
+    return z, expected
+
+
 def robust_z(x: float, base: np.ndarray) -> tuple[float, float]:
     """(robust z of ``x`` against ``base``, the median of ``base``)."""
     med = float(np.median(base))
@@ -97,6 +125,7 @@ def spikes(ev: ir.Table, start: datetime, end: datetime) -> list[dict[str, Any]]
     n = (end - hist).days
     out: list[dict[str, Any]] = []
     w = ev.filter((ev.ts >= ibis.literal(hist)) & (ev.ts < ibis.literal(end)))
+    dows = np.array([(hist + timedelta(days=k)).weekday() for k in range(n)])
     for dim in SPIKE_DIMENSIONS:
         g = w.filter(w[dim].notnull()).group_by(key=w[dim], day=w.ts.truncate("D"))
         g = g.aggregate(spend=w.model_cost.sum(), tokens=w.tokens.sum())
@@ -114,13 +143,16 @@ def spikes(ev: ir.Table, start: datetime, end: datetime) -> list[dict[str, Any]]
                 if i - lo < 7:  # too little history to call anything unusual
                     continue
                 day = hist + timedelta(days=i)
+                base_dow = dows[lo:i]
                 for measure, kind in (("spend", "spend_spike"), ("tokens", "token_spike")):
                     x = s[measure][i]
-                    z, med = robust_z(x, s[measure][lo:i])
+                    z, med = seasonal_z(x, dows[i], s[measure][lo:i], base_dow)
                     floor = MIN_SPEND if measure == "spend" else 0.1 * med
                     if z < Z_SPIKE or x - med <= floor:
                         continue
-                    at_stake = s["spend"][i] - float(np.median(s["spend"][lo:i]))
+                    at_stake = (
+                        s["spend"][i] - seasonal_z(s["spend"][i], dows[i], s["spend"][lo:i], base_dow)[1]
+                    )
                     unit = "USD" if measure == "spend" else "tokens"
                     out.append(
                         {
@@ -134,8 +166,8 @@ def spikes(ev: ir.Table, start: datetime, end: datetime) -> list[dict[str, Any]]
                             "spend_at_stake": at_stake,
                             "example_work_units": _examples(ev, dim, key, day),
                             "message": f"{dim} {key}: {x:,.2f} {unit} on {day:%Y-%m-%d}, "
-                            f"{x / med if med else float('inf'):.1f}x its {BASELINE_DAYS}-day "
-                            f"median {med:,.2f}",
+                            f"{x / med if med else float('inf'):.1f}x the {med:,.2f} expected from its "
+                            f"last {BASELINE_DAYS} days",
                         }
                     )
     return out
