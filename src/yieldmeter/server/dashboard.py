@@ -47,6 +47,10 @@ NAV = (
 )
 
 
+#: Rendered pages kept beside their cached sections (cleared beyond this many).
+RENDERED_MAX = 256
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -99,6 +103,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     attach(ctx)
     reads = ctx.reads
     warm(reads)
+    rendered: dict[tuple[Any, ...], tuple[Any, Any, bytes]] = {}
 
     def who(request: Request, scope: str = "read") -> Principal:
         return ctx.api_keys.require(request, scope)  # type: ignore[no-any-return]
@@ -125,7 +130,12 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
                 opts = await options()
             except Exception as exc:
                 return error_page(exc)
-            return page(
+            # the same cached sections render to the same page: keep the HTML beside them
+            rkey = (name, f.key(), p.key_id, request.url.query)
+            hit = rendered.get(rkey)
+            if hit is not None and hit[0] is sections and hit[1] is opts:
+                return HTMLResponse(hit[2])
+            resp = page(
                 "view.html",
                 active=name,
                 title=v.title,
@@ -135,6 +145,10 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
                 principal=p,
                 query=request.url.query,
             )
+            if len(rendered) > RENDERED_MAX:
+                rendered.clear()
+            rendered[rkey] = (sections, opts, bytes(resp.body))
+            return resp
 
         return handler
 

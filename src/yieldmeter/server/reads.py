@@ -14,8 +14,11 @@ it is older and the data changed, the stale view is still served at once and
 one refresh is started on a separate refresher thread, so readers never wait
 for a recomputation while telemetry streams in; the figures are then at most
 one recomputation behind. Records posted through the REST API (decisions,
-budgets, work units...) bump the counter and are seen by the next read. Only the very first request for a view computes it
-while the client waits (the server warms the overview at start).
+budgets, work units...) bump the counter and are seen by the next read. Only
+the very first request for a view computes it while the client waits (the
+server warms the overview at start). A cached view is answered on the event
+loop, without a thread hop, when the version was checked in the last
+``version_every_s``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 READ_TIMEOUT_S = 60.0
+_MISS = object()
 
 
 class ReadTimeout(TimeoutError):
@@ -110,11 +114,33 @@ class Reads:
 
     async def view(self, key: Hashable, fn: Callable[[Workspace], T], timeout: float = READ_TIMEOUT_S) -> T:
         """``fn(workspace)``, cached under ``key`` (see the module docstring for when it is recomputed)."""
+        hit = self._peek(key, fn)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
         fut = self._pool.submit(self._cached, key, fn)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except TimeoutError:
             raise ReadTimeout(f"the view took longer than {timeout:.0f} s") from None
+
+    def _peek(self, key: Hashable, fn: Callable[[Workspace], Any]) -> Any:
+        """A cached view without leaving the event loop, when the data version was checked just now."""
+        at, version = self._version
+        if version is None or version[0] != self.generation or time.monotonic() - at >= self.version_every_s:
+            return _MISS
+        state, value = self._lookup(key, version)
+        if state == "miss":
+            return _MISS
+        if state == "stale":
+            self._start_refresh(key, fn)
+        return value
+
+    def _start_refresh(self, key: Hashable, fn: Callable[[Workspace], Any]) -> None:
+        with self._cache_lock:
+            start = key not in self._refreshing
+            self._refreshing.add(key)
+        if start:
+            self._refresher.submit(self._refresh, key, fn)
 
     def warm(self, key: Hashable, fn: Callable[[Workspace], Any]) -> None:
         """Compute a view in the background (at start, so the first visitor does not wait)."""
@@ -158,11 +184,7 @@ class Reads:
         if state == "fresh":
             return value  # type: ignore[no-any-return]
         if state == "stale":
-            with self._cache_lock:
-                start = key not in self._refreshing
-                self._refreshing.add(key)
-            if start:
-                self._refresher.submit(self._refresh, key, fn)
+            self._start_refresh(key, fn)
             return value  # type: ignore[no-any-return]
         with self._cache_lock:
             lock = self._key_locks.setdefault(key, threading.Lock())
