@@ -216,3 +216,40 @@ def test_windows_and_errors_name_the_key():
         alert_settings({"timezone": "Mars/Olympus"})
     with pytest.raises(ConfigError, match="add up to 1"):
         chargeback_settings({"shared": {"a": 0.5, "b": 0.4}})
+
+
+def test_unit_economics_rules(tmp_path: Path):
+    """Hand-computed on the value engine's own measures.
+
+    triage: two work units, 10 + 4 = 14 USD, no acceptance signal -> no successful outcome
+    (cost per success unbounded); one outcome of 50 USD x 0.5 attribution = 25 benefit on 14
+    USD -> workflow yield 25 / 14 = 1.79 < 3; triage has no owner -> coverage 0 < 0.6.
+    """
+    ws = make_workspace(
+        tmp_path / "ws",
+        "workflows:\n  - workflow: triage\n    value_dimension: cycle_time\n"
+        "alerts:\n  evaluate_on_ingest: false\n  rules:\n"
+        "    - {kind: cost_per_successful_outcome_above, limit: 5, window_days: 30}\n"
+        "    - {kind: yield_below, limit: 3, window_days: 30}\n"
+        "    - {kind: attribution_coverage_below, limit: 0.6, window_days: 30}\n",
+    )
+    ingest(
+        ws,
+        "calls",
+        [call(utc(2026, 11, 3), 10.0, work_unit_id="u1"), call(utc(2026, 11, 4), 4.0, work_unit_id="u2")],
+    )
+    ingest(
+        ws,
+        "outcomes",
+        [{"outcome_id": "o1", "workflow": "triage", "period_start": utc(2026, 11, 1),
+          "period_end": utc(2026, 11, 8), "metric": "claims routed", "monetary_value": 50.0, "value_dimension": "cycle_time",
+          "attribution_share": 0.5, "evidence_level": "baseline_comparison"}],
+    )  # fmt: skip
+    got = {b.kind: b for b in ws.finops.breaches(utc(2026, 11, 10))}
+    cpso = got["cost_per_successful_outcome_above"]
+    assert cpso.scope == "triage" and cpso.value == float("inf") and "no successful outcome" in cpso.message
+    assert got["yield_below"].value == pytest.approx(25 / 14)
+    assert got["attribution_coverage_below"].value == pytest.approx(0.0)
+    assert "owner 0%" in got["attribution_coverage_below"].message
+    ev = ws.finops.evaluate_alerts(utc(2026, 11, 10))
+    assert sorted(e.alert["kind"] for e in ev) == sorted(got)

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import smtplib
 import time
 from email.message import EmailMessage
@@ -46,13 +47,22 @@ def verify_signature(
     return hmac.compare_digest(signature(key, timestamp, body), header)
 
 
+def _plain(v: Any) -> Any:
+    """JSON-safe: ISO text for times, null for an unbounded figure (JSON has no Infinity)."""
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
 def payload(event: str, alert: dict[str, Any]) -> dict[str, Any]:
     """The JSON an alert is delivered as: ``event`` is fired or resolved."""
-    plain = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in alert.items()}
+    plain = {k: _plain(v) for k, v in alert.items()}
     details = plain.pop("details", None)
     if isinstance(details, str):
         with contextlib.suppress(ValueError):
-            details = json.loads(details)
+            details = {k: _plain(x) for k, x in json.loads(details).items()}
     return {"event": event, "alert": plain, "details": details, "source": "yieldmeter"}
 
 
