@@ -91,7 +91,7 @@ class ValidityReport:
                     "value": None
                     if value is None or (isinstance(value, float) and math.isnan(value))
                     else value,
-                    "target": None if target is None else f"{target[1]} {target[0]}",
+                    "target": target_text(name),
                     "meets": None if target is None or value is None else _meets(name, value),
                 }
             )
@@ -116,6 +116,14 @@ def _plain(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+def target_text(name: str) -> str | None:
+    """The issue's target for figure ``name`` as a person reads it (``>= 0.75``, ``in 0.85-0.95``)."""
+    target = TARGETS.get(name)
+    if target is None:
+        return None
+    return target[1] if target[1].startswith("in ") else f"{target[1]} {target[0]}"
 
 
 def _meets(name: str, value: float) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from yieldmeter.app.validity import TARGETS, ValidityReport, validate
+from yieldmeter.app.validity import TARGETS, ValidityReport, target_text, validate
 from yieldmeter.simulate import SCENARIOS, SimulationParams
 
 #: Days simulated per scenario in the suite: the enterprise at its default size, the others shorter.
@@ -88,8 +88,7 @@ class SuiteResult:
             row: dict[str, Any] = {"metric": name}
             for scenario in self.scenarios():
                 row[scenario] = self.aggregate(scenario).get(name, {}).get("mean")
-            target = TARGETS.get(name)
-            row["target"] = None if target is None else f"{target[1]} {target[0]}"
+            row["target"] = target_text(name)
             rows.append(row)
         return rows
 
@@ -98,7 +97,14 @@ class SuiteResult:
             "generated_at": self.started_at,
             "machine": {"python": platform.python_version(), "platform": platform.platform()},
             "targets": {k: {"value": v[0], "rule": v[1]} for k, v in TARGETS.items()},
-            "scenarios": {s: self.aggregate(s) for s in self.scenarios()},
+            "scenarios": {
+                s: {
+                    k: {stat: None if v is None else round(v, 4) for stat, v in a.items()}
+                    for k, a in agg.items()
+                }
+                for s in self.scenarios()
+                for agg in [self.aggregate(s)]
+            },
             "runs": [
                 {
                     **r.report.as_dict(),
@@ -172,12 +178,7 @@ def render_markdown(result: SuiteResult) -> str:
                 cells.append(_fmt(a["mean"]))
             else:
                 cells.append(f"{_fmt(a['mean'])} ({_fmt(a['min'])}-{_fmt(a['max'])})")
-        target = TARGETS.get(name)
-        lines.append(
-            f"| `{name}` | "
-            + " | ".join(cells)
-            + f" | {'' if target is None else f'{target[1]} {target[0]}'} |"
-        )
+        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {target_text(name) or ''} |")
     sizes = ", ".join(
         f"{s} {r.days} days x {r.users} people (~{r.calls:,} calls)"
         for s in scenarios
