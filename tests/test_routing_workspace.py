@@ -80,6 +80,8 @@ def test_route_cli_exports_and_replays(routed: tuple[Path, object], tmp_path: Pa
     assert r.exit_code == 0, r.output
     doc = json.loads(policy.read_text())
     assert {s["action"] for s in doc["segments"]} == {"switch", "insufficient_data"}
+    strict = runner.invoke(app, ["route", "-w", str(root), "--format", "json", "--alpha", "0.001"])
+    assert strict.exit_code == 0 and json.loads(strict.output)["settings"]["alpha"] == 0.001
     r = runner.invoke(app, ["route", "-w", str(root), "--format", "litellm"])
     assert r.exit_code == 0, r.output
     cfg = yaml.safe_load(r.output)

@@ -98,6 +98,12 @@ def register(app: typer.Typer) -> None:
         ] = RouteFormat.table,
         out: OutOpt = None,
         period: PeriodOpt = None,
+        alpha: Annotated[
+            float, typer.Option("--alpha", min=0.001, max=0.2, help="Significance level of every test.")
+        ] = 0.05,
+        min_units: Annotated[
+            int, typer.Option("--min-units", min=5, help="Units a model needs in a segment to be chosen.")
+        ] = 30,
     ) -> None:
         """Per workflow and task type: the model that minimises fully loaded cost per successful
         outcome, where the evidence is clear; else the experiment that would settle it."""
@@ -105,7 +111,11 @@ def register(app: typer.Typer) -> None:
             return
         start, end = _period(period)
         with workspace(ws_path) as ws:
-            svc = ws.routing
+            from yieldmeter.app.routing import RoutingService
+            from yieldmeter.routing.recommend import RoutingSettings
+
+            settings = RoutingSettings(alpha=alpha, min_units=min_units)
+            svc = ws.routing if settings == RoutingSettings() else RoutingService(ws, settings)
             if fmt is RouteFormat.json:
                 _write(svc.policy_json(start, end), out)
                 return
