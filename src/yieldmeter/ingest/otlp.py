@@ -166,6 +166,11 @@ class SpanRows:
             )  # fmt: skip
         except SpanError as exc:
             self._reject(position, str(exc), trace_id, span_id, name, attrs)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            # values of a shape no convention allows (a list where a name belongs...)
+            self._reject(
+                position, f"unreadable span ({type(exc).__name__}: {exc})", trace_id, span_id, name, attrs
+            )
 
     def _reject(self, position: int, reason: str, trace_id: Any, span_id: Any, name: Any, attrs: Any) -> None:
         self.bad_positions.append(position)
@@ -195,11 +200,14 @@ class SpanRows:
     ) -> None:
         op = a.get("gen_ai.operation.name")
         lf_type = a.get("langfuse.observation.type")
+        if lf_type is not None and not isinstance(lf_type, str):
+            lf_type = _str(lf_type)
         if op is None:
             if lf_type is not None:
                 op = _LANGFUSE_TYPES.get(lf_type) or _LANGFUSE_STRUCTURE.get(lf_type)
             elif "llm.request.type" in a:
-                op = _LEGACY_REQUEST_TYPES.get(a["llm.request.type"], a["llm.request.type"])
+                req_type = _str(a["llm.request.type"]) or ""
+                op = _LEGACY_REQUEST_TYPES.get(req_type, req_type)
         genai = op is not None or any(k in a for k in _GENAI_MARKERS)
         if not genai or (lf_type is not None and op is None):
             if events:
@@ -324,31 +332,35 @@ class SpanRows:
         if request_model is not None and request_model != model:
             extra["gen_ai.request.model"] = request_model
 
-        c = self.cols
-        c["call_id"].append(f"{trace_id}-{span_id}")
-        c["ts"].append(start // 1000)
-        c["duration_ms"].append((end - start) / 1e6)
-        c["provider"].append(_str(provider))
-        c["model"].append(_str(model))
-        c["operation"].append(op)
-        c["input_tokens"].append(inp)
-        c["output_tokens"].append(out)
-        c["cached_input_tokens"].append(cache_read)
-        c["cache_write_tokens"].append(cache_write)
-        c["reasoning_tokens"].append(reasoning)
-        c["status"].append(status)
-        c["user_id"].append(_str(a.get("user.id") or a.get("enduser.id") or a.get("langfuse.user.id")))
-        c["team"].append(_str(team))
-        c["app"].append(resource.app)
-        c["environment"].append(resource.environment or _str(a.get("langfuse.environment")))
-        c["trace_id"].append(trace_id)
-        c["span_id"].append(span_id)
-        c["session_id"].append(_str(a.get("session.id") or a.get("langfuse.session.id") or conversation))
-        c["work_unit_id"].append(_str(wu))
-        c["workflow"].append(_str(workflow))
-        c["task_type"].append(_str(task_type))
-        c["reported_cost"].append(reported)
-        c["attributes"].append(orjson.dumps(extra, default=str).decode() if extra else None)
+        # every value is computed before any column grows, so a failure cannot misalign the columns
+        row = (
+            f"{trace_id}-{span_id}",
+            start // 1000,
+            (end - start) / 1e6,
+            _str(provider),
+            _str(model),
+            op,
+            inp,
+            out,
+            cache_read,
+            cache_write,
+            reasoning,
+            status,
+            _str(a.get("user.id") or a.get("enduser.id") or a.get("langfuse.user.id")),
+            _str(team),
+            resource.app,
+            resource.environment or _str(a.get("langfuse.environment")),
+            trace_id,
+            span_id,
+            _str(a.get("session.id") or a.get("langfuse.session.id") or conversation),
+            _str(wu),
+            _str(workflow),
+            _str(task_type),
+            reported,
+            orjson.dumps(extra, default=str).decode() if extra else None,
+        )
+        for col, value in zip(CALL_COLUMNS, row, strict=True):
+            self.cols[col].append(value)
         self.positions.append(position)
 
     # -- structure and events ---------------------------------------------------------------------
