@@ -242,7 +242,8 @@ def test_unit_economics_rules(tmp_path: Path):
         ws,
         "outcomes",
         [{"outcome_id": "o1", "workflow": "triage", "period_start": utc(2026, 11, 1),
-          "period_end": utc(2026, 11, 8), "metric": "claims routed", "monetary_value": 50.0, "value_dimension": "cycle_time",
+          "period_end": utc(2026, 11, 8), "metric": "claims routed", "monetary_value": 50.0,
+          "value_dimension": "cycle_time",
           "attribution_share": 0.5, "evidence_level": "baseline_comparison"}],
     )  # fmt: skip
     got = {b.kind: b for b in ws.finops.breaches(utc(2026, 11, 10))}
