@@ -18,6 +18,7 @@ its line here is removed.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -148,6 +149,10 @@ def spark_session(master: str = DEFAULT_MASTER, conf: Mapping[str, str] | None =
     if master.startswith("local"):
         # a handful of shuffle partitions: the default 200 costs seconds per stage on small data
         settings["spark.sql.shuffle.partitions"] = "8"
+        # Python workers (mapInArrow in `spark normalise`) run this interpreter, which has yieldmeter
+        settings["spark.pyspark.python"] = sys.executable
+        settings["spark.pyspark.driver.python"] = sys.executable
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -19,12 +19,14 @@ of that source (:meth:`Lake.write_source`), so:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from yieldmeter.app.workspace import FileSummary, IngestSummary
 from yieldmeter.config import CONFIG_FILE, Config
@@ -78,9 +80,10 @@ def first_per_key(rows: pa.Table, key: str) -> pa.Table:
     return rows.filter(keep)
 
 
-def derive_work_units(calls: pa.Table, described: pa.Table) -> pa.Table:
-    """Work units for the calls' ``work_unit_id`` values that ``described`` lacks (the store's rule)."""
+def derive_work_units(calls: pa.Table, described: pa.Table, elsewhere: set[str] | None = None) -> pa.Table:
+    """Work units for the calls' ``work_unit_id`` values that ``described`` (and ``elsewhere``) lack."""
     have = set(described.column("work_unit_id").to_pylist()) if described.num_rows else set()
+    have |= elsewhere or set()
     groups: dict[str, list[int]] = {}
     ids = calls.column("work_unit_id").to_pylist()
     for i, u in enumerate(ids):
@@ -116,7 +119,10 @@ def derive_work_units(calls: pa.Table, described: pa.Table) -> pa.Table:
     rows = []
     for u, idx in groups.items():
         starts = [cols["ts"][i] for i in idx]
-        ends = [cols["ts"][i] + timedelta(milliseconds=int(cols["duration_ms"][i] or 0)) for i in idx]
+        ends = [
+            cols["ts"][i] + timedelta(milliseconds=math.floor((cols["duration_ms"][i] or 0) + 0.5))
+            for i in idx
+        ]
         rows.append(
             {
                 "work_unit_id": u,
@@ -157,7 +163,7 @@ class LakeWriter:
         merged = {n: pa.concat_tables(parts) for n, parts in tables.items()}
         if "calls" in merged:
             described = merged.get("work_units", TABLES["work_units"].arrow_schema.empty_table())
-            derived = derive_work_units(merged["calls"], described)
+            derived = derive_work_units(merged["calls"], described, self._described_units())
             if derived.num_rows:
                 merged["work_units"] = pa.concat_tables([described, derived])
         for name, rows in merged.items():
@@ -165,6 +171,8 @@ class LakeWriter:
             kept = self._drop_stored_elsewhere(name, first_per_key(rows, spec.key), source)
             mine_before = self._keys_of_source(name, source)
             self.lake.write_source(name, kept, source)
+            if name == "work_units":
+                self._drop_derived_elsewhere(kept, source)
             # accounting covers input rows only (derived work units are not input), as in the store
             if name == "work_units" and "derived" in rows.column_names:
                 is_input = pc.invert(rows.column("derived").fill_null(False))
@@ -187,12 +195,41 @@ class LakeWriter:
             self.add_model_pairs(merged["calls"])
         return summary
 
+    def _described_units(self) -> set[str]:
+        """Ids of work units some input described (not derived), anywhere in the lake."""
+        out: set[str] = set()
+        for f in self.lake.files("work_units"):
+            t = pq.read_table(f, columns=["work_unit_id", "derived"], filesystem=self.lake.fs)
+            t = t.filter(pc.invert(t.column("derived").fill_null(False)))
+            out.update(t.column("work_unit_id").to_pylist())
+        return out
+
+    def _drop_derived_elsewhere(self, rows: pa.Table, source: str) -> None:
+        """A described work unit replaces the units other sources derived for the same id."""
+        from yieldmeter.lake.layout import source_token
+
+        described = rows.filter(pc.invert(rows.column("derived").fill_null(False))).column("work_unit_id")
+        if not len(described):
+            return
+        mine = f"part-{source_token(source)}-"
+        for f in self.lake.files("work_units"):
+            if f.rsplit("/", 1)[-1].startswith(mine):
+                continue
+            t = pq.read_table(f, filesystem=self.lake.fs)
+            drop = pc.and_(
+                t.column("derived").fill_null(False), pc.is_in(t.column("work_unit_id"), described)
+            )
+            if pc.any(drop).as_py():
+                rest = t.filter(pc.invert(drop))
+                if rest.num_rows:
+                    pq.write_table(rest, f, filesystem=self.lake.fs)
+                else:
+                    self.lake.fs.delete_file(f)
+
     def _keys_of_source(self, name: str, source: str) -> set[str]:
         from yieldmeter.lake.layout import source_token
 
         token = f"part-{source_token(source)}-"
-        import pyarrow.parquet as pq
-
         out: set[str] = set()
         for f in self.lake.files(name):
             if f.rsplit("/", 1)[-1].startswith(token):

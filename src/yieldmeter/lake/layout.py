@@ -196,8 +196,10 @@ class Lake:
         for f in self.fs.get_file_info(pafs.FileSelector(folder)):
             base = posixpath.basename(f.path)
             if base.endswith(".parquet") and not base.startswith((mine, "_", ".")):
-                col = pq.read_table(f.path, columns=[spec.key], filesystem=self.fs).column(spec.key)
-                keys.update(k for k in col.to_pylist() if k is not None)
+                t = pq.read_table(f.path, filesystem=self.fs)
+                if "derived" in t.column_names:  # a derived work unit gives way to a described one
+                    t = t.filter(pc.invert(t.column("derived").fill_null(False)))
+                keys.update(k for k in t.column(spec.key).to_pylist() if k is not None)
         return keys
 
     def read_table(self, name: str) -> pa.Table:

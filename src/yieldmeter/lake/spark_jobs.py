@@ -1,0 +1,225 @@
+"""``yieldmeter spark normalise``: raw OTLP JSON lines -> the lake's canonical tables, on Spark.
+
+The OpenTelemetry Collector's ``file`` exporter writes one
+``ExportTraceServiceRequest`` per line into rotated files (often synced to
+object storage). This job reads those files as whole binary records
+(``binaryFile``), and runs **the same adapter** a ``yieldmeter ingest`` runs
+(:func:`yieldmeter.ingest.otlp_json.read`) once per file inside
+``mapInArrow``, so a row on Spark is byte for byte the row the CLI makes,
+with the same ids and the same quarantine reasons and positions.
+
+Steps:
+
+1. parse: each file -> Arrow IPC payloads, one per (canonical table, day),
+   plus quarantine rows; the result is cached;
+2. per table: decode the payloads of that table (``mapInArrow`` again), drop
+   repeated ids (a span the Collector retried), and for ``work_units`` add a
+   derived unit for each work unit the calls name and no span describes;
+3. write with dynamic partition overwrite: the days this input touches are
+   replaced, other days are left alone, so a re-run leaves the same rows;
+4. on the driver: reference tables from ``yieldmeter.yaml`` (workflows,
+   prices) and the model map for the (provider, model) pairs seen; the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from yieldmeter.config import Config
+from yieldmeter.lake.engines import _spark_type
+from yieldmeter.lake.layout import DAY, RUN, Lake, day_of, lake_schemas, source_token
+from yieldmeter.schema import TABLES
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+ENVELOPE = pa.schema([("table", pa.string()), (DAY, pa.string()), ("payload", pa.binary())])
+
+
+@dataclass
+class NormaliseSummary:
+    raw: str
+    lake: str
+    files: int = 0
+    tables: dict[str, int] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"table": k, "rows": v} for k, v in sorted(self.tables.items())]
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def _source_of(path: str) -> str:
+    """The source name a CLI ingest of the same file records (local paths without ``file:``)."""
+    return (
+        path[5:]
+        if path.startswith("file:") and not path.startswith("file://")
+        else path.removeprefix("file://")
+    )
+
+
+def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: (path, content) rows -> envelope rows (table, day, Arrow IPC payload)."""
+    import gzip
+
+    from yieldmeter.ingest.base import ReadOptions
+    from yieldmeter.ingest.otlp_json import read
+    from yieldmeter.lake.ingest import quarantine_rows
+
+    now = datetime.now(UTC)
+    for rb in batches:
+        paths = rb.column("path").to_pylist()
+        contents = rb.column("content").to_pylist()
+        for path, content in zip(paths, contents, strict=True):
+            source = _source_of(path)
+            if path.endswith(".gz"):
+                content = gzip.decompress(content)
+            opts = ReadOptions(source=source, **options)
+            out_t: list[str | None] = []
+            out_d: list[str | None] = []
+            out_p: list[bytes] = []
+            for batch in read(io.BytesIO(content), opts):
+                for name, rows in batch.tables.items():
+                    if not rows.num_rows:
+                        continue
+                    days = day_of(rows, TABLES[name].time_column or "")
+                    for d in pc.unique(days).to_pylist():
+                        mask = pc.is_null(days) if d is None else pc.equal(days, d)
+                        out_t.append(name)
+                        out_d.append(d)
+                        out_p.append(_ipc(rows.filter(mask)))
+                if batch.rejects.num_rows:
+                    out_t.append("quarantine")
+                    out_d.append(None)
+                    out_p.append(_ipc(quarantine_rows(batch.rejects, now)))
+            if out_t:
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.array(out_t, pa.string()),
+                        pa.array(out_d, pa.string()),
+                        pa.array(out_p, pa.binary()),
+                    ],
+                    schema=ENVELOPE,
+                )
+
+
+def decode(batches: Iterator[pa.RecordBatch], name: str, run: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: envelope rows of one table -> its canonical rows plus the partition column."""
+    schema = lake_schemas()[name]
+    for rb in batches:
+        days = rb.column(DAY).to_pylist()
+        for d, payload in zip(days, rb.column("payload").to_pylist(), strict=True):
+            rows = pa.ipc.open_stream(payload).read_all().select(schema.names).cast(schema)
+            part = run if name == "quarantine" else d
+            rows = rows.append_column(RUN if name == "quarantine" else DAY, pa.array([part] * rows.num_rows))
+            yield from rows.to_batches()
+
+
+def _ddl(schema: pa.Schema, extra: str) -> str:
+    return ", ".join([*(f"`{f.name}` {_spark_type(f.type)}" for f in schema), f"`{extra}` string"])
+
+
+def _derived_units(calls: DataFrame, described: DataFrame) -> DataFrame:
+    """Work units the calls name and no input describes: the store's derivation rule, in Spark."""
+    from pyspark.sql import functions as F
+
+    named = calls.filter(F.col("work_unit_id").isNotNull())
+    missing = named.join(described.select("work_unit_id"), "work_unit_id", "left_anti")
+    end = F.col("ts") + F.make_dt_interval(
+        secs=F.round(F.coalesce(F.col("duration_ms"), F.lit(0.0))).cast("long") / 1000.0
+    )
+    units = missing.groupBy("work_unit_id").agg(
+        F.first("session_id", ignorenulls=True).alias("parent_id"),
+        F.mode("workflow").alias("workflow"),
+        F.mode("task_type").alias("task_type"),
+        F.mode("user_id").alias("user_id"),
+        F.mode("team").alias("team"),
+        F.min("ts").alias("started_at"),
+        F.max(end).alias("ended_at"),
+        F.when(F.bool_and(F.col("status") == "error"), "failed").otherwise("completed").alias("status"),
+        F.first("org", ignorenulls=True).alias("org"),
+    )
+    return units.select(
+        "work_unit_id",
+        "parent_id",
+        "workflow",
+        "task_type",
+        "user_id",
+        "team",
+        F.lit(None).cast("string").alias("owner"),
+        "started_at",
+        "ended_at",
+        "status",
+        F.lit(True).alias("derived"),
+        "org",
+        F.lit(None).cast("string").alias("attributes"),
+        F.date_format("started_at", "yyyy-MM-dd").alias(DAY),
+    )
+
+
+def normalise(session: SparkSession, raw_path: str, lake_uri: str, config: Config) -> NormaliseSummary:
+    """Run the job; returns the rows written per table."""
+    from pyspark.sql import functions as F
+
+    from yieldmeter.lake.ingest import LakeWriter
+
+    lake = Lake(lake_uri)
+    lake.check_version()
+    run = source_token(raw_path)
+    options = {"capture_content": config.privacy.capture_content, "score_signals": dict(config.score_signals)}
+    files = session.read.format("binaryFile").option("recursiveFileLookup", "true").load(raw_path)
+    files = files.filter(~F.col("path").rlike(r"/[._][^/]*$"))  # hidden files, _SUCCESS
+    summary = NormaliseSummary(raw_path, lake.uri, files=files.count())
+    if summary.files == 0:
+        raise FileNotFoundError(f"{raw_path}: no files to normalise")
+    envelope = (
+        files.select("path", "content")
+        .mapInArrow(
+            lambda it: parse_files(it, options),
+            _ddl(pa.schema([("table", pa.string())]), DAY) + ", payload binary",
+        )
+        .persist()
+    )
+    present = [r["table"] for r in envelope.select("table").distinct().collect()]
+    written: dict[str, DataFrame] = {}
+    for name in sorted(set(present) | ({"work_units"} if "calls" in present else set())):
+        schema = lake_schemas()[name]
+        part = RUN if name == "quarantine" else DAY
+        if name in present:
+            df = envelope.filter(F.col("table") == name).mapInArrow(
+                lambda it, name=name: decode(it, name, run), _ddl(schema, part)
+            )
+        else:
+            df = session.createDataFrame([], _ddl(schema, part))
+        if name != "quarantine":
+            df = df.dropDuplicates([TABLES[name].key])
+        if name == "work_units":
+            df = df.unionByName(_derived_units(written["calls"], df))
+        df = df.persist()
+        written[name] = df
+        df.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy(part).parquet(
+            lake.url(name)
+        )
+        summary.tables[name] = df.count()
+    writer = LakeWriter(lake, config)
+    writer.sync_reference()
+    if "calls" in written:
+        pairs = written["calls"].select("provider", "model").distinct().toArrow()
+        writer.add_model_pairs(pairs)
+    for df in written.values():
+        df.unpersist()
+    envelope.unpersist()
+    lake.refresh_manifest([*written, "model_map"], written_by="yieldmeter spark normalise")
+    return summary
