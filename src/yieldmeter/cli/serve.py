@@ -48,5 +48,12 @@ def register(app: typer.Typer) -> None:
             highlight=False,
         )
         # Idle keep-alive connections close after 5 s; shutdown waits at most 10 s for requests.
-        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False,
-                    timeout_keep_alive=5, timeout_graceful_shutdown=10)
+        uvicorn.run(
+            app_,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=10,
+        )
