@@ -10,7 +10,8 @@ the limit, and the ratio.
 
 ``BENCH_RECEIVER_ROUTES=otlp`` serves only the receiver's routes and
 ``BENCH_RECEIVER_NO_RESCORE=1`` turns off the Workspace's re-scoring after
-every commit, to isolate the receiver's own cost; the result file says which ran.
+every commit, to isolate the receiver's own cost; such a run writes
+``otlp_receiver_isolated.json`` and says what ran.
 
 Target (issue 3): >= 50,000 spans/s sustained with p99 acknowledgement under
 100 ms, on 2 cores. Writes ``benchmarks/results/otlp_receiver.json``.
@@ -148,8 +149,9 @@ def main() -> None:
         "target_spans_per_s": 50_000,
         "target_ack_ms_p99": 100,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    out = RESULTS if not (ROUTES or NO_RESCORE) else RESULTS.with_name("otlp_receiver_isolated.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     for k, v in result.items():
         print(f"{k:>30}: {v:,.2f}" if isinstance(v, float) else f"{k:>30}: {v}")
 
