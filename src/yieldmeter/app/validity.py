@@ -230,7 +230,9 @@ def _rank_figures(est: pa.Table, truth_subjects: pa.Table) -> tuple[float, float
         m = (wf == w) & big & ~np.isnan(vpt)
         if m.sum() < 3:
             continue
-        tau = float(stats.kendalltau(vpt[m], truth[m]).statistic)
+        # Estimates all equal (every subject shrunk to the workflow mean) rank nobody: tau 0, not NaN.
+        constant = bool(np.all(vpt[m] == vpt[m][0]))
+        tau = 0.0 if constant else float(stats.kendalltau(vpt[m], truth[m]).statistic)
         inside = (truth[m] >= lo[m]) & (truth[m] <= hi[m])
         per_wf.append(
             {"workflow": w, "subjects": int(m.sum()), "kendall": tau, "coverage": float(inside.mean())}
