@@ -31,7 +31,8 @@ def _recent(root: Path, extra: str = "") -> Workspace:
 
 
 def test_rest_endpoints(tmp_path: Path):
-    ws = _recent(tmp_path / "ws", "alerts:\n  evaluate_on_ingest: false\n  schedule_seconds: 0\n")
+    # schedule_seconds: the app starts the alert schedule with the server and stops it on shutdown.
+    ws = _recent(tmp_path / "ws", "alerts:\n  evaluate_on_ingest: false\n  schedule_seconds: 3600\n")
     ws.close()
     with TestClient(create_app(tmp_path / "ws")) as c:
         budget = {"scope_kind": "team", "scope": "alpha", "period": "rolling:7d", "amount": 10}
