@@ -200,6 +200,7 @@ def board_summary(ws: Workspace) -> BoardSummary:
     ]
     summary.highlights = _token_paybacks(ws, yields)
     waste = [r for r in value.waste().to_pylist() if r["category"] != "total"]
+    summary.highlights += _unused_line(waste) + _board_line(value.yields().strategic_evidence.to_pylist())
     waste.sort(key=lambda r: -float(r["spend_at_stake"] or 0.0))
     summary.waste = [
         {
@@ -232,6 +233,33 @@ def _token_paybacks(ws: Workspace, yields: list[dict[str, Any]]) -> list[str]:
         f"{best['workflow']} returns {ratio:,.0f}x its token cost "
         f"({float(best['benefit'] or 0):,.0f} USD of {best['family']} benefit on "
         f"{by_wf[best['workflow']]:,.2f} USD of tokens)"
+    ]
+
+
+def _unused_line(waste: list[dict[str, Any]]) -> list[str]:
+    """The workflow whose spend most went on outputs nobody used (the unread-content story)."""
+    unused = [r for r in waste if r["category"] == "unused_output" and r.get("share_of_spend")]
+    if not unused:
+        return []
+    top = max(unused, key=lambda r: float(r["share_of_spend"]))
+    return [
+        f"{top['workflow']}: {float(top['share_of_spend']):.0%} of its fully loaded cost went on outputs "
+        f"nobody used ({int(top['work_units']):,} work units)"
+    ]
+
+
+def _board_line(evidence: list[dict[str, Any]]) -> list[str]:
+    """Strategic outcomes tied to answers: the analyst answer that changed a board decision."""
+    if not evidence:
+        return []
+    by_wf: dict[str, list[dict[str, Any]]] = {}
+    for r in evidence:
+        by_wf.setdefault(str(r["workflow"]), []).append(r)
+    wf, rows = max(by_wf.items(), key=lambda kv: len(kv[1]))
+    example = rows[0].get("evidence_ref") or rows[0].get("outcome_id")
+    return [
+        f"{wf}: {len(rows)} answers recorded as changing a decision "
+        f"({rows[0].get('evidence_level')} evidence, e.g. {example}); strategic, so no dollar figure"
     ]
 
 
