@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -44,6 +45,8 @@ score_signals:
   helpful: accepted
 """
 PB = {"content-type": "application/x-protobuf"}
+#: The routes this suite is about (the REST API and dashboard have their own tests).
+RECEIVER_ROUTES = ["yieldmeter.server.otlp", "yieldmeter.server.ingest_api"]
 JS = {"content-type": "application/json"}
 
 
@@ -52,6 +55,10 @@ def make_workspace(root: Path) -> Path:
     (root / "yieldmeter.yaml").write_text(CONFIG)
     Workspace.init(root).close()
     return root
+
+
+def receiver_app(root: Path, **kw: Any) -> Any:
+    return create_app(root, route_modules=RECEIVER_ROUTES, **kw)
 
 
 def rows(root: Path, sql: str) -> list[dict]:
@@ -65,7 +72,7 @@ def rows(root: Path, sql: str) -> list[dict]:
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     """The app in process (for status-code checks); the real-server tests use ``serving``."""
-    with TestClient(create_app(make_workspace(tmp_path / "ws"))) as c:
+    with TestClient(receiver_app(make_workspace(tmp_path / "ws"))) as c:
         yield c
 
 
@@ -77,7 +84,7 @@ def test_opentelemetry_sdk_exporter_end_to_end(tmp_path: Path) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     root = make_workspace(tmp_path / "ws")
-    with serving(create_app(root)) as url:
+    with serving(receiver_app(root)) as url:
         provider = TracerProvider(
             resource=Resource.create({"service.name": "claims-api", "deployment.environment.name": "prod"})
         )
@@ -158,7 +165,7 @@ def test_otlp_json_gzip_partial_success_and_resend(tmp_path: Path) -> None:
     body = request(
         span(1, {**CHAT, "gen_ai.usage.input_tokens": 10}), span(2, {**CHAT, "gen_ai.usage.input_tokens": -1})
     )
-    with serving(create_app(root)) as url:
+    with serving(receiver_app(root)) as url:
         for _ in range(2):  # re-sending the same spans lands nothing new
             r = httpx.post(
                 f"{url}/v1/traces", content=gzip.compress(body), headers={**JS, "content-encoding": "gzip"}
@@ -209,7 +216,7 @@ def test_unreadable_bodies_get_400_in_their_own_encoding(client: TestClient) -> 
 
 def test_body_limit(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws")
-    with serving(create_app(root)) as url:
+    with serving(receiver_app(root)) as url:
         big = b"x" * (70 * 1024 * 1024)
         r = httpx.post(f"{url}/v1/traces", content=big, headers=JS, timeout=60)
         assert r.status_code == 413
@@ -223,7 +230,7 @@ def test_body_limit(tmp_path: Path) -> None:
 
 
 def test_busy_store_answers_503_with_retry_after(tmp_path: Path) -> None:
-    app = create_app(make_workspace(tmp_path / "ws"), settings=ServerSettings(max_queue=1))
+    app = receiver_app(make_workspace(tmp_path / "ws"), settings=ServerSettings(max_queue=1))
     release = threading.Event()
     with TestClient(app) as c:
         writer = app.state.ctx.writer
@@ -308,7 +315,7 @@ def test_receiver_never_crashes(client: TestClient, body: bytes, ctype: str) -> 
 # -- Langfuse -------------------------------------------------------------------------------------
 def test_langfuse_route_auth_and_org(tmp_path: Path) -> None:
     key = IngestKey(public_key="pk-lf-1", secret_key="sk-lf-1", org="acme")
-    app = create_app(make_workspace(tmp_path / "ws"), settings=ServerSettings(ingest_keys=[key]))
+    app = receiver_app(make_workspace(tmp_path / "ws"), settings=ServerSettings(ingest_keys=[key]))
     basic = "Basic " + base64.b64encode(b"pk-lf-1:sk-lf-1").decode()
     with TestClient(app) as c:
         body = request(span(1, CHAT))
@@ -376,7 +383,7 @@ def test_real_langfuse_sdk(tmp_path: Path) -> None:
     """The Langfuse Python SDK (v3+), unchanged, with its host pointed at yieldmeter."""
     langfuse = pytest.importorskip("langfuse")
     root = make_workspace(tmp_path / "ws")
-    with serving(create_app(root)) as url:
+    with serving(receiver_app(root)) as url:
         lf = langfuse.Langfuse(
             public_key="pk-lf-test", secret_key="sk-lf-test", host=url, tracing_enabled=True
         )

@@ -12,9 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tests.loopback import free_port, serving
-from tests.test_receiver import make_workspace, rows
+from tests.test_receiver import make_workspace, receiver_app, rows
 from yieldmeter.sdk import Recorder, RecordError, instrument, work_unit
-from yieldmeter.server.app import create_app
 
 CHAT = {
     "gen_ai.operation.name": "chat",
@@ -27,7 +26,7 @@ CHAT = {
 
 def test_work_unit_linkage_reaches_the_store(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws")
-    with serving(create_app(root)) as url:
+    with serving(receiver_app(root)) as url:
         provider = TracerProvider()
         instrument(provider)  # before the exporter: attributes are set when a span starts
         provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
@@ -66,7 +65,7 @@ def test_work_unit_linkage_reaches_the_store(tmp_path: Path) -> None:
 
 def test_records_to_the_rest_api_without_duplicates(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws")
-    with serving(create_app(root)) as url:
+    with serving(receiver_app(root)) as url:
         rec = Recorder(url, batch_size=100, flush_interval_s=0)
         sid = "sig-1"
         rec.record(
@@ -152,7 +151,7 @@ def test_retry_until_the_server_is_up(tmp_path: Path) -> None:
     )
     with pytest.raises(RecordError, match="after retries"):
         rec.flush()
-    with serving(create_app(root), port=port):
+    with serving(receiver_app(root), port=port):
         rec.flush()  # the rows were kept and go now
     rec.close()
     assert rows(root, "SELECT signal_id, value FROM signals") == [{"signal_id": "s-1", "value": 0.9}]
