@@ -258,7 +258,11 @@ def with_segments(facts: ir.Table) -> ir.Table:
     <=1 min, 1-10 min, 10-60 min, >1 h, never accepted.
     """
     f = facts
-    session_n = f.count().over(group_by=ibis.coalesce(f.parent_id, f.work_unit_id))
+    # units per session by aggregate and join (a hash join; a window would sort every unit)
+    f = f.mutate(_session=ibis.coalesce(f.parent_id, f.work_unit_id))
+    sizes = f.group_by(_size_session=f._session).aggregate(_session_n=f.count())
+    f = f.join(sizes, f._session == sizes._size_session)
+    session_n = f._session_n
     per_call = f.input_tokens.cast("float64") / ibis.greatest(f.calls, 1).cast("float64")
     tta = (f.first_accept_at.epoch_seconds() - f.started_at.epoch_seconds()) / 60.0
     return f.mutate(

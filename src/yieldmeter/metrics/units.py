@@ -245,7 +245,13 @@ def unit_facts(
         meets_latency=meets_latency,
         meets_risk=meets_risk,
     )
-    tracks_actions = facts.acted.any().over(group_by=facts.workflow)
+    # does the workflow record decisions/actions at all? (aggregate + join, not a sorting window)
+    facts = facts.mutate(_workflow_key=facts.workflow.fill_null(""))
+    tracking = facts.group_by(_tracks_workflow=facts._workflow_key).aggregate(_tracks=facts.acted.any())
+    facts = facts.join(tracking, facts._workflow_key == tracking._tracks_workflow).drop(
+        "_tracks_workflow", "_workflow_key"
+    )
+    tracks_actions = facts._tracks
     successful = (
         facts.accepted
         & facts.meets_quality
@@ -258,4 +264,4 @@ def unit_facts(
         successful=successful,
         # the unit's bootstrap batch for benchmarks and patterns, hashed once here
         bucket=portable_bucket(facts.work_unit_id, BUCKETS),
-    )
+    ).drop("_tracks")
