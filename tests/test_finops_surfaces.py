@@ -74,6 +74,7 @@ def test_schedule_and_ingest_evaluate(tmp_path: Path):
         try:
             pool.submit(lambda: ws.finops.add_budget("team", "alpha", "rolling:7d", 100.0)).result()
             deadline = time.monotonic() + 20
+
             # One connection, one thread at a time: read through the "writer" too, as the server's readers
             # use their own cursors.
             def firing() -> int:

@@ -269,6 +269,9 @@ def detect(ev: ir.Table, t: Tables | None, now: datetime, *, days: int = 14) -> 
     """Every anomaly on the last ``days`` UTC days up to and including today, largest spend at stake first."""
     end = _day(now) + timedelta(days=1)
     start = end - timedelta(days=days)
+    # Every detector and every example look-up reads the same window: compute it once on the backend.
+    hist = start - timedelta(days=max(BASELINE_DAYS, MIX_BASELINE_DAYS))
+    ev = ev.filter((ev.ts >= ibis.literal(hist)) & (ev.ts < ibis.literal(end))).cache()
     rows = spikes(ev, start, end) + runaway_agents(ev, start, end) + model_mix(ev, start, end)
     rows.sort(key=lambda r: (-abs(r["spend_at_stake"]), r["kind"], r["key"], r["day"]))
     return pa.Table.from_pylist(rows, schema=SCHEMA)
