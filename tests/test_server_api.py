@@ -254,3 +254,45 @@ def test_exports_and_formats(closed: tuple[str, Keys]) -> None:
     spec = httpx.get(f"{base}/api/v1/openapi.json", timeout=30).json()
     assert spec["openapi"].startswith("3.1") and "/api/v1/reports/{role}" in spec["paths"]
     assert "/v1/traces" in spec["paths"]
+
+
+def test_opentelemetry_exporter_sends_its_ingest_key(closed: tuple[str, Keys]) -> None:
+    """An OTLP/HTTP exporter sending `Authorization: Bearer <key>` (what OTEL_EXPORTER_OTLP_HEADERS sets)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    base, keys = closed
+    results: list[SpanExportResult] = []
+
+    class Recording(SpanExporter):
+        def __init__(self, key: str) -> None:
+            self.inner = OTLPSpanExporter(
+                endpoint=f"{base}/v1/traces", headers={"Authorization": f"Bearer {key}"}, timeout=30
+            )
+
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            result = self.inner.export(spans)
+            results.append(result)
+            return result
+
+    for key in (keys["ingest"], keys["read"]):
+        provider = TracerProvider(resource=Resource.create({"service.name": "claims-api"}))
+        provider.add_span_processor(SimpleSpanProcessor(Recording(key)))
+        with provider.get_tracer("test").start_as_current_span(
+            "chat gpt-4o-mini",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 10,
+                "yieldmeter.work_unit.id": "otel-auth-1",
+            },
+        ):
+            pass
+        provider.shutdown()
+    assert results == [SpanExportResult.SUCCESS, SpanExportResult.FAILURE]  # the read key may not ingest
+    unit = httpx.get(f"{base}/api/v1/work_units/otel-auth-1", headers=bearer(keys["read"]), timeout=60)
+    assert unit.status_code == 200 and len(unit.json()["calls"]) == 1
