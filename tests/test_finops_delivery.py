@@ -105,6 +105,13 @@ def test_failed_webhook_is_recorded_not_hidden(tmp_path: Path, receiver):
     assert rows["log"]["ok"] is True
     assert rows["webhook"]["ok"] is False and "500" in rows["webhook"]["error"]
     assert ws.finops.alerts("firing").num_rows == 1  # the alert stands even though delivery failed
+    # The receiver recovers: the next evaluation delivers the same event again, once.
+    handler.status = 200
+    ws.finops.evaluate_alerts(utc(2026, 11, 11, 1))
+    ws.finops.evaluate_alerts(utc(2026, 11, 11, 2))
+    hook = [r for r in ws.finops.deliveries().to_pylist() if r["channel"] == "webhook"]
+    assert sorted(r["ok"] for r in hook) == [False, True]
+    assert len(handler.received) == 2  # one failed, one delivered
 
 
 def test_email_through_a_local_smtp_server(tmp_path: Path):

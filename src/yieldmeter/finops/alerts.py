@@ -11,7 +11,9 @@ state table ``finops_alerts``:
 - the same rule breached again later opens a new alert (a new ``alert_id``).
 
 Events go to the channels (log, webhook, email); every attempt is a row of
-``finops_alert_deliveries`` with its error, so a failed webhook is visible.
+``finops_alert_deliveries`` with its error, so a failed webhook is visible. A
+failed delivery is tried again at the next evaluations, up to ``MAX_ATTEMPTS``
+tries in all.
 The dashboard reads the state table.
 """
 
@@ -60,6 +62,8 @@ DELIVERIES_SCHEMA = pa.schema(
     ]
 )
 
+#: Tries per alert event and channel (the first one included) before a delivery is given up.
+MAX_ATTEMPTS = 3
 #: Serialises evaluations in one process (ingest hook and the serve scheduler).
 _EVALUATING = threading.Lock()
 
@@ -141,27 +145,44 @@ def evaluate(
         rows, events = transitions(state, breaches, now)
         if events or breaches:
             store.replace(ALERTS_TABLE, pa.Table.from_pylist(rows, schema=ALERTS_SCHEMA))
+        todo = [(ev.event, ev.alert, name) for ev in events for name in channels]
+        todo += _retries(store, rows, channels)
         deliveries = []
-        for ev in events:
-            for name, send in channels.items():
-                ok, error = True, None
-                try:
-                    send(ev.event, ev.alert)
-                except Exception as exc:  # a channel failing must not stop the others
-                    ok, error = False, f"{type(exc).__name__}: {exc}"[:500]
-                deliveries.append(
-                    {
-                        "alert_id": ev.alert["alert_id"],
-                        "event": ev.event,
-                        "channel": name,
-                        "ts": datetime.now(UTC),
-                        "ok": ok,
-                        "error": error,
-                    }
-                )
+        for event, alert, name in todo:
+            ok, error = True, None
+            try:
+                channels[name](event, alert)
+            except Exception as exc:  # a channel failing must not stop the others
+                ok, error = False, f"{type(exc).__name__}: {exc}"[:500]
+            deliveries.append(
+                {
+                    "alert_id": alert["alert_id"],
+                    "event": event,
+                    "channel": name,
+                    "ts": datetime.now(UTC),
+                    "ok": ok,
+                    "error": error,
+                }
+            )
         if deliveries:
             store.append(DELIVERIES_TABLE, pa.Table.from_pylist(deliveries, schema=DELIVERIES_SCHEMA))
         return events
+
+
+def _retries(
+    store: Any, rows: list[dict[str, Any]], channels: dict[str, Channel]
+) -> list[tuple[str, dict[str, Any], str]]:
+    """Failed deliveries to try again: no success yet, fewer than MAX_ATTEMPTS tries, channel still on."""
+    d = store.ibis.table(DELIVERIES_TABLE)
+    g = d.group_by(["alert_id", "event", "channel"]).aggregate(tries=d.count(), delivered=d.ok.any())
+    g = g.filter(~g.delivered & (g.tries < MAX_ATTEMPTS))
+    by_id = {r["alert_id"]: r for r in rows}
+    out = []
+    for r in g.to_pyarrow().to_pylist():
+        alert = by_id.get(r["alert_id"])
+        if alert is not None and r["channel"] in channels:
+            out.append((r["event"], alert, r["channel"]))
+    return out
 
 
 def ensure_tables(store: Any) -> None:
