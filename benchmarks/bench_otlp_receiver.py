@@ -112,11 +112,14 @@ def main() -> None:
                                 return
                             i = queue.pop()
                         t0 = time.perf_counter()
-                        r = c.post(f"{url}/v1/traces", content=bodies[i])
+                        try:
+                            status = c.post(f"{url}/v1/traces", content=bodies[i]).status_code
+                        except httpx.TransportError:
+                            status = 0  # connection lost
                         dt = time.perf_counter() - t0
                         with lock:
                             latencies.append(dt)
-                            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                            statuses[status] = statuses.get(status, 0) + 1
 
             threads = [threading.Thread(target=sender) for _ in range(CONNECTIONS)]
             t = time.perf_counter()

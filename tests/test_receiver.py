@@ -304,6 +304,16 @@ _BODIES = st.one_of(
 )
 
 
+def test_failed_write_is_rolled_back_and_answered_503(client: TestClient) -> None:
+    writer = client.app.state.ctx.writer  # type: ignore[attr-defined]
+    # a real failure: the calls table is gone when the writer tries to upsert
+    writer.submit(lambda ws: ws.store.con.execute("ALTER TABLE calls RENAME TO calls_away")).result()
+    r = client.post("/v1/traces", content=request(span(1, CHAT)), headers=JS)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "rolled back" in r.json()["message"]
+    writer.submit(lambda ws: ws.store.con.execute("ALTER TABLE calls_away RENAME TO calls")).result()
+    assert client.post("/v1/traces", content=request(span(1, CHAT)), headers=JS).status_code == 200
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_BODIES, ctype=st.sampled_from(["application/x-protobuf", "application/json"]))
 def test_receiver_never_crashes(client: TestClient, body: bytes, ctype: str) -> None:

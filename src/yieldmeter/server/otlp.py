@@ -16,6 +16,7 @@ A request is acknowledged only after its rows were committed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from yieldmeter.server.writer import WriterBusy, WriterStopped
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
 
+log = logging.getLogger("yieldmeter.server")
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _PROTOBUF_TYPES = {"application/x-protobuf", "application/protobuf", "application/octet-stream"}
@@ -97,7 +99,19 @@ async def commit(ctx: ServerContext, batch: Batch, source: str, fmt: str) -> Any
         raise HttpError(
             503, f"{exc}; retry later", {"Retry-After": str(ctx.settings.retry_after_s)}
         ) from None
-    return await asyncio.wrap_future(future)
+    return await settled(ctx, future)
+
+
+async def settled(ctx: ServerContext, future: Any) -> Any:
+    """The writer's result; a failed write (rolled back, nothing half-written) is a retryable 503."""
+    try:
+        return await asyncio.wrap_future(future)
+    except Exception as exc:
+        log.error("write failed, answered 503: %s", exc)
+        retry = {"Retry-After": str(ctx.settings.retry_after_s)}
+        raise HttpError(
+            503, f"the write failed and was rolled back ({type(exc).__name__}); retry", retry
+        ) from None
 
 
 def traces_endpoint(ctx: ServerContext, source: str) -> Callable[[Request], Awaitable[Response]]:
@@ -317,7 +331,7 @@ def scores_endpoint(ctx: ServerContext) -> Callable[[Request], Awaitable[Respons
                 raise HttpError(
                     503, f"{exc}; retry later", {"Retry-After": str(ctx.settings.retry_after_s)}
                 ) from None
-            await asyncio.wrap_future(future)
+            await settled(ctx, future)
         except HttpError as err:
             return JSONResponse({"message": err.message}, status_code=err.status, headers=err.headers)
         conform_bad = _conform_errors(batch)
