@@ -32,7 +32,7 @@ import ibis
 from yieldmeter.app.sections import NotAvailable, ValueSections, _unit_of, _usd
 from yieldmeter.metrics.period import Window
 from yieldmeter.metrics.spend import Filters
-from yieldmeter.reports.model import Chart, Column, Kpi, Section, TableData, rows_of
+from yieldmeter.reports.model import Chart, Column, Kpi, Section, TableData, fmt, rows_of
 
 if TYPE_CHECKING:
     from yieldmeter.reports.model import Report
@@ -180,7 +180,7 @@ class ReportService(ValueSections):
                     "Model cost (tokens only)",
                     model,
                     "usd",
-                    note=f"{model / flc:.0%} of fully loaded" if flc else "",
+                    note=f"{fmt(model / flc, 'share')} of fully loaded" if flc else "",
                 ),
                 Kpi("Allocated platform cost", t.get("allocated_cost"), "usd"),
                 Kpi("Human effort cost", t.get("effort_cost"), "usd"),
