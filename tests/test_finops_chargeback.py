@@ -137,7 +137,10 @@ def _validator() -> str | None:
     return os.environ.get("YIELDMETER_FOCUS_VALIDATOR") or shutil.which("focus-validator")
 
 
-@pytest.mark.skipif(_validator() is None, reason="focus-validator not installed (see docs/finops.md)")
+@pytest.mark.skipif(
+    _validator() is None,
+    reason="focus-validator not installed (docs/dependencies.md: own venv, YIELDMETER_FOCUS_VALIDATOR)",
+)
 def test_focus_export_passes_focus_validator(tmp_path: Path):
     ws = _shared_example(tmp_path / "ws")
     out = tmp_path / "focus-1.0.csv"
