@@ -38,6 +38,47 @@ if TYPE_CHECKING:
     from yieldmeter.reports.model import Report
 
 ROLES = ("board", "cfo", "cio", "coo", "finops", "product")
+#: The routing columns shown first (the JSON API has them all).
+ROUTING_COLUMNS: dict[str, tuple[str, ...]] = {
+    "recommendations": (
+        "workflow",
+        "task_type",
+        "tier",
+        "incumbent",
+        "model",
+        "current_success_rate",
+        "current_cost_per_success",
+        "monthly_saving",
+        "monthly_saving_low",
+        "monthly_saving_high",
+        "monthly_success_change",
+        "reason",
+    ),
+    "experiments": (
+        "workflow",
+        "task_type",
+        "tier",
+        "incumbent",
+        "experiment_model",
+        "experiment_share",
+        "experiment_units",
+        "experiment_days",
+        "potential_monthly_saving",
+        "reason",
+    ),
+    "insufficient": ("workflow", "task_type", "tier", "incumbent", "n", "reason"),
+    "frontier": (
+        "tier_label",
+        "model",
+        "units",
+        "success_rate",
+        "success_low",
+        "success_high",
+        "cost_per_success",
+        "on_frontier",
+        "note",
+    ),
+}
 FAMILIES = ("workflow", "revenue", "risk", "capacity")
 
 
@@ -305,8 +346,10 @@ class ReportService(ValueSections):
                     [r for r in rows if r.get("workflow") in f.workflows] for rows in (recs, exps, thin)
                 )
 
-            def cols(rows: list[dict[str, Any]]) -> list[Column]:
+            def cols(rows: list[dict[str, Any]], prefer: tuple[str, ...] = ()) -> list[Column]:
                 keys = [k for k in (rows[0] if rows else {}) if not isinstance(rows[0][k], dict | list)]
+                if rows and any(k in rows[0] for k in prefer):
+                    keys = [k for k in prefer if k in rows[0]]  # the columns a person reads first
                 return [
                     Column(k, k.replace("_", " "), "text" if isinstance(rows[0][k], str) else _unit_of(k))
                     for k in keys
@@ -323,10 +366,26 @@ class ReportService(ValueSections):
                 "Which workloads should run on which model, and what would it save at the same quality?",
                 kpis=kpis,
                 tables=[
-                    TableData(cols(recs), recs, caption="Recommended switches (the difference is clear)"),
-                    TableData(cols(exps), exps, caption="Experiments that would settle it"),
-                    TableData(cols(thin), thin, caption="Too little data to route (not routed)"),
-                    TableData(cols(frontier), frontier, caption="Cost-quality frontier per value tier"),
+                    TableData(
+                        cols(recs, ROUTING_COLUMNS["recommendations"]),
+                        recs,
+                        caption="Recommended switches (the difference is clear)",
+                    ),
+                    TableData(
+                        cols(exps, ROUTING_COLUMNS["experiments"]),
+                        exps,
+                        caption="Experiments that would settle it",
+                    ),
+                    TableData(
+                        cols(thin, ROUTING_COLUMNS["insufficient"]),
+                        thin,
+                        caption="Too little data to route (not routed)",
+                    ),
+                    TableData(
+                        cols(frontier, ROUTING_COLUMNS["frontier"]),
+                        frontier,
+                        caption="Cost-quality frontier per value tier",
+                    ),
                 ],
             )
 

@@ -26,11 +26,11 @@ class NotAvailable(Exception):
 def _unit_of(key: str) -> Any:
     """A column's unit guessed from its name (for tables of services that return plain rows)."""
     k = key.lower()
-    if "rate" in k or "share" in k or k.endswith("_pct"):
+    if "rate" in k or "share" in k or k.endswith("_pct") or k.startswith("success_"):
         return "share"
     if "cost" in k or "saving" in k or "usd" in k or "spend" in k:
         return "usd"
-    if k in ("n", "units", "work_units", "calls") or k.startswith("n_"):
+    if k in ("n", "units", "work_units", "calls") or k.startswith("n_") or k.endswith("_units"):
         return "count"
     return "number"
 

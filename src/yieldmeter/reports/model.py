@@ -52,6 +52,8 @@ def fmt(value: Any, unit: Unit = "number") -> str:
         return "yes" if value else "no"
     v = float(value)
     if unit == "usd":
+        if v < 0:
+            return "-" + fmt(-v, "usd")
         if abs(v) >= 100:
             return f"${v:,.0f}"
         if abs(v) >= 1:
