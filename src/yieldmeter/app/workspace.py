@@ -109,6 +109,7 @@ class Workspace:
         #: The Ibis backend metrics run on: the store's DuckDB by default; a lake
         #: read by DuckDB or Spark for scale-out (see yieldmeter.lake).
         self._backend = backend
+        self._pending_changes: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------
     @classmethod
@@ -197,10 +198,15 @@ class Workspace:
             score_signals=dict(self.config.score_signals),
         )
 
-    def ingest_batches(self, batches: Iterable[Batch], *, source: str, fmt: str = "records") -> FileSummary:
+    def ingest_batches(
+        self, batches: Iterable[Batch], *, source: str, fmt: str = "records", after: bool = True
+    ) -> FileSummary:
         """Write adapter batches, one transaction each, then derive and price.
 
         Safe to call again with the same batches: nothing changes the second time.
+        With ``after`` false, the follow-up work (re-scoring, alert evaluation)
+        is queued for :meth:`flush_after_ingest` instead of run now, so a bulk
+        import or a busy receiver re-scores once, not per batch.
         """
         summary = FileSummary(source=source, format=fmt)
         touched_units: set[str] = set()
@@ -231,8 +237,23 @@ class Workspace:
             self.refresh_model_map()
             summary.unpriced = self._unpriced_volume(pairs)
         if changed:
-            self._after_ingest(changed)
+            if after:
+                self._after_ingest(changed | self._pending_changes)
+                self._pending_changes.clear()
+            else:
+                self._pending_changes |= changed
         return summary
+
+    @property
+    def has_pending_changes(self) -> bool:
+        """Whether ingested data awaits re-scoring and alert evaluation."""
+        return bool(self._pending_changes)
+
+    def flush_after_ingest(self) -> None:
+        """Run the follow-up work queued by ``ingest_batches(after=False)``."""
+        if self._pending_changes:
+            changed, self._pending_changes = self._pending_changes, set()
+            self._after_ingest(changed)
 
     def _unpriced_volume(self, pairs: dict[tuple[str, str], int]) -> int:
         mapped = {
@@ -284,8 +305,14 @@ class Workspace:
                         else stream
                     )
                     summary.files.append(
-                        self.ingest_batches(chosen.read(counted, options), source=str(f), fmt=chosen.name)  # type: ignore[arg-type]
+                        self.ingest_batches(
+                            chosen.read(counted, options),  # type: ignore[arg-type]
+                            source=str(f),
+                            fmt=chosen.name,
+                            after=False,
+                        )
                     )
+        self.flush_after_ingest()  # score once for the whole import, not per file
         return summary
 
     # -- metrics -------------------------------------------------------------------------

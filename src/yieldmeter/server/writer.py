@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -68,9 +69,23 @@ def merge_batches(batches: list[Batch]) -> Batch:
 class Writer:
     """A thread that applies queued writes to the workspace, one transaction per group."""
 
-    def __init__(self, workspace: Workspace, *, max_queue: int = 256, max_group_rows: int = 50_000) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        max_queue: int = 256,
+        max_group_rows: int = 50_000,
+        settle_s: float = 2.0,
+        max_stale_s: float = 30.0,
+    ) -> None:
         self.workspace = workspace
         self.max_group_rows = max_group_rows
+        #: Re-scoring and alert evaluation run when no write came for ``settle_s``,
+        #: and at least every ``max_stale_s`` under continuous load: an OTLP
+        #: request is acknowledged once durable, never after a re-score.
+        self.settle_s = settle_s
+        self.max_stale_s = max_stale_s
+        self._last_flush = time.monotonic()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -113,9 +128,18 @@ class Writer:
     def _run(self) -> None:
         pending: _Job | None = None
         while True:
-            job = pending if pending is not None else self._queue.get()
+            if pending is None:
+                try:
+                    wait = self.settle_s if self.workspace.has_pending_changes else None
+                    job = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    self._flush()
+                    continue
+            else:
+                job = pending
             pending = None
             if job is _STOP:
+                self._flush()  # leave the scores current for the next start
                 return
             if job.fn is not None:
                 self._resolve([job], lambda fn=job.fn: fn(self.workspace))
@@ -135,8 +159,21 @@ class Writer:
                 rows += nxt.batch.rows if nxt.batch else 0
             merged = merge_batches([j.batch for j in group if j.batch is not None])
             self._resolve(
-                group, lambda m=merged, j=job: self.workspace.ingest_batches([m], source=j.source, fmt=j.fmt)
+                group,
+                lambda m=merged, j=job: self.workspace.ingest_batches(
+                    [m], source=j.source, fmt=j.fmt, after=False
+                ),
             )
+            if time.monotonic() - self._last_flush > self.max_stale_s:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Re-score and evaluate alerts for what was written since the last flush."""
+        self._last_flush = time.monotonic()
+        try:
+            self.workspace.flush_after_ingest()
+        except Exception:  # scores lag behind; the next flush tries again
+            log.exception("re-scoring after ingest failed")
 
     @staticmethod
     def _resolve(group: list[_Job], work: Callable[[], Any]) -> None:
