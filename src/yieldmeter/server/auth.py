@@ -141,8 +141,12 @@ class KeyStore:
         ws.store.ensure_table(TABLE, SCHEMA)
 
     def _rows(self) -> list[dict[str, Any]]:
-        t = self.ws.store.ibis.table(TABLE)
-        return t.order_by("created_at").to_pyarrow().to_pylist()  # type: ignore[no-any-return]
+        import ibis
+
+        # its own cursor: the key ring reloads from the event loop while the writer thread holds
+        # the workspace's connection, and a DuckDB connection is not shared between threads
+        con = ibis.duckdb.from_connection(self.ws.store.cursor())
+        return con.table(TABLE).order_by("created_at").to_pyarrow().to_pylist()  # type: ignore[no-any-return]
 
     def list(self) -> list[KeyInfo]:
         return [
@@ -222,6 +226,7 @@ class KeyRing:
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[str, Principal]] = {}
         self._loaded = 0.0
+        self._reloading = False
         self.reload()
 
     def reload(self) -> None:
@@ -231,12 +236,22 @@ class KeyRing:
             self._loaded = time.monotonic()
 
     def _current(self) -> dict[str, tuple[str, Principal]]:
+        """The known keys; past :data:`RELOAD_S` a background thread rereads them (requests never wait)."""
         if time.monotonic() - self._loaded > RELOAD_S:
-            try:
-                self.reload()
-            except Exception:  # a busy store: keep the last known keys
-                self._loaded = time.monotonic()
+            with self._lock:
+                start = not self._reloading and time.monotonic() - self._loaded > RELOAD_S
+                self._reloading = self._reloading or start
+            if start:
+                threading.Thread(target=self._background_reload, name="yieldmeter-keys", daemon=True).start()
         return self._keys
+
+    def _background_reload(self) -> None:
+        try:
+            self.reload()
+        except Exception:  # a busy store: keep the last known keys, try again later
+            self._loaded = time.monotonic()
+        finally:
+            self._reloading = False
 
     @property
     def required(self) -> bool:
