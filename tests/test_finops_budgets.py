@@ -254,3 +254,15 @@ def test_unit_economics_rules(tmp_path: Path):
     assert "owner 0%" in got["attribution_coverage_below"].message
     ev = ws.finops.evaluate_alerts(utc(2026, 11, 10))
     assert sorted(e.alert["kind"] for e in ev) == sorted(got)
+
+
+def test_a_tiny_run_rate_has_no_run_out_day_and_no_overflow() -> None:
+    """$1e-12 spent in a day against $1,000: run-out is ~1e15 days away, beyond the window."""
+    from datetime import UTC, datetime
+
+    from yieldmeter.finops.budgets import Budget, budget_window, status_row
+
+    now = datetime(2025, 3, 2, tzinfo=UTC)
+    b = Budget(budget_id="b", scope_kind="org", scope="default", period="month", amount=1000.0)
+    row = status_row(b, budget_window("month", now), 1e-12)
+    assert row["run_out_day"] is None and row["state"] == "ok"

@@ -137,8 +137,10 @@ def status_row(b: Budget, w: BudgetWindow, spent: float, tz: tzinfo = UTC) -> di
         if spent >= b.amount:
             run_out = w.now
         elif run_rate > 0:
-            when = w.now + timedelta(days=(b.amount - spent) / run_rate)
-            run_out = when if when < w.end else None
+            # compare in days first: a tiny run rate would overflow a timedelta
+            days_to_run_out = (b.amount - spent) / run_rate
+            if days_to_run_out < left:
+                run_out = w.now + timedelta(days=days_to_run_out)
     return {
         "budget_id": b.budget_id,
         "scope_kind": b.scope_kind,
