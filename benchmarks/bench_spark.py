@@ -40,8 +40,8 @@ MODELS = [
 ]
 WORKFLOWS = ["fraud-review", "support-reply", "board-analysis", "internal-content"]
 CONFIG = """workflows:
-  - {workflow: fraud-review, team: risk, value_dimension: loss_avoided, unit_value: 150, quality_threshold: 60}
-  - {workflow: support-reply, team: support, value_dimension: cycle_time, unit_value: 6, quality_threshold: 50}
+  - {workflow: fraud-review, team: risk, value_dimension: loss_avoided, unit_value: 150}
+  - {workflow: support-reply, team: support, value_dimension: cycle_time, unit_value: 6}
   - {workflow: board-analysis, team: finance, value_dimension: strategic, unit_value: 500}
   - {workflow: internal-content, team: comms, value_dimension: throughput, unit_value: 20}
 """

@@ -96,7 +96,7 @@ def test_an_id_stored_by_another_source_is_kept_once(ws: Path, tmp_path: Path) -
     copy.parent.mkdir()
     shutil.copy(EXAMPLES / "data" / "calls.csv", copy)
     assert cli("ingest", str(EXAMPLES / "data" / "calls.csv"), "--to-lake", str(lake), "-w", str(ws))[0] == 0
-    code, out = cli("ingest", str(copy), "--to-lake", str(lake), "-w", str(ws), "--output", "json")
+    _, out = cli("ingest", str(copy), "--to-lake", str(lake), "-w", str(ws), "--output", "json")
     assert json.loads(out)[0]["duplicates"] == 13
     assert Lake(str(lake)).read_table("calls").num_rows == 13
 
