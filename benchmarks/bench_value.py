@@ -374,7 +374,7 @@ def main() -> None:
         pandas_out = None
         if not args.skip_pandas:
             frames = {
-                n: ws.store.con.execute(f'SELECT * FROM "{n}"').fetch_arrow_table().to_pandas()
+                n: ws.store.con.execute(f'SELECT * FROM "{n}"').to_arrow_table().to_pandas()
                 for n in (
                     "calls",
                     "work_units",

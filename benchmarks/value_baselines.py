@@ -253,15 +253,15 @@ PATTERN_DIMENSIONS = (
 def sql_figures(con: Any) -> dict[str, Any]:
     """Every figure by hand-written SQL; returns the funnel rows and the sizes of the rest."""
     con.execute(SQL)
-    out: dict[str, Any] = {"funnel": con.execute(FUNNEL).fetch_arrow_table().to_pylist()}
-    out["coverage"] = con.execute(COVERAGE).fetch_arrow_table().num_rows
-    out["yields"] = con.execute(YIELDS).fetch_arrow_table().num_rows
-    out["waste"] = con.execute(WASTE).fetch_arrow_table().num_rows
+    out: dict[str, Any] = {"funnel": con.execute(FUNNEL).to_arrow_table().to_pylist()}
+    out["coverage"] = con.execute(COVERAGE).to_arrow_table().num_rows
+    out["yields"] = con.execute(YIELDS).to_arrow_table().num_rows
+    out["waste"] = con.execute(WASTE).to_arrow_table().num_rows
     con.execute(SEGMENTS)
     sizes = 0
     for keys in ["workflow, team", *(f"workflow, {d}" for d in PATTERN_DIMENSIONS)]:
-        sizes += con.execute(_group_sql(keys)).fetch_arrow_table().num_rows
-        sizes += con.execute(_bucket_sql(keys)).fetch_arrow_table().num_rows
+        sizes += con.execute(_group_sql(keys)).to_arrow_table().num_rows
+        sizes += con.execute(_bucket_sql(keys)).to_arrow_table().num_rows
     out["group_rows"] = sizes
     return out
 
