@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         from yieldmeter.server.auth import KeyStore
 
         with workspace(ws_path) as ws:
-            rows = [k.to_dict() for k in KeyStore(ws).list()]
+            rows = [k.to_dict() for k in KeyStore(ws).all_keys()]
         for r in rows:
             r["scopes"] = ",".join(r["scopes"])
         emit(rows, fmt, title="API keys")

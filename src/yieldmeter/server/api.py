@@ -318,7 +318,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
 
     async def keys_list(request: Request, p: Principal) -> Response:
         store = ctx.api_keys.store
-        return json_response([k.to_dict() for k in await reads.run(lambda ws: store.list())])
+        return json_response([k.to_dict() for k in await reads.run(lambda ws: store.all_keys())])
 
     async def keys_create(request: Request, p: Principal) -> Response:
         body = await read_body(request, ADMIN_BODY_LIMIT)
@@ -348,13 +348,17 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         ctx.api_keys.reload()
         return json_response(info.to_dict())
 
-    f_params = [
+    f_params: list[tuple[str, dict[str, Any], str]] = [
         ("period", {"type": "string"}, "2025, 2025-Q1, 2025-03, 2025-03-05 or START..END (END exclusive)"),
         ("team", {"type": "array", "items": {"type": "string"}}, "teams (repeat)"),
         ("workflow", {"type": "array", "items": {"type": "string"}}, "workflows (repeat)"),
         ("model", {"type": "array", "items": {"type": "string"}}, "models (repeat)"),
     ]
-    fmt_param = ("format", {"type": "string", "enum": ["md", "html", "pdf", "json"]}, "output format")
+    fmt_param: tuple[str, dict[str, Any], str] = (
+        "format",
+        {"type": "string", "enum": ["md", "html", "pdf", "json"]},
+        "output format",
+    )
     eps = [
         Endpoint(
             "GET", "/status", "read", "What the store holds: rows per table, span, totals", status, "read"

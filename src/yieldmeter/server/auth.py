@@ -148,7 +148,7 @@ class KeyStore:
         con = ibis.duckdb.from_connection(self.ws.store.cursor())
         return con.table(TABLE).order_by("created_at").to_pyarrow().to_pylist()  # type: ignore[no-any-return]
 
-    def list(self) -> list[KeyInfo]:
+    def all_keys(self) -> list[KeyInfo]:
         return [
             KeyInfo(r["key_id"], r["name"], r["scopes"], r["org"], r["created_at"], r["revoked_at"])
             for r in self._rows()
@@ -173,7 +173,7 @@ class KeyStore:
         key_id = secrets.token_hex(4)
         key = f"ym_{key_id}_{secrets.token_urlsafe(24).replace('_', '-')}"
         now = datetime.now(UTC)
-        row = {
+        row: dict[str, Any] = {
             "key_id": key_id,
             "name": name.strip(),
             "scopes": ",".join(granted),

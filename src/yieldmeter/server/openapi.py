@@ -22,7 +22,7 @@ PROBLEM = {
         "detail": {"type": "string"},
     },
 }
-SECURITY = [{"bearer": []}, {"basic": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
 
 
 def _problem(desc: str) -> dict[str, Any]:
