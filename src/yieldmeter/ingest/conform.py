@@ -160,7 +160,8 @@ def _parse_scalar(v: Any, target: pa.DataType) -> Any:
     try:
         if pa.types.is_integer(target):
             f = float(v)
-            return int(f) if f == int(f) else None
+            # beyond int64 the value is unreadable (quarantined), never a crash of the whole batch
+            return int(f) if f == int(f) and -(2**63) <= f < 2**63 else None
         if pa.types.is_floating(target):
             return float(v)
         if pa.types.is_boolean(target):
