@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -300,7 +301,12 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             except orjson.JSONDecodeError as exc:
                 raise Problem(400, f"not valid JSON: {exc}") from None
             source = request.headers.get("x-yieldmeter-source") or "api"
-            batch = with_org(records_to_batch(table_name, doc, source), p.org)
+            try:
+                batch = with_org(records_to_batch(table_name, doc, source), p.org)
+            except (OverflowError, TypeError, pa.ArrowException) as exc:
+                # conform quarantines bad values row by row; a value no Arrow type can hold
+                # (an integer beyond 64 bits) fails the whole body: say so, as a 400
+                raise Problem(400, f"the {table_name} rows could not be read: {exc}") from None
             summary = await commit(ctx, batch, source, "api")
             reads.bump()
             rej = batch.rejects
