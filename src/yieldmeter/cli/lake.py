@@ -28,7 +28,9 @@ EngineOpt = Annotated[
 ]
 LakeOpt = Annotated[
     str | None,
-    typer.Option("--lake", envvar="YIELDMETER_LAKE", help="Lake to read (folder or s3://, gs://, hdfs:// URI)."),
+    typer.Option(
+        "--lake", envvar="YIELDMETER_LAKE", help="Lake to read (folder or s3://, gs://, hdfs:// URI)."
+    ),
 ]
 MasterOpt = Annotated[
     str | None,
@@ -76,10 +78,14 @@ def register(app: typer.Typer) -> None:
     def lake_ingest(
         paths: Annotated[list[Path], typer.Argument(help="Files or folders to import.")],
         to: Annotated[str, typer.Option("--to", "--to-lake", help="Lake folder or URI to write.")],
-        table: Annotated[str | None, typer.Option("--table", help="Canonical table of tabular files.")] = None,
+        table: Annotated[
+            str | None, typer.Option("--table", help="Canonical table of tabular files.")
+        ] = None,
         fmt: Annotated[str, typer.Option("--format", help="auto or a format name (see `ingest`).")] = "auto",
         ws_path: WorkspaceOpt = Path("."),
-        output: Annotated[OutputFormat, typer.Option("--output", help="Summary format.")] = OutputFormat.table,
+        output: Annotated[
+            OutputFormat, typer.Option("--output", help="Summary format.")
+        ] = OutputFormat.table,
     ) -> None:
         """Import files straight into a lake (no store); a re-run of the same input changes nothing."""
         ingest_to_lake_command(paths, to, table, fmt, ws_path, output)
@@ -123,7 +129,9 @@ def register(app: typer.Typer) -> None:
 
     @spark.command("normalise")
     def spark_normalise(
-        raw_path: Annotated[str, typer.Argument(help="Raw OTLP JSON lines (Collector file exporter output).")],
+        raw_path: Annotated[
+            str, typer.Argument(help="Raw OTLP JSON lines (Collector file exporter output).")
+        ],
         lake_path: Annotated[str, typer.Argument(help="Lake folder or URI to write.")],
         ws_path: WorkspaceOpt = Path("."),
         master: MasterOpt = None,
@@ -137,7 +145,9 @@ def register(app: typer.Typer) -> None:
         try:
             config = load_config(Path(ws_path) / CONFIG_FILE)
             settings = EngineSettings.resolve(
-                engine="spark", lake=lake_path, master=master or common.ENGINE_CHOICE.get("master"),
+                engine="spark",
+                lake=lake_path,
+                master=master or common.ENGINE_CHOICE.get("master"),
                 config=config.engine,
             )
             session = spark_session(settings.master, settings.spark_conf)
