@@ -26,7 +26,7 @@ demo: $(RUN_STAMP)
 
 ## test: the whole test suite (installs test extras and the Debian packages tests need)
 test: $(TEST_STAMP) system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ## system-deps: Debian packages some tests drive (a headless browser, PDF tools, Java for Spark)
 system-deps:
