@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions
 from yieldmeter.ingest.conform import stable_id
-from yieldmeter.ingest.records import RecordError, RowBuffer, epoch_or_iso, iter_records, to_json, whole
+from yieldmeter.ingest.records import RecordError, epoch_or_iso, read_usage_results, to_json, whole
 
 _KIND_OPERATION = {
     "organization.usage.completions.result": "chat",
@@ -108,26 +108,14 @@ def map_cost(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
-    buf = RowBuffer(options)
-    for pos, rec in iter_records(stream, unwrap=_unwrap):
-        table = (
-            "cost_items"
-            if isinstance(rec, dict) and rec.get("object") == "organization.costs.result"
-            else "calls"
-        )
-        try:
-            if isinstance(rec, RecordError):
-                raise rec
-            if not isinstance(rec, dict):
-                raise RecordError(f"expected a result object, got {type(rec).__name__}")
-            row = map_cost(rec) if table == "cost_items" else map_usage(rec)
-        except RecordError as exc:
-            buf.reject(table, pos, f"result {pos}: {exc}", rec if isinstance(rec, dict) else str(rec))
-            continue
-        buf.add(table, row, pos)
-        if buf.full():
-            yield buf.flush()
-    yield buf.flush()
+    return read_usage_results(
+        stream,
+        options,
+        unwrap=_unwrap,
+        is_cost=lambda r: r.get("object") == "organization.costs.result",
+        map_cost=map_cost,
+        map_usage=map_usage,
+    )
 
 
 def detect(head: bytes, filename: str) -> bool:

@@ -239,3 +239,36 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             arrays[n] = pa.array([None if v is None else str(v) for v in values], pa.string())
     return pa.table(arrays)
+
+
+def read_usage_results(
+    stream: BinaryIO,
+    options: ReadOptions,
+    *,
+    unwrap: Callable[[Any], Any],
+    is_cost: Callable[[dict[str, Any]], bool],
+    map_cost: Callable[[dict[str, Any]], dict[str, Any]],
+    map_usage: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Iterator[Batch]:
+    """Provider usage/cost report pages -> ``calls`` (usage buckets) and ``cost_items`` (costs).
+
+    Shared by the OpenAI and Anthropic importers: each result is a cost row when
+    ``is_cost`` says so, else a usage bucket; a result that cannot be mapped is
+    rejected with its position.
+    """
+    buf = RowBuffer(options)
+    for pos, rec in iter_records(stream, unwrap=unwrap):
+        table = "cost_items" if isinstance(rec, dict) and is_cost(rec) else "calls"
+        try:
+            if isinstance(rec, RecordError):
+                raise rec
+            if not isinstance(rec, dict):
+                raise RecordError(f"expected a result object, got {type(rec).__name__}")
+            row = map_cost(rec) if table == "cost_items" else map_usage(rec)
+        except RecordError as exc:
+            buf.reject(table, pos, f"result {pos}: {exc}", rec if isinstance(rec, dict) else str(rec))
+            continue
+        buf.add(table, row, pos)
+        if buf.full():
+            yield buf.flush()
+    yield buf.flush()
