@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from yieldmeter.app.workspace import Workspace
+from yieldmeter.config import Config
 from yieldmeter.ingest.conform import conform
 from yieldmeter.schema import SCHEMA_VERSION
 from yieldmeter.store.duckdb_store import Store
@@ -125,6 +127,48 @@ def test_accounting_invariant_holds_for_any_batch(rows: list[tuple[str | None, i
         assert r.read == len(rows)
         assert r.landed + r.duplicates + r.quarantined == len(rows)
     assert store.count("calls") == len({r[0] for r in rows if r[0] and r[1] >= 0 and r[2] == "ok"})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "call_id": st.text(min_size=1, max_size=3),
+                "ts": st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
+                "duration_ms": st.floats(allow_nan=True, allow_infinity=True),
+                "reported_cost": st.floats(allow_nan=True, allow_infinity=True),
+                "input_tokens": st.integers(-(2**63), 2**63 - 1),
+                "work_unit_id": st.sampled_from(["u1", "u2"]),
+            }
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_extreme_values_are_quarantined_not_a_failed_write(rows: list[dict[str, object]]) -> None:
+    """Any value the API's JSON can carry either lands or is quarantined with its reason; the write
+    (work-unit derivation included, which adds duration to ts) never fails on it. Found by
+    schemathesis: a 3.4e38 ms duration once overflowed the derivation's BIGINT cast."""
+    ws = Workspace(Path("."), config=Config(), store=Store.open(None))
+    data = pa.Table.from_pylist(rows)
+    r = ws.ingest_batches([_batch("calls", data)], source="prop")
+    assert r.landed + r.duplicates + r.quarantined == len(rows)
+
+
+def test_implausible_duration_is_quarantined_with_its_reason(tmp_path: Path) -> None:
+    calls = pa.table(
+        {
+            "call_id": ["ok", "huge"],
+            "ts": ["2025-03-01T00:00:00Z"] * 2,
+            "duration_ms": [1200.0, 3.4e38],
+            "work_unit_id": ["u", "u"],
+        }
+    )
+    with Workspace.init(tmp_path) as ws:
+        s = ws.ingest_batches([_batch("calls", calls)], source="t")
+        assert (s.landed, s.quarantined) == (1, 1)
+        assert ws.quarantine().column("reason").to_pylist() == ["duration_ms: over 2.592e+09"]
 
 
 def test_a_killed_ingest_leaves_all_or_nothing(tmp_path: Path) -> None:

@@ -74,6 +74,8 @@ LABEL_SIGNALS = ("value_confirmed", "value_denied")
 KNOWN_SIGNALS = frozenset(EXPLICIT_SIGNALS + IMPLICIT_SIGNALS + LABEL_SIGNALS)
 
 CALL_STATUSES = ("ok", "error")
+#: 30 days in milliseconds: no model call runs longer; a larger duration is a unit mix-up.
+MAX_CALL_DURATION_MS = 30 * 24 * 3600 * 1000.0
 WORK_UNIT_STATUSES = ("open", "completed", "failed", "abandoned")
 RISK_CLASSES = ("low", "medium", "high", "critical")
 
@@ -86,6 +88,9 @@ class Column:
     default: object = None
     enum: tuple[str, ...] | None = None
     non_negative: bool = False
+    #: Largest plausible value; above it the row is quarantined (a typo or a
+    #: unit mix-up, and a value later arithmetic could not hold).
+    maximum: float | None = None
     doc: str = ""
 
 
@@ -137,7 +142,7 @@ CALLS = Table(
     columns=(
         _c("call_id", STR, required=True),
         _c("ts", TS, required=True, doc="start of the call (UTC)"),
-        _c("duration_ms", F64, non_negative=True),
+        _c("duration_ms", F64, non_negative=True, maximum=MAX_CALL_DURATION_MS),
         _c("source", STR, doc="where the row came from: otlp, litellm, openai-usage, ..."),
         _c("provider", STR),
         _c("model", STR),

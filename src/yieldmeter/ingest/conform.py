@@ -235,6 +235,8 @@ def conform(
             flag(missing, f"{col.name}: missing")
         if col.non_negative:
             flag(pc.less(arr, pa.scalar(0, col.type)), f"{col.name}: negative")
+        if col.maximum is not None:
+            flag(pc.greater(arr, pa.scalar(col.maximum, col.type)), f"{col.name}: over {col.maximum:g}")
         if col.enum is not None:
             bad = pc.invert(pc.is_in(arr, value_set=pa.array(col.enum)))
             flag(pc.and_(bad, pc.is_valid(arr)), f"{col.name}: not one of {', '.join(col.enum)}")
