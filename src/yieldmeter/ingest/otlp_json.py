@@ -15,7 +15,7 @@ import orjson
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions
 from yieldmeter.ingest.conform import make_rejects
-from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest
+from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest, paused_gc
 from yieldmeter.ingest.otlp_semconv import EVALUATION_EVENT
 
 
@@ -62,10 +62,26 @@ def _attrs(kvs: Any) -> dict[str, Any]:
         return {}
     if type(kvs) is not list:
         raise TypeError("attributes: expected a list of {key, value}")
+    # One comprehension, no call for string values (most attributes); other AnyValues go
+    # through _value. A list not in OTLP shape is read again by the plain loop, which
+    # raises the error (and so the quarantine reason) this reader has always given.
+    try:
+        return {
+            kv["key"]: (
+                x
+                if type(v := kv.get("value")) is dict and type(x := v.get("stringValue")) is str
+                else _value(v)
+            )
+            for kv in kvs
+        }
+    except (TypeError, KeyError, AttributeError):
+        return _attrs_loop(kvs)
+
+
+def _attrs_loop(kvs: list[Any]) -> dict[str, Any]:
     out = {}
     for kv in kvs:
         v = kv.get("value")
-        # most attribute values are strings: take them without a call
         x = v.get("stringValue") if type(v) is dict else None
         out[kv["key"]] = x if x is not None else _value(v)
     return out
@@ -155,13 +171,14 @@ def _add_span(span: Any, resource: Resource, rows: SpanRows, pos: int) -> None:
 
 def decode_json(body: bytes, options: ReadOptions) -> Batch:
     """One OTLP/HTTP JSON request body -> one :class:`Batch`."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise UnreadableRequest(f"not valid JSON: {exc}") from None
-    rows = SpanRows(options)
-    add_request(doc, rows)
-    return rows.batch()
+    with paused_gc():
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UnreadableRequest(f"not valid JSON: {exc}") from None
+        rows = SpanRows(options)
+        add_request(doc, rows)
+        return rows.batch()
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
@@ -170,6 +187,16 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     A line that is not JSON or not a trace export is quarantined with its line
     number; the other lines still land.
     """
+    batches = _read(stream, options)
+    while True:
+        with paused_gc():  # while reading and mapping, not while the caller holds the batch
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
+def _read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     rows = SpanRows(options)
     bad_pos: list[int] = []
     bad_reason: list[str] = []

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from yieldmeter.ingest.base import Batch, ReadOptions
-from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest
+from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest, paused_gc
 from yieldmeter.ingest.otlp_semconv import EVALUATION_EVENT
 
 
@@ -25,8 +25,15 @@ def _pb_value(v: Any) -> Any:
     return x
 
 
+_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
 def _pb_attrs(kvs: Iterable[Any]) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in kvs}
+    # scalars (nearly every attribute) are read inline, without a call per attribute
+    return {
+        kv.key: getattr(v, w) if (w := (v := kv.value).WhichOneof("value")) in _SCALARS else _pb_value(v)
+        for kv in kvs
+    }
 
 
 def decode_protobuf(body: bytes, options: ReadOptions) -> Batch:
@@ -38,6 +45,11 @@ def decode_protobuf(body: bytes, options: ReadOptions) -> Batch:
         request = ExportTraceServiceRequest.FromString(body)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise UnreadableRequest(f"not an OTLP ExportTraceServiceRequest in protobuf: {exc}") from None
+    with paused_gc():
+        return _map(request, options)
+
+
+def _map(request: Any, options: ReadOptions) -> Batch:
     rows = SpanRows(options)
     position = 0
     for rs in request.resource_spans:
