@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import ibis.expr.types as ir
 
+from yieldmeter.metrics.period import utc_second_of_day
 from yieldmeter.metrics.tables import Tables
 
-DAY_SECONDS = 86_400
 OPEN_TIER = 2**62
 
 
@@ -68,7 +68,7 @@ def priced_calls(t: Tables) -> ir.Table:
     # join keys computed before the join, so the join itself compares columns
     c = t.calls.mutate(
         _provider_key=t.calls.provider.fill_null(""),
-        _second_of_day=t.calls.ts.epoch_seconds() % DAY_SECONDS,
+        _second_of_day=utc_second_of_day(t.calls.ts),
     )
     joined = c.left_join(
         lk,
