@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from yieldmeter.config import CONFIG_FILE, STORE_DIR, TEMPLATE, Config, load_config
 from yieldmeter.ingest.base import Batch, ReadOptions, open_binary
@@ -164,19 +163,31 @@ class Workspace:
             self.store.replace("model_map", self.store.ibis.table("model_map").limit(0).to_pyarrow())
         self.refresh_model_map()
 
-    def refresh_model_map(self) -> int:
-        """Resolve (provider, model) pairs that calls report and the map lacks; returns how many."""
+    def refresh_model_map(self, pairs: Iterable[tuple[str, str]] | None = None) -> int:
+        """Resolve (provider, model) pairs that calls report and the map lacks; returns how many.
+
+        With ``pairs`` (``provider`` as '' when absent), only those are checked
+        against the map (what one ingested batch reports), so the work follows
+        the batch, not the size of ``calls``; without, every pair in ``calls``.
+        """
         from yieldmeter.pricing.resolve import resolve
 
-        pairs = self.store.query_arrow(
-            "SELECT DISTINCT coalesce(c.provider, '') AS provider, c.model FROM calls c "
-            "WHERE c.model IS NOT NULL AND NOT EXISTS (SELECT 1 FROM model_map m "
-            "WHERE m.provider = coalesce(c.provider, '') AND m.model = c.model)"
-        ).to_pylist()
-        if not pairs:
+        if pairs is None:
+            missing = self.store.query_arrow(
+                "SELECT DISTINCT coalesce(c.provider, '') AS provider, c.model FROM calls c "
+                "WHERE c.model IS NOT NULL AND NOT EXISTS (SELECT 1 FROM model_map m "
+                "WHERE m.provider = coalesce(c.provider, '') AND m.model = c.model)"
+            ).to_pylist()
+        else:
+            mapped = self.store.query_arrow("SELECT provider, model FROM model_map")
+            known = set(
+                zip(mapped.column("provider").to_pylist(), mapped.column("model").to_pylist(), strict=True)
+            )
+            missing = [{"provider": p, "model": m} for p, m in sorted(set(pairs) - known)]
+        if not missing:
             return 0
         out = []
-        for pair in pairs:
+        for pair in missing:
             r = resolve(pair["provider"] or None, pair["model"], self.config.prices)
             out.append(
                 {**pair, "price_provider": r.price_provider, "price_model": r.price_model, "how": r.how}
@@ -209,20 +220,20 @@ class Workspace:
         import or a busy receiver re-scores once, not per batch.
         """
         summary = FileSummary(source=source, format=fmt)
-        touched_units: set[str] = set()
         pairs: dict[tuple[str, str], int] = {}
+        reported: set[tuple[str, str]] = set()  # (provider or '', model) of calls that carry a model
         changed: set[str] = set()
         for batch in batches:
             summary.ignored += batch.ignored
             summary.notes.extend(batch.notes)
-            results = self.store.write_batch(batch.tables, batch.rejects)
+            # the work units the calls reference are derived in the batch's own transaction
+            results = self.store.write_batch(batch.tables, batch.rejects, derive_units=True)
             for name, r in results.items():
                 summary.add(name, r)
                 if r.landed:
                     changed.add(name)
             calls = batch.tables.get("calls")
             if calls is not None and calls.num_rows and results["calls"].landed:
-                touched_units.update(u for u in pc.unique(calls.column("work_unit_id")).to_pylist() if u)
                 grouped = calls.group_by(["provider", "model"]).aggregate([("request_count", "sum")])
                 for p, m, n in zip(
                     grouped.column("provider").to_pylist(),
@@ -231,10 +242,10 @@ class Workspace:
                     strict=True,
                 ):
                     pairs[(p or "", m or "")] = pairs.get((p or "", m or ""), 0) + int(n or 0)
-        if touched_units:
-            self.store.derive_work_units(sorted(touched_units))
+                    if m is not None:
+                        reported.add((p or "", m))
         if "calls" in changed:
-            self.refresh_model_map()
+            self.refresh_model_map(reported)
             summary.unpriced = self._unpriced_volume(pairs)
         if changed:
             if after:

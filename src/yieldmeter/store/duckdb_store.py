@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
@@ -209,8 +210,14 @@ class Store:
         rejects: pa.Table | None = None,
         *,
         timeout: float = -1,
+        derive_units: bool = False,
     ) -> dict[str, WriteResult]:
-        """Write several tables and their rejects in one transaction."""
+        """Write several tables and their rejects in one transaction.
+
+        With ``derive_units``, the work units that the batch's calls reference
+        and no input described are (re)derived in the same transaction, so the
+        batch and what follows from it commit together (one commit, not two).
+        """
         results: dict[str, WriteResult] = {name: WriteResult() for name in tables}
         with self.transaction(timeout) as con:
             for name, rows in tables.items():
@@ -222,39 +229,77 @@ class Store:
                     results.setdefault(name, WriteResult())
                     results[name].quarantined += n
                     results[name].read += n
+            calls = tables.get("calls")
+            if derive_units and calls is not None and calls.num_rows and results["calls"].landed:
+                units = pc.drop_null(pc.unique(calls.column("work_unit_id")))
+                units = units.filter(pc.not_equal(units, ""))
+                if len(units):
+                    self._derive_work_units(con, units, from_batch=True)
         return results
 
     def _upsert(self, con: duckdb.DuckDBPyConnection, spec: Table, rows: pa.Table) -> WriteResult:
+        """Insert new ids, replace changed ones, count identical ones; work proportional to the batch.
+
+        The batch is deduplicated in Arrow (first occurrence of an id wins). The
+        stored table is probed on its key column alone, so a batch of new ids
+        (the common case: fresh telemetry) reads no other stored column; only
+        ids that are stored already are compared column by column.
+        """
         n = rows.num_rows
-        rows = rows.select(spec.names).append_column("_pos", pa.array(range(n), pa.int64()))
+        rows = rows.select(spec.names)
+        keys = rows.column(spec.key)
+        if pc.count_distinct(keys, mode="all").as_py() != n:
+            # repeated ids inside the batch: the first one wins (nulls count as one id)
+            first = (
+                pa.table({"k": keys, "_pos": pa.array(range(n), pa.int64())})
+                .group_by("k", use_threads=False)
+                .aggregate([("_pos", "min")])
+                .column("_pos_min")
+            )
+            rows = rows.take(pc.take(first, pc.sort_indices(first)))
+            keys = rows.column(spec.key)
+        staged = rows.num_rows
         key = _q(spec.key)
-        cols = [_q(c) for c in spec.names]
+        target = _q(spec.name)
         con.register("_incoming", rows)
         try:
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE _stage AS SELECT * FROM _incoming "
-                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _pos) = 1"
+            matched = (
+                con.execute(f"SELECT s.{key} AS k FROM _incoming s SEMI JOIN {target} t ON s.{key} = t.{key}")
+                .to_arrow_table()
+                .column("k")
             )
+            identical = changed = 0
+            if len(matched):
+                # re-sent ids: compare every column with what is stored
+                same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in map(_q, spec.names))
+                con.register("_matched", pa.table({"k": matched}))
+                try:
+                    flags = con.execute(
+                        f"SELECT s.{key} AS k, ({same}) AS same FROM _incoming s "
+                        f"JOIN (SELECT * FROM {target} WHERE {key} IN (SELECT k FROM _matched)) t "
+                        f"ON s.{key} = t.{key}"
+                    ).to_arrow_table()
+                finally:
+                    con.unregister("_matched")
+                same_keys = flags.filter(flags.column("same")).column("k")
+                changed_keys = flags.filter(pc.invert(flags.column("same"))).column("k")
+                identical, changed = len(same_keys), len(changed_keys)
+                if changed:
+                    con.register("_changed", pa.table({"k": changed_keys}))
+                    try:
+                        con.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT k FROM _changed)")
+                    finally:
+                        con.unregister("_changed")
+                if identical:
+                    con.unregister("_incoming")
+                    same_set = same_keys.combine_chunks()
+                    rows = rows.filter(pc.invert(pc.is_in(rows.column(spec.key), value_set=same_set)))
+                    con.register("_incoming", rows)
+            if rows.num_rows:
+                col_list = ", ".join(_q(c) for c in spec.names)
+                con.execute(f"INSERT INTO {target} ({col_list}) SELECT {col_list} FROM _incoming")
         finally:
             con.unregister("_incoming")
-        staged = con.execute("SELECT count(*) FROM _stage").fetchone()[0]
-        same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in cols)
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _match AS "
-            f"SELECT s._pos, s.{key} AS k, ({same}) AS same "
-            f"FROM _stage s JOIN {_q(spec.name)} t ON s.{key} = t.{key}"
-        )
-        identical, changed = con.execute(
-            "SELECT count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT same) FROM _match"
-        ).fetchone()
-        if changed:
-            con.execute(f"DELETE FROM {_q(spec.name)} WHERE {key} IN (SELECT k FROM _match WHERE NOT same)")
-        col_list = ", ".join(cols)
-        con.execute(
-            f"INSERT INTO {_q(spec.name)} ({col_list}) SELECT {col_list} FROM _stage "
-            "WHERE _pos NOT IN (SELECT _pos FROM _match WHERE same)"
-        )
-        con.execute("DROP TABLE _stage; DROP TABLE _match")
         return WriteResult(
             read=n,
             landed=staged - identical,
@@ -330,37 +375,61 @@ class Store:
         A derived unit takes the most frequent workflow, task type, user and
         team of its calls, and their first and last time. Derived rows are
         rebuilt when more calls arrive; a described row is never touched.
+        With ``work_unit_ids``, only those units are rebuilt. Returns how many
+        derived units the store holds.
         """
         with self.transaction() as con:
-            scope = ""
-            if work_unit_ids is not None:
-                con.register("_touched", pa.table({"k": pa.array(work_unit_ids, pa.string())}))
-                scope = "AND c.work_unit_id IN (SELECT k FROM _touched)"
-            try:
+            self._derive_work_units(
+                con, None if work_unit_ids is None else pa.array(work_unit_ids, pa.string())
+            )
+            n = con.execute("SELECT count(*) FROM work_units WHERE derived").fetchone()[0]
+        return int(n)
+
+    def _derive_work_units(
+        self, con: duckdb.DuckDBPyConnection, units: pa.Array | None, *, from_batch: bool = False
+    ) -> None:
+        """Rebuild the derived work units of ``units`` (all when ``None``) inside the caller's transaction.
+
+        ``from_batch``: ``units`` are those of calls written in this transaction.
+        """
+        scope = ""
+        if units is not None:
+            con.register("_touched", pa.table({"k": units}))
+            scope = "AND c.work_unit_id IN (SELECT k FROM _touched)"
+        try:
+            # Scoped to the touched units on both sides: calls are read for those units only
+            # (a scan of the one work_unit_id column), and the described/derived check
+            # probes work_units for those ids, not the whole table.
+            if from_batch:  # the units of calls just written: they are in calls, no need to look
+                con.execute(
+                    "DELETE FROM work_units WHERE derived AND work_unit_id IN (SELECT k FROM _touched)"
+                )
+            else:
                 con.execute(
                     "DELETE FROM work_units WHERE derived AND work_unit_id IN "
                     f"(SELECT DISTINCT c.work_unit_id FROM calls c WHERE c.work_unit_id IS NOT NULL {scope})"
                 )
-                con.execute(
-                    f"""
-                    INSERT INTO work_units (work_unit_id, parent_id, workflow, task_type, user_id, team,
-                                            owner, started_at, ended_at, status, derived, org, attributes)
-                    SELECT c.work_unit_id, any_value(c.session_id), mode(c.workflow), mode(c.task_type),
-                           mode(c.user_id), mode(c.team), NULL, min(c.ts),
-                           max(c.ts + to_milliseconds(CAST(coalesce(c.duration_ms, 0) AS BIGINT))),
-                           CASE WHEN bool_and(c.status = 'error') THEN 'failed' ELSE 'completed' END,
-                           TRUE, any_value(c.org), NULL
-                    FROM calls c
-                    WHERE c.work_unit_id IS NOT NULL {scope}
-                      AND c.work_unit_id NOT IN (SELECT work_unit_id FROM work_units)
-                    GROUP BY c.work_unit_id
-                    """
-                )
-                n = con.execute("SELECT count(*) FROM work_units WHERE derived").fetchone()[0]
-            finally:
-                if work_unit_ids is not None:
-                    con.unregister("_touched")
-        return int(n)
+            described = "SELECT w.work_unit_id FROM work_units w"
+            if units is not None:
+                described += " WHERE w.work_unit_id IN (SELECT k FROM _touched)"
+            con.execute(
+                f"""
+                INSERT INTO work_units (work_unit_id, parent_id, workflow, task_type, user_id, team,
+                                        owner, started_at, ended_at, status, derived, org, attributes)
+                SELECT c.work_unit_id, any_value(c.session_id), mode(c.workflow), mode(c.task_type),
+                       mode(c.user_id), mode(c.team), NULL, min(c.ts),
+                       max(c.ts + to_milliseconds(CAST(coalesce(c.duration_ms, 0) AS BIGINT))),
+                       CASE WHEN bool_and(c.status = 'error') THEN 'failed' ELSE 'completed' END,
+                       TRUE, any_value(c.org), NULL
+                FROM calls c
+                WHERE c.work_unit_id IS NOT NULL {scope}
+                  AND c.work_unit_id NOT IN ({described})
+                GROUP BY c.work_unit_id
+                """
+            )
+        finally:
+            if units is not None:
+                con.unregister("_touched")
 
     # -- reads -----------------------------------------------------------------------
     def count(self, name: str) -> int:
