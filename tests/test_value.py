@@ -125,8 +125,12 @@ def test_coverage_parts_and_largest_uncovered(ws: Any) -> None:
 
 def test_waste_categories_and_spend_at_stake(ws: Any) -> None:
     w = ws.value.waste()
-    loop = _row(w, workflow="claims", category="expensive_loop")
-    assert loop["examples"] == "c3" and loop["spend_at_stake"] == pytest.approx(1.2 + 5 * 1.2 / 6.2, **APPROX)
+    # c3 (12 calls, no signal) is not a loop: the accepted claims make 1 call each (median 1, MAD 0),
+    # so a loop needs max(20, 1 + 10 x 0) = 20 calls; it is an output nobody used
+    assert not any(r["category"] == "expensive_loop" for r in w.to_pylist())
+    unused = _row(w, workflow="claims", category="unused_output")
+    assert unused["examples"] == "c3"
+    assert unused["spend_at_stake"] == pytest.approx(1.2 + 5 * 1.2 / 6.2, **APPROX)
     rework = _row(w, workflow="claims", category="rework")
     # 30 min reviewed vs a 10 min baseline: 20 excess minutes x $60/h
     assert rework["spend_at_stake"] == pytest.approx(20.0, **APPROX)
@@ -138,6 +142,49 @@ def test_waste_categories_and_spend_at_stake(ws: Any) -> None:
     assert total["work_units"] == 2
     assert total["spend_at_stake"] == pytest.approx(1.2 + 5 * 1.2 / 6.2 + 1 + 5 / 6.2 + 30, **APPROX)
     assert _row(w, workflow="fraud", category="unused_output")["spend_at_stake"] == pytest.approx(2.0)
+
+
+def test_loop_threshold_from_the_workflow_own_calls() -> None:
+    """Loops judged against the workflow's accepted units, by hand.
+
+    Workflow a: accepted units with 2, 3, 3, 4, 10 calls: median 3, absolute deviations
+    1, 0, 0, 1, 7 -> MAD 1, threshold max(20, 3 + 10 x 1) = 20. Unaccepted units: 19 calls (below),
+    20 calls (a loop), 45 calls but acted on (not a loop). Workflow b: nothing accepted, so all its
+    units are the reference: 30, 40, 50, 200 calls: median 45, deviations 15, 5, 5, 155 -> MAD 10,
+    threshold 45 + 100 = 145: only the 200-call unit is a loop.
+    """
+    import ibis
+
+    from yieldmeter.metrics.waste import loop_thresholds, waste_units
+
+    rows = [("a", f"ok{i}", c, True, True) for i, c in enumerate((2, 3, 3, 4, 10))]
+    rows += [("a", "x19", 19, False, False), ("a", "x20", 20, False, False), ("a", "acted", 45, False, True)]
+    rows += [("b", f"b{c}", c, False, False) for c in (30, 40, 50, 200)]
+    import pyarrow as pa
+
+    facts = ibis.memtable(
+        pa.table(
+            {
+                "workflow": [r[0] for r in rows],
+                "work_unit_id": [r[1] for r in rows],
+                "calls": [r[2] for r in rows],
+                "accepted": [r[3] for r in rows],
+                "acted": [r[4] for r in rows],
+                "n_positive": [1 if r[3] else 0 for r in rows],
+                "status": ["completed"] * len(rows),
+                "effort_minutes": [0.0] * len(rows),
+                "baseline_minutes": pa.nulls(len(rows), pa.float64()),
+                "effort_cost": [0.0] * len(rows),
+                "n_recontact_after_accept": [0] * len(rows),
+                "fully_loaded_cost": [1.0] * len(rows),
+            }
+        )
+    )
+    t = {r["loop_workflow"]: r for r in loop_thresholds(facts).to_pyarrow().to_pylist()}
+    assert (t["a"]["loop_median_calls"], t["a"]["loop_mad_calls"], t["a"]["loop_min_calls"]) == (3, 1, 20)
+    assert (t["b"]["loop_median_calls"], t["b"]["loop_mad_calls"], t["b"]["loop_min_calls"]) == (45, 10, 145)
+    flags = waste_units(facts).to_pyarrow().to_pylist()
+    assert sorted(r["work_unit_id"] for r in flags if r["expensive_loop"]) == ["b200", "x20"]
 
 
 def test_value_per_token_inside_a_workflow(ws: Any) -> None:

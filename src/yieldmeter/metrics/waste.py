@@ -2,8 +2,11 @@
 
 Categories, per work unit (facts of :mod:`yieldmeter.metrics.units`):
 
-- ``expensive_loop``: not accepted, and calls >= 10 or tokens >= 4 x the workflow's mean tokens
-  per unit; at stake: the unit's fully loaded cost.
+- ``expensive_loop``: nothing accepted or acted on, and calls far out in the workflow's own
+  distribution: calls >= max(20, median + 10 x MAD of the calls per unit of the workflow's
+  accepted units in the period); at stake: the unit's fully loaded cost. The reference is the
+  workflow's accepted units (all its units when none was accepted): runs that worked show what
+  a unit of that workflow needs, and failed runs and loops do not widen it.
 - ``unused_output``: not accepted, no positive signal at all, not a loop, not still open;
   at stake: the unit's fully loaded cost.
 - ``rework``: human effort minutes above the workflow's no-AI ``baseline_minutes``; at stake:
@@ -25,22 +28,54 @@ import ibis.expr.types as ir
 
 from yieldmeter.metrics.period import UNASSIGNED, Window
 
-LOOP_CALLS = 10
-LOOP_TOKEN_FACTOR = 4.0
+#: A loop makes at least this many calls, whatever its workflow's distribution.
+LOOP_MIN_CALLS = 20
+#: ... and more than the median plus this many median absolute deviations of calls per unit.
+LOOP_MAD_FACTOR = 10
 EXAMPLES = 3
 CATEGORIES: tuple[str, ...] = ("expensive_loop", "unused_output", "rework", "accepted_not_resolved")
+
+
+def loop_thresholds(facts: ir.Table) -> ir.Table:
+    """Per workflow (``loop_workflow``): the calls per unit from which an unaccepted unit is a loop.
+
+    ``loop_min_calls = max(LOOP_MIN_CALLS, median + LOOP_MAD_FACTOR x MAD)`` of the calls per
+    unit of the workflow's accepted units in ``facts`` (all its units when none was accepted),
+    with the median and MAD (median absolute deviation from that median) exact (interpolated
+    between the two middle values), so every engine draws the same line. Also ``loop_median_calls``
+    and ``loop_mad_calls``, the figures behind it.
+    """
+    f = facts
+    stats = f.group_by(s_workflow=f.workflow).aggregate(
+        med_acc=f.calls.median(where=f.accepted), med_all=f.calls.median()
+    )
+    j = f.join(stats, f.workflow == stats.s_workflow)
+    med = ibis.coalesce(j.med_acc, j.med_all)
+    j = j.mutate(dev=(j.calls.cast("float64") - med).abs(), med=med)
+    spread = j.group_by(loop_workflow=j.workflow).aggregate(
+        loop_median_calls=j.med.max(),
+        mad_acc=j.dev.median(where=j.accepted),
+        mad_all=j.dev.median(),
+    )
+    # the median came from the accepted units exactly when some exist, and so do the deviations
+    mad = ibis.coalesce(spread.mad_acc, spread.mad_all)
+    return spread.select(
+        "loop_workflow",
+        "loop_median_calls",
+        loop_mad_calls=mad,
+        loop_min_calls=ibis.greatest(
+            ibis.literal(float(LOOP_MIN_CALLS)), spread.loop_median_calls + LOOP_MAD_FACTOR * mad
+        ),
+    )
 
 
 def waste_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
     """Per work unit: the four flags and the spend at stake in each."""
     f = window.filter(facts, "started_at") if window is not None else facts
     f = f.mutate(workflow=f.workflow.fill_null(UNASSIGNED))
-    means = f.group_by(mean_workflow=f.workflow).aggregate(mean_tokens=f.tokens.mean())
-    f = f.join(means, f.workflow == means.mean_workflow)
-    mean_tokens = f.mean_tokens
-    loop = ~f.accepted & (
-        (f.calls >= LOOP_CALLS) | (f.tokens.cast("float64") >= LOOP_TOKEN_FACTOR * mean_tokens)
-    )
+    lt = loop_thresholds(f)
+    f = f.join(lt, f.workflow == lt.loop_workflow).drop("loop_workflow")
+    loop = ~f.accepted & ~f.acted & (f.calls >= f.loop_min_calls)
     unused = ~f.accepted & (f.n_positive == 0) & ~loop & (f.status.fill_null("completed") != "open")
     excess = f.effort_minutes - f.baseline_minutes
     rework = f.baseline_minutes.notnull() & (excess > 0)
