@@ -12,7 +12,14 @@ from scipy.stats import spearmanr
 
 from tests.value_data import build_workspace, make_tables, ts
 from yieldmeter.scoring.engine import score_tables
-from yieldmeter.scoring.model import fit_map, log_loss, prior_model, reliability_table
+from yieldmeter.scoring.model import (
+    fit_map,
+    log_loss,
+    noisy_log_loss,
+    prior_model,
+    recalibrate,
+    reliability_table,
+)
 from yieldmeter.scoring.priors import FEATURES, INTERCEPT, PRIOR_BY_FEATURE, PRIORS
 
 ANALYST_CONFIG = """\
@@ -208,8 +215,99 @@ def test_outcome_tied_to_a_unit_is_a_label_and_raises_confidence() -> None:
     s = {r["work_unit_id"]: r for r in score_tables(t).scores.to_pylist()}
     assert s["a"]["label"] == 1 and s["b"]["label"] is None
     assert s["a"]["confidence"] > s["b"]["confidence"]
-    # no calibration from 1 label: both on the priors, the same score
-    assert s["a"]["score"] == s["b"]["score"] and s["a"]["model"] == "prior"
+    # no calibration from 1 label: both on the priors (intercept -2, no features: p = 0.1192, 11.92);
+    # a's own label multiplies its odds by 0.95 / 0.05 = 19: 0.1353 x 19 = 2.571, p = 2.571 / 3.571 = 0.72
+    assert s["a"]["model"] == s["b"]["model"] == "prior"
+    assert (s["b"]["score"], s["a"]["score"]) == (11.92, 72.0)
+    assert s["a"]["top_signals"] == "value confirmed (outcome)"
+
+
+def test_one_sided_label_source_does_not_calibrate() -> None:
+    """80 units of one workflow, no features: 30 with a label signal (15 `value_confirmed`, 15
+    `value_denied`), 20 with an outcome (outcomes here always say yes), 30 with nothing.
+
+    The outcome source never says no: a sample selected on success. Left out of the fit, the
+    global model sees 15 of 30 and the Platt step puts an unlabelled unit at logit(15/30) = 0,
+    p = 0.5. Fitting the outcomes too would give 35 of 50, p = 0.7. The labelled units are then
+    settled by their own labels: 0.5 -> odds 1 x 19, p = 0.95, or 1 / 19, p = 0.05."""
+    units = [{"work_unit_id": f"u{i}", "workflow": "w"} for i in range(80)]
+    kinds = ["value_confirmed", "value_denied"]
+    signals = [
+        {"signal_id": f"s{i}", "work_unit_id": f"u{i}", "kind": kinds[i % 2], "ts": ts()} for i in range(30)
+    ]
+    outcomes = [
+        {
+            "outcome_id": f"o{i}",
+            "work_unit_id": f"u{i}",
+            "workflow": "w",
+            "period_start": ts(),
+            "monetary_value": 5.0,
+        }
+        for i in range(30, 50)
+    ]
+    _, t = make_tables({"work_units": units, "signals": signals, "outcomes": outcomes})
+    r = score_tables(t)
+    assert set(r.models) == {"prior", "global"}
+    s = {row["work_unit_id"]: row for row in r.scores.to_pylist()}
+    assert s["u60"]["p_value"] == pytest.approx(0.5, abs=1e-4)
+    assert s["u0"]["p_value"] == pytest.approx(0.95, abs=1e-4)
+    assert s["u1"]["p_value"] == pytest.approx(0.05, abs=1e-4)
+    assert s["u40"]["p_value"] == pytest.approx(0.95, abs=1e-4)
+
+
+def test_noisy_log_loss_by_hand() -> None:
+    """z = 0 (sigmoid 0.5), error rate 0.1: P(label 1) = 0.1 + 0.8 x 0.5 = 0.5, loss log 2 whatever
+    the label; its slope by z is -/+ 0.8 x 0.25 / 0.5 = -/+ 0.4. z = log 3 (sigmoid 0.75), e = 0.1:
+    P(1) = 0.1 + 0.8 x 0.75 = 0.7, a 1 costs -log 0.7. With e = 0 it is the plain logistic loss,
+    gradient sigmoid(z) - y."""
+    loss, dz, _ = noisy_log_loss(np.zeros(2), np.array([1.0, 0.0]), np.full(2, 0.1))
+    assert loss == pytest.approx(2 * np.log(2.0)) and dz == pytest.approx([-0.4, 0.4])
+    loss, _, _ = noisy_log_loss(np.array([np.log(3.0)]), np.array([1.0]), np.array([0.1]))
+    assert loss == pytest.approx(-np.log(0.7))
+    z, y = np.array([-2.0, 0.5, 3.0]), np.array([1.0, 0.0, 1.0])
+    loss, dz, _ = noisy_log_loss(z, y, np.zeros(3))
+    assert loss == pytest.approx(float(np.sum(np.logaddexp(0.0, z) - y * z)))
+    assert dz == pytest.approx(expit(z) - y)
+
+
+def test_label_noise_is_estimated_per_source_and_taken_out() -> None:
+    """8,000 units, one feature (accepted). Truth: the 4,000 accepted units delivered, the 4,000
+    others did not. Half of each group is labelled by case management (always right), half by a
+    QA sample that is wrong 1 time in 20 (100 flips in each group of 2,000).
+
+    Read as the truth, the labels say an unaccepted unit delivers 100 / 4,000 = 2.5% of the time,
+    and the plain fit lands there. The two sources disagree about the same kind of unit, which is
+    what identifies the QA error rate: 100 / 2,000 = 5% (the weights' priors hold the fit a little
+    short of it), case management 0; with the flips taken out the unaccepted units go far below
+    2.5%. (With 800 units the priors hold the weights back more and the estimate is 2.4%.)"""
+    x = np.zeros((8000, len(FEATURES)))
+    x[4000:, FEATURES.index("accepted")] = 1.0
+    y = np.r_[np.zeros(4000), np.ones(4000)]
+    src = np.array((["case"] * 2000 + ["qa"] * 2000) * 2)
+    y[2000:2100] = 1.0  # QA says "delivered" for 100 unaccepted units
+    y[6000:6100] = 0.0  # and "not delivered" for 100 accepted ones
+    plain = recalibrate(fit_map(x, y, name="global"), x, y)
+    assert plain.predict(x[:1])[0] == pytest.approx(0.025, abs=0.01)
+    m = fit_map(x, y, name="global", sources=src)
+    assert m.label_noise["qa"] == pytest.approx(0.05, abs=0.01)
+    assert m.label_noise["case"] == pytest.approx(0.0, abs=0.005)
+    m = recalibrate(m, x, y, src)
+    assert m.predict(x[:1])[0] < 0.001 and m.predict(x[4000:4001])[0] > 0.999
+    # error rates given (as the workflow models take the global model's) are used, not estimated
+    fixed = fit_map(x, y, name="global", sources=src, noise={"qa": 0.05})
+    assert fixed.label_noise == {"case": 0.0, "qa": 0.05}
+
+
+def test_global_model_keeps_each_workflow_base_rate() -> None:
+    """Two workflows, no signals: 40 labels each, 32 yes in a (0.8), 8 yes in b (0.2). One shared
+    intercept would score both 0.5; with a workflow offset each keeps close to its own rate (pulled
+    a little towards the shared intercept by the offset's prior)."""
+    x = np.zeros((80, len(FEATURES)))
+    y = np.r_[np.ones(32), np.zeros(8), np.ones(8), np.zeros(32)]
+    wf = np.array(["a"] * 40 + ["b"] * 40)
+    m = recalibrate(fit_map(x, y, name="global", workflows=wf), x, y, workflows=wf)
+    pa_, pb = m.predict(x[:1], wf[:1])[0], m.predict(x[40:41], wf[40:41])[0]
+    assert pa_ == pytest.approx(0.8, abs=0.03) and pb == pytest.approx(0.2, abs=0.03)
 
 
 def test_metric_helpers_by_hand() -> None:

@@ -19,6 +19,18 @@ Each score carries:
 Model choice per unit: its workflow's own calibrated model when the workflow
 has enough labels, else the global calibrated model when the organisation has
 enough, else the documented priors.
+
+Calibration (:func:`fit_models`):
+
+- labels come from sources (a QA sample, a case-management system, outcomes);
+  a source that never gives the other answer anywhere is a sample selected on
+  the outcome and is left out of the fit (its labels still settle their units);
+- the global model pools every workflow's labels: shared signal weights, one
+  intercept offset per workflow (workflows differ in base rate far more than
+  in what a signal means), and each label source's error rate;
+- a workflow's own model starts from the global model as it stands for that
+  workflow and takes the global error rates as given;
+- a unit's own label then settles its score (:func:`label_posterior`).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from yieldmeter.scoring.model import (
     fit_map,
     holdout_mask,
     prior_model,
+    recalibrate,
 )
 from yieldmeter.scoring.priors import ACTION_SIGNALS, EXPLICIT_FEATURES, FEATURES
 from yieldmeter.scoring.schema import SCORES_SCHEMA, SCORES_TABLE
@@ -52,6 +65,9 @@ if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
 
 TOP_SIGNALS = 3
+#: How often a label (value_confirmed / value_denied, an outcome tied to the unit) is taken to be
+#: right: 19 times in 20. A label multiplies the model's odds by 19 or divides them by 19.
+LABEL_ACCURACY = 0.95
 
 
 @dataclass
@@ -87,14 +103,43 @@ class ScoringResult:
         return rows
 
 
+def _fit(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    sources: np.ndarray,
+    workflows: np.ndarray | None,
+    noise: dict[str, float] | None,
+    prior: ValueModel | None,
+) -> ValueModel:
+    """MAP fit (label sources' error rates estimated, or ``noise``), then Platt recalibration."""
+    m = fit_map(x, y, name=name, sources=sources, noise=noise, workflows=workflows, prior=prior)
+    return recalibrate(m, x, y, sources, workflows)
+
+
 def _calibrate(
-    name: str, x: np.ndarray, y: np.ndarray, hold: np.ndarray
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    hold: np.ndarray,
+    sources: np.ndarray,
+    workflows: np.ndarray | None = None,
+    noise: dict[str, float] | None = None,
+    prior: ValueModel | None = None,
 ) -> tuple[ValueModel, CalibrationReport]:
-    """Fit on the training part to report held-out quality, then refit on every label for use."""
+    """Fit on the training part to report held-out quality, then refit on every label for use.
+
+    ``workflows``: fit per-workflow intercept offsets (the global model). ``noise``: the label
+    sources' error rates, fixed (the workflow models take the global model's, which pools
+    every workflow's labels of a source); else estimated. ``prior``: the model the weights are
+    pulled towards (default: the documented priors).
+    """
     train = ~hold
+    wt = None if workflows is None else workflows[train]
     if enough_labels(y[train], min_labels=2, min_class=1) and hold.any():
-        trial = fit_map(x[train], y[train], name=name)
-        report = evaluate(trial, x[hold], y[hold], n_train=int(train.sum()))
+        trial = _fit(name, x[train], y[train], sources[train], wt, noise, prior)
+        wh = None if workflows is None else workflows[hold]
+        report = evaluate(trial, x[hold], y[hold], n_train=int(train.sum()), workflows=wh)
     else:
         report = CalibrationReport(
             name,
@@ -106,7 +151,40 @@ def _calibrate(
             None,
             note="too few labels to hold some out",
         )
-    return fit_map(x, y, name=name), report
+    return _fit(name, x, y, sources, workflows, noise, prior), report
+
+
+def one_sided_label_sources(data: pa.Table, labels: np.ndarray) -> np.ndarray:
+    """Labelled units whose label source never gives the other answer, anywhere in the organisation.
+
+    A source that only ever says "yes" (typically outcomes recorded for the successes) is a
+    sample selected on the outcome, not a random one: fitting it would raise the base rate of
+    the workflows it labels. Such labels still settle their own units' scores; they do not
+    calibrate. One-sidedness is judged over the whole organisation, not per workflow, so that a
+    two-sided source (a QA sample) is not dropped from a small workflow whose few labels
+    happened to agree.
+    """
+    source = np.asarray(data.column("label_source").to_pylist(), dtype=object)
+    out = np.zeros(len(labels), dtype=bool)
+    has = ~np.isnan(labels)
+    for s in set(source[has].tolist()):
+        m = has & (source == s)
+        if len(np.unique(labels[m])) < 2:
+            out |= m
+    return out
+
+
+def label_posterior(p_model: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """The model's probability updated by the unit's own label (NaN: no label, p unchanged).
+
+    A label is taken to be right with probability :data:`LABEL_ACCURACY`, so it multiplies the
+    odds by ``a / (1 - a)`` (confirmed) or divides them by it (denied).
+    """
+    lr = LABEL_ACCURACY / (1.0 - LABEL_ACCURACY)
+    p = np.clip(p_model, 1e-12, 1 - 1e-12)
+    odds = p / (1.0 - p)
+    odds = np.where(label == 1, odds * lr, np.where(label == 0, odds / lr, odds))
+    return np.where(np.isnan(label), p_model, odds / (1.0 + odds))
 
 
 def fit_models(data: pa.Table, x: np.ndarray) -> tuple[dict[str, ValueModel], list[CalibrationReport]]:
@@ -118,23 +196,39 @@ def fit_models(data: pa.Table, x: np.ndarray) -> tuple[dict[str, ValueModel], li
     reports: list[CalibrationReport] = []
     if not has.any():
         return models, reports
+    has &= ~one_sided_label_sources(data, labels)
+    if not has.any():
+        return models, reports
     ids = [str(i) for i in np.asarray(data.column("work_unit_id").to_pylist(), dtype=object)[has]]
     hold = holdout_mask(ids)
     xl, yl = x[has], labels[has].astype(np.int64)
-    if enough_labels(yl, min_labels=MIN_LABELS_GLOBAL, min_class=MIN_CLASS_GLOBAL):
-        models["global"], rep = _calibrate("global", xl, yl, hold)
-        reports.append(rep)
+    sl = np.asarray(data.column("label_source").to_pylist(), dtype=object)[has].astype(str)
     workflows = np.asarray(data.column("workflow").to_pylist(), dtype=object)[has]
+    wl = np.array(["" if w is None else str(w) for w in workflows], dtype=object)
+    noise: dict[str, float] = {}
+    glob: ValueModel | None = None
+    if enough_labels(yl, min_labels=MIN_LABELS_GLOBAL, min_class=MIN_CLASS_GLOBAL):
+        glob, rep = _calibrate("global", xl, yl, hold, sl, workflows=wl)
+        models["global"], noise = glob, glob.label_noise
+        reports.append(rep)
     for wf in sorted({w for w in workflows if w is not None}):
         m = workflows == wf
         if enough_labels(yl[m], min_labels=MIN_LABELS_WORKFLOW, min_class=MIN_CLASS_WORKFLOW):
             name = f"workflow:{wf}"
-            models[name], rep = _calibrate(name, xl[m], yl[m], hold[m])
+            # pulled towards the global model as it stands for this workflow (its weights, learned
+            # from every workflow, and this workflow's base rate), not back to the documented priors.
+            # (That global model saw this workflow's held-out labels, so the held-out report of a
+            # workflow model is a little optimistic.)
+            prior = None
+            if glob is not None:
+                prior = ValueModel("prior", glob.intercept + glob.offsets.get(str(wf), 0.0), glob.weights)
+            models[name], rep = _calibrate(name, xl[m], yl[m], hold[m], sl[m], noise=noise, prior=prior)
             reports.append(rep)
     return models, reports
 
 
-def _top_signals(contrib: np.ndarray) -> list[str | None]:
+def _top_signals(contrib: np.ndarray, label: np.ndarray, label_source: np.ndarray) -> list[str | None]:
+    """The largest contributions; a unit's own label comes first (it moves the score most)."""
     k = min(TOP_SIGNALS, contrib.shape[1])
     mag = np.abs(contrib)
     top = np.argsort(-mag, axis=1, kind="stable")[:, :k]
@@ -142,6 +236,9 @@ def _top_signals(contrib: np.ndarray) -> list[str | None]:
     out: list[str | None] = []
     for row, idx in enumerate(top):
         parts = [f"{names[j]} {contrib[row, j]:+.2f}" for j in idx if mag[row, j] >= 0.005]
+        if not np.isnan(label[row]):
+            verdict = "value confirmed" if label[row] == 1 else "value denied"
+            parts = [f"{verdict} ({label_source[row]})", *parts[: k - 1]]
         out.append(", ".join(parts) if parts else None)
     return out
 
@@ -184,11 +281,13 @@ def score_units(
     for name, model in models.items():
         m = chosen == name
         if m.any():
-            p[m] = model.predict(x[m])
+            p[m] = model.predict(x[m], np.array(["" if w is None else str(w) for w in workflows[m]]))
             contrib[m] = x[m] * model.weights
             n_model[m] = model.n_labels
     labels = data.column("label")
     labelled = labels.is_valid().to_numpy(zero_copy_only=False)
+    y = np.array([np.nan if v is None else float(v) for v in labels.to_pylist()], dtype=np.float64)
+    p = label_posterior(p, y)
     confidence = _confidence(data, x, n_model, labelled)
     unit_value = np.array([unit_values.get(w, np.nan) if w is not None else np.nan for w in workflows])
     scored_at = scored_at or datetime.now(UTC)
@@ -206,7 +305,10 @@ def score_units(
             ),
             "model": pa.array(chosen.astype(str)),
             "label": labels.cast(pa.int64()),
-            "top_signals": pa.array(_top_signals(contrib), type=pa.string()),
+            "top_signals": pa.array(
+                _top_signals(contrib, y, np.asarray(data.column("label_source").to_pylist(), dtype=object)),
+                type=pa.string(),
+            ),
             "scored_at": pa.array([scored_at] * n, type=SCORES_SCHEMA.field("scored_at").type),
         },
         schema=SCORES_SCHEMA,

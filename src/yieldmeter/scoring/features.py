@@ -11,6 +11,10 @@ Labels, never features:
 - the latest ``value_confirmed`` (1) / ``value_denied`` (0) signal of a unit;
 - else an outcome row tied to the unit (``outcomes.work_unit_id``): 1, unless
   its ``monetary_value`` is zero or negative (the outcome says "no value").
+
+``label_source`` says where the label came from: the label signal's ``source`` (e.g. a QA
+audit, a case-management system; ``signal`` when it names none), or ``outcome``. Sources
+differ in how often they are wrong, and calibration estimates that per source.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def signal_counts(t: Tables) -> ir.Table:
     aggs["rating"] = s.value.mean(where=s.kind == "rated")
     aggs["n_signals"] = s.count()
     aggs["label_kind"] = s.kind.argmax(s.ts, where=s.kind.isin(LABEL_SIGNALS))
+    aggs["label_origin"] = s.source.fill_null("signal").argmax(s.ts, where=s.kind.isin(LABEL_SIGNALS))
     return s.group_by(s.work_unit_id).aggregate(**aggs)
 
 
@@ -111,7 +116,7 @@ def unit_features(t: Tables) -> ir.Table:
         effort_minutes=j.effort_minutes.fill_null(0.0),
         label=label.cast("int64"),
         label_source=ibis.cases(
-            (j.label_kind.notnull(), "signal"),
+            (j.label_kind.notnull(), j.label_origin.fill_null("signal")),
             (j.outcome_label.notnull(), "outcome"),
             else_=ibis.null("string"),
         ),

@@ -9,7 +9,19 @@ have independent Gaussian priors centred on the documented prior weights
 
 so with few labels the weights stay near the priors and with many the data
 dominate. A weight keeps its prior's sign (bounded at zero), which keeps the
-score monotone in positive signals. Solved with L-BFGS-B (scipy).
+score monotone in positive signals. Solved with L-BFGS-B (scipy). The fitted
+log-odds are then recalibrated on the same labels (Platt scaling, one slope and
+one offset, :func:`recalibrate`) to undo the spread the prior's pull takes away.
+
+Labels are not always right: a QA sample marks some good work as bad and the
+reverse. When the labels' sources are given, each source ``s`` gets an error
+rate ``e_s`` (in [0, :data:`MAX_LABEL_NOISE`]) estimated with the weights, and a
+label is modelled as the truth flipped with that probability::
+
+    P(label = 1 | x) = e_s + (1 - 2 e_s) * sigmoid(b + x . w)
+
+so a source that is wrong 3 times in 100 does not set a floor of 3% under every
+unit that truly had no chance of delivering (and at $1,500 a unit, 3% is $45).
 """
 
 from __future__ import annotations
@@ -40,16 +52,23 @@ class ValueModel:
     intercept: float
     weights: np.ndarray  # in FEATURES order
     n_labels: int = 0
+    #: Estimated error rate of each label source the model was fitted on.
+    label_noise: dict[str, float] = field(default_factory=dict)
+    #: Per workflow: log-odds added to the intercept (the global model's own base rate per workflow).
+    offsets: dict[str, float] = field(default_factory=dict)
 
     @property
     def calibrated(self) -> bool:
         return self.name != "prior"
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.intercept + x @ self.weights
+    def logits(self, x: np.ndarray, workflows: np.ndarray | None = None) -> np.ndarray:
+        z = self.intercept + x @ self.weights
+        if self.offsets and workflows is not None:
+            z = z + np.array([self.offsets.get(w, 0.0) for w in workflows.tolist()], dtype=np.float64)
+        return z
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return expit(self.logits(x))
+    def predict(self, x: np.ndarray, workflows: np.ndarray | None = None) -> np.ndarray:
+        return expit(self.logits(x, workflows))
 
     def as_dict(self) -> dict[str, float]:
         return {"intercept": self.intercept, **dict(zip(FEATURES, self.weights.tolist(), strict=True))}
@@ -59,6 +78,42 @@ def prior_model() -> ValueModel:
     return ValueModel("prior", INTERCEPT.weight, np.array([p.weight for p in PRIORS], dtype=np.float64))
 
 
+#: Prior standard deviation (log-odds) of a workflow's intercept offset in the global model.
+OFFSET_SCALE = 2.0
+#: The most a label source is allowed to be wrong (a source wrong more often is not a label).
+MAX_LABEL_NOISE = 0.2
+
+
+def noisy_log_loss(z: np.ndarray, y: np.ndarray, e: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Summed log loss of labels ``y`` flipped with probability ``e`` around ``sigmoid(z)``.
+
+    Returns the loss and its derivatives by ``z`` and by ``e`` (per row). With ``e = 0`` it is
+    the ordinary logistic loss ``log(1 + e^z) - y z`` and its gradient ``sigmoid(z) - y``.
+    """
+    z = np.clip(z, -700.0, 700.0)
+    sig = expit(z)
+    log_sig, log_1m_sig = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
+    with np.errstate(divide="ignore"):
+        log_e, log_1m2e = np.log(e), np.log1p(-2.0 * e)
+    log_q = np.logaddexp(log_e, log_1m2e + log_sig)
+    log_1mq = np.logaddexp(log_e, log_1m2e + log_1m_sig)
+    loss = float(-np.sum(y * log_q + (1.0 - y) * log_1mq))
+    # sigma / q and (1 - sigma) / (1 - q), written so that neither overflows nor divides by 0
+    a = 1.0 / (e * (1.0 + np.exp(np.minimum(-z, 700.0))) + 1.0 - 2.0 * e)
+    c = 1.0 / (e * (1.0 + np.exp(np.minimum(z, 700.0))) + 1.0 - 2.0 * e)
+    dz = (1.0 - 2.0 * e) * (-y * (1.0 - sig) * a + (1.0 - y) * sig * c)
+    q = np.clip(np.exp(log_q), 1e-12, 1.0 - 1e-12)
+    de = (-y / q + (1.0 - y) / (1.0 - q)) * (1.0 - 2.0 * sig)
+    return loss, dz, de
+
+
+def _source_index(sources: np.ndarray | None, n: int) -> tuple[list[str], np.ndarray]:
+    if sources is None:
+        return [], np.zeros(n, dtype=np.int64)
+    names, idx = np.unique(np.asarray(sources, dtype=str), return_inverse=True)
+    return [str(v) for v in names], idx.astype(np.int64)
+
+
 def fit_map(
     x: np.ndarray,
     y: np.ndarray,
@@ -66,32 +121,123 @@ def fit_map(
     name: str,
     prior: ValueModel | None = None,
     strength: float = 1.0,
+    sources: np.ndarray | None = None,
+    noise: dict[str, float] | None = None,
+    workflows: np.ndarray | None = None,
 ) -> ValueModel:
     """MAP logistic regression pulled towards ``prior`` (default: the documented priors).
 
-    ``strength`` multiplies the prior's precision (2.0 = twice as stubborn).
+    ``strength`` multiplies the prior's precision (2.0 = twice as stubborn). ``sources``, one
+    per label: estimate each source's error rate with the weights (module docstring), or take
+    it from ``noise`` when given; without ``sources`` every label is taken as the truth.
+    ``workflows``, one per label: fit one intercept offset per workflow too (prior
+    N(0, :data:`OFFSET_SCALE`)), so workflows with different base rates share the signal weights
+    without sharing a base rate.
     """
     prior = prior or prior_model()
     mu = np.concatenate([[prior.intercept], prior.weights])
     scale = np.array([INTERCEPT.scale] + [p.scale for p in PRIORS], dtype=np.float64)
     prec = strength / scale**2
     xa = np.hstack([np.ones((x.shape[0], 1)), x])
+    groups: list[str] = []
+    if workflows is not None:
+        groups, g_idx = _source_index(workflows, len(y))
+        xa = np.hstack([xa, np.eye(len(groups))[g_idx]])
+        mu = np.concatenate([mu, np.zeros(len(groups))])
+        prec = np.concatenate([prec, np.full(len(groups), strength / OFFSET_SCALE**2)])
     y = y.astype(np.float64)
+    fixed = noise is not None
+    names, src = _source_index(sources, len(y))
+    e_fixed = np.array([(noise or {}).get(n, 0.0) for n in names], dtype=np.float64)[src] if names else None
+    estimated = names if not fixed else []
+    k = len(mu)
 
-    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, e = theta[:k], theta[k:]
         z = xa @ w
-        # log(1 + e^z) - y z, computed stably
-        loss = np.sum(np.logaddexp(0.0, z) - y * z)
+        if e_fixed is not None and fixed:
+            loss, dz, _ = noisy_log_loss(z, y, e_fixed)
+            de = np.zeros(0)
+        elif names:
+            loss, dz, de_row = noisy_log_loss(z, y, e[src])
+            de = np.bincount(src, weights=de_row, minlength=len(names))
+        else:
+            # log(1 + e^z) - y z, computed stably
+            loss, dz, de = float(np.sum(np.logaddexp(0.0, z) - y * z)), expit(z) - y, np.zeros(0)
         d = w - mu
         loss += 0.5 * np.sum(prec * d * d)
-        grad = xa.T @ (expit(z) - y) + prec * d
-        return float(loss), grad
+        grad = xa.T @ dz + prec * d
+        return float(loss), np.concatenate([grad, de])
 
     bounds: list[tuple[float | None, float | None]] = [(None, None)]
     for p in PRIORS:
         bounds.append((0.0, None) if p.sign > 0 else (None, 0.0) if p.sign < 0 else (None, None))
-    res = minimize(objective, mu.copy(), jac=True, method="L-BFGS-B", bounds=bounds)
-    return ValueModel(name, float(res.x[0]), np.asarray(res.x[1:], dtype=np.float64), n_labels=len(y))
+    bounds += [(None, None)] * len(groups)
+    bounds += [(0.0, MAX_LABEL_NOISE)] * len(estimated)
+    start = np.concatenate([mu, np.full(len(estimated), 0.01)])
+    res = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    nf = 1 + len(PRIORS)
+    label_noise = (
+        dict(zip(estimated, (float(v) for v in res.x[k:]), strict=True))
+        if not fixed
+        else {n: float((noise or {}).get(n, 0.0)) for n in names}
+    )
+    return ValueModel(
+        name,
+        float(res.x[0]),
+        np.asarray(res.x[1:nf], dtype=np.float64),
+        n_labels=len(y),
+        label_noise=label_noise,
+        offsets=dict(zip(groups, (float(v) for v in res.x[nf:k]), strict=True)),
+    )
+
+
+#: Bounds of the recalibration slope: it may sharpen or flatten the fitted odds, within reason.
+SLOPE_BOUNDS = (0.25, 4.0)
+
+
+def recalibrate(
+    model: ValueModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    sources: np.ndarray | None = None,
+    workflows: np.ndarray | None = None,
+) -> ValueModel:
+    """Platt scaling of a fitted model: ``z' = a z + c`` fitted on the labels, folded into the weights.
+
+    The prior pulls every weight towards its documented size, which shrinks the fitted log-odds
+    towards the middle: units with nothing to show come out more likely to have delivered value
+    than the labels say, and units with strong evidence less. One slope ``a`` (kept in
+    :data:`SLOPE_BOUNDS`, so never a sign flip) and one offset ``c`` restore the spread the labels
+    support; with few labels of one class the model is left as it is. The labels of ``sources``
+    are read with the error rates the fit estimated (``model.label_noise``).
+    """
+    if not enough_labels(y, min_labels=MIN_LABELS_GLOBAL, min_class=MIN_CLASS_GLOBAL):
+        return model
+    z = model.logits(x, workflows)
+    y = y.astype(np.float64)
+    e = (
+        np.zeros(len(y))
+        if sources is None
+        else np.array([model.label_noise.get(str(s), 0.0) for s in sources], dtype=np.float64)
+    )
+
+    def objective(ac: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, r, _ = noisy_log_loss(ac[0] * z + ac[1], y, e)
+        return loss, np.array([r @ z, r.sum()])
+
+    res = minimize(
+        objective, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[SLOPE_BOUNDS, (None, None)]
+    )
+    a, c = float(res.x[0]), float(res.x[1])
+    return ValueModel(
+        model.name,
+        a * model.intercept + c,
+        a * model.weights,
+        n_labels=model.n_labels,
+        label_noise=model.label_noise,
+        offsets={w: a * v for w, v in model.offsets.items()},
+    )
 
 
 def enough_labels(y: np.ndarray, *, min_labels: int, min_class: int) -> bool:
@@ -158,11 +304,13 @@ def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[Reli
     return out
 
 
-def evaluate(model: ValueModel, x: np.ndarray, y: np.ndarray, *, n_train: int) -> CalibrationReport:
+def evaluate(
+    model: ValueModel, x: np.ndarray, y: np.ndarray, *, n_train: int, workflows: np.ndarray | None = None
+) -> CalibrationReport:
     prior = prior_model()
     if len(y) == 0:
         return CalibrationReport(model.name, n_train, 0, None, None, None, None, note="no held-out labels")
-    p = model.predict(x)
+    p = model.predict(x, workflows)
     p0 = prior.predict(x)
     return CalibrationReport(
         model=model.name,
