@@ -90,12 +90,15 @@ class ValueService:
         self.ws = ws
         self._tables: Tables | None = None
         self._lines: ir.Table | None = None
+        self._value_lines: ir.Table | None = None
         self._facts: ir.Table | None = None
+        self._materialised: dict[str, list[str]] = {}  # kind -> its temporary tables, newest last
+        self._generation = 0
         self.notes: list[str] = []
 
     # -- shared inputs ------------------------------------------------------------------
     def invalidate(self) -> None:
-        self._tables = self._lines = self._facts = None
+        self._tables = self._lines = self._value_lines = self._facts = None
 
     def tables(self) -> Tables:
         if self._tables is None:
@@ -103,11 +106,21 @@ class ValueService:
         return self._tables
 
     def cost_lines(self) -> ir.Table:
+        """Fully loaded cost lines at the full grain (:mod:`yieldmeter.metrics.spend`), materialised once."""
         if self._lines is None:
             from yieldmeter.metrics.spend import cost_lines
 
             self._lines = self._materialise("lines", cost_lines(self.tables(), self.ws.config.labour_rates))
         return self._lines
+
+    def _value_cost_lines(self) -> ir.Table:
+        """The same cost lines at the grain the value reports read (day, team, workflow, app)."""
+        if self._value_lines is None:
+            from yieldmeter.metrics.spend import VALUE_GRAIN, cost_lines
+
+            lines = cost_lines(self.tables(), self.ws.config.labour_rates, VALUE_GRAIN)
+            self._value_lines = self._materialise("value_lines", lines)
+        return self._value_lines
 
     def facts(self) -> ir.Table:
         """Per work unit facts (see :mod:`yieldmeter.metrics.units`), materialised once."""
@@ -121,7 +134,9 @@ class ValueService:
 
                 scores = ibis.memtable(score_tables(t).scores)
                 self.notes.append("work units were scored in memory: run `yieldmeter score` to store scores")
-            facts = unit_facts(t, priced_calls(t), self.cost_lines(), self.ws.config.labour_rates, scores)
+            facts = unit_facts(
+                t, priced_calls(t), self._value_cost_lines(), self.ws.config.labour_rates, scores
+            )
             self._facts = self._materialise("facts", facts)
         return self._facts
 
@@ -159,13 +174,13 @@ class ValueService:
     def funnel(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
         """The conversion chain per workflow and month with the cost at each stage."""
         return fn.funnel(
-            self.tables(), self.facts(), self.cost_lines(), self.window(period), workflow
+            self.tables(), self.facts(), self._value_cost_lines(), self.window(period), workflow
         ).to_pyarrow()
 
     def yields(self, workflow: str | None = None, period: str | Window | None = None) -> YieldReport:
         """Workflow, revenue, risk and capacity yields with bands; strategic scores with evidence."""
         t, w = self.tables(), self.window(period)
-        y = yl.yields(t, self.cost_lines(), w, workflow).to_pyarrow()
+        y = yl.yields(t, self._value_cost_lines(), w, workflow).to_pyarrow()
         y = y.append_column("evidence_mix", pa.array(_evidence_mix(y), pa.string()))
         notes = []
         if y.num_rows and pc.sum(y.column("capacity_not_redeployed")).as_py():
@@ -185,8 +200,8 @@ class ValueService:
         """Attribution coverage with its three parts, and the largest uncovered spend."""
         t, w = self.tables(), self.window(period)
         return CoverageReport(
-            cov.coverage(t, self.cost_lines(), w, workflow).to_pyarrow(),
-            cov.largest_uncovered(t, self.cost_lines(), w, limit).to_pyarrow(),
+            cov.coverage(t, self._value_cost_lines(), w, workflow).to_pyarrow(),
+            cov.largest_uncovered(t, self._value_cost_lines(), w, limit).to_pyarrow(),
         )
 
     def value_per_token(
@@ -285,8 +300,21 @@ class ValueService:
         """Compute ``expr`` once into a temporary table of the store's backend (gone at close)."""
         from yieldmeter.lake.engines import materialise
 
-        # on the engine the metrics run on: the store's DuckDB, or a lake's DuckDB or Spark
-        return materialise(self.ws.backend, f"_value_{name}_{id(self):x}", expr)
+        backend = self.ws.backend
+        if getattr(backend, "name", "") != "duckdb":
+            # a lake's Spark: a cached temporary view, replaced when recomputed
+            return materialise(backend, f"_value_{name}_{id(self):x}", expr)
+        # a fresh name each time: overwriting a DuckDB table through Ibis writes every row twice
+        # (into a scratch table, then a copy). The previous table of the kind stays for a reader
+        # still holding it; older ones are dropped.
+        self._generation += 1
+        table_name = f"_value_{name}_{id(self):x}_{self._generation}"
+        table = backend.create_table(table_name, obj=expr, temp=True)
+        kept = self._materialised.setdefault(name, [])
+        kept.append(table_name)
+        while len(kept) > 2:
+            backend.drop_table(kept.pop(0), force=True)
+        return table
 
     def _estimate(self, f: ir.Table, keys: list[str], partition: list[str]) -> pa.Table:
         sums = bm.group_sums(f, keys).to_pyarrow()

@@ -18,6 +18,13 @@ Allocation of a cost item (rule recorded in ``allocation_rule``):
 Labour rate for effort: the person's rate, else the workflow's, else the
 team's, else the default (``labour_rates`` in ``yieldmeter.yaml``).
 
+A coarser grain (any subset of :data:`GRAIN` holding :data:`SCOPE`, the keys a
+cost item is scoped by) gives the same sums over its own dimensions: a cell's
+pro rata share is its model cost times the items' amount per dollar, so the
+shares of the fine cells inside a coarse cell add up to the coarse cell's share.
+The value reports read :data:`VALUE_GRAIN`, a few thousand cells where the full
+grain has one per user, model and day.
+
 Cost items of the categories in :data:`RECONCILIATION_CATEGORIES` are a
 provider's bill for the very tokens the calls already price; they are kept for
 reconciliation and never added to fully loaded cost.
@@ -34,9 +41,15 @@ import ibis.expr.types as ir
 
 from yieldmeter.config import LabourRates
 from yieldmeter.metrics.cost import priced_calls
+from yieldmeter.metrics.period import utc_day
 from yieldmeter.metrics.tables import Tables
 
 GRAIN = ("day", "team", "workflow", "user_id", "app", "environment", "provider", "model")
+#: the keys a cost item's scope is defined on: every grain holds them
+SCOPE = ("day", "team", "workflow")
+#: what the value reports group cost by (coverage: workflow, team, app; funnel and uplift: day)
+VALUE_GRAIN = ("day", "team", "workflow", "app")
+_GRAIN_TYPES = {g: "string" for g in GRAIN if g != "day"}
 MEASURES = (
     "calls",
     "input_tokens",
@@ -79,19 +92,19 @@ def _typed_nulls(**types: str) -> dict[str, ir.Value]:
     return {name: ibis.null(t) for name, t in types.items()}
 
 
-def call_lines(t: Tables) -> ir.Table:
+def _check_grain(grain: Sequence[str]) -> tuple[str, ...]:
+    grain = tuple(grain)
+    if not set(SCOPE) <= set(grain) or not set(grain) <= set(GRAIN):
+        raise ValueError(f"a cost grain holds {', '.join(SCOPE)} and only dimensions of {', '.join(GRAIN)}")
+    return grain
+
+
+def call_lines(t: Tables, grain: Sequence[str] = GRAIN) -> ir.Table:
     """Model cost and volume per grain cell."""
+    grain = _check_grain(grain)
     pc = priced_calls(t)
-    return pc.group_by(
-        day=pc.ts.truncate("D"),
-        team=pc.team,
-        workflow=pc.workflow,
-        user_id=pc.user_id,
-        app=pc.app,
-        environment=pc.environment,
-        provider=pc.provider,
-        model=pc.model,
-    ).aggregate(
+    keys = {g: (utc_day(pc.ts) if g == "day" else pc[g]) for g in grain}
+    return pc.group_by(**keys).aggregate(
         calls=pc.request_count.sum(),
         input_tokens=pc.input_tokens.sum(),
         output_tokens=pc.output_tokens.sum(),
@@ -100,9 +113,13 @@ def call_lines(t: Tables) -> ir.Table:
     )
 
 
-def allocation(t: Tables, calls: ir.Table | None = None) -> ir.Table:
-    """Each cost item's share per grain cell, with the rule used (one row per item x cell)."""
-    calls = calls if calls is not None else call_lines(t)
+def allocation(t: Tables, calls: ir.Table | None = None, grain: Sequence[str] = GRAIN) -> ir.Table:
+    """Each cost item's share per grain cell, with the rule used (one row per item x cell).
+
+    ``calls`` is :func:`call_lines` at the same ``grain``.
+    """
+    grain = _check_grain(grain)
+    calls = calls if calls is not None else call_lines(t, grain)
     items = t.cost_items.filter(~t.cost_items.category.fill_null("").isin(RECONCILIATION_CATEGORIES))
     scoped = items.join(
         calls,
@@ -114,33 +131,34 @@ def allocation(t: Tables, calls: ir.Table | None = None) -> ir.Table:
             calls.model_cost > 0,
         ],
     ).select(
-        item_id=items.item_id, amount=items.amount, cell_cost=calls.model_cost, **{g: calls[g] for g in GRAIN}
+        item_id=items.item_id, amount=items.amount, cell_cost=calls.model_cost, **{g: calls[g] for g in grain}
     )
     total = scoped.cell_cost.sum().over(group_by=scoped.item_id)
     pro_rata = scoped.select(
         item_id=scoped.item_id,
-        **{g: scoped[g] for g in GRAIN},
+        **{g: scoped[g] for g in grain},
         allocated_cost=scoped.amount * scoped.cell_cost / total,
         allocation_rule=ibis.literal("pro_rata"),
     )
     allocated_ids = pro_rata.select("item_id").distinct()
     unallocated = items.filter(~items.item_id.isin(allocated_ids.item_id))
+    direct_keys = {
+        "day": unallocated.period_start.truncate("D"),
+        "team": unallocated.team,
+        "workflow": unallocated.workflow,
+    }
     direct = unallocated.select(
         item_id=unallocated.item_id,
-        day=unallocated.period_start.truncate("D"),
-        team=unallocated.team,
-        workflow=unallocated.workflow,
-        **_typed_nulls(
-            user_id="string", app="string", environment="string", provider="string", model="string"
-        ),
+        **{g: direct_keys[g] if g in direct_keys else ibis.null(_GRAIN_TYPES[g]) for g in grain},
         allocated_cost=unallocated.amount,
         allocation_rule=ibis.literal("direct"),
     )
     return pro_rata.union(direct)
 
 
-def effort_lines(t: Tables, rates: LabourRates) -> ir.Table:
+def effort_lines(t: Tables, rates: LabourRates, grain: Sequence[str] = GRAIN) -> ir.Table:
     """Human effort costed at the labour rate, on its work unit's team, workflow and user."""
+    grain = _check_grain(grain)
     e, wu, wf = t.effort, t.work_units, t.workflows
     j = e.left_join(wu, e.work_unit_id == wu.work_unit_id).left_join(wf, wu.workflow == wf.workflow)
     team_rates = ibis.memtable(
@@ -152,7 +170,7 @@ def effort_lines(t: Tables, rates: LabourRates) -> ir.Table:
         schema={"rate_person": "string", "person_rate": "float64"},
     )
     j = j.select(
-        day=j.ts.truncate("D"),
+        day=utc_day(j.ts),
         team=j.team,
         workflow=j.workflow,
         user_id=j.user_id,
@@ -163,29 +181,31 @@ def effort_lines(t: Tables, rates: LabourRates) -> ir.Table:
     j = j.left_join(team_rates, j.team == team_rates.rate_team)
     j = j.left_join(people_rates, j.person == people_rates.rate_person)
     rate = ibis.coalesce(j.person_rate, j.wf_rate, j.team_rate, ibis.literal(float(rates.default)))
+    keys = [g for g in ("day", "team", "workflow", "user_id") if g in grain]
     return (
-        j.group_by(GRAIN[:4])
+        j.group_by(keys)
         .aggregate(effort_cost=(j.minutes / 60.0 * rate).sum())
-        .mutate(**_typed_nulls(app="string", environment="string", provider="string", model="string"))
+        .mutate(**_typed_nulls(**{g: _GRAIN_TYPES[g] for g in grain if g not in keys}))
     )
 
 
-def cost_lines(t: Tables, rates: LabourRates) -> ir.Table:
+def cost_lines(t: Tables, rates: LabourRates, grain: Sequence[str] = GRAIN) -> ir.Table:
     """The three parts of fully loaded cost at the grain, plus ``fully_loaded_cost``."""
-    calls = call_lines(t)
+    grain = _check_grain(grain)
+    calls = call_lines(t, grain)
     zero_i = ibis.literal(0, "int64")
     zero_f = ibis.literal(0.0)
     parts = [
         calls.mutate(allocated_cost=zero_f, effort_cost=zero_f),
     ]
-    alloc = allocation(t, calls)
-    alloc_g = alloc.group_by(list(GRAIN)).aggregate(allocated_cost=alloc.allocated_cost.sum())
-    effort = effort_lines(t, rates)
+    alloc = allocation(t, calls, grain)
+    alloc_g = alloc.group_by(list(grain)).aggregate(allocated_cost=alloc.allocated_cost.sum())
+    effort = effort_lines(t, rates, grain)
     for extra, cost_col in ((alloc_g, "allocated_cost"), (effort, "effort_cost")):
         other = "effort_cost" if cost_col == "allocated_cost" else "allocated_cost"
         parts.append(
             extra.select(
-                *GRAIN,
+                *grain,
                 calls=zero_i,
                 input_tokens=zero_i,
                 output_tokens=zero_i,
@@ -194,7 +214,7 @@ def cost_lines(t: Tables, rates: LabourRates) -> ir.Table:
                 **{cost_col: extra[cost_col], other: zero_f},
             )
         )
-    cols = [*GRAIN, *MEASURES]
+    cols = [*grain, *MEASURES]
     lines = ibis.union(*[p.select(cols) for p in parts])
     return lines.mutate(fully_loaded_cost=lines.model_cost + lines.allocated_cost + lines.effort_cost)
 
