@@ -199,6 +199,59 @@ def test_a_killed_ingest_leaves_all_or_nothing(tmp_path: Path) -> None:
     assert len(ids) == 1000 and all(i.startswith("first-") for i in ids)
 
 
+def _calls(ids: list[str], tokens: list[int], units: list[str], minutes: list[int]) -> pa.Table:
+    ts = [f"2025-03-01T10:{m:02d}:00Z" for m in minutes]
+    data = pa.table({"call_id": ids, "ts": ts, "input_tokens": tokens, "work_unit_id": units})
+    return conform("calls", data, source="t").rows
+
+
+def test_one_batch_mixes_new_identical_changed_and_repeated_ids(tmp_path: Path) -> None:
+    """The upsert's accounting, by hand, and the derived units committed with the batch.
+
+    First batch: a, b (unit u) and c (unit v), all new. Second batch: b identical,
+    c changed (3 -> 30 tokens), d new (unit w) and d again (the first d wins), a not
+    sent: read 4 = landed 2 (c updated, d inserted) + duplicates 2 (b, the second d).
+    """
+    store = Store.open(tmp_path / "store.duckdb")
+    first = _calls(["a", "b", "c"], [1, 2, 3], ["u", "u", "v"], [0, 5, 9])
+    r = store.write_batch({"calls": first}, derive_units=True)["calls"]
+    assert (r.read, r.landed, r.updated, r.duplicates) == (3, 3, 0, 0)
+
+    second = _calls(["b", "c", "d", "d"], [2, 30, 4, 40], ["u", "v", "w", "w"], [5, 9, 20, 21])
+    r = store.write_batch({"calls": second}, derive_units=True)["calls"]
+    assert (r.read, r.landed, r.updated, r.duplicates) == (4, 2, 1, 2)
+    tokens = dict(store.con.execute("SELECT call_id, input_tokens FROM calls").fetchall())
+    assert tokens == {"a": 1, "b": 2, "c": 30, "d": 4}
+
+    # derived in the write's own transaction: u spans a (10:00) to b (10:05), w is d alone
+    units = store.query_arrow(
+        "SELECT work_unit_id, derived, strftime(started_at, '%H:%M') AS s, strftime(ended_at, '%H:%M') AS e "
+        "FROM work_units ORDER BY work_unit_id"
+    ).to_pylist()
+    assert [(u["work_unit_id"], u["derived"], u["s"], u["e"]) for u in units] == [
+        ("u", True, "10:00", "10:05"),
+        ("v", True, "10:09", "10:09"),
+        ("w", True, "10:20", "10:20"),
+    ]
+    store.close()
+
+
+def test_a_failed_derivation_rolls_back_the_whole_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls and the work units derived from them commit together or not at all."""
+    store = Store.open(tmp_path / "store.duckdb")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("derivation failed")
+
+    monkeypatch.setattr(store, "_derive_work_units", fail)
+    with pytest.raises(RuntimeError, match="derivation failed"):
+        store.write_batch({"calls": _calls(["a"], [1], ["u"], [0])}, derive_units=True)
+    assert store.count("calls") == 0 and store.count("work_units") == 0
+    store.close()
+
+
 def test_migration_adds_missing_columns_and_records_version(tmp_path: Path) -> None:
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
