@@ -5,6 +5,9 @@ For a workspace that ingested a simulated organisation and its ``truth.parquet``
 - ``spearman_ev``: Spearman rank correlation between each work unit's expected value
   (score x unit value) and its true value; also per workflow (``spearman_ev_within``, the
   mean over workflows, where only the signals can rank).
+- ``spearman_ev_unlabelled``: ``spearman_ev`` over the units without a label of their own (a
+  label settles its unit's score, so this is the ranking the signals and the calibrated model
+  make); ``labelled_share``: the share of units with a label.
 - ``auc_delivered``: how well ``p_value`` separates units that delivered from those that did not.
 - ``kendall_user`` / ``kendall_team``: Kendall tau between the per-user (per-team) value per
   token that the benchmarks estimate and the true value per token, inside each workflow,
@@ -330,6 +333,11 @@ def validate(ws: Workspace, truth_path: Path) -> ValidityReport:
     figures["spearman_ev_ceiling_known_delivery"] = _spearman(delivered * mean_value, true_value)
     p_pattern = _pattern_posterior(ws, t_ids[matched], workflow, delivered)
     figures["spearman_ev_ceiling_signals"] = _spearman(p_pattern * mean_value, true_value)
+    # How much of the ranking the labels themselves make: the same figure over unlabelled units only.
+    label = np.asarray(scores.column("label").to_numpy(zero_copy_only=False), dtype=float)[si[matched]]
+    has_label = ~np.isnan(label)
+    figures["spearman_ev_unlabelled"] = _spearman(ev[~has_label], true_value[~has_label])
+    figures["labelled_share"] = float(has_label.mean()) if len(has_label) else float("nan")
     per_workflow: list[dict[str, Any]] = []
     within, within_w = [], []
     for w in sorted(set(workflow.tolist())):

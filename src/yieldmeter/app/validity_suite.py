@@ -31,10 +31,12 @@ DEFAULT_DAYS = 14
 #: Figures shown in the docs table, in order.
 SHOWN = (
     "spearman_ev",
+    "spearman_ev_unlabelled",
     "spearman_ev_ceiling_signals",
     "spearman_ev_ceiling_known_delivery",
     "spearman_ev_within",
     "auc_delivered",
+    "labelled_share",
     "kendall_user",
     "kendall_team",
     "interval_coverage_user",
