@@ -36,6 +36,26 @@ if TYPE_CHECKING:
     from yieldmeter.scoring.engine import ScoringResult
 
 BENCHMARK_SUBJECTS = {"user": "user_id", "team": "team"}
+#: the unit facts a pattern segment is computed from, and those the pattern sums read
+_SEGMENT_OUTPUTS = (
+    "workflow",
+    "work_unit_id",
+    "expected_value",
+    "tokens",
+    "successful",
+    "fully_loaded_cost",
+    "bucket",
+)
+_SEGMENT_INPUTS = (
+    *_SEGMENT_OUTPUTS,
+    "parent_id",
+    "input_tokens",
+    "calls",
+    "tool_use",
+    "first_accept_at",
+    "started_at",
+    "model",
+)
 
 
 class PrivacyError(PermissionError):
@@ -92,8 +112,6 @@ class ValueService:
         self._lines: ir.Table | None = None
         self._value_lines: ir.Table | None = None
         self._facts: ir.Table | None = None
-        self._materialised: dict[str, list[str]] = {}  # kind -> its temporary tables, newest last
-        self._generation = 0
         self.notes: list[str] = []
 
     # -- shared inputs ------------------------------------------------------------------
@@ -281,8 +299,9 @@ class ValueService:
         f = vl.value_units(self.facts(), self.window(period))
         if workflow is not None:
             f = f.filter(f.workflow == workflow)
-        # segments computed once, then unpivoted: six dimensions read one small table
-        seg = bm.segment_frames(self._materialise("segments", bm.with_segments(f)), segmented=True)
+        # segments computed once, then unpivoted: six dimensions read one narrow table
+        seg = bm.with_segments(f.select(*_SEGMENT_INPUTS)).select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
+        seg = bm.segment_frames(self._materialise("segments", seg), segmented=True)
         est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
         m = est.column("workflow_value_per_token")
         lift = pc.divide(est.column("value_per_token"), m)
@@ -301,24 +320,26 @@ class ValueService:
         from yieldmeter.lake.engines import materialise
 
         backend = self.ws.backend
+        table_name = f"_value_{name}_{id(self):x}"
         if getattr(backend, "name", "") != "duckdb":
             # a lake's Spark: a cached temporary view, replaced when recomputed
-            return materialise(backend, f"_value_{name}_{id(self):x}", expr)
-        # a fresh name each time: overwriting a DuckDB table through Ibis writes every row twice
-        # (into a scratch table, then a copy). The previous table of the kind stays for a reader
-        # still holding it; older ones are dropped.
-        self._generation += 1
-        table_name = f"_value_{name}_{id(self):x}_{self._generation}"
-        table = backend.create_table(table_name, obj=expr, temp=True)
-        kept = self._materialised.setdefault(name, [])
-        kept.append(table_name)
-        while len(kept) > 2:
-            backend.drop_table(kept.pop(0), force=True)
-        return table
+            return materialise(backend, table_name, expr)
+        # dropped, then created: overwriting a DuckDB table through Ibis writes every row twice
+        # (into a scratch table, then a copy)
+        backend.drop_table(table_name, database=("temp", "main"), force=True)
+        return backend.create_table(table_name, obj=expr, temp=True)
 
     def _estimate(self, f: ir.Table, keys: list[str], partition: list[str]) -> pa.Table:
-        sums = bm.group_sums(f, keys).to_pyarrow()
-        buckets = bm.bucket_sums(f, keys).to_pyarrow()
+        if "bucket" not in f.columns:
+            sums = bm.group_sums(f, keys).to_pyarrow()
+            buckets = bm.bucket_sums(f, keys).to_pyarrow()
+            return bm.estimate(sums, buckets, keys, partition)
+        # one pass: the group sums per bootstrap batch, then added up per group (every sum is
+        # additive), instead of a second scan of the units for the group sums
+        buckets = bm.group_sums(f, [*keys, "bucket"]).to_pyarrow()
+        measures = [c for c in buckets.column_names if c not in (*keys, "bucket")]
+        sums = buckets.group_by(keys, use_threads=False).aggregate([(m, "sum") for m in measures])
+        sums = sums.select([*keys, *(f"{m}_sum" for m in measures)]).rename_columns([*keys, *measures])
         return bm.estimate(sums, buckets, keys, partition)
 
 
