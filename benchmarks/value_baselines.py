@@ -189,13 +189,19 @@ FROM outcomes o LEFT JOIN workflows wf ON wf.workflow = o.workflow GROUP BY ALL
 """
 
 WASTE = """
-WITH w AS (
+WITH med AS (
+  SELECT workflow, coalesce(median(calls) FILTER (accepted), median(calls)) AS med FROM b_units GROUP BY 1
+), th AS (
+  SELECT workflow, greatest(20, med + 10 * coalesce(median(abs(calls - med)) FILTER (accepted),
+                                                    median(abs(calls - med)))) AS loop_min
+  FROM b_units JOIN med USING (workflow) GROUP BY workflow, med
+), w AS (
   SELECT workflow, work_unit_id, flc,
-         NOT accepted AND (calls >= 10 OR tokens >= 4 * avg(tokens) OVER (PARTITION BY workflow)) AS loop,
+         NOT accepted AND NOT acted AND calls >= th.loop_min AS loop,
          accepted AND n_rc > 0 AS unresolved,
          CASE WHEN baseline_minutes IS NOT NULL AND minutes > baseline_minutes
               THEN ecost * (minutes - baseline_minutes) / minutes ELSE 0 END AS rework, accepted, n_pos, status
-  FROM b_units
+  FROM b_units JOIN th USING (workflow)
 ), x AS (SELECT *, NOT accepted AND n_pos = 0 AND NOT loop AND coalesce(status, 'completed') <> 'open' AS unused
          FROM w)
 SELECT workflow, sum(flc) FILTER (loop) AS loop_spend, count(*) FILTER (loop) AS loop_units,
@@ -430,8 +436,18 @@ def pandas_figures(f: dict[str, pd.DataFrame], models: list[tuple[str, str, floa
         o.monetary_value * o.attribution_share.fillna(1).clip(0, 1),
     )
     ylds = o.groupby(["workflow", "family"]).benefit.sum()
-    mean_tokens = u.groupby("workflow").tokens.transform("mean")
-    loop = ~u.accepted & ((u.calls >= 10) | (u.tokens >= 4 * mean_tokens))
+    # loop: calls >= max(20, median + 10 x MAD) of the workflow's accepted units (all when none)
+    ref = u[u.accepted].groupby("workflow").calls
+    med = ref.median().reindex(u.workflow.unique()).fillna(u.groupby("workflow").calls.median())
+    u["dev"] = (u.calls - u.workflow.map(med)).abs()
+    mad = (
+        u[u.accepted]
+        .groupby("workflow")
+        .dev.median()
+        .reindex(med.index)
+        .fillna(u.groupby("workflow").dev.median())
+    )
+    loop = ~u.accepted & ~u.acted & (u.calls >= np.maximum(20.0, u.workflow.map(med + 10 * mad)))
     unused = ~u.accepted & (u.n_pos == 0) & ~loop & (u.status.fillna("completed") != "open")
     unresolved = u.accepted & (u.n_rc > 0)
     rework = np.where(
