@@ -18,6 +18,11 @@ from yieldmeter.ingest.conform import make_rejects
 from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest, paused_gc
 from yieldmeter.ingest.otlp_semconv import EVALUATION_EVENT
 
+#: A span waits as Python objects (a few KB each) until its batch is built, so OTLP batches are
+#: smaller than ``ReadOptions.batch_rows``: 16k spans hold about 65 MB, 64k spans held 260 MB,
+#: which put a 1M-span import over 1 GiB.
+_SPANS_PER_BATCH = 16_384
+
 
 def _value(v: Any) -> Any:
     """An OTLP JSON ``AnyValue`` as a Python value (intValue strings become int where they can)."""
@@ -182,7 +187,7 @@ def decode_json(body: bytes, options: ReadOptions) -> Batch:
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
-    """Collector file-exporter JSON lines; one batch per ``options.batch_rows`` spans.
+    """Collector file-exporter JSON lines; one batch per ``options.batch_rows`` spans (at most 16,384).
 
     A line that is not JSON or not a trace export is quarantined with its line
     number; the other lines still land.
@@ -228,7 +233,7 @@ def _read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
             bad_pos.append(lineno)
             bad_reason.append(f"line {lineno}: {exc}")
             bad_raw.append(line[:2000].decode("utf-8", "replace"))
-        if rows.spans >= options.batch_rows:
+        if rows.spans >= min(options.batch_rows, _SPANS_PER_BATCH):
             yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
             rows = SpanRows(options)
             bad_pos, bad_reason, bad_raw = [], [], []
