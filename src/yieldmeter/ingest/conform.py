@@ -103,17 +103,18 @@ def _parse_ts_scalar(value: Any) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array]:
+def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array | None]:
     """Cast to the column type; values that cannot be cast become null.
 
-    Returns the cast array and a mask of values that were present but unreadable.
+    Returns the cast array and a mask of values that were present but
+    unreadable, or ``None`` when every value was read.
     """
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     target = col.type
     if arr.type == target:
-        return arr, pa.array([False] * len(arr), pa.bool_())
+        return arr, None
     if pa.types.is_null(arr.type):
-        return pa.nulls(len(arr), target), pa.array([False] * len(arr), pa.bool_())
+        return pa.nulls(len(arr), target), None
     try:
         if target == TS and pa.types.is_timestamp(arr.type):
             out = arr.cast(TS) if arr.type.tz else pc.assume_timezone(arr, "UTC").cast(TS)
@@ -138,7 +139,7 @@ def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array]
             return out, bad
         else:
             out = arr.cast(target)
-        return out, pa.array([False] * len(arr), pa.bool_())
+        return out, None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         pass
     # Slow path, only for columns that hold junk: parse value by value.
@@ -199,6 +200,8 @@ def conform(
 
     def flag(mask: pa.Array, reason: str) -> None:
         nonlocal reasons
+        if not pc.any(mask).as_py():  # the usual case: nothing to flag, three compute calls saved
+            return
         mask = pc.fill_null(mask, False)
         reasons = pc.if_else(pc.and_(mask, pc.is_null(reasons)), pa.scalar(reason), reasons)
 
@@ -208,7 +211,7 @@ def conform(
     for col in spec.columns:
         if col.name in present:
             arr, unreadable = _cast_column(data.column(col.name), col)
-            if pc.any(unreadable).as_py():
+            if unreadable is not None and pc.any(unreadable).as_py():
                 flag(unreadable, f"{col.name}: cannot read as {_type_word(col.type)}")
         else:
             arr = pa.nulls(n, col.type)
