@@ -78,6 +78,7 @@ def main() -> dict[str, object]:
     from yieldmeter.metrics.cost import priced_calls
 
     calls = synthetic_calls(N_CALLS)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as d, Workspace.init(d) as ws:
         c = conform("calls", calls, source="bench")
         ws.store.write("calls", c.rows)
@@ -105,7 +106,7 @@ def main() -> dict[str, object]:
     sample = calls.slice(0, SAMPLE).to_pylist()
     t0 = time.perf_counter()
     for r in sample:
-        try:
+        try:  # noqa: SIM105 (a try costs the per-call loop less than contextlib.suppress)
             calc_price(
                 Usage(
                     input_tokens=r["input_tokens"],
@@ -123,6 +124,8 @@ def main() -> dict[str, object]:
     result = {
         "calls": N_CALLS,
         "cores": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "join_seconds": round(join_s, 4),
         "bare_equi_join_seconds": round(equi_s, 4),
         "per_call_seconds_extrapolated": round(per_call_s, 2),
