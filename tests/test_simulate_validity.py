@@ -91,13 +91,13 @@ def test_expected_value_ranks_work_units(reports: dict[int, ValidityReport]) -> 
 
 
 @pytest.mark.xfail(
-    reason="90% intervals cover 0.69-0.79 here (0.76-0.82 at full size): the estimate is p x the "
+    reason="90% intervals cover 0.63-0.79 here (0.76-0.82 at full size): the estimate is p x the "
     "workflow's declared unit value, while the truth is the realised value. Claims declares $9 a unit "
     "where a delivered claim is worth $8.10 on average (corrected claims 0.6x), so its estimates sit "
-    "10% high (coverage 0.54-0.63); 8% of delivered board answers move a decision worth 12x the $400 "
-    "declared, so board truths sit above the intervals (0.33-0.50); fraud values spread lognormally "
-    "(sigma 0.9) around the unit value. Bootstrap intervals over units cover the sampling noise of the "
-    "estimate, not a bias of the declared unit value (docs/validity.md)",
+    "10% high (full size: coverage 0.54-0.63); 8% of delivered board answers move a decision worth "
+    "12x the $400 declared, so board truths sit above the intervals (0.33-0.50); fraud values "
+    "spread lognormally (sigma 0.9) around the unit value. Bootstrap intervals over units cover the "
+    "sampling noise of the estimate, not a bias of the declared unit value (docs/validity.md)",
     strict=True,
 )
 def test_interval_coverage(reports: dict[int, ValidityReport]) -> None:
