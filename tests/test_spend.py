@@ -130,3 +130,65 @@ def test_any_grouping_partitions_the_total(shared_examples: Workspace, dims: lis
     parts = shared_examples.spend(dims).to_pylist()
     assert sum(p["fully_loaded_cost"] for p in parts) == pytest.approx(total, abs=1e-9)
     assert json.dumps(parts, default=str)  # serialisable rows keyed by names
+
+
+@pytest.mark.parametrize("grain", [("day", "team", "workflow", "app"), ("day", "team", "workflow", "model")])
+def test_a_coarser_grain_gives_the_same_sums(shared_examples: Workspace, grain: tuple[str, ...]) -> None:
+    """Cost lines at a coarser grain (the value reports read day x team x workflow x app) add up
+    to the full grain's figures on every one of their own dimensions: an item's pro rata share of
+    a coarse cell is the sum of its fine cells' shares (ci-1 is scoped to a team, ci-2 to none)."""
+    from yieldmeter.metrics.spend import MEASURES, cost_lines, spend
+
+    t, rates = shared_examples.tables(), shared_examples.config.labour_rates
+    full, coarse = cost_lines(t, rates), cost_lines(t, rates, grain)
+    assert coarse.columns == (*grain, *MEASURES, "fully_loaded_cost")
+    for by in ([], ["workflow"], ["team", "day"], list(grain)):
+        want = {tuple(r[k] for k in by): r for r in spend(full, by).to_pyarrow().to_pylist()}
+        got = {tuple(r[k] for k in by): r for r in spend(coarse, by).to_pyarrow().to_pylist()}
+        assert got.keys() == want.keys(), by
+        for key, row in want.items():
+            for m in (*MEASURES, "fully_loaded_cost"):
+                assert got[key][m] == pytest.approx(row[m], abs=1e-9), (by, key, m)
+
+
+def test_a_grain_must_hold_the_cost_item_scope(shared_examples: Workspace) -> None:
+    from yieldmeter.metrics.spend import cost_lines
+
+    with pytest.raises(ValueError, match="day, team, workflow"):
+        cost_lines(shared_examples.tables(), shared_examples.config.labour_rates, ("day", "workflow"))
+
+
+def test_utc_day_and_second_of_day_from_the_epoch() -> None:
+    """The epoch route (DuckDB's epoch_us) gives what the calendar route gives, before 1970 too."""
+    import math
+    from datetime import UTC, datetime
+
+    import ibis
+    import pyarrow as pa
+
+    from yieldmeter.metrics.period import utc_day, utc_second_of_day
+
+    stamps = [
+        datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
+        datetime(2025, 3, 4, 0, 0, 0, tzinfo=UTC),
+        datetime(2025, 3, 4, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
+        None,
+    ]
+    con = ibis.duckdb.connect()
+    con.raw_sql("SET TimeZone = 'UTC'")
+    t = con.create_table("stamps", pa.table({"ts": pa.array(stamps, pa.timestamp("us", tz="UTC"))}))
+    expr = t.select(
+        day=utc_day(t.ts),
+        calendar_day=t.ts.truncate("D"),
+        sod=utc_second_of_day(t.ts),
+        calendar_sod=t.ts.epoch_seconds() % 86_400,
+    )
+    assert "EPOCH_US" in ibis.to_sql(expr)
+    rows = con.raw_sql(ibis.to_sql(expr)).fetchall()
+    for day, calendar_day, sod, calendar_sod in rows:
+        assert day == calendar_day
+        if calendar_sod is not None:
+            # whole seconds, compared only with whole-second window bounds: the same comparisons
+            assert sod == math.floor(calendar_sod) or (calendar_sod < 0 and sod < 0)
+    assert [r[2] for r in rows] == [18367, 0, 86_399, -1, None]
