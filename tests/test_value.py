@@ -250,3 +250,20 @@ def test_period_filter(ws: Any) -> None:
     assert ws.value.funnel(period="2026-10").num_rows == 3
     with pytest.raises(ValueError, match="period"):
         ws.value.funnel(period="last tuesday")
+
+
+def test_pattern_segments_follow_the_period_and_workflow(ws: Any) -> None:
+    """Segments are kept for the last period and workflow asked for, never reused for another."""
+
+    def figures(t: Any, workflow: str | None = None) -> dict[tuple[str, str, str, int], float]:
+        # units per segment exactly, value up to the order of float additions
+        rows = [r for r in t.to_pylist() if workflow is None or r["workflow"] == workflow]
+        return {(r["workflow"], r["dimension"], r["segment"], r["n"]): r["value"] for r in rows}
+
+    claims = figures(ws.value.patterns("claims"))
+    assert figures(ws.value.patterns("claims")) == pytest.approx(claims)
+    assert ws.value.patterns("claims", period="2026-09").num_rows == 0
+    every = ws.value.patterns()
+    assert {r["workflow"] for r in every.to_pylist()} > {"claims"}
+    assert figures(every, "claims") == pytest.approx(claims)
+    assert figures(ws.value.patterns("claims")) == pytest.approx(claims)

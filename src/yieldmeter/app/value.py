@@ -112,11 +112,14 @@ class ValueService:
         self._lines: ir.Table | None = None
         self._value_lines: ir.Table | None = None
         self._facts: ir.Table | None = None
+        #: pattern segments of the last (start, end, workflow) asked for
+        self._segments: tuple[tuple[Any, ...], ir.Table] | None = None
         self.notes: list[str] = []
 
     # -- shared inputs ------------------------------------------------------------------
     def invalidate(self) -> None:
         self._tables = self._lines = self._value_lines = self._facts = None
+        self._segments = None
 
     def tables(self) -> Tables:
         if self._tables is None:
@@ -296,12 +299,18 @@ class ValueService:
     def patterns(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
         """Segments (model, session length, iterations, prompt size, tool use, time to first acceptance)
         ranked by value per token against their workflow's mean, with intervals."""
-        f = vl.value_units(self.facts(), self.window(period))
-        if workflow is not None:
-            f = f.filter(f.workflow == workflow)
-        # segments computed once, then unpivoted: six dimensions read one narrow table
-        seg = bm.with_segments(f.select(*_SEGMENT_INPUTS)).select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
-        seg = bm.segment_frames(self._materialise("segments", seg), segmented=True)
+        w = self.window(period)
+        key = (w.start, w.end, workflow)
+        if self._segments is None or self._segments[0] != key:
+            f = vl.value_units(self.facts(), w)
+            if workflow is not None:
+                f = f.filter(f.workflow == workflow)
+            # segments computed once (and kept for the same period and workflow, like the facts
+            # they come from), then unpivoted: six dimensions read one narrow table
+            seg = bm.with_segments(f.select(*_SEGMENT_INPUTS))
+            seg = seg.select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
+            self._segments = (key, self._materialise("segments", seg))
+        seg = bm.segment_frames(self._segments[1], segmented=True)
         est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
         m = est.column("workflow_value_per_token")
         lift = pc.divide(est.column("value_per_token"), m)
