@@ -22,8 +22,8 @@ A coarser grain (any subset of :data:`GRAIN` holding :data:`SCOPE`, the keys a
 cost item is scoped by) gives the same sums over its own dimensions: a cell's
 pro rata share is its model cost times the items' amount per dollar, so the
 shares of the fine cells inside a coarse cell add up to the coarse cell's share.
-The value reports read :data:`VALUE_GRAIN`, a few thousand cells where the full
-grain has one per user, model and day.
+The value reports read :data:`VALUE_GRAIN`: about 15,000 cells on the 10M-call
+benchmark, where the full grain has 1.5M (one per user, model and day).
 
 Cost items of the categories in :data:`RECONCILIATION_CATEGORIES` are a
 provider's bill for the very tokens the calls already price; they are kept for
