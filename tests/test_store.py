@@ -171,6 +171,23 @@ def test_implausible_duration_is_quarantined_with_its_reason(tmp_path: Path) -> 
         assert ws.quarantine().column("reason").to_pylist() == ["duration_ms: over 2.592e+09"]
 
 
+def test_implausible_token_count_is_quarantined_with_its_reason(tmp_path: Path) -> None:
+    """Two rows of 2**62 tokens on one work unit would overflow a 64-bit sum in scoring: a row over
+    a quadrillion tokens is quarantined, the rest lands and scores."""
+    calls = pa.table(
+        {
+            "call_id": ["ok", "huge", "huge-too"],
+            "ts": ["2025-03-01T00:00:00Z"] * 3,
+            "input_tokens": pa.array([1200, 2**62, 2**62], pa.int64()),
+            "work_unit_id": ["u", "u", "u"],
+        }
+    )
+    with Workspace.init(tmp_path) as ws:
+        s = ws.ingest_batches([_batch("calls", calls)], source="t")
+        assert (s.landed, s.quarantined) == (1, 2)
+        assert ws.quarantine().column("reason").to_pylist() == ["input_tokens: over 1e+15"] * 2
+
+
 def test_a_killed_ingest_leaves_all_or_nothing(tmp_path: Path) -> None:
     """A process killed inside a write transaction leaves no part of that batch."""
     db = tmp_path / "store.duckdb"

@@ -76,6 +76,9 @@ KNOWN_SIGNALS = frozenset(EXPLICIT_SIGNALS + IMPLICIT_SIGNALS + LABEL_SIGNALS)
 CALL_STATUSES = ("ok", "error")
 #: 30 days in milliseconds: no model call runs longer; a larger duration is a unit mix-up.
 MAX_CALL_DURATION_MS = 30 * 24 * 3600 * 1000.0
+#: A quadrillion tokens or requests in one row (a month of a large organisation's usage is far below it) is
+#: broken input, not usage; the bound keeps every sum over rows inside a 64-bit integer.
+MAX_COUNT = 10**15
 WORK_UNIT_STATUSES = ("open", "completed", "failed", "abandoned")
 RISK_CLASSES = ("low", "medium", "high", "critical")
 
@@ -147,12 +150,12 @@ CALLS = Table(
         _c("provider", STR),
         _c("model", STR),
         _c("operation", STR, default="chat"),
-        _c("input_tokens", I64, default=0, non_negative=True, doc="includes cached input"),
-        _c("output_tokens", I64, default=0, non_negative=True, doc="includes reasoning"),
-        _c("cached_input_tokens", I64, default=0, non_negative=True),
-        _c("cache_write_tokens", I64, default=0, non_negative=True),
-        _c("reasoning_tokens", I64, default=0, non_negative=True),
-        _c("request_count", I64, default=1, non_negative=True),
+        _c("input_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT, doc="includes cached input"),
+        _c("output_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT, doc="includes reasoning"),
+        _c("cached_input_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT),
+        _c("cache_write_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT),
+        _c("reasoning_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT),
+        _c("request_count", I64, default=1, non_negative=True, maximum=MAX_COUNT),
         _c("status", STR, default="ok", enum=CALL_STATUSES),
         _c("user_id", STR),
         _c("team", STR),
