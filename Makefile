@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 # Reinstall when the package metadata changes.
 RUN_STAMP := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
+# The FinOps Foundation's focus-validator pins libraries that break ibis: it gets a venv of its own.
+FOCUS_VENV := .venv-focus
+FOCUS_VALIDATOR := $(FOCUS_VENV)/bin/focus-validator
 
-.PHONY: demo test bench lint format validate system-deps clean
+.PHONY: demo test fuzz bench lint format validate system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +27,17 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 demo: $(RUN_STAMP)
 	$(BIN)/yieldmeter demo
 
-## test: the whole test suite (installs test extras and the Debian packages tests need)
-test: $(TEST_STAMP) system-deps
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+$(FOCUS_VALIDATOR):
+	$(PYTHON) -m venv $(FOCUS_VENV)
+	$(FOCUS_VENV)/bin/python -m pip install --quiet focus-validator==1.0.0 "multimethod<2"
+
+## test: the whole test suite (installs test extras, focus-validator and the Debian packages tests need)
+test: $(TEST_STAMP) $(FOCUS_VALIDATOR) system-deps
+	YIELDMETER_FOCUS_VALIDATOR=$(CURDIR)/$(FOCUS_VALIDATOR) $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+## fuzz: the suite with fresh random examples in the property tests (make test replays fixed ones)
+fuzz: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --hypothesis-profile=explore
 
 ## system-deps: Debian packages some tests drive (a headless browser, PDF tools, Java for Spark)
 system-deps:
@@ -49,4 +60,4 @@ format: $(TEST_STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) $(FOCUS_VENV) .pytest_cache .ruff_cache build dist src/*.egg-info
