@@ -8,6 +8,10 @@ which comes only after the spans are committed. Beside it, the raw decode rate
 of the same bodies (``ExportTraceServiceRequest.FromString``, nothing else),
 the limit, and the ratio.
 
+``BENCH_RECEIVER_DECODE_WORKERS`` sets the server's decode processes
+(``server.decode_workers``; default ``auto``, one on 2 cores; ``0`` decodes
+on the event loop, as before they existed).
+
 ``BENCH_RECEIVER_ROUTES=otlp`` serves only the receiver's routes and
 ``BENCH_RECEIVER_NO_RESCORE=1`` turns off the Workspace's re-scoring after
 every commit, to isolate the receiver's own cost; such a run writes
@@ -35,6 +39,7 @@ N_REQUESTS = int(os.environ.get("BENCH_RECEIVER_REQUESTS", 400))
 CONNECTIONS = int(os.environ.get("BENCH_RECEIVER_CONNECTIONS", 8))
 #: ``otlp`` serves only the receiver's routes; empty (default) serves the whole app, as ``yieldmeter serve``.
 NO_RESCORE = os.environ.get("BENCH_RECEIVER_NO_RESCORE") == "1"
+DECODE_WORKERS = os.environ.get("BENCH_RECEIVER_DECODE_WORKERS", "auto")
 ROUTES = "yieldmeter.server.otlp" if os.environ.get("BENCH_RECEIVER_ROUTES") == "otlp" else ""
 SPANS = 512
 RESULTS = Path(__file__).parent / "results" / "otlp_receiver.json"
@@ -43,11 +48,13 @@ SERVER = """
 import sys, uvicorn
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.server.app import create_app
+from yieldmeter.server.context import ServerSettings
 Workspace.init(sys.argv[1]).close()
+settings = ServerSettings.from_config({"decode_workers": sys.argv[5]})
 if sys.argv[4] == "1":  # isolate the receiver: no whole-workspace re-scoring after each commit
     Workspace._after_ingest = lambda self, changed: None
 routes = sys.argv[3].split(",") if sys.argv[3] else None
-app = create_app(sys.argv[1], route_modules=routes)
+app = create_app(sys.argv[1], route_modules=routes, settings=settings)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 """
 
@@ -79,6 +86,7 @@ def main() -> None:
                 str(port),
                 ROUTES,
                 "1" if NO_RESCORE else "0",
+                DECODE_WORKERS,
             ]
         )
         try:
@@ -123,33 +131,42 @@ def main() -> None:
                             statuses[status] = statuses.get(status, 0) + 1
 
             threads = [threading.Thread(target=sender) for _ in range(CONNECTIONS)]
+            cpu0 = time.process_time()
             t = time.perf_counter()
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
             wall = time.perf_counter() - t
+            client_cpu = time.process_time() - cpu0  # what the load generator took of the shared cores
         finally:
             server.terminate()
             server.wait(30)
 
     ok = statuses.get(200, 0)
     latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
     result = {
         "benchmark": "otlp_receiver",
         "requests": N_REQUESTS,
         "spans_per_request": SPANS,
         "connections": CONNECTIONS,
         "routes": ROUTES or "all (yieldmeter serve)",
+        "decode_workers": DECODE_WORKERS,
         "rescore_after_each_commit": not NO_RESCORE,
         "cpu_count": os.cpu_count(),
         "statuses": statuses,
         "spans_per_s": ok * SPANS / wall,
         "ack_ms_p50": statistics.median(latencies) * 1000,
-        "ack_ms_p99": p99 * 1000,
+        "ack_ms_p90": pct(0.90),
+        "ack_ms_p99": pct(0.99),
+        "ack_ms_max": latencies[-1] * 1000,
         "raw_decode_spans_per_s": decode_rate,
         "receiver_to_raw_decode_ratio": (ok * SPANS / wall) / decode_rate,
+        "client_cpu_cores": client_cpu / wall,
         "load_average_at_start": load_at_start,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "target_spans_per_s": 50_000,

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from yieldmeter.server.context import ServerContext, ServerSettings
+from yieldmeter.server.decoding import DecodePool
 from yieldmeter.server.writer import Writer
 
 log = logging.getLogger("yieldmeter.server")
@@ -36,7 +37,7 @@ ROUTE_MODULES: list[str] = [
 
 def _health(ctx: ServerContext) -> list[BaseRoute]:
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "write_queue": ctx.writer.depth})
+        return JSONResponse({"status": "ok", "write_queue": ctx.writer.depth, "decode": ctx.decoder.stats()})
 
     return [Route("/healthz", health, methods=["GET"])]
 
@@ -58,8 +59,10 @@ def create_app(
 
     ws = Workspace.open(workspace_path, create=create)
     settings = settings or ServerSettings.from_config(ws.config.server)
-    writer = Writer(ws, max_queue=settings.max_queue)
-    ctx = ServerContext(workspace=ws, writer=writer, settings=settings)
+    writer = Writer(ws, max_queue=settings.max_queue, checkpoint_threshold=settings.checkpoint_threshold)
+    ctx = ServerContext(
+        workspace=ws, writer=writer, settings=settings, decoder=DecodePool(settings.decode_workers)
+    )
     if not settings.ingest_keys:
         log.warning("no ingest_keys in yieldmeter.yaml (server:): ingest endpoints accept any client")
 
@@ -70,6 +73,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer.start()
+        ctx.decoder.start()
         from yieldmeter.finops.scheduler import start_for_server
 
         alerts = start_for_server(ctx)  # budgets and alert rules every alerts.schedule_seconds
@@ -78,6 +82,7 @@ def create_app(
         finally:
             if alerts is not None:
                 alerts.stop()
+            ctx.decoder.stop()
             writer.stop()
             ws.close()
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from yieldmeter.server.writer import Writer
+from yieldmeter.server.decoding import DecodePool, default_workers
+from yieldmeter.server.writer import CHECKPOINT_THRESHOLD, Writer
 
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
@@ -42,12 +43,18 @@ class ServerSettings:
     body_limit: int = BODY_LIMIT
     max_queue: int = 256
     retry_after_s: int = 1
+    #: Processes that decode large OTLP bodies beside the event loop (0: all on the loop).
+    decode_workers: int = field(default_factory=default_workers)
+    #: DuckDB's WAL size before it checkpoints; see :meth:`Writer.start`.
+    checkpoint_threshold: str = CHECKPOINT_THRESHOLD
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> ServerSettings:
         """Read the ``server:`` section of ``yieldmeter.yaml``.
 
-        ``ingest_keys: [{public_key, secret_key, org}]``, ``body_limit_mb``, ``max_queue``.
+        ``ingest_keys: [{public_key, secret_key, org}]``, ``body_limit_mb``, ``max_queue``,
+        ``decode_workers`` (a number, or ``auto``: one per core, at most 4, none on one core),
+        ``checkpoint_threshold`` (a DuckDB size such as ``256MB``).
         """
         keys = [IngestKey(**k) for k in server.get("ingest_keys", []) or []]
         out = cls(ingest_keys=keys)
@@ -55,6 +62,10 @@ class ServerSettings:
             out.body_limit = int(float(server["body_limit_mb"]) * 1024 * 1024)
         if "max_queue" in server:
             out.max_queue = int(server["max_queue"])
+        workers = server.get("decode_workers", "auto")
+        out.decode_workers = default_workers() if workers == "auto" else int(workers)
+        if "checkpoint_threshold" in server:
+            out.checkpoint_threshold = str(server["checkpoint_threshold"])
         return out
 
 
@@ -77,6 +88,8 @@ class ServerContext:
     api_keys: Any = None
     #: The read pool and view cache of the REST API and dashboard (:mod:`yieldmeter.server.reads`).
     reads: Any = None
+    #: Where OTLP bodies are decoded (:class:`yieldmeter.server.decoding.DecodePool`).
+    decoder: DecodePool = field(default_factory=lambda: DecodePool(0))
 
     def authenticate(self, request: Request) -> str:
         """The org the request writes as; raises 401 when keys are configured and none matches.

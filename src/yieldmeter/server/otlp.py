@@ -31,8 +31,6 @@ from starlette.routing import BaseRoute, Route
 from yieldmeter.ingest.base import Batch
 from yieldmeter.ingest.conform import conform, make_rejects, stable_id
 from yieldmeter.ingest.otlp import UnreadableRequest, rejected_spans
-from yieldmeter.ingest.otlp_json import decode_json
-from yieldmeter.ingest.otlp_protobuf import decode_protobuf
 from yieldmeter.server.context import HttpError, ServerContext, read_body
 from yieldmeter.server.writer import WriterBusy, WriterStopped
 
@@ -123,7 +121,7 @@ def traces_endpoint(ctx: ServerContext, source: str) -> Callable[[Request], Awai
             body = await read_body(request, ctx.settings.body_limit)
             options = ctx.options(source)
             try:
-                batch = decode_protobuf(body, options) if kind == "protobuf" else decode_json(body, options)
+                batch = await ctx.decoder.decode(kind, body, options)
             except UnreadableRequest as exc:
                 raise HttpError(400, str(exc)) from None
             await commit(ctx, with_org(batch, org), source, "otlp")

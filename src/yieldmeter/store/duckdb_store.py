@@ -114,6 +114,20 @@ class Store:
     def close(self) -> None:
         self.con.close()
 
+    def set_checkpoint_threshold(self, size: str) -> None:
+        """The WAL size (a DuckDB size such as ``'256MB'``) at which a commit also checkpoints.
+
+        A checkpoint writes the changed row groups into the file and blocks the
+        committing writer meanwhile; a server under continuous load raises the
+        threshold and checkpoints when idle (:meth:`checkpoint`) instead.
+        """
+        self.con.execute("SET checkpoint_threshold = ?", [size])
+
+    def checkpoint(self) -> None:
+        """Write the WAL into the database file now (under the write lock, between transactions)."""
+        with self._write_lock:
+            self.con.execute("CHECKPOINT")
+
     @property
     def ibis(self) -> Any:
         """An Ibis backend over the same connection (lazily created)."""

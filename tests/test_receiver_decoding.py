@@ -1,0 +1,150 @@
+"""Decoding OTLP bodies in worker processes, and the writer's idle checkpoint.
+
+Real processes (spawned, as the server does), a real server on loopback and
+the real DuckDB file. The golden figures: every span carries 1,000 input and
+100 output tokens, so ``n`` spans land ``n`` calls, ``1000 n`` input tokens and
+``100 n`` output tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from tests.loopback import serving
+from tests.test_receiver import PB, make_workspace, receiver_app, rows
+from yieldmeter.app.workspace import Workspace
+from yieldmeter.ingest.base import ReadOptions
+from yieldmeter.ingest.otlp import UnreadableRequest
+from yieldmeter.server.context import ServerSettings
+from yieldmeter.server.decoding import INLINE_BELOW, DecodePool, decode_body, default_workers
+from yieldmeter.server.writer import Writer
+
+T0 = 1_740_823_200_000_000_000  # 2025-03-01T10:00:00Z in ns
+OPTIONS = ReadOptions(source="otlp")
+
+
+def _kv(key: str, value: str | int) -> KeyValue:
+    v = AnyValue(int_value=value) if isinstance(value, int) else AnyValue(string_value=value)
+    return KeyValue(key=key, value=v)
+
+
+def pb_request(n: int, offset: int = 0) -> bytes:
+    """``n`` chat spans of the acme-chat model (priced in the test config), four to a trace."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(_kv("service.name", "claims-api"))
+    ss = rs.scope_spans.add()
+    for i in range(offset, offset + n):
+        s = ss.spans.add()
+        s.trace_id = (i // 4 + 1).to_bytes(16, "big")
+        s.span_id = (i + 1).to_bytes(8, "big")
+        s.name = "chat acme-chat"
+        s.start_time_unix_nano = T0 + i * 1_000_000
+        s.end_time_unix_nano = T0 + i * 1_000_000 + 800_000_000
+        for k, v in {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "acme",
+            "gen_ai.request.model": "acme-chat",
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 100,
+            "yieldmeter.workflow": "claims-triage",
+            "user.id": f"user-{i % 7}",
+            "server.address": "api.acme.example",
+        }.items():
+            s.attributes.append(_kv(k, v))
+    return req.SerializeToString()
+
+
+def test_default_workers() -> None:
+    assert default_workers(1) == 0  # one core: the loop decodes, a worker would only compete
+    assert default_workers(2) == 2
+    assert default_workers(32) == 4
+
+
+def test_worker_decodes_large_bodies_exactly_as_the_loop_does() -> None:
+    body = pb_request(600)
+    assert len(body) >= INLINE_BELOW
+    pool = DecodePool(1)
+    pool.start()
+    try:
+        batch = asyncio.run(pool.decode("protobuf", body, OPTIONS))
+        direct = decode_body("protobuf", body, OPTIONS)
+        assert batch.tables.keys() == direct.tables.keys()
+        for name, table in direct.tables.items():
+            assert batch.tables[name].equals(table), name
+        assert batch.rejects.equals(direct.rejects) and batch.ignored == direct.ignored
+        assert (pool.in_workers, pool.on_loop) == (1, 0)
+        small = asyncio.run(pool.decode("protobuf", pb_request(3), OPTIONS))  # not worth the trip
+        assert small.tables["calls"].num_rows == 3
+        assert (pool.in_workers, pool.on_loop) == (1, 1)
+        # an unreadable body is reported from the worker as from the loop
+        with pytest.raises(UnreadableRequest, match="not an OTLP ExportTraceServiceRequest"):
+            asyncio.run(pool.decode("protobuf", b"\xff" * INLINE_BELOW, OPTIONS))
+    finally:
+        pool.stop()
+
+
+def test_a_dead_worker_is_replaced_and_its_body_still_decoded() -> None:
+    body = pb_request(600)
+    pool = DecodePool(1)
+    pool.start()
+    try:
+        with pytest.raises(BrokenProcessPool):
+            pool._pool.submit(os._exit, 3).result(timeout=60)  # the worker dies
+        batch = asyncio.run(pool.decode("protobuf", body, OPTIONS))
+        assert batch.tables["calls"].num_rows == 600
+        assert (pool.replaced, pool.on_loop, pool.in_workers) == (1, 1, 0)
+        asyncio.run(pool.decode("protobuf", body, OPTIONS))  # the new pool serves the next one
+        assert pool.in_workers == 1
+    finally:
+        pool.stop()
+
+
+def test_receiver_with_decode_workers_lands_every_span(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws")
+    app = receiver_app(root, settings=ServerSettings(decode_workers=1))
+    with serving(app) as url:
+        post = {"headers": PB, "timeout": 60}
+        for k in range(3):
+            r = httpx.post(f"{url}/v1/traces", content=pb_request(600, offset=600 * k), **post)
+            assert r.status_code == 200, r.text
+        # re-sent: acknowledged, and nothing lands twice
+        assert httpx.post(f"{url}/v1/traces", content=pb_request(600), **post).status_code == 200
+        r = httpx.post(f"{url}/v1/traces", content=b"\x0a\xff" * INLINE_BELOW, **post)
+        assert r.status_code == 400
+        health = httpx.get(f"{url}/healthz").json()
+    assert health["decode"] == {"workers": 1, "in_workers": 5, "on_loop": 0, "pools_replaced": 0}
+    got = rows(root, "SELECT count(*) AS n, sum(input_tokens) AS i, sum(output_tokens) AS o FROM calls")[0]
+    assert got == {"n": 1800, "i": 1_800_000, "o": 180_000}
+
+
+def test_writer_checkpoints_when_idle_not_on_each_commit(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws")
+    ws = Workspace.open(root)
+    wal = Path(f"{ws.store.path}.wal")
+    writer = Writer(ws, settle_s=0.3, checkpoint_threshold="1GB")
+    writer.start()
+    try:
+        setting = ws.store.query_arrow("SELECT current_setting('checkpoint_threshold') AS s").column(0)[0]
+        assert setting.as_py().startswith("953.6")  # 1 GB in DuckDB's MiB
+        for k in range(4):
+            batch = decode_body("protobuf", pb_request(500, offset=500 * k), OPTIONS)
+            writer.submit_batch(batch, source="otlp").result(timeout=60)
+        assert wal.exists() and wal.stat().st_size > 0  # committed, durable in the WAL, not yet checkpointed
+        deadline = time.monotonic() + 30
+        while wal.exists() and wal.stat().st_size > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not wal.exists() or wal.stat().st_size == 0  # idle: written into the file
+    finally:
+        writer.stop()
+        ws.close()
+    assert rows(root, "SELECT count(*) AS n FROM calls") == [{"n": 2000}]
