@@ -296,3 +296,32 @@ def test_opentelemetry_exporter_sends_its_ingest_key(closed: tuple[str, Keys]) -
     assert results == [SpanExportResult.SUCCESS, SpanExportResult.FAILURE]  # the read key may not ingest
     unit = httpx.get(f"{base}/api/v1/work_units/otel-auth-1", headers=bearer(keys["read"]), timeout=60)
     assert unit.status_code == 200 and len(unit.json()["calls"]) == 1
+
+
+def test_revoking_the_last_key_keeps_the_server_closed(tmp_path: Path) -> None:
+    """Open mode is for a workspace that never had a key: revoking every key must not reopen it."""
+    from starlette.testclient import TestClient
+
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.server.app import create_app
+    from yieldmeter.server.auth import KeyStore, ServerRefused, check_bind
+
+    root = example_workspace(tmp_path / "ws")
+    with Workspace.open(root) as ws:
+        info, key = KeyStore(ws).create("only-admin", ["admin"])
+    app = create_app(root)
+    with TestClient(app) as c:
+        assert c.get("/api/v1/keys").status_code == 401
+        assert c.get("/api/v1/keys", headers=bearer(key)).status_code == 200
+        assert c.delete(f"/api/v1/keys/{info.key_id}", headers=bearer(key)).status_code == 200
+        for headers in ({}, bearer(key)):
+            r = c.get("/api/v1/keys", headers=headers)
+            assert r.status_code == 401, r.text
+        assert c.get("/api/v1/unpriced").status_code == 401
+        r = c.post("/v1/traces", content=b"{}", headers={"content-type": "application/json"})
+        assert r.status_code == 401  # the OTLP receiver too: nobody ingests without a key
+        ring = app.state.ctx.api_keys
+        assert ring.required and not ring.usable
+        with pytest.raises(ServerRefused):
+            check_bind("0.0.0.0", ring)  # nobody could get in: refuse rather than serve a locked door
+        check_bind("127.0.0.1", ring)

@@ -156,11 +156,17 @@ class KeyStore:
 
     def hashes(self) -> dict[str, tuple[str, Principal]]:
         """key_id -> (hash, principal) of the active keys."""
-        return {
+        return self.ring()[0]
+
+    def ring(self) -> tuple[dict[str, tuple[str, Principal]], bool]:
+        """The active keys (as :meth:`hashes`), and whether any key was ever made (revoked ones count)."""
+        rows = self._rows()
+        active = {
             r["key_id"]: (r["key_hash"], Principal(r["key_id"], r["name"], expand(r["scopes"]), r["org"]))
-            for r in self._rows()
+            for r in rows
             if r["revoked_at"] is None
         }
+        return active, bool(rows)
 
     def create(self, name: str, scopes: list[str] | str, org: str = "default") -> tuple[KeyInfo, str]:
         """A new key; returns its description and the key itself (shown once, never stored)."""
@@ -217,7 +223,9 @@ class KeyRing:
     """The server's view of the keys: cached in memory, reloaded every few seconds.
 
     ``legacy_ingest`` counts ``ingest_keys`` from ``yieldmeter.yaml`` (checked by the OTLP
-    receiver itself): they make the server closed too.
+    receiver itself): they make the server closed too. Once a key was made, the server
+    stays closed when every key is revoked: revoking the last key answers 401 to
+    everyone, never reopens the server to anyone who can reach it.
     """
 
     def __init__(self, store: KeyStore, *, legacy_ingest: bool = False) -> None:
@@ -225,14 +233,16 @@ class KeyRing:
         self.legacy_ingest = legacy_ingest
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[str, Principal]] = {}
+        self._closed = False  # a key was made at some point (active or revoked)
         self._loaded = 0.0
         self._reloading = False
         self.reload()
 
     def reload(self) -> None:
-        keys = self.store.hashes()
+        keys, made = self.store.ring()
         with self._lock:
             self._keys = keys
+            self._closed = self._closed or made
             self._loaded = time.monotonic()
 
     def _current(self) -> dict[str, tuple[str, Principal]]:
@@ -255,7 +265,12 @@ class KeyRing:
 
     @property
     def required(self) -> bool:
-        """True when any key exists: every request must then carry one."""
+        """True once any key was made (even if all are revoked now): every request must then carry one."""
+        return bool(self._current()) or self._closed or self.legacy_ingest
+
+    @property
+    def usable(self) -> bool:
+        """True when some client can get in: an active key, or ``ingest_keys`` in the config."""
         return bool(self._current()) or self.legacy_ingest
 
     def principal(self, request: Request) -> Principal:
@@ -301,8 +316,8 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, ring: KeyRing) -> None:
-    """Refuse to serve beyond loopback when no key protects the server."""
-    if not is_loopback(host) and not ring.required:
+    """Refuse to serve beyond loopback when no key protects the server (or every key was revoked)."""
+    if not is_loopback(host) and not ring.usable:
         raise ServerRefused(
             f"refusing to listen on {host} without API keys: anyone who can reach it could read and write "
             "the workspace. Create a key first (`yieldmeter keys create NAME --scope admin`), or serve on "
