@@ -119,6 +119,9 @@ def test_open_server_needs_no_key_on_loopback_and_hides_small_teams(open_server:
     # min_group_size 5: every example team has fewer people, so no team row is shown, by API or dashboard
     b = httpx.get(f"{open_server}/api/v1/value/benchmarks?by=team", timeout=60).json()
     assert b["rows"] == [] and b["hidden_groups"] > 0
+    for query in ("by=team&normalise=true", "by=team&workflow=fraud-review"):
+        v = httpx.get(f"{open_server}/api/v1/value/value-per-token?{query}", timeout=60)
+        assert v.status_code == 200 and v.json()["rows"] == [], (query, v.text)
     view = httpx.get(f"{open_server}/api/v1/views/benchmarks", timeout=60).json()
     bench = next(s for s in view["sections"] if s["key"] == "benchmarks")
     assert bench["tables"][0]["rows"] == []

@@ -200,8 +200,20 @@ def test_value_per_token_across_workflows_is_refused_unless_normalised(ws: Any) 
     with pytest.raises(CrossWorkflowComparison, match="only comparable inside one workflow"):
         ws.value.value_per_token()
     rows = ws.value.value_per_token(by="team", normalise=True).to_pylist()
-    assert {r["team"] for r in rows} == {"east", "west", "risk"}
+    # min_group_size 2: risk (eve alone) is hidden here as in the benchmarks
+    assert {r["team"]: r["people"] for r in rows} == {"east": 2, "west": 2}
     assert all(0.0 <= r["mean_percentile"] <= 1.0 for r in rows)
+
+
+def test_value_per_token_by_team_hides_small_teams(ws: Any) -> None:
+    every = set()
+    for wf in ("claims", "fraud"):
+        rows = ws.value.value_per_token(wf, by="team").to_pylist()
+        assert all(r["people"] >= 2 for r in rows)
+        every |= {r["team"] for r in rows}
+    assert "risk" not in every and every <= {"east", "west"}
+    models = ws.value.value_per_token("claims", by="model")  # not a group of people: nothing hidden
+    assert "people" not in models.column_names
 
 
 def test_benchmarks_privacy(ws: Any) -> None:

@@ -243,7 +243,13 @@ class ValueService:
             raise PrivacyError("value per token by person needs --people (a privileged view)")
         w = self.window(period)
         if normalise:
-            return vl.normalised(self.facts(), by, w).to_pyarrow()
+            est = vl.normalised(self.facts(), by, w).to_pyarrow()
+            if by == "team":  # the same units normalised() ranks
+                f = vl.value_units(self.facts(), w)
+                f = f.filter(f.unit_value_per_token.notnull() & f.expected_value.notnull())
+                est = self._hide_small_teams(est, f.mutate(team=f.team.fill_null("(none)")), ["team"])[0]
+                est = est.sort_by([("mean_percentile", "descending"), ("team", "ascending")])
+            return est
         if by not in vl.VPT_DIMENSIONS or by == "workflow":
             raise ValueError(
                 f"cannot group value per token by {by!r} inside a workflow; "
@@ -259,6 +265,8 @@ class ValueService:
             f = f.filter(f.workflow == workflow)
         f = f.mutate(**{by: f[by].fill_null("(none)")})
         est = self._estimate(f, ["workflow", by], ["workflow"])
+        if by == "team":
+            est = self._hide_small_teams(est, f, ["workflow", "team"])[0]
         return est.sort_by([("value_per_token", "descending")])
 
     def benchmarks(
@@ -283,15 +291,11 @@ class ValueService:
         hidden = 0
         notes: list[str] = []
         if by == "team":
-            sizes = f.group_by("workflow", "subject").aggregate(people=f.user_id.nunique()).to_pyarrow()
-            est = _join_sizes(est, sizes)
-            minimum = self.ws.config.privacy.min_group_size
-            small = pc.less(est.column("people"), minimum)
-            hidden = int(pc.sum(small).as_py() or 0)
-            est = est.filter(pc.invert(small))
+            est, hidden = self._hide_small_teams(est, f, ["workflow", "subject"])
             if hidden:
                 notes.append(
-                    f"{hidden} team rows hidden: fewer than {minimum} people (privacy.min_group_size)"
+                    f"{hidden} team rows hidden: fewer than {self.ws.config.privacy.min_group_size} "
+                    "people (privacy.min_group_size)"
                 )
         est = est.sort_by([("workflow", "ascending"), ("value_per_token", "descending")])
         return BenchmarkReport(est, hidden, notes)
@@ -338,6 +342,22 @@ class ValueService:
         backend.drop_table(table_name, database=("temp", "main"), force=True)
         return backend.create_table(table_name, obj=expr, temp=True)
 
+    def _hide_small_teams(self, est: pa.Table, f: ir.Table, keys: list[str]) -> tuple[pa.Table, int]:
+        """``est`` with a ``people`` column (distinct people of ``f`` per ``keys``), rows of groups
+        below ``privacy.min_group_size`` dropped; returns it and how many were dropped."""
+        sizes = f.group_by(keys).aggregate(people=f.user_id.nunique()).to_pyarrow()
+        lookup = dict(
+            zip(
+                zip(*(sizes.column(k).to_pylist() for k in keys), strict=True),
+                sizes.column("people").to_pylist(),
+                strict=True,
+            )
+        )
+        rows = zip(*(est.column(k).to_pylist() for k in keys), strict=True)
+        est = est.append_column("people", pa.array([lookup.get(r, 0) for r in rows], pa.int64()))
+        small = pc.less(est.column("people"), self.ws.config.privacy.min_group_size)
+        return est.filter(pc.invert(small)), int(pc.sum(small).as_py() or 0)
+
     def _estimate(self, f: ir.Table, keys: list[str], partition: list[str]) -> pa.Table:
         if "bucket" not in f.columns:
             sums = bm.group_sums(f, keys).to_pyarrow()
@@ -360,20 +380,3 @@ def _evidence_mix(y: pa.Table) -> list[str | None]:
         parts = [f"{lv} {cols[lv][i]:.0%}" for lv in reversed(levels) if cols[lv][i]]
         out.append(", ".join(parts) if parts else None)
     return out
-
-
-def _join_sizes(est: pa.Table, sizes: pa.Table) -> pa.Table:
-    lookup = {
-        (w, s): p
-        for w, s, p in zip(
-            sizes.column("workflow").to_pylist(),
-            sizes.column("subject").to_pylist(),
-            sizes.column("people").to_pylist(),
-            strict=True,
-        )
-    }
-    people = [
-        lookup.get((w, s), 0)
-        for w, s in zip(est.column("workflow").to_pylist(), est.column("subject").to_pylist(), strict=True)
-    ]
-    return est.append_column("people", pa.array(people, pa.int64()))
