@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,30 @@ def test_normalise_matches_the_cli_and_is_idempotent(raw: Path) -> None:
     assert a.read_table("calls").sort_by("call_id").equals(b.read_table("calls").sort_by("call_id"))
     assert a.read_table("quarantine").num_rows == 1
     assert a.manifest()["tables"]["calls"]["rows"] == first.tables["calls"]
+
+
+def test_normalise_refuses_to_drop_rows_of_the_days_it_replaces(raw: Path) -> None:
+    """An hour's folder must not wipe the rest of its day: the run stops, and writes nothing."""
+    import shutil
+
+    from yieldmeter.lake.spark_jobs import WouldDropRows, normalise
+
+    config = load_config(raw / "yieldmeter.yaml")
+    session = spark_session_for_tests()
+    lake_dir = raw / "lake-guard"
+    whole = normalise(session, str(raw / "raw"), str(lake_dir), config)
+    part = raw / "raw-part" / "2026" / "10"
+    part.mkdir(parents=True)
+    shutil.copy(raw / "raw" / "2026" / "10" / "traces-a.jsonl", part)  # the day's first half only
+    lake = Lake(str(lake_dir))
+    with pytest.raises(WouldDropRows, match=r"rows already in the lake for .* --replace-days") as err:
+        normalise(session, str(raw / "raw-part"), str(lake_dir), config)
+    dropped = int(re.match(r"calls: ([\d,]+) rows", str(err.value)).group(1).replace(",", ""))
+    assert dropped > 0
+    assert lake.read_table("calls").num_rows == whole.tables["calls"]  # nothing was written
+    # the whole day again is fine (idempotent), and --replace-days does what it says
+    assert normalise(session, str(raw / "raw"), str(lake_dir), config).tables == whole.tables
+    half = normalise(session, str(raw / "raw-part"), str(lake_dir), config, replace_days=True)
+    assert 0 < half.tables["calls"] < whole.tables["calls"]
+    # the second half's rows in the days the first half touches are gone, other days are kept
+    assert lake.read_table("calls").num_rows == whole.tables["calls"] - dropped

@@ -136,8 +136,18 @@ def register(app: typer.Typer) -> None:
         ws_path: WorkspaceOpt = Path("."),
         master: MasterOpt = None,
         fmt: FormatOpt = OutputFormat.table,
+        replace_days: Annotated[
+            bool,
+            typer.Option(
+                "--replace-days",
+                help="Replace the days the input touches even where the lake holds rows the input lacks.",
+            ),
+        ] = False,
     ) -> None:
-        """Turn raw OTLP JSON lines into the lake's canonical tables on Spark (the same adapter, per file)."""
+        """Turn raw OTLP JSON lines into the lake's canonical tables on Spark (the same adapter, per file).
+
+        Every day the input touches is replaced: give it those days whole (their raw folders).
+        """
         from yieldmeter.config import CONFIG_FILE, ConfigError, load_config
         from yieldmeter.lake.engines import EngineGap, EngineSettings, spark_session
         from yieldmeter.lake.spark_jobs import normalise
@@ -151,7 +161,7 @@ def register(app: typer.Typer) -> None:
                 config=config.engine,
             )
             session = spark_session(settings.master, settings.spark_conf)
-            summary = normalise(session, raw_path, lake_path, config)
+            summary = normalise(session, raw_path, lake_path, config, replace_days=replace_days)
         except (ConfigError, EngineGap, FileNotFoundError, ValueError) as exc:
             fail(str(exc))
         emit(summary.rows(), fmt, title=f"Normalised {raw_path} -> {lake_path}")

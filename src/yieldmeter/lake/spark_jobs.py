@@ -169,8 +169,41 @@ def _derived_units(calls: DataFrame, described: DataFrame) -> DataFrame:
     )
 
 
-def normalise(session: SparkSession, raw_path: str, lake_uri: str, config: Config) -> NormaliseSummary:
-    """Run the job; returns the rows written per table."""
+class WouldDropRows(ValueError):
+    """A run would replace day partitions that hold rows its input does not have."""
+
+
+def _rows_dropped(session: SparkSession, lake: Lake, name: str, df: DataFrame) -> tuple[int, list[str]]:
+    """Rows of the lake's ``name`` in the days ``df`` touches whose keys ``df`` lacks, and those days."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    days = sorted(r[DAY] for r in df.select(DAY).distinct().collect() if r[DAY] is not None)
+    if not days:
+        return 0, []
+    key = TABLES[name].key
+    try:
+        stored = session.read.parquet(lake.url(name))
+    except AnalysisException:  # the table has no files yet
+        return 0, []
+    stored = stored.filter(F.col(DAY).cast("string").isin(days)).select(
+        key, F.col(DAY).cast("string").alias(DAY)
+    )
+    lost = stored.join(df.select(key), key, "left_anti")
+    hit = lost.groupBy(DAY).count().collect()
+    return sum(int(r["count"]) for r in hit), sorted(r[DAY] for r in hit)
+
+
+def normalise(
+    session: SparkSession, raw_path: str, lake_uri: str, config: Config, *, replace_days: bool = False
+) -> NormaliseSummary:
+    """Run the job; returns the rows written per table.
+
+    Each table's day partitions that the input touches are replaced, so the input must hold
+    those days whole (normalise a day's raw folder, not its last hour). Before anything is
+    written, rows the lake holds for those days and the input lacks are counted: any, and the
+    run stops with :class:`WouldDropRows`, unless ``replace_days`` says to drop them.
+    """
     from pyspark.sql import functions as F
 
     from yieldmeter.lake.ingest import LakeWriter
@@ -207,8 +240,23 @@ def normalise(session: SparkSession, raw_path: str, lake_uri: str, config: Confi
             df = df.dropDuplicates([TABLES[name].key])
         if name == "work_units":
             df = df.unionByName(_derived_units(written["calls"], df))
-        df = df.persist()
-        written[name] = df
+        written[name] = df.persist()
+    if not replace_days:  # checked for every table before any is written
+        for name, df in written.items():
+            if name == "quarantine":
+                continue
+            n, days = _rows_dropped(session, lake, name, df)
+            if n:
+                for d in written.values():
+                    d.unpersist()
+                envelope.unpersist()
+                raise WouldDropRows(
+                    f"{name}: {n:,} rows already in the lake for {', '.join(days)} are not in {raw_path}; "
+                    "a run replaces every day it touches, so normalise those days' whole input "
+                    "(their raw folders), or pass --replace-days to drop the rows. Nothing was written."
+                )
+    for name, df in written.items():
+        part = RUN if name == "quarantine" else DAY
         df.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy(part).parquet(
             lake.url(name)
         )
