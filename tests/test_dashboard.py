@@ -85,7 +85,6 @@ def test_pages_load_without_console_errors(base: str, browser: object) -> None:
         ):
             assert src.startswith(base) or src.startswith("data:"), (path, src)
     assert errors == []
-    assert page.locator("svg.chart").count() >= 0  # type: ignore[attr-defined]
 
 
 def test_overview_screenshot_and_charts(base: str, browser: object) -> None:

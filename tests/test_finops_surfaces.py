@@ -61,6 +61,10 @@ def test_rest_endpoints(tmp_path: Path):
             ).status_code
             == 400
         )
+        # an admin body is small: 64 KiB at most, refused before it is parsed
+        huge = {**budget, "note": "x" * (64 * 1024)}
+        r = c.post("/api/v1/finops/budgets", json=huge)
+        assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json", r.text
 
 
 def test_schedule_and_ingest_evaluate(tmp_path: Path):

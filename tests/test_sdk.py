@@ -124,6 +124,10 @@ def test_records_to_the_rest_api_without_duplicates(tmp_path: Path) -> None:
             (3, "ts: cannot read as a timestamp"),
         ]
         assert httpx.post(f"{url}/api/v1/signals", content=b"{oops").status_code == 400
+        # an epoch of 10^19 (a JSON integer beyond int64) fails the whole body: a 400 that says so, not a 500
+        big = {"signal_id": "s-big", "work_unit_id": "claim-8", "ts": 10**19, "kind": "rated"}
+        r = httpx.post(f"{url}/api/v1/signals", json=[big])
+        assert r.status_code == 400 and "signals rows could not be read" in r.text, r.text
     assert rows(root, "SELECT signal_id, kind FROM signals") == [{"signal_id": "sig-1", "kind": "accepted"}]
     effort = rows(root, "SELECT effort_id, minutes, person FROM effort ORDER BY minutes DESC")
     assert effort[0] == {"effort_id": "eff-1", "minutes": 4.5, "person": "ana"} and len(effort) == 2

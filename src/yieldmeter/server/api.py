@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -26,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from yieldmeter.app.reports import ROLES, ReportFilters
 from yieldmeter.reports.model import rows_of
 from yieldmeter.server.auth import KeyRing, KeyStore, Principal
-from yieldmeter.server.context import ServerContext, read_body
+from yieldmeter.server.context import ADMIN_BODY_LIMIT, ServerContext, read_body
 from yieldmeter.server.problems import Problem, guard
 from yieldmeter.server.reads import Reads
 from yieldmeter.server.views import VIEWS, cache_key
@@ -34,7 +33,6 @@ from yieldmeter.server.views import VIEWS, cache_key
 PREFIX = "/api/v1"
 #: Record bodies are JSON lists of rows; 16 MiB is ~50k rows, send more in several requests.
 RECORD_BODY_LIMIT = 16 * 1024 * 1024
-ADMIN_BODY_LIMIT = 64 * 1024
 #: Tables posted here (signals, outcomes, effort are served by ``ingest_api``).
 API_TABLES = ("work_units", "calls", "cost_items", "budgets", "decisions")
 VALUE_REPORTS = (
@@ -301,12 +299,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             except orjson.JSONDecodeError as exc:
                 raise Problem(400, f"not valid JSON: {exc}") from None
             source = request.headers.get("x-yieldmeter-source") or "api"
-            try:
-                batch = with_org(records_to_batch(table_name, doc, source), p.org)
-            except (OverflowError, TypeError, pa.ArrowException) as exc:
-                # conform quarantines bad values row by row; a value no Arrow type can hold
-                # (an integer beyond 64 bits) fails the whole body: say so, as a 400
-                raise Problem(400, f"the {table_name} rows could not be read: {exc}") from None
+            batch = with_org(records_to_batch(table_name, doc, source), p.org)  # HttpError 400 if unreadable
             summary = await commit(ctx, batch, source, "api")
             reads.bump()
             rej = batch.rejects

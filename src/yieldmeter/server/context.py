@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: OTLP's recommended limit is the receiver's choice; 64 MiB after decompression.
 BODY_LIMIT = 64 * 1024 * 1024
+#: Small JSON bodies of admin writes (keys, budgets).
+ADMIN_BODY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from yieldmeter.server.context import ServerContext
+from yieldmeter.server.context import ADMIN_BODY_LIMIT, ServerContext, read_body
 
 PREFIX = "/api/v1/finops"
 
@@ -88,7 +88,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         import orjson
 
         try:
-            doc = orjson.loads(await request.body())
+            doc = orjson.loads(await read_body(request, ADMIN_BODY_LIMIT))  # 413 beyond 64 KiB
         except orjson.JSONDecodeError:
             raise Problem(400, "expected a JSON object") from None
         if not isinstance(doc, dict) or not {"scope_kind", "scope", "amount"} <= set(doc):

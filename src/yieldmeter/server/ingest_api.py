@@ -64,7 +64,12 @@ def records_to_batch(table_name: str, doc: Any, source: str) -> Batch:
             r[spec.key] = stable_id(table_name, content)
     if not rows:
         return Batch()
-    return Batch.of(table_name, conform(table_name, rows_to_table(rows, spec.names), source=source))
+    try:
+        return Batch.of(table_name, conform(table_name, rows_to_table(rows, spec.names), source=source))
+    except (OverflowError, TypeError, pa.ArrowException) as exc:
+        # conform quarantines bad values row by row; a value no Arrow type can hold
+        # (an integer beyond 64 bits) fails the whole body: say so, as a 400
+        raise HttpError(400, f"the {table_name} rows could not be read: {exc}") from None
 
 
 def records_endpoint(ctx: ServerContext, table_name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -79,6 +84,8 @@ def records_endpoint(ctx: ServerContext, table_name: str) -> Callable[[Request],
             source = request.headers.get("x-yieldmeter-source") or "api"
             batch = with_org(records_to_batch(table_name, doc, source), org)
             summary = await commit(ctx, batch, source, "api")
+            if ctx.reads is not None:  # the REST API's cached views see the new rows at once
+                ctx.reads.bump()
         except HttpError as err:
             from yieldmeter.server.problems import problem
 
