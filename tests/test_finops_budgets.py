@@ -266,3 +266,19 @@ def test_a_tiny_run_rate_has_no_run_out_day_and_no_overflow() -> None:
     b = Budget(budget_id="b", scope_kind="org", scope="default", period="month", amount=1000.0)
     row = status_row(b, budget_window("month", now), 1e-12)
     assert row["run_out_day"] is None and row["state"] == "ok"
+
+
+def test_alert_rules_after_an_ingest_read_the_new_data(tmp_path: Path) -> None:
+    """The workspace's value service is refreshed by each ingest (it kept the first ingest's
+    materialised facts, so rules evaluated on ingest saw stale figures): $10, then $10 + $4."""
+    ws = make_workspace(
+        tmp_path / "ws",
+        "alerts:\n  ingest_min_interval_s: 0\n  rules:\n"
+        "    - {kind: cost_per_successful_outcome_above, limit: 5, window_days: 30}\n",
+    )
+    ingest(ws, "calls", [call(utc(2026, 11, 3), 10.0, work_unit_id="u1")])
+    assert sum(r["fully_loaded_cost"] for r in ws.value.funnel().to_pylist()) == pytest.approx(10.0)
+    ingest(ws, "calls", [call(utc(2026, 11, 4), 4.0, work_unit_id="u2")])
+    assert sum(r["fully_loaded_cost"] for r in ws.value.funnel().to_pylist()) == pytest.approx(14.0)
+    [breach] = ws.finops.breaches(utc(2026, 11, 10))
+    assert breach.details["fully_loaded_cost"] == pytest.approx(14.0)

@@ -274,16 +274,21 @@ class Workspace:
         return sum(n for key, n in pairs.items() if not mapped.get(key, False))
 
     def _after_ingest(self, changed: set[str]) -> None:
-        """Re-score when the evidence behind scores changed (value engine, when installed)."""
-        if changed & {"calls", "cost_items", "effort", "budgets", "outcomes", "signals"}:
-            self.finops.evaluate_on_ingest()  # budgets and alert rules; throttled, never raises
-        if not changed & {"signals", "outcomes", "calls", "effort", "work_units"}:
-            return
+        """Re-score when the evidence behind scores changed (value engine, when installed), then
+        evaluate budgets and alert rules on the new data and scores."""
         try:
-            from yieldmeter.scoring import score_workspace  # type: ignore[attr-defined]
-        except ImportError:
-            return
-        score_workspace(self)
+            if changed & {"signals", "outcomes", "calls", "effort", "work_units"}:
+                try:
+                    from yieldmeter.scoring import score_workspace  # type: ignore[attr-defined]
+                except ImportError:
+                    pass
+                else:
+                    score_workspace(self)
+        finally:
+            if "value" in self.__dict__:  # the cached value service holds intermediates of the old data
+                self.value.invalidate()
+            if changed & {"calls", "cost_items", "effort", "budgets", "outcomes", "signals"}:
+                self.finops.evaluate_on_ingest()  # budgets and alert rules; throttled, never raises
 
     def ingest_paths(
         self,
