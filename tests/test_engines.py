@@ -27,7 +27,7 @@ from tests.engine_support import (
     spark_available,
     spark_session_for_tests,
 )
-from yieldmeter.lake.engines import UNSUPPORTED, EngineSettings
+from yieldmeter.lake.engines import UNSUPPORTED, EngineGap, EngineSettings
 
 DATASETS = ("examples", "simulated")
 #: test engine id -> (engine name in UNSUPPORTED, on a lake)
@@ -55,7 +55,11 @@ def _cases() -> Iterator[Any]:
                         marks.append(pytest.mark.skip(reason=SPARK_MISSING))
                 reason = UNSUPPORTED.get((engine, report))
                 if reason is not None:
-                    marks.append(pytest.mark.xfail(strict=True, reason=f"declared engine gap: {reason}"))
+                    marks.append(
+                        pytest.mark.xfail(
+                            strict=True, raises=EngineGap, reason=f"declared engine gap: {reason}"
+                        )
+                    )
                 known = KNOWN_DIFFERENCES.get((dataset, engine_id, report))
                 if known is not None:
                     marks.append(pytest.mark.xfail(strict=True, reason=f"known difference: {known}"))

@@ -325,6 +325,11 @@ class ValueService:
 
     def waste(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
         """Expensive loops, unused outputs, rework and accepted-but-not-resolved, with spend at stake."""
+        engine = getattr(self.ws, "engine", None)  # a lake workspace names its engine
+        if engine is not None:
+            from yieldmeter.lake.engines import require
+
+            require(engine, "value.waste")  # a declared gap answers with its reason, not a compile error
         return ws_.waste(self.facts(), self.window(period), workflow).to_pyarrow()
 
     # -- helpers ---------------------------------------------------------------------------------
