@@ -141,6 +141,13 @@ def test_clear_messages_for_wrong_choices(ws: Path, tmp_path: Path) -> None:
         "--engine", "duckdb", "--lake", str(lake), "ingest", str(EXAMPLES / "data"), "-w", str(ws)
     )
     assert code == 1 and "--to-lake" in out
+    # scores on a lake would vanish with the process: said, nothing run; reports still score in memory
+    code, out = cli("--engine", "duckdb", "--lake", str(lake), "score", "-w", str(ws))
+    assert code == 1 and "scores are not stored on the lake" in " ".join(out.split()), out
+    code, out = cli(
+        "--engine", "duckdb", "--lake", str(lake), "report", "funnel", "-w", str(ws), "-f", "json"
+    )
+    assert code == 0 and json.loads(out), out
 
 
 def test_declared_gaps_raise_with_their_reason() -> None:

@@ -174,6 +174,15 @@ class ValueService:
     # -- scoring ---------------------------------------------------------------------------
     def score(self) -> ScoringResult:
         """Score every work unit, store the scores and return the models and their calibration."""
+        lake = getattr(self.ws, "settings", None)
+        if getattr(self.ws, "engine", None) is not None and lake is not None:
+            from yieldmeter.lake.engines import EngineGap
+
+            raise EngineGap(
+                f"scores are not stored on the lake {lake.lake}: each report run over it scores the "
+                "work units in memory, so there is nothing to run ahead; `yieldmeter score` stores "
+                "scores in a workspace's own store"
+            )
         from yieldmeter.scoring.engine import score_workspace
 
         result = score_workspace(self.ws)

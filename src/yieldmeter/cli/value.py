@@ -179,10 +179,11 @@ def _notes(notes: list[str], fmt: OutputFormat) -> None:
 def _run(fn: Any) -> Any:
     """Call a service method, turning the errors a person can fix into a message."""
     from yieldmeter.app.value import PrivacyError
+    from yieldmeter.lake.engines import EngineGap
 
     try:
         return fn()
-    except (PrivacyError, ValueError, LookupError) as exc:
+    except (PrivacyError, ValueError, LookupError, EngineGap) as exc:
         fail(str(exc))
 
 
