@@ -260,7 +260,8 @@ def test_cli_refuses_with_a_message_and_no_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_size_generates_fast(tmp_path: Path) -> None:
+def test_default_size_is_about_200k_calls(tmp_path: Path) -> None:
+    # the demo's size (issue 5: about 200k calls in 30 days); how fast it generates is a
+    # benchmark figure (docs/simulator.md), never a timed assertion here
     result = simulate(tmp_path, SimulationParams())
     assert 150_000 <= result.counts["calls"] <= 260_000
-    assert result.seconds < 20

@@ -55,6 +55,8 @@ class FileSummary:
     unpriced: int = 0
     tables: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: why the file (or the rest of it, after the rows counted here) could not be read
+    error: str | None = None
 
     def add(self, table_name: str, r: WriteResult) -> None:
         self.read += r.read
@@ -85,10 +87,12 @@ class IngestSummary:
                 "format": f.format,
                 "read": f.read,
                 "landed": f.landed,
+                "updated": f.updated,
                 "duplicates": f.duplicates,
                 "quarantined": f.quarantined,
                 "ignored": f.ignored,
                 "unpriced_calls": f.unpriced,
+                "error": f.error,
             }
             for f in self.files
         ]
@@ -210,7 +214,13 @@ class Workspace:
         )
 
     def ingest_batches(
-        self, batches: Iterable[Batch], *, source: str, fmt: str = "records", after: bool = True
+        self,
+        batches: Iterable[Batch],
+        *,
+        source: str,
+        fmt: str = "records",
+        after: bool = True,
+        into: FileSummary | None = None,
     ) -> FileSummary:
         """Write adapter batches, one transaction each, then derive and price.
 
@@ -219,40 +229,43 @@ class Workspace:
         is queued for :meth:`flush_after_ingest` instead of run now, so a bulk
         import or a busy receiver re-scores once, not per batch.
         """
-        summary = FileSummary(source=source, format=fmt)
+        summary = into if into is not None else FileSummary(source=source, format=fmt)
         pairs: dict[tuple[str, str], int] = {}
         reported: set[tuple[str, str]] = set()  # (provider or '', model) of calls that carry a model
         changed: set[str] = set()
-        for batch in batches:
-            summary.ignored += batch.ignored
-            summary.notes.extend(batch.notes)
-            # the work units the calls reference are derived in the batch's own transaction
-            results = self.store.write_batch(batch.tables, batch.rejects, derive_units=True)
-            for name, r in results.items():
-                summary.add(name, r)
-                if r.landed:
-                    changed.add(name)
-            calls = batch.tables.get("calls")
-            if calls is not None and calls.num_rows and results["calls"].landed:
-                grouped = calls.group_by(["provider", "model"]).aggregate([("request_count", "sum")])
-                for p, m, n in zip(
-                    grouped.column("provider").to_pylist(),
-                    grouped.column("model").to_pylist(),
-                    grouped.column("request_count_sum").to_pylist(),
-                    strict=True,
-                ):
-                    pairs[(p or "", m or "")] = pairs.get((p or "", m or ""), 0) + int(n or 0)
-                    if m is not None:
-                        reported.add((p or "", m))
-        if "calls" in changed:
-            self.refresh_model_map(reported)
-            summary.unpriced = self._unpriced_volume(pairs)
-        if changed:
-            if after:
-                self._after_ingest(changed | self._pending_changes)
-                self._pending_changes.clear()
-            else:
-                self._pending_changes |= changed
+        try:
+            for batch in batches:
+                summary.ignored += batch.ignored
+                summary.notes.extend(batch.notes)
+                # the work units the calls reference are derived in the batch's own transaction
+                results = self.store.write_batch(batch.tables, batch.rejects, derive_units=True)
+                for name, r in results.items():
+                    summary.add(name, r)
+                    if r.landed:
+                        changed.add(name)
+                calls = batch.tables.get("calls")
+                if calls is not None and calls.num_rows and results["calls"].landed:
+                    grouped = calls.group_by(["provider", "model"]).aggregate([("request_count", "sum")])
+                    for p, m, n in zip(
+                        grouped.column("provider").to_pylist(),
+                        grouped.column("model").to_pylist(),
+                        grouped.column("request_count_sum").to_pylist(),
+                        strict=True,
+                    ):
+                        pairs[(p or "", m or "")] = pairs.get((p or "", m or ""), 0) + int(n or 0)
+                        if m is not None:
+                            reported.add((p or "", m))
+        finally:
+            # the batches that landed before a reader failed are followed up like any other
+            if "calls" in changed:
+                self.refresh_model_map(reported)
+                summary.unpriced = self._unpriced_volume(pairs)
+            if changed:
+                if after:
+                    self._after_ingest(changed | self._pending_changes)
+                    self._pending_changes.clear()
+                else:
+                    self._pending_changes |= changed
         return summary
 
     @property
@@ -290,6 +303,17 @@ class Workspace:
             if changed & {"calls", "cost_items", "effort", "budgets", "outcomes", "signals"}:
                 self.finops.evaluate_on_ingest()  # budgets and alert rules; throttled, never raises
 
+    @staticmethod
+    def input_files(paths: Sequence[Path | str]) -> list[Path]:
+        """The files ``paths`` name: files as given, folders walked (sorted), in order."""
+        files: list[Path] = []
+        for raw in paths:
+            path = Path(raw)
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no such file or folder")
+            files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return files
+
     def ingest_paths(
         self,
         paths: Sequence[Path | str],
@@ -300,36 +324,59 @@ class Workspace:
     ) -> IngestSummary:
         """Import files; ``fmt`` is a format name or ``auto`` (detected by content).
 
+        A file that cannot be read (or the rest of it, from where reading failed) is recorded
+        in quarantine with the reason, named in its :class:`FileSummary` (``error``), and the
+        import goes on with the next file: the batches read before the failure stay landed.
         ``progress(path, bytes_done, bytes_total)`` is called as a file is read.
         """
-        from yieldmeter.ingest.registry import detect_format, get_format
+        from yieldmeter.ingest.registry import get_format
 
+        if fmt != "auto":
+            get_format(fmt)  # an unknown --format is the caller's mistake, not the file's
         summary = IngestSummary()
-        for raw in paths:
-            path = Path(raw)
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: no such file")
-            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-            for f in files:
+        with self.store.bulk():
+            self._ingest_files(self.input_files(paths), fmt, table, progress, summary)
+        self.flush_after_ingest()  # score once for the whole import, not per file
+        return summary
+
+    def _ingest_files(
+        self,
+        files: list[Path],
+        fmt: str,
+        table: str | None,
+        progress: Callable[[Path, int, int], None] | None,
+        summary: IngestSummary,
+    ) -> None:
+        from yieldmeter.ingest.registry import UnknownFormat, detect_format, get_format
+
+        for f in files:
+            total = f.stat().st_size
+            result = FileSummary(source=str(f), format=fmt)
+            try:
                 chosen = detect_format(f) if fmt == "auto" else get_format(fmt)
-                options = self.read_options(str(f), table)
-                total = f.stat().st_size
+                result.format = chosen.name
                 with open_binary(f) as stream:
                     counted = (
                         _Counting(stream, lambda n, f=f, total=total: progress(f, n, total))
                         if progress
                         else stream
                     )
-                    summary.files.append(
-                        self.ingest_batches(
-                            chosen.read(counted, options),  # type: ignore[arg-type]
-                            source=str(f),
-                            fmt=chosen.name,
-                            after=False,
-                        )
-                    )
-        self.flush_after_ingest()  # score once for the whole import, not per file
-        return summary
+                    batches = chosen.read(counted, self.read_options(str(f), table))  # type: ignore[arg-type]
+                    self.ingest_batches(batches, source=str(f), fmt=chosen.name, after=False, into=result)
+            except _UNREADABLE as exc:
+                result.error = str(exc) if isinstance(exc, UnknownFormat) else _unreadable_reason(exc, f)
+                self._quarantine_file(result, table, result.error)
+            summary.files.append(result)
+
+    def _quarantine_file(self, result: FileSummary, table: str | None, reason: str) -> None:
+        """One quarantine row for a file (or its rest) that could not be read."""
+        from yieldmeter.ingest.conform import make_rejects
+
+        rejects = make_rejects(table or "(file)", result.source, [None], [reason], [""])  # type: ignore[list-item]
+        r = self.store.write_batch({}, rejects)
+        n = sum(x.quarantined for x in r.values())
+        result.read += n
+        result.quarantined += n
 
     # -- metrics -------------------------------------------------------------------------
     @property
@@ -413,6 +460,22 @@ class Workspace:
         from yieldmeter.app.reports import ReportService
 
         return ReportService(self)
+
+
+#: what an adapter raises for input it cannot read (a bug in yieldmeter raises something else)
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError)
+
+
+def _unreadable_reason(exc: BaseException, source: Path) -> str:
+    """Why a file could not be read, for people (the file itself is named beside it)."""
+    message = str(exc).removeprefix(f"{source}: ")
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not text in UTF-8 (byte {exc.start}): not a CSV, JSON or usage export yieldmeter reads"
+    if isinstance(exc, KeyError | IndexError | TypeError):
+        return f"not the structure its format has ({type(exc).__name__}: {message}); the rest was not read"
+    if isinstance(exc, EOFError | OSError):
+        return f"cannot read the file: {message}"
+    return f"cannot read: {message}"
 
 
 class _Counting:

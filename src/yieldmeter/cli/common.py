@@ -71,10 +71,11 @@ def workspace(path: Path, *, create: bool = False) -> Iterator[Workspace]:
     from yieldmeter.config import ConfigError
     from yieldmeter.lake.engines import EngineGap
     from yieldmeter.lake.workspace import open_workspace
+    from yieldmeter.store.duckdb_store import StoreTooNew
 
     try:
         ws: Workspace = open_workspace(path, create=create, **ENGINE_CHOICE)
-    except (ConfigError, FileNotFoundError, EngineGap, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, EngineGap, ValueError, StoreTooNew) as exc:
         fail(str(exc))
     try:
         yield ws

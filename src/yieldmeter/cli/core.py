@@ -15,6 +15,7 @@ from yieldmeter.cli.common import (
     WorkspaceOpt,
     console,
     emit,
+    err_console,
     fail,
     group,
     workspace,
@@ -42,14 +43,18 @@ def parse_period(text: str | None) -> tuple[datetime | None, datetime | None]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def init(
-        directory: Annotated[Path, typer.Argument(help="Folder for the workspace.")] = Path("."),
+        directory: Annotated[
+            Path | None,
+            typer.Argument(help="Folder for the workspace (default: --workspace, else here)."),
+        ] = None,
+        ws_path: WorkspaceOpt = Path("."),
     ) -> None:
         """Create a workspace: a commented yieldmeter.yaml and the store under .yieldmeter/."""
         from yieldmeter.app.workspace import Workspace
         from yieldmeter.config import CONFIG_FILE, ConfigError
 
         try:
-            ws = Workspace.init(directory)
+            ws = Workspace.init(directory if directory is not None else ws_path)
         except ConfigError as exc:
             fail(str(exc))
         ws.close()
@@ -90,10 +95,13 @@ def register(app: typer.Typer) -> None:
 
         if table is not None and table not in INGESTIBLE:
             fail(f"--table {table!r} is not a table; choose one of {', '.join(INGESTIBLE)}")
-        for p in paths:
-            if not p.exists():
-                fail(f"{p}: no such file or folder")
-        big = any(p.is_file() and p.stat().st_size > PROGRESS_BYTES for p in paths)
+        from yieldmeter.app.workspace import Workspace
+
+        try:
+            files = Workspace.input_files(paths)
+        except FileNotFoundError as exc:
+            fail(str(exc))
+        big = any(f.stat().st_size > PROGRESS_BYTES for f in files)
         with workspace(ws_path, create=True) as ws:
             progress = Progress(
                 TextColumn("{task.description}"),
@@ -113,7 +121,7 @@ def register(app: typer.Typer) -> None:
 
             try:
                 with progress:
-                    summary = ws.ingest_paths(paths, fmt=fmt, table=table, progress=report if big else None)
+                    summary = ws.ingest_paths(files, fmt=fmt, table=table, progress=report if big else None)
             except (UnknownFormat, TableNotKnown, FileNotFoundError, ValueError) as exc:
                 fail(str(exc))
         for f in summary.files:
@@ -121,15 +129,25 @@ def register(app: typer.Typer) -> None:
                 console().print(f"[yellow]note:[/] {note}", highlight=False)
         emit(summary.rows(), output, title="Ingest summary")
         if output is OutputFormat.table:
+            updated = summary.total("updated")
             console().print(
-                f"{summary.total('read'):,} rows read: {summary.total('landed'):,} landed, "
-                f"{summary.total('duplicates'):,} duplicates skipped, "
+                f"{summary.total('read'):,} rows read: {summary.total('landed'):,} landed"
+                + (f" ({updated:,} replacing stored rows of the same id)" if updated else "")
+                + f", {summary.total('duplicates'):,} duplicates skipped, "
                 f"{summary.total('quarantined'):,} quarantined (see `yieldmeter quarantine`), "
                 f"{summary.total('unpriced'):,} unpriced calls (see `yieldmeter unpriced`).",
                 highlight=False,
             )
+        failed = [f for f in summary.files if f.error]
+        for f in failed:
+            err_console().print(f"[bold red]error:[/] {f.source}: {f.error}", highlight=False)
         if summary.total("read") == 0 and summary.total("ignored") == 0:
             fail("nothing could be read from the input (empty, or not a format yieldmeter knows)", code=2)
+        if failed:
+            fail(
+                f"{len(failed)} of {len(summary.files)} files could not be read to the end (quarantined "
+                "with the reason; the other files and the rows before the failure were imported)"
+            )
 
     @app.command()
     def status(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:
@@ -148,8 +166,12 @@ def register(app: typer.Typer) -> None:
         emit([{"table": k, "rows": v} for k, v in info["tables"].items()], fmt)
         t = info["totals"]
         if t:
+
+            def usd(v: float | None) -> str:
+                return "unpriced" if v is None else f"${v:,.2f}"
+
             c.print(
-                f"Model cost ${t['model_cost']:,.2f}, fully loaded ${t['fully_loaded_cost']:,.2f}, "
+                f"Model cost {usd(t['model_cost'])}, fully loaded {usd(t['fully_loaded_cost'])}, "
                 f"{t['unpriced_calls']:,} unpriced calls.",
                 highlight=False,
             )

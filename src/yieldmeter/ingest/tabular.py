@@ -9,10 +9,11 @@ not the file. Memory stays bounded: one batch at a time.
 
 from __future__ import annotations
 
+import codecs
 import io
-import itertools
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -62,53 +63,173 @@ def _kind(head: bytes, name: str) -> str:
     if lower.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     stripped = head.lstrip()
-    if stripped.startswith(b"{"):
+    if stripped.startswith((b"{", b"[")):
         return "jsonl"
     return "csv"
+
+
+def _table_for(options: ReadOptions, columns: list[str]) -> tuple[str, Batch | None]:
+    """The canonical table the rows are for, and a batch carrying a note on ignored columns."""
+    name = options.table or infer_table(columns, options.source)
+    if name not in TABLES:
+        raise TableNotKnown(f"unknown table {name!r}; choose one of {', '.join(INGESTIBLE)}")
+    known = set(TABLES[name].names)
+    extra = [c for c in columns if c not in known]
+    note = None
+    if extra:
+        note = Batch(
+            notes=[f"{options.source}: columns not in table {name} were ignored: {', '.join(extra[:10])}"]
+        )
+    return name, note
 
 
 def _conformed_batches(
     tables: Iterator[tuple[pa.Table, int]], options: ReadOptions, first_columns: list[str]
 ) -> Iterator[Batch]:
-    name = options.table or infer_table(first_columns, options.source)
-    if name not in TABLES:
-        raise TableNotKnown(f"unknown table {name!r}; choose one of {', '.join(INGESTIBLE)}")
-    known = set(TABLES[name].names)
-    extra = [c for c in first_columns if c not in known]
-    noted = False
+    name, note = _table_for(options, first_columns)
+    if note is not None:
+        yield note
     for data, first in tables:
-        batch = Batch.of(name, conform(name, data, source=options.source, first_position=first))
-        if extra and not noted:
-            batch.notes.append(
-                f"{options.source}: columns not in table {name} were ignored: {', '.join(extra[:10])}"
-            )
-            noted = True
-        yield batch
+        yield Batch.of(name, conform(name, data, source=options.source, first_position=first))
+
+
+#: CSV bytes parsed at a time: about what one batch holds in memory, whatever the file's size
+CSV_CHUNK_BYTES = 4 << 20
+#: the longest one CSV record or JSON array element may be before the reader gives up on the file
+MAX_RECORD_BYTES = 64 << 20
+_NULLS = ["", "NULL", "null", "None"]
+
+#: an adapter's reject before conform: (position, reason, raw text)
+Reject = tuple[int, str, str]
+
+
+class UnreadableFile(ValueError):
+    """The file (or what is left of it) cannot be read as CSV, JSON or Parquet; says why."""
+
+
+def _csv_pieces(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream in pieces of about :data:`CSV_CHUNK_BYTES`, each cut after a newline outside
+    quotes (an even number of ``"`` before it), so no record is split between two pieces."""
+    buf = b""
+    while True:
+        data = stream.read(CSV_CHUNK_BYTES)
+        buf += data
+        if not data:
+            if buf.strip():
+                yield buf
+            return
+        cut = len(buf)
+        while True:
+            cut = buf.rfind(b"\n", 0, cut)
+            if cut < 0 or buf.count(b'"', 0, cut) % 2 == 0:
+                break
+        if cut < 0:
+            if len(buf) > MAX_RECORD_BYTES:
+                raise UnreadableFile(
+                    f"no record ends within {len(buf) >> 20} MiB (an unclosed quote?): the rest of the "
+                    "file was not read"
+                )
+            continue  # a record longer than a piece: read on
+        yield buf[: cut + 1]
+        buf = buf[cut + 1 :]
+
+
+def _not_utf8_rows(data: pa.Table) -> dict[int, str]:
+    """Rows of binary columns holding bytes that are not UTF-8 text, with the reason."""
+    bad: dict[int, str] = {}
+    for name in data.column_names:
+        col = data.column(name)
+        try:
+            col.cast(pa.string())
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            for i, v in enumerate(col.to_pylist()):
+                if v is None or i in bad:
+                    continue
+                try:
+                    v.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad[i] = f"{name}: not UTF-8 text (byte {exc.start})"
+    return bad
 
 
 def _read_csv(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
+    """CSV read in pieces of :data:`CSV_CHUNK_BYTES`.
+
+    A row with the wrong number of fields, or with bytes that are not UTF-8, is quarantined with
+    its row number (1 = the first row after the header); the other rows of the file land.
+    """
     header = stream.readline()
     if not header.strip():
         return
-    columns = pacsv.read_csv(io.BytesIO(header)).column_names
-    reader = pacsv.open_csv(
-        _Prepend(header, stream),
-        read_options=pacsv.ReadOptions(block_size=8 << 20),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in columns},
-            strings_can_be_null=True,
-            null_values=["", "NULL", "null", "None"],
-        ),
-    )
+    try:
+        if b"\x00" in header:
+            raise UnicodeDecodeError("utf-8", header, header.index(b"\x00"), len(header), "a NUL byte")
+        header.decode("utf-8")
+        columns = pacsv.read_csv(io.BytesIO(header)).column_names
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise UnreadableFile(
+            f"the first line is not a CSV header (binary, or not UTF-8 text): {exc}"
+        ) from None
+    name, note = _table_for(options, columns)
+    if note is not None:
+        yield note
+    text = pa.schema([pa.field(c, pa.string()) for c in columns])
 
-    def tables() -> Iterator[tuple[pa.Table, int]]:
-        row = 1
-        for rb in reader:
-            t = pa.Table.from_batches([rb])
-            yield t, row
-            row += t.num_rows
+    def parse(piece: bytes, as_bytes: bool, bad_rows: list[Any]) -> pa.Table:
+        def invalid(row: Any) -> str:
+            bad_rows.append(row)
+            return "skip"
 
-    yield from _conformed_batches(tables(), options, columns)
+        types = {c: pa.binary() if as_bytes else pa.string() for c in columns}
+        return pacsv.read_csv(
+            io.BytesIO(header + piece),
+            # one thread: the parser then numbers the rows it skips
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_CHUNK_BYTES),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, strings_can_be_null=True, null_values=_NULLS
+            ),
+        )
+
+    before = 0  # data rows (read or rejected) in the pieces before this one
+    for piece in _csv_pieces(stream):
+        bad_rows: list[Any] = []
+        try:
+            data = parse(piece, False, bad_rows)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            if "UTF8" not in str(exc):
+                raise UnreadableFile(f"after row {before}: {exc}") from None
+            bad_rows = []
+            data = parse(piece, True, bad_rows)  # some bytes are not UTF-8: find the rows
+        # the parser numbers physical lines from the piece's header (line 1)
+        rejects: list[Reject] = [
+            (
+                before + r.number - 1,
+                f"expected {r.expected_columns} fields, found {r.actual_columns}",
+                r.text[:2000],
+            )
+            for r in bad_rows
+        ]
+        skipped = {p for p, _, _ in rejects}
+        read = data.num_rows + len(rejects)
+        positions = [p for p in range(before + 1, before + read + 1) if p not in skipped]
+        if len(positions) != data.num_rows:  # records spanning several lines: number them in order
+            positions = list(range(before + 1, before + data.num_rows + 1))
+        if data.num_columns and pa.types.is_binary(data.schema.field(0).type):
+            not_text = _not_utf8_rows(data)
+            for i, reason in sorted(not_text.items()):
+                raw = b",".join(v or b"" for v in data.slice(i, 1).to_pylist()[0].values())
+                rejects.append((positions[i], reason, raw.decode("utf-8", errors="replace")[:2000]))
+            keep = [i not in not_text for i in range(data.num_rows)]
+            data = data.filter(pa.array(keep, pa.bool_())).cast(text)
+            positions = [p for p, k in zip(positions, keep, strict=True) if k]
+        batch = Batch.of(name, conform(name, data, source=options.source, positions=positions))
+        if rejects:
+            pos, reasons, raws = zip(*sorted(rejects), strict=True)
+            adapter = make_rejects(name, options.source, list(pos), list(reasons), list(raws))
+            batch.rejects = pa.concat_tables([batch.rejects, adapter])
+        yield batch
+        before += read
 
 
 class _Prepend(io.RawIOBase):
@@ -148,21 +269,106 @@ def _column(values: list[Any]) -> pa.Array:
         )
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    """A JSON array element (and the rest of the file after it) that could not be read."""
+
+    reason: str
+    text: str
+
+
+def _json_array(head: bytes, stream: BinaryIO) -> Iterator[tuple[int, Any]]:
+    """The elements of one JSON array, read a piece at a time: ``(index, value)`` from 1.
+
+    Memory holds one piece and the element being read, not the whole file. An element that is
+    not valid JSON ends the reading: it comes back as :class:`_Unreadable`, naming the element,
+    its line and column, and saying that the rest of the file was not read.
+    """
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    buf = utf8.decode(head)
+    pos = buf.index("[") + 1
+    eof = False
+    lines_before = 0  # newlines in the text already dropped from the buffer
+    index = 0
+
+    def more() -> bool:
+        nonlocal buf, pos, eof, lines_before
+        if eof:
+            return False
+        data = stream.read(CSV_CHUNK_BYTES)
+        lines_before += buf.count("\n", 0, pos)
+        buf = buf[pos:] + utf8.decode(data, final=not data)
+        pos = 0
+        eof = not data
+        return True
+
+    expect_value = True
+    while True:
+        while pos < len(buf) and buf[pos] in " \t\r\n":
+            pos += 1
+        if pos >= len(buf):
+            if not more():
+                yield index + 1, _Unreadable("the JSON array is not closed: the file ends early", "")
+                return
+            continue
+        if buf[pos] == "]" and (expect_value is False or index == 0):
+            return
+        if not expect_value:
+            if buf[pos] != ",":
+                line = lines_before + buf.count("\n", 0, pos) + 1
+                yield (
+                    index + 1,
+                    _Unreadable(
+                        f"not valid JSON after element {index} (line {line}): expected ',' or ']'; "
+                        "the rest of the file was not read",
+                        buf[pos : pos + 2000],
+                    ),
+                )
+                return
+            pos += 1
+            expect_value = True
+            continue
+        try:
+            value, end = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError as exc:
+            # an element cut by the end of the piece reads again with more text
+            if len(buf) - pos < MAX_RECORD_BYTES and more():
+                continue
+            line = lines_before + buf.count("\n", 0, exc.pos) + 1
+            yield (
+                index + 1,
+                _Unreadable(
+                    f"not valid JSON in element {index + 1} (line {line}): {exc.msg}; "
+                    "the rest of the file was not read",
+                    buf[pos : pos + 2000],
+                ),
+            )
+            return
+        if end >= len(buf) and not eof and more():
+            continue  # a number may go on in the next piece: read the element again
+        index += 1
+        pos = end
+        expect_value = False
+        yield index, value
+
+
 def _read_jsonl(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     """JSON lines (or one JSON array). A line that is not a JSON object is rejected."""
-    first_line = b""
-    lines = iter(stream)
-    for first_line in lines:
-        if first_line.strip():
+    head = stream.read(4096)
+    while head and not head.strip() and len(head) < MAX_RECORD_BYTES:
+        more = stream.read(4096)
+        if not more:
             break
-    if not first_line.strip():
+        head += more
+    if not head.strip():
         return
-    if first_line.lstrip().startswith(b"["):
-        whole = json.loads(first_line + b"".join(lines))
-        records = iter(enumerate(whole, start=1))
+    records: Iterator[tuple[int, Any]]
+    if head.lstrip().startswith(b"["):
+        records = _json_array(head, stream)
     else:
         # line numbers count from the first non-blank line; good enough to find a row
-        records = enumerate(itertools.chain([first_line], lines), start=1)  # type: ignore[assignment]
+        records = enumerate(io.BufferedReader(_Prepend(head.lstrip(), stream)), start=1)
 
     table_name: str | None = options.table
     pending_rejects: list[tuple[int, str, str]] = []
@@ -202,6 +408,9 @@ def _read_jsonl(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         yield batch
 
     for pos, raw in records:
+        if isinstance(raw, _Unreadable):
+            pending_rejects.append((pos, raw.reason, raw.text))
+            continue
         if isinstance(raw, bytes | str):
             text = raw.strip()
             if not text:

@@ -10,10 +10,15 @@ x user_id x app x environment x provider x model — so any report is a
 
 Allocation of a cost item (rule recorded in ``allocation_rule``):
 
-* ``direct``: the item names a team and/or workflow and that scope had no
-  priced calls in the item's period; the whole amount lands on that scope.
-* ``pro_rata``: the amount is spread over the calls in the item's period (and
-  in its team/workflow when it names them) in proportion to their model cost.
+* ``direct``: the item names a team and/or workflow; the whole amount stays in
+  that scope. At the grain it is placed on the scope's calls of the item's
+  period in proportion to their model cost, or on the scope itself (the first
+  day of the period) when it had no priced calls then.
+* ``pro_rata``: the item names no scope; the amount is shared by every call of
+  the item's period in proportion to its model cost.
+
+A spend row whose every call is unpriced has a null model cost and a null fully
+loaded cost (its ``unpriced_calls`` say how many): an unknown cost is never $0.
 
 Labour rate for effort: the person's rate, else the workflow's, else the
 team's, else the default (``labour_rates`` in ``yieldmeter.yaml``).
@@ -131,14 +136,20 @@ def allocation(t: Tables, calls: ir.Table | None = None, grain: Sequence[str] = 
             calls.model_cost > 0,
         ],
     ).select(
-        item_id=items.item_id, amount=items.amount, cell_cost=calls.model_cost, **{g: calls[g] for g in grain}
+        item_id=items.item_id,
+        amount=items.amount,
+        cell_cost=calls.model_cost,
+        scoped=items.team.notnull() | items.workflow.notnull(),
+        **{g: calls[g] for g in grain},
     )
     total = scoped.cell_cost.sum().over(group_by=scoped.item_id)
     pro_rata = scoped.select(
         item_id=scoped.item_id,
         **{g: scoped[g] for g in grain},
         allocated_cost=scoped.amount * scoped.cell_cost / total,
-        allocation_rule=ibis.literal("pro_rata"),
+        # an item that names its team or workflow stays there (spread over that scope's cells
+        # only to place it at the grain): direct; one that names nobody is shared: pro rata
+        allocation_rule=ibis.ifelse(scoped.scoped, "direct", "pro_rata"),
     )
     allocated_ids = pro_rata.select("item_id").distinct()
     unallocated = items.filter(~items.item_id.isin(allocated_ids.item_id))
@@ -229,7 +240,13 @@ def spend(lines: ir.Table, by: Sequence[str], filters: Filters | None = None) ->
     lines = lines.mutate(week=lines.day.truncate("W"), month=lines.day.truncate("M"))
     agg = {m: lines[m].sum() for m in MEASURES}
     agg["fully_loaded_cost"] = lines.fully_loaded_cost.sum()
+    out = lines.group_by(list(by)).aggregate(**agg) if by else lines.aggregate(**agg)
+    # a group whose every call is unpriced has no known model cost: null, never $0
+    unknown = (out.calls > 0) & (out.unpriced_calls >= out.calls)
+    out = out.mutate(
+        model_cost=ibis.ifelse(unknown, ibis.null("float64"), out.model_cost),
+        fully_loaded_cost=ibis.ifelse(unknown, ibis.null("float64"), out.fully_loaded_cost),
+    )
     if by:
-        out = lines.group_by(list(by)).aggregate(**agg)
-        return out.order_by([ibis.desc("fully_loaded_cost"), *by])
-    return lines.aggregate(**agg)
+        return out.order_by([out.fully_loaded_cost.desc(nulls_first=False), *by])
+    return out

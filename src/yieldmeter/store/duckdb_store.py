@@ -15,7 +15,7 @@ Only one writer at a time (a lock); readers use cursors of the same database.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,6 +85,26 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class StoreTooNew(RuntimeError):
+    """The store was written by a newer yieldmeter than this one."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One ordered step of the store's schema: what it brings the store to, and how."""
+
+    version: int  # the schema version the store has after this step
+    description: str
+    step: Callable[[duckdb.DuckDBPyConnection], None]  # runs inside the migration's transaction
+
+
+#: The store's ordered migration steps. None yet: every change up to schema
+#: :data:`~yieldmeter.schema.SCHEMA_VERSION` was additive, which :meth:`Store.migrate` does
+#: itself. A change that renames, retypes or rewrites data adds a step here and raises
+#: ``SCHEMA_VERSION`` to its version.
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
 class StoreBusy(RuntimeError):
     """The writer is held by another write for longer than the caller would wait."""
 
@@ -123,6 +143,24 @@ class Store:
         """
         self.con.execute("SET checkpoint_threshold = ?", [size])
 
+    @contextmanager
+    def bulk(self, checkpoint_threshold: str = "512MB") -> Iterator[None]:
+        """A bulk import: commits only append to the WAL; one checkpoint at the end.
+
+        DuckDB checkpoints inside every commit that takes the WAL past its threshold (16 MB
+        by default), and each checkpoint rewrites row groups of tables that keep growing: a
+        1.2M-row CSV import took 68 s that way, 38 s with one checkpoint at the end
+        (``benchmarks/bench_ingest.py``). Every commit stays durable (it is in the WAL).
+        """
+        previous = self.con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+        self.set_checkpoint_threshold(checkpoint_threshold)
+        try:
+            yield
+        finally:
+            if previous:
+                self.set_checkpoint_threshold(str(previous[0]))
+            self.checkpoint()
+
     def checkpoint(self) -> None:
         """Write the WAL into the database file now (under the write lock, between transactions)."""
         with self._write_lock:
@@ -144,13 +182,31 @@ class Store:
         return cur
 
     # -- schema --------------------------------------------------------------------
-    def migrate(self) -> None:
-        """Create missing tables and columns and record the schema version.
+    def migrate(self, migrations: Sequence[Migration] | None = None, target: int = SCHEMA_VERSION) -> None:
+        """Bring the store to schema ``target`` in one transaction, and record it.
 
-        Migrations are additive: a column declared in :mod:`yieldmeter.schema`
-        that a stored table lacks is added with its default.
+        1. A store written by a newer yieldmeter (a higher recorded version) is refused with
+           :class:`StoreTooNew`: this version would misread it.
+        2. Each step of ``migrations`` (default :data:`MIGRATIONS`) whose version lies above the
+           recorded one and at or below ``target`` runs, in version order.
+        3. Additive changes need no step: a table or column declared in
+           :mod:`yieldmeter.schema` that the store lacks is created with its default.
+
+        A failing step rolls everything back: the store stays at its recorded version.
+        A new store is created at ``target`` and runs no step.
         """
+        steps = sorted(MIGRATIONS if migrations is None else migrations, key=lambda m: m.version)
         with self.transaction():
+            stored = self._stored_version()
+            if stored is not None and stored > target:
+                raise StoreTooNew(
+                    f"{self.path or 'the store'} was written by a newer yieldmeter (schema {stored}); "
+                    f"this one reads schema {target} and older: upgrade yieldmeter"
+                )
+            if stored is not None:
+                for m in steps:
+                    if stored < m.version <= target:
+                        m.step(self.con)
             for t in TABLES.values():
                 self._ensure(t.name, t.arrow_schema, {c.name: c.default for c in t.columns})
             for name, schema in INTERNAL_TABLES.items():
@@ -158,8 +214,20 @@ class Store:
             self.con.execute(
                 "DELETE FROM meta WHERE key = 'schema_version'; "
                 "INSERT INTO meta VALUES ('schema_version', ?)",
-                [str(SCHEMA_VERSION)],
+                [str(target)],
             )
+
+    def _stored_version(self) -> int | None:
+        """The schema version recorded in the store; ``None`` for a new store (no ``meta``)."""
+        has_meta = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()
+        if not has_meta or not has_meta[0]:
+            # tables without meta: a store from before versions were recorded (version 1)
+            other = self.con.execute("SELECT count(*) FROM information_schema.tables").fetchone()
+            return 1 if other and other[0] else None
+        row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 1
 
     def ensure_table(self, name: str, schema: pa.Schema) -> None:
         """Create a table owned by a later layer (e.g. scores) if it is missing."""
