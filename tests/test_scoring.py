@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,12 @@ from scipy.special import expit
 from scipy.stats import spearmanr
 
 from tests.value_data import build_workspace, make_tables, ts
-from yieldmeter.scoring.engine import score_tables
+from yieldmeter.scoring.engine import MIN_HOLDOUT_WORKFLOW, _choose, score_tables
+from yieldmeter.scoring.features import design_matrix, unit_features
 from yieldmeter.scoring.model import (
+    CalibrationReport,
     fit_map,
+    holdout_mask,
     log_loss,
     noisy_log_loss,
     prior_model,
@@ -105,30 +110,35 @@ def test_prior_weights_are_documented_once_with_a_reason_and_sign() -> None:
     assert len(set(FEATURES)) == len(FEATURES)
 
 
+#: the known model of :func:`synthetic_labelled`: the priors' signs, other sizes
+TRUE_WEIGHTS = {
+    "accepted": 1.0,
+    "copied": 2.5,
+    "used_in_artifact": 1.5,
+    "rejected": -2.0,
+    "retried": -1.5,
+    "action_taken": 3.0,
+    "escalated": -0.3,
+}
+
+
 def synthetic_labelled(
-    n: int, seed: int
+    n: int, seed: int, true: dict[str, float] | None = None, workflow: str = "w", prefix: str = "u"
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float], np.ndarray]:
     """Units with random signals and value_confirmed/denied labels drawn from a known logistic model.
 
-    The true model has the priors' signs but other sizes (e.g. copied matters more, accepted less).
+    The true model (default :data:`TRUE_WEIGHTS`) has the priors' signs but other sizes (e.g.
+    copied matters more, accepted less).
     """
     rng = np.random.default_rng(seed)
-    true = {
-        "accepted": 1.0,
-        "copied": 2.5,
-        "used_in_artifact": 1.5,
-        "rejected": -2.0,
-        "retried": -1.5,
-        "action_taken": 3.0,
-        "escalated": -0.3,
-    }
+    true = true or TRUE_WEIGHTS
     intercept = -1.0
     kinds = list(true)
     units, signals, logits = [], [], np.full(n, intercept)
     present = rng.random((n, len(kinds))) < 0.25
     for i in range(n):
-        uid = f"u{i:05d}"
-        units.append({"work_unit_id": uid, "workflow": "w", "started_at": ts(i)})
+        uid = f"{prefix}{i:05d}"
+        units.append({"work_unit_id": uid, "workflow": workflow, "started_at": ts(i)})
         for j, k in enumerate(kinds):
             if present[i, j]:
                 signals.append({"signal_id": f"{uid}-{k}", "work_unit_id": uid, "ts": ts(i), "kind": k})
@@ -137,9 +147,8 @@ def synthetic_labelled(
     y = rng.random(n) < p_true
     for i in range(n):
         kind = "value_confirmed" if y[i] else "value_denied"
-        signals.append(
-            {"signal_id": f"u{i:05d}-label", "work_unit_id": f"u{i:05d}", "ts": ts(i, days=30), "kind": kind}
-        )
+        uid = f"{prefix}{i:05d}"
+        signals.append({"signal_id": f"{uid}-label", "work_unit_id": uid, "ts": ts(i, days=30), "kind": kind})
     return {"work_units": units, "signals": signals}, {"intercept": intercept, **true}, p_true
 
 
@@ -148,11 +157,16 @@ def test_calibration_recovers_the_ranking_of_a_known_model() -> None:
     _, t = make_tables(data)
     result = score_tables(t)
     assert set(result.models) >= {"prior", "global"}
-    p = np.array(result.scores.column("p_value").to_pylist())
-    ids = result.scores.column("work_unit_id").to_pylist()
-    order = np.argsort(ids)  # units are numbered in generation order
-    rho = spearmanr(p[order], p_true).statistic
-    assert rho >= 0.9
+    # the ranking is the model's, read before any unit's own label settles its score (every unit
+    # here is labelled), on the units held out of the trial fit that measured its quality
+    features = unit_features(t).to_pyarrow()
+    ids = features.column("work_unit_id").to_pylist()
+    p = result.models["global"].predict(design_matrix(features))
+    truth = p_true[[int(i[1:]) for i in ids]]  # units are numbered in generation order
+    held = holdout_mask(ids)
+    assert held.sum() > 500
+    assert spearmanr(p[held], truth[held]).statistic >= 0.9
+    assert spearmanr(p, truth).statistic >= 0.9
     # held-out quality is reported and beats the uncalibrated priors
     rep = next(c for c in result.calibration if c.model == "global")
     assert rep.n_holdout > 500 and rep.log_loss is not None
@@ -182,13 +196,27 @@ def test_map_stays_near_the_priors_with_few_labels_and_keeps_signs() -> None:
         assert abs(w - w0) < 2.0, f
 
 
-def test_per_workflow_model_when_a_workflow_has_enough_labels() -> None:
-    data, _, _ = synthetic_labelled(400, seed=3)
-    for u in data["work_units"][:200]:
-        u["workflow"] = "v"
-    _, t = make_tables(data)
+def test_a_workflow_model_is_used_only_where_it_beats_the_global_one_on_held_out_labels() -> None:
+    """Workflow w follows the known model; workflow v reads its signals differently (acceptance
+    is nearly everything there, copying and artifacts mean nothing). Each has 600 labelled units.
+    v's own model must beat the global model on v's held-out labels and be used; any model that is
+    used beats the priors and its baseline; a model that does not is reported, not used."""
+    w_data, _, _ = synthetic_labelled(600, seed=3)
+    v_true = {**TRUE_WEIGHTS, "accepted": 4.0, "copied": 0.0, "used_in_artifact": 0.0, "action_taken": 0.5}
+    v_data, _, _ = synthetic_labelled(600, seed=4, true=v_true, workflow="v", prefix="v")
+    _, t = make_tables({k: w_data[k] + v_data[k] for k in w_data})
     result = score_tables(t)
-    assert {"global", "workflow:v", "workflow:w"} <= set(result.models)
+    reports = {c.model: c for c in result.calibration}
+    v = reports["workflow:v"]
+    assert v.used and v.log_loss is not None and v.baseline_log_loss is not None
+    assert v.log_loss < v.baseline_log_loss and v.log_loss < v.prior_log_loss
+    for c in reports.values():
+        assert c.used == (c.model in result.models), c.model
+        if c.used:
+            assert c.log_loss is not None and c.prior_log_loss is not None
+            assert c.log_loss < c.prior_log_loss and c.log_loss < (c.baseline_log_loss or np.inf)
+        else:
+            assert c.note.startswith("not used:"), c
     models = dict(
         zip(
             result.scores.column("work_unit_id").to_pylist(),
@@ -196,7 +224,38 @@ def test_per_workflow_model_when_a_workflow_has_enough_labels() -> None:
             strict=True,
         )
     )
-    assert models["u00000"] == "workflow:v" and models["u00399"] == "workflow:w"
+    assert models["v00000"] == "workflow:v"
+    assert models["u00000"] == ("workflow:w" if reports["workflow:w"].used else "global")
+
+
+def test_model_choice_by_hand() -> None:
+    """The rule of _choose on hand-made reports: strictly below the priors and the baseline."""
+    base = CalibrationReport("workflow:x", 90, 30, 0.40, 0.1, 0.50, 0.2, baseline_log_loss=0.45)
+    assert _choose(base, needs_holdout=True).used
+    worse_than_global = _choose(replace(base, baseline_log_loss=0.40), needs_holdout=True)
+    assert not worse_than_global.used
+    assert worse_than_global.note == "not used: held-out log loss not below the global model"
+    both = _choose(replace(base, prior_log_loss=0.3, baseline_log_loss=0.3), needs_holdout=True)
+    assert both.note == "not used: held-out log loss not below the priors or the global model"
+    unmeasured = replace(base, log_loss=None)
+    assert not _choose(unmeasured, needs_holdout=True).used  # a workflow model must show it
+    assert _choose(unmeasured, needs_holdout=False).used  # the global model stands without
+    few = _choose(replace(base, n_holdout=MIN_HOLDOUT_WORKFLOW - 1), needs_holdout=True)
+    assert not few.used and few.note.startswith(f"not used: {MIN_HOLDOUT_WORKFLOW - 1} labels held out")
+    assert _choose(replace(base, n_holdout=MIN_HOLDOUT_WORKFLOW), needs_holdout=True).used
+
+
+def test_calibration_is_stored_with_the_scores(tmp_path: Path) -> None:
+    """The held-out report outlives the scoring run (a re-score after ingest keeps it)."""
+    data, _, _ = synthetic_labelled(400, seed=5)
+    with build_workspace(tmp_path, data, "workflows:\n  - workflow: w\n    unit_value: 10\n") as ws:
+        ws.value.score()
+        stored = ws.store.query_arrow("SELECT * FROM calibration ORDER BY model").to_pylist()
+    (glob,) = [r for r in stored if r["model"] == "global"]
+    assert glob["used"] and glob["labels_holdout"] > 50
+    bins = json.loads(glob["reliability"])
+    assert sum(b["n"] for b in bins) == glob["labels_holdout"]
+    assert {"bin_low", "bin_high", "n", "mean_predicted", "observed_rate"} == set(bins[0])
 
 
 def test_outcome_tied_to_a_unit_is_a_label_and_raises_confidence() -> None:

@@ -37,6 +37,7 @@ def test_demo_cli_prints_the_board_summary(tmp_path: Path) -> None:
         "top yields",
         "fraud-review",
         "its token cost",
+        "routing:",
     ):
         assert phrase in out, phrase
     assert (ws / "yieldmeter.yaml").exists() and (ws / "simulated" / "truth.parquet").exists()
@@ -58,6 +59,16 @@ def test_demo_summary_reconciles_with_the_workspace(tmp_path: Path) -> None:
     assert set(result.timings) >= {"simulate", "ingest", "score", "summary"}
     with Workspace.open(result.workspace) as ws:
         assert ws.value.scores().num_rows == s.work_units
+        # the routing line is the service's own: its largest switch, else an experiment, else why not
+        (line,) = s.routing
+        switches = ws.routing.recommendations()
+        if switches:
+            best = max(switches, key=lambda r: r["monthly_saving"])
+            assert line.startswith(f"move {best['workflow']}/{best['task_type']}")
+        elif any((e["experiment"] or {}).get("decides_within_max_days") for e in ws.routing.experiments()):
+            assert line.startswith("test ")
+        else:
+            assert line.startswith("no model switch")
     with pytest.raises(DemoError, match="is a file"):
         (tmp_path / "f").write_text("x")
         run_demo(tmp_path / "f", scenario="fraud", days=1, users=10)

@@ -139,6 +139,23 @@ def test_validate_names_missing_work_units_instead_of_failing(tmp_path: Path) ->
     assert r.exit_code == 1 and "--truth" in r.output
 
 
+def test_validate_refuses_the_truth_of_another_simulation(tmp_path: Path) -> None:
+    """Work unit ids repeat across seeds: a truth of seed 6 matches the ids of a seed-5 workspace
+    but not their token counts, and is refused, naming the simulation it came from."""
+    from yieldmeter.app.demo import load_simulation
+    from yieldmeter.app.validity import TruthError
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.simulate import simulate
+
+    load_simulation(tmp_path / "ws", SimulationParams(scenario="fraud", seed=5, days=1, users=10))
+    other = simulate(tmp_path / "other", SimulationParams(scenario="fraud", seed=6, days=1, users=10))
+    with (
+        Workspace.open(tmp_path / "ws") as ws,
+        pytest.raises(TruthError, match=r"fraud, seed 6, 1 days x 10"),
+    ):
+        validate(ws, other.truth_path)
+
+
 def test_validate_refuses_a_file_that_is_not_a_truth(tmp_path: Path) -> None:
     from yieldmeter.app.validity import TruthError, read_truth
 

@@ -5,7 +5,7 @@ copies the simulated ``yieldmeter.yaml`` into the workspace, and ingests the
 sources through :meth:`Workspace.ingest_paths` (the same importers and OTLP
 parsing a user's data goes through). :class:`BoardSummary` is what the
 terminal prints: spend, fully loaded cost, attribution coverage, top yields,
-the biggest waste and, once routing exists, a routing suggestion.
+the biggest waste and a routing suggestion.
 """
 
 from __future__ import annotations
@@ -263,22 +263,29 @@ def _board_line(evidence: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _usd(v: float | None) -> str:
+    return "an unknown amount" if v is None else f"{v:,.0f} USD"
+
+
 def _routing_lines(ws: Workspace) -> list[str]:
-    """One routing suggestion, once the routing service exists; nothing otherwise."""
-    try:
-        routing = ws.routing
-    except (ImportError, AttributeError):
-        return []
-    suggest = getattr(routing, "suggestions", None) or getattr(routing, "suggest", None)
-    if suggest is None:
-        return []
-    try:
-        rows = suggest()
-    except Exception as exc:  # a failing optional section must not sink the summary
-        return [f"(routing unavailable: {exc})"]
-    rows = rows.to_pylist() if hasattr(rows, "to_pylist") else list(rows or [])
-    out = []
-    for r in rows[:1]:
-        text = r.get("summary") or r.get("recommendation") or ", ".join(f"{k}={v}" for k, v in r.items())
-        out.append(str(text))
-    return out
+    """The routing suggestion with the largest saving (a statistically clear switch), else the
+    experiment with the largest potential saving, else why there is none."""
+    switches = sorted(ws.routing.recommendations(), key=lambda r: -(r.get("monthly_saving") or 0.0))
+    if switches:
+        r = switches[0]
+        return [
+            f"move {r['workflow']}/{r['task_type']} ({r['tier']}) from {r['incumbent']} to {r['model']}: "
+            f"{_usd(r.get('monthly_saving'))} a month saved, "
+            f"{r.get('monthly_success_change') or 0.0:+,.0f} successful outcomes a month"
+        ]
+    trials = [e for e in ws.routing.experiments() if (e["experiment"] or {}).get("decides_within_max_days")]
+    trials.sort(key=lambda e: -(e.get("potential_monthly_saving") or 0.0))
+    if trials:
+        e = trials[0]
+        x = e["experiment"]
+        return [
+            f"test {x['model']} on {e['workflow']}/{e['task_type']} ({e['tier']}): send "
+            f"{x.get('traffic_share', 0.0):.0%} of its traffic for {x.get('days', '?')} days to decide "
+            f"(up to {_usd(e.get('potential_monthly_saving'))} a month)"
+        ]
+    return ["no model switch is supported by the evidence yet, and no experiment could decide one"]

@@ -154,6 +154,42 @@ def read_truth(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     return table, json.loads(meta_raw)
 
 
+#: Share of the work units found in both whose tokens may differ before the truth is refused
+#: as another simulation's (work unit ids repeat across seeds and scenarios; token counts do not).
+MISMATCH_TOLERANCE = 0.01
+
+
+def _check_same_simulation(ws: Workspace, units: pa.Table, meta: dict[str, Any], path: Path) -> None:
+    """Refuse a truth file written by another simulation than the one the workspace holds.
+
+    The work units found in both must have the same tokens (input + output over their calls)
+    in the truth and in the store, but for :data:`MISMATCH_TOLERANCE` of them.
+    """
+    calls = ws.tables().calls
+    stored = (
+        calls.group_by("work_unit_id")
+        .aggregate(tokens=(calls.input_tokens + calls.output_tokens).sum())
+        .to_pyarrow()
+    )
+    tokens = dict(
+        zip(stored.column("work_unit_id").to_pylist(), stored.column("tokens").to_pylist(), strict=True)
+    )
+    both = differ = 0
+    for uid, t in zip(
+        units.column("work_unit_id").to_pylist(), units.column("tokens").to_pylist(), strict=True
+    ):
+        if uid in tokens:
+            both += 1
+            differ += int(tokens[uid] != t)
+    if both and differ > MISMATCH_TOLERANCE * both:
+        raise TruthError(
+            f"{path}: the truth of another simulation ({meta.get('scenario')}, seed {meta.get('seed')}, "
+            f"{meta.get('days')} days x {meta.get('users')} people): {differ:,} of the {both:,} work units "
+            "found in both have other token counts in the store; pass the truth.parquet written with "
+            "this workspace's data"
+        )
+
+
 def _level(truth: pa.Table, level: str) -> pa.Table:
     return truth.filter(pc.equal(truth.column("level"), level))
 
@@ -307,6 +343,7 @@ def validate(ws: Workspace, truth_path: Path) -> ValidityReport:
     t_ids = np.asarray(units.column("work_unit_id").to_pylist(), dtype=object)
     present = np.array([i in store_ids for i in t_ids.tolist()], dtype=bool)
     missing = t_ids[~present]
+    _check_same_simulation(ws, units, meta, truth_path)
     s_index = {k: i for i, k in enumerate(scores.column("work_unit_id").to_pylist())}
     si = _align(t_ids, s_index)
     matched = si >= 0

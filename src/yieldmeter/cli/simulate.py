@@ -240,13 +240,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _serve(root: Path, port: int) -> None:
-    """Serve the dashboard when the server exists; say so plainly when it does not."""
-    try:
-        from yieldmeter.server.app import create_app
-    except ImportError:
-        console().print("(the dashboard is not available in this build; --no-serve to skip this line)")
-        return
+    """Serve the demo workspace's dashboard on loopback and print its URL."""
     import uvicorn
+
+    from yieldmeter.server.app import create_app
 
     app: Any = create_app(root)
     url = f"http://127.0.0.1:{port}/"

@@ -7,6 +7,7 @@ Thin: parse, call ``ws.value`` (:class:`yieldmeter.app.value.ValueService`), for
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -226,8 +227,12 @@ def register(app: typer.Typer) -> None:
         """
         with workspace(ws_path) as ws:
             result = _run(ws.value.score)
+        rows = result.summary()
+        if fmt is OutputFormat.json:  # the reliability table of each model, nested in its row
+            bins = {c.model: [asdict(b) for b in c.reliability] for c in result.calibration}
+            rows = [{**r, "reliability": bins.get(r["model"], [])} for r in rows]
         emit(
-            result.summary(),
+            rows,
             fmt,
             title=f"Scored {result.n_units:,} work units ({result.n_labels:,} labelled)",
         )

@@ -268,7 +268,12 @@ class ReliabilityBin:
 
 @dataclass(frozen=True)
 class CalibrationReport:
-    """Quality of the value model on held-out labels (the model was fitted without them)."""
+    """Quality of the value model on held-out labels (the model was fitted without them).
+
+    ``baseline_log_loss``: for a workflow model, the global model's held-out log loss on the same
+    labels (the model it replaces). ``used``: whether scores use this model (it must beat the
+    priors, and a workflow model the global model too, on held-out labels); ``note`` says why not.
+    """
 
     model: str
     n_train: int
@@ -279,6 +284,8 @@ class CalibrationReport:
     prior_brier: float | None
     reliability: list[ReliabilityBin] = field(default_factory=list)
     note: str = ""
+    baseline_log_loss: float | None = None
+    used: bool = True
 
 
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -308,14 +315,46 @@ def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[Reli
     return out
 
 
+def label_probability(
+    model: ValueModel, x: np.ndarray, sources: np.ndarray | None, workflows: np.ndarray | None = None
+) -> np.ndarray:
+    """P(label = 1 | x): the model's probability of value seen through each label source's error
+    rate, ``e_s + (1 - 2 e_s) p`` (module docstring). This, not ``p``, is what a label tests: a
+    source wrong 3 times in 100 gives a unit with no chance of value a 3% chance of a "yes"."""
+    p = model.predict(x, workflows)
+    if sources is None or not model.label_noise:
+        return p
+    e = np.array([model.label_noise.get(str(s), 0.0) for s in sources], dtype=np.float64)
+    return e + (1.0 - 2.0 * e) * p
+
+
 def evaluate(
-    model: ValueModel, x: np.ndarray, y: np.ndarray, *, n_train: int, workflows: np.ndarray | None = None
+    model: ValueModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_train: int,
+    workflows: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
+    baseline: ValueModel | None = None,
+    baseline_workflows: np.ndarray | None = None,
 ) -> CalibrationReport:
-    prior = prior_model()
+    """Held-out log loss, Brier and reliability of ``model`` beside the priors' (and ``baseline``'s).
+
+    Every model is scored on the probability of the labels it predicts (:func:`label_probability`,
+    with ``model``'s estimated error rates for the priors and the baseline too, so that the
+    comparison is between the probabilities of value alone).
+    """
     if len(y) == 0:
         return CalibrationReport(model.name, n_train, 0, None, None, None, None, note="no held-out labels")
-    p = model.predict(x, workflows)
-    p0 = prior.predict(x)
+    noise = model.label_noise
+
+    def q(m: ValueModel, wf: np.ndarray | None) -> np.ndarray:
+        seen = ValueModel(m.name, m.intercept, m.weights, 0, noise, m.offsets)
+        return label_probability(seen, x, sources, wf)
+
+    p = q(model, workflows)
+    p0 = q(prior_model(), None)
     return CalibrationReport(
         model=model.name,
         n_train=n_train,
@@ -325,4 +364,5 @@ def evaluate(
         prior_log_loss=log_loss(y, p0),
         prior_brier=brier(y, p0),
         reliability=reliability_table(y, p),
+        baseline_log_loss=None if baseline is None else log_loss(y, q(baseline, baseline_workflows)),
     )

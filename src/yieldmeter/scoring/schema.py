@@ -28,3 +28,24 @@ SCORES_SCHEMA = pa.schema(
         pa.field("scored_at", TS),
     ]
 )
+
+CALIBRATION_TABLE = "calibration"
+
+#: One row per calibrated model of the last scoring run: its quality on held-out labels and
+#: whether scores use it (written with the scores, so a re-score after ingest keeps the report).
+CALIBRATION_SCHEMA = pa.schema(
+    [
+        pa.field("model", STR),  # global or workflow:<name>
+        pa.field("used", pa.bool_()),  # scores use it (it beat the priors and its baseline)
+        pa.field("labels_train", I64),
+        pa.field("labels_holdout", I64),
+        pa.field("log_loss", F64),  # held-out, of the labels' probability
+        pa.field("brier", F64),
+        pa.field("prior_log_loss", F64),  # the documented priors on the same labels
+        pa.field("prior_brier", F64),
+        pa.field("global_log_loss", F64),  # a workflow model's baseline: the global model
+        pa.field("note", STR),
+        pa.field("reliability", STR),  # JSON: [{bin_low, bin_high, n, mean_predicted, observed_rate}]
+        pa.field("scored_at", TS),
+    ]
+)
