@@ -90,7 +90,7 @@ def test_high_stakes_never_moves_to_a_significantly_worse_model() -> None:
     d = decide_segment(rows, period_days=30, settings=S)
     assert d.tier is Tier.HIGH_STAKES
     assert d.action is Action.KEEP and d.model == "a" and d.experiment is None
-    assert "margin of 3%" in d.reason
+    assert "b has a significantly lower success rate (p = 0.015)" in d.reason
     # The same evidence in a low-value tier (margin 10 points) is a clear switch:
     # z = (-0.04 + 0.10) / sqrt(0.16/1000 + 0.1824/1000) = 0.06 / 0.018504 = 3.243 -> p = 0.0006
     low = [
@@ -168,6 +168,16 @@ def test_analyse_end_to_end_on_ibis_units() -> None:
     assert by_task["small"].action is Action.INSUFFICIENT_DATA
     assert by_task["big"].action is Action.SWITCH and by_task["big"].model == "b"
     assert report.totals()["switches"] == 1 and report.totals()["insufficient_data"] == 1
+    # one tier here, so its totals are the report's
+    by_tier = report.totals()["by_tier"]
+    assert set(by_tier) == {"routine"}
+    assert by_tier["routine"] == {k: v for k, v in report.totals().items() if k != "by_tier"}
+    # the evidence per model carries latency with its interval (every unit took 1,000 ms)
+    big = [r for r in report.model_rows() if r["task_type"] == "big"]
+    assert {(r["model"], r["latency_p95_ms"], r["latency_p95_low_ms"]) for r in big} == {
+        ("a", 1000.0, 1000.0),
+        ("b", 1000.0, 1000.0),
+    }
     tiers = {r["tier"] for r in report.frontier}
     assert tiers == {"routine"}
     # pooled over the tier, a has 490/610 = 0.803 (the small segment's 10 successes) and b 480/600 =

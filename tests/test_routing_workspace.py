@@ -87,8 +87,24 @@ def test_route_cli_exports_and_replays(routed: tuple[Path, object], tmp_path: Pa
     cfg = yaml.safe_load(r.output)
     assert cfg["router_settings"]["enable_tag_filtering"] is True
     assert any("support-drafts/faq" in d["litellm_params"]["tags"] for d in cfg["model_list"])
-    r = runner.invoke(app, ["route", "-w", str(root)], env={"COLUMNS": "200"})
+    r = runner.invoke(app, ["route", "-w", str(root)], env={"COLUMNS": "250"})
     assert r.exit_code == 0 and "support-drafts" in r.output and "projected saving" in r.output
+    # the evidence per model, with latency and intervals, and the totals per tier
+    assert "Evidence per model" in r.output and "latency_p95_ms" in r.output and "success_low" in r.output
+    assert "low_value: 1 switches" in r.output and "all tiers: 1 switches" in r.output
+    with Workspace.open(root) as ws:
+        evidence = ws.routing.evidence()
+        faq = [e for e in evidence if e["task_type"] == "faq"]
+        assert {e["model"] for e in faq} == {m.model for m in ws.routing.report().decisions[0].models}
+        assert all(e["latency_p95_low_ms"] <= e["latency_p95_ms"] <= e["latency_p95_high_ms"] for e in faq)
+        assert all(e["success_low"] <= e["success_rate"] <= e["success_high"] for e in faq)
+        by_tier = ws.routing.totals()["by_tier"]
+        assert by_tier["low_value"]["switches"] == 1 and by_tier["high_stakes"]["insufficient_data"] == 1
+    r = runner.invoke(app, ["route", "replay", str(policy), "-w", str(root)], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    # which estimates price the counterfactual, and that they come from the same traffic
+    assert "Moved units priced with the policy's estimates from its evidence period" in r.output
+    assert "(in sample" in r.output and "low_value: actual" in r.output
     r = runner.invoke(app, ["route", "replay", str(policy), "-w", str(root), "--format", "json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
@@ -96,6 +112,9 @@ def test_route_cli_exports_and_replays(routed: tuple[Path, object], tmp_path: Pa
         direct = ws.routing.replay(str(policy)).totals()
     assert out["totals"]["saving"] == pytest.approx(direct["saving"])
     assert direct["saving"] > 0 and direct["moved_units"] > 0
+    assert out["totals"]["priced_with"] == {k: doc["period"][k] for k in ("start", "end", "days")}
+    assert out["totals"]["in_sample"] is True
+    assert out["totals"]["by_tier"]["low_value"]["saving"] == pytest.approx(direct["saving"])
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     r = runner.invoke(app, ["route", "replay", str(bad), "-w", str(root)])

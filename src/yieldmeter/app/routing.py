@@ -6,9 +6,10 @@ routing and the conversion chain count the same successful outcomes.
 
 Methods return plain rows (lists of dicts) or the report objects of :mod:`yieldmeter.routing`:
 
-- :meth:`report`: every segment's decision, the tier frontier and the totals;
-- :meth:`recommendations`, :meth:`experiments`, :meth:`insufficient`, :meth:`frontier`,
-  :meth:`totals`: the parts surfaces show;
+- :meth:`report`: every segment's decision, the tier frontier and the totals (with per-tier totals);
+- :meth:`recommendations`, :meth:`experiments`, :meth:`not_testable`, :meth:`insufficient`,
+  :meth:`frontier`, :meth:`totals`, :meth:`evidence` (per model, with latency and intervals): the
+  parts surfaces show;
 - :meth:`policy`, :meth:`policy_json`, :meth:`litellm_yaml`: the exports;
 - :meth:`replay`: last month's traffic (or a period) under a policy.
 """
@@ -101,6 +102,17 @@ class RoutingService:
         """One row per segment: action, model, success and cost per success now and after, saving."""
         return self.report(start, end).rows()
 
+    def evidence(self, start: datetime | None = None, end: datetime | None = None) -> list[dict[str, Any]]:
+        """One row per segment and model: volume, success, cost per success and latency, with
+        their intervals (what every decision rests on)."""
+        return self.report(start, end).model_rows()
+
+    def not_testable(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Segments kept because no experiment could decide within the time limit at their volume."""
+        return [d.to_dict() for d in self.report(start, end).not_testable]
+
     # -- exports ---------------------------------------------------------------------------------
     def policy(self, start: datetime | None = None, end: datetime | None = None) -> Policy:
         return policy_from_report(self.report(start, end))
@@ -130,4 +142,4 @@ class RoutingService:
             policy = load_policy(policy)
         if start is None and end is None:
             start, end = self.last_month()
-        return replay(self.units(start, end), policy)
+        return replay(self.units(start, end), policy, start, end)

@@ -38,6 +38,24 @@ TABLE_COLUMNS = (
     "monthly_saving",
     "experiment_share",
     "experiment_days",
+    "days_needed",
+)
+
+#: Columns of the per-model evidence table: what every decision rests on, with its intervals.
+EVIDENCE_COLUMNS = (
+    "units",
+    "success_rate",
+    "success_low",
+    "success_high",
+    "cost_per_success",
+    "cost_per_success_low",
+    "cost_per_success_high",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p95_low_ms",
+    "latency_p95_high_ms",
+    "latency_slo_ms",
+    "note",
 )
 
 
@@ -78,6 +96,25 @@ def _write(text: str, out: Path | None) -> None:
         return
     out.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     console().print(f"wrote {out}", highlight=False)
+
+
+def _totals_line(t: dict[str, Any]) -> str:
+    return (
+        f"{t['switches']} switches: projected saving {t['monthly_saving']:,.2f} USD/month "
+        f"(95% interval {t['monthly_saving_low']:,.2f} .. {t['monthly_saving_high']:,.2f}), "
+        f"successful outcomes {t['monthly_success_change']:+,.1f}/month; "
+        f"{t['experiments']} experiments, {t['not_testable']} not testable at this volume, "
+        f"{t['insufficient_data']} segments with too little data."
+    )
+
+
+def _replay_line(t: dict[str, Any]) -> str:
+    return (
+        f"actual {t['actual_cost']:,.2f} USD for {t['actual_successes']:,.0f} successful outcomes; "
+        f"under the policy {t['counterfactual_cost']:,.2f} USD for {t['counterfactual_successes']:,.1f} "
+        f"(saving {t['saving']:,.2f} USD, {t['moved_units']:,} units moved, "
+        f"{t['unestimable_units']:,} could not be re-priced)."
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -132,23 +169,33 @@ def register(app: typer.Typer) -> None:
             shown = [
                 {
                     "segment": f"{r['workflow']}/{r['task_type']}",
-                    **{k: r[k] for k in TABLE_COLUMNS},
+                    **{k: r["action_label"] if k == "action" else r[k] for k in TABLE_COLUMNS},
                 }
                 for r in rows
             ]
             emit(shown, "table", title="Routing by value-efficiency (per workflow x task type)")
             for r in rows:
                 console().print(f"  {r['workflow']}/{r['task_type']}: {r['reason']}", highlight=False)
+            evidence = [
+                {
+                    "segment": f"{r['workflow']}/{r['task_type']}",
+                    "model": r["model"] + (" *" if r["incumbent"] else ""),
+                    **{k: r[k] for k in EVIDENCE_COLUMNS},
+                }
+                for r in svc.evidence(start, end)
+            ]
+            emit(
+                evidence,
+                "table",
+                title="Evidence per model (* incumbent; 95% intervals: success Wilson, cost per success "
+                "delta method, p95 latency of the slowest call per unit distribution-free)",
+            )
             frontier = [{k: r[k] for k in FRONTIER_COLUMNS} for r in svc.frontier(start, end)]
             emit(frontier, "table", title="Cost-quality frontier per value tier")
             t = svc.totals(start, end)
-            console().print(
-                f"{t['switches']} switches: projected saving {t['monthly_saving']:,.2f} USD/month "
-                f"(95% interval {t['monthly_saving_low']:,.2f} .. {t['monthly_saving_high']:,.2f}), "
-                f"successful outcomes {t['monthly_success_change']:+,.1f}/month; "
-                f"{t['experiments']} experiments, {t['insufficient_data']} segments with too little data.",
-                highlight=False,
-            )
+            for tier, tt in t["by_tier"].items():
+                console().print(f"{tier}: {_totals_line(tt)}", highlight=False)
+            console().print(f"all tiers: {_totals_line(t)}", highlight=False)
 
     @route.command("replay")
     def route_replay(
@@ -179,11 +226,18 @@ def register(app: typer.Typer) -> None:
                 return
             emit(result.rows(), "table", title=f"Replay under {policy.name}")
             t = result.totals()
+            p, tr = t["priced_with"], t["traffic"]
             console().print(
-                f"actual {t['actual_cost']:,.2f} USD for {t['actual_successes']:,.0f} successful outcomes; "
-                f"under the policy {t['counterfactual_cost']:,.2f} USD "
-                f"for {t['counterfactual_successes']:,.1f} "
-                f"(saving {t['saving']:,.2f} USD, {t['moved_units']:,} units moved, "
-                f"{t['unestimable_units']:,} could not be re-priced).",
+                f"Traffic replayed: {tr['first_at']} .. {tr['last_at']}. Moved units priced with the "
+                f"policy's estimates from its evidence period {p['start']} .. {p['end']}"
+                + (
+                    " (in sample: the same traffic the estimates came from; replay a later period "
+                    "to test them)."
+                    if result.in_sample
+                    else "."
+                ),
                 highlight=False,
             )
+            for tier, tt in t["by_tier"].items():
+                console().print(f"{tier}: {_replay_line(tt)}", highlight=False)
+            console().print(f"all tiers: {_replay_line(t)}", highlight=False)

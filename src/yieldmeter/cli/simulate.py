@@ -25,7 +25,7 @@ ScenarioOpt = Annotated[
     typer.Option(
         "--scenario",
         help="enterprise (all), fraud, support-recontact, code-rework, unused-content, analyst-session, "
-        "agent-loop, claims.",
+        "agent-loop, claims, model-routing.",
     ),
 ]
 DaysOpt = Annotated[int, typer.Option("--days", help="Length of the simulated period in days.")]

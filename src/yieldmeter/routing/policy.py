@@ -14,6 +14,12 @@ routed to it (``<workflow>/<task_type>``) and of its workflow's tier (``<workflo
 the candidate under the same tag with ``weight`` set to the traffic split (LiteLLM's
 simple-shuffle picks deployments in proportion to ``weight``). Untagged requests go to the
 deployment tagged ``default`` (the most used incumbent).
+
+Only experiments that decide within the policy's ``max_days`` split traffic: every experiment in the
+policy carries the work units and days it needs, and one that would need longer (a hand-edited file,
+or a policy written with another limit) stays on its incumbent in the LiteLLM config. A segment kept
+as *not testable at this volume* carries the experiment it would need under
+``evidence["not_testable"]`` and is never split.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ from typing import Any
 
 import yaml
 
-from yieldmeter.routing.recommend import Action, _finite
+from yieldmeter.routing.recommend import Action, Experiment, ModelEvidence, RoutingSettings, _finite
 from yieldmeter.routing.report import RoutingReport
 
 POLICY_VERSION = 1
 ROUTE_NAME = "yieldmeter-route"
+DEFAULT_MAX_DAYS = RoutingSettings().max_days
 
 
 class PolicyError(ValueError):
@@ -40,9 +47,21 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class ModelFigures:
+    """A model's evidence in a segment; replay needs the first three, people read the rest."""
+
     n: int
     success_rate: float
     cost_per_unit: float
+    success_low: float | None = None
+    success_high: float | None = None
+    cost_per_success: float | None = None
+    cost_per_success_low: float | None = None
+    cost_per_success_high: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p95_low_ms: float | None = None
+    latency_p95_high_ms: float | None = None
+    latency_p99_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,9 @@ class PolicyEntry:
     tier: str = "routine"
     experiment_model: str | None = None
     experiment_share: float | None = None
+    #: an experiment's size: work units (both arms) and days at the segment's volume
+    experiment_units: int | None = None
+    experiment_days: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     models: dict[str, ModelFigures] = field(default_factory=dict)
 
@@ -67,6 +89,16 @@ class PolicyEntry:
         """Whether the entry moves traffic (only a switch does; the rest leave traffic as it is)."""
         return self.action == Action.SWITCH.value
 
+    def splits(self, max_days: int) -> bool:
+        """Whether the entry is an experiment that decides within ``max_days`` (only those split)."""
+        return (
+            self.action == Action.EXPERIMENT.value
+            and bool(self.experiment_model)
+            and bool(self.experiment_share)
+            and self.experiment_days is not None
+            and 0 <= self.experiment_days <= max_days
+        )
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -77,6 +109,11 @@ class Policy:
 
     def entry(self, workflow: str, task_type: str) -> PolicyEntry | None:
         return next((e for e in self.entries if e.workflow == workflow and e.task_type == task_type), None)
+
+    @property
+    def max_days(self) -> int:
+        """The longest experiment the policy allows (its settings; 28 days when a file omits it)."""
+        return int(self.settings.get("max_days") or DEFAULT_MAX_DAYS)
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(
@@ -93,9 +130,57 @@ class Policy:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
 
+def _figures(m: ModelEvidence) -> ModelFigures:
+    return ModelFigures(
+        m.n,
+        m.success_rate,
+        m.cost_per_unit,
+        m.success_low,
+        m.success_high,
+        m.cost_per_success,
+        m.cost_per_success_low,
+        m.cost_per_success_high,
+        m.latency_p50_ms,
+        m.latency_p95_ms,
+        m.latency_p95_low_ms,
+        m.latency_p95_high_ms,
+        m.latency_p99_ms,
+    )
+
+
+def _plan(e: Experiment, max_days: int) -> dict[str, Any]:
+    return {
+        "model": e.model,
+        "traffic_share": e.traffic_share,
+        "units_needed": e.units_needed if e.units_needed >= 0 else None,
+        "candidate_units": e.candidate_units if e.candidate_units >= 0 else None,
+        "days_needed": e.days if e.days >= 0 else None,
+        "max_days": max_days,
+    }
+
+
 def policy_from_report(report: RoutingReport, now: datetime | None = None) -> Policy:
     entries = []
+    s = report.settings
     for d in report.decisions:
+        e = d.experiment
+        evidence: dict[str, Any] = {
+            "reason": d.reason,
+            "units": d.n,
+            "monthly_units": d.monthly_units,
+            "margin": d.margin,
+            "alpha": d.alpha,
+            "p_cheaper": d.p_cheaper,
+            "p_non_inferior": d.p_non_inferior,
+            "p_lower": d.p_lower,
+            "monthly_saving": d.monthly_saving,
+            "monthly_success_change": d.monthly_success_change,
+        }
+        if e is not None:
+            evidence["experiment"] = _plan(e, s.max_days)
+        if d.not_testable is not None:
+            evidence["not_testable"] = _plan(d.not_testable, s.max_days)
+            evidence["potential_monthly_saving"] = d.potential_monthly_saving
         entries.append(
             PolicyEntry(
                 workflow=d.workflow,
@@ -104,24 +189,14 @@ def policy_from_report(report: RoutingReport, now: datetime | None = None) -> Po
                 model=d.model,
                 incumbent=d.incumbent,
                 tier=str(d.tier),
-                experiment_model=d.experiment.model if d.experiment else None,
-                experiment_share=d.experiment.traffic_share if d.experiment else None,
-                evidence={
-                    "reason": d.reason,
-                    "units": d.n,
-                    "monthly_units": d.monthly_units,
-                    "margin": d.margin,
-                    "alpha": d.alpha,
-                    "p_cheaper": d.p_cheaper,
-                    "p_non_inferior": d.p_non_inferior,
-                    "p_lower": d.p_lower,
-                    "monthly_saving": d.monthly_saving,
-                    "monthly_success_change": d.monthly_success_change,
-                },
-                models={m.model: ModelFigures(m.n, m.success_rate, m.cost_per_unit) for m in d.models},
+                experiment_model=e.model if e else None,
+                experiment_share=e.traffic_share if e else None,
+                experiment_units=e.units_needed if e else None,
+                experiment_days=e.days if e else None,
+                evidence=evidence,
+                models={m.model: _figures(m) for m in d.models},
             )
         )
-    s = report.settings
     return Policy(
         entries=tuple(entries),
         generated_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
@@ -130,7 +205,13 @@ def policy_from_report(report: RoutingReport, now: datetime | None = None) -> Po
             "end": report.period_end.isoformat() if report.period_end else None,
             "days": report.period_days,
         },
-        settings={"alpha": s.alpha, "power": s.power, "min_units": s.min_units, "margins": dict(s.margins)},
+        settings={
+            "alpha": s.alpha,
+            "power": s.power,
+            "min_units": s.min_units,
+            "margins": dict(s.margins),
+            "max_days": s.max_days,
+        },
     )
 
 
@@ -165,11 +246,20 @@ def parse_policy(data: Any, source: str = "policy") -> Policy:
             mw = f"{where}.models[{name!r}]"
             if not isinstance(m, dict):
                 raise PolicyError(f"{mw}: should be an object")
+            extra = {k: _opt_num(m, k, mw) for k in _OPTIONAL_FIGURES}
             models[name] = ModelFigures(
                 int(_req(m, "n", mw, int)),
                 float(_req(m, "success_rate", mw, (int, float))),
                 float(_req(m, "cost_per_unit", mw, (int, float))),
+                **extra,
             )
+        exp_units = exp_days = None
+        if action == Action.EXPERIMENT.value:
+            # an experiment without its size cannot be judged against the time limit
+            _req(s, "experiment_model", where, str)
+            _req(s, "experiment_share", where, (int, float))
+            exp_units = int(_req(s, "experiment_units", where, int))
+            exp_days = int(_req(s, "experiment_days", where, int))
         entries.append(
             PolicyEntry(
                 workflow=_req(s, "workflow", where, str),
@@ -180,6 +270,8 @@ def parse_policy(data: Any, source: str = "policy") -> Policy:
                 tier=s.get("tier") or "routine",
                 experiment_model=s.get("experiment_model"),
                 experiment_share=s.get("experiment_share"),
+                experiment_units=exp_units,
+                experiment_days=exp_days,
                 evidence=dict(s.get("evidence") or {}),
                 models=models,
             )
@@ -187,6 +279,19 @@ def parse_policy(data: Any, source: str = "policy") -> Policy:
     return Policy(
         tuple(entries), data.get("generated_at", ""), data.get("period") or {}, data.get("settings") or {}
     )
+
+
+#: ModelFigures beyond what replay needs: optional in a file, numbers when present
+_OPTIONAL_FIGURES = tuple(ModelFigures.__dataclass_fields__)[3:]
+
+
+def _opt_num(obj: Mapping[str, Any], key: str, where: str) -> float | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise PolicyError(f"{where}: {key!r} should be a number, got {v!r}")
+    return float(v)
 
 
 def load_policy(path: Path | str) -> Policy:
@@ -214,21 +319,21 @@ def litellm_config(policy: Policy, providers: Mapping[str, str] | None = None) -
     # deployment key: (model, weight) -> tags
     deployments: dict[tuple[str, int], list[str]] = {}
     usage: dict[str, int] = {}
+    max_days = policy.max_days
     for e in policy.entries:
         usage[e.incumbent] = usage.get(e.incumbent, 0) + int(e.evidence.get("units") or 0)
-        seg_tags = [e.segment, f"{e.workflow}/tier:{e.tier}"]
-        if e.action == Action.EXPERIMENT.value and e.experiment_model and e.experiment_share:
+        if e.splits(max_days):
+            assert e.experiment_model is not None and e.experiment_share is not None
             share = round(float(e.experiment_share) * 100)
             deployments.setdefault((e.incumbent, 100 - share), []).append(e.segment)
             deployments.setdefault((e.experiment_model, share), []).append(e.segment)
             continue
-        for tag in seg_tags[:1]:
-            deployments.setdefault((e.model if e.routes else e.incumbent, 100), []).append(tag)
+        deployments.setdefault((e.model if e.routes else e.incumbent, 100), []).append(e.segment)
     default_model = max(usage, key=lambda m: (usage[m], m)) if usage else None
     # workflow/tier tags only where every segment of that workflow and tier goes to one model
     by_wt: dict[str, set[str]] = {}
     for e in policy.entries:
-        if e.action != Action.EXPERIMENT.value:
+        if not e.splits(max_days):
             by_wt.setdefault(f"{e.workflow}/tier:{e.tier}", set()).add(e.model if e.routes else e.incumbent)
     for tag, models in by_wt.items():
         if len(models) == 1:
@@ -263,9 +368,18 @@ def litellm_yaml(policy: Policy, providers: Mapping[str, str] | None = None) -> 
     ]
     for e in policy.entries:
         target = e.model if e.routes else e.incumbent
-        extra = f", experiment {e.experiment_share:.0%} to {e.experiment_model}" if e.experiment_model else ""
-        header.append(
-            f"#   {e.segment} -> {target} ({e.action}{extra}): {e.evidence.get('reason', '')}"[:220]
-        )
+        if e.splits(policy.max_days):
+            extra = (
+                f", experiment {e.experiment_share:.0%} to {e.experiment_model} for {e.experiment_days} days"
+            )
+        elif e.action == Action.EXPERIMENT.value:
+            extra = f", experiment not applied: needs {e.experiment_days} days, limit {policy.max_days}"
+        elif "not_testable" in e.evidence:
+            days = (e.evidence["not_testable"] or {}).get("days_needed")
+            extra = f", not testable at this volume: {'no' if days is None else days} days would settle it"
+        else:
+            extra = ""
+        reason = str(e.evidence.get("reason", ""))
+        header.append(f"#   {e.segment} -> {target} ({e.action}{extra}): {reason}"[:260])
     body = yaml.safe_dump(litellm_config(policy, providers), sort_keys=False)
     return "\n".join(header) + "\n" + body

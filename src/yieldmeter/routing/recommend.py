@@ -19,7 +19,11 @@ The cheapest-per-success candidate that passes is recommended. When none passes 
 point estimates are promising (cheaper per success, success within the margin, not significantly
 lower for high-stakes), the output is an **experiment**: the traffic share, the model and the
 duration from :func:`.stats.experiment_size` on the segment's own volume and variance, with the
-smallest share (of ``shares``, at most the tier's cap) that decides within ``max_days``.
+smallest share (of ``shares``, at most the tier's cap) that decides within ``max_days``. When no
+allowed share decides within ``max_days``, the segment is **kept (not testable at this volume)**:
+no traffic is split, and :attr:`Decision.not_testable` holds the experiment at the tier's largest
+share with the units and days it would need (an experiment that cannot decide only moves traffic
+onto a model whose quality nobody will ever know).
 
 Value tiers, from the segment's mean expected value per work unit (p_value x unit value, the value
 engine's score) and the workflow's risk class: ``high_stakes`` when the risk class is high or
@@ -150,10 +154,21 @@ class Decision:
     monthly_saving_low: float = 0.0
     monthly_saving_high: float = 0.0
     monthly_success_change: float = 0.0
-    #: for an experiment: the saving per month if the candidate's point estimates hold (not in totals)
+    #: for an experiment, or a segment kept as not testable: the saving per month if the
+    #: candidate's point estimates hold (never in the totals of switches)
     potential_monthly_saving: float = 0.0
     experiment: Experiment | None = None
+    #: action keep: the experiment that would settle the promising candidate and cannot decide
+    #: within ``max_days`` at this volume (its units and days say how far off it is)
+    not_testable: Experiment | None = None
     models: list[ModelEvidence] = field(default_factory=list)
+
+    @property
+    def action_label(self) -> str:
+        """The action as a person reads it: "keep (not testable at this volume)" for such keeps."""
+        if self.action is Action.KEEP and self.not_testable is not None:
+            return "keep (not testable at this volume)"
+        return self.action.value
 
     @property
     def segment(self) -> str:
@@ -163,6 +178,7 @@ class Decision:
         d = asdict(self)
         d["tier"] = str(self.tier)
         d["action"] = str(self.action)
+        d["action_label"] = self.action_label
         d["segment"] = self.segment
         # flat copies of the experiment plan, for tables that skip nested values
         e = self.experiment
@@ -170,6 +186,8 @@ class Decision:
         d["experiment_share"] = e.traffic_share if e else None
         d["experiment_units"] = e.units_needed if e else None
         d["experiment_days"] = e.days if e else None
+        u = self.not_testable
+        d["days_needed"] = (u.days if u.days >= 0 else None) if u else None
         return _finite(d)
 
 
@@ -398,19 +416,43 @@ def decide_segment(
     promising = _promising(ref, models[1:], tier, margin, settings)
     if promising:
         cand = max(promising, key=lambda m: (ref.cost_per_unit - m.cost_per_unit, m.model))
-        d.action, d.model = Action.EXPERIMENT, ref.model
-        d.experiment = _plan_experiment(ref, cand, tier, daily, settings)
+        plan = _plan_experiment(ref, cand, tier, daily, settings)
         _project(d, cand, monthly, experiment=True)
+        if not plan.decides_within_max_days:
+            d.action, d.model, d.not_testable = Action.KEEP, ref.model, plan
+            need = (
+                f"{plan.units_needed:,} work units, {plan.days:,} days at {plan.traffic_share:.0%} of traffic"
+                if plan.days >= 0
+                else "more units than any volume gives (no difference left to detect)"
+            )
+            d.reason = (
+                f"keep (not testable at this volume): {cand.model} looks cheaper per successful outcome "
+                f"({cand.n} units), but an experiment would need {need}, against a limit of "
+                f"{settings.max_days} days; no traffic is split"
+            )
+            return d
+        d.action, d.model = Action.EXPERIMENT, ref.model
+        d.experiment = plan
         d.reason = (
             f"{cand.model} looks cheaper per successful outcome but the evidence is not clear yet "
-            f"({cand.n} units); run the experiment"
+            f"({cand.n} units); run the experiment ({plan.traffic_share:.0%} of traffic for {plan.days} days)"
         )
         return d
-    worse = [
-        m.model for m in candidates if (m.cost_per_success or math.inf) < (ref.cost_per_success or math.inf)
-    ]
+    worse = [m for m in candidates if (m.cost_per_success or math.inf) < (ref.cost_per_success or math.inf)]
+    lower = {
+        m.model: p
+        for m in worse
+        if tier is Tier.HIGH_STAKES
+        and (p := stats.lower_success_p(ref.successes, ref.n, m.successes, m.n)) < settings.alpha
+    }
+    why = [f"{m} has a significantly lower success rate (p = {p:.2g})" for m, p in lower.items()]
+    rest = [m.model for m in worse if m.model not in lower]
+    if rest:
+        why.append(
+            f"{', '.join(rest)} fail{'s' if len(rest) == 1 else ''} the success margin of {margin:.0%}"
+        )
     d.reason = (
-        f"cheaper models ({', '.join(worse)}) fail the success margin of {margin:.0%}; keep {ref.model}"
+        f"cheaper per successful outcome, but {'; '.join(why)}; keep {ref.model}"
         if worse
         else f"no cheaper model per successful outcome than {ref.model}"
     )

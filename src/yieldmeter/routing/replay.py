@@ -15,11 +15,17 @@ Units in segments the policy keeps, experiments on, or does not know keep their 
     counterfactual successes = sum over kept units of successful  + sum over moved units of p_M
 
 The per segment x model aggregation runs in Ibis; the re-pricing is arithmetic on that small table.
+
+Which estimates price the counterfactual is part of the result: :attr:`ReplayResult.priced_with` is
+the policy's evidence period (its figures per model), :attr:`ReplayResult.traffic` the period
+replayed, and :attr:`ReplayResult.in_sample` says whether they overlap (a replay of the evidence's
+own traffic checks the arithmetic, not the forecast; replay a later period for that).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import ibis.expr.types as ir
@@ -41,18 +47,46 @@ class ReplaySegment:
     actual_successes: float
     counterfactual_cost: float
     counterfactual_successes: float
+    tier: str = ""
 
     @property
     def saving(self) -> float:
         return self.actual_cost - self.counterfactual_cost
 
 
+def _iso(v: Any) -> str | None:
+    return v.isoformat() if isinstance(v, datetime) else (str(v) if v else None)
+
+
 @dataclass
 class ReplayResult:
     segments: list[ReplaySegment] = field(default_factory=list)
+    #: the policy's evidence period, whose per-model figures price the moved units
+    priced_with: dict[str, Any] = field(default_factory=dict)
+    #: the period whose traffic was replayed: start, end (exclusive) and the units' first/last start
+    traffic: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_sample(self) -> bool | None:
+        """Whether the replayed traffic overlaps the policy's evidence period (None: unknown)."""
+        p0, p1 = self.priced_with.get("start"), self.priced_with.get("end")
+        t0, t1 = self.traffic.get("first_at"), self.traffic.get("last_at")
+        if not (p0 and p1 and t0 and t1):
+            return None
+        a0, a1, b0, b1 = (datetime.fromisoformat(str(v)) for v in (p0, p1, t0, t1))
+        return b0 <= a1 and a0 <= b1
 
     def totals(self) -> dict[str, Any]:
-        s = self.segments
+        out = self._totals(self.segments)
+        tiers = sorted({x.tier for x in self.segments if x.tier})
+        out["by_tier"] = {t: self._totals([x for x in self.segments if x.tier == t]) for t in tiers}
+        out["priced_with"] = self.priced_with
+        out["traffic"] = self.traffic
+        out["in_sample"] = self.in_sample
+        return out
+
+    @staticmethod
+    def _totals(s: list[ReplaySegment]) -> dict[str, Any]:
         ac = sum(x.actual_cost for x in s)
         cc = sum(x.counterfactual_cost for x in s)
         asx = sum(x.actual_successes for x in s)
@@ -85,13 +119,25 @@ def replay_stats(units: ir.Table) -> ir.Table:
     )
 
 
-def replay(units: ir.Table, policy: Policy) -> ReplayResult:
-    """Counterfactual cost and successes of ``units`` (one period) under ``policy``."""
+def replay(
+    units: ir.Table, policy: Policy, start: datetime | None = None, end: datetime | None = None
+) -> ReplayResult:
+    """Counterfactual cost and successes of ``units`` (one period, [start, end)) under ``policy``."""
     rows = replay_stats(units).to_pyarrow().to_pylist()
+    span = units.aggregate(first_at=units.started_at.min(), last_at=units.started_at.max())
+    first_last = span.to_pyarrow().to_pylist()[0]
     by_seg: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         by_seg.setdefault((r["workflow"], r["task_type"]), []).append(r)
-    out = ReplayResult()
+    out = ReplayResult(
+        priced_with={k: policy.period.get(k) for k in ("start", "end", "days")},
+        traffic={
+            "start": _iso(start),
+            "end": _iso(end),
+            "first_at": _iso(first_last["first_at"]),
+            "last_at": _iso(first_last["last_at"]),
+        },
+    )
     for (wf, task), seg_rows in sorted(by_seg.items()):
         entry = policy.entry(wf, task)
         n = sum(int(r["n"]) for r in seg_rows)
@@ -109,6 +155,7 @@ def replay(units: ir.Table, policy: Policy) -> ReplayResult:
             asx,
             ac,
             asx,
+            entry.tier if entry else "",
         )
         if entry is not None and entry.routes:
             target = entry.model

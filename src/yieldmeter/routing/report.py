@@ -51,25 +51,19 @@ class RoutingReport:
     def insufficient(self) -> list[Decision]:
         return self.by_action(Action.INSUFFICIENT_DATA)
 
+    @property
+    def not_testable(self) -> list[Decision]:
+        """Segments kept because the experiment that would settle them cannot decide in time."""
+        return [d for d in self.decisions if d.not_testable is not None]
+
     def totals(self) -> dict[str, Any]:
-        """Projected monthly saving and change in successful outcomes of all switches together."""
-        sw = self.recommendations
-        current_cost = sum(d.current_cost_per_unit * d.monthly_units for d in self.decisions)
-        return {
-            "monthly_saving": sum(d.monthly_saving for d in sw),
-            "monthly_success_change": sum(d.monthly_success_change for d in sw),
-            "switches": len(sw),
-            "experiments": len(self.experiments),
-            "insufficient_data": len(self.insufficient),
-            "monthly_cost_now": current_cost,
-            "monthly_saving_low": sum(d.monthly_saving_low for d in sw),
-            "monthly_saving_high": sum(d.monthly_saving_high for d in sw),
-            "potential_monthly_saving_in_experiments": sum(
-                d.potential_monthly_saving for d in self.experiments
-            ),
-            "segments": len(self.decisions),
-            "kept": len(self.by_action(Action.KEEP)),
+        """Projected monthly saving and change in successful outcomes of all switches together,
+        and the same per value tier (``by_tier``)."""
+        out = _totals(self.decisions)
+        out["by_tier"] = {
+            str(tier): _totals(ds) for tier in Tier if (ds := [d for d in self.decisions if d.tier is tier])
         }
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per segment, for a table or CSV."""
@@ -85,6 +79,7 @@ class RoutingReport:
                     "units": d.n,
                     "incumbent": d.incumbent,
                     "action": str(d.action),
+                    "action_label": d.action_label,
                     "model": d.experiment.model if d.experiment else d.model,
                     "success_now": d.current_success_rate,
                     "success_new": rec.success_rate if d.action is Action.SWITCH else None,
@@ -94,9 +89,46 @@ class RoutingReport:
                     "monthly_success_change": d.monthly_success_change,
                     "experiment_share": d.experiment.traffic_share if d.experiment else None,
                     "experiment_days": d.experiment.days if d.experiment else None,
+                    "days_needed": (
+                        d.not_testable.days if d.not_testable and d.not_testable.days >= 0 else None
+                    ),
                     "reason": d.reason,
                 }
             )
+        return out
+
+    def model_rows(self) -> list[dict[str, Any]]:
+        """One row per segment and model: the evidence behind every decision, with its intervals
+        (success: Wilson 95%; cost per successful outcome: delta method 95%; latency of the slowest
+        call per unit: p50, p95 with its distribution-free ~95% interval, p99)."""
+        out = []
+        for d in self.decisions:
+            for m in d.models:
+                out.append(
+                    {
+                        "workflow": d.workflow,
+                        "task_type": d.task_type,
+                        "model": m.model,
+                        "incumbent": m.model == d.incumbent,
+                        "units": m.n,
+                        "share": m.share,
+                        "success_rate": m.success_rate,
+                        "success_low": m.success_low,
+                        "success_high": m.success_high,
+                        "cost_per_unit": m.cost_per_unit,
+                        "cost_per_success": m.cost_per_success,
+                        "cost_per_success_low": m.cost_per_success_low,
+                        "cost_per_success_high": m.cost_per_success_high,
+                        "latency_p50_ms": m.latency_p50_ms,
+                        "latency_p95_ms": m.latency_p95_ms,
+                        "latency_p95_low_ms": m.latency_p95_low_ms,
+                        "latency_p95_high_ms": m.latency_p95_high_ms,
+                        "latency_p99_ms": m.latency_p99_ms,
+                        "latency_slo_ms": d.latency_slo_ms,
+                        "eligible": m.eligible,
+                        "note": m.note,
+                    }
+                )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +140,27 @@ class RoutingReport:
             "decisions": [d.to_dict() for d in self.decisions],
             "frontier": self.frontier,
         }
+
+
+def _totals(decisions: list[Decision]) -> dict[str, Any]:
+    sw = [d for d in decisions if d.action is Action.SWITCH]
+    exps = [d for d in decisions if d.action is Action.EXPERIMENT]
+    untestable = [d for d in decisions if d.not_testable is not None]
+    return {
+        "monthly_saving": sum(d.monthly_saving for d in sw),
+        "monthly_success_change": sum(d.monthly_success_change for d in sw),
+        "switches": len(sw),
+        "experiments": len(exps),
+        "insufficient_data": sum(d.action is Action.INSUFFICIENT_DATA for d in decisions),
+        "monthly_cost_now": sum(d.current_cost_per_unit * d.monthly_units for d in decisions),
+        "not_testable": len(untestable),
+        "monthly_saving_low": sum(d.monthly_saving_low for d in sw),
+        "monthly_saving_high": sum(d.monthly_saving_high for d in sw),
+        "potential_monthly_saving_in_experiments": sum(d.potential_monthly_saving for d in exps),
+        "potential_monthly_saving_not_testable": sum(d.potential_monthly_saving for d in untestable),
+        "segments": len(decisions),
+        "kept": sum(d.action is Action.KEEP for d in decisions),
+    }
 
 
 def tier_frontier(decisions: list[Decision], min_units: int = 30) -> list[dict[str, Any]]:

@@ -92,7 +92,7 @@ SEGMENTS: tuple[SimSegment, ...] = (
     SimSegment(
         "support-drafts",
         "faq",
-        6000,
+        12000,
         1.0,
         {"gpt-4o": 0.80, "gpt-4o-mini": 0.80, "claude-3-5-haiku": 0.79},
         {"gpt-4o": 0.6, "gpt-4o-mini": 0.2, "claude-3-5-haiku": 0.2},
@@ -101,7 +101,7 @@ SEGMENTS: tuple[SimSegment, ...] = (
     SimSegment(
         "support-drafts",
         "billing",
-        4000,
+        8000,
         1.2,
         {"gpt-4o": 0.78, "gpt-4o-mini": 0.60, "claude-3-5-haiku": 0.78},
         {"gpt-4o": 0.6, "gpt-4o-mini": 0.2, "claude-3-5-haiku": 0.2},
@@ -118,7 +118,7 @@ SEGMENTS: tuple[SimSegment, ...] = (
     SimSegment(
         "claims",
         "extraction",
-        5000,
+        10000,
         2.0,
         {"gpt-4o": 0.85, "gpt-4o-mini": 0.85, "claude-3-5-haiku": 0.70},
         {"gpt-4o": 0.6, "gpt-4o-mini": 0.2, "claude-3-5-haiku": 0.2},
@@ -127,7 +127,7 @@ SEGMENTS: tuple[SimSegment, ...] = (
     SimSegment(
         "claims",
         "settlement-letter",
-        2500,
+        5000,
         3.0,
         {"gpt-4o": 0.75, "gpt-4o-mini": 0.58, "claude-3-5-haiku": 0.60},
         {"gpt-4o": 0.6, "gpt-4o-mini": 0.2, "claude-3-5-haiku": 0.2},
@@ -136,7 +136,7 @@ SEGMENTS: tuple[SimSegment, ...] = (
     SimSegment(
         "claims",
         "triage",
-        3000,
+        6000,
         1.0,
         {"gpt-4o": 0.82, "claude-3-5-haiku": 0.82, "local-llama-70b": 0.82},
         {"gpt-4o": 0.6, "claude-3-5-haiku": 0.2, "local-llama-70b": 0.2},
@@ -144,7 +144,7 @@ SEGMENTS: tuple[SimSegment, ...] = (
     SimSegment(
         "fraud-review",
         "card-alert",
-        8000,
+        16000,
         1.5,
         {"gpt-4o": 0.90, "gpt-4o-mini": 0.90, "claude-3-5-haiku": 0.80},
         {"gpt-4o": 0.6, "gpt-4o-mini": 0.2, "claude-3-5-haiku": 0.2},
@@ -153,7 +153,7 @@ SEGMENTS: tuple[SimSegment, ...] = (
     SimSegment(
         "fraud-review",
         "account-takeover",
-        3000,
+        6000,
         2.0,
         {"gpt-4o": 0.88, "gpt-4o-mini": 0.74, "claude-3-5-haiku": 0.76},
         {"gpt-4o": 0.6, "gpt-4o-mini": 0.2, "claude-3-5-haiku": 0.2},
@@ -355,11 +355,11 @@ class AnchorComparison:
 
 
 def anchor_comparison(
-    seed: int, settings: RoutingSettings | None = None, evidence_days: int = 60
+    seed: int, settings: RoutingSettings | None = None, evidence_days: int = DAYS
 ) -> AnchorComparison:
-    """Learn a policy on ``evidence_days`` of traffic, then replay a fresh month (another draw of the
-    same truth) under it and under "everything on gpt-4o"; both counterfactuals use the policy's
-    evidence (observed cost per unit and success rate per segment and model)."""
+    """Learn a policy on ``evidence_days`` of traffic (default: one month), then replay a fresh month
+    (another draw of the same truth) under it and under "everything on gpt-4o"; both counterfactuals
+    use the policy's evidence (observed cost per unit and success rate per segment and model)."""
     import ibis
 
     from yieldmeter.routing.policy import Policy, PolicyEntry, policy_from_report

@@ -193,9 +193,17 @@ class WorkflowSpec:
     confirm_rate: float = 0.0
     outcome: OutcomeSpec | None = None
     recontact_window_days: float = 7.0
+    #: (model key, task type, logit effect) added on top of the model's and the task type's own
+    #: effects: a model as good as another on one kind of task and worse on another
+    model_task_effects: tuple[tuple[str, str, float], ...] = ()
 
     def state(self, name: str) -> State:
         return next(s for s in self.states if s.name == name)
+
+    def model_effect(self, model: str, task_type: str) -> float:
+        """The logit effect of ``model`` on ``task_type``: its own plus the pair's (0 when none)."""
+        own = next(e for m, _, e in self.models if m == model)
+        return own + sum(e for m, t, e in self.model_task_effects if m == model and t == task_type)
 
     @property
     def state_names(self) -> tuple[str, ...]:

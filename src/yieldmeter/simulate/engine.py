@@ -201,6 +201,13 @@ def _workflow_units(
     task_eff = np.array([e for _, _, e in w.task_types])[task_local]
     model_eff = np.array([e for _, _, e in w.models])[model_local]
     logit = w.base_logit + org.skill[user] + model_eff + task_eff + rng.normal(0.0, 0.4, n)
+    if w.model_task_effects:
+        # per (model, task type) effects; no draw, so workflows without them are unchanged
+        models_, tasks_ = [m for m, _, _ in w.models], [t for t, _, _ in w.task_types]
+        pair = np.zeros((len(models_), len(tasks_)))
+        for m, t, e in w.model_task_effects:
+            pair[models_.index(m), tasks_.index(t)] += e
+        logit = logit + pair[model_local, task_local]
     p = _sigmoid(logit)
     delivered = rng.random(n) < p
     names = list(w.state_names)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from yieldmeter.simulate.catalog import WorkflowSpec
+from yieldmeter.simulate.routing_workflows import DOCUMENTS, SCREENING, TAGGING
 from yieldmeter.simulate.workflows import AGENT, ANALYST, CLAIMS, CODE, CONTENT, FRAUD, SUPPORT
 
 
@@ -94,6 +95,12 @@ SCENARIOS: dict[str, Scenario] = {
             "claims processing: document extraction with corrections and a controlled pilot",
             (replace(CLAIMS, people_share=1.0),),
             default_users=60,
+        ),
+        Scenario(
+            "model-routing",
+            "per task type, a cheaper model as good as the incumbent or clearly worse: routing's truth",
+            (DOCUMENTS, SCREENING, TAGGING),
+            default_users=240,
         ),
     )
 }
