@@ -172,6 +172,7 @@ def test_loop_threshold_from_the_workflow_own_calls() -> None:
                 "acted": [r[4] for r in rows],
                 "n_positive": [1 if r[3] else 0 for r in rows],
                 "status": ["completed"] * len(rows),
+                "p_value": pa.nulls(len(rows), pa.float64()),  # unscored: no odds to weigh
                 "effort_minutes": [0.0] * len(rows),
                 "baseline_minutes": pa.nulls(len(rows), pa.float64()),
                 "effort_cost": [0.0] * len(rows),
@@ -185,6 +186,41 @@ def test_loop_threshold_from_the_workflow_own_calls() -> None:
     assert (t["b"]["loop_median_calls"], t["b"]["loop_mad_calls"], t["b"]["loop_min_calls"]) == (45, 10, 145)
     flags = waste_units(facts).to_pyarrow().to_pylist()
     assert sorted(r["work_unit_id"] for r in flags if r["expensive_loop"]) == ["b200", "x20"]
+
+
+def test_silence_is_unused_only_when_the_odds_say_so() -> None:
+    """Four units with no sign of use (not accepted, no positive signal, not a loop, closed):
+    unscored and p 0.3 are unused outputs; p 0.5 and p 0.9 are not (the value model gives them
+    even odds or better of having delivered without a trace); an open unit never is."""
+    import ibis
+    import pyarrow as pa
+
+    from yieldmeter.metrics.waste import waste_units
+
+    ids = ["none", "p30", "p50", "p90", "open"]
+    n = len(ids)
+    facts = ibis.memtable(
+        pa.table(
+            {
+                "workflow": ["w"] * n,
+                "work_unit_id": ids,
+                "calls": [1] * n,
+                "accepted": [False] * n,
+                "acted": [False] * n,
+                "n_positive": [0] * n,
+                "status": ["completed"] * 4 + ["open"],
+                "p_value": pa.array([None, 0.3, 0.5, 0.9, 0.1], pa.float64()),
+                "effort_minutes": [0.0] * n,
+                "baseline_minutes": pa.nulls(n, pa.float64()),
+                "effort_cost": [0.0] * n,
+                "n_recontact_after_accept": [0] * n,
+                "fully_loaded_cost": [2.0] * n,
+            }
+        )
+    )
+    flags = {r["work_unit_id"]: r for r in waste_units(facts).to_pyarrow().to_pylist()}
+    assert [i for i in ids if flags[i]["unused_output"]] == ["none", "p30"]
+    assert flags["p30"]["stake_unused_output"] == 2.0 and flags["p90"]["stake_unused_output"] == 0.0
 
 
 def test_value_per_token_inside_a_workflow(ws: Any) -> None:

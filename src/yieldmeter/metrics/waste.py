@@ -7,8 +7,9 @@ Categories, per work unit (facts of :mod:`yieldmeter.metrics.units`):
   accepted units in the period); at stake: the unit's fully loaded cost. The reference is the
   workflow's accepted units (all its units when none was accepted): runs that worked show what
   a unit of that workflow needs, and failed runs and loops do not widen it.
-- ``unused_output``: not accepted, no positive signal at all, not a loop, not still open;
-  at stake: the unit's fully loaded cost.
+- ``unused_output``: not accepted, no positive signal at all, not a loop, not still open, and
+  the value model gives it less than even odds of having delivered (``p_value`` <
+  :data:`UNUSED_MAX_P`, or no score); at stake: the unit's fully loaded cost.
 - ``rework``: human effort minutes above the workflow's no-AI ``baseline_minutes``; at stake:
   the excess minutes at the unit's own labour rate,
   effort_cost x (minutes - baseline) / minutes.
@@ -33,6 +34,10 @@ LOOP_MIN_CALLS = 20
 #: ... and more than the median plus this many median absolute deviations of calls per unit.
 LOOP_MAD_FACTOR = 10
 EXAMPLES = 3
+#: An output with no sign of use is counted unused only when the value model gives it less than
+#: even odds of having delivered: in a workflow whose outputs are mostly used without a trace
+#: (a support draft sent as it was), silence is not evidence of non-use.
+UNUSED_MAX_P = 0.5
 CATEGORIES: tuple[str, ...] = ("expensive_loop", "unused_output", "rework", "accepted_not_resolved")
 
 
@@ -76,7 +81,13 @@ def waste_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
     lt = loop_thresholds(f)
     f = f.join(lt, f.workflow == lt.loop_workflow).drop("loop_workflow")
     loop = ~f.accepted & ~f.acted & (f.calls >= f.loop_min_calls)
-    unused = ~f.accepted & (f.n_positive == 0) & ~loop & (f.status.fill_null("completed") != "open")
+    unused = (
+        ~f.accepted
+        & (f.n_positive == 0)
+        & ~loop
+        & (f.status.fill_null("completed") != "open")
+        & (f.p_value.isnull() | (f.p_value < UNUSED_MAX_P))
+    )
     excess = f.effort_minutes - f.baseline_minutes
     rework = f.baseline_minutes.notnull() & (excess > 0)
     rework_stake = ibis.ifelse(rework, f.effort_cost * excess / f.effort_minutes, 0.0)
