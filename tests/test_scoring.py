@@ -12,7 +12,7 @@ import pytest
 from scipy.special import expit
 from scipy.stats import spearmanr
 
-from tests.value_data import build_workspace, make_tables, ts
+from tests.value_data import build_workspace, make_tables, rows_table, ts
 from yieldmeter.scoring.engine import MIN_HOLDOUT_WORKFLOW, _choose, score_tables
 from yieldmeter.scoring.features import design_matrix, unit_features
 from yieldmeter.scoring.model import (
@@ -99,6 +99,27 @@ def test_analyst_example_scores_the_three_used_answers_high(tmp_path: Path) -> N
         # -2.0 - 0.4 (continued) -> 8.3, or -2.0 with no signal -> 11.9
         assert scores[u]["score"] < 15
     assert min(scores[u]["score"] for u in used) > 95 > max(scores[u]["score"] for u in set(scores) - used)
+
+
+def test_an_ingest_that_changes_the_evidence_rescores(tmp_path: Path) -> None:
+    """A signal ingested for q0 (no signal before: logit -2.0, 11.9) re-scores it at once:
+    + accepted 2.0 -> logit 0.0, score 50; the other units keep their scores."""
+    from yieldmeter.ingest.base import Batch
+    from yieldmeter.ingest.conform import conform
+    from yieldmeter.scoring import score_workspace
+
+    data = analyst_session()
+    data["signals"] = [s for s in data["signals"] if s["work_unit_id"] != "q0"]
+    with build_workspace(tmp_path, data, ANALYST_CONFIG) as ws:
+        score_workspace(ws)
+        before = {r["work_unit_id"]: r["score"] for r in ws.value.scores().to_pylist()}
+        assert before["q0"] == pytest.approx(100 * expit(-2.0), abs=0.01)
+        row = {"signal_id": "acc-q0", "work_unit_id": "q0", "ts": ts(2), "kind": "accepted"}
+        signal = conform("signals", rows_table("signals", [row]), source="test")
+        ws.ingest_batches([Batch.of("signals", signal)], source="test")  # after=True: re-scores
+        after = {r["work_unit_id"]: r["score"] for r in ws.value.scores().to_pylist()}
+    assert after["q0"] == pytest.approx(50.0, abs=0.01)
+    assert {k: v for k, v in after.items() if k != "q0"} == {k: v for k, v in before.items() if k != "q0"}
 
 
 def test_prior_weights_are_documented_once_with_a_reason_and_sign() -> None:

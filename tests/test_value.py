@@ -103,6 +103,12 @@ def test_yields_with_bands_and_evidence(ws: Any) -> None:
     # (4 x 4 + 1 x 1) / (4 + 1) = 3.4; confidence 5 / (5 + 4)
     assert st["strategic_score"] == pytest.approx(3.4, **APPROX)
     assert st["confidence"] == pytest.approx(5 / 9, **APPROX)
+    # interval: sum w^2 (v - m)^2 = 16 x 0.6^2 + 1 x 2.4^2 = 11.52; se = sqrt(11.52) / 5 = 0.678823;
+    # 3.4 -/+ 1.645 x 0.678823 = 2.283336 .. 4.516664
+    half = 1.645 * 11.52**0.5 / 5
+    assert (st["strategic_low"], st["strategic_high"]) == pytest.approx((3.4 - half, 3.4 + half), **APPROX)
+    row = next(r for r in rep.rows() if r["family"] == "strategic")
+    assert row["strategic_low"] == pytest.approx(3.4 - half, **APPROX)
     assert sorted(rep.strategic_evidence.column("outcome_id").to_pylist()) == ["o4", "o5"]
     assert any("not redeployed" in n for n in rep.notes)
 

@@ -79,6 +79,8 @@ class YieldReport:
                     "family": "strategic",
                     "outcomes": r["evidence_items"],
                     "strategic_score": r["strategic_score"],
+                    "strategic_low": r["strategic_low"],
+                    "strategic_high": r["strategic_high"],
                     "strategic_confidence": r["confidence"],
                 }
             )

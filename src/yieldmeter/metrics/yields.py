@@ -186,9 +186,14 @@ def yields(t: Tables, lines: ir.Table, window: Window | None = None, workflow: s
 
 
 def strategic(t: Tables, window: Window | None = None, workflow: str | None = None) -> ir.Table:
-    """Per workflow: the evidence-weighted strategic score (0-5), its confidence and evidence count.
+    """Per workflow: the evidence-weighted strategic score (0-5), its interval, confidence and
+    evidence count.
 
-    score = sum(w_e x clip(observed, 0, 5)) / sum(w_e); confidence = sum(w_e) / (sum(w_e) + 4).
+    score m = sum(w_e x v_e) / sum(w_e), v_e = clip(observed, 0, 5);
+    confidence = sum(w_e) / (sum(w_e) + 4);
+    90% interval = clip(m -/+ 1.645 x se, 0, 5), se = sqrt(sum(w_e^2 (v_e - m)^2)) / sum(w_e)
+    (the standard error of a weighted mean); with one item of evidence nothing is known of the
+    spread, and the interval is the whole scale, 0-5.
     """
     o = t.outcomes
     if window is not None:
@@ -203,12 +208,24 @@ def strategic(t: Tables, window: Window | None = None, workflow: str | None = No
     w = _lookup(j.evidence_level.fill_null("observational"), STRATEGIC_WEIGHT, 2.0).cast("float64")
     val = ibis.greatest(ibis.least(j.observed_value, 5.0), 0.0)
     g = j.group_by(workflow=j.workflow.fill_null(UNASSIGNED)).aggregate(
-        evidence_items=j.count(), weight=w.sum(), weighted=(w * val).sum()
+        evidence_items=j.count(),
+        weight=w.sum(),
+        weighted=(w * val).sum(),
+        w2=(w * w).sum(),
+        w2v=(w * w * val).sum(),
+        w2v2=(w * w * val * val).sum(),
     )
+    m = g.weighted / g.weight
+    # sum(w^2 (v - m)^2) expanded into the sums above (floored at 0 against rounding)
+    spread = ibis.greatest(g.w2v2 - 2.0 * m * g.w2v + m * m * g.w2, 0.0)
+    half = 1.645 * spread.sqrt() / g.weight
+    one = g.evidence_items < 2
     return g.select(
         "workflow",
         "evidence_items",
-        strategic_score=g.weighted / g.weight,
+        strategic_score=m,
+        strategic_low=ibis.ifelse(one, 0.0, ibis.greatest(m - half, 0.0)),
+        strategic_high=ibis.ifelse(one, 5.0, ibis.least(m + half, 5.0)),
         confidence=g.weight / (g.weight + 4.0),
     ).order_by("workflow")
 

@@ -147,6 +147,8 @@ class OutcomeSpec:
     per_unit_p: float = 0.0
     per_unit_metric: str = ""
     evidence_ref: str = ""
+    #: a non-monetary (strategic) outcome's observed value: its 0-5 strategic impact rating
+    strategic_rating: float | None = None
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ def _outcomes_for(
                     "period_end": end + NS_PER_DAY,
                     "metric": spec.per_unit_metric,
                     "baseline_value": round(value, 2) if spec.monetary else None,
-                    "observed_value": 0.0 if spec.monetary else None,
+                    "observed_value": 0.0 if spec.monetary else spec.strategic_rating,
                     "unit": spec.unit if spec.monetary else "decision",
                     "value_dimension": w.value_dimension,
                     "monetary_value": round(value, 2) if spec.monetary else None,

@@ -320,6 +320,8 @@ ANALYST = WorkflowSpec(
         per_unit_p=1.0,
         per_unit_metric="board_decision",
         evidence_ref="board minutes",
+        # an answer that changed a board decision: strategic impact 4 of 5 (the minutes record it)
+        strategic_rating=4.0,
     ),
 )
 

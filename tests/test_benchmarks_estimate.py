@@ -1,0 +1,104 @@
+"""The benchmarks' shrinkage and bootstrap (metrics/benchmarks.estimate) on three groups, by hand.
+
+One workflow, three people (value v and tokens k per work unit):
+
+    A: 4 units of (4, 1000)                      V 16, K 4000, raw 0.004, residual 0
+    B: (1, 1000), (3, 1000), (1, 1000), (3, 1000) V  8, K 4000, raw 0.002, residual 4
+    C: 2 units of (0, 1000)                      V  0, K 2000, raw 0,     residual 0
+
+Value per token (empirical Bayes, normal-normal):
+    m = 24 / 10,000 = 0.0024
+    s2 = (0 + 4 + 0) / (10 units - 3 groups) = 4/7           (pooled residual variance)
+    se2 = (residual + s2) / K^2:  A (4/7)/4000^2, B (4 + 4/7)/4000^2, C (4/7)/2000^2
+    tau2 = var(raw) - mean(se2),  var(raw) = (0.002^2 + 0 + 0.002^2) / 3
+    b = se2 / (se2 + tau2);  value_per_token = (1 - b) raw + b m
+
+Success rate (beta-binomial, method of moments): successes A 3, B 1, C 0:
+    p = 4/10; phat = 3/4, 1/4, 0; between = var(phat) - mean(p(1 - p)/n)
+    kappa = p(1 - p)/between - 1; rate = (S + kappa p) / (n + kappa)
+Cost per success = C / (n x rate), with costs 40, 20, 10.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from yieldmeter.metrics.benchmarks import estimate
+
+UNITS = {
+    "A": [(4.0, 1000.0, 1, 10.0)] * 3 + [(4.0, 1000.0, 0, 10.0)],
+    "B": [(1.0, 1000.0, 1, 5.0), (3.0, 1000.0, 0, 5.0), (1.0, 1000.0, 0, 5.0), (3.0, 1000.0, 0, 5.0)],
+    "C": [(0.0, 1000.0, 0, 5.0)] * 2,
+}
+
+
+def _tables() -> tuple[pa.Table, pa.Table]:
+    """The group sums and per-batch sums (each unit its own batch) the database would return."""
+    sums: dict[str, list[object]] = {c: [] for c in ("workflow", "subject", "n", "value", "tokens")}
+    sums.update({c: [] for c in ("successes", "cost", "svv", "skk", "svk")})
+    buckets: dict[str, list[object]] = {
+        c: [] for c in ("workflow", "subject", "bucket", "n", "value", "tokens", "successes", "cost")
+    }
+    for subject, units in UNITS.items():
+        v, k, s, c = (np.array(x, dtype=float) for x in zip(*units, strict=True))
+        row = {"workflow": "w", "subject": subject, "n": len(units), "value": v.sum(), "tokens": k.sum()}
+        row.update(
+            successes=int(s.sum()), cost=c.sum(), svv=(v * v).sum(), skk=(k * k).sum(), svk=(v * k).sum()
+        )
+        for key, val in row.items():
+            sums[key].append(val)
+        for i, (vi, ki, si, ci) in enumerate(units):
+            for key, val in zip(buckets, ("w", subject, i, 1, vi, ki, float(si), ci), strict=True):
+                buckets[key].append(val)
+    return pa.table(sums), pa.table(buckets)
+
+
+def test_shrinkage_by_hand() -> None:
+    sums, buckets = _tables()
+    est = {
+        r["subject"]: r for r in estimate(sums, buckets, ["workflow", "subject"], ["workflow"]).to_pylist()
+    }
+
+    m = 24 / 10_000
+    s2 = 4 / 7
+    se2 = {"A": s2 / 4000**2, "B": (4 + s2) / 4000**2, "C": s2 / 2000**2}
+    raw = {"A": 0.004, "B": 0.002, "C": 0.0}
+    tau2 = (0.002**2 + 0 + 0.002**2) / 3 - sum(se2.values()) / 3
+    for g in "ABC":
+        b = se2[g] / (se2[g] + tau2)
+        assert est[g]["value_per_token_raw"] == pytest.approx(raw[g], rel=1e-12)
+        assert est[g]["workflow_value_per_token"] == pytest.approx(m, rel=1e-12)
+        assert est[g]["shrinkage"] == pytest.approx(b, rel=1e-9)
+        assert est[g]["value_per_token"] == pytest.approx((1 - b) * raw[g] + b * m, rel=1e-9)
+    # A's estimate: b = 0.0140187 -> 0.0039776 (raw 0.004 pulled a little towards 0.0024)
+    assert est["A"]["value_per_token"] == pytest.approx(0.0039775701, rel=1e-6)
+
+    p = 0.4
+    phat = np.array([0.75, 0.25, 0.0])
+    between = phat.var() - np.mean(p * (1 - p) / np.array([4, 4, 2]))  # 0.0972222 - 0.08
+    kappa = p * (1 - p) / between - 1  # 12.935484
+    assert kappa == pytest.approx(12.935484, rel=1e-6)
+    for g, s, n, c in (("A", 3, 4, 40.0), ("B", 1, 4, 20.0), ("C", 0, 2, 10.0)):
+        rate = (s + kappa * p) / (n + kappa)
+        assert est[g]["success_rate_raw"] == pytest.approx(s / n, rel=1e-12)
+        assert est[g]["success_rate"] == pytest.approx(rate, rel=1e-9)
+        assert est[g]["cost_per_success"] == pytest.approx(c / (n * rate), rel=1e-9)
+    # C had no success at all: shrinkage still gives it a rate (and a finite cost per success)
+    assert est["C"]["success_rate"] == pytest.approx(kappa * p / (2 + kappa), rel=1e-9)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_repeat() -> None:
+    sums, buckets = _tables()
+    keys, part = ["workflow", "subject"], ["workflow"]
+    one = estimate(sums, buckets, keys, part, seed=3).to_pylist()
+    again = estimate(sums, buckets.take(np.arange(buckets.num_rows)[::-1]), keys, part, seed=3).to_pylist()
+    assert one == again  # the same draws whatever order the batches come in
+    for r in one:
+        for name in ("value_per_token", "success_rate", "cost_per_success"):
+            assert r[f"{name}_low"] <= r[name] <= r[f"{name}_high"], (r["subject"], name)
+    # B's four units disagree (1 and 3 per 1,000 tokens): its interval is wider than A's,
+    # whose units are all alike
+    width = {r["subject"]: r["value_per_token_high"] - r["value_per_token_low"] for r in one}
+    assert width["B"] > width["A"]
