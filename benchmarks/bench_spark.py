@@ -1,6 +1,7 @@
 """The full report set on DuckDB and on Spark over the same lake; Spark's scaling from 1 to 2 cores.
 
     python benchmarks/bench_spark.py [--setups duckdb,local1,local2] [CALLS ...]   (default: 200000 1000000)
+    python benchmarks/bench_spark.py --sizing     (the sizing plan's other inputs, below)
 
 Builds a lake of N synthetic calls (30 days, 40 teams, 8 models, one work unit per 4 calls, signals
 on half the units, platform cost items), then times the report set below on DuckDB over the lake and
@@ -13,9 +14,19 @@ unpriced and status reports of the Workspace and every public report of the valu
 row exports (``priced_calls``, ``quarantine``) and less what an engine declares unsupported
 (``yieldmeter.lake.engines.UNSUPPORTED``: waste on Spark), so both engines run the same set.
 
-``--setups`` picks the engines per run: the 10M figure is taken with ``duckdb,local2`` (Spark on one
-core at 10M would hold the shared 2-core machine for the better part of an hour) and the 1 -> 2 core
-scaling at the largest size where both ``local1`` and ``local2`` were measured.
+``--sizing`` measures what the 10-billion-call plan in ``docs/scale-out.md`` needs besides the
+report set, into ``benchmarks/results/spark_sizing.json``:
+
+* ``spark normalise`` on ``local[1]`` over the OTLP traces of a simulated organisation (one, four
+  and twelve weeks): spans per core-second, the marginal rate between the two largest (fixed costs out);
+* in-memory scoring (``score_tables``, what every report over a lake without stored scores runs on
+  the driver): the bytes of the per work unit feature table the driver receives, and the Python
+  heap peak (``tracemalloc``, which numpy reports to) while fitting and scoring, per work unit.
+
+``--setups`` picks the engines per run (a 10M run of all three holds the shared 2-core machine for
+about 37 minutes: DuckDB 99 s, ``local[2]`` 805 s, ``local[1]`` 1,317 s in ``results/spark.json``).
+The 1 -> 2 core scaling is taken at the largest size where both ``local1`` and ``local2`` were
+measured: 10M, since all three setups were run at 10M (24 Nov 2026).
 """
 
 from __future__ import annotations
@@ -247,8 +258,125 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# -- sizing: normalise throughput, driver memory of in-memory scoring --------------------------------
+SIZING = ROOT / "benchmarks" / "results" / "spark_sizing.json"
+
+
+def _child(code: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+    if line is None:
+        raise RuntimeError(f"sizing run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[6:])  # type: ignore[no-any-return]
+
+
+def measure_normalise(days: int, root: Path) -> dict[str, Any]:
+    """``spark normalise`` of a simulated organisation's OTLP traces on local[1] (session started first)."""
+    import shutil
+
+    from yieldmeter.simulate.run import simulate
+    from yieldmeter.simulate.scenarios import SCENARIOS, SimulationParams, min_users
+
+    result = simulate(root / "sim", SimulationParams(days=days, users=min_users(SCENARIOS["enterprise"])))
+    raw = root / "raw"
+    raw.mkdir()
+    traces = [p for p in result.source_paths if p.suffix == ".jsonl" and "traces" in p.name]
+    for p in traces:
+        shutil.copy(p, raw / p.name)
+    code = f"""
+import json, time
+from pathlib import Path
+from yieldmeter.config import load_config
+from yieldmeter.lake.engines import spark_session
+from yieldmeter.lake.spark_jobs import normalise
+session = spark_session("local[1]", {{"spark.driver.memory": "4g"}})
+config = load_config(Path({str(result.config_path)!r}))
+t = time.perf_counter()
+summary = normalise(session, {str(raw)!r}, {str(root / "lake")!r}, config)
+print("RESULT" + json.dumps({{"seconds": time.perf_counter() - t, "tables": summary.tables}}))
+"""
+    out = _child(code)
+    raw_bytes = sum(p.stat().st_size for p in raw.iterdir())
+    spans = out["tables"]["calls"]
+    return {
+        "days": days,
+        "raw_bytes": raw_bytes,
+        "calls": spans,
+        "seconds": out["seconds"],
+        "calls_per_core_s": spans / out["seconds"],
+    }
+
+
+def measure_scoring(n: int, root: Path) -> dict[str, Any]:
+    """The driver side of in-memory scoring over a lake of ``n`` synthetic calls (n / 4 work units)."""
+    build_lake(n, root)
+    code = f"""
+import json, time, tracemalloc
+from yieldmeter.lake.engines import EngineSettings
+from yieldmeter.lake.workspace import open_on_engine
+from yieldmeter.scoring.engine import score_units, unit_values_of
+from yieldmeter.scoring.features import unit_features
+ws = open_on_engine({str(root)!r}, EngineSettings("duckdb", {str(root / "lake")!r}))
+t = ws.tables()
+features = unit_features(t).to_pyarrow()
+tracemalloc.start()
+t0 = time.perf_counter()
+result = score_units(features, unit_values_of(t))
+seconds = time.perf_counter() - t0
+_, peak = tracemalloc.get_traced_memory()
+print("RESULT" + json.dumps({{
+    "units": features.num_rows, "feature_bytes": features.nbytes, "score_bytes": result.scores.nbytes,
+    "python_peak_bytes": peak, "seconds": seconds}}))
+"""
+    out = _child(code)
+    units = out["units"]
+    return {
+        "calls": n,
+        **out,
+        "feature_bytes_per_unit": out["feature_bytes"] / units,
+        "python_peak_bytes_per_unit": out["python_peak_bytes"] / units,
+        "driver_bytes_per_unit": (out["feature_bytes"] + out["python_peak_bytes"] + out["score_bytes"])
+        / units,
+    }
+
+
+def sizing() -> None:
+    """Measure the inputs of the sizing plan and write ``results/spark_sizing.json``."""
+    normalise_runs = []
+    for days in (7, 28, 84):
+        with tempfile.TemporaryDirectory() as tmp:
+            normalise_runs.append(measure_normalise(days, Path(tmp)))
+            print(f"normalise {days:>2} days: {normalise_runs[-1]}", flush=True)
+    small, large = normalise_runs[-2:]  # the marginal rate between the two largest: fixed costs out
+    marginal = (large["calls"] - small["calls"]) / (large["seconds"] - small["seconds"])
+    scoring_runs = []
+    for n in (250_000, 1_000_000):
+        with tempfile.TemporaryDirectory() as tmp:
+            scoring_runs.append(measure_scoring(n, Path(tmp)))
+            print(f"scoring {n:>9,} calls: {scoring_runs[-1]}", flush=True)
+    a, b = scoring_runs
+    per_unit = (
+        (b["feature_bytes"] + b["python_peak_bytes"] + b["score_bytes"])
+        - (a["feature_bytes"] + a["python_peak_bytes"] + a["score_bytes"])
+    ) / (b["units"] - a["units"])
+    doc = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "normalise_local1": normalise_runs,
+        "normalise_marginal_calls_per_core_s": marginal,
+        "scoring_in_memory": scoring_runs,
+        "scoring_marginal_driver_bytes_per_unit": per_unit,
+    }
+    SIZING.parent.mkdir(parents=True, exist_ok=True)
+    SIZING.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {SIZING}")
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args == ["--sizing"]:
+        sizing()
+        sys.exit(0)
     chosen = list(SETUPS)
     if args[:1] == ["--setups"]:
         chosen, args = args[1].split(","), args[2:]

@@ -8,7 +8,17 @@ set -u
 need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v pdftoppm >/dev/null 2>&1 || need="$need poppler-utils"
-command -v java >/dev/null 2>&1 || need="$need default-jre-headless"
+# PySpark 4 needs Java 17+: a missing or older java gets Debian's default runtime (17 on bookworm)
+java_major() {
+  java -version 2>&1 | sed -n 's/.*version "\([0-9]*\)\.\{0,1\}\([0-9]*\).*/\1 \2/p' | head -n 1 |
+    { read -r major minor; [ "$major" = "1" ] && echo "${minor:-0}" || echo "${major:-0}"; }
+}
+if ! command -v java >/dev/null 2>&1; then
+  need="$need default-jre-headless"
+elif [ "$(java_major)" -lt 17 ] 2>/dev/null; then
+  echo "java $(java_major) found; Spark needs Java 17+"
+  need="$need default-jre-headless"
+fi
 # WeasyPrint (board pack PDF) loads Pango and needs at least one font
 ldconfig -p 2>/dev/null | grep -q "libpango-1.0" || need="$need libpango-1.0-0 libpangoft2-1.0-0"
 ldconfig -p 2>/dev/null | grep -q "libharfbuzz-subset" || need="$need libharfbuzz-subset0"

@@ -3,15 +3,23 @@
 Every report is a function of a Workspace returning named Arrow tables; the
 engine tests run each one on the workspace's own DuckDB store, on DuckDB over
 the exported lake, and on Spark over the same lake, and compare the figures.
+
+Reports that return objects rather than tables (role reports, budgets burn-down,
+the routing policy, the capacity plan) are flattened by :func:`figures` into
+one table of (item, number, text) rows, so every figure they show is compared.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
 import shutil
+import tempfile
 from collections.abc import Callable
-from dataclasses import fields, is_dataclass
-from datetime import datetime
+from dataclasses import asdict, fields, is_dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +30,52 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 REL = 1e-9
 
-#: Value service methods that are plumbing, not reports (everything else public is a report).
-VALUE_NOT_REPORTS = {"tables", "cost_lines", "facts", "window", "invalidate", "score"}
+#: Value service methods that are plumbing, not reports (everything else public is a report):
+#: ``units`` and ``lines`` return the materialised Ibis tables the reports read.
+VALUE_NOT_REPORTS = {"tables", "cost_lines", "facts", "window", "invalidate", "score", "units", "lines"}
+#: The section text of a capability an engine declares unsupported (``SectionsBase.guarded``).
+ENGINE_GAP_SECTION = "unavailable on this engine"
+
+
+def _java_major() -> int | None:
+    """The major version of the ``java`` on PATH (None: none, or unreadable)."""
+    import re
+    import subprocess
+
+    java = shutil.which("java")
+    if java is None:
+        return None
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if m is None:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
 
 
 def spark_available() -> str | None:
-    """Why Spark tests cannot run here, or None."""
+    """Why Spark tests cannot run here, or None.
+
+    In CI (``CI`` set) nothing may be missing: the Spark tests must run there, so instead of a
+    reason to skip this raises, and the test run fails saying what to install.
+    """
+    reason = None
     try:
         import pyspark  # noqa: F401
     except ImportError:
-        return "pyspark is not installed (pip install '.[spark]')"
-    if shutil.which("java") is None:
-        return "no java runtime (apt-get install default-jre-headless)"
-    return None
+        reason = "pyspark is not installed (pip install '.[spark]')"
+    else:
+        major = _java_major()
+        if major is None:
+            reason = "no java runtime (apt-get install default-jre-headless; make system-deps)"
+        elif major < 17:
+            reason = f"java {major} found; PySpark 4 needs Java 17+ (apt-get install default-jre-headless)"
+    if reason is not None and os.environ.get("CI"):
+        raise RuntimeError(f"CI is set, so the Spark tests must run, but {reason}")
+    return reason
 
 
 def spark_session_for_tests() -> Any:
@@ -129,23 +170,205 @@ def _first_workflow(ws: Any) -> str | None:
 
 
 def all_reports() -> dict[str, Callable[[Any], Any]]:
+    """The reports every data set runs: the Workspace's and every public one of the value service."""
     return {**WORKSPACE_REPORTS, **value_reports()}
 
 
+# -- role reports, FinOps, routing, capacity and exports -----------------------------------------
+def report_now(ws: Any) -> datetime:
+    """A fixed "now" for a data set: the day after its last call (the same on every engine)."""
+    if "_engine_test_now" not in ws.__dict__:
+        last = ws.tables().calls.ts.max().to_pyarrow().as_py()
+        last = last.replace(tzinfo=UTC) if last.tzinfo is None else last.astimezone(UTC)
+        ws.__dict__["_engine_test_now"] = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(
+            days=1
+        )
+    return ws.__dict__["_engine_test_now"]  # type: ignore[no-any-return]
+
+
+def _role(role: str) -> Callable[[Any], Any]:
+    """The role report over every call up to :func:`report_now`: a period that has ended, so the
+    sections that depend on the time (forecasts, budgets) are evaluated as of its end, not as of
+    the clock, and the reference and the engine run agree."""
+
+    def run(ws: Any) -> Any:
+        from yieldmeter.app.reports import ReportFilters
+
+        return ws.reports.role(role, ReportFilters.of(period=f"..{report_now(ws):%Y-%m-%d}"))
+
+    return run
+
+
+def _role_reports() -> dict[str, Callable[[Any], Any]]:
+    try:
+        from yieldmeter.app.reports import ROLES
+    except ImportError:
+        return {}
+    return {f"role.{r}": _role(r) for r in ROLES}
+
+
+def _burn_down(ws: Any) -> dict[str, Any]:
+    now = report_now(ws)
+    return {b.budget_id: ws.finops.burn_down(b.budget_id, now) for b in ws.finops.budget_list()}
+
+
+def _export_focus(ws: Any) -> pa.Table:
+    """The FOCUS export as the file it writes (read back), never the path it wrote to."""
+    import pyarrow.csv as pacsv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "focus.csv"
+        ws.finops.export_focus(out)
+        return pacsv.read_csv(out)
+
+
+def _route(ws: Any) -> dict[str, Any]:
+    """What `yieldmeter route` shows and writes: the table, the totals, the policy, the LiteLLM config."""
+    import yaml
+
+    return {
+        "table": ws.routing.table(),
+        "totals": ws.routing.totals(),
+        "frontier": ws.routing.frontier(),
+        "policy": json.loads(ws.routing.policy_json()),
+        "litellm": yaml.safe_load(ws.routing.litellm_yaml()),
+    }
+
+
+def _capacity_plan(ws: Any) -> Any:
+    from yieldmeter.app.capacity import Scope
+
+    # one workflow every data set prices whole (a plan refuses unpriced calls' rent)
+    return ws.capacity.plan(Scope(workflow="fraud-review")).to_dict()
+
+
+def _export_scores(ws: Any) -> pa.Table:
+    from yieldmeter.cli.value import SCORE_EXPORT
+
+    return ws.value.scores().select(SCORE_EXPORT)
+
+
+def _export_benchmarks(ws: Any) -> pa.Table:
+    from yieldmeter.cli.value import BENCHMARK_EXPORT
+
+    return ws.value.benchmarks(by="team").rows.select(BENCHMARK_EXPORT)
+
+
+#: Reports built on the value measures and the Workspace: per role, FinOps, routing, capacity, exports.
+SERVICE_REPORTS: dict[str, Callable[[Any], Any]] = {
+    "finops.forecast": lambda ws: ws.finops.forecast("team", report_now(ws)),
+    "finops.forecast_cpso": lambda ws: ws.finops.forecast_cpso(report_now(ws)),
+    "finops.anomalies": lambda ws: ws.finops.anomalies(report_now(ws)),
+    "finops.showback": lambda ws: ws.finops.showback(),
+    "finops.reconciliation": lambda ws: ws.finops.reconciliation(),
+    "finops.initiatives": lambda ws: ws.finops.initiatives(),
+    "finops.budgets": lambda ws: ws.finops.budgets(report_now(ws)),
+    "finops.burn_down": _burn_down,
+    "route": _route,
+    "capacity.plan": _capacity_plan,
+    "export.focus": _export_focus,
+    "export.benchmarks": _export_benchmarks,
+    "export.scores": _export_scores,
+}
+
+
+def service_reports() -> dict[str, Callable[[Any], Any]]:
+    return {**_role_reports(), **SERVICE_REPORTS}
+
+
+def every_report() -> dict[str, Callable[[Any], Any]]:
+    return {**all_reports(), **service_reports()}
+
+
 def run_report(ws: Any, name: str) -> dict[str, pa.Table]:
-    return _named(all_reports()[name](ws), name)
+    """The report's figures as named tables; an error is a result too (both sides must agree)."""
+    try:
+        result = every_report()[name](ws)
+    except Exception as exc:
+        from yieldmeter.lake.engines import EngineGap
+
+        if isinstance(exc, EngineGap):
+            raise
+        if name not in service_reports():
+            raise
+        # a report that fails on the reference must fail the same way on every engine
+        return {f"{name}.error": pa.table({"error": [f"{type(exc).__name__}: {exc}"]})}
+    if hasattr(result, "sections") and hasattr(result, "role"):
+        return {f"{name}.{s.key}": figures(asdict(s), exclude=("generated_at",)) for s in result.sections}
+    if isinstance(result, pa.Table) or (is_dataclass(result) and not hasattr(result, "sections")):
+        tables = _named(result, name)
+        if tables:
+            return tables
+    return {name: figures(result, exclude=("generated_at", "path"))}
+
+
+_ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(\+00:00|Z)?$")
+
+
+def figures(obj: Any, exclude: tuple[str, ...] = ()) -> pa.Table:
+    """Every value in ``obj`` (dicts, lists, dataclasses, tables) as (item, number, text) rows.
+
+    ``item`` is the value's path (``kpis[0].value``); numbers go in ``number`` (compared to
+    1e-9 relative), everything else in ``text``; keys in ``exclude`` (a timestamp of the
+    run, a temporary path) are left out.
+    """
+    rows: list[tuple[str, float | None, str | None]] = []
+
+    def walk(path: str, v: Any) -> None:
+        if isinstance(v, pa.Table):
+            v = v.to_pylist()
+        elif is_dataclass(v) and not isinstance(v, type):
+            v = v.to_dict() if hasattr(v, "to_dict") else asdict(v)
+        if isinstance(v, dict):
+            for k in v:
+                if k not in exclude:
+                    walk(f"{path}.{k}" if path else str(k), v[k])
+        elif isinstance(v, list | tuple):
+            for i, x in enumerate(v):
+                walk(f"{path}[{i}]", x)
+        elif isinstance(v, bool) or v is None:
+            rows.append((path, None, None if v is None else str(v)))
+        elif isinstance(v, int | float):
+            rows.append((path, float(v), None))
+        elif isinstance(v, datetime):
+            rows.append((path, None, _plain(v).isoformat()))
+        elif isinstance(v, date):
+            rows.append((path, None, v.isoformat()))
+        elif isinstance(v, str) and _ISO_UTC.match(v):
+            # a time a report already wrote as text: Spark's naive UTC and DuckDB's aware UTC agree
+            rows.append((path, None, _plain(datetime.fromisoformat(v)).isoformat()))
+        else:
+            rows.append((path, None, str(v)))
+
+    walk("", obj)
+    return pa.table(
+        {
+            "item": pa.array([r[0] for r in rows], pa.string()),
+            "number": pa.array([r[1] for r in rows], pa.float64()),
+            "text": pa.array([r[2] for r in rows], pa.string()),
+        }
+    )
+
+
+def engine_gap_of(table: pa.Table) -> str | None:
+    """The reason text when ``table`` is a flattened section an engine declared unavailable."""
+    if "item" not in table.column_names:
+        return None
+    for item, text in zip(table.column("item").to_pylist(), table.column("text").to_pylist(), strict=True):
+        if item == "unavailable" and text and text.startswith(ENGINE_GAP_SECTION):
+            return str(text)
+    return None
 
 
 # -- comparison -------------------------------------------------------------------------------
 def _plain(v: Any) -> Any:
+    """A datetime as naive UTC (Spark hands back naive UTC, DuckDB aware UTC)."""
     if isinstance(v, datetime):
-        return v.replace(tzinfo=None) if v.tzinfo is None else v.astimezone(tz=None).replace(tzinfo=None)
+        return v if v.tzinfo is None else v.astimezone(UTC).replace(tzinfo=None)
     return v
 
 
 def _norm_rows(t: pa.Table) -> list[dict[str, Any]]:
-    from datetime import UTC
-
     cols = {}
     for name in t.column_names:
         col = t.column(name)
@@ -181,6 +404,16 @@ def _same(a: Any, b: Any) -> bool:
         if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
             return True
         return math.isclose(a, b, rel_tol=REL, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, str) and isinstance(b, str) and a != b and a[:1] in "{[" and b[:1] in "{[":
+        # figures inside a JSON text column (FOCUS AllocatedMethodDetails): compared as figures
+        try:
+            return _same(json.loads(a), json.loads(b))
+        except ValueError:
+            return False
     return _plain(a) == _plain(b)
 
 

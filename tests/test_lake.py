@@ -12,8 +12,17 @@ from typer.testing import CliRunner
 
 from tests.engine_support import EXAMPLES, assert_same_figures, build_example_workspace
 from yieldmeter.cli.main import build_app
-from yieldmeter.lake.engines import UNSUPPORTED, EngineGap, EngineSettings, require
-from yieldmeter.lake.layout import Lake
+from yieldmeter.lake.engines import (
+    DEFAULT_MASTER,
+    LAUNCHED_BY_SPARK,
+    UNSUPPORTED,
+    EngineGap,
+    EngineSettings,
+    choose_master,
+    require,
+    session_settings,
+)
+from yieldmeter.lake.layout import Lake, LakeError
 
 runner = CliRunner()
 
@@ -143,7 +152,7 @@ def test_clear_messages_for_wrong_choices(ws: Path, tmp_path: Path) -> None:
     assert code == 1 and "--to-lake" in out
     # scores on a lake would vanish with the process: said, nothing run; reports still score in memory
     code, out = cli("--engine", "duckdb", "--lake", str(lake), "score", "-w", str(ws))
-    assert code == 1 and "scores are not stored on the lake" in " ".join(out.split()), out
+    assert code == 1 and "scores are not stored on a lake" in " ".join(out.split()), out
     code, out = cli(
         "--engine", "duckdb", "--lake", str(lake), "report", "funnel", "-w", str(ws), "-f", "json"
     )
@@ -158,3 +167,107 @@ def test_declared_gaps_raise_with_their_reason() -> None:
     assert reason
     code, out = cli("lake", "engines", "-f", "json")
     assert code == 0 and len(json.loads(out)) == len(UNSUPPORTED)
+
+
+def _said(out: str, reason: str) -> bool:
+    """Whether the declared ``reason`` is in a CLI message (the console wraps long lines)."""
+    return " ".join(reason.split())[:60] in " ".join(out.split())
+
+
+def test_every_write_on_a_lake_is_refused_with_its_declared_reason(ws: Path, tmp_path: Path) -> None:
+    """Nothing that writes the workspace store reports success on a lake (it would vanish)."""
+    lake = tmp_path / "lake"
+    assert cli("lake", "export", str(lake), "-w", str(ws))[0] == 0
+    on_lake = ("--engine", "duckdb", "--lake", str(lake))
+    cases = {
+        "ingest": ("ingest", str(EXAMPLES / "data")),
+        "value.score": ("score",),
+        "finops.alerts": ("alerts", "evaluate"),
+        "store.write": ("keys", "create", "collector", "--scope", "ingest"),
+        # a host nothing can bind: were the engine ignored again, serve fails fast instead of serving
+        "serve": ("serve", "--host", "256.0.0.1"),
+    }
+    for capability, args in cases.items():
+        code, out = cli(*on_lake, *args, "-w", str(ws))
+        assert code == 1 and _said(out, UNSUPPORTED[("duckdb", capability)]), (capability, out)
+    # `budgets add` records a budget as an ingest: the ingest gap answers
+    code, out = cli(*on_lake, "budgets", "add", "team", "risk", "100", "-w", str(ws))
+    assert code == 1 and _said(out, UNSUPPORTED[("duckdb", "ingest")]), out
+    # and the store was not written: the keys and budgets of the workspace are as before
+    code, out = cli("keys", "list", "-w", str(ws), "-f", "json")
+    assert code == 0 and json.loads(out) == []
+    # serve honours the engine chosen through the environment as well (it was ignored)
+    result = runner.invoke(
+        build_app(), ["serve", "--host", "256.0.0.1", "-w", str(ws)], env={"YIELDMETER_ENGINE": "spark"}
+    )
+    assert result.exit_code == 1 and _said(result.output, UNSUPPORTED[("spark", "serve")]), result.output
+
+
+def test_lake_engines_lists_every_declared_gap() -> None:
+    code, out = cli("lake", "engines", "-f", "json")
+    rows = json.loads(out)
+    assert code == 0 and {(r["engine"], r["capability"]): r["why"] for r in rows} == UNSUPPORTED
+    for engine in ("duckdb", "spark"):
+        for capability in ("ingest", "value.score", "serve", "finops.alerts", "store.write"):
+            assert (engine, capability) in UNSUPPORTED
+
+
+def test_s3a_lakes_open_with_pyarrow_and_reach_spark_as_s3a() -> None:
+    """Hadoop's s3a:// (open-source Spark) is s3:// to pyarrow and DuckDB; no network is used."""
+    import pyarrow.fs as pafs
+
+    lake = Lake("s3a://acme-finops/yieldmeter/lake?region=eu-west-1")
+    assert isinstance(lake.fs, pafs.S3FileSystem) and lake.root == "acme-finops/yieldmeter/lake"
+    assert lake.url("calls") == "s3a://acme-finops/yieldmeter/lake/calls"  # Spark: the scheme given
+    assert lake.data_url(lake.path("calls", "day=2025-03-03", "part-x-0.parquet")) == (
+        "s3://acme-finops/yieldmeter/lake/calls/day=2025-03-03/part-x-0.parquet"  # DuckDB: s3://
+    )
+    plain = Lake("s3://acme-finops/yieldmeter/lake?region=eu-west-1")
+    assert plain.url("calls") == "s3://acme-finops/yieldmeter/lake/calls"
+    with pytest.raises(LakeError, match="cannot open the lake nope://x"):
+        Lake("nope://x/lake")
+
+
+def test_a_lake_uri_nothing_reads_is_a_message_not_a_traceback(ws: Path) -> None:
+    for args in (
+        ("lake", "info", "nope://bucket/lake"),
+        ("lake", "export", "nope://bucket/lake", "-w", str(ws)),
+    ):
+        result = runner.invoke(build_app(), list(args))
+        assert result.exit_code == 1 and "cannot" in result.output, result.output
+        assert "Traceback" not in result.output and not isinstance(result.exception, LakeError)
+
+
+def test_the_spark_master_is_only_set_when_chosen() -> None:
+    """``spark-submit --master yarn`` must win over a default; a configured master wins over both."""
+    submit = {LAUNCHED_BY_SPARK: "40431"}
+    assert choose_master(None, env={}) == DEFAULT_MASTER == "local[*]"
+    assert choose_master(None, env=submit) is None  # the builder leaves spark-submit's master alone
+    assert choose_master("k8s://https://api:6443", env=submit) == "k8s://https://api:6443"
+    assert choose_master(None, {"spark.master": "yarn"}, env={}) == "yarn"
+    assert choose_master(None, env={"SPARK_MASTER": "spark://head:7077"}) == "spark://head:7077"
+    assert choose_master(None, env={"MASTER": "spark://m:7077", "SPARK_MASTER": "x"}) == "spark://m:7077"
+    # settings: small-data ones for a local session only; a cluster keeps its own
+    assert session_settings("local[2]")["spark.sql.shuffle.partitions"] == "8"
+    assert session_settings(None) == {"spark.sql.session.timeZone": "UTC"}
+    assert session_settings("yarn", {"spark.executor.memory": "8g"})["spark.executor.memory"] == "8g"
+    # nothing configured anywhere: the settings carry no master, so the session start decides
+    assert EngineSettings.resolve(engine="spark", lake="/l", env={}).master is None
+
+
+def test_spark_tests_fail_in_ci_instead_of_skipping(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without Java the Spark tests skip with the reason on a laptop, and fail the run in CI."""
+    from tests.engine_support import spark_available
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    monkeypatch.delenv("CI", raising=False)
+    assert "no java runtime" in (spark_available() or "")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(RuntimeError, match="CI is set, so the Spark tests must run, but no java runtime"):
+        spark_available()
+    # a Java older than 17 is no Java for PySpark 4
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    java.chmod(0o755)
+    monkeypatch.delenv("CI")
+    assert "java 11 found" in (spark_available() or "")

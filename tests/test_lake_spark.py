@@ -54,9 +54,13 @@ def test_normalise_matches_the_cli_and_is_idempotent(raw: Path) -> None:
         assert spark_rows.equals(cli_rows), f"{table}: Spark and the CLI adapter disagree"
     # derived work units: the same units; the CLI derives per file (a unit whose calls span two files
     # keeps the first file's view), Spark over the whole input, so only ids and flags are compared
-    units_spark = a.read_table("work_units").column("work_unit_id").to_pylist()
-    assert units_spark and len(units_spark) == len(set(units_spark))
-    assert set(units_spark) == set(b.read_table("work_units").column("work_unit_id").to_pylist())
+    units_spark = a.read_table("work_units").select(["work_unit_id", "derived"]).to_pylist()
+    units_cli = b.read_table("work_units").select(["work_unit_id", "derived"]).to_pylist()
+    ids = [u["work_unit_id"] for u in units_spark]
+    assert ids and len(ids) == len(set(ids))
+    flags = {u["work_unit_id"]: u["derived"] for u in units_spark}
+    assert flags == {u["work_unit_id"]: u["derived"] for u in units_cli}
+    assert all(flags.values())  # spans describe no work unit: every unit is derived, on both sides
     q_spark = a.read_table("quarantine").drop_columns(["ingested_at"])
     q_cli = b.read_table("quarantine").drop_columns(["ingested_at"])
     assert q_spark.equals(q_cli) and q_spark.column("raw")[0].as_py() == "{not json\n"
@@ -92,3 +96,32 @@ def test_normalise_refuses_to_drop_rows_of_the_days_it_replaces(raw: Path) -> No
     assert 0 < half.tables["calls"] < whole.tables["calls"]
     # the second half's rows in the days the first half touches are gone, other days are kept
     assert lake.read_table("calls").num_rows == whole.tables["calls"] - dropped
+
+
+def test_a_repeated_span_keeps_the_row_the_cli_keeps(raw: Path, tmp_path: Path) -> None:
+    """The first file (by path), and inside it the first line, wins: as in the CLI, not by chance.
+
+    The same spans arrive again with other token counts: at the end of the first file, and at the
+    start of a second, larger file (Spark reads the larger file first, so a row kept by arrival,
+    as ``dropDuplicates`` keeps it, is the retried one); only the first sighting may land.
+    """
+    from yieldmeter.lake.spark_jobs import normalise
+
+    config = load_config(raw / "yieldmeter.yaml")
+    a, b = sorted((raw / "raw" / "2026" / "10").glob("traces-*.jsonl"))
+    # Collector lines are batches of hundreds of spans: one line is plenty
+    first, more = a.read_bytes().splitlines(keepends=True), b.read_bytes().splitlines(keepends=True)[:-1]
+    retried = [
+        re.sub(rb'("gen_ai.usage.input_tokens","value":\{"intValue":")\d+', rb"\g<1>1", ln) for ln in first
+    ]
+    assert retried != first and more
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b"".join(first + retried))
+    (folder / "b.jsonl").write_bytes(b"".join(retried + more))
+    normalise(spark_session_for_tests(), str(folder), str(tmp_path / "spark"), config)
+    ingest_to_lake(sorted(folder.glob("*.jsonl")), str(tmp_path / "cli"), config, fmt="otlp-json")
+    on_spark = Lake(str(tmp_path / "spark")).read_table("calls").sort_by("call_id")
+    on_cli = Lake(str(tmp_path / "cli")).read_table("calls").sort_by("call_id")
+    assert on_spark.num_rows > 0 and on_spark.equals(on_cli)
+    assert 1 not in on_spark.column("input_tokens").to_pylist()  # no retried row won anywhere

@@ -372,7 +372,7 @@ class CapacityService:
 
     def measurements(self, mode: str | None = None) -> ir.Table:
         """Stored measurements, newest first."""
-        m = self.ws.store.ibis.table("capacity_measurements")
+        m = self.ws.backend.table("capacity_measurements")  # the lake's, on a lake workspace
         if mode:
             m = m.filter(m.mode == mode)
         return m.order_by([m.ts.desc(), m.batch, m.concurrency])

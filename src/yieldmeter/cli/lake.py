@@ -37,8 +37,9 @@ MasterOpt = Annotated[
     typer.Option(
         "--spark-master",
         envvar="YIELDMETER_SPARK_MASTER",
-        help="Spark master URL (local[*], spark://host:7077, k8s://..., yarn).",
-        show_default="local[*]",
+        help="Spark master URL (local[*], spark://host:7077, k8s://..., yarn); set only to override "
+        "the master spark-submit gave the driver.",
+        show_default="spark-submit's, else MASTER/SPARK_MASTER, else local[*]",
     ),
 ]
 
@@ -63,13 +64,17 @@ def register(app: typer.Typer) -> None:
         """Write the workspace's store to a lake (each table replaced: the lake becomes a snapshot)."""
         from yieldmeter.app.workspace import Workspace
         from yieldmeter.lake.export import export_workspace
+        from yieldmeter.lake.layout import LakeError
 
         try:
             ws = Workspace.open(ws_path)
         except (FileNotFoundError, ValueError) as exc:
             fail(str(exc))
         with ws:
-            summary = export_workspace(ws, path)
+            try:
+                summary = export_workspace(ws, path)
+            except (LakeError, OSError) as exc:  # a URI no client reads, a bucket out of reach
+                fail(f"cannot write the lake {path}: {exc}")
         emit(summary.rows(), fmt, title=f"Lake {summary.lake}")
         if fmt is OutputFormat.table:
             console().print(f"{summary.files} files written; manifest at {summary.lake}/_manifest.json")
@@ -97,13 +102,15 @@ def register(app: typer.Typer) -> None:
         """What the lake holds, from its manifest: rows, files and day partitions per table."""
         from yieldmeter.lake.layout import Lake, LakeError
 
-        lake = Lake(path)
         try:
+            lake = Lake(path)
             if not lake.exists():
                 fail(f"no yieldmeter lake at {path} (no _manifest.json)")
             doc = lake.manifest()
         except LakeError as exc:
             fail(str(exc))
+        except OSError as exc:  # credentials, network, permissions: said, not a traceback
+            fail(f"cannot read the lake {path}: {exc}")
         rows = []
         for name, t in sorted(doc.get("tables", {}).items()):
             parts = sorted(t.get("partitions") or {})
@@ -121,11 +128,16 @@ def register(app: typer.Typer) -> None:
 
     @lake.command("engines")
     def lake_engines(fmt: FormatOpt = OutputFormat.table) -> None:
-        """What each engine does not support, and why (the one declaration of engine gaps)."""
+        """What each engine does not support over a lake, and why (the one declaration of engine gaps)."""
         from yieldmeter.lake.engines import ENGINES, UNSUPPORTED
 
         rows = [{"engine": e, "capability": c, "why": r} for (e, c), r in sorted(UNSUPPORTED.items())]
-        emit(rows, fmt, title=f"Engine gaps ({', '.join(ENGINES)}; everything not listed runs on both)")
+        emit(
+            rows,
+            fmt,
+            title=f"Engine gaps over a lake ({', '.join(ENGINES)}; everything not listed runs on both; "
+            "DuckDB on the workspace's own file runs everything)",
+        )
 
     @spark.command("normalise")
     def spark_normalise(

@@ -1,7 +1,7 @@
 """The lake: the canonical tables as hive-partitioned Parquet, with a manifest.
 
-Layout (``LAKE`` is a local folder or any URI pyarrow can write: ``s3://``,
-``gs://``, ``hdfs://``)::
+Layout (``LAKE`` is a local folder or a URI: ``s3://`` or ``s3a://``, ``gs://``,
+``hdfs://``; see :class:`Lake` for how each client is given it)::
 
     LAKE/_manifest.json                         format, schema version, tables, partitions
     LAKE/calls/day=2025-03-03/part-<src>-0.parquet
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,11 @@ RUN = "run"
 
 class LakeError(ValueError):
     """A lake that cannot be used as asked; the message says where and what to do."""
+
+
+#: Hadoop's names for object stores (what open-source Spark needs: ``s3a://``) -> pyarrow's and
+#: DuckDB's name for the same store. Spark is always given the scheme the lake was named with.
+ARROW_SCHEMES = {"s3a": "s3", "s3n": "s3"}
 
 
 def _internal_schemas() -> dict[str, pa.Schema]:
@@ -95,15 +101,39 @@ class Lake:
     """A lake at ``uri``. Reading the manifest and listing files never needs an engine."""
 
     def __init__(self, uri: str) -> None:
+        """Open a lake; a URI that no client here can read is a :class:`LakeError`, never a traceback.
+
+        ``s3a://bucket/lake`` (Hadoop's S3 client, which open-source Spark needs) is read by
+        pyarrow and DuckDB as ``s3://bucket/lake``; Spark gets ``s3a://`` back from :meth:`url`.
+        A query string (``?region=eu-west-1&endpoint_override=...``) is for pyarrow only.
+        """
         self.uri = str(uri)
+        self.scheme: str | None = None
+        self._base = ""
         if "://" in self.uri:
-            self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
+            parsed = urllib.parse.urlsplit(self.uri)
+            self.scheme = parsed.scheme.lower()
+            self._base = f"{parsed.scheme}://{parsed.netloc}{parsed.path}".rstrip("/")
+            arrow_uri = f"{self.arrow_scheme}://{self.uri.split('://', 1)[1]}"
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(arrow_uri)
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise LakeError(
+                    f"cannot open the lake {self.uri}: {exc}. A lake is a local folder or an s3:// "
+                    "(s3a://), gs:// or hdfs:// URI that pyarrow can reach (credentials and region as "
+                    "for any AWS/GCP client, or ?region=...&endpoint_override=... in the URI)"
+                ) from None
         else:
             from pathlib import Path
 
             self.fs = pafs.LocalFileSystem()
             self.root = str(Path(self.uri).expanduser().resolve())
         self.root = self.root.rstrip("/")
+
+    @property
+    def arrow_scheme(self) -> str | None:
+        """The URI scheme pyarrow and DuckDB know the lake's store by (``s3`` for ``s3a``)."""
+        return None if self.scheme is None else ARROW_SCHEMES.get(self.scheme, self.scheme)
 
     # -- paths ---------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -113,11 +143,20 @@ class Lake:
         return self.path(name)
 
     def url(self, name: str) -> str:
-        """The table folder as an engine reads it (a URI for remote lakes)."""
-        if "://" in self.uri:
-            scheme = self.uri.split("://", 1)[0]
-            return f"{scheme}://{self.table_dir(name)}"
+        """The table folder as Spark reads it: the lake's own URI (``s3a://...``), or a local path."""
+        if self.scheme is not None:
+            return f"{self._base}/{name}"
         return self.table_dir(name)
+
+    def data_url(self, path: str) -> str:
+        """A file path of :attr:`fs` (as :meth:`files` lists it) as DuckDB reads it: ``s3://bucket/key``."""
+        if self.scheme is None:
+            return path
+        netloc = urllib.parse.urlsplit(self.uri).netloc
+        bucket = netloc.split("@", 1)[0]  # abfs://container@account: paths start with the container
+        if netloc and path.split("/", 1)[0] != bucket:  # hdfs: the file system's paths have no host
+            path = netloc + "/" + path.lstrip("/")
+        return f"{self.arrow_scheme}://{path}"
 
     def exists(self) -> bool:
         return self.fs.get_file_info(self.path(MANIFEST)).type == pafs.FileType.File

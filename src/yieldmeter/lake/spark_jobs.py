@@ -13,8 +13,10 @@ Steps:
 1. parse: each file -> Arrow IPC payloads, one per (canonical table, day),
    plus quarantine rows; the result is cached;
 2. per table: decode the payloads of that table (``mapInArrow`` again), drop
-   repeated ids (a span the Collector retried), and for ``work_units`` add a
-   derived unit for each work unit the calls name and no span describes;
+   repeated ids (a span the Collector retried) keeping the first, as the CLI
+   does: the row of the first file (by path) and, inside it, the first in
+   input order; for ``work_units`` add a derived unit for each work unit the
+   calls name and no span describes;
 3. write with dynamic partition overwrite: the days this input touches are
    replaced, other days are left alone, so a re-run leaves the same rows;
 4. on the driver: reference tables from ``yieldmeter.yaml`` (workflows,
@@ -40,7 +42,11 @@ from yieldmeter.schema import TABLES
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-ENVELOPE = pa.schema([("table", pa.string()), (DAY, pa.string()), ("payload", pa.binary())])
+ENVELOPE = pa.schema(
+    [("table", pa.string()), (DAY, pa.string()), ("source", pa.string()), ("payload", pa.binary())]
+)
+#: Carried with every decoded row so repeated ids keep the row the CLI keeps (the first one).
+SOURCE, ORDER = "_source", "_order"
 
 
 @dataclass
@@ -90,10 +96,15 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
             out_t: list[str | None] = []
             out_d: list[str | None] = []
             out_p: list[bytes] = []
-            for batch in read(io.BytesIO(content), opts):
+            for number, batch in enumerate(read(io.BytesIO(content), opts)):
                 for name, rows in batch.tables.items():
                     if not rows.num_rows:
                         continue
+                    # input order inside the file (batch, row), kept through the split by day
+                    first = number << 32
+                    rows = rows.append_column(
+                        ORDER, pa.array(range(first, first + rows.num_rows), pa.int64())
+                    )
                     days = day_of(rows, TABLES[name].time_column or "")
                     for d in pc.unique(days).to_pylist():
                         mask = pc.is_null(days) if d is None else pc.equal(days, d)
@@ -109,6 +120,7 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
                     [
                         pa.array(out_t, pa.string()),
                         pa.array(out_d, pa.string()),
+                        pa.array([source] * len(out_t), pa.string()),
                         pa.array(out_p, pa.binary()),
                     ],
                     schema=ENVELOPE,
@@ -116,19 +128,38 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
 
 
 def decode(batches: Iterator[pa.RecordBatch], name: str, run: str) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: envelope rows of one table -> its canonical rows plus the partition column."""
+    """mapInArrow body: envelope rows of one table -> its canonical rows, the partition column,
+    and the file and input position of each row (:data:`SOURCE`, :data:`ORDER`)."""
     schema = lake_schemas()[name]
     for rb in batches:
         days = rb.column(DAY).to_pylist()
-        for d, payload in zip(days, rb.column("payload").to_pylist(), strict=True):
-            rows = pa.ipc.open_stream(payload).read_all().select(schema.names).cast(schema)
+        sources = rb.column("source").to_pylist()
+        for d, source, payload in zip(days, sources, rb.column("payload").to_pylist(), strict=True):
+            raw = pa.ipc.open_stream(payload).read_all()
+            n = raw.num_rows
+            order = raw.column(ORDER) if ORDER in raw.column_names else pa.array(range(n), pa.int64())
+            rows = raw.select(schema.names).cast(schema)
             part = run if name == "quarantine" else d
-            rows = rows.append_column(RUN if name == "quarantine" else DAY, pa.array([part] * rows.num_rows))
+            rows = rows.append_column(RUN if name == "quarantine" else DAY, pa.array([part] * n, pa.string()))
+            rows = rows.append_column(SOURCE, pa.array([source] * n, pa.string()))
+            rows = rows.append_column(ORDER, order)
             yield from rows.to_batches()
 
 
 def _ddl(schema: pa.Schema, extra: str) -> str:
     return ", ".join([*(f"`{f.name}` {_spark_type(f.type)}" for f in schema), f"`{extra}` string"])
+
+
+def first_per_key(df: DataFrame, key: str) -> DataFrame:
+    """One row per ``key``: the first by file path, then input order (what the CLI keeps).
+
+    ``dropDuplicates`` would keep whichever row a task happened to see first.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    first = Window.partitionBy(key).orderBy(F.col(SOURCE), F.col(ORDER))
+    return df.withColumn("_n", F.row_number().over(first)).filter(F.col("_n") == 1).drop("_n")
 
 
 def _derived_units(calls: DataFrame, described: DataFrame) -> DataFrame:
@@ -221,7 +252,7 @@ def normalise(
         files.select("path", "content")
         .mapInArrow(
             lambda it: parse_files(it, options),
-            _ddl(pa.schema([("table", pa.string())]), DAY) + ", payload binary",
+            _ddl(pa.schema([("table", pa.string())]), DAY) + ", source string, payload binary",
         )
         .persist()
     )
@@ -230,14 +261,16 @@ def normalise(
     for name in sorted(set(present) | ({"work_units"} if "calls" in present else set())):
         schema = lake_schemas()[name]
         part = RUN if name == "quarantine" else DAY
+        ddl = _ddl(schema, part) + f", `{SOURCE}` string, `{ORDER}` bigint"
         if name in present:
             df = envelope.filter(F.col("table") == name).mapInArrow(
-                lambda it, name=name: decode(it, name, run), _ddl(schema, part)
+                lambda it, name=name: decode(it, name, run), ddl
             )
         else:
-            df = session.createDataFrame([], _ddl(schema, part))
+            df = session.createDataFrame([], ddl)
         if name != "quarantine":
-            df = df.dropDuplicates([TABLES[name].key])
+            df = first_per_key(df, TABLES[name].key)
+        df = df.drop(SOURCE, ORDER)
         if name == "work_units":
             df = df.unionByName(_derived_units(written["calls"], df))
         written[name] = df.persist()

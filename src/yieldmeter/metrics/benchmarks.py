@@ -35,6 +35,8 @@ import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 
+from yieldmeter.metrics.period import elapsed_seconds
+
 BUCKETS = 32
 BOOTSTRAP_REPLICATES = 200
 
@@ -264,7 +266,9 @@ def with_segments(facts: ir.Table) -> ir.Table:
     f = f.join(sizes, f._session == sizes._size_session)
     session_n = f._session_n
     per_call = f.input_tokens.cast("float64") / ibis.greatest(f.calls, 1).cast("float64")
-    tta = (f.first_accept_at.epoch_seconds() - f.started_at.epoch_seconds()) / 60.0
+    # to the microsecond on every engine: Spark's epoch_seconds drops the fraction, which moved a
+    # unit accepted after 60.26 s into "<=1 min" there
+    tta = elapsed_seconds(f.started_at, f.first_accept_at) / 60.0
     return f.mutate(
         session_length=_bucket(session_n, [(1, "1"), (5, "2-5"), (20, "6-20")], "21+"),
         iterations=_bucket(f.calls, [(1, "1"), (3, "2-3"), (10, "4-10")], "11+"),

@@ -3,12 +3,16 @@
 A window is half-open ``[start, end)`` in UTC; ``--period`` text is parsed by
 :func:`yieldmeter.app.periods.period_bounds` (the same rule as every report).
 
-Per-call time keys (:func:`utc_day`, :func:`utc_second_of_day`) are computed from the
-instant's count of microseconds since the epoch where the engine has a native function for
-it (:data:`EPOCH_MICROS`): a UTC day is ``floor(us / 86_400e6)``, exact and free of
-calendars. Through the calendar (``date_trunc`` on a ``TIMESTAMPTZ``, or the cast Ibis puts
-in ``epoch_seconds``) DuckDB consults ICU for every row, about half a microsecond each: more
-than pricing the call costs. Other engines get the plain Ibis expressions.
+Per-call time keys (:func:`utc_day`, :func:`utc_second_of_day`) and durations
+(:func:`elapsed_seconds`) are computed from the instant's count of microseconds since the
+epoch, by the engine's native function (:data:`EPOCH_MICROS`): a UTC day is
+``floor(us / 86_400e6)``, exact and free of calendars. Through the calendar (``date_trunc`` on
+a ``TIMESTAMPTZ``, or the cast Ibis puts in ``epoch_seconds``) DuckDB consults ICU for every
+row, about half a microsecond each: more than pricing the call costs. And Ibis's
+``epoch_seconds`` is not the same number everywhere: DuckDB keeps the fraction, Spark's
+``unix_timestamp`` drops it, so a duration of 60.26 s read as two ``epoch_seconds`` is 60 s on
+Spark and lands in another bucket (this moved one unit between time-to-first-acceptance
+segments on the simulated organisation). Microseconds are integers on both engines.
 """
 
 from __future__ import annotations
@@ -31,8 +35,13 @@ def _duckdb_epoch_us(ts: dt.Timestamp(timezone="UTC")) -> dt.int64:  # type: ign
     """DuckDB's microseconds since the epoch of an instant (no time zone arithmetic)."""
 
 
+@ibis.udf.scalar.builtin(name="unix_micros")
+def _spark_unix_micros(ts: dt.Timestamp(timezone="UTC")) -> dt.int64:  # type: ignore[valid-type,empty-body]
+    """Spark SQL's microseconds since the epoch of a timestamp (Spark 3.1+)."""
+
+
 #: engine name -> its native "microseconds since the epoch" of a timestamp column
-EPOCH_MICROS = {"duckdb": _duckdb_epoch_us}
+EPOCH_MICROS = {"duckdb": _duckdb_epoch_us, "pyspark": _spark_unix_micros}
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,9 @@ def epoch_micros(ts: ir.TimestampValue) -> ir.IntegerValue | None:
 
 def utc_day(ts: ir.TimestampValue) -> ir.TimestampValue:
     """Midnight UTC of the day of ``ts``: ``ts.truncate("D")`` in a UTC session, same type."""
-    us = epoch_micros(ts)
+    us = epoch_micros(ts) if _engine(ts) == "duckdb" else None
     if us is None:
+        # exact elsewhere too (a UTC session); the microsecond path only saves DuckDB its ICU calls
         return ts.truncate("D")
     # floor(us / day) in float64 is exact: a quotient this size is never within rounding of the
     # next integer (1 / 86_400e6 is three orders above its spacing until year 9999)
@@ -86,3 +96,15 @@ def utc_second_of_day(ts: ir.TimestampValue) -> ir.NumericValue:
     if us is None:
         return ts.epoch_seconds() % DAY_SECONDS
     return (us % _DAY_US) // _US
+
+
+def elapsed_seconds(start: ir.TimestampValue, end: ir.TimestampValue) -> ir.FloatingValue:
+    """``end - start`` in seconds, to the microsecond, the same number on every engine.
+
+    The difference is taken in integer microseconds and divided once, so a bucket edge (60 s)
+    is compared exactly; never through ``epoch_seconds`` (whole seconds on Spark).
+    """
+    a, b = epoch_micros(start), epoch_micros(end)
+    if a is None or b is None:
+        return (end.epoch_seconds() - start.epoch_seconds()).cast("float64")
+    return (b - a).cast("float64") / float(_US)

@@ -34,7 +34,7 @@ import ibis.expr.types as ir
 
 from yieldmeter.config import LabourRates
 from yieldmeter.metrics.benchmarks import BUCKETS, portable_bucket
-from yieldmeter.metrics.period import utc_day
+from yieldmeter.metrics.period import elapsed_seconds, utc_day
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.scoring.priors import ACCEPTANCE_SIGNALS, ACTION_SIGNALS, POSITIVE_SIGNALS
 
@@ -140,7 +140,7 @@ def unit_signals(t: Tables) -> ir.Table:
     rc = rc.left_join(wf, rc.rc_workflow == wf.win_workflow)
     rc = rc.join(per.select(rc_unit="work_unit_id", acc="first_accept_at"), "rc_unit")
     window_s = rc.window_days.fill_null(7.0) * 86400.0
-    delta_s = rc.rc_ts.epoch_seconds() - rc.acc.epoch_seconds()
+    delta_s = elapsed_seconds(rc.acc, rc.rc_ts)  # to the microsecond on every engine
     rc = rc.filter(rc.acc.notnull() & (delta_s >= 0) & (delta_s <= window_s))
     rc = rc.group_by(work_unit_id=rc.rc_unit).aggregate(n_recontact_after_accept=rc.count())
     out = per.left_join(rc, "work_unit_id")
