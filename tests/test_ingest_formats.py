@@ -282,3 +282,144 @@ def test_reimport_creates_no_duplicates(tmp_path: Path) -> None:
         assert a1["reported_cost"] == pytest.approx(0.00375) and a1["priced"]
     finally:
         ws.close()
+
+
+# -- the source's own cost against yieldmeter's price ---------------------------------------------
+#: An in-house model no catalog prices, with LiteLLM's spend for it: reported, never compared.
+UNPRICED_ROW = (
+    "request_id,call_type,spend,prompt_tokens,completion_tokens,startTime,endTime,model,"
+    "custom_llm_provider,team_id,metadata,status\n"
+    "in-1,acompletion,0.002,500,50,2025-03-01 13:00:00,2025-03-01 13:00:01,acme-internal-7b,acme,,"
+    '"{""user_api_key_team_alias"": ""claims-ops""}",success\n'
+)
+
+
+def _litellm_workspace(tmp_path: Path) -> Workspace:
+    extra = tmp_path / "spend_unpriced.csv"
+    extra.write_text(UNPRICED_ROW)
+    ws = Workspace.init(tmp_path / "ws")
+    ws.ingest_paths([FORMATS / "litellm_spend_logs.csv", extra])
+    return ws
+
+
+def test_litellm_spend_reconciled_against_yieldmeter_price(tmp_path: Path) -> None:
+    """Hand-computed from the fixture and the genai-prices catalog (USD per million tokens):
+
+    a1  gpt-4o-2024-08-06 -> gpt-4o ($2.50 in, $1.25 cached, $10 out): 600 uncached x 2.50
+        + 400 cached x 1.25 + 125 out x 10 = 3,250 -> $0.00325 against spend $0.00375: +$0.0005
+    b2  claude-3-5-sonnet ($3 in, $0.30 cache read, $3.75 cache write, $15 out): 500 x 3
+        + 2,000 x 0.30 + 500 x 3.75 + 300 x 15 = 8,475 -> $0.008475 against $0.0111: +$0.002625
+    c3  text-embedding-3-small ($0.02): 50 x 0.02 = 1 -> $0.000001 against $0.000001: 0
+    in-1  acme-internal-7b: no price -> unpriced, its $0.002 reported and nothing compared
+    """
+    ws = _litellm_workspace(tmp_path)
+    try:
+        by_model = {r["model"]: r for r in ws.reported_cost("model").to_pylist()}
+        a1 = by_model["gpt-4o-2024-08-06"]
+        assert (a1["reported_cost"], a1["priced_cost"]) == (pytest.approx(0.00375), pytest.approx(0.00325))
+        assert a1["difference"] == pytest.approx(0.0005, abs=1e-12)
+        assert a1["difference_share"] == pytest.approx(0.0005 / 0.00375)
+        assert by_model["claude-3-5-sonnet-20241022"]["difference"] == pytest.approx(0.002625, abs=1e-12)
+        assert by_model["text-embedding-3-small"]["difference"] == pytest.approx(0.0, abs=1e-12)
+        unpriced = by_model["acme-internal-7b"]
+        assert (unpriced["priced_cost"], unpriced["difference"], unpriced["unpriced_calls"]) == (
+            None,
+            None,
+            1,
+        )
+        assert unpriced["reported_cost"] == pytest.approx(0.002)  # shown, never compared with $0
+
+        by_team = {r["team"]: r for r in ws.reported_cost("team").to_pylist()}
+        # claims-ops: a1 (compared) and in-1 (unpriced): only a1's cost enters the difference
+        ops = by_team["claims-ops"]
+        assert (ops["calls"], ops["priced_calls"], ops["unpriced_calls"]) == (2, 1, 1)
+        assert ops["reported_cost"] == pytest.approx(0.00575)
+        assert ops["reported_priced_cost"] == pytest.approx(0.00375)
+        assert ops["difference"] == pytest.approx(0.0005, abs=1e-12)
+
+        [day] = ws.reported_cost("day").to_pylist()
+        assert day["difference"] == pytest.approx(0.0005 + 0.002625, abs=1e-12)
+        assert day["priced_cost"] == pytest.approx(0.00325 + 0.008475 + 0.000001)
+        with pytest.raises(ValueError, match="choose from"):
+            ws.reported_cost("colour")
+    finally:
+        ws.close()
+
+
+def test_reported_cost_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from yieldmeter.cli.main import build_app
+
+    _litellm_workspace(tmp_path).close()
+    runner, app = CliRunner(), build_app()
+    r = runner.invoke(
+        app, ["report", "reported-cost", "--by", "model", "-f", "json", "-w", str(tmp_path / "ws")]
+    )
+    assert r.exit_code == 0, r.output
+    rows = {x["model"]: x for x in json.loads(r.output)}
+    assert set(rows["gpt-4o-2024-08-06"]) == {
+        "model",
+        "calls",
+        "reported_cost",
+        "priced_calls",
+        "unpriced_calls",
+        "reported_priced_cost",
+        "priced_cost",
+        "difference",
+        "difference_share",
+    }
+    assert rows["gpt-4o-2024-08-06"]["difference"] == pytest.approx(0.0005, abs=1e-12)
+    r = runner.invoke(app, ["report", "reported-cost", "--by", "team", "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 0 and "$0.0005" in r.output and "unpriced" in r.output, r.output
+    r = runner.invoke(app, ["report", "reported-cost", "--by", "colour", "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 1 and "choose one of model, team, day" in r.output
+
+
+def test_ingest_command_names_the_format_whole(tmp_path: Path) -> None:
+    """`yieldmeter ingest` prints the format it detected (or was given) on its own line, so an
+    80-column terminal shows `litellm`, not `lite…`; --format chooses the reader."""
+    from typer.testing import CliRunner
+
+    from yieldmeter.cli.main import build_app
+
+    runner, app, ws = CliRunner(), build_app(), str(tmp_path / "ws")
+    path = FORMATS / "litellm_spend_logs.csv"
+    r = runner.invoke(app, ["ingest", str(path), "-w", ws], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert f"{path}: litellm (detected by content)" in r.output.splitlines()
+    # the same file read as the format named: nothing new lands, and the choice is said
+    r = runner.invoke(app, ["ingest", str(path), "--format", "litellm", "-w", ws], env={"COLUMNS": "80"})
+    assert r.exit_code == 0 and f"{path}: litellm (as --format says)" in r.output.splitlines()
+    r = runner.invoke(app, ["ingest", str(path), "--format", "litellm", "-w", ws, "--output", "json"])
+    [summary] = json.loads(r.output[r.output.index("[") :])
+    assert (summary["format"], summary["landed"], summary["duplicates"]) == ("litellm", 0, 3)
+    # a format that does not fit the file: its rows are quarantined with the reason, not guessed
+    r = runner.invoke(app, ["ingest", str(path), "--format", "openai-usage", "-w", ws, "--output", "json"])
+    [summary] = json.loads(r.output[r.output.index("[") :])
+    assert summary["format"] == "openai-usage" and summary["landed"] == 0
+    r = runner.invoke(app, ["ingest", str(path), "--format", "nope", "-w", ws])
+    assert r.exit_code == 1 and "nope" in r.output
+
+
+def test_litellm_uncached_prompt_tokens_are_recognised_and_noted(tmp_path: Path) -> None:
+    """An older proxy passed Anthropic's uncached input through as prompt_tokens: 100 prompt
+    tokens with 2,000 cache reads can only mean 100 + 2,000 = 2,100 input tokens."""
+    path = tmp_path / "old_proxy.csv"
+    path.write_text(
+        "request_id,call_type,spend,prompt_tokens,completion_tokens,startTime,model,metadata\n"
+        "r1,acompletion,0.001,100,10,2025-03-01 10:00:00,claude-3-5-sonnet-20241022,"
+        '"{""usage_object"": {""cache_read_input_tokens"": 2000}}"\n'
+        "r2,acompletion,0.001,100,10,2025-03-01 10:00:00,gpt-4o,{}\n"
+    )
+    options = ReadOptions(source=path.name)
+    with path.open("rb") as fh:
+        [batch] = list(get_format("litellm").read(fh, options))
+    calls = by_id(batch.tables["calls"], "call_id")
+    assert (calls["litellm-r1"]["input_tokens"], calls["litellm-r1"]["cached_input_tokens"]) == (2100, 2000)
+    assert json.loads(calls["litellm-r1"]["attributes"])["tokens_counted_apart"] == "cache"
+    assert calls["litellm-r2"]["input_tokens"] == 100
+    assert batch.notes == [
+        "1 LiteLLM row(s) report more cache read + write tokens than prompt_tokens: read as an older "
+        "proxy's uncached input, and the cache tokens added to input_tokens"
+    ]

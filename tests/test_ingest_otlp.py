@@ -412,3 +412,170 @@ def test_collector_file_export_gzip_reimport_and_quarantine(tmp_path: Path) -> N
         assert sum(pcalls.column("model_cost").to_pylist()) == pytest.approx(0.000525)
     finally:
         ws.close()
+
+
+# -- content, whatever the spelling ---------------------------------------------------------------
+CONTENT_SPELLINGS = [
+    "langfuse.trace.input",
+    "langfuse.trace.output",
+    "langfuse.observation.input",
+    "langfuse.observation.output",
+    "langfuse.experiment.item.expected_output",
+    "langfuse.experiment.item.input",
+    "gen_ai.content.prompt",
+    "gen_ai.content.completion",
+    "gen_ai.prompt",
+    "gen_ai.prompt.0.content",
+    "gen_ai.completion.0.content",
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+    "llm.prompts",
+    "llm.input_messages.0.message.content",
+    "traceloop.entity.input",
+    "input.value",
+    "output.value",
+    "ai.prompt.messages",
+    "ai.response.text",
+]
+
+
+@pytest.mark.parametrize("key", CONTENT_SPELLINGS)
+def test_content_is_dropped_in_every_spelling(key: str) -> None:
+    attrs = {**CHAT, key: "my card number is 4111", "langfuse.trace.metadata.yieldmeter.workflow": "w"}
+    off = calls_by_span(decode(span(1, attrs)))[1]
+    assert "4111" not in (off["attributes"] or "")
+    on = json.loads(calls_by_span(decode(span(1, attrs), capture_content=True))[1]["attributes"])
+    assert on[key] == "my card number is 4111"  # kept when privacy.capture_content is on
+
+
+def test_the_content_rule_keeps_what_is_not_text() -> None:
+    from yieldmeter.ingest.otlp_semconv import is_content_key
+
+    for key in (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.output.type",
+        "gen_ai.request.model",
+        "gen_ai.tool.name",
+        "langfuse.trace.tags",
+        "langfuse.trace.metadata.yieldmeter.workflow",
+        "http.request.body.size",
+        "db.query.text",  # not a GenAI namespace: the rule does not guess there
+    ):
+        assert not is_content_key(key), key
+    assert all(is_content_key(k) for k in CONTENT_SPELLINGS)
+
+
+# -- smaller cases of the conventions -------------------------------------------------------------
+def test_error_type_alone_marks_the_call_failed() -> None:
+    row = calls_by_span(decode(span(1, {**CHAT, "error.type": "timeout"})))[1]  # no span status
+    assert row["status"] == "error" and json.loads(row["attributes"])["error.type"] == "timeout"
+
+
+def test_legacy_cache_creation_tokens_inside_and_apart() -> None:
+    inside = {**CHAT, "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.cache_creation_input_tokens": 300}
+    # counted apart: 100 uncached + 300 written = 400 input, and a note says it was read that way
+    apart = {**CHAT, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.cache_creation_input_tokens": 300}
+    b = decode(span(1, inside), span(2, apart))
+    rows = calls_by_span(b)
+    assert (rows[1]["input_tokens"], rows[1]["cache_write_tokens"]) == (1000, 300)
+    assert (rows[2]["input_tokens"], rows[2]["cache_write_tokens"]) == (400, 300)
+    assert json.loads(rows[2]["attributes"])["yieldmeter.tokens_counted_apart"] == "cache"
+    assert "yieldmeter.tokens_counted_apart" not in json.loads(rows[1]["attributes"])
+    [note] = [n for n in b.notes if "cache" in n]
+    assert note.startswith("1 span(s) report more cache read + write tokens than input tokens")
+
+
+def test_the_counted_apart_guess_is_noted_for_reasoning_too() -> None:
+    b = decode(
+        span(1, {**CHAT, "gen_ai.usage.output_tokens": 20, "gen_ai.usage.reasoning.output_tokens": 80})
+    )
+    assert calls_by_span(b)[1]["output_tokens"] == 100
+    assert any(n.startswith("1 span(s) report more reasoning tokens than output") for n in b.notes)
+    assert decode(span(1, {**CHAT, "gen_ai.usage.output_tokens": 100})).notes == []
+
+
+def test_an_unknown_operation_is_kept_as_a_call() -> None:
+    """image_generation (or any operation the mapping does not know) is a model invocation that
+    costs money: it lands as a call with its operation, priced if its model has a price."""
+    row = calls_by_span(decode(span(1, {**CHAT, "gen_ai.operation.name": "image_generation"})))[1]
+    assert row["operation"] == "image_generation" and row["model"] == "gpt-4o-2024-08-06"
+
+
+def _eval(value: Any, time: Any = None) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "name": "gen_ai.evaluation.result",
+        "attributes": [kv("gen_ai.evaluation.name", "relevance"), kv("gen_ai.evaluation.score.value", value)],
+    }
+    if time is not None:
+        ev["timeUnixNano"] = time
+    return ev
+
+
+def test_evaluation_event_times() -> None:
+    b = decode(
+        span(1, CHAT, events=[_eval(0.5)]),  # no time: the span's
+        span(2, CHAT, events=[_eval(0.6, str(2**64 + 5))]),  # beyond int64: the span's, and said so
+        span(3, {"http.route": "/x"}, events=[_eval(0.7)]),  # on a span that is not GenAI
+    )
+    sig = {s["value"]: s for s in b.tables["signals"].to_pylist()}
+    assert sig[0.5]["ts"].isoformat() == "2025-03-01T10:00:00.001000+00:00"  # span 1 starts T0 + 1 ms
+    assert sig[0.6]["ts"].isoformat() == "2025-03-01T10:00:00.002000+00:00"
+    assert json.loads(sig[0.6]["attributes"])["unreadable_time"] == str(2**64 + 5)
+    assert sig[0.7]["ts"].isoformat() == "2025-03-01T10:00:00.003000+00:00"
+    assert b.ignored == 1 and b.rejects.num_rows == 0
+
+
+def test_a_rejected_signal_counts_its_span_as_rejected() -> None:
+    from yieldmeter.ingest.otlp import rejected_spans
+
+    # OTLP JSON writes a NaN double as the string "NaN": read as a float, and no score can be NaN
+    nan = {"key": "gen_ai.evaluation.score.value", "value": {"doubleValue": "NaN"}}
+    bad = {**_eval(0.1), "attributes": [nan]}
+    b = decode(span(1, CHAT, events=[bad]), span(2, CHAT))
+    assert b.tables["calls"].num_rows == 2  # the call itself is fine
+    n, message = rejected_spans(b)
+    assert n == 1 and message == "signals: value: not a number"
+
+
+# -- whatever shape a span takes, only that span is rejected --------------------------------------
+def test_keys_that_are_not_strings_land_as_text() -> None:
+    s = span(1, CHAT)
+    s["attributes"] += [
+        {"key": 5, "value": {"stringValue": "five"}},
+        {"key": None, "value": {"intValue": "3"}},
+        {"key": "nested", "value": {"kvlistValue": {"values": [{"key": 7, "value": {"intValue": "1"}}]}}},
+    ]
+    bad = span(2, {**CHAT, "gen_ai.usage.input_tokens": -1})
+    bad["attributes"].append({"key": 9, "value": {"stringValue": "x"}})
+    b = decode(s, bad)
+    extra = json.loads(calls_by_span(b)[1]["attributes"])
+    assert (extra["5"], extra["None"], extra["nested"]) == ("five", 3, {"7": 1})
+    [reason] = b.rejects.column("reason").to_pylist()
+    assert "gen_ai.usage.input_tokens: negative" in reason
+    assert json.loads(b.rejects.column("raw")[0].as_py())["attributes"]["9"] == "x"
+
+
+def test_times_beyond_int64_reject_only_their_span() -> None:
+    agent = span(1, {"gen_ai.operation.name": "invoke_agent", "yieldmeter.work_unit.id": "w-1"})
+    agent["endTimeUnixNano"] = str(2**64)
+    late = dict(span(2, CHAT), startTimeUnixNano=str(2**70))
+    b = decode(agent, late, span(3, CHAT))
+    reasons = dict(
+        zip(b.rejects.column("position").to_pylist(), b.rejects.column("reason").to_pylist(), strict=True)
+    )
+    assert "endTimeUnixNano" in reasons[1] and "after the year 2100" in reasons[1]
+    assert "startTimeUnixNano" in reasons[2]
+    assert sorted(calls_by_span(b)) == [3] and "work_units" not in b.tables
+
+
+def test_a_malformed_resource_rejects_only_its_own_spans() -> None:
+    good = json.loads(request(span(3, CHAT)))["resourceSpans"][0]
+    broken = json.loads(request(span(1, CHAT), span(2, CHAT)))["resourceSpans"][0]
+    broken["resource"]["attributes"] = [{"key": ["not", "hashable"], "value": {"stringValue": "x"}}]
+    b = decode_json(orjson.dumps({"resourceSpans": [broken, good]}), ReadOptions(source="otlp"))
+    assert sorted(calls_by_span(b)) == [3]
+    assert b.rejects.column("position").to_pylist() == [1, 2]
+    assert all("resource.attributes" in r for r in b.rejects.column("reason").to_pylist())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import itertools
 import json
 import threading
 import time
@@ -26,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from starlette.testclient import TestClient
 
 from tests.loopback import serving
-from tests.test_ingest_otlp import CHAT, TRACE, request, span
+from tests.test_ingest_otlp import CHAT, T0, TRACE, kv, request, span
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.server.app import create_app
 from yieldmeter.server.context import IngestKey, ServerSettings
@@ -244,7 +245,14 @@ def test_busy_store_answers_503_with_retry_after(tmp_path: Path) -> None:
         assert c.post("/v1/traces", content=request(span(1, CHAT)), headers=JS).status_code == 200
 
 
-_ANY = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+#: Any JSON scalar (finite floats: a NaN would make the whole body invalid JSON, tested apart).
+_ANY = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 _KEYS = [
     "resourceSpans",
     "scopeSpans",
@@ -265,43 +273,182 @@ _GENAI_KEYS = [
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.output_tokens",
     "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.usage.cost",
     "gen_ai.provider.name",
+    "gen_ai.conversation.id",
+    "error.type",
     "langfuse.observation.type",
     "langfuse.observation.usage_details",
+    "langfuse.observation.cost_details",
+    "langfuse.trace.metadata",
     "yieldmeter.work_unit.id",
+    "service.name",
+    "gen_ai.evaluation.name",
+    "gen_ai.evaluation.score.value",
 ]
-_VALUE = st.one_of(
-    st.builds(lambda v: {"intValue": v}, st.integers() | st.text(max_size=8)),
-    st.builds(
-        lambda v: {"stringValue": v}, st.text(max_size=8) | st.sampled_from(["chat", "generation", "{}"])
-    ),
-    st.builds(lambda v: {"doubleValue": v}, st.floats()),
-    st.builds(lambda v: {"boolValue": v}, st.booleans()),
-    st.builds(lambda v: {"arrayValue": {"values": v}}, st.lists(st.just({"intValue": "1"}), max_size=2)),
+#: Attribute keys as senders get them wrong: not strings, null, or unhashable.
+_KEY = st.sampled_from(_GENAI_KEYS) | st.integers() | st.none() | st.text(max_size=6) | st.just(["k"])
+_OPS = ["chat", "generation", "invoke_agent", "execute_tool", "image_generation", "{}"]
+_TIME = st.one_of(
+    st.integers(min_value=-1, max_value=2**70).map(str),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.just(str(T0)),
     _ANY,
+)
+_SCALAR_VALUE = st.one_of(
+    st.builds(lambda v: {"intValue": v}, st.integers(-(2**70), 2**70) | st.text(max_size=8)),
+    st.builds(lambda v: {"stringValue": v}, st.text(max_size=8) | st.sampled_from(_OPS)),
+    st.builds(
+        lambda v: {"doubleValue": v},
+        st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(["NaN", "Infinity", "x"]),
+    ),
+    st.builds(lambda v: {"boolValue": v}, st.booleans()),
+    st.builds(lambda v: {"bytesValue": v}, st.text(max_size=8)),
+    _ANY,
+)
+_VALUE = st.recursive(
+    _SCALAR_VALUE,
+    lambda inner: st.one_of(
+        st.builds(lambda v: {"arrayValue": {"values": v}}, st.lists(inner, max_size=3)),
+        st.builds(
+            lambda v: {"kvlistValue": {"values": v}},
+            st.lists(st.fixed_dictionaries({"key": _KEY, "value": inner}), max_size=3),
+        ),
+        st.builds(lambda v: {"kvlistValue": v}, _ANY),
+    ),
+    max_leaves=8,
+)
+_ATTRS = st.lists(st.fixed_dictionaries({"key": _KEY, "value": _VALUE}), max_size=6) | _ANY
+_EVENT = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["gen_ai.evaluation.result", "exception"]) | _ANY,
+        "attributes": _ATTRS,
+    },
+    optional={"timeUnixNano": _TIME},
 )
 _SPAN = st.fixed_dictionaries(
     {
-        "traceId": st.sampled_from([TRACE, "", "zz"]) | st.text(max_size=4),
+        "traceId": st.sampled_from([TRACE, "", "zz"]) | st.text(max_size=4) | _ANY,
         "spanId": st.text("0123456789abcdef", min_size=16, max_size=16),
-        "startTimeUnixNano": st.integers(min_value=-1, max_value=2**70).map(str) | _ANY,
-        "attributes": st.lists(
-            st.fixed_dictionaries({"key": st.sampled_from(_GENAI_KEYS), "value": _VALUE}), max_size=6
-        ),
-        "status": st.fixed_dictionaries({"code": st.integers(-1, 9) | _ANY}),
+        "startTimeUnixNano": _TIME,
+        "attributes": _ATTRS,
+        "status": st.fixed_dictionaries({"code": st.integers(-1, 9) | _ANY}) | _ANY,
+    },
+    optional={
+        "endTimeUnixNano": _TIME,
+        "events": st.lists(_EVENT, max_size=3) | _ANY,
+        "parentSpanId": _ANY,
+        "name": _ANY,
     },
 )
-_BODIES = st.one_of(
+_RESOURCE_ATTRS = st.lists(st.fixed_dictionaries({"key": _KEY, "value": _VALUE}), max_size=3) | _ANY
+_RESOURCE = st.fixed_dictionaries(
+    {
+        "resource": st.fixed_dictionaries({"attributes": _RESOURCE_ATTRS}),
+        "scopeSpans": st.lists(
+            st.fixed_dictionaries({"spans": st.lists(_SPAN | _ANY, max_size=3)}), max_size=2
+        ),
+    }
+)
+_JUNK_BODIES = st.one_of(
     st.binary(max_size=300),
     st.recursive(
-        _ANY,
+        _ANY | st.floats(),
         lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), c, max_size=4),
         max_leaves=30,
     ).map(lambda d: json.dumps(d).encode()),
-    st.lists(_SPAN, max_size=5).map(
-        lambda spans: json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).encode()
-    ),
 )
+_GOOD_TRACE = "ab" * 16
+_SERIAL = itertools.count(1)
+
+
+def _good_span(n: int) -> dict[str, Any]:
+    """A well-formed chat span: whatever surrounds it in a request, it must land."""
+    return span(n, {**CHAT, "gen_ai.usage.input_tokens": 10}, trace=_GOOD_TRACE)
+
+
+def _with_good_span(draw: Any, n: int) -> dict[str, Any]:
+    """A request of junk resources and spans around one good span in a well-formed resource."""
+    junk = draw(st.lists(_RESOURCE, max_size=3))
+    neighbours = draw(st.lists(_SPAN, max_size=4))
+    at = draw(st.integers(0, len(neighbours)))
+    good_resource = {
+        "resource": {"attributes": [kv("service.name", "claims-api")]},
+        "scopeSpans": [{"spans": [*neighbours[:at], _good_span(n), *neighbours[at:]]}],
+    }
+    where = draw(st.integers(0, len(junk)))
+    return {"resourceSpans": [*junk[:where], good_resource, *junk[where:]]}
+
+
+@st.composite
+def _traces_requests(draw: Any) -> tuple[bytes, str, bool, int | None]:
+    """(body, content type, gzip?, serial of the good span it carries or None)."""
+    gz = draw(st.booleans())
+    kind = draw(st.sampled_from(["junk", "structured", "protobuf"]))
+    if kind == "junk":
+        body, ctype, n = (
+            draw(_JUNK_BODIES),
+            draw(st.sampled_from([JS["content-type"], PB["content-type"]])),
+            None,
+        )
+    elif kind == "structured":
+        n = next(_SERIAL)
+        body, ctype = json.dumps(_with_good_span(draw, n)).encode(), JS["content-type"]
+    else:
+        n = next(_SERIAL)
+        body, ctype = _protobuf_request(draw, n), PB["content-type"]
+    return (gzip.compress(body) if gz else body), ctype, gz, n
+
+
+def _protobuf_request(draw: Any, n: int) -> bytes:
+    """A protobuf export whose other spans carry any value protobuf allows (times beyond int64...)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    u64 = st.integers(0, 2**64 - 1)
+    for _ in range(draw(st.integers(0, 3))):
+        s = ss.spans.add()
+        s.trace_id = bytes.fromhex(TRACE)
+        s.span_id = draw(st.binary(min_size=8, max_size=8))
+        s.start_time_unix_nano = draw(u64)
+        s.end_time_unix_nano = draw(u64)
+        s.status.code = draw(st.integers(0, 2))
+        for key in draw(st.lists(st.sampled_from(_GENAI_KEYS), max_size=5)):
+            a = s.attributes.add()
+            a.key = key
+            choice = draw(st.integers(0, 3))
+            if choice == 0:
+                a.value.int_value = draw(st.integers(-(2**63), 2**63 - 1))
+            elif choice == 1:
+                a.value.string_value = draw(st.text(max_size=6) | st.sampled_from(_OPS))
+            elif choice == 2:
+                a.value.double_value = draw(st.floats())
+            else:
+                kv_ = a.value.kvlist_value.values.add()
+                kv_.key = draw(st.text(max_size=4))
+                kv_.value.int_value = draw(st.integers(-(2**63), 2**63 - 1))
+        for _ in range(draw(st.integers(0, 2))):
+            e = s.events.add()
+            e.name = "gen_ai.evaluation.result"
+            e.time_unix_nano = draw(u64)
+            ev = e.attributes.add()
+            ev.key = "gen_ai.evaluation.score.value"
+            ev.value.double_value = draw(st.floats())
+    good = ss.spans.add()
+    good.trace_id = bytes.fromhex(_GOOD_TRACE)
+    good.span_id = n.to_bytes(8, "big")
+    good.start_time_unix_nano = T0
+    good.end_time_unix_nano = T0 + 1_000_000
+    for k, v in {**CHAT, "gen_ai.usage.input_tokens": 10}.items():
+        a = good.attributes.add()
+        a.key = k
+        if isinstance(v, int):
+            a.value.int_value = v
+        else:
+            a.value.string_value = v
+    return req.SerializeToString()
 
 
 def test_failed_write_is_rolled_back_and_answered_503(client: TestClient) -> None:
@@ -314,12 +461,97 @@ def test_failed_write_is_rolled_back_and_answered_503(client: TestClient) -> Non
     assert client.post("/v1/traces", content=request(span(1, CHAT)), headers=JS).status_code == 200
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=_BODIES, ctype=st.sampled_from(["application/x-protobuf", "application/json"]))
-def test_receiver_never_crashes(client: TestClient, body: bytes, ctype: str) -> None:
-    """Whatever arrives, the answer is 200 (maybe with rejected spans) or 400, never a 500."""
-    r = client.post("/v1/traces", content=body, headers={"content-type": ctype})
+def _landed(client: TestClient, call_id: str) -> bool:
+    ws = client.app.state.ctx.workspace  # type: ignore[attr-defined]
+    return (
+        ws.store.query_arrow(f"SELECT count(*) AS n FROM calls WHERE call_id = '{call_id}'")
+        .column(0)[0]
+        .as_py()
+        == 1
+    )
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_traces_requests())
+def test_receiver_never_crashes_and_the_good_spans_land(
+    client: TestClient, case: tuple[bytes, str, bool, int | None]
+) -> None:
+    """Whatever arrives (junk bytes, attribute keys that are not strings, kvlists, evaluation
+    events with any time, times beyond int64, malformed resources, gzip or not, JSON or protobuf),
+    the answer is never a 5xx, and a well-formed span sent among bad ones lands."""
+    body, ctype, gz, good = case
+    headers = {"content-type": ctype, **({"content-encoding": "gzip"} if gz else {})}
+    r = client.post("/v1/traces", content=body, headers=headers)
     assert r.status_code in (200, 400), r.text
+    if good is not None:
+        assert r.status_code == 200, r.text
+        assert _landed(client, f"{_GOOD_TRACE}-{good:016x}")
+
+
+_SCORE = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=6) | st.integers() | st.none(),
+        "traceId": st.sampled_from([TRACE, "f" * 32]) | st.integers() | st.none() | st.lists(st.just(1)),
+        "observationId": st.text(max_size=4) | st.integers() | st.none(),
+        "name": st.sampled_from(["helpful", "relevance"]) | _ANY,
+        "value": _ANY
+        | st.integers(-(2**80), 2**80)
+        | st.sampled_from(["true", "friendly"])
+        | st.just({"a": 1}),
+        "dataType": st.sampled_from(["NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "ODD"]) | _ANY,
+        "timestamp": st.sampled_from(["2025-03-01T10:00:00Z", "yesterday", "9999-12-31T23:59:59-14:00"])
+        | st.integers(-(2**70), 2**70)
+        | _ANY,
+        "comment": _ANY,
+    },
+)
+
+
+def _good_score(n: int) -> dict[str, Any]:
+    return {
+        "id": f"good-{n}",
+        "traceId": TRACE,
+        "name": "relevance",
+        "value": 0.5,
+        "timestamp": "2025-03-01T10:00:00Z",
+    }
+
+
+def _signal_landed(client: TestClient, signal_id: str) -> bool:
+    ws = client.app.state.ctx.workspace  # type: ignore[attr-defined]
+    q = f"SELECT count(*) AS n FROM signals WHERE signal_id = '{signal_id}'"
+    return ws.store.query_arrow(q).column(0)[0].as_py() == 1
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scores=st.lists(_SCORE | _ANY, max_size=5), at=st.integers(0, 5), gz=st.booleans())
+def test_scores_routes_never_crash_and_the_good_score_lands(
+    client: TestClient, scores: list[Any], at: int, gz: bool
+) -> None:
+    """Scores of mixed types in one list (a timestamp as text beside one as a number, a traceId as
+    a number...) are answered per score; the well-formed one among them is stored."""
+    n = next(_SERIAL)
+    at = min(at, len(scores))
+    scores = [*scores[:at], _good_score(n), *scores[at:]]
+    headers = {**JS, **({"content-encoding": "gzip"} if gz else {})}
+    body = json.dumps(scores).encode()  # the stdlib writes integers beyond 64 bits too
+    r = client.post("/api/public/scores", content=gzip.compress(body) if gz else body, headers=headers)
+    assert r.status_code in (202, 207), r.text
+    assert _signal_landed(client, f"good-{n}")
+    # the same scores as Langfuse SDK v3/v4 send them: score-create events of the ingestion API
+    m = next(_SERIAL)
+    events = [
+        {"id": f"ev-{i}", "type": "score-create", "timestamp": "2025-03-01T10:00:00Z", "body": s}
+        for i, s in enumerate(scores)
+    ]
+    events[at]["body"] = _good_score(m)
+    events.append({"id": "ev-trace", "type": "trace-create", "body": {"id": TRACE, "input": "secret"}})
+    r = client.post("/api/public/ingestion", json={"batch": events, "metadata": {}})
+    assert r.status_code == 207, r.text
+    answers = {a["id"]: a for a in r.json()["successes"] + r.json()["errors"]}
+    assert answers[f"ev-{at}"]["status"] == 201 and answers["ev-trace"]["status"] == 400
+    assert _signal_landed(client, f"good-{m}")
 
 
 # -- Langfuse -------------------------------------------------------------------------------------
@@ -389,11 +621,17 @@ def test_langfuse_scores_endpoint(client: TestClient) -> None:
     assert sig["score-3"]["work_unit_id"] == "f" * 32  # a trace not seen yet keeps its id
 
 
+LANGFUSE_KEY = IngestKey(public_key="pk-lf-test", secret_key="sk-lf-test", org="acme")
+
+
 def test_real_langfuse_sdk(tmp_path: Path) -> None:
-    """The Langfuse Python SDK (v3+), unchanged, with its host pointed at yieldmeter."""
+    """The Langfuse Python SDK (v5), unchanged, with its host pointed at yieldmeter: its Basic auth
+    (public:secret key) is checked against the configured ingest key, and every row lands in
+    that key's org."""
     langfuse = pytest.importorskip("langfuse")
     root = make_workspace(tmp_path / "ws")
-    with serving(receiver_app(root)) as url:
+    app = receiver_app(root, settings=ServerSettings(ingest_keys=[LANGFUSE_KEY]))
+    with serving(app) as url:
         lf = langfuse.Langfuse(
             public_key="pk-lf-test", secret_key="sk-lf-test", host=url, tracing_enabled=True
         )
@@ -429,5 +667,133 @@ def test_real_langfuse_sdk(tmp_path: Path) -> None:
     assert (call["user_id"], call["session_id"], call["reported_cost"]) == ("u-9", "chat-5", 0.0034)
     assert call["workflow"] == "support-answers"  # yieldmeter linkage carried in Langfuse metadata
     assert call["trace_id"] == trace_id and call["source"] == "langfuse-otel"
+    assert call["org"] == "acme"  # Basic auth -> ingest key -> org
     [sig] = rows(root, "SELECT * FROM signals")
-    assert (sig["kind"], sig["value"], sig["work_unit_id"]) == ("accepted", 1.0, trace_id)
+    assert (sig["kind"], sig["value"], sig["work_unit_id"], sig["org"]) == ("accepted", 1.0, trace_id, "acme")
+
+
+def _older_langfuse_sdk(request: pytest.FixtureRequest, version: str) -> Path:
+    """Langfuse ``version`` installed (without its dependencies, which the project's own SDK
+    shares) into pytest's cache, beside the project's newer SDK; skipped when PyPI is out of reach."""
+    import subprocess
+    import sys
+
+    target = Path(request.config.cache.mkdir(f"langfuse-{version}"))
+    if not (target / "langfuse").is_dir():
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+        done = subprocess.run([*cmd, f"langfuse=={version}"], capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            pytest.skip(f"langfuse {version} could not be installed: {done.stderr[-300:]}")
+    return target
+
+
+@pytest.mark.parametrize("version", ["3.15.0", "4.18.0"])
+def test_older_langfuse_sdks_send_scores_to_the_ingestion_api(
+    tmp_path: Path, request: pytest.FixtureRequest, version: str
+) -> None:
+    """Langfuse SDK v3 and v4 export spans over OTLP like v5, but post scores as ``score-create``
+    events to ``/api/public/ingestion``. Each runs unchanged in its own process."""
+    import os
+    import subprocess
+    import sys
+
+    sdk = _older_langfuse_sdk(request, version)
+    root = make_workspace(tmp_path / "ws")
+    app = receiver_app(root, settings=ServerSettings(ingest_keys=[LANGFUSE_KEY]))
+    script = Path(__file__).parent / "langfuse_legacy_sdk.py"
+    with serving(app) as url:
+        env = {**os.environ, "PYTHONPATH": str(sdk)}
+        done = subprocess.run(
+            [sys.executable, str(script), url, LANGFUSE_KEY.public_key, LANGFUSE_KEY.secret_key],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert out["sdk"].startswith(str(sdk))  # the older SDK ran, not the project's v5
+    [call] = rows(root, "SELECT * FROM calls")
+    assert (call["model"], call["input_tokens"], call["cached_input_tokens"], call["org"]) == (
+        "acme-chat",
+        1000,
+        400,
+        "acme",
+    )
+    signals = {s["kind"]: s for s in rows(root, "SELECT * FROM signals")}
+    assert set(signals) == {"accepted", "rated"}  # helpful -> accepted (score_signals); relevance
+    assert (signals["accepted"]["value"], signals["rated"]["value"]) == (1.0, 0.75)
+    assert {s["work_unit_id"] for s in signals.values()} == {out["trace_id"]}
+    assert {s["org"] for s in signals.values()} == {"acme"}
+
+
+def test_ingestion_api_answers_per_event_as_langfuse_does(tmp_path: Path) -> None:
+    """The documented payload of ``POST /api/public/ingestion``: a 207 with successes and errors;
+    score-create events stored, every other event type refused by name and nothing of it stored."""
+    app = receiver_app(make_workspace(tmp_path / "ws"), settings=ServerSettings(ingest_keys=[LANGFUSE_KEY]))
+    basic = {"authorization": "Basic " + base64.b64encode(b"pk-lf-test:sk-lf-test").decode()}
+    t = "2025-03-01T10:00:05.000Z"
+
+    def event(ev_id: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"id": ev_id, "type": kind, "timestamp": t, "body": body}
+
+    score_1 = {"id": "sc-1", "traceId": TRACE, "name": "relevance", "value": 0.4, "dataType": "NUMERIC"}
+    score_2 = {
+        "id": "sc-2",
+        "traceId": TRACE,
+        "observationId": f"{1:016x}",
+        "name": "helpful",
+        "value": 0,
+        "dataType": "BOOLEAN",
+        "comment": "wrong policy",
+    }
+    batch = [
+        event("e1", "score-create", score_1),
+        event("e2", "score-create", score_2),
+        event("e3", "trace-create", {"id": TRACE, "input": "my secret prompt"}),
+        event("e4", "generation-create", {"id": "g", "output": "secret answer"}),
+        {"id": "e5", "type": "no-such-type", "body": {}},
+        event("e6", "score-create", {"sessionId": "s-1", "name": "x", "value": 1}),  # no work unit
+        "not an event",
+    ]
+    with TestClient(app) as c:
+        assert c.post("/api/public/ingestion", json={"batch": batch}).status_code == 401
+        r = c.post(
+            "/api/public/ingestion", json={"batch": batch, "metadata": {"sdk_name": "python"}}, headers=basic
+        )
+        assert r.status_code == 207
+        body = r.json()
+        assert body["successes"] == [{"id": "e1", "status": 201}, {"id": "e2", "status": 201}]
+        errors = {e["id"]: e for e in body["errors"]}
+        assert set(errors) == {"e3", "e4", "e5", "e6", "event-6"} and {
+            e["status"] for e in errors.values()
+        } == {400}
+        assert "/api/public/otel/v1/traces" in errors["e3"]["message"]
+        assert "not a Langfuse ingestion event type" in errors["e5"]["message"]
+        assert "traceId or observationId" in errors["e6"]["message"]
+        assert c.post("/api/public/ingestion", json=[1], headers=basic).status_code == 400
+        ws = c.app.state.ctx.workspace  # type: ignore[attr-defined]
+        sig = {s["signal_id"]: s for s in ws.store.query_arrow("SELECT * FROM signals").to_pylist()}
+        stored = (
+            ws.store.query_arrow("SELECT * FROM calls").num_rows,
+            ws.store.query_arrow("SELECT * FROM quarantine"),
+        )
+    assert set(sig) == {"sc-1", "sc-2"} and stored[0] == 0  # the trace and the generation: not stored
+    assert (sig["sc-1"]["kind"], sig["sc-1"]["value"], sig["sc-1"]["org"]) == ("rated", 0.4, "acme")
+    assert (sig["sc-2"]["kind"], sig["sc-2"]["value"]) == ("accepted", 0.0)
+    assert sig["sc-1"]["ts"].isoformat() == "2025-03-01T10:00:05+00:00"  # the event's timestamp
+    assert "wrong policy" not in sig["sc-2"]["attributes"]  # a comment is content: off by default
+    assert "secret" not in str(stored[1].to_pylist())
+
+
+def test_healthz_counts_ignored_spans_and_calls_without_model(client: TestClient) -> None:
+    no_model = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5}
+    body = request(span(1, {"http.request.method": "GET"}), span(2, no_model), span(3, CHAT))
+    assert client.post("/v1/traces", content=body, headers=JS).status_code == 200
+    ingest = client.get("/healthz").json()["ingest"]
+    assert (ingest["spans_ignored"], ingest["calls_without_model"], ingest["rows_landed"]) == (1, 1, 2)
+    assert any("carry no model" in n for n in ingest["notes"])
+    more = request(span(4, {"db.system": "postgresql"}), span(5, {"http.route": "/x"}))
+    assert client.post("/v1/traces", content=more, headers=JS).status_code == 200
+    ingest = client.get("/healthz").json()["ingest"]
+    assert (ingest["spans_ignored"], ingest["calls_without_model"]) == (3, 1)  # totals since start

@@ -1,19 +1,27 @@
-"""The Python SDK: work-unit linkage on real OpenTelemetry spans, and records sent to a real server."""
+"""The Python SDK: work-unit linkage on real OpenTelemetry spans, and records sent to a real server.
+
+The recorder's promise is that recording never blocks or breaks the application: the tests
+below run it against a real server on loopback that is up, busy (503 with ``Retry-After``),
+down, or refusing, and time ``record()`` while a delivery is in flight.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tests.loopback import free_port, serving
 from tests.test_receiver import make_workspace, receiver_app, rows
-from yieldmeter.sdk import Recorder, RecordError, instrument, work_unit
+from yieldmeter.sdk import Recorder, instrument, work_unit
+from yieldmeter.server.context import ServerSettings
 
 CHAT = {
     "gen_ai.operation.name": "chat",
@@ -66,7 +74,7 @@ def test_work_unit_linkage_reaches_the_store(tmp_path: Path) -> None:
 def test_records_to_the_rest_api_without_duplicates(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws")
     with serving(receiver_app(root)) as url:
-        rec = Recorder(url, batch_size=100, flush_interval_s=0)
+        rec = Recorder(url, batch_size=100, flush_interval_s=0, path=tmp_path / "spill")
         sid = "sig-1"
         rec.record(
             "signals",
@@ -139,26 +147,169 @@ def test_records_to_the_rest_api_without_duplicates(tmp_path: Path) -> None:
     )
 
 
-def test_retry_until_the_server_is_up(tmp_path: Path) -> None:
+def signal(n: int, **kw: object) -> dict[str, object]:
+    return {"signal_id": f"s-{n}", "work_unit_id": "u-1", "ts": "2025-03-01T10:00:00Z", "kind": "rated", **kw}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def timed_record(rec: Recorder, row: dict[str, object]) -> float:
+    t0 = time.perf_counter()
+    rec.record("signals", row)
+    return time.perf_counter() - t0
+
+
+def test_503_with_retry_after_is_waited_out_in_the_background(tmp_path: Path) -> None:
+    """A busy server answers 503 + Retry-After: 1. The recorder waits that second (its own backoff
+    is 10 ms) on its thread, then delivers; record() meanwhile returns at once."""
+    root = make_workspace(tmp_path / "ws")
+    app = receiver_app(root, settings=ServerSettings(max_queue=1))
+    release = threading.Event()
+    with serving(app) as url:
+        writer = app.state.ctx.writer
+        writer.submit(lambda ws: release.wait(20))  # holds the writer thread
+        time.sleep(0.1)
+        writer.submit(lambda ws: None)  # fills the one queue slot: the next write is a 503
+        rec = Recorder(
+            url, batch_size=1, flush_interval_s=0, backoff_s=0.01, max_retries=3, path=tmp_path / "sp"
+        )
+        t0 = time.monotonic()
+        assert timed_record(rec, signal(1)) < 0.25  # batch_size 1: the thread sends at once
+        assert wait_for(lambda: rec.stats()["failed_attempts"] == 1)  # the 503
+        # while the thread waits out Retry-After, recording is not held up by it
+        assert timed_record(rec, signal(2, value=0.5)) < 0.25
+        threading.Timer(0.3, release.set).start()
+        assert wait_for(lambda: rec.stats()["sent"] == 2)
+        elapsed = time.monotonic() - t0
+        stats = rec.stats()
+        rec.close()
+    # three retries 10-40 ms apart would all have met the busy server; Retry-After made it wait 1 s
+    assert elapsed >= 1.0, elapsed
+    assert (stats["failed_attempts"], stats["spilled"], stats["dropped"]) == (1, 0, 0)
+    assert rows(root, "SELECT signal_id FROM signals ORDER BY 1") == [
+        {"signal_id": "s-1"},
+        {"signal_id": "s-2"},
+    ]
+
+
+def test_a_full_batch_is_sent_without_waiting_for_the_timer(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws")
+    with serving(receiver_app(root)) as url:
+        rec = Recorder(url, batch_size=3, flush_interval_s=0, path=tmp_path / "sp")  # no timed flush
+        rec.record("signals", signal(1))
+        rec.record("signals", signal(2))
+        time.sleep(0.5)
+        assert rec.stats()["sent"] == 0 and rec.stats()["buffered"] == 2  # below batch_size: waits
+        rec.record("signals", signal(3))
+        assert wait_for(lambda: rec.stats()["sent"] == 3)
+        assert rows(root, "SELECT count(*) AS n FROM signals") == [{"n": 3}]
+        rec.close()
+
+
+def test_the_background_thread_flushes_on_its_timer(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws")
+    with serving(receiver_app(root)) as url:
+        rec = Recorder(url, batch_size=100, flush_interval_s=0.2, path=tmp_path / "sp")
+        rec.record("signals", signal(1, value=0.9))
+        # no flush() call: the timer sends it (sent counts once the server acknowledged it)
+        assert wait_for(lambda: rec.stats()["sent"] == 1)
+        rec.close()
+    assert rows(root, "SELECT signal_id, value FROM signals") == [{"signal_id": "s-1", "value": 0.9}]
+
+
+def test_a_short_outage_keeps_the_rows_until_the_server_is_up(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws")
     port = free_port()
-    rec = Recorder(f"http://127.0.0.1:{port}", flush_interval_s=0, max_retries=1, backoff_s=0.01)
-    rec.record(
-        "signals",
-        {
-            "signal_id": "s-1",
-            "work_unit_id": "u-1",
-            "ts": "2025-03-01T10:00:00Z",
-            "kind": "rated",
-            "value": 0.9,
-        },
+    rec = Recorder(
+        f"http://127.0.0.1:{port}", flush_interval_s=0.1, max_retries=1, backoff_s=0.01, path=tmp_path / "sp"
     )
-    with pytest.raises(RecordError, match="after retries"):
-        rec.flush()
+    rec.record("signals", signal(1, value=0.9))
+    assert wait_for(lambda: rec.stats()["failed_attempts"] >= 2)  # tried, failed, kept
+    assert rec.stats()["buffered"] == 1 and rec.stats()["spilled"] == 0
     with serving(receiver_app(root), port=port):
-        rec.flush()  # the rows were kept and go now
+        assert wait_for(lambda: rec.stats()["sent"] == 1)
     rec.close()
     assert rows(root, "SELECT signal_id, value FROM signals") == [{"signal_id": "s-1", "value": 0.9}]
+    assert not (tmp_path / "sp").exists()
+
+
+def test_a_server_that_stays_down_gets_the_rows_spilled_to_the_local_file(tmp_path: Path) -> None:
+    from yieldmeter.app.workspace import Workspace
+
+    spill = tmp_path / "spill"
+    rec = Recorder(
+        f"http://127.0.0.1:{free_port()}",
+        flush_interval_s=0.05,
+        max_retries=1,
+        backoff_s=0.01,
+        spill_after_s=0.3,
+        path=spill,
+    )
+    durations = [timed_record(rec, signal(n)) for n in range(1, 4)]
+    assert max(durations) < 0.25  # the app never waits on the dead server
+    assert wait_for(lambda: rec.stats()["spilled"] == 3)
+    assert rec.stats()["buffered"] == 0
+    rec.close()
+    lines = (spill / "signals.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["signal_id"] for x in lines) == ["s-1", "s-2", "s-3"]
+    ws = Workspace.init(tmp_path / "ws")  # what the docs say to do with the file
+    try:
+        ws.ingest_paths([spill / "signals.jsonl"], table="signals")
+        assert ws.store.count("signals") == 3
+    finally:
+        ws.close()
+
+
+def test_the_buffer_is_bounded_and_what_it_drops_is_counted(tmp_path: Path) -> None:
+    rec = Recorder(
+        f"http://127.0.0.1:{free_port()}",
+        batch_size=1000,
+        flush_interval_s=0,
+        max_buffer=5,
+        path=tmp_path / "sp",
+    )
+    for n in range(7):
+        rec.record("signals", signal(n))  # never raises, never blocks
+    assert (rec.stats()["buffered"], rec.stats()["dropped"]) == (5, 2)
+    rec.close()  # at close the server is still down: one try, then the file
+    assert rec.stats()["spilled"] == 5
+    assert len((tmp_path / "sp" / "signals.jsonl").read_text().splitlines()) == 5
+
+
+def test_rows_the_server_refuses_are_spilled_not_retried(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws")
+    with serving(receiver_app(root)) as url:
+        rec = Recorder(url, flush_interval_s=0, path=tmp_path / "sp")
+        rec.record("signals", signal(1, ts=10**19))  # an epoch beyond int64: the server answers 400
+        stats = rec.flush()
+        rec.close()
+    assert (stats["refused"], stats["spilled"], stats["failed_attempts"]) == (1, 1, 0)
+    assert json.loads((tmp_path / "sp" / "signals.jsonl").read_text())["signal_id"] == "s-1"
+
+
+def test_record_functions_never_raise_into_the_app(tmp_path: Path) -> None:
+    from yieldmeter.sdk import configure, flush, record_effort, record_outcome, record_signal
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    rec = configure(path=blocked, flush_interval_s=0)  # the local file cannot be written
+    try:
+        record_signal("claim-1", "accepted", attributes={"obj": object()})  # not JSON: written as text
+        record_effort("claim-1", 3, ts=12345)  # odd time: the server will judge it
+        record_outcome("wf", "m", period_start=object())  # type: ignore[arg-type]
+        stats = flush()  # the write fails: kept for later, nothing raised
+        assert stats["buffered"] == 3 and stats["sent"] == 0
+        rec.close()  # the disk still refuses: counted as dropped, logged, not raised
+        assert rec.stats()["dropped"] == 3
+    finally:
+        configure(path=tmp_path / "unused", flush_interval_s=0)
 
 
 def test_module_functions_write_local_files_without_a_server(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import typer
 #: Modules that add commands; each defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: list[str] = [
     "yieldmeter.cli.core",
+    "yieldmeter.cli.reported_cost",
     "yieldmeter.cli.value",
     "yieldmeter.cli.serve",
     "yieldmeter.cli.capacity",

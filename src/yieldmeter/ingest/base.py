@@ -22,14 +22,16 @@ class Batch:
 
     ``tables`` maps a canonical table name to rows already passed through
     :func:`yieldmeter.ingest.conform.conform`. ``ignored`` counts input records
-    that are deliberately not data (e.g. non-GenAI spans) and ``notes`` carries
-    messages worth showing the user once.
+    that are deliberately not data (e.g. non-GenAI spans), ``no_model`` the calls
+    that landed without a model (so unpriced), and ``notes`` carries messages
+    worth showing the user once.
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
     rejects: pa.Table = field(default_factory=empty_rejects)
     ignored: int = 0
     notes: list[str] = field(default_factory=list)
+    no_model: int = 0
 
     @classmethod
     def of(cls, table_name: str, conformed: Conformed, **kw: object) -> Batch:

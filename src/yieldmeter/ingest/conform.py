@@ -76,6 +76,15 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
+def parse_timestamp(value: Any) -> datetime | None:
+    """A time from an ISO string, a datetime, or epoch seconds/ms/us/ns (by magnitude), in UTC;
+    ``None`` when it cannot be read or is out of range. Never raises."""
+    try:
+        return _parse_ts_scalar(value)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
 def _parse_ts_scalar(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -157,7 +166,7 @@ def _parse_scalar(v: Any, target: pa.DataType) -> Any:
     if v is None or v == "":
         return None
     if target == TS:
-        return _parse_ts_scalar(v)
+        return parse_timestamp(v)
     try:
         if pa.types.is_integer(target):
             f = float(v)

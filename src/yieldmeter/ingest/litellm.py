@@ -7,7 +7,11 @@ One row per request: ``request_id``, ``call_type``, ``spend`` (USD), ``prompt_to
 
 LiteLLM's ``prompt_tokens`` already include cached tokens (OpenAI's
 convention, which LiteLLM applies to every provider), so cache reads and
-writes found in ``metadata.usage_object`` are *not* added again. ``spend`` is
+writes found in ``metadata.usage_object`` are *not* added again. Older proxies
+passed Anthropic's uncached ``input_tokens`` through as ``prompt_tokens``; a row
+whose cache reads + writes exceed its ``prompt_tokens`` can only be that, so the
+parts are added, the row's ``attributes`` say ``tokens_counted_apart``, and the
+batch carries a note with the count. ``spend`` is
 kept as ``reported_cost`` beside yieldmeter's own price, for reconciliation.
 Message and response text is never read.
 """
@@ -53,7 +57,8 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
     reasoning = (
         whole((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"), "reasoning_tokens") or 0
     )
-    if cached + writes > prompt:  # an older proxy that reported Anthropic's uncached input only
+    counted_apart = cached + writes > prompt  # an older proxy that reported Anthropic's uncached input
+    if counted_apart:
         prompt += cached + writes
     spend = first(r, "spend")
     try:
@@ -73,6 +78,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
         "api_key_alias": meta.get("user_api_key_alias"),
         "team_alias": meta.get("user_api_key_team_alias"),
         "team_id": first(r, "team_id"),
+        "tokens_counted_apart": "cache" if counted_apart else None,
     }
     if options.capture_content:
         attrs["messages"] = r.get("messages")
@@ -99,12 +105,14 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
         "task_type": link["yieldmeter.task_type"],
         "trace_id": meta.get("trace_id") or first(r, "trace_id"),
         "reported_cost": reported,
+        "_counted_apart": counted_apart,
         "attributes": to_json({k: v for k, v in attrs.items() if v not in (None, "", [])}),
     }
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     buf = RowBuffer(options)
+    apart = 0
     for pos, rec in iter_records(stream):
         try:
             if isinstance(rec, RecordError):
@@ -115,10 +123,21 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         except RecordError as exc:
             buf.reject("calls", pos, f"row {pos}: {exc}", rec if isinstance(rec, dict) else str(rec))
         else:
+            apart += row.pop("_counted_apart")
             buf.add("calls", _with_duration(row), pos)
         if buf.full():
-            yield buf.flush()
-    yield buf.flush()
+            yield _flush(buf, apart)
+            apart = 0
+    yield _flush(buf, apart)
+
+
+def _flush(buf: RowBuffer, apart: int) -> Batch:
+    if apart:
+        buf.notes.append(
+            f"{apart} LiteLLM row(s) report more cache read + write tokens than prompt_tokens: read as "
+            "an older proxy's uncached input, and the cache tokens added to input_tokens"
+        )
+    return buf.flush()
 
 
 def _with_duration(row: dict[str, Any]) -> dict[str, Any]:

@@ -21,31 +21,41 @@ Spellings read (first match wins):
 
 Token accounting follows the conventions: input includes cache reads and
 writes, output includes reasoning. An instrumentation that reports them apart
-(cache reads larger than the input) is recognised and summed, so no token is
-counted twice or lost.
+shows it by reporting more cache tokens than input (or more reasoning than
+output): then the parts are added, and the batch carries a note saying how
+many spans were read that way (the rule is a guess from the numbers; an
+instrumentation that reports them apart with the parts *smaller* than the
+input cannot be told from one that follows the conventions).
+
+Mapping a span never raises: whatever goes wrong with one span (a value of a
+shape no convention allows, a time beyond int64, a key that is not a string)
+rejects that span with its reason, and the other spans of the request land.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from yieldmeter.ingest.base import Batch, ReadOptions
 from yieldmeter.ingest.conform import conform, make_rejects
+from yieldmeter.ingest.otlp_common import (
+    MAX_TIME_NS,
+    Resource,
+    UnreadableRequest,
+    _dumps,
+    _hex_id,
+    _str,
+    _time_ns,
+    make_rejects_first,
+    paused_gc,
+    rejected_spans,
+)
 from yieldmeter.ingest.otlp_semconv import (
     _CACHE_READ,
     _CACHE_WRITE,
     _CONSUMED,
-    _CONTENT_KEYS,
-    _CONTENT_PREFIXES,
     _GENAI_MARKERS,
     _INPUT,
     _LANGFUSE_STRUCTURE,
@@ -62,8 +72,11 @@ from yieldmeter.ingest.otlp_semconv import (
     _langfuse_linkage,
     _provider_from_host,
     _tokens,
+    is_content_key,
     langfuse_usage,
 )
+
+__all__ = ["CALL_COLUMNS", "Resource", "SpanRows", "UnreadableRequest", "paused_gc", "rejected_spans"]
 
 #: Model invocations: each becomes one row of ``calls``.
 CALL_COLUMNS = (
@@ -107,51 +120,34 @@ _CALL_TYPES = {
 _ERROR_STATUS = (2, "STATUS_CODE_ERROR")
 #: a tuple, not a set: a status code of any shape (even unhashable) is compared, never hashed
 _KNOWN_STATUS = (0, 1, 2, None, "", "STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector paused while spans are decoded and mapped.
-
-    Decoding allocates millions of short-lived containers (a dict per attribute
-    value in OTLP JSON) that hold no cycles; the collector traversing them cost
-    about a third of the import (measured at 100k spans). Reference counting
-    still frees everything; the collector runs again as soon as the block ends.
-    """
-    if not gc.isenabled():  # someone else paused it: leave it to them
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-class Resource:
-    """What a span inherits from its resource: service, environment and linkage defaults."""
-
-    __slots__ = ("app", "environment", "fallback")
-
-    def __init__(self, attrs: dict[str, Any]) -> None:
-        self.app = _str(attrs.get("service.name"))
-        self.environment = _str(
-            attrs.get("deployment.environment.name") or attrs.get("deployment.environment")
-        )
-        # Linkage set once per process (OTEL_RESOURCE_ATTRIBUTES=yieldmeter.team=...).
-        self.fallback = {
-            k: _str(attrs[k])
-            for k in ("yieldmeter.workflow", "yieldmeter.team", "yieldmeter.task_type")
-            if attrs.get(k) is not None
-        }
-
-
-def _str(v: Any) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, list | dict):
-        return orjson.dumps(v).decode()
-    return str(v)
+#: The Arrow types of the rows :class:`SpanRows` builds for signals and work units, so a batch
+#: never depends on type inference over whatever the spans carried.
+_SIGNAL_SCHEMA = pa.schema(
+    [
+        ("signal_id", pa.string()),
+        ("work_unit_id", pa.string()),
+        ("ts", pa.int64()),
+        ("kind", pa.string()),
+        ("value", pa.float64()),
+        ("actor", pa.string()),
+        ("source", pa.string()),
+        ("attributes", pa.string()),
+    ]
+)
+_WORK_UNIT_SCHEMA = pa.schema(
+    [
+        ("work_unit_id", pa.string()),
+        ("workflow", pa.string()),
+        ("task_type", pa.string()),
+        ("user_id", pa.string()),
+        ("team", pa.string()),
+        ("started_at", pa.int64()),
+        ("ended_at", pa.int64()),
+        ("status", pa.string()),
+        ("derived", pa.bool_()),
+        ("attributes", pa.string()),
+    ]
+)
 
 
 class SpanRows:
@@ -172,9 +168,12 @@ class SpanRows:
         self.bad_raw: list[Any] = []
         self.ignored = 0
         self.spans = 0
-        self._seen_keys: set[str] = set()
-        self._drop_keys: set[str] = set()
+        self._seen_keys: set[Any] = set()
+        self._drop_keys: set[Any] = set()
         self.no_model = 0
+        #: spans whose cache (or reasoning) tokens exceeded their input (output): read as counted apart
+        self.cache_apart = 0
+        self.reasoning_apart = 0
 
     def __len__(self) -> int:
         return self.spans
@@ -197,29 +196,38 @@ class SpanRows:
     ) -> None:
         """Map one span. Never raises for bad data: the span is rejected with its reason."""
         self.spans += 1
+        # what this span may have added before it failed is taken back, so a span is either
+        # mapped whole or rejected whole
+        n_rows, n_signals, ignored = len(self.rows), len(self.signals), self.ignored
         try:
             self._add(
                 trace_id, span_id, parent_span_id, name, start_ns, end_ns, status_code, status_message,
                 attrs, resource, events, position,
             )  # fmt: skip
-        except SpanError as exc:
-            self._reject(position, str(exc), trace_id, span_id, name, attrs)
-        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
-            # values of a shape no convention allows (a list where a name belongs...)
-            self._reject(
-                position, f"unreadable span ({type(exc).__name__}: {exc})", trace_id, span_id, name, attrs
+        except Exception as exc:  # any failure of one span is that span's reject, never the request's
+            del self.rows[n_rows:], self.positions[n_rows:]
+            del self.signals[n_signals:], self.signal_positions[n_signals:]
+            self.ignored = ignored
+            reason = (
+                str(exc) if isinstance(exc, SpanError) else f"unreadable span ({type(exc).__name__}: {exc})"
             )
+            self._reject(position, reason, trace_id, span_id, name, attrs)
 
     def _reject(self, position: int, reason: str, trace_id: Any, span_id: Any, name: Any, attrs: Any) -> None:
+        """Record a rejected span; never raises (the raw span is kept without its content)."""
         self.bad_positions.append(position)
-        self.bad_reasons.append(f"span {span_id!s} ({name!s}): {reason}")
-        raw = {"trace_id": trace_id, "span_id": span_id, "name": name}
-        if isinstance(attrs, dict):
-            raw["attributes"] = {k: v for k, v in attrs.items() if not self._is_content(k)}
-        self.bad_raw.append(orjson.dumps(raw, default=str).decode())
+        self.bad_reasons.append(f"span {span_id!s} ({name!s}): {reason}"[:2000])
+        raw: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id, "name": name}
+        try:
+            if isinstance(attrs, dict):
+                raw["attributes"] = {k: v for k, v in attrs.items() if not self._is_content(k)}
+            text = _dumps(raw)
+        except Exception:  # a value orjson cannot write (nested too deep): the ids are enough
+            text = _dumps({k: repr(v)[:200] for k, v in raw.items() if k != "attributes"})
+        self.bad_raw.append(text)
 
-    def _is_content(self, key: str) -> bool:
-        return not self.capture and (key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES))
+    def _is_content(self, key: Any) -> bool:
+        return not self.capture and is_content_key(key if type(key) is str else str(key))
 
     def _add(
         self,
@@ -248,8 +256,12 @@ class SpanRows:
                 op = _LEGACY_REQUEST_TYPES.get(req_type, req_type)
         genai = op is not None or any(k in a for k in _GENAI_MARKERS)
         if not genai or (lf_type is not None and op is None):
-            if events:
-                self._evaluations(trace_id, span_id, a, resource, events, position)
+            if events and any(ev[0] == EVALUATION_EVENT for ev in events):
+                # an evaluation can sit on any span: it needs real ids to name its signal
+                self._evaluations(
+                    _hex_id(trace_id, 16, "trace_id"), _hex_id(span_id, 8, "span_id"), a, events,
+                    position, _time_ns(start_ns),
+                )  # fmt: skip
             self.ignored += 1
             return
         if op is None:
@@ -261,15 +273,19 @@ class SpanRows:
         span_id = _hex_id(span_id, 8, "span_id")
         try:
             start = int(start_ns)
-            end = int(end_ns) if end_ns not in (None, "") else start
-        except (TypeError, ValueError):
+            end = int(end_ns) if end_ns not in (None, "", 0, "0") else start
+        except (TypeError, ValueError, OverflowError):
             raise SpanError(
                 f"startTimeUnixNano/endTimeUnixNano: not a whole number ({start_ns!r}, {end_ns!r})"
             ) from None
         if start <= 0:
             raise SpanError("startTimeUnixNano: missing")
-        if start > 4_102_444_800 * 10**9:  # 2100-01-01: a clock or unit error, not a real call
+        if start > MAX_TIME_NS:  # 2100-01-01: a clock or unit error, not a real call
             raise SpanError(f"startTimeUnixNano: {start} is after the year 2100")
+        if end > MAX_TIME_NS:
+            raise SpanError(f"endTimeUnixNano: {end} is after the year 2100")
+        if end < start:
+            raise SpanError(f"endTimeUnixNano: {end} is before startTimeUnixNano {start}")
 
         wu = a.get("yieldmeter.work_unit.id")
         workflow = a.get("yieldmeter.workflow")
@@ -288,7 +304,7 @@ class SpanRows:
         error = status_code in _ERROR_STATUS or a.get("error.type") is not None
         if op in AGENT_OPERATIONS:
             self._agent(trace_id, span_id, parent_span_id, op, start, end, error, a, _str(wu),
-                        workflow, task_type, team)  # fmt: skip
+                        workflow, task_type, team, position)  # fmt: skip
         elif op in TOOL_OPERATIONS:
             self._tool(trace_id, span_id, parent_span_id, start, end, error, a, _str(wu), position)
         else:
@@ -297,7 +313,7 @@ class SpanRows:
                 a, resource, lf_type, conversation, wu, workflow, task_type, team, position,
             )  # fmt: skip
         if events:
-            self._evaluations(trace_id, span_id, a, resource, events, position, wu=_str(wu))
+            self._evaluations(trace_id, span_id, a, events, position, start, wu=_str(wu))
 
     def _call(
         self, trace_id: str, span_id: str, parent_span_id: str, op: str, start: int, end: int,
@@ -336,21 +352,21 @@ class SpanRows:
         out = out or 0
         # Conventions: input includes cache reads and writes. An instrumentation that reports
         # them apart (e.g. Anthropic's input_tokens = uncached only) shows it by reporting
-        # more cached tokens than input; then the parts are summed.
-        if cache_read + cache_write > inp:
+        # more cached tokens than input; then the parts are summed (and counted for a note).
+        cache_apart = cache_read + cache_write > inp
+        reasoning_apart = reasoning > out
+        if cache_apart:
             inp += cache_read + cache_write
-        if reasoning > out:
+        if reasoning_apart:
             out += reasoning
         if reported is not None:
             try:
                 reported = float(reported)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise SpanError(f"gen_ai.usage.cost: not a number ({reported!r})") from None
 
         request_model = get("gen_ai.request.model")
         model = get("gen_ai.response.model") or request_model or get("langfuse.observation.model.name")
-        if model is None:
-            self.no_model += 1
         provider = get("gen_ai.provider.name") or get("gen_ai.system")
         if provider is None:
             provider = _provider_from_host(get("server.address"))
@@ -373,45 +389,52 @@ class SpanRows:
             extra["gen_ai.conversation.id"] = conversation
         if request_model is not None and request_model != model:
             extra["gen_ai.request.model"] = request_model
+        if cache_apart or reasoning_apart:
+            extra["yieldmeter.tokens_counted_apart"] = ",".join(
+                n for n, on in (("cache", cache_apart), ("reasoning", reasoning_apart)) if on
+            )
 
         user = get("user.id") or get("enduser.id") or get("langfuse.user.id")
         session = get("session.id") or get("langfuse.session.id") or conversation
         environment = resource.environment or _str(get("langfuse.environment"))
         # every value is computed before the row is kept, so a failure cannot misalign the columns
-        self.rows.append(
-            (
-                f"{trace_id}-{span_id}",
-                start // 1000,
-                (end - start) / 1e6,
-                provider if provider is None or type(provider) is str else _str(provider),
-                model if model is None or type(model) is str else _str(model),
-                op,
-                inp,
-                out,
-                cache_read,
-                cache_write,
-                reasoning,
-                status,
-                user if user is None or type(user) is str else _str(user),
-                team if team is None or type(team) is str else _str(team),
-                resource.app,
-                environment,
-                trace_id,
-                span_id,
-                session if session is None or type(session) is str else _str(session),
-                wu if wu is None or type(wu) is str else _str(wu),
-                workflow if workflow is None or type(workflow) is str else _str(workflow),
-                task_type if task_type is None or type(task_type) is str else _str(task_type),
-                reported,
-                orjson.dumps(extra, default=str).decode() if extra else None,
-            )
+        row = (
+            f"{trace_id}-{span_id}",
+            start // 1000,
+            (end - start) / 1e6,
+            provider if provider is None or type(provider) is str else _str(provider),
+            model if model is None or type(model) is str else _str(model),
+            op,
+            inp,
+            out,
+            cache_read,
+            cache_write,
+            reasoning,
+            status,
+            user if user is None or type(user) is str else _str(user),
+            team if team is None or type(team) is str else _str(team),
+            resource.app,
+            environment,
+            trace_id,
+            span_id,
+            session if session is None or type(session) is str else _str(session),
+            wu if wu is None or type(wu) is str else _str(wu),
+            workflow if workflow is None or type(workflow) is str else _str(workflow),
+            task_type if task_type is None or type(task_type) is str else _str(task_type),
+            reported,
+            _dumps(extra) if extra else None,
         )
+        self.rows.append(row)
         self.positions.append(position)
+        self.no_model += model is None
+        self.cache_apart += cache_apart
+        self.reasoning_apart += reasoning_apart
 
     # -- structure and events ---------------------------------------------------------------------
     def _agent(
         self, trace_id: str, span_id: str, parent_span_id: str, op: str, start: int, end: int,
         error: bool, a: dict[str, Any], wu: str | None, workflow: Any, task_type: Any, team: Any,
+        position: int,
     ) -> None:  # fmt: skip
         """An agent or workflow run describes its work unit (the earliest-starting one wins)."""
         if wu is None:
@@ -427,8 +450,9 @@ class SpanRows:
             "gen_ai.agent.name": a.get("gen_ai.agent.name"),
             "gen_ai.agent.id": a.get("gen_ai.agent.id"),
         }
-        self.work_units[wu] = {
+        unit = {
             "_start": start,
+            "_position": position,
             "work_unit_id": wu,
             "workflow": _str(workflow),
             "task_type": _str(task_type) or _str(a.get("gen_ai.agent.name")),
@@ -438,8 +462,9 @@ class SpanRows:
             "ended_at": end // 1000,
             "status": "failed" if error else "completed",
             "derived": False,
-            "attributes": orjson.dumps({k: v for k, v in attrs.items() if v is not None}).decode(),
+            "attributes": _dumps({k: v for k, v in attrs.items() if v is not None}),
         }
+        self.work_units[wu] = unit
 
     def _tool(
         self, trace_id: str, span_id: str, parent_span_id: str, start: int, end: int, error: bool,
@@ -453,59 +478,65 @@ class SpanRows:
             "parent_span_id": parent_span_id or None,
             "duration_ms": (end - start) / 1e6,
         }
-        self.signals.append(
-            {
-                "signal_id": f"{trace_id}-{span_id}",
-                "work_unit_id": wu,
-                "ts": start // 1000,
-                "kind": "tool_call",
-                "value": 0.0 if error else 1.0,
-                "actor": _str(a.get("gen_ai.tool.name")),
-                "source": self.options.source,
-                "attributes": orjson.dumps({k: v for k, v in attrs.items() if v is not None}).decode(),
-            }
-        )
+        signal = {
+            "signal_id": f"{trace_id}-{span_id}",
+            "work_unit_id": wu,
+            "ts": start // 1000,
+            "kind": "tool_call",
+            "value": 0.0 if error else 1.0,
+            "actor": _str(a.get("gen_ai.tool.name")),
+            "source": self.options.source,
+            "attributes": _dumps({k: v for k, v in attrs.items() if v is not None}),
+        }
+        self.signals.append(signal)
         self.signal_positions.append(position)
 
     def _evaluations(
-        self, trace_id: str, span_id: str, a: dict[str, Any], resource: Resource,
-        events: list[tuple[str, Any, dict[str, Any]]], position: int, wu: str | None = None,
+        self, trace_id: str, span_id: str, a: dict[str, Any],
+        events: list[tuple[str, Any, dict[str, Any]]], position: int, span_start: int | None,
+        wu: str | None = None,
     ) -> None:  # fmt: skip
-        """``gen_ai.evaluation.result`` events -> signals: ``rated``, or the kind config maps the name to."""
+        """``gen_ai.evaluation.result`` events -> signals: ``rated``, or the kind config maps the name to.
+
+        An event without a readable time takes the span's start.
+        """
         for i, (ev_name, ev_time, ev) in enumerate(events):
             if ev_name != EVALUATION_EVENT:
                 continue
+            if not isinstance(ev, dict):
+                raise SpanError(f"event {i} ({EVALUATION_EVENT}): attributes not in OTLP shape")
             unit = wu
             if unit is None:
                 unit = _str(a.get("yieldmeter.work_unit.id") or a.get("gen_ai.conversation.id") or trace_id)
             eval_name = _str(ev.get("gen_ai.evaluation.name"))
             value = ev.get("gen_ai.evaluation.score.value")
-            attrs = {"gen_ai.evaluation.name": eval_name, "span_id": span_id}
+            attrs: dict[str, Any] = {"gen_ai.evaluation.name": eval_name, "span_id": span_id}
             if value is not None:
                 try:
                     value = float(value)
-                except (TypeError, ValueError):
-                    attrs["unreadable_score"] = value
+                except (TypeError, ValueError, OverflowError):
+                    attrs["unreadable_score"] = _str(value)
                     value = None
             label = ev.get("gen_ai.evaluation.score.label")
             if label is not None:
                 attrs["gen_ai.evaluation.score.label"] = label
             if self.capture and ev.get("gen_ai.evaluation.explanation") is not None:
                 attrs["gen_ai.evaluation.explanation"] = ev["gen_ai.evaluation.explanation"]
-            try:
-                ts = int(ev_time) // 1000 if ev_time else None
-            except (TypeError, ValueError):
-                ts = None
+            ts_ns = _time_ns(ev_time)
+            if ts_ns is None:
+                if ev_time not in (None, "", 0, "0"):
+                    attrs["unreadable_time"] = _str(ev_time)
+                ts_ns = span_start  # the span's time; none either: conform rejects "ts: missing"
             self.signals.append(
                 {
                     "signal_id": f"{trace_id}-{span_id}-eval-{i}",
                     "work_unit_id": unit,
-                    "ts": ts,
+                    "ts": ts_ns // 1000 if ts_ns is not None else None,
                     "kind": self.score_signals.get(eval_name or "", "rated"),
                     "value": value,
                     "actor": None,
                     "source": self.options.source,
-                    "attributes": orjson.dumps(attrs, default=str).decode(),
+                    "attributes": _dumps(attrs),
                 }
             )
             self.signal_positions.append(position)
@@ -525,63 +556,43 @@ class SpanRows:
         batch = Batch()
         batch.add("calls", conform("calls", pa.table(arrays), source=source, positions=self.positions))
         if self.signals:
-            sig = pa.Table.from_pylist(self.signals)
+            sig = pa.Table.from_pylist(self.signals, schema=_SIGNAL_SCHEMA)
             sig = sig.set_column(sig.schema.get_field_index("ts"), "ts", sig.column("ts").cast(_TS_US))
             batch.add("signals", conform("signals", sig, source=source, positions=self.signal_positions))
         if self.work_units:
-            rows = [{k: v for k, v in r.items() if k != "_start"} for r in self.work_units.values()]
-            wu = pa.Table.from_pylist(rows)
+            units = list(self.work_units.values())
+            wu = pa.Table.from_pylist(units, schema=_WORK_UNIT_SCHEMA)
             for col in ("started_at", "ended_at"):
                 wu = wu.set_column(wu.schema.get_field_index(col), col, wu.column(col).cast(_TS_US))
-            batch.add("work_units", conform("work_units", wu, source=source))
+            positions = [u["_position"] for u in units]
+            batch.add("work_units", conform("work_units", wu, source=source, positions=positions))
         if self.bad_positions:
             batch.rejects = make_rejects_first(
                 make_rejects("calls", source, self.bad_positions, self.bad_reasons, self.bad_raw),
                 batch.rejects,
             )
         batch.ignored = self.ignored
+        batch.no_model = self.no_model
+        batch.notes.extend(self._notes())
+        return batch
+
+    def _notes(self) -> list[str]:
+        notes = []
         if self.no_model:
-            batch.notes.append(
+            notes.append(
                 f"{self.no_model} GenAI span(s) carry no model "
                 "(gen_ai.request.model / gen_ai.response.model): "
                 "landed as unpriced calls"
             )
-        return batch
-
-
-def make_rejects_first(first: pa.Table, rest: pa.Table) -> pa.Table:
-    return pa.concat_tables([first, rest]) if rest.num_rows else first
-
-
-_HEX = frozenset("0123456789abcdef")
-
-
-def _hex_id(value: Any, size: int, name: str) -> str:
-    """A lowercase hex id of ``size`` bytes; base64 (old JSON exporters) is converted."""
-    if isinstance(value, str) and len(value) == size * 2:
-        low = value.lower()
-        if _HEX.issuperset(low) and low.strip("0"):
-            return low
-    if isinstance(value, str) and value:
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) == size and raw.strip(b"\0"):
-            return raw.hex()
-    raise SpanError(f"{name}: missing or not {size * 2} hex digits ({value!r})")
-
-
-class UnreadableRequest(ValueError):
-    """A request body that is not an OTLP trace export; the message says why."""
-
-
-def rejected_spans(batch: Batch) -> tuple[int, str]:
-    """How many spans a batch rejected, and a message naming the first reasons (for partial_success)."""
-    rej = batch.rejects
-    if rej.num_rows == 0:
-        return 0, ""
-    calls = rej.filter(pc.equal(rej.column("table_name"), "calls"))
-    reasons = calls.column("reason").to_pylist()[:3]
-    more = f" (and {calls.num_rows - 3} more)" if calls.num_rows > 3 else ""
-    return calls.num_rows, "; ".join(str(r) for r in reasons) + more
+        if self.cache_apart:
+            notes.append(
+                f"{self.cache_apart} span(s) report more cache read + write tokens than input tokens: "
+                "read as an instrumentation that counts cached tokens apart from input, and added to "
+                "input_tokens (the conventions count them inside; see docs/telemetry.md)"
+            )
+        if self.reasoning_apart:
+            notes.append(
+                f"{self.reasoning_apart} span(s) report more reasoning tokens than output tokens: "
+                "read as counted apart from output, and added to output_tokens"
+            )
+        return notes

@@ -112,10 +112,12 @@ def add_request(doc: Any, rows: SpanRows, position: int | None = None) -> int:
     for rs in resource_spans:
         if type(rs) is not dict:
             raise UnreadableRequest("resourceSpans[]: expected objects")
+        resource: Resource | None = None
+        bad_resource = ""
         try:
             resource = Resource(_attrs((rs.get("resource") or {}).get("attributes")))
-        except (TypeError, KeyError, AttributeError) as exc:
-            raise UnreadableRequest(f"resource.attributes: {exc}") from None
+        except Exception as exc:  # only this resource's spans are rejected, with the reason
+            bad_resource = f"resource.attributes not in OTLP shape ({type(exc).__name__}: {exc})"
         scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []
         if type(scopes) is not list:
             raise UnreadableRequest("scopeSpans: expected a list")
@@ -128,7 +130,16 @@ def add_request(doc: Any, rows: SpanRows, position: int | None = None) -> int:
             for span in spans:
                 n += 1
                 pos = position if position is not None else n
-                _add_span(span, resource, rows, pos)
+                if resource is None:
+                    rows.spans += 1
+                    ids = (
+                        (span.get("traceId"), span.get("spanId"), span.get("name"))
+                        if type(span) is dict
+                        else (None, None, None)
+                    )
+                    rows._reject(pos, bad_resource, *ids, None)
+                else:
+                    _add_span(span, resource, rows, pos)
     return n
 
 
@@ -153,7 +164,7 @@ def _add_span(span: Any, resource: Resource, rows: SpanRows, pos: int) -> None:
         status = span.get("status") or {}
         code = status.get("code", 0) if type(status) is dict else status
         message = status.get("message", "") if type(status) is dict else ""
-    except (TypeError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # a span of any shape is that span's reject, never the request's
         rows.spans += 1
         reason = f"attributes or events not in OTLP shape ({type(exc).__name__}: {exc})"
         rows._reject(pos, reason, span.get("traceId"), span.get("spanId"), span.get("name"), None)

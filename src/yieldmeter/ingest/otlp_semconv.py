@@ -8,6 +8,7 @@ Langfuse usage JSON. :mod:`yieldmeter.ingest.otlp` maps spans with them.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import orjson
@@ -80,6 +81,7 @@ _CONSUMED = frozenset(
     }
 )
 #: Prompt and completion text (and tool arguments/results): dropped unless capture_content.
+#: :func:`is_content_key` is the rule; these names are the ones it is tested against.
 _CONTENT_KEYS = frozenset(
     {
         "gen_ai.prompt",
@@ -102,10 +104,69 @@ _CONTENT_KEYS = frozenset(
 _CONTENT_PREFIXES = (
     "gen_ai.prompt.",
     "gen_ai.completion.",
+    "gen_ai.content.",
     "llm.prompts.",
+    "llm.completions.",
     "llm.input_messages",
     "llm.output_messages",
+    "input.",
+    "output.",
 )
+#: Namespaces where a name part below says the value is text a person or a model wrote.
+_CONTENT_NAMESPACES = frozenset(
+    {"gen_ai", "llm", "langfuse", "traceloop", "ai", "openinference", "retrieval", "embedding"}
+)
+#: Name parts that mark text: ``langfuse.trace.input``, ``langfuse.experiment.item.expected_output``,
+#: ``gen_ai.content.completion``, ``ai.response.text``, ``llm.input_messages.0.message.content``...
+_CONTENT_WORDS = frozenset(
+    {
+        "prompt",
+        "prompts",
+        "completion",
+        "completions",
+        "input",
+        "output",
+        "expected_output",
+        "messages",
+        "input_messages",
+        "output_messages",
+        "system_instructions",
+        "instructions",
+        "explanation",
+        "arguments",
+        "args",
+        "result",
+        "content",
+        "text",
+        "documents",
+        "query",
+    }
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def is_content_key(key: str) -> bool:
+    """Whether an attribute named ``key`` holds prompt, completion or tool text.
+
+    The rule: a name listed in ``_CONTENT_KEYS``; or one under a content prefix
+    (``gen_ai.prompt.``, ``gen_ai.content.``, ``llm.input_messages``, ``input.``...); or,
+    in a GenAI namespace (``gen_ai``, ``llm``, ``langfuse``, ``traceloop``, ``ai``...), a
+    name whose last part (or the part before a list index, ``gen_ai.prompt.0``) is a word
+    of ``_CONTENT_WORDS``. So ``langfuse.trace.input`` and
+    ``langfuse.experiment.item.expected_output`` are content, while
+    ``gen_ai.usage.input_tokens`` and ``gen_ai.output.type`` are not. A new spelling
+    of the same idea is caught without being listed.
+    """
+    if key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES):
+        return True
+    parts = key.split(".")
+    if len(parts) < 2 or parts[0] not in _CONTENT_NAMESPACES:
+        return False
+    last = parts[-1]
+    if last.isdigit() and len(parts) > 2:
+        last = parts[-2]
+    return last in _CONTENT_WORDS
+
 
 _PROVIDER_BY_HOST = (
     ("openai.azure.com", "azure.ai.openai"),

@@ -1,22 +1,38 @@
 """Record signals, outcomes and effort: to the server's REST API, or to local JSON lines.
 
-Rows are buffered and sent in batches (``batch_size`` rows, or every
-``flush_interval_s`` seconds from a background thread, and at exit). Sending
-retries with exponential backoff on connection errors, 429 and 5xx (honouring
-``Retry-After``); ids are made on the client, so a retried batch creates no
-duplicates. Without an endpoint, rows are appended to ``<path>/<table>.jsonl``,
-which ``yieldmeter ingest <path>/signals.jsonl --table signals`` imports.
+Recording never blocks or breaks the application:
+
+- ``record()`` (and ``record_signal``...) only appends to an in-memory buffer
+  under a lock that no I/O ever holds, and returns; delivery problems are
+  logged and counted (:meth:`Recorder.stats`), never raised.
+- A background thread sends the buffer in batches: when a table reaches
+  ``batch_size`` rows, every ``flush_interval_s`` seconds, and at exit.
+  Sending retries with exponential backoff on connection errors, 408, 429 and
+  5xx, honouring ``Retry-After``; ids are made on the client, so a retried
+  batch creates no duplicates.
+- When the server stays unreachable for ``spill_after_s`` seconds (or at
+  exit), the rows are *spilled*: appended to ``<path>/<table>.jsonl``, which
+  ``yieldmeter ingest <path>/signals.jsonl --table signals`` imports later.
+  Rows the server refuses (a 4xx other than 408/429) are spilled at once, with
+  the server's reason logged.
+- The buffer holds at most ``max_buffer`` rows. A record that arrives when it
+  is full is dropped and counted (``stats()["dropped"]``, with a warning), so
+  memory stays bounded whatever happens to the server.
+
+Without an endpoint, rows are appended to ``<path>/<table>.jsonl`` directly.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 import uuid
+import weakref
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +41,18 @@ log = logging.getLogger("yieldmeter.sdk")
 
 TABLES = ("signals", "outcomes", "effort")
 _KEYS = {"signals": "signal_id", "outcomes": "outcome_id", "effort": "effort_id"}
+#: Where rows go without an endpoint, and where they are spilled when the server stays down.
+DEFAULT_PATH = Path("yieldmeter-records")
+#: The longest ``Retry-After`` honoured; a longer one is waited out by the next flush instead.
+MAX_RETRY_AFTER_S = 30.0
 
 
 class RecordError(RuntimeError):
-    """Rows could not be delivered after all retries; they stay buffered for the next flush."""
+    """Rows could not be delivered (raised inside the recorder only; the app never sees it)."""
+
+
+class _Refused(RecordError):
+    """The server answered that these rows are wrong: resending them cannot help."""
 
 
 def _iso(v: datetime | date | str | None) -> str | None:
@@ -36,11 +60,17 @@ def _iso(v: datetime | date | str | None) -> str | None:
         return v
     if isinstance(v, datetime):
         return (v if v.tzinfo else v.replace(tzinfo=UTC)).isoformat()
-    return datetime(v.year, v.month, v.day, tzinfo=UTC).isoformat()
+    if isinstance(v, date):
+        return datetime(v.year, v.month, v.day, tzinfo=UTC).isoformat()
+    return str(v)  # the server judges it (and rejects it with a reason if it is no time)
 
 
 class Recorder:
-    """Buffers canonical rows and delivers them; thread-safe."""
+    """Buffers canonical rows and delivers them from a background thread; thread-safe.
+
+    ``flush_interval_s`` 0 turns off the timed flush (a full batch, :meth:`flush` and
+    :meth:`close` still send).
+    """
 
     def __init__(
         self,
@@ -50,87 +80,172 @@ class Recorder:
         path: Path | str | None = None,
         batch_size: int = 100,
         flush_interval_s: float = 2.0,
-        max_retries: int = 5,
+        max_retries: int = 3,
         backoff_s: float = 0.2,
         timeout_s: float = 10.0,
+        max_buffer: int = 10_000,
+        spill_after_s: float = 60.0,
         source: str = "sdk",
     ) -> None:
         self.endpoint = endpoint.rstrip("/") if endpoint else None
-        self.path = Path(path) if path is not None else (None if endpoint else Path("yieldmeter-records"))
+        self.path = Path(path) if path is not None else DEFAULT_PATH
         self.api_key = api_key
-        self.batch_size = batch_size
+        self.batch_size = max(1, batch_size)
         self.flush_interval_s = flush_interval_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
+        self.max_buffer = max_buffer
+        self.spill_after_s = spill_after_s
         self.source = source
         self._buffer: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
-        self._lock = threading.RLock()
+        self._buffered = 0
+        #: guards the buffer and the counters only: never held while sending, writing or sleeping
+        self._lock = threading.Lock()
+        self._counts = {"sent": 0, "spilled": 0, "dropped": 0, "refused": 0, "failed_attempts": 0}
+        self._down_since: float | None = None
         self._client: Any = None
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        atexit.register(self._at_exit)
+        _close_at_exit(self)
 
     # -- recording -----------------------------------------------------------------------------
     def record(self, table: str, row: dict[str, Any]) -> None:
+        """Buffer one row; returns at once. Raises only for a table that does not exist."""
         if table not in self._buffer:
             raise ValueError(f"unknown record table {table!r}; one of {', '.join(TABLES)}")
+        clean = {k: v for k, v in row.items() if v is not None}
         with self._lock:
-            self._buffer[table].append({k: v for k, v in row.items() if v is not None})
-            full = len(self._buffer[table]) >= self.batch_size
-        if full:
-            self.flush()
-        else:
-            self._ensure_thread()
+            if self._buffered >= self.max_buffer:
+                self._counts["dropped"] += 1
+                dropped = self._counts["dropped"]
+            else:
+                self._buffer[table].append(clean)
+                self._buffered += 1
+                dropped = 0
+                if len(self._buffer[table]) >= self.batch_size:
+                    self._wake.set()
+        if dropped and (dropped == 1 or dropped % 1000 == 0):
+            log.warning(
+                "yieldmeter: record buffer full (%d rows): %d record(s) dropped so far",
+                self.max_buffer,
+                dropped,
+            )
+        self._ensure_thread()
 
-    def flush(self) -> None:
-        """Deliver everything buffered; raises :class:`RecordError` when the server stays unreachable."""
+    def stats(self) -> dict[str, int]:
+        """Rows ``buffered`` now; ``sent``, ``spilled`` (to the local file), ``dropped`` (buffer
+        full), ``refused`` (by the server, so spilled) since the start; ``failed_attempts``."""
         with self._lock:
-            for table in TABLES:
-                rows = self._buffer[table]
-                if not rows:
-                    continue
-                # the newest record of an id wins (the store keeps the first of a batch)
-                key = _KEYS[table]
-                rows = list({r.get(key) or id(r): r for r in rows}.values())
-                self._deliver(table, rows)
-                self._buffer[table] = []
+            return {"buffered": self._buffered, **self._counts}
 
-    def close(self) -> None:
+    def flush(self, *, final: bool = False) -> dict[str, int]:
+        """Send what is buffered now, in the calling thread; never raises.
+
+        Rows the server cannot take now go back to the buffer, or to the spill file once
+        the server has been down for ``spill_after_s`` (at once with ``final``). Returns
+        :meth:`stats`.
+        """
+        with self._lock:
+            taken = {t: rows for t, rows in self._buffer.items() if rows}
+            self._buffer = {t: [] for t in TABLES}
+            self._buffered = 0
+        for table, rows in taken.items():
+            key = _KEYS[table]
+            # the newest record of an id wins (the store keeps the first of a batch)
+            rows = list({r.get(key) or id(r): r for r in rows}.values())
+            try:
+                self._deliver(table, rows, final=final)
+            except Exception as exc:  # never into the app: keep the rows, or spill them
+                self._undelivered(table, rows, exc, final)
+        return self.stats()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the background thread and send (or spill) what is left; never raises."""
         self._stop.set()
-        try:
-            self.flush()
-        finally:
-            if self._client is not None:
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+        self.flush(final=True)
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection: nothing left to save
                 self._client.close()
-                self._client = None
-
-    def _at_exit(self) -> None:
-        try:
-            self.close()
-        except RecordError as exc:
-            log.error("yieldmeter: %s", exc)
+            self._client = None
 
     def _ensure_thread(self) -> None:
-        if self._thread is None and self.flush_interval_s > 0:
-            self._thread = threading.Thread(target=self._loop, name="yieldmeter-recorder", daemon=True)
+        if self._thread is None and not self._stop.is_set():
+            with self._lock:
+                if self._thread is not None:
+                    return
+                self._thread = threading.Thread(target=self._loop, name="yieldmeter-recorder", daemon=True)
             self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
+        interval = self.flush_interval_s if self.flush_interval_s > 0 else None
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return  # close() sends what is left
             try:
                 self.flush()
-            except RecordError as exc:
-                log.warning("yieldmeter: %s (will retry)", exc)
+            except Exception:  # the thread must outlive any surprise
+                log.exception("yieldmeter: flushing records failed")
 
     # -- delivery ---------------------------------------------------------------------------
-    def _deliver(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def _undelivered(self, table: str, rows: list[dict[str, Any]], exc: Exception, final: bool) -> None:
+        """Rows a flush could not send: back to the buffer while the outage is short, else spilled."""
+        if isinstance(exc, _Refused):
+            log.error("yieldmeter: %s; the rows are kept in %s", exc, self.path / f"{table}.jsonl")
+            with self._lock:
+                self._counts["refused"] += len(rows)
+            self._spill(table, rows)
+            return
+        now = time.monotonic()
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = now
+            overflow = rows
+            if not final and now - self._down_since < self.spill_after_s:
+                room = max(0, self.max_buffer - self._buffered)
+                kept, overflow = rows[:room], rows[room:]  # what does not fit back is spilled, not lost
+                self._buffer[table] = kept + self._buffer[table]
+                self._buffered += len(kept)
+        if overflow:
+            log.warning(
+                "yieldmeter: %s; %d %s rows spilled to %s",
+                exc,
+                len(overflow),
+                table,
+                self.path / f"{table}.jsonl",
+            )
+            self._spill(table, overflow)
+        else:
+            log.warning("yieldmeter: %s (kept; will retry)", exc)
+
+    def _spill(self, table: str, rows: list[dict[str, Any]]) -> None:
+        try:
+            self._append(table, rows)
+        except OSError as exc:  # the disk too: the rows are lost, and said so
+            log.error("yieldmeter: could not spill %d %s rows to %s: %s", len(rows), table, self.path, exc)
+            with self._lock:
+                self._counts["dropped"] += len(rows)
+            return
+        with self._lock:
+            self._counts["spilled"] += len(rows)
+
+    def _append(self, table: str, rows: list[dict[str, Any]]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / f"{table}.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+    def _deliver(self, table: str, rows: list[dict[str, Any]], *, final: bool = False) -> None:
         if self.endpoint is None:
-            assert self.path is not None
-            self.path.mkdir(parents=True, exist_ok=True)
-            with (self.path / f"{table}.jsonl").open("a", encoding="utf-8") as fh:
-                for r in rows:
-                    fh.write(json.dumps(r, default=str) + "\n")
+            self._append(table, rows)
+            with self._lock:
+                self._counts["sent"] += len(rows)
             return
         import httpx
 
@@ -140,32 +255,65 @@ class Recorder:
                 headers["authorization"] = f"Bearer {self.api_key}"
             self._client = httpx.Client(timeout=self.timeout_s, headers=headers)
         url = f"{self.endpoint}/api/v1/{table}"
+        body = json.dumps(rows, default=str)
         delay = self.backoff_s
         last = ""
-        for attempt in range(self.max_retries + 1):
+        attempts = 1 if final else self.max_retries + 1  # at exit: one try, then the file
+        for attempt in range(attempts):
+            wait = delay
             try:
-                resp = self._client.post(url, content=json.dumps(rows, default=str),
-                                         headers={"content-type": "application/json"})  # fmt: skip
-            except httpx.TransportError as exc:
+                resp = self._client.post(url, content=body, headers={"content-type": "application/json"})
+            except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:
                 if resp.status_code < 300:
-                    rejected = resp.json().get("rejected") or []
-                    for r in rejected:
-                        log.warning(
-                            "yieldmeter rejected a %s row %s: %s", table, r.get("position"), r.get("reason")
-                        )
+                    self._delivered(table, rows, resp)
                     return
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 if resp.status_code not in (408, 429) and resp.status_code < 500:
-                    raise RecordError(f"{url} refused {len(rows)} {table} rows: {last}")
-                retry_after = resp.headers.get("retry-after")
-                if retry_after and retry_after.isdigit():
-                    delay = max(delay, float(retry_after))
-            if attempt < self.max_retries:
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        raise RecordError(f"could not deliver {len(rows)} {table} rows to {url} after retries ({last})")
+                    raise _Refused(f"{url} refused {len(rows)} {table} rows: {last}")
+                retry_after = resp.headers.get("retry-after", "")
+                if retry_after.isdigit():
+                    wait = max(wait, min(float(retry_after), MAX_RETRY_AFTER_S))
+            with self._lock:
+                self._counts["failed_attempts"] += 1
+            if attempt + 1 < attempts:
+                if self._stop.wait(wait) and not final:  # closing: stop waiting, close() spills
+                    break
+                delay = min(delay * 2, MAX_RETRY_AFTER_S)
+        raise RecordError(f"could not deliver {len(rows)} {table} rows to {url} ({last})")
+
+    def _delivered(self, table: str, rows: list[dict[str, Any]], resp: Any) -> None:
+        with self._lock:
+            self._counts["sent"] += len(rows)
+            self._down_since = None
+        try:
+            rejected = resp.json().get("rejected") or []
+        except (ValueError, AttributeError):
+            rejected = []
+        for r in rejected:
+            log.warning("yieldmeter rejected a %s row %s: %s", table, r.get("position"), r.get("reason"))
+
+
+_LIVE: weakref.WeakSet[Recorder] = weakref.WeakSet()
+_exit_hook = False
+
+
+def _close_at_exit(recorder: Recorder) -> None:
+    """Send (or spill) what ``recorder`` holds when the interpreter exits; one hook for all."""
+    global _exit_hook
+    _LIVE.add(recorder)
+    if not _exit_hook:
+        _exit_hook = True
+        atexit.register(_close_all)
+
+
+def _close_all() -> None:
+    for recorder in list(_LIVE):
+        try:
+            recorder.close(timeout_s=2.0)
+        except Exception as exc:  # an exiting interpreter: log, never raise
+            log.error("yieldmeter: records not delivered at exit: %s", exc)
 
 
 _default: Recorder | None = None
@@ -196,8 +344,23 @@ def _recorder() -> Recorder:
         return _default
 
 
-def flush() -> None:
-    _recorder().flush()
+def flush() -> dict[str, int]:
+    """Send what the default recorder holds now (see :meth:`Recorder.flush`); never raises."""
+    return _recorder().flush()
+
+
+#: Records the ``record_*`` functions could not even buffer (a value that is not JSON...).
+_unrecorded = 0
+
+
+def _record(table: str, build: Any) -> None:
+    """Build a row and buffer it; whatever goes wrong is logged and counted, never raised."""
+    global _unrecorded
+    try:
+        _recorder().record(table, build())
+    except Exception as exc:  # recording must never break the application
+        _unrecorded += 1
+        log.error("yieldmeter: a %s record was not kept (%s: %s)", table, type(exc).__name__, exc)
 
 
 def record_signal(
@@ -212,16 +375,16 @@ def record_signal(
 ) -> str:
     """Record that ``kind`` happened to a work unit (accepted, used_in_artifact...); returns its id."""
     sid = signal_id or uuid.uuid4().hex
-    _recorder().record(
+    _record(
         "signals",
-        {
+        lambda: {
             "signal_id": sid,
             "work_unit_id": work_unit_id,
             "ts": _iso(ts) or datetime.now(UTC).isoformat(),
             "kind": kind,
             "value": value,
             "actor": actor,
-            "attributes": json.dumps(attributes) if attributes else None,
+            "attributes": json.dumps(attributes, default=str) if attributes else None,
         },
     )
     return sid
@@ -254,9 +417,9 @@ def record_outcome(
 
     start = _iso(period_start)
     oid = outcome_id or stable_id("outcome", workflow, metric, start, work_unit_id)
-    _recorder().record(
+    _record(
         "outcomes",
-        {
+        lambda: {
             "outcome_id": oid,
             "workflow": workflow,
             "work_unit_id": work_unit_id,
@@ -288,9 +451,9 @@ def record_effort(
 ) -> str:
     """Record human minutes spent on a work unit (review, correction, rework...); returns its id."""
     eid = effort_id or uuid.uuid4().hex
-    _recorder().record(
+    _record(
         "effort",
-        {
+        lambda: {
             "effort_id": eid,
             "work_unit_id": work_unit_id,
             "ts": _iso(ts) or datetime.now(UTC).isoformat(),

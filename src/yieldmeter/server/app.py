@@ -37,7 +37,14 @@ ROUTE_MODULES: list[str] = [
 
 def _health(ctx: ServerContext) -> list[BaseRoute]:
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "write_queue": ctx.writer.depth, "decode": ctx.decoder.stats()})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "write_queue": ctx.writer.depth,
+                "decode": ctx.decoder.stats(),
+                "ingest": ctx.writer.totals.as_dict(),  # since start: spans ignored, calls without model...
+            }
+        )
 
     return [Route("/healthz", health, methods=["GET"])]
 

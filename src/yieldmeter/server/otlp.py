@@ -4,7 +4,11 @@
 - ``POST /api/public/otel/v1/traces``: the same, where the Langfuse SDK sends
   its spans (HTTP Basic auth with the public and secret key).
 - ``POST /api/public/scores``: Langfuse scores (one object, or a list as the
-  v3+ SDK batches them) -> ``signals``.
+  v5 SDK batches them) -> ``signals``.
+- ``POST /api/public/ingestion``: the Langfuse ingestion API, where the v3 and
+  v4 SDKs send their scores (``score-create`` events) -> ``signals``; other
+  event types are answered as Langfuse Cloud answers them now (an error per
+  event naming the OTLP route) and nothing of them is stored.
 
 Answers follow the OTLP specification: the response in the request's content
 type, ``partial_success.rejected_spans`` with a message naming the first
@@ -23,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from yieldmeter.ingest.base import Batch
-from yieldmeter.ingest.conform import conform, make_rejects, stable_id
+from yieldmeter.ingest.langfuse_scores import SOURCE as SCORES_SOURCE
+from yieldmeter.ingest.langfuse_scores import ScoreBatch, ScoreError, ingestion_events, scores_to_batch
 from yieldmeter.ingest.otlp import UnreadableRequest, rejected_spans
 from yieldmeter.server.context import HttpError, ServerContext, read_body
 from yieldmeter.server.writer import WriterBusy, WriterStopped
@@ -89,10 +93,17 @@ def with_org(batch: Batch, org: str) -> Batch:
     return batch
 
 
-async def commit(ctx: ServerContext, batch: Batch, source: str, fmt: str) -> Any:
-    """Hand ``batch`` to the writer and wait until it is durable."""
+async def commit(
+    ctx: ServerContext,
+    batch: Batch,
+    source: str,
+    fmt: str,
+    prepare: Callable[[Workspace, Batch], Batch] | None = None,
+) -> Any:
+    """Hand ``batch`` to the writer and wait until it is durable (``prepare``: see
+    :meth:`~yieldmeter.server.writer.Writer.submit_batch`)."""
     try:
-        future = ctx.writer.submit_batch(batch, source=source, fmt=fmt)
+        future = ctx.writer.submit_batch(batch, source=source, fmt=fmt, prepare=prepare)
     except (WriterBusy, WriterStopped) as exc:
         raise HttpError(
             503, f"{exc}; retry later", {"Retry-After": str(ctx.settings.retry_after_s)}
@@ -153,113 +164,22 @@ def _export_response(kind: str, rejected: int, message: str) -> Response:
 
 
 # -- Langfuse scores ------------------------------------------------------------------------------
-def scores_to_batch(
-    scores: list[Any], *, score_signals: dict[str, str], capture_content: bool, source: str, now: datetime
-) -> tuple[Batch, list[str | None]]:
-    """Langfuse score objects -> ``signals`` rows; returns the batch and each score's error (or None).
-
-    The work unit is filled in by the writer from the call the score points at
-    (see :func:`link_scores`). kind = ``score_signals[name]``, else ``rated``.
-    value: numeric and boolean scores as numbers (boolean 1/0); categorical
-    and text scores keep their label in ``attributes`` (text only with
-    content capture on).
-    """
-    rows: list[dict[str, Any]] = []
-    errors: list[str | None] = []
-    positions: list[int] = []
-    bad_pos, bad_reason, bad_raw = [], [], []
-    for i, s in enumerate(scores, 1):
-        err = _score_error(s)
-        if err is None:
-            value, label = _score_value(s)
-            if value is _BAD:
-                err = (
-                    f"value: {s.get('value')!r} is not a number for a {s.get('dataType') or 'NUMERIC'} score"
-                )
-        if err is not None:
-            errors.append(err)
-            bad_pos.append(i)
-            bad_reason.append(f"score {i}: {err}")
-            bad_raw.append(orjson.dumps(s, default=str).decode() if isinstance(s, dict) else repr(s))
-            continue
-        errors.append(None)
-        name = str(s["name"])
-        attrs: dict[str, Any] = {
-            "name": name,
-            "dataType": s.get("dataType") or "NUMERIC",
-            "traceId": s.get("traceId"),
-            "observationId": s.get("observationId"),
-            "configId": s.get("configId"),
-            "environment": s.get("environment"),
-        }
-        if label is not None and (s.get("dataType") != "TEXT" or capture_content):
-            attrs["label"] = label
-        if capture_content and s.get("comment"):
-            attrs["comment"] = s["comment"]
-        sid = s.get("id") or stable_id(
-            "langfuse-score", s.get("traceId"), s.get("observationId"), name, s.get("value")
-        )
-        rows.append(
-            {
-                "signal_id": str(sid),
-                "work_unit_id": s.get("traceId") or s.get("observationId"),
-                "ts": s.get("timestamp") or now.isoformat(),
-                "kind": score_signals.get(name, "rated"),
-                "value": value,
-                "actor": None,
-                "source": source,
-                "attributes": orjson.dumps({k: v for k, v in attrs.items() if v is not None}).decode(),
-                "_trace": s.get("traceId"),
-                "_observation": s.get("observationId"),
-            }
-        )
-        positions.append(i)
-    batch = Batch()
-    if rows:
-        table = pa.Table.from_pylist(rows)
-        batch.add("signals", conform("signals", table, source=source, positions=positions))
-        batch.tables["_links"] = table.select(["signal_id", "_trace", "_observation"])
-    if bad_pos:
-        batch.rejects = make_rejects("signals", source, bad_pos, bad_reason, bad_raw)
-    return batch, errors
-
-
-_BAD = object()
-
-
-def _score_error(s: Any) -> str | None:
-    if not isinstance(s, dict):
-        return f"expected a JSON object, got {type(s).__name__}"
-    if not s.get("name") or not isinstance(s.get("name"), str):
-        return "name: missing"
-    if "value" not in s or s["value"] is None:
-        return "value: missing"
-    if not s.get("traceId") and not s.get("observationId"):
-        return "needs traceId or observationId (session and dataset-run scores have no work unit)"
-    return None
-
-
-def _score_value(s: dict[str, Any]) -> tuple[Any, Any]:
-    v = s["value"]
-    dtype = str(s.get("dataType") or "").upper()
-    if dtype in ("CATEGORICAL", "TEXT"):
-        return None, str(v)
-    if dtype == "BOOLEAN" and isinstance(v, str):
-        low = v.strip().lower()
-        if low in ("true", "1"):
-            return 1.0, None
-        if low in ("false", "0"):
-            return 0.0, None
-    if isinstance(v, bool):
-        return float(v), None
-    if isinstance(v, int | float):
-        return float(v), None
-    if isinstance(v, str) and not dtype:
-        try:
-            return float(v), None
-        except ValueError:
-            return None, v  # a categorical score sent without its dataType
-    return _BAD, None
+async def store_scores(
+    ctx: ServerContext, org: str, scores: list[Any], default_ts: list[Any] | None = None
+) -> ScoreBatch:
+    """Map Langfuse score objects (:mod:`yieldmeter.ingest.langfuse_scores`) and commit them."""
+    cfg = ctx.workspace.config
+    result = scores_to_batch(
+        scores,
+        score_signals=dict(cfg.score_signals),
+        capture_content=cfg.privacy.capture_content,
+        now=datetime.now(UTC),
+        default_ts=default_ts,
+    )
+    batch = with_org(result.batch, org)
+    if batch.rows or batch.rejects.num_rows:
+        await commit(ctx, batch, SCORES_SOURCE, "langfuse", prepare=link_scores)
+    return result
 
 
 def link_scores(ws: Workspace, batch: Batch) -> Batch:
@@ -297,52 +217,35 @@ def link_scores(ws: Workspace, batch: Batch) -> Batch:
     return batch
 
 
+async def _json_body(ctx: ServerContext, request: Request) -> tuple[str, Any]:
+    org = ctx.authenticate(request)
+    body = await read_body(request, ctx.settings.body_limit)
+    try:
+        return org, orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"not valid JSON: {exc}") from None
+
+
 def scores_endpoint(ctx: ServerContext) -> Callable[[Request], Awaitable[Response]]:
     async def create_scores(request: Request) -> Response:
         try:
-            org = ctx.authenticate(request)
-            body = await read_body(request, ctx.settings.body_limit)
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise HttpError(400, f"not valid JSON: {exc}") from None
+            org, doc = await _json_body(ctx, request)
             single = isinstance(doc, dict)
             scores = [doc] if single else doc
             if not isinstance(scores, list):
                 raise HttpError(400, "expected a score object or a list of them")
-            cfg = ctx.workspace.config
-            batch, errors = scores_to_batch(
-                scores,
-                score_signals=dict(cfg.score_signals),
-                capture_content=cfg.privacy.capture_content,
-                source="langfuse-scores",
-                now=datetime.now(UTC),
-            )
-            batch = with_org(batch, org)
-            try:
-                future = ctx.writer.submit(
-                    lambda ws: ws.ingest_batches(
-                        [link_scores(ws, batch)], source="langfuse-scores", fmt="langfuse"
-                    )
-                )
-            except (WriterBusy, WriterStopped) as exc:
-                raise HttpError(
-                    503, f"{exc}; retry later", {"Retry-After": str(ctx.settings.retry_after_s)}
-                ) from None
-            await settled(ctx, future)
+            result = await store_scores(ctx, org, scores)
         except HttpError as err:
             return JSONResponse({"message": err.message}, status_code=err.status, headers=err.headers)
-        conform_bad = _conform_errors(batch)
-        messages = [e for e in errors if e] + conform_bad
         if single:
-            if messages:
-                return JSONResponse({"message": messages[0]}, status_code=400)
-            return JSONResponse({"id": batch.tables["signals"].column("signal_id")[0].as_py()})
+            if result.errors[0] is not None:
+                return JSONResponse({"message": result.errors[0]}, status_code=400)
+            return JSONResponse({"id": result.ids[0]})
+        messages = [f"score {i}: {e}" for i, e in enumerate(result.errors, 1) if e is not None]
         if messages:
-            accepted = len(scores) - len(messages)
             return JSONResponse(
                 {
-                    "accepted": accepted,
+                    "accepted": len(scores) - len(messages),
                     "rejected": len(messages),
                     "errors": [{"message": m} for m in messages],
                 },
@@ -353,14 +256,37 @@ def scores_endpoint(ctx: ServerContext) -> Callable[[Request], Awaitable[Respons
     return create_scores
 
 
-def _conform_errors(batch: Batch) -> list[str]:
-    rej = batch.rejects
-    if rej.num_rows == 0:
-        return []
-    from_conform = rej.filter(pc.invert(pc.starts_with(rej.column("reason"), "score ")))
-    positions = from_conform.column("position").to_pylist()
-    reasons = from_conform.column("reason").to_pylist()
-    return [f"score {p}: {r}" for p, r in zip(positions, reasons, strict=True)]
+def ingestion_endpoint(ctx: ServerContext) -> Callable[[Request], Awaitable[Response]]:
+    """``POST /api/public/ingestion``: a 207 with ``successes`` and ``errors`` per event, as Langfuse."""
+
+    async def ingestion_batch(request: Request) -> Response:
+        try:
+            org, doc = await _json_body(ctx, request)
+            try:
+                events = ingestion_events(doc)
+            except ScoreError as exc:
+                raise HttpError(400, str(exc)) from None
+            result = await store_scores(ctx, org, events.scores, default_ts=events.score_ts)
+        except HttpError as err:
+            return JSONResponse({"message": err.message}, status_code=err.status, headers=err.headers)
+        answers = list(events.answers)
+        for k, pos in enumerate(events.score_positions):
+            err = result.errors[k]
+            ev_id = events.event_ids[pos]
+            answers[pos] = (
+                {"id": ev_id, "status": 201}
+                if err is None
+                else {"id": ev_id, "status": 400, "message": err, "error": "InvalidRequestError"}
+            )
+        return JSONResponse(
+            {
+                "successes": [a for a in answers if a is not None and a["status"] == 201],
+                "errors": [a for a in answers if a is not None and a["status"] != 201],
+            },
+            status_code=207,
+        )
+
+    return ingestion_batch
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
@@ -369,4 +295,5 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         Route("/v1/traces", traces_endpoint(ctx, "otlp"), methods=["POST"]),
         Route("/api/public/otel/v1/traces", traces_endpoint(ctx, "langfuse-otel"), methods=["POST"]),
         Route("/api/public/scores", scores_endpoint(ctx), methods=["POST"]),
+        Route("/api/public/ingestion", ingestion_endpoint(ctx), methods=["POST"]),
     ]

@@ -6,6 +6,9 @@ merges batches of the same source into one transaction (group commit, so
 many small OTLP requests cost one commit), and resolves each request's future
 only after the transaction committed. A full queue is refused at once with
 :class:`WriterBusy`, which the handlers turn into ``503`` + ``Retry-After``.
+:attr:`Writer.totals` counts what was committed since the process started,
+including what is acknowledged but deliberately not stored (non-GenAI spans)
+and calls that landed unpriced for want of a model; ``/healthz`` shows it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,47 @@ class _Job:
     source: str = ""
     fmt: str = "otlp"
     fn: Callable[[Workspace], Any] | None = None
+    #: run on the writer thread just before the batch is written (e.g. to resolve work units)
+    prepare: Callable[[Workspace, Batch], Batch] | None = None
+
+
+@dataclass
+class IngestTotals:
+    """What the writer committed since the process started; ``/healthz`` shows :meth:`as_dict`.
+
+    ``spans_ignored``: spans acknowledged but not stored because they are not GenAI
+    spans (HTTP, database...); ``calls_without_model``: GenAI spans that landed as
+    calls with no model, so unpriced; ``rows_quarantined``: rows rejected with a reason
+    (see the quarantine table). ``notes`` are the latest distinct notes of the batches.
+    """
+
+    batches: int = 0
+    rows_landed: int = 0
+    rows_quarantined: int = 0
+    spans_ignored: int = 0
+    calls_without_model: int = 0
+    #: a tuple replaced whole (never mutated), so a reader on another thread sees a consistent one
+    notes: tuple[str, ...] = ()
+
+    def add(self, batch: Batch, summary: Any) -> None:
+        self.batches += 1
+        self.rows_landed += int(getattr(summary, "landed", 0) or 0)
+        self.rows_quarantined += int(getattr(summary, "quarantined", 0) or 0)
+        self.spans_ignored += batch.ignored
+        self.calls_without_model += batch.no_model
+        fresh = [n for n in dict.fromkeys(batch.notes) if n not in self.notes]
+        if fresh:
+            self.notes = (*self.notes, *fresh)[-5:]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "rows_landed": self.rows_landed,
+            "rows_quarantined": self.rows_quarantined,
+            "spans_ignored": self.spans_ignored,
+            "calls_without_model": self.calls_without_model,
+            "notes": list(self.notes),
+        }
 
 
 _STOP = object()
@@ -68,6 +112,7 @@ def merge_batches(batches: list[Batch]) -> Batch:
         rejects=concat_rejects([b.rejects for b in batches]),
         ignored=sum(b.ignored for b in batches),
         notes=[n for b in batches for n in b.notes],
+        no_model=sum(b.no_model for b in batches),
     )
 
 
@@ -96,6 +141,8 @@ class Writer:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopped = False
+        #: counted on the writer thread after each commit; read from anywhere
+        self.totals = IngestTotals()
 
     def start(self) -> None:
         if self._thread is None:
@@ -116,9 +163,20 @@ class Writer:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def submit_batch(self, batch: Batch, *, source: str, fmt: str = "otlp") -> Future[Any]:
-        """Queue ``batch``; the future resolves to the workspace's summary once committed."""
-        return self._put(_Job(Future(), batch=batch, source=source, fmt=fmt))
+    def submit_batch(
+        self,
+        batch: Batch,
+        *,
+        source: str,
+        fmt: str = "otlp",
+        prepare: Callable[[Workspace, Batch], Batch] | None = None,
+    ) -> Future[Any]:
+        """Queue ``batch``; the future resolves to the workspace's summary once committed.
+
+        ``prepare(workspace, batch)``, when given, runs on the writer thread just before the
+        write and returns the batch to write (reads that must see every earlier commit).
+        """
+        return self._put(_Job(Future(), batch=batch, source=source, fmt=fmt, prepare=prepare))
 
     def submit(self, fn: Callable[[Workspace], Any]) -> Future[Any]:
         """Run ``fn(workspace)`` on the writer thread (writes that are not batches)."""
@@ -166,15 +224,20 @@ class Writer:
                     break
                 group.append(nxt)
                 rows += nxt.batch.rows if nxt.batch else 0
-            merged = merge_batches([j.batch for j in group if j.batch is not None])
-            self._resolve(
-                group,
-                lambda m=merged, j=job: self.workspace.ingest_batches(
-                    [m], source=j.source, fmt=j.fmt, after=False
-                ),
-            )
+            self._resolve(group, lambda g=group, j=job: self._write(g, j.source, j.fmt))
             if time.monotonic() - self._last_flush > self.max_stale_s:
                 self._flush()
+
+    def _write(self, group: list[_Job], source: str, fmt: str) -> Any:
+        batches = [
+            j.prepare(self.workspace, j.batch) if j.prepare is not None else j.batch
+            for j in group
+            if j.batch is not None
+        ]
+        merged = merge_batches(batches)
+        summary = self.workspace.ingest_batches([merged], source=source, fmt=fmt, after=False)
+        self.totals.add(merged, summary)
+        return summary
 
     def _flush(self, *, checkpoint: bool = False) -> None:
         """Re-score and evaluate alerts for what was written since the last flush.
@@ -197,7 +260,10 @@ class Writer:
         try:
             result = work()
         except BaseException as exc:  # handed to every waiting request; the thread goes on
-            log.exception("write failed")
+            if isinstance(exc, ValueError | LookupError):  # the client's mistake, answered as a 4xx
+                log.info("write refused: %s", exc)
+            else:
+                log.exception("write failed")
             for j in group:
                 j.future.set_exception(exc)
             return
