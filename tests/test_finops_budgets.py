@@ -133,38 +133,99 @@ def test_fully_loaded_basis_counts_platform_cost_and_effort(tmp_path: Path):
     assert _row(ws, full, now)["spent"] == pytest.approx(38.0)
 
 
-def test_alerts_fire_once_per_breach_and_resolve(tmp_path: Path):
+def test_alerts_fire_once_per_breach_escalate_and_resolve(tmp_path: Path):
     ws = make_workspace(tmp_path / "ws")
     ingest(ws, "calls", [call(utc(2026, 11, 10, 9), 9.0)])
-    _budget(ws, period="rolling:7d", amount=10.0)
+    bid = _budget(ws, period="rolling:7d", amount=10.0)
     fo = ws.finops
     t1 = utc(2026, 11, 12)
     # 9 / 10 = 0.9: soft (0.8) breached, hard (1.0) not.
     ev = fo.evaluate_alerts(t1)
-    assert [(e.event, e.alert["kind"]) for e in ev] == [("fired", "budget_soft")]
+    assert [(e.event, e.alert["kind"], e.alert["severity"]) for e in ev] == [("fired", "budget", "soft")]
     assert fo.evaluate_alerts(t1 + timedelta(hours=1)) == []  # still breached: no second notification
+    assert fo.budget_status(bid, t1)["hard_breached"] is False
     # Late-arriving data: a call from Nov 11 is ingested after the first evaluation; 9 + 2 = 11 -> hard.
+    # The same alert escalates (one alert per budget breach, not a second one beside it).
     ingest(ws, "calls", [call(utc(2026, 11, 11, 9), 2.0)])
-    ev = fo.evaluate_alerts(t1 + timedelta(hours=2))
-    assert [(e.event, e.alert["kind"]) for e in ev] == [("fired", "budget_hard")]
+    t2 = t1 + timedelta(hours=2)
+    ev = fo.evaluate_alerts(t2)
+    assert [(e.event, e.alert["severity"]) for e in ev] == [("escalated", "hard")]
     firing = fo.alerts("firing").to_pylist()
-    assert sorted(a["kind"] for a in firing) == ["budget_hard", "budget_soft"]
-    first_soft = next(a["alert_id"] for a in firing if a["kind"] == "budget_soft")
-    # Nov 18 10:00: the window [Nov 11 10:00, Nov 18 10:00) holds nothing: both resolve.
+    assert [(a["kind"], a["severity"], a["threshold"]) for a in firing] == [("budget", "hard", 1.0)]
+    first = firing[0]["alert_id"]
+    assert "hard stop" in firing[0]["message"]
+    status = fo.budget_status(bid, t2)
+    assert (status["hard_breached"], status["state"], status["used"]) == (True, "hard", pytest.approx(1.1))
+    assert [r["scope"] for r in fo.hard_stops(t2).to_pylist()] == ["alpha"]
+    # Nov 18 10:00: the window [Nov 11 10:00, Nov 18 10:00) holds nothing: resolved.
     ev = fo.evaluate_alerts(utc(2026, 11, 18, 10))
-    assert sorted((e.event, e.alert["kind"]) for e in ev) == [
-        ("resolved", "budget_hard"),
-        ("resolved", "budget_soft"),
-    ]
-    assert fo.alerts("firing").num_rows == 0
-    # A new breach of the same rule is a new alert.
+    assert [(e.event, e.alert["severity"]) for e in ev] == [("resolved", "hard")]
+    assert fo.alerts("firing").num_rows == 0 and fo.hard_stops(utc(2026, 11, 18, 10)).num_rows == 0
+    # A new breach of the same budget is a new alert.
     ingest(ws, "calls", [call(utc(2026, 11, 19, 9), 8.5)])
     ev = fo.evaluate_alerts(utc(2026, 11, 19, 12))
-    assert [(e.event, e.alert["kind"]) for e in ev] == [("fired", "budget_soft")]
-    assert ev[0].alert["alert_id"] != first_soft
-    assert fo.alerts(None).num_rows == 3
+    assert [(e.event, e.alert["severity"]) for e in ev] == [("fired", "soft")]
+    assert ev[0].alert["alert_id"] != first
+    assert fo.alerts(None).num_rows == 2
     log_rows = fo.deliveries().to_pylist()
-    assert all(r["channel"] == "log" and r["ok"] for r in log_rows) and len(log_rows) == 5
+    assert all(r["channel"] == "log" and r["ok"] for r in log_rows) and len(log_rows) == 4
+
+
+def test_hard_alert_de_escalates_when_a_rolling_window_sheds_spend(tmp_path: Path):
+    """Rolling 7 days, budget 10: 3.00 on Nov 1 and 8.50 on Nov 5 -> 115% (hard) on Nov 6;
+    on Nov 8 12:00 the window starts Nov 1 12:00, past the first call: 85%, soft again."""
+    ws = make_workspace(tmp_path / "ws")
+    ingest(ws, "calls", [call(utc(2026, 11, 1, 9), 3.0), call(utc(2026, 11, 5, 9), 8.5)])
+    bid = _budget(ws, period="rolling:7d", amount=10.0)
+    assert [(e.event, e.alert["severity"]) for e in ws.finops.evaluate_alerts(utc(2026, 11, 6))] == [
+        ("fired", "hard")
+    ]
+    ev = ws.finops.evaluate_alerts(utc(2026, 11, 8, 12))
+    assert [(e.event, e.alert["severity"]) for e in ev] == [("de-escalated", "soft")]
+    assert ws.finops.budget_status(bid, utc(2026, 11, 8, 12))["hard_breached"] is False
+
+
+def test_soft_deliveries_muted_hard_ones_always_delivered(tmp_path: Path, caplog):
+    """soft_channels: [] keeps soft alerts on the dashboard only; the escalation to hard is logged."""
+    ws = make_workspace(
+        tmp_path / "ws", "alerts:\n  evaluate_on_ingest: false\n  channels: [log]\n  soft_channels: []\n"
+    )
+    ingest(ws, "calls", [call(utc(2026, 11, 10, 9), 9.0)])
+    _budget(ws, period="month", amount=10.0)
+    with caplog.at_level("INFO", logger="yieldmeter.alerts"):
+        ws.finops.evaluate_alerts(utc(2026, 11, 12))  # 90%: soft, muted
+        assert ws.finops.deliveries().num_rows == 0 and ws.finops.alerts().num_rows == 1
+        ingest(ws, "calls", [call(utc(2026, 11, 12, 9), 2.0)])
+        ev = ws.finops.evaluate_alerts(utc(2026, 11, 13))  # 110%: hard, delivered
+    assert [(e.event, e.alert["severity"]) for e in ev] == [("escalated", "hard")]
+    rows = ws.finops.deliveries().to_pylist()
+    assert [(r["event"], r["channel"], r["ok"]) for r in rows] == [("escalated", "log", True)]
+    assert [r.getMessage()[:20] for r in caplog.records] == ["alert escalated [har"]
+
+
+def test_budget_status_endpoint_for_a_gateway(tmp_path: Path):
+    from starlette.testclient import TestClient
+
+    from yieldmeter.server.app import create_app
+
+    ws = make_workspace(tmp_path / "ws")
+    ingest(ws, "calls", [call(utc(2026, 11, 10, 9), 12.0)])
+    bid = _budget(ws, period="month", amount=10.0)
+    ws.close()
+    with TestClient(create_app(tmp_path / "ws")) as c:
+        r = c.get(f"/api/v1/finops/budgets/{bid}/status", params={"at": "2026-11-12T00:00:00Z"})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert (doc["hard_breached"], doc["scope"], doc["used"]) == (True, "alpha", pytest.approx(1.2))
+        assert doc["window_end"].startswith("2026-12-01")  # when the stop lifts
+        stops = c.get("/api/v1/finops/hard-stops", params={"at": "2026-11-12T00:00:00Z"}).json()
+        assert [(s["scope_kind"], s["scope"]) for s in stops] == [("team", "alpha")]
+        # December: a new window, nothing spent, no stop
+        r = c.get(f"/api/v1/finops/budgets/{bid}/status", params={"at": "2026-12-02T00:00:00Z"})
+        assert r.json()["hard_breached"] is False
+        assert c.get("/api/v1/finops/budgets/nope/status").status_code == 404
+        listed = c.get("/api/v1/finops/budgets", params={"at": "2026-11-12T00:00:00Z"}).json()
+        assert listed[0]["hard_breached"] is True
 
 
 def test_unpriced_share_rule(tmp_path: Path):
@@ -254,6 +315,40 @@ def test_unit_economics_rules(tmp_path: Path):
     assert "owner 0%" in got["attribution_coverage_below"].message
     ev = ws.finops.evaluate_alerts(utc(2026, 11, 10))
     assert sorted(e.alert["kind"] for e in ev) == sorted(got)
+
+
+def test_unit_economics_alert_resolves_when_the_breach_ends(tmp_path: Path):
+    """triage: 10 + 4 = 14 USD over two work units, limit 8 USD per successful outcome.
+
+    No success yet: cost per success is unbounded, the alert fires. Then both units are accepted and
+    acted on (late signals): 2 successful outcomes, 14 / 2 = 7 USD <= 8: the breach ends, it resolves.
+    """
+    ws = make_workspace(
+        tmp_path / "ws",
+        "workflows:\n  - workflow: triage\n    value_dimension: cycle_time\n"
+        "alerts:\n  evaluate_on_ingest: false\n  rules:\n"
+        "    - {kind: cost_per_successful_outcome_above, limit: 8, window_days: 30}\n",
+    )
+    ingest(
+        ws,
+        "calls",
+        [call(utc(2026, 11, 3), 10.0, work_unit_id="u1"), call(utc(2026, 11, 4), 4.0, work_unit_id="u2")],
+    )
+    ingest(ws, "work_units", [{"work_unit_id": u, "workflow": "triage", "started_at": utc(2026, 11, 3 + i)}
+                              for i, u in enumerate(("u1", "u2"))])  # fmt: skip
+    ev = ws.finops.evaluate_alerts(utc(2026, 11, 10))
+    assert [(e.event, e.alert["kind"], e.alert["value"]) for e in ev] == [
+        ("fired", "cost_per_successful_outcome_above", float("inf"))
+    ]
+    assert ws.finops.evaluate_alerts(utc(2026, 11, 10, 1)) == []  # still unbounded: no second notice
+    signals = [{"signal_id": f"s-{u}-{k}", "work_unit_id": u, "ts": utc(2026, 11, 11), "kind": k}
+               for u in ("u1", "u2") for k in ("accepted", "action_taken")]  # fmt: skip
+    ingest(ws, "signals", signals)
+    ev = ws.finops.evaluate_alerts(utc(2026, 11, 12))
+    assert [(e.event, e.alert["kind"]) for e in ev] == [("resolved", "cost_per_successful_outcome_above")]
+    assert ws.finops.alerts("firing").num_rows == 0
+    [funnel] = ws.value.funnel().to_pylist()
+    assert funnel["cost_per_successful_outcome"] == pytest.approx(7.0)
 
 
 def test_a_tiny_run_rate_has_no_run_out_day_and_no_overflow() -> None:

@@ -12,10 +12,6 @@ The shared example (hand-computed):
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pyarrow.csv as pacsv
@@ -25,19 +21,6 @@ from tests.finops_data import call, ingest, make_workspace, utc
 from yieldmeter.app.workspace import Workspace
 
 FIXTURES = Path(__file__).parent / "fixtures" / "focus"
-#: Checks of focus-validator 1.0.0's "1.0" rule set that fail on the FinOps Foundation's own FOCUS 1.0
-#: sample too: the rule set names columns InvoiceIssuer/Provider/Publisher/ResourceID (the spec says
-#: InvoiceIssuerName/ProviderName/PublisherName/ResourceId), SkuPriceId_Nullable looks for a
-#: ChargeType column that FOCUS 1.0 renamed ChargeCategory, and the currency-code check cannot load its
-#: code list (FileNotFoundError). A file that satisfies the specification fails exactly these.
-VALIDATOR_GAPS = {
-    "BillingCurrency_IsCurrencyCode",
-    "InvoiceIssuer_Required",
-    "Provider_Required",
-    "Publisher_Required",
-    "ResourceID_Required",
-    "SkuPriceId_Nullable",
-}
 
 
 def _shared_example(root: Path, chargeback: str = "") -> Workspace:
@@ -133,31 +116,6 @@ def test_focus_export_records_the_allocation_and_reimports_with_identical_totals
     assert "ai_tokens" not in cats  # an allocation is not a provider's token bill
 
 
-def _validator() -> str | None:
-    return os.environ.get("YIELDMETER_FOCUS_VALIDATOR") or shutil.which("focus-validator")
-
-
-@pytest.mark.skipif(
-    _validator() is None,
-    reason="focus-validator not installed (docs/dependencies.md: own venv, YIELDMETER_FOCUS_VALIDATOR)",
-)
-def test_focus_export_passes_focus_validator(tmp_path: Path):
-    ws = _shared_example(tmp_path / "ws")
-    out = tmp_path / "focus-1.0.csv"
-    ws.finops.export_focus(out, "2026-11", version="1.0")
-    report = tmp_path / "report.xml"
-    subprocess.run(
-        [_validator(), "--data-file", str(out), "--validate-version", "1.0", "--output-type", "unittest",
-         "--output-destination", str(report)],
-        capture_output=True, timeout=300, check=False,
-    )  # fmt: skip
-    root = ET.parse(report).getroot()
-    cases = root.iter("testcase")
-    failed = {c.get("name").split(" :: ")[0] for c in cases if c.find("failure") is not None}
-    assert int(root.get("tests")) > 100
-    assert failed <= VALIDATOR_GAPS, failed - VALIDATOR_GAPS
-
-
 def test_reconciliation_against_the_focus_token_bill(tmp_path: Path):
     ws = make_workspace(
         tmp_path / "ws",
@@ -197,12 +155,53 @@ def test_initiative_rollup_and_decisions(tmp_path: Path):
     ingest(
         ws, "decisions", [{**decision, "change": "scale to all regions", "initiative": "claims-automation"}]
     )
+    ingest(
+        ws,
+        "decisions",
+        [{**decision, "decision_id": "d2", "change": "pause", "initiative": "claims-automaton"}],
+    )
     rows = {r["initiative"]: r for r in ws.finops.initiatives("2026-11").to_pylist()}
     ca = rows["claims-automation"]
-    # benefit = 50 x 0.5 = 25 on 10 USD of fully loaded cost -> yield 2.5; 10 of a 100 budget.
+    # benefit = 50 x 0.5 = 25 on 10 USD of fully loaded cost -> yield 2.5. The budget of 100 is a year's:
+    # November is 30 / 365 of it = 8.2192, so 10 USD used 10 / 8.2192 = 121.7% of it (not 10%).
     assert (ca["owner"], ca["fully_loaded_cost"], ca["benefit"]) == ("coo", 10.0, 25.0)
-    assert (
-        ca["yield"] == pytest.approx(2.5) and ca["budget_used"] == pytest.approx(0.1) and ca["decisions"] == 1
-    )
+    assert ca["yield"] == pytest.approx(2.5) and ca["decisions"] == 1 and ca["declared"] is True
+    assert ca["period_budget"] == pytest.approx(100 * 30 / 365)
+    assert ca["budget_used"] == pytest.approx(10 / (100 * 30 / 365))
+    year = {r["initiative"]: r for r in ws.finops.initiatives("2026").to_pylist()}["claims-automation"]
+    assert (year["period_budget"], year["budget_used"]) == (pytest.approx(100.0), pytest.approx(0.1))
     assert rows["(no initiative)"]["fully_loaded_cost"] == pytest.approx(4.0)
     assert [d["decision_id"] for d in ws.finops.decisions("claims-automation").to_pylist()] == ["d1"]
+    # A decision naming an initiative nobody declared (a typo) is shown, not dropped.
+    typo = rows["claims-automaton"]
+    assert (typo["declared"], typo["decisions"], typo["fully_loaded_cost"]) == (False, 1, 0.0)
+    [problem] = ws.finops.undeclared_initiatives()
+    assert problem["decision_id"] == "d2" and "does not declare" in problem["problem"]
+    assert "claims-automation" in problem["problem"]  # says which initiatives exist
+
+
+def test_showback_merges_teams_too_small_to_show(tmp_path: Path):
+    """privacy.min_group_size 2. alpha has two people (1.00 USD each), beta and gamma one each
+    (3.00 and 5.00 USD): without the per-person privilege, beta and gamma are shown together as
+    "(other teams)" (2 people, 8.00 USD, share 0.8 of 10.00); with it, every team. Without gamma,
+    beta alone would be one person even merged: left out."""
+
+    def org(root: Path, teams: list[tuple[str, str, float]]) -> Workspace:
+        ws = make_workspace(root, "privacy:\n  min_group_size: 2\n")
+        ingest(ws, "calls", [call(utc(2026, 11, 3, 9), usd, team=t, user_id=u) for t, u, usd in teams])
+        return ws
+
+    ws = org(
+        tmp_path / "a",
+        [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0), ("gamma", "g1", 5.0)],
+    )
+    open_rows = {r["team"]: r for r in ws.finops.showback("2026-11").to_pylist()}
+    assert set(open_rows) == {"alpha", "beta", "gamma"}
+    rows = {r["team"]: r for r in ws.finops.showback("2026-11", people=False).to_pylist()}
+    assert set(rows) == {"alpha", "(other teams)"}
+    other = rows["(other teams)"]
+    assert other["total_cost"] == pytest.approx(8.0) and other["share"] == pytest.approx(0.8)
+    assert other["cost_centre"] is None and rows["alpha"]["total_cost"] == pytest.approx(2.0)
+
+    alone = org(tmp_path / "b", [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0)])
+    assert [r["team"] for r in alone.finops.showback("2026-11", people=False).to_pylist()] == ["alpha"]

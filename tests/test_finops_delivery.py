@@ -11,7 +11,10 @@ import email.policy
 import hashlib
 import hmac
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -65,9 +68,9 @@ def test_webhook_is_signed_and_sent_once_per_event(tmp_path: Path, receiver, mon
     )
     ingest(ws, "calls", [call(utc(2026, 11, 10), 12.0)])
     ws.finops.add_budget("team", "alpha", "rolling:7d", 10.0)
-    ws.finops.evaluate_alerts(utc(2026, 11, 11))  # 12 / 10: soft and hard fire
+    ws.finops.evaluate_alerts(utc(2026, 11, 11))  # 12 / 10: the budget's alert fires, hard
     ws.finops.evaluate_alerts(utc(2026, 11, 11, 1))  # no change: nothing sent
-    assert len(handler.received) == 2
+    assert len(handler.received) == 1
     for headers, body in handler.received:
         ts, sig = headers["x-yieldmeter-timestamp"], headers["x-yieldmeter-signature"]
         # Recompute the HMAC by hand, as a receiver in another language would.
@@ -79,14 +82,17 @@ def test_webhook_is_signed_and_sent_once_per_event(tmp_path: Path, receiver, mon
         assert not verify_signature(b"wrong", ts, body, sig)
         assert not verify_signature(SECRET.encode(), ts, body + b" ", sig)
         assert abs(int(ts) - time.time()) < 60
-    kinds = sorted(json.loads(b)["alert"]["kind"] for _, b in handler.received)
-    assert kinds == ["budget_hard", "budget_soft"]
     doc = json.loads(handler.received[0][1])
+    assert (doc["alert"]["kind"], doc["alert"]["severity"], doc["details"]["hard_breached"]) == (
+        "budget",
+        "hard",
+        True,
+    )
     assert doc["event"] == "fired" and doc["details"]["amount"] == 10.0 and doc["alert"]["scope"] == "alpha"
-    # The breach ends (the window moves past the call): one "resolved" each.
+    # The breach ends (the window moves past the call): "resolved".
     ws.finops.evaluate_alerts(utc(2026, 11, 20))
-    events = [json.loads(b)["event"] for _, b in handler.received[2:]]
-    assert events == ["resolved", "resolved"]
+    events = [json.loads(b)["event"] for _, b in handler.received[1:]]
+    assert events == ["resolved"]
 
 
 def test_failed_webhook_is_recorded_not_hidden(tmp_path: Path, receiver):
@@ -151,3 +157,92 @@ def test_email_through_a_local_smtp_server(tmp_path: Path):
         "[yieldmeter SOFT fired] team alpha has used 85% of its rolling:7d budget"
     )
     assert "spent: 8.5" in msg.get_content()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, signed by its own key (it is its own CA)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make a certificate for the STARTTLS test")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return key, cert
+
+
+def test_email_over_starttls_with_login(tmp_path: Path, monkeypatch):
+    """A real SMTP server on loopback that offers STARTTLS and refuses AUTH before TLS: the alert goes
+    through TLS (certificate verified against its CA file) and logs in with the password from the
+    environment; a wrong password is a failed delivery, recorded with the server's answer."""
+    controller_mod = pytest.importorskip("aiosmtpd.controller")
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    key, cert = _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    logins: list[tuple[str, bool]] = []
+
+    class Handler:
+        def __init__(self) -> None:
+            self.messages: list[tuple[str, bool, bytes]] = []
+
+        async def handle_DATA(self, server, session, envelope):
+            login = session.auth_data.login.decode() if session.authenticated else ""
+            self.messages.append((login, session.ssl is not None, envelope.content))
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            b"yieldmeter",
+            b"pa55word",
+        )
+        logins.append((mechanism, session.ssl is not None))
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+    handler = Handler()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = controller_mod.Controller(
+        handler, hostname="127.0.0.1", port=port, tls_context=tls, require_starttls=True,
+        authenticator=authenticator, auth_require_tls=True,
+    )  # fmt: skip
+    controller.start()
+    try:
+        monkeypatch.setenv("YM_TEST_SMTP_PASSWORD", "pa55word")
+        ws = make_workspace(
+            tmp_path / "ws",
+            "alerts:\n  evaluate_on_ingest: false\n  channels: [email]\n  email:\n    host: 127.0.0.1\n"
+            f"    port: {port}\n    starttls: true\n    ca_file: {cert}\n    username: yieldmeter\n"
+            "    password_env: YM_TEST_SMTP_PASSWORD\n    from: yieldmeter@example.com\n"
+            "    to: [finops@example.com]\n",
+        )
+        ingest(ws, "calls", [call(utc(2026, 11, 10), 12.0)])
+        ws.finops.add_budget("team", "alpha", "rolling:7d", 10.0)
+        ws.finops.evaluate_alerts(utc(2026, 11, 11))
+        assert [(r["channel"], r["ok"]) for r in ws.finops.deliveries().to_pylist()] == [("email", True)]
+        [(login, over_tls, content)] = handler.messages
+        assert (login, over_tls) == ("yieldmeter", True) and logins[0][1] is True
+        msg = email.message_from_bytes(content, policy=email.policy.default)
+        assert msg["Subject"].startswith("[yieldmeter HARD fired] team alpha has used 120%")
+        # A wrong password: the server refuses the login, the delivery records it, the alert stands.
+        monkeypatch.setenv("YM_TEST_SMTP_PASSWORD", "wrong")
+        ws.finops.evaluate_alerts(utc(2026, 11, 20))  # resolved: one more email to send
+        last = ws.finops.deliveries().to_pylist()[0]
+        assert (last["event"], last["ok"]) == ("resolved", False) and "535" in last["error"]
+        assert len(handler.messages) == 1
+    finally:
+        controller.stop()
+
+
+def test_email_settings_refuse_a_password_in_clear_text():
+    from yieldmeter.config import ConfigError
+    from yieldmeter.finops.settings import alert_settings
+
+    base = {"host": "smtp.example.com", "from": "a@example.com", "to": ["b@example.com"], "username": "u"}
+    with pytest.raises(ConfigError, match=r"alerts\.email.*password_env"):
+        alert_settings({"email": {**base, "starttls": True}})
+    with pytest.raises(ConfigError, match=r"alerts\.email.*starttls"):
+        alert_settings({"email": {**base, "password_env": "P"}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.finops_data import call, ingest, make_workspace, utc
@@ -60,3 +61,118 @@ def test_forecast_errors_are_for_people(ws):
         ws.finops.forecast("colour", NOW)
     with pytest.raises(KeyError, match="budgets list"):
         ws.finops.burn_down("no-such-budget", NOW)
+
+
+# -- short histories, long horizons, time zones -------------------------------------------------------
+
+
+def _adopting_team(days: int, seed: int) -> list[float]:
+    """A team that adopted the tool over its first three weeks (30% of its use rising to 100%), then held:
+    2,000 USD a weekday and 200 a weekend day at full use, 8% day-to-day noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in range(days):
+        day = START_SHORT + timedelta(days=d)
+        base = 200.0 if day.weekday() >= 5 else 2000.0
+        out.append(base * min(1.0, 0.3 + 0.7 * d / 21) * float(np.exp(rng.normal(0, 0.08))))
+    return out
+
+
+START_SHORT = utc(2026, 10, 1)
+
+
+def test_three_months_ahead_from_five_weeks_of_history(tmp_path: Path):
+    """35 days of an adopting team: every month ahead stays near its steady level, bands stay bounded.
+
+    Hand figure: at full use a month holds about 21.7 weekdays and 8.7 weekend days, so about
+    21.7 x 2,000 + 8.7 x 200 = 45,200 USD (December, with 23 weekdays: 47,600; February, 20: 41,600).
+    The old model (AutoETS free to pick an undamped trend on five weeks) read the adoption ramp as
+    growth for ever and forecast 108k, 139k and 166k USD for December to February.
+    """
+    ws = make_workspace(tmp_path / "ws")
+    spend = _adopting_team(35, seed=0)
+    ingest(ws, "calls", [call(START_SHORT + timedelta(days=d, hours=12), usd, team="delivery")
+                         for d, usd in enumerate(spend)])  # fmt: skip
+    now = START_SHORT + timedelta(days=35, hours=1)  # 2026-11-05
+    rows = {r["period"]: r for r in ws.finops.forecast("team", now).to_pylist()}
+    assert list(rows) == ["rest of 2026-11", "2026-12", "2027-01", "2027-02"]
+    for label, expected in (("2026-12", 47_600), ("2027-01", 45_200), ("2027-02", 41_600)):
+        r = rows[label]
+        assert r["total"] == pytest.approx(expected, rel=0.12), (label, r["total"])
+        assert r["lo_80"] <= r["total"] <= r["hi_80"] < 4 * r["total"], (label, r)
+        assert r["model"] == "AutoETS level, weekly season" and r["history_days"] == 35
+    # weekly season kept: December (23 weekdays) costs more than February (20 weekdays)
+    assert rows["2026-12"]["total"] > rows["2027-02"]["total"]
+
+
+def test_a_spiky_short_series_gets_bounded_intervals():
+    """A 1,200 USD bill on the first day then 38 USD a day (a platform team): no 1e13 upper bound."""
+    from yieldmeter.finops.forecast import SD_CAP, fit_forecast, total_interval
+
+    y = np.array([1200.0] + [38.0] * 34)
+    f = fit_forecast({"platform": y}, 120, utc(2026, 11, 5))["platform"]
+    recent = y[-28:]
+    assert f["sd"].max() <= SD_CAP * max(recent.std(), 0.05 * recent.mean()) + 1e-9
+    mean, lo, hi = total_interval(f, 0, 120, 95)
+    assert mean == pytest.approx(120 * 38.0, rel=0.25) and hi < 3 * mean and lo >= 0
+
+
+def test_cost_per_success_forecast_follows_the_recent_ratio():
+    """An adopting workflow at 471 USD per success: next month's cost per success is its recent ratio.
+
+    Cost as in the test above, successes drawn as Poisson(cost / 471) per day. Hand figures: cpso =
+    the last 28 days' cost / their successes; successes forecast = cost forecast / cpso; the 80% band
+    is cpso x exp(-/+ 1.2816 / sqrt(successes in those 28 days)). The old forecast (successes fitted
+    as a series of their own, both with free trends) gave 1,227 USD per success here.
+    """
+    import ibis
+
+    from yieldmeter.finops.forecast import cpso_forecast
+
+    rng = np.random.default_rng(100)
+    cost = _adopting_team(35, seed=0)
+    rows: dict[str, list] = {"started_at": [], "workflow": [], "fully_loaded_cost": [], "successful": []}
+    succ_per_day = []
+    for d, usd in enumerate(cost):
+        n_units, succ = 20, int(rng.poisson(usd / 471.0))
+        succ_per_day.append(min(succ, n_units))
+        for u in range(n_units):
+            rows["started_at"].append(START_SHORT + timedelta(days=d, hours=9, minutes=u))
+            rows["workflow"].append("software-delivery")
+            rows["fully_loaded_cost"].append(usd / n_units)
+            rows["successful"].append(u < succ)
+    facts = ibis.memtable(rows, schema={"started_at": "timestamp('UTC')", "workflow": "string",
+                                        "fully_loaded_cost": "float64", "successful": "boolean"})  # fmt: skip
+    r = cpso_forecast(facts, START_SHORT + timedelta(days=35, hours=1)).to_pylist()[0]
+    c28, s28 = sum(cost[-28:]), sum(succ_per_day[-28:])
+    assert (r["period"], r["rate_days"]) == ("2026-12", 28)
+    assert r["cpso"] == pytest.approx(c28 / s28, rel=1e-9) == r["last_28d_cpso"]
+    assert 380 < r["cpso"] < 560  # the true 471, give or take the noise of ~110 successes
+    assert r["successes"] == pytest.approx(r["cost"] / r["cpso"], rel=1e-9)
+    spread = np.exp(1.2816 / np.sqrt(s28))
+    assert (r["cpso_lo_80"], r["cpso_hi_80"]) == (
+        pytest.approx(r["cpso"] / spread),
+        pytest.approx(r["cpso"] * spread),
+    )
+    assert r["cost"] == pytest.approx(47_600, rel=0.12)  # December at full use (hand figure above)
+
+
+def test_burn_down_counts_local_days_like_the_budget_status(tmp_path: Path):
+    """New York: 50 USD at 22:00 on 31 October local time (02:00 UTC on 1 November) is October's.
+
+    The November budget's status counts 3 USD (the call on 2 November); the burn-down's last actual day
+    must show the same 3, not 53 (which it showed when it snapped the window to the UTC day).
+    """
+    ws = make_workspace(
+        tmp_path / "ws", "alerts:\n  timezone: America/New_York\n  evaluate_on_ingest: false\n"
+    )
+    ingest(ws, "calls", [call(utc(2026, 11, 1, 2), 50.0), call(utc(2026, 11, 2, 15), 3.0)])
+    bid = ws.finops.add_budget("team", "alpha", "month", 100.0)
+    now = utc(2026, 11, 3, 12)
+    status = next(r for r in ws.finops.budgets(now).to_pylist() if r["budget_id"] == bid)
+    assert status["spent"] == pytest.approx(3.0)
+    bd = ws.finops.burn_down(bid, now)
+    actual = [d for d in bd["days"] if d["actual"] is not None]
+    assert [d["day"] for d in actual] == ["2026-11-01", "2026-11-02"]  # local days up to today (3 Nov)
+    assert actual[-1]["actual"] == pytest.approx(status["spent"])
+    assert bd["days"][-1]["day"] == "2026-11-30"

@@ -42,7 +42,7 @@ def test_rest_endpoints(tmp_path: Path):
         rows = c.get("/api/v1/finops/budgets").json()
         assert rows[0]["spent"] == 9.0 and rows[0]["state"] == "soft"  # 9 of 10: soft (0.8) crossed
         ev = c.post("/api/v1/finops/alerts/evaluate").json()
-        assert [(e["event"], e["kind"]) for e in ev] == [("fired", "budget_soft")]
+        assert [(e["event"], e["kind"], e["severity"]) for e in ev] == [("fired", "budget", "soft")]
         assert c.post("/api/v1/finops/alerts/evaluate").json() == []  # fires once per breach
         assert len(c.get("/api/v1/finops/alerts").json()) == 1
         assert c.get(f"/api/v1/finops/budgets/{bid}/burn-down").json()["amount"] == 10.0
@@ -71,7 +71,7 @@ def test_schedule_and_ingest_evaluate(tmp_path: Path):
     ws = _recent(tmp_path / "ws", "alerts:\n  ingest_min_interval_s: 0\n")
     # Adding a budget is an ingest: evaluation runs at once and the soft alert fires (9 of 10).
     ws.finops.add_budget("team", "alpha", "rolling:7d", 10.0)
-    assert [a["kind"] for a in ws.finops.alerts().to_pylist()] == ["budget_soft"]
+    assert [(a["kind"], a["severity"]) for a in ws.finops.alerts().to_pylist()] == [("budget", "soft")]
     # The schedule resolves it once the budget is raised (a changed budget is a new state of the rule).
     with ThreadPoolExecutor(1) as pool:  # stands in for the server's single writer
         handle = start_alert_scheduler(lambda fn: pool.submit(fn, ws), interval_s=0.2)
@@ -90,7 +90,7 @@ def test_schedule_and_ingest_evaluate(tmp_path: Path):
             handle.stop()
     assert handle.runs >= 1 and handle.last_error is None
     assert ws.finops.alerts("firing").num_rows == 0
-    assert [a["kind"] for a in ws.finops.alerts("resolved").to_pylist()] == ["budget_soft"]
+    assert [a["severity"] for a in ws.finops.alerts("resolved").to_pylist()] == ["soft"]
 
 
 def test_cli_commands(tmp_path: Path):
@@ -102,8 +102,10 @@ def test_cli_commands(tmp_path: Path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(build_app(), ["budgets", "list", "-f", "json", *w])
     assert r.exit_code == 0 and '"state": "hard"' in r.output
+    r = runner.invoke(build_app(), ["budgets", "hard-stops", "-f", "json", *w])
+    assert r.exit_code == 0 and '"scope": "alpha"' in r.output  # 9 of 5: past the hard threshold
     r = runner.invoke(build_app(), ["alerts", "evaluate", "-f", "json", *w])
-    assert r.exit_code == 0 and "budget_hard" in r.output
+    assert r.exit_code == 0 and '"severity": "hard"' in r.output
     out = tmp_path / "f.csv"
     r = runner.invoke(build_app(), ["export", "focus", str(out), *w])
     assert r.exit_code == 0 and out.exists() and "9.00 USD" in r.output

@@ -67,6 +67,24 @@ class FinOpsService:
         """Every budget with its window, spend, share used, state, projection and run-out day."""
         return bd.budget_status(self.events(), self.budget_list(), _now(now), self.settings.tz)
 
+    def budget_status(self, budget_id: str, now: datetime | None = None) -> dict[str, Any]:
+        """One budget's status, for a gateway to poll: ``hard_breached`` is the hard stop.
+
+        Raises KeyError naming the command that lists the ids.
+        """
+        now = _now(now)
+        budgets = [b for b in self.budget_list() if b.budget_id == budget_id]
+        if not budgets:
+            raise KeyError(f"no budget {budget_id!r}; `yieldmeter budgets list` shows the ids")
+        row = bd.budget_status(self.events(), budgets, now, self.settings.tz).to_pylist()[0]
+        return {**row, "evaluated_at": now}
+
+    def hard_stops(self, now: datetime | None = None) -> pa.Table:
+        """The budgets past their hard threshold now: scope, how far, and when the window resets."""
+        status = self.budgets(now)
+        keep = ("budget_id", "scope_kind", "scope", "period", "used", "spent", "amount", "window_end")
+        return status.filter(status.column("hard_breached")).select(list(keep))
+
     def add_budget(
         self,
         scope_kind: str,
@@ -132,7 +150,8 @@ class FinOpsService:
     def evaluate_alerts(self, now: datetime | None = None) -> list[al.Transition]:
         """Evaluate every rule, update the alert state and deliver what fired or resolved."""
         now = _now(now)
-        return al.evaluate(self.ws.store, self.breaches(now), now, self.channels())
+        soft = self.settings.soft_channels
+        return al.evaluate(self.ws.store, self.breaches(now), now, self.channels(), soft)
 
     def evaluate_on_ingest(self) -> None:
         """Evaluate after an ingest when budgets or rules exist, at most every ``ingest_min_interval_s``.
@@ -199,11 +218,23 @@ class FinOpsService:
 
         return detect(self.events(), self.ws.tables(), _now(now), days=days)
 
-    def showback(self, period: str | None = None) -> pa.Table:
-        """Fully loaded cost per cost centre and team, split into direct and shared (allocated) parts."""
+    def showback(self, period: str | None = None, *, people: bool = True) -> pa.Table:
+        """Fully loaded cost per cost centre and team, split into direct and shared (allocated) parts.
+
+        ``people`` false (a viewer without the per-person privilege): teams with fewer people than
+        ``privacy.min_group_size`` in the period are added up into one ``(other teams)`` row, or
+        left out when even together they are too few: the rule of every spend view
+        (:class:`~yieldmeter.app.spend_sections.TeamPrivacy`).
+        """
         from yieldmeter.finops.showback import showback
 
-        return showback(self._allocated(period))
+        rows = showback(self._allocated(period))
+        if people:
+            return rows
+        from yieldmeter.app.reports import ReportFilters
+        from yieldmeter.app.spend_sections import merge_small_teams
+
+        return merge_small_teams(rows, self.ws.reports.team_privacy(ReportFilters(period=period)))
 
     def _allocated(self, period: str | None) -> pa.Table:
         from yieldmeter.app.periods import period_bounds
@@ -242,6 +273,12 @@ class FinOpsService:
         from yieldmeter.finops.initiatives import rollup
 
         return rollup(self, period)
+
+    def undeclared_initiatives(self) -> list[dict[str, Any]]:
+        """Decisions naming an initiative nobody declared, each with the problem in words."""
+        from yieldmeter.finops.initiatives import undeclared
+
+        return undeclared(self)
 
     def decisions(self, initiative: str | None = None) -> pa.Table:
         """The decision register, optionally for one initiative."""

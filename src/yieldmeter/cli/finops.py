@@ -12,7 +12,17 @@ from typing import Annotated
 
 import typer
 
-from yieldmeter.cli.common import FormatOpt, OutputFormat, WorkspaceOpt, console, emit, fail, group, workspace
+from yieldmeter.cli.common import (
+    FormatOpt,
+    OutputFormat,
+    WorkspaceOpt,
+    console,
+    emit,
+    err_console,
+    fail,
+    group,
+    workspace,
+)
 
 PeriodOpt = Annotated[
     str | None,
@@ -81,6 +91,18 @@ def register(app: typer.Typer) -> None:
             except _errors() as exc:
                 fail(str(exc))
             console().print(f"budget {bid}: {scope_kind} {scope}, {amount:,.2f} USD per {period} ({basis})")
+
+    @budgets.command("hard-stops")
+    def budgets_hard_stops(
+        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table, at: AtOpt = None
+    ) -> None:
+        """Budgets past their hard threshold: the scopes a gateway should refuse until the window resets."""
+        with workspace(ws_path) as ws:
+            try:
+                rows = ws.finops.hard_stops(_at(at))
+            except _errors() as exc:
+                fail(str(exc))
+            emit(rows, fmt, title="Hard stops")
 
     @budgets.command("burn-down")
     def budgets_burn_down(
@@ -213,6 +235,8 @@ def register(app: typer.Typer) -> None:
         """Spend, benefit, yield, coverage, budget and decisions per initiative."""
         with workspace(ws_path) as ws:
             emit(ws.finops.initiatives(period), fmt, title="Initiatives")
+            for problem in ws.finops.undeclared_initiatives():
+                err_console().print(f"[yellow]warning:[/] {problem['problem']}", highlight=False)
 
     export = group(app, "export", "Export tables for other tools.")
 
@@ -221,7 +245,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Argument(help="CSV file (or .parquet) to write.")],
         period: PeriodOpt = None,
         version: Annotated[
-            str, typer.Option("--focus-version", help="1.3 (Allocated* columns) or 1.0.")
+            str, typer.Option("--focus-version", help="1.3 (Allocated* columns), 1.2 or 1.0.")
         ] = "1.3",
         ws_path: WorkspaceOpt = Path("."),
     ) -> None:

@@ -5,12 +5,19 @@ state table ``finops_alerts``:
 
 - a breach whose ``rule_key`` has no firing alert opens one (event ``fired``);
 - a breach whose ``rule_key`` is already firing only refreshes ``last_seen``,
-  ``value`` and ``message`` (no event: one notification per breach);
+  ``value`` and ``message`` (no event: one notification per breach) — unless
+  its severity changed: soft to hard is event ``escalated`` (a budget crossed
+  its hard threshold: the alert becomes hard, and its scope is a hard stop),
+  hard to soft is ``de-escalated`` (a rolling window moved past some spend);
 - a firing alert whose ``rule_key`` is not breached any more is closed with
   ``resolved_at`` (event ``resolved``);
 - the same rule breached again later opens a new alert (a new ``alert_id``).
 
-Events go to the channels (log, webhook, email); every attempt is a row of
+Events go to the channels (log, webhook, email). A soft alert's events go to
+``soft_channels`` only, when that is set (``alerts.soft_channels`` in
+``yieldmeter.yaml``, e.g. ``[]`` to mute soft deliveries and keep them on the
+dashboard); a hard alert's events (fired, escalated, resolved) go to every
+channel, always. Every attempt is a row of
 ``finops_alert_deliveries`` with its error, so a failed webhook is visible. A
 failed delivery is tried again at the next evaluations, up to ``MAX_ATTEMPTS``
 tries in all.
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -85,8 +92,11 @@ class Breach:
 
 @dataclass
 class Transition:
-    event: str  # fired | resolved
+    event: str  # fired | escalated | de-escalated | resolved
     alert: dict[str, Any]
+
+
+SEVERITY_RANK = {"soft": 0, "hard": 1}
 
 
 def transitions(
@@ -105,7 +115,12 @@ def transitions(
         current = firing.get(b.rule_key)
         details = json.dumps(b.details, sort_keys=True, default=str)
         if current is not None:
+            before = current["severity"]
             current.update(last_seen=now, value=b.value, message=b.message, details=details)
+            if b.severity != before:
+                current.update(severity=b.severity, threshold=b.threshold, kind=b.kind)
+                up = SEVERITY_RANK.get(b.severity, 0) > SEVERITY_RANK.get(before, 0)
+                events.append(Transition("escalated" if up else "de-escalated", current))
             continue
         row = {
             "alert_id": stable_id(b.rule_key, now.isoformat()),
@@ -135,8 +150,21 @@ def transitions(
 Channel = Callable[[str, dict[str, Any]], None]
 
 
+def routes(
+    alert: dict[str, Any], channels: dict[str, Channel], soft_channels: Sequence[str] | None
+) -> list[str]:
+    """The channels an alert's events go to: every channel for a hard alert, ``soft_channels`` for soft."""
+    if alert.get("severity") == "hard" or soft_channels is None:
+        return list(channels)
+    return [name for name in channels if name in soft_channels]
+
+
 def evaluate(
-    store: Any, breaches: list[Breach], now: datetime, channels: dict[str, Channel]
+    store: Any,
+    breaches: list[Breach],
+    now: datetime,
+    channels: dict[str, Channel],
+    soft_channels: Sequence[str] | None = None,
 ) -> list[Transition]:
     """Apply the breaches to the state table, then deliver the events; returns the events."""
     with _EVALUATING:
@@ -145,7 +173,9 @@ def evaluate(
         rows, events = transitions(state, breaches, now)
         if events or breaches:
             store.replace(ALERTS_TABLE, pa.Table.from_pylist(rows, schema=ALERTS_SCHEMA))
-        todo = [(ev.event, ev.alert, name) for ev in events for name in channels]
+        todo = [
+            (ev.event, ev.alert, name) for ev in events for name in routes(ev.alert, channels, soft_channels)
+        ]
         todo += _retries(store, rows, channels)
         deliveries = []
         for event, alert, name in todo:

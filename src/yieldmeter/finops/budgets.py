@@ -6,7 +6,8 @@ For a budget with amount ``A`` over window ``[start, end)`` (see :mod:`.windows`
                    events in the scope with ``start <= ts < end`` (and ts <= now)
 - ``used``       = spent / A
 - ``state``      = ``hard`` when used >= hard_threshold, else ``soft`` when used >=
-                   soft_threshold, else ``ok``
+                   soft_threshold, else ``ok``; ``hard_breached`` = state is hard: the
+                   hard stop a gateway polls (``GET /api/v1/finops/budgets/{id}/status``)
 - ``run_rate``   = spent / days elapsed in the window (USD per day)
 - ``projected``  = calendar windows: spent + run_rate x days left (a straight-line
                    burn; :mod:`.forecast` gives the model-based burn-down);
@@ -156,6 +157,7 @@ def status_row(b: Budget, w: BudgetWindow, spent: float, tz: tzinfo = UTC) -> di
         "soft_threshold": b.soft_threshold,
         "hard_threshold": b.hard_threshold,
         "state": state,
+        "hard_breached": state == "hard",
         "run_rate_per_day": run_rate,
         "projected": projected,
         "projected_used": projected / b.amount if b.amount > 0 else None,
@@ -181,6 +183,7 @@ STATUS_SCHEMA = pa.schema(
         ("soft_threshold", pa.float64()),
         ("hard_threshold", pa.float64()),
         ("state", pa.string()),
+        ("hard_breached", pa.bool_()),
         ("run_rate_per_day", pa.float64()),
         ("projected", pa.float64()),
         ("projected_used", pa.float64()),

@@ -67,7 +67,7 @@ def payload(event: str, alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def send_log(event: str, alert: dict[str, Any]) -> None:
-    level = logging.WARNING if event == "fired" else logging.INFO
+    level = logging.WARNING if event in ("fired", "escalated") else logging.INFO
     log.log(level, "alert %s [%s] %s", event, alert.get("severity"), alert.get("message"))
 
 
@@ -88,8 +88,12 @@ def send_webhook(settings: WebhookSettings, event: str, alert: dict[str, Any]) -
 
 
 def send_email(settings: EmailSettings, event: str, alert: dict[str, Any]) -> None:
-    """Send a plain-text email through the configured SMTP server."""
-    import os
+    """Send a plain-text email through the configured SMTP server.
+
+    With ``starttls`` the connection is upgraded to TLS and the server's certificate is verified
+    (system CAs, or ``ca_file``) before ``username`` logs in with the password from ``password_env``.
+    """
+    import ssl
 
     msg = EmailMessage()
     sev = str(alert.get("severity", "")).upper()
@@ -103,8 +107,8 @@ def send_email(settings: EmailSettings, event: str, alert: dict[str, Any]) -> No
     msg.set_content("\n".join([f"Alert {event}.", "", *lines, "", "Details:", *extra]))
     with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_s) as smtp:
         if settings.starttls:
-            smtp.starttls()
+            # verify the server's certificate and name (smtplib's default context checks neither)
+            smtp.starttls(context=ssl.create_default_context(cafile=settings.ca_file))
         if settings.username:
-            password = os.environ.get(settings.password_env or "", "")
-            smtp.login(settings.username, password)
+            smtp.login(settings.username, settings.password())
         smtp.send_message(msg)

@@ -3,7 +3,8 @@
 One row per priced call, per allocated cost item share and per effort entry::
 
     ts, team, workflow, initiative, user_id, app, environment, provider, model, work_unit_id,
-    calls, tokens, unpriced_calls, model_cost, allocated_cost, effort_cost, fully_loaded_cost
+    calls, tokens, unpriced_calls, model_cost, allocated_cost, effort_cost, fully_loaded_cost,
+    allocation, origin_id, origin_amount
 
 - model cost carries the call's own timestamp, so a budget in a time zone cuts
   at the right instant;
@@ -12,6 +13,14 @@ One row per priced call, per allocated cost item share and per effort entry::
   day, and are placed at 00:00 UTC of their day;
 - ``initiative`` is the workflow's initiative: the ``initiatives:`` list of
   ``yieldmeter.yaml`` first, else the workflow's own ``initiative`` key;
+- ``allocation`` says how a cost item's share reached its team, for chargeback:
+  ``direct`` when the item names its team (and on every call and effort row),
+  ``pro_rata`` when the item names no team and was spread over the calls of its
+  scope in proportion to their model cost (an item with no scope, or one that
+  names only a workflow; :func:`yieldmeter.metrics.spend.allocation`), so its
+  amount reached each team by that team's model cost;
+  ``origin_id``/``origin_amount`` are the cost item's id and whole amount (null
+  on calls and effort);
 - fully loaded cost = model cost + allocated cost + effort cost, exactly as in
   :func:`yieldmeter.metrics.spend.cost_lines` (provider token bills,
   :data:`~yieldmeter.metrics.spend.RECONCILIATION_CATEGORIES`, are never added).
@@ -72,8 +81,15 @@ def spend_events(t: Tables, config: Config) -> ir.Table:
         model_cost=pc.model_cost.fill_null(0.0),
         allocated_cost=f64,
         effort_cost=f64,
+        allocation=ibis.literal("direct"),
+        origin_id=ibis.null("string"),
+        origin_amount=ibis.null("float64"),
     )
     alloc = allocation(t, call_lines(t))
+    items = t.cost_items.select(
+        o_item=t.cost_items.item_id, o_team=t.cost_items.team, o_amount=t.cost_items.amount
+    )
+    alloc = alloc.left_join(items, alloc.item_id == items.o_item)
     alloc_ev = alloc.select(
         ts=alloc.day.cast(pc.ts.type()),
         **{d: alloc[d] for d in DIMS},
@@ -84,6 +100,11 @@ def spend_events(t: Tables, config: Config) -> ir.Table:
         model_cost=f64,
         allocated_cost=alloc.allocated_cost,
         effort_cost=f64,
+        # spread over calls (a cell with a model) by an item that names no team: pro rata to teams;
+        # an item placed whole on its scope (no priced calls there) has no model and is not spread
+        allocation=ibis.ifelse(alloc.o_team.isnull() & alloc.model.notnull(), "pro_rata", "direct"),
+        origin_id=alloc.item_id,
+        origin_amount=alloc.o_amount.cast("float64"),
     )
     eff = effort_lines(t, config.labour_rates)
     eff_ev = eff.select(
@@ -96,6 +117,9 @@ def spend_events(t: Tables, config: Config) -> ir.Table:
         model_cost=f64,
         allocated_cost=f64,
         effort_cost=eff.effort_cost,
+        allocation=ibis.literal("direct"),
+        origin_id=ibis.null("string"),
+        origin_amount=ibis.null("float64"),
     )
     parts = [p.select(calls.columns) for p in (calls, alloc_ev, eff_ev)]
     ev = ibis.union(*parts)

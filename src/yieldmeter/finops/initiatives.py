@@ -10,9 +10,16 @@ workflow's own ``initiative`` key). Over the period, per initiative:
 - ``yield`` = benefit / fully loaded cost (null when there is no cost);
 - ``attribution_coverage`` = covered spend / spend of its workflows (the value
   engine's coverage: baseline, owner and evidence);
-- ``budget``, ``budget_used`` = fully loaded cost / budget (a budget is for the
-  period asked; compare like with like);
-- ``decisions``: decisions in the register that name the initiative.
+- ``budget`` (a year's, as declared), ``period_budget`` = the budget prorated to
+  the period asked: budget x the period's days in each year / that year's days
+  (a month of a 120,000 budget is 120,000 x 30 / 365 = 9,863); with no period,
+  the days from the first to the last day with spend. ``budget_used`` = fully
+  loaded cost / period budget;
+- ``decisions``: decisions in the register that name the initiative;
+- ``declared``: whether ``yieldmeter.yaml`` declares the initiative. A decision
+  that names an initiative nobody declared is not dropped: its initiative gets
+  a row (no spend, ``declared`` false) and :func:`undeclared` lists it, so a
+  typo in the register shows.
 
 Workflows that belong to no initiative roll up to ``(no initiative)``, so the
 rows add up to all spend.
@@ -20,6 +27,7 @@ rows add up to all spend.
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -68,6 +76,8 @@ def rollup(svc: FinOpsService, period: str | None = None) -> pa.Table:
     for r in d.group_by("initiative").aggregate(n=d.count()).to_pyarrow().to_pylist():
         decisions[r["initiative"] or NONE] = int(r["n"])
     declared = {i.initiative: i for i in ws.config.initiatives}
+    known = set(declared) | set(of.values())
+    days = _period_years(start, end, ev)
     acc: dict[str, dict[str, Any]] = {}
 
     def row(name: str) -> dict[str, Any]:
@@ -87,6 +97,9 @@ def rollup(svc: FinOpsService, period: str | None = None) -> pa.Table:
 
     for name in declared:
         row(name)
+    for name in decisions:  # a decision naming an initiative nobody declared: shown, not dropped
+        if name != NONE and name not in known:
+            row(name)
     for wf in sorted(set(spend) | set(benefit), key=lambda x: (x is None, x or "")):
         r = row(of.get(wf, NONE) if wf else NONE)
         r["workflows"].append(wf or "(none)")
@@ -104,9 +117,57 @@ def rollup(svc: FinOpsService, period: str | None = None) -> pa.Table:
                 "workflows": ", ".join(r["workflows"]),
                 "yield": r["benefit"] / flc if flc > 0 else None,
                 "attribution_coverage": r["covered_spend"] / flc if flc > 0 else None,
-                "budget_used": flc / r["budget"] if r["budget"] else None,
+                "period_budget": _prorate(r["budget"], days),
+                "budget_used": flc / _prorate(r["budget"], days) if r["budget"] and days else None,
                 "decisions": decisions.get(r["initiative"], 0),
+                "declared": r["initiative"] in known or r["initiative"] == NONE,
             }
         )
     out.sort(key=lambda r: (r["initiative"] == NONE, -r["fully_loaded_cost"], r["initiative"]))
     return pa.Table.from_pylist(out)
+
+
+def _period_years(start: datetime | None, end: datetime | None, ev: Any) -> float:
+    """The period as a number of years: each year's days in it / that year's days."""
+    if start is None or end is None:
+        span = ev.aggregate(a=ev.ts.min(), b=ev.ts.max()).to_pyarrow().to_pylist()[0]
+        if span["a"] is None:
+            return 0.0
+        first = span["a"].date() if start is None else start.date()
+        last = span["b"].date() + timedelta(days=1) if end is None else end.date()
+    else:
+        first, last = start.date(), end.date()
+    years = 0.0
+    for y in range(first.year, last.year + 1):
+        y0, y1 = max(first, date(y, 1, 1)), min(last, date(y + 1, 1, 1))
+        if y1 > y0:
+            years += (y1 - y0).days / (date(y + 1, 1, 1) - date(y, 1, 1)).days
+    return years
+
+
+def _prorate(budget: float | None, years: float) -> float | None:
+    return budget * years if budget is not None and years > 0 else None
+
+
+def undeclared(svc: FinOpsService) -> list[dict[str, Any]]:
+    """Decisions that name an initiative ``yieldmeter.yaml`` does not declare, with what to do."""
+    from yieldmeter.finops.events import initiative_map
+
+    ws = svc.ws
+    t = ws.tables()
+    known = {i.initiative for i in ws.config.initiatives} | {
+        r["map_initiative"] for r in initiative_map(t, ws.config).to_pyarrow().to_pylist()
+    }
+    d = t.decisions.filter(t.decisions.initiative.notnull())
+    out = []
+    for r in d.select("decision_id", "initiative").to_pyarrow().to_pylist():
+        if r["initiative"] not in known:
+            out.append(
+                {
+                    **r,
+                    "problem": f"decision {r['decision_id']} names initiative {r['initiative']!r}, which "
+                    f"yieldmeter.yaml does not declare (initiatives: {', '.join(sorted(known)) or 'none'}); "
+                    "fix the decision or declare the initiative",
+                }
+            )
+    return out

@@ -1,8 +1,11 @@
 """Alert rules: which budgets and unit economics are breached now.
 
 Budgets (from :func:`.budgets.budget_status`): a budget whose ``used`` is at or
-above its soft threshold is a ``budget_soft`` breach (severity soft); at or
-above its hard threshold also a ``budget_hard`` breach (severity hard).
+above its soft threshold is a ``budget`` breach of severity soft; at or above
+its hard threshold the same breach has severity hard, so the budget's one alert
+escalates (:mod:`.alerts`) instead of a second alert firing beside it. A hard
+breach is a hard stop: the budget status says ``hard_breached`` and
+``GET /api/v1/finops/budgets/{id}/status`` answers it to a gateway.
 
 Unit economics, over the last ``window_days`` (``alerts.rules`` in
 ``yieldmeter.yaml``), per workflow or for one workflow:
@@ -32,39 +35,44 @@ from yieldmeter.metrics.period import Window
 def budget_breaches(status: pa.Table) -> list[Breach]:
     out = []
     for r in status.to_pylist():
-        for level in ("soft", "hard"):
-            threshold = r[f"{level}_threshold"]
-            if r["used"] >= threshold:
-                out.append(
-                    Breach(
-                        rule_key=f"budget:{r['budget_id']}:{level}",
-                        kind=f"budget_{level}",
-                        severity=level,
-                        scope_kind=r["scope_kind"],
-                        scope=r["scope"],
-                        value=r["used"],
-                        threshold=threshold,
-                        message=(
-                            f"{r['scope_kind']} {r['scope']} has used {r['used']:.0%} of its {r['period']} "
-                            f"budget ({r['spent']:,.2f} of {r['amount']:,.2f} USD {r['basis']}; "
-                            f"{level} threshold {threshold:.0%})"
-                        ),
-                        details={
-                            k: r[k]
-                            for k in (
-                                "budget_id",
-                                "period",
-                                "basis",
-                                "amount",
-                                "spent",
-                                "window_start",
-                                "window_end",
-                                "projected",
-                                "run_out_day",
-                            )
-                        },
+        if r["used"] < r["soft_threshold"] and r["used"] < r["hard_threshold"]:
+            continue
+        level = "hard" if r["used"] >= r["hard_threshold"] else "soft"
+        threshold = r[f"{level}_threshold"]
+        stop = "; hard stop: calls in this scope should be refused" if level == "hard" else ""
+        out.append(
+            Breach(
+                rule_key=f"budget:{r['budget_id']}",
+                kind="budget",
+                severity=level,
+                scope_kind=r["scope_kind"],
+                scope=r["scope"],
+                value=r["used"],
+                threshold=threshold,
+                message=(
+                    f"{r['scope_kind']} {r['scope']} has used {r['used']:.0%} of its {r['period']} "
+                    f"budget ({r['spent']:,.2f} of {r['amount']:,.2f} USD {r['basis']}; "
+                    f"{level} threshold {threshold:.0%}{stop})"
+                ),
+                details={
+                    k: r[k]
+                    for k in (
+                        "budget_id",
+                        "period",
+                        "basis",
+                        "amount",
+                        "spent",
+                        "window_start",
+                        "window_end",
+                        "projected",
+                        "run_out_day",
+                        "soft_threshold",
+                        "hard_threshold",
+                        "hard_breached",
                     )
-                )
+                },
+            )
+        )
     return out
 
 

@@ -10,6 +10,7 @@ Example::
     alerts:
       timezone: Europe/Paris          # calendar budget periods start at local midnight
       schedule_seconds: 300           # evaluation interval inside `yieldmeter serve`
+      soft_channels: [dashboard]      # soft alerts only on the dashboard; hard ones go everywhere
       webhook:
         url: https://hooks.example.com/yieldmeter
         secret_env: YIELDMETER_WEBHOOK_SECRET   # or `secret:` inline (not recommended)
@@ -33,6 +34,7 @@ Example::
     chargeback:
       cost_centres: {claims-ops: CC-4100, fraud: CC-4200}
       shared: proportional            # or even, or a rule: {claims-ops: 0.7, fraud: 0.3}
+      shared_teams: [ai-platform]     # their cost is split over the other teams like cost with no team
 """
 
 from __future__ import annotations
@@ -90,9 +92,29 @@ class EmailSettings(_Strict):
     from_addr: str = Field(alias="from")
     to: list[str] = Field(min_length=1)
     starttls: bool = False
+    #: CA bundle (PEM) that signs the server's certificate, for a private CA; else the system's CAs.
+    ca_file: str | None = None
     username: str | None = None
     password_env: str | None = None
     timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _login(self) -> EmailSettings:
+        if self.username and not self.password_env:
+            raise ValueError("username needs password_env (the environment variable holding the password)")
+        if self.username and not self.starttls:
+            raise ValueError("username needs starttls: true (a password is never sent in clear text)")
+        return self
+
+    def password(self) -> str:
+        """The SMTP password, read from the environment at send time (never at import)."""
+        value = os.environ.get(self.password_env or "")
+        if value is None:
+            raise ConfigError(
+                f"{CONFIG_FILE} (alerts.email.password_env): environment variable "
+                f"{self.password_env} is not set"
+            )
+        return value
 
 
 class UnitRule(_Strict):
@@ -117,6 +139,11 @@ class AlertSettings(_Strict):
     channels: list[Literal["log", "dashboard", "webhook", "email"]] = Field(
         default_factory=lambda: ["log", "dashboard", "webhook", "email"],
         description="where alerts go; webhook and email only when configured",
+    )
+    soft_channels: list[Literal["log", "dashboard", "webhook", "email"]] | None = Field(
+        default=None,
+        description="where soft alerts go (none set: every channel); [] or [dashboard] mutes soft "
+        "deliveries. Hard alerts always go to every channel",
     )
     webhook: WebhookSettings | None = None
     email: EmailSettings | None = None
@@ -150,6 +177,9 @@ class ChargebackSettings(_Strict):
     cost_centres: dict[str, str] = Field(default_factory=dict)
     #: how cost with no team is spread: proportional (to each team's direct cost), even, or fixed shares.
     shared: Literal["proportional", "even"] | dict[str, float] = "proportional"
+    #: teams that run shared services for the others (an AI platform team): their cost is split over
+    #: the other teams by ``shared``, like cost with no team.
+    shared_teams: list[str] = Field(default_factory=list)
     billing_account: str = "yieldmeter"
 
     @model_validator(mode="after")
@@ -162,6 +192,9 @@ class ChargebackSettings(_Strict):
             total = sum(self.shared.values())
             if abs(total - 1.0) > 1e-6:
                 raise ValueError(f"shared: shares must add up to 1 (they add up to {total:g})")
+            pooled = sorted(set(self.shared) & set(self.shared_teams))
+            if pooled:
+                raise ValueError(f"shared: {', '.join(pooled)} is in shared_teams and cannot take a share")
         return self
 
 

@@ -104,7 +104,9 @@ def map_row(r: dict[str, Any], occurrence: int) -> dict[str, Any]:
     tags = json_field(first(r, "Tags"), "Tags") or {}
     tags = tags if isinstance(tags, dict) else {}
     provider = first(r, "ServiceProviderName", "ProviderName")
-    tokens = _is_token_sku(r, details)
+    # yieldmeter's own chargeback export (``yieldmeter.cost_part`` tag) prices tokens too, but it is an
+    # allocation of metered cost, never a provider's bill for tokens
+    tokens = _is_token_sku(r, details) and "yieldmeter.cost_part" not in tags
     service_category = str(first(r, "ServiceCategory") or "").strip()
     attrs = {k: r.get(k) for k in _KEEP if r.get(k) is not None}
     attrs.update({f"sku.{k}": v for k, v in details.items()})

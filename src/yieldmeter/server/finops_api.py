@@ -9,7 +9,9 @@ method   path                                      what
 =======  ========================================  =====================================================
 GET      /finops/budgets                           every budget's status (``at`` ISO time optional)
 POST     /finops/budgets                           create/update ``{scope_kind, scope, period, amount, ...}``
+GET      /finops/budgets/{budget_id}/status        one budget's status; ``hard_breached`` is the hard stop
 GET      /finops/budgets/{budget_id}/burn-down     daily cumulative spend, forecast, run-out day
+GET      /finops/hard-stops                        the budgets past their hard threshold (for a gateway)
 GET      /finops/alerts                            ``status`` firing (default), resolved or all
 POST     /finops/alerts/evaluate                   evaluate now; the alerts that fired or resolved
 GET      /finops/alerts/deliveries                 delivery attempts with errors
@@ -20,7 +22,7 @@ GET      /finops/showback                          ``period``
 GET      /finops/reconciliation                    ``period``
 GET      /finops/initiatives                       ``period``
 GET      /finops/decisions                         ``initiative``
-GET      /finops/export/focus                      CSV; ``period``, ``version`` 1.3|1.0
+GET      /finops/export/focus                      CSV; ``period``, ``version`` 1.3|1.2|1.0
 =======  ========================================  =====================================================
 """
 
@@ -108,6 +110,17 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         reads.bump()
         return json_response({"budget_id": bid}, status=201)
 
+    async def budget_status(request: Request) -> Response:
+        bid, at = request.path_params["budget_id"], _at(request)
+        try:
+            return json_response(_rows([await reads.run(lambda ws: ws.finops.budget_status(bid, at))])[0])
+        except KeyError as exc:
+            raise Problem(404, str(exc).strip("'\"")) from None
+
+    async def hard_stops(request: Request) -> Response:
+        at = _at(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.hard_stops(at))))
+
     async def burn_down(request: Request) -> Response:
         bid, at = request.path_params["budget_id"], _at(request)
         try:
@@ -150,13 +163,19 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
 
         return handler
 
+    async def showback(request: Request) -> Response:
+        # teams below privacy.min_group_size are merged unless the key may see people
+        period = request.query_params.get("period")
+        people = ctx.api_keys.principal(request).can("people")
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.showback(period, people=people))))
+
     async def decisions(request: Request) -> Response:
         initiative = request.query_params.get("initiative")
         return json_response(await reads.run(lambda ws: _rows(ws.finops.decisions(initiative))))
 
     async def export_focus(request: Request) -> Response:
         period = request.query_params.get("period")
-        version = choice(request, "version", ("1.3", "1.0"), "1.3")
+        version = choice(request, "version", ("1.3", "1.2", "1.0"), "1.3")
 
         def build(ws: Any) -> bytes:
             with tempfile.TemporaryDirectory() as tmp:
@@ -173,14 +192,16 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     table: list[tuple[str, str, str, Callable[[Request], Awaitable[Response]]]] = [
         ("GET", "/budgets", "read", budgets),
         ("POST", "/budgets", "admin", add_budget),
+        ("GET", "/budgets/{budget_id}/status", "read", budget_status),
         ("GET", "/budgets/{budget_id}/burn-down", "read", burn_down),
+        ("GET", "/hard-stops", "read", hard_stops),
         ("GET", "/alerts", "read", alerts),
         ("POST", "/alerts/evaluate", "admin", evaluate),
         ("GET", "/alerts/deliveries", "read", deliveries),
         ("GET", "/forecast", "read", forecast),
         ("GET", "/forecast/cost-per-success", "read", forecast_cpso),
         ("GET", "/anomalies", "read", anomalies),
-        ("GET", "/showback", "read", by_period("showback")),
+        ("GET", "/showback", "read", showback),
         ("GET", "/reconciliation", "read", by_period("reconciliation")),
         ("GET", "/initiatives", "read", by_period("initiatives")),
         ("GET", "/decisions", "read", decisions),

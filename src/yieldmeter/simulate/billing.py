@@ -263,6 +263,8 @@ def config_text(scenario: Scenario, params: SimulationParams) -> str:
         ],
         "labour_rates": {"default": 60.0, "teams": {}, "people": {}},
         "privacy": {"min_group_size": 5, "capture_content": False},
+        # the platform team runs the gateway and observability for everyone: showback shares its cost out
+        "chargeback": {"shared_teams": ["ai-platform"]},
         "initiatives": [
             {
                 "initiative": "ai-in-operations",

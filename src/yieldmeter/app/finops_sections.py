@@ -1,0 +1,332 @@
+"""FinOps sections for the dashboard pages and the role reports: alerts, forecast, anomalies,
+chargeback by team and initiatives.
+
+Each is a function of the :class:`~yieldmeter.app.reports.ReportService` and the filters that
+calls ``ws.finops`` (:class:`~yieldmeter.app.finops.FinOpsService`) and lays the rows out; no
+figure is computed here. A team, workflow or model filter keeps the rows of that scope and says
+so in the section's ``scope``; a period that has ended is evaluated as of its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from yieldmeter.app.sections import NotAvailable
+from yieldmeter.reports.model import Chart, Column, Kpi, Section, TableData, rows_of
+
+if TYPE_CHECKING:
+    from yieldmeter.app.reports import ReportFilters, ReportService
+
+EXAMPLES = 3
+
+
+def _at(f: ReportFilters) -> datetime | None:
+    """The end of a period that has ended (the moment to evaluate as of), else None (now)."""
+    _, end = f.bounds()
+    return end - timedelta(microseconds=1) if end is not None and end <= datetime.now(UTC) else None
+
+
+def _as_of(at: datetime | None) -> list[str]:
+    return [f"As of {at:%Y-%m-%d %H:%M} UTC, the end of the period."] if at is not None else []
+
+
+def _filtered(rows: list[dict[str, Any]], f: ReportFilters, keys: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows whose ``keys[dim]`` column is one of the filter's values, for each filtered dimension."""
+    wanted = {"team": f.teams, "workflow": f.workflows, "model": f.models}
+    for dim, col in keys.items():
+        if wanted.get(dim):
+            rows = [r for r in rows if r.get(col) in wanted[dim]]
+    return rows
+
+
+def _unhonoured(f: ReportFilters, honoured: set[str]) -> str:
+    asked = {"team": f.teams, "workflow": f.workflows, "model": f.models}
+    left = [d for d, v in asked.items() if v and d not in honoured]
+    return f"not filtered by {', '.join(left)}: this measure has no such dimension" if left else ""
+
+
+def alerts_section(svc: ReportService, f: ReportFilters) -> Section:
+    """Alerts firing and recently resolved, hard ones first, with failed deliveries counted."""
+    alerts = rows_of(svc.service("finops", "alerts")(None, 200))
+    failed: list[dict[str, Any]] = []
+    with contextlib.suppress(NotAvailable):
+        failed = [d for d in rows_of(svc.service("finops", "deliveries")(200)) if not d.get("ok")]
+    names = {v for vals in (f.teams, f.workflows, f.models) for v in vals}
+    if names:
+        alerts = [a for a in alerts if str(a.get("scope") or "") in names]
+    firing = [a for a in alerts if a.get("status") == "firing"]
+    firing.sort(key=lambda a: (a.get("severity") != "hard", str(a.get("first_seen") or "")))
+    resolved = [a for a in alerts if a.get("status") == "resolved"][:20]
+    cols = [
+        Column("severity", "severity"),
+        Column("kind", "rule"),
+        Column("scope_kind", "scope"),
+        Column("scope", "name"),
+        Column("message", "what"),
+        Column("first_seen", "since"),
+    ]
+    return Section(
+        "alerts",
+        "Alerts",
+        "Which budgets and unit-economics rules are breached now, and which are hard stops?",
+        kpis=[
+            Kpi("Firing", len(firing), "count"),
+            Kpi("Hard (stop)", sum(a.get("severity") == "hard" for a in firing), "count"),
+            Kpi("Failed deliveries", len(failed), "count", note="webhook or email attempts that failed"),
+        ],
+        tables=[
+            TableData(cols, firing, caption="Firing"),
+            TableData([*cols, Column("resolved_at", "resolved")], resolved, caption="Recently resolved"),
+        ],
+        notes=[
+            "A hard alert is a hard stop: GET /api/v1/finops/hard-stops lists the scopes a gateway "
+            "should refuse; soft alerts notify only."
+        ],
+        scope="only alerts on the team, workflow or model filtered" if names else "",
+    )
+
+
+def forecast_section(svc: ReportService, f: ReportFilters) -> Section:
+    """Spend per team for the rest of this month and the next three, with 80% intervals, and next
+    month's cost per successful outcome per workflow."""
+    at = _at(f)
+    rows = _filtered(rows_of(svc.service("finops", "forecast")("team", at)), f, {"team": "key"})
+    cpso: list[dict[str, Any]] = []
+    with contextlib.suppress(NotAvailable, ImportError):
+        cpso = _filtered(rows_of(svc.service("finops", "forecast_cpso")(at)), f, {"workflow": "workflow"})
+    periods = list(dict.fromkeys(r["period"] for r in rows))
+    totals = [sum(r.get("total") or 0.0 for r in rows if r["period"] == p) for p in periods]
+    lows = [sum(r.get("lo_80") or 0.0 for r in rows if r["period"] == p) for p in periods]
+    highs = [sum(r.get("hi_80") or 0.0 for r in rows if r["period"] == p) for p in periods]
+    next_month = [r for r in rows if periods[1:2] and r["period"] == periods[1]]
+    next_month.sort(key=lambda r: -(r.get("total") or 0.0))
+    return Section(
+        "forecast",
+        "Forecast",
+        "What will AI cost for the rest of this month and the next three, and per successful outcome?",
+        kpis=[
+            Kpi(f"Forecast {periods[0]}" if periods else "Forecast", totals[0] if totals else None, "usd"),
+            Kpi(
+                f"Forecast {periods[1]}" if len(periods) > 1 else "Next month",
+                totals[1] if len(totals) > 1 else None,
+                "usd",
+                low=lows[1] if len(lows) > 1 else None,
+                high=highs[1] if len(highs) > 1 else None,
+            ),
+        ],
+        charts=[
+            Chart(
+                "interval",
+                "Spend per period (sum of teams; 80% bands add up, so the sum's band is wider than exact)",
+                periods,
+                totals,
+                lows=lows,
+                highs=highs,
+            )
+        ]
+        if periods
+        else [],
+        tables=[
+            TableData(
+                [
+                    Column("key", "team"),
+                    Column("period", "period"),
+                    Column("actual", "so far", "usd"),
+                    Column("total", "forecast total", "usd"),
+                    Column("lo_80", "80% low", "usd"),
+                    Column("hi_80", "80% high", "usd"),
+                    Column("history_days", "days of history", "count"),
+                    Column("model", "model"),
+                ],
+                next_month[:25],
+                caption=f"By team, {periods[1]}" if len(periods) > 1 else "By team",
+            ),
+            TableData(
+                [
+                    Column("workflow", "workflow"),
+                    Column("period", "period"),
+                    Column("cpso", "cost per success", "usd"),
+                    Column("cpso_lo_80", "80% low", "usd"),
+                    Column("cpso_hi_80", "80% high", "usd"),
+                    Column("last_28d_cpso", "last 28 days", "usd"),
+                    Column("cost", "cost", "usd"),
+                    Column("successes", "successes", "count"),
+                ],
+                cpso,
+                caption="Cost per successful outcome, next month",
+            ),
+        ],
+        notes=[
+            *_as_of(at),
+            "Model per series: a level with the weekly pattern under 8 weeks of history, else the better "
+            "of a level and a damped trend (docs/finops.md: Forecasts; backtest in "
+            "benchmarks/results/finops.json).",
+        ],
+        scope=_unhonoured(f, {"team", "workflow"}),
+    )
+
+
+def anomalies_section(svc: ReportService, f: ReportFilters, days: int = 14) -> Section:
+    """Spend and token spikes, runaway agents and model-mix changes, largest spend at stake first,
+    each with example work units to open."""
+    at = _at(f)
+    rows = rows_of(svc.service("finops", "anomalies")(at, days=days))
+    names = {v for vals in (f.teams, f.workflows, f.models) for v in vals}
+    if names:
+        rows = [r for r in rows if any(n == r.get("key") or str(r.get("key", "")).startswith(f"{n} /")
+                                       for n in names)]  # fmt: skip
+    for r in rows:  # "examples" + "example_ids": the tables link each id to its work unit page
+        r["example_ids"] = list(r.get("example_work_units") or [])[:EXAMPLES]
+        r["examples"] = ", ".join(r["example_ids"])
+    at_stake = sum(max(r.get("spend_at_stake") or 0.0, 0.0) for r in rows)
+    kinds = ("spend_spike", "token_spike", "runaway_agent", "model_mix_change")
+    return Section(
+        "anomalies",
+        "Anomalies",
+        f"What moved out of line in the last {days} days, and what is at stake?",
+        kpis=[
+            Kpi("Anomalies", len(rows), "count"),
+            Kpi("Spend at stake", at_stake, "usd", note="excess over the expected cost"),
+            Kpi("Runaway agents", sum(r["kind"] == "runaway_agent" for r in rows), "count"),
+        ],
+        charts=[
+            Chart(
+                "bar",
+                "Spend at stake by kind",
+                list(kinds),
+                [sum(r.get("spend_at_stake") or 0.0 for r in rows if r["kind"] == k) for k in kinds],
+            )
+        ],
+        tables=[
+            TableData(
+                [
+                    Column("kind", "kind"),
+                    Column("dimension", "dimension"),
+                    Column("key", "name"),
+                    Column("day", "day"),
+                    Column("value", "value", "number"),
+                    Column("baseline", "expected", "number"),
+                    Column("spend_at_stake", "at stake", "usd"),
+                    Column("examples", "example work units"),
+                    Column("message", "what"),
+                ],
+                rows[:50],
+            )
+        ],
+        notes=_as_of(at),
+        scope="only anomalies of the team, workflow or model filtered" if names else "",
+    )
+
+
+def showback_section(svc: ReportService, f: ReportFilters) -> Section:
+    """Fully loaded cost per cost centre and team: what the team caused (direct) and its share of
+    shared cost (allocated by rule), for the period."""
+    period = _period_text(f)
+    rows = _filtered(rows_of(svc.service("finops", "showback")(period, people=f.people)), f, {"team": "team"})
+    total = sum(r.get("total_cost") or 0.0 for r in rows)
+    shared = sum(r.get("shared_cost") or 0.0 for r in rows)
+    top = rows[:12]
+    return Section(
+        "chargeback",
+        "Chargeback by team",
+        "What does each team owe for AI this period, direct and shared?",
+        kpis=[
+            Kpi("Allocated", total, "usd"),
+            Kpi(
+                "Of it shared",
+                shared / total if total else None,
+                "share",
+                note="platform cost and cost with no team, split by rule",
+            ),
+        ],
+        charts=[
+            Chart(
+                "stacked",
+                "Direct and shared cost per team",
+                [str(r["team"]) for r in top],
+                series={
+                    "direct": [r.get("direct_cost") for r in top],
+                    "shared": [r.get("shared_cost") for r in top],
+                },
+            )
+        ]
+        if top
+        else [],
+        tables=[
+            TableData(
+                [
+                    Column("cost_centre", "cost centre"),
+                    Column("team", "team"),
+                    Column("direct_cost", "direct", "usd"),
+                    Column("shared_cost", "shared", "usd"),
+                    Column("model_cost", "model", "usd"),
+                    Column("allocated_cost", "platform", "usd"),
+                    Column("effort_cost", "effort", "usd"),
+                    Column("total_cost", "total", "usd"),
+                    Column("share", "share", "share"),
+                ],
+                rows,
+            )
+        ],
+        notes=[
+            "The FOCUS export (yieldmeter export focus) carries each split with its rule in the "
+            "Allocated* columns, for the FinOps tool of record."
+        ],
+        scope=_unhonoured(f, {"team"}),
+    )
+
+
+def initiatives_section(svc: ReportService, f: ReportFilters) -> Section:
+    """Spend, benefit, yield and budget used per initiative (the portfolio a board funds)."""
+    rows = rows_of(svc.service("finops", "initiatives")(_period_text(f)))
+    problems: list[dict[str, Any]] = []
+    with contextlib.suppress(NotAvailable):
+        problems = svc.service("finops", "undeclared_initiatives")()
+    return Section(
+        "initiatives",
+        "Initiatives",
+        "What do the initiatives we fund cost, what do they return, and are they inside budget?",
+        charts=[
+            Chart(
+                "bar",
+                "Budget used this period",
+                [r["initiative"] for r in rows if r.get("budget_used")],
+                [r["budget_used"] for r in rows if r.get("budget_used")],
+                unit="share",
+            )
+        ],
+        tables=[
+            TableData(
+                [
+                    Column("initiative", "initiative"),
+                    Column("owner", "owner"),
+                    Column("fully_loaded_cost", "fully loaded", "usd"),
+                    Column("benefit", "benefit", "usd"),
+                    Column("yield", "yield", "number"),
+                    Column("attribution_coverage", "coverage", "share"),
+                    Column("period_budget", "budget (period)", "usd"),
+                    Column("budget_used", "used", "share"),
+                    Column("decisions", "decisions", "count"),
+                ],
+                rows,
+            )
+        ],
+        notes=[p["problem"] for p in problems],
+        scope=_unhonoured(f, set()),
+    )
+
+
+def _period_text(f: ReportFilters) -> str | None:
+    """The filters' period as the FinOps service's period text (START..END, END exclusive)."""
+    start, end = f.bounds()
+    if start is None and end is None:
+        return None
+    return (
+        f"{start:%Y-%m-%d}..{end:%Y-%m-%d}"
+        if start and end
+        else (
+            f"{start:%Y-%m-%d}.." if start else f"..{end:%Y-%m-%d}"  # type: ignore[union-attr]
+        )
+    )
