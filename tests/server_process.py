@@ -49,6 +49,14 @@ def create_keys(root: Path) -> dict[str, str]:
 @contextmanager
 def serve(root: Path, host: str = "127.0.0.1") -> Iterator[str]:
     """Run ``yieldmeter serve`` until the block ends; yields the base URL."""
+    with serve_process(root, host) as (base, _):
+        yield base
+
+
+@contextmanager
+def serve_process(root: Path, host: str = "127.0.0.1") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``yieldmeter serve`` until the block ends; yields the base URL and the process
+    (a test may kill it; the block's end then only reaps it)."""
     port = free_port()
     log = open(root / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -82,9 +90,10 @@ def serve(root: Path, host: str = "127.0.0.1") -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in 60 s")
             time.sleep(0.1)
-        yield base
+        yield base, proc
     finally:
-        proc.send_signal(signal.SIGINT)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:

@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server_process import create_keys, example_workspace, serve
+from tests.server_process import create_keys, example_workspace, serve, serve_process
 
 Keys = dict[str, str]
 
 
+def min_group_size(root: Path, n: int) -> None:
+    cfg = root / "yieldmeter.yaml"
+    cfg.write_text(cfg.read_text().replace("min_group_size: 1", f"min_group_size: {n}"))
+
+
 @pytest.fixture(scope="module")
 def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Keys]]:
-    """A server with one key per scope."""
+    """A server with one key per scope (and one to revoke), teams of fewer than 2 people private.
+
+    The example teams: risk (ana, ben) and support (cara, dev) have 2 people each; finance (eve)
+    and comms (finn) one each, so a reader without the people scope sees those two merged.
+    """
     root = example_workspace(tmp_path_factory.mktemp("closed"))
+    min_group_size(root, 2)
     keys = create_keys(root)
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.server.auth import KeyStore
+
+    with Workspace.open(root) as ws:
+        info, _ = KeyStore(ws).create("to-revoke", ["read"])
+    keys["victim_id"] = info.key_id
     with serve(root) as base:
         yield base, keys
 
@@ -51,9 +72,43 @@ DECISION = [
     }
 ]
 OTLP = {"resourceSpans": []}
+MARCH = {"period_start": "2025-03-01T00:00:00Z", "period_end": "2025-04-01T00:00:00Z"}
 REQUESTS = [
     # (family, method, path, json body, scope, key without the scope)
     ("ingest:records", "POST", "/api/v1/decisions", DECISION, "ingest", "read"),
+    (
+        "ingest:work_units",
+        "POST",
+        "/api/v1/work_units",
+        [{"work_unit_id": "auth-wu", "workflow": "fraud-review", "team": "risk", "user_id": "ana"}],
+        "ingest",
+        "read",
+    ),
+    (
+        "ingest:cost_items",
+        "POST",
+        "/api/v1/cost_items",
+        [{"item_id": "auth-ci", **MARCH, "amount": 1.0, "category": "platform", "team": "risk"}],
+        "ingest",
+        "read",
+    ),
+    (
+        "ingest:outcomes",
+        "POST",
+        "/api/v1/outcomes",
+        [{"outcome_id": "auth-o", "workflow": "fraud-review", **MARCH, "metric": "checks"}],
+        "ingest",
+        "read",
+    ),
+    # a budget is an admin setting, here as on /finops/budgets: an ingest key may not set one
+    (
+        "admin:budgets",
+        "POST",
+        "/api/v1/budgets",
+        [{"scope_kind": "team", "scope": "risk", "period": "month", "amount": 100.0}],
+        "admin",
+        "ingest",
+    ),
     (
         "ingest:sdk",
         "POST",
@@ -63,6 +118,9 @@ REQUESTS = [
         "read",
     ),
     ("ingest:otlp", "POST", "/v1/traces", OTLP, "ingest", "read"),
+    ("read:status", "GET", "/api/v1/status", None, "read", "ingest"),
+    ("read:unpriced", "GET", "/api/v1/unpriced", None, "read", "ingest"),
+    ("read:quarantine", "GET", "/api/v1/quarantine", None, "read", "ingest"),
     ("read:spend", "GET", "/api/v1/spend?by=team", None, "read", "ingest"),
     ("read:value", "GET", "/api/v1/value/funnel", None, "read", "ingest"),
     ("read:view", "GET", "/api/v1/views/overview", None, "read", "ingest"),
@@ -71,11 +129,35 @@ REQUESTS = [
     ("read:export", "GET", "/api/v1/export/spend?format=csv", None, "read", "ingest"),
     ("read:dashboard", "GET", "/", None, "read", "ingest"),
     ("read:dashboard_unit", "GET", "/work-units/fr-wu-1", None, "read", "ingest"),
+    ("read:board_pack", "GET", "/reports/board.pdf", None, "read", "ingest"),
+    ("read:finops_budgets", "GET", "/api/v1/finops/budgets", None, "read", "ingest"),
+    ("read:finops_alerts", "GET", "/api/v1/finops/alerts?status=all", None, "read", "ingest"),
+    ("read:finops_forecast", "GET", "/api/v1/finops/forecast?by=team", None, "read", "ingest"),
+    ("read:finops_showback", "GET", "/api/v1/finops/showback?period=2025-03", None, "read", "ingest"),
+    ("read:finops_export", "GET", "/api/v1/finops/export/focus?period=2025-03", None, "read", "ingest"),
+    (
+        "admin:finops_budget",
+        "POST",
+        "/api/v1/finops/budgets",
+        {"scope_kind": "team", "scope": "support", "period": "month", "amount": 50.0},
+        "admin",
+        "people",
+    ),
+    ("admin:finops_evaluate", "POST", "/api/v1/finops/alerts/evaluate", None, "admin", "people"),
     ("people:benchmarks", "GET", "/api/v1/value/benchmarks?by=user", None, "people", "read"),
     ("people:view", "GET", "/api/v1/views/people", None, "people", "read"),
     ("people:dashboard", "GET", "/people", None, "people", "read"),
     ("people:spend", "GET", "/api/v1/spend?by=user_id", None, "people", "read"),
     ("admin:keys", "GET", "/api/v1/keys", None, "admin", "people"),
+    (
+        "admin:keys_create",
+        "POST",
+        "/api/v1/keys",
+        {"name": "auth-made", "scopes": ["read"]},
+        "admin",
+        "people",
+    ),
+    ("admin:keys_revoke", "DELETE", "/api/v1/keys/{victim_id}", None, "admin", "people"),
 ]
 
 
@@ -86,7 +168,7 @@ def test_auth_for_every_scope_and_family(
     closed: tuple[str, Keys], family: str, method: str, path: str, body: object, scope: str, lacking: str
 ) -> None:
     base, keys = closed
-    url = base + path
+    url = base + path.format(victim_id=keys["victim_id"])
 
     def call(headers: dict[str, str]) -> httpx.Response:
         return httpx.request(method, url, json=body, headers=headers, timeout=60)
@@ -106,10 +188,10 @@ def test_auth_for_every_scope_and_family(
         r = call(bearer(keys[holder]))
         assert r.status_code in (200, 201), (family, holder, r.text)
     # a browser sends the key as the password of HTTP Basic
-    r = call(
-        {"Authorization": "Basic " + __import__("base64").b64encode(f"me:{keys[scope]}".encode()).decode()}
-    )
+    r = call({"Authorization": "Basic " + base64.b64encode(f"me:{keys[scope]}".encode()).decode()})
     assert r.status_code in (200, 201)
+    if path.startswith("/api/v1/") and method == "POST" and "finops" not in path and "keys" not in path:
+        assert r.json()["rejected"] == [] and r.json()["unknown_fields"] == [], r.json()
 
 
 def test_open_server_needs_no_key_on_loopback_and_hides_small_teams(open_server: str) -> None:
@@ -167,7 +249,8 @@ def test_problem_details_for_every_4xx(closed: tuple[str, Keys]) -> None:
         ("DELETE", "/api/v1/spend", None, 405),
         ("GET", "/api/v1/value/value-per-token", None, 400),  # across workflows: refused, with the reason
         ("POST", "/api/v1/keys", {"name": "x", "scopes": ["root"]}, 400),
-        ("DELETE", "/api/v1/keys/nope", None, 400),
+        ("DELETE", "/api/v1/keys/nope", None, 404),
+        ("POST", "/api/v1/keys", {"name": "x" * (70 * 1024), "scopes": ["read"]}, 413),
     ]
     for method, path, body, status in cases:
         r = httpx.request(method, base + path, json=body, headers=h, timeout=60)
@@ -175,6 +258,8 @@ def test_problem_details_for_every_4xx(closed: tuple[str, Keys]) -> None:
         assert r.headers["content-type"].startswith("application/problem+json"), path
         doc = r.json()
         assert doc["status"] == status and doc["title"] and doc["detail"], path
+        if status == 413:  # the limit in words a person reads (it said "larger than 0 MiB")
+            assert doc["detail"] == "request body larger than 64 KiB", doc
     r = httpx.post(f"{base}/api/v1/decisions", content=b"{not json", headers=h, timeout=30)
     assert r.status_code == 400 and r.json()["detail"].startswith("not valid JSON")
     big = gzip.compress(b"[" + b" " * (17 * 1024 * 1024) + b"]")
@@ -206,7 +291,7 @@ def test_ingest_is_acknowledged_when_durable_and_shows_at_once(closed: tuple[str
     assert r.json()["landed"] == 1 and len(r.json()["rejected"]) == 1
     assert r.json()["rejected"][0]["position"] == 2
     again = httpx.post(f"{base}/api/v1/decisions", json=row[:1], headers=h, timeout=60).json()
-    assert again == {"landed": 0, "duplicates": 1, "rejected": []}
+    assert again == {"landed": 0, "duplicates": 1, "rejected": [], "unknown_fields": []}
     view = httpx.get(f"{base}/api/v1/views/decisions", headers=bearer(keys["read"]), timeout=60).json()
     rows = view["sections"][0]["tables"][0]["rows"]
     assert any(r["decision_id"] == "d-board-1" for r in rows)
@@ -328,3 +413,136 @@ def test_revoking_the_last_key_keeps_the_server_closed(tmp_path: Path) -> None:
         with pytest.raises(ServerRefused):
             check_bind("0.0.0.0", ring)  # nobody could get in: refuse rather than serve a locked door
         check_bind("127.0.0.1", ring)
+
+
+def test_small_teams_are_merged_for_readers_and_refused_as_filters(closed: tuple[str, Keys]) -> None:
+    """privacy.min_group_size 2: finance (eve) and comms (finn) are one person each. A read key
+    never sees either alone, by the API or the dashboard; a people key does."""
+    base, keys = closed
+    read, people = bearer(keys["read"]), bearer(keys["people"])
+
+    def teams(rows: list[dict[str, object]]) -> dict[object, dict[str, object]]:
+        return {r["team"]: r for r in rows}
+
+    as_read = teams(httpx.get(f"{base}/api/v1/spend?by=team&period=2025-03", headers=read, timeout=60).json())
+    as_people = teams(
+        httpx.get(f"{base}/api/v1/spend?by=team&period=2025-03", headers=people, timeout=60).json()
+    )
+    assert {"finance", "comms"} <= set(as_people) and not {"finance", "comms"} & set(as_read)
+    assert {"risk", "support"} <= set(as_read)
+    other = as_read["(other teams)"]
+    # the merged row is the two small teams added up: 3 analyst calls and 2 content calls
+    assert other["calls"] == as_people["finance"]["calls"] + as_people["comms"]["calls"] == 5
+    assert other["effort_cost"] == pytest.approx(as_people["finance"]["effort_cost"] + 0.0)
+    assert as_read["risk"] == as_people["risk"]
+    # grouped by team with another dimension, the same rule
+    rows = httpx.get(f"{base}/api/v1/spend?by=team,model", headers=read, timeout=60).json()
+    assert not {"finance", "comms"} & {r["team"] for r in rows}
+    # a filter naming a small team would show one person: refused without the people scope
+    for path in (
+        "/api/v1/spend?team=finance",
+        "/api/v1/value/funnel?team=finance",
+        "/api/v1/views/overview?team=finance",
+        "/api/v1/reports/finops?team=finance",
+        "/api/v1/export/spend?team=comms",
+    ):
+        r = httpx.get(base + path, headers=read, timeout=60)
+        assert r.status_code == 403, (path, r.text)
+        detail = r.json()["detail"]
+        assert "people" in detail and "min_group_size" in detail and "--" not in detail, detail
+        assert httpx.get(base + path, headers=people, timeout=60).status_code == 200, path
+    # the FinOps report's spend by team, and the Spend page's
+    report = httpx.get(f"{base}/api/v1/reports/finops", headers=read, timeout=60).json()
+    by_team = next(s for s in report["sections"] if s["key"] == "spend_by_team")
+    shown = {r["team"] for r in by_team["tables"][0]["rows"]}
+    assert "(other teams)" in shown and not {"finance", "comms"} & shown
+    assert "(other teams)" in by_team["tables"][0]["caption"]
+    page = httpx.get(f"{base}/spend", headers=read, timeout=60).text
+    assert "(other teams)" in page and '<option value="finance"' not in page
+    assert '<option value="finance"' in httpx.get(f"{base}/spend", headers=people, timeout=60).text
+    refused = httpx.get(f"{base}/?team=finance", headers=read, timeout=60)
+    assert refused.status_code == 403 and "min_group_size" in refused.text
+    assert httpx.get(f"{base}/?team=risk", headers=read, timeout=60).status_code == 200
+
+
+def test_record_tables_over_http(closed: tuple[str, Keys]) -> None:
+    """work_units, cost_items, budgets and outcomes posted over HTTP: good rows land and show; a row
+    without its id is rejected and quarantined, naming the field; unknown fields are reported."""
+    base, keys = closed
+    ingest, admin, read = bearer(keys["ingest"]), bearer(keys["admin"]), bearer(keys["read"])
+
+    def post(table: str, rows: object, headers: dict[str, str]) -> dict[str, object]:
+        r = httpx.post(f"{base}/api/v1/{table}", json=rows, headers=headers, timeout=60)
+        assert r.status_code == 200, (table, r.text)
+        return r.json()  # type: ignore[no-any-return]
+
+    post("decisions", [], ingest)  # a write through the API: the next read is fresh, not a cached view
+    before = httpx.get(f"{base}/api/v1/status", headers=read, timeout=60).json()["tables"]
+    got = post(
+        "work_units",
+        [
+            {"work_unit_id": "http-wu-1", "workflow": "support-reply", "team": "support", "colour": "red"},
+            {"a": 1},
+        ],
+        ingest,
+    )
+    assert got["landed"] == 1 and got["unknown_fields"] == ["a", "colour"]
+    assert got["rejected"] == [{"position": 2, "reason": "work_unit_id: missing"}]
+    unit = httpx.get(f"{base}/api/v1/work_units/http-wu-1", headers=read, timeout=60)
+    assert unit.status_code == 200 and unit.json()["work_unit"]["workflow"] == "support-reply"
+    got = post("cost_items", [{"item_id": "http-ci-1", **MARCH, "amount": 12.5}, {"amount": 3}], ingest)
+    assert got["landed"] == 1 and got["rejected"][0]["reason"] == "item_id: missing"
+    got = post(
+        "outcomes",
+        [{"outcome_id": "http-o-1", "workflow": "support-reply", **MARCH, "metric": "csat"}],
+        ingest,
+    )
+    assert got["landed"] == 1
+    after = httpx.get(f"{base}/api/v1/status", headers=read, timeout=60).json()["tables"]
+    for table in ("work_units", "cost_items", "outcomes"):
+        assert after[table] == before[table] + 1, table
+    quarantined = httpx.get(f"{base}/api/v1/quarantine", headers=read, timeout=60).json()
+    reasons = {(q["table_name"], q["reason"]) for q in quarantined}
+    assert {("work_units", "work_unit_id: missing"), ("cost_items", "item_id: missing")} <= reasons
+    # budgets: admin only (an ingest key is refused), identity from scope and period
+    assert httpx.post(f"{base}/api/v1/budgets", json=[], headers=ingest, timeout=60).status_code == 403
+    budget = {"scope_kind": "workflow", "scope": "support-reply", "period": "month", "amount": 40.0}
+    assert post("budgets", [budget], admin)["landed"] == 1
+    post("budgets", [{**budget, "amount": 45.0}], admin)  # the same budget (scope and period): updated
+    listed = httpx.get(f"{base}/api/v1/finops/budgets", headers=read, timeout=60).json()
+    mine = [b for b in listed if b["scope_kind"] == "workflow" and b["scope"] == "support-reply"]
+    assert [b["amount"] for b in mine] == [45.0]
+
+
+def test_acknowledged_write_survives_a_kill_and_slow_bodies_time_out(tmp_path: Path) -> None:
+    """A decision acknowledged over HTTP is in the store after SIGKILL; a body trickled slower than
+    server.body_timeout_s is answered 408 (problem details) and the connection closed."""
+    root = example_workspace(tmp_path / "ws")
+    with (root / "yieldmeter.yaml").open("a") as fh:
+        fh.write("\nserver:\n  body_timeout_s: 1\n")
+    row = {**DECISION[0], "decision_id": "d-kill", "subject": "survives a kill"}
+    with serve_process(root) as (base, proc):
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /api/v1/decisions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 200\r\n\r\n[{"
+            )
+            t0 = time.monotonic()
+            answer = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after its answer
+                answer += chunk
+            waited = time.monotonic() - t0
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer
+        assert b"application/problem+json" in head and b"did not arrive within 1 s" in body
+        assert 0.5 < waited < 10
+        r = httpx.post(f"{base}/api/v1/decisions", json=[row], timeout=60)
+        assert r.status_code == 200 and r.json()["landed"] == 1
+        os.kill(proc.pid, signal.SIGKILL)  # no shutdown, no checkpoint: only what was committed
+        proc.wait(20)
+    from yieldmeter.app.workspace import Workspace
+
+    with Workspace.open(root) as ws:
+        rows = ws.store.query_arrow("SELECT subject FROM decisions WHERE decision_id = 'd-kill'").to_pylist()
+    assert rows == [{"subject": "survives a kill"}]

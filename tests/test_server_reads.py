@@ -59,3 +59,49 @@ def test_stale_while_revalidate_and_read_your_writes(example_workspace: Path) ->
             asyncio.run(scenario())
         finally:
             reads.close()
+
+
+def test_a_read_past_its_timeout_is_interrupted_and_answers_503(example_workspace: Path) -> None:
+    """A slow query answers ReadTimeout (503 with Retry-After) and is interrupted on its reader
+    thread, so the one thread of this pool is free for the next read at once."""
+    import duckdb
+    import pytest
+
+    from yieldmeter.server.problems import to_problem
+    from yieldmeter.server.reads import ReadTimeout
+
+    interrupted: list[BaseException] = []
+
+    def slow(w: Workspace) -> int:
+        try:  # minutes of work for DuckDB: a 10^12-row cross product
+            return int(
+                w.store.con.execute(
+                    "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE a.range + b.range = 7"
+                ).fetchone()[0]
+            )
+        except duckdb.InterruptException as exc:
+            interrupted.append(exc)
+            raise
+
+    with Workspace.open(example_workspace) as ws:
+        reads = Reads(ws, threads=1)
+
+        async def scenario() -> None:
+            t0 = time.monotonic()
+            with pytest.raises(ReadTimeout) as caught:
+                await reads.run(slow, timeout=0.5)
+            assert time.monotonic() - t0 < 5
+            resp = to_problem(caught.value)
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
+            t1 = time.monotonic()  # the same (only) reader thread answers the next read quickly
+            assert await reads.run(lambda w: w.store.count("calls"), timeout=30) == 13
+            assert time.monotonic() - t1 < 10
+            assert len(interrupted) == 1
+            with pytest.raises(ReadTimeout):  # a cached view times out the same way
+                await reads.view("slow", slow, timeout=0.5)
+            assert await reads.run(lambda w: 1, timeout=30) == 1
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            reads.close()

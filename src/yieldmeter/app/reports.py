@@ -11,28 +11,41 @@ never an error page. The value engine's sections live in
 
 Filters: ``period`` (``2025``, ``2025-Q1``, ``2025-03``, ``2025-03-05`` or
 ``START..END`` with END exclusive, the rule of ``report spend``), and teams,
-workflows, models. Spend figures honour all four; value measures (funnel,
-yields, coverage, benchmarks, waste) are defined per workflow and honour the
-period and the workflow (one workflow; with several, all are shown).
+workflows, models. Spend honours all four, and so do the value measures defined
+per work unit or cost line (funnel, coverage, benchmarks, patterns, waste): unit
+facts and cost lines carry a team and a model. A section that cannot honour a
+filter says which and why in its ``scope`` (yields and measured value: outcomes
+name a workflow, not a team or model; the decision register; routing by team),
+so a page never mixes figures of two scopes silently.
 
-Privacy: per-person views need ``people=True``; team rows below
-``privacy.min_group_size`` distinct people are dropped here, so every
-surface (API, dashboard, report) gets the same rows.
+Privacy (enforced here, so the API, the dashboard and the reports agree): per-person
+views need ``people``; for a viewer without it, spend grouped by team merges teams
+with fewer than ``privacy.min_group_size`` people into one ``(other teams)`` row
+(:class:`~yieldmeter.app.spend_sections.TeamPrivacy`), a team filter naming such a team is refused
+(:meth:`ReportService.check_privacy`), and benchmark rows of small teams are dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import ibis
 
-from yieldmeter.app.sections import NotAvailable, ValueSections, _unit_of, _usd
+from yieldmeter.app.sections import (
+    NotAvailable,
+    _unit_of,
+    _usd,
+    cost_unknown,
+    not_filtered,
+    show_unknown_cost,
+)
+from yieldmeter.app.spend_sections import SpendSections
 from yieldmeter.metrics.period import Window
 from yieldmeter.metrics.spend import Filters
-from yieldmeter.reports.model import Chart, Column, Kpi, Section, TableData, fmt, rows_of
+from yieldmeter.reports.model import UNPRICED, Chart, Column, Kpi, Section, TableData, rows_of
 
 if TYPE_CHECKING:
     from yieldmeter.reports.model import Report
@@ -79,6 +92,23 @@ ROUTING_COLUMNS: dict[str, tuple[str, ...]] = {
         "note",
     ),
 }
+#: Routing columns that are costs: unknown ("unpriced") for a model with no price.
+ROUTING_COSTS = (
+    "current_cost_per_unit",
+    "current_cost_per_success",
+    "cost_per_unit",
+    "cost_per_success",
+    "cost_per_success_low",
+    "cost_per_success_high",
+)
+#: Routing column labels that differ from the column name (success is per work unit there).
+ROUTING_LABELS = {
+    "current_success_rate": "success per work unit (now)",
+    "success_rate": "success per work unit",
+    "success_low": "low",
+    "success_high": "high",
+    "current_cost_per_success": "cost / success (now)",
+}
 FAMILIES = ("workflow", "revenue", "risk", "capacity")
 
 
@@ -88,16 +118,24 @@ class UnknownWorkUnit(LookupError):
 
 @dataclass(frozen=True)
 class ReportFilters:
-    """What a person narrowed the view to."""
+    """What a person narrowed the view to, and whether they may see people (``people``:
+    per-person data and teams below ``privacy.min_group_size``)."""
 
     period: str | None = None
     teams: tuple[str, ...] = ()
     workflows: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
+    people: bool = False
 
     @classmethod
     def of(
-        cls, period: str | None = None, team: Any = (), workflow: Any = (), model: Any = ()
+        cls,
+        period: str | None = None,
+        team: Any = (),
+        workflow: Any = (),
+        model: Any = (),
+        *,
+        people: bool = False,
     ) -> ReportFilters:
         """From raw values (a string, a list, or None each); a bad period raises ValueError."""
 
@@ -107,7 +145,7 @@ class ReportFilters:
             items = [v] if isinstance(v, str) else list(v)
             return tuple(sorted({s.strip() for s in items if s and s.strip()}))
 
-        f = cls((period or "").strip() or None, tup(team), tup(workflow), tup(model))
+        f = cls((period or "").strip() or None, tup(team), tup(workflow), tup(model), people)
         f.bounds()  # validate now, so a bad period is a 400, not a 500
         return f
 
@@ -138,7 +176,7 @@ class ReportFilters:
         return "; ".join(parts)
 
     def key(self) -> tuple[Any, ...]:
-        return (self.period, self.teams, self.workflows, self.models)
+        return (self.period, self.teams, self.workflows, self.models, self.people)
 
 
 @dataclass
@@ -156,179 +194,8 @@ class WorkUnitView:
         return {k: v for k, v in self.__dict__.items()}
 
 
-class ReportService(ValueSections):
+class ReportService(SpendSections):
     """Sections of figures for the dashboard, the role reports and the REST views."""
-
-    # -- spend ---------------------------------------------------------------------------------
-    def cost_lines(self) -> Any:
-        """Fully loaded cost lines, materialised once by the value service when it is installed."""
-        try:
-            return self.service("value", "cost_lines")()
-        except NotAvailable:
-            return self.ws.cost_lines()
-
-    def spend(self, by: list[str], f: ReportFilters) -> Any:
-        """Same figures as ``ws.spend`` (one definition: metrics.spend), over the cached cost lines."""
-        from yieldmeter.metrics.spend import spend
-
-        return spend(self.cost_lines(), by, f.spend()).to_pyarrow()
-
-    def totals(self, f: ReportFilters) -> dict[str, Any]:
-        rows = rows_of(self.spend([], f))
-        return rows[0] if rows else {}
-
-    def spend_by(self, f: ReportFilters, by: list[str]) -> list[dict[str, Any]]:
-        return rows_of(self.spend(by, f))
-
-    def trend(self, f: ReportFilters) -> Chart:
-        """Model-only and fully loaded cost per day (per week beyond ~3 months)."""
-        start, end = f.bounds()
-        grain = "day"
-        if start is None or end is None or (end - start).days > 92:
-            first = self.spend_by(f, ["month"])
-            grain = "week" if len(first) > 3 else "day"
-        rows = sorted(self.spend_by(f, [grain]), key=lambda r: r[grain] or "")
-        return Chart(
-            "line",
-            f"Spend per {grain}",
-            [str(r[grain])[:10] for r in rows],
-            series={
-                "model cost": [r["model_cost"] for r in rows],
-                "fully loaded cost": [r["fully_loaded_cost"] for r in rows],
-            },
-        )
-
-    def options(self) -> dict[str, list[str]]:
-        """The teams, workflows and models the data holds (for filter pickers)."""
-        lines = self.cost_lines()
-        out = {}
-        for col in ("team", "workflow", "model"):
-            vals = lines.select(col).distinct().to_pyarrow().column(col).to_pylist()
-            out[col] = sorted(v for v in vals if v)
-        return out
-
-    def spend_section(self, f: ReportFilters) -> Section:
-        t = self.totals(f)
-        flc, model = t.get("fully_loaded_cost") or 0.0, t.get("model_cost") or 0.0
-        by_wf = self.spend_by(f, ["workflow"])
-        s = Section(
-            "spend",
-            "AI spend",
-            "What did AI cost, counting platform and people, not only tokens?",
-            kpis=[
-                Kpi("Fully loaded cost", flc, "usd"),
-                Kpi(
-                    "Model cost (tokens only)",
-                    model,
-                    "usd",
-                    note=f"{fmt(model / flc, 'share')} of fully loaded" if flc else "",
-                ),
-                Kpi("Allocated platform cost", t.get("allocated_cost"), "usd"),
-                Kpi("Human effort cost", t.get("effort_cost"), "usd"),
-                Kpi("Calls", t.get("calls"), "count"),
-                Kpi(
-                    "Unpriced calls",
-                    t.get("unpriced_calls"),
-                    "count",
-                    note="counted, never silently zero" if t.get("unpriced_calls") else "",
-                ),
-            ],
-            charts=[
-                self.trend(f),
-                Chart(
-                    "stacked",
-                    "Fully loaded cost by workflow",
-                    [r["workflow"] or "(no workflow)" for r in by_wf[:12]],
-                    series={
-                        "model": [r["model_cost"] for r in by_wf[:12]],
-                        "allocated": [r["allocated_cost"] for r in by_wf[:12]],
-                        "effort": [r["effort_cost"] for r in by_wf[:12]],
-                    },
-                ),
-            ],
-        )
-        return s
-
-    def spend_table(self, f: ReportFilters, by: str, limit: int = 15) -> TableData:
-        rows = self.spend_by(f, [by])[:limit]
-        for r in rows:
-            r[by] = r[by] if r[by] is not None else f"(no {by})"
-        return TableData(
-            [
-                Column(by, by.replace("_", " ")),
-                Column("calls", "calls", "count"),
-                _usd("model_cost", "model cost"),
-                _usd("allocated_cost", "allocated"),
-                _usd("effort_cost", "effort"),
-                _usd("fully_loaded_cost", "fully loaded"),
-                Column("unpriced_calls", "unpriced calls", "count"),
-            ],
-            rows,
-        )
-
-    def model_mix(self, f: ReportFilters) -> Section:
-        rows = self.spend_by(f, ["model"])
-        total = sum(r["model_cost"] or 0.0 for r in rows) or 1.0
-        for r in rows:
-            r["share_of_model_cost"] = (r["model_cost"] or 0.0) / total
-        return Section(
-            "model_mix",
-            "Model mix",
-            "Which models does the money go to?",
-            charts=[
-                Chart(
-                    "bar",
-                    "Model cost by model",
-                    [r["model"] or "(none)" for r in rows[:12]],
-                    [r["model_cost"] for r in rows[:12]],
-                )
-            ],
-            tables=[
-                TableData(
-                    [
-                        Column("model", "model"),
-                        Column("calls", "calls", "count"),
-                        _usd("model_cost", "model cost"),
-                        Column("share_of_model_cost", "share", "share"),
-                        Column("unpriced_calls", "unpriced calls", "count"),
-                    ],
-                    rows[:20],
-                )
-            ],
-        )
-
-    def unpriced_section(self) -> Section:
-        rows = rows_of(self.ws.unpriced())
-        notes = (
-            [
-                "Add a price override (prices: in yieldmeter.yaml) for each model below; until then "
-                "its calls cost $0 in model cost and are counted here."
-            ]
-            if rows
-            else []
-        )
-        return Section(
-            "unpriced",
-            "Unpriced models",
-            "Which calls have no price, so their cost is unknown?",
-            kpis=[
-                Kpi("Unpriced models", len(rows), "count"),
-                Kpi("Unpriced calls", sum(r["calls"] or 0 for r in rows), "count"),
-            ],
-            tables=[
-                TableData(
-                    [
-                        Column("provider", "provider"),
-                        Column("model", "model"),
-                        Column("calls", "calls", "count"),
-                        Column("input_tokens", "input tokens", "count"),
-                        Column("output_tokens", "output tokens", "count"),
-                    ],
-                    rows,
-                )
-            ],
-            notes=notes,
-        )
 
     # -- routing, budgets, decisions -------------------------------------------------------------
     def routing_section(self, f: ReportFilters) -> Section:
@@ -345,13 +212,34 @@ class ReportService(ValueSections):
                 recs, exps, thin = (
                     [r for r in rows if r.get("workflow") in f.workflows] for rows in (recs, exps, thin)
                 )
+            if f.models:  # the workloads now on those models, and those models on the frontier
+                recs, exps, thin = (
+                    [r for r in rows if r.get("incumbent") in f.models] for rows in (recs, exps, thin)
+                )
+                frontier = [r for r in frontier if r.get("model") in f.models]
+            unpriced = {
+                r["model"]
+                for r in self.spend_by(replace(f, teams=()), ["model"])
+                if r["model"] and cost_unknown(r["calls"], r["unpriced_calls"])
+            }
+            recs, exps, thin = (
+                [show_unknown_cost(r, ROUTING_COSTS, known=r.get("incumbent") not in unpriced) for r in rows]
+                for rows in (recs, exps, thin)
+            )
+            frontier = [
+                show_unknown_cost(r, ROUTING_COSTS, known=r.get("model") not in unpriced) for r in frontier
+            ]
 
             def cols(rows: list[dict[str, Any]], prefer: tuple[str, ...] = ()) -> list[Column]:
                 keys = [k for k in (rows[0] if rows else {}) if not isinstance(rows[0][k], dict | list)]
                 if rows and any(k in rows[0] for k in prefer):
                     keys = [k for k in prefer if k in rows[0]]  # the columns a person reads first
                 return [
-                    Column(k, k.replace("_", " "), "text" if isinstance(rows[0][k], str) else _unit_of(k))
+                    Column(
+                        k,
+                        ROUTING_LABELS.get(k, k.replace("_", " ")),
+                        _unit_of(k) if k in ROUTING_COSTS or not isinstance(rows[0][k], str) else "text",
+                    )
                     for k in keys
                 ]
 
@@ -360,11 +248,29 @@ class ReportService(ValueSections):
                 for k, v in totals.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             ][:6]
+            labels = [f"{r.get('tier_label') or r.get('tier')} · {r['model']}" for r in frontier[:12]]
             return Section(
                 "routing",
                 "Routing suggestions",
                 "Which workloads should run on which model, and what would it save at the same quality?",
                 kpis=kpis,
+                charts=[
+                    Chart(
+                        "interval",
+                        "Success per work unit by value tier and model (95% interval)",
+                        labels,
+                        [r.get("success_rate") for r in frontier[:12]],
+                        lows=[r.get("success_low") for r in frontier[:12]],
+                        highs=[r.get("success_high") for r in frontier[:12]],
+                        unit="share",
+                    ),
+                    Chart(
+                        "bar",
+                        "Fully loaded cost per successful outcome by value tier and model",
+                        labels,
+                        [r.get("cost_per_success") for r in frontier[:12]],
+                    ),
+                ],
                 tables=[
                     TableData(
                         cols(recs, ROUTING_COLUMNS["recommendations"]),
@@ -387,17 +293,45 @@ class ReportService(ValueSections):
                         caption="Cost-quality frontier per value tier",
                     ),
                 ],
+                notes=[
+                    "Success per work unit: work units that met the workflow's quality, risk and latency "
+                    "requirements and reached an outcome / work units (the conversion chain's success per "
+                    "action divides by actions instead)."
+                ],
+                scope=not_filtered(
+                    f,
+                    ("team",),
+                    "routing compares models per workflow and task type, over every team's work units",
+                ),
             )
 
         return self.guarded("routing", "Routing suggestions", build)
 
     def budgets_section(self, f: ReportFilters) -> Section:
+        """Budgets and the alerts firing. A team, workflow or model filter keeps the budgets set on
+        those scopes; a period that has ended gives each budget's status as of its end."""
+
         def build() -> Section:
-            rows = rows_of(self.service("finops", "budgets")())
-            rows.sort(key=lambda r: -(r.get("used") or 0.0))
+            _, end = f.bounds()
+            now = datetime.now(UTC)
+            at = end - timedelta(microseconds=1) if end is not None and end <= now else None
+            rows = rows_of(self.service("finops", "budgets")(at))
             alerts: list[dict[str, Any]] = []
             with contextlib.suppress(NotAvailable):
                 alerts = rows_of(self.service("finops", "alerts")("firing", 50))
+            wanted = {"team": f.teams, "workflow": f.workflows, "model": f.models}
+            notes = []
+            if any(wanted.values()):
+                rows = [r for r in rows if r.get("scope") in wanted.get(r.get("scope_kind") or "", ())]
+                names = {v for vals in wanted.values() for v in vals}
+                alerts = [a for a in alerts if any(n in str(a.get("scope") or "") for n in names)]
+                notes.append(
+                    "Only budgets set on the team, workflow or model filtered are shown; "
+                    "organisation-wide budgets and other scopes are not."
+                )
+            if at is not None:
+                notes.append(f"Status as of {at:%Y-%m-%d %H:%M} UTC, the end of the period.")
+            rows.sort(key=lambda r: -(r.get("used") or 0.0))
             over = [r for r in rows if (r.get("used") or 0) >= (r.get("hard_threshold") or 1.0)]
             return Section(
                 "budgets",
@@ -445,6 +379,7 @@ class ReportService(ValueSections):
                         caption="Alerts firing",
                     ),
                 ],
+                notes=notes,
             )
 
         return self.guarded("budgets", "Budgets", build)
@@ -477,6 +412,12 @@ class ReportService(ValueSections):
             notes=[]
             if rows
             else ["No decision recorded yet: POST /api/v1/decisions or ingest a decisions file."],
+            scope=not_filtered(
+                f,
+                ("team", "workflow", "model"),
+                "a decision names a subject and a date, not a team, workflow or model; the period applies",
+                figures="The register is",
+            ),
         )
 
     # -- a work unit -------------------------------------------------------------------------------
@@ -535,6 +476,11 @@ class ReportService(ValueSections):
                 f"score {score.get('score', 0):.0f}/100 ({score.get('confidence_level')} confidence)"
                 + (f"; moved most by {score['top_signals']}" if score.get("top_signals") else "")
             )
+        for c in calls:  # an unpriced call's cost is unknown, never $0
+            if not c.get("priced"):
+                c["model_cost"] = UNPRICED
+        if facts and cost_unknown(facts.get("calls"), facts.get("unpriced_calls")):
+            facts = {**facts, "model_cost": UNPRICED, "fully_loaded_cost": UNPRICED}
         if facts:
             checks = [
                 ("accepted", "accepted"),
@@ -556,7 +502,9 @@ class ReportService(ValueSections):
 
         if role not in ROLES:
             raise ValueError(f"no report for role {role!r}; choose from {', '.join(ROLES)}")
-        return build_report(self, role, f or ReportFilters())
+        f = f or ReportFilters()
+        self.check_privacy(f)
+        return build_report(self, role, f)
 
     def now(self) -> str:
         return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import ibis
 
-from yieldmeter.reports.model import Chart, Column, Kpi, Section, TableData, rows_of
+from yieldmeter.app.sections import not_filtered, show_unknown_cost, unpriced_notes
+from yieldmeter.reports.model import UNPRICED, Chart, Column, Kpi, Section, TableData, rows_of
 
 if TYPE_CHECKING:
     from yieldmeter.app.reports import ReportFilters, ReportService
@@ -48,7 +49,7 @@ def mapping_section(svc: ReportService, f: ReportFilters) -> Section:
     by_app = rows_of(
         pc.group_by(app=pc.app.fill_null("(no app)"))
         .aggregate(**agg)
-        .order_by(ibis.desc("calls"))
+        .order_by([ibis.desc("calls"), "app"])  # ties by name: the same 15 apps on every engine
         .limit(15)
         .to_pyarrow()
     )
@@ -94,7 +95,8 @@ def mapping_section(svc: ReportService, f: ReportFilters) -> Section:
 
 
 def outcomes_section(svc: ReportService, f: ReportFilters) -> Section:
-    """Operating outcomes against their baselines: change = observed - baseline, and in %."""
+    """Operating outcomes against their baselines: change = observed - baseline, and
+    change_pct = (observed - baseline) / |baseline|, signed (a fall is negative)."""
     o = svc.tables().outcomes
     o = f.window().filter(o, "period_start")
     if f.workflows:
@@ -116,9 +118,9 @@ def outcomes_section(svc: ReportService, f: ReportFilters) -> Section:
         charts=[
             Chart(
                 "bar",
-                "Change against baseline (%)",
+                "Change against baseline (observed vs baseline; a fall is negative)",
                 [f"{r['workflow']}: {r['metric']}" for r in with_base],
-                [abs(r["change_pct"]) if r["change_pct"] is not None else None for r in with_base],
+                [r["change_pct"] for r in with_base],
                 unit="share",
             )
         ],
@@ -138,17 +140,22 @@ def outcomes_section(svc: ReportService, f: ReportFilters) -> Section:
             )
         ],
         notes=[
-            "Change is shown as its size; read the direction from baseline and observed (lower is better "
-            "for losses and minutes)."
+            "Change is signed: negative when the metric fell below its baseline, which is the "
+            "improvement for losses, minutes and costs, and a decline for revenue or volume."
         ]
         if with_base
         else [],
+        scope=not_filtered(
+            f, ("team", "model"), "an outcome is measured per workflow, not per team or model"
+        ),
     )
 
 
 def owners_section(svc: ReportService, f: ReportFilters) -> Section:
     """Named benefit owners: per workflow, the owner in the catalog and on its outcomes, with benefit."""
     o = f.window().filter(svc.tables().outcomes, "period_start")
+    if f.workflows:
+        o = o.filter(o.workflow.isin(f.workflows))
     share = o.attribution_share.fill_null(1.0).clip(0.0, 1.0)
     g = o.group_by(workflow=o.workflow, benefit_owner=o.benefit_owner).aggregate(
         outcomes=o.count(),
@@ -156,7 +163,9 @@ def owners_section(svc: ReportService, f: ReportFilters) -> Section:
         strongest_evidence=o.evidence_level.max(),
     )
     rows = rows_of(g.order_by([ibis.desc("benefit"), "workflow"]).to_pyarrow())
-    catalog = {w.workflow: w.owner for w in svc.ws.config.workflows}
+    catalog = {
+        w.workflow: w.owner for w in svc.ws.config.workflows if not f.workflows or w.workflow in f.workflows
+    }
     seen = {r["workflow"] for r in rows}
     for r in rows:
         r["catalog_owner"] = catalog.get(r["workflow"])
@@ -191,15 +200,20 @@ def owners_section(svc: ReportService, f: ReportFilters) -> Section:
             )
         ],
         notes=[f"No owner named for: {', '.join(missing)}"] if missing else [],
+        scope=not_filtered(
+            f, ("team", "model"), "benefit comes from outcomes, which name a workflow, not a team or model"
+        ),
     )
 
 
 def scenario_section(svc: ReportService, f: ReportFilters) -> Section:
     """Production scale: the period's volume x :data:`SCALE_FACTOR`.
 
-    Assumptions, stated in the section: model and effort cost grow with volume (per successful
-    outcome as measured); allocated platform cost is held fixed (capacity already paid for);
-    benefit grows with successful outcomes at the measured value per success.
+    Per workflow: cost_now = model + effort + allocated cost; cost_scaled = (model + effort) x
+    SCALE_FACTOR + allocated (platform cost held fixed: capacity already paid for); successful
+    outcomes x SCALE_FACTOR; benefit_scaled = measured value x SCALE_FACTOR; yield_scaled =
+    benefit_scaled / cost_scaled. A workflow whose every call is unpriced has an unknown cost:
+    its cost figures read "unpriced" and the totals leave it out, saying so.
     """
     rows = svc.funnel_rows(f)
     out = []
@@ -209,18 +223,28 @@ def scenario_section(svc: ReportService, f: ReportFilters) -> Section:
         fixed = r["allocated_cost"] or 0.0
         cost_now = variable + fixed
         cost_scaled = variable * SCALE_FACTOR + fixed
-        benefit_scaled = (r["value"] or 0.0) * SCALE_FACTOR
+        value = r["value"]
+        benefit_scaled = value * SCALE_FACTOR if value is not None else None
         out.append(
             {
                 "workflow": r["workflow"],
+                "cost_known": r["cost_known"],
+                "unpriced_calls": r["unpriced_calls"],
                 "successful_outcomes": succ * SCALE_FACTOR,
                 "fully_loaded_cost_now": cost_now,
                 "fully_loaded_cost_scaled": cost_scaled,
                 "cost_per_successful_outcome_scaled": cost_scaled / (succ * SCALE_FACTOR) if succ else None,
                 "benefit_scaled": benefit_scaled,
-                "yield_scaled": benefit_scaled / cost_scaled if cost_scaled else None,
+                "yield_scaled": benefit_scaled / cost_scaled
+                if cost_scaled and benefit_scaled is not None
+                else None,
             }
         )
+    known = [r for r in out if r["cost_known"]]
+    costs = ("fully_loaded_cost_now", "fully_loaded_cost_scaled", "cost_per_successful_outcome_scaled")
+    shown = [show_unknown_cost(r, (*costs, "yield_scaled")) for r in out]
+    benefit = [r["benefit_scaled"] for r in out if r["benefit_scaled"] is not None]
+    left_out = [r["workflow"] for r in out if not r["cost_known"]]
     return Section(
         "scenario",
         f"Production-scale scenario ({SCALE_FACTOR}x today's volume)",
@@ -228,10 +252,15 @@ def scenario_section(svc: ReportService, f: ReportFilters) -> Section:
         kpis=[
             Kpi(
                 f"Fully loaded cost at {SCALE_FACTOR}x",
-                sum(r["fully_loaded_cost_scaled"] for r in out),
+                sum(r["fully_loaded_cost_scaled"] for r in known) if known or not out else UNPRICED,
+                "usd",
+                note=f"leaves out {', '.join(left_out)} (unpriced)" if left_out else "",
+            ),
+            Kpi(
+                f"Measured benefit at {SCALE_FACTOR}x",
+                sum(benefit) if benefit or not out else None,
                 "usd",
             ),
-            Kpi(f"Measured benefit at {SCALE_FACTOR}x", sum(r["benefit_scaled"] for r in out), "usd"),
         ],
         tables=[
             TableData(
@@ -243,12 +272,20 @@ def scenario_section(svc: ReportService, f: ReportFilters) -> Section:
                     Column("cost_per_successful_outcome_scaled", "cost / success at scale", "usd"),
                     Column("yield_scaled", "yield at scale", "ratio"),
                 ],
-                out,
+                shown,
             )
         ],
         notes=[
             "Model and human effort cost scale with volume at today's cost per successful outcome; "
             "allocated platform cost is held fixed; benefit scales with successful outcomes at the measured "
-            "value per success. Strategic value is not scaled."
+            "value per success. Strategic value is not scaled.",
+            *unpriced_notes(rows),
         ],
+        scope=not_filtered(
+            f,
+            ("team", "model"),
+            "measured benefit comes from outcomes, which name a workflow, not a team or model, so it "
+            "is not scaled here; the cost is that of the filter",
+            figures="Benefit and yield at scale are",
+        ),
     )

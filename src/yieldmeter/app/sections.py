@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from yieldmeter.reports.model import Chart, Column, Kpi, Section, TableData, rows_of
+from yieldmeter.metrics.period import UNASSIGNED
+from yieldmeter.reports.model import UNPRICED, Chart, Column, Kpi, Section, TableData, rows_of
 
 if TYPE_CHECKING:
     from yieldmeter.app.reports import ReportFilters
@@ -70,10 +71,16 @@ class SectionsBase:
         return priced_calls(self.tables())
 
     def guarded(self, key: str, title: str, build: Callable[[], Section]) -> Section:
+        """``build()``, or a section marked unavailable: a service not installed, or a capability the
+        workspace's engine declares unsupported (:data:`yieldmeter.lake.engines.UNSUPPORTED`)."""
+        from yieldmeter.lake.engines import EngineGap
+
         try:
             return build()
         except NotAvailable as exc:
             return Section(key, title, unavailable=str(exc))
+        except EngineGap as exc:
+            return Section(key, title, unavailable=f"unavailable on this engine ({exc.engine}): {exc.reason}")
 
     def refresh(self) -> None:
         """Forget cached intermediate results (after new data landed)."""
@@ -83,11 +90,37 @@ class SectionsBase:
 
 
 class ValueSections(SectionsBase):
-    """Sections of the value engine's measures."""
+    """Sections of the value engine's measures.
+
+    Every value measure is asked for the filters' whole scope (period, workflows, teams,
+    models; see :mod:`yieldmeter.app.value`); a measure that cannot honour one says so in its
+    section's ``scope``, so a page never mixes figures of two scopes silently.
+    """
+
+    def spend_by(self, f: ReportFilters, by: list[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError  # ReportService: spend grouped by ``by``
+
+    def scoped(self, f: ReportFilters) -> dict[str, Any]:
+        """The keyword arguments that narrow a value measure to the filters."""
+        return {"workflows": f.workflows, "teams": f.teams, "models": f.models}
+
+    def costs_unknown(self, f: ReportFilters) -> tuple[set[str], dict[str, int]]:
+        """Workflows whose every call in scope is unpriced (their cost is unknown), and the
+        unpriced calls of the workflows priced only in part (their cost is a lower bound)."""
+        unknown: set[str] = set()
+        partial: dict[str, int] = {}
+        for r in self.spend_by(f, ["workflow"]):
+            calls, unpriced = r.get("calls") or 0, r.get("unpriced_calls") or 0
+            name = r["workflow"] if r["workflow"] is not None else UNASSIGNED
+            if cost_unknown(calls, unpriced):
+                unknown.add(name)
+            elif unpriced:
+                partial[name] = unpriced
+        return unknown, partial
 
     # -- value ---------------------------------------------------------------------------------
     def coverage(self, f: ReportFilters) -> Any:
-        return self.service("value", "coverage")(f.workflow, f.window())
+        return self.service("value", "coverage")(f.workflow, f.window(), **self.scoped(f))
 
     def coverage_section(self, f: ReportFilters) -> Section:
         def build() -> Section:
@@ -137,7 +170,22 @@ class ValueSections(SectionsBase):
         return self.guarded("coverage", "Attribution coverage", build)
 
     def yields(self, f: ReportFilters) -> Any:
-        return self.service("value", "yields")(f.workflow, f.window())
+        # yields honour the period and workflows only: one computation serves every team and
+        # model filter of the same period (kept until the data changes, see ReportService.refresh)
+        # (the value service's materialised cost lines are made anew when new data lands: a memo
+        # of older lines is not used)
+        lines = self.service("value", "lines")()
+        memo: dict[Any, Any] = self.__dict__.setdefault("_yields", {})
+        key = (f.period, f.workflows)
+        hit = memo.get(key)
+        if hit is None or hit[0] is not lines:
+            if len(memo) >= 64:
+                memo.clear()
+            hit = memo[key] = (
+                lines,
+                self.service("value", "yields")(f.workflow, f.window(), workflows=f.workflows),
+            )
+        return hit[1]
 
     def yields_section(self, f: ReportFilters) -> Section:
         def build() -> Section:
@@ -202,13 +250,24 @@ class ValueSections(SectionsBase):
                     )
                 ],
                 notes=list(rep.notes),
+                scope=not_filtered(
+                    f,
+                    ("team", "model"),
+                    "benefit comes from outcomes, which name a workflow but no team or model, so "
+                    "yields are per workflow, over each workflow's whole cost",
+                ),
             )
 
         return self.guarded("yields", "Yields", build)
 
     def funnel_rows(self, f: ReportFilters) -> list[dict[str, Any]]:
-        """The conversion chain per workflow over the whole period (months summed, rates recomputed)."""
-        rows = rows_of(self.service("value", "funnel")(f.workflow, f.window()))
+        """The conversion chain per workflow over the whole period (months summed, rates recomputed).
+
+        Under a team or model filter ``value`` and ``value_per_success`` are None (outcomes are
+        per workflow). ``unpriced_calls`` counts the workflow's calls with no price;
+        ``cost_known`` is false when every call is unpriced (its cost figures are then unknown).
+        """
+        rows = rows_of(self.service("value", "funnel")(f.workflow, f.window(), **self.scoped(f)))
         if f.workflows:
             rows = [r for r in rows if r["workflow"] in f.workflows]
         counts = ("calls", "work_units", "accepted_outputs", "actions", "successful_outcomes")
@@ -229,11 +288,12 @@ class ValueSections(SectionsBase):
             acc["months"] += 1
             for k in (*counts, *money, "expected_value"):
                 if r.get(k) is None:
-                    if k == "actions":
-                        acc["actions"] = None
+                    if k in ("actions", "value"):  # not recorded / not defined for this scope
+                        acc[k] = None
                     continue
                 if acc.get(k) is not None:
                     acc[k] += r[k]
+        unknown, partial = self.costs_unknown(f) if out else (set(), {})
         for acc in out.values():
             flc = acc["fully_loaded_cost"]
             for k, per in (
@@ -252,17 +312,37 @@ class ValueSections(SectionsBase):
                 acc["successful_outcomes"],
             )
             acc["acceptance_rate"] = acc_o / wu if wu else None
+            # two different rates: per step of the chain, and per unit (what routing compares)
             acc["success_rate"] = (
                 succ / (act if act is not None else acc_o) if (act if act is not None else acc_o) else None
             )
-            acc["value_per_success"] = acc["value"] / succ if succ else None
+            acc["success_per_unit"] = succ / wu if wu else None
+            acc["value_per_success"] = acc["value"] / succ if succ and acc["value"] is not None else None
+            acc["cost_known"] = acc["workflow"] not in unknown
+            acc["unpriced_calls"] = partial.get(acc["workflow"], 0) if acc["cost_known"] else acc["calls"]
         return sorted(out.values(), key=lambda r: -r["fully_loaded_cost"])
 
-    def funnel_section(self, f: ReportFilters) -> Section:
+    def funnel_section(self, f: ReportFilters, *, lead_with_outcomes: bool = False) -> Section:
+        """The chain per workflow. ``lead_with_outcomes`` (the product report): the first chart is the
+        cost per accepted output and per successful outcome, and the funnels omit the cost per call."""
+
         def build() -> Section:
             rows = self.funnel_rows(f)
+            shown = [show_unknown_cost(r, FUNNEL_COSTS) for r in rows]
             charts = []
-            for r in rows[:8]:
+            if lead_with_outcomes:
+                charts.append(
+                    Chart(
+                        "grouped",
+                        "Cost per accepted output and per successful outcome, by workflow",
+                        [r["workflow"] for r in shown[:12]],
+                        series={
+                            "per accepted output": [r["cost_per_accepted_output"] for r in shown[:12]],
+                            "per successful outcome": [r["cost_per_successful_outcome"] for r in shown[:12]],
+                        },
+                    )
+                )
+            for r in shown[:8]:
                 charts.append(
                     Chart(
                         "funnel",
@@ -282,7 +362,7 @@ class ValueSections(SectionsBase):
                             r["successful_outcomes"],
                         ],
                         costs=[
-                            r["cost_per_call"],
+                            None if lead_with_outcomes else r["cost_per_call"],
                             r["cost_per_work_unit"],
                             r["cost_per_accepted_output"],
                             r["cost_per_action"],
@@ -290,6 +370,21 @@ class ValueSections(SectionsBase):
                         ],
                         unit="count",
                     )
+                )
+            notes = [
+                "success per action: successful outcomes / work units that led to a decision or action "
+                "(per accepted output where the workflow records no action); success per work unit: "
+                "successful outcomes / work units, the rate routing compares."
+            ]
+            notes += unpriced_notes(rows)
+            value_scope = ""
+            if f.teams or f.models:
+                value_scope = not_filtered(
+                    f,
+                    ("team", "model"),
+                    "it comes from outcomes, which name a workflow but no team or model, so it is not "
+                    "shown here (see Yields); calls, work units and cost are those of the filter",
+                    figures="Measured value is",
                 )
             return Section(
                 "funnel",
@@ -303,15 +398,18 @@ class ValueSections(SectionsBase):
                             Column("workflow", "workflow", link="/funnel?workflow={value}"),
                             Column("work_units", "work units", "count"),
                             Column("acceptance_rate", "accepted", "share"),
-                            Column("success_rate", "success rate", "share"),
+                            Column("success_rate", "success per action", "share"),
+                            Column("success_per_unit", "success per work unit", "share"),
                             _usd("cost_per_accepted_output", "cost / accepted output"),
                             _usd("cost_per_successful_outcome", "cost / successful outcome"),
                             _usd("value", "measured value"),
                             _usd("fully_loaded_cost", "fully loaded"),
                         ],
-                        rows,
+                        shown,
                     )
                 ],
+                notes=notes,
+                scope=value_scope,
             )
 
         return self.guarded("funnel", "Conversion chain", build)
@@ -322,15 +420,19 @@ class ValueSections(SectionsBase):
 
         def build() -> Section:
             try:
-                rep = self.service("value", "benchmarks")(f.workflow, f.window(), by, people=people)
+                rep = self.service("value", "benchmarks")(
+                    f.workflow, f.window(), by, people=people, **self.scoped(f)
+                )
             except PrivacyError as exc:
-                return Section("benchmarks", "Benchmarks", unavailable=str(exc))
+                return Section("benchmarks", "Benchmarks", unavailable=exc.detail("the people permission"))
             rows = rows_of(rep.rows)
-            if by == "team" and f.teams:
-                rows = [r for r in rows if r["subject"] in f.teams]
             if by == "team":  # defence in depth: never show a small group, whatever the service did
                 minimum = self.ws.config.privacy.min_group_size
                 rows = [r for r in rows if (r.get("people") or 0) >= minimum]
+            unknown, _ = self.costs_unknown(f) if rows else (set(), {})
+            rows = [
+                show_unknown_cost(r, ("cost_per_success",), known=r["workflow"] not in unknown) for r in rows
+            ]
             charts = []
             for wf in dict.fromkeys(r["workflow"] for r in rows):
                 sub = [r for r in rows if r["workflow"] == wf][:15]
@@ -361,7 +463,7 @@ class ValueSections(SectionsBase):
                             Column("value_per_token", "value / token", "number"),
                             Column("value_per_token_low", "low", "number"),
                             Column("value_per_token_high", "high", "number"),
-                            Column("success_rate", "success rate", "share"),
+                            Column("success_rate", "success per work unit", "share"),
                             _usd("cost_per_success", "cost / success"),
                         ],
                         rows,
@@ -374,7 +476,13 @@ class ValueSections(SectionsBase):
 
     def patterns_section(self, f: ReportFilters, limit: int = 20) -> Section:
         def build() -> Section:
-            rows = rows_of(self.service("value", "patterns")(f.workflow, f.window()))[:limit]
+            rows = rows_of(self.service("value", "patterns")(f.workflow, f.window(), **self.scoped(f)))[
+                :limit
+            ]
+            unknown, _ = self.costs_unknown(f) if rows else (set(), {})
+            rows = [
+                show_unknown_cost(r, ("cost_per_success",), known=r["workflow"] not in unknown) for r in rows
+            ]
             return Section(
                 "patterns",
                 "Patterns",
@@ -400,21 +508,57 @@ class ValueSections(SectionsBase):
 
     def waste_section(self, f: ReportFilters) -> Section:
         def build() -> Section:
-            rows = rows_of(self.service("value", "waste")(f.workflow, f.window()))
+            rows = rows_of(self.service("value", "waste")(f.workflow, f.window(), **self.scoped(f)))
             if f.workflows:
                 rows = [r for r in rows if r["workflow"] in f.workflows]
+            unknown, partial = self.costs_unknown(f) if rows else (set(), {})
             totals = [r for r in rows if r["category"] == "total"]
             detail = [r for r in rows if r["category"] != "total"]
-            by_cat: dict[str, float] = {}
+            # rework is costed from effort (known); the other kinds at stake are whole units' cost,
+            # unknown where every call of the workflow is unpriced
+            whole_unit = ("expensive_loop", "unused_output", "accepted_not_resolved", "total")
+
+            def known(r: dict[str, Any]) -> bool:
+                return r["workflow"] not in unknown or r["category"] not in whole_unit
+
+            by_cat: dict[str, float | str] = {}
             for r in detail:
-                by_cat[r["category"]] = by_cat.get(r["category"], 0.0) + (r["spend_at_stake"] or 0.0)
+                if known(r):
+                    prev = by_cat.get(r["category"], 0.0)
+                    by_cat[r["category"]] = (prev if isinstance(prev, float) else 0.0) + (
+                        r["spend_at_stake"] or 0.0
+                    )
+                else:
+                    by_cat.setdefault(r["category"], 0.0)
             for r in detail:
                 r["example_ids"] = [e.strip() for e in (r.get("examples") or "").split(",") if e.strip()]
+            shown = [
+                show_unknown_cost(r, ("spend_at_stake", "share_of_spend"), known=known(r)) for r in detail
+            ]
+            left_out = sorted({r["workflow"] for r in totals if not known(r)})
+            notes = []
+            if left_out:
+                notes.append(
+                    f"Spend at stake leaves out {', '.join(left_out)}: every call there is unpriced, so the "
+                    "cost of its wasted units is unknown (add a price to count it)."
+                )
+            notes += [
+                f"Cost in {wf} counts only priced calls: {n} of its calls are unpriced (a lower bound)."
+                for wf, n in sorted(partial.items())
+                if any(r["workflow"] == wf for r in totals)
+            ]
             return Section(
                 "waste",
                 "Waste",
                 "Which spend bought nothing, and where is it?",
-                kpis=[Kpi("Spend at stake", sum(r["spend_at_stake"] or 0.0 for r in totals), "usd")],
+                kpis=[
+                    Kpi(
+                        "Spend at stake",
+                        sum(r["spend_at_stake"] or 0.0 for r in totals if known(r)),
+                        "usd",
+                        note=f"priced spend only; {', '.join(left_out)} unpriced" if left_out else "",
+                    )
+                ],
                 charts=[Chart("bar", "Spend at stake by kind of waste", list(by_cat), list(by_cat.values()))],
                 tables=[
                     TableData(
@@ -426,9 +570,68 @@ class ValueSections(SectionsBase):
                             Column("share_of_spend", "share of spend", "share"),
                             Column("examples", "examples"),
                         ],
-                        detail,
+                        shown,
                     )
                 ],
+                notes=notes,
             )
 
         return self.guarded("waste", "Waste", build)
+
+
+#: The cost figures of a funnel row, unknown when every call of its workflow is unpriced.
+FUNNEL_COSTS = (
+    "model_cost",
+    "fully_loaded_cost",
+    "cost_per_call",
+    "cost_per_work_unit",
+    "cost_per_accepted_output",
+    "cost_per_action",
+    "cost_per_successful_outcome",
+)
+
+
+def cost_unknown(calls: int | None, unpriced_calls: int | None) -> bool:
+    """True when there were calls and every one is unpriced: the model cost is unknown, not $0."""
+    return bool(calls) and (unpriced_calls or 0) >= (calls or 0)
+
+
+def show_unknown_cost(
+    row: dict[str, Any], keys: tuple[str, ...], *, known: bool | None = None
+) -> dict[str, Any]:
+    """A copy of ``row`` to show, with the cost figures ``keys`` reading :data:`UNPRICED` when the
+    cost is unknown (``known`` false; by default the row's own ``cost_known``)."""
+    known = row.get("cost_known", True) if known is None else known
+    if known:
+        return dict(row)
+    return {**row, **{k: UNPRICED for k in keys if k in row}}
+
+
+def unpriced_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Notes for rows whose cost is unknown or a lower bound (``cost_known``, ``unpriced_calls``)."""
+    out = []
+    unknown = [r["workflow"] for r in rows if not r.get("cost_known", True)]
+    if unknown:
+        out.append(
+            f"Every call of {', '.join(unknown)} is unpriced: its cost reads 'unpriced' (unknown, never "
+            "$0) until its model has a price (prices: in yieldmeter.yaml)."
+        )
+    out += [
+        f"Cost of {r['workflow']} counts only priced calls: {r['unpriced_calls']} of its calls are "
+        "unpriced (a lower bound)."
+        for r in rows
+        if r.get("cost_known", True) and r.get("unpriced_calls")
+    ]
+    return out
+
+
+def not_filtered(
+    f: ReportFilters, dimensions: tuple[str, ...], why: str, *, figures: str = "These figures are"
+) -> str:
+    """The section's scope note when ``f`` narrows by one of ``dimensions`` the section cannot honour."""
+    asked = [
+        d for d in dimensions if getattr(f, {"team": "teams", "model": "models", "workflow": "workflows"}[d])
+    ]
+    if not asked:
+        return ""
+    return f"{figures} not filtered by {' or '.join(asked)}: {why}."

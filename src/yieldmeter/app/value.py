@@ -7,13 +7,24 @@ They hold the measure definitions of :mod:`yieldmeter.metrics` and
 the shared intermediate results of one session, and applies the privacy rules.
 
 Privacy: per-person rows (benchmarks or value per token by user) need
-``people=True`` (the CLI's ``--people``); team rows hide teams with fewer
-distinct people in the workflow than ``privacy.min_group_size``.
+``people=True`` (the CLI's ``--people``, an API key's ``people`` scope); team rows
+hide teams with fewer distinct people in the workflow than ``privacy.min_group_size``.
+
+Scope: besides the period and one ``workflow``, the measures defined per work unit
+or per cost line (funnel, coverage, waste, patterns, benchmarks, value per token)
+take ``workflows``, ``teams`` and ``models`` (keyword arguments; empty: any). A work
+unit is in scope when its workflow, team and model (the model of its largest call)
+are among those named; a cost line when its workflow, team and model are. They
+filter the materialised facts and cost lines, so a filtered report reuses the
+session's intermediate tables instead of recomputing them. Outcomes carry no team
+or model: yields, and the funnel's measured value, honour only the workflows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import ibis
@@ -36,6 +47,11 @@ if TYPE_CHECKING:
     from yieldmeter.scoring.engine import ScoringResult
 
 BENCHMARK_SUBJECTS = {"user": "user_id", "team": "team"}
+#: The intermediate tables another service may hand over already made (:attr:`ValueService.shared`):
+#: they depend on the data only, never on a report's period or filters.
+SHAREABLE = frozenset({"lines", "value_lines", "facts"})
+#: ``shared(name, make)``: the table ``name`` as Arrow, made by ``make`` unless already made.
+Shared = Callable[[str, Callable[[], pa.Table]], pa.Table]
 #: the unit facts a pattern segment is computed from, and those the pattern sums read
 _SEGMENT_OUTPUTS = (
     "workflow",
@@ -59,7 +75,23 @@ _SEGMENT_INPUTS = (
 
 
 class PrivacyError(PermissionError):
-    """A per-person view asked for without the privilege to see people."""
+    """A per-person view asked for without the privilege to see people.
+
+    ``view`` says what was asked for in words every surface shares; ``str(exc)`` is the
+    command line's message (with its ``--people`` flag), and :meth:`detail` words it for
+    another surface (the REST API: an API key with the ``people`` scope).
+    """
+
+    def __init__(self, view: str, *, cli_alternative: str = "", api_alternative: str = "") -> None:
+        self.view = view
+        self.cli_alternative = cli_alternative
+        self.api_alternative = api_alternative
+        super().__init__(self.detail("--people", cli_alternative))
+
+    def detail(self, privilege: str, alternative: str | None = None) -> str:
+        """The message with ``privilege`` naming how this surface grants per-person views."""
+        alt = self.api_alternative if alternative is None else alternative
+        return f"{self.view} is a per-person view: it needs {privilege}" + (f"; {alt}" if alt else "")
 
 
 @dataclass(frozen=True)
@@ -117,6 +149,9 @@ class ValueService:
         #: pattern segments of the last (start, end, workflow) asked for
         self._segments: tuple[tuple[Any, ...], ir.Table] | None = None
         self.notes: list[str] = []
+        #: Set by a server's read pool so its reader threads share one copy of the :data:`SHAREABLE`
+        #: tables per data refresh instead of each computing its own (None: computed here).
+        self.shared: Shared | None = None
 
     # -- shared inputs ------------------------------------------------------------------
     def invalidate(self) -> None:
@@ -139,9 +174,17 @@ class ValueService:
     def _value_cost_lines(self) -> ir.Table:
         """The same cost lines at the grain the value reports read (day, team, workflow, app)."""
         if self._value_lines is None:
-            from yieldmeter.metrics.spend import VALUE_GRAIN, cost_lines
+            from yieldmeter.metrics.spend import MEASURES, VALUE_GRAIN, cost_lines
 
-            lines = cost_lines(self.tables(), self.ws.config.labour_rates, VALUE_GRAIN)
+            if self._lines is not None:
+                # the full grain is materialised already (a spend report asked for it): summing it
+                # gives the same cells (metrics.spend: the parts add up across any partition) without
+                # pricing and allocating every call a second time
+                full = self._lines
+                sums = {m: full[m].sum() for m in (*MEASURES, "fully_loaded_cost")}
+                lines = full.group_by(list(VALUE_GRAIN)).aggregate(**sums)
+            else:
+                lines = cost_lines(self.tables(), self.ws.config.labour_rates, VALUE_GRAIN)
             self._value_lines = self._materialise("value_lines", lines)
         return self._value_lines
 
@@ -176,15 +219,11 @@ class ValueService:
     # -- scoring ---------------------------------------------------------------------------
     def score(self) -> ScoringResult:
         """Score every work unit, store the scores and return the models and their calibration."""
-        lake = getattr(self.ws, "settings", None)
-        if getattr(self.ws, "engine", None) is not None and lake is not None:
-            from yieldmeter.lake.engines import EngineGap
+        engine = getattr(self.ws, "engine", None)  # a lake workspace names its engine
+        if engine is not None:
+            from yieldmeter.lake.engines import require
 
-            raise EngineGap(
-                f"scores are not stored on the lake {lake.lake}: each report run over it scores the "
-                "work units in memory, so there is nothing to run ahead; `yieldmeter score` stores "
-                "scores in a workspace's own store"
-            )
+            require(engine, "value.score")  # the declared gap: a lake keeps no scores
         from yieldmeter.scoring.engine import score_workspace
 
         result = score_workspace(self.ws)
@@ -192,27 +231,106 @@ class ValueService:
         return result
 
     def scores(self, workflow: str | None = None) -> pa.Table:
-        """The stored scores (empty when none were computed yet)."""
+        """The stored scores (empty when none were computed yet); on a lake without stored scores,
+        the scores its reports use, scored in memory (storing them is a declared gap there)."""
         from yieldmeter.scoring.schema import SCORES_SCHEMA
 
         s = self.tables().scores
         if s is None:
-            return SCORES_SCHEMA.empty_table()
+            if getattr(self.ws, "engine", None) is None:
+                return SCORES_SCHEMA.empty_table()
+            from yieldmeter.scoring.engine import score_tables
+
+            s = ibis.memtable(score_tables(self.tables()).scores)
         if workflow is not None:
             s = s.filter(s.workflow == workflow)
         return s.order_by([ibis.desc("score"), "work_unit_id"]).to_pyarrow()
 
-    # -- reports -----------------------------------------------------------------------------
-    def funnel(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
-        """The conversion chain per workflow and month with the cost at each stage."""
-        return fn.funnel(
-            self.tables(), self.facts(), self._value_cost_lines(), self.window(period), workflow
-        ).to_pyarrow()
+    # -- scope ---------------------------------------------------------------------------------
+    def units(
+        self,
+        workflows: Sequence[str] = (),
+        teams: Sequence[str] = (),
+        models: Sequence[str] = (),
+    ) -> ir.Table:
+        """The materialised unit facts of the work units in scope (see the module docstring)."""
+        f = self.facts()
+        for col, vals in (("workflow", workflows), ("team", teams), ("model", models)):
+            if vals:
+                f = f.filter(f[col].isin(list(vals)))
+        return f
 
-    def yields(self, workflow: str | None = None, period: str | Window | None = None) -> YieldReport:
-        """Workflow, revenue, risk and capacity yields with bands; strategic scores with evidence."""
+    def lines(
+        self,
+        workflows: Sequence[str] = (),
+        teams: Sequence[str] = (),
+        models: Sequence[str] = (),
+    ) -> ir.Table:
+        """The materialised cost lines in scope: the value grain, or the full grain for a model
+        (the value grain has no model column; both give the same sums over their dimensions)."""
+        lines = self.cost_lines() if models else self._value_cost_lines()
+        for col, vals in (("workflow", workflows), ("team", teams), ("model", models)):
+            if vals:
+                lines = lines.filter(lines[col].isin(list(vals)))
+        return lines
+
+    @staticmethod
+    def _workflows(workflow: str | None, workflows: Sequence[str]) -> tuple[str, ...]:
+        return tuple(sorted({*workflows, *([workflow] if workflow else [])}))
+
+    # -- reports -----------------------------------------------------------------------------
+    def funnel(
+        self,
+        workflow: str | None = None,
+        period: str | Window | None = None,
+        *,
+        workflows: Sequence[str] = (),
+        teams: Sequence[str] = (),
+        models: Sequence[str] = (),
+    ) -> pa.Table:
+        """The conversion chain per workflow and month with the cost at each stage.
+
+        With ``teams`` or ``models``, the calls, units and cost are those in scope; the
+        measured ``value`` (outcomes, defined per workflow) and ``value_per_success`` are null.
+        """
+        wfs = self._workflows(workflow, workflows)
+        out = fn.funnel(
+            self.tables(),
+            self.units(wfs, teams, models),
+            self.lines(wfs, teams, models),
+            self.window(period),
+            workflow,
+        ).to_pyarrow()
+        if teams or models:
+            # months and workflows only the outcomes brought in have nothing in scope
+            some = pc.or_(
+                pc.or_(pc.greater(out.column("calls"), 0), pc.greater(out.column("work_units"), 0)),
+                pc.greater(out.column("fully_loaded_cost"), 0.0),
+            )
+            out = out.filter(some)
+            for col in ("value", "value_per_success"):
+                i = out.schema.get_field_index(col)
+                out = out.set_column(i, col, pa.nulls(out.num_rows, pa.float64()))
+        return out
+
+    def yields(
+        self,
+        workflow: str | None = None,
+        period: str | Window | None = None,
+        *,
+        workflows: Sequence[str] = (),
+    ) -> YieldReport:
+        """Workflow, revenue, risk and capacity yields with bands; strategic scores with evidence.
+
+        Benefit comes from outcomes, which name a workflow but no team or model: yields are
+        per workflow (``workflows`` narrows them, the ``(all)`` rows included), never per team.
+        """
         t, w = self.tables(), self.window(period)
-        y = yl.yields(t, self._value_cost_lines(), w, workflow).to_pyarrow()
+        wfs = self._workflows(workflow, workflows)
+        lines = self.lines(wfs)
+        if wfs:
+            t = replace(t, outcomes=t.outcomes.filter(t.outcomes.workflow.isin(list(wfs))))
+        y = yl.yields(t, lines, w, workflow).to_pyarrow()
         y = y.append_column("evidence_mix", pa.array(_evidence_mix(y), pa.string()))
         notes = []
         if y.num_rows and pc.sum(y.column("capacity_not_redeployed")).as_py():
@@ -227,13 +345,21 @@ class ValueService:
         )
 
     def coverage(
-        self, workflow: str | None = None, period: str | Window | None = None, limit: int = 10
+        self,
+        workflow: str | None = None,
+        period: str | Window | None = None,
+        limit: int = 10,
+        *,
+        workflows: Sequence[str] = (),
+        teams: Sequence[str] = (),
+        models: Sequence[str] = (),
     ) -> CoverageReport:
-        """Attribution coverage with its three parts, and the largest uncovered spend."""
+        """Attribution coverage with its three parts and the largest uncovered spend (spend in scope)."""
         t, w = self.tables(), self.window(period)
+        lines = self.lines(self._workflows(workflow, workflows), teams, models)
         return CoverageReport(
-            cov.coverage(t, self._value_cost_lines(), w, workflow).to_pyarrow(),
-            cov.largest_uncovered(t, self._value_cost_lines(), w, limit).to_pyarrow(),
+            cov.coverage(t, lines, w, workflow).to_pyarrow(),
+            cov.largest_uncovered(t, lines, w, limit).to_pyarrow(),
         )
 
     def value_per_token(
@@ -244,6 +370,9 @@ class ValueService:
         *,
         normalise: bool = False,
         people: bool = False,
+        workflows: Sequence[str] = (),
+        teams: Sequence[str] = (),
+        models: Sequence[str] = (),
     ) -> pa.Table:
         """Value per token inside one workflow by ``by``; across workflows only normalised.
 
@@ -251,12 +380,13 @@ class ValueService:
         would be compared raw.
         """
         if by == "user_id" and not people:
-            raise PrivacyError("value per token by person needs --people (a privileged view)")
+            raise PrivacyError("value per token by person")
         w = self.window(period)
+        units = self.units(self._workflows(workflow, workflows), teams, models)
         if normalise:
-            est = vl.normalised(self.facts(), by, w).to_pyarrow()
+            est = vl.normalised(units, by, w).to_pyarrow()
             if by == "team":  # the same units normalised() ranks
-                f = vl.value_units(self.facts(), w)
+                f = vl.value_units(units, w)
                 f = f.filter(f.unit_value_per_token.notnull() & f.expected_value.notnull())
                 est = self._hide_small_teams(est, f.mutate(team=f.team.fill_null("(none)")), ["team"])[0]
                 est = est.sort_by([("mean_percentile", "descending"), ("team", "ascending")])
@@ -266,7 +396,7 @@ class ValueService:
                 f"cannot group value per token by {by!r} inside a workflow; "
                 f"choose from {', '.join(d for d in vl.VPT_DIMENSIONS if d != 'workflow')}"
             )
-        f = vl.value_units(self.facts(), w)
+        f = vl.value_units(units, w)
         if workflow is None:
             present = sorted(f.select("workflow").distinct().to_pyarrow().column("workflow").to_pylist())
             if len(present) > 1:
@@ -287,14 +417,24 @@ class ValueService:
         by: str = "team",
         *,
         people: bool = False,
+        workflows: Sequence[str] = (),
+        teams: Sequence[str] = (),
+        models: Sequence[str] = (),
     ) -> BenchmarkReport:
-        """Per user or team inside each workflow: shrunk value per token, success rate, cost per success."""
+        """Per user or team inside each workflow: shrunk value per token, success rate, cost per success.
+
+        ``teams``: by team, the rows of those teams (each still measured against its whole
+        workflow); by user, the people of those teams' work units.
+        """
         if by not in BENCHMARK_SUBJECTS:
             raise ValueError(f"benchmarks are by user or team, not {by!r}")
         if by == "user" and not people:
-            raise PrivacyError("per-person benchmarks need --people (a privileged view); try --by team")
+            raise PrivacyError(
+                "benchmarks by person", cli_alternative="try --by team", api_alternative="try by=team"
+            )
         col = BENCHMARK_SUBJECTS[by]
-        f = vl.value_units(self.facts(), self.window(period))
+        units = self.units(self._workflows(workflow, workflows), teams if by == "user" else (), models)
+        f = vl.value_units(units, self.window(period))
         if workflow is not None:
             f = f.filter(f.workflow == workflow)
         f = f.mutate(subject=f[col].fill_null("(none)"))
@@ -308,20 +448,29 @@ class ValueService:
                     f"{hidden} team rows hidden: fewer than {self.ws.config.privacy.min_group_size} "
                     "people (privacy.min_group_size)"
                 )
+            if teams:
+                est = est.filter(pc.is_in(est.column("subject"), value_set=pa.array(list(teams))))
         est = est.sort_by([("workflow", "ascending"), ("value_per_token", "descending")])
         return BenchmarkReport(est, hidden, notes)
 
-    def patterns(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
+    def patterns(
+        self,
+        workflow: str | None = None,
+        period: str | Window | None = None,
+        *,
+        workflows: Sequence[str] = (),
+        teams: Sequence[str] = (),
+        models: Sequence[str] = (),
+    ) -> pa.Table:
         """Segments (model, session length, iterations, prompt size, tool use, time to first acceptance)
-        ranked by value per token against their workflow's mean, with intervals."""
+        ranked by value per token against their workflow's mean (of the units in scope), with intervals."""
         w = self.window(period)
-        key = (w.start, w.end, workflow)
+        wfs = self._workflows(workflow, workflows)
+        key = (w.start, w.end, wfs, tuple(teams), tuple(models))
         if self._segments is None or self._segments[0] != key:
-            f = vl.value_units(self.facts(), w)
-            if workflow is not None:
-                f = f.filter(f.workflow == workflow)
-            # segments computed once (and kept for the same period and workflow, like the facts
-            # they come from), then unpivoted: six dimensions read one narrow table
+            f = vl.value_units(self.units(wfs, teams, models), w)
+            # segments computed once (and kept for the same scope, like the facts they come
+            # from), then unpivoted: six dimensions read one narrow table
             seg = bm.with_segments(f.select(*_SEGMENT_INPUTS))
             seg = seg.select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
             self._segments = (key, self._materialise("segments", seg))
@@ -332,16 +481,33 @@ class ValueService:
         est = est.append_column("lift", lift)
         est = est.append_column("lift_low", pc.divide(est.column("value_per_token_low"), m))
         est = est.append_column("lift_high", pc.divide(est.column("value_per_token_high"), m))
-        return est.sort_by([("workflow", "ascending"), ("lift", "descending")])
+        # ties (segments shrunk all the way to the mean have lift 1.0 exactly) in a fixed order, not
+        # in the order an engine returned the groups: a report's top rows are the same on every engine
+        order = [("workflow", "ascending"), ("lift", "descending"), ("dimension", "ascending")]
+        return est.sort_by([*order, ("segment", "ascending")])
 
-    def waste(self, workflow: str | None = None, period: str | Window | None = None) -> pa.Table:
-        """Expensive loops, unused outputs, rework and accepted-but-not-resolved, with spend at stake."""
+    def waste(
+        self,
+        workflow: str | None = None,
+        period: str | Window | None = None,
+        *,
+        workflows: Sequence[str] = (),
+        teams: Sequence[str] = (),
+        models: Sequence[str] = (),
+    ) -> pa.Table:
+        """Expensive loops, unused outputs, rework and accepted-but-not-resolved, with spend at stake.
+
+        With ``teams`` or ``models``, the units in scope are reported; a loop is still judged
+        against its whole workflow's calls per unit.
+        """
         engine = getattr(self.ws, "engine", None)  # a lake workspace names its engine
         if engine is not None:
             from yieldmeter.lake.engines import require
 
             require(engine, "value.waste")  # a declared gap answers with its reason, not a compile error
-        return ws_.waste(self.facts(), self.window(period), workflow).to_pyarrow()
+        wfs = self._workflows(workflow, workflows)
+        keep = self.units(wfs, teams, models).select("work_unit_id") if (teams or models) else None
+        return ws_.waste(self.units(wfs), self.window(period), workflow, keep=keep).to_pyarrow()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _materialise(self, name: str, expr: ir.Table) -> ir.Table:
@@ -353,6 +519,13 @@ class ValueService:
         if getattr(backend, "name", "") != "duckdb":
             # a lake's Spark: a cached temporary view, replaced when recomputed
             return materialise(backend, table_name, expr)
+        if self.shared is not None and name in SHAREABLE:
+            # made once (as Arrow) for every reader of the same data, read here through a view
+            arrow = self.shared(name, expr.to_pyarrow)
+            with contextlib.suppress(Exception):  # none registered yet under this name
+                backend.con.unregister(table_name)
+            backend.con.register(table_name, arrow)
+            return backend.table(table_name)
         # dropped, then created: overwriting a DuckDB table through Ibis writes every row twice
         # (into a scratch table, then a copy)
         backend.drop_table(table_name, database=("temp", "main"), force=True)

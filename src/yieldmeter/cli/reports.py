@@ -46,19 +46,31 @@ def _command(role: str):  # type: ignore[no-untyped-def]
         team: Annotated[list[str] | None, typer.Option("--team")] = None,
         workflow: Annotated[list[str] | None, typer.Option("--workflow")] = None,
         model: Annotated[list[str] | None, typer.Option("--model")] = None,
+        people: Annotated[
+            bool,
+            typer.Option(
+                "--people",
+                help="Show teams below privacy.min_group_size one by one (a privileged view).",
+            ),
+        ] = False,
         ws_path: WorkspaceOpt = Path("."),
     ) -> None:
         from yieldmeter.app.reports import ReportFilters
+        from yieldmeter.app.value import PrivacyError
         from yieldmeter.reports.render import render
 
         try:
-            filters = ReportFilters.of(period, team or (), workflow or (), model or ())
+            filters = ReportFilters.of(period, team or (), workflow or (), model or (), people=people)
         except ValueError as exc:
             fail(str(exc))
         if fmt is ReportFormat.pdf and out is None and sys.stdout.isatty():
             fail("a PDF goes to a file: pass --out board.pdf")
         with workspace(ws_path) as ws:
-            body = render(ws.reports.role(role, filters), fmt.value)
+            try:
+                report = ws.reports.role(role, filters)
+            except PrivacyError as exc:
+                fail(str(exc))
+            body = render(report, fmt.value)
         if out is None:
             sys.stdout.buffer.write(body)
             sys.stdout.flush()

@@ -1,4 +1,4 @@
-"""``yieldmeter serve``: the OTLP/HTTP receiver, Langfuse-compatible and REST ingest endpoints."""
+"""``yieldmeter serve``: the whole server: dashboard, REST API, role reports, OTLP and record ingest."""
 
 from __future__ import annotations
 
@@ -17,16 +17,33 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8765,
         ws_path: WorkspaceOpt = Path("."),
     ) -> None:
-        """Serve OTLP/HTTP traces (/v1/traces), Langfuse SDK ingest and the record API."""
+        """Serve the dashboard, the REST API, the role reports and telemetry ingest.
+
+        Dashboard at /; REST API under /api/v1 (OpenAPI: /api/v1/openapi.json).
+
+        Role reports and the board pack at /reports/{role}.pdf, e.g. /reports/board.pdf.
+
+        Ingest: OTLP/HTTP traces (/v1/traces), Langfuse SDK, the SDK record API.
+
+        With no API key it runs open on 127.0.0.1 only; elsewhere it needs keys (yieldmeter keys).
+        """
         import uvicorn
 
         from yieldmeter.app.workspace import NoWorkspace
+        from yieldmeter.cli.common import ENGINE_CHOICE
         from yieldmeter.config import ConfigError
+        from yieldmeter.lake.engines import EngineGap
+        from yieldmeter.lake.workspace import require_own_store
         from yieldmeter.server.app import create_app
 
         try:
+            # the server writes and reads the workspace's own store: an engine or lake chosen for it
+            # (--engine/--lake, YIELDMETER_ENGINE/YIELDMETER_LAKE, `engine:`) is refused, not ignored
+            require_own_store(
+                ws_path, "serve", engine=ENGINE_CHOICE.get("engine"), lake=ENGINE_CHOICE.get("lake")
+            )
             app_ = create_app(ws_path)
-        except (NoWorkspace, ConfigError, FileNotFoundError) as exc:
+        except (NoWorkspace, ConfigError, FileNotFoundError, EngineGap, ValueError) as exc:
             fail(str(exc))
         from yieldmeter.server.auth import ServerRefused, check_bind
 

@@ -26,6 +26,7 @@ class CrossWorkflowComparison(ValueError):
     """Value per token asked across workflows without normalisation."""
 
     def __init__(self, workflows: list[str]) -> None:
+        self.workflows = workflows
         shown = ", ".join(workflows[:5]) + (" ..." if len(workflows) > 5 else "")
         super().__init__(
             f"value per token is only comparable inside one workflow; the data holds {len(workflows)} "

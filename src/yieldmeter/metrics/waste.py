@@ -110,11 +110,24 @@ def waste_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
     )
 
 
-def waste(facts: ir.Table, window: Window | None = None, workflow: str | None = None) -> ir.Table:
-    """Per workflow and category (plus ``total``): units, spend at stake, share of spend, examples."""
+def waste(
+    facts: ir.Table,
+    window: Window | None = None,
+    workflow: str | None = None,
+    *,
+    keep: ir.Table | None = None,
+) -> ir.Table:
+    """Per workflow and category (plus ``total``): units, spend at stake, share of spend, examples.
+
+    ``keep`` (a table with a ``work_unit_id`` column) reports only those units, e.g. one team's;
+    loop thresholds are still drawn from every unit of the workflow in ``facts``, and
+    ``share_of_spend`` divides by the kept units' cost.
+    """
     w = waste_units(facts, window)
     if workflow is not None:
         w = w.filter(w.workflow == workflow)
+    if keep is not None:
+        w = w.filter(w.work_unit_id.isin(keep.work_unit_id))
     spend = w.group_by("workflow").aggregate(unit_spend=w.fully_loaded_cost.sum())
     parts = []
     for cat, flag, stake in [

@@ -18,8 +18,9 @@ GRID = "#e5e7eb"
 FONT = 'font-family="DejaVu Sans, Helvetica, Arial, sans-serif"'
 
 
-def _num(v: float | None) -> float:
-    return float(v) if v is not None else 0.0
+def _num(v: float | str | None) -> float:
+    """A value as a number to draw; unknown (None) and words such as "unpriced" draw as nothing."""
+    return float(v) if v is not None and not isinstance(v, str) else 0.0
 
 
 def _svg(width: int, height: int, title: str, body: list[str]) -> str:
@@ -51,22 +52,74 @@ def _short(label: str, n: int = 28) -> str:
 
 
 def bar(chart: Chart, width: int = 640) -> str:
-    """Horizontal bars, one per label, value at the end of each bar."""
+    """Horizontal bars, one per label, value at the end of each bar.
+
+    With negative values the bars grow left and right of a zero line (negative ones in the
+    second colour), so a fall reads as a fall; a value that is a word ("unpriced") is written
+    where its bar would be.
+    """
     n = max(len(chart.labels), 1)
     row, left, top = 24, 190, 28
     height = top + n * row + 10
-    vmax = max((_num(v) for v in chart.values), default=0.0) or 1.0
+    nums = [_num(v) for v in chart.values]
+    vmax = max([0.0, *nums])
+    vmin = min([0.0, *nums])
     span = width - left - 90
+    if vmin < 0:  # leave room for the labels of the negative bars too
+        span -= 60
+    scale = span / ((vmax - vmin) or 1.0)
+    zero = left + (60 if vmin < 0 else 0) - vmin * scale
     body = [_text(0, 16, chart.title, weight="bold", size=13)]
+    if vmin < 0:
+        body.append(
+            f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{top}" y2="{top + n * row}" stroke="{MUTED}"/>'
+        )
     for i, (label, v) in enumerate(zip(chart.labels, chart.values, strict=False)):
         y = top + i * row
-        w = max(_num(v), 0.0) / vmax * span
+        x = _num(v)
+        w = abs(x) * scale
+        x0 = zero - w if x < 0 else zero
         body.append(_text(left - 8, y + 15, _short(label), anchor="end"))
         body.append(
-            f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{row - 8}" rx="2" '
-            f'fill="{PALETTE[0]}"><title>{escape(label)}: {fmt(v, chart.unit)}</title></rect>'
+            f'<rect x="{x0:.1f}" y="{y + 3}" width="{w:.1f}" height="{row - 8}" rx="2" '
+            f'fill="{PALETTE[3] if x < 0 else PALETTE[0]}"><title>{escape(label)}: '
+            f"{fmt(v, chart.unit)}</title></rect>"
         )
-        body.append(_text(left + w + 6, y + 15, fmt(v, chart.unit), fill=MUTED))
+        if x < 0:
+            body.append(_text(x0 - 6, y + 15, fmt(v, chart.unit), anchor="end", fill=MUTED))
+        else:
+            body.append(_text(x0 + w + 6, y + 15, fmt(v, chart.unit), fill=MUTED))
+    return _svg(width, height, chart.title, body)
+
+
+def grouped(chart: Chart, width: int = 640) -> str:
+    """Horizontal bars, one thin bar per series under each label (e.g. two unit costs per workflow)."""
+    names = list(chart.series)
+    n, k = max(len(chart.labels), 1), max(len(names), 1)
+    bar_h, left, top = 14, 190, 46
+    row = k * bar_h + 10
+    height = top + n * row + 6
+    vmax = max((_num(v) for s in names for v in chart.series[s]), default=0.0) or 1.0
+    span = width - left - 90
+    body = [_text(0, 16, chart.title, weight="bold", size=13)]
+    x = 0.0
+    for j, s in enumerate(names):
+        body.append(f'<rect x="{x:.1f}" y="24" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>')
+        body.append(_text(x + 14, 33, s, size=11))
+        x += 24 + 7 * len(s)
+    for i, label in enumerate(chart.labels):
+        y = top + i * row
+        body.append(_text(left - 8, y + row / 2 + 2, _short(label), anchor="end"))
+        for j, s in enumerate(names):
+            v = chart.series[s][i] if i < len(chart.series[s]) else None
+            w = max(_num(v), 0.0) / vmax * span
+            yy = y + j * bar_h
+            body.append(
+                f'<rect x="{left}" y="{yy + 1}" width="{w:.1f}" height="{bar_h - 3}" rx="2" '
+                f'fill="{PALETTE[j % len(PALETTE)]}"><title>{escape(label)} {escape(s)}: '
+                f"{fmt(v, chart.unit)}</title></rect>"
+            )
+            body.append(_text(left + w + 6, yy + bar_h - 3, fmt(v, chart.unit), fill=MUTED, size=10))
     return _svg(width, height, chart.title, body)
 
 
@@ -99,7 +152,10 @@ def stacked(chart: Chart, width: int = 640) -> str:
                     f"{fmt(v, chart.unit)}</title></rect>"
                 )
             x0 += w
-        body.append(_text(x0 + 6, y + 15, fmt(totals[i], chart.unit), fill=MUTED))
+        # a part that is a word ("unpriced") makes the total unknown: say so, never a partial sum
+        words = [chart.series[s][i] for s in names if isinstance(chart.series[s][i], str)]
+        total = words[0] if words else totals[i]
+        body.append(_text(x0 + 6, y + 15, fmt(total, chart.unit), fill=MUTED))
     return _svg(width, height, chart.title, body)
 
 
@@ -174,7 +230,9 @@ def funnel(chart: Chart, width: int = 640) -> str:
                 )
             )
         cost = chart.costs[i] if i < len(chart.costs) else None
-        if cost is not None:
+        if isinstance(cost, str):  # e.g. "unpriced": the cost is not known, never $0
+            body.append(_text(width - 4, y + 19, f"cost {cost}", anchor="end", fill=MUTED))
+        elif cost is not None:
             body.append(_text(width - 4, y + 19, f"{fmt(cost, 'usd')} each", anchor="end", fill=MUTED))
     return _svg(width, height, chart.title, body)
 
@@ -232,7 +290,14 @@ def interval(chart: Chart, width: int = 640) -> str:
     return _svg(width, height, chart.title, body)
 
 
-DRAW = {"bar": bar, "stacked": stacked, "line": line, "funnel": funnel, "interval": interval}
+DRAW = {
+    "bar": bar,
+    "grouped": grouped,
+    "stacked": stacked,
+    "line": line,
+    "funnel": funnel,
+    "interval": interval,
+}
 
 
 def draw(chart: Chart, width: int = 640) -> str:

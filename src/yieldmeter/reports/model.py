@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 #: How a figure is formatted: dollars, a share (0-1 shown as %), a ratio (x), a count, plain text.
 Unit = Literal["usd", "share", "ratio", "count", "number", "text", "score"]
+#: What a cost figure reads when its calls have no price: unknown, never $0 (DESIGN: measures).
+UNPRICED = "unpriced"
 
 
 def plain(value: Any) -> Any:
@@ -118,19 +120,23 @@ class TableData:
 class Chart:
     """A chart spec; :mod:`yieldmeter.reports.charts` draws it as SVG.
 
-    kind: ``bar`` (labels, values), ``stacked`` (labels, series -> values),
+    kind: ``bar`` (labels, values; negative values grow left of zero), ``grouped`` (labels,
+    series -> values, one bar per series), ``stacked`` (labels, series -> values),
     ``line`` (labels, series -> values), ``funnel`` (labels, values, costs),
     ``interval`` (labels, values, lows, highs, reference).
+
+    A value may be a word instead of a number (:data:`UNPRICED`): it is written, never drawn
+    as zero.
     """
 
-    kind: Literal["bar", "stacked", "line", "funnel", "interval"]
+    kind: Literal["bar", "grouped", "stacked", "line", "funnel", "interval"]
     title: str
     labels: list[str]
-    values: list[float | None] = field(default_factory=list)
-    series: dict[str, list[float | None]] = field(default_factory=dict)
+    values: list[float | str | None] = field(default_factory=list)
+    series: dict[str, list[float | str | None]] = field(default_factory=dict)
     lows: list[float | None] = field(default_factory=list)
     highs: list[float | None] = field(default_factory=list)
-    costs: list[float | None] = field(default_factory=list)
+    costs: list[float | str | None] = field(default_factory=list)
     unit: Unit = "usd"
     reference: float | None = None
     reference_label: str = ""
@@ -148,6 +154,9 @@ class Section:
     tables: list[TableData] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unavailable: str | None = None
+    #: The filters this section does not honour, and why (shown under its question); empty
+    #: when it honours every filter asked for. Figures of another scope are never mixed in silently.
+    scope: str = ""
 
 
 @dataclass

@@ -66,6 +66,8 @@ def _md_section(s: Section) -> list[str]:
     out = [f"## {s.title}", ""]
     if s.question:
         out += [f"_{s.question}_", ""]
+    if s.scope:
+        out += [f"> **Scope:** {s.scope}", ""]
     if s.unavailable:
         return [*out, f"> Not available: {s.unavailable}", ""]
     for k in s.kpis:

@@ -28,13 +28,20 @@ from yieldmeter.server.auth import KeyRing, KeyStore, Principal
 from yieldmeter.server.context import ADMIN_BODY_LIMIT, ServerContext, read_body
 from yieldmeter.server.problems import Problem, guard
 from yieldmeter.server.reads import Reads
-from yieldmeter.server.views import VIEWS, cache_key
+from yieldmeter.server.views import VIEWS, build, cache_key
 
 PREFIX = "/api/v1"
 #: Record bodies are JSON lists of rows; 16 MiB is ~50k rows, send more in several requests.
 RECORD_BODY_LIMIT = 16 * 1024 * 1024
-#: Tables posted here (signals, outcomes, effort are served by ``ingest_api``).
-API_TABLES = ("work_units", "calls", "cost_items", "budgets", "decisions")
+#: Tables posted here (signals, outcomes, effort are served by ``ingest_api``), with the scope each
+#: needs: a budget is an admin setting (as on ``/finops/budgets``), the rest are data.
+API_TABLES: dict[str, str] = {
+    "work_units": "ingest",
+    "calls": "ingest",
+    "cost_items": "ingest",
+    "budgets": "admin",
+    "decisions": "ingest",
+}
 VALUE_REPORTS = (
     "funnel",
     "yields",
@@ -62,6 +69,10 @@ class Endpoint:
     query: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)  # name, schema, description
     body: dict[str, Any] | None = None
     ok: dict[str, Any] = field(default_factory=lambda: {"application/json": {"schema": {"type": "object"}}})
+    #: path parameter -> the values it takes (an enum in the OpenAPI document)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the status a success answers
+    status: int = 200
 
 
 def attach(ctx: ServerContext) -> None:
@@ -73,9 +84,16 @@ def attach(ctx: ServerContext) -> None:
 
 
 # -- parsing -------------------------------------------------------------------------------------
-def filters_of(request: Request) -> ReportFilters:
+def filters_of(request: Request, p: Principal) -> ReportFilters:
+    """The filters of the query, and whether the caller may see people (its ``people`` scope)."""
     q = request.query_params
-    return ReportFilters.of(q.get("period"), q.getlist("team"), q.getlist("workflow"), q.getlist("model"))
+    return ReportFilters.of(
+        q.get("period"),
+        q.getlist("team"),
+        q.getlist("workflow"),
+        q.getlist("model"),
+        people=p.can("people"),
+    )
 
 
 def choice(request: Request, name: str, options: tuple[str, ...], default: str) -> str:
@@ -139,7 +157,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
     async def spend(request: Request, p: Principal) -> Response:
         from yieldmeter.metrics.spend import DIMENSIONS
 
-        f = filters_of(request)
+        f = filters_of(request, p)
         by = [d.strip() for d in request.query_params.get("by", "").split(",") if d.strip()]
         bad = [d for d in by if d not in DIMENSIONS]
         if bad:
@@ -150,7 +168,10 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         return json_response(rows)
 
     async def unpriced(request: Request, p: Principal) -> Response:
-        return json_response(await reads.view(("unpriced",), lambda ws: rows_of(ws.unpriced())))
+        f = filters_of(request, p)
+        return json_response(
+            await reads.view(("unpriced", f.key()), lambda ws: rows_of(ws.reports.unpriced(f)))
+        )
 
     async def quarantine(request: Request, p: Principal) -> Response:
         limit = integer(request, "limit", 50, 1, 10_000)
@@ -160,26 +181,29 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         name = request.path_params["report"]
         if name not in VALUE_REPORTS:
             raise Problem(404, f"no value report {name!r}; choose from {', '.join(VALUE_REPORTS)}")
-        f = filters_of(request)
+        f = filters_of(request, p)
         wf, w = f.workflow, f.window()
         by = request.query_params.get("by")
         people = p.can("people")
         normalise = flag(request, "normalise")
+        scope = {"workflows": f.workflows, "teams": f.teams, "models": f.models}
 
         def compute(ws: Any) -> Any:
+            ws.reports.check_privacy(f)
             v = ws.value
             if name == "funnel":
-                return {"rows": rows_of(v.funnel(wf, w))}
+                return {"rows": rows_of(v.funnel(wf, w, **scope)), "scope": scope_note(name, f)}
             if name == "yields":
-                y = v.yields(wf, w)
+                y = v.yields(wf, w, workflows=f.workflows)
                 return {
                     "rows": rows_of(y.yields),
                     "strategic": rows_of(y.strategic),
                     "strategic_evidence": rows_of(y.strategic_evidence),
                     "notes": y.notes,
+                    "scope": scope_note(name, f),
                 }
             if name == "coverage":
-                c = v.coverage(wf, w)
+                c = v.coverage(wf, w, **scope)
                 return {
                     "total": _clean(c.total),
                     "rows": rows_of(c.by_workflow),
@@ -188,17 +212,20 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             if name == "value-per-token":
                 return {
                     "rows": rows_of(
-                        v.value_per_token(wf, w, by or "model", normalise=normalise, people=people)
+                        v.value_per_token(wf, w, by or "model", normalise=normalise, people=people, **scope)
                     )
                 }
             if name == "benchmarks":
-                b = v.benchmarks(wf, w, by or "team", people=people)
+                b = v.benchmarks(wf, w, by or "team", people=people, **scope)
                 return {"rows": rows_of(b.rows), "hidden_groups": b.hidden_groups, "notes": b.notes}
             if name == "patterns":
-                return {"rows": rows_of(v.patterns(wf, w))}
+                return {"rows": rows_of(v.patterns(wf, w, **scope))}
             if name == "waste":
-                return {"rows": rows_of(v.waste(wf, w))}
-            return {"rows": [redact(r, people) for r in rows_of(v.scores(wf))]}
+                return {"rows": rows_of(v.waste(wf, w, **scope))}
+            return {
+                "rows": [redact(r, people) for r in rows_of(v.scores(wf))],
+                "scope": scope_note(name, f),
+            }
 
         key = ("value", name, f.key(), by, people, normalise)
         return json_response(await reads.view(key, compute))
@@ -210,9 +237,8 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             raise Problem(404, f"no view {name!r}; choose from {', '.join(VIEWS)}")
         if not p.can(v.scope):
             raise Problem(403, f"the {name!r} view needs the {v.scope!r} scope")
-        f = filters_of(request)
-        people = p.can("people")
-        sections = await reads.view(cache_key(name, f, people), lambda ws: v.build(ws.reports, f, people))
+        f = filters_of(request, p)
+        sections = await reads.view(cache_key(name, f), lambda ws: build(name, ws.reports, f))
         return json_response(
             {
                 "view": name,
@@ -229,7 +255,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         if role not in ROLES:
             raise Problem(404, f"no report for role {role!r}; choose from {', '.join(ROLES)}")
         fmt = choice(request, "format", FORMATS, "json")
-        f = filters_of(request)
+        f = filters_of(request, p)
         report = await reads.view(("role", role, f.key()), lambda ws: ws.reports.role(role, f))
         body = await reads.run(lambda ws: render(report, fmt))
         media = {
@@ -257,15 +283,17 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         if name not in EXPORTS:
             raise Problem(404, f"no export {name!r}; choose from {', '.join(EXPORTS)}")
         fmt = choice(request, "format", ("csv", "jsonl"), "csv")
-        f = filters_of(request)
+        f = filters_of(request, p)
         people = p.can("people")
         by = request.query_params.get("by", "team")
 
         def compute(ws: Any) -> list[dict[str, Any]]:
+            ws.reports.check_privacy(f)
             if name == "scores":
                 return [redact(r, people) for r in rows_of(ws.value.scores(f.workflow))]
             if name == "benchmarks":
-                return rows_of(ws.value.benchmarks(f.workflow, f.window(), by, people=people).rows)
+                scope = {"workflows": f.workflows, "teams": f.teams, "models": f.models}
+                return rows_of(ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows)
             from yieldmeter.metrics.spend import GRAIN
 
             dims = [d for d in GRAIN if d != "user_id" or people]
@@ -290,16 +318,20 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
 
     def records(table_name: str) -> Callable[[Request, Principal], Awaitable[Response]]:
         async def post(request: Request, p: Principal) -> Response:
-            from yieldmeter.server.ingest_api import records_to_batch
+            from yieldmeter.server.ingest_api import records_to_batch, unknown_fields
             from yieldmeter.server.otlp import commit, with_org
 
-            body = await read_body(request, RECORD_BODY_LIMIT)
+            limit = ADMIN_BODY_LIMIT if API_TABLES[table_name] == "admin" else RECORD_BODY_LIMIT
+            body = await read_body(request, limit)
             try:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise Problem(400, f"not valid JSON: {exc}") from None
             source = request.headers.get("x-yieldmeter-source") or "api"
-            batch = with_org(records_to_batch(table_name, doc, source), p.org)  # HttpError 400 if unreadable
+            unknown = unknown_fields(table_name, doc)
+            # these tables need their ids (a budget's comes from its scope and period): a row
+            # without one is rejected and quarantined, never stored under an invented id
+            batch = with_org(records_to_batch(table_name, doc, source, derive_ids=False), p.org)
             summary = await commit(ctx, batch, source, "api")
             reads.bump()
             rej = batch.rejects
@@ -310,7 +342,12 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 )
             ]
             return json_response(
-                {"landed": summary.landed, "duplicates": summary.duplicates, "rejected": rejected}
+                {
+                    "landed": summary.landed,
+                    "duplicates": summary.duplicates,
+                    "rejected": rejected,
+                    "unknown_fields": unknown,
+                }
             )
 
         return post
@@ -343,7 +380,10 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
     async def keys_revoke(request: Request, p: Principal) -> Response:
         key_id = request.path_params["key_id"]
         store = ctx.api_keys.store
-        info = await _write(ctx, lambda ws: store.revoke(key_id))
+        try:
+            info = await _write(ctx, lambda ws: store.revoke(key_id))
+        except LookupError:
+            raise Problem(404, f"no key {key_id!r}; GET /api/v1/keys lists the key ids") from None
         ctx.api_keys.reload()
         return json_response(info.to_dict())
 
@@ -393,6 +433,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 ("normalise", {"type": "boolean"}, "value-per-token across workflows as percentiles"),
                 *f_params,
             ],
+            choices={"report": VALUE_REPORTS},
         ),
         Endpoint(
             "GET",
@@ -402,6 +443,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             view,
             "read",
             f_params,
+            choices={"view": tuple(VIEWS)},
         ),
         Endpoint(
             "GET",
@@ -417,6 +459,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 "text/html": {"schema": {"type": "string"}},
                 "text/markdown": {"schema": {"type": "string"}},
             },
+            choices={"role": ROLES},
         ),
         Endpoint(
             "GET",
@@ -442,6 +485,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 "text/csv": {"schema": {"type": "string"}},
                 "application/x-ndjson": {"schema": {"type": "string"}},
             },
+            choices={"name": EXPORTS},
         ),
         Endpoint(
             "GET",
@@ -472,22 +516,65 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 },
             },
             ok={"application/json": {"schema": {"type": "object"}}},
+            status=201,
         ),
         Endpoint("DELETE", "/keys/{key_id}", "admin", "Revoke an API key", keys_revoke, "admin"),
     ]
-    for name in API_TABLES:
+    for name, scope in API_TABLES.items():
         eps.append(
             Endpoint(
                 "POST",
                 f"/{name}",
-                "ingest",
-                f"Ingest {name} rows (a JSON list of objects)",
+                scope,
+                f"Ingest {name} rows (a JSON list of objects)"
+                + ("; budgets are an admin setting" if scope == "admin" else ""),
                 records(name),
                 "ingest",
                 body=records_schema(name),
+                ok={"application/json": {"schema": RECORDS_ANSWER}},
             )
         )
     return eps
+
+
+#: The answer to a records POST.
+RECORDS_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": ["landed", "duplicates", "rejected", "unknown_fields"],
+    "properties": {
+        "landed": {"type": "integer"},
+        "duplicates": {"type": "integer"},
+        "rejected": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"position": {"type": "integer"}, "reason": {"type": "string"}},
+            },
+        },
+        "unknown_fields": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def scope_note(report: str, f: ReportFilters) -> str:
+    """What of the filters a value report does not honour (empty: it honours them all)."""
+    from yieldmeter.app.sections import not_filtered
+
+    if report == "yields":
+        return not_filtered(f, ("team", "model"), "benefit comes from outcomes, which name a workflow only")
+    if report == "funnel":
+        return not_filtered(
+            f,
+            ("team", "model"),
+            "outcomes name a workflow only, so value is null",
+            figures="Measured value is",
+        )
+    if report == "scores":
+        asked = [n for n, v in (("period", f.period), ("team", f.teams), ("model", f.models)) if v]
+        return (
+            f"Scores are not filtered by {' or '.join(asked)}: they are listed per workflow." if asked else ""
+        )
+    return ""
 
 
 def records_schema(table_name: str) -> dict[str, Any]:

@@ -141,12 +141,9 @@ class KeyStore:
         ws.store.ensure_table(TABLE, SCHEMA)
 
     def _rows(self) -> list[dict[str, Any]]:
-        import ibis
-
-        # its own cursor: the key ring reloads from the event loop while the writer thread holds
-        # the workspace's connection, and a DuckDB connection is not shared between threads
-        con = ibis.duckdb.from_connection(self.ws.store.cursor())
-        return con.table(TABLE).order_by("created_at").to_pyarrow().to_pylist()  # type: ignore[no-any-return]
+        # the store reads on a cursor of its own: the key ring reloads from the event loop while
+        # the writer thread holds the workspace's connection
+        return self.ws.store.read_table(TABLE, order_by="created_at").to_pylist()  # type: ignore[no-any-return]
 
     def all_keys(self) -> list[KeyInfo]:
         return [

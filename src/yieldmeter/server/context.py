@@ -6,6 +6,7 @@ Route modules export ``routes(ctx: ServerContext) -> list[BaseRoute]``;
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 BODY_LIMIT = 64 * 1024 * 1024
 #: Small JSON bodies of admin writes (keys, budgets).
 ADMIN_BODY_LIMIT = 64 * 1024
+#: A request body must arrive within this many seconds of the handler asking for it: a client
+#: that trickles bytes (slow loris) is answered 408 and its connection closed.
+BODY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class ServerSettings:
     decode_workers: int = field(default_factory=default_workers)
     #: DuckDB's WAL size before it checkpoints; see :meth:`Writer.start`.
     checkpoint_threshold: str = CHECKPOINT_THRESHOLD
+    #: Seconds a request body may take to arrive (:func:`read_body`).
+    body_timeout_s: float = BODY_TIMEOUT_S
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> ServerSettings:
@@ -56,7 +62,8 @@ class ServerSettings:
 
         ``ingest_keys: [{public_key, secret_key, org}]``, ``body_limit_mb``, ``max_queue``,
         ``decode_workers`` (a number, or ``auto``: one per core, at most 4, none on one core),
-        ``checkpoint_threshold`` (a DuckDB size such as ``256MB``).
+        ``checkpoint_threshold`` (a DuckDB size such as ``256MB``), ``body_timeout_s`` (seconds
+        a request body may take to arrive, default 30).
         """
         keys = [IngestKey(**k) for k in server.get("ingest_keys", []) or []]
         out = cls(ingest_keys=keys)
@@ -68,6 +75,8 @@ class ServerSettings:
         out.decode_workers = default_workers() if workers == "auto" else int(workers)
         if "checkpoint_threshold" in server:
             out.checkpoint_threshold = str(server["checkpoint_threshold"])
+        if "body_timeout_s" in server:
+            out.body_timeout_s = float(server["body_timeout_s"])
         return out
 
 
@@ -131,10 +140,36 @@ class ServerContext:
         return self.workspace.read_options(source)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, gunzipped when ``Content-Encoding: gzip``; 413 beyond ``limit`` bytes."""
+def size_text(n: int) -> str:
+    """A byte count for a person: ``64 KiB``, ``16 MiB``, ``512 bytes``."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            v = n / size
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} bytes"
+
+
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The request body, gunzipped when ``Content-Encoding: gzip``; 413 beyond ``limit`` bytes;
+    408 (and the connection closed) when it has not all arrived within ``timeout`` seconds
+    (default: the server's ``body_timeout_s``)."""
+    if timeout is None:
+        ctx = getattr(request.app.state, "ctx", None) if "app" in request.scope else None
+        timeout = ctx.settings.body_timeout_s if ctx is not None else BODY_TIMEOUT_S
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise HttpError(
+            408,
+            f"the request body did not arrive within {timeout:g} s; send the whole body at once",
+            {"Connection": "close"},
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    too_large = HttpError(413, f"request body larger than {limit // (1024 * 1024)} MiB")
+    too_large = HttpError(413, f"request body larger than {size_text(limit)}")
     if declared and declared.isdigit() and int(declared) > limit:
         await _drain(request)
         raise too_large

@@ -3,7 +3,8 @@
 Pages are Jinja templates shipped in the package; charts are inline SVG drawn
 on the server; the one stylesheet and the one small script are served from
 ``/static`` (nothing from a CDN: it works air-gapped). Every page takes the
-filters ``period``, ``team``, ``workflow``, ``model`` as query parameters.
+filters ``period``, ``team``, ``workflow``, ``model`` as query parameters (the
+pickers choose one value each; a URL may repeat a parameter for several).
 
 Access: the ``read`` scope for every page, ``people`` for the people page and
 for names on a work unit page. A browser sends the key as the password of
@@ -26,11 +27,11 @@ from starlette.staticfiles import StaticFiles
 from yieldmeter.app.reports import ROLES, ReportFilters
 from yieldmeter.reports.charts import draw
 from yieldmeter.reports.model import fmt
-from yieldmeter.server.api import attach, redact
+from yieldmeter.server.api import attach, filters_of, redact
 from yieldmeter.server.auth import AuthError, Principal
 from yieldmeter.server.context import ServerContext
 from yieldmeter.server.problems import Problem, to_problem
-from yieldmeter.server.views import VIEWS, cache_key, warm
+from yieldmeter.server.views import VIEWS, build, cache_key, warm
 
 #: Pages in the navigation, in order: (view name, path, label).
 NAV = (
@@ -43,6 +44,9 @@ NAV = (
     ("unpriced", "/unpriced", "Unpriced models"),
     ("routing", "/routing", "Routing"),
     ("budgets", "/budgets", "Budgets"),
+    ("alerts", "/alerts", "Alerts"),
+    ("forecast", "/forecast", "Forecast"),
+    ("anomalies", "/anomalies", "Anomalies"),
     ("decisions", "/decisions", "Decisions"),
 )
 
@@ -102,14 +106,16 @@ def error_page(exc: BaseException) -> Response:
 def routes(ctx: ServerContext) -> list[BaseRoute]:
     attach(ctx)
     reads = ctx.reads
-    warm(reads)
+    warm(reads, open_mode=not ctx.api_keys.required)
     rendered: dict[tuple[Any, ...], tuple[Any, Any, bytes]] = {}
 
     def who(request: Request, scope: str = "read") -> Principal:
         return ctx.api_keys.require(request, scope)  # type: ignore[no-any-return]
 
-    async def options() -> dict[str, list[str]]:
-        return await reads.view(("options",), lambda ws: ws.reports.options())  # type: ignore[no-any-return]
+    async def options(people: bool) -> dict[str, list[str]]:
+        return await reads.view(("options", people), lambda ws: ws.reports.options(people))  # type: ignore[no-any-return]
+
+    filters = filters_of
 
     def view_page(name: str) -> Any:
         v = VIEWS[name]
@@ -117,17 +123,11 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         async def handler(request: Request) -> Response:
             try:
                 p = who(request)
-                q = request.query_params
-                f = ReportFilters.of(
-                    q.get("period"), q.getlist("team"), q.getlist("workflow"), q.getlist("model")
-                )
-                people = p.can("people")
+                f = filters(request, p)
                 if not p.can(v.scope):
                     raise AuthError(403, f"the {v.title} page needs the {v.scope!r} scope")
-                sections = await reads.view(
-                    cache_key(name, f, people), lambda ws: v.build(ws.reports, f, people)
-                )
-                opts = await options()
+                sections = await reads.view(cache_key(name, f), lambda ws: build(name, ws.reports, f))
+                opts = await options(f.people)
             except Exception as exc:
                 return error_page(exc)
             # the same cached sections render to the same page: keep the HTML beside them
@@ -177,16 +177,13 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         from yieldmeter.reports.render import render
 
         try:
-            who(request)
+            p = who(request)
             role, ext = request.path_params["role"], request.path_params["ext"]
             if role not in ROLES or ext not in ("pdf", "html", "md", "json"):
                 raise Problem(
                     404, f"no report {role}.{ext}; roles: {', '.join(ROLES)}; formats pdf, html, md, json"
                 )
-            q = request.query_params
-            f = ReportFilters.of(
-                q.get("period"), q.getlist("team"), q.getlist("workflow"), q.getlist("model")
-            )
+            f = filters(request, p)
             rep = await reads.view(("role", role, f.key()), lambda ws: ws.reports.role(role, f))
             body = await reads.run(lambda ws: render(rep, ext))
         except Exception as exc:

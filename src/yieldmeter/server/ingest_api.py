@@ -1,12 +1,16 @@
 """REST ingest for what the SDK records: ``POST /api/v1/{signals,outcomes,effort}``.
 
 The body is a JSON list of canonical rows (one object is taken as a list of
-one), with the column names of :mod:`yieldmeter.schema`. A row without its id
-gets one derived from its content, so a client that retries the same rows
-creates no duplicates. The answer says what landed and, per rejected row, its
-position (1-based) and reason::
+one), with the column names of :mod:`yieldmeter.schema`. On these SDK tables a
+row without its id gets one derived from its content, so a client that retries
+the same rows creates no duplicates; the tables of ``/api/v1/{work_units,...}``
+(:mod:`.api`) need their id (a budget's is derived from its scope and period), and
+a row without it is rejected and quarantined, never stored under an invented id.
+The answer says what landed, per rejected row its position (1-based) and reason
+(naming the field), and the fields no column of the table has (not stored)::
 
-    {"landed": 2, "duplicates": 0, "rejected": [{"position": 3, "reason": "minutes: negative"}]}
+    {"landed": 2, "duplicates": 0, "rejected": [{"position": 3, "reason": "minutes: negative"}],
+     "unknown_fields": ["colour"]}
 """
 
 from __future__ import annotations
@@ -50,8 +54,19 @@ def rows_to_table(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
     return pa.table(arrays) if arrays else pa.table({columns[0]: pa.nulls(len(rows), pa.string())})
 
 
-def records_to_batch(table_name: str, doc: Any, source: str) -> Batch:
-    """Canonical rows posted as JSON -> a conformed :class:`Batch`."""
+def unknown_fields(table_name: str, doc: Any) -> list[str]:
+    """The fields of the posted rows that no column of ``table_name`` has (they are not stored)."""
+    rows = [doc] if isinstance(doc, dict) else doc if isinstance(doc, list) else []
+    names = set(table(table_name).names)
+    return sorted({k for r in rows if isinstance(r, dict) for k in r if k not in names})
+
+
+def records_to_batch(table_name: str, doc: Any, source: str, *, derive_ids: bool = True) -> Batch:
+    """Canonical rows posted as JSON -> a conformed :class:`Batch`.
+
+    ``derive_ids``: a row without its id gets one from its content (the SDK tables); otherwise
+    it is rejected (``<key>: missing``) unless the table derives its key from other fields.
+    """
     rows = [doc] if isinstance(doc, dict) else doc
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise HttpError(400, f"expected a JSON list of {table_name} rows (objects)")
@@ -59,7 +74,7 @@ def records_to_batch(table_name: str, doc: Any, source: str) -> Batch:
     for r in rows:
         if "attributes" in r and not isinstance(r["attributes"], str | type(None)):
             r["attributes"] = orjson.dumps(r["attributes"]).decode()
-        if not r.get(spec.key):
+        if derive_ids and not r.get(spec.key):
             content = orjson.dumps(r, option=orjson.OPT_SORT_KEYS, default=str)
             r[spec.key] = stable_id(table_name, content)
     if not rows:
@@ -82,6 +97,7 @@ def records_endpoint(ctx: ServerContext, table_name: str) -> Callable[[Request],
             except orjson.JSONDecodeError as exc:
                 raise HttpError(400, f"not valid JSON: {exc}") from None
             source = request.headers.get("x-yieldmeter-source") or "api"
+            unknown = unknown_fields(table_name, doc)
             batch = with_org(records_to_batch(table_name, doc, source), org)
             summary = await commit(ctx, batch, source, "api")
             if ctx.reads is not None:  # the REST API's cached views see the new rows at once
@@ -99,7 +115,12 @@ def records_endpoint(ctx: ServerContext, table_name: str) -> Callable[[Request],
             )
         ]
         return JSONResponse(
-            {"landed": summary.landed, "duplicates": summary.duplicates, "rejected": rejected},
+            {
+                "landed": summary.landed,
+                "duplicates": summary.duplicates,
+                "rejected": rejected,
+                "unknown_fields": unknown,
+            },
             status_code=200,
         )
 

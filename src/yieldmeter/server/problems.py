@@ -23,6 +23,7 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     406: "Not acceptable",
+    408: "Request timeout",
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
@@ -71,6 +72,18 @@ def to_problem(exc: BaseException) -> Response:
         return problem(exc.status, exc.message, exc.headers)
     if isinstance(exc, UnknownWorkUnit):
         return problem(404, str(exc))
+    from yieldmeter.app.value import PrivacyError
+    from yieldmeter.metrics.value import CrossWorkflowComparison
+
+    if isinstance(exc, PrivacyError):  # worded for HTTP: the privilege is a key's scope, not a flag
+        return problem(403, exc.detail("an API key with the 'people' scope"))
+    if isinstance(exc, CrossWorkflowComparison):
+        return problem(
+            400,
+            f"value per token is only comparable inside one workflow; the data holds "
+            f"{len(exc.workflows)} ({', '.join(exc.workflows[:5])}). Pass workflow=W to compare inside "
+            "one, or normalise=true to compare percentiles within each workflow.",
+        )
     if isinstance(exc, PermissionError):
         return problem(403, f"{exc} (needs an API key with the 'people' scope)")
     if isinstance(exc, ReadTimeout):

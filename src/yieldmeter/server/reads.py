@@ -13,12 +13,24 @@ unchanged, or while it is younger than ``min_refresh_s`` (default 10 s). When
 it is older and the data changed, the stale view is still served at once and
 one refresh is started on a separate refresher thread, so readers never wait
 for a recomputation while telemetry streams in; the figures are then at most
-one recomputation behind. Records posted through the REST API (decisions,
+one recomputation behind. A reader thread's workspace keeps the value service's
+materialised tables (cost lines, unit facts) the same way: while telemetry streams
+in they are made again at most every ``min_refresh_s``, so a view asked for the
+first time (new filters) is computed from them, not from the store; and they are
+made once for all reader threads (:class:`SharedTables`: the first thread that needs
+one makes it, as Arrow, the others read the same copy through a view on their own
+connection), not once per thread. Records posted
+through the REST API (decisions,
 budgets, work units...) bump the counter and are seen by the next read. Only
 the very first request for a view computes it while the client waits (the
 server warms the overview at start). A cached view is answered on the event
 loop, without a thread hop, when the version was checked in the last
 ``version_every_s``.
+
+Timeouts: a read that takes longer than its timeout (60 s) answers
+:class:`ReadTimeout` (503 with ``Retry-After``) and its query is interrupted on the
+reader thread's own connection, so the thread is free for the next read instead
+of finishing work nobody waits for.
 """
 
 from __future__ import annotations
@@ -41,6 +53,65 @@ _MISS = object()
 
 class ReadTimeout(TimeoutError):
     pass
+
+
+class SharedTables:
+    """The value service's data-only intermediate tables (``yieldmeter.app.value.SHAREABLE``),
+    made once per *epoch* and read by every reader thread.
+
+    A thread starts a new epoch when its data refresh is due and the current epoch is older than
+    ``min_refresh_s`` or predates a write through the API (``generation``); otherwise it joins the
+    current one. Within an epoch a table is made by the first thread that asks; the others wait
+    for it rather than make their own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.epoch = 0
+        self.generation: int | None = None
+        self.started = 0.0
+        self._tables: dict[str, Any] = {}
+        self._making: dict[str, threading.Lock] = {}
+
+    def join(self, generation: int, max_age_s: float) -> int:
+        """The epoch a refreshing thread reads: the current one, or a new one when it is too old."""
+        with self._lock:
+            if self.generation != generation or time.monotonic() - self.started >= max_age_s:
+                self.epoch += 1
+                self.generation = generation
+                self.started = time.monotonic()
+                self._tables, self._making = {}, {}
+            return self.epoch
+
+    def get(self, epoch: int, name: str, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if epoch != self.epoch:  # a thread still on an older epoch: its own copy
+                return make()
+            lock = self._making.setdefault(name, threading.Lock())
+        with lock:
+            with self._lock:
+                hit = self._tables.get(name) if epoch == self.epoch else None
+            if hit is not None:
+                return hit
+            table = make()
+            with self._lock:
+                if epoch == self.epoch:
+                    self._tables[name] = table
+            return table
+
+
+class _Running:
+    """The connection a read runs on, to interrupt it when its caller stops waiting."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.con: Any = None
+        self.done = False
+
+    def interrupt(self) -> None:
+        with self.lock:  # never the next read of the same thread: ``done`` is set under the lock
+            if not self.done and self.con is not None:
+                self.con.interrupt()
 
 
 class Reads:
@@ -68,6 +139,7 @@ class Reads:
         self._cache: OrderedDict[Hashable, tuple[Any, float, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}
+        self.shared = SharedTables()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -89,10 +161,24 @@ class Reads:
             self._local.ws = ws
             self._local.version = None
         version = self.version(ws)
-        if self._local.version != version:
-            if self._local.version is not None:
-                ws.reports.refresh()
-            self._local.version = version
+        local = self._local.version
+        if local != version:
+            # Telemetry changes the row counts every moment under load; forgetting the thread's
+            # materialised tables each time would make every read a cold one. So they are kept
+            # for min_refresh_s after they were made (the figures are at most that far behind,
+            # like a stale view), and dropped at once after a write through the API.
+            due = (
+                local is None
+                or local[0] != version[0]
+                or time.monotonic() - self._local.refreshed_at >= self.min_refresh_s
+            )
+            if due:
+                if local is not None:
+                    ws.reports.refresh()
+                epoch = self.shared.join(version[0], self.min_refresh_s)
+                ws.value.shared = lambda name, make: self.shared.get(epoch, name, make)
+                self._local.version = version
+                self._local.refreshed_at = time.monotonic()
         return ws  # type: ignore[no-any-return]
 
     def version(self, ws: Workspace) -> tuple[Any, ...]:
@@ -106,22 +192,35 @@ class Reads:
     # -- running -----------------------------------------------------------------------------
     async def run(self, fn: Callable[[Workspace], T], timeout: float = READ_TIMEOUT_S) -> T:
         """``fn(workspace)`` on a reader thread, uncached."""
-        fut = self._pool.submit(lambda: fn(self.workspace()))
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
-        except TimeoutError:
-            raise ReadTimeout(f"the query took longer than {timeout:.0f} s") from None
+        return await self._wait(lambda ws: fn(ws), timeout, "the query")
 
     async def view(self, key: Hashable, fn: Callable[[Workspace], T], timeout: float = READ_TIMEOUT_S) -> T:
         """``fn(workspace)``, cached under ``key`` (see the module docstring for when it is recomputed)."""
         hit = self._peek(key, fn)
         if hit is not _MISS:
             return hit  # type: ignore[return-value]
-        fut = self._pool.submit(self._cached, key, fn)
+        return await self._wait(lambda ws: self._cached(key, fn, ws), timeout, "the view")
+
+    async def _wait(self, job: Callable[[Workspace], T], timeout: float, what: str) -> T:
+        """``job`` on a reader thread; past ``timeout`` its query is interrupted and ReadTimeout raised."""
+        running = _Running()
+
+        def work() -> T:
+            ws = self.workspace()
+            with running.lock:
+                running.con = ws.store.con
+            try:
+                return job(ws)
+            finally:
+                with running.lock:
+                    running.done = True
+
+        fut = self._pool.submit(work)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except TimeoutError:
-            raise ReadTimeout(f"the view took longer than {timeout:.0f} s") from None
+            running.interrupt()
+            raise ReadTimeout(f"{what} took longer than {timeout:g} s") from None
 
     def _peek(self, key: Hashable, fn: Callable[[Workspace], Any]) -> Any:
         """A cached view without leaving the event loop, when the data version was checked just now."""
@@ -177,8 +276,8 @@ class Reads:
             with self._cache_lock:
                 self._refreshing.discard(key)
 
-    def _cached(self, key: Hashable, fn: Callable[[Workspace], T]) -> T:
-        ws = self.workspace()
+    def _cached(self, key: Hashable, fn: Callable[[Workspace], T], ws: Workspace | None = None) -> T:
+        ws = ws if ws is not None else self.workspace()
         version = self._local.version
         state, value = self._lookup(key, version)
         if state == "fresh":

@@ -2,7 +2,9 @@
 
 Each view is a function of the report service, the filters and whether the
 caller may see people; it only picks which sections of
-:class:`~yieldmeter.app.reports.ReportService` to show.
+:class:`~yieldmeter.app.reports.ReportService` to show. :func:`build` is how the
+API and the dashboard run one: the service's privacy check first (a team filter
+naming a team below ``privacy.min_group_size`` is refused without ``people``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ def _spend(s: ReportService, f: ReportFilters, people: bool) -> list[Section]:
     ]
 
 
+def _finops(s: ReportService, f: ReportFilters, name: str) -> Section:
+    """A FinOps section (:mod:`yieldmeter.app.finops_sections`), marked unavailable if it cannot run."""
+    from yieldmeter.app import finops_sections as fs
+
+    build = getattr(fs, f"{name}_section")
+    return s.guarded(name, name.capitalize(), lambda: build(s, f))
+
+
 VIEWS: dict[str, View] = {
     v.name: v
     for v in (
@@ -53,20 +63,32 @@ VIEWS: dict[str, View] = {
         View("benchmarks", "Teams and patterns", _benchmarks),
         View("people", "People", _people, scope="people"),
         View("waste", "Waste", lambda s, f, p: [s.waste_section(f)]),
-        View("unpriced", "Unpriced models", lambda s, f, p: [s.unpriced_section()]),
+        View("unpriced", "Unpriced models", lambda s, f, p: [s.unpriced_section(f)]),
         View("routing", "Routing", lambda s, f, p: [s.routing_section(f)]),
         View("budgets", "Budgets", lambda s, f, p: [s.budgets_section(f)]),
+        View("alerts", "Alerts", lambda s, f, p: [_finops(s, f, "alerts")]),
+        View("forecast", "Forecast", lambda s, f, p: [_finops(s, f, "forecast")]),
+        View("anomalies", "Anomalies", lambda s, f, p: [_finops(s, f, "anomalies")]),
         View("decisions", "Decisions", lambda s, f, p: [s.decisions_section(f)]),
     )
 }
 
 
-def cache_key(name: str, f: ReportFilters, people: bool) -> tuple[object, ...]:
-    """The read cache key of a view: only the people view depends on the caller's scope."""
-    return ("view", name, f.key(), people if VIEWS[name].scope == "people" else None)
+def build(name: str, s: ReportService, f: ReportFilters) -> list[Section]:
+    """The sections of view ``name`` for the filters (``f.people``: the caller may see people)."""
+    s.check_privacy(f)
+    return VIEWS[name].build(s, f, f.people)
 
 
-def warm(reads: object) -> None:
-    """Compute the overview in the background at start, so the first visitor does not wait."""
-    f = ReportFilters()
-    reads.warm(cache_key("overview", f, False), lambda ws: VIEWS["overview"].build(ws.reports, f, False))  # type: ignore[attr-defined]
+def cache_key(name: str, f: ReportFilters) -> tuple[object, ...]:
+    """The read cache key of a view: its name and the filters, the caller's ``people`` included
+    (spend by team and the team picker depend on it)."""
+    return ("view", name, f.key())
+
+
+def warm(reads: object, *, open_mode: bool = False) -> None:
+    """Compute the overview in the background at start, so the first visitor does not wait: the
+    one an open server's single visitor sees (every scope), else a reader's, then a privileged one's."""
+    for people in (True,) if open_mode else (False, True):
+        f = ReportFilters(people=people)
+        reads.warm(cache_key("overview", f), lambda ws, f=f: build("overview", ws.reports, f))  # type: ignore[attr-defined]

@@ -520,6 +520,12 @@ class Store:
     def counts(self) -> dict[str, int]:
         return {name: self.count(name) for name in [*TABLES, "quarantine"]}
 
+    def read_table(self, name: str, order_by: str | None = None) -> pa.Table:
+        """A whole (small) table of the store, on a cursor of its own, so a reader thread never
+        shares the connection the writer holds (e.g. the API keys the server reloads)."""
+        sql = f"SELECT * FROM {_q(name)}" + (f" ORDER BY {_q(order_by)}" if order_by else "")
+        return self.cursor().execute(sql).to_arrow_table()
+
     def query_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run a store-internal query (never called from surfaces)."""
         return self.cursor().execute(sql, params or []).to_arrow_table()
