@@ -251,3 +251,25 @@ def test_init_takes_the_workspace_option_and_variable(tmp_path: Path) -> None:
     assert r.exit_code == 0 and (tmp_path / "a" / "yieldmeter.yaml").exists()
     r = runner.invoke(build_app(), ["init"], env={"YIELDMETER_WORKSPACE": str(tmp_path / "b")})
     assert r.exit_code == 0 and (tmp_path / "b" / ".yieldmeter" / "store.duckdb").exists()
+
+
+def test_a_folder_walk_passes_over_what_is_not_data(tmp_path: Path) -> None:
+    """A folder's yieldmeter.yaml, README and hidden files are passed over; a simulation's truth
+    file is refused (it is what `validate` reads, never data), even when named on its own."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "in"
+    (folder / ".cache").mkdir(parents=True)
+    (folder / "calls.csv").write_bytes(HEADER + _row(1))
+    (folder / "yieldmeter.yaml").write_text("workflows: []\n")
+    (folder / "README.md").write_text("# data\n")
+    (folder / ".cache" / "x.csv").write_bytes(HEADER + _row(2))
+    truth = pa.table({"work_unit_id": ["wu-1"], "true_value": [1.0]})
+    pq.write_table(truth.replace_schema_metadata({"yieldmeter.truth": "{}"}), folder / "truth.parquet")
+    assert [p.name for p in Workspace.input_files([folder])] == ["calls.csv", "truth.parquet"]
+    with Workspace.init(tmp_path / "ws") as ws:
+        s = ws.ingest_paths([folder])
+        calls, refused = s.files
+        assert calls.landed == 1 and refused.error is not None and "truth of a simulation" in refused.error
+        assert ws.store.count("work_units") == 1  # wu-1 derived from the call, not the truth's row

@@ -156,7 +156,14 @@ def test_unknown_model_is_unpriced_not_zero(tmp_path: Path) -> None:
         assert got["a"]["model_cost"] is None and not got["a"]["priced"]
         assert got["b"]["priced"]
         assert ws.unpriced().to_pylist() == [
-            {"provider": "acme", "model": "acme-llm", "calls": 1, "input_tokens": 10, "output_tokens": 0}
+            {
+                "provider": "acme",
+                "model": "acme-llm",
+                "calls": 1,
+                "input_tokens": 10,
+                "output_tokens": 0,
+                "workflows": 0,  # the call names no workflow
+            }
         ]
 
 

@@ -23,6 +23,11 @@ from yieldmeter.app.validity import ValidityReport, validate
 from yieldmeter.simulate import SimulationParams
 
 SEEDS = (1, 2, 3)
+#: The targets are measured at full size by `make validate` (docs/validity.md). At this test's
+#: size (14 days x 200 people, a quarter of the enterprise's default) most of them hold as they
+#: are and are asserted so; MARGIN is a small-size allowance for the two that rest on few units
+#: here (the Spearman on a few hundred labels per workflow; recontacts within the window), each
+#: named where it is used.
 MARGIN = 0.1
 
 
@@ -62,15 +67,18 @@ def test_signals_carry_enough_information_for_the_target(reports: dict[int, Vali
 
 
 def test_user_value_per_token_ranking(reports: dict[int, ValidityReport]) -> None:
-    assert min(_all(reports, "kendall_user")) >= 0.6 - MARGIN
+    assert min(_all(reports, "kendall_user")) >= 0.6
     # 3-4 teams per workflow make a team tau coarse: a sanity bound, not the target
     assert min(_all(reports, "kendall_team")) > 0.3
 
 
 @pytest.mark.parametrize("detector", ["rework", "unused_output", "accepted_not_resolved"])
 def test_waste_detectors(reports: dict[int, ValidityReport], detector: str) -> None:
-    assert min(_all(reports, f"precision_{detector}")) >= 0.85 - MARGIN
-    assert min(_all(reports, f"recall_{detector}")) >= 0.8 - MARGIN
+    assert min(_all(reports, f"precision_{detector}")) >= 0.85
+    # a recontact must fall within the window after acceptance: at this size a seed has a few
+    # dozen, and one seed's recall sits at 0.79 (0.82-0.85 at full size): the small-size allowance
+    recall_floor = 0.8 - MARGIN if detector == "accepted_not_resolved" else 0.8
+    assert min(_all(reports, f"recall_{detector}")) >= recall_floor
 
 
 def test_unpriced_share_is_exact(reports: dict[int, ValidityReport]) -> None:
@@ -106,8 +114,8 @@ def test_interval_coverage(reports: dict[int, ValidityReport]) -> None:
 
 
 def test_loop_detector(reports: dict[int, ValidityReport]) -> None:
-    assert min(_all(reports, "precision_expensive_loop")) >= 0.85 - MARGIN
-    assert min(_all(reports, "recall_expensive_loop")) >= 0.8 - MARGIN
+    assert min(_all(reports, "precision_expensive_loop")) >= 0.85
+    assert min(_all(reports, "recall_expensive_loop")) >= 0.8
 
 
 def test_validate_names_missing_work_units_instead_of_failing(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
@@ -305,13 +304,27 @@ class Workspace:
 
     @staticmethod
     def input_files(paths: Sequence[Path | str]) -> list[Path]:
-        """The files ``paths`` name: files as given, folders walked (sorted), in order."""
+        """The files ``paths`` name: files as given, folders walked (sorted), in order.
+
+        A folder's hidden files and its configuration and documents (:data:`NOT_DATA`: a
+        ``yieldmeter.yaml``, a README) are not data and are passed over; a file named on its own
+        is always read.
+        """
         files: list[Path] = []
         for raw in paths:
             path = Path(raw)
             if not path.exists():
                 raise FileNotFoundError(f"{path}: no such file or folder")
-            files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            if not path.is_dir():
+                files.append(path)
+                continue
+            files += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() not in NOT_DATA
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         return files
 
     def ingest_paths(
@@ -396,20 +409,16 @@ class Workspace:
         """Model, allocated, effort and fully loaded cost grouped by ``by``."""
         return spend.spend(self.cost_lines(), by, filters).to_pyarrow()
 
+    def reported_cost(self, by: str = "model", filters: spend.Filters | None = None) -> pa.Table:
+        """A source's own cost of its calls (LiteLLM spend, Langfuse cost_details, gen_ai.usage.cost)
+        against yieldmeter's price, per ``by``: see :mod:`yieldmeter.metrics.reported_cost`."""
+        from yieldmeter.metrics.reported_cost import reported_cost
+
+        return reported_cost(self.tables(), by, filters).to_pyarrow()
+
     def unpriced(self) -> pa.Table:
         """Models that resolve to no price, with their call and token volume."""
-        pcalls = self.priced_calls()
-        u = pcalls.filter(~pcalls.priced)
-        return (
-            u.group_by(provider=u.provider, model=u.model)
-            .aggregate(
-                calls=u.request_count.sum(),
-                input_tokens=u.input_tokens.sum(),
-                output_tokens=u.output_tokens.sum(),
-            )
-            .order_by([ibis.desc("calls"), "model"])
-            .to_pyarrow()
-        )
+        return cost.unpriced_models(self.priced_calls()).to_pyarrow()
 
     def status(self) -> dict[str, Any]:
         counts = self.store.counts()
@@ -461,6 +470,11 @@ class Workspace:
 
         return ReportService(self)
 
+
+#: file endings a folder walk passes over: configuration, documents, images, logs
+NOT_DATA = frozenset(
+    {".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".txt", ".rst", ".pdf", ".png", ".log"}
+)
 
 #: what an adapter raises for input it cannot read (a bug in yieldmeter raises something else)
 _UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError)

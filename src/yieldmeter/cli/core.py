@@ -124,7 +124,11 @@ def register(app: typer.Typer) -> None:
                     summary = ws.ingest_paths(files, fmt=fmt, table=table, progress=report if big else None)
             except (UnknownFormat, TableNotKnown, FileNotFoundError, ValueError) as exc:
                 fail(str(exc))
+        how = "detected by content" if fmt == "auto" else "as --format says"
         for f in summary.files:
+            if output is OutputFormat.table:  # on its own line: a table column would cut the name
+                name = f.format if f.format != "auto" else "format not recognised"
+                console().print(f"{f.source}: [bold]{name}[/] ({how})", highlight=False, soft_wrap=True)
             for note in dict.fromkeys(f.notes):
                 console().print(f"[yellow]note:[/] {note}", highlight=False)
         emit(summary.rows(), output, title="Ingest summary")

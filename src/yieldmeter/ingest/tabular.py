@@ -436,6 +436,11 @@ def _read_jsonl(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
 
 def _read_parquet(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     pf = pq.ParquetFile(stream)
+    if b"yieldmeter.truth" in (pf.schema_arrow.metadata or {}):
+        raise UnreadableFile(
+            "the hidden truth of a simulation (`yieldmeter validate --truth` reads it): not data to "
+            "import; the simulated sources are beside it (otlp/, tables/, billing/)"
+        )
     columns = pf.schema_arrow.names
 
     def tables() -> Iterator[tuple[pa.Table, int]]:

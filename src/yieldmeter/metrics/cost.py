@@ -20,6 +20,7 @@ counted and shown, never costed as zero.
 
 from __future__ import annotations
 
+import ibis
 import ibis.expr.types as ir
 
 from yieldmeter.metrics.period import utc_second_of_day
@@ -98,4 +99,20 @@ def priced_calls(t: Tables) -> ir.Table:
         # null (not 0) when no price matched: unpriced calls are never silently free
         model_cost=token_cost + request_cost,
         priced=joined.valid_from.notnull(),
+    )
+
+
+def unpriced_models(priced: ir.Table) -> ir.Table:
+    """Per (provider, model) no price matches: calls, tokens and how many workflows call it,
+    most calls first. ``priced`` is :func:`priced_calls`, narrowed by the caller as it likes."""
+    u = priced.filter(~priced.priced)
+    return (
+        u.group_by(provider=u.provider, model=u.model)
+        .aggregate(
+            calls=u.request_count.sum(),
+            input_tokens=u.input_tokens.sum(),
+            output_tokens=u.output_tokens.sum(),
+            workflows=u.workflow.nunique(),
+        )
+        .order_by([ibis.desc("calls"), "model"])
     )
