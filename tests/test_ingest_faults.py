@@ -273,3 +273,48 @@ def test_a_folder_walk_passes_over_what_is_not_data(tmp_path: Path) -> None:
         calls, refused = s.files
         assert calls.landed == 1 and refused.error is not None and "truth of a simulation" in refused.error
         assert ws.store.count("work_units") == 1  # wu-1 derived from the call, not the truth's row
+
+
+def test_a_quote_inside_a_field_is_a_character(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``5" screen`` is an unquoted field holding a quote (Arrow reads it so): 300 rows in pieces
+    of 500 bytes all land, and cutting the file into pieces stays linear (one stray quote once
+    made every later newline look like it was inside quotes)."""
+    monkeypatch.setattr(tabular, "CSV_CHUNK_BYTES", 500)
+    rows = [_row(i) for i in range(1, 301)]
+    rows[4] = b'c5,2025-03-01T10:00:00Z,openai,5" screen,100,10,wu-1\n'
+    src = tmp_path / "calls.csv"
+    src.write_bytes(HEADER + b"".join(rows))
+    with Workspace.init(tmp_path / "ws") as ws:
+        s = ws.ingest_paths([src]).files[0]
+        assert (s.read, s.landed, s.quarantined) == (300, 300, 0)
+        model = ws.store.query_arrow("SELECT model FROM calls WHERE call_id = 'c5'").column(0)[0].as_py()
+        assert model == '5" screen'
+
+
+def test_bytes_that_are_not_text_reject_one_json_element(tmp_path: Path) -> None:
+    """Element 78 of 150 holds the byte ff: it alone is quarantined; the 149 others land."""
+    good = [
+        {"signal_id": f"s{i}", "work_unit_id": "u", "ts": "2025-03-01T00:00:00Z", "kind": "accepted"}
+        for i in range(150)
+    ]
+    data = json.dumps(good, indent=1).encode().replace(b'"s77"', b'"s7\xff7"')
+    src = tmp_path / "signals.json"
+    src.write_bytes(data)
+    with Workspace.init(tmp_path / "ws") as ws:
+        s = ws.ingest_paths([src]).files[0]
+        assert (s.read, s.landed, s.quarantined, s.error) == (150, 149, 1, None)
+        (q,) = ws.quarantine().to_pylist()
+        assert q["position"] == 78 and "not UTF-8 text" in q["reason"]
+
+
+def test_the_files_a_folder_walk_passes_over_are_named(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "calls.csv").write_bytes(HEADER + _row(1))
+    (folder / "yieldmeter.yaml").write_text("workflows: []\n")
+    (folder / "spend.log").write_bytes(HEADER + _row(2))  # a .log may hold data: it is read
+    r = CliRunner().invoke(build_app(), ["ingest", str(folder), "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 0, r.output
+    assert "passed over 1 files" in " ".join(r.output.split()) and "yieldmeter.yaml" in r.output
+    with Workspace.open(tmp_path / "ws") as ws:
+        assert ws.store.count("calls") == 2

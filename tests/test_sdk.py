@@ -338,3 +338,44 @@ def test_module_functions_write_local_files_without_a_server(tmp_path: Path) -> 
     finally:
         ws.close()
         configure(path=tmp_path / "unused", flush_interval_s=0)
+
+
+def test_rows_in_flight_when_close_gives_up_are_spilled_not_lost(tmp_path: Path) -> None:
+    """A server that accepts the connection and never answers: the background thread's request
+    is still waiting (3 s timeout) when close() stops waiting for the thread (0.3 s). The rows
+    it holds must reach the spill file once the request fails, not go back to a buffer nobody
+    sends any more."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                continue
+            held.append(conn)  # read nothing, answer nothing
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        rec = Recorder(endpoint, path=tmp_path / "spill", batch_size=1, timeout_s=3.0, max_retries=0)
+        for i in range(3):
+            rec.record("signals", {"signal_id": f"s{i}", "work_unit_id": "u", "kind": "accepted"})
+        assert wait_for(lambda: rec.stats()["buffered"] == 0)  # the thread took them
+        rec.close(timeout_s=0.3)
+        assert wait_for(lambda: rec.stats()["spilled"] == 3, timeout=15.0), rec.stats()
+        spilled = [json.loads(x) for x in (tmp_path / "spill" / "signals.jsonl").read_text().splitlines()]
+        assert sorted(r["signal_id"] for r in spilled) == ["s0", "s1", "s2"]
+        assert rec.stats()["buffered"] == 0
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        silent.close()

@@ -1,9 +1,10 @@
 """End to end against known truth: simulate, ingest through the real importers, score, measure.
 
 Small enterprise organisations (200 people, 14 days, ~45,000 calls) on three seeds. The issue's
-targets are asserted with a margin where the value engine meets them today; the ones it does
-not meet are declared as strict expected failures with the measured reason, so the gap is
-visible and a fix shows up as an unexpected pass.
+targets are asserted as they are where they hold at this size, with a stated small-size
+allowance (MARGIN) for the two that rest on few units here; the one the value engine does not
+meet is declared a strict expected failure with the measured reason, so the gap is visible and
+a fix shows up as an unexpected pass.
 
 Why 14 days x 200 people and not smaller: a workflow's own calibrated model needs 40 labels and
 8 of each class (:mod:`yieldmeter.scoring.model`); at 7 days x 150 people the board-analysis and
@@ -99,7 +100,7 @@ def test_expected_value_ranks_work_units(reports: dict[int, ValidityReport]) -> 
 
 
 @pytest.mark.xfail(
-    reason="90% intervals cover 0.63-0.79 here (0.76-0.82 at full size): the estimate is p x the "
+    reason="90% intervals cover 0.62-0.78 here (0.73-0.81 at full size): the estimate is p x the "
     "workflow's declared unit value, while the truth is the realised value. Claims declares $9 a unit "
     "where a delivered claim is worth $8.10 on average (corrected claims 0.6x), so its estimates sit "
     "10% high (full size: coverage 0.54-0.63); 8% of delivered board answers move a decision worth "

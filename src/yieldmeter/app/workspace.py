@@ -75,6 +75,8 @@ class FileSummary:
 @dataclass
 class IngestSummary:
     files: list[FileSummary] = field(default_factory=list)
+    #: files of the folders walked that are not data (configuration, documents, hidden files)
+    passed_over: list[Path] = field(default_factory=list)
 
     def total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files)
@@ -303,12 +305,13 @@ class Workspace:
                 self.finops.evaluate_on_ingest()  # budgets and alert rules; throttled, never raises
 
     @staticmethod
-    def input_files(paths: Sequence[Path | str]) -> list[Path]:
+    def input_files(paths: Sequence[Path | str], passed_over: list[Path] | None = None) -> list[Path]:
         """The files ``paths`` name: files as given, folders walked (sorted), in order.
 
         A folder's hidden files and its configuration and documents (:data:`NOT_DATA`: a
-        ``yieldmeter.yaml``, a README) are not data and are passed over; a file named on its own
-        is always read.
+        ``yieldmeter.yaml``, a README) are not data and are passed over (appended to
+        ``passed_over`` when given, so the caller can say so); a file named on its own is always
+        read.
         """
         files: list[Path] = []
         for raw in paths:
@@ -318,13 +321,13 @@ class Workspace:
             if not path.is_dir():
                 files.append(path)
                 continue
-            files += sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() not in NOT_DATA
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
+            for p in sorted(p for p in path.rglob("*") if p.is_file()):
+                hidden = any(part.startswith(".") for part in p.relative_to(path).parts)
+                if hidden or p.suffix.lower() in NOT_DATA:
+                    if passed_over is not None:
+                        passed_over.append(p)
+                else:
+                    files.append(p)
         return files
 
     def ingest_paths(
@@ -348,7 +351,8 @@ class Workspace:
             get_format(fmt)  # an unknown --format is the caller's mistake, not the file's
         summary = IngestSummary()
         with self.store.bulk():
-            self._ingest_files(self.input_files(paths), fmt, table, progress, summary)
+            files = self.input_files(paths, summary.passed_over)
+            self._ingest_files(files, fmt, table, progress, summary)
         self.flush_after_ingest()  # score once for the whole import, not per file
         return summary
 
@@ -472,11 +476,11 @@ class Workspace:
 
 
 #: file endings a folder walk passes over: configuration, documents, images, logs
-NOT_DATA = frozenset(
-    {".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".txt", ".rst", ".pdf", ".png", ".log"}
-)
+NOT_DATA = frozenset({".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".rst", ".pdf", ".png"})
 
-#: what an adapter raises for input it cannot read (a bug in yieldmeter raises something else)
+#: what an adapter raises for input it cannot read: ValueError (and its kin: JSON, Arrow and UTF-8
+#: errors), OSError/EOFError (a truncated .gz); a usage export of another shape surfaces as a
+#: KeyError, IndexError or TypeError, which a bug could raise too, so its reason says both
 _UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError)
 
 
@@ -486,7 +490,10 @@ def _unreadable_reason(exc: BaseException, source: Path) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return f"not text in UTF-8 (byte {exc.start}): not a CSV, JSON or usage export yieldmeter reads"
     if isinstance(exc, KeyError | IndexError | TypeError):
-        return f"not the structure its format has ({type(exc).__name__}: {message}); the rest was not read"
+        return (
+            f"not the structure its format has ({type(exc).__name__}: {message}); the rest was not "
+            "read (if the file is of this format, this is a yieldmeter bug: please report it)"
+        )
     if isinstance(exc, EOFError | OSError):
         return f"cannot read the file: {message}"
     return f"cannot read: {message}"

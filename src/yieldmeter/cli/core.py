@@ -98,7 +98,8 @@ def register(app: typer.Typer) -> None:
         from yieldmeter.app.workspace import Workspace
 
         try:
-            files = Workspace.input_files(paths)
+            passed_over: list[Path] = []
+            files = Workspace.input_files(paths, passed_over)
         except FileNotFoundError as exc:
             fail(str(exc))
         big = any(f.stat().st_size > PROGRESS_BYTES for f in files)
@@ -141,6 +142,16 @@ def register(app: typer.Typer) -> None:
                 f"{summary.total('quarantined'):,} quarantined (see `yieldmeter quarantine`), "
                 f"{summary.total('unpriced'):,} unpriced calls (see `yieldmeter unpriced`).",
                 highlight=False,
+            )
+        summary.passed_over[:0] = passed_over  # the folders were walked here, before the import
+        if summary.passed_over:
+            names = ", ".join(str(p) for p in summary.passed_over[:5])
+            more = f" and {len(summary.passed_over) - 5} more" if len(summary.passed_over) > 5 else ""
+            console().print(
+                f"[yellow]note:[/] passed over {len(summary.passed_over)} files of the folders that are "
+                f"not data (configuration, documents, hidden): {names}{more}",
+                highlight=False,
+                soft_wrap=True,  # file names are not cut across lines
             )
         failed = [f for f in summary.files if f.error]
         for f in failed:

@@ -22,8 +22,9 @@ class Batch:
 
     ``tables`` maps a canonical table name to rows already passed through
     :func:`yieldmeter.ingest.conform.conform`. ``ignored`` counts input records
-    that are deliberately not data (e.g. non-GenAI spans), ``no_model`` the calls
-    that landed without a model (so unpriced), and ``notes`` carries messages
+    that are deliberately not data (e.g. non-GenAI spans), ``no_model`` the spans
+    mapped to calls without a model (counted before conform and the store, so a
+    rejected or repeated span counts too), and ``notes`` carries messages
     worth showing the user once.
     """
 

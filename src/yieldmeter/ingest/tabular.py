@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -107,9 +108,26 @@ class UnreadableFile(ValueError):
     """The file (or what is left of it) cannot be read as CSV, JSON or Parquet; says why."""
 
 
+#: One CSV record: fields separated by commas, up to its newline. A field is quoted only when it
+#: starts with a quote (then it runs to its closing quote, "" inside it being a quote, newlines
+#: included); elsewhere a quote is a plain character (``5" screen``), as Arrow's parser reads it.
+_FIELD = rb'(?:"(?:[^"]|"")*"[^,\n]*|[^,\n"][^,\n]*|)'
+_RECORD = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*\n")
+
+
+def _record_end(buf: bytes) -> int:
+    """Where the last complete record of ``buf`` ends (0: none does yet)."""
+    if b'"' not in buf:  # no quoted field: every newline ends a record
+        return buf.rfind(b"\n") + 1
+    pos, match = 0, _RECORD.match
+    while (m := match(buf, pos)) is not None and m.end() > pos:
+        pos = m.end()
+    return pos
+
+
 def _csv_pieces(stream: BinaryIO) -> Iterator[bytes]:
-    """The stream in pieces of about :data:`CSV_CHUNK_BYTES`, each cut after a newline outside
-    quotes (an even number of ``"`` before it), so no record is split between two pieces."""
+    """The stream in pieces of about :data:`CSV_CHUNK_BYTES`, each ending at the end of a record,
+    so no record is split between two pieces (a quoted field may hold newlines)."""
     buf = b""
     while True:
         data = stream.read(CSV_CHUNK_BYTES)
@@ -118,20 +136,16 @@ def _csv_pieces(stream: BinaryIO) -> Iterator[bytes]:
             if buf.strip():
                 yield buf
             return
-        cut = len(buf)
-        while True:
-            cut = buf.rfind(b"\n", 0, cut)
-            if cut < 0 or buf.count(b'"', 0, cut) % 2 == 0:
-                break
-        if cut < 0:
+        cut = _record_end(buf)
+        if not cut:
             if len(buf) > MAX_RECORD_BYTES:
                 raise UnreadableFile(
                     f"no record ends within {len(buf) >> 20} MiB (an unclosed quote?): the rest of the "
                     "file was not read"
                 )
             continue  # a record longer than a piece: read on
-        yield buf[: cut + 1]
-        buf = buf[cut + 1 :]
+        yield buf[:cut]
+        buf = buf[cut:]
 
 
 def _not_utf8_rows(data: pa.Table) -> dict[int, str]:
@@ -277,15 +291,22 @@ class _Unreadable:
     text: str
 
 
+#: what undecodable bytes become with ``surrogateescape``
+_NOT_TEXT = re.compile("[\udc80-\udcff]")
+
+
 def _json_array(head: bytes, stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     """The elements of one JSON array, read a piece at a time: ``(index, value)`` from 1.
 
     Memory holds one piece and the element being read, not the whole file. An element that is
     not valid JSON ends the reading: it comes back as :class:`_Unreadable`, naming the element,
-    its line and column, and saying that the rest of the file was not read.
+    its line and column, and saying that the rest of the file was not read. An element holding
+    bytes that are not UTF-8 comes back as :class:`_Unreadable` alone, and the reading goes on.
     """
     decoder = json.JSONDecoder()
-    utf8 = codecs.getincrementaldecoder("utf-8")()
+    # bytes that are not UTF-8 become lone surrogates, so the element holding them is rejected
+    # alone and the reading goes on
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
     buf = utf8.decode(head)
     pos = buf.index("[") + 1
     eof = False
@@ -348,8 +369,15 @@ def _json_array(head: bytes, stream: BinaryIO) -> Iterator[tuple[int, Any]]:
         if end >= len(buf) and not eof and more():
             continue  # a number may go on in the next piece: read the element again
         index += 1
-        pos = end
+        text, pos = buf[pos:end], end
         expect_value = False
+        bad = _NOT_TEXT.search(text)
+        if bad is not None:
+            line = lines_before + buf.count("\n", 0, end - len(text) + bad.start()) + 1
+            shown = text[:2000].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            reason = f"element {index} (line {line}) holds bytes that are not UTF-8 text"
+            yield index, _Unreadable(reason, shown)
+            continue
         yield index, value
 
 

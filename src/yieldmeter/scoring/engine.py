@@ -151,21 +151,23 @@ def _calibrate(
     prior: ValueModel | None = None,
     baseline: ValueModel | None = None,
     baseline_workflows: np.ndarray | None = None,
+    trial_prior: ValueModel | None = None,
 ) -> _Calibrated:
     """Fit on the training part to report held-out quality, then refit on every label for use.
 
     ``workflows``: fit per-workflow intercept offsets (the global model). ``noise``: the label
     sources' error rates, fixed (the workflow models take the global model's, which pools
     every workflow's labels of a source); else estimated. ``prior``: the model the weights are
-    pulled towards (default: the documented priors). ``baseline``: the model this one would
-    replace, scored on the same held-out labels (its workflow of each label in
-    ``baseline_workflows``).
+    pulled towards (default: the documented priors); ``trial_prior`` the one the trial fit is
+    pulled towards when it must not have seen the held-out labels either (a workflow model's:
+    the global model's trial). ``baseline``: the model this one would replace, scored on the
+    same held-out labels (its workflow of each label in ``baseline_workflows``).
     """
     train = ~hold
     wt = None if workflows is None else workflows[train]
     trial = None
     if enough_labels(y[train], min_labels=2, min_class=1) and hold.any():
-        trial = _fit(name, x[train], y[train], sources[train], wt, noise, prior)
+        trial = _fit(name, x[train], y[train], sources[train], wt, noise, trial_prior or prior)
         wh = None if workflows is None else workflows[hold]
         bw = None if baseline_workflows is None else baseline_workflows[hold]
         report = evaluate(
@@ -250,6 +252,11 @@ def label_posterior(p_model: np.ndarray, label: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(label), p_model, odds / (1.0 + odds))
 
 
+def _as_prior(model: ValueModel, workflow: str) -> ValueModel:
+    """``model`` as it stands for ``workflow`` (its weights, its base rate): a prior to pull to."""
+    return ValueModel("prior", model.intercept + model.offsets.get(workflow, 0.0), model.weights)
+
+
 def fit_models(data: pa.Table, x: np.ndarray) -> tuple[dict[str, ValueModel], list[CalibrationReport]]:
     """The global model and one per workflow with enough labels (see :mod:`.model` thresholds)."""
     labels = data.column("label").to_numpy(zero_copy_only=False)
@@ -286,10 +293,12 @@ def fit_models(data: pa.Table, x: np.ndarray) -> tuple[dict[str, ValueModel], li
             # from every workflow, and this workflow's base rate), not back to the documented priors;
             # it must then beat that global model (trained without the held-out labels) on this
             # workflow's held-out labels, and the priors, to be used.
-            prior = None
+            prior = trial_prior = None
             if glob is not None and use_global:
-                g = glob.model
-                prior = ValueModel("prior", g.intercept + g.offsets.get(str(wf), 0.0), g.weights)
+                prior = _as_prior(glob.model, str(wf))
+                # the trial is pulled towards the global trial: neither saw the held-out labels,
+                # so the comparison with that global trial is fair
+                trial_prior = _as_prior(glob.trial, str(wf)) if glob.trial is not None else prior
             cal = _calibrate(
                 name,
                 xl[m],
@@ -300,6 +309,7 @@ def fit_models(data: pa.Table, x: np.ndarray) -> tuple[dict[str, ValueModel], li
                 prior=prior,
                 baseline=glob.trial if glob is not None and use_global else None,
                 baseline_workflows=wl[m],
+                trial_prior=trial_prior,
             )
             rep = _choose(cal.report, needs_holdout=True)
             if rep.used:

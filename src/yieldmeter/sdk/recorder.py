@@ -136,9 +136,10 @@ class Recorder:
 
     def stats(self) -> dict[str, int]:
         """Rows ``buffered`` now; ``sent``, ``spilled`` (to the local file), ``dropped`` (buffer
-        full), ``refused`` (by the server, so spilled) since the start; ``failed_attempts``."""
+        full), ``refused`` (by the server, so spilled) since the start; ``failed_attempts``; and
+        ``unrecorded``: records the ``record_*`` functions could not even build (process-wide)."""
         with self._lock:
-            return {"buffered": self._buffered, **self._counts}
+            return {"buffered": self._buffered, **self._counts, "unrecorded": _unrecorded}
 
     def flush(self, *, final: bool = False) -> dict[str, int]:
         """Send what is buffered now, in the calling thread; never raises.
@@ -208,7 +209,9 @@ class Recorder:
             if self._down_since is None:
                 self._down_since = now
             overflow = rows
-            if not final and now - self._down_since < self.spill_after_s:
+            # closing (stop set): nobody will send these later, so they go to the file now; this
+            # is also where rows a timed-out close() left in flight on the thread end up
+            if not final and not self._stop.is_set() and now - self._down_since < self.spill_after_s:
                 room = max(0, self.max_buffer - self._buffered)
                 kept, overflow = rows[:room], rows[room:]  # what does not fit back is spilled, not lost
                 self._buffer[table] = kept + self._buffer[table]
@@ -323,11 +326,12 @@ _default_lock = threading.Lock()
 def configure(endpoint: str | None = None, **kwargs: Any) -> Recorder:
     """Set the recorder the ``record_*`` functions use (endpoint: the server's base URL)."""
     global _default
+    fresh = Recorder(endpoint, **kwargs)
     with _default_lock:
-        if _default is not None:
-            _default.close()
-        _default = Recorder(endpoint, **kwargs)
-        return _default
+        old, _default = _default, fresh
+    if old is not None:  # outside the lock: record_* calls go to the new recorder meanwhile
+        old.close()
+    return fresh
 
 
 def _recorder() -> Recorder:
