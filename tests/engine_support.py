@@ -360,6 +360,25 @@ def engine_gap_of(table: pa.Table) -> str | None:
     return None
 
 
+def without_gap_notes(table: pa.Table, reasons: set[str]) -> tuple[pa.Table, int]:
+    """``table`` (a flattened section) less its notes that name one of the declared gap
+    ``reasons`` (a section built without a part its engine lacks says so in a note, e.g. a
+    lake's budgets without the alert state), later notes renumbered; and how many were dropped."""
+    if "item" not in table.column_names:
+        return table, 0
+    items, texts = table.column("item").to_pylist(), table.column("text").to_pylist()
+    keep, renamed, dropped = [], [], 0
+    for i, (item, text) in enumerate(zip(items, texts, strict=True)):
+        m = re.fullmatch(r"notes\[(\d+)\]", item or "")
+        if m and text and any(r in text for r in reasons):
+            dropped += 1
+            continue
+        keep.append(i)
+        renamed.append(f"notes[{int(m.group(1)) - dropped}]" if m else item)
+    out = table.take(keep)
+    return out.set_column(out.column_names.index("item"), "item", pa.array(renamed, pa.string())), dropped
+
+
 # -- comparison -------------------------------------------------------------------------------
 def _plain(v: Any) -> Any:
     """A datetime as naive UTC (Spark hands back naive UTC, DuckDB aware UTC)."""

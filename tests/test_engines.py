@@ -45,6 +45,7 @@ from tests.engine_support import (
     spark_available,
     spark_session_for_tests,
     value_reports,
+    without_gap_notes,
 )
 from yieldmeter.lake.engines import UNSUPPORTED, EngineGap, EngineSettings
 
@@ -186,7 +187,11 @@ def test_same_figures_on_every_engine(engine_data: _Data, dataset: str, engine_i
             assert any(r in gap for r in declared), f"{name}: undeclared engine gap: {gap}"
             assert engine_gap_of(table) is None
             continue
-        assert_same_figures(table, actual[name], f"{dataset}/{engine_id}/{name}")
+        # a part of a section the engine lacks (a lake keeps no alert state) is left out with a
+        # note naming the declared gap; the rest of the section must agree
+        shown, _ = without_gap_notes(actual[name], declared)
+        assert not without_gap_notes(table, declared)[1], f"{name}: a gap note on the reference engine"
+        assert_same_figures(table, shown, f"{dataset}/{engine_id}/{name}")
 
 
 def _unstamped(t: Any) -> Any:

@@ -6,6 +6,7 @@ Costs: see tests/finops_data.py (m-small: 1 USD per million input tokens, so
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -377,3 +378,99 @@ def test_alert_rules_after_an_ingest_read_the_new_data(tmp_path: Path) -> None:
     assert sum(r["fully_loaded_cost"] for r in ws.value.funnel().to_pylist()) == pytest.approx(14.0)
     [breach] = ws.finops.breaches(utc(2026, 11, 10))
     assert breach.details["fully_loaded_cost"] == pytest.approx(14.0)
+
+
+def test_a_budget_on_a_person_is_per_person_data(tmp_path: Path):
+    """A budget scoped to one user shows that person's spend: without the per-person privilege
+    (``people`` false) its status, hard stop and alert are left out, and asking for it by id is
+    refused. eve spends 12.00 USD in November against a 10.00 budget (hard: 120%); the team
+    budget of alpha (eve and bob, 13.00 of 100.00) is shown to everyone."""
+    from yieldmeter.app.finops_sections import alerts_section
+    from yieldmeter.app.reports import ReportFilters
+    from yieldmeter.app.value import PrivacyError
+
+    ws = make_workspace(tmp_path / "ws")
+    ingest(
+        ws,
+        "calls",
+        [call(utc(2026, 11, 10, 9), 12.0, user_id="eve"), call(utc(2026, 11, 10, 9), 1.0, user_id="bob")],
+    )
+    eve = _budget(ws, kind="user", scope="eve", amount=10.0)
+    team = _budget(ws, amount=100.0)
+    now = utc(2026, 11, 12)
+    ws.finops.evaluate_alerts(now)
+
+    def scopes(rows):
+        return {(r["scope_kind"], r["scope"]) for r in rows}
+
+    assert scopes(ws.finops.budgets(now).to_pylist()) == {("user", "eve"), ("team", "alpha")}
+    assert scopes(ws.finops.budgets(now, people=False).to_pylist()) == {("team", "alpha")}
+    assert scopes(ws.finops.hard_stops(now).to_pylist()) == {("user", "eve")}
+    assert ws.finops.hard_stops(now, people=False).num_rows == 0
+    assert scopes(ws.finops.alerts(None).to_pylist()) == {("user", "eve")}
+    assert ws.finops.alerts(None, people=False).num_rows == 0
+    assert ws.finops.budget_status(eve, now)["spent"] == pytest.approx(12.0)
+    with pytest.raises(PrivacyError, match="set on a person"):
+        ws.finops.budget_status(eve, now, people=False)
+    with pytest.raises(PrivacyError):
+        ws.finops.burn_down(eve, now, people=False)
+    assert ws.finops.budget_status(team, now, people=False)["spent"] == pytest.approx(13.0)
+    assert ws.finops.person_budgets() == 1
+    # the Budgets and Alerts sections (dashboard pages, cfo and finops reports) say what they leave out
+    reader, privileged = ReportFilters(period="2026-11"), ReportFilters(period="2026-11", people=True)
+    budgets = ws.reports.budgets_section(reader)
+    assert {r["scope"] for r in budgets.tables[0].rows} == {"alpha"} and budgets.tables[1].rows == []
+    assert any("set on a person" in n for n in budgets.notes), budgets.notes
+    assert {r["scope"] for r in ws.reports.budgets_section(privileged).tables[0].rows} == {"alpha", "eve"}
+    assert alerts_section(ws.reports, reader).tables[0].rows == []
+    assert [a["scope"] for a in alerts_section(ws.reports, privileged).tables[0].rows] == ["eve"]
+    for role in ("cfo", "finops"):
+        assert '"eve"' not in json.dumps(render_json(ws.reports.role(role, reader))), role
+
+
+def render_json(report):
+    from yieldmeter.reports.render import render
+
+    return json.loads(render(report, "json"))
+
+
+def test_every_budget_write_is_checked_and_a_broken_stored_budget_says_so(tmp_path: Path):
+    """One check for every budget write: ``Month`` is the month budget (same id, period stored
+    lower-case), ``fortnight`` is refused naming the field, and nothing is written. A budget stored
+    around the check (here straight into the store) is not the request's fault: every read raises
+    BrokenBudget, naming the budget and how to replace it."""
+    import pyarrow as pa
+
+    from yieldmeter.finops.budgets import BadBudget, BrokenBudget, check_budget_rows
+    from yieldmeter.ingest.conform import conform
+
+    ws = make_workspace(tmp_path / "ws")
+    month = _budget(ws, kind="Team", period=" Month ")
+    assert month == _budget(ws, period="month", amount=20.0)
+    [row] = ws.finops.budgets(utc(2026, 11, 12)).to_pylist()
+    assert (row["scope_kind"], row["period"], row["amount"]) == ("team", "month", 20.0)
+    for bad, field in (
+        ({"period": "fortnight"}, "period"),
+        ({"kind": "galaxy"}, "scope_kind"),
+        ({"basis": "vibes"}, "basis"),
+        ({"amount": "lots"}, "amount"),
+        ({"soft_threshold": 1.5}, "soft_threshold"),
+    ):
+        with pytest.raises(BadBudget, match=field) as info:
+            _budget(ws, **bad)
+        assert info.value.field == field
+    assert ws.store.count("budgets") == 1
+    with pytest.raises(BadBudget, match="budget 2: period 'fortnight'"):
+        check_budget_rows([{"period": "month"}, {"scope_kind": "team", "period": "fortnight"}])
+    assert check_budget_rows({"period": "Rolling:7D"}) == [{"period": "rolling:7d"}]
+
+    broken = {
+        "budget_id": "b-broken",
+        "scope_kind": "team",
+        "scope": "alpha",
+        "period": "fortnight",
+        "amount": 5.0,
+    }
+    ws.store.write("budgets", conform("budgets", pa.Table.from_pylist([broken]), source="test").rows)
+    with pytest.raises(BrokenBudget, match=r"b-broken.*fortnight.*same budget_id"):
+        ws.finops.budgets(utc(2026, 11, 12))

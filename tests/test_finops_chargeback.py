@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from tests.finops_data import call, ingest, make_workspace, utc
+from yieldmeter.app.reports import ReportFilters
 from yieldmeter.app.workspace import Workspace
 
 FIXTURES = Path(__file__).parent / "fixtures" / "focus"
@@ -184,11 +185,20 @@ def test_showback_merges_teams_too_small_to_show(tmp_path: Path):
     """privacy.min_group_size 2. alpha has two people (1.00 USD each), beta and gamma one each
     (3.00 and 5.00 USD): without the per-person privilege, beta and gamma are shown together as
     "(other teams)" (2 people, 8.00 USD, share 0.8 of 10.00); with it, every team. Without gamma,
-    beta alone would be one person even merged: left out."""
+    beta alone would be one person even merged: left out. And when gamma's only call has no price,
+    gamma has no cost to charge and no row: the merged row would be beta's alone (one person), so it
+    is left out too, though beta and gamma together have two people."""
 
-    def org(root: Path, teams: list[tuple[str, str, float]]) -> Workspace:
+    def org(root: Path, teams: list[tuple[str, str, float]], model: str = "m-small") -> Workspace:
         ws = make_workspace(root, "privacy:\n  min_group_size: 2\n")
-        ingest(ws, "calls", [call(utc(2026, 11, 3, 9), usd, team=t, user_id=u) for t, u, usd in teams])
+        ingest(
+            ws,
+            "calls",
+            [
+                call(utc(2026, 11, 3, 9), usd, team=t, user_id=u, model=model if t == "gamma" else "m-small")
+                for t, u, usd in teams
+            ],
+        )
         return ws
 
     ws = org(
@@ -205,3 +215,12 @@ def test_showback_merges_teams_too_small_to_show(tmp_path: Path):
 
     alone = org(tmp_path / "b", [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0)])
     assert [r["team"] for r in alone.finops.showback("2026-11", people=False).to_pylist()] == ["alpha"]
+
+    teams = [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0), ("gamma", "g1", 5.0)]
+    unpriced = org(tmp_path / "c", teams, model="m-unknown")
+    assert {r["team"] for r in unpriced.finops.showback("2026-11").to_pylist()} == {"alpha", "beta"}
+    # the spend view still counts gamma's person (its calls are spend, of unknown cost) ...
+    assert unpriced.reports.team_privacy(ReportFilters(period="2026-11")).merged_people == 2
+    # ... but the chargeback has rows for alpha and beta only: beta alone is not shown merged
+    rows = unpriced.finops.showback("2026-11", people=False).to_pylist()
+    assert [r["team"] for r in rows] == ["alpha"]

@@ -176,3 +176,71 @@ def test_burn_down_counts_local_days_like_the_budget_status(tmp_path: Path):
     assert [d["day"] for d in actual] == ["2026-11-01", "2026-11-02"]  # local days up to today (3 Nov)
     assert actual[-1]["actual"] == pytest.approx(status["spent"])
     assert bd["days"][-1]["day"] == "2026-11-30"
+
+
+def test_unpriced_calls_are_counted_not_forecast_as_zero_and_small_teams_merge(tmp_path: Path):
+    """privacy.min_group_size 2; one call a day at 10:00 from Sep 10 to Oct 20 (41 days) per person:
+
+    - alpha: two people (a1, a2), 1.00 USD each a day: 2.00 a day, November 60.00;
+    - beta: one person, 1.00 USD a day and one unpriced call (model m-unknown, no price) a day;
+    - gamma: one person, only unpriced calls.
+
+    Gamma has no cost at all, only calls with no price: its cost is unknown, so no forecast (not a
+    forecast of 0.00) and 41 unpriced calls counted. Beta's November is 30 x 1.00 = 30.00, with its 41
+    unpriced calls counted beside it. Without the per-person privilege beta and gamma (one person
+    each, two together) are forecast as one "(other teams)" row: beta's 30.00 and 82 unpriced calls.
+    An October budget on gamma has spent 0.00 of known cost and 20 unpriced calls (Oct 1-20); the
+    Budgets section shows its spend as unpriced, never $0.
+    """
+    from yieldmeter.app.reports import ReportFilters
+
+    ws = make_workspace(tmp_path / "ws", "privacy:\n  min_group_size: 2\n")
+    start = utc(2026, 9, 10, 10)
+    people = [("alpha", "a1", "m-small"), ("alpha", "a2", "m-small"), ("beta", "b1", "m-small")]
+    people += [("beta", "b1", "m-unknown"), ("gamma", "g1", "m-unknown")]
+    rows = [
+        call(start + timedelta(days=d), 1.0, team=team, user_id=user, model=model)
+        for d in range(41)
+        for team, user, model in people
+    ]
+    ingest(ws, "calls", rows)
+
+    def november(people: bool) -> dict[str, dict[str, object]]:
+        got = ws.finops.forecast("team", NOW, people=people).to_pylist()
+        return {str(r["key"]): r for r in got if r["period"] == "2026-11"}
+
+    every = november(True)
+    assert set(every) == {"alpha", "beta", "gamma"}
+    gamma = every["gamma"]
+    assert gamma["total"] is None and gamma["actual"] is None and gamma["forecast"] is None
+    assert gamma["model"] == "none: every call unpriced (cost unknown)" and gamma["unpriced_calls"] == 41
+    assert every["beta"]["total"] == pytest.approx(30.0, rel=1e-3) and every["beta"]["unpriced_calls"] == 41
+    assert every["alpha"]["total"] == pytest.approx(60.0, rel=1e-3) and every["alpha"]["unpriced_calls"] == 0
+    merged = november(False)
+    assert set(merged) == {"alpha", "(other teams)"}
+    other = merged["(other teams)"]
+    assert other["total"] == pytest.approx(30.0, rel=1e-3) and other["unpriced_calls"] == 82
+    assert merged["alpha"] == every["alpha"]
+
+    bid = ws.finops.add_budget("team", "gamma", "month", 10.0)
+    status = ws.finops.budget_status(bid, NOW)
+    assert (status["spent"], status["unpriced_calls"], status["state"]) == (0.0, 20, "ok")
+    beta = ws.finops.budget_status(ws.finops.add_budget("team", "beta", "month", 100.0), NOW)
+    assert beta["spent"] == pytest.approx(20.0) and beta["unpriced_calls"] == 20
+
+    # the sections: a period that has ended is shown as of its end (Oct 31)
+    october = ReportFilters(period="2026-10", people=True)
+    section = ws.reports.budgets_section(october)
+    shown = {r["scope"]: r for r in section.tables[0].rows}
+    assert shown["gamma"]["spent"] == "unpriced" and shown["gamma"]["unpriced_calls"] == 20
+    assert shown["beta"]["spent"] == pytest.approx(20.0)
+    assert any("have no price" in n for n in section.notes), section.notes
+    from yieldmeter.app.finops_sections import forecast_section
+
+    fc = forecast_section(ws.reports, october)
+    table = {r["key"]: r for r in fc.tables[0].rows}
+    assert table["gamma"]["total"] == "unpriced" and table["gamma"]["unpriced_calls"] == 41
+    assert any("gamma: every call unpriced" in n for n in fc.notes), fc.notes
+    hidden = forecast_section(ws.reports, ReportFilters(period="2026-10"))
+    assert {r["key"] for r in hidden.tables[0].rows} == {"alpha", "(other teams)"}
+    assert "(other teams)" in hidden.tables[0].caption

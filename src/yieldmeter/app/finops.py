@@ -3,23 +3,35 @@
 The only thing the CLI, the REST API, the dashboard and the reports call for
 FinOps. It reads the workspace's tables through Ibis (:mod:`yieldmeter.finops`)
 and writes only its own tables (alert state and deliveries).
+
+Privacy: the reads take ``people`` (the per-person privilege: the CLI, a local operator,
+has it; the API passes its key's ``people`` scope, the dashboard and reports their
+filters'). Without it, budgets on a person (scope kind ``user``) and their alerts are
+left out, one such budget's status or burn-down raises
+:class:`~yieldmeter.app.value.PrivacyError`, and teams with fewer people than
+``privacy.min_group_size`` are merged into ``(other teams)`` (or left out when even
+together too few) in the forecast by team, team anomalies and showback
+(:class:`~yieldmeter.app.spend_sections.TeamPrivacy`).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from yieldmeter.app.spend_sections import OTHER_TEAMS, TeamPrivacy, relabel_small_teams
 from yieldmeter.finops import alerts as al
 from yieldmeter.finops import budgets as bd
 from yieldmeter.finops import delivery, rules
 from yieldmeter.finops.events import spend_events
 from yieldmeter.finops.settings import AlertSettings, ChargebackSettings, alert_settings, chargeback_settings
+from yieldmeter.metrics.spend import Filters
 
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
@@ -59,29 +71,50 @@ class FinOpsService:
         """Spend events (see :mod:`yieldmeter.finops.events`)."""
         return spend_events(self.ws.tables(), self.ws.config)
 
-    def budget_list(self) -> list[bd.Budget]:
-        return bd.load_budgets(self.ws.tables().budgets, self.ws.config)
+    def budget_list(self, *, people: bool = True) -> list[bd.Budget]:
+        """The budgets (the table's and the initiatives'); without ``people``, none on a person."""
+        out = bd.load_budgets(self.ws.tables().budgets, self.ws.config)
+        return out if people else [b for b in out if not bd.on_person(b.scope_kind)]
 
-    # -- budgets -----------------------------------------------------------------------------
-    def budgets(self, now: datetime | None = None) -> pa.Table:
-        """Every budget with its window, spend, share used, state, projection and run-out day."""
-        return bd.budget_status(self.events(), self.budget_list(), _now(now), self.settings.tz)
+    def person_budgets(self) -> int:
+        """How many budgets are set on a person (scope kind ``user``): what a viewer without the
+        per-person privilege is not shown."""
+        return sum(bd.on_person(b.scope_kind) for b in self.budget_list())
 
-    def budget_status(self, budget_id: str, now: datetime | None = None) -> dict[str, Any]:
-        """One budget's status, for a gateway to poll: ``hard_breached`` is the hard stop.
-
-        Raises KeyError naming the command that lists the ids.
-        """
-        now = _now(now)
+    def _budget(self, budget_id: str, people: bool) -> bd.Budget:
+        """One budget by id: :class:`~yieldmeter.finops.budgets.UnknownBudget` naming the command
+        that lists the ids, or :class:`~yieldmeter.app.value.PrivacyError` for a budget on a person
+        asked for without ``people``."""
         budgets = [b for b in self.budget_list() if b.budget_id == budget_id]
         if not budgets:
-            raise KeyError(f"no budget {budget_id!r}; `yieldmeter budgets list` shows the ids")
-        row = bd.budget_status(self.events(), budgets, now, self.settings.tz).to_pylist()[0]
+            raise bd.UnknownBudget(f"no budget {budget_id!r}; `yieldmeter budgets list` shows the ids")
+        if not people and bd.on_person(budgets[0].scope_kind):
+            from yieldmeter.app.value import PrivacyError
+
+            raise PrivacyError(f"budget {budget_id!r} is set on a person: its status")
+        return budgets[0]
+
+    # -- budgets -----------------------------------------------------------------------------
+    def budgets(self, now: datetime | None = None, *, people: bool = True) -> pa.Table:
+        """Every budget with its window, spend, share used, state, projection, run-out day and the
+        unpriced calls its spend could not count (see the module doc for ``people``)."""
+        return bd.budget_status(self.events(), self.budget_list(people=people), _now(now), self.settings.tz)
+
+    def budget_status(
+        self, budget_id: str, now: datetime | None = None, *, people: bool = True
+    ) -> dict[str, Any]:
+        """One budget's status, for a gateway to poll: ``hard_breached`` is the hard stop.
+
+        Raises :class:`~yieldmeter.finops.budgets.UnknownBudget` naming the command that lists the ids.
+        """
+        now = _now(now)
+        budget = self._budget(budget_id, people)
+        row = bd.budget_status(self.events(), [budget], now, self.settings.tz).to_pylist()[0]
         return {**row, "evaluated_at": now}
 
-    def hard_stops(self, now: datetime | None = None) -> pa.Table:
+    def hard_stops(self, now: datetime | None = None, *, people: bool = True) -> pa.Table:
         """The budgets past their hard threshold now: scope, how far, and when the window resets."""
-        status = self.budgets(now)
+        status = self.budgets(now, people=people)
         keep = ("budget_id", "scope_kind", "scope", "period", "used", "spent", "amount", "window_end")
         return status.filter(status.column("hard_breached")).select(list(keep))
 
@@ -96,29 +129,31 @@ class FinOpsService:
         soft_threshold: float = 0.8,
         hard_threshold: float = 1.0,
     ) -> str:
-        """Create or update a budget (identity: scope kind, scope and period); returns its id."""
+        """Create or update a budget (identity: scope kind, scope and period); returns its id.
+
+        The values are checked as every budget write is (:func:`yieldmeter.finops.budgets.check_budget`:
+        period and scope kind lower-cased first); :class:`~yieldmeter.finops.budgets.BadBudget`
+        names the field that cannot be used, and nothing is written.
+        """
         from yieldmeter.ingest.base import Batch
         from yieldmeter.ingest.conform import conform, stable_id
 
-        budget_id = stable_id(scope_kind, scope, period)
-        bd.validate(
-            bd.Budget(budget_id, scope_kind, scope, period, amount, basis, soft_threshold, hard_threshold)
-        )
-        row = {
-            "budget_id": budget_id,
+        given = {
             "scope_kind": scope_kind,
             "scope": scope,
-            "period": period.strip().lower(),
-            "amount": float(amount),
+            "period": period,
+            "amount": amount,
             "basis": basis,
             "soft_threshold": soft_threshold,
             "hard_threshold": hard_threshold,
         }
+        row = bd.check_budget(given)
+        row["budget_id"] = stable_id(row["scope_kind"], row["scope"], row["period"])
         conformed = conform("budgets", pa.Table.from_pylist([row]), source="yieldmeter budgets add")
         if conformed.rejects.num_rows:
-            raise ValueError("; ".join(conformed.rejects.column("reason").to_pylist()))
+            raise bd.BadBudget("budget: " + "; ".join(conformed.rejects.column("reason").to_pylist()))
         self.ws.ingest_batches([Batch.of("budgets", conformed)], source="yieldmeter budgets add")
-        return budget_id
+        return str(row["budget_id"])
 
     # -- alerts ------------------------------------------------------------------------------
     def breaches(self, now: datetime | None = None) -> list[al.Breach]:
@@ -177,12 +212,15 @@ class FinOpsService:
         except Exception:
             log.exception("alert evaluation after ingest failed")
 
-    def alerts(self, status: str | None = "firing", limit: int = 200) -> pa.Table:
-        """Alerts from the state table (``status`` firing, resolved, or None for all), newest first."""
+    def alerts(self, status: str | None = "firing", limit: int = 200, *, people: bool = True) -> pa.Table:
+        """Alerts from the state table (``status`` firing, resolved, or None for all), newest first;
+        without ``people``, none of a budget on a person."""
         al.ensure_tables(self.ws.store)
         t = self.ws.store.ibis.table(al.ALERTS_TABLE)
         if status:
             t = t.filter(t.status == status)
+        if not people:
+            t = t.filter(~t.scope_kind.fill_null("").isin(list(bd.PERSON_SCOPES)))
         return t.order_by([t.last_seen.desc(), t.alert_id]).limit(limit).to_pyarrow()
 
     def deliveries(self, limit: int = 200) -> pa.Table:
@@ -190,12 +228,48 @@ class FinOpsService:
         t = self.ws.store.ibis.table(al.DELIVERIES_TABLE)
         return t.order_by([t.ts.desc()]).limit(limit).to_pyarrow()
 
+    # -- privacy of teams --------------------------------------------------------------------
+    def team_privacy(self, start: datetime | None, end: datetime | None, *, people: bool) -> TeamPrivacy:
+        """The teams below ``privacy.min_group_size`` in [start, end) (none with ``people``)."""
+        if people:
+            return TeamPrivacy(0)
+        return self.ws.reports.privacy_of(Filters(start, end))
+
+    def forecast_privacy(self, now: datetime | None = None, *, people: bool = True) -> TeamPrivacy:
+        """The small teams of a forecast by team: those of the history it is fitted on."""
+        from yieldmeter.finops.forecast import HISTORY_DAYS
+
+        now = _now(now)
+        return self.team_privacy(now - timedelta(days=HISTORY_DAYS + 1), now, people=people)
+
+    def anomaly_privacy(
+        self, now: datetime | None = None, *, days: int = 14, people: bool = True
+    ) -> TeamPrivacy:
+        """The small teams of the anomalies: those of the days the detectors read (baseline included)."""
+        from yieldmeter.finops.anomalies import lookback
+
+        start, end = lookback(_now(now), days)
+        return self.team_privacy(start, end, people=people)
+
     # -- forecasts, anomalies, showback, initiatives (see the modules) -------------------------
-    def forecast(self, by: str = "team", now: datetime | None = None, *, months: int = 3) -> pa.Table:
-        """Spend per ``by`` for the rest of this month and the next ``months`` months, with intervals."""
+    def forecast(
+        self, by: str = "team", now: datetime | None = None, *, months: int = 3, people: bool = True
+    ) -> pa.Table:
+        """Spend per ``by`` for the rest of this month and the next ``months`` months, with intervals
+        and the unpriced calls each key's figures could not count.
+
+        By team without ``people``: small teams are forecast together as ``(other teams)``
+        (:meth:`forecast_privacy`), or left out when even together too few.
+        """
         from yieldmeter.finops.forecast import spend_forecast
 
-        return spend_forecast(self.events(), by, _now(now), self.settings.tz, months=months)
+        now = _now(now)
+        priv = self.forecast_privacy(now, people=people) if by == "team" else TeamPrivacy(0)
+        ev = relabel_small_teams(self.events(), priv)
+        out = spend_forecast(ev, by, now, self.settings.tz, months=months)
+        if priv.hidden:
+            out = out.filter(pc.not_equal(out.column("key"), OTHER_TEAMS))
+        return out
 
     def forecast_cpso(self, now: datetime | None = None) -> pa.Table:
         """Cost per successful outcome per workflow, next month, from forecasts of cost and successes."""
@@ -203,20 +277,32 @@ class FinOpsService:
 
         return cpso_forecast(self.ws.value.facts(), _now(now), self.settings.tz)
 
-    def burn_down(self, budget_id: str, now: datetime | None = None) -> dict[str, Any]:
+    def burn_down(
+        self, budget_id: str, now: datetime | None = None, *, people: bool = True
+    ) -> dict[str, Any]:
         """A budget's daily cumulative spend, its forecast to the window's end, and the run-out day."""
         from yieldmeter.finops.forecast import burn_down
 
-        budgets = {b.budget_id: b for b in self.budget_list()}
-        if budget_id not in budgets:
-            raise KeyError(f"no budget {budget_id!r}; `yieldmeter budgets list` shows the ids")
-        return burn_down(self.events(), budgets[budget_id], _now(now), self.settings.tz)
+        return burn_down(self.events(), self._budget(budget_id, people), _now(now), self.settings.tz)
 
-    def anomalies(self, now: datetime | None = None, *, days: int = 14) -> pa.Table:
-        """Spend and token spikes, runaway agents and model-mix changes of the last ``days`` days."""
+    def anomalies(self, now: datetime | None = None, *, days: int = 14, people: bool = True) -> pa.Table:
+        """Spend and token spikes, runaway agents and model-mix changes of the last ``days`` days.
+
+        Without ``people``, the team spikes are those of the teams as a viewer may see them: small
+        teams together as ``(other teams)`` (:meth:`anomaly_privacy`), or left out when even
+        together too few.
+        """
         from yieldmeter.finops.anomalies import detect
 
-        return detect(self.events(), self.ws.tables(), _now(now), days=days)
+        now = _now(now)
+        priv = self.anomaly_privacy(now, days=days, people=people)
+        out = detect(relabel_small_teams(self.events(), priv), self.ws.tables(), now, days=days)
+        if priv.hidden:
+            other = pc.and_(
+                pc.equal(out.column("dimension"), "team"), pc.equal(out.column("key"), OTHER_TEAMS)
+            )
+            out = out.filter(pc.invert(other))
+        return out
 
     def showback(self, period: str | None = None, *, people: bool = True) -> pa.Table:
         """Fully loaded cost per cost centre and team, split into direct and shared (allocated) parts.
@@ -226,15 +312,18 @@ class FinOpsService:
         left out when even together they are too few: the rule of every spend view
         (:class:`~yieldmeter.app.spend_sections.TeamPrivacy`).
         """
+        from yieldmeter.app.periods import period_bounds
+        from yieldmeter.app.spend_sections import merge_small_teams
         from yieldmeter.finops.showback import showback
 
         rows = showback(self._allocated(period))
         if people:
             return rows
-        from yieldmeter.app.reports import ReportFilters
-        from yieldmeter.app.spend_sections import merge_small_teams
-
-        return merge_small_teams(rows, self.ws.reports.team_privacy(ReportFilters(period=period)))
+        # the people are counted over the teams that have a row here: a small team with no cost to
+        # charge (every call unpriced) must not make a lone team's row look like a group
+        start, end = period_bounds(period)
+        teams = rows.column("team").to_pylist()
+        return merge_small_teams(rows, self.ws.reports.privacy_of(Filters(start, end), among=teams))
 
     def _allocated(self, period: str | None) -> pa.Table:
         from yieldmeter.app.periods import period_bounds

@@ -5,6 +5,10 @@ Each is a function of the :class:`~yieldmeter.app.reports.ReportService` and the
 calls ``ws.finops`` (:class:`~yieldmeter.app.finops.FinOpsService`) and lays the rows out; no
 figure is computed here. A team, workflow or model filter keeps the rows of that scope and says
 so in the section's ``scope``; a period that has ended is evaluated as of its end.
+
+Privacy: the filters' ``people`` goes to the service, which leaves out budgets on a person and
+their alerts, and merges teams below ``privacy.min_group_size`` (forecast, anomalies,
+chargeback); the sections say so in a note. Unpriced calls are counted, never shown as $0.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from yieldmeter.app.sections import NotAvailable
+from yieldmeter.app.sections import NotAvailable, show_unknown_cost
 from yieldmeter.reports.model import Chart, Column, Kpi, Section, TableData, rows_of
 
 if TYPE_CHECKING:
@@ -47,9 +51,24 @@ def _unhonoured(f: ReportFilters, honoured: set[str]) -> str:
     return f"not filtered by {', '.join(left)}: this measure has no such dimension" if left else ""
 
 
+def person_budgets_note(svc: ReportService, f: ReportFilters) -> list[str]:
+    """The note saying budgets on a person are left out, for a viewer without ``people``."""
+    if f.people:
+        return []
+    n = 0
+    with contextlib.suppress(NotAvailable):
+        n = svc.service("finops", "person_budgets")()
+    if not n:
+        return []
+    return [
+        f"{n} budget{'s' if n > 1 else ''} set on a person (scope user) and {'their' if n > 1 else 'its'} "
+        "alerts are not shown: per-person spend needs the people privilege."
+    ]
+
+
 def alerts_section(svc: ReportService, f: ReportFilters) -> Section:
     """Alerts firing and recently resolved, hard ones first, with failed deliveries counted."""
-    alerts = rows_of(svc.service("finops", "alerts")(None, 200))
+    alerts = rows_of(svc.service("finops", "alerts")(None, 200, people=f.people))
     failed: list[dict[str, Any]] = []
     with contextlib.suppress(NotAvailable):
         failed = [d for d in rows_of(svc.service("finops", "deliveries")(200)) if not d.get("ok")]
@@ -82,17 +101,26 @@ def alerts_section(svc: ReportService, f: ReportFilters) -> Section:
         ],
         notes=[
             "A hard alert is a hard stop: GET /api/v1/finops/hard-stops lists the scopes a gateway "
-            "should refuse; soft alerts notify only."
+            "should refuse; soft alerts notify only.",
+            *person_budgets_note(svc, f),
         ],
         scope="only alerts on the team, workflow or model filtered" if names else "",
     )
+
+
+def _forecast_unknown(r: dict[str, Any]) -> bool:
+    """A forecast row whose cost is unknown: no cost at all, only calls with no price."""
+    return r.get("total") is None and bool(r.get("unpriced_calls"))
 
 
 def forecast_section(svc: ReportService, f: ReportFilters) -> Section:
     """Spend per team for the rest of this month and the next three, with 80% intervals, and next
     month's cost per successful outcome per workflow."""
     at = _at(f)
-    rows = _filtered(rows_of(svc.service("finops", "forecast")("team", at)), f, {"team": "key"})
+    rows = _filtered(
+        rows_of(svc.service("finops", "forecast")("team", at, people=f.people)), f, {"team": "key"}
+    )
+    privacy = svc.service("finops", "forecast_privacy")(at, people=f.people).note()
     cpso: list[dict[str, Any]] = []
     with contextlib.suppress(NotAvailable, ImportError):
         cpso = _filtered(rows_of(svc.service("finops", "forecast_cpso")(at)), f, {"workflow": "workflow"})
@@ -102,6 +130,12 @@ def forecast_section(svc: ReportService, f: ReportFilters) -> Section:
     highs = [sum(r.get("hi_80") or 0.0 for r in rows if r["period"] == p) for p in periods]
     next_month = [r for r in rows if periods[1:2] and r["period"] == periods[1]]
     next_month.sort(key=lambda r: -(r.get("total") or 0.0))
+    shown = [
+        show_unknown_cost(r, ("actual", "total", "lo_80", "hi_80"), known=not _forecast_unknown(r))
+        for r in next_month[:25]
+    ]
+    unpriced = {r["key"]: r.get("unpriced_calls") or 0 for r in rows if r.get("unpriced_calls")}
+    unknown = sorted({r["key"] for r in rows if _forecast_unknown(r)})
     return Section(
         "forecast",
         "Forecast",
@@ -138,10 +172,13 @@ def forecast_section(svc: ReportService, f: ReportFilters) -> Section:
                     Column("lo_80", "80% low", "usd"),
                     Column("hi_80", "80% high", "usd"),
                     Column("history_days", "days of history", "count"),
+                    Column("unpriced_calls", "unpriced calls", "count"),
                     Column("model", "model"),
                 ],
-                next_month[:25],
-                caption=f"By team, {periods[1]}" if len(periods) > 1 else "By team",
+                shown,
+                caption=" ".join(
+                    [f"By team, {periods[1]}." if len(periods) > 1 else "By team.", privacy]
+                ).strip(),
             ),
             TableData(
                 [
@@ -163,6 +200,20 @@ def forecast_section(svc: ReportService, f: ReportFilters) -> Section:
             "Model per series: a level with the weekly pattern under 8 weeks of history, else the better "
             "of a level and a damped trend (docs/finops.md: Forecasts; backtest in "
             "benchmarks/results/finops.json).",
+            *(
+                [
+                    f"{sum(unpriced.values()):,} calls ({', '.join(sorted(unpriced))}) have no price: their "
+                    "cost is unknown and not in these forecasts (see Unpriced models)."
+                ]
+                if unpriced
+                else []
+            ),
+            *(
+                [f"{', '.join(unknown)}: every call unpriced, so no forecast (unknown, not $0)."]
+                if unknown
+                else []
+            ),
+            *([privacy] if privacy else []),
         ],
         scope=_unhonoured(f, {"team", "workflow"}),
     )
@@ -172,7 +223,8 @@ def anomalies_section(svc: ReportService, f: ReportFilters, days: int = 14) -> S
     """Spend and token spikes, runaway agents and model-mix changes, largest spend at stake first,
     each with example work units to open."""
     at = _at(f)
-    rows = rows_of(svc.service("finops", "anomalies")(at, days=days))
+    rows = rows_of(svc.service("finops", "anomalies")(at, days=days, people=f.people))
+    privacy = svc.service("finops", "anomaly_privacy")(at, days=days, people=f.people).note()
     names = {v for vals in (f.teams, f.workflows, f.models) for v in vals}
     if names:
         rows = [r for r in rows if any(n == r.get("key") or str(r.get("key", "")).startswith(f"{n} /")
@@ -215,7 +267,7 @@ def anomalies_section(svc: ReportService, f: ReportFilters, days: int = 14) -> S
                 rows[:50],
             )
         ],
-        notes=_as_of(at),
+        notes=[*_as_of(at), *([f"Team spikes: {privacy}"] if privacy else [])],
         scope="only anomalies of the team, workflow or model filtered" if names else "",
     )
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from yieldmeter.errors import InputError
+
+
+class PeriodError(InputError):
+    """A period text that is not one of the accepted forms, or that ends before it starts."""
+
 
 def _start_of(text: str) -> tuple[datetime, datetime]:
     parts = text.strip().split("-")
@@ -22,9 +28,9 @@ def _start_of(text: str) -> tuple[datetime, datetime]:
         elif len(parts) == 3:
             d = datetime(int(parts[0]), int(parts[1]), int(parts[2]), tzinfo=UTC)
             return d, d + timedelta(days=1)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a date, or one at the edge of the calendar
         pass
-    raise ValueError(
+    raise PeriodError(
         f"period {text!r} is not YYYY, YYYY-MM, YYYY-Qn, YYYY-MM-DD or START..END "
         "(e.g. 2025-03-01..2025-04-01)"
     )
@@ -39,6 +45,6 @@ def period_bounds(text: str | None) -> tuple[datetime | None, datetime | None]:
         start = _start_of(a)[0] if a else None
         end = _start_of(b)[0] if b else None
         if start and end and start >= end:
-            raise ValueError(f"period {text!r}: the start must be before the end")
+            raise PeriodError(f"period {text!r}: the start must be before the end")
         return start, end
     return _start_of(text)

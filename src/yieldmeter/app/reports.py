@@ -27,7 +27,6 @@ with fewer than ``privacy.min_group_size`` people into one ``(other teams)`` row
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from yieldmeter.app.sections import (
     show_unknown_cost,
 )
 from yieldmeter.app.spend_sections import SpendSections
+from yieldmeter.errors import InputError, UnknownName
 from yieldmeter.metrics.period import Window
 from yieldmeter.metrics.spend import Filters
 from yieldmeter.reports.model import UNPRICED, Chart, Column, Kpi, Section, TableData, rows_of
@@ -112,7 +112,7 @@ ROUTING_LABELS = {
 FAMILIES = ("workflow", "revenue", "risk", "capacity")
 
 
-class UnknownWorkUnit(LookupError):
+class UnknownWorkUnit(UnknownName):
     pass
 
 
@@ -309,18 +309,29 @@ class ReportService(SpendSections):
 
     def budgets_section(self, f: ReportFilters) -> Section:
         """Budgets and the alerts firing. A team, workflow or model filter keeps the budgets set on
-        those scopes; a period that has ended gives each budget's status as of its end."""
+        those scopes; a period that has ended gives each budget's status as of its end. Without
+        ``people``, budgets on a person and their alerts are left out (a note says how many); a
+        budget whose scope had only unpriced calls reads "unpriced", never $0 spent.
+
+        Alert state is the workspace store's: where the engine declares it a gap (a lake), the
+        budgets are shown without their alerts, and a note says why."""
+        from yieldmeter.app.finops_sections import person_budgets_note
+        from yieldmeter.lake.engines import EngineGap
 
         def build() -> Section:
             _, end = f.bounds()
             now = datetime.now(UTC)
             at = end - timedelta(microseconds=1) if end is not None and end <= now else None
-            rows = rows_of(self.service("finops", "budgets")(at))
+            rows = rows_of(self.service("finops", "budgets")(at, people=f.people))
             alerts: list[dict[str, Any]] = []
-            with contextlib.suppress(NotAvailable):
-                alerts = rows_of(self.service("finops", "alerts")("firing", 50))
+            notes = person_budgets_note(self, f)
+            try:
+                alerts = rows_of(self.service("finops", "alerts")("firing", 50, people=f.people))
+            except NotAvailable:
+                pass
+            except EngineGap as exc:  # budgets run on a lake; the alert state does not
+                notes.append(f"Alerts are not shown: {exc.reason}")
             wanted = {"team": f.teams, "workflow": f.workflows, "model": f.models}
-            notes = []
             if any(wanted.values()):
                 rows = [r for r in rows if r.get("scope") in wanted.get(r.get("scope_kind") or "", ())]
                 names = {v for vals in wanted.values() for v in vals}
@@ -333,6 +344,23 @@ class ReportService(SpendSections):
                 notes.append(f"Status as of {at:%Y-%m-%d %H:%M} UTC, the end of the period.")
             rows.sort(key=lambda r: -(r.get("used") or 0.0))
             over = [r for r in rows if (r.get("used") or 0) >= (r.get("hard_threshold") or 1.0)]
+            unpriced = [r for r in rows if r.get("unpriced_calls")]
+            if unpriced:
+                notes.append(
+                    f"{sum(r['unpriced_calls'] for r in unpriced):,} calls in the scopes of "
+                    f"{len(unpriced)} budget{'s' if len(unpriced) > 1 else ''} have no price: their cost "
+                    "is unknown and not in spent, so those budgets may be further along than shown "
+                    "(add a price override; see Unpriced models)."
+                )
+            # every call in scope unpriced and nothing else spent: unknown, not $0
+            shown = [
+                show_unknown_cost(
+                    r,
+                    ("spent", "used", "projected"),
+                    known=not (r.get("unpriced_calls") and not r.get("spent")),
+                )
+                for r in rows
+            ]
             return Section(
                 "budgets",
                 "Budgets",
@@ -346,8 +374,8 @@ class ReportService(SpendSections):
                     Chart(
                         "bar",
                         "Budget used (share of amount)",
-                        [f"{r['scope_kind']}: {r['scope']} ({r['period']})" for r in rows[:12]],
-                        [r.get("used") for r in rows[:12]],
+                        [f"{r['scope_kind']}: {r['scope']} ({r['period']})" for r in shown[:12]],
+                        [r.get("used") for r in shown[:12]],
                         unit="share",
                     )
                 ],
@@ -364,8 +392,9 @@ class ReportService(SpendSections):
                             _usd("projected", "projected"),
                             Column("run_out_day", "runs out"),
                             Column("state", "state"),
+                            Column("unpriced_calls", "unpriced calls", "count"),
                         ],
-                        rows,
+                        shown,
                     ),
                     TableData(
                         [
@@ -501,7 +530,7 @@ class ReportService(SpendSections):
         from yieldmeter.reports.roles import build_report
 
         if role not in ROLES:
-            raise ValueError(f"no report for role {role!r}; choose from {', '.join(ROLES)}")
+            raise InputError(f"no report for role {role!r}; choose from {', '.join(ROLES)}")
         f = f or ReportFilters()
         self.check_privacy(f)
         return build_report(self, role, f)

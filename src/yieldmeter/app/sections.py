@@ -120,7 +120,7 @@ class ValueSections(SectionsBase):
 
     # -- value ---------------------------------------------------------------------------------
     def coverage(self, f: ReportFilters) -> Any:
-        return self.service("value", "coverage")(f.workflow, f.window(), **self.scoped(f))
+        return self.service("value", "coverage")(f.workflow, f.window(), **self.scoped(f), people=f.people)
 
     def coverage_section(self, f: ReportFilters) -> Section:
         def build() -> Section:
@@ -165,6 +165,7 @@ class ValueSections(SectionsBase):
                         caption="Largest uncovered spend",
                     )
                 ],
+                notes=list(getattr(rep, "notes", [])),
             )
 
         return self.guarded("coverage", "Attribution coverage", build)

@@ -7,11 +7,14 @@ whose every call is unpriced reads ``"unpriced"``, never $0.
 
 Privacy: for a viewer without ``people``, spend grouped by team merges teams with fewer than
 ``privacy.min_group_size`` people into one :data:`OTHER_TEAMS` row (:class:`TeamPrivacy`), and
-a team filter naming such a team is refused (:meth:`SpendSections.check_privacy`).
+a team filter naming such a team is refused (:meth:`SpendSections.check_privacy`). The same
+:meth:`SpendSections.privacy_of` decides it for every other view by team: attribution coverage,
+the FinOps forecast by team, team anomalies and showback.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from yieldmeter.app.sections import NotAvailable, ValueSections, _usd, cost_unknown, show_unknown_cost
+from yieldmeter.metrics.spend import Filters
 from yieldmeter.reports.model import UNPRICED, Chart, Column, Kpi, Section, TableData, fmt, rows_of
 
 if TYPE_CHECKING:
@@ -91,6 +95,15 @@ class TeamPrivacy:
         )
 
 
+def relabel_small_teams(t: ir.Table, privacy: TeamPrivacy) -> ir.Table:
+    """``t`` (any table with a ``team`` column: cost lines, spend events) with the small teams of
+    ``privacy`` read as :data:`OTHER_TEAMS`, so whatever is grouped by team next sees them as one.
+    When ``privacy.hidden``, the caller leaves the :data:`OTHER_TEAMS` rows of its result out."""
+    if not privacy.small:
+        return t
+    return t.mutate(team=ibis.ifelse(_is_team(t, privacy.small), ibis.literal(OTHER_TEAMS), t.team))
+
+
 def merge_small_teams(rows: pa.Table, privacy: TeamPrivacy) -> pa.Table:
     """``rows`` (one per team, or per cost centre and team) with the small teams of ``privacy``
     added up into one :data:`OTHER_TEAMS` row (its other text columns null), or left out when
@@ -131,31 +144,57 @@ class SpendSections(ValueSections):
         super().refresh()
 
     # -- privacy -------------------------------------------------------------------------------
-    def team_privacy(self, f: ReportFilters) -> TeamPrivacy:
-        """The small teams of the filters' scope (none for a viewer who may see people)."""
+    def team_privacy(self, f: ReportFilters, among: Iterable[str | None] | None = None) -> TeamPrivacy:
+        """The small teams of the filters' scope (none for a viewer who may see people); see
+        :meth:`privacy_of` for ``among``."""
         minimum = self.ws.config.privacy.min_group_size
         if f.people or minimum <= 1:
             return TeamPrivacy(minimum)
-        key = (f.period, f.workflows, f.models)
-        hit = self._privacy.get(key)
-        if hit is not None:
-            return hit
-        lines = replace(f, teams=()).spend().apply(self.cost_lines())
-        sizes = lines.group_by("team").aggregate(people=lines.user_id.nunique()).to_pyarrow()
-        small = tuple(
-            t
-            for t, n in zip(sizes.column("team").to_pylist(), sizes.column("people").to_pylist(), strict=True)
-            if 0 < (n or 0) < minimum
-        )
-        merged = 0
-        if small:
-            m = lines.filter(_is_team(lines, small))
-            merged = int(
-                m.aggregate(people=m.user_id.nunique()).to_pyarrow().column("people")[0].as_py() or 0
+        return self.privacy_of(replace(f, teams=()).spend(), among)
+
+    def privacy_of(self, scope: Filters, among: Iterable[str | None] | None = None) -> TeamPrivacy:
+        """The small teams of ``scope`` (its period, workflows and models; its teams are ignored),
+        for a viewer who may not see people: people are counted on the cost lines (calls and effort).
+
+        ``among``: the teams a view actually has rows for (a chargeback has none for a team whose
+        every call is unpriced). Only those are merged, and the merged row's people are counted
+        over them, so an :data:`OTHER_TEAMS` row never stands for fewer people than the minimum.
+        """
+        minimum = self.ws.config.privacy.min_group_size
+        if minimum <= 1:
+            return TeamPrivacy(minimum)
+        key = (scope.start, scope.end, scope.workflows, scope.models)
+        out = self._privacy.get(key)
+        if out is None:
+            lines = replace(scope, teams=()).apply(self.cost_lines())
+            sizes = lines.group_by("team").aggregate(people=lines.user_id.nunique()).to_pyarrow()
+            small = tuple(
+                t
+                for t, n in zip(
+                    sizes.column("team").to_pylist(), sizes.column("people").to_pylist(), strict=True
+                )
+                if 0 < (n or 0) < minimum
             )
-        out = TeamPrivacy(minimum, tuple(sorted(small, key=lambda t: t or "")), merged)
-        self._privacy[key] = out
-        return out
+            small = tuple(sorted(small, key=lambda t: t or ""))
+            out = TeamPrivacy(minimum, small, self._people(scope, small))
+            if len(self._privacy) >= 256:  # windows that end "now" make new keys: keep it bounded
+                self._privacy.clear()
+            self._privacy[key] = out
+        if among is None:
+            return out
+        present = set(among)
+        shown = tuple(t for t in out.small if t in present)
+        if shown == out.small:
+            return out
+        return TeamPrivacy(minimum, shown, self._people(scope, shown))
+
+    def _people(self, scope: Filters, teams: tuple[str | None, ...]) -> int:
+        """Distinct people of ``teams`` together, on the cost lines of ``scope``."""
+        if not teams:
+            return 0
+        lines = replace(scope, teams=()).apply(self.cost_lines())
+        m = lines.filter(_is_team(lines, teams))
+        return int(m.aggregate(people=m.user_id.nunique()).to_pyarrow().column("people")[0].as_py() or 0)
 
     def check_privacy(self, f: ReportFilters) -> None:
         """Refuse a team filter that would show fewer people than ``privacy.min_group_size``
@@ -193,11 +232,7 @@ class SpendSections(ValueSections):
         self.check_privacy(f)
         lines = self.cost_lines()
         priv = self.team_privacy(f) if "team" in by else TeamPrivacy(0)
-        if priv.small:
-            lines = lines.mutate(
-                team=ibis.ifelse(_is_team(lines, priv.small), ibis.literal(OTHER_TEAMS), lines.team)
-            )
-        out = spend(lines, by, f.spend()).to_pyarrow()
+        out = spend(relabel_small_teams(lines, priv), by, f.spend()).to_pyarrow()
         if priv.hidden:
             out = out.filter(pc.invert(pc.fill_null(pc.equal(out.column("team"), OTHER_TEAMS), False)))
         return out

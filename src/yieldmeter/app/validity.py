@@ -37,6 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy import stats
 
+from yieldmeter.errors import InputError
+
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
 
@@ -67,7 +69,7 @@ WASTE_TRUTH = {
 }
 
 
-class TruthError(ValueError):
+class TruthError(InputError):
     """A file that is not a simulator truth file; the message says what was expected."""
 
 

@@ -32,6 +32,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from yieldmeter.errors import InputError
 from yieldmeter.metrics import benchmarks as bm
 from yieldmeter.metrics import coverage as cov
 from yieldmeter.metrics import funnel as fn
@@ -122,7 +123,8 @@ class YieldReport:
 @dataclass(frozen=True)
 class CoverageReport:
     by_workflow: pa.Table  # the (all) row first, then workflows by uncovered spend
-    largest_uncovered: pa.Table
+    largest_uncovered: pa.Table  # by workflow, team and app (small teams merged without people)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> dict[str, Any]:
@@ -353,13 +355,37 @@ class ValueService:
         workflows: Sequence[str] = (),
         teams: Sequence[str] = (),
         models: Sequence[str] = (),
+        people: bool = False,
     ) -> CoverageReport:
-        """Attribution coverage with its three parts and the largest uncovered spend (spend in scope)."""
+        """Attribution coverage with its three parts and the largest uncovered spend (spend in scope).
+
+        The largest uncovered spend names teams: without ``people``, teams with fewer people than
+        ``privacy.min_group_size`` (in the period, workflows and models) are shown together as
+        ``(other teams)``, or left out when even together too few, with a note saying so
+        (:class:`~yieldmeter.app.spend_sections.TeamPrivacy`, the rule of every view by team).
+        """
+        from yieldmeter.app.spend_sections import OTHER_TEAMS, relabel_small_teams
+        from yieldmeter.metrics.spend import Filters
+
         t, w = self.tables(), self.window(period)
-        lines = self.lines(self._workflows(workflow, workflows), teams, models)
+        wfs = self._workflows(workflow, workflows)
+        lines = self.lines(wfs, teams, models)
+        uncovered, notes = lines, []
+        if not people:
+            # merged over the teams that have uncovered spend to list: a small team with none (its
+            # calls unpriced, or its workflows covered) must not make one team's rows look like a group
+            cs = cov.covered_spend(t, lines, w)
+            listed = cs.filter(~cs.covered & (cs.spend > 0)).select("team").distinct().to_pyarrow()
+            scope = Filters(w.start, w.end, (), wfs, tuple(models))
+            priv = self.ws.reports.privacy_of(scope, among=listed.column("team").to_pylist())
+            uncovered = relabel_small_teams(lines, priv)
+            if priv.hidden:
+                uncovered = uncovered.filter(uncovered.team.isnull() | (uncovered.team != OTHER_TEAMS))
+            notes = [priv.note()] if priv.small else []
         return CoverageReport(
             cov.coverage(t, lines, w, workflow).to_pyarrow(),
-            cov.largest_uncovered(t, lines, w, limit).to_pyarrow(),
+            cov.largest_uncovered(t, uncovered, w, limit).to_pyarrow(),
+            notes,
         )
 
     def value_per_token(
@@ -392,7 +418,7 @@ class ValueService:
                 est = est.sort_by([("mean_percentile", "descending"), ("team", "ascending")])
             return est
         if by not in vl.VPT_DIMENSIONS or by == "workflow":
-            raise ValueError(
+            raise InputError(
                 f"cannot group value per token by {by!r} inside a workflow; "
                 f"choose from {', '.join(d for d in vl.VPT_DIMENSIONS if d != 'workflow')}"
             )
@@ -427,7 +453,7 @@ class ValueService:
         workflow); by user, the people of those teams' work units.
         """
         if by not in BENCHMARK_SUBJECTS:
-            raise ValueError(f"benchmarks are by user or team, not {by!r}")
+            raise InputError(f"benchmarks are by user or team, not {by!r}")
         if by == "user" and not people:
             raise PrivacyError(
                 "benchmarks by person", cli_alternative="try --by team", api_alternative="try by=team"

@@ -19,11 +19,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from yieldmeter.errors import InputError
+
 TERA = 1e12
 GB = 1e9  # decimal gigabytes, as the datasheets count memory and bandwidth
 
 
-class CapacityError(ValueError):
+class CapacityError(InputError):
     """Input the capacity tools cannot use; the message says what and what to do."""
 
 

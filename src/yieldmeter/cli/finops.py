@@ -46,8 +46,10 @@ def _at(text: str | None) -> datetime | None:
 
 def _errors() -> tuple[type[Exception], ...]:
     from yieldmeter.config import ConfigError
+    from yieldmeter.finops.budgets import BrokenBudget
 
-    return (ConfigError, ValueError, KeyError)
+    # a stored budget that no longer validates is said in words too (the message says how to fix it)
+    return (ConfigError, ValueError, KeyError, BrokenBudget)
 
 
 def register(app: typer.Typer) -> None:

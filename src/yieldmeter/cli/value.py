@@ -291,18 +291,23 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--uncovered", help="List the largest uncovered spend.")
         ] = False,
         limit: Annotated[int, typer.Option("--limit")] = 10,
+        people: PeopleOpt = False,
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
     ) -> None:
-        """Share of spend linked to a baseline, an owner and evidence of change (with the three parts)."""
+        """Share of spend linked to a baseline, an owner and evidence of change (with the three parts).
+
+        The largest uncovered spend merges teams below privacy.min_group_size unless --people."""
         with workspace(ws_path) as ws:
-            rep = _run(lambda: ws.value.coverage(workflow, period, limit))
+            rep = _run(lambda: ws.value.coverage(workflow, period, limit, people=people))
             if uncovered:
                 _show("uncovered", rep.largest_uncovered, fmt, "Largest uncovered spend")
+                _notes(rep.notes, fmt)
                 return
             _show("coverage", rep.by_workflow, fmt, "Attribution coverage")
             if fmt is OutputFormat.table and rep.largest_uncovered.num_rows:
                 _show("uncovered", rep.largest_uncovered, fmt, "Largest uncovered spend")
+                _notes(rep.notes, fmt)
 
     @report.command("value-per-token")
     def report_vpt(

@@ -337,12 +337,18 @@ def model_mix(ev: ir.Table, start: datetime, end: datetime) -> list[dict[str, An
     return out
 
 
+def lookback(now: datetime, days: int) -> tuple[datetime, datetime]:
+    """[first, end): the UTC days the detectors read for the anomalies of the last ``days`` days up to
+    and including today, their baselines included."""
+    end = _day(now) + timedelta(days=1)
+    return end - timedelta(days=days + max(BASELINE_DAYS, MIX_BASELINE_DAYS)), end
+
+
 def detect(ev: ir.Table, t: Tables | None, now: datetime, *, days: int = 14) -> pa.Table:
     """Every anomaly on the last ``days`` UTC days up to and including today, largest spend at stake first."""
-    end = _day(now) + timedelta(days=1)
-    start = end - timedelta(days=days)
     # Every detector and every example look-up reads the same window: compute it once on the backend.
-    hist = start - timedelta(days=max(BASELINE_DAYS, MIX_BASELINE_DAYS))
+    hist, end = lookback(now, days)
+    start = end - timedelta(days=days)
     ev = ev.filter((ev.ts >= ibis.literal(hist)) & (ev.ts < ibis.literal(end))).cache()
     units = unit_context(t) if t is not None else None
     rows = spikes(ev, start, end) + runaway_agents(ev, start, end, units) + model_mix(ev, start, end)

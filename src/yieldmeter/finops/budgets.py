@@ -14,6 +14,10 @@ For a budget with amount ``A`` over window ``[start, end)`` (see :mod:`.windows`
                    rolling windows: spent (the window moves with now)
 - ``run_out``    = calendar windows: the day the straight-line burn reaches A, when
                    that is before the end of the window; else null
+- ``unpriced_calls`` = calls in the scope and window whose model has no price: their
+                   cost is unknown, so it is not in ``spent`` (never counted as $0, never
+                   priced by guess); a budget with unpriced calls can be further along
+                   than ``used`` says
 
 Late-arriving data counts where it belongs: a call ingested today with a
 timestamp inside the window is in ``spent`` at the next evaluation.
@@ -24,6 +28,8 @@ scope_kind initiative, period year, basis fully loaded cost, thresholds 0.8 / 1.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -33,9 +39,19 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from yieldmeter.config import Config
+from yieldmeter.errors import InputError, UnknownName
 from yieldmeter.finops.events import BASES, scope_filter
-from yieldmeter.finops.windows import BudgetWindow, budget_window, check_period
+from yieldmeter.finops.windows import BadPeriod, BudgetWindow, budget_window, check_period
 from yieldmeter.ingest.conform import stable_id
+
+#: Budget scope kinds that name one person: such a budget's spend, alerts and hard stops are
+#: per-person data, shown only with the per-person privilege (``people``).
+PERSON_SCOPES = ("user",)
+
+
+def on_person(scope_kind: str | None) -> bool:
+    """Whether a budget of ``scope_kind`` is set on one person."""
+    return scope_kind in PERSON_SCOPES
 
 
 @dataclass(frozen=True)
@@ -51,12 +67,115 @@ class Budget:
     source: str = "budgets"
 
 
-class BadBudget(ValueError):
-    pass
+class BadBudget(InputError):
+    """A budget that cannot be used, as given; ``field`` names the field that is wrong."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class BrokenBudget(RuntimeError):
+    """A *stored* budget that does not pass :func:`check_budget` (written before budgets were
+    checked on every write, or edited in the store): a fault of the stored state, not of a request."""
+
+
+class UnknownBudget(UnknownName, KeyError):
+    """No budget has this id."""
+
+    def __str__(self) -> str:  # a KeyError would quote its message
+        return str(self.args[0]) if self.args else ""
+
+
+def _text(row: Mapping[str, Any], name: str, where: str) -> str | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadBudget(f"{where}: {name} must be text, not {value!r}", name)
+    return value.strip()
+
+
+def _number(row: Mapping[str, Any], name: str, where: str) -> float | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadBudget(f"{where}: {name} must be a number, not {value!r}", name) from None
+    if not math.isfinite(number) or number < 0:
+        raise BadBudget(f"{where}: {name} must be a finite number of at least 0, not {value!r}", name)
+    return number
+
+
+def check_budget(row: Mapping[str, Any], where: str = "budget") -> dict[str, Any]:
+    """The fields of a budget ``row`` as a budget is used, or :class:`BadBudget` naming the field.
+
+    ``scope_kind``, ``period`` and ``basis`` are trimmed and lower-cased (``Month`` is ``month``),
+    so the budget's identity (its scope kind, scope and period) is the one its reads use;
+    ``period`` must be month, quarter, year or rolling:Nd, ``scope_kind`` one of
+    :data:`~yieldmeter.finops.events.SCOPE_COLUMNS`, ``basis`` one of ``BASES``, amounts and
+    thresholds finite and not negative, the soft threshold (default 0.8) not above the hard one
+    (default 1.0). A field the row lacks is not checked here (conform says it is missing).
+
+    The one check of every way a budget is written (``yieldmeter budgets add``,
+    ``POST /api/v1/finops/budgets``, ``POST /api/v1/budgets``) and of every read (:func:`validate`).
+    """
+    from yieldmeter.finops.events import SCOPE_COLUMNS
+
+    out = dict(row)
+    kind = _text(row, "scope_kind", where)
+    if kind is not None:
+        if kind.lower() not in SCOPE_COLUMNS:
+            raise BadBudget(
+                f"{where}: scope_kind {kind!r} is not one of {', '.join(SCOPE_COLUMNS)}", "scope_kind"
+            )
+        out["scope_kind"] = kind.lower()
+    if row.get("scope") is not None and not isinstance(row["scope"], str):
+        raise BadBudget(f"{where}: scope must be text, not {row['scope']!r}", "scope")
+    period = _text(row, "period", where)
+    if period is not None:
+        try:
+            out["period"] = check_period(period)
+        except BadPeriod as exc:
+            raise BadBudget(f"{where}: {exc}", "period") from None
+    basis = _text(row, "basis", where)
+    if basis is not None:
+        if basis.lower() not in BASES:
+            raise BadBudget(f"{where}: basis {basis!r} is not model_cost or fully_loaded_cost", "basis")
+        out["basis"] = basis.lower()
+    for name in ("amount", "soft_threshold", "hard_threshold"):
+        number = _number(row, name, where)
+        if number is not None:
+            out[name] = number
+    soft, hard = out.get("soft_threshold"), out.get("hard_threshold")
+    soft, hard = 0.8 if soft is None else soft, 1.0 if hard is None else hard
+    if soft > hard:
+        raise BadBudget(
+            f"{where}: soft_threshold {soft:g} is above hard_threshold {hard:g}", "soft_threshold"
+        )
+    return out
+
+
+def check_budget_rows(doc: Any) -> Any:
+    """Posted budget rows (a list of objects, or one object) as :func:`check_budget` normalises
+    them, before anything is written; :class:`BadBudget` names the row (from 1) and the field.
+    What is not an object is left as it is, for the caller to refuse."""
+    rows = [doc] if isinstance(doc, dict) else doc
+    if not isinstance(rows, list):
+        return doc
+    return [check_budget(r, f"budget {i}") if isinstance(r, dict) else r for i, r in enumerate(rows, 1)]
 
 
 def load_budgets(budgets: ir.Table, config: Config) -> list[Budget]:
-    """Budgets from the budgets table plus the initiatives' budgets; errors name the budget."""
+    """Budgets from the budgets table plus the initiatives' budgets.
+
+    A stored budget that does not pass :func:`check_budget` raises :class:`BrokenBudget` naming it
+    and how to replace it: the store holds something no write lets in any more.
+    """
     out: list[Budget] = []
     for r in budgets.to_pyarrow().to_pylist():
         b = Budget(
@@ -69,7 +188,13 @@ def load_budgets(budgets: ir.Table, config: Config) -> list[Budget]:
             soft_threshold=float(r["soft_threshold"] if r.get("soft_threshold") is not None else 0.8),
             hard_threshold=float(r["hard_threshold"] if r.get("hard_threshold") is not None else 1.0),
         )
-        out.append(validate(b))
+        try:
+            out.append(validate(b))
+        except BadBudget as exc:
+            raise BrokenBudget(
+                f"stored {exc}. Replace it: post a budget with the same budget_id and a valid "
+                f"{exc.field or 'value'} (POST /api/v1/budgets, or a budgets file)"
+            ) from None
     for i in config.initiatives:
         if i.budget is not None:
             key = stable_id("initiative", i.initiative, "year")
@@ -88,29 +213,18 @@ def load_budgets(budgets: ir.Table, config: Config) -> list[Budget]:
 
 
 def validate(b: Budget) -> Budget:
-    from yieldmeter.finops.events import SCOPE_COLUMNS
-
+    """``b`` as :func:`check_budget` normalises it; :class:`BadBudget` names the budget and field."""
     where = f"budget {b.budget_id} ({b.scope_kind} {b.scope!r}, {b.period})"
-    try:
-        period = check_period(b.period)
-    except ValueError as exc:
-        raise BadBudget(f"{where}: {exc}") from None
-    if b.scope_kind not in SCOPE_COLUMNS:
-        raise BadBudget(f"{where}: scope_kind must be one of {', '.join(SCOPE_COLUMNS)}")
-    if b.basis not in BASES:
-        raise BadBudget(f"{where}: basis must be model_cost or fully_loaded_cost")
-    if b.soft_threshold > b.hard_threshold:
-        raise BadBudget(
-            f"{where}: soft_threshold {b.soft_threshold} is above hard_threshold {b.hard_threshold}"
-        )
-    return Budget(**{**b.__dict__, "period": period})
+    return Budget(**check_budget(b.__dict__, where))
 
 
 def _spent_expr(ev: ir.Table, b: Budget, w: BudgetWindow) -> ir.Table:
     s = scope_filter(ev, b.scope_kind, b.scope)
     end = min(w.end, w.now + timedelta(microseconds=1))
     s = s.filter((s.ts >= ibis.literal(w.start)) & (s.ts < ibis.literal(end)))
-    return s.aggregate(spent=s[b.basis].sum().fill_null(0.0)).mutate(budget_id=ibis.literal(b.budget_id))
+    return s.aggregate(
+        spent=s[b.basis].sum().fill_null(0.0), unpriced_calls=s.unpriced_calls.sum().fill_null(0)
+    ).mutate(budget_id=ibis.literal(b.budget_id))
 
 
 def budget_status(ev: ir.Table, budgets: list[Budget], now: datetime, tz: tzinfo = UTC) -> pa.Table:
@@ -119,12 +233,23 @@ def budget_status(ev: ir.Table, budgets: list[Budget], now: datetime, tz: tzinfo
         return pa.Table.from_pylist([], schema=STATUS_SCHEMA)
     windows = {b.budget_id: budget_window(b.period, now, tz) for b in budgets}
     parts = [_spent_expr(ev, b, windows[b.budget_id]) for b in budgets]
-    spent = {r["budget_id"]: float(r["spent"]) for r in ibis.union(*parts).to_pyarrow().to_pylist()}
-    rows = [status_row(b, windows[b.budget_id], spent.get(b.budget_id, 0.0), tz) for b in budgets]
+    got = {r["budget_id"]: r for r in ibis.union(*parts).to_pyarrow().to_pylist()}
+    rows = [
+        status_row(
+            b,
+            windows[b.budget_id],
+            float(got.get(b.budget_id, {}).get("spent") or 0.0),
+            tz,
+            unpriced_calls=int(got.get(b.budget_id, {}).get("unpriced_calls") or 0),
+        )
+        for b in budgets
+    ]
     return pa.Table.from_pylist(rows, schema=STATUS_SCHEMA)
 
 
-def status_row(b: Budget, w: BudgetWindow, spent: float, tz: tzinfo = UTC) -> dict[str, Any]:
+def status_row(
+    b: Budget, w: BudgetWindow, spent: float, tz: tzinfo = UTC, *, unpriced_calls: int = 0
+) -> dict[str, Any]:
     used = spent / b.amount if b.amount > 0 else (float("inf") if spent > 0 else 0.0)
     state = "hard" if used >= b.hard_threshold else "soft" if used >= b.soft_threshold else "ok"
     elapsed_days = max((min(w.now, w.end) - w.start).total_seconds() / 86400.0, 1e-9)
@@ -162,6 +287,7 @@ def status_row(b: Budget, w: BudgetWindow, spent: float, tz: tzinfo = UTC) -> di
         "projected": projected,
         "projected_used": projected / b.amount if b.amount > 0 else None,
         "run_out_day": run_out.astimezone(tz).date().isoformat() if run_out else None,
+        "unpriced_calls": unpriced_calls,
         "source": b.source,
     }
 
@@ -188,6 +314,7 @@ STATUS_SCHEMA = pa.schema(
         ("projected", pa.float64()),
         ("projected_used", pa.float64()),
         ("run_out_day", pa.string()),
+        ("unpriced_calls", pa.int64()),
         ("source", pa.string()),
     ]
 )

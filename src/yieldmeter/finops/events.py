@@ -35,6 +35,7 @@ import ibis
 import ibis.expr.types as ir
 
 from yieldmeter.config import Config
+from yieldmeter.errors import InputError
 from yieldmeter.metrics.cost import priced_calls
 from yieldmeter.metrics.spend import allocation, call_lines, effort_lines
 from yieldmeter.metrics.tables import Tables
@@ -132,6 +133,6 @@ def spend_events(t: Tables, config: Config) -> ir.Table:
 def scope_filter(ev: ir.Table, scope_kind: str, scope: str) -> ir.Table:
     """Events of one budget scope; a ValueError names the scope kinds there are."""
     if scope_kind not in SCOPE_COLUMNS:
-        raise ValueError(f"scope kind {scope_kind!r} is not one of {', '.join(SCOPE_COLUMNS)}")
+        raise InputError(f"scope kind {scope_kind!r} is not one of {', '.join(SCOPE_COLUMNS)}")
     col = SCOPE_COLUMNS[scope_kind]
     return ev if col is None else ev.filter(ev[col] == scope)

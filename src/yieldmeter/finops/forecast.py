@@ -43,6 +43,12 @@ history before trusting the band.
 For a period ``P`` that holds today: ``actual`` = spend in P before today,
 ``forecast`` = sum of the daily forecasts from today to the end of P, and
 ``total`` = actual + forecast. ``model`` says which model each series used.
+
+Unpriced calls (a model with no price) have no cost, and none is invented for them:
+``unpriced_calls`` counts a key's unpriced calls in the history up to now, so its figures
+are known to leave them out. A key whose history has unpriced calls and no cost at all
+has no forecast (``actual``, ``forecast``, ``total`` and the bands null, ``model`` "none:
+every call unpriced"), never a forecast of 0.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 
+from yieldmeter.errors import InputError
 from yieldmeter.finops.budgets import Budget
 from yieldmeter.finops.events import SCOPE_COLUMNS, scope_filter
 from yieldmeter.finops.windows import budget_window, next_months
@@ -233,18 +240,21 @@ def spend_forecast(
 ) -> pa.Table:
     """Per key of ``by``: the rest of this month and the next ``months`` months, with 80%/95% intervals."""
     if by not in FORECAST_BY:
-        raise ValueError(f"cannot forecast by {by!r}; choose from {', '.join(FORECAST_BY)}")
+        raise InputError(f"cannot forecast by {by!r}; choose from {', '.join(FORECAST_BY)}")
     today = midnight(now, tz)
     periods = next_months(now, tz, months)
     hist_start = day_starts(today - timedelta(days=HISTORY_DAYS), 0, tz)[0]
     first_period_start = budget_window("month", now, tz).start
     series = daily(ev, by, hist_start, today, measure, tz)
+    unpriced = unpriced_calls(ev, by, hist_start, now)
     h = days_between(today, periods[-1][2], tz)
     fc = fit_forecast(dict(series), h, today)
     rows: list[dict[str, Any]] = []
     for key in sorted(series):
         y = series[key]
         f = fc.get(key)
+        n_unpriced = unpriced.get(key, 0)
+        unknown = n_unpriced > 0 and not np.any(y != 0)  # no cost at all, only calls with no price
         for label, p_start, p_end in periods:
             p_start = first_period_start if label.startswith("rest of") else p_start
             a_lo = max(days_between(hist_start, p_start, tz), 0)
@@ -252,10 +262,12 @@ def spend_forecast(
             i0 = max(days_between(today, p_start, tz), 0)
             i1 = max(days_between(today, p_end, tz), 0)
             row: dict[str, Any] = {"by": by, "key": key, "period": label, "actual": actual}
-            if f is None:
+            if f is None or unknown:
                 row.update(
                     forecast=None, total=None, **{f"{s}_{lv}": None for lv in LEVELS for s in ("lo", "hi")}
                 )
+                if unknown:
+                    row["actual"] = None
             else:
                 mean = float(f["mean"][i0:i1].sum())
                 row.update(forecast=mean, total=actual + mean)
@@ -264,8 +276,22 @@ def spend_forecast(
                     row[f"lo_{lv}"], row[f"hi_{lv}"] = actual + lo, actual + hi
             row["history_days"] = int(len(y) - np.argmax(y != 0)) if np.any(y != 0) else 0
             row["model"] = f["model"] if f is not None else f"none: under {MIN_HISTORY} days of history"
+            if unknown:
+                row["model"] = "none: every call unpriced (cost unknown)"
+            row["unpriced_calls"] = n_unpriced
             rows.append(row)
     return pa.Table.from_pylist(rows, schema=FORECAST_SCHEMA)
+
+
+def unpriced_calls(ev: ir.Table, by: str, start: datetime, end: datetime) -> dict[str, int]:
+    """Unpriced calls per key of ``by`` (keyed as :func:`daily` keys them) with ``start <= ts <= end``."""
+    col = SCOPE_COLUMNS.get(by, by)
+    ev = ev.filter((ev.ts >= ibis.literal(start)) & (ev.ts <= ibis.literal(end)) & (ev.unpriced_calls > 0))
+    key = ibis.literal("(all)") if col is None else ev[col].fill_null("(none)")
+    g = ev.group_by(key=key).aggregate(n=ev.unpriced_calls.sum()).to_pyarrow()
+    return {
+        k: int(n or 0) for k, n in zip(g.column("key").to_pylist(), g.column("n").to_pylist(), strict=True)
+    }
 
 
 FORECAST_SCHEMA = pa.schema(
@@ -282,6 +308,7 @@ FORECAST_SCHEMA = pa.schema(
         ("hi_95", pa.float64()),
         ("history_days", pa.int64()),
         ("model", pa.string()),
+        ("unpriced_calls", pa.int64()),
     ]
 )
 

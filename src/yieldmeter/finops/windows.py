@@ -15,11 +15,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
+from yieldmeter.errors import InputError
+
 _ROLLING = re.compile(r"^rolling:(\d{1,4})d$")
 CALENDAR = ("month", "quarter", "year")
 
 
-class BadPeriod(ValueError):
+class BadPeriod(InputError):
     pass
 
 

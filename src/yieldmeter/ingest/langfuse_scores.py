@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from yieldmeter.errors import InputError
 from yieldmeter.ingest.base import Batch
 from yieldmeter.ingest.conform import concat_rejects, conform, make_rejects, parse_timestamp, stable_id
 
@@ -142,7 +143,7 @@ def scores_to_batch(
     return ScoreBatch(batch, errors, ids)
 
 
-class ScoreError(ValueError):
+class ScoreError(InputError):
     """A score that cannot be stored; the message says which field and why."""
 
 

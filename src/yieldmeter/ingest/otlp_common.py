@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pyarrow as pa
 
+from yieldmeter.errors import InputError
 from yieldmeter.ingest.otlp_semconv import SpanError
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def _hex_id(value: Any, size: int, name: str) -> str:
     raise SpanError(f"{name}: missing or not {size * 2} hex digits ({value!r})")
 
 
-class UnreadableRequest(ValueError):
+class UnreadableRequest(InputError):
     """A request body that is not an OTLP trace export; the message says why."""
 
 

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import orjson
 import pyarrow as pa
 
+from yieldmeter.errors import InputError
 from yieldmeter.ingest.base import Batch, ReadOptions
 from yieldmeter.ingest.conform import conform, make_rejects
 
@@ -28,7 +29,7 @@ _TIME_COLUMNS = {
 }
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record that cannot be mapped; the message names the field and why."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from yieldmeter.errors import InputError
 from yieldmeter.ingest.base import Format, open_binary
 
 #: Detection order matters: the most specific formats first, plain tables last.
@@ -23,7 +24,7 @@ FORMAT_MODULES: dict[str, str] = {
 }
 
 
-class UnknownFormat(ValueError):
+class UnknownFormat(InputError):
     pass
 
 

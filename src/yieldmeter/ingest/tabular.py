@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from yieldmeter.errors import InputError
 from yieldmeter.ingest.base import Batch, Format, ReadOptions
 from yieldmeter.ingest.conform import conform, make_rejects
 from yieldmeter.schema import INGESTIBLE, TABLES
@@ -42,7 +43,7 @@ _KEY_TO_TABLE = (
 PARQUET_MAGIC = b"PAR1"
 
 
-class TableNotKnown(ValueError):
+class TableNotKnown(InputError):
     pass
 
 
@@ -104,7 +105,7 @@ _NULLS = ["", "NULL", "null", "None"]
 Reject = tuple[int, str, str]
 
 
-class UnreadableFile(ValueError):
+class UnreadableFile(InputError):
     """The file (or what is left of it) cannot be read as CSV, JSON or Parquet; says why."""
 
 

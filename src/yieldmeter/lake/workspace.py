@@ -79,9 +79,9 @@ class LakeFinOps(FinOpsService):
     def evaluate_on_ingest(self) -> None:
         """Nothing: a lake workspace never ingests (and keeps no alert state)."""
 
-    def alerts(self, status: str | None = "firing", limit: int = 200) -> pa.Table:
+    def alerts(self, status: str | None = "firing", limit: int = 200, *, people: bool = True) -> pa.Table:
         self._refuse()
-        return super().alerts(status, limit)
+        return super().alerts(status, limit, people=people)
 
     def deliveries(self, limit: int = 200) -> pa.Table:
         self._refuse()

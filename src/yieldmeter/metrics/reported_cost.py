@@ -28,6 +28,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
+from yieldmeter.errors import InputError
 from yieldmeter.metrics.cost import priced_calls
 from yieldmeter.metrics.period import utc_day
 from yieldmeter.metrics.spend import Filters
@@ -43,7 +44,7 @@ def reported_cost(t: Tables, by: str = "model", filters: Filters | None = None) 
     ``filters`` restrict the calls by time (``ts`` in [start, end)), team, workflow and model.
     """
     if by not in BY:
-        raise ValueError(f"cannot compare reported cost by {by!r}; choose from {', '.join(BY)}")
+        raise InputError(f"cannot compare reported cost by {by!r}; choose from {', '.join(BY)}")
     pc = priced_calls(t)
     c = pc.filter(pc.reported_cost.notnull())
     if filters is not None:

@@ -45,6 +45,7 @@ import ibis
 import ibis.expr.types as ir
 
 from yieldmeter.config import LabourRates
+from yieldmeter.errors import InputError
 from yieldmeter.metrics.cost import priced_calls
 from yieldmeter.metrics.period import utc_day
 from yieldmeter.metrics.tables import Tables
@@ -234,7 +235,7 @@ def spend(lines: ir.Table, by: Sequence[str], filters: Filters | None = None) ->
     """Spend grouped by ``by`` (any of :data:`DIMENSIONS`), largest fully loaded cost first."""
     unknown = [b for b in by if b not in DIMENSIONS]
     if unknown:
-        raise ValueError(f"cannot group spend by {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+        raise InputError(f"cannot group spend by {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
     if filters is not None:
         lines = filters.apply(lines)
     lines = lines.mutate(week=lines.day.truncate("W"), month=lines.day.truncate("M"))

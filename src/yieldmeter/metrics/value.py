@@ -17,12 +17,13 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
+from yieldmeter.errors import InputError
 from yieldmeter.metrics.period import UNASSIGNED, Window
 
 VPT_DIMENSIONS: tuple[str, ...] = ("model", "team", "task_type", "user_id", "workflow")
 
 
-class CrossWorkflowComparison(ValueError):
+class CrossWorkflowComparison(InputError):
     """Value per token asked across workflows without normalisation."""
 
     def __init__(self, workflows: list[str]) -> None:
@@ -50,7 +51,7 @@ def value_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
 def normalised(facts: ir.Table, by: str, window: Window | None = None) -> ir.Table:
     """Per ``by`` group across workflows: mean within-workflow percentile of value per token."""
     if by not in VPT_DIMENSIONS:
-        raise ValueError(f"cannot group value per token by {by!r}; choose from {', '.join(VPT_DIMENSIONS)}")
+        raise InputError(f"cannot group value per token by {by!r}; choose from {', '.join(VPT_DIMENSIONS)}")
     f = value_units(facts, window)
     f = f.filter(f.unit_value_per_token.notnull() & f.expected_value.notnull())
     pct = ibis.percent_rank().over(group_by=f.workflow, order_by=f.unit_value_per_token)

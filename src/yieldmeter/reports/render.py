@@ -14,6 +14,7 @@ from typing import Literal
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from yieldmeter.errors import InputError
 from yieldmeter.reports.charts import draw
 from yieldmeter.reports.model import Report, Section, TableData, fmt
 
@@ -118,4 +119,4 @@ def render(report: Report, fmt_: str) -> bytes:
         return to_pdf(report)
     if fmt_ == "json":
         return to_json(report).encode()
-    raise ValueError(f"no report format {fmt_!r}; choose from {', '.join(FORMATS)}")
+    raise InputError(f"no report format {fmt_!r}; choose from {', '.join(FORMATS)}")

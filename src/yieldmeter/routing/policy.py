@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from yieldmeter.errors import InputError
 from yieldmeter.routing.recommend import Action, Experiment, ModelEvidence, RoutingSettings, _finite
 from yieldmeter.routing.report import RoutingReport
 
@@ -41,7 +42,7 @@ ROUTE_NAME = "yieldmeter-route"
 DEFAULT_MAX_DAYS = RoutingSettings().max_days
 
 
-class PolicyError(ValueError):
+class PolicyError(InputError):
     """A policy file that cannot be used; the message names the file, the entry and the key."""
 
 

@@ -203,11 +203,12 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                     "scope": scope_note(name, f),
                 }
             if name == "coverage":
-                c = v.coverage(wf, w, **scope)
+                c = v.coverage(wf, w, **scope, people=people)  # small teams merged without people
                 return {
                     "total": _clean(c.total),
                     "rows": rows_of(c.by_workflow),
                     "largest_uncovered": rows_of(c.largest_uncovered),
+                    "notes": c.notes,
                 }
             if name == "value-per-token":
                 return {
@@ -329,6 +330,12 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 raise Problem(400, f"not valid JSON: {exc}") from None
             source = request.headers.get("x-yieldmeter-source") or "api"
             unknown = unknown_fields(table_name, doc)
+            if table_name == "budgets":
+                from yieldmeter.finops.budgets import check_budget_rows
+
+                # the check of every budget write (as /finops/budgets): a bad period, scope kind,
+                # basis or threshold is a 400 naming the row and field, and nothing is written
+                doc = check_budget_rows(doc)
             # these tables need their ids (a budget's comes from its scope and period): a row
             # without one is rejected and quarantined, never stored under an invented id
             batch = with_org(records_to_batch(table_name, doc, source, derive_ids=False), p.org)

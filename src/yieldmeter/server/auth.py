@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from yieldmeter.errors import InputError, UnknownName
+
 if TYPE_CHECKING:
     from starlette.requests import Request
 
@@ -94,7 +96,7 @@ def expand(scopes: list[str] | tuple[str, ...] | str) -> frozenset[str]:
     items = [s.strip() for s in scopes.split(",")] if isinstance(scopes, str) else list(scopes)
     unknown = [s for s in items if s and s not in SCOPES]
     if unknown:
-        raise ValueError(f"unknown scope {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
+        raise InputError(f"unknown scope {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
     out: set[str] = set()
     for s in items:
         if s:
@@ -170,9 +172,9 @@ class KeyStore:
         granted = [s.strip() for s in (scopes.split(",") if isinstance(scopes, str) else scopes) if s.strip()]
         expand(granted)
         if not granted:
-            raise ValueError(f"a key needs at least one scope ({', '.join(SCOPES)})")
+            raise InputError(f"a key needs at least one scope ({', '.join(SCOPES)})")
         if not name.strip():
-            raise ValueError("a key needs a name (who or what uses it)")
+            raise InputError("a key needs a name (who or what uses it)")
         key_id = secrets.token_hex(4)
         key = f"ym_{key_id}_{secrets.token_urlsafe(24).replace('_', '-')}"
         now = datetime.now(UTC)
@@ -192,7 +194,7 @@ class KeyStore:
         rows = self._rows()
         hit = [r for r in rows if r["key_id"] == key_id]
         if not hit:
-            raise LookupError(f"no key {key_id!r}; `yieldmeter keys list` shows the ids")
+            raise UnknownName(f"no key {key_id!r}; `yieldmeter keys list` shows the ids")
         for r in rows:
             if r["key_id"] == key_id and r["revoked_at"] is None:
                 r["revoked_at"] = datetime.now(UTC)

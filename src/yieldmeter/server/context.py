@@ -149,10 +149,19 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
+class _TooLarge(Exception):
+    """The body is past its limit: answered 413 once the rest is drained (outside the read timeout)."""
+
+
 async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
     """The request body, gunzipped when ``Content-Encoding: gzip``; 413 beyond ``limit`` bytes;
     408 (and the connection closed) when it has not all arrived within ``timeout`` seconds
-    (default: the server's ``body_timeout_s``)."""
+    (default: the server's ``body_timeout_s``).
+
+    A body found too large is a 413 however slowly it comes: the timeout covers reading up to the
+    limit, not draining the rest. The drain has a timeout of its own; past it the 413 closes the
+    connection instead of waiting for a client that trickles.
+    """
     if timeout is None:
         ctx = getattr(request.app.state, "ctx", None) if "app" in request.scope else None
         timeout = ctx.settings.body_timeout_s if ctx is not None else BODY_TIMEOUT_S
@@ -165,21 +174,27 @@ async def read_body(request: Request, limit: int, timeout: float | None = None) 
             f"the request body did not arrive within {timeout:g} s; send the whole body at once",
             {"Connection": "close"},
         ) from None
+    except _TooLarge:
+        pass
+    drained = False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            drained = await _drain(request)
+    raise HttpError(
+        413, f"request body larger than {size_text(limit)}", {} if drained else {"Connection": "close"}
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    too_large = HttpError(413, f"request body larger than {size_text(limit)}")
     if declared and declared.isdigit() and int(declared) > limit:
-        await _drain(request)
-        raise too_large
+        raise _TooLarge
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            await _drain(request)
-            raise too_large
+            raise _TooLarge
         chunks.append(chunk)
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -192,20 +207,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
         out = d.decompress(body, limit + 1)
     except zlib.error as exc:
         raise HttpError(400, f"body is not valid gzip: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise too_large
+    if len(out) > limit or d.unconsumed_tail:  # the whole (compressed) body is read: nothing to drain
+        raise HttpError(413, f"request body larger than {size_text(limit)}")
     if not d.eof:
         raise HttpError(400, "gzip body is truncated")
     return out
 
 
-async def _drain(request: Request, cap: int = 512 * 1024 * 1024) -> None:
-    """Read and discard the rest of a refused body so the client gets the answer cleanly."""
+async def _drain(request: Request, cap: int = 512 * 1024 * 1024) -> bool:
+    """Read and discard the rest of a refused body so the client gets the answer cleanly; False
+    when it was not all read (past ``cap``, or the client hung up): close the connection then."""
     seen = 0
     try:
         async for chunk in request.stream():
             seen += len(chunk)
             if seen > cap:
-                return
+                return False
     except Exception:  # the client may hang up; the answer is already decided
-        return
+        return False
+    return True

@@ -2,6 +2,11 @@
 
 Reads run on the read pool (``read`` scope); writes (a budget, an evaluation)
 go through the single writer (``admin`` scope) and answer once committed.
+Privacy: without the ``people`` scope, budgets on a person (scope kind ``user``)
+and their alerts are left out (one budget's status or burn-down: 403), teams
+below ``privacy.min_group_size`` are merged into ``(other teams)`` in the
+forecast by team, anomalies and showback, and the FOCUS export (exact teams) is
+refused with 403.
 Handlers parse, call ``ws.finops`` and format; errors are problem details.
 
 =======  ========================================  =====================================================
@@ -22,7 +27,7 @@ GET      /finops/showback                          ``period``
 GET      /finops/reconciliation                    ``period``
 GET      /finops/initiatives                       ``period``
 GET      /finops/decisions                         ``initiative``
-GET      /finops/export/focus                      CSV; ``period``, ``version`` 1.3|1.2|1.0
+GET      /finops/export/focus                      CSV; ``period``, ``version`` 1.3|1.2|1.0 (``people``)
 =======  ========================================  =====================================================
 """
 
@@ -63,7 +68,6 @@ def _at(request: Request) -> datetime | None:
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
-    from yieldmeter.config import ConfigError
     from yieldmeter.server.api import _write, attach, choice, integer, json_response
     from yieldmeter.server.problems import Problem, guard
 
@@ -75,16 +79,19 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             ctx.api_keys.require(request, scope)
-            try:
-                return await fn(request)
-            except (ConfigError, ValueError, KeyError) as exc:
-                raise Problem(400, str(exc).strip("'\"")) from None
+            # the domain's input errors are a 400, an unknown budget a 404, anything else a 500
+            # (problems.to_problem)
+            return await fn(request)
 
         return guard(handler)
 
+    def people(request: Request) -> bool:
+        """Whether the caller may see people: per-person budgets, teams below privacy.min_group_size."""
+        return bool(ctx.api_keys.principal(request).can("people"))
+
     async def budgets(request: Request) -> Response:
-        at = _at(request)
-        return json_response(await reads.run(lambda ws: _rows(ws.finops.budgets(at))))
+        at, p = _at(request), people(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.budgets(at, people=p))))
 
     async def add_budget(request: Request) -> Response:
         import orjson
@@ -97,42 +104,35 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             raise Problem(400, 'expected {"scope_kind": ..., "scope": ..., "amount": ..., "period": "month"}')
         keys = ("basis", "soft_threshold", "hard_threshold")
         kw = {k: doc[k] for k in keys if k in doc}
+        # the values go as sent: add_budget checks them (budgets.check_budget), a 400 naming the field
         bid = await _write(
             ctx,
             lambda ws: ws.finops.add_budget(
-                str(doc["scope_kind"]),
-                str(doc["scope"]),
-                str(doc.get("period", "month")),
-                float(doc["amount"]),
-                **kw,
+                doc["scope_kind"], doc["scope"], doc.get("period", "month"), doc["amount"], **kw
             ),
         )
         reads.bump()
         return json_response({"budget_id": bid}, status=201)
 
     async def budget_status(request: Request) -> Response:
-        bid, at = request.path_params["budget_id"], _at(request)
-        try:
-            return json_response(_rows([await reads.run(lambda ws: ws.finops.budget_status(bid, at))])[0])
-        except KeyError as exc:
-            raise Problem(404, str(exc).strip("'\"")) from None
+        # an unknown id is a 404; a budget on a person without the people scope a 403
+        bid, at, p = request.path_params["budget_id"], _at(request), people(request)
+        return json_response(
+            _rows([await reads.run(lambda ws: ws.finops.budget_status(bid, at, people=p))])[0]
+        )
 
     async def hard_stops(request: Request) -> Response:
-        at = _at(request)
-        return json_response(await reads.run(lambda ws: _rows(ws.finops.hard_stops(at))))
+        at, p = _at(request), people(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.hard_stops(at, people=p))))
 
     async def burn_down(request: Request) -> Response:
-        bid, at = request.path_params["budget_id"], _at(request)
-        try:
-            return json_response(await reads.run(lambda ws: ws.finops.burn_down(bid, at)))
-        except KeyError as exc:
-            raise Problem(404, str(exc).strip("'\"")) from None
+        bid, at, p = request.path_params["budget_id"], _at(request), people(request)
+        return json_response(await reads.run(lambda ws: ws.finops.burn_down(bid, at, people=p)))
 
     async def alerts(request: Request) -> Response:
         status = choice(request, "status", ("firing", "resolved", "all"), "firing")
-        return json_response(
-            await reads.run(lambda ws: _rows(ws.finops.alerts(None if status == "all" else status)))
-        )
+        wanted, p = None if status == "all" else status, people(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.alerts(wanted, people=p))))
 
     async def evaluate(request: Request) -> Response:
         at = _at(request)
@@ -145,16 +145,18 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
 
     async def forecast(request: Request) -> Response:
         by = choice(request, "by", ("team", "workflow", "model", "provider", "initiative", "org"), "team")
-        months, at = integer(request, "months", 3, 1, 12), _at(request)
-        return json_response(await reads.run(lambda ws: _rows(ws.finops.forecast(by, at, months=months))))
+        months, at, p = integer(request, "months", 3, 1, 12), _at(request), people(request)
+        return json_response(
+            await reads.run(lambda ws: _rows(ws.finops.forecast(by, at, months=months, people=p)))
+        )
 
     async def forecast_cpso(request: Request) -> Response:
         at = _at(request)
         return json_response(await reads.run(lambda ws: _rows(ws.finops.forecast_cpso(at))))
 
     async def anomalies(request: Request) -> Response:
-        days, at = integer(request, "days", 14, 1, 90), _at(request)
-        return json_response(await reads.run(lambda ws: _rows(ws.finops.anomalies(at, days=days))))
+        days, at, p = integer(request, "days", 14, 1, 90), _at(request), people(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.anomalies(at, days=days, people=p))))
 
     def by_period(method: str) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
@@ -165,9 +167,8 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
 
     async def showback(request: Request) -> Response:
         # teams below privacy.min_group_size are merged unless the key may see people
-        period = request.query_params.get("period")
-        people = ctx.api_keys.principal(request).can("people")
-        return json_response(await reads.run(lambda ws: _rows(ws.finops.showback(period, people=people))))
+        period, p = request.query_params.get("period"), people(request)
+        return json_response(await reads.run(lambda ws: _rows(ws.finops.showback(period, people=p))))
 
     async def decisions(request: Request) -> Response:
         initiative = request.query_params.get("initiative")
@@ -205,6 +206,8 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         ("GET", "/reconciliation", "read", by_period("reconciliation")),
         ("GET", "/initiatives", "read", by_period("initiatives")),
         ("GET", "/decisions", "read", decisions),
-        ("GET", "/export/focus", "read", export_focus),
+        # a chargeback file for the FinOps tool of record names every team, however small: only for a
+        # key that may see people (the CLI's `export focus`, a local operator, keeps it)
+        ("GET", "/export/focus", "people", export_focus),
     ]
     return [Route(PREFIX + path, endpoint(scope, fn), methods=[method]) for method, path, scope, fn in table]

@@ -191,8 +191,8 @@ FINOPS: list[tuple[str, str, str, str, list[tuple[str, dict[str, Any], str]], An
     (
         "GET",
         "/export/focus",
-        "read",
-        "Spend as a FOCUS CSV",
+        "people",
+        "Spend as a FOCUS CSV, every team by name (so the people scope)",
         [_PERIOD, ("version", {"type": "string"}, "FOCUS version: 1.3 (default), 1.2 or 1.0")],
         None,
         _CSV,

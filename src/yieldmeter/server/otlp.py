@@ -178,35 +178,23 @@ async def store_scores(
     )
     batch = with_org(result.batch, org)
     if batch.rows or batch.rejects.num_rows:
-        await commit(ctx, batch, SCORES_SOURCE, "langfuse", prepare=link_scores)
+        await commit(ctx, batch, SCORES_SOURCE, "langfuse", prepare=lambda ws, b: link_scores(ws, b, org))
     return result
 
 
-def link_scores(ws: Workspace, batch: Batch) -> Batch:
+def link_scores(ws: Workspace, batch: Batch, org: str) -> Batch:
     """Point each score at the work unit of the call it names (run on the writer thread).
 
     A score for an observation takes that call's work unit; a trace score takes
     the work unit of the trace's calls; a trace not seen yet keeps the trace id,
-    which is the work unit of a trace without other linkage.
+    which is the work unit of a trace without other linkage. Only the calls of the
+    ingest key's ``org`` are looked at (:meth:`~yieldmeter.store.duckdb_store.Store.score_work_units`).
     """
     links = batch.tables.pop("_links", None)
     signals = batch.tables.get("signals")
     if links is None or signals is None or signals.num_rows == 0:
         return batch
-    cur = ws.store.cursor()
-    cur.register("_links", links)
-    try:
-        found = cur.execute(
-            """
-            SELECT l.signal_id,
-                   coalesce(
-                     (SELECT any_value(c.work_unit_id) FROM calls c WHERE c.span_id = l._observation),
-                     (SELECT mode(c.work_unit_id) FROM calls c WHERE c.trace_id = l._trace)) AS unit
-            FROM _links l
-            """
-        ).to_arrow_table()
-    finally:
-        cur.unregister("_links")
+    found = ws.store.score_work_units(links, org)
     mapping = dict(zip(found.column("signal_id").to_pylist(), found.column("unit").to_pylist(), strict=True))
     ids = signals.column("signal_id").to_pylist()
     units = [

@@ -1,7 +1,11 @@
 """Errors as RFC 9457 problem details (``application/problem+json``), for every 4xx of the API.
 
 :func:`guard` turns the exceptions of the layers below into answers a client
-can act on: what was wrong and what to do.
+can act on: what was wrong and what to do. Only the domain's input errors
+(:class:`~yieldmeter.errors.InputError`: a bad period, choice, budget...) are a
+400 and :class:`~yieldmeter.errors.UnknownName` a 404; any other exception is a
+500 (logged with its traceback), so a fault of the server or of its stored
+state is never blamed on the request.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 def to_problem(exc: BaseException) -> Response:
     """The problem-details answer for an exception of a lower layer."""
-    from yieldmeter.app.reports import UnknownWorkUnit
+    from yieldmeter.errors import InputError, UnknownName
     from yieldmeter.server.auth import AuthError
     from yieldmeter.server.context import HttpError
     from yieldmeter.server.reads import ReadTimeout
@@ -70,7 +74,7 @@ def to_problem(exc: BaseException) -> Response:
         return problem(exc.status, exc.message)
     if isinstance(exc, HttpError):
         return problem(exc.status, exc.message, exc.headers)
-    if isinstance(exc, UnknownWorkUnit):
+    if isinstance(exc, UnknownName):  # a work unit, a budget, a key that does not exist
         return problem(404, str(exc))
     from yieldmeter.app.value import PrivacyError
     from yieldmeter.metrics.value import CrossWorkflowComparison
@@ -88,9 +92,13 @@ def to_problem(exc: BaseException) -> Response:
         return problem(403, f"{exc} (needs an API key with the 'people' scope)")
     if isinstance(exc, ReadTimeout):
         return problem(503, f"{exc}; narrow the period or filters, or retry", {"Retry-After": "5"})
-    if isinstance(exc, ValueError | LookupError):
-        return problem(400, str(exc))
-    log.exception("request failed")
+    if isinstance(exc, InputError):  # the request's own mistake: say which input, and what to give
+        field = getattr(exc, "field", "")
+        return problem(400, str(exc), **({"field": field} if field else {}))
+    # Anything else (a ValueError or KeyError the domain did not mean for the caller, a stored
+    # budget that no longer validates...) is the server's fault: a 500, logged, never a 400 that
+    # blames the request and hides the fault from whoever watches for 5xx.
+    log.error("request failed", exc_info=exc)
     return problem(500, "the server failed on this request; the log has the details")
 
 

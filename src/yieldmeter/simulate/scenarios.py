@@ -10,12 +10,13 @@ import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from yieldmeter.errors import InputError
 from yieldmeter.simulate.catalog import WorkflowSpec
 from yieldmeter.simulate.routing_workflows import DOCUMENTS, SCREENING, TAGGING
 from yieldmeter.simulate.workflows import AGENT, ANALYST, CLAIMS, CODE, CONTENT, FRAUD, SUPPORT
 
 
-class SimulationError(ValueError):
+class SimulationError(InputError):
     """Parameters the simulator cannot honour; the message says which and what to do."""
 
 

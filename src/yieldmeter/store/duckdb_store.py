@@ -526,6 +526,32 @@ class Store:
         sql = f"SELECT * FROM {_q(name)}" + (f" ORDER BY {_q(order_by)}" if order_by else "")
         return self.cursor().execute(sql).to_arrow_table()
 
+    def score_work_units(self, links: pa.Table, org: str) -> pa.Table:
+        """The work unit each score belongs to, from the calls of ``org`` only.
+
+        ``links`` has ``signal_id``, ``_trace`` and ``_observation`` (a Langfuse score's trace and
+        observation ids). The answer has ``signal_id`` and ``unit``: the work unit of the call
+        whose span is the observation, else the most frequent work unit of the trace's calls,
+        else null. Read on a cursor of its own, closed before it returns.
+        """
+        cur = self.cursor()
+        try:
+            cur.register("_links", links)
+            return cur.execute(
+                """
+                SELECT l.signal_id,
+                       coalesce(
+                         (SELECT any_value(c.work_unit_id) FROM calls c
+                          WHERE c.span_id = l._observation AND c.org = $org),
+                         (SELECT mode(c.work_unit_id) FROM calls c
+                          WHERE c.trace_id = l._trace AND c.org = $org)) AS unit
+                FROM _links l
+                """,
+                {"org": org},
+            ).to_arrow_table()
+        finally:
+            cur.close()
+
     def query_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run a store-internal query (never called from surfaces)."""
         return self.cursor().execute(sql, params or []).to_arrow_table()
