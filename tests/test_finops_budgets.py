@@ -384,48 +384,63 @@ def test_a_budget_on_a_person_is_per_person_data(tmp_path: Path):
     """A budget scoped to one user shows that person's spend: without the per-person privilege
     (``people`` false) its status, hard stop and alert are left out, and asking for it by id is
     refused. eve spends 12.00 USD in November against a 10.00 budget (hard: 120%); the team
-    budget of alpha (eve and bob, 13.00 of 100.00) is shown to everyone."""
+    budget of alpha (eve and bob, 13.00 of 100.00) is shown to everyone. A budget on solo, a team
+    of one (below privacy.min_group_size 2), is its one person's spend (4.00 of 3.00, hard) and is
+    treated alike."""
     from yieldmeter.app.finops_sections import alerts_section
     from yieldmeter.app.reports import ReportFilters
     from yieldmeter.app.value import PrivacyError
 
-    ws = make_workspace(tmp_path / "ws")
+    ws = make_workspace(tmp_path / "ws", "privacy:\n  min_group_size: 2\n")
     ingest(
         ws,
         "calls",
-        [call(utc(2026, 11, 10, 9), 12.0, user_id="eve"), call(utc(2026, 11, 10, 9), 1.0, user_id="bob")],
+        [
+            call(utc(2026, 11, 10, 9), 12.0, user_id="eve"),
+            call(utc(2026, 11, 10, 9), 1.0, user_id="bob"),
+            call(utc(2026, 11, 10, 9), 4.0, user_id="sam", team="solo"),
+        ],
     )
     eve = _budget(ws, kind="user", scope="eve", amount=10.0)
     team = _budget(ws, amount=100.0)
+    solo = _budget(ws, scope="solo", amount=3.0)
     now = utc(2026, 11, 12)
     ws.finops.evaluate_alerts(now)
 
     def scopes(rows):
         return {(r["scope_kind"], r["scope"]) for r in rows}
 
-    assert scopes(ws.finops.budgets(now).to_pylist()) == {("user", "eve"), ("team", "alpha")}
+    everyone = {("user", "eve"), ("team", "alpha"), ("team", "solo")}
+    assert scopes(ws.finops.budgets(now).to_pylist()) == everyone
     assert scopes(ws.finops.budgets(now, people=False).to_pylist()) == {("team", "alpha")}
-    assert scopes(ws.finops.hard_stops(now).to_pylist()) == {("user", "eve")}
+    assert scopes(ws.finops.hard_stops(now).to_pylist()) == {("user", "eve"), ("team", "solo")}
     assert ws.finops.hard_stops(now, people=False).num_rows == 0
-    assert scopes(ws.finops.alerts(None).to_pylist()) == {("user", "eve")}
+    assert scopes(ws.finops.alerts(None).to_pylist()) == {("user", "eve"), ("team", "solo")}
     assert ws.finops.alerts(None, people=False).num_rows == 0
     assert ws.finops.budget_status(eve, now)["spent"] == pytest.approx(12.0)
     with pytest.raises(PrivacyError, match="set on a person"):
         ws.finops.budget_status(eve, now, people=False)
+    with pytest.raises(PrivacyError, match="min_group_size"):
+        ws.finops.budget_status(solo, now, people=False)
     with pytest.raises(PrivacyError):
         ws.finops.burn_down(eve, now, people=False)
     assert ws.finops.budget_status(team, now, people=False)["spent"] == pytest.approx(13.0)
-    assert ws.finops.person_budgets() == 1
+    assert ws.finops.person_budgets() == 2
     # the Budgets and Alerts sections (dashboard pages, cfo and finops reports) say what they leave out
     reader, privileged = ReportFilters(period="2026-11"), ReportFilters(period="2026-11", people=True)
     budgets = ws.reports.budgets_section(reader)
     assert {r["scope"] for r in budgets.tables[0].rows} == {"alpha"} and budgets.tables[1].rows == []
     assert any("set on a person" in n for n in budgets.notes), budgets.notes
-    assert {r["scope"] for r in ws.reports.budgets_section(privileged).tables[0].rows} == {"alpha", "eve"}
+    assert {r["scope"] for r in ws.reports.budgets_section(privileged).tables[0].rows} == {
+        "alpha",
+        "eve",
+        "solo",
+    }
     assert alerts_section(ws.reports, reader).tables[0].rows == []
-    assert [a["scope"] for a in alerts_section(ws.reports, privileged).tables[0].rows] == ["eve"]
+    assert {a["scope"] for a in alerts_section(ws.reports, privileged).tables[0].rows} == {"eve", "solo"}
     for role in ("cfo", "finops"):
-        assert '"eve"' not in json.dumps(render_json(ws.reports.role(role, reader))), role
+        shown = json.dumps(render_json(ws.reports.role(role, reader)))
+        assert '"eve"' not in shown and "solo" not in shown, role
 
 
 def render_json(report):
@@ -471,6 +486,38 @@ def test_every_budget_write_is_checked_and_a_broken_stored_budget_says_so(tmp_pa
         "period": "fortnight",
         "amount": 5.0,
     }
-    ws.store.write("budgets", conform("budgets", pa.Table.from_pylist([broken]), source="test").rows)
+    # conform refuses it (see the next test): written as it would be by an older version
+    good = conform("budgets", pa.Table.from_pylist([{**broken, "period": "month"}]), source="test").rows
+    stored = good.set_column(good.column_names.index("period"), "period", pa.array(["fortnight"]))
+    ws.store.write("budgets", stored)
     with pytest.raises(BrokenBudget, match=r"b-broken.*fortnight.*same budget_id"):
         ws.finops.budgets(utc(2026, 11, 12))
+
+
+def test_a_budgets_file_is_checked_like_every_budget_write(tmp_path: Path):
+    """Rows of a budgets file go through the same check: ``Month`` lands as the month budget (the
+    id the command gives it, so adding it again updates it), a weekly period and a soft threshold
+    above the hard one are quarantined with their reasons, and the budgets stay readable."""
+    ws = make_workspace(tmp_path / "ws")
+    path = tmp_path / "in" / "budgets.csv"
+    path.parent.mkdir()
+    path.write_text(
+        "scope_kind,scope,period,amount,soft_threshold,hard_threshold\n"
+        "Team,alpha,Month,50,0.8,1.0\n"
+        "team,beta,weekly,50,0.8,1.0\n"
+        "team,gamma,month,50,0.9,0.5\n",
+        encoding="utf-8",
+    )
+    ws.ingest_paths([path])
+    [row] = ws.finops.budgets(utc(2026, 11, 12)).to_pylist()
+    assert (row["scope_kind"], row["scope"], row["period"], row["amount"]) == ("team", "alpha", "month", 50.0)
+    assert _budget(ws, amount=60.0) == row["budget_id"]  # one budget, however it was written
+    assert ws.store.count("budgets") == 1
+    reasons = {
+        r["position"]: r["reason"]
+        for r in ws.store.read_table("quarantine").to_pylist()
+        if r["table_name"] == "budgets"
+    }
+    assert set(reasons) == {2, 3}
+    assert "period 'weekly'" in reasons[2]
+    assert "soft_threshold 0.9 is above hard_threshold 0.5" in reasons[3]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import os
 import signal
 import socket
@@ -505,6 +506,11 @@ def test_record_tables_over_http(closed: tuple[str, Keys]) -> None:
     quarantined = httpx.get(f"{base}/api/v1/quarantine", headers=read, timeout=60).json()
     reasons = {(q["table_name"], q["reason"]) for q in quarantined}
     assert {("work_units", "work_unit_id: missing"), ("cost_items", "item_id: missing")} <= reasons
+    # the rows as they came (they may name a person) only for a key that may see people
+    assert all(q["raw"] is None for q in quarantined)
+    seen = httpx.get(f"{base}/api/v1/quarantine", headers=bearer(keys["people"]), timeout=60).json()
+    rows = [json.loads(q["raw"]) for q in seen if q["table_name"] == "work_units" and q["raw"]]
+    assert {"work_unit_id": None, "workflow": None, "team": None} in rows
     # budgets: admin only (an ingest key is refused), identity from scope and period
     assert httpx.post(f"{base}/api/v1/budgets", json=[], headers=ingest, timeout=60).status_code == 403
     budget = {"scope_kind": "workflow", "scope": "support-reply", "period": "month", "amount": 40.0}
@@ -513,6 +519,14 @@ def test_record_tables_over_http(closed: tuple[str, Keys]) -> None:
     listed = httpx.get(f"{base}/api/v1/finops/budgets", headers=read, timeout=60).json()
     mine = [b for b in listed if b["scope_kind"] == "workflow" and b["scope"] == "support-reply"]
     assert [b["amount"] for b in mine] == [45.0]
+    # the same budget set through /finops/budgets is the same budget too (one id however written)
+    r = httpx.post(
+        f"{base}/api/v1/finops/budgets", json={**budget, "amount": 50.0}, headers=admin, timeout=60
+    )
+    assert r.status_code == 201, r.text
+    listed = httpx.get(f"{base}/api/v1/finops/budgets", headers=read, timeout=60).json()
+    mine = [b for b in listed if b["scope_kind"] == "workflow" and b["scope"] == "support-reply"]
+    assert [b["amount"] for b in mine] == [50.0]
 
 
 def test_acknowledged_write_survives_a_kill_and_slow_bodies_time_out(tmp_path: Path) -> None:

@@ -73,6 +73,23 @@ def test_every_row_is_landed_duplicate_or_quarantined(tmp_path: Path) -> None:
         assert ws.store.counts() == before  # nothing changed, quarantine included
 
 
+def test_a_bad_row_is_one_quarantine_row_and_another_at_the_same_place_is_another(tmp_path: Path) -> None:
+    """Two requests each with a bad span 0 (same source, position and reason, other content) are
+    two quarantine rows; the same bad row sent again is still one."""
+
+    def rejects(raw: str) -> pa.Table:
+        bad = conform("calls", pa.table({"call_id": ["c"], "ts": [raw]}), source="otlp")
+        assert bad.rejects.num_rows == 1
+        return bad.rejects
+
+    with Workspace.init(tmp_path) as ws:
+        empty = pa.table({"call_id": pa.array([], pa.string())})
+        for raw in ("not a time", "not a time either", "not a time"):
+            ws.store.write("calls", conform("calls", empty, source="otlp").rows, rejects(raw))
+        rows = ws.quarantine().to_pylist()
+        assert sorted(json.loads(r["raw"])["ts"] for r in rows) == ["not a time", "not a time either"]
+
+
 def test_changed_row_replaces_and_described_unit_wins(tmp_path: Path) -> None:
     with Workspace.init(tmp_path) as ws:
         calls = pa.table(

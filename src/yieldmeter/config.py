@@ -15,14 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from yieldmeter.errors import InputError
 from yieldmeter.schema import RISK_CLASSES, ValueDimension
 
 CONFIG_FILE = "yieldmeter.yaml"
 STORE_DIR = ".yieldmeter"
 
 
-class ConfigError(InputError):
+class ConfigError(ValueError):
     """A configuration file that cannot be used; the message says where and why."""
 
 

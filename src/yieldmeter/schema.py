@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TS = pa.timestamp("us", tz="UTC")
 STR = pa.string()
@@ -106,6 +106,9 @@ class Table:
     #: Columns hashed into the key when an input row has none (tables whose
     #: natural identity is a combination, e.g. a budget's scope and period).
     derive_key_from: tuple[str, ...] = ()
+    #: A derived key is ``stable_id(table, *parts)``; False: ``stable_id(*parts)`` (a budget's id
+    #: is that of its scope kind, scope and period however it was written: a file, the API, a command).
+    key_prefixed: bool = True
     #: Time column used for day partitioning in a lake and for period filters.
     time_column: str | None = None
     #: Row rules: the sum of the named columns may not exceed the bound column.
@@ -333,6 +336,7 @@ BUDGETS = Table(
     "budgets",
     key="budget_id",
     derive_key_from=("scope_kind", "scope", "period"),
+    key_prefixed=False,
     doc="a spend budget",
     columns=(
         _c("budget_id", STR, required=True),

@@ -6,8 +6,9 @@ and writes only its own tables (alert state and deliveries).
 
 Privacy: the reads take ``people`` (the per-person privilege: the CLI, a local operator,
 has it; the API passes its key's ``people`` scope, the dashboard and reports their
-filters'). Without it, budgets on a person (scope kind ``user``) and their alerts are
-left out, one such budget's status or burn-down raises
+filters'). Without it, budgets on a person (scope kind ``user``) or on a team with fewer
+people than ``privacy.min_group_size`` (its spend is theirs) and their alerts are left
+out, one such budget's status or burn-down raises
 :class:`~yieldmeter.app.value.PrivacyError`, and teams with fewer people than
 ``privacy.min_group_size`` are merged into ``(other teams)`` (or left out when even
 together too few) in the forecast by team, team anomalies and showback
@@ -72,14 +73,32 @@ class FinOpsService:
         return spend_events(self.ws.tables(), self.ws.config)
 
     def budget_list(self, *, people: bool = True) -> list[bd.Budget]:
-        """The budgets (the table's and the initiatives'); without ``people``, none on a person."""
+        """The budgets (the table's and the initiatives'); without ``people``, none on a person or
+        on a small team (:meth:`private_budget`)."""
         out = bd.load_budgets(self.ws.tables().budgets, self.ws.config)
-        return out if people else [b for b in out if not bd.on_person(b.scope_kind)]
+        if people:
+            return out
+        small = self._small_teams()
+        return [b for b in out if not self._private(b, small)]
+
+    def _small_teams(self) -> frozenset[str | None]:
+        """The teams with fewer people than ``privacy.min_group_size`` (over all the data)."""
+        return frozenset(self.team_privacy(None, None, people=False).small)
+
+    @staticmethod
+    def _private(b: bd.Budget, small: frozenset[str | None]) -> bool:
+        return bd.on_person(b.scope_kind) or (b.scope_kind == "team" and b.scope in small)
+
+    def private_budget(self, b: bd.Budget) -> bool:
+        """Whether ``b``'s spend is per-person data: a budget on a person (scope kind ``user``), or
+        on a team with fewer people than ``privacy.min_group_size`` (its spend is theirs)."""
+        return self._private(b, self._small_teams())
 
     def person_budgets(self) -> int:
-        """How many budgets are set on a person (scope kind ``user``): what a viewer without the
+        """How many budgets are set on a person or on a small team: what a viewer without the
         per-person privilege is not shown."""
-        return sum(bd.on_person(b.scope_kind) for b in self.budget_list())
+        small = self._small_teams()
+        return sum(self._private(b, small) for b in self.budget_list())
 
     def _budget(self, budget_id: str, people: bool) -> bd.Budget:
         """One budget by id: :class:`~yieldmeter.finops.budgets.UnknownBudget` naming the command
@@ -88,10 +107,11 @@ class FinOpsService:
         budgets = [b for b in self.budget_list() if b.budget_id == budget_id]
         if not budgets:
             raise bd.UnknownBudget(f"no budget {budget_id!r}; `yieldmeter budgets list` shows the ids")
-        if not people and bd.on_person(budgets[0].scope_kind):
+        if not people and self.private_budget(budgets[0]):
             from yieldmeter.app.value import PrivacyError
 
-            raise PrivacyError(f"budget {budget_id!r} is set on a person: its status")
+            on = "a person" if bd.on_person(budgets[0].scope_kind) else "a team below privacy.min_group_size"
+            raise PrivacyError(f"budget {budget_id!r} is set on {on}: its status")
         return budgets[0]
 
     # -- budgets -----------------------------------------------------------------------------
@@ -221,6 +241,9 @@ class FinOpsService:
             t = t.filter(t.status == status)
         if not people:
             t = t.filter(~t.scope_kind.fill_null("").isin(list(bd.PERSON_SCOPES)))
+            small = [s for s in self._small_teams() if s is not None]
+            if small:
+                t = t.filter(~((t.scope_kind.fill_null("") == "team") & t.scope.isin(small)))
         return t.order_by([t.last_seen.desc(), t.alert_id]).limit(limit).to_pyarrow()
 
     def deliveries(self, limit: int = 200) -> pa.Table:

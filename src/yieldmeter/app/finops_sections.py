@@ -61,8 +61,9 @@ def person_budgets_note(svc: ReportService, f: ReportFilters) -> list[str]:
     if not n:
         return []
     return [
-        f"{n} budget{'s' if n > 1 else ''} set on a person (scope user) and {'their' if n > 1 else 'its'} "
-        "alerts are not shown: per-person spend needs the people privilege."
+        f"{n} budget{'s' if n > 1 else ''} set on a person (scope user) or on a team with fewer people "
+        f"than privacy.min_group_size, and {'their' if n > 1 else 'its'} alerts, are not shown: "
+        "per-person spend needs the people privilege."
     ]
 
 

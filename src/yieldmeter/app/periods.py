@@ -11,7 +11,25 @@ class PeriodError(InputError):
     """A period text that is not one of the accepted forms, or that ends before it starts."""
 
 
+#: The years a period or an "as of" time may fall in: windows, forecasts and look-backs reach
+#: a year or more either side, which the calendar must still hold.
+YEARS = (1900, 9000)
+
+
+def check_year(when: datetime, what: str) -> datetime:
+    """``when``, or :class:`PeriodError` naming ``what`` when its year is outside :data:`YEARS`."""
+    if not YEARS[0] <= when.year <= YEARS[1]:
+        raise PeriodError(f"{what}: the year must be between {YEARS[0]} and {YEARS[1]}")
+    return when
+
+
 def _start_of(text: str) -> tuple[datetime, datetime]:
+    bounds = _parse(text)
+    check_year(bounds[0], f"period {text!r}")
+    return bounds
+
+
+def _parse(text: str) -> tuple[datetime, datetime]:
     parts = text.strip().split("-")
     try:
         if len(parts) == 1:

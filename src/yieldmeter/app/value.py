@@ -23,6 +23,7 @@ or model: yields, and the funnel's measured value, honour only the workflows.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,14 @@ BENCHMARK_SUBJECTS = {"user": "user_id", "team": "team"}
 #: The intermediate tables another service may hand over already made (:attr:`ValueService.shared`):
 #: they depend on the data only, never on a report's period or filters.
 SHAREABLE = frozenset({"lines", "value_lines", "facts"})
+#: The intermediate tables kept in the workspace's store between sessions (:meth:`ValueService._kept`):
+#: the unit facts, the cost lines they are made from, and the cost lines at the full grain (spend
+#: views, and the people per team behind every privacy rule). Kept as ``_kept_value_<name>``,
+#: trusted while the writes recorded for the tables they read, the configuration and the code are
+#: unchanged.
+KEPT = frozenset({"lines", "value_lines", "facts"})
+#: Tables whose writes leave the kept tables as they are (alert state, deliveries, API keys).
+NOT_VALUE_INPUTS = frozenset({"finops_alerts", "finops_alert_deliveries", "api_keys"})
 #: ``shared(name, make)``: the table ``name`` as Arrow, made by ``make`` unless already made.
 Shared = Callable[[str, Callable[[], pa.Table]], pa.Table]
 #: the unit facts a pattern segment is computed from, and those the pattern sums read
@@ -154,11 +163,16 @@ class ValueService:
         #: Set by a server's read pool so its reader threads share one copy of the :data:`SHAREABLE`
         #: tables per data refresh instead of each computing its own (None: computed here).
         self.shared: Shared | None = None
+        #: Whether the :data:`KEPT` tables are read from and written to the store (a server's reader
+        #: threads, which never write, set it off and share their tables instead).
+        self.keep = True
+        self._kept_key: str | None = None
 
     # -- shared inputs ------------------------------------------------------------------
     def invalidate(self) -> None:
         self._tables = self._lines = self._value_lines = self._facts = None
         self._segments = None
+        self._kept_key = None
 
     def tables(self) -> Tables:
         if self._tables is None:
@@ -205,7 +219,8 @@ class ValueService:
             facts = unit_facts(
                 t, priced_calls(t), self._value_cost_lines(), self.ws.config.labour_rates, scores
             )
-            self._facts = self._materialise("facts", facts)
+            # facts on scores made in memory are this session's only (the note above says so)
+            self._facts = self._materialise("facts", facts, keep=t.scores is not None)
         return self._facts
 
     @staticmethod
@@ -536,8 +551,10 @@ class ValueService:
         return ws_.waste(self.units(wfs), self.window(period), workflow, keep=keep).to_pyarrow()
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _materialise(self, name: str, expr: ir.Table) -> ir.Table:
-        """Compute ``expr`` once into a temporary table of the store's backend (gone at close)."""
+    def _materialise(self, name: str, expr: ir.Table, *, keep: bool = True) -> ir.Table:
+        """Compute ``expr`` once into a temporary table of the store's backend (gone at close);
+        a :data:`KEPT` table is read from the store when a current copy is kept there, and kept
+        there once computed (see :meth:`_kept`)."""
         from yieldmeter.lake.engines import materialise
 
         backend = self.ws.backend
@@ -552,10 +569,62 @@ class ValueService:
                 backend.con.unregister(table_name)
             backend.con.register(table_name, arrow)
             return backend.table(table_name)
+        kept = keep and self.keep and name in KEPT
+        if kept and (current := self._kept(name)) is not None:
+            return current
         # dropped, then created: overwriting a DuckDB table through Ibis writes every row twice
         # (into a scratch table, then a copy)
         backend.drop_table(table_name, database=("temp", "main"), force=True)
-        return backend.create_table(table_name, obj=expr, temp=True)
+        made = backend.create_table(table_name, obj=expr, temp=True)
+        if kept:
+            self._keep(name, table_name)
+        return made
+
+    # -- intermediate tables kept in the store -------------------------------------------------
+    def _kept_fingerprint(self) -> str:
+        """What a kept table was made from: the last write of every table it may read (the store's
+        ``written`` records), the configuration (labour rates, unit values, thresholds) and the
+        code of the measures. Any change makes a new fingerprint, and the kept table is made again."""
+        import hashlib
+        import json
+
+        written = {k: v for k, v in self.ws.store.written().items() if k not in NOT_VALUE_INPUTS}
+        h = hashlib.sha256(json.dumps(written, sort_keys=True).encode())
+        h.update(self.ws.config.model_dump_json().encode())
+        h.update(_code_fingerprint().encode())
+        return h.hexdigest()
+
+    def _kept(self, name: str) -> ir.Table | None:
+        """The kept copy of ``name`` when it is current (made from the data, configuration and code
+        of now); else None."""
+        if self._kept_key is None:
+            self._kept_key = self._kept_fingerprint()
+        table = f"_kept_value_{name}"
+        if self.ws.store.meta(f"kept:{table}") != self._kept_key:
+            return None
+        try:
+            return self.ws.backend.table(table)
+        except Exception:  # recorded but gone (dropped by hand): made again
+            return None
+
+    def _keep(self, name: str, made: str) -> None:
+        """Keep the temporary table ``made`` (``name`` of this session) in the store, recorded with
+        the fingerprint it was made from; skipped when another write holds the store, or when the
+        data changed since this session read it (the copy would be of old data)."""
+        from yieldmeter.store.duckdb_store import StoreBusy
+
+        key = self._kept_key
+        table = f"_kept_value_{name}"
+        try:
+            with self.ws.store.transaction(timeout=0) as con:
+                if key is None or self._kept_fingerprint() != key:
+                    return
+                con.execute(f'DROP TABLE IF EXISTS main."{table}"')
+                con.execute(f'CREATE TABLE main."{table}" AS SELECT * FROM temp."{made}"')
+                con.execute("DELETE FROM meta WHERE key = ?", [f"kept:{table}"])
+                con.execute("INSERT INTO meta VALUES (?, ?)", [f"kept:{table}", key])
+        except StoreBusy:
+            return
 
     def _hide_small_teams(self, est: pa.Table, f: ir.Table, keys: list[str]) -> tuple[pa.Table, int]:
         """``est`` with a ``people`` column (distinct people of ``f`` per ``keys``), rows of groups
@@ -595,3 +664,24 @@ def _evidence_mix(y: pa.Table) -> list[str | None]:
         parts = [f"{lv} {cols[lv][i]:.0%}" for lv in reversed(levels) if cols[lv][i]]
         out.append(", ".join(parts) if parts else None)
     return out
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+    """The version of yieldmeter and of the price data, and the source of the modules that define
+    the kept tables (measures, pricing, scoring, this service, the schema): a kept table made by
+    other code is made again."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    import yieldmeter
+
+    root = Path(yieldmeter.__file__).parent
+    h = hashlib.sha256(yieldmeter.__version__.encode())
+    with contextlib.suppress(PackageNotFoundError):
+        h.update(version("genai-prices").encode())
+    files = [p for sub in ("metrics", "pricing", "scoring") for p in sorted((root / sub).rglob("*.py"))]
+    for path in [*files, root / "app" / "value.py", root / "schema.py"]:
+        h.update(path.read_bytes())
+    return h.hexdigest()

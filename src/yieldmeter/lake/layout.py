@@ -39,7 +39,6 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from yieldmeter.errors import InputError
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES
 
@@ -50,7 +49,7 @@ DAY = "day"
 RUN = "run"
 
 
-class LakeError(InputError):
+class LakeError(ValueError):
     """A lake that cannot be used as asked; the message says where and what to do."""
 
 

@@ -3,8 +3,9 @@
 Reads run on the read pool (``read`` scope); writes (a budget, an evaluation)
 go through the single writer (``admin`` scope) and answer once committed.
 Privacy: without the ``people`` scope, budgets on a person (scope kind ``user``)
-and their alerts are left out (one budget's status or burn-down: 403), teams
-below ``privacy.min_group_size`` are merged into ``(other teams)`` in the
+or on a team below ``privacy.min_group_size``, and their alerts, are left out
+(one budget's status or burn-down: 403), teams below ``privacy.min_group_size``
+are merged into ``(other teams)`` in the
 forecast by team, anomalies and showback, and the FOCUS export (exact teams) is
 refused with 403.
 Handlers parse, call ``ws.finops`` and format; errors are problem details.
@@ -60,11 +61,13 @@ def _at(request: Request) -> datetime | None:
     raw = request.query_params.get("at")
     if not raw:
         return None
+    from yieldmeter.app.periods import check_year
+
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise Problem(400, f"at={raw!r} is not an ISO date or time") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    return check_year(dt if dt.tzinfo else dt.replace(tzinfo=UTC), f"at={raw!r}")
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:

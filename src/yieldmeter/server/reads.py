@@ -158,6 +158,7 @@ class Reads:
         ws = getattr(self._local, "ws", None)
         if ws is None:
             ws = Workspace(self.root, self.config, Store(self.store.cursor(), self.store.path))
+            ws.value.keep = False  # a reader never writes: its tables are shared (SharedTables), not kept
             self._local.ws = ws
             self._local.version = None
         version = self.version(ws)

@@ -15,7 +15,8 @@ Only one writer at a time (a lock); readers use cursors of the same database.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -98,11 +99,23 @@ class Migration:
     step: Callable[[duckdb.DuckDBPyConnection], None]  # runs inside the migration's transaction
 
 
-#: The store's ordered migration steps. None yet: every change up to schema
-#: :data:`~yieldmeter.schema.SCHEMA_VERSION` was additive, which :meth:`Store.migrate` does
-#: itself. A change that renames, retypes or rewrites data adds a step here and raises
-#: ``SCHEMA_VERSION`` to its version.
-MIGRATIONS: tuple[Migration, ...] = ()
+#: The store's ordered migration steps. Additive changes (a new table or column) need none:
+#: :meth:`Store.migrate` makes them itself. A change that renames, retypes or rewrites data, or
+#: that older versions must not write under (2: writes are recorded per table, and tables derived
+#: from them are trusted while those records are unchanged), adds a step here and raises
+#: :data:`~yieldmeter.schema.SCHEMA_VERSION` to its version.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        2,
+        "every write records a token per table in meta (written:<table>), which derived tables kept "
+        "in the store are checked against; a yieldmeter that does not record them must not write here",
+        lambda con: None,
+    ),
+)
+
+#: The prefix of the ``meta`` keys that record the last write of each table: ``written:<table>``
+#: holds a new random token after every write to ``<table>``, set in the write's own transaction.
+WRITTEN = "written:"
 
 
 class StoreBusy(RuntimeError):
@@ -260,6 +273,23 @@ class Store:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
 
+    def written(self) -> dict[str, str]:
+        """The token of the last write of each table (``meta`` keys ``written:<table>``): a table's
+        token changes with every write to it, so a result derived from tables is still current
+        while the tokens it was made from are unchanged."""
+        rows = self.con.execute(
+            "SELECT key, value FROM meta WHERE starts_with(key, ?) ORDER BY key", [WRITTEN]
+        ).fetchall()
+        return {k[len(WRITTEN) :]: v for k, v in rows}
+
+    @staticmethod
+    def _mark_written(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> None:
+        """Record a write to ``names`` (inside the caller's transaction): a new token for each."""
+        token = uuid.uuid4().hex
+        for name in sorted(set(names)):
+            con.execute("DELETE FROM meta WHERE key = ?", [WRITTEN + name])
+            con.execute("INSERT INTO meta VALUES (?, ?)", [WRITTEN + name, token])
+
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction():
             self.con.execute("DELETE FROM meta WHERE key = ?", [key])
@@ -317,6 +347,12 @@ class Store:
                 units = units.filter(pc.not_equal(units, ""))
                 if len(units):
                     self._derive_work_units(con, units, from_batch=True)
+            touched = [name for name, rows in tables.items() if rows.num_rows]
+            if rejects is not None and rejects.num_rows:
+                touched.append("quarantine")
+            if derive_units and "calls" in touched:
+                touched.append("work_units")
+            self._mark_written(con, touched)
         return results
 
     def _upsert(self, con: duckdb.DuckDBPyConnection, spec: Table, rows: pa.Table) -> WriteResult:
@@ -392,13 +428,17 @@ class Store:
     def _quarantine(self, con: duckdb.DuckDBPyConnection, rejects: pa.Table) -> dict[str, int]:
         now = datetime.now(UTC)
         names = rejects.column("table_name").to_pylist()
+        # the row's content is part of its identity: the same bad row ingested again is one row,
+        # another bad row at the same place of another request or file (a span 0 of each OTLP
+        # request) is another
         ids = [
-            stable_id(t, s, p, r)
-            for t, s, p, r in zip(
+            stable_id(t, s, p, r, raw)
+            for t, s, p, r, raw in zip(
                 names,
                 rejects.column("source").to_pylist(),
                 rejects.column("position").to_pylist(),
                 rejects.column("reason").to_pylist(),
+                rejects.column("raw").to_pylist(),
                 strict=True,
             )
         ]
@@ -440,6 +480,7 @@ class Store:
                 con.execute(f"INSERT INTO {_q(name)} ({cols}) SELECT {cols} FROM _replacement")
             finally:
                 con.unregister("_replacement")
+            self._mark_written(con, [name])
 
     def append(self, name: str, rows: pa.Table) -> None:
         with self.transaction() as con:
@@ -449,6 +490,7 @@ class Store:
                 con.execute(f"INSERT INTO {_q(name)} ({cols}) SELECT {cols} FROM _appended")
             finally:
                 con.unregister("_appended")
+            self._mark_written(con, [name])
 
     # -- derived work units ---------------------------------------------------------------
     def derive_work_units(self, work_unit_ids: list[str] | None = None) -> int:
@@ -465,6 +507,7 @@ class Store:
                 con, None if work_unit_ids is None else pa.array(work_unit_ids, pa.string())
             )
             n = con.execute("SELECT count(*) FROM work_units WHERE derived").fetchone()[0]
+            self._mark_written(con, ["work_units"])
         return int(n)
 
     def _derive_work_units(

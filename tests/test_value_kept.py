@@ -1,0 +1,125 @@
+"""The value engine's intermediate tables kept in the store between sessions.
+
+A fresh session (a new process, a new ``ValueService``) reads the unit facts and cost lines a
+previous one kept, as long as nothing they are made from changed; any write to a table they may
+read, a configuration change or other code makes them again. Every figure is checked against a
+session that keeps nothing and computes everything from the canonical tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from yieldmeter.app.value import ValueService
+from yieldmeter.app.workspace import Workspace
+
+
+def figures(v: ValueService) -> dict[str, Any]:
+    """Every value report, as rows (the figures a user sees)."""
+    return {
+        "funnel": v.funnel().to_pylist(),
+        "coverage": v.coverage().by_workflow.to_pylist(),
+        "waste": v.waste().to_pylist(),
+        "patterns": v.patterns().to_pylist(),
+        "benchmarks": v.benchmarks(by="team").rows.to_pylist(),
+        "yields": v.yields().yields.to_pylist(),
+    }
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal figures: numbers to 1e-9 relative (a sum's last bits follow the order DuckDB's
+    threads add in, from one run to the next), everything else exactly."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+    return bool(a == b)
+
+
+def recomputed(ws: Workspace) -> dict[str, Any]:
+    v = ValueService(ws)
+    v.keep = False
+    return figures(v)
+
+
+def source_of(v: ValueService, name: str) -> str:
+    """The table a session read ``name`` from (``_kept_value_<name>`` when it was a kept copy)."""
+    table = v.facts() if name == "facts" else v._value_cost_lines()
+    return str(table.get_name()).rsplit(".", 1)[-1]
+
+
+def test_a_new_session_reads_the_kept_tables(example_workspace: Path) -> None:
+    with Workspace.open(example_workspace) as ws:
+        first = ValueService(ws)
+        made = figures(first)
+        assert source_of(first, "facts").startswith("_value_facts_")  # computed: nothing kept yet
+        kept = ws.store.query_arrow(
+            "SELECT key FROM meta WHERE starts_with(key, 'kept:') ORDER BY key"
+        ).column("key")
+        assert kept.to_pylist() == ["kept:_kept_value_facts", "kept:_kept_value_value_lines"]
+    with Workspace.open(example_workspace) as ws:  # another process would see the same store
+        again = ValueService(ws)
+        assert same(figures(again), made)
+        assert same(made, recomputed(ws))
+        assert source_of(again, "facts") == "_kept_value_facts"
+        assert source_of(again, "value_lines") == "_kept_value_value_lines"
+
+
+def test_a_write_to_an_input_makes_them_again(example_workspace: Path, tmp_path: Path) -> None:
+    with Workspace.open(example_workspace) as ws:
+        before = figures(ValueService(ws))
+    # fr-wu-2 was rejected; a later acceptance and action change its score, the funnel and waste
+    extra = tmp_path / "more" / "signals.jsonl"
+    extra.parent.mkdir()
+    extra.write_text(
+        "\n".join(
+            json.dumps({"signal_id": f"late-{i}", "work_unit_id": "fr-wu-2", "ts": ts, "kind": kind})
+            for i, (ts, kind) in enumerate(
+                [("2025-03-03T10:00:00Z", "accepted"), ("2025-03-03T10:05:00Z", "action_taken")]
+            )
+        )
+        + "\n"
+    )
+    with Workspace.open(example_workspace) as ws:
+        ws.ingest_paths([extra])
+        after = ValueService(ws)
+        now = figures(after)
+        assert same(now, recomputed(ws))
+        assert not same(now, before)  # the new evidence is in the figures, not the kept copy of old data
+        assert source_of(after, "facts").startswith("_value_facts_")
+
+
+def test_a_configuration_change_makes_them_again(example_workspace: Path) -> None:
+    with Workspace.open(example_workspace) as ws:
+        before = figures(ValueService(ws))
+    config = example_workspace / "yieldmeter.yaml"
+    # every workflow's people cost twice as much: the fully loaded cost of every unit changes
+    doubled = re.sub(
+        r"(labour_rate: )(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) * 2}", config.read_text()
+    )
+    assert doubled != config.read_text(), "the example configuration sets labour rates"
+    config.write_text(doubled)
+    with Workspace.open(example_workspace) as ws:
+        v = ValueService(ws)
+        now = figures(v)
+        assert same(now, recomputed(ws))
+        assert not same(now["funnel"], before["funnel"])
+        assert source_of(v, "facts").startswith("_value_facts_")
+
+
+def test_writes_that_are_not_inputs_keep_them(example_workspace: Path) -> None:
+    from yieldmeter.server.auth import KeyStore
+
+    with Workspace.open(example_workspace) as ws:
+        made = figures(ValueService(ws))
+        KeyStore(ws).create("kept-test", ["read"])  # an API key is no input of any measure
+    with Workspace.open(example_workspace) as ws:
+        v = ValueService(ws)
+        assert same(figures(v), made)
+        assert source_of(v, "facts") == "_kept_value_facts"
