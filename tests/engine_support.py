@@ -375,7 +375,9 @@ def without_gap_notes(table: pa.Table, reasons: set[str]) -> tuple[pa.Table, int
             continue
         keep.append(i)
         renamed.append(f"notes[{int(m.group(1)) - dropped}]" if m else item)
-    out = table.take(keep)
+    if not dropped:
+        return table, 0
+    out = table.take(pa.array(keep, pa.int64()))
     return out.set_column(out.column_names.index("item"), "item", pa.array(renamed, pa.string())), dropped
 
 

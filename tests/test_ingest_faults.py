@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.cli.main import build_app
 from yieldmeter.ingest import tabular
+from yieldmeter.schema import SCHEMA_VERSION
 from yieldmeter.store.duckdb_store import Migration, Store, StoreTooNew
 
 HEADER = b"call_id,ts,provider,model,input_tokens,output_tokens,work_unit_id\n"
@@ -209,32 +210,33 @@ def test_ordered_migrations_and_a_store_from_a_newer_version(tmp_path: Path) -> 
     """Steps run in version order, once, only above the recorded version; a failing step leaves
     the store at its version; a store written by a newer yieldmeter is refused."""
     db = tmp_path / "store.duckdb"
-    Store.open(db).close()  # a store at the current schema (recorded: 1)
+    Store.open(db).close()  # a store at the current schema
+    v = SCHEMA_VERSION
     ran: list[int] = []
 
-    def step(v: int) -> Migration:
-        return Migration(v, f"step {v}", lambda con: ran.append(v))
+    def step(n: int) -> Migration:
+        return Migration(n, f"step {n}", lambda con: ran.append(n))
 
     store = Store.open(db)
-    store.migrate([step(3), step(2)], target=3)
-    assert ran == [2, 3] and store.meta("schema_version") == "3"
-    store.migrate([step(3), step(2)], target=3)  # at 3 already: nothing runs again
-    assert ran == [2, 3]
+    store.migrate([step(v + 2), step(v + 1), step(v)], target=v + 2)
+    assert ran == [v + 1, v + 2] and store.meta("schema_version") == str(v + 2)
+    store.migrate([step(v + 2), step(v + 1)], target=v + 2)  # there already: nothing runs again
+    assert ran == [v + 1, v + 2]
 
     def broken(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE TABLE half_done (x INTEGER)")
-        raise RuntimeError("step 4 failed")
+        raise RuntimeError(f"step {v + 3} failed")
 
-    with pytest.raises(RuntimeError, match="step 4 failed"):
-        store.migrate([Migration(4, "broken", broken)], target=4)
-    assert store.meta("schema_version") == "3"
+    with pytest.raises(RuntimeError, match=f"step {v + 3} failed"):
+        store.migrate([Migration(v + 3, "broken", broken)], target=v + 3)
+    assert store.meta("schema_version") == str(v + 2)
     assert not store.con.execute(
         "SELECT * FROM information_schema.tables WHERE table_name = 'half_done'"
     ).fetchall()
     store.close()
 
-    # this yieldmeter reads schema 1: a store at 3 is from a newer one
-    with pytest.raises(StoreTooNew, match=r"newer yieldmeter \(schema 3\).*upgrade yieldmeter"):
+    # this yieldmeter reads schema v: a store at v + 2 is from a newer one
+    with pytest.raises(StoreTooNew, match=rf"newer yieldmeter \(schema {v + 2}\).*upgrade yieldmeter"):
         Store.open(db)
     # and the CLI says so, without a traceback
     Workspace.init(tmp_path / "ws").close()

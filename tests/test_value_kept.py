@@ -42,10 +42,15 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def recomputed(ws: Workspace) -> dict[str, Any]:
+def fresh(ws: Workspace) -> ValueService:
+    """A session that keeps nothing: every intermediate computed from the canonical tables."""
     v = ValueService(ws)
     v.keep = False
-    return figures(v)
+    return v
+
+
+def recomputed(ws: Workspace) -> dict[str, Any]:
+    return figures(fresh(ws))
 
 
 def source_of(v: ValueService, name: str) -> str:
@@ -62,13 +67,25 @@ def test_a_new_session_reads_the_kept_tables(example_workspace: Path) -> None:
         kept = ws.store.query_arrow(
             "SELECT key FROM meta WHERE starts_with(key, 'kept:') ORDER BY key"
         ).column("key")
-        assert kept.to_pylist() == ["kept:_kept_value_facts", "kept:_kept_value_value_lines"]
+        assert kept.to_pylist() == [
+            # (no full-grain lines: the example's min_group_size 1 asks for no people per team)
+            "kept:_kept_value_facts",
+            "kept:_kept_value_segments",
+            "kept:_kept_value_value_lines",
+        ]
     with Workspace.open(example_workspace) as ws:  # another process would see the same store
         again = ValueService(ws)
         assert same(figures(again), made)
         assert same(made, recomputed(ws))
         assert source_of(again, "facts") == "_kept_value_facts"
         assert source_of(again, "value_lines") == "_kept_value_value_lines"
+        # segments are kept for the last scope asked for: another period makes them again, the
+        # same figures as a session that keeps nothing
+        assert same(
+            again.patterns(period="2025-03").to_pylist(), fresh(ws).patterns(period="2025-03").to_pylist()
+        )
+        assert again._segments is not None
+        assert str(again._segments[1].get_name()).rsplit(".", 1)[-1].startswith("_value_segments_")
 
 
 def test_a_write_to_an_input_makes_them_again(example_workspace: Path, tmp_path: Path) -> None:

@@ -54,10 +54,10 @@ BENCHMARK_SUBJECTS = {"user": "user_id", "team": "team"}
 SHAREABLE = frozenset({"lines", "value_lines", "facts"})
 #: The intermediate tables kept in the workspace's store between sessions (:meth:`ValueService._kept`):
 #: the unit facts, the cost lines they are made from, and the cost lines at the full grain (spend
-#: views, and the people per team behind every privacy rule). Kept as ``_kept_value_<name>``,
-#: trusted while the writes recorded for the tables they read, the configuration and the code are
-#: unchanged.
-KEPT = frozenset({"lines", "value_lines", "facts"})
+#: views, and the people per team behind every privacy rule), and the pattern segments of the last
+#: scope asked for. Kept as ``_kept_value_<name>``, trusted while the writes recorded for the tables
+#: they read, the configuration, the code (and for segments the scope) are unchanged.
+KEPT = frozenset({"lines", "value_lines", "facts", "segments"})
 #: Tables whose writes leave the kept tables as they are (alert state, deliveries, API keys).
 NOT_VALUE_INPUTS = frozenset({"finops_alerts", "finops_alert_deliveries", "api_keys"})
 #: ``shared(name, make)``: the table ``name`` as Arrow, made by ``make`` unless already made.
@@ -514,7 +514,7 @@ class ValueService:
             # from), then unpivoted: six dimensions read one narrow table
             seg = bm.with_segments(f.select(*_SEGMENT_INPUTS))
             seg = seg.select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
-            self._segments = (key, self._materialise("segments", seg))
+            self._segments = (key, self._materialise("segments", seg, scope=repr(key)))
         seg = bm.segment_frames(self._segments[1], segmented=True)
         est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
         m = est.column("workflow_value_per_token")
@@ -551,10 +551,11 @@ class ValueService:
         return ws_.waste(self.units(wfs), self.window(period), workflow, keep=keep).to_pyarrow()
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _materialise(self, name: str, expr: ir.Table, *, keep: bool = True) -> ir.Table:
+    def _materialise(self, name: str, expr: ir.Table, *, keep: bool = True, scope: str = "") -> ir.Table:
         """Compute ``expr`` once into a temporary table of the store's backend (gone at close);
-        a :data:`KEPT` table is read from the store when a current copy is kept there, and kept
-        there once computed (see :meth:`_kept`)."""
+        a :data:`KEPT` table is read from the store when a current copy is kept there for the same
+        ``scope`` (what ``expr`` depends on besides the data), and kept there once computed (see
+        :meth:`_kept`)."""
         from yieldmeter.lake.engines import materialise
 
         backend = self.ws.backend
@@ -569,15 +570,16 @@ class ValueService:
                 backend.con.unregister(table_name)
             backend.con.register(table_name, arrow)
             return backend.table(table_name)
-        kept = keep and self.keep and name in KEPT
-        if kept and (current := self._kept(name)) is not None:
+        # a lake (DuckDB over Parquet files) has no store of its own to keep tables in
+        kept = keep and self.keep and name in KEPT and getattr(self.ws, "engine", None) is None
+        if kept and (current := self._kept(name, scope)) is not None:
             return current
         # dropped, then created: overwriting a DuckDB table through Ibis writes every row twice
         # (into a scratch table, then a copy)
         backend.drop_table(table_name, database=("temp", "main"), force=True)
         made = backend.create_table(table_name, obj=expr, temp=True)
         if kept:
-            self._keep(name, table_name)
+            self._keep(name, table_name, scope)
         return made
 
     # -- intermediate tables kept in the store -------------------------------------------------
@@ -594,20 +596,20 @@ class ValueService:
         h.update(_code_fingerprint().encode())
         return h.hexdigest()
 
-    def _kept(self, name: str) -> ir.Table | None:
+    def _kept(self, name: str, scope: str = "") -> ir.Table | None:
         """The kept copy of ``name`` when it is current (made from the data, configuration and code
-        of now); else None."""
+        of now, for ``scope``); else None."""
         if self._kept_key is None:
             self._kept_key = self._kept_fingerprint()
         table = f"_kept_value_{name}"
-        if self.ws.store.meta(f"kept:{table}") != self._kept_key:
+        if self.ws.store.meta(f"kept:{table}") != f"{self._kept_key}|{scope}":
             return None
         try:
             return self.ws.backend.table(table)
         except Exception:  # recorded but gone (dropped by hand): made again
             return None
 
-    def _keep(self, name: str, made: str) -> None:
+    def _keep(self, name: str, made: str, scope: str = "") -> None:
         """Keep the temporary table ``made`` (``name`` of this session) in the store, recorded with
         the fingerprint it was made from; skipped when another write holds the store, or when the
         data changed since this session read it (the copy would be of old data)."""
@@ -622,7 +624,7 @@ class ValueService:
                 con.execute(f'DROP TABLE IF EXISTS main."{table}"')
                 con.execute(f'CREATE TABLE main."{table}" AS SELECT * FROM temp."{made}"')
                 con.execute("DELETE FROM meta WHERE key = ?", [f"kept:{table}"])
-                con.execute("INSERT INTO meta VALUES (?, ?)", [f"kept:{table}", key])
+                con.execute("INSERT INTO meta VALUES (?, ?)", [f"kept:{table}", f"{key}|{scope}"])
         except StoreBusy:
             return
 
