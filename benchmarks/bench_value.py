@@ -362,7 +362,7 @@ def main() -> None:
         # keeps (as the next command or another process would find it)
         warm = [
             timed(lambda: all_reports(ValueService(Workspace(path, ws.config, ws.store))))[0]
-            for _ in range(2)
+            for _ in range(3)
         ]
         kept_read = ValueService(ws)
         kept_source = str(kept_read.facts().get_name()).rsplit(".", 1)[-1]
