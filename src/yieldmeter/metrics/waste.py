@@ -128,29 +128,40 @@ def waste(
         w = w.filter(w.workflow == workflow)
     if keep is not None:
         w = w.filter(w.work_unit_id.isin(keep.work_unit_id))
-    spend = w.group_by("workflow").aggregate(unit_spend=w.fully_loaded_cost.sum())
-    parts = []
-    for cat, flag, stake in [
-        *((c, w[c], w[f"stake_{c}"]) for c in CATEGORIES),
-        ("total", w.any_waste, w.stake_total),
-    ]:
-        flagged = w.filter(flag).mutate(stake=stake)
-        # the largest stakes first, ties broken by id so the examples are stable
-        rank = ibis.row_number().over(
-            group_by=flagged.workflow, order_by=[flagged.stake.desc(), flagged.work_unit_id]
-        )
-        flagged = flagged.mutate(rank=rank)
-        parts.append(
-            flagged.group_by("workflow").aggregate(
-                category=ibis.literal(cat),
-                work_units=flagged.count(),
-                spend_at_stake=flagged.stake.sum(),
-                examples=flagged.work_unit_id.group_concat(
-                    ", ", where=flagged.rank < EXAMPLES, order_by=flagged.rank
-                ),
+    cats = (*CATEGORIES, "total")
+    flags = {**{c: w[c] for c in CATEGORIES}, "total": w.any_waste}
+    stakes = {**{c: w[f"stake_{c}"] for c in CATEGORIES}, "total": w.stake_total}
+    # one row per unit and category it is in, with its stake there: one ranking window and one
+    # group-by serve every category
+    wide = w.select(
+        "workflow",
+        "work_unit_id",
+        "fully_loaded_cost",
+        **{f"is_{c}": flags[c] for c in cats},
+        **{f"at_{c}": stakes[c] for c in cats},
+    )
+    flagged = ibis.union(
+        *(
+            wide.filter(wide[f"is_{c}"]).select(
+                "workflow", "work_unit_id", category=ibis.literal(c), stake=wide[f"at_{c}"]
             )
+            for c in cats
         )
-    out = ibis.union(*parts).left_join(spend, "workflow")
+    )
+    # the largest stakes first, ties broken by id so the examples are stable
+    rank = ibis.row_number().over(
+        group_by=[flagged.workflow, flagged.category], order_by=[flagged.stake.desc(), flagged.work_unit_id]
+    )
+    flagged = flagged.mutate(rank=rank)
+    per_category = flagged.group_by(["workflow", "category"]).aggregate(
+        work_units=flagged.count(),
+        spend_at_stake=flagged.stake.sum(),
+        examples=flagged.work_unit_id.group_concat(
+            ", ", where=flagged.rank < EXAMPLES, order_by=flagged.rank
+        ),
+    )
+    spend = wide.group_by("workflow").aggregate(unit_spend=wide.fully_loaded_cost.sum())
+    out = per_category.left_join(spend, "workflow")
     out = out.select(
         "workflow",
         "category",
@@ -161,5 +172,5 @@ def waste(
         ),
         examples=out.examples,
     )
-    order = ibis.cases(*((out.category == c, i) for i, c in enumerate((*CATEGORIES, "total"))), else_=99)
+    order = ibis.cases(*((out.category == c, i) for i, c in enumerate(cats)), else_=99)
     return out.order_by([out.workflow, order])
