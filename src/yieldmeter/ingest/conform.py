@@ -295,7 +295,7 @@ def _check_budgets(columns: dict[str, pa.Array], flag: Callable[[pa.Array, str],
     from yieldmeter.finops.budgets import BadBudget, check_budget
 
     normalised = ("scope_kind", "period", "basis")
-    rows = pa.table({k: columns[k] for k in columns}).to_pylist()
+    rows = pa.table(columns).to_pylist()
     wrong: list[str | None] = []
     for i, row in enumerate(rows):
         try:
