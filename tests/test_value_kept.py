@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from yieldmeter.app.value import ValueService
 from yieldmeter.app.workspace import Workspace
@@ -116,18 +117,61 @@ def test_a_configuration_change_makes_them_again(example_workspace: Path) -> Non
     with Workspace.open(example_workspace) as ws:
         before = figures(ValueService(ws))
     config = example_workspace / "yieldmeter.yaml"
-    # every workflow's people cost twice as much: the fully loaded cost of every unit changes
-    doubled = re.sub(
-        r"(labour_rate: )(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) * 2}", config.read_text()
+    # cara's time costs 500 USD an hour: a person's rate wins over her workflow's (metrics/spend.py),
+    # and it lives in the configuration only (no table is written when it changes)
+    text = config.read_text()
+    assert "labour_rates:\n  default: 60\n" in text
+    config.write_text(
+        text.replace(
+            "labour_rates:\n  default: 60\n", "labour_rates:\n  default: 60\n  people:\n    cara: 500\n"
+        )
     )
-    assert doubled != config.read_text(), "the example configuration sets labour rates"
-    config.write_text(doubled)
     with Workspace.open(example_workspace) as ws:
         v = ValueService(ws)
         now = figures(v)
         assert same(now, recomputed(ws))
         assert not same(now["funnel"], before["funnel"])
         assert source_of(v, "facts").startswith("_value_facts_")
+
+
+def test_a_write_without_rescoring_and_an_edit_around_yieldmeter_make_them_again(
+    example_workspace: Path,
+) -> None:
+    """A signal written straight to the store (no re-score follows) changes the write record; a
+    row deleted with the duckdb shell records no write, but the row counts are in the fingerprint."""
+    import pyarrow as pa
+
+    from yieldmeter.ingest.conform import conform
+
+    with Workspace.open(example_workspace) as ws:
+        before = figures(ValueService(ws))
+        late = [
+            {
+                "signal_id": "late-1",
+                "work_unit_id": "fr-wu-2",
+                "ts": "2025-03-03T10:00:00Z",
+                "kind": "accepted",
+            }
+        ]
+        ws.store.write("signals", conform("signals", pa.Table.from_pylist(late), source="test").rows)
+        v = ValueService(ws)
+        now = figures(v)
+        assert source_of(v, "facts").startswith("_value_facts_")
+        assert same(now, recomputed(ws)) and not same(now["funnel"], before["funnel"])
+        ws.store.con.execute("DELETE FROM signals WHERE signal_id = 'late-1'")  # around the Store
+        v = ValueService(ws)
+        assert same(figures(v), before)
+        assert source_of(v, "facts").startswith("_value_facts_")
+
+
+def test_other_code_makes_them_again(example_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yieldmeter.app.value as value
+
+    with Workspace.open(example_workspace) as ws:
+        figures(ValueService(ws))
+        assert source_of(ValueService(ws), "facts") == "_kept_value_facts"
+        monkeypatch.setattr(value, "_code_fingerprint", lambda: "another version of the measures")
+        assert source_of(ValueService(ws), "facts").startswith("_value_facts_")
 
 
 def test_writes_that_are_not_inputs_keep_them(example_workspace: Path) -> None:

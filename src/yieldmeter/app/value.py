@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
     from yieldmeter.scoring.engine import ScoringResult
 
+log = logging.getLogger(__name__)
 BENCHMARK_SUBJECTS = {"user": "user_id", "team": "team"}
 #: The intermediate tables another service may hand over already made (:attr:`ValueService.shared`):
 #: they depend on the data only, never on a report's period or filters.
@@ -514,7 +516,9 @@ class ValueService:
             # from), then unpivoted: six dimensions read one narrow table
             seg = bm.with_segments(f.select(*_SEGMENT_INPUTS))
             seg = seg.select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
-            self._segments = (key, self._materialise("segments", seg, scope=repr(key)))
+            # segments of units scored in memory are this session's only, like their facts
+            stored = self.tables().scores is not None
+            self._segments = (key, self._materialise("segments", seg, keep=stored, scope=repr(key)))
         seg = bm.segment_frames(self._segments[1], segmented=True)
         est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
         m = est.column("workflow_value_per_token")
@@ -590,8 +594,12 @@ class ValueService:
         import hashlib
         import json
 
-        written = {k: v for k, v in self.ws.store.written().items() if k not in NOT_VALUE_INPUTS}
-        h = hashlib.sha256(json.dumps(written, sort_keys=True).encode())
+        store = self.ws.store
+        written = {k: v for k, v in store.written().items() if k not in NOT_VALUE_INPUTS}
+        # the row counts too: an edit made around yieldmeter (the duckdb shell) records no write,
+        # but one that adds or removes rows is seen (one that only changes values is not)
+        counts = {k: v for k, v in store.counts().items() if k not in NOT_VALUE_INPUTS}
+        h = hashlib.sha256(json.dumps([written, counts], sort_keys=True).encode())
         h.update(self.ws.config.model_dump_json().encode())
         h.update(_code_fingerprint().encode())
         return h.hexdigest()
@@ -613,6 +621,8 @@ class ValueService:
         """Keep the temporary table ``made`` (``name`` of this session) in the store, recorded with
         the fingerprint it was made from; skipped when another write holds the store, or when the
         data changed since this session read it (the copy would be of old data)."""
+        import duckdb
+
         from yieldmeter.store.duckdb_store import StoreBusy
 
         key = self._kept_key
@@ -627,6 +637,8 @@ class ValueService:
                 con.execute("INSERT INTO meta VALUES (?, ?)", [f"kept:{table}", f"{key}|{scope}"])
         except StoreBusy:
             return
+        except duckdb.Error:  # a full disk, a read-only file: the report stands, only the copy is lost
+            log.warning("could not keep %s in the store", table, exc_info=True)
 
     def _hide_small_teams(self, est: pa.Table, f: ir.Table, keys: list[str]) -> tuple[pa.Table, int]:
         """``est`` with a ``people`` column (distinct people of ``f`` per ``keys``), rows of groups
@@ -670,9 +682,9 @@ def _evidence_mix(y: pa.Table) -> list[str | None]:
 
 @functools.cache
 def _code_fingerprint() -> str:
-    """The version of yieldmeter and of the price data, and the source of the modules that define
-    the kept tables (measures, pricing, scoring, this service, the schema): a kept table made by
-    other code is made again."""
+    """The versions of yieldmeter, the price data, DuckDB, Ibis and Arrow, and the source of the
+    modules that define the kept tables (measures, pricing, scoring, this service, the schema): a
+    kept table made by other code is made again."""
     import hashlib
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
@@ -681,8 +693,9 @@ def _code_fingerprint() -> str:
 
     root = Path(yieldmeter.__file__).parent
     h = hashlib.sha256(yieldmeter.__version__.encode())
-    with contextlib.suppress(PackageNotFoundError):
-        h.update(version("genai-prices").encode())
+    for package in ("genai-prices", "duckdb", "ibis-framework", "pyarrow"):  # how queries compile and run
+        with contextlib.suppress(PackageNotFoundError):
+            h.update(f"{package} {version(package)}".encode())
     files = [p for sub in ("metrics", "pricing", "scoring") for p in sorted((root / sub).rglob("*.py"))]
     for path in [*files, root / "app" / "value.py", root / "schema.py"]:
         h.update(path.read_bytes())

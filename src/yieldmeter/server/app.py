@@ -65,6 +65,9 @@ def create_app(
     from yieldmeter.app.workspace import Workspace
 
     ws = Workspace.open(workspace_path, create=create)
+    # the writer's value service (alert rules after each flush) keeps no tables in the store: a
+    # copy of the unit facts per flush would stall ingest, and the readers share theirs in memory
+    ws.value.keep = False
     settings = settings or ServerSettings.from_config(ws.config.server)
     writer = Writer(ws, max_queue=settings.max_queue, checkpoint_threshold=settings.checkpoint_threshold)
     ctx = ServerContext(

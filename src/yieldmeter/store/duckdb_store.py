@@ -243,11 +243,14 @@ class Store:
         return int(row[0]) if row else 1
 
     def ensure_table(self, name: str, schema: pa.Schema) -> None:
-        """Create a table owned by a later layer (e.g. scores) if it is missing."""
-        with self.transaction():
-            self._ensure(name, schema, {})
+        """Create a table owned by a later layer (e.g. scores) if it is missing (a write of it:
+        whether the scores table exists changes what the measures read)."""
+        with self.transaction() as con:
+            if self._ensure(name, schema, {}):
+                self._mark_written(con, [name])
 
-    def _ensure(self, name: str, schema: pa.Schema, defaults: dict[str, object]) -> None:
+    def _ensure(self, name: str, schema: pa.Schema, defaults: dict[str, object]) -> bool:
+        """Create the table, or add the columns it lacks; True when it was created."""
         existing = {
             r[0]
             for r in self.con.execute(
@@ -257,7 +260,7 @@ class Store:
         if not existing:
             cols = ", ".join(f"{_q(f.name)} {duck_type(f.type)}" for f in schema)
             self.con.execute(f"CREATE TABLE {_q(name)} ({cols})")
-            return
+            return True
         for f in schema:
             if f.name not in existing:
                 default = defaults.get(f.name)
@@ -268,6 +271,7 @@ class Store:
                 self.con.execute(
                     f"ALTER TABLE {_q(name)} ADD COLUMN {_q(f.name)} {duck_type(f.type)}{clause}"
                 )
+        return False
 
     def meta(self, key: str) -> str | None:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
