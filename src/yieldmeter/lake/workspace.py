@@ -45,6 +45,10 @@ class LakeStore(Store):
         if self.engine is not None:
             require(self.engine, "store.write")
 
+    @staticmethod
+    def _mark_written(con: Any, names: Any) -> None:
+        """Nothing: the scratch store has no ``meta`` and keeps nothing derived from its writes."""
+
     def write(self, *args: Any, **kwargs: Any) -> Any:
         self._refuse()
         return super().write(*args, **kwargs)
