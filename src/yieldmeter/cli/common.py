@@ -49,6 +49,14 @@ class OutputFormat(StrEnum):
 
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+PeriodOpt = Annotated[
+    str | None,
+    typer.Option("--period", help="YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."),
+]
+#: The scope of a report: each may be repeated (any of the values given).
+TeamsOpt = Annotated[list[str] | None, typer.Option("--team")]
+WorkflowsOpt = Annotated[list[str] | None, typer.Option("--workflow")]
+ModelsOpt = Annotated[list[str] | None, typer.Option("--model")]
 
 
 def console() -> Console:

@@ -11,7 +11,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from yieldmeter.cli.common import (
     FormatOpt,
+    ModelsOpt,
     OutputFormat,
+    PeriodOpt,
+    TeamsOpt,
+    WorkflowsOpt,
     WorkspaceOpt,
     console,
     emit,
@@ -23,11 +27,6 @@ from yieldmeter.cli.common import (
 
 #: Files larger than this get a progress bar.
 PROGRESS_BYTES = 4 << 20
-
-PeriodOpt = Annotated[
-    str | None,
-    typer.Option("--period", help="YYYY, YYYY-MM, YYYY-MM-DD, or START..END (ISO dates, END exclusive)."),
-]
 
 
 def parse_period(text: str | None) -> tuple[datetime | None, datetime | None]:
@@ -204,9 +203,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "team",
         period: PeriodOpt = None,
-        team: Annotated[list[str] | None, typer.Option("--team")] = None,
-        workflow: Annotated[list[str] | None, typer.Option("--workflow")] = None,
-        model: Annotated[list[str] | None, typer.Option("--model")] = None,
+        team: TeamsOpt = None,
+        workflow: WorkflowsOpt = None,
+        model: ModelsOpt = None,
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
     ) -> None:

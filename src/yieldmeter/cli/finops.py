@@ -15,6 +15,7 @@ import typer
 from yieldmeter.cli.common import (
     FormatOpt,
     OutputFormat,
+    PeriodOpt,
     WorkspaceOpt,
     console,
     emit,
@@ -24,10 +25,6 @@ from yieldmeter.cli.common import (
     workspace,
 )
 
-PeriodOpt = Annotated[
-    str | None,
-    typer.Option("--period", help="YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."),
-]
 AtOpt = Annotated[
     str | None,
     typer.Option("--at", help="Evaluate as of this ISO time (UTC when no offset); default now."),

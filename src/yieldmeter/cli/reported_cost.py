@@ -8,8 +8,21 @@ from typing import Annotated, Any
 
 import typer
 
-from yieldmeter.cli.common import FormatOpt, OutputFormat, WorkspaceOpt, console, emit, fail, group, workspace
-from yieldmeter.cli.core import PeriodOpt, parse_period
+from yieldmeter.cli.common import (
+    FormatOpt,
+    ModelsOpt,
+    OutputFormat,
+    PeriodOpt,
+    TeamsOpt,
+    WorkflowsOpt,
+    WorkspaceOpt,
+    console,
+    emit,
+    fail,
+    group,
+    workspace,
+)
+from yieldmeter.cli.core import parse_period
 
 
 def register(app: typer.Typer) -> None:
@@ -21,9 +34,9 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--by", help="model, team, day, provider, source or workflow.")
         ] = "model",
         period: PeriodOpt = None,
-        team: Annotated[list[str] | None, typer.Option("--team")] = None,
-        workflow: Annotated[list[str] | None, typer.Option("--workflow")] = None,
-        model: Annotated[list[str] | None, typer.Option("--model")] = None,
+        team: TeamsOpt = None,
+        workflow: WorkflowsOpt = None,
+        model: ModelsOpt = None,
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
     ) -> None:

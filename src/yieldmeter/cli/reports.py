@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from yieldmeter.cli.common import WorkspaceOpt, console, fail, group, workspace
+from yieldmeter.cli.common import (
+    ModelsOpt,
+    PeriodOpt,
+    TeamsOpt,
+    WorkflowsOpt,
+    WorkspaceOpt,
+    console,
+    fail,
+    group,
+    workspace,
+)
 
 
 class ReportFormat(StrEnum):
@@ -37,15 +47,10 @@ def _command(role: str):  # type: ignore[no-untyped-def]
         out: Annotated[
             Path | None, typer.Option("--out", "-o", help="File to write (pdf needs one).")
         ] = None,
-        period: Annotated[
-            str | None,
-            typer.Option(
-                "--period", help="YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."
-            ),
-        ] = None,
-        team: Annotated[list[str] | None, typer.Option("--team")] = None,
-        workflow: Annotated[list[str] | None, typer.Option("--workflow")] = None,
-        model: Annotated[list[str] | None, typer.Option("--model")] = None,
+        period: PeriodOpt = None,
+        team: TeamsOpt = None,
+        workflow: WorkflowsOpt = None,
+        model: ModelsOpt = None,
         people: Annotated[
             bool,
             typer.Option(

@@ -14,16 +14,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from yieldmeter.cli.common import FormatOpt, OutputFormat, WorkspaceOpt, console, emit, fail, group, workspace
+from yieldmeter.cli.common import (
+    FormatOpt,
+    OutputFormat,
+    PeriodOpt,
+    WorkspaceOpt,
+    console,
+    emit,
+    fail,
+    group,
+    workspace,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 WorkflowOpt = Annotated[str | None, typer.Option("--workflow", help="Only this workflow.")]
-PeriodOpt = Annotated[
-    str | None,
-    typer.Option("--period", help="YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."),
-]
 PeopleOpt = Annotated[
     bool, typer.Option("--people", help="Show per-person rows (a privileged view; see privacy in the docs).")
 ]

@@ -193,24 +193,30 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             body, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
         )
 
-    table: list[tuple[str, str, str, Callable[[Request], Awaitable[Response]]]] = [
-        ("GET", "/budgets", "read", budgets),
-        ("POST", "/budgets", "admin", add_budget),
-        ("GET", "/budgets/{budget_id}/status", "read", budget_status),
-        ("GET", "/budgets/{budget_id}/burn-down", "read", burn_down),
-        ("GET", "/hard-stops", "read", hard_stops),
-        ("GET", "/alerts", "read", alerts),
-        ("POST", "/alerts/evaluate", "admin", evaluate),
-        ("GET", "/alerts/deliveries", "read", deliveries),
-        ("GET", "/forecast", "read", forecast),
-        ("GET", "/forecast/cost-per-success", "read", forecast_cpso),
-        ("GET", "/anomalies", "read", anomalies),
-        ("GET", "/showback", "read", showback),
-        ("GET", "/reconciliation", "read", by_period("reconciliation")),
-        ("GET", "/initiatives", "read", by_period("initiatives")),
-        ("GET", "/decisions", "read", decisions),
-        # a chargeback file for the FinOps tool of record names every team, however small: only for a
-        # key that may see people (the CLI's `export focus`, a local operator, keeps it)
-        ("GET", "/export/focus", "people", export_focus),
+    from yieldmeter.server.openapi import FINOPS
+
+    # each route's scope is the one its OpenAPI entry documents (one declaration of both): the
+    # FOCUS export names every team however small, so it documents and requires ``people``
+    scopes = {(op[0], op[1]): op[2] for op in FINOPS}
+    table: list[tuple[str, str, Callable[[Request], Awaitable[Response]]]] = [
+        ("GET", "/budgets", budgets),
+        ("POST", "/budgets", add_budget),
+        ("GET", "/budgets/{budget_id}/status", budget_status),
+        ("GET", "/budgets/{budget_id}/burn-down", burn_down),
+        ("GET", "/hard-stops", hard_stops),
+        ("GET", "/alerts", alerts),
+        ("POST", "/alerts/evaluate", evaluate),
+        ("GET", "/alerts/deliveries", deliveries),
+        ("GET", "/forecast", forecast),
+        ("GET", "/forecast/cost-per-success", forecast_cpso),
+        ("GET", "/anomalies", anomalies),
+        ("GET", "/showback", showback),
+        ("GET", "/reconciliation", by_period("reconciliation")),
+        ("GET", "/initiatives", by_period("initiatives")),
+        ("GET", "/decisions", decisions),
+        ("GET", "/export/focus", export_focus),
     ]
-    return [Route(PREFIX + path, endpoint(scope, fn), methods=[method]) for method, path, scope, fn in table]
+    return [
+        Route(PREFIX + path, endpoint(scopes[(method, path)], fn), methods=[method])
+        for method, path, fn in table
+    ]
