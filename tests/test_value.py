@@ -229,6 +229,44 @@ def test_silence_is_unused_only_when_the_odds_say_so() -> None:
     assert flags["p30"]["stake_unused_output"] == 2.0 and flags["p90"]["stake_unused_output"] == 0.0
 
 
+def test_waste_examples_are_the_largest_stakes_ties_by_id() -> None:
+    """Five unused outputs (no signal, unscored) costing 1, 5, 3, 5, 2: the three examples are the
+    largest stakes first, the two at 5 in id order (u2 before u4), then the 3 (u3); the count and
+    the stake cover all five (1 + 5 + 3 + 5 + 2 = 16), as does the total row."""
+    import ibis
+    import pyarrow as pa
+
+    from yieldmeter.metrics.waste import waste
+
+    ids = ["u4", "u1", "u3", "u2", "u5"]
+    cost = [5.0, 1.0, 3.0, 5.0, 2.0]
+    n = len(ids)
+    facts = ibis.memtable(
+        pa.table(
+            {
+                "workflow": ["w"] * n,
+                "work_unit_id": ids,
+                "calls": [1] * n,
+                "accepted": [False] * n,
+                "acted": [False] * n,
+                "n_positive": [0] * n,
+                "status": ["completed"] * n,
+                "p_value": pa.nulls(n, pa.float64()),
+                "effort_minutes": [0.0] * n,
+                "baseline_minutes": pa.nulls(n, pa.float64()),
+                "effort_cost": [0.0] * n,
+                "n_recontact_after_accept": [0] * n,
+                "fully_loaded_cost": cost,
+            }
+        )
+    )
+    rows = {r["category"]: r for r in waste(facts).to_pyarrow().to_pylist()}
+    assert sorted(rows) == ["total", "unused_output"]
+    for row in rows.values():
+        assert row["examples"] == "u2, u4, u3"
+        assert (row["work_units"], row["spend_at_stake"], row["share_of_spend"]) == (5, 16.0, 1.0)
+
+
 def test_value_per_token_inside_a_workflow(ws: Any) -> None:
     r = _row(ws.value.value_per_token("claims"), workflow="claims", model="m")
     # 16.6 expected dollars over 6.2M tokens

@@ -186,7 +186,8 @@ class ValueService:
         if self._lines is None:
             from yieldmeter.metrics.spend import cost_lines
 
-            self._lines = self._materialise("lines", cost_lines(self.tables(), self.ws.config.labour_rates))
+            rates = self.ws.config.labour_rates
+            self._lines = self._materialise("lines", lambda: cost_lines(self.tables(), rates))
         return self._lines
 
     def _value_cost_lines(self) -> ir.Table:
@@ -194,16 +195,17 @@ class ValueService:
         if self._value_lines is None:
             from yieldmeter.metrics.spend import MEASURES, VALUE_GRAIN, cost_lines
 
-            if self._lines is not None:
-                # the full grain is materialised already (a spend report asked for it): summing it
-                # gives the same cells (metrics.spend: the parts add up across any partition) without
-                # pricing and allocating every call a second time
-                full = self._lines
-                sums = {m: full[m].sum() for m in (*MEASURES, "fully_loaded_cost")}
-                lines = full.group_by(list(VALUE_GRAIN)).aggregate(**sums)
-            else:
-                lines = cost_lines(self.tables(), self.ws.config.labour_rates, VALUE_GRAIN)
-            self._value_lines = self._materialise("value_lines", lines)
+            def make() -> ir.Table:
+                if self._lines is not None:
+                    # the full grain is materialised already (a spend report asked for it): summing
+                    # it gives the same cells (metrics.spend: the parts add up across any partition)
+                    # without pricing and allocating every call a second time
+                    full = self._lines
+                    sums = {m: full[m].sum() for m in (*MEASURES, "fully_loaded_cost")}
+                    return full.group_by(list(VALUE_GRAIN)).aggregate(**sums)
+                return cost_lines(self.tables(), self.ws.config.labour_rates, VALUE_GRAIN)
+
+            self._value_lines = self._materialise("value_lines", make)
         return self._value_lines
 
     def facts(self) -> ir.Table:
@@ -212,17 +214,21 @@ class ValueService:
             from yieldmeter.metrics.cost import priced_calls
 
             t = self.tables()
-            scores = t.scores
-            if scores is None:
-                from yieldmeter.scoring.engine import score_tables
 
-                scores = ibis.memtable(score_tables(t).scores)
-                self.notes.append("work units were scored in memory: run `yieldmeter score` to store scores")
-            facts = unit_facts(
-                t, priced_calls(t), self._value_cost_lines(), self.ws.config.labour_rates, scores
-            )
+            def make() -> ir.Table:
+                scores = t.scores
+                if scores is None:
+                    from yieldmeter.scoring.engine import score_tables
+
+                    scores = ibis.memtable(score_tables(t).scores)
+                    self.notes.append(
+                        "work units were scored in memory: run `yieldmeter score` to store scores"
+                    )
+                lines = self._value_cost_lines()
+                return unit_facts(t, priced_calls(t), lines, self.ws.config.labour_rates, scores)
+
             # facts on scores made in memory are this session's only (the note above says so)
-            self._facts = self._materialise("facts", facts, keep=t.scores is not None)
+            self._facts = self._materialise("facts", make, keep=t.scores is not None)
         return self._facts
 
     @staticmethod
@@ -511,14 +517,17 @@ class ValueService:
         wfs = self._workflows(workflow, workflows)
         key = (w.start, w.end, wfs, tuple(teams), tuple(models))
         if self._segments is None or self._segments[0] != key:
-            f = vl.value_units(self.units(wfs, teams, models), w)
-            # segments computed once (and kept for the same scope, like the facts they come
-            # from), then unpivoted: six dimensions read one narrow table
-            seg = bm.with_segments(f.select(*_SEGMENT_INPUTS))
-            seg = seg.select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
+
+            def make() -> ir.Table:
+                f = vl.value_units(self.units(wfs, teams, models), w)
+                # segments computed once (and kept for the same scope, like the facts they come
+                # from), then unpivoted: six dimensions read one narrow table
+                seg = bm.with_segments(f.select(*_SEGMENT_INPUTS))
+                return seg.select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
+
             # segments of units scored in memory are this session's only, like their facts
             stored = self.tables().scores is not None
-            self._segments = (key, self._materialise("segments", seg, keep=stored, scope=repr(key)))
+            self._segments = (key, self._materialise("segments", make, keep=stored, scope=repr(key)))
         seg = bm.segment_frames(self._segments[1], segmented=True)
         est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
         m = est.column("workflow_value_per_token")
@@ -555,21 +564,24 @@ class ValueService:
         return ws_.waste(self.units(wfs), self.window(period), workflow, keep=keep).to_pyarrow()
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _materialise(self, name: str, expr: ir.Table, *, keep: bool = True, scope: str = "") -> ir.Table:
-        """Compute ``expr`` once into a temporary table of the store's backend (gone at close);
-        a :data:`KEPT` table is read from the store when a current copy is kept there for the same
-        ``scope`` (what ``expr`` depends on besides the data), and kept there once computed (see
-        :meth:`_kept`)."""
+    def _materialise(
+        self, name: str, make: Callable[[], ir.Table], *, keep: bool = True, scope: str = ""
+    ) -> ir.Table:
+        """Compute the expression ``make()`` builds once into a temporary table of the store's
+        backend (gone at close); a :data:`KEPT` table is read from the store when a current copy is
+        kept there for the same ``scope`` (what the expression depends on besides the data), and
+        kept there once computed (see :meth:`_kept`). ``make`` is called only when the table is
+        computed: building the expression of the unit facts alone takes a quarter of a second."""
         from yieldmeter.lake.engines import materialise
 
         backend = self.ws.backend
         table_name = f"_value_{name}_{id(self):x}"
         if getattr(backend, "name", "") != "duckdb":
             # a lake's Spark: a cached temporary view, replaced when recomputed
-            return materialise(backend, table_name, expr)
+            return materialise(backend, table_name, make())
         if self.shared is not None and name in SHAREABLE:
             # made once (as Arrow) for every reader of the same data, read here through a view
-            arrow = self.shared(name, expr.to_pyarrow)
+            arrow = self.shared(name, lambda: make().to_pyarrow())
             with contextlib.suppress(Exception):  # none registered yet under this name
                 backend.con.unregister(table_name)
             backend.con.register(table_name, arrow)
@@ -581,7 +593,7 @@ class ValueService:
         # dropped, then created: overwriting a DuckDB table through Ibis writes every row twice
         # (into a scratch table, then a copy)
         backend.drop_table(table_name, database=("temp", "main"), force=True)
-        made = backend.create_table(table_name, obj=expr, temp=True)
+        made = backend.create_table(table_name, obj=make(), temp=True)
         if kept:
             self._keep(name, table_name, scope)
         return made

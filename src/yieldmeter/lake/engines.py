@@ -62,8 +62,8 @@ _NO_STORE = (
 )
 UNSUPPORTED: dict[tuple[str, str], str] = {
     ("spark", "value.waste"): (
-        "the example list per waste kind is an ordered string aggregation (group_concat with order_by, "
-        "metrics/waste.py), which Ibis 12 does not compile for PySpark; run waste on DuckDB over the lake "
+        "the example list per waste kind is DuckDB's top-n aggregate min_by(arg, key, n) (metrics/waste.py), "
+        "which yieldmeter does not translate for Spark; run waste on DuckDB over the lake "
         "(--engine duckdb --lake PATH)"
     ),
     **{
