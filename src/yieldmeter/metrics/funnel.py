@@ -32,7 +32,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
-from yieldmeter.metrics.period import UNASSIGNED, Window, month_of
+from yieldmeter.metrics.period import UNASSIGNED, Window, month_of, utc_day
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.metrics.yields import outcome_benefits, workflow_costs
 
@@ -46,7 +46,9 @@ def unit_stages(facts: ir.Table, window: Window | None = None) -> ir.Table:
     if window is not None:
         facts = window.filter(facts, "started_at")
     f = facts
-    return f.group_by(workflow=f.workflow.fill_null(UNASSIGNED), month=month_of(f.started_at)).aggregate(
+    # per day first, then per month: the month's label is then formatted for a few hundred rows,
+    # not for every unit (strftime on 1M units was 0.23 s; every measure here adds up across days)
+    d = f.group_by(workflow=f.workflow.fill_null(UNASSIGNED), day=utc_day(f.started_at)).aggregate(
         work_units=f.count(),
         accepted_outputs=f.accepted.sum().cast("int64"),
         acted_outputs=(f.accepted & f.acted).sum().cast("int64"),
@@ -54,6 +56,15 @@ def unit_stages(facts: ir.Table, window: Window | None = None) -> ir.Table:
         tracks_actions=f.tracks_actions.any(),
         expected_value=f.expected_value.sum(),
         unit_tokens=f.tokens.sum(),
+    )
+    return d.group_by("workflow", month=month_of(d.day)).aggregate(
+        work_units=d.work_units.sum(),
+        accepted_outputs=d.accepted_outputs.sum(),
+        acted_outputs=d.acted_outputs.sum(),
+        successful_outcomes=d.successful_outcomes.sum(),
+        tracks_actions=d.tracks_actions.any(),
+        expected_value=d.expected_value.sum(),
+        unit_tokens=d.unit_tokens.sum(),
     )
 
 
