@@ -102,3 +102,24 @@ def test_bootstrap_intervals_hold_the_estimate_and_repeat() -> None:
     # whose units are all alike
     width = {r["subject"]: r["value_per_token_high"] - r["value_per_token_low"] for r in one}
     assert width["B"] > width["A"]
+
+
+def test_bootstrap_band_is_nanpercentile_column_by_column() -> None:
+    """The bands (2.5th and 97.5th percentile of each group's replicates, NaN draws left out) are
+    exactly ``np.nanpercentile`` per column, on columns with no NaN, some, and only NaN."""
+    import warnings
+
+    from yieldmeter.metrics.benchmarks import _band
+
+    rng = np.random.default_rng(7)
+    for share_nan in (0.0, 0.01, 0.3):
+        reps = rng.gamma(2.0, 1.0, (200, 60)) * 1e-6
+        reps[rng.random(reps.shape) < share_nan] = np.nan
+        reps[:, 5] = np.nan
+        lo, hi = _band(reps, 2.5, 97.5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want_lo, want_hi = np.nanpercentile(reps, [2.5, 97.5], axis=0)
+        assert np.array_equal(lo, want_lo, equal_nan=True)
+        assert np.array_equal(hi, want_hi, equal_nan=True)
+        assert np.isnan(lo[5]) and np.isnan(hi[5])

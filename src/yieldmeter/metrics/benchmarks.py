@@ -127,6 +127,25 @@ def _shrinkage(
     return {"raw": raw, "m": m, "b": b, "p": p, "phat": phat, "kappa": kappa}
 
 
+def _band(reps: np.ndarray, lo_q: float, hi_q: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``reps`` (replicates x groups), its ``lo_q`` and ``hi_q`` percentiles over the
+    replicates that are not NaN (NaN where none is): ``np.nanpercentile(reps, q, axis=0)``, whose
+    figures these are. That one works column by column once any column holds a NaN; here the
+    columns without one go through ``np.percentile`` together, which computes the same figures."""
+    import warnings
+
+    lo, hi = np.full(reps.shape[1], np.nan), np.full(reps.shape[1], np.nan)
+    gaps = np.isnan(reps).any(axis=0)
+    whole = ~gaps
+    if whole.any():
+        lo[whole], hi[whole] = np.percentile(reps[:, whole], [lo_q, hi_q], axis=0)
+    if gaps.any():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column of NaN only: NaN, as it should
+            lo[gaps], hi[gaps] = np.nanpercentile(reps[:, gaps], [lo_q, hi_q], axis=0)
+    return lo, hi
+
+
 def estimate(
     sums: pa.Table,
     buckets: pa.Table,
@@ -196,16 +215,7 @@ def estimate(
             reps_cps[r] = np.where(rb > 0, Cb / (nb * rb), np.nan)
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
 
-    def band(reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import warnings
-
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanpercentile(reps, lo_q, axis=0), np.nanpercentile(reps, hi_q, axis=0)
-
-    vlo, vhi = band(reps_vpt)
-    rlo, rhi = band(reps_rate)
-    clo, chi = band(reps_cps)
+    (vlo, vhi), (rlo, rhi), (clo, chi) = (_band(r, lo_q, hi_q) for r in (reps_vpt, reps_rate, reps_cps))
 
     def col(a: np.ndarray) -> pa.Array:
         a = np.asarray(a, dtype=np.float64)
