@@ -28,6 +28,7 @@ def figures(v: ValueService) -> dict[str, Any]:
         "patterns": v.patterns().to_pylist(),
         "benchmarks": v.benchmarks(by="team").rows.to_pylist(),
         "yields": v.yields().yields.to_pylist(),
+        "normalised": v.value_per_token(by="team", normalise=True).to_pylist(),
     }
 
 
@@ -71,6 +72,7 @@ def test_a_new_session_reads_the_kept_tables(example_workspace: Path) -> None:
         assert kept.to_pylist() == [
             # (no full-grain lines: the example's min_group_size 1 asks for no people per team)
             "kept:_kept_value_facts",
+            "kept:_kept_value_percentiles",
             "kept:_kept_value_segments",
             "kept:_kept_value_value_lines",
         ]
@@ -87,6 +89,15 @@ def test_a_new_session_reads_the_kept_tables(example_workspace: Path) -> None:
         )
         assert again._segments is not None
         assert str(again._segments[1].get_name()).rsplit(".", 1)[-1].startswith("_value_segments_")
+        # so are the value per token percentiles
+        assert again._percentiles is not None
+        assert str(again._percentiles[1].get_name()).rsplit(".", 1)[-1] == "_kept_value_percentiles"
+        by_model: dict[str, Any] = {"by": "model", "normalise": True, "period": "2025-03"}
+        assert same(
+            again.value_per_token(**by_model).to_pylist(), fresh(ws).value_per_token(**by_model).to_pylist()
+        )
+        assert again._percentiles is not None
+        assert str(again._percentiles[1].get_name()).rsplit(".", 1)[-1].startswith("_value_percentiles_")
 
 
 def test_a_write_to_an_input_makes_them_again(example_workspace: Path, tmp_path: Path) -> None:

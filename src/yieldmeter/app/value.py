@@ -56,10 +56,11 @@ BENCHMARK_SUBJECTS = {"user": "user_id", "team": "team"}
 SHAREABLE = frozenset({"lines", "value_lines", "facts"})
 #: The intermediate tables kept in the workspace's store between sessions (:meth:`ValueService._kept`):
 #: the unit facts, the cost lines they are made from, and the cost lines at the full grain (spend
-#: views, and the people per team behind every privacy rule), and the pattern segments of the last
-#: scope asked for. Kept as ``_kept_value_<name>``, trusted while the writes recorded for the tables
-#: they read, the configuration, the code (and for segments the scope) are unchanged.
-KEPT = frozenset({"lines", "value_lines", "facts", "segments"})
+#: views, and the people per team behind every privacy rule), and the pattern segments and value
+#: per token percentiles of the last scope asked for. Kept as ``_kept_value_<name>``, trusted while
+#: the writes recorded for the tables they read, the configuration, the code (and for segments and
+#: percentiles the scope) are unchanged.
+KEPT = frozenset({"lines", "value_lines", "facts", "segments", "percentiles"})
 #: Tables whose writes leave the kept tables as they are (alert state, deliveries, API keys).
 NOT_VALUE_INPUTS = frozenset({"finops_alerts", "finops_alert_deliveries", "api_keys"})
 #: ``shared(name, make)``: the table ``name`` as Arrow, made by ``make`` unless already made.
@@ -161,6 +162,8 @@ class ValueService:
         self._facts: ir.Table | None = None
         #: pattern segments of the last (start, end, workflow) asked for
         self._segments: tuple[tuple[Any, ...], ir.Table] | None = None
+        #: per-unit value-per-token percentiles of the last scope asked for (normalised comparison)
+        self._percentiles: tuple[tuple[Any, ...], ir.Table] | None = None
         self.notes: list[str] = []
         #: Set by a server's read pool so its reader threads share one copy of the :data:`SHAREABLE`
         #: tables per data refresh instead of each computing its own (None: computed here).
@@ -173,7 +176,7 @@ class ValueService:
     # -- shared inputs ------------------------------------------------------------------
     def invalidate(self) -> None:
         self._tables = self._lines = self._value_lines = self._facts = None
-        self._segments = None
+        self._segments = self._percentiles = None
         self._kept_key = None
 
     def tables(self) -> Tables:
@@ -433,11 +436,22 @@ class ValueService:
         w = self.window(period)
         units = self.units(self._workflows(workflow, workflows), teams, models)
         if normalise:
-            est = vl.normalised(units, by, w).to_pyarrow()
-            if by == "team":  # the same units normalised() ranks
-                f = vl.value_units(units, w)
-                f = f.filter(f.unit_value_per_token.notnull() & f.expected_value.notnull())
-                est = self._hide_small_teams(est, f.mutate(team=f.team.fill_null("(none)")), ["team"])[0]
+            vl.check_dimension(by)  # before the ranks are computed
+            wfs = self._workflows(workflow, workflows)
+            key = (w.start, w.end, wfs, tuple(teams), tuple(models))
+            if self._percentiles is None or self._percentiles[0] != key:
+                # the per-unit ranks (a window over every unit of the scope) computed once and kept
+                # for the same scope, like the pattern segments; every grouping reads them
+                def make() -> ir.Table:
+                    return vl.unit_percentiles(units, w)
+
+                stored = self.tables().scores is not None  # as for segments: none of in-memory scores
+                kept = self._materialise("percentiles", make, keep=stored, scope=repr(key))
+                self._percentiles = (key, kept)
+            p = self._percentiles[1]
+            est = vl.mean_percentiles(p, by).to_pyarrow()
+            if by == "team":  # the same units as ranked
+                est = self._hide_small_teams(est, p.mutate(team=p.team.fill_null("(none)")), ["team"])[0]
                 est = est.sort_by([("mean_percentile", "descending"), ("team", "ascending")])
             return est
         if by not in vl.VPT_DIMENSIONS or by == "workflow":

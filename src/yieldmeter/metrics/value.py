@@ -48,14 +48,26 @@ def value_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
     )
 
 
-def normalised(facts: ir.Table, by: str, window: Window | None = None) -> ir.Table:
-    """Per ``by`` group across workflows: mean within-workflow percentile of value per token."""
+def check_dimension(by: str) -> None:
+    """Refuse a grouping of value per token that is not one of :data:`VPT_DIMENSIONS`."""
     if by not in VPT_DIMENSIONS:
         raise InputError(f"cannot group value per token by {by!r}; choose from {', '.join(VPT_DIMENSIONS)}")
+
+
+def unit_percentiles(facts: ir.Table, window: Window | None = None) -> ir.Table:
+    """Per work unit with a value per token in the period: its workflow, the other
+    :data:`VPT_DIMENSIONS` (as in the facts) and ``percentile``, the percentile rank of its value
+    per token inside its workflow (0 = the workflow's least valuable per token, 1 = its most)."""
     f = value_units(facts, window)
     f = f.filter(f.unit_value_per_token.notnull() & f.expected_value.notnull())
     pct = ibis.percent_rank().over(group_by=f.workflow, order_by=f.unit_value_per_token)
-    f = f.mutate(percentile=pct)
+    return f.select(*VPT_DIMENSIONS, percentile=pct)
+
+
+def mean_percentiles(percentiles: ir.Table, by: str) -> ir.Table:
+    """Per ``by`` group of :func:`unit_percentiles`: the mean percentile, with its interval."""
+    check_dimension(by)
+    f = percentiles
     g = f.group_by(f[by].fill_null("(none)").name(by)).aggregate(
         n=f.count(),
         workflows=f.workflow.nunique(),
@@ -71,3 +83,8 @@ def normalised(facts: ir.Table, by: str, window: Window | None = None) -> ir.Tab
         mean_percentile_low=ibis.greatest(g.mean_percentile - half, 0.0),
         mean_percentile_high=ibis.least(g.mean_percentile + half, 1.0),
     ).order_by([ibis.desc("mean_percentile"), by])
+
+
+def normalised(facts: ir.Table, by: str, window: Window | None = None) -> ir.Table:
+    """Per ``by`` group across workflows: mean within-workflow percentile of value per token."""
+    return mean_percentiles(unit_percentiles(facts, window), by)
