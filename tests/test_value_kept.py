@@ -87,17 +87,15 @@ def test_a_new_session_reads_the_kept_tables(example_workspace: Path) -> None:
         assert same(
             again.patterns(period="2025-03").to_pylist(), fresh(ws).patterns(period="2025-03").to_pylist()
         )
-        assert again._segments is not None
-        assert str(again._segments[1].get_name()).rsplit(".", 1)[-1].startswith("_value_segments_")
+        assert str(again._scoped["segments"][1].get_name()).rsplit(".", 1)[-1].startswith("_value_segments_")
         # so are the value per token percentiles
-        assert again._percentiles is not None
-        assert str(again._percentiles[1].get_name()).rsplit(".", 1)[-1] == "_kept_value_percentiles"
+        assert str(again._scoped["percentiles"][1].get_name()).rsplit(".", 1)[-1] == "_kept_value_percentiles"
         by_model: dict[str, Any] = {"by": "model", "normalise": True, "period": "2025-03"}
         assert same(
             again.value_per_token(**by_model).to_pylist(), fresh(ws).value_per_token(**by_model).to_pylist()
         )
-        assert again._percentiles is not None
-        assert str(again._percentiles[1].get_name()).rsplit(".", 1)[-1].startswith("_value_percentiles_")
+        name = again._scoped["percentiles"][1].get_name()
+        assert str(name).rsplit(".", 1)[-1].startswith("_value_percentiles_")
 
 
 def test_a_write_to_an_input_makes_them_again(example_workspace: Path, tmp_path: Path) -> None:

@@ -160,10 +160,9 @@ class ValueService:
         self._lines: ir.Table | None = None
         self._value_lines: ir.Table | None = None
         self._facts: ir.Table | None = None
-        #: pattern segments of the last (start, end, workflow) asked for
-        self._segments: tuple[tuple[Any, ...], ir.Table] | None = None
-        #: per-unit value-per-token percentiles of the last scope asked for (normalised comparison)
-        self._percentiles: tuple[tuple[Any, ...], ir.Table] | None = None
+        #: per-unit tables of one scope (period, workflows, teams, models): ``segments`` (patterns) and
+        #: ``percentiles`` (normalised value per token), each for the last scope asked for
+        self._scoped: dict[str, tuple[tuple[Any, ...], ir.Table]] = {}
         self.notes: list[str] = []
         #: Set by a server's read pool so its reader threads share one copy of the :data:`SHAREABLE`
         #: tables per data refresh instead of each computing its own (None: computed here).
@@ -176,7 +175,7 @@ class ValueService:
     # -- shared inputs ------------------------------------------------------------------
     def invalidate(self) -> None:
         self._tables = self._lines = self._value_lines = self._facts = None
-        self._segments = self._percentiles = None
+        self._scoped = {}
         self._kept_key = None
 
     def tables(self) -> Tables:
@@ -437,18 +436,10 @@ class ValueService:
         units = self.units(self._workflows(workflow, workflows), teams, models)
         if normalise:
             vl.check_dimension(by)  # before the ranks are computed
-            wfs = self._workflows(workflow, workflows)
-            key = (w.start, w.end, wfs, tuple(teams), tuple(models))
-            if self._percentiles is None or self._percentiles[0] != key:
-                # the per-unit ranks (a window over every unit of the scope) computed once and kept
-                # for the same scope, like the pattern segments; every grouping reads them
-                def make() -> ir.Table:
-                    return vl.unit_percentiles(units, w)
-
-                stored = self.tables().scores is not None  # as for segments: none of in-memory scores
-                kept = self._materialise("percentiles", make, keep=stored, scope=repr(key))
-                self._percentiles = (key, kept)
-            p = self._percentiles[1]
+            # the per-unit ranks (a window over every unit of the scope), read by every grouping
+            p = self._per_scope(
+                "percentiles", w, workflow, workflows, teams, models, lambda: vl.unit_percentiles(units, w)
+            )
             est = vl.mean_percentiles(p, by).to_pyarrow()
             if by == "team":  # the same units as ranked
                 est = self._hide_small_teams(est, p.mutate(team=p.team.fill_null("(none)")), ["team"])[0]
@@ -528,21 +519,15 @@ class ValueService:
         """Segments (model, session length, iterations, prompt size, tool use, time to first acceptance)
         ranked by value per token against their workflow's mean (of the units in scope), with intervals."""
         w = self.window(period)
-        wfs = self._workflows(workflow, workflows)
-        key = (w.start, w.end, wfs, tuple(teams), tuple(models))
-        if self._segments is None or self._segments[0] != key:
 
-            def make() -> ir.Table:
-                f = vl.value_units(self.units(wfs, teams, models), w)
-                # segments computed once (and kept for the same scope, like the facts they come
-                # from), then unpivoted: six dimensions read one narrow table
-                seg = bm.with_segments(f.select(*_SEGMENT_INPUTS))
-                return seg.select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
+        def make() -> ir.Table:
+            f = vl.value_units(self.units(self._workflows(workflow, workflows), teams, models), w)
+            # six dimensions read one narrow table (unpivoted below)
+            seg = bm.with_segments(f.select(*_SEGMENT_INPUTS))
+            return seg.select(*_SEGMENT_OUTPUTS, *bm.PATTERN_DIMENSIONS)
 
-            # segments of units scored in memory are this session's only, like their facts
-            stored = self.tables().scores is not None
-            self._segments = (key, self._materialise("segments", make, keep=stored, scope=repr(key)))
-        seg = bm.segment_frames(self._segments[1], segmented=True)
+        segments = self._per_scope("segments", w, workflow, workflows, teams, models, make)
+        seg = bm.segment_frames(segments, segmented=True)
         est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
         m = est.column("workflow_value_per_token")
         lift = pc.divide(est.column("value_per_token"), m)
@@ -578,6 +563,27 @@ class ValueService:
         return ws_.waste(self.units(wfs), self.window(period), workflow, keep=keep).to_pyarrow()
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _per_scope(
+        self,
+        name: str,
+        window: Window,
+        workflow: str | None,
+        workflows: Sequence[str],
+        teams: Sequence[str],
+        models: Sequence[str],
+        make: Callable[[], ir.Table],
+    ) -> ir.Table:
+        """The per-unit table ``name`` of one scope, computed once for the last scope asked for and
+        kept in the store for that scope, like the facts it comes from (never when the scores were
+        made in memory: those are this session's only)."""
+        key = (window.start, window.end, self._workflows(workflow, workflows), tuple(teams), tuple(models))
+        held = self._scoped.get(name)
+        if held is None or held[0] != key:
+            stored = self.tables().scores is not None
+            held = (key, self._materialise(name, make, keep=stored, scope=repr(key)))
+            self._scoped[name] = held
+        return held[1]
+
     def _materialise(
         self, name: str, make: Callable[[], ir.Table], *, keep: bool = True, scope: str = ""
     ) -> ir.Table:
