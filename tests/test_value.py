@@ -150,6 +150,31 @@ def test_waste_categories_and_spend_at_stake(ws: Any) -> None:
     assert _row(w, workflow="fraud", category="unused_output")["spend_at_stake"] == pytest.approx(2.0)
 
 
+def _waste_facts(ids: list[str], **columns: Any) -> Any:
+    """Unit facts with the columns waste reads, for ``ids``: a closed, unscored unit in workflow "w"
+    with one call, no signal, no effort, no baseline and a cost of 1, except where ``columns`` says."""
+    import ibis
+    import pyarrow as pa
+
+    n = len(ids)
+    table = {
+        "workflow": ["w"] * n,
+        "work_unit_id": ids,
+        "calls": [1] * n,
+        "accepted": [False] * n,
+        "acted": [False] * n,
+        "n_positive": [0] * n,
+        "status": ["completed"] * n,
+        "p_value": pa.nulls(n, pa.float64()),
+        "effort_minutes": [0.0] * n,
+        "baseline_minutes": pa.nulls(n, pa.float64()),
+        "effort_cost": [0.0] * n,
+        "n_recontact_after_accept": [0] * n,
+        "fully_loaded_cost": [1.0] * n,
+    }
+    return ibis.memtable(pa.table({**table, **columns}))
+
+
 def test_loop_threshold_from_the_workflow_own_calls() -> None:
     """Loops judged against the workflow's accepted units, by hand.
 
@@ -159,33 +184,18 @@ def test_loop_threshold_from_the_workflow_own_calls() -> None:
     units are the reference: 30, 40, 50, 200 calls: median 45, deviations 15, 5, 5, 155 -> MAD 10,
     threshold 45 + 100 = 145: only the 200-call unit is a loop.
     """
-    import ibis
-
     from yieldmeter.metrics.waste import loop_thresholds, waste_units
 
     rows = [("a", f"ok{i}", c, True, True) for i, c in enumerate((2, 3, 3, 4, 10))]
     rows += [("a", "x19", 19, False, False), ("a", "x20", 20, False, False), ("a", "acted", 45, False, True)]
     rows += [("b", f"b{c}", c, False, False) for c in (30, 40, 50, 200)]
-    import pyarrow as pa
-
-    facts = ibis.memtable(
-        pa.table(
-            {
-                "workflow": [r[0] for r in rows],
-                "work_unit_id": [r[1] for r in rows],
-                "calls": [r[2] for r in rows],
-                "accepted": [r[3] for r in rows],
-                "acted": [r[4] for r in rows],
-                "n_positive": [1 if r[3] else 0 for r in rows],
-                "status": ["completed"] * len(rows),
-                "p_value": pa.nulls(len(rows), pa.float64()),  # unscored: no odds to weigh
-                "effort_minutes": [0.0] * len(rows),
-                "baseline_minutes": pa.nulls(len(rows), pa.float64()),
-                "effort_cost": [0.0] * len(rows),
-                "n_recontact_after_accept": [0] * len(rows),
-                "fully_loaded_cost": [1.0] * len(rows),
-            }
-        )
+    facts = _waste_facts(
+        [r[1] for r in rows],
+        workflow=[r[0] for r in rows],
+        calls=[r[2] for r in rows],
+        accepted=[r[3] for r in rows],
+        acted=[r[4] for r in rows],
+        n_positive=[1 if r[3] else 0 for r in rows],
     )
     t = {r["loop_workflow"]: r for r in loop_thresholds(facts).to_pyarrow().to_pylist()}
     assert (t["a"]["loop_median_calls"], t["a"]["loop_mad_calls"], t["a"]["loop_min_calls"]) == (3, 1, 20)
@@ -198,31 +208,16 @@ def test_silence_is_unused_only_when_the_odds_say_so() -> None:
     """Four units with no sign of use (not accepted, no positive signal, not a loop, closed):
     unscored and p 0.3 are unused outputs; p 0.5 and p 0.9 are not (the value model gives them
     even odds or better of having delivered without a trace); an open unit never is."""
-    import ibis
     import pyarrow as pa
 
     from yieldmeter.metrics.waste import waste_units
 
     ids = ["none", "p30", "p50", "p90", "open"]
-    n = len(ids)
-    facts = ibis.memtable(
-        pa.table(
-            {
-                "workflow": ["w"] * n,
-                "work_unit_id": ids,
-                "calls": [1] * n,
-                "accepted": [False] * n,
-                "acted": [False] * n,
-                "n_positive": [0] * n,
-                "status": ["completed"] * 4 + ["open"],
-                "p_value": pa.array([None, 0.3, 0.5, 0.9, 0.1], pa.float64()),
-                "effort_minutes": [0.0] * n,
-                "baseline_minutes": pa.nulls(n, pa.float64()),
-                "effort_cost": [0.0] * n,
-                "n_recontact_after_accept": [0] * n,
-                "fully_loaded_cost": [2.0] * n,
-            }
-        )
+    facts = _waste_facts(
+        ids,
+        status=["completed"] * 4 + ["open"],
+        p_value=pa.array([None, 0.3, 0.5, 0.9, 0.1], pa.float64()),
+        fully_loaded_cost=[2.0] * len(ids),
     )
     flags = {r["work_unit_id"]: r for r in waste_units(facts).to_pyarrow().to_pylist()}
     assert [i for i in ids if flags[i]["unused_output"]] == ["none", "p30"]
@@ -233,33 +228,9 @@ def test_waste_examples_are_the_largest_stakes_ties_by_id() -> None:
     """Five unused outputs (no signal, unscored) costing 1, 5, 3, 5, 2: the three examples are the
     largest stakes first, the two at 5 in id order (u2 before u4), then the 3 (u3); the count and
     the stake cover all five (1 + 5 + 3 + 5 + 2 = 16), as does the total row."""
-    import ibis
-    import pyarrow as pa
-
     from yieldmeter.metrics.waste import waste
 
-    ids = ["u4", "u1", "u3", "u2", "u5"]
-    cost = [5.0, 1.0, 3.0, 5.0, 2.0]
-    n = len(ids)
-    facts = ibis.memtable(
-        pa.table(
-            {
-                "workflow": ["w"] * n,
-                "work_unit_id": ids,
-                "calls": [1] * n,
-                "accepted": [False] * n,
-                "acted": [False] * n,
-                "n_positive": [0] * n,
-                "status": ["completed"] * n,
-                "p_value": pa.nulls(n, pa.float64()),
-                "effort_minutes": [0.0] * n,
-                "baseline_minutes": pa.nulls(n, pa.float64()),
-                "effort_cost": [0.0] * n,
-                "n_recontact_after_accept": [0] * n,
-                "fully_loaded_cost": cost,
-            }
-        )
-    )
+    facts = _waste_facts(["u4", "u1", "u3", "u2", "u5"], fully_loaded_cost=[5.0, 1.0, 3.0, 5.0, 2.0])
     rows = {r["category"]: r for r in waste(facts).to_pyarrow().to_pylist()}
     assert sorted(rows) == ["total", "unused_output"]
     for row in rows.values():
