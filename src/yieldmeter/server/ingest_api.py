@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from yieldmeter.ingest.base import Batch
-from yieldmeter.ingest.conform import conform, stable_id
+from yieldmeter.ingest.conform import Conformed, conform, stable_id
 from yieldmeter.schema import table
 from yieldmeter.server.context import HttpError, ServerContext, read_body
 from yieldmeter.server.otlp import commit, with_org
@@ -71,6 +71,8 @@ def records_to_batch(table_name: str, doc: Any, source: str, *, derive_ids: bool
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise HttpError(400, f"expected a JSON list of {table_name} rows (objects)")
     spec = table(table_name)
+    # as posted: a quarantined row keeps every field it came with, not only the canonical ones
+    posted = [dict(r) for r in rows]
     for r in rows:
         if "attributes" in r and not isinstance(r["attributes"], str | type(None)):
             r["attributes"] = orjson.dumps(r["attributes"]).decode()
@@ -80,11 +82,20 @@ def records_to_batch(table_name: str, doc: Any, source: str, *, derive_ids: bool
     if not rows:
         return Batch()
     try:
-        return Batch.of(table_name, conform(table_name, rows_to_table(rows, spec.names), source=source))
+        conformed = conform(table_name, rows_to_table(rows, spec.names), source=source)
     except (OverflowError, TypeError, pa.ArrowException) as exc:
         # conform quarantines bad values row by row; a value no Arrow type can hold
         # (an integer beyond 64 bits) fails the whole body: say so, as a 400
         raise HttpError(400, f"the {table_name} rows could not be read: {exc}") from None
+    rejects = conformed.rejects
+    if rejects.num_rows:
+        raw = [
+            orjson.dumps(posted[i - 1], option=orjson.OPT_SORT_KEYS, default=str).decode()
+            for i in rejects.column("position").to_pylist()  # 1-based, the row's place in the body
+        ]
+        rejects = rejects.set_column(rejects.schema.get_field_index("raw"), "raw", pa.array(raw, pa.string()))
+        conformed = Conformed(conformed.rows, rejects)
+    return Batch.of(table_name, conformed)
 
 
 def records_endpoint(ctx: ServerContext, table_name: str) -> Callable[[Request], Awaitable[Response]]:
