@@ -49,10 +49,9 @@ class OutputFormat(StrEnum):
 
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
-PeriodOpt = Annotated[
-    str | None,
-    typer.Option("--period", help="YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."),
-]
+#: How a period is written (:func:`yieldmeter.app.periods.period_bounds`).
+PERIOD_HELP = "YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."
+PeriodOpt = Annotated[str | None, typer.Option("--period", help=PERIOD_HELP)]
 #: The scope of a report: each may be repeated (any of the values given).
 TeamsOpt = Annotated[list[str] | None, typer.Option("--team")]
 WorkflowsOpt = Annotated[list[str] | None, typer.Option("--workflow")]

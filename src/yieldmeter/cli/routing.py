@@ -12,14 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-from yieldmeter.cli.common import WorkspaceOpt, console, emit, fail, workspace
+from yieldmeter.cli.common import PERIOD_HELP, WorkspaceOpt, console, emit, fail, workspace
 
-PeriodOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--period", help="Evidence period: YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."
-    ),
-]
+EvidencePeriodOpt = Annotated[str | None, typer.Option("--period", help=f"Evidence period: {PERIOD_HELP}")]
 OutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Write to this file instead of standard output.")
 ]
@@ -134,7 +129,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--format", "-f", help="table, json (policy) or litellm (proxy config)."),
         ] = RouteFormat.table,
         out: OutOpt = None,
-        period: PeriodOpt = None,
+        period: EvidencePeriodOpt = None,
         alpha: Annotated[
             float, typer.Option("--alpha", min=0.001, max=0.2, help="Significance level of every test.")
         ] = 0.05,
