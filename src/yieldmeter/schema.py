@@ -113,6 +113,11 @@ class Table:
     time_column: str | None = None
     #: Row rules: the sum of the named columns may not exceed the bound column.
     at_most: tuple[tuple[tuple[str, ...], str], ...] = ()
+    #: ``"module:function"``: a check of the table's own rules, run by ``conform`` on every write
+    #: before ids are derived (named, not imported: the contract does not depend on the code that
+    #: keeps it). Called as ``function(columns, flag)``; it may normalise ``columns`` in place and
+    #: flags each row it refuses with its reason (:func:`yieldmeter.ingest.conform.conform`).
+    row_check: str | None = None
     column_index: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -337,6 +342,7 @@ BUDGETS = Table(
     key="budget_id",
     derive_key_from=("scope_kind", "scope", "period"),
     key_prefixed=False,
+    row_check="yieldmeter.finops.budgets:check_budget_columns",
     doc="a spend budget",
     columns=(
         _c("budget_id", STR, required=True),

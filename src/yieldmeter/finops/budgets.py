@@ -29,7 +29,7 @@ scope_kind initiative, period year, basis fully loaded cost, thresholds 0.8 / 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -168,6 +168,29 @@ def check_budget_rows(doc: Any) -> Any:
     if not isinstance(rows, list):
         return doc
     return [check_budget(r, f"budget {i}") if isinstance(r, dict) else r for i, r in enumerate(rows, 1)]
+
+
+def check_budget_columns(columns: dict[str, pa.Array], flag: Callable[[pa.Array, str], None]) -> None:
+    """The budgets table's row check (``schema.BUDGETS.row_check``): :func:`check_budget` on every
+    row of every write, a file's included, so a budget no read could use is flagged with its
+    reason, never stored. The rows that pass take its spelling (scope kind, period and basis
+    trimmed and lower-cased) before their ids are derived, so ``Month`` and ``month`` are one
+    budget."""
+    normalised = ("scope_kind", "period", "basis")
+    rows = pa.table(columns).to_pylist()
+    wrong: list[str | None] = []
+    for i, row in enumerate(rows):
+        try:
+            checked = check_budget(row, "budget")
+        except BadBudget as exc:
+            wrong.append(str(exc).removeprefix("budget: "))
+            continue
+        wrong.append(None)
+        rows[i] = {**row, **{k: checked[k] for k in normalised if k in checked}}
+    for name in normalised:
+        columns[name] = pa.array([r[name] for r in rows], columns[name].type)
+    for reason in sorted({w for w in wrong if w is not None}):
+        flag(pa.array([w == reason for w in wrong]), reason)
 
 
 def load_budgets(budgets: ir.Table, config: Config) -> list[Budget]:

@@ -10,8 +10,8 @@ rows of its batch.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -229,8 +229,9 @@ def conform(
             arr = pc.fill_null(arr, pa.scalar(col.default, col.type))
         columns[col.name] = arr
 
-    if table_name == "budgets" and n:
-        _check_budgets(columns, flag)
+    if spec.row_check and n:
+        module, _, function = spec.row_check.partition(":")
+        getattr(importlib.import_module(module), function)(columns, flag)
 
     if spec.derive_key_from:
         key = columns[spec.key]
@@ -285,30 +286,6 @@ def conform(
         schema=REJECT_SCHEMA,
     )
     return Conformed(good, rejects)
-
-
-def _check_budgets(columns: dict[str, pa.Array], flag: Callable[[pa.Array, str], None]) -> None:
-    """The one check of every budget write (:func:`yieldmeter.finops.budgets.check_budget`), a
-    file's rows included: a budget no read could use is flagged with its reason, never stored.
-    The rows that pass take its spelling (scope kind, period and basis trimmed and lower-cased)
-    before their ids are derived, so ``Month`` and ``month`` are one budget."""
-    from yieldmeter.finops.budgets import BadBudget, check_budget
-
-    normalised = ("scope_kind", "period", "basis")
-    rows = pa.table(columns).to_pylist()
-    wrong: list[str | None] = []
-    for i, row in enumerate(rows):
-        try:
-            checked = check_budget(row, "budget")
-        except BadBudget as exc:
-            wrong.append(str(exc).removeprefix("budget: "))
-            continue
-        wrong.append(None)
-        rows[i] = {**row, **{k: checked[k] for k in normalised if k in checked}}
-    for name in normalised:
-        columns[name] = pa.array([r[name] for r in rows], columns[name].type)
-    for reason in sorted({w for w in wrong if w is not None}):
-        flag(pa.array([w == reason for w in wrong]), reason)
 
 
 def _type_word(t: pa.DataType) -> str:
