@@ -342,3 +342,40 @@ def test_store_is_reopened_after_crash(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "store.duckdb")
     c = conform("calls", pa.table({"call_id": ["new"], "ts": ["2025-01-02T00:00:00Z"]}), source="t")
     assert store.write("calls", c.rows).landed == 1
+
+
+def test_keep_copy_records_its_stamp_and_skips_when_busy_or_stale(tmp_path: Path) -> None:
+    """A kept copy replaces the table with the temporary one and records its stamp; a copy is
+    skipped (nothing written, the old copy and stamp stay) while another write holds the store and
+    when the data changed since it was computed (``current()`` false inside the transaction)."""
+    import threading
+
+    store = Store.open(tmp_path / "s.duckdb")
+    store.con.execute("CREATE TEMP TABLE made AS SELECT * FROM range(3) t(x)")
+    assert store.kept_stamp("_kept_x") is None
+    assert store.keep_copy("_kept_x", "made", "v1", current=lambda: True)
+    assert store.kept_stamp("_kept_x") == "v1"
+    assert store.con.execute('SELECT count(*) FROM main."_kept_x"').fetchone() == (3,)
+
+    store.con.execute("CREATE OR REPLACE TEMP TABLE made AS SELECT * FROM range(5) t(x)")
+    assert not store.keep_copy("_kept_x", "made", "v2", current=lambda: False)  # stale: skipped
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            held.set()
+            release.wait(10)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    held.wait(10)
+    try:
+        assert not store.keep_copy("_kept_x", "made", "v2", current=lambda: True)  # busy: skipped
+    finally:
+        release.set()
+        other.join()
+    assert store.kept_stamp("_kept_x") == "v1"
+    assert store.con.execute('SELECT count(*) FROM main."_kept_x"').fetchone() == (3,)
+    assert store.keep_copy("_kept_x", "made", "v2", current=lambda: True)
+    assert store.kept_stamp("_kept_x") == "v2"
+    assert store.con.execute('SELECT count(*) FROM main."_kept_x"').fetchone() == (5,)

@@ -234,7 +234,8 @@ class FinOpsService:
 
     def alerts(self, status: str | None = "firing", limit: int = 200, *, people: bool = True) -> pa.Table:
         """Alerts from the state table (``status`` firing, resolved, or None for all), newest first;
-        without ``people``, none of a budget on a person."""
+        without ``people``, none on a person or on a small team (the rule of :meth:`private_budget`,
+        over the alert table's scope columns)."""
         al.ensure_tables(self.ws.store)
         t = self.ws.store.ibis.table(al.ALERTS_TABLE)
         if status:

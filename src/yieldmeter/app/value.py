@@ -642,7 +642,7 @@ class ValueService:
         if self._kept_key is None:
             self._kept_key = self._kept_fingerprint()
         table = f"_kept_value_{name}"
-        if self.ws.store.meta(f"kept:{table}") != f"{self._kept_key}|{scope}":
+        if self.ws.store.kept_stamp(table) != f"{self._kept_key}|{scope}":
             return None
         try:
             return self.ws.backend.table(table)
@@ -653,24 +653,12 @@ class ValueService:
         """Keep the temporary table ``made`` (``name`` of this session) in the store, recorded with
         the fingerprint it was made from; skipped when another write holds the store, or when the
         data changed since this session read it (the copy would be of old data)."""
-        import duckdb
-
-        from yieldmeter.store.duckdb_store import StoreBusy
-
         key = self._kept_key
-        table = f"_kept_value_{name}"
-        try:
-            with self.ws.store.transaction(timeout=0) as con:
-                if key is None or self._kept_fingerprint() != key:
-                    return
-                con.execute(f'DROP TABLE IF EXISTS main."{table}"')
-                con.execute(f'CREATE TABLE main."{table}" AS SELECT * FROM temp."{made}"')
-                con.execute("DELETE FROM meta WHERE key = ?", [f"kept:{table}"])
-                con.execute("INSERT INTO meta VALUES (?, ?)", [f"kept:{table}", f"{key}|{scope}"])
-        except StoreBusy:
+        if key is None:
             return
-        except duckdb.Error:  # a full disk, a read-only file: the report stands, only the copy is lost
-            log.warning("could not keep %s in the store", table, exc_info=True)
+        self.ws.store.keep_copy(
+            f"_kept_value_{name}", made, f"{key}|{scope}", current=lambda: self._kept_fingerprint() == key
+        )
 
     def _hide_small_teams(self, est: pa.Table, f: ir.Table, keys: list[str]) -> tuple[pa.Table, int]:
         """``est`` with a ``people`` column (distinct people of ``f`` per ``keys``), rows of groups

@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Monthly cost of renting, reserving or building for the observed load; break-even, sensitivity."""
         from yieldmeter.app.capacity import Scope
-        from yieldmeter.cli.core import parse_period
+        from yieldmeter.cli.common import parse_period
 
         start, end = parse_period(period)
         with workspace(ws_path) as ws, _errors():
@@ -251,7 +251,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The compute link per workflow served by owned GPUs: tokens, GPU-hours, energy, capital."""
         from yieldmeter.app.capacity import Scope
-        from yieldmeter.cli.core import parse_period
+        from yieldmeter.cli.common import parse_period
 
         start, end = parse_period(period)
         with workspace(ws_path) as ws, _errors():

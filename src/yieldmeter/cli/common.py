@@ -72,6 +72,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def parse_period(text: str | None) -> tuple[datetime | None, datetime | None]:
+    """``--period`` text (:data:`PERIOD_HELP`) as [start, end); ``2025-03`` -> [2025-03-01,
+    2025-04-01), ``A..B`` -> [A, B); text that is none of the forms ends the command with why."""
+    from yieldmeter.app.periods import period_bounds
+
+    try:
+        return period_bounds(text)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 @contextmanager
 def workspace(path: Path, *, create: bool = False) -> Iterator[Workspace]:
     """Open the workspace, turning known failures into clear messages."""

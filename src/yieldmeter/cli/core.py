@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -22,21 +21,12 @@ from yieldmeter.cli.common import (
     err_console,
     fail,
     group,
+    parse_period,
     workspace,
 )
 
 #: Files larger than this get a progress bar.
 PROGRESS_BYTES = 4 << 20
-
-
-def parse_period(text: str | None) -> tuple[datetime | None, datetime | None]:
-    """``2025-03`` -> [2025-03-01, 2025-04-01); ``A..B`` -> [A, B)."""
-    from yieldmeter.app.periods import period_bounds
-
-    try:
-        return period_bounds(text)
-    except ValueError as exc:
-        fail(str(exc))
 
 
 def register(app: typer.Typer) -> None:

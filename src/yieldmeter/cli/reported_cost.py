@@ -20,9 +20,9 @@ from yieldmeter.cli.common import (
     emit,
     fail,
     group,
+    parse_period,
     workspace,
 )
-from yieldmeter.cli.core import parse_period
 
 
 def register(app: typer.Typer) -> None:

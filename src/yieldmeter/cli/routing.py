@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from yieldmeter.cli.common import PERIOD_HELP, WorkspaceOpt, console, emit, fail, workspace
+from yieldmeter.cli.common import PERIOD_HELP, WorkspaceOpt, console, emit, fail, parse_period, workspace
 
 EvidencePeriodOpt = Annotated[str | None, typer.Option("--period", help=f"Evidence period: {PERIOD_HELP}")]
 OutOpt = Annotated[
@@ -76,15 +76,6 @@ class ReplayFormat(StrEnum):
     json = "json"
 
 
-def _period(text: str | None) -> tuple[Any, Any]:
-    from yieldmeter.app.periods import period_bounds
-
-    try:
-        return period_bounds(text)
-    except ValueError as exc:
-        fail(str(exc))
-
-
 def _write(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text, nl=not text.endswith("\n"))
@@ -141,7 +132,7 @@ def register(app: typer.Typer) -> None:
         outcome, where the evidence is clear; else the experiment that would settle it."""
         if ctx.invoked_subcommand is not None:
             return
-        start, end = _period(period)
+        start, end = parse_period(period)
         with workspace(ws_path) as ws:
             from yieldmeter.app.routing import RoutingService
             from yieldmeter.routing.recommend import RoutingSettings
@@ -211,7 +202,7 @@ def register(app: typer.Typer) -> None:
             pol = load_policy(policy)
         except PolicyError as exc:
             fail(str(exc))
-        start, end = _period(period)
+        start, end = parse_period(period)
         with workspace(ws_path) as ws:
             result = ws.routing.replay(pol, start, end)
             if fmt is ReplayFormat.json:

@@ -14,6 +14,7 @@ Only one writer at a time (a lock); readers use cursors of the same database.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +30,8 @@ import pyarrow.compute as pc
 
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
+
+log = logging.getLogger(__name__)
 
 #: Tables the store keeps for itself (not user input).
 INTERNAL_TABLES: dict[str, pa.Schema] = {
@@ -116,6 +119,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 #: The prefix of the ``meta`` keys that record the last write of each table: ``written:<table>``
 #: holds a new random token after every write to ``<table>``, set in the write's own transaction.
 WRITTEN = "written:"
+#: The prefix of the ``meta`` keys that record what a kept copy of a derived table was made from
+#: (:meth:`Store.keep_copy`).
+KEPT = "kept:"
 
 
 class StoreBusy(RuntimeError):
@@ -224,11 +230,7 @@ class Store:
                 self._ensure(t.name, t.arrow_schema, {c.name: c.default for c in t.columns})
             for name, schema in INTERNAL_TABLES.items():
                 self._ensure(name, schema, {})
-            self.con.execute(
-                "DELETE FROM meta WHERE key = 'schema_version'; "
-                "INSERT INTO meta VALUES ('schema_version', ?)",
-                [str(target)],
-            )
+            self._put_meta(self.con, "schema_version", str(target))
 
     def _stored_version(self) -> int | None:
         """The schema version recorded in the store; ``None`` for a new store (no ``meta``)."""
@@ -291,13 +293,42 @@ class Store:
         """Record a write to ``names`` (inside the caller's transaction): a new token for each."""
         token = uuid.uuid4().hex
         for name in sorted(set(names)):
-            con.execute("DELETE FROM meta WHERE key = ?", [WRITTEN + name])
-            con.execute("INSERT INTO meta VALUES (?, ?)", [WRITTEN + name, token])
+            Store._put_meta(con, WRITTEN + name, token)
+
+    @staticmethod
+    def _put_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+        """Set ``meta[key]`` inside the caller's transaction."""
+        con.execute("DELETE FROM meta WHERE key = ?", [key])
+        con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.transaction():
-            self.con.execute("DELETE FROM meta WHERE key = ?", [key])
-            self.con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+        with self.transaction() as con:
+            self._put_meta(con, key, value)
+
+    # -- copies of derived tables ------------------------------------------------------
+    def kept_stamp(self, name: str) -> str | None:
+        """What the kept copy ``name`` was recorded with by :meth:`keep_copy` (None: none kept)."""
+        return self.meta(KEPT + name)
+
+    def keep_copy(self, name: str, source: str, stamp: str, *, current: Callable[[], bool]) -> bool:
+        """Replace the table ``name`` with a copy of this connection's temporary table ``source``,
+        recorded with ``stamp`` (``meta`` key ``kept:<name>``), in one transaction. Skipped (False)
+        when another write holds the store, when ``current()``, asked inside the transaction, says
+        the copy would be of data changed since, or when the copy cannot be written (a full disk, a
+        read-only file: only logged, what was computed from it stands)."""
+        try:
+            with self.transaction(timeout=0) as con:
+                if not current():
+                    return False
+                con.execute(f"DROP TABLE IF EXISTS main.{_q(name)}")
+                con.execute(f"CREATE TABLE main.{_q(name)} AS SELECT * FROM temp.{_q(source)}")
+                self._put_meta(con, KEPT + name, stamp)
+        except StoreBusy:
+            return False
+        except duckdb.Error:
+            log.warning("could not keep %s in the store", name, exc_info=True)
+            return False
+        return True
 
     # -- transactions ----------------------------------------------------------------
     @contextmanager
