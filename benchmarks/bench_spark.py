@@ -315,13 +315,14 @@ import json, time, tracemalloc
 from yieldmeter.lake.engines import EngineSettings
 from yieldmeter.lake.workspace import open_on_engine
 from yieldmeter.scoring.engine import score_units, unit_values_of
+from yieldmeter.scoring.unit_value import monetary_outcomes
 from yieldmeter.scoring.features import unit_features
 ws = open_on_engine({str(root)!r}, EngineSettings("duckdb", {str(root / "lake")!r}))
 t = ws.tables()
 features = unit_features(t).to_pyarrow()
 tracemalloc.start()
 t0 = time.perf_counter()
-result = score_units(features, unit_values_of(t))
+result = score_units(features, unit_values_of(t), outcomes=monetary_outcomes(t).to_pyarrow())
 seconds = time.perf_counter() - t0
 _, peak = tracemalloc.get_traced_memory()
 print("RESULT" + json.dumps({{

@@ -123,3 +123,39 @@ def test_bootstrap_band_is_nanpercentile_column_by_column() -> None:
         assert np.array_equal(lo, want_lo, equal_nan=True)
         assert np.array_equal(hi, want_hi, equal_nan=True)
         assert np.isnan(lo[5]) and np.isnan(hi[5])
+
+
+def test_a_replicate_moves_a_shrunk_group_by_sqrt_one_minus_b() -> None:
+    """By hand: raw 4, replicate raw 6, b 0.75, replicate workflow mean 3.
+
+    (1 - b) raw + sqrt(1 - b) (rr - raw) + b mb = 0.25 x 4 + 0.5 x 2 + 0.75 x 3 = 4.25;
+    holding b fixed alone, (1 - b) rr + b mb = 1.5 + 2.25 = 3.75, half the group's own move.
+    An unshrunk group (b 0) moves with its raw estimate; a fully shrunk one (b 1) with the mean.
+    """
+    from yieldmeter.metrics.benchmarks import replicate_vpt
+
+    got = replicate_vpt(
+        np.array([4.0, 4.0, 4.0]), np.array([6.0, 6.0, 6.0]), np.array([0.75, 0.0, 1.0]), np.full(3, 3.0)
+    )
+    assert got == pytest.approx([4.25, 6.0, 3.0])
+
+
+def test_a_measured_unit_value_widens_the_value_intervals_only() -> None:
+    """A workflow whose unit value carries a 10% standard error (4 degrees of freedom): the same
+    estimates, value-per-token intervals that hold them and are wider for every group, and the
+    same success-rate and cost intervals; an error named for another workflow changes nothing."""
+    sums, buckets = _tables()
+    keys, part = ["workflow", "subject"], ["workflow"]
+    plain = estimate(sums, buckets, keys, part, seed=3).to_pylist()
+    other = estimate(sums, buckets, keys, part, seed=3, value_uncertainty={"x": (0.1, 4)}).to_pylist()
+    assert other == plain
+    wide = estimate(sums, buckets, keys, part, seed=3, value_uncertainty={"w": (0.1, 4)}).to_pylist()
+    for p, w in zip(plain, wide, strict=True):
+        assert w["value_per_token"] == p["value_per_token"]
+        assert w["value_per_token_low"] <= w["value_per_token"] <= w["value_per_token_high"]
+        if p["value_per_token"] > 0:
+            assert w["value_per_token_high"] - w["value_per_token_low"] > (
+                p["value_per_token_high"] - p["value_per_token_low"]
+            )
+        for name in ("success_rate", "cost_per_success"):
+            assert (w[f"{name}_low"], w[f"{name}_high"]) == (p[f"{name}_low"], p[f"{name}_high"])

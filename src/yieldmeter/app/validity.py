@@ -232,6 +232,7 @@ def _subject_estimates(ws: Workspace, by: str) -> pa.Table:
         keys,
         ["workflow"],
         level=INTERVAL_LEVEL,
+        value_uncertainty=ws.value.value_uncertainty(),
     )
 
 

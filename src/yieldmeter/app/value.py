@@ -26,7 +26,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import ibis
@@ -44,6 +44,7 @@ from yieldmeter.metrics import yields as yl
 from yieldmeter.metrics.period import Window
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.metrics.units import unit_facts
+from yieldmeter.scoring.unit_value import UnitValue
 
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
@@ -160,6 +161,10 @@ class ValueService:
         self._lines: ir.Table | None = None
         self._value_lines: ir.Table | None = None
         self._facts: ir.Table | None = None
+        #: per workflow (relative se, degrees of freedom) of measured unit values; and those of
+        #: scores made in memory, where no ``unit_values`` table is stored
+        self._uncertainty: dict[str, tuple[float, int]] | None = None
+        self._memory_unit_values: list[UnitValue] | None = None
         #: per-unit tables of one scope (period, workflows, teams, models): ``segments`` (patterns) and
         #: ``percentiles`` (normalised value per token), each for the last scope asked for
         self._scoped: dict[str, tuple[tuple[Any, ...], ir.Table]] = {}
@@ -175,6 +180,7 @@ class ValueService:
     # -- shared inputs ------------------------------------------------------------------
     def invalidate(self) -> None:
         self._tables = self._lines = self._value_lines = self._facts = None
+        self._uncertainty = self._memory_unit_values = None
         self._scoped = {}
         self._kept_key = None
 
@@ -222,7 +228,9 @@ class ValueService:
                 if scores is None:
                     from yieldmeter.scoring.engine import score_tables
 
-                    scores = ibis.memtable(score_tables(t).scores)
+                    result = score_tables(t)
+                    scores = ibis.memtable(result.scores)
+                    self._memory_unit_values = result.unit_values
                     self.notes.append(
                         "work units were scored in memory: run `yieldmeter score` to store scores"
                     )
@@ -232,6 +240,33 @@ class ValueService:
             # facts on scores made in memory are this session's only (the note above says so)
             self._facts = self._materialise("facts", make, keep=t.scores is not None)
         return self._facts
+
+    def value_uncertainty(self) -> dict[str, tuple[float, int]]:
+        """Per workflow whose unit value was measured from outcome periods: its relative standard
+        error and degrees of freedom, which the benchmarks' intervals carry (none for a declared
+        value: nothing measures its error)."""
+        if self._uncertainty is None:
+            t = self.tables()
+            values: list[UnitValue] | list[dict[str, Any]]
+            if t.scores is None:
+                self.facts()  # scored in memory, with their unit values
+                if self._memory_unit_values is None:  # facts shared by a server's read pool
+                    from yieldmeter.scoring.engine import score_tables
+
+                    self._memory_unit_values = score_tables(t).unit_values
+                values = self._memory_unit_values
+            elif t.unit_values is not None:
+                values = t.unit_values.to_pyarrow().to_pylist()
+            else:  # scored before unit values were measured: every value was the declared one
+                values = []
+            out = {}
+            for v in values:
+                row = asdict(v) if isinstance(v, UnitValue) else v
+                se, periods = row.get("relative_se"), row.get("periods") or 0
+                if se is not None and periods > 1:
+                    out[str(row["workflow"])] = (float(se), int(periods) - 1)
+            self._uncertainty = out
+        return self._uncertainty
 
     @staticmethod
     def window(period: str | Window | None) -> Window:
@@ -680,14 +715,14 @@ class ValueService:
         if "bucket" not in f.columns:
             sums = bm.group_sums(f, keys).to_pyarrow()
             buckets = bm.bucket_sums(f, keys).to_pyarrow()
-            return bm.estimate(sums, buckets, keys, partition)
+            return bm.estimate(sums, buckets, keys, partition, value_uncertainty=self.value_uncertainty())
         # one pass: the group sums per bootstrap batch, then added up per group (every sum is
         # additive), instead of a second scan of the units for the group sums
         buckets = bm.group_sums(f, [*keys, "bucket"]).to_pyarrow()
         measures = [c for c in buckets.column_names if c not in (*keys, "bucket")]
         sums = buckets.group_by(keys, use_threads=False).aggregate([(m, "sum") for m in measures])
         sums = sums.select([*keys, *(f"{m}_sum" for m in measures)]).rename_columns([*keys, *measures])
-        return bm.estimate(sums, buckets, keys, partition)
+        return bm.estimate(sums, buckets, keys, partition, value_uncertainty=self.value_uncertainty())
 
 
 def _evidence_mix(y: pa.Table) -> list[str | None]:

@@ -243,6 +243,12 @@ def register(app: typer.Typer) -> None:
             title=f"Scored {result.n_units:,} work units ({result.n_labels:,} labelled)",
         )
         if fmt is OutputFormat.table:
+            if result.unit_values:
+                emit(
+                    [u.row() for u in result.unit_values],
+                    fmt,
+                    title="Unit values (USD per success: measured from outcome periods, or declared)",
+                )
             for rep in result.calibration:
                 if rep.reliability:
                     rows = [

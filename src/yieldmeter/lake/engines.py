@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 ENGINES = ("duckdb", "spark")
 #: Tables a lake may lack; absent, they are not registered (``Tables.scores`` is then None and
 #: the value engine scores in memory, exactly as on a store that was never scored).
-OPTIONAL_TABLES = ("scores",)
+OPTIONAL_TABLES = ("scores", "unit_values")
 DEFAULT_MASTER = "local[*]"
 
 #: Spark settings for a small local session; a cluster's own settings win (see docs/scale-out.md).

@@ -59,18 +59,20 @@ ARROW_SCHEMES = {"s3a": "s3", "s3n": "s3"}
 
 
 def _internal_schemas() -> dict[str, pa.Schema]:
-    from yieldmeter.scoring.schema import SCORES_SCHEMA
+    from yieldmeter.scoring.schema import SCORES_SCHEMA, UNIT_VALUES_SCHEMA
     from yieldmeter.store.duckdb_store import INTERNAL_TABLES
 
     return {
         "model_map": INTERNAL_TABLES["model_map"],
         "scores": SCORES_SCHEMA,
+        "unit_values": UNIT_VALUES_SCHEMA,
         "quarantine": QUARANTINE_SCHEMA,
     }
 
 
 def lake_schemas() -> dict[str, pa.Schema]:
-    """Every table a lake can hold: the canonical ones, ``model_map``, ``scores`` and ``quarantine``."""
+    """Every table a lake can hold: the canonical ones, ``model_map``, ``scores`` with their
+    ``unit_values``, and ``quarantine``."""
     out = {name: t.arrow_schema for name, t in TABLES.items()}
     out.update(_internal_schemas())
     return out

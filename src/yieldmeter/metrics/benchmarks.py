@@ -20,15 +20,20 @@ value V = sum(expected_value), tokens K, successes S, fully loaded cost C:
   look cheap).
 - intervals: Poisson bootstrap (B replicates, default 200) over batches: each group's units are
   split by a stable hash of work_unit_id into up to 32 batches, each batch is weighted Poisson(1)
-  per replicate and the shrunk estimator recomputed with b_g and kappa held fixed; 2.5th and
-  97.5th percentiles. The workflow mean m and rate p are re-estimated in each replicate, so a
-  group that is the whole population still gets the population's interval. Small groups land
-  mostly one unit per batch, so for them this is the ordinary unit bootstrap.
+  per replicate and the shrunk estimator recomputed with b_g and kappa held fixed, except that
+  a group's own deviation from its raw estimate enters with weight sqrt(1 - b_g), the width of
+  the empirical-Bayes posterior, where holding b_g fixed alone would give (1 - b_g) and
+  intervals too narrow for heavily shrunk groups; 2.5th and 97.5th percentiles (at ``level``).
+  Where the unit value is itself measured (``value_uncertainty``), each replicate also scales the
+  workflow's values by a draw of that measurement's error. The workflow mean m and rate p are
+  re-estimated in each replicate, so a group that is the whole population still gets the
+  population's interval. Small groups land mostly one unit per batch, so for them this is the
+  ordinary unit bootstrap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import ibis
 import ibis.expr.types as ir
@@ -146,6 +151,18 @@ def _band(reps: np.ndarray, lo_q: float, hi_q: float) -> tuple[np.ndarray, np.nd
     return lo, hi
 
 
+def replicate_vpt(raw: np.ndarray, rr: np.ndarray, b: np.ndarray, mb: np.ndarray) -> np.ndarray:
+    """One bootstrap replicate of the shrunk value per token, ``(1 - b) raw + sqrt(1 - b) (rr - raw) + b mb``.
+
+    ``rr`` and ``mb`` are the replicate's raw estimate and workflow mean. The group's own deviation
+    enters with sqrt(1 - b), not (1 - b): the normal-normal posterior's sd is sqrt(1 - b) times
+    the raw estimate's, and recomputing ``(1 - b) rr + b mb`` with b held fixed would give (1 - b)
+    times, too narrow for a heavily shrunk group.
+    """
+    base = np.nan_to_num(raw)
+    return (1 - b) * base + np.sqrt(1 - b) * (rr - base) + b * mb
+
+
 def estimate(
     sums: pa.Table,
     buckets: pa.Table,
@@ -155,12 +172,19 @@ def estimate(
     replicates: int = BOOTSTRAP_REPLICATES,
     seed: int = 0,
     level: float = 0.95,
+    value_uncertainty: Mapping[str, tuple[float, int]] | None = None,
 ) -> pa.Table:
     """Shrunk value per token, success rate and cost per success with bootstrap intervals, per group.
 
     ``sums`` and ``buckets`` are the fetched :func:`group_sums` and :func:`bucket_sums` of the
     groups ``keys``; shrinkage pulls each group towards the mean of its ``partition`` (the columns
     of ``keys`` that name the population, e.g. the workflow), never across partitions.
+
+    ``value_uncertainty`` maps a workflow (the ``workflow`` column of ``partition``) to the
+    relative standard error of the unit value its values rest on and its degrees of freedom (a
+    value measured from outcome periods, :mod:`yieldmeter.scoring.unit_value`). Every replicate
+    then also scales the workflow's values by ``1 + se x t(dof)`` (at least 0), so the value per
+    token intervals carry the unit value's uncertainty beside the sampling noise of the units.
     """
     g = sums.num_rows
     n = _arr(sums, "n")
@@ -192,6 +216,14 @@ def estimate(
     gi = np.array([index[k] for k in _keys_of(buckets, keys)], dtype=np.int64)
     bV, bK, bS, bC, bn = (_arr(buckets, c) for c in ("value", "tokens", "successes", "cost", "n"))
     rng = np.random.default_rng(seed)
+    scale = np.ones((replicates, len(parts)))
+    if value_uncertainty and "workflow" in partition:
+        at = list(partition).index("workflow")
+        draws = np.random.default_rng([seed, 1])
+        for j, key in enumerate(parts):
+            se, dof = value_uncertainty.get(str(key[at]), (0.0, 0))
+            if se > 0 and dof > 0:
+                scale[:, j] = np.maximum(1.0 + se * draws.standard_t(dof, size=replicates), 0.0)
     reps_vpt = np.empty((replicates, g))
     reps_rate = np.empty((replicates, g))
     reps_cps = np.empty((replicates, g))
@@ -208,7 +240,7 @@ def estimate(
             mb = (np.bincount(pidx, Vb, minlength=P) / np.bincount(pidx, Kb, minlength=P))[pidx]
             pb = (np.bincount(pidx, Sb, minlength=P) / np.bincount(pidx, nb, minlength=P))[pidx]
             rr = np.where(Kb > 0, Vb / Kb, np.nan)
-            reps_vpt[r] = (1 - bz) * np.nan_to_num(rr, nan=0.0) + bz * mb
+            reps_vpt[r] = replicate_vpt(raw, np.nan_to_num(rr, nan=0.0), bz, mb) * scale[r, pidx]
             reps_vpt[r][np.isnan(rr)] = np.nan
             rb = (Sb + kappa * pb) / (nb + kappa)
             reps_rate[r] = rb

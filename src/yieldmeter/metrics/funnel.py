@@ -14,7 +14,8 @@ Stages (see :mod:`yieldmeter.metrics.units` for the per-unit definitions):
   latency SLO met, and acted where actions are recorded);
 - ``value``: measured benefit of the workflow's outcomes in the month (see
   :mod:`yieldmeter.metrics.yields`: monetary families, attribution share applied);
-  ``expected_value``: sum of the units' p_value x unit_value.
+  ``expected_value``: sum of the units' p_value x unit_value (the value each score rests on:
+  :mod:`yieldmeter.scoring.unit_value`).
 
 Rates: ``work_units_per_call`` = work_units / calls, ``acceptance_rate`` = accepted / work_units,
 ``action_rate`` = actions / accepted, ``success_rate`` = successful / (actions, else accepted),

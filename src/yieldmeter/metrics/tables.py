@@ -31,6 +31,8 @@ class Tables:
     model_map: ir.Table
     #: per work unit interaction value scores, written by the scoring step
     scores: ir.Table | None = None
+    #: per workflow the unit value the scores rest on, written with them (scoring.unit_value)
+    unit_values: ir.Table | None = None
 
     @classmethod
     def from_backend(cls, con: Any) -> Tables:

@@ -2,10 +2,12 @@
 
     value_per_token = sum(expected_value) / sum(input_tokens + output_tokens)
 
-over the work units of one workflow, where expected_value = p_value x the workflow's unit_value.
-A workflow's unit value is priced against its own outcome definition (a routed claim, a caught
-fraud, a merged change), so a dollar per token in one workflow and in another are not the same
-kind of dollar: comparing them raw is refused (:class:`CrossWorkflowComparison`).
+over the work units of one workflow, where expected_value = p_value x the unit's value (its own
+monetary outcome, else its workflow's unit value, measured from outcomes or declared: see
+:mod:`yieldmeter.scoring.unit_value`). A workflow's unit value is priced against its own
+outcome definition (a routed claim, a caught fraud, a merged change), so a dollar per token in
+one workflow and in another are not the same kind of dollar: comparing them raw is refused
+(:class:`CrossWorkflowComparison`).
 
 Normalised comparison: every unit's value per token is turned into its percentile rank inside
 its own workflow (0 = the workflow's least valuable per token, 1 = its most); groups are then

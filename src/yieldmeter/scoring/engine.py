@@ -4,8 +4,9 @@ Each score carries:
 
 - ``p_value`` = sigmoid(intercept + sum_f weight_f * x_f), the probability the
   interaction delivered value; ``score`` = 100 x p_value;
-- ``expected_value`` = p_value x the workflow's ``unit_value`` (null when the
-  workflow declares none);
+- ``expected_value`` = p_value x ``unit_value``, the value one success of the unit is worth:
+  its own monetary outcome, else its workflow's unit value as measured from outcome periods,
+  else as declared (:mod:`yieldmeter.scoring.unit_value`; null when there is none);
 - ``confidence`` = evidence x (0.6 + 0.4 x n / (n + 100)), where evidence is
   1.0 for a unit with its own label, 0.4 + 0.2 x rank for a unit tied to an
   outcome of that evidence rank (anecdote 0 .. controlled experiment 3), 0.8
@@ -65,7 +66,11 @@ from yieldmeter.scoring.schema import (
     CALIBRATION_TABLE,
     SCORES_SCHEMA,
     SCORES_TABLE,
+    UNIT_VALUES_SCHEMA,
+    UNIT_VALUES_TABLE,
 )
+from yieldmeter.scoring.unit_value import UnitValue, empty_outcomes, monetary_outcomes
+from yieldmeter.scoring.unit_value import unit_values as measured_unit_values
 
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
@@ -83,6 +88,8 @@ class ScoringResult:
     calibration: list[CalibrationReport] = field(default_factory=list)
     n_units: int = 0
     n_labels: int = 0
+    #: per workflow, the unit value the expected values rest on (declared or measured)
+    unit_values: list[UnitValue] = field(default_factory=list)
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per model: labels used and held-out quality next to the priors'."""
@@ -355,9 +362,17 @@ def _confidence(data: pa.Table, x: np.ndarray, n_model: np.ndarray, labelled: np
 
 
 def score_units(
-    data: pa.Table, unit_values: dict[str, float], *, scored_at: datetime | None = None
+    data: pa.Table,
+    unit_values: dict[str, float],
+    *,
+    outcomes: pa.Table | None = None,
+    scored_at: datetime | None = None,
 ) -> ScoringResult:
-    """Scores for the rows of :func:`unit_features` (already fetched), calibrating where labels allow."""
+    """Scores for the rows of :func:`unit_features` (already fetched), calibrating where labels allow.
+
+    ``unit_values`` are the declared values per workflow; ``outcomes`` (rows of
+    :func:`~yieldmeter.scoring.unit_value.monetary_outcomes`) measure them where they can.
+    """
     n = data.num_rows
     x = design_matrix(data)
     models, reports = fit_models(data, x)
@@ -380,7 +395,15 @@ def score_units(
     y = np.array([np.nan if v is None else float(v) for v in labels.to_pylist()], dtype=np.float64)
     p = label_posterior(p, y)
     confidence = _confidence(data, x, n_model, labelled)
-    unit_value = np.array([unit_values.get(w, np.nan) if w is not None else np.nan for w in workflows])
+    outcomes = empty_outcomes() if outcomes is None else outcomes
+    started = (
+        data.column("started_at")
+        if "started_at" in data.column_names
+        else pa.nulls(n, pa.timestamp("us", tz="UTC"))
+    )
+    unit_value, values = measured_unit_values(
+        data.column("work_unit_id"), workflows, started, p, unit_values, outcomes
+    )
     scored_at = scored_at or datetime.now(UTC)
     table = pa.table(
         {
@@ -404,7 +427,7 @@ def score_units(
         },
         schema=SCORES_SCHEMA,
     )
-    return ScoringResult(table, models, reports, n_units=n, n_labels=int(labelled.sum()))
+    return ScoringResult(table, models, reports, n_units=n, n_labels=int(labelled.sum()), unit_values=values)
 
 
 def unit_values_of(t: Tables) -> dict[str, float]:
@@ -415,7 +438,7 @@ def unit_values_of(t: Tables) -> dict[str, float]:
 def score_tables(t: Tables) -> ScoringResult:
     """Score every work unit of ``t`` (runs the feature query, fits, predicts; writes nothing)."""
     data = unit_features(t).to_pyarrow()
-    return score_units(data, unit_values_of(t))
+    return score_units(data, unit_values_of(t), outcomes=monetary_outcomes(t).to_pyarrow())
 
 
 def calibration_table(result: ScoringResult) -> pa.Table:
@@ -441,12 +464,38 @@ def calibration_table(result: ScoringResult) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=CALIBRATION_SCHEMA)
 
 
+def unit_values_table(result: ScoringResult) -> pa.Table:
+    """The unit values of a scoring run as rows of the ``unit_values`` table."""
+    scored_at = result.scores.column("scored_at")[0].as_py() if result.scores.num_rows else None
+    rows = [
+        {
+            "workflow": u.workflow,
+            "unit_value": u.used,
+            "source": u.source,
+            "declared": u.declared,
+            "measured": u.measured,
+            "relative_se": u.relative_se,
+            "periods": u.periods,
+            "expected_successes": u.expected_successes,
+            "own_outcome_units": u.own_outcome_units,
+            "note": u.note,
+            "scored_at": scored_at or datetime.now(UTC),
+        }
+        for u in result.unit_values
+    ]
+    return pa.Table.from_pylist(rows, schema=UNIT_VALUES_SCHEMA)
+
+
 def score_workspace(ws: Workspace) -> ScoringResult:
-    """Score every work unit of the workspace, replace its ``scores`` table and its ``calibration``
-    table (the held-out quality of each model); returns what was done."""
+    """Score every work unit of the workspace, replace its ``scores`` table, its ``calibration``
+    table (the held-out quality of each model) and its ``unit_values`` (what one success of each
+    workflow is worth, and where that came from); returns what was done."""
     result = score_tables(ws.tables())
-    ws.store.ensure_table(SCORES_TABLE, SCORES_SCHEMA)
-    ws.store.ensure_table(CALIBRATION_TABLE, CALIBRATION_SCHEMA)
-    ws.store.replace(SCORES_TABLE, result.scores)
-    ws.store.replace(CALIBRATION_TABLE, calibration_table(result))
+    for name, schema, rows in (
+        (SCORES_TABLE, SCORES_SCHEMA, result.scores),
+        (CALIBRATION_TABLE, CALIBRATION_SCHEMA, calibration_table(result)),
+        (UNIT_VALUES_TABLE, UNIT_VALUES_SCHEMA, unit_values_table(result)),
+    ):
+        ws.store.ensure_table(name, schema)
+        ws.store.replace(name, rows)
     return result

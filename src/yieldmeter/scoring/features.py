@@ -106,6 +106,7 @@ def unit_features(t: Tables) -> ir.Table:
     return j.select(
         "work_unit_id",
         "workflow",
+        "started_at",
         **counts,
         rating=j.rating,
         n_signals=j.n_signals.fill_null(0),

@@ -18,7 +18,7 @@ SCORES_SCHEMA = pa.schema(
         pa.field("workflow", STR),
         pa.field("score", F64),  # 0-100: 100 x p_value
         pa.field("p_value", F64),  # probability that the interaction delivered value
-        pa.field("unit_value", F64),  # the workflow's unit value (USD), null when not declared
+        pa.field("unit_value", F64),  # one success of the unit (USD): own outcome, measured or declared
         pa.field("expected_value", F64),  # p_value x unit_value (USD)
         pa.field("confidence", F64),  # 0-1, from evidence level and sample size
         pa.field("confidence_level", STR),  # low, medium, high
@@ -46,6 +46,27 @@ CALIBRATION_SCHEMA = pa.schema(
         pa.field("global_log_loss", F64),  # a workflow model's baseline: the global model
         pa.field("note", STR),
         pa.field("reliability", STR),  # JSON: [{bin_low, bin_high, n, mean_predicted, observed_rate}]
+        pa.field("scored_at", TS),
+    ]
+)
+
+UNIT_VALUES_TABLE = "unit_values"
+
+#: One row per workflow of the last scoring run: the unit value its expected values rest on, and
+#: whether it was measured from outcome periods or declared (:mod:`yieldmeter.scoring.unit_value`).
+#: Written with the scores; the benchmarks read ``relative_se`` and ``periods`` for their intervals.
+UNIT_VALUES_SCHEMA = pa.schema(
+    [
+        pa.field("workflow", STR),
+        pa.field("unit_value", F64),  # USD per success, the one used (null: none declared or measured)
+        pa.field("source", STR),  # measured, declared or none
+        pa.field("declared", F64),
+        pa.field("measured", F64),  # benefit of the outcome periods / expected successes in them
+        pa.field("relative_se", F64),  # of the measured value, from the spread of its periods
+        pa.field("periods", I64),  # outcome periods (degrees of freedom: periods - 1)
+        pa.field("expected_successes", F64),
+        pa.field("own_outcome_units", I64),  # units valued by an outcome of their own
+        pa.field("note", STR),
         pa.field("scored_at", TS),
     ]
 )
