@@ -96,12 +96,16 @@ def build_example_workspace(dest: Path) -> Path:
 
 
 def build_simulated_workspace(dest: Path, raw: Path) -> Path:
-    """A small simulated organisation (all workflows, one week) through the real ingest path."""
+    """A small simulated organisation (all workflows, eight days) through the real ingest path.
+
+    Eight days, not seven: the weekly outcome reports then cover two periods, so the claims and
+    fraud unit values are measured from outcomes (with their error) on every engine.
+    """
     from yieldmeter.app.workspace import Workspace
     from yieldmeter.simulate.run import simulate
     from yieldmeter.simulate.scenarios import SCENARIOS, SimulationParams, min_users
 
-    params = SimulationParams(scenario="enterprise", days=7, users=min_users(SCENARIOS["enterprise"]))
+    params = SimulationParams(scenario="enterprise", days=8, users=min_users(SCENARIOS["enterprise"]))
     result = simulate(raw, params)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(result.config_path, dest / "yieldmeter.yaml")

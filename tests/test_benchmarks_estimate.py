@@ -131,13 +131,18 @@ def test_a_replicate_moves_a_shrunk_group_by_sqrt_one_minus_b() -> None:
     (1 - b) raw + sqrt(1 - b) (rr - raw) + b mb = 0.25 x 4 + 0.5 x 2 + 0.75 x 3 = 4.25;
     holding b fixed alone, (1 - b) rr + b mb = 1.5 + 2.25 = 3.75, half the group's own move.
     An unshrunk group (b 0) moves with its raw estimate; a fully shrunk one (b 1) with the mean.
+    A replicate whose raw estimate falls to 0 (mean 0.2): 1 + 0.5 x (-4) + 0.75 x 0.2 = -0.85,
+    below what a value per token can be: 0.
     """
     from yieldmeter.metrics.benchmarks import replicate_vpt
 
     got = replicate_vpt(
-        np.array([4.0, 4.0, 4.0]), np.array([6.0, 6.0, 6.0]), np.array([0.75, 0.0, 1.0]), np.full(3, 3.0)
+        np.array([4.0, 4.0, 4.0, 4.0]),
+        np.array([6.0, 6.0, 6.0, 0.0]),
+        np.array([0.75, 0.0, 1.0, 0.75]),
+        np.array([3.0, 3.0, 3.0, 0.2]),
     )
-    assert got == pytest.approx([4.25, 6.0, 3.0])
+    assert got == pytest.approx([4.25, 6.0, 3.0, 0.0])
 
 
 def test_a_measured_unit_value_widens_the_value_intervals_only() -> None:
@@ -147,8 +152,6 @@ def test_a_measured_unit_value_widens_the_value_intervals_only() -> None:
     sums, buckets = _tables()
     keys, part = ["workflow", "subject"], ["workflow"]
     plain = estimate(sums, buckets, keys, part, seed=3).to_pylist()
-    other = estimate(sums, buckets, keys, part, seed=3, value_uncertainty={"x": (0.1, 4)}).to_pylist()
-    assert other == plain
     wide = estimate(sums, buckets, keys, part, seed=3, value_uncertainty={"w": (0.1, 4)}).to_pylist()
     for p, w in zip(plain, wide, strict=True):
         assert w["value_per_token"] == p["value_per_token"]
@@ -159,3 +162,31 @@ def test_a_measured_unit_value_widens_the_value_intervals_only() -> None:
             )
         for name in ("success_rate", "cost_per_success"):
             assert (w[f"{name}_low"], w[f"{name}_high"]) == (p[f"{name}_low"], p[f"{name}_high"])
+
+
+def test_the_unit_value_draws_do_not_depend_on_the_order_of_the_groups() -> None:
+    """Two workflows with the same units and each its own unit value error: the intervals are the
+    same whichever order the database returns the groups and batches in."""
+    sums, buckets = _tables()
+
+    def both(t: pa.Table) -> pa.Table:
+        other = t.set_column(t.schema.get_field_index("workflow"), "workflow", pa.array(["v"] * t.num_rows))
+        return pa.concat_tables([t, other])
+
+    sums, buckets = both(sums), both(buckets)
+    keys, part, unc = ["workflow", "subject"], ["workflow"], {"w": (0.1, 4), "v": (0.3, 2)}
+    one = estimate(sums, buckets, keys, part, seed=3, value_uncertainty=unc)
+    flipped = estimate(
+        sums.take(np.arange(sums.num_rows)[::-1]),
+        buckets.take(np.arange(buckets.num_rows)[::-1]),
+        keys,
+        part,
+        seed=3,
+        value_uncertainty=unc,
+    )
+    order = [("workflow", "ascending"), ("subject", "ascending")]
+    assert flipped.sort_by(order).to_pylist() == one.sort_by(order).to_pylist()
+    # the larger error of v widens its intervals more than w's
+    rows = {(r["workflow"], r["subject"]): r for r in one.to_pylist()}
+    width = {k: r["value_per_token_high"] - r["value_per_token_low"] for k, r in rows.items()}
+    assert width[("v", "A")] > width[("w", "A")]

@@ -120,11 +120,13 @@ class _Data:
     def lake(self, dataset: str) -> Path:
         if dataset not in self.lakes:
             if dataset == "unscored":
-                # the simulated lake without the scores its store exported: reports score in memory
+                # the simulated lake without the scores its store exported, and their unit values:
+                # reports score in memory, and measure the unit values again
                 dest = self.root / dataset / "lake"
                 shutil.copytree(self.lake("simulated"), dest)
-                shutil.rmtree(dest / "scores")
-                assert not (dest / "scores").exists()
+                for name in ("scores", "unit_values"):
+                    assert (dest / name).exists(), f"the export wrote {name}"
+                    shutil.rmtree(dest / name)
             else:
                 from yieldmeter.app.workspace import Workspace
                 from yieldmeter.lake.export import export_workspace
@@ -133,6 +135,8 @@ class _Data:
                 with Workspace.open(self.workspace(dataset)) as ws:
                     export_workspace(ws, str(dest))
                     assert ws.value.scores().num_rows > 0, f"{dataset}: its store holds scores"
+                    if dataset == "simulated":  # the intervals carry a measured unit value's error
+                        assert ws.value.value_uncertainty(), "simulated: unit values measured"
             self.lakes[dataset] = dest
         return self.lakes[dataset]
 

@@ -247,25 +247,23 @@ class ValueService:
         value: nothing measures its error)."""
         if self._uncertainty is None:
             t = self.tables()
-            values: list[UnitValue] | list[dict[str, Any]]
+            rows: list[dict[str, Any]]
             if t.scores is None:
                 self.facts()  # scored in memory, with their unit values
                 if self._memory_unit_values is None:  # facts shared by a server's read pool
                     from yieldmeter.scoring.engine import score_tables
 
                     self._memory_unit_values = score_tables(t).unit_values
-                values = self._memory_unit_values
+                rows = [asdict(u) for u in self._memory_unit_values]
             elif t.unit_values is not None:
-                values = t.unit_values.to_pyarrow().to_pylist()
+                rows = t.unit_values.to_pyarrow().to_pylist()
             else:  # scored before unit values were measured: every value was the declared one
-                values = []
-            out = {}
-            for v in values:
-                row = asdict(v) if isinstance(v, UnitValue) else v
-                se, periods = row.get("relative_se"), row.get("periods") or 0
-                if se is not None and periods > 1:
-                    out[str(row["workflow"])] = (float(se), int(periods) - 1)
-            self._uncertainty = out
+                rows = []
+            self._uncertainty = {
+                str(r["workflow"]): (float(r["relative_se"]), int(r["periods"]) - 1)
+                for r in rows
+                if r["relative_se"] is not None and (r["periods"] or 0) > 1
+            }
         return self._uncertainty
 
     @staticmethod

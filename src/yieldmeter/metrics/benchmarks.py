@@ -33,6 +33,7 @@ value V = sum(expected_value), tokens K, successes S, fully loaded cost C:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 
 import ibis
@@ -152,7 +153,8 @@ def _band(reps: np.ndarray, lo_q: float, hi_q: float) -> tuple[np.ndarray, np.nd
 
 
 def replicate_vpt(raw: np.ndarray, rr: np.ndarray, b: np.ndarray, mb: np.ndarray) -> np.ndarray:
-    """One bootstrap replicate of the shrunk value per token, ``(1 - b) raw + sqrt(1 - b) (rr - raw) + b mb``.
+    """One bootstrap replicate of the shrunk value per token, ``(1 - b) raw + sqrt(1 - b) (rr - raw) + b mb``
+    (at least 0).
 
     ``rr`` and ``mb`` are the replicate's raw estimate and workflow mean. The group's own deviation
     enters with sqrt(1 - b), not (1 - b): the normal-normal posterior's sd is sqrt(1 - b) times
@@ -160,7 +162,8 @@ def replicate_vpt(raw: np.ndarray, rr: np.ndarray, b: np.ndarray, mb: np.ndarray
     times, too narrow for a heavily shrunk group.
     """
     base = np.nan_to_num(raw)
-    return (1 - b) * base + np.sqrt(1 - b) * (rr - base) + b * mb
+    # a value per token is never negative: the wider move can overshoot below 0, the draw is 0
+    return np.maximum((1 - b) * base + np.sqrt(1 - b) * (rr - base) + b * mb, 0.0)
 
 
 def estimate(
@@ -218,12 +221,15 @@ def estimate(
     rng = np.random.default_rng(seed)
     scale = np.ones((replicates, len(parts)))
     if value_uncertainty and "workflow" in partition:
+        # one draw per workflow and replicate, shared by its partitions (a pattern dimension), from
+        # a stream of the workflow's own: the same draws whatever order the groups come in
         at = list(partition).index("workflow")
-        draws = np.random.default_rng([seed, 1])
-        for j, key in enumerate(parts):
-            se, dof = value_uncertainty.get(str(key[at]), (0.0, 0))
+        of_part = np.array([str(key[at]) for key in parts], dtype=object)
+        for w in sorted(set(of_part.tolist())):
+            se, dof = value_uncertainty.get(w, (0.0, 0))
             if se > 0 and dof > 0:
-                scale[:, j] = np.maximum(1.0 + se * draws.standard_t(dof, size=replicates), 0.0)
+                t = np.random.default_rng([seed, zlib.crc32(w.encode())]).standard_t(dof, size=replicates)
+                scale[:, of_part == w] = np.maximum(1.0 + se * t, 0.0)[:, None]
     reps_vpt = np.empty((replicates, g))
     reps_rate = np.empty((replicates, g))
     reps_cps = np.empty((replicates, g))
