@@ -190,3 +190,30 @@ def test_the_unit_value_draws_do_not_depend_on_the_order_of_the_groups() -> None
     rows = {(r["workflow"], r["subject"]): r for r in one.to_pylist()}
     width = {k: r["value_per_token_high"] - r["value_per_token_low"] for k, r in rows.items()}
     assert width[("v", "A")] > width[("w", "A")]
+
+
+def test_the_realised_value_noise_widens_the_intervals_by_the_units_variance() -> None:
+    """With ``svar`` (sum of p (1 - p) v^2 per batch) the estimates stay, the value per token
+    intervals widen, and more for B (variance 4 per unit: p 0.5 of a $4 value) than for A (0.01);
+    an ``svar`` of 0 everywhere is the same as none."""
+    sums, buckets = _tables()
+    keys, part = ["workflow", "subject"], ["workflow"]
+    plain = {r["subject"]: r for r in estimate(sums, buckets, keys, part, seed=3).to_pylist()}
+    zeros = buckets.append_column("svar", pa.array([0.0] * buckets.num_rows))
+    zero = estimate(sums, zeros, keys, part, seed=3)
+    assert {r["subject"]: r for r in zero.to_pylist()} == plain
+    per_unit = {"A": 0.01, "B": 4.0, "C": 0.0}
+    svar = pa.array([per_unit[s] for s in buckets.column("subject").to_pylist()])
+    noisy = {
+        r["subject"]: r
+        for r in estimate(sums, buckets.append_column("svar", svar), keys, part, seed=3).to_pylist()
+    }
+
+    def width(r: dict[str, float]) -> float:
+        return r["value_per_token_high"] - r["value_per_token_low"]
+
+    for s in ("A", "B"):
+        r = noisy[s]
+        assert r["value_per_token"] == plain[s]["value_per_token"]
+        assert r["value_per_token_low"] <= r["value_per_token"] <= r["value_per_token_high"]
+    assert width(noisy["B"]) - width(plain["B"]) > width(noisy["A"]) - width(plain["A"]) > 0

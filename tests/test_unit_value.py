@@ -4,8 +4,11 @@ Workflow ``claims`` declares $9 a unit and reports two weekly outcome periods:
 
     period A, days 0-7:  units a1 a2 a3 (p 0.9, 0.8, 0.3; sum 2.0), outcome $20 x attribution 0.9 = $18
                          a4 (p 0.95) has an outcome of its own, $30: valued by it, not counted here
-    period B, days 7-14: units b1 b2 (p 1.0 each; sum 2.0), outcome $22 x attribution 1.0 = $22
+    period B, days 7-14: units b1 b2 (p 1.0 each; sum 2.0), two metrics' outcomes $15 + $7 = $22
+                         (x attribution 1.0): one period, not two
     day 20:              unit c1 (p 0.5), in no period
+    days 30-37:          an outcome of $500 with no unit in it: left out, and the note says so
+    an outcome with no period end ($1,000): left out
 
     measured = (18 + 22) / (2.0 + 2.0) = $10 per expected success
     residuals B_j - measured x E_j: 18 - 20 = -2, 22 - 20 = 2
@@ -16,6 +19,7 @@ $500 x attribution 0.5 = $250; f2 keeps the declared $900; f3's own outcome says
 so it keeps $900 too. Workflow ``board`` reports one period only: its spread is unknown, so the
 declared $400 stands. Workflow ``notes`` declares nothing and has only an anecdote: no value.
 Workflow ``idle`` reports $0 for both its periods: nothing measured, the declared $5 stands.
+Workflow ``ovl`` reports days 0-7 and 3-10: overlapping periods, the declared $2 stands.
 """
 
 from __future__ import annotations
@@ -45,17 +49,20 @@ UNITS = [  # id, workflow, start (days), p
     ("g1", "board", 1.0, 0.6),
     ("n1", "notes", 1.0, 0.6),
     ("i1", "idle", 1.0, 0.6),
+    ("i2", "idle", 8.0, 0.6),
+    ("v1", "ovl", 1.0, 0.9),
+    ("v2", "ovl", 5.0, 0.9),
 ]
 
 
 def _outcome(
-    oid: str, workflow: str, start: float, end: float, money: float | None, share: float, **kw: Any
+    oid: str, workflow: str, start: float, end: float | None, money: float | None, share: float, **kw: Any
 ) -> dict[str, Any]:
     return {
         "outcome_id": oid,
         "workflow": workflow,
         "period_start": ts(days=start),
-        "period_end": ts(days=end),
+        "period_end": None if end is None else ts(days=end),
         "metric": "m",
         "monetary_value": money,
         "attribution_share": share,
@@ -65,7 +72,10 @@ def _outcome(
 
 OUTCOMES = [
     _outcome("oA", "claims", -1, 7, 20.0, 0.9),
-    _outcome("oB", "claims", 7, 14, 22.0, 1.0),
+    _outcome("oB1", "claims", 7, 14, 15.0, 1.0),
+    _outcome("oB2", "claims", 7, 14, 7.0, 1.0, metric="m2"),
+    _outcome("o-late", "claims", 30, 37, 500.0, 1.0),
+    _outcome("o-open", "claims", 0, None, 1000.0, 1.0),
     _outcome("o-a4", "claims", 2, 3, 30.0, 1.0, work_unit_id="a4"),
     _outcome("o-f1", "fraud", 1, 2, 500.0, 0.5, work_unit_id="f1"),
     _outcome("o-f3", "fraud", 3, 4, 0.0, 1.0, work_unit_id="f3"),
@@ -74,8 +84,10 @@ OUTCOMES = [
     _outcome("o-cycle", "claims", 0, 7, None, 1.0),  # a non-monetary outcome measures no money
     _outcome("o-i1", "idle", 0, 7, 0.0, 1.0),
     _outcome("o-i2", "idle", 7, 14, 0.0, 1.0),
+    _outcome("o-v1", "ovl", 0, 7, 50.0, 1.0),
+    _outcome("o-v2", "ovl", 3, 10, 50.0, 1.0),
 ]
-DECLARED = {"claims": 9.0, "fraud": 900.0, "board": 400.0, "idle": 5.0}
+DECLARED = {"claims": 9.0, "fraud": 900.0, "board": 400.0, "idle": 5.0, "ovl": 2.0}
 
 
 def _measure(min_successes: float = 1.0) -> tuple[dict[str, float], dict[str, Any]]:
@@ -100,7 +112,8 @@ def test_unit_values_by_hand() -> None:
     assert claims.measured == pytest.approx(10.0) and claims.declared == 9.0
     assert claims.expected_successes == pytest.approx(4.0) and claims.periods == 2
     assert claims.relative_se == pytest.approx(0.1)
-    assert claims.own_outcome_units == 1
+    assert claims.own_outcome_units == 1 and claims.period_benefit == pytest.approx(40.0)
+    assert claims.note == "1 outcome period(s) with no unit left out"
     for u in ("a1", "a2", "a3", "b1", "b2", "c1"):  # c1 is in no period: the workflow's value
         assert value[u] == pytest.approx(10.0), u
     assert value["a4"] == pytest.approx(30.0)
@@ -114,13 +127,20 @@ def test_unit_values_by_hand() -> None:
     board = rep["board"]
     assert board.source == "declared" and board.used == 400.0 and value["g1"] == 400.0
     assert board.measured == pytest.approx(5000.0 / 0.6) and board.relative_se is None
-    assert "1 outcome period" in board.note
+    assert board.note == "1 outcome period with units in it: one period says nothing of its own noise"
 
     notes = rep["notes"]
     assert notes.source == "none" and notes.used is None and np.isnan(value["n1"])
 
     idle = rep["idle"]
-    assert idle.source == "declared" and value["i1"] == 5.0 and "no benefit" in idle.note
+    assert (
+        idle.source == "declared"
+        and value["i1"] == 5.0
+        and idle.note == "its outcome periods report no benefit"
+    )
+
+    ovl = rep["ovl"]
+    assert ovl.source == "declared" and value["v1"] == 2.0 and "overlap" in ovl.note
 
 
 def test_too_few_expected_successes_keep_the_declared_value() -> None:
@@ -145,9 +165,11 @@ prices:
 
 
 def _workspace_rows() -> dict[str, list[dict[str, Any]]]:
-    """40 claims a week for two weeks, every one confirmed delivered by a QA label, so p is
-    about 1 (0.97 with the label's error rate); each week's outcome reports $300, so the
-    measured value is about $300 / 40 = $7.5 a success, against the $9 declared."""
+    """40 claims a week for two weeks, all alike (one call, a QA label "value confirmed"), so every
+    unit has the same p, q; the weeks' outcomes report $300 and $360. By hand: E_1 = E_2 = 40q,
+    measured = 660 / 80q; residuals 300 - 330 = -30 and 360 - 330 = +30,
+    Var = (900 + 900) x 2 / (80q)^2, so se = 60 / 80q, and relative to the value
+    60 / 660 = 0.0909 whatever q is (1 degree of freedom)."""
     units, calls, signals = [], [], []
     for i in range(80):
         uid = f"u{i}"
@@ -167,7 +189,7 @@ def _workspace_rows() -> dict[str, list[dict[str, Any]]]:
         signals.append(
             {"signal_id": f"s{i}", "work_unit_id": uid, "ts": ts(days=i / 80 * 14), "kind": "value_confirmed"}
         )
-    outcomes = [_outcome("w1", "claims", 0, 7, 300.0, 1.0), _outcome("w2", "claims", 7, 14, 300.0, 1.0)]
+    outcomes = [_outcome("w1", "claims", 0, 7, 300.0, 1.0), _outcome("w2", "claims", 7, 14, 360.0, 1.0)]
     return {"work_units": units, "calls": calls, "signals": signals, "outcomes": outcomes}
 
 
@@ -176,20 +198,23 @@ def test_score_stores_the_unit_values_and_the_benchmarks_read_them(tmp_path: Pat
     from yieldmeter.cli.main import build_app
 
     build_workspace(tmp_path, _workspace_rows(), CONFIG).close()
-    r = CliRunner().invoke(build_app(), ["score", "--workspace", str(tmp_path)])
+    r = CliRunner().invoke(build_app(), ["score", "--workspace", str(tmp_path)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
-    assert "Unit values" in r.output and "measured" in r.output
+    assert "Unit values" in r.output
+    claims_line = next(line for line in r.output.splitlines() if "claims" in line)
+    assert "measured" in claims_line and "declared" not in claims_line
     with Workspace.open(tmp_path) as ws:
         stored = {u["workflow"]: u for u in ws.store.query_arrow("SELECT * FROM unit_values").to_pylist()}
         scores = ws.value.scores().to_pylist()
         p_sum = sum(s["p_value"] for s in scores)
         claims = stored["claims"]
         assert claims["source"] == "measured" and claims["periods"] == 2
-        assert claims["unit_value"] == pytest.approx(600.0 / p_sum)
-        # every unit rests on it, and the expected values add up to the outcomes' $600
-        assert sum(s["expected_value"] for s in scores) == pytest.approx(600.0)
+        assert claims["unit_value"] == pytest.approx(660.0 / p_sum)
+        assert claims["period_benefit"] == pytest.approx(660.0)
+        # every unit rests on it, and the expected values add up to the outcomes' $660
+        assert sum(s["expected_value"] for s in scores) == pytest.approx(660.0)
         assert [s["unit_value"] for s in scores] == [pytest.approx(claims["unit_value"])] * 80
-        # two equal weeks: no spread between the periods, a standard error of 0
-        assert claims["relative_se"] == pytest.approx(0.0, abs=1e-9)
+        assert claims["relative_se"] == pytest.approx(60.0 / 660.0)
         assert stored["fraud"]["source"] == "declared" and stored["fraud"]["unit_value"] == 900.0
-        assert ws.value.value_uncertainty() == {"claims": (pytest.approx(0.0, abs=1e-9), 1)}
+        # the benchmarks draw that error (1 degree of freedom) for claims, and none for fraud
+        assert ws.value.value_uncertainty() == {"claims": (pytest.approx(60.0 / 660.0), 1)}

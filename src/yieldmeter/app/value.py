@@ -561,7 +561,11 @@ class ValueService:
 
         segments = self._per_scope("segments", w, workflow, workflows, teams, models, make)
         seg = bm.segment_frames(segments, segmented=True)
-        est = self._estimate(seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"])
+        # a unit value's error scales every segment and the workflow mean alike, so it cancels in the
+        # lift: not drawn here (the lift bands divide by the point mean)
+        est = self._estimate(
+            seg, ["workflow", "dimension", "segment"], ["workflow", "dimension"], unit_value_error=False
+        )
         m = est.column("workflow_value_per_token")
         lift = pc.divide(est.column("value_per_token"), m)
         est = est.append_column("lift", lift)
@@ -709,18 +713,21 @@ class ValueService:
         small = pc.less(est.column("people"), self.ws.config.privacy.min_group_size)
         return est.filter(pc.invert(small)), int(pc.sum(small).as_py() or 0)
 
-    def _estimate(self, f: ir.Table, keys: list[str], partition: list[str]) -> pa.Table:
+    def _estimate(
+        self, f: ir.Table, keys: list[str], partition: list[str], *, unit_value_error: bool = True
+    ) -> pa.Table:
+        error = self.value_uncertainty() if unit_value_error else None
         if "bucket" not in f.columns:
             sums = bm.group_sums(f, keys).to_pyarrow()
             buckets = bm.bucket_sums(f, keys).to_pyarrow()
-            return bm.estimate(sums, buckets, keys, partition, value_uncertainty=self.value_uncertainty())
+            return bm.estimate(sums, buckets, keys, partition, value_uncertainty=error)
         # one pass: the group sums per bootstrap batch, then added up per group (every sum is
         # additive), instead of a second scan of the units for the group sums
         buckets = bm.group_sums(f, [*keys, "bucket"]).to_pyarrow()
         measures = [c for c in buckets.column_names if c not in (*keys, "bucket")]
         sums = buckets.group_by(keys, use_threads=False).aggregate([(m, "sum") for m in measures])
         sums = sums.select([*keys, *(f"{m}_sum" for m in measures)]).rename_columns([*keys, *measures])
-        return bm.estimate(sums, buckets, keys, partition, value_uncertainty=self.value_uncertainty())
+        return bm.estimate(sums, buckets, keys, partition, value_uncertainty=error)
 
 
 def _evidence_mix(y: pa.Table) -> list[str | None]:

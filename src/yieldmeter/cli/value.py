@@ -244,8 +244,10 @@ def register(app: typer.Typer) -> None:
         )
         if fmt is OutputFormat.table:
             if result.unit_values:
+                shown = ("workflow", "source", "unit_value", "declared", "measured", "relative_se")
+                shown += ("periods", "note")
                 emit(
-                    [u.row() for u in result.unit_values],
+                    [{k: u.row()[k] for k in shown} for u in result.unit_values],
                     fmt,
                     title="Unit values (USD per success: measured from outcome periods, or declared)",
                 )

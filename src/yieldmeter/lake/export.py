@@ -37,10 +37,14 @@ def export_workspace(ws: Workspace, lake_uri: str) -> ExportSummary:
     summary = ExportSummary(lake=lake.uri)
     present = set(ws.store.ibis.list_tables())
     for name, schema in lake_schemas().items():
-        if name not in present:
+        if name in present:
+            cols = ", ".join('"' + c + '"' for c in schema.names)
+            rows = ws.store.query_arrow(f'SELECT {cols} FROM "{name}"')
+        elif name == "unit_values" and "scores" in present:
+            # scores from before unit values were measured: no lake's older unit values beside them
+            rows = schema.empty_table()
+        else:
             continue
-        cols = ", ".join('"' + c + '"' for c in schema.names)
-        rows = ws.store.query_arrow(f'SELECT {cols} FROM "{name}"')
         report = lake.replace_table(name, rows, EXPORT_SOURCE)
         summary.tables[name] = report.rows
         summary.files += report.files

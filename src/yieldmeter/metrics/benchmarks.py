@@ -25,7 +25,9 @@ value V = sum(expected_value), tokens K, successes S, fully loaded cost C:
   the empirical-Bayes posterior, where holding b_g fixed alone would give (1 - b_g) and
   intervals too narrow for heavily shrunk groups; 2.5th and 97.5th percentiles (at ``level``).
   Where the unit value is itself measured (``value_uncertainty``), each replicate also scales the
-  workflow's values by a draw of that measurement's error. The workflow mean m and rate p are
+  workflow's values by a draw of that measurement's error; and each adds a normal draw of the
+  realised value's noise, sd = sqrt(sum p_i (1 - p_i) v_i^2) / K, since a unit delivers its value
+  v_i or nothing while the estimate counts p_i v_i. The workflow mean m and rate p are
   re-estimated in each replicate, so a group that is the whole population still gets the
   population's interval. Small groups land mostly one unit per batch, so for them this is the
   ordinary unit bootstrap.
@@ -51,6 +53,16 @@ def _value(f: ir.Table) -> ir.FloatingValue:
     return f.expected_value.fill_null(0.0)
 
 
+def _realised_var_sum(f: ir.Table) -> dict[str, ir.FloatingValue]:
+    """``svar``: the sum of p (1 - p) v^2 = EV^2 (1 - p) / p, the variance of each unit's realised
+    value (v or 0) about its expected value p v (0 for a unit with no score). Only where the facts
+    carry ``p_value`` (the pattern segments do not: see :func:`estimate`)."""
+    if "p_value" not in f.columns:
+        return {}
+    ev, p = f.expected_value.fill_null(0.0), f.p_value
+    return {"svar": ibis.ifelse(p.notnull() & (p > 0), ev * ev * (1 - p) / p, 0.0).sum()}
+
+
 def group_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
     """Per group: n, value, tokens, successes, cost and the second moments the shrinkage needs."""
     v = _value(facts)
@@ -64,6 +76,7 @@ def group_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
         svv=(v * v).sum(),
         skk=(k * k).sum(),
         svk=(v * k).sum(),
+        **_realised_var_sum(facts),
     )
 
 
@@ -91,6 +104,7 @@ def bucket_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
         tokens=facts.tokens.cast("float64").sum(),
         successes=facts.successful.sum().cast("float64"),
         cost=facts.fully_loaded_cost.sum(),
+        **_realised_var_sum(facts),
     )
 
 
@@ -188,6 +202,11 @@ def estimate(
     value measured from outcome periods, :mod:`yieldmeter.scoring.unit_value`). Every replicate
     then also scales the workflow's values by ``1 + se x t(dof)`` (at least 0), so the value per
     token intervals carry the unit value's uncertainty beside the sampling noise of the units.
+
+    Where ``buckets`` carry ``svar`` (:func:`bucket_sums`: the sum of each unit's
+    ``p (1 - p) v^2``), every replicate adds a normal draw with the resampled units' variance over
+    their tokens: the interval is for the value the group's units realise (each delivers v or
+    nothing), not only for their expected value.
     """
     g = sums.num_rows
     n = _arr(sums, "n")
@@ -225,11 +244,18 @@ def estimate(
         # a stream of the workflow's own: the same draws whatever order the groups come in
         at = list(partition).index("workflow")
         of_part = np.array([str(key[at]) for key in parts], dtype=object)
-        for w in sorted(set(of_part.tolist())):
-            se, dof = value_uncertainty.get(w, (0.0, 0))
+        for wf in sorted(set(of_part.tolist())):
+            se, dof = value_uncertainty.get(wf, (0.0, 0))
             if se > 0 and dof > 0:
-                t = np.random.default_rng([seed, zlib.crc32(w.encode())]).standard_t(dof, size=replicates)
-                scale[:, of_part == w] = np.maximum(1.0 + se * t, 0.0)[:, None]
+                t = np.random.default_rng([seed, zlib.crc32(wf.encode())]).standard_t(dof, size=replicates)
+                scale[:, of_part == wf] = np.maximum(1.0 + se * t, 0.0)[:, None]
+    # the realised value's own noise: a normal draw per group and replicate, drawn in the order of
+    # the groups' keys (not the order an engine returned them in)
+    bvar = _arr(buckets, "svar") if "svar" in buckets.column_names else np.zeros(len(gi))
+    group_keys = list(index)
+    rank = np.empty(g, dtype=np.int64)
+    rank[sorted(range(g), key=lambda i: repr(group_keys[i]))] = np.arange(g)
+    z = np.random.default_rng([seed, 2]).standard_normal((replicates, g))[:, rank]
     reps_vpt = np.empty((replicates, g))
     reps_rate = np.empty((replicates, g))
     reps_cps = np.empty((replicates, g))
@@ -246,7 +272,11 @@ def estimate(
             mb = (np.bincount(pidx, Vb, minlength=P) / np.bincount(pidx, Kb, minlength=P))[pidx]
             pb = (np.bincount(pidx, Sb, minlength=P) / np.bincount(pidx, nb, minlength=P))[pidx]
             rr = np.where(Kb > 0, Vb / Kb, np.nan)
-            reps_vpt[r] = replicate_vpt(raw, np.nan_to_num(rr, nan=0.0), bz, mb) * scale[r, pidx]
+            varb = np.bincount(gi, w * bvar, minlength=g)
+            noise = np.where(Kb > 0, z[r] * np.sqrt(varb) / Kb, 0.0)
+            reps_vpt[r] = np.maximum(
+                replicate_vpt(raw, np.nan_to_num(rr, nan=0.0), bz, mb) * scale[r, pidx] + noise, 0.0
+            )
             reps_vpt[r][np.isnan(rr)] = np.nan
             rb = (Sb + kappa * pb) / (nb + kappa)
             reps_rate[r] = rb

@@ -467,22 +467,7 @@ def calibration_table(result: ScoringResult) -> pa.Table:
 def unit_values_table(result: ScoringResult) -> pa.Table:
     """The unit values of a scoring run as rows of the ``unit_values`` table."""
     scored_at = result.scores.column("scored_at")[0].as_py() if result.scores.num_rows else None
-    rows = [
-        {
-            "workflow": u.workflow,
-            "unit_value": u.used,
-            "source": u.source,
-            "declared": u.declared,
-            "measured": u.measured,
-            "relative_se": u.relative_se,
-            "periods": u.periods,
-            "expected_successes": u.expected_successes,
-            "own_outcome_units": u.own_outcome_units,
-            "note": u.note,
-            "scored_at": scored_at or datetime.now(UTC),
-        }
-        for u in result.unit_values
-    ]
+    rows = [{**u.row(), "scored_at": scored_at or datetime.now(UTC)} for u in result.unit_values]
     return pa.Table.from_pylist(rows, schema=UNIT_VALUES_SCHEMA)
 
 

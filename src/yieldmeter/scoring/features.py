@@ -58,6 +58,7 @@ def call_stats(t: Tables) -> ir.Table:
         n_errors=requests.sum(where=c.status == "error").fill_null(0).cast("int64"),
         n_over_slo=requests.sum(where=c.slo.notnull() & (c.duration_ms > c.slo)).fill_null(0).cast("int64"),
         max_duration_ms=c.duration_ms.max(),
+        first_call_at=c.ts.min(),
     )
 
 
@@ -106,7 +107,6 @@ def unit_features(t: Tables) -> ir.Table:
     return j.select(
         "work_unit_id",
         "workflow",
-        "started_at",
         **counts,
         rating=j.rating,
         n_signals=j.n_signals.fill_null(0),
@@ -122,6 +122,8 @@ def unit_features(t: Tables) -> ir.Table:
             else_=ibis.null("string"),
         ),
         evidence_rank=j.evidence_rank,
+        # when the unit started, as the unit facts have it (its first call where it does not say)
+        started_at=ibis.coalesce(j.started_at, j.first_call_at),
     )
 
 

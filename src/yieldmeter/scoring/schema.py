@@ -63,7 +63,8 @@ UNIT_VALUES_SCHEMA = pa.schema(
         pa.field("declared", F64),
         pa.field("measured", F64),  # benefit of the outcome periods / expected successes in them
         pa.field("relative_se", F64),  # of the measured value, from the spread of its periods
-        pa.field("periods", I64),  # outcome periods (degrees of freedom: periods - 1)
+        pa.field("periods", I64),  # outcome periods with units in them (degrees of freedom: periods - 1)
+        pa.field("period_benefit", F64),  # their attributed benefit (USD)
         pa.field("expected_successes", F64),
         pa.field("own_outcome_units", I64),  # units valued by an outcome of their own
         pa.field("note", STR),

@@ -4,17 +4,23 @@ A workflow declares what one successful unit is worth (``unit_value`` in ``yield
 its outcomes say what the units really delivered. Where monetary outcomes exist, the value an
 expected value rests on is the measured one:
 
-- **A unit's own outcome.** A unit tied to monetary outcomes (``outcomes.work_unit_id``) is worth
-  their attributed benefit, ``sum(monetary_value x attribution_share)``: the loss a caught fraud
-  avoided, not the fraud workflow's average.
+- **A unit's own outcome.** A unit tied to monetary outcomes (``outcomes.work_unit_id``) whose
+  attributed benefit ``sum(monetary_value x attribution_share)`` is positive is worth that
+  benefit: the loss a caught fraud avoided, not the fraud workflow's average. (An outcome that
+  says "no value" labels its unit, which keeps its workflow's value.)
 - **The workflow's periods.** A workflow's outcomes for periods (no ``work_unit_id``) state the
-  benefit of every unit that ran in the period. The measured unit value is their attributed
-  benefit over the successes expected among those units, ``sum(benefit) / sum(p_value)``, counting
-  the units started inside a period that have no outcome of their own. Then the expected values
-  of a period's units add up to the benefit its outcomes report. Outcomes of one workflow whose
-  periods overlap are taken to measure different things, and their benefits add.
-- The measured value is used once the periods hold :data:`MIN_EXPECTED_SUCCESSES` expected
-  successes; below that, or without monetary outcomes, the declared value stands.
+  benefit of the units that started inside ``[period_start, period_end)``. Outcomes for the same
+  period add (two metrics of one week); a period needs an end, and a period no unit started in
+  is left out (its benefit cannot be spread over anyone). The measured unit value is the periods'
+  attributed benefit over the successes expected among their units, ``sum(benefit) /
+  sum(p_value)``, leaving out units valued by their own outcome: over all the periods together,
+  the expected values of their units then add up to the benefit the outcomes report.
+- Its standard error comes from the spread between periods (a ratio estimator with
+  ``periods - 1`` degrees of freedom).
+- The measured value is used from :data:`MIN_PERIODS` periods (one period says nothing of its
+  own noise) and :data:`MIN_EXPECTED_SUCCESSES` expected successes in them. Periods that
+  overlap without being the same period are not used: which units each covers is ambiguous.
+  Otherwise the declared value stands, and the report's note says why.
 - Outcomes at ``anecdote`` evidence measure nothing here (they still label their unit).
 - A workflow with no declared value but measured outcomes gets the measured value.
 
@@ -63,15 +69,17 @@ class UnitValue:
     note: str = ""
 
     def row(self) -> dict[str, object]:
+        """The ``unit_values`` table's columns but ``scored_at``, as ``yieldmeter score`` shows them."""
         return {
             "workflow": self.workflow,
             "unit_value": self.used,
             "source": self.source,
             "declared": self.declared,
             "measured": self.measured,
+            "relative_se": self.relative_se,
             "periods": self.periods,
-            "relative_se": None if self.relative_se is None else round(self.relative_se, 4),
-            "expected_successes": round(self.expected_successes, 1),
+            "period_benefit": self.period_benefit,
+            "expected_successes": self.expected_successes,
             "own_outcome_units": self.own_outcome_units,
             "note": self.note,
         }
@@ -91,8 +99,8 @@ def monetary_outcomes(t: Tables) -> ir.Table:
     )
 
 
-def _ns(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Timestamps as int64 microseconds (nulls as the smallest int64, inside no period)."""
+def _us(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Timestamps as int64 microseconds since the epoch (nulls as the smallest int64)."""
     c = pc.cast(col, pa.timestamp("us", tz="UTC")).cast(pa.int64())
     return np.asarray(c.fill_null(np.iinfo(np.int64).min).to_numpy(zero_copy_only=False), dtype=np.int64)
 
@@ -125,52 +133,72 @@ def unit_values(
         own_units[own_units] = benefit[idx[own_units]] > 0
         value[own_units] = benefit[idx[own_units]]
     periods = outcomes.filter(
-        pc.and_(pc.is_null(outcomes.column("work_unit_id")), pc.is_valid(outcomes.column("workflow")))
+        pc.and_(
+            pc.and_(pc.is_null(outcomes.column("work_unit_id")), pc.is_valid(outcomes.column("workflow"))),
+            pc.and_(pc.is_valid(outcomes.column("period_start")), pc.is_valid(outcomes.column("period_end"))),
+        )
+    )
+    # outcomes of one workflow for the same period add up: one period, several metrics
+    periods = periods.group_by(["workflow", "period_start", "period_end"], use_threads=False).aggregate(
+        [("benefit", "sum")]
     )
     p_wf = np.asarray(periods.column("workflow").to_pylist(), dtype=object)
-    p_start, p_end = _ns(periods.column("period_start")), _ns(periods.column("period_end"))
-    p_benefit = np.asarray(periods.column("benefit").to_numpy(zero_copy_only=False), dtype=float)
-    start = _ns(started_at)
+    p_start, p_end = _us(periods.column("period_start")), _us(periods.column("period_end"))
+    p_benefit = np.asarray(periods.column("benefit_sum").to_numpy(zero_copy_only=False), dtype=float)
+    start = _us(started_at)
     reports = []
     names = sorted({w for w in workflows.tolist() if w is not None} | set(declared) | set(p_wf.tolist()))
     for w in names:
         in_wf = workflows == w
         decl = declared.get(w)
-        mine = p_wf == w
+        mine = np.flatnonzero(p_wf == w)
+        mine = mine[np.argsort(p_start[mine], kind="stable")]
+        overlap = bool(len(mine) > 1 and (p_start[mine][1:] < np.maximum.accumulate(p_end[mine])[:-1]).any())
         # the workflow's units without an outcome of their own: what its periods' benefit is spread over
         rest = np.flatnonzero(in_wf & ~own_units)
         rest_start, rest_p = start[rest], p[rest]
         covered = np.zeros(len(rest), dtype=bool)
-        per_period = []
-        for s, e in zip(p_start[mine].tolist(), p_end[mine].tolist(), strict=True):
-            inside = (rest_start >= s) & (rest_start < e)
-            per_period.append(float(rest_p[inside].sum()))
-            covered |= inside
-        benefits = p_benefit[mine]
-        benefit = float(benefits.sum())
+        expected, benefits = [], []
+        for j in mine.tolist():
+            inside = (rest_start >= p_start[j]) & (rest_start < p_end[j])
+            e = float(rest_p[inside].sum())
+            if e > 0:  # a period no unit started in has no one to spread its benefit over
+                expected.append(e)
+                benefits.append(float(p_benefit[j]))
+                covered |= inside
+        empty = len(mine) - len(expected)
+        k = len(expected)
+        benefit = float(sum(benefits))
         successes = float(rest_p[covered].sum())
-        k = int(mine.sum())
         measured = benefit / successes if k and successes > 0 else None
         rel_se = None
-        if measured is not None and measured > 0 and k >= MIN_PERIODS:
+        if measured is not None and measured > 0 and k >= MIN_PERIODS and not overlap:
             # ratio estimator: Var(sum B / sum E) ~ sum (B_j - r E_j)^2 / (sum E)^2 x k / (k - 1)
-            resid = benefits - measured * np.asarray(per_period)
+            resid = np.asarray(benefits) - measured * np.asarray(expected)
             rel_se = float(np.sqrt((resid**2).sum() * k / (k - 1)) / successes / measured)
         if rel_se is not None and successes >= min_successes:
             used, source, note = measured, "measured", ""
         else:
             used, source = decl, "declared" if decl is not None else "none"
-            if not k:
+            if not len(mine):
                 note = ""
+            elif overlap:
+                note = "its outcome periods overlap, so which units each one covers is ambiguous"
             elif k < MIN_PERIODS:
-                note = f"{k} outcome period: one period says nothing of its own noise, so it is not used"
+                note = (
+                    f"{k} outcome period with units in it: one period says nothing of its own noise"
+                    if k
+                    else "no unit started inside its outcome periods"
+                )
             elif measured is None or measured <= 0:
-                note = "its outcome periods report no benefit over units that could have delivered it"
+                note = "its outcome periods report no benefit"
             else:
                 note = (
                     f"{successes:.1f} expected successes in its outcome periods, fewer than "
                     f"{min_successes:.0f}: too few to measure a unit value"
                 )
+        if empty and len(mine):
+            note = "; ".join(x for x in (note, f"{empty} outcome period(s) with no unit left out") if x)
         if used is not None:
             value[rest] = used
         reports.append(
