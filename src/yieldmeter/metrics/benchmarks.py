@@ -252,10 +252,12 @@ def estimate(
     # the realised value's own noise: a normal draw per group and replicate, drawn in the order of
     # the groups' keys (not the order an engine returned them in)
     bvar = _arr(buckets, "svar") if "svar" in buckets.column_names else np.zeros(len(gi))
-    group_keys = list(index)
-    rank = np.empty(g, dtype=np.int64)
-    rank[sorted(range(g), key=lambda i: repr(group_keys[i]))] = np.arange(g)
-    z = np.random.default_rng([seed, 2]).standard_normal((replicates, g))[:, rank]
+    z = np.zeros((replicates, g))
+    if bvar.any():
+        group_keys = list(index)
+        rank = np.empty(g, dtype=np.int64)
+        rank[sorted(range(g), key=lambda i: repr(group_keys[i]))] = np.arange(g)
+        z = np.random.default_rng([seed, 2]).standard_normal((replicates, g))[:, rank]
     reps_vpt = np.empty((replicates, g))
     reps_rate = np.empty((replicates, g))
     reps_cps = np.empty((replicates, g))

@@ -197,7 +197,7 @@ def unit_values(
                     f"{successes:.1f} expected successes in its outcome periods, fewer than "
                     f"{min_successes:.0f}: too few to measure a unit value"
                 )
-        if empty and len(mine):
+        if empty:
             note = "; ".join(x for x in (note, f"{empty} outcome period(s) with no unit left out") if x)
         if used is not None:
             value[rest] = used
