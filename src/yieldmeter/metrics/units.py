@@ -172,7 +172,7 @@ def unit_facts(
     linked = linked.group_by(linked.work_unit_id).aggregate(n_outcomes=linked.count())
     wf = t.workflows.select(
         wf_name="workflow",
-        unit_value="unit_value",
+        declared_unit_value="unit_value",
         baseline_minutes="baseline_minutes",
         quality_threshold="quality_threshold",
         risk_class="risk_class",
@@ -222,7 +222,7 @@ def unit_facts(
         "team",
         "status",
         "model",
-        "unit_value",
+        "declared_unit_value",
         "baseline_minutes",
         started_at=ibis.coalesce(j.started_at, j.first_call_at),
         calls=j.calls.fill_null(z_i),
