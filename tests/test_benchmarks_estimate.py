@@ -193,21 +193,21 @@ def test_the_unit_value_draws_do_not_depend_on_the_order_of_the_groups() -> None
 
 
 def test_the_realised_value_noise_widens_the_intervals_by_the_units_variance() -> None:
-    """With ``svar`` (sum of p (1 - p) v^2 per batch) the estimates stay, the value per token
-    intervals widen, and more for B (variance 4 per unit: p 0.5 of a $4 value) than for A (0.01);
-    an ``svar`` of 0 everywhere is the same as none."""
+    """With ``svar`` in the group sums (sum of p (1 - p) v^2) the estimates stay, the value per
+    token intervals widen, and more for B (variance 4 per unit, p 0.5 of a $4 value: sd
+    sqrt(16) / 4000 per token) than for A (0.01 per unit: sqrt(0.04) / 4000); an ``svar`` of 0
+    everywhere is the same as none, and the draws do not depend on the order of the groups."""
     sums, buckets = _tables()
     keys, part = ["workflow", "subject"], ["workflow"]
     plain = {r["subject"]: r for r in estimate(sums, buckets, keys, part, seed=3).to_pylist()}
-    zeros = buckets.append_column("svar", pa.array([0.0] * buckets.num_rows))
-    zero = estimate(sums, zeros, keys, part, seed=3)
+    zero = estimate(sums.append_column("svar", pa.array([0.0] * sums.num_rows)), buckets, keys, part, seed=3)
     assert {r["subject"]: r for r in zero.to_pylist()} == plain
-    per_unit = {"A": 0.01, "B": 4.0, "C": 0.0}
-    svar = pa.array([per_unit[s] for s in buckets.column("subject").to_pylist()])
-    noisy = {
-        r["subject"]: r
-        for r in estimate(sums, buckets.append_column("svar", svar), keys, part, seed=3).to_pylist()
-    }
+    per_group = {"A": 4 * 0.01, "B": 4 * 4.0, "C": 0.0}
+    noisy_sums = sums.append_column(
+        "svar", pa.array([per_group[s] for s in sums.column("subject").to_pylist()])
+    )
+    one = estimate(noisy_sums, buckets, keys, part, seed=3)
+    noisy = {r["subject"]: r for r in one.to_pylist()}
 
     def width(r: dict[str, float]) -> float:
         return r["value_per_token_high"] - r["value_per_token_low"]
@@ -217,3 +217,9 @@ def test_the_realised_value_noise_widens_the_intervals_by_the_units_variance() -
         assert r["value_per_token"] == plain[s]["value_per_token"]
         assert r["value_per_token_low"] <= r["value_per_token"] <= r["value_per_token_high"]
     assert width(noisy["B"]) - width(plain["B"]) > width(noisy["A"]) - width(plain["A"]) > 0
+    flipped = estimate(
+        noisy_sums.take([2, 0, 1]), buckets.take(np.arange(buckets.num_rows)[::-1]), keys, part, seed=3
+    )
+    # the same draws in any order (the sums agree to rounding: they are added in another order)
+    for got, want in zip(flipped.sort_by("subject").to_pylist(), one.to_pylist(), strict=True):
+        assert got == {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in want.items()}

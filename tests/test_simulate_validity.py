@@ -102,7 +102,8 @@ def test_interval_coverage(reports: dict[int, ValidityReport]) -> None:
     """The 90% intervals of per-person value per token cover the true values (small size: MARGIN).
 
     They rest on unit values measured from the outcomes where a workflow reports them, and carry
-    that measurement's error and the empirical-Bayes posterior's width (docs/validity.md)."""
+    that measurement's error, the empirical-Bayes posterior's width and the noise of the value
+    each unit realises (docs/validity.md)."""
     for c in _all(reports, "interval_coverage_user"):
         assert 0.85 - MARGIN <= c <= 0.95 + MARGIN
 

@@ -8,7 +8,7 @@ Workflow ``claims`` declares $9 a unit and reports two weekly outcome periods:
                          (x attribution 1.0): one period, not two
     day 20:              unit c1 (p 0.5), in no period
     days 30-37:          an outcome of $500 with no unit in it: left out, and the note says so
-    an outcome with no period end ($1,000): left out
+    an outcome with no period end ($1,000): left out, and the note says so too
 
     measured = (18 + 22) / (2.0 + 2.0) = $10 per expected success
     residuals B_j - measured x E_j: 18 - 20 = -2, 22 - 20 = 2
@@ -113,7 +113,9 @@ def test_unit_values_by_hand() -> None:
     assert claims.expected_successes == pytest.approx(4.0) and claims.periods == 2
     assert claims.relative_se == pytest.approx(0.1)
     assert claims.own_outcome_units == 1 and claims.period_benefit == pytest.approx(40.0)
-    assert claims.note == "1 outcome period(s) with no unit left out"
+    assert claims.note == (
+        "1 outcome period(s) with no expected success left out; 1 outcome(s) with no period end left out"
+    )
     for u in ("a1", "a2", "a3", "b1", "b2", "c1"):  # c1 is in no period: the workflow's value
         assert value[u] == pytest.approx(10.0), u
     assert value["a4"] == pytest.approx(30.0)
@@ -141,6 +143,7 @@ def test_unit_values_by_hand() -> None:
 
     ovl = rep["ovl"]
     assert ovl.source == "declared" and value["v1"] == 2.0 and "overlap" in ovl.note
+    assert ovl.measured is None  # overlapping periods would count v1's benefit twice
 
 
 def test_too_few_expected_successes_keep_the_declared_value() -> None:

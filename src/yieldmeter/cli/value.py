@@ -247,7 +247,7 @@ def register(app: typer.Typer) -> None:
                 shown = ("workflow", "source", "unit_value", "declared", "measured", "relative_se")
                 shown += ("periods", "note")
                 emit(
-                    [{k: u.row()[k] for k in shown} for u in result.unit_values],
+                    [{k: row[k] for k in shown} for row in (u.row() for u in result.unit_values)],
                     fmt,
                     title="Unit values (USD per success: measured from outcome periods, or declared)",
                 )

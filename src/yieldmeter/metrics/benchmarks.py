@@ -26,8 +26,8 @@ value V = sum(expected_value), tokens K, successes S, fully loaded cost C:
   intervals too narrow for heavily shrunk groups; 2.5th and 97.5th percentiles (at ``level``).
   Where the unit value is itself measured (``value_uncertainty``), each replicate also scales the
   workflow's values by a draw of that measurement's error; and each adds a normal draw of the
-  realised value's noise, sd = sqrt(sum p_i (1 - p_i) v_i^2) / K, since a unit delivers its value
-  v_i or nothing while the estimate counts p_i v_i. The workflow mean m and rate p are
+  realised value's noise, sd = sqrt(sum p_i (1 - p_i) v_i^2) / K over the group's units, since a
+  unit delivers its value v_i or nothing while the estimate counts p_i v_i. The workflow mean m and rate p are
   re-estimated in each replicate, so a group that is the whole population still gets the
   population's interval. Small groups land mostly one unit per batch, so for them this is the
   ordinary unit bootstrap.
@@ -60,7 +60,7 @@ def _realised_var_sum(f: ir.Table) -> dict[str, ir.FloatingValue]:
     if "p_value" not in f.columns:
         return {}
     ev, p = f.expected_value.fill_null(0.0), f.p_value
-    return {"svar": ibis.ifelse(p.notnull() & (p > 0), ev * ev * (1 - p) / p, 0.0).sum()}
+    return {"svar": ibis.ifelse(p.notnull() & ~p.isnan() & (p > 0), ev * ev * (1 - p) / p, 0.0).sum()}
 
 
 def group_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
@@ -104,7 +104,6 @@ def bucket_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
         tokens=facts.tokens.cast("float64").sum(),
         successes=facts.successful.sum().cast("float64"),
         cost=facts.fully_loaded_cost.sum(),
-        **_realised_var_sum(facts),
     )
 
 
@@ -203,10 +202,12 @@ def estimate(
     then also scales the workflow's values by ``1 + se x t(dof)`` (at least 0), so the value per
     token intervals carry the unit value's uncertainty beside the sampling noise of the units.
 
-    Where ``buckets`` carry ``svar`` (:func:`bucket_sums`: the sum of each unit's
-    ``p (1 - p) v^2``), every replicate adds a normal draw with the resampled units' variance over
-    their tokens: the interval is for the value the group's units realise (each delivers v or
-    nothing), not only for their expected value.
+    Where ``sums`` carry ``svar`` (:func:`group_sums`: the sum of each unit's ``p (1 - p) v^2``),
+    every replicate adds a normal draw with sd ``sqrt(svar) / K`` (before the unit value's scale,
+    then floored at 0): the interval is for the value the group's own units realise (each
+    delivers v or nothing), not only for their expected rate. An approximation: symmetric, and
+    without the spread of v itself among delivered units; the validity report measures how it
+    covers (docs/validity.md).
     """
     g = sums.num_rows
     n = _arr(sums, "n")
@@ -249,15 +250,20 @@ def estimate(
             if se > 0 and dof > 0:
                 t = np.random.default_rng([seed, zlib.crc32(wf.encode())]).standard_t(dof, size=replicates)
                 scale[:, of_part == wf] = np.maximum(1.0 + se * t, 0.0)[:, None]
-    # the realised value's own noise: a normal draw per group and replicate, drawn in the order of
-    # the groups' keys (not the order an engine returned them in)
-    bvar = _arr(buckets, "svar") if "svar" in buckets.column_names else np.zeros(len(gi))
-    z = np.zeros((replicates, g))
-    if bvar.any():
+    # the realised value's own noise: sd sqrt(svar) / K of the units the group has, a normal draw
+    # per group and replicate, drawn in the order of the groups' keys (not the order an engine
+    # returned them in)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        realised_sd = (
+            np.where(K > 0, np.sqrt(_arr(sums, "svar")) / K, 0.0) if "svar" in sums.column_names else None
+        )
+    if realised_sd is not None and realised_sd.any():
         group_keys = list(index)
         rank = np.empty(g, dtype=np.int64)
         rank[sorted(range(g), key=lambda i: repr(group_keys[i]))] = np.arange(g)
-        z = np.random.default_rng([seed, 2]).standard_normal((replicates, g))[:, rank]
+        noise_rng = np.random.default_rng([seed, 2])
+    else:
+        realised_sd = None
     reps_vpt = np.empty((replicates, g))
     reps_rate = np.empty((replicates, g))
     reps_cps = np.empty((replicates, g))
@@ -274,10 +280,10 @@ def estimate(
             mb = (np.bincount(pidx, Vb, minlength=P) / np.bincount(pidx, Kb, minlength=P))[pidx]
             pb = (np.bincount(pidx, Sb, minlength=P) / np.bincount(pidx, nb, minlength=P))[pidx]
             rr = np.where(Kb > 0, Vb / Kb, np.nan)
-            varb = np.bincount(gi, w * bvar, minlength=g)
-            noise = np.where(Kb > 0, z[r] * np.sqrt(varb) / Kb, 0.0)
+            noise = 0.0 if realised_sd is None else noise_rng.standard_normal(g)[rank] * realised_sd
+            # the realised noise is in dollars of the same unit value, so the value's draw scales it too
             reps_vpt[r] = np.maximum(
-                replicate_vpt(raw, np.nan_to_num(rr, nan=0.0), bz, mb) * scale[r, pidx] + noise, 0.0
+                (replicate_vpt(raw, np.nan_to_num(rr, nan=0.0), bz, mb) + noise) * scale[r, pidx], 0.0
             )
             reps_vpt[r][np.isnan(rr)] = np.nan
             rb = (Sb + kappa * pb) / (nb + kappa)

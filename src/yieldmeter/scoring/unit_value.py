@@ -132,12 +132,14 @@ def unit_values(
         # an outcome that says "no value" labels its unit; the unit keeps its workflow's value
         own_units[own_units] = benefit[idx[own_units]] > 0
         value[own_units] = benefit[idx[own_units]]
-    periods = outcomes.filter(
-        pc.and_(
-            pc.and_(pc.is_null(outcomes.column("work_unit_id")), pc.is_valid(outcomes.column("workflow"))),
-            pc.and_(pc.is_valid(outcomes.column("period_start")), pc.is_valid(outcomes.column("period_end"))),
-        )
+    for_periods = outcomes.filter(
+        pc.and_(pc.is_null(outcomes.column("work_unit_id")), pc.is_valid(outcomes.column("workflow")))
     )
+    dated = pc.and_(
+        pc.is_valid(for_periods.column("period_start")), pc.is_valid(for_periods.column("period_end"))
+    )
+    undated = np.asarray(for_periods.filter(pc.invert(dated)).column("workflow").to_pylist(), dtype=object)
+    periods = for_periods.filter(dated)
     # outcomes of one workflow for the same period add up: one period, several metrics
     periods = periods.group_by(["workflow", "period_start", "period_end"], use_threads=False).aggregate(
         [("benefit", "sum")]
@@ -153,26 +155,30 @@ def unit_values(
         decl = declared.get(w)
         mine = np.flatnonzero(p_wf == w)
         mine = mine[np.argsort(p_start[mine], kind="stable")]
-        overlap = bool(len(mine) > 1 and (p_start[mine][1:] < np.maximum.accumulate(p_end[mine])[:-1]).any())
+        n_undated = int((undated == w).sum())
         # the workflow's units without an outcome of their own: what its periods' benefit is spread over
         rest = np.flatnonzero(in_wf & ~own_units)
         rest_start, rest_p = start[rest], p[rest]
         covered = np.zeros(len(rest), dtype=bool)
-        expected, benefits = [], []
+        expected, benefits, used_periods = [], [], []
         for j in mine.tolist():
             inside = (rest_start >= p_start[j]) & (rest_start < p_end[j])
             e = float(rest_p[inside].sum())
-            if e > 0:  # a period no unit started in has no one to spread its benefit over
+            if e > 0:  # a period with no expected success has no one to spread its benefit over
                 expected.append(e)
                 benefits.append(float(p_benefit[j]))
+                used_periods.append(j)
                 covered |= inside
         empty = len(mine) - len(expected)
         k = len(expected)
+        ends = np.maximum.accumulate(p_end[used_periods])[:-1] if k > 1 else np.array([], dtype=np.int64)
+        overlap = bool(k > 1 and (p_start[used_periods][1:] < ends).any())
         benefit = float(sum(benefits))
         successes = float(rest_p[covered].sum())
-        measured = benefit / successes if k and successes > 0 else None
+        # overlapping periods would count a unit's benefit twice: nothing is measured from them
+        measured = benefit / successes if k and successes > 0 and not overlap else None
         rel_se = None
-        if measured is not None and measured > 0 and k >= MIN_PERIODS and not overlap:
+        if measured is not None and measured > 0 and k >= MIN_PERIODS:
             # ratio estimator: Var(sum B / sum E) ~ sum (B_j - r E_j)^2 / (sum E)^2 x k / (k - 1)
             resid = np.asarray(benefits) - measured * np.asarray(expected)
             rel_se = float(np.sqrt((resid**2).sum() * k / (k - 1)) / successes / measured)
@@ -181,14 +187,14 @@ def unit_values(
         else:
             used, source = decl, "declared" if decl is not None else "none"
             if not len(mine):
-                note = ""
+                note = f"{n_undated} outcome(s) with no period end: no period to measure" if n_undated else ""
             elif overlap:
                 note = "its outcome periods overlap, so which units each one covers is ambiguous"
             elif k < MIN_PERIODS:
                 note = (
                     f"{k} outcome period with units in it: one period says nothing of its own noise"
                     if k
-                    else "no unit started inside its outcome periods"
+                    else "no expected success among the units started inside its outcome periods"
                 )
             elif measured is None or measured <= 0:
                 note = "its outcome periods report no benefit"
@@ -197,8 +203,11 @@ def unit_values(
                     f"{successes:.1f} expected successes in its outcome periods, fewer than "
                     f"{min_successes:.0f}: too few to measure a unit value"
                 )
-        if empty:
-            note = "; ".join(x for x in (note, f"{empty} outcome period(s) with no unit left out") if x)
+        left_out = (
+            f"{empty} outcome period(s) with no expected success left out" if empty else "",
+            f"{n_undated} outcome(s) with no period end left out" if n_undated and len(mine) else "",
+        )
+        note = "; ".join(x for x in (note, *left_out) if x)
         if used is not None:
             value[rest] = used
         reports.append(
