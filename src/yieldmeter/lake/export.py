@@ -1,9 +1,9 @@
 """``yieldmeter lake export``: a workspace's store written to a lake.
 
 Every canonical table, the resolved ``model_map``, the ``scores`` and their
-``unit_values`` when the workspace has them, and the ``quarantine`` are written; each table's earlier
-files are replaced, so an export is a snapshot and running it twice gives
-the same lake.
+``unit_values`` when the workspace has them, and the ``quarantine`` are
+written; each table's earlier files are replaced, so an export is a snapshot
+and running it twice gives the same lake.
 """
 
 from __future__ import annotations
