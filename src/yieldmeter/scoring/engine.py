@@ -69,7 +69,7 @@ from yieldmeter.scoring.schema import (
     UNIT_VALUES_SCHEMA,
     UNIT_VALUES_TABLE,
 )
-from yieldmeter.scoring.unit_value import UnitValue, empty_outcomes, monetary_outcomes
+from yieldmeter.scoring.unit_value import UnitValue, monetary_outcomes
 from yieldmeter.scoring.unit_value import unit_values as measured_unit_values
 
 if TYPE_CHECKING:
@@ -365,7 +365,7 @@ def score_units(
     data: pa.Table,
     unit_values: dict[str, float],
     *,
-    outcomes: pa.Table | None = None,
+    outcomes: pa.Table,
     scored_at: datetime | None = None,
 ) -> ScoringResult:
     """Scores for the rows of :func:`unit_features` (already fetched), calibrating where labels allow.
@@ -395,14 +395,8 @@ def score_units(
     y = np.array([np.nan if v is None else float(v) for v in labels.to_pylist()], dtype=np.float64)
     p = label_posterior(p, y)
     confidence = _confidence(data, x, n_model, labelled)
-    outcomes = empty_outcomes() if outcomes is None else outcomes
-    started = (
-        data.column("started_at")
-        if "started_at" in data.column_names
-        else pa.nulls(n, pa.timestamp("us", tz="UTC"))
-    )
     unit_value, values = measured_unit_values(
-        data.column("work_unit_id"), workflows, started, p, unit_values, outcomes
+        data.column("work_unit_id"), workflows, data.column("started_at"), p, unit_values, outcomes
     )
     scored_at = scored_at or datetime.now(UTC)
     table = pa.table(

@@ -226,17 +226,3 @@ def unit_values(
             )
         )
     return value, reports
-
-
-def empty_outcomes() -> pa.Table:
-    """:func:`monetary_outcomes` with no rows (scoring data without outcomes)."""
-    ts = pa.timestamp("us", tz="UTC")
-    return pa.table(
-        {
-            "workflow": pa.array([], pa.string()),
-            "work_unit_id": pa.array([], pa.string()),
-            "period_start": pa.array([], ts),
-            "period_end": pa.array([], ts),
-            "benefit": pa.array([], pa.float64()),
-        }
-    )
