@@ -163,7 +163,7 @@ class Store:
         self.con.execute("SET checkpoint_threshold = ?", [size])
 
     @contextmanager
-    def bulk(self, checkpoint_threshold: str = "512MB") -> Iterator[None]:
+    def bulk(self, checkpoint_threshold: str = "128MB") -> Iterator[None]:
         """A bulk import: commits only append to the WAL; one checkpoint at the end.
 
         DuckDB checkpoints inside every commit that takes the WAL past its threshold (16 MB
