@@ -8,7 +8,11 @@ Three figures on the same bytes, in the same run:
 * import: ``Workspace.ingest_paths`` end to end (adapter, store upsert,
   derived work units, model map, and the one re-score at the end), in a
   fresh child process so its peak memory (``ru_maxrss``) is its own; the
-  peak before the re-score and the re-score's time are reported apart.
+  peak before the re-score and the re-score's time are reported apart. It
+  runs twice: with ``ingest.decode_workers: 0`` (the default, all in one
+  process: the import figures) and with ``auto`` (lines decoded in worker
+  processes: the ``workers_*`` figures, with the largest worker's peak
+  memory beside the importer's and, as an upper bound, their sum).
 
 Target (issue 3): import >= 150,000 spans/s with peak memory under 1 GiB, on
 2 cores. Writes ``benchmarks/results/otlp_import.json``. ``BENCH_OTLP_SPANS``
@@ -33,10 +37,16 @@ N_SPANS = int(os.environ.get("BENCH_OTLP_SPANS", 1_000_000))
 RESULTS = Path(__file__).parent / "results" / "otlp_import.json"
 
 
-def _child(path: str, ws_dir: str) -> None:
-    """Run in a fresh process: import ``path`` into a new workspace, print figures as JSON."""
-    from yieldmeter.app.workspace import Workspace
+def _child(path: str, ws_dir: str, workers: str) -> None:
+    """Run in a fresh process: import ``path`` into a new workspace, print figures as JSON.
 
+    ``workers`` is the workspace's ``ingest.decode_workers`` (``0``: all in this process).
+    """
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.config import CONFIG_FILE
+
+    Path(ws_dir).mkdir(parents=True)
+    Path(ws_dir, CONFIG_FILE).write_text(f"ingest:\n  decode_workers: {workers}\n")
     ws = Workspace.init(ws_dir)
     # where the peak comes from: the import itself, or the one re-score at its end
     before_rescore: dict[str, float] = {}
@@ -58,11 +68,14 @@ def _child(path: str, ws_dir: str) -> None:
     print(
         json.dumps(
             {
+                "workers": ws.read_options(path).decode_workers,
                 "seconds": seconds,
                 "calls": calls,
                 "landed": summary.total("landed"),
                 "ignored": summary.total("ignored"),
                 "peak_rss_mib": peak_kib / 1024,
+                # the largest decode process (0 when none ran)
+                "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                 "peak_rss_before_rescore_mib": before_rescore.get("peak_mib"),
                 "rescore_seconds": before_rescore.get("rescore_s"),
             }
@@ -100,13 +113,17 @@ def main() -> None:
                 rows += batch.tables["calls"].num_rows
         adapter_s = time.perf_counter() - t
 
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(path), str(Path(tmp) / "ws")],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        child = json.loads(out.stdout.strip().splitlines()[-1])
+        def child_run(workers: str) -> dict:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(path), str(Path(tmp) / f"ws-{workers}"), workers],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        child = child_run("0")  # the default: everything in the importing process
+        parallel = child_run("auto")  # ingest.decode_workers: auto
 
     result = {
         "benchmark": "otlp_import",
@@ -123,6 +140,17 @@ def main() -> None:
         "import_peak_rss_mib": child["peak_rss_mib"],
         "import_peak_rss_before_rescore_mib": child["peak_rss_before_rescore_mib"],
         "import_rescore_seconds": child["rescore_seconds"],
+        "workers_decode_workers": parallel["workers"],
+        "workers_import_spans_per_s": N_SPANS / parallel["seconds"],
+        "workers_to_default_ratio": child["seconds"] / parallel["seconds"],
+        "workers_importer_peak_rss_mib": parallel["peak_rss_mib"],
+        "workers_importer_peak_rss_before_rescore_mib": parallel["peak_rss_before_rescore_mib"],
+        "workers_largest_worker_peak_rss_mib": parallel["worker_peak_rss_mib"],
+        # the processes run together until the re-score, which runs after they have ended
+        "workers_peak_rss_all_processes_mib": max(
+            parallel["peak_rss_before_rescore_mib"] + parallel["workers"] * parallel["worker_peak_rss_mib"],
+            parallel["peak_rss_mib"],
+        ),
         "import_to_raw_parse_ratio": (N_SPANS / child["seconds"]) / (N_SPANS / parse_s),
         "adapter_to_raw_parse_ratio": (N_SPANS / adapter_s) / (N_SPANS / parse_s),
         "load_average_at_start": load_at_start,
@@ -138,6 +166,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child(sys.argv[2], sys.argv[3])
+        _child(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         main()

@@ -22,10 +22,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from tests.loopback import serving
 from tests.test_receiver import PB, make_workspace, receiver_app, rows
 from yieldmeter.app.workspace import Workspace
-from yieldmeter.ingest.base import ReadOptions
+from yieldmeter.ingest.base import ReadOptions, default_workers
 from yieldmeter.ingest.otlp import UnreadableRequest
 from yieldmeter.server.context import ServerSettings
-from yieldmeter.server.decoding import INLINE_BELOW, DecodePool, decode_body, default_workers
+from yieldmeter.server.decoding import INLINE_BELOW, DecodePool, decode_body
 from yieldmeter.server.writer import Writer
 
 T0 = 1_740_823_200_000_000_000  # 2025-03-01T10:00:00Z in ns

@@ -207,12 +207,7 @@ class Workspace:
 
     # -- ingest ------------------------------------------------------------------------
     def read_options(self, source: str, table: str | None = None) -> ReadOptions:
-        return ReadOptions(
-            source=source,
-            table=table,
-            capture_content=self.config.privacy.capture_content,
-            score_signals=dict(self.config.score_signals),
-        )
+        return ReadOptions.from_config(self.config, source, table)
 
     def ingest_batches(
         self,

@@ -6,14 +6,18 @@ connection and write nothing; the Workspace hands their batches to the store.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
 from yieldmeter.ingest.conform import Conformed, concat_rejects, empty_rejects
+
+if TYPE_CHECKING:
+    from yieldmeter.config import Config
 
 
 @dataclass
@@ -59,6 +63,26 @@ class ReadOptions:
     capture_content: bool = False  # keep prompt/completion text (off by default)
     batch_rows: int = 65_536
     score_signals: dict[str, str] = field(default_factory=dict)
+    #: processes a large line-oriented file is decoded in (0: in the caller's own process)
+    decode_workers: int = 0
+
+    @classmethod
+    def from_config(cls, config: Config, source: str, table: str | None = None) -> ReadOptions:
+        """The options a workspace's ``yieldmeter.yaml`` sets for reading ``source``."""
+        workers = config.ingest.decode_workers
+        return cls(
+            source=source,
+            table=table,
+            capture_content=config.privacy.capture_content,
+            score_signals=dict(config.score_signals),
+            decode_workers=default_workers() if workers == "auto" else workers,
+        )
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Decode processes for ``auto``: one per core (none on one core), at most 4."""
+    cpus = cpus or os.cpu_count() or 1
+    return 0 if cpus < 2 else min(4, cpus)
 
 
 #: An adapter reads a binary stream and yields batches.

@@ -8,7 +8,13 @@ A whole file that is one (pretty-printed) request is read too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, BinaryIO
 
 import orjson
@@ -17,6 +23,8 @@ from yieldmeter.ingest.base import Batch, Format, ReadOptions
 from yieldmeter.ingest.conform import make_rejects
 from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest, paused_gc
 from yieldmeter.ingest.otlp_semconv import EVALUATION_EVENT
+
+log = logging.getLogger("yieldmeter.ingest")
 
 #: A span waits as Python objects (a few KB each) until its batch is built, so OTLP batches are
 #: smaller than ``ReadOptions.batch_rows``: 16k spans hold about 65 MB, 64k spans held 260 MB,
@@ -201,9 +209,21 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     """Collector file-exporter JSON lines; one batch per ``options.batch_rows`` spans (at most 16,384).
 
     A line that is not JSON or not a trace export is quarantined with its line
-    number; the other lines still land.
+    number; the other lines still land. With ``options.decode_workers`` > 0, a
+    file of more than one chunk (:data:`CHUNK_BYTES`) of lines is decoded and
+    mapped in that many worker processes, and its batches come back in file order.
     """
-    batches = _read(stream, options)
+    first = stream.readline()
+    if first.lstrip().startswith(b"{") and not _parses(first):
+        # One pretty-printed request spread over many lines.
+        with paused_gc():
+            yield _whole(first + stream.read(), options)
+        return
+    lines = _chain(first, stream)
+    if options.decode_workers > 0:
+        yield from _read_parallel(lines, options)
+        return
+    batches = _read_lines(lines, options, 1)
     while True:
         with paused_gc():  # while reading and mapping, not while the caller holds the batch
             batch = next(batches, None)
@@ -212,26 +232,23 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         yield batch
 
 
-def _read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
+def _whole(doc: bytes, options: ReadOptions) -> Batch:
+    """A file that is one pretty-printed request."""
+    rows = SpanRows(options)
+    try:
+        add_request(orjson.loads(doc), rows, 1)
+    except (orjson.JSONDecodeError, UnreadableRequest) as exc:
+        return _finish(rows, options, [1], [f"line 1: {exc}"], [doc[:2000].decode("utf-8", "replace")])
+    return _finish(rows, options, [], [], [])
+
+
+def _read_lines(lines: Iterable[bytes], options: ReadOptions, first_lineno: int) -> Iterator[Batch]:
+    """The batches of ``lines``, the first of which is line ``first_lineno`` of the file."""
     rows = SpanRows(options)
     bad_pos: list[int] = []
     bad_reason: list[str] = []
     bad_raw: list[str] = []
-    first = stream.readline()
-    if first.lstrip().startswith(b"{") and not _parses(first):
-        # One pretty-printed request spread over many lines.
-        whole = first + stream.read()
-        try:
-            doc = orjson.loads(whole)
-            add_request(doc, rows, 1)
-        except (orjson.JSONDecodeError, UnreadableRequest) as exc:
-            bad_pos.append(1)
-            bad_reason.append(f"line 1: {exc}")
-            bad_raw.append(whole[:2000].decode("utf-8", "replace"))
-        lines: Any = []
-    else:
-        lines = _chain(first, stream)
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(lines, first_lineno):
         if not line.strip():
             continue
         try:
@@ -250,6 +267,87 @@ def _read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
             bad_pos, bad_reason, bad_raw = [], [], []
     if rows.spans or bad_pos:
         yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
+
+
+#: Lines go to the decode processes in chunks of about this many bytes (about 14,000 spans
+#: of the Collector's JSON): big enough that a chunk's trip costs little beside its mapping.
+CHUNK_BYTES = 16 << 20
+
+
+def decode_lines(chunk: bytes, first_lineno: int, options: ReadOptions) -> list[Batch]:
+    """The batches of the lines in ``chunk``, the first being ``first_lineno``: a decode process's job."""
+    with paused_gc():
+        return list(_read_lines(io.BytesIO(chunk), options, first_lineno))
+
+
+_Chunk = tuple[bytes, int]  # whole lines, and the file's line number of the first
+
+
+def _chunks(lines: Iterable[bytes]) -> Iterator[_Chunk]:
+    """Whole lines in chunks of about :data:`CHUNK_BYTES`, each with its first line's number."""
+    buf: list[bytes] = []
+    size = 0
+    lineno = 1
+    for line in lines:
+        buf.append(line)
+        size += len(line)
+        if size >= CHUNK_BYTES:
+            yield b"".join(buf), lineno
+            lineno += len(buf)
+            buf, size = [], 0
+    if buf:
+        yield b"".join(buf), lineno
+
+
+def _read_parallel(lines: Iterable[bytes], options: ReadOptions) -> Iterator[Batch]:
+    """Chunks of lines mapped in ``options.decode_workers`` processes, their batches in order.
+
+    The first chunk is decoded here while the processes start, so a file of one chunk never
+    starts one. At most two chunks per process wait, which bounds the memory held. A process
+    that dies (a chunk that exhausted its memory) ends the pool: that chunk and every later
+    one are decoded here.
+    """
+    chunks = _chunks(lines)
+    first = next(chunks, None)
+    second = next(chunks, None) if first is not None else None
+    if first is None or second is None:
+        if first is not None:
+            yield from decode_lines(*first, options)
+        return
+    workers = options.decode_workers
+    pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn")
+    )
+    pending: deque[tuple[Future[list[Batch]] | None, _Chunk]] = deque()
+    try:
+        pending.append((pool.submit(decode_lines, *second, options), second))
+        yield from decode_lines(*first, options)
+        for chunk in chunks:
+            pending.append((pool.submit(decode_lines, *chunk, options) if pool else None, chunk))
+            while len(pending) > 2 * workers:
+                batches, pool = _result(*pending.popleft(), pool, options)
+                yield from batches
+        while pending:
+            batches, pool = _result(*pending.popleft(), pool, options)
+            yield from batches
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(
+    future: Future[list[Batch]] | None, chunk: _Chunk, pool: ProcessPoolExecutor | None, options: ReadOptions
+) -> tuple[list[Batch], ProcessPoolExecutor | None]:
+    """A chunk's batches, and the pool to go on with (``None`` once a process died)."""
+    if future is not None:
+        try:
+            return future.result(), pool
+        except BrokenProcessPool:
+            log.error("a decode process died (lines from %d): the rest of the file is decoded here", chunk[1])
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
+    return decode_lines(*chunk, options), pool
 
 
 def _chain(first: bytes, stream: BinaryIO) -> Iterator[bytes]:

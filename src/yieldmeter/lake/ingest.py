@@ -38,15 +38,6 @@ from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
 REFERENCE_SOURCE = "reference"
 
 
-def read_options(config: Config, source: str, table: str | None = None) -> ReadOptions:
-    return ReadOptions(
-        source=source,
-        table=table,
-        capture_content=config.privacy.capture_content,
-        score_signals=dict(config.score_signals),
-    )
-
-
 def quarantine_rows(rejects: pa.Table, now: datetime | None = None) -> pa.Table:
     """Adapter rejects as ``quarantine`` rows, with the store's stable ids."""
     now = now or datetime.now(UTC)
@@ -335,7 +326,7 @@ def ingest_to_lake(
         for f in files:
             chosen = detect_format(f) if fmt == "auto" else get_format(fmt)
             with open_binary(f) as stream:
-                batches = list(chosen.read(stream, read_options(config, str(f), table)))
+                batches = list(chosen.read(stream, ReadOptions.from_config(config, str(f), table)))
             fs = writer.write_source(batches, source=str(f), fmt=chosen.name)
             summary.files.append(fs)
             touched |= {n for b in batches for n in b.tables}

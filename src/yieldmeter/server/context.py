@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from yieldmeter.server.decoding import DecodePool, default_workers
+from yieldmeter.ingest.base import default_workers
+from yieldmeter.server.decoding import DecodePool
 from yieldmeter.server.writer import CHECKPOINT_THRESHOLD, Writer
 
 if TYPE_CHECKING:

@@ -41,12 +41,6 @@ def decode_body(kind: str, body: bytes, options: ReadOptions) -> Batch:
     return decode_protobuf(body, options) if kind == "protobuf" else decode_json(body, options)
 
 
-def default_workers(cpus: int | None = None) -> int:
-    """Decode processes for ``auto``: one per core (none on one core), at most 4."""
-    cpus = cpus or os.cpu_count() or 1
-    return 0 if cpus < 2 else min(4, cpus)
-
-
 def _ready() -> int:
     """Run in each new worker: the decoders are imported by now (this module's imports)."""
     return os.getpid()
