@@ -1,18 +1,17 @@
 """OTLP JSON lines decoded in worker processes: the same batches, in file order, as in one process.
 
-``CHUNK_BYTES`` is lowered so a small file spans many chunks; the chunking happens in the
+``CHUNK_BYTES`` is lowered so a small file spans many chunks; the chunks are cut in the
 importing process, so the worker processes (real, spawned) need no patch.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
-import multiprocessing
+import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from tests.test_ingest_otlp import CHAT, request, span
@@ -21,20 +20,27 @@ from yieldmeter.config import ConfigError, load_config
 from yieldmeter.ingest import otlp_json
 from yieldmeter.ingest.base import Batch, ReadOptions
 
+#: line (1-based) whose second span has no start time: rejected with its own line's number
+BAD_SPAN_LINE = 51
+
 
 def _lines(n: int) -> bytes:
-    """``n`` request lines of 3 spans (2 GenAI, 1 HTTP), with a broken line every 7th."""
+    """``n`` request lines of 3 spans (2 GenAI, 1 HTTP); every 7th line from the 4th is broken."""
     out = []
     for i in range(n):
         if i % 7 == 3:
             out.append(b'{"resourceSpans": [truncated')
             continue
         tokens = {"gen_ai.usage.input_tokens": 100 + i, "gen_ai.usage.output_tokens": i}
+        trace = f"{i + 1:032x}"
+        second = span(3 * i + 2, {**CHAT, **tokens, "gen_ai.conversation.id": f"c{i}"}, trace=trace)
+        if i + 1 == BAD_SPAN_LINE:
+            second["startTimeUnixNano"] = "0"
         out.append(
             request(
-                span(3 * i + 1, {**CHAT, **tokens}, trace=f"{i + 1:032x}"),
-                span(3 * i + 2, {**CHAT, **tokens, "gen_ai.conversation.id": f"c{i}"}, trace=f"{i + 1:032x}"),
-                span(3 * i + 3, {"http.route": "/healthz"}, trace=f"{i + 1:032x}"),
+                span(3 * i + 1, {**CHAT, **tokens}, trace=trace),
+                second,
+                span(3 * i + 3, {"http.route": "/healthz"}, trace=trace),
             )
         )
     return b"\n".join(out) + b"\n"
@@ -44,28 +50,33 @@ def _read(data: bytes, workers: int) -> list[Batch]:
     return list(otlp_json.read(io.BytesIO(data), ReadOptions(source="t.jsonl", decode_workers=workers)))
 
 
-def _combined(batches: list[Batch]) -> tuple[pa.Table, pa.Table, int]:
-    calls = pa.concat_tables([b.tables["calls"] for b in batches if "calls" in b.tables])
-    rejects = pa.concat_tables([b.rejects for b in batches])
-    return calls, rejects, sum(b.ignored for b in batches)
-
-
-def test_workers_give_the_batches_of_one_process_in_file_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = _lines(60)  # 60 lines of about 2.5 KB: with 8 KB chunks, about 20 chunks
-    monkeypatch.setattr(otlp_json, "CHUNK_BYTES", 8 * 1024)
+def test_workers_give_the_batches_of_one_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _lines(60)  # 60 lines of about 1.8 KB
+    monkeypatch.setattr(otlp_json, "CHUNK_BYTES", 4 * 1024)  # 2-3 lines a chunk
+    chunks = list(otlp_json._chunks(io.BytesIO(data)))
+    assert len(chunks) >= 15
     serial = _read(data, 0)
-    parallel = _read(data, 2)
-    assert len(parallel) > 10  # one batch per chunk: the work was spread
-    s_calls, s_rejects, s_ignored = _combined(serial)
-    p_calls, p_rejects, p_ignored = _combined(parallel)
-    assert p_calls.equals(s_calls)  # same rows in the same order
-    # 60 lines, 9 of them broken (i % 7 == 3): 51 x 2 calls, 51 HTTP spans ignored
-    assert (p_calls.num_rows, p_ignored) == (102, 51) == (s_calls.num_rows, s_ignored)
-    assert p_rejects.column("position").to_pylist() == [4, 11, 18, 25, 32, 39, 46, 53, 60]
-    assert p_rejects.select(["position", "reason"]).equals(s_rejects.select(["position", "reason"]))
-    # the line number of every call is its own line's, not its chunk's
-    first_tokens = p_calls.column("input_tokens").to_pylist()[::2]
-    assert first_tokens == [100 + i for i in range(60) if i % 7 != 3]
+    with caplog.at_level(logging.ERROR, logger="yieldmeter.ingest"):
+        parallel = _read(data, 2)
+    assert not caplog.records  # the processes decoded their chunks: none died, none was skipped
+    # one batch per chunk, cut at the same lines with processes or without
+    assert len(parallel) == len(serial) == len(chunks)
+    for s, p in zip(serial, parallel, strict=True):
+        assert p.tables["calls"].equals(s.tables["calls"])
+        assert p.rejects.select(["position", "reason"]).equals(s.rejects.select(["position", "reason"]))
+        assert p.ignored == s.ignored
+    calls = [r for b in parallel for r in b.tables["calls"].to_pylist()]
+    rejects = [r for b in parallel for r in b.rejects.to_pylist()]
+    # 60 lines, 9 broken (i % 7 == 3: lines 4, 11, ..., 60): 51 good lines x 2 calls, less the
+    # span without a start time; 51 HTTP spans ignored
+    assert len(calls) == 101 and sum(b.ignored for b in parallel) == 51
+    assert [r["position"] for r in rejects if r["reason"].startswith("line ")] == list(range(4, 61, 7))
+    [bad_span] = [r for r in rejects if not r["reason"].startswith("line ")]
+    # a span's reject carries its own line's number, not its chunk's first line
+    assert bad_span["position"] == BAD_SPAN_LINE and "startTimeUnixNano: missing" in bad_span["reason"]
+    assert [c["input_tokens"] for c in calls[::2]][:4] == [100, 101, 102, 104]
 
 
 def test_a_file_of_one_chunk_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +84,7 @@ def test_a_file_of_one_chunk_starts_no_process(monkeypatch: pytest.MonkeyPatch) 
         raise AssertionError("a process pool was started for a file of one chunk")
 
     monkeypatch.setattr(otlp_json, "ProcessPoolExecutor", refuse)
-    [batch] = _read(_lines(4), 2)  # about 10 KB, under the 16 MB chunk
+    [batch] = _read(_lines(4), 2)  # about 7 KB, under the 16 MB chunk
     assert batch.tables["calls"].num_rows == 6 and batch.rejects.num_rows == 1
 
 
@@ -81,27 +92,67 @@ def _die() -> None:
     os._exit(3)
 
 
-def test_a_dead_process_leaves_its_chunk_to_this_one() -> None:
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(_die)  # a worker that dies for real: the pool breaks
+def _broken_pool(workers: int = 1) -> otlp_json._DecodePool:
+    pool = otlp_json._DecodePool(ReadOptions(source="t", decode_workers=workers))
+    assert pool.pool is not None
+    future = pool.pool.submit(_die)  # a process that dies for real: the pool breaks
+    with pytest.raises(Exception, match="terminated abruptly"):
+        future.result(timeout=60)
+    return pool
+
+
+def test_a_dead_process_leaves_its_chunk_and_the_rest_to_this_one() -> None:
     chunk = (_lines(2), 40)
-    batches, left = otlp_json._result(future, chunk, pool, ReadOptions(source="t"))
-    assert left is None  # no pool to go on with: later chunks are decoded here
-    [batch] = batches
-    assert batch.tables["calls"].num_rows == 4
-    assert batch.tables["calls"].column("input_tokens").to_pylist() == [100, 100, 101, 101]
+    pool = _broken_pool()
+    try:
+        # broken after a result was taken: the next submit finds it so
+        assert pool.submit(chunk) is None and pool.pool is None
+        [batch] = pool.result(None, chunk)
+        assert batch.tables["calls"].column("input_tokens").to_pylist() == [100, 100, 101, 101]
+    finally:
+        pool.close()
+    # broken while the chunk was in a process: its result is decoded here
+    pool = otlp_json._DecodePool(ReadOptions(source="t", decode_workers=1))
+    try:
+        assert pool.pool is not None
+        future = pool.pool.submit(_die)
+        [batch] = pool.result(future, chunk)
+        assert pool.pool is None and batch.tables["calls"].num_rows == 4
+    finally:
+        pool.close()
+
+
+def test_the_lines_before_a_read_failure_land_with_processes_or_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otlp_json, "CHUNK_BYTES", 6 * 1024)
+    whole = gzip.compress(_lines(60))
+    path = tmp_path / "traces.jsonl.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])  # a .gz cut short: reading fails part way
+    landed = {}
+    for workers in (0, 2):
+        (tmp_path / f"ws{workers}").mkdir()
+        (tmp_path / f"ws{workers}" / "yieldmeter.yaml").write_text(f"ingest:\n  decode_workers: {workers}\n")
+        with Workspace.init(tmp_path / f"ws{workers}") as ws:
+            # the format named: detection reads the file's head, and this one fails within 64 KB
+            [f] = ws.ingest_paths([path], fmt="otlp-json").files
+            assert f.error and f.error.startswith("cannot read the file")
+            landed[workers] = (f.landed, ws.store.count("calls"))
+    assert landed[0] == landed[2]
+    assert landed[0][0] > 40  # most of the 101 calls were read before the cut
 
 
 def test_decode_workers_in_the_configuration(tmp_path: Path) -> None:
-    (tmp_path / "yieldmeter.yaml").write_text("ingest:\n  decode_workers: 3\n")
-    ws = Workspace.init(tmp_path)
-    try:
+    config = tmp_path / "yieldmeter.yaml"
+    config.write_text("ingest:\n  decode_workers: 3\n")
+    with Workspace.init(tmp_path) as ws:
         assert ws.read_options("x").decode_workers == 3
-    finally:
-        ws.close()
-    (tmp_path / "yieldmeter.yaml").write_text("ingest:\n  decode_workers: -1\n")
-    with pytest.raises(ConfigError, match="decode_workers"):
-        load_config(tmp_path / "yieldmeter.yaml")
+    config.write_text("ingest:\n  decode_workers: auto\n")
+    assert load_config(config).ingest.decode_workers == "auto"
+    for bad in ("-1", "true", "1000"):
+        config.write_text(f"ingest:\n  decode_workers: {bad}\n")
+        with pytest.raises(ConfigError, match="decode_workers"):
+            load_config(config)
 
 
 def test_an_import_with_workers_lands_every_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,13 +161,10 @@ def test_an_import_with_workers_lands_every_line(tmp_path: Path, monkeypatch: py
     path.write_bytes(_lines(30))
     (tmp_path / "ws").mkdir()
     (tmp_path / "ws" / "yieldmeter.yaml").write_text("ingest:\n  decode_workers: 2\n")
-    ws = Workspace.init(tmp_path / "ws")
-    try:
+    with Workspace.init(tmp_path / "ws") as ws:
         [f] = ws.ingest_paths([path]).files
         # 30 lines, 4 broken (i = 3, 10, 17, 24): 26 x 2 calls, 26 ignored, 4 quarantined
         assert (f.landed, f.ignored, f.quarantined) == (52, 26, 4)
         assert ws.store.count("calls") == 52
         again = ws.ingest_paths([path])
         assert again.total("landed") == 0 and ws.store.count("quarantine") == 4
-    finally:
-        ws.close()

@@ -211,67 +211,94 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     A line that is not JSON or not a trace export is quarantined with its line
     number; the other lines still land. With ``options.decode_workers`` > 0, a
     file of more than one chunk (:data:`CHUNK_BYTES`) of lines is decoded and
-    mapped in that many worker processes, and its batches come back in file order.
+    mapped in that many worker processes; the batches are the same either way,
+    cut at the same lines and in file order. When reading the file fails part
+    way (a truncated ``.gz``), the lines read before it still land, then the
+    error is raised.
     """
     first = stream.readline()
     if first.lstrip().startswith(b"{") and not _parses(first):
         # One pretty-printed request spread over many lines.
         with paused_gc():
-            yield _whole(first + stream.read(), options)
+            batch = _whole(first + stream.read(), options)
+        if batch is not None:
+            yield batch
         return
-    lines = _chain(first, stream)
+    failed: list[Exception] = []
+    lines = _until_failure(_chain(first, stream), failed)
     if options.decode_workers > 0:
         yield from _read_parallel(lines, options)
-        return
-    batches = _read_lines(lines, options, 1)
-    while True:
-        with paused_gc():  # while reading and mapping, not while the caller holds the batch
-            batch = next(batches, None)
-        if batch is None:
-            return
-        yield batch
+    else:
+        batches = _read_lines(lines, options, 1)
+        while True:
+            with paused_gc():  # while reading and mapping, not while the caller holds the batch
+                batch = next(batches, None)
+            if batch is None:
+                break
+            yield batch
+    if failed:
+        raise failed[0]
 
 
-def _whole(doc: bytes, options: ReadOptions) -> Batch:
-    """A file that is one pretty-printed request."""
+def _until_failure(lines: Iterable[bytes], failed: list[Exception]) -> Iterator[bytes]:
+    """``lines`` until reading fails; the error goes to ``failed``, to be raised once what was
+    read before it has landed."""
+    try:
+        yield from lines
+    except Exception as exc:
+        failed.append(exc)
+
+
+def _whole(doc: bytes, options: ReadOptions) -> Batch | None:
+    """A file that is one pretty-printed request (``None`` when it holds no span)."""
     rows = SpanRows(options)
     try:
         add_request(orjson.loads(doc), rows, 1)
     except (orjson.JSONDecodeError, UnreadableRequest) as exc:
         return _finish(rows, options, [1], [f"line 1: {exc}"], [doc[:2000].decode("utf-8", "replace")])
-    return _finish(rows, options, [], [], [])
+    return _finish(rows, options, [], [], []) if rows.spans else None
+
+
+#: Lines are cut into chunks of about this many bytes (about 14,000 spans of the Collector's
+#: JSON): what a decode process maps at a time, big enough that a chunk's trip costs little
+#: beside its mapping. A batch never spans two chunks, with decode processes or without.
+CHUNK_BYTES = 16 << 20
 
 
 def _read_lines(lines: Iterable[bytes], options: ReadOptions, first_lineno: int) -> Iterator[Batch]:
-    """The batches of ``lines``, the first of which is line ``first_lineno`` of the file."""
+    """The batches of ``lines``, the first of which is line ``first_lineno`` of the file.
+
+    A batch ends at the line that completes a chunk (:data:`CHUNK_BYTES`) and when it holds
+    ``options.batch_rows`` (at most 16,384) spans.
+    """
     rows = SpanRows(options)
     bad_pos: list[int] = []
     bad_reason: list[str] = []
     bad_raw: list[str] = []
+    limit = min(options.batch_rows, _SPANS_PER_BATCH)
+    size = 0  # bytes since the chunk began
     for lineno, line in enumerate(lines, first_lineno):
-        if not line.strip():
-            continue
-        try:
-            add_request(orjson.loads(line), rows, lineno)
-        except orjson.JSONDecodeError as exc:
-            bad_pos.append(lineno)
-            bad_reason.append(f"line {lineno}: not valid JSON ({exc})")
-            bad_raw.append(line[:2000].decode("utf-8", "replace"))
-        except UnreadableRequest as exc:
-            bad_pos.append(lineno)
-            bad_reason.append(f"line {lineno}: {exc}")
-            bad_raw.append(line[:2000].decode("utf-8", "replace"))
-        if rows.spans >= min(options.batch_rows, _SPANS_PER_BATCH):
+        size += len(line)
+        if line.strip():
+            try:
+                add_request(orjson.loads(line), rows, lineno)
+            except orjson.JSONDecodeError as exc:
+                bad_pos.append(lineno)
+                bad_reason.append(f"line {lineno}: not valid JSON ({exc})")
+                bad_raw.append(line[:2000].decode("utf-8", "replace"))
+            except UnreadableRequest as exc:
+                bad_pos.append(lineno)
+                bad_reason.append(f"line {lineno}: {exc}")
+                bad_raw.append(line[:2000].decode("utf-8", "replace"))
+        end_of_chunk = size >= CHUNK_BYTES
+        if (rows.spans >= limit or end_of_chunk) and (rows.spans or bad_pos):
             yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
             rows = SpanRows(options)
             bad_pos, bad_reason, bad_raw = [], [], []
+        if end_of_chunk:
+            size = 0
     if rows.spans or bad_pos:
         yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
-
-
-#: Lines go to the decode processes in chunks of about this many bytes (about 14,000 spans
-#: of the Collector's JSON): big enough that a chunk's trip costs little beside its mapping.
-CHUNK_BYTES = 16 << 20
 
 
 def decode_lines(chunk: bytes, first_lineno: int, options: ReadOptions) -> list[Batch]:
@@ -284,7 +311,7 @@ _Chunk = tuple[bytes, int]  # whole lines, and the file's line number of the fir
 
 
 def _chunks(lines: Iterable[bytes]) -> Iterator[_Chunk]:
-    """Whole lines in chunks of about :data:`CHUNK_BYTES`, each with its first line's number."""
+    """Whole lines in chunks that end at the line taking them to :data:`CHUNK_BYTES`."""
     buf: list[bytes] = []
     size = 0
     lineno = 1
@@ -300,12 +327,10 @@ def _chunks(lines: Iterable[bytes]) -> Iterator[_Chunk]:
 
 
 def _read_parallel(lines: Iterable[bytes], options: ReadOptions) -> Iterator[Batch]:
-    """Chunks of lines mapped in ``options.decode_workers`` processes, their batches in order.
+    """Chunks of lines mapped in ``options.decode_workers`` processes, their batches in file order.
 
     The first chunk is decoded here while the processes start, so a file of one chunk never
-    starts one. At most two chunks per process wait, which bounds the memory held. A process
-    that dies (a chunk that exhausted its memory) ends the pool: that chunk and every later
-    one are decoded here.
+    starts one. At most two chunks per process wait, which bounds the memory held.
     """
     chunks = _chunks(lines)
     first = next(chunks, None)
@@ -314,40 +339,57 @@ def _read_parallel(lines: Iterable[bytes], options: ReadOptions) -> Iterator[Bat
         if first is not None:
             yield from decode_lines(*first, options)
         return
-    workers = options.decode_workers
-    pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn")
-    )
-    pending: deque[tuple[Future[list[Batch]] | None, _Chunk]] = deque()
+    pool = _DecodePool(options)
+    pending: deque[tuple[Future[list[Batch]] | None, _Chunk]] = deque([(pool.submit(second), second)])
     try:
-        pending.append((pool.submit(decode_lines, *second, options), second))
         yield from decode_lines(*first, options)
         for chunk in chunks:
-            pending.append((pool.submit(decode_lines, *chunk, options) if pool else None, chunk))
-            while len(pending) > 2 * workers:
-                batches, pool = _result(*pending.popleft(), pool, options)
-                yield from batches
+            pending.append((pool.submit(chunk), chunk))
+            while len(pending) > 2 * options.decode_workers:
+                yield from pool.result(*pending.popleft())
         while pending:
-            batches, pool = _result(*pending.popleft(), pool, options)
-            yield from batches
+            yield from pool.result(*pending.popleft())
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pool.close()
 
 
-def _result(
-    future: Future[list[Batch]] | None, chunk: _Chunk, pool: ProcessPoolExecutor | None, options: ReadOptions
-) -> tuple[list[Batch], ProcessPoolExecutor | None]:
-    """A chunk's batches, and the pool to go on with (``None`` once a process died)."""
-    if future is not None:
-        try:
-            return future.result(), pool
-        except BrokenProcessPool:
-            log.error("a decode process died (lines from %d): the rest of the file is decoded here", chunk[1])
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-            pool = None
-    return decode_lines(*chunk, options), pool
+class _DecodePool:
+    """Spawned decode processes, until one dies (a chunk that exhausted its memory): from then
+    on, every chunk not yet decoded is decoded in this process."""
+
+    def __init__(self, options: ReadOptions) -> None:
+        self.options = options
+        self.pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            options.decode_workers, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    def submit(self, chunk: _Chunk) -> Future[list[Batch]] | None:
+        """The chunk's future, or ``None`` when it is to be decoded here."""
+        if self.pool is not None:
+            try:
+                return self.pool.submit(decode_lines, *chunk, self.options)
+            except BrokenProcessPool:  # a process died since the last result
+                self._broken(chunk)
+        return None
+
+    def result(self, future: Future[list[Batch]] | None, chunk: _Chunk) -> list[Batch]:
+        if future is not None:
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                self._broken(chunk)
+        return decode_lines(*chunk, self.options)
+
+    def _broken(self, chunk: _Chunk) -> None:
+        if self.pool is not None:
+            log.error("a decode process died (lines from %d on): the rest is decoded here", chunk[1])
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
 
 def _chain(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
