@@ -24,6 +24,7 @@ Workflow ``ovl`` reports days 0-7 and 3-10: overlapping periods, the declared $2
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,12 @@ def test_score_stores_the_unit_values_and_the_benchmarks_read_them(tmp_path: Pat
         assert stored["fraud"]["source"] == "declared" and stored["fraud"]["unit_value"] == 900.0
         # the benchmarks draw that error (1 degree of freedom) for claims, and none for fraud
         assert ws.value.value_uncertainty() == {"claims": (pytest.approx(60.0 / 660.0), 1)}
+    # `export unit-values` writes the stored table, one line a workflow
+    r = CliRunner().invoke(
+        build_app(), ["export", "unit-values", "--format", "jsonl", "--workspace", str(tmp_path)]
+    )
+    assert r.exit_code == 0, r.output
+    exported = [json.loads(line) for line in r.output.splitlines()]
+    assert [(e["workflow"], e["source"]) for e in exported] == [("claims", "measured"), ("fraud", "declared")]
+    assert exported[0]["unit_value"] == pytest.approx(claims["unit_value"])
+    assert exported[0]["relative_se"] == pytest.approx(60.0 / 660.0) and exported[0]["periods"] == 2

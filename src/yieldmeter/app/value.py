@@ -26,7 +26,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import ibis
@@ -241,27 +241,33 @@ class ValueService:
             self._facts = self._materialise("facts", make, keep=t.scores is not None)
         return self._facts
 
+    def unit_values(self) -> pa.Table:
+        """What one success of each workflow is worth, and whether it was measured from outcome
+        periods or declared (``UNIT_VALUES_SCHEMA``, by workflow): the last scoring run's stored
+        table; where no scores are stored (a lake), the values the in-memory scoring used."""
+        from yieldmeter.scoring.schema import UNIT_VALUES_SCHEMA
+
+        t = self.tables()
+        if t.scores is None:
+            self.facts()  # scored in memory, with their unit values
+            if self._memory_unit_values is None:  # facts shared by a server's read pool
+                from yieldmeter.scoring.engine import score_tables
+
+                self._memory_unit_values = score_tables(t).unit_values
+            rows = [{**u.row(), "scored_at": None} for u in self._memory_unit_values]
+            return pa.Table.from_pylist(rows, schema=UNIT_VALUES_SCHEMA).sort_by("workflow")
+        if t.unit_values is None:  # scored before unit values were measured
+            return UNIT_VALUES_SCHEMA.empty_table()
+        return t.unit_values.order_by("workflow").to_pyarrow().select(UNIT_VALUES_SCHEMA.names)
+
     def value_uncertainty(self) -> dict[str, tuple[float, int]]:
         """Per workflow whose unit value was measured from outcome periods: its relative standard
         error and degrees of freedom, which the benchmarks' intervals carry (none for a declared
         value: nothing measures its error)."""
         if self._uncertainty is None:
-            t = self.tables()
-            rows: list[dict[str, Any]]
-            if t.scores is None:
-                self.facts()  # scored in memory, with their unit values
-                if self._memory_unit_values is None:  # facts shared by a server's read pool
-                    from yieldmeter.scoring.engine import score_tables
-
-                    self._memory_unit_values = score_tables(t).unit_values
-                rows = [asdict(u) for u in self._memory_unit_values]
-            elif t.unit_values is not None:
-                rows = t.unit_values.to_pyarrow().to_pylist()
-            else:  # scored before unit values were measured: every value was the declared one
-                rows = []
             self._uncertainty = {
                 str(r["workflow"]): (float(r["relative_se"]), int(r["periods"]) - 1)
-                for r in rows
+                for r in self.unit_values().to_pylist()
                 if r["relative_se"] is not None and (r["periods"] or 0) > 1
             }
         return self._uncertainty

@@ -401,6 +401,21 @@ def register(app: typer.Typer) -> None:
                 fail("no scores stored yet: run `yieldmeter score` first")
             _write_export(table.select(SCORE_EXPORT), fmt, out)
 
+    @export.command("unit-values")
+    def export_unit_values(
+        fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
+        out: Annotated[
+            Path | None, typer.Option("--out", help="File to write (default: standard output).")
+        ] = None,
+        ws_path: WorkspaceOpt = Path("."),
+    ) -> None:
+        """What one success of each workflow is worth: measured from outcome periods, or declared."""
+        with workspace(ws_path) as ws:
+            table = _run(ws.value.unit_values)
+            if table.num_rows == 0:
+                fail("no unit values: no workflow has been scored (run `yieldmeter score`)")
+            _write_export(table, fmt, out)
+
     @export.command("benchmarks")
     def export_benchmarks(
         by: Annotated[BenchBy, typer.Option("--by")] = BenchBy.team,
