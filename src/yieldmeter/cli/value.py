@@ -161,6 +161,10 @@ class ExportFormat(StrEnum):
     parquet = "parquet"
 
 
+ExportFormatOpt = Annotated[ExportFormat, typer.Option("--format", "-f")]
+ExportOutOpt = Annotated[Path | None, typer.Option("--out", help="File to write (default: standard output).")]
+
+
 class BenchBy(StrEnum):
     user = "user"
     team = "team"
@@ -387,10 +391,8 @@ def register(app: typer.Typer) -> None:
 
     @export.command("scores")
     def export_scores(
-        fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
-        out: Annotated[
-            Path | None, typer.Option("--out", help="File to write (default: standard output).")
-        ] = None,
+        fmt: ExportFormatOpt = ExportFormat.csv,
+        out: ExportOutOpt = None,
         workflow: WorkflowOpt = None,
         ws_path: WorkspaceOpt = Path("."),
     ) -> None:
@@ -403,10 +405,8 @@ def register(app: typer.Typer) -> None:
 
     @export.command("unit-values")
     def export_unit_values(
-        fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
-        out: Annotated[
-            Path | None, typer.Option("--out", help="File to write (default: standard output).")
-        ] = None,
+        fmt: ExportFormatOpt = ExportFormat.csv,
+        out: ExportOutOpt = None,
         ws_path: WorkspaceOpt = Path("."),
     ) -> None:
         """What one success of each workflow is worth: measured from outcome periods, or declared."""
@@ -419,10 +419,8 @@ def register(app: typer.Typer) -> None:
     @export.command("benchmarks")
     def export_benchmarks(
         by: Annotated[BenchBy, typer.Option("--by")] = BenchBy.team,
-        fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
-        out: Annotated[
-            Path | None, typer.Option("--out", help="File to write (default: standard output).")
-        ] = None,
+        fmt: ExportFormatOpt = ExportFormat.csv,
+        out: ExportOutOpt = None,
         workflow: WorkflowOpt = None,
         period: PeriodOpt = None,
         people: PeopleOpt = False,
