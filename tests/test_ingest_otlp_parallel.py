@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_ingest_otlp import CHAT, request, span
+from tests.test_ingest_otlp import CHAT, _eval, request, span
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.config import ConfigError, load_config
 from yieldmeter.ingest import otlp_json
@@ -25,7 +25,8 @@ BAD_SPAN_LINE = 51
 
 
 def _lines(n: int) -> bytes:
-    """``n`` request lines of 3 spans (2 GenAI, 1 HTTP); every 7th line from the 4th is broken."""
+    """``n`` request lines of 3 spans (2 GenAI, the first with an evaluation, and 1 HTTP); every
+    7th line from the 4th is broken."""
     out = []
     for i in range(n):
         if i % 7 == 3:
@@ -38,7 +39,7 @@ def _lines(n: int) -> bytes:
             second["startTimeUnixNano"] = "0"
         out.append(
             request(
-                span(3 * i + 1, {**CHAT, **tokens}, trace=trace),
+                span(3 * i + 1, {**CHAT, **tokens}, trace=trace, events=[_eval(i / 100)]),
                 second,
                 span(3 * i + 3, {"http.route": "/healthz"}, trace=trace),
             )
@@ -64,9 +65,13 @@ def test_workers_give_the_batches_of_one_process(
     # one batch per chunk, cut at the same lines with processes or without
     assert len(parallel) == len(serial) == len(chunks)
     for s, p in zip(serial, parallel, strict=True):
-        assert p.tables["calls"].equals(s.tables["calls"])
+        assert p.tables.keys() == s.tables.keys()
+        for name in s.tables:
+            assert p.tables[name].equals(s.tables[name]), name
+        assert p.notes == s.notes and p.no_model == s.no_model
         assert p.rejects.select(["position", "reason"]).equals(s.rejects.select(["position", "reason"]))
         assert p.ignored == s.ignored
+    assert sum("signals" in b.tables for b in parallel) == len(parallel) - 1  # the last: line 60 alone
     calls = [r for b in parallel for r in b.tables["calls"].to_pylist()]
     rejects = [r for b in parallel for r in b.rejects.to_pylist()]
     # 60 lines, 9 broken (i % 7 == 3: lines 4, 11, ..., 60): 51 good lines x 2 calls, less the
@@ -163,8 +168,9 @@ def test_an_import_with_workers_lands_every_line(tmp_path: Path, monkeypatch: py
     (tmp_path / "ws" / "yieldmeter.yaml").write_text("ingest:\n  decode_workers: 2\n")
     with Workspace.init(tmp_path / "ws") as ws:
         [f] = ws.ingest_paths([path]).files
-        # 30 lines, 4 broken (i = 3, 10, 17, 24): 26 x 2 calls, 26 ignored, 4 quarantined
-        assert (f.landed, f.ignored, f.quarantined) == (52, 26, 4)
-        assert ws.store.count("calls") == 52
+        # 30 lines, 4 broken (i = 3, 10, 17, 24): 26 x (2 calls + 1 rated signal), 26 ignored,
+        # 4 quarantined
+        assert (f.landed, f.ignored, f.quarantined) == (78, 26, 4)
+        assert (ws.store.count("calls"), ws.store.count("signals")) == (52, 26)
         again = ws.ingest_paths([path])
         assert again.total("landed") == 0 and ws.store.count("quarantine") == 4

@@ -202,6 +202,9 @@ def test_score_stores_the_unit_values_and_the_benchmarks_read_them(tmp_path: Pat
     from yieldmeter.cli.main import build_app
 
     build_workspace(tmp_path, _workspace_rows(), CONFIG).close()
+    export = ["export", "unit-values", "--format", "jsonl", "--workspace", str(tmp_path)]
+    r = CliRunner().invoke(build_app(), export)  # nothing scored yet: nothing stored to export
+    assert r.exit_code == 1 and "run `yieldmeter score` first" in r.output
     r = CliRunner().invoke(build_app(), ["score", "--workspace", str(tmp_path)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "Unit values" in r.output
@@ -223,11 +226,19 @@ def test_score_stores_the_unit_values_and_the_benchmarks_read_them(tmp_path: Pat
         # the benchmarks draw that error (1 degree of freedom) for claims, and none for fraud
         assert ws.value.value_uncertainty() == {"claims": (pytest.approx(60.0 / 660.0), 1)}
     # `export unit-values` writes the stored table, one line a workflow
-    r = CliRunner().invoke(
-        build_app(), ["export", "unit-values", "--format", "jsonl", "--workspace", str(tmp_path)]
-    )
+    r = CliRunner().invoke(build_app(), export)
     assert r.exit_code == 0, r.output
     exported = [json.loads(line) for line in r.output.splitlines()]
     assert [(e["workflow"], e["source"]) for e in exported] == [("claims", "measured"), ("fraud", "declared")]
     assert exported[0]["unit_value"] == pytest.approx(claims["unit_value"])
     assert exported[0]["relative_se"] == pytest.approx(60.0 / 660.0) and exported[0]["periods"] == 2
+    assert exported[0]["period_benefit"] == pytest.approx(660.0)
+
+    # a store scored by a version whose unit_values lacked a later column: read with it null
+    with Workspace.open(tmp_path) as ws:
+        ws.store.con.execute("ALTER TABLE unit_values DROP COLUMN period_benefit")
+        assert ws.value.value_uncertainty() == {"claims": (pytest.approx(60.0 / 660.0), 1)}
+    r = CliRunner().invoke(build_app(), export)
+    assert r.exit_code == 0, r.output
+    exported = [json.loads(line) for line in r.output.splitlines()]
+    assert exported[0]["period_benefit"] is None and exported[0]["periods"] == 2

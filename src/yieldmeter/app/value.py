@@ -244,30 +244,52 @@ class ValueService:
     def unit_values(self) -> pa.Table:
         """What one success of each workflow is worth, and whether it was measured from outcome
         periods or declared (``UNIT_VALUES_SCHEMA``, by workflow): the last scoring run's stored
-        table; where no scores are stored (a lake), the values the in-memory scoring used."""
+        table (empty before the first); on a lake, which stores no scores, the values its
+        in-memory scoring used."""
+        t = self.tables()
+        if t.scores is None and getattr(self.ws, "engine", None) is not None:
+            return self._memory_unit_values_table(t)
+        return self._stored_unit_values(t)
+
+    def _stored_unit_values(self, t: Tables) -> pa.Table:
         from yieldmeter.scoring.schema import UNIT_VALUES_SCHEMA
 
-        t = self.tables()
-        if t.scores is None:
-            self.facts()  # scored in memory, with their unit values
-            if self._memory_unit_values is None:  # facts shared by a server's read pool
-                from yieldmeter.scoring.engine import score_tables
-
-                self._memory_unit_values = score_tables(t).unit_values
-            rows = [{**u.row(), "scored_at": None} for u in self._memory_unit_values]
-            return pa.Table.from_pylist(rows, schema=UNIT_VALUES_SCHEMA).sort_by("workflow")
-        if t.unit_values is None:  # scored before unit values were measured
+        if t.unit_values is None:  # never scored, or scored before unit values were measured
             return UNIT_VALUES_SCHEMA.empty_table()
-        return t.unit_values.order_by("workflow").to_pyarrow().select(UNIT_VALUES_SCHEMA.names)
+        stored = t.unit_values.order_by("workflow").to_pyarrow()
+        # a column added since the store was last scored is null until the next scoring run
+        return pa.Table.from_arrays(
+            [
+                stored.column(f.name).cast(f.type)
+                if f.name in stored.column_names
+                else pa.nulls(stored.num_rows, f.type)
+                for f in UNIT_VALUES_SCHEMA
+            ],
+            schema=UNIT_VALUES_SCHEMA,
+        )
+
+    def _memory_unit_values_table(self, t: Tables) -> pa.Table:
+        from yieldmeter.scoring.schema import UNIT_VALUES_SCHEMA
+
+        self.facts()  # scored in memory, with their unit values
+        if self._memory_unit_values is None:  # facts shared by a server's read pool
+            from yieldmeter.scoring.engine import score_tables
+
+            self._memory_unit_values = score_tables(t).unit_values
+        rows = [{**u.row(), "scored_at": None} for u in self._memory_unit_values]
+        return pa.Table.from_pylist(rows, schema=UNIT_VALUES_SCHEMA).sort_by("workflow")
 
     def value_uncertainty(self) -> dict[str, tuple[float, int]]:
         """Per workflow whose unit value was measured from outcome periods: its relative standard
         error and degrees of freedom, which the benchmarks' intervals carry (none for a declared
-        value: nothing measures its error)."""
+        value: nothing measures its error). Where no scores are stored, from the values the
+        in-memory scoring used."""
         if self._uncertainty is None:
+            t = self.tables()
+            table = self._memory_unit_values_table(t) if t.scores is None else self._stored_unit_values(t)
             self._uncertainty = {
                 str(r["workflow"]): (float(r["relative_se"]), int(r["periods"]) - 1)
-                for r in self.unit_values().to_pylist()
+                for r in table.select(["workflow", "relative_se", "periods"]).to_pylist()
                 if r["relative_se"] is not None and (r["periods"] or 0) > 1
             }
         return self._uncertainty

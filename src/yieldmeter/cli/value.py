@@ -413,7 +413,7 @@ def register(app: typer.Typer) -> None:
         with workspace(ws_path) as ws:
             table = _run(ws.value.unit_values)
             if table.num_rows == 0:
-                fail("no unit values: no workflow has been scored (run `yieldmeter score`)")
+                fail("no unit values stored yet: run `yieldmeter score` first")
             _write_export(table, fmt, out)
 
     @export.command("benchmarks")

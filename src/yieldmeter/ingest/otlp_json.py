@@ -340,8 +340,9 @@ def _read_parallel(lines: Iterable[bytes], options: ReadOptions) -> Iterator[Bat
             yield from decode_lines(*first, options)
         return
     pool = _DecodePool(options)
-    pending: deque[tuple[Future[list[Batch]] | None, _Chunk]] = deque([(pool.submit(second), second)])
+    pending: deque[tuple[Future[list[Batch]] | None, _Chunk]] = deque()
     try:
+        pending.append((pool.submit(second), second))
         yield from decode_lines(*first, options)
         for chunk in chunks:
             pending.append((pool.submit(chunk), chunk))
