@@ -8,6 +8,7 @@ bad file never blocks the other files of the import.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -152,6 +153,25 @@ def test_an_import_goes_on_past_a_file_it_cannot_read(tmp_path: Path) -> None:
         assert set(q) == {"a-binary.csv", "c-odd.csv"}
         assert q["c-odd.csv"]["position"] is None and "cannot tell which table" in q["c-odd.csv"]["reason"]
         assert ws.store.count("calls") == 2
+
+
+def test_a_gz_whose_compressed_data_is_damaged_is_quarantined(tmp_path: Path) -> None:
+    """A .gz whose first deflate block has the reserved block type (BTYPE 11, the byte after the
+    10-byte gzip header) fails in zlib, not in gzip: its own quarantine row, and the next file lands."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    damaged = bytearray(gzip.compress(HEADER + _row(1)))
+    damaged[10] = 0b110  # BFINAL 0, BTYPE 11
+    (folder / "a-calls.csv.gz").write_bytes(bytes(damaged))
+    (folder / "b-calls.csv").write_bytes(HEADER + _row(2))
+    with Workspace.init(tmp_path / "ws") as ws:
+        by_file = {Path(f.source).name: f for f in ws.ingest_paths([folder]).files}
+        assert by_file["a-calls.csv.gz"].error == (
+            "cannot read the file: Error -3 while decompressing data: invalid block type"
+        )
+        assert by_file["b-calls.csv"].landed == 1 and by_file["b-calls.csv"].error is None
+        [q] = ws.quarantine().to_pylist()
+        assert Path(q["source"]).name == "a-calls.csv.gz" and "invalid block type" in q["reason"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="uses a POSIX signal")

@@ -9,6 +9,7 @@ Capabilities beyond the foundation hang off it as services (``ws.value``,
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -474,9 +475,10 @@ class Workspace:
 NOT_DATA = frozenset({".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".rst", ".pdf", ".png"})
 
 #: what an adapter raises for input it cannot read: ValueError (and its kin: JSON, Arrow and UTF-8
-#: errors), OSError/EOFError (a truncated .gz); a usage export of another shape surfaces as a
-#: KeyError, IndexError or TypeError, which a bug could raise too, so its reason says both
-_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError)
+#: errors), OSError/EOFError (a truncated .gz), zlib.error (a .gz whose compressed data is
+#: damaged); a usage export of another shape surfaces as a KeyError, IndexError or TypeError,
+#: which a bug could raise too, so its reason says both
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zlib.error)
 
 
 def _unreadable_reason(exc: BaseException, source: Path) -> str:
@@ -489,7 +491,7 @@ def _unreadable_reason(exc: BaseException, source: Path) -> str:
             f"not the structure its format has ({type(exc).__name__}: {message}); the rest was not "
             "read (if the file is of this format, this is a yieldmeter bug: please report it)"
         )
-    if isinstance(exc, EOFError | OSError):
+    if isinstance(exc, EOFError | OSError | zlib.error):
         return f"cannot read the file: {message}"
     return f"cannot read: {message}"
 
