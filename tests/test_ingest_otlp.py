@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from yieldmeter.app.workspace import Workspace
 from yieldmeter.ingest.base import Batch, ReadOptions
 from yieldmeter.ingest.otlp import UnreadableRequest
 from yieldmeter.ingest.otlp_json import decode_json
+from yieldmeter.ingest.otlp_json import read as read_otlp_json
 from yieldmeter.ingest.otlp_protobuf import decode_protobuf
 
 T0 = 1_740_823_200_000_000_000  # 2025-03-01T10:00:00Z in ns
@@ -412,6 +414,21 @@ def test_collector_file_export_gzip_reimport_and_quarantine(tmp_path: Path) -> N
         assert sum(pcalls.column("model_cost").to_pylist()) == pytest.approx(0.000525)
     finally:
         ws.close()
+
+
+def test_a_pretty_printed_request_and_json_lines_with_a_broken_first_line(tmp_path: Path) -> None:
+    good = request(span(1, {**CHAT, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10}))
+    # one request spread over many lines (json.dumps with indent): read whole, one call
+    pretty = json.dumps(json.loads(good), indent=2).encode()
+    [batch] = read_otlp_json(io.BytesIO(pretty), ReadOptions(source="pretty.json"))
+    assert batch.tables["calls"].num_rows == 1 and batch.rejects.num_rows == 0
+    # JSON lines whose first line is cut short: that line is quarantined, the rest land
+    other = request(span(2, {**CHAT, "gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 5}))
+    lines = good[: len(good) // 2] + b"\n" + good + b"\n" + other + b"\n"
+    [batch] = read_otlp_json(io.BytesIO(lines), ReadOptions(source="t.jsonl"))
+    assert batch.tables["calls"].column("input_tokens").to_pylist() == [100, 50]
+    [reject] = batch.rejects.to_pylist()
+    assert reject["position"] == 1 and reject["reason"].startswith("line 1: not valid JSON")
 
 
 # -- content, whatever the spelling ---------------------------------------------------------------

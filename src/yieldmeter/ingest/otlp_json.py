@@ -216,16 +216,19 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     way (a truncated ``.gz``), the lines read before it still land, then the
     error is raised.
     """
-    first = stream.readline()
-    if first.lstrip().startswith(b"{") and not _parses(first):
-        # One pretty-printed request spread over many lines.
-        with paused_gc():
-            batch = _whole(first + stream.read(), options)
-        if batch is not None:
-            yield batch
-        return
+    head = [stream.readline()]
+    if head[0].lstrip().startswith(b"{") and not _parses(head[0]):
+        # One pretty-printed request spread over many lines, or JSON lines whose first line is
+        # broken: in JSON lines the next line is a whole document, in a pretty-printed one not.
+        head.append(stream.readline())
+        if not _parses(head[1]):
+            with paused_gc():
+                batch = _whole(b"".join(head) + stream.read(), options)
+            if batch is not None:
+                yield batch
+            return
     failed: list[Exception] = []
-    lines = _until_failure(_chain(first, stream), failed)
+    lines = _until_failure(_chain(head, stream), failed)
     if options.decode_workers > 0:
         yield from _read_parallel(lines, options)
     else:
@@ -393,8 +396,8 @@ class _DecodePool:
             self.pool = None
 
 
-def _chain(first: bytes, stream: BinaryIO) -> Iterator[bytes]:
-    yield first
+def _chain(head: list[bytes], stream: BinaryIO) -> Iterator[bytes]:
+    yield from head
     yield from stream
 
 
