@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -271,3 +272,35 @@ def test_spark_tests_fail_in_ci_instead_of_skipping(monkeypatch: pytest.MonkeyPa
     java.chmod(0o755)
     monkeypatch.delenv("CI")
     assert "java 11 found" in (spark_available() or "")
+
+
+def test_ingest_to_lake_passes_over_documents_and_quarantines_what_it_cannot_read(
+    ws: Path, tmp_path: Path
+) -> None:
+    """The lake import walks a folder and fails a file as a workspace's import does: a README is
+    passed over, a .gz with a damaged deflate block (reserved block type) is one quarantine row
+    with the reason, the good file lands, and the command exits 1 naming the file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "data" / "calls.csv", folder / "calls.csv")  # 13 calls
+    (folder / "README.md").write_text("# not data\n")
+    damaged = bytearray(gzip.compress(b"call_id,ts\nc1,2025-03-03T10:00:00Z\n"))
+    damaged[10] = 0b110  # the first deflate block's BTYPE 11
+    (folder / "z-calls.csv.gz").write_bytes(bytes(damaged))
+    lake = tmp_path / "lake"
+    result = runner.invoke(
+        build_app(), ["ingest", str(folder), "--to-lake", str(lake), "-w", str(ws), "--output", "json"]
+    )
+    assert result.exit_code == 1, result.output
+    summary, _ = json.JSONDecoder().raw_decode(result.stdout[result.stdout.index("[") :])
+    by_file = {Path(f["source"]).name: f for f in summary}
+    assert set(by_file) == {"calls.csv", "z-calls.csv.gz"}
+    assert by_file["calls.csv"]["landed"] == 13 and by_file["calls.csv"]["error"] is None
+    bad = by_file["z-calls.csv.gz"]
+    assert bad["error"] == "cannot read the file: Error -3 while decompressing data: invalid block type"
+    assert bad["quarantined"] == 1
+    assert "passed over 1 files" in result.stdout and "README.md" in result.stdout
+    assert f"{folder / 'z-calls.csv.gz'}: cannot read the file" in result.stderr
+    [q] = Lake(str(lake)).read_table("quarantine").to_pylist()
+    assert Path(q["source"]).name == "z-calls.csv.gz" and "invalid block type" in q["reason"]
+    assert Lake(str(lake)).read_table("calls").num_rows == 13

@@ -376,8 +376,8 @@ class Workspace:
                     )
                     batches = chosen.read(counted, self.read_options(str(f), table))  # type: ignore[arg-type]
                     self.ingest_batches(batches, source=str(f), fmt=chosen.name, after=False, into=result)
-            except _UNREADABLE as exc:
-                result.error = str(exc) if isinstance(exc, UnknownFormat) else _unreadable_reason(exc, f)
+            except UNREADABLE as exc:
+                result.error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)
                 self._quarantine_file(result, table, result.error)
             summary.files.append(result)
 
@@ -478,10 +478,10 @@ NOT_DATA = frozenset({".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".rst", "
 #: errors), OSError/EOFError (a truncated .gz), zlib.error (a .gz whose compressed data is
 #: damaged); a usage export of another shape surfaces as a KeyError, IndexError or TypeError,
 #: which a bug could raise too, so its reason says both
-_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zlib.error)
+UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zlib.error)
 
 
-def _unreadable_reason(exc: BaseException, source: Path) -> str:
+def unreadable_reason(exc: BaseException, source: Path) -> str:
     """Why a file could not be read, for people (the file itself is named beside it)."""
     message = str(exc).removeprefix(f"{source}: ")
     if isinstance(exc, UnicodeDecodeError):

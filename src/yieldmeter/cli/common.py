@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 if TYPE_CHECKING:
-    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.app.workspace import IngestSummary, Workspace
 
 WorkspaceOpt = Annotated[
     Path,
@@ -198,3 +198,27 @@ def emit(data: Any, fmt: OutputFormat | str, *, title: str | None = None) -> Non
         return
     text = render(rows, fmt, title=title)
     typer.echo(text, nl=not text.endswith("\n"))
+
+
+def report_ingest_outcome(summary: IngestSummary) -> None:
+    """After an import's summary: the files a folder walk passed over, the files that could not
+    be read (on stderr), and the exit: 2 when nothing was read, 1 when a file failed."""
+    if summary.passed_over:
+        names = ", ".join(str(p) for p in summary.passed_over[:5])
+        more = f" and {len(summary.passed_over) - 5} more" if len(summary.passed_over) > 5 else ""
+        console().print(
+            f"[yellow]note:[/] passed over {len(summary.passed_over)} files of the folders that are "
+            f"not data (configuration, documents, hidden): {names}{more}",
+            highlight=False,
+            soft_wrap=True,  # file names are not cut across lines
+        )
+    failed = [f for f in summary.files if f.error]
+    for f in failed:
+        err_console().print(f"[bold red]error:[/] {f.source}: {f.error}", highlight=False)
+    if summary.total("read") == 0 and summary.total("ignored") == 0:
+        fail("nothing could be read from the input (empty, or not a format yieldmeter knows)", code=2)
+    if failed:
+        fail(
+            f"{len(failed)} of {len(summary.files)} files could not be read to the end (quarantined "
+            "with the reason; the other files and the rows before the failure were imported)"
+        )

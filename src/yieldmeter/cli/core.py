@@ -18,10 +18,10 @@ from yieldmeter.cli.common import (
     WorkspaceOpt,
     console,
     emit,
-    err_console,
     fail,
     group,
     parse_period,
+    report_ingest_outcome,
     workspace,
 )
 
@@ -133,25 +133,7 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
             )
         summary.passed_over[:0] = passed_over  # the folders were walked here, before the import
-        if summary.passed_over:
-            names = ", ".join(str(p) for p in summary.passed_over[:5])
-            more = f" and {len(summary.passed_over) - 5} more" if len(summary.passed_over) > 5 else ""
-            console().print(
-                f"[yellow]note:[/] passed over {len(summary.passed_over)} files of the folders that are "
-                f"not data (configuration, documents, hidden): {names}{more}",
-                highlight=False,
-                soft_wrap=True,  # file names are not cut across lines
-            )
-        failed = [f for f in summary.files if f.error]
-        for f in failed:
-            err_console().print(f"[bold red]error:[/] {f.source}: {f.error}", highlight=False)
-        if summary.total("read") == 0 and summary.total("ignored") == 0:
-            fail("nothing could be read from the input (empty, or not a format yieldmeter knows)", code=2)
-        if failed:
-            fail(
-                f"{len(failed)} of {len(summary.files)} files could not be read to the end (quarantined "
-                "with the reason; the other files and the rows before the failure were imported)"
-            )
+        report_ingest_outcome(summary)
 
     @app.command()
     def status(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:

@@ -204,5 +204,4 @@ def ingest_to_lake_command(
             f"{summary.total('quarantined'):,} quarantined.",
             highlight=False,
         )
-    if summary.total("read") == 0 and summary.total("ignored") == 0:
-        fail("nothing could be read from the input (empty, or not a format yieldmeter knows)", code=2)
+    common.report_ingest_outcome(summary)

@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from yieldmeter.app.workspace import FileSummary, IngestSummary
+from yieldmeter.app.workspace import UNREADABLE, FileSummary, IngestSummary, Workspace, unreadable_reason
 from yieldmeter.config import CONFIG_FILE, Config
 from yieldmeter.ingest.base import Batch, ReadOptions, open_binary
-from yieldmeter.ingest.conform import concat_rejects, conform, stable_id
+from yieldmeter.ingest.conform import concat_rejects, conform, make_rejects, stable_id
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
 
@@ -310,26 +310,34 @@ def ingest_to_lake(
     paths: Sequence[Path | str], lake_uri: str, config: Config, *, fmt: str = "auto", table: str | None = None
 ) -> IngestSummary:
     """Read files with the format adapters and write them to the lake at ``lake_uri``."""
-    from yieldmeter.ingest.registry import detect_format, get_format
+    from yieldmeter.ingest.registry import UnknownFormat, detect_format, get_format
 
+    if fmt != "auto":
+        get_format(fmt)  # an unknown --format is the caller's mistake, not a file's
     lake = Lake(lake_uri)
     lake.check_version()
     writer = LakeWriter(lake, config)
     writer.sync_reference()
     summary = IngestSummary()
     touched: set[str] = set()
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for f in files:
+    for f in Workspace.input_files(paths, summary.passed_over):
+        batches: list[Batch] = []
+        name, error = fmt, None
+        try:
             chosen = detect_format(f) if fmt == "auto" else get_format(fmt)
+            name = chosen.name
             with open_binary(f) as stream:
-                batches = list(chosen.read(stream, ReadOptions.from_config(config, str(f), table)))
-            fs = writer.write_source(batches, source=str(f), fmt=chosen.name)
-            summary.files.append(fs)
-            touched |= {n for b in batches for n in b.tables}
+                for batch in chosen.read(stream, ReadOptions.from_config(config, str(f), table)):
+                    batches.append(batch)
+        except UNREADABLE as exc:
+            # what was read before the failure is written; the file (or its rest) is one
+            # quarantine row with the reason, as in a workspace's import
+            error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)
+            batches.append(Batch(rejects=make_rejects(table or "(file)", str(f), [None], [error], [""])))
+        fs = writer.write_source(batches, source=str(f), fmt=name)
+        fs.error = error
+        summary.files.append(fs)
+        touched |= {n for b in batches for n in b.tables}
     lake.refresh_manifest(
         sorted(touched | {"quarantine", "model_map", "work_units"}), written_by="yieldmeter ingest --to-lake"
     )
