@@ -34,6 +34,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.value_data import build_workspace, make_tables, ts
+from yieldmeter.lake.layout import Lake
 from yieldmeter.scoring.unit_value import monetary_outcomes, unit_values
 
 UNITS = [  # id, workflow, start (days), p
@@ -234,11 +235,20 @@ def test_score_stores_the_unit_values_and_the_benchmarks_read_them(tmp_path: Pat
     assert exported[0]["relative_se"] == pytest.approx(60.0 / 660.0) and exported[0]["periods"] == 2
     assert exported[0]["period_benefit"] == pytest.approx(660.0)
 
-    # a store scored by a version whose unit_values lacked a later column: read with it null
+    # a store scored by a version whose unit_values lacked a later column: opening the workspace
+    # gives the table that column, null until the next scoring run, and everything reads it
     with Workspace.open(tmp_path) as ws:
         ws.store.con.execute("ALTER TABLE unit_values DROP COLUMN period_benefit")
+    with Workspace.open(tmp_path) as ws:
+        benefit = ws.store.query_arrow("SELECT period_benefit FROM unit_values").column(0)
+        assert benefit.null_count == len(benefit) == 2
         assert ws.value.value_uncertainty() == {"claims": (pytest.approx(60.0 / 660.0), 1)}
     r = CliRunner().invoke(build_app(), export)
     assert r.exit_code == 0, r.output
     exported = [json.loads(line) for line in r.output.splitlines()]
     assert exported[0]["period_benefit"] is None and exported[0]["periods"] == 2
+    lake = tmp_path / "lake"
+    r = CliRunner().invoke(build_app(), ["lake", "export", str(lake), "--workspace", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    lake_values = Lake(str(lake)).read_table("unit_values").sort_by("workflow").to_pylist()
+    assert [(u["workflow"], u["period_benefit"]) for u in lake_values] == [("claims", None), ("fraud", None)]

@@ -256,17 +256,7 @@ class ValueService:
 
         if t.unit_values is None:  # never scored, or scored before unit values were measured
             return UNIT_VALUES_SCHEMA.empty_table()
-        stored = t.unit_values.order_by("workflow").to_pyarrow()
-        # a column added since the store was last scored is null until the next scoring run
-        return pa.Table.from_arrays(
-            [
-                stored.column(f.name).cast(f.type)
-                if f.name in stored.column_names
-                else pa.nulls(stored.num_rows, f.type)
-                for f in UNIT_VALUES_SCHEMA
-            ],
-            schema=UNIT_VALUES_SCHEMA,
-        )
+        return t.unit_values.order_by("workflow").to_pyarrow().select(UNIT_VALUES_SCHEMA.names)
 
     def _memory_unit_values_table(self, t: Tables) -> pa.Table:
         from yieldmeter.scoring.schema import UNIT_VALUES_SCHEMA

@@ -130,6 +130,9 @@ class Workspace:
             )
         config = load_config(config_path)
         ws = cls(root, config, Store.open(store_path))
+        from yieldmeter.scoring.schema import SCORING_TABLES
+
+        ws.store.add_missing_columns(SCORING_TABLES)  # scores stored by an older yieldmeter
         ws.sync_reference()
         return ws
 

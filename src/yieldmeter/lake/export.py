@@ -32,19 +32,14 @@ class ExportSummary:
 def export_workspace(ws: Workspace, lake_uri: str) -> ExportSummary:
     """Write every table of ``ws``'s store to the lake at ``lake_uri`` (replacing what the lake held)."""
     from yieldmeter.pricing.book import fingerprint
-    from yieldmeter.store.duckdb_store import duck_type
 
     lake = Lake(lake_uri)
     summary = ExportSummary(lake=lake.uri)
     present = set(ws.store.ibis.list_tables())
     for name, schema in lake_schemas().items():
         if name in present:
-            # a column the store's table lacks (made by an older yieldmeter) is exported as nulls
-            have = set(ws.store.query_arrow(f'SELECT * FROM "{name}" LIMIT 0').column_names)
-            cols = ", ".join(
-                f'"{f.name}"' if f.name in have else f'CAST(NULL AS {duck_type(f.type)}) AS "{f.name}"'
-                for f in schema
-            )
+            # every column is there: opening the workspace added what an older yieldmeter lacked
+            cols = ", ".join('"' + c + '"' for c in schema.names)
             rows = ws.store.query_arrow(f'SELECT {cols} FROM "{name}"')
         elif name == "unit_values" and "scores" in present:
             # scores from before unit values were measured: no lake's older unit values beside them

@@ -71,3 +71,11 @@ UNIT_VALUES_SCHEMA = pa.schema(
         pa.field("scored_at", TS),
     ]
 )
+
+#: The tables a scoring run writes, by name (created at the first run, given new columns when a
+#: workspace opens: :meth:`yieldmeter.store.duckdb_store.Store.add_missing_columns`).
+SCORING_TABLES = {
+    SCORES_TABLE: SCORES_SCHEMA,
+    CALIBRATION_TABLE: CALIBRATION_SCHEMA,
+    UNIT_VALUES_TABLE: UNIT_VALUES_SCHEMA,
+}

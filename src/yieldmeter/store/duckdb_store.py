@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -253,6 +253,18 @@ class Store:
         with self.transaction() as con:
             if self._ensure(name, schema, {}):
                 self._mark_written(con, [name])
+
+    def add_missing_columns(self, schemas: Mapping[str, pa.Schema]) -> None:
+        """Give the tables of ``schemas`` that the store has the columns they lack, as nulls: a
+        later layer's table written by an older yieldmeter reads like a new one. A table the
+        store does not have is not created (its layer creates it when it first writes it)."""
+        tables = self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        present = {r[0] for r in tables}
+        if present & schemas.keys():
+            with self.transaction():
+                for name, schema in schemas.items():
+                    if name in present:
+                        self._ensure(name, schema, {})
 
     def _ensure(self, name: str, schema: pa.Schema, defaults: dict[str, object]) -> bool:
         """Create the table, or add the columns it lacks; True when it was created."""
