@@ -31,7 +31,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,9 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from tests.loopback import free_port  # noqa: E402
+
 from otlp_spans import json_lines  # noqa: E402
 
 TARGET_RENDER_MS = 500
@@ -118,12 +120,6 @@ def compute_times(root: Path, pool: list[str]) -> dict[str, object]:
             "max": round(max(filtered), 3),
         }
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import threading
 import time
@@ -11,11 +13,29 @@ from typing import Any
 
 import uvicorn
 
+# Ports handed out lie below Linux's ephemeral range (32768-60999 by default), in a block of
+# 500 per pytest-xdist worker. A port the kernel picks (bind to 0) can be taken between the
+# check and the server's own bind: by another worker's pick, or as the local port of any
+# outgoing connection. CI lost a run to that ("address already in use"). Here no other worker
+# and no outgoing connection draws from this process's block.
+_BLOCK = 500
+_FIRST = 20000
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+_base = _FIRST + (int(_worker) if _worker.isdigit() else 0) % ((32768 - _FIRST) // _BLOCK) * _BLOCK
+_offsets = itertools.count(os.getpid() % _BLOCK)
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, from this test worker's own block (see above)."""
+    for _ in range(_BLOCK):
+        port = _base + next(_offsets) % _BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {_base}-{_base + _BLOCK - 1}")
 
 
 @contextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -96,16 +95,12 @@ def build_app(model: str, step_ms: float, prefill_ms_per_token: float) -> Starle
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running_server(model: str = "test-model", step_ms: float = 2.0) -> Iterator[str]:
     """Start this server as a process on a free loopback port; yields its base URL."""
     import httpx
+
+    from tests.loopback import free_port
 
     port = free_port()
     proc = subprocess.Popen(

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.openai_server import free_port, running_server
+from tests.loopback import free_port
+from tests.openai_server import running_server
 from yieldmeter.capacity.endpoint_bench import base_url, run_endpoint_bench
 from yieldmeter.capacity.local_bench import LocalResult, gpu_from_device_name, run_local_bench
 from yieldmeter.capacity.specs import SHAPES, CapacityError

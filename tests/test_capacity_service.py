@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.openai_server import free_port, running_server
+from tests.loopback import free_port
+from tests.openai_server import running_server
 from yieldmeter.app.capacity import Scope
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.capacity.specs import CapacityError
