@@ -105,3 +105,56 @@ def test_a_read_past_its_timeout_is_interrupted_and_answers_503(example_workspac
             asyncio.run(scenario())
         finally:
             reads.close()
+
+
+def test_close_interrupts_running_reads_before_the_store_closes(example_workspace: Path) -> None:
+    """A server stopped while a read runs (its overview warming at start, in the crash this
+    guards against) must not close the store under the reader thread's query: closing the store
+    closes every cursor made from it, and a query still running on one crashed the process.
+    ``close()`` interrupts the query and waits for the thread; a read asked for afterwards, or
+    one whose query was interrupted, answers 503."""
+    import threading
+
+    import duckdb
+    import pytest
+
+    from yieldmeter.server.problems import to_problem
+    from yieldmeter.server.reads import ReadsClosed
+
+    started = threading.Event()
+    interrupted: list[BaseException] = []
+    ran_on: list[threading.Thread] = []
+
+    def slow(w: Workspace) -> int:
+        ran_on.append(threading.current_thread())
+        started.set()
+        try:  # minutes of work unless interrupted (see the timeout test)
+            return int(
+                w.store.con.execute(
+                    "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE a.range + b.range = 7"
+                ).fetchone()[0]
+            )
+        except duckdb.InterruptException as exc:
+            interrupted.append(exc)
+            raise
+
+    with Workspace.open(example_workspace) as ws:
+        reads = Reads(ws, threads=2)
+
+        async def scenario() -> None:
+            running = asyncio.ensure_future(reads.run(slow, timeout=120))
+            assert await asyncio.to_thread(started.wait, 20)
+            t0 = time.monotonic()
+            await asyncio.to_thread(reads.close)
+            assert time.monotonic() - t0 < 10  # interrupted, not run to its end
+            # the reader thread has finished: nothing runs on a cursor when the store closes
+            assert not ran_on[0].is_alive()
+            assert len(interrupted) == 1
+            with pytest.raises(ReadsClosed) as caught:
+                await running
+            resp = to_problem(caught.value)
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
+            with pytest.raises(ReadsClosed):
+                await reads.run(lambda w: 1)
+
+        asyncio.run(scenario())

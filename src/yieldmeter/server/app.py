@@ -93,6 +93,8 @@ def create_app(
             if alerts is not None:
                 alerts.stop()
             ctx.decoder.stop()
+            if ctx.reads is not None:  # before the store: its cursors close with it
+                ctx.reads.close()
             writer.stop()
             ws.close()
 

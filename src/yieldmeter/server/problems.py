@@ -66,7 +66,7 @@ def to_problem(exc: BaseException) -> Response:
     from yieldmeter.errors import InputError, UnknownName
     from yieldmeter.server.auth import AuthError
     from yieldmeter.server.context import HttpError
-    from yieldmeter.server.reads import ReadTimeout
+    from yieldmeter.server.reads import ReadsClosed, ReadTimeout
 
     if isinstance(exc, Problem):
         return problem(exc.status, exc.detail, exc.headers, **exc.extra)
@@ -92,6 +92,8 @@ def to_problem(exc: BaseException) -> Response:
         return problem(403, f"{exc} (needs an API key with the 'people' scope)")
     if isinstance(exc, ReadTimeout):
         return problem(503, f"{exc}; narrow the period or filters, or retry", {"Retry-After": "5"})
+    if isinstance(exc, ReadsClosed):
+        return problem(503, str(exc), {"Retry-After": "5"})
     if isinstance(exc, InputError):  # the request's own mistake: say which input, and what to give
         field = getattr(exc, "field", "")
         return problem(400, str(exc), **({"field": field} if field else {}))

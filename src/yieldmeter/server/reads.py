@@ -36,6 +36,7 @@ of finishing work nobody waits for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -53,6 +54,10 @@ _MISS = object()
 
 class ReadTimeout(TimeoutError):
     pass
+
+
+class ReadsClosed(RuntimeError):
+    """A read asked for while the server stops."""
 
 
 class SharedTables:
@@ -140,10 +145,36 @@ class Reads:
         self._cache_lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self.shared = SharedTables()
+        self._closing = False
+        self._cons: list[Any] = []  # every reader thread's connection, interrupted at close
+        self._cons_lock = threading.Lock()
 
     def close(self) -> None:
+        """Stop reading before the store closes: queued reads are cancelled, the queries running
+        on the reader threads' connections are interrupted, and the threads are waited for.
+
+        Closing the store closes every cursor made from its connection; a query still running on
+        one then crashes the process (it did, in a server stopped while it warmed its overview).
+        """
+        self._closing = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._refresher.shutdown(wait=False, cancel_futures=True)
+        stopped = threading.Event()
+
+        def join() -> None:
+            self._pool.shutdown(wait=True)
+            self._refresher.shutdown(wait=True)
+            stopped.set()
+
+        threading.Thread(target=join, name="yieldmeter-read-close", daemon=True).start()
+        # again and again: an interrupt that comes between two queries of a thread is lost (DuckDB
+        # clears it when the next query starts)
+        while not stopped.wait(0.05):
+            with self._cons_lock:
+                cons = list(self._cons)
+            for con in cons:
+                with contextlib.suppress(Exception):
+                    con.interrupt()
 
     def bump(self) -> None:
         """Say the data changed (a write through the API)."""
@@ -155,9 +186,13 @@ class Reads:
         from yieldmeter.app.workspace import Workspace
         from yieldmeter.store.duckdb_store import Store
 
+        if self._closing:
+            raise ReadsClosed("the server is stopping")
         ws = getattr(self._local, "ws", None)
         if ws is None:
             ws = Workspace(self.root, self.config, Store(self.store.cursor(), self.store.path))
+            with self._cons_lock:
+                self._cons.append(ws.store.con)
             ws.value.keep = False  # a reader never writes: its tables are shared (SharedTables), not kept
             self._local.ws = ws
             self._local.version = None
@@ -216,12 +251,25 @@ class Reads:
                 with running.lock:
                     running.done = True
 
-        fut = self._pool.submit(work)
+        try:
+            fut = self._pool.submit(work)
+        except RuntimeError:  # the pool is shut down
+            if self._closing:
+                raise ReadsClosed("the server is stopping") from None
+            raise
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except TimeoutError:
             running.interrupt()
             raise ReadTimeout(f"{what} took longer than {timeout:g} s") from None
+        except asyncio.CancelledError:
+            if self._closing and fut.cancelled():  # queued when close() cancelled it
+                raise ReadsClosed("the server is stopping") from None
+            raise
+        except Exception:
+            if self._closing:  # its query interrupted by close()
+                raise ReadsClosed("the server is stopping") from None
+            raise
 
     def _peek(self, key: Hashable, fn: Callable[[Workspace], Any]) -> Any:
         """A cached view without leaving the event loop, when the data version was checked just now."""
