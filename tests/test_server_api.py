@@ -339,6 +339,14 @@ def test_exports_and_formats(closed: tuple[str, Keys]) -> None:
     assert csv_text.splitlines()[0].startswith("work_unit_id,workflow,score")
     lines = httpx.get(f"{base}/api/v1/export/spend?format=jsonl&period=2025-03", headers=h, timeout=60).text
     assert lines.count("\n") >= 5 and '"user_id"' not in lines  # per-person column only with people
+    # the stored unit values (the example workspace is scored at its import), one workflow asked for
+    values = httpx.get(f"{base}/api/v1/export/unit-values?format=jsonl", headers=h, timeout=60).text
+    rows = [json.loads(line) for line in values.splitlines()]
+    assert rows and {"workflow", "unit_value", "source"} <= set(rows[0])
+    one = httpx.get(
+        f"{base}/api/v1/export/unit-values?format=csv&workflow={rows[0]['workflow']}", headers=h, timeout=60
+    ).text.splitlines()
+    assert one[0].startswith("workflow,") and len(one) == 2 and one[1].startswith(rows[0]["workflow"] + ",")
     md = httpx.get(f"{base}/api/v1/reports/cfo?format=md", headers=h, timeout=60)
     assert md.headers["content-type"].startswith("text/markdown") and "## Named benefit owners" in md.text
     spec = httpx.get(f"{base}/api/v1/openapi.json", timeout=30).json()
@@ -415,6 +423,22 @@ def test_revoking_the_last_key_keeps_the_server_closed(tmp_path: Path) -> None:
         with pytest.raises(ServerRefused):
             check_bind("0.0.0.0", ring)  # nobody could get in: refuse rather than serve a locked door
         check_bind("127.0.0.1", ring)
+
+
+def test_unit_values_export_before_the_first_scoring_run_says_so(tmp_path: Path) -> None:
+    """A workspace never scored has no stored unit values: 409 naming the command, not an empty file."""
+    from starlette.testclient import TestClient
+
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.server.app import create_app
+    from yieldmeter.server.auth import KeyStore
+
+    Workspace.init(tmp_path / "ws").close()
+    with Workspace.open(tmp_path / "ws") as ws:
+        _, key = KeyStore(ws).create("reader", ["read"])
+    with TestClient(create_app(tmp_path / "ws")) as c:
+        r = c.get("/api/v1/export/unit-values", headers=bearer(key))
+        assert r.status_code == 409 and "yieldmeter score" in r.json()["detail"], r.text
 
 
 def test_small_teams_are_merged_for_readers_and_refused_as_filters(closed: tuple[str, Keys]) -> None:

@@ -52,7 +52,7 @@ VALUE_REPORTS = (
     "waste",
     "scores",
 )
-EXPORTS = ("scores", "benchmarks", "spend")
+EXPORTS = ("scores", "benchmarks", "spend", "unit-values")
 FILTER_PARAMS = ("period", "team", "workflow", "model")
 
 
@@ -300,6 +300,19 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             if name == "benchmarks":
                 scope = {"workflows": f.workflows, "teams": f.teams, "models": f.models}
                 return rows_of(ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows)
+            if name == "unit-values":  # what one success of each workflow is worth, and how it is known
+                values = ws.value.unit_values()
+                if not values.num_rows and ws.value.tables().scores is None:
+                    raise Problem(
+                        409, "no unit values stored yet: the workspace was never scored (yieldmeter score)"
+                    )
+                if f.workflows:
+                    import pyarrow as pa
+                    import pyarrow.compute as pc
+
+                    wanted = pa.array(f.workflows, pa.string())
+                    values = values.filter(pc.is_in(values.column("workflow"), value_set=wanted))
+                return rows_of(values)
             from yieldmeter.metrics.spend import GRAIN
 
             dims = [d for d in GRAIN if d != "user_id" or people]
@@ -485,7 +498,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             "GET",
             "/export/{name}",
             "read",
-            "Export scores, benchmarks or spend as CSV or JSON lines",
+            "Export scores, benchmarks, spend or unit values as CSV or JSON lines",
             export,
             "read",
             [
