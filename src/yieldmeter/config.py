@@ -244,7 +244,8 @@ score_signals: {}
 
 # File imports. decode_workers: processes that decode a large file of OTLP JSON lines beside the
 # importing process (0: none; up to 32; auto: one per core, at most 4). With 2 on 2 cores a
-# 1M-span import ran 1.25-1.45x faster and held up to 670 MB more (docs/telemetry.md, Throughput).
+# 1M-span import ran 1.05x faster (the default already reads ahead on a second thread) and held
+# up to 670 MB more; they pay on more cores (docs/telemetry.md, Throughput).
 ingest:
   decode_workers: 0
 """

@@ -20,7 +20,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from yieldmeter.config import CONFIG_FILE, STORE_DIR, TEMPLATE, Config, load_config
-from yieldmeter.ingest.base import Batch, ReadOptions, open_binary
+from yieldmeter.ingest.base import Batch, ReadAhead, ReadOptions, open_binary
 from yieldmeter.ingest.conform import conform
 from yieldmeter.metrics import cost, spend
 from yieldmeter.metrics.tables import Tables
@@ -378,7 +378,9 @@ class Workspace:
                         else stream
                     )
                     batches = chosen.read(counted, self.read_options(str(f), table))  # type: ignore[arg-type]
-                    self.ingest_batches(batches, source=str(f), fmt=chosen.name, after=False, into=result)
+                    # the next batch is read while the last one is written
+                    with ReadAhead(batches) as ahead:
+                        self.ingest_batches(ahead, source=str(f), fmt=chosen.name, after=False, into=result)
             except UNREADABLE as exc:
                 result.error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)
                 self._quarantine_file(result, table, result.error)

@@ -7,10 +7,10 @@ connection and write nothing; the Workspace hands their batches to the store.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 
@@ -110,3 +110,70 @@ def open_binary(path: Path) -> BinaryIO:
 
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return path.open("rb")
+
+
+class ReadAhead:
+    """Iterate a reader's batches one batch ahead of their writer, on a thread of its own.
+
+    An adapter is Python (it holds the GIL) and the store's write of a batch is mostly DuckDB
+    and Arrow (they release it), so on two cores the next batch is decoded while the last one
+    is written. At most ``depth`` batches wait between the two, plus the one each side holds.
+
+    The batches come out in the reader's order. An error of the reader comes out where it
+    happened, after the batches read before it (which the caller has written by then). Use it
+    as a context manager: leaving the block (the writer failed, or finished) stops the reader
+    after its current batch and waits for its thread, so the file it reads can be closed.
+    """
+
+    _ITEM, _END, _ERROR = range(3)
+
+    def __init__(self, batches: Iterable[Batch], depth: int = 1) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
+        self._full = queue.Full
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._read, args=(batches,), name="yieldmeter-read-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def _read(self, batches: Iterable[Batch]) -> None:
+        it = iter(batches)
+        try:
+            for batch in it:
+                if not self._put((self._ITEM, batch)):
+                    return
+            self._put((self._END, None))
+        except BaseException as exc:  # handed to the writer's thread, raised there in order
+            self._put((self._ERROR, exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:  # a generator's own cleanup (its pools, its files), on its thread
+                close()
+
+    def _put(self, item: tuple[int, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except self._full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == self._END:
+                return
+            if kind == self._ERROR:
+                raise value
+            yield value
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
