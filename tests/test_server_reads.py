@@ -145,7 +145,8 @@ def test_close_interrupts_running_reads_before_the_store_closes(example_workspac
             running = asyncio.ensure_future(reads.run(slow, timeout=120))
             assert await asyncio.to_thread(started.wait, 20)
             t0 = time.monotonic()
-            await asyncio.to_thread(reads.close)
+            # (bounded: were the interrupt lost, the query would run for minutes)
+            await asyncio.wait_for(asyncio.to_thread(reads.close), 60)
             assert time.monotonic() - t0 < 10  # interrupted, not run to its end
             # the reader thread has finished: nothing runs on a cursor when the store closes
             assert not ran_on[0].is_alive()
@@ -156,5 +157,6 @@ def test_close_interrupts_running_reads_before_the_store_closes(example_workspac
             assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
             with pytest.raises(ReadsClosed):
                 await reads.run(lambda w: 1)
+            reads.warm("overview", lambda w: 1)  # nothing starts in the background any more
 
         asyncio.run(scenario())

@@ -253,23 +253,24 @@ class Reads:
 
         try:
             fut = self._pool.submit(work)
-        except RuntimeError:  # the pool is shut down
-            if self._closing:
-                raise ReadsClosed("the server is stopping") from None
-            raise
-        try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except TimeoutError:
             running.interrupt()
             raise ReadTimeout(f"{what} took longer than {timeout:g} s") from None
-        except asyncio.CancelledError:
-            if self._closing and fut.cancelled():  # queued when close() cancelled it
+        except (Exception, asyncio.CancelledError) as exc:
+            if self._ended_by_close(exc):
                 raise ReadsClosed("the server is stopping") from None
             raise
-        except Exception:
-            if self._closing:  # its query interrupted by close()
-                raise ReadsClosed("the server is stopping") from None
-            raise
+
+    def _ended_by_close(self, exc: BaseException) -> bool:
+        """Whether :meth:`close` ended a read: refused it (the pool is shut down), cancelled it while
+        it waited, or interrupted its query; a cancellation of the caller itself is not."""
+        if not self._closing:
+            return False
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            return task is None or not task.cancelling()
+        return True
 
     def _peek(self, key: Hashable, fn: Callable[[Workspace], Any]) -> Any:
         """A cached view without leaving the event loop, when the data version was checked just now."""
@@ -287,12 +288,26 @@ class Reads:
         with self._cache_lock:
             start = key not in self._refreshing
             self._refreshing.add(key)
-        if start:
-            self._refresher.submit(self._refresh, key, fn)
+        if start and not self._background(self._refresh, key, fn):
+            with self._cache_lock:
+                self._refreshing.discard(key)
 
     def warm(self, key: Hashable, fn: Callable[[Workspace], Any]) -> None:
         """Compute a view in the background (at start, so the first visitor does not wait)."""
-        self._refresher.submit(self._cached, key, fn)
+        self._background(self._cached, key, fn)
+
+    def _background(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """``fn(*args)`` on the refresher thread; False once the server stops (a stale view is
+        then served as it is)."""
+        if self._closing:
+            return False
+        try:
+            self._refresher.submit(fn, *args)
+        except RuntimeError:  # shut down between the check and the submit
+            if self._closing:
+                return False
+            raise
+        return True
 
     def _lookup(self, key: Hashable, version: Any) -> tuple[str, Any]:
         """("fresh" | "stale" | "miss", value)."""
