@@ -347,6 +347,10 @@ def test_exports_and_formats(closed: tuple[str, Keys]) -> None:
         f"{base}/api/v1/export/unit-values?format=csv&workflow={rows[0]['workflow']}", headers=h, timeout=60
     ).text.splitlines()
     assert one[0].startswith("workflow,") and len(one) == 2 and one[1].startswith(rows[0]["workflow"] + ",")
+    none = httpx.get(f"{base}/api/v1/export/unit-values?workflow=nope", headers=h, timeout=60).text
+    assert none.splitlines() == [one[0]]  # no workflow of that name: the header alone
+    r = httpx.get(f"{base}/api/v1/export/unit-values?team=claims", headers=h, timeout=60)
+    assert r.status_code == 400 and "per workflow" in r.json()["detail"]
     md = httpx.get(f"{base}/api/v1/reports/cfo?format=md", headers=h, timeout=60)
     assert md.headers["content-type"].startswith("text/markdown") and "## Named benefit owners" in md.text
     spec = httpx.get(f"{base}/api/v1/openapi.json", timeout=30).json()
@@ -438,7 +442,7 @@ def test_unit_values_export_before_the_first_scoring_run_says_so(tmp_path: Path)
         _, key = KeyStore(ws).create("reader", ["read"])
     with TestClient(create_app(tmp_path / "ws")) as c:
         r = c.get("/api/v1/export/unit-values", headers=bearer(key))
-        assert r.status_code == 409 and "yieldmeter score" in r.json()["detail"], r.text
+        assert r.status_code == 409 and "`yieldmeter score`" in r.json()["detail"], r.text
 
 
 def test_small_teams_are_merged_for_readers_and_refused_as_filters(closed: tuple[str, Keys]) -> None:

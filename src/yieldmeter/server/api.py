@@ -289,9 +289,16 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         if name not in EXPORTS:
             raise Problem(404, f"no export {name!r}; choose from {', '.join(EXPORTS)}")
         fmt = choice(request, "format", ("csv", "jsonl"), "csv")
+        if name == "unit-values":
+            # a value per workflow: a period, team or model would narrow nothing
+            other = [k for k in ("period", "team", "model") if k in request.query_params]
+            if other:
+                raise Problem(400, f"unit values are per workflow: {', '.join(other)} does not apply")
         f = filters_of(request, p)
         people = p.can("people")
         by = request.query_params.get("by", "team")
+
+        columns: list[str] = []  # the header of an empty CSV, where the table says it
 
         def compute(ws: Any) -> list[dict[str, Any]]:
             ws.reports.check_privacy(f)
@@ -302,16 +309,15 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 return rows_of(ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows)
             if name == "unit-values":  # what one success of each workflow is worth, and how it is known
                 values = ws.value.unit_values()
-                if not values.num_rows and ws.value.tables().scores is None:
-                    raise Problem(
-                        409, "no unit values stored yet: the workspace was never scored (yieldmeter score)"
-                    )
+                if not values.num_rows:  # as the CLI says it
+                    raise Problem(409, "no unit values stored yet: run `yieldmeter score` first")
                 if f.workflows:
                     import pyarrow as pa
                     import pyarrow.compute as pc
 
                     wanted = pa.array(f.workflows, pa.string())
                     values = values.filter(pc.is_in(values.column("workflow"), value_set=wanted))
+                columns.extend(values.column_names)
                 return rows_of(values)
             from yieldmeter.metrics.spend import GRAIN
 
@@ -324,7 +330,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             media = "application/x-ndjson"
         else:
             buf = io.StringIO()
-            cols = list(dict.fromkeys(k for r in rows for k in r))
+            cols = columns or list(dict.fromkeys(k for r in rows for k in r))
             w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
             w.writeheader()
             w.writerows(rows)
