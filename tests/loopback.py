@@ -9,24 +9,40 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-# Ports handed out lie below Linux's ephemeral range (32768-60999 by default), in a block of
-# 500 per pytest-xdist worker. A port the kernel picks (bind to 0) can be taken between the
-# check and the server's own bind: by another worker's pick, or as the local port of any
-# outgoing connection. CI lost a run to that ("address already in use"). Here no other worker
-# and no outgoing connection draws from this process's block.
+# Ports handed out lie below the kernel's ephemeral range (32768-60999 on Linux by default), in
+# a block of 500 per pytest-xdist worker. A port the kernel picks (bind to 0) can be taken
+# between the check and the server's own bind: by another worker's pick, or as the local port of
+# any outgoing connection. CI lost a run to that ("address already in use"). Here no other worker
+# and no outgoing connection draws from this process's block. Where the ephemeral range leaves no
+# room below it, ports are the kernel's picks again.
 _BLOCK = 500
-_FIRST = 20000
+_FIRST = 10000
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_blocks = (_ephemeral_start() - _FIRST) // _BLOCK
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-_base = _FIRST + (int(_worker) if _worker.isdigit() else 0) % ((32768 - _FIRST) // _BLOCK) * _BLOCK
+_base = _FIRST + (int(_worker) if _worker.isdigit() else 0) % max(_blocks, 1) * _BLOCK
 _offsets = itertools.count(os.getpid() % _BLOCK)
 
 
 def free_port() -> int:
     """A loopback port nothing listens on, from this test worker's own block (see above)."""
+    if _blocks < 1:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
     for _ in range(_BLOCK):
         port = _base + next(_offsets) % _BLOCK
         with socket.socket() as s:

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -24,6 +23,7 @@ from typing import ClassVar
 import pytest
 
 from tests.finops_data import call, ingest, make_workspace, utc
+from tests.loopback import free_port
 from yieldmeter.finops.delivery import verify_signature
 
 SECRET = "s3cret-for-tests"
@@ -132,9 +132,7 @@ def test_email_through_a_local_smtp_server(tmp_path: Path):
             return "250 OK"
 
     handler = Handler()
-    with socket.socket() as s:  # a free loopback port (aiosmtpd cannot start on port 0)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # aiosmtpd cannot start on port 0
     controller = aiosmtpd.Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -202,9 +200,7 @@ def test_email_over_starttls_with_login(tmp_path: Path, monkeypatch):
         return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
     handler = Handler()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     controller = controller_mod.Controller(
         handler, hostname="127.0.0.1", port=port, tls_context=tls, require_starttls=True,
         authenticator=authenticator, auth_require_tls=True,
