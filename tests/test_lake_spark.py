@@ -125,3 +125,32 @@ def test_a_repeated_span_keeps_the_row_the_cli_keeps(raw: Path, tmp_path: Path) 
     on_cli = Lake(str(tmp_path / "cli")).read_table("calls").sort_by("call_id")
     assert on_spark.num_rows > 0 and on_spark.equals(on_cli)
     assert 1 not in on_spark.column("input_tokens").to_pylist()  # no retried row won anywhere
+
+
+def test_a_file_it_cannot_read_is_quarantined_and_the_others_land(raw: Path, tmp_path: Path) -> None:
+    """A .gz cut short fails its own file only: the lines before the cut land and the rest of the
+    file is one quarantine row with the reason, as `ingest --to-lake` does; the other file lands
+    whole. (Before, the Spark task failed, and with it the whole job.)"""
+    import gzip
+
+    from yieldmeter.lake.spark_jobs import normalise
+
+    config = load_config(raw / "yieldmeter.yaml")
+    a, b = sorted((raw / "raw" / "2026" / "10").glob("traces-*.jsonl"))
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(a.read_bytes())
+    whole = gzip.compress(b"".join(b.read_bytes().splitlines(keepends=True)[:-1]))  # its good lines
+    (folder / "b.jsonl.gz").write_bytes(whole[: len(whole) * 2 // 3])
+    summary = normalise(spark_session_for_tests(), str(folder), str(tmp_path / "spark"), config)
+    assert summary.files == 2 and summary.tables["quarantine"] == 1
+    ingest_to_lake(sorted(folder.iterdir()), str(tmp_path / "cli"), config, fmt="otlp-json")
+    spark, cli = Lake(str(tmp_path / "spark")), Lake(str(tmp_path / "cli"))
+    calls = spark.read_table("calls").sort_by("call_id")
+    assert calls.equals(cli.read_table("calls").sort_by("call_id"))
+    ingest_to_lake([folder / "a.jsonl"], str(tmp_path / "a-only"), config, fmt="otlp-json")
+    only_a = Lake(str(tmp_path / "a-only")).read_table("calls").num_rows
+    assert calls.num_rows > only_a > 0  # the lines before the cut landed too
+    [q] = spark.read_table("quarantine").drop_columns(["ingested_at"]).to_pylist()
+    [q_cli] = cli.read_table("quarantine").drop_columns(["ingested_at"]).to_pylist()
+    assert q == q_cli and q["reason"].startswith("cannot read the file") and q["table_name"] == "(file)"

@@ -79,8 +79,11 @@ def _source_of(path: str) -> str:
 def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: (path, content) rows -> envelope rows (table, day, Arrow IPC payload)."""
     import gzip
+    from pathlib import Path
 
+    from yieldmeter.app.workspace import UNREADABLE, unreadable_reason
     from yieldmeter.ingest.base import ReadOptions
+    from yieldmeter.ingest.conform import make_rejects
     from yieldmeter.ingest.otlp_json import read
     from yieldmeter.lake.ingest import quarantine_rows
 
@@ -90,31 +93,41 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
         contents = rb.column("content").to_pylist()
         for path, content in zip(paths, contents, strict=True):
             source = _source_of(path)
-            if path.endswith(".gz"):
-                content = gzip.decompress(content)
             opts = ReadOptions(source=source, **options)
             out_t: list[str | None] = []
             out_d: list[str | None] = []
             out_p: list[bytes] = []
-            for number, batch in enumerate(read(io.BytesIO(content), opts)):
-                for name, rows in batch.tables.items():
-                    if not rows.num_rows:
-                        continue
-                    # input order inside the file (batch, row), kept through the split by day
-                    first = number << 32
-                    rows = rows.append_column(
-                        ORDER, pa.array(range(first, first + rows.num_rows), pa.int64())
-                    )
-                    days = day_of(rows, TABLES[name].time_column or "")
-                    for d in pc.unique(days).to_pylist():
-                        mask = pc.is_null(days) if d is None else pc.equal(days, d)
-                        out_t.append(name)
-                        out_d.append(d)
-                        out_p.append(_ipc(rows.filter(mask)))
-                if batch.rejects.num_rows:
-                    out_t.append("quarantine")
-                    out_d.append(None)
-                    out_p.append(_ipc(quarantine_rows(batch.rejects, now)))
+            stream: Any = io.BytesIO(content)
+            if path.endswith(".gz"):  # read as a stream: a .gz cut short lands its lines before the cut
+                stream = gzip.GzipFile(fileobj=stream)
+            try:
+                for number, batch in enumerate(read(stream, opts)):
+                    for name, rows in batch.tables.items():
+                        if not rows.num_rows:
+                            continue
+                        # input order inside the file (batch, row), kept through the split by day
+                        first = number << 32
+                        rows = rows.append_column(
+                            ORDER, pa.array(range(first, first + rows.num_rows), pa.int64())
+                        )
+                        days = day_of(rows, TABLES[name].time_column or "")
+                        for d in pc.unique(days).to_pylist():
+                            mask = pc.is_null(days) if d is None else pc.equal(days, d)
+                            out_t.append(name)
+                            out_d.append(d)
+                            out_p.append(_ipc(rows.filter(mask)))
+                    if batch.rejects.num_rows:
+                        out_t.append("quarantine")
+                        out_d.append(None)
+                        out_p.append(_ipc(quarantine_rows(batch.rejects, now)))
+            except UNREADABLE as exc:
+                # what was read before the failure lands; the file (or its rest) is one quarantine
+                # row with the reason, as in `yieldmeter ingest --to-lake`, and the job goes on
+                reason = unreadable_reason(exc, Path(source))
+                rejects = make_rejects("(file)", source, [None], [reason], [""])  # type: ignore[list-item]
+                out_t.append("quarantine")
+                out_d.append(None)
+                out_p.append(_ipc(quarantine_rows(rejects, now)))
             if out_t:
                 yield pa.RecordBatch.from_arrays(
                     [
