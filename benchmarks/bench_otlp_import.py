@@ -9,8 +9,10 @@ Three figures on the same bytes, in the same run:
   derived work units, model map, and the one re-score at the end), in a
   fresh child process so its peak memory (``ru_maxrss``) is its own; the
   peak before the re-score and the re-score's time are reported apart. It
-  runs twice: with ``ingest.decode_workers: 0`` (the default, all in one
-  process: the import figures) and with ``auto`` (lines decoded in worker
+  runs three times: with ``ingest.decode_workers: 0`` (the default, one
+  process whose reader runs a batch ahead of the store's writes on a thread of
+  its own: the import figures), the same with the read-ahead turned off (the
+  ``no_read_ahead_*`` figures, its baseline), and with ``auto`` (lines decoded in worker
   processes: the ``workers_*`` figures, with the largest worker's peak
   memory beside the importer's and, as an upper bound, their sum).
 
@@ -37,13 +39,18 @@ N_SPANS = int(os.environ.get("BENCH_OTLP_SPANS", 1_000_000))
 RESULTS = Path(__file__).parent / "results" / "otlp_import.json"
 
 
-def _child(path: str, ws_dir: str, workers: str) -> None:
+def _child(path: str, ws_dir: str, workers: str, read_ahead: str = "yes") -> None:
     """Run in a fresh process: import ``path`` into a new workspace, print figures as JSON.
 
-    ``workers`` is the workspace's ``ingest.decode_workers`` (``0``: all in this process).
+    ``workers`` is the workspace's ``ingest.decode_workers`` (``0``: all in this process);
+    ``read_ahead`` ``no`` turns the import's read-ahead off (the baseline it is measured against).
     """
     from yieldmeter.app.workspace import Workspace
     from yieldmeter.config import CONFIG_FILE
+    from yieldmeter.ingest.base import ReadAhead
+
+    if read_ahead == "no":
+        ReadAhead.pays = staticmethod(lambda: False)  # type: ignore[method-assign]
 
     Path(ws_dir).mkdir(parents=True)
     Path(ws_dir, CONFIG_FILE).write_text(f"ingest:\n  decode_workers: {workers}\n")
@@ -113,16 +120,18 @@ def main() -> None:
                 rows += batch.tables["calls"].num_rows
         adapter_s = time.perf_counter() - t
 
-        def child_run(workers: str) -> dict:
+        def child_run(workers: str, read_ahead: str = "yes") -> dict:
+            ws = str(Path(tmp) / f"ws-{workers}-{read_ahead}")
             out = subprocess.run(
-                [sys.executable, __file__, "--child", str(path), str(Path(tmp) / f"ws-{workers}"), workers],
+                [sys.executable, __file__, "--child", str(path), ws, workers, read_ahead],
                 check=True,
                 capture_output=True,
                 text=True,
             )
             return json.loads(out.stdout.strip().splitlines()[-1])
 
-        child = child_run("0")  # the default: everything in the importing process
+        child = child_run("0")  # the default: one process, the next batch read while one is written
+        serial = child_run("0", "no")  # the baseline: read, then write, in turn
         parallel = child_run("auto")  # ingest.decode_workers: auto
 
     result = {
@@ -140,6 +149,9 @@ def main() -> None:
         "import_peak_rss_mib": child["peak_rss_mib"],
         "import_peak_rss_before_rescore_mib": child["peak_rss_before_rescore_mib"],
         "import_rescore_seconds": child["rescore_seconds"],
+        "no_read_ahead_import_spans_per_s": N_SPANS / serial["seconds"],
+        "read_ahead_to_no_read_ahead_ratio": serial["seconds"] / child["seconds"],
+        "no_read_ahead_peak_rss_mib": serial["peak_rss_mib"],
         "workers_decode_workers": parallel["workers"],
         "workers_import_spans_per_s": N_SPANS / parallel["seconds"],
         "workers_to_default_ratio": child["seconds"] / parallel["seconds"],
@@ -166,6 +178,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child(sys.argv[2], sys.argv[3], sys.argv[4])
+        _child(*sys.argv[2:6])
     else:
         main()

@@ -50,6 +50,9 @@ def test_the_reader_error_comes_after_the_batches_before_it() -> None:
         for b in ahead:
             got.append(b)
     assert got == [1, 2]
+    # an error before the first batch (here: nothing to iterate) reaches the writer too
+    with ReadAhead(42) as ahead, pytest.raises(TypeError):  # type: ignore[arg-type]
+        list(ahead)
 
 
 def test_a_writer_failure_stops_the_reader_and_closes_it_on_its_thread() -> None:
@@ -65,22 +68,48 @@ def test_a_writer_failure_stops_the_reader_and_closes_it_on_its_thread() -> None
             closed_on.append(threading.current_thread().name)
 
     ahead = ReadAhead(reader())  # type: ignore[arg-type]
-    with pytest.raises(RuntimeError, match="store"), ahead:
-        for b in ahead:
-            if b == 3:
-                raise RuntimeError("the store failed")
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with ahead:
+                for b in ahead:
+                    if b == 3:
+                        raise RuntimeError("the store failed")
+        except RuntimeError as exc:
+            failed.append(exc)
+
+    writer = threading.Thread(target=write)  # bounded: a reader that never stopped fails, not hangs
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive() and [str(e) for e in failed] == ["the store failed"]
     assert not ahead._thread.is_alive()  # joined when the block ended
     assert closed_on == ["yieldmeter-read-ahead"]
     assert len(read) <= 3 + 3  # the batch written, one waiting, one in the reader's hand (+1)
 
 
-def test_an_import_of_many_batches_lands_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """End to end through the importer: ten batches of 4 spans, read ahead, all landed once."""
+@pytest.mark.parametrize("cores", [2, 1])
+def test_an_import_of_many_batches_lands_every_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int
+) -> None:
+    """End to end through the importer: ten batches of 4 spans, all landed once; read ahead on
+    two cores, not on one (where reader and writer would only take turns)."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
     from tests.test_ingest_otlp import CHAT, request, span
     from yieldmeter.ingest import otlp_json
     from yieldmeter.store.duckdb_store import Store
 
     monkeypatch.setattr(otlp_json, "_SPANS_PER_BATCH", 4)
+    mapped_on: set[str] = set()
+    add_request = otlp_json.add_request
+
+    def add(*a, **k):  # type: ignore[no-untyped-def]
+        mapped_on.add(threading.current_thread().name)
+        return add_request(*a, **k)
+
+    monkeypatch.setattr(otlp_json, "add_request", add)
     writes: list[int] = []
     write_batch = Store.write_batch
 
@@ -100,5 +129,7 @@ def test_an_import_of_many_batches_lands_every_row(tmp_path: Path, monkeypatch: 
         [f] = ws.ingest_paths([path]).files
         assert f.landed == 40 and f.error is None
         assert writes == [4] * 10
+        # read ahead: the lines were mapped on the reader's thread (where two cores are to share)
+        assert mapped_on == ({"yieldmeter-read-ahead"} if cores > 1 else {"MainThread"})
         # output tokens 0..39, one call each: 780 in all
         assert ws.store.con.execute("SELECT count(*), sum(output_tokens) FROM calls").fetchone() == (40, 780)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -379,7 +380,7 @@ class Workspace:
                     )
                     batches = chosen.read(counted, self.read_options(str(f), table))  # type: ignore[arg-type]
                     # the next batch is read while the last one is written
-                    with ReadAhead(batches) as ahead:
+                    with ReadAhead(batches) if ReadAhead.pays() else nullcontext(batches) as ahead:
                         self.ingest_batches(ahead, source=str(f), fmt=chosen.name, after=False, into=result)
             except UNREADABLE as exc:
                 result.error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)

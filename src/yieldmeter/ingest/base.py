@@ -117,7 +117,8 @@ class ReadAhead:
 
     An adapter is Python (it holds the GIL) and the store's write of a batch is mostly DuckDB
     and Arrow (they release it), so on two cores the next batch is decoded while the last one
-    is written. At most ``depth`` batches wait between the two, plus the one each side holds.
+    is written. Besides the batch being written, ``depth`` batches wait in between and one more
+    is in the reader's hand: with the default depth of 1, two batches more than without it.
 
     The batches come out in the reader's order. An error of the reader comes out where it
     happened, after the batches read before it (which the caller has written by then). Use it
@@ -140,18 +141,25 @@ class ReadAhead:
         self._thread.start()
 
     def _read(self, batches: Iterable[Batch]) -> None:
-        it = iter(batches)
+        it: Iterator[Batch] | None = None
         try:
+            it = iter(batches)
             for batch in it:
                 if not self._put((self._ITEM, batch)):
-                    return
-            self._put((self._END, None))
+                    break
+            else:
+                self._put((self._END, None))
         except BaseException as exc:  # handed to the writer's thread, raised there in order
             self._put((self._ERROR, exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:  # a generator's own cleanup (its pools, its files), on its thread
+            return
+        # a generator's own cleanup (its pools, its files), on its own thread; its error is the
+        # writer's too
+        close = getattr(it, "close", None)
+        if close is not None:
+            try:
                 close()
+            except BaseException as exc:
+                self._put((self._ERROR, exc))
 
     def _put(self, item: tuple[int, Any]) -> bool:
         while not self._stop.is_set():
@@ -170,6 +178,12 @@ class ReadAhead:
             if kind == self._ERROR:
                 raise value
             yield value
+
+    @staticmethod
+    def pays() -> bool:
+        """Whether reading ahead can gain anything: not on one core, where the reader and the
+        writer would only take turns (and one more batch would wait in memory)."""
+        return (os.cpu_count() or 1) > 1
 
     def __enter__(self) -> ReadAhead:
         return self
