@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -61,19 +63,22 @@ def test_stale_while_revalidate_and_read_your_writes(example_workspace: Path) ->
             reads.close()
 
 
-def test_a_read_past_its_timeout_is_interrupted_and_answers_503(example_workspace: Path) -> None:
-    """A slow query answers ReadTimeout (503 with Retry-After) and is interrupted on its reader
-    thread, so the one thread of this pool is free for the next read at once."""
+def _slow_read(
+    interrupted: list[BaseException],
+    started: threading.Event | None = None,
+    ran_on: list[threading.Thread] | None = None,
+) -> Callable[[Workspace], int]:
+    """A read that is minutes of work for DuckDB (a 10^12-row cross product) unless its query is
+    interrupted; the interrupt is appended to ``interrupted``, the thread it ran on to ``ran_on``,
+    and ``started`` is set when it begins."""
     import duckdb
-    import pytest
-
-    from yieldmeter.server.problems import to_problem
-    from yieldmeter.server.reads import ReadTimeout
-
-    interrupted: list[BaseException] = []
 
     def slow(w: Workspace) -> int:
-        try:  # minutes of work for DuckDB: a 10^12-row cross product
+        if ran_on is not None:
+            ran_on.append(threading.current_thread())
+        if started is not None:
+            started.set()
+        try:
             return int(
                 w.store.con.execute(
                     "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE a.range + b.range = 7"
@@ -82,6 +87,20 @@ def test_a_read_past_its_timeout_is_interrupted_and_answers_503(example_workspac
         except duckdb.InterruptException as exc:
             interrupted.append(exc)
             raise
+
+    return slow
+
+
+def test_a_read_past_its_timeout_is_interrupted_and_answers_503(example_workspace: Path) -> None:
+    """A slow query answers ReadTimeout (503 with Retry-After) and is interrupted on its reader
+    thread, so the one thread of this pool is free for the next read at once."""
+    import pytest
+
+    from yieldmeter.server.problems import to_problem
+    from yieldmeter.server.reads import ReadTimeout
+
+    interrupted: list[BaseException] = []
+    slow = _slow_read(interrupted)
 
     with Workspace.open(example_workspace) as ws:
         reads = Reads(ws, threads=1)
@@ -113,9 +132,6 @@ def test_close_interrupts_running_reads_before_the_store_closes(example_workspac
     closes every cursor made from it, and a query still running on one crashed the process.
     ``close()`` interrupts the query and waits for the thread; a read asked for afterwards, or
     one whose query was interrupted, answers 503."""
-    import threading
-
-    import duckdb
     import pytest
 
     from yieldmeter.server.problems import to_problem
@@ -124,19 +140,7 @@ def test_close_interrupts_running_reads_before_the_store_closes(example_workspac
     started = threading.Event()
     interrupted: list[BaseException] = []
     ran_on: list[threading.Thread] = []
-
-    def slow(w: Workspace) -> int:
-        ran_on.append(threading.current_thread())
-        started.set()
-        try:  # minutes of work unless interrupted (see the timeout test)
-            return int(
-                w.store.con.execute(
-                    "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE a.range + b.range = 7"
-                ).fetchone()[0]
-            )
-        except duckdb.InterruptException as exc:
-            interrupted.append(exc)
-            raise
+    slow = _slow_read(interrupted, started, ran_on)
 
     with Workspace.open(example_workspace) as ws:
         reads = Reads(ws, threads=2)
