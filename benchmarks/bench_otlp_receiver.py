@@ -12,6 +12,10 @@ the limit, and the ratio.
 (``server.decode_workers``; default ``auto``, one on 2 cores; ``0`` decodes
 on the event loop, as before they existed).
 
+``BENCH_RECEIVER_CHECKPOINT_THRESHOLD`` sets ``server.checkpoint_threshold`` (default: the
+server's). The server's peak resident memory and the WAL it holds at the end are reported:
+run ``BENCH_RECEIVER_REQUESTS=2000`` (1M spans) to see what continuous load holds.
+
 ``BENCH_RECEIVER_ROUTES=otlp`` serves only the receiver's routes and
 ``BENCH_RECEIVER_NO_RESCORE=1`` turns off the Workspace's re-scoring after
 every commit, to isolate the receiver's own cost; such a run writes
@@ -40,6 +44,8 @@ CONNECTIONS = int(os.environ.get("BENCH_RECEIVER_CONNECTIONS", 8))
 #: ``otlp`` serves only the receiver's routes; empty (default) serves the whole app, as ``yieldmeter serve``.
 NO_RESCORE = os.environ.get("BENCH_RECEIVER_NO_RESCORE") == "1"
 DECODE_WORKERS = os.environ.get("BENCH_RECEIVER_DECODE_WORKERS", "auto")
+#: ``server.checkpoint_threshold`` (empty: the server's default)
+CHECKPOINT = os.environ.get("BENCH_RECEIVER_CHECKPOINT_THRESHOLD", "")
 ROUTES = "yieldmeter.server.otlp" if os.environ.get("BENCH_RECEIVER_ROUTES") == "otlp" else ""
 SPANS = 512
 RESULTS = Path(__file__).parent / "results" / "otlp_receiver.json"
@@ -50,7 +56,10 @@ from yieldmeter.app.workspace import Workspace
 from yieldmeter.server.app import create_app
 from yieldmeter.server.context import ServerSettings
 Workspace.init(sys.argv[1]).close()
-settings = ServerSettings.from_config({"decode_workers": sys.argv[5]})
+server = {"decode_workers": sys.argv[5]}
+if sys.argv[6]:
+    server["checkpoint_threshold"] = sys.argv[6]
+settings = ServerSettings.from_config(server)
 if sys.argv[4] == "1":  # isolate the receiver: no whole-workspace re-scoring after each commit
     Workspace._after_ingest = lambda self, changed: None
 routes = sys.argv[3].split(",") if sys.argv[3] else None
@@ -59,11 +68,24 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", a
 """
 
 
+def _peak_rss_mib(pid: int) -> float | None:
+    """A live process's peak resident memory (``VmHWM``; Linux only, else None)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def main() -> None:
     import httpx
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from otlp_spans import protobuf_request
+    from yieldmeter.server.writer import CHECKPOINT_THRESHOLD
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from tests.loopback import free_port
@@ -87,6 +109,7 @@ def main() -> None:
                 ROUTES,
                 "1" if NO_RESCORE else "0",
                 DECODE_WORKERS,
+                CHECKPOINT,
             ]
         )
         try:
@@ -139,6 +162,10 @@ def main() -> None:
                 th.join()
             wall = time.perf_counter() - t
             client_cpu = time.process_time() - cpu0  # what the load generator took of the shared cores
+            # what the server held: its peak (the writer keeps the WAL in memory until a
+            # checkpoint, up to server.checkpoint_threshold), and the WAL it left unwritten
+            server_peak_mib = _peak_rss_mib(server.pid)
+            wal_mib = sum(p.stat().st_size for p in Path(tmp).rglob("*.wal")) / 2**20
         finally:
             server.terminate()
             server.wait(30)
@@ -156,6 +183,7 @@ def main() -> None:
         "connections": CONNECTIONS,
         "routes": ROUTES or "all (yieldmeter serve)",
         "decode_workers": DECODE_WORKERS,
+        "checkpoint_threshold": CHECKPOINT or CHECKPOINT_THRESHOLD,
         "rescore_after_each_commit": not NO_RESCORE,
         "cpu_count": os.cpu_count(),
         "statuses": statuses,
@@ -167,12 +195,18 @@ def main() -> None:
         "raw_decode_spans_per_s": decode_rate,
         "receiver_to_raw_decode_ratio": (ok * SPANS / wall) / decode_rate,
         "client_cpu_cores": client_cpu / wall,
+        "server_peak_rss_mib": server_peak_mib,
+        "server_wal_mib_at_end": wal_mib,
         "load_average_at_start": load_at_start,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "target_spans_per_s": 50_000,
         "target_ack_ms_p99": 100,
     }
-    out = RESULTS if not (ROUTES or NO_RESCORE) else RESULTS.with_name("otlp_receiver_isolated.json")
+    out = RESULTS
+    if ROUTES or NO_RESCORE:
+        out = RESULTS.with_name("otlp_receiver_isolated.json")
+    elif N_REQUESTS != 400:  # a longer (or shorter) run than the standard one: kept beside it
+        out = RESULTS.with_name(f"otlp_receiver_{N_REQUESTS}_requests.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for k, v in result.items():

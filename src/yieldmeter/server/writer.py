@@ -34,8 +34,11 @@ log = logging.getLogger("yieldmeter.server")
 
 #: The server's WAL size before a commit checkpoints. DuckDB's default (16 MB) is
 #: reached every ~30,000 spans, and each checkpoint stalls every in-flight request
-#: for 0.3-0.6 s; the writer checkpoints when the queue goes idle instead.
-CHECKPOINT_THRESHOLD = "512MB"
+#: for 0.3-0.6 s; the writer checkpoints when the queue goes idle instead. DuckDB holds
+#: in memory what the WAL has not yet written to the file: under 1M spans of continuous
+#: load the server peaked at 1.3-1.4 GiB with 512 MB, 0.9 GiB with 128 MB, whose p99 was
+#: lower too (docs/telemetry.md, Throughput).
+CHECKPOINT_THRESHOLD = "128MB"
 
 
 class WriterBusy(RuntimeError):
