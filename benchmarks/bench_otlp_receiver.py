@@ -205,8 +205,10 @@ def main() -> None:
     out = RESULTS
     if ROUTES or NO_RESCORE:
         out = RESULTS.with_name("otlp_receiver_isolated.json")
-    elif N_REQUESTS != 400:  # a longer (or shorter) run than the standard one: kept beside it
-        out = RESULTS.with_name(f"otlp_receiver_{N_REQUESTS}_requests.json")
+    elif N_REQUESTS != 400 or CHECKPOINT:  # not the standard run: kept beside it, named for what differs
+        length = f"_{N_REQUESTS}_requests" if N_REQUESTS != 400 else ""
+        threshold = f"_checkpoint_{CHECKPOINT}" if CHECKPOINT else ""
+        out = RESULTS.with_name(f"otlp_receiver{length}{threshold}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for k, v in result.items():

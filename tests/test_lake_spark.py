@@ -154,3 +154,6 @@ def test_a_file_it_cannot_read_is_quarantined_and_the_others_land(raw: Path, tmp
     [q] = spark.read_table("quarantine").drop_columns(["ingested_at"]).to_pylist()
     [q_cli] = cli.read_table("quarantine").drop_columns(["ingested_at"]).to_pylist()
     assert q == q_cli and q["reason"].startswith("cannot read the file") and q["table_name"] == "(file)"
+    # named for the command's error and exit 1, as `ingest --to-lake` names it
+    [(source, reason)] = summary.unreadable
+    assert Path(source).name == "b.jsonl.gz" and reason == q["reason"]

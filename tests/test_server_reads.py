@@ -149,9 +149,12 @@ def test_close_interrupts_running_reads_before_the_store_closes(example_workspac
             running = asyncio.ensure_future(reads.run(slow, timeout=120))
             assert await asyncio.to_thread(started.wait, 20)
             t0 = time.monotonic()
-            # (bounded: were the interrupt lost, the query would run for minutes)
-            await asyncio.wait_for(asyncio.to_thread(reads.close), 60)
-            assert time.monotonic() - t0 < 10  # interrupted, not run to its end
+            # bounded: were the interrupt lost, the query would run for minutes (a daemon thread,
+            # so a close that never returns fails the test instead of holding the process)
+            closer = threading.Thread(target=reads.close, daemon=True)
+            closer.start()
+            await asyncio.to_thread(closer.join, 60)
+            assert not closer.is_alive() and time.monotonic() - t0 < 10  # interrupted, not run to its end
             # the reader thread has finished: nothing runs on a cursor when the store closes
             assert not ran_on[0].is_alive()
             assert len(interrupted) == 1
@@ -164,3 +167,36 @@ def test_close_interrupts_running_reads_before_the_store_closes(example_workspac
             reads.warm("overview", lambda w: 1)  # nothing starts in the background any more
 
         asyncio.run(scenario())
+
+
+def test_a_read_that_timed_out_before_its_query_started_never_runs(example_workspace: Path) -> None:
+    """A read whose caller stopped waiting while its thread was still getting ready (here: a
+    slow workspace) does not start when the thread is ready: no query of it was running to be
+    interrupted, and an interrupt sent before a query starts is lost. A queued one never runs
+    either (its future is cancelled)."""
+    import pytest
+
+    from yieldmeter.server.reads import ReadTimeout
+
+    ran: list[str] = []
+    with Workspace.open(example_workspace) as ws:
+        reads = Reads(ws, threads=1)
+        ready = reads.workspace
+
+        def slow_to_get_ready() -> Workspace:
+            time.sleep(1.0)
+            return ready()
+
+        reads.workspace = slow_to_get_ready  # type: ignore[method-assign]
+
+        async def scenario() -> None:
+            with pytest.raises(ReadTimeout):
+                await reads.run(lambda w: ran.append("started"), timeout=0.2)
+            reads.workspace = ready  # type: ignore[method-assign]
+            assert await reads.run(lambda w: 5, timeout=30) == 5  # after the first got ready
+            assert ran == []
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            reads.close()

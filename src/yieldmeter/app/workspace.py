@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +20,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from yieldmeter.config import CONFIG_FILE, STORE_DIR, TEMPLATE, Config, load_config
-from yieldmeter.ingest.base import Batch, ReadAhead, ReadOptions, open_binary
+from yieldmeter.ingest.base import Batch, ReadOptions, open_binary, read_ahead
 from yieldmeter.ingest.conform import conform
 from yieldmeter.metrics import cost, spend
 from yieldmeter.metrics.tables import Tables
@@ -380,7 +379,7 @@ class Workspace:
                     )
                     batches = chosen.read(counted, self.read_options(str(f), table))  # type: ignore[arg-type]
                     # the next batch is read while the last one is written
-                    with ReadAhead(batches) if ReadAhead.pays() else nullcontext(batches) as ahead:
+                    with read_ahead(batches) as ahead:
                         self.ingest_batches(ahead, source=str(f), fmt=chosen.name, after=False, into=result)
             except UNREADABLE as exc:
                 result.error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)
@@ -389,9 +388,9 @@ class Workspace:
 
     def _quarantine_file(self, result: FileSummary, table: str | None, reason: str) -> None:
         """One quarantine row for a file (or its rest) that could not be read."""
-        from yieldmeter.ingest.conform import make_rejects
+        from yieldmeter.ingest.conform import file_rejects
 
-        rejects = make_rejects(table or "(file)", result.source, [None], [reason], [""])  # type: ignore[list-item]
+        rejects = file_rejects(result.source, reason, table)
         r = self.store.write_batch({}, rejects)
         n = sum(x.quarantined for x in r.values())
         result.read += n
@@ -487,7 +486,7 @@ NOT_DATA = frozenset({".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".rst", "
 UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zlib.error)
 
 
-def unreadable_reason(exc: BaseException, source: Path) -> str:
+def unreadable_reason(exc: BaseException, source: Path | str) -> str:
     """Why a file could not be read, for people (the file itself is named beside it)."""
     message = str(exc).removeprefix(f"{source}: ")
     if isinstance(exc, UnicodeDecodeError):

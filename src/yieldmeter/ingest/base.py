@@ -6,8 +6,10 @@ connection and write nothing; the Workspace hands their batches to the store.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -18,6 +20,8 @@ from yieldmeter.ingest.conform import Conformed, concat_rejects, empty_rejects
 
 if TYPE_CHECKING:
     from yieldmeter.config import Config
+
+log = logging.getLogger("yieldmeter.ingest")
 
 
 @dataclass
@@ -141,25 +145,23 @@ class ReadAhead:
         self._thread.start()
 
     def _read(self, batches: Iterable[Batch]) -> None:
-        it: Iterator[Batch] | None = None
         try:
             it = iter(batches)
             for batch in it:
                 if not self._put((self._ITEM, batch)):
-                    break
-            else:
-                self._put((self._END, None))
+                    # the writer stopped: the reader's own cleanup (its pools, its files), on
+                    # its own thread; the writer is gone, so a failure of it is only logged
+                    close = getattr(it, "close", None)
+                    if close is not None:
+                        try:
+                            close()
+                        except Exception:
+                            log.warning("closing the reader of a stopped import failed", exc_info=True)
+                    return
         except BaseException as exc:  # handed to the writer's thread, raised there in order
             self._put((self._ERROR, exc))
             return
-        # a generator's own cleanup (its pools, its files), on its own thread; its error is the
-        # writer's too
-        close = getattr(it, "close", None)
-        if close is not None:
-            try:
-                close()
-            except BaseException as exc:
-                self._put((self._ERROR, exc))
+        self._put((self._END, None))  # a generator that ran to its end is closed already
 
     def _put(self, item: tuple[int, Any]) -> bool:
         while not self._stop.is_set():
@@ -181,9 +183,12 @@ class ReadAhead:
 
     @staticmethod
     def pays() -> bool:
-        """Whether reading ahead can gain anything: not on one core, where the reader and the
-        writer would only take turns (and one more batch would wait in memory)."""
-        return (os.cpu_count() or 1) > 1
+        """Whether reading ahead can gain anything: not on one core (the cores this process may
+        run on, where the platform says), where the reader and the writer would only take turns
+        (and more batches would wait in memory)."""
+        affinity = getattr(os, "sched_getaffinity", None)
+        cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+        return cores > 1
 
     def __enter__(self) -> ReadAhead:
         return self
@@ -191,3 +196,12 @@ class ReadAhead:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def read_ahead(batches: Iterable[Batch]) -> AbstractContextManager[Iterable[Batch]]:
+    """The batches for a writer: read ahead where it pays (:class:`ReadAhead`), else as they
+    are; either way the reader is closed when the block ends (a failed write included), before
+    the file it reads is."""
+    if ReadAhead.pays():
+        return ReadAhead(batches)
+    return closing(batches) if hasattr(batches, "close") else nullcontext(batches)  # type: ignore[return-value]

@@ -64,6 +64,12 @@ def make_rejects(
     )
 
 
+def file_rejects(source: str, reason: str, table: str | None = None) -> pa.Table:
+    """The one reject of a file (or the rest of it) that could not be read: no position, no raw
+    row, the reason; ``table`` when the import named one, else ``(file)``."""
+    return make_rejects(table or "(file)", source, [None], [reason], [""])  # type: ignore[list-item]
+
+
 def stable_id(*parts: object) -> str:
     """A deterministic id from the parts: the same input always gives the same id."""
     h = hashlib.blake2b(digest_size=12)

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from yieldmeter.app.workspace import UNREADABLE, FileSummary, IngestSummary, Workspace, unreadable_reason
 from yieldmeter.config import CONFIG_FILE, Config
 from yieldmeter.ingest.base import Batch, ReadOptions, open_binary
-from yieldmeter.ingest.conform import concat_rejects, conform, make_rejects, stable_id
+from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
 
@@ -333,7 +333,7 @@ def ingest_to_lake(
             # what was read before the failure is written; the file (or its rest) is one
             # quarantine row with the reason, as in a workspace's import
             error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)
-            batches.append(Batch(rejects=make_rejects(table or "(file)", str(f), [None], [error], [""])))
+            batches.append(Batch(rejects=file_rejects(str(f), error, table)))
         fs = writer.write_source(batches, source=str(f), fmt=name)
         fs.error = error
         summary.files.append(fs)

@@ -55,6 +55,8 @@ class NormaliseSummary:
     lake: str
     files: int = 0
     tables: dict[str, int] = field(default_factory=dict)
+    #: (file, reason) of each file that could not be read to its end (quarantined, the job went on)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"table": k, "rows": v} for k, v in sorted(self.tables.items())]
@@ -79,11 +81,10 @@ def _source_of(path: str) -> str:
 def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: (path, content) rows -> envelope rows (table, day, Arrow IPC payload)."""
     import gzip
-    from pathlib import Path
 
     from yieldmeter.app.workspace import UNREADABLE, unreadable_reason
     from yieldmeter.ingest.base import ReadOptions
-    from yieldmeter.ingest.conform import make_rejects
+    from yieldmeter.ingest.conform import file_rejects
     from yieldmeter.ingest.otlp_json import read
     from yieldmeter.lake.ingest import quarantine_rows
 
@@ -123,8 +124,8 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
             except UNREADABLE as exc:
                 # what was read before the failure lands; the file (or its rest) is one quarantine
                 # row with the reason, as in `yieldmeter ingest --to-lake`, and the job goes on
-                reason = unreadable_reason(exc, Path(source))
-                rejects = make_rejects("(file)", source, [None], [reason], [""])  # type: ignore[list-item]
+                reason = unreadable_reason(exc, source)
+                rejects = file_rejects(source, reason)
                 out_t.append("quarantine")
                 out_d.append(None)
                 out_p.append(_ipc(quarantine_rows(rejects, now)))
@@ -307,6 +308,11 @@ def normalise(
             lake.url(name)
         )
         summary.tables[name] = df.count()
+    if "quarantine" in written:
+        unread = written["quarantine"].filter((F.col("table_name") == "(file)") & F.col("position").isNull())
+        summary.unreadable = sorted(
+            (r["source"], r["reason"]) for r in unread.select("source", "reason").collect()
+        )
     writer = LakeWriter(lake, config)
     writer.sync_reference()
     if "calls" in written:

@@ -112,11 +112,23 @@ class _Running:
         self.lock = threading.Lock()
         self.con: Any = None
         self.done = False
+        self.abandoned = False  # its caller stopped waiting: not to be started, or to be interrupted
 
     def interrupt(self) -> None:
         with self.lock:  # never the next read of the same thread: ``done`` is set under the lock
             if not self.done and self.con is not None:
                 self.con.interrupt()
+
+    def abandon(self, loop: asyncio.AbstractEventLoop, every_s: float = 0.1) -> None:
+        """Stop the read: it does not start if it has not, and its query is interrupted now and
+        again every ``every_s`` until the read is done (an interrupt that comes before a query
+        starts, or between two, is lost: DuckDB clears it when the next query starts)."""
+        with self.lock:
+            self.abandoned = True
+            done = self.done
+        if not done:
+            self.interrupt()
+            loop.call_later(every_s, self.abandon, loop, every_s)
 
 
 class Reads:
@@ -242,10 +254,12 @@ class Reads:
         running = _Running()
 
         def work() -> T:
-            ws = self.workspace()
-            with running.lock:
-                running.con = ws.store.con
             try:
+                ws = self.workspace()
+                with running.lock:
+                    if running.abandoned:  # its caller stopped waiting before it started
+                        raise ReadTimeout(f"{what} took longer than {timeout:g} s")
+                    running.con = ws.store.con
                 return job(ws)
             finally:
                 with running.lock:
@@ -255,7 +269,7 @@ class Reads:
             fut = self._pool.submit(work)
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except TimeoutError:
-            running.interrupt()
+            running.abandon(asyncio.get_running_loop())
             raise ReadTimeout(f"{what} took longer than {timeout:g} s") from None
         except (Exception, asyncio.CancelledError) as exc:
             if self._ended_by_close(exc):

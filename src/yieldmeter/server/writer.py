@@ -36,8 +36,8 @@ log = logging.getLogger("yieldmeter.server")
 #: reached every ~30,000 spans, and each checkpoint stalls every in-flight request
 #: for 0.3-0.6 s; the writer checkpoints when the queue goes idle instead. DuckDB holds
 #: in memory what the WAL has not yet written to the file: under 1M spans of continuous
-#: load the server peaked at 1.3-1.4 GiB with 512 MB, 0.9 GiB with 128 MB, whose p99 was
-#: lower too (docs/telemetry.md, Throughput).
+#: load the server peaked at 1,141-1,443 MiB with 512 MB, 897-965 MiB with 128 MB, whose
+#: checkpoints stall the requests waiting on them more often (docs/telemetry.md, Throughput).
 CHECKPOINT_THRESHOLD = "128MB"
 
 
