@@ -212,13 +212,24 @@ def report_ingest_outcome(summary: IngestSummary) -> None:
             highlight=False,
             soft_wrap=True,  # file names are not cut across lines
         )
-    failed = [f for f in summary.files if f.error]
-    for f in failed:
-        err_console().print(f"[bold red]error:[/] {f.source}: {f.error}", highlight=False)
-    if summary.total("read") == 0 and summary.total("ignored") == 0:
+    report_unread(
+        [(f.source, f.error) for f in summary.files if f.error],
+        len(summary.files),
+        nothing_read=summary.total("read") == 0 and summary.total("ignored") == 0,
+    )
+
+
+def report_unread(
+    failed: Sequence[tuple[str, str]], files: int, *, nothing_read: bool = False, done: str = "imported"
+) -> None:
+    """Name each file that could not be read to its end, with the reason (on stderr), and exit:
+    2 when nothing was read, 1 when a file failed (its rows before the failure were ``done``)."""
+    for source, reason in failed:
+        err_console().print(f"[bold red]error:[/] {source}: {reason}", highlight=False)
+    if nothing_read:
         fail("nothing could be read from the input (empty, or not a format yieldmeter knows)", code=2)
     if failed:
         fail(
-            f"{len(failed)} of {len(summary.files)} files could not be read to the end (quarantined "
-            "with the reason; the other files and the rows before the failure were imported)"
+            f"{len(failed)} of {files} files could not be read to the end (quarantined with the "
+            f"reason; the other files and the rows before the failure were {done})"
         )

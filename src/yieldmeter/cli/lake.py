@@ -177,13 +177,7 @@ def register(app: typer.Typer) -> None:
         except (ConfigError, EngineGap, FileNotFoundError, ValueError) as exc:
             fail(str(exc))
         emit(summary.rows(), fmt, title=f"Normalised {raw_path} -> {lake_path}")
-        for source, reason in summary.unreadable:
-            common.err_console().print(f"[bold red]error:[/] {source}: {reason}", highlight=False)
-        if summary.unreadable:
-            fail(
-                f"{len(summary.unreadable)} of {summary.files} files could not be read to the end "
-                "(quarantined with the reason; the other files and the rows before the failure were written)"
-            )
+        common.report_unread(summary.unreadable, summary.files, done="written")
 
 
 def ingest_to_lake_command(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
@@ -133,11 +135,7 @@ class ReadAhead:
     _ITEM, _END, _ERROR = range(3)
 
     def __init__(self, batches: Iterable[Batch], depth: int = 1) -> None:
-        import queue
-        import threading
-
         self._queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
-        self._full = queue.Full
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._read, args=(batches,), name="yieldmeter-read-ahead", daemon=True
@@ -168,7 +166,7 @@ class ReadAhead:
             try:
                 self._queue.put(item, timeout=0.1)
                 return True
-            except self._full:
+            except queue.Full:
                 continue
         return False
 
