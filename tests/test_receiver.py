@@ -179,16 +179,21 @@ def test_otlp_json_gzip_partial_success_and_resend(tmp_path: Path) -> None:
 
 
 # -- status codes ---------------------------------------------------------------------------------
-def test_protobuf_partial_success(client: TestClient) -> None:
+def protobuf(*spans: dict[str, Any]) -> bytes:
+    """The spans as a binary ``ExportTraceServiceRequest`` (OTLP JSON's hex ids as bytes)."""
     from google.protobuf.json_format import ParseDict
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    doc = orjson.loads(request(span(1, CHAT), span(2, {**CHAT, "gen_ai.usage.output_tokens": "x"})))
+    doc = orjson.loads(request(*spans))
     for s in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:
         s["traceId"] = base64.b64encode(bytes.fromhex(s["traceId"])).decode()
         s["spanId"] = base64.b64encode(bytes.fromhex(s["spanId"])).decode()
         s.pop("parentSpanId")
-    pb = ParseDict(doc, ExportTraceServiceRequest()).SerializeToString()
+    return ParseDict(doc, ExportTraceServiceRequest()).SerializeToString()
+
+
+def test_protobuf_partial_success(client: TestClient) -> None:
+    pb = protobuf(span(1, CHAT), span(2, {**CHAT, "gen_ai.usage.output_tokens": "x"}))
     r = client.post("/v1/traces", content=pb, headers=PB)
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
     resp = ExportTraceServiceResponse.FromString(r.content)
@@ -228,6 +233,31 @@ def test_body_limit(tmp_path: Path) -> None:
         assert r.status_code == 413
         r = httpx.post(f"{url}/v1/traces", content=request(span(1, CHAT)), headers=JS)
         assert r.status_code == 200  # still serving
+
+
+def test_every_member_of_a_gzip_body_is_read(client: TestClient) -> None:
+    """RFC 1952: a gzip stream may hold several members (``cat a.gz b.gz``); each is inflated.
+    Two protobuf messages end to end are one message with both lists, so both spans land."""
+    gz = {**PB, "content-encoding": "gzip"}
+    body = gzip.compress(protobuf(span(1, CHAT))) + gzip.compress(protobuf(span(2, CHAT)))
+    r = client.post("/v1/traces", content=body + b"\0" * 8, headers=gz)  # zero padding is ignored
+    assert r.status_code == 200
+    assert ExportTraceServiceResponse.FromString(r.content).partial_success.rejected_spans == 0
+    assert client.get("/healthz").json()["ingest"]["rows_landed"] == 2
+    r = client.post("/v1/traces", content=body + b"junk", headers=gz)
+    assert r.status_code == 400  # bytes after a member that are not gzip
+    r = client.post("/v1/traces", content=body + gzip.compress(b"x")[:12], headers=gz)
+    assert r.status_code == 400  # the last member cut short
+
+
+def test_the_body_limit_counts_every_gzip_member() -> None:
+    from yieldmeter.server.context import HttpError, gunzip
+
+    member = gzip.compress(b"a" * 600)
+    assert gunzip(member * 3, 1800) == b"a" * 1800
+    with pytest.raises(HttpError) as err:
+        gunzip(member * 4, 1800)  # 600 bytes each: the fourth member passes the limit
+    assert err.value.status == 413
 
 
 def test_busy_store_answers_503_with_retry_after(tmp_path: Path) -> None:

@@ -203,16 +203,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
         return body
     if encoding != "gzip":
         raise HttpError(415, f"Content-Encoding {encoding!r} is not supported (use gzip or none)")
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise HttpError(400, f"body is not valid gzip: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:  # the whole (compressed) body is read: nothing to drain
-        raise HttpError(413, f"request body larger than {size_text(limit)}")
-    if not d.eof:
-        raise HttpError(400, "gzip body is truncated")
-    return out
+    return gunzip(body, limit)
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body, every member of it (``cat a.gz b.gz`` is one valid gzip stream, as RFC 1952
+    allows), at most ``limit`` bytes once inflated: 413 beyond, 400 when it is not gzip or cut
+    short. Zero bytes after the last member (padding some writers add) are ignored."""
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = d.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            raise HttpError(400, f"body is not valid gzip: {exc}") from None
+        size += len(out)
+        # the whole (compressed) body is read: nothing to drain
+        if size > limit or d.unconsumed_tail:
+            raise HttpError(413, f"request body larger than {size_text(limit)}")
+        if not d.eof:
+            raise HttpError(400, "gzip body is truncated")
+        parts.append(out)
+        rest = d.unused_data
+        if not rest.strip(b"\0"):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def _drain(request: Request, cap: int = 512 * 1024 * 1024) -> bool:
