@@ -294,6 +294,31 @@ def test_rows_the_server_refuses_are_spilled_not_retried(tmp_path: Path) -> None
     assert json.loads((tmp_path / "sp" / "signals.jsonl").read_text())["signal_id"] == "s-1"
 
 
+def test_a_number_json_cannot_carry_is_refused_alone(tmp_path: Path) -> None:
+    """NaN would make the whole JSON body unreadable to the server (400 for every row sent with
+    it): the one record is refused when it is made, logged and counted, and its batch lands."""
+    from yieldmeter.sdk import configure, flush, record_effort, record_signal
+
+    root = make_workspace(tmp_path / "ws")
+    with serving(receiver_app(root)) as url:
+        rec = configure(url, flush_interval_s=0, path=tmp_path / "sp")
+        try:
+            before = rec.stats()["unrecorded"]  # a count for the whole process
+            record_signal("claim-1", "rated", float("nan"))
+            record_effort("claim-1", float("inf"))
+            record_signal("claim-1", "rated", 0.8)
+            stats = flush()
+            assert (stats["sent"], stats["refused"], stats["unrecorded"] - before) == (1, 0, 2)
+        finally:
+            rec.close()
+            configure(path=tmp_path / "unused", flush_interval_s=0)
+    # the row names where it came from: the SDK's x-yieldmeter-source header
+    assert rows(root, "SELECT kind, value, source FROM signals") == [
+        {"kind": "rated", "value": 0.8, "source": "sdk"}
+    ]
+    assert not (tmp_path / "sp").exists()  # nothing spilled
+
+
 def test_record_functions_never_raise_into_the_app(tmp_path: Path) -> None:
     from yieldmeter.sdk import configure, flush, record_effort, record_outcome, record_signal
 

@@ -28,6 +28,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -112,10 +113,15 @@ class Recorder:
 
     # -- recording -----------------------------------------------------------------------------
     def record(self, table: str, row: dict[str, Any]) -> None:
-        """Buffer one row; returns at once. Raises only for a table that does not exist."""
+        """Buffer one row; returns at once. Raises only for a table that does not exist, or a
+        number JSON cannot carry (NaN, infinity): refused here, it cannot fail the batch it would
+        have been sent in."""
         if table not in self._buffer:
             raise ValueError(f"unknown record table {table!r}; one of {', '.join(TABLES)}")
         clean = {k: v for k, v in row.items() if v is not None}
+        for k, v in clean.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{table}.{k}: {v} is not a finite number")
         with self._lock:
             if self._buffered >= self.max_buffer:
                 self._counts["dropped"] += 1

@@ -73,12 +73,15 @@ def records_to_batch(table_name: str, doc: Any, source: str, *, derive_ids: bool
     spec = table(table_name)
     # as posted: a quarantined row keeps every field it came with, not only the canonical ones
     posted = [dict(r) for r in rows]
+    has_source = "source" in spec.column_index
     for r in rows:
         if "attributes" in r and not isinstance(r["attributes"], str | type(None)):
             r["attributes"] = orjson.dumps(r["attributes"]).decode()
         if derive_ids and not r.get(spec.key):
             content = orjson.dumps(r, option=orjson.OPT_SORT_KEYS, default=str)
             r[spec.key] = stable_id(table_name, content)
+        if has_source and r.get("source") is None:  # where the row came from: api, sdk...
+            r["source"] = source
     if not rows:
         return Batch()
     try:
