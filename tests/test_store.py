@@ -205,6 +205,89 @@ def test_implausible_token_count_is_quarantined_with_its_reason(tmp_path: Path) 
         assert ws.quarantine().column("reason").to_pylist() == ["input_tokens: over 1e+15"] * 2
 
 
+def test_implausible_times_kinds_and_orders_are_quarantined_with_their_reason() -> None:
+    """Rows a REST client or a hand-made file can send that no real usage has: each is refused
+    with the first rule it breaks, and the good row of each table lands."""
+
+    def signals(*ts: object) -> pa.Table:
+        n = len(ts)
+        return pa.table({"signal_id": [f"s{i}" for i in range(n)], "work_unit_id": ["u"] * n,
+                         "kind": ["rated"] * n, "ts": list(ts)})  # fmt: skip
+
+    out = "ts: not between 1990-01-01 and 2100-01-01 (a unit or clock error?)"
+    c = conform(
+        "signals", signals("2025-03-05T10:00:00Z", "0001-01-01T00:00Z", "9999-12-31T00:00Z"), source="t"
+    )
+    assert c.rows.column("signal_id").to_pylist() == ["s0"]
+    assert c.rejects.column("reason").to_pylist() == [out] * 2
+    c = conform("signals", signals(1741168800, 12345), source="t")  # 2025-03-05 10:00; 1970-01-01 03:25
+    assert c.rows.column("signal_id").to_pylist() == ["s0"]
+    assert c.rejects.column("reason").to_pylist() == [out]
+    assert conform("signals", signals(True), source="t").rejects.column("reason").to_pylist() == [
+        "ts: cannot read as a timestamp"  # true is not epoch second 1
+    ]
+    calls = pa.table(
+        {
+            "call_id": ["ok", "bool", "object"],
+            "ts": ["2025-03-05T10:00:00Z"] * 3,
+            "input_tokens": pa.array([10, None, 10], pa.int64()),
+            "output_tokens": pa.array([None, True, None], pa.bool_()),
+            "model": pa.array([None, None, {"x": 1}], pa.struct([("x", pa.int64())])),
+            "attributes": pa.array([{"x": 1}, None, None], pa.struct([("x", pa.int64())])),
+        }
+    )
+    c = conform("calls", calls, source="t")
+    assert c.rejects.column("reason").to_pylist() == [
+        "output_tokens: cannot read as a whole number",  # a bool is not a count
+        "model: cannot read as text",  # an object is not a name
+    ]
+    assert c.rows.column("attributes").to_pylist() == ['{"x": 1}']  # there an object is JSON text
+
+    effort = pa.Table.from_pylist(
+        [
+            {"effort_id": "ok", "work_unit_id": "u", "ts": "2025-03-05", "minutes": 90.0},
+            {"effort_id": "huge", "work_unit_id": "u", "ts": "2025-03-05", "minutes": 1e300},
+        ]
+    )
+    assert conform("effort", effort, source="t").rejects.column("reason").to_pylist() == [
+        "minutes: over 525600"  # a year of minutes
+    ]
+    outcomes = pa.Table.from_pylist(
+        [
+            {"outcome_id": "ok", "period_start": "2025-03-01", "period_end": "2025-04-01"},
+            {"outcome_id": "back", "period_start": "2025-04-01", "period_end": "2025-03-01"},
+        ]
+    )
+    c = conform("outcomes", outcomes, source="t")
+    assert c.rejects.column("reason").to_pylist() == ["period_end: before period_start"]
+
+
+def test_a_store_another_process_holds_is_named_with_what_to_do(tmp_path: Path) -> None:
+    from yieldmeter.store.duckdb_store import StoreInUse
+
+    db = tmp_path / "held.duckdb"
+    Store.open(db).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys; c = duckdb.connect({str(db)!r}); print('held', flush=True)"
+            "; sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreInUse) as err:
+            Store.open(db)
+        assert str(db) in str(err.value) and f"PID {holder.pid}" in str(err.value)
+        assert "yieldmeter serve" in str(err.value)
+    finally:
+        holder.communicate("", timeout=30)
+
+
 def test_a_killed_ingest_leaves_all_or_nothing(tmp_path: Path) -> None:
     """A process killed inside a write transaction leaves no part of that batch."""
     db = tmp_path / "store.duckdb"
@@ -243,8 +326,10 @@ def test_one_batch_mixes_new_identical_changed_and_repeated_ids(tmp_path: Path) 
     """The upsert's accounting, by hand, and the derived units committed with the batch.
 
     First batch: a, b (unit u) and c (unit v), all new. Second batch: b identical,
-    c changed (3 -> 30 tokens), d new (unit w) and d again (the first d wins), a not
-    sent: read 4 = landed 2 (c updated, d inserted) + duplicates 2 (b, the second d).
+    c changed (3 -> 30 tokens), d new (unit w) and d again with 40 tokens (the last d wins, as
+    it would from a later batch: the first d landed and was replaced), a not sent:
+    read 4 = landed 3 (c updated, both d) + duplicates 1 (b); updated 2 (c, the first d).
+    A third batch, b and b again unchanged, from another file: both duplicates.
     """
     store = Store.open(tmp_path / "store.duckdb")
     first = _calls(["a", "b", "c"], [1, 2, 3], ["u", "u", "v"], [0, 5, 9])
@@ -253,9 +338,15 @@ def test_one_batch_mixes_new_identical_changed_and_repeated_ids(tmp_path: Path) 
 
     second = _calls(["b", "c", "d", "d"], [2, 30, 4, 40], ["u", "v", "w", "w"], [5, 9, 20, 21])
     r = store.write_batch({"calls": second}, derive_units=True)["calls"]
-    assert (r.read, r.landed, r.updated, r.duplicates) == (4, 2, 1, 2)
+    assert (r.read, r.landed, r.updated, r.duplicates) == (4, 3, 2, 1)
     tokens = dict(store.con.execute("SELECT call_id, input_tokens FROM calls").fetchall())
-    assert tokens == {"a": 1, "b": 2, "c": 30, "d": 4}
+    assert tokens == {"a": 1, "b": 2, "c": 30, "d": 40}
+    again = _calls(["b", "b"], [2, 2], ["u", "u"], [5, 5])
+    again = again.set_column(again.schema.get_field_index("source"), "source", pa.array(["copy.csv"] * 2))
+    r = store.write_batch({"calls": again}, derive_units=True)["calls"]
+    assert (r.read, r.landed, r.updated, r.duplicates) == (2, 0, 0, 2)
+    # the stored row as it was (these rows carry no source of their own): not rewritten
+    assert store.con.execute("SELECT source FROM calls WHERE call_id = 'b'").fetchall() == [(None,)]
 
     # derived in the write's own transaction: u spans a (10:00) to b (10:05), w is d alone
     units = store.query_arrow(
@@ -265,7 +356,7 @@ def test_one_batch_mixes_new_identical_changed_and_repeated_ids(tmp_path: Path) 
     assert [(u["work_unit_id"], u["derived"], u["s"], u["e"]) for u in units] == [
         ("u", True, "10:00", "10:05"),
         ("v", True, "10:09", "10:09"),
-        ("w", True, "10:20", "10:20"),
+        ("w", True, "10:21", "10:21"),
     ]
     store.close()
 

@@ -10,6 +10,7 @@ column is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import pyarrow as pa
@@ -76,6 +77,11 @@ KNOWN_SIGNALS = frozenset(EXPLICIT_SIGNALS + IMPLICIT_SIGNALS + LABEL_SIGNALS)
 CALL_STATUSES = ("ok", "error")
 #: 30 days in milliseconds: no model call runs longer; a larger duration is a unit mix-up.
 MAX_CALL_DURATION_MS = 30 * 24 * 3600 * 1000.0
+#: [1990-01-01, 2100-01-01): the times a row of AI usage, work or billing can carry. Before is
+#: a small epoch number (seconds or a bool read as a time: 1970), after a unit error or year 9999.
+PLAUSIBLE_TIMES = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+#: A year of minutes: more human time than that in one effort row is a unit mix-up (seconds?).
+MAX_EFFORT_MINUTES = 365 * 24 * 60.0
 #: A quadrillion tokens or requests in one row (a month of a large organisation's usage is far below it) is
 #: broken input, not usage; the bound keeps every sum over rows inside a 64-bit integer.
 MAX_COUNT = 10**15
@@ -94,6 +100,12 @@ class Column:
     #: Largest plausible value; above it the row is quarantined (a typo or a
     #: unit mix-up, and a value later arithmetic could not hold).
     maximum: float | None = None
+    #: A time outside :data:`PLAUSIBLE_TIMES` is kept (a validity bound such as 1970 or 2200);
+    #: elsewhere such a time is a unit or clock error (epoch seconds read as something else).
+    any_time: bool = False
+    #: An object or list given for this text column is stored as JSON text; for any other text
+    #: column it is unreadable (a ``model`` that is an object is broken input, not a name).
+    json_text: bool = False
     doc: str = ""
 
 
@@ -113,6 +125,8 @@ class Table:
     time_column: str | None = None
     #: Row rules: the sum of the named columns may not exceed the bound column.
     at_most: tuple[tuple[tuple[str, ...], str], ...] = ()
+    #: Row rules: ``(earlier, later)``: the later time may not come before the earlier one.
+    in_order: tuple[tuple[str, str], ...] = ()
     #: ``"module:function"``: a check of the table's own rules, run by ``conform`` on every write
     #: before ids are derived (named, not imported: the contract does not depend on the code that
     #: keeps it). Called as ``function(columns, flag)``; it may normalise ``columns`` in place and
@@ -137,7 +151,7 @@ def _c(name: str, type_: pa.DataType, **kw: object) -> Column:
 
 
 ORG = _c("org", STR, default="default", doc="organisation that owns the row")
-ATTRS = _c("attributes", STR, doc="JSON object of further attributes")
+ATTRS = _c("attributes", STR, json_text=True, doc="JSON object of further attributes")
 
 CALLS = Table(
     "calls",
@@ -186,6 +200,7 @@ WORK_UNITS = Table(
     key="work_unit_id",
     time_column="started_at",
     doc="a unit of AI work: one interaction, agent run, completion or case",
+    in_order=(("started_at", "ended_at"),),
     columns=(
         _c("work_unit_id", STR, required=True),
         _c("parent_id", STR, doc="the session this unit belongs to"),
@@ -232,7 +247,7 @@ EFFORT = Table(
         _c("ts", TS, required=True),
         _c("person", STR),
         _c("kind", STR, default="review", doc="review, correction, rework, supervision, ..."),
-        _c("minutes", F64, required=True, non_negative=True),
+        _c("minutes", F64, required=True, non_negative=True, maximum=MAX_EFFORT_MINUTES),
         ORG,
         ATTRS,
     ),
@@ -243,6 +258,7 @@ OUTCOMES = Table(
     key="outcome_id",
     time_column="period_start",
     doc="an operating outcome measured against a baseline",
+    in_order=(("period_start", "period_end"),),
     columns=(
         _c("outcome_id", STR, required=True),
         _c("workflow", STR),
@@ -294,6 +310,7 @@ COST_ITEMS = Table(
     key="item_id",
     time_column="period_start",
     doc="non-token cost: platform, GPUs, licences, FOCUS billing rows",
+    in_order=(("period_start", "period_end"),),
     columns=(
         _c("item_id", STR, required=True),
         _c("period_start", TS, required=True),
@@ -321,8 +338,8 @@ PRICES = Table(
         _c("price_id", STR, required=True),
         _c("provider", STR, required=True),
         _c("model", STR, required=True),
-        _c("valid_from", TS, required=True),
-        _c("valid_to", TS, required=True),
+        _c("valid_from", TS, required=True, any_time=True),
+        _c("valid_to", TS, required=True, any_time=True),
         _c("input", F64),
         _c("output", F64),
         _c("cached_input", F64),

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from yieldmeter.schema import TS, Column, Table, table
+from yieldmeter.schema import PLAUSIBLE_TIMES, TS, Column, Table, table
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -29,6 +29,12 @@ REJECT_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("raw", pa.string()),
     ]
+)
+
+_EARLIEST, _LATEST = (pa.scalar(t, TS) for t in PLAUSIBLE_TIMES)
+#: the reason of a time outside PLAUSIBLE_TIMES, ``.format(column)``
+_OUT_OF_TIME = (
+    "{}: not between " + " and ".join(f"{t:%Y-%m-%d}" for t in PLAUSIBLE_TIMES) + " (a unit or clock error?)"
 )
 
 
@@ -97,6 +103,8 @@ def _parse_ts_scalar(value: Any) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, bool):  # true is not a time (nor epoch second 1)
+        return None
     if isinstance(value, int | float):
         # epoch seconds, milliseconds, microseconds or nanoseconds by magnitude
         v = float(value)
@@ -131,6 +139,12 @@ def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array 
         return arr, None
     if pa.types.is_null(arr.type):
         return pa.nulls(len(arr), target), None
+    if pa.types.is_boolean(arr.type) and not pa.types.is_string(target):
+        # true is not 1 token nor epoch second 1: every present value is unreadable
+        return pa.nulls(len(arr), target), pc.is_valid(arr)
+    nested = pa.types.is_struct(arr.type) or pa.types.is_list(arr.type) or pa.types.is_map(arr.type)
+    if nested and not col.json_text:  # an object where a name or a number belongs
+        return pa.nulls(len(arr), target), pc.is_valid(arr)
     try:
         if target == TS and pa.types.is_timestamp(arr.type):
             out = arr.cast(TS) if arr.type.tz else pc.assume_timezone(arr, "UTC").cast(TS)
@@ -143,7 +157,7 @@ def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array 
         elif pa.types.is_string(target) and not (
             pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
         ):
-            if pa.types.is_struct(arr.type) or pa.types.is_list(arr.type) or pa.types.is_map(arr.type):
+            if nested:
                 out = pa.array([None if v is None else _json(v) for v in arr.to_pylist()], pa.string())
             else:
                 out = arr.cast(target)
@@ -163,14 +177,19 @@ def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array 
     parsed: list[Any] = []
     bad: list[bool] = []
     for v in values:
-        p = _parse_scalar(v, target)
+        p = _parse_scalar(v, col)
         parsed.append(p)
         bad.append(v is not None and v != "" and p is None)
     return pa.array(parsed, target), pa.array(bad, pa.bool_())
 
 
-def _parse_scalar(v: Any, target: pa.DataType) -> Any:
+def _parse_scalar(v: Any, col: Column) -> Any:
     if v is None or v == "":
+        return None
+    target = col.type
+    if isinstance(v, dict | list) and not col.json_text:
+        return None
+    if isinstance(v, bool) and not (pa.types.is_boolean(target) or pa.types.is_string(target)):
         return None
     if target == TS:
         return parse_timestamp(v)
@@ -267,6 +286,12 @@ def conform(
         if pa.types.is_floating(col.type):
             flag(pc.is_nan(arr), f"{col.name}: not a number")
             flag(pc.is_inf(arr), f"{col.name}: infinite")
+        if col.type == TS and not col.any_time:
+            outside = pc.or_(pc.less(arr, _EARLIEST), pc.greater_equal(arr, _LATEST))
+            flag(outside, _OUT_OF_TIME.format(col.name))
+
+    for earlier, later in spec.in_order:
+        flag(pc.less(columns[later], columns[earlier]), f"{later}: before {earlier}")
 
     for parts, bound in spec.at_most:
         total = columns[parts[0]]
@@ -303,6 +328,8 @@ def _type_word(t: pa.DataType) -> str:
         return "a number"
     if pa.types.is_boolean(t):
         return "true/false"
+    if pa.types.is_string(t):
+        return "text"
     return str(t)
 
 
