@@ -89,11 +89,11 @@ def workspace(path: Path, *, create: bool = False) -> Iterator[Workspace]:
     from yieldmeter.config import ConfigError
     from yieldmeter.lake.engines import EngineGap
     from yieldmeter.lake.workspace import open_workspace
-    from yieldmeter.store.duckdb_store import StoreTooNew
+    from yieldmeter.store.duckdb_store import StoreUnavailable
 
     try:
         ws: Workspace = open_workspace(path, create=create, **ENGINE_CHOICE)
-    except (ConfigError, FileNotFoundError, EngineGap, ValueError, StoreTooNew) as exc:
+    except (ConfigError, FileNotFoundError, EngineGap, ValueError, StoreUnavailable) as exc:
         fail(str(exc))
     try:
         yield ws
@@ -200,13 +200,19 @@ def emit(data: Any, fmt: OutputFormat | str, *, title: str | None = None) -> Non
     typer.echo(text, nl=not text.endswith("\n"))
 
 
-def report_ingest_outcome(summary: IngestSummary) -> None:
+def note_console(output: OutputFormat) -> Console:
+    """Where notes beside a command's output go: stdout under a table for a person, stderr when
+    the output is JSON or CSV for a program (a note would make it unreadable)."""
+    return console() if output is OutputFormat.table else err_console()
+
+
+def report_ingest_outcome(summary: IngestSummary, output: OutputFormat = OutputFormat.table) -> None:
     """After an import's summary: the files a folder walk passed over, the files that could not
     be read (on stderr), and the exit: 2 when nothing was read, 1 when a file failed."""
     if summary.passed_over:
         names = ", ".join(str(p) for p in summary.passed_over[:5])
         more = f" and {len(summary.passed_over) - 5} more" if len(summary.passed_over) > 5 else ""
-        console().print(
+        note_console(output).print(
             f"[yellow]note:[/] passed over {len(summary.passed_over)} files of the folders that are "
             f"not data (configuration, documents, hidden): {names}{more}",
             highlight=False,

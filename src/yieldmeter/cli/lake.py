@@ -65,10 +65,11 @@ def register(app: typer.Typer) -> None:
         from yieldmeter.app.workspace import Workspace
         from yieldmeter.lake.export import export_workspace
         from yieldmeter.lake.layout import LakeError
+        from yieldmeter.store.duckdb_store import StoreUnavailable
 
         try:
             ws = Workspace.open(ws_path)
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, StoreUnavailable) as exc:
             fail(str(exc))
         with ws:
             try:
@@ -205,4 +206,4 @@ def ingest_to_lake_command(
             f"{summary.total('quarantined'):,} quarantined.",
             highlight=False,
         )
-    common.report_ingest_outcome(summary)
+    common.report_ingest_outcome(summary, output)

@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
         from yieldmeter.lake.engines import EngineGap
         from yieldmeter.lake.workspace import require_own_store
         from yieldmeter.server.app import create_app
+        from yieldmeter.store.duckdb_store import StoreUnavailable
 
         try:
             # the server writes and reads the workspace's own store: an engine or lake chosen for it
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
                 ws_path, "serve", engine=ENGINE_CHOICE.get("engine"), lake=ENGINE_CHOICE.get("lake")
             )
             app_ = create_app(ws_path)
-        except (NoWorkspace, ConfigError, FileNotFoundError, EngineGap, ValueError) as exc:
+        except (NoWorkspace, ConfigError, FileNotFoundError, EngineGap, ValueError, StoreUnavailable) as exc:
             fail(str(exc))
         from yieldmeter.server.auth import ServerRefused, check_bind
 

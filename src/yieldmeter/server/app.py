@@ -73,12 +73,14 @@ def create_app(
     ctx = ServerContext(
         workspace=ws, writer=writer, settings=settings, decoder=DecodePool(settings.decode_workers)
     )
-    if not settings.ingest_keys:
-        log.warning("no ingest_keys in yieldmeter.yaml (server:): ingest endpoints accept any client")
-
     routes: list[BaseRoute] = _health(ctx)
     for name in route_modules if route_modules is not None else ROUTE_MODULES:
         routes.extend(importlib.import_module(name).routes(ctx))
+    # the REST API's routes gave the context its key ring: an API key closes the ingest endpoints too
+    if not settings.ingest_keys and (ctx.api_keys is None or not ctx.api_keys.required):
+        log.warning(
+            "no API key and no ingest_keys in yieldmeter.yaml (server:): ingest endpoints accept any client"
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,8 +3,10 @@
 One embedded DuckDB file. Writes arrive as Arrow tables of canonical rows and
 go through :meth:`Store.write_batch`, which in one transaction
 
-* drops repeated ids inside the batch (first one wins; counted as duplicates),
-* counts rows identical to what is stored as duplicates and changes nothing,
+* keeps the last of repeated ids inside the batch, as a later batch would replace it
+  (an identical repeat is counted as a duplicate, one with other content as replaced),
+* counts rows identical to what is stored as duplicates and changes nothing (the
+  ``source`` they came from aside: the same rows from a copy of a file are duplicates),
 * replaces rows whose id is stored with other content (an upsert),
 * inserts the rest, and the batch's rejects into ``quarantine``.
 
@@ -89,8 +91,16 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class StoreTooNew(RuntimeError):
+class StoreUnavailable(RuntimeError):
+    """The store cannot be opened by this process; the message says why and what to do."""
+
+
+class StoreTooNew(StoreUnavailable):
     """The store was written by a newer yieldmeter than this one."""
+
+
+class StoreInUse(StoreUnavailable):
+    """Another process holds the store's file (DuckDB allows one writing process at a time)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,17 @@ class Store:
         p = Path(path) if path is not None else None
         if p is not None:
             p.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(p) if p is not None else ":memory:")
+        try:
+            con = duckdb.connect(str(p) if p is not None else ":memory:")
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            holder = str(exc).partition("Conflicting lock is held in ")[2].rstrip(". ")
+            raise StoreInUse(
+                f"the store {p} is in use by another process{f' ({holder})' if holder else ''}: "
+                "stop it first (a running `yieldmeter serve` takes records, keys and budgets "
+                "through its REST API; see docs/server.md)"
+            ) from None
         con.execute("SET TimeZone = 'UTC'")
         store = cls(con, p)
         store.migrate()
@@ -408,7 +428,7 @@ class Store:
     def _upsert(self, con: duckdb.DuckDBPyConnection, spec: Table, rows: pa.Table) -> WriteResult:
         """Insert new ids, replace changed ones, count identical ones; work proportional to the batch.
 
-        The batch is deduplicated in Arrow (first occurrence of an id wins). The
+        The batch is deduplicated in Arrow (the last occurrence of an id wins). The
         stored table is probed on its key column alone, so a batch of new ids
         (the common case: fresh telemetry) reads no other stored column; only
         ids that are stored already are compared column by column.
@@ -416,15 +436,18 @@ class Store:
         n = rows.num_rows
         rows = rows.select(spec.names)
         keys = rows.column(spec.key)
+        replaced = 0  # repeats of an id with other content: each landed, then replaced in the batch
         if pc.count_distinct(keys, mode="all").as_py() != n:
-            # repeated ids inside the batch: the first one wins (nulls count as one id)
-            first = (
+            # repeated ids inside the batch: the last one wins, whatever the batch size (nulls
+            # count as one id)
+            last = (
                 pa.table({"k": keys, "_pos": pa.array(range(n), pa.int64())})
                 .group_by("k", use_threads=False)
-                .aggregate([("_pos", "min")])
-                .column("_pos_min")
+                .aggregate([("_pos", "max")])
+                .column("_pos_max")
             )
-            rows = rows.take(pc.take(first, pc.sort_indices(first)))
+            replaced = rows.group_by(spec.names, use_threads=False).aggregate([]).num_rows - len(last)
+            rows = rows.take(pc.take(last, pc.sort_indices(last)))  # in the batch's order
             keys = rows.column(spec.key)
         staged = rows.num_rows
         key = _q(spec.key)
@@ -438,8 +461,9 @@ class Store:
             )
             identical = changed = 0
             if len(matched):
-                # re-sent ids: compare every column with what is stored
-                same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in map(_q, spec.names))
+                # re-sent ids: compare every column with what is stored, but where it came from
+                compared = [_q(c) for c in spec.names if c != "source"]
+                same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in compared)
                 con.register("_matched", pa.table({"k": matched}))
                 try:
                     flags = con.execute(
@@ -470,9 +494,9 @@ class Store:
             con.unregister("_incoming")
         return WriteResult(
             read=n,
-            landed=staged - identical,
-            updated=changed,
-            duplicates=(n - staged) + identical,
+            landed=staged - identical + replaced,
+            updated=changed + replaced,
+            duplicates=(n - staged - replaced) + identical,
         )
 
     def _quarantine(self, con: duckdb.DuckDBPyConnection, rejects: pa.Table) -> dict[str, int]:
