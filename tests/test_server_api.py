@@ -179,11 +179,15 @@ def test_auth_for_every_scope_and_family(
     for headers in ({}, bearer("ym_00000000_not-a-key"), bearer(keys["revoked"]), bearer("garbage")):
         r = call(headers)
         assert r.status_code == 401, (family, headers, r.text)
+        if path == "/v1/traces":  # a google.rpc.Status: UNAUTHENTICATED
+            assert r.json()["code"] == 16
         if api:
             assert r.headers["content-type"].startswith("application/problem+json")
             assert r.json()["status"] == 401
     r = call(bearer(keys[lacking]))
     assert r.status_code == 403, (family, r.text)
+    if path == "/v1/traces":  # PERMISSION_DENIED
+        assert r.json()["code"] == 7
     if api:
         assert scope in r.json()["detail"]
     for holder in (scope, "admin"):

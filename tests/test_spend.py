@@ -78,6 +78,10 @@ def test_filters_restrict_the_period_and_scope(example_workspace: Path) -> None:
         assert rows == {"risk": 2, "support": 2}
         only = ws.spend(["model"], Filters(teams=("finance",))).to_pylist()
         assert [r["model"] for r in only if r["calls"]] == ["gpt-4o"]
+        # the total over a period with nothing in it: one row, every figure 0 (nothing spent)
+        none = Filters(start=datetime(2024, 1, 1, tzinfo=UTC), end=datetime(2024, 2, 1, tzinfo=UTC))
+        [total] = ws.spend([], none).to_pylist()
+        assert set(total.values()) == {0} and total["calls"] == 0
 
 
 def test_allocation_rule_is_recorded(example_workspace: Path) -> None:

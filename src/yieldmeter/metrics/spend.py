@@ -241,7 +241,11 @@ def spend(lines: ir.Table, by: Sequence[str], filters: Filters | None = None) ->
     lines = lines.mutate(week=lines.day.truncate("W"), month=lines.day.truncate("M"))
     agg = {m: lines[m].sum() for m in MEASURES}
     agg["fully_loaded_cost"] = lines.fully_loaded_cost.sum()
-    out = lines.group_by(list(by)).aggregate(**agg) if by else lines.aggregate(**agg)
+    if by:
+        out = lines.group_by(list(by)).aggregate(**agg)
+    else:  # one total row, also over no lines at all: nothing spent is 0, not null
+        out = lines.aggregate(**agg)
+        out = out.mutate(**{m: out[m].fill_null(0) for m in agg})
     # a group whose every call is unpriced has no known model cost: null, never $0
     unknown = (out.calls > 0) & (out.unpriced_calls >= out.calls)
     out = out.mutate(

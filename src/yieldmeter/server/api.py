@@ -73,6 +73,8 @@ class Endpoint:
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: the status a success answers
     status: int = 200
+    #: further answers this operation gives, beyond those every operation may: status -> when
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 def attach(ctx: ServerContext) -> None:
@@ -442,7 +444,15 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             "read",
             [("by", {"type": "string"}, "comma-separated dimensions"), *f_params],
         ),
-        Endpoint("GET", "/unpriced", "read", "Models no price matches, with their volume", unpriced, "read"),
+        Endpoint(
+            "GET",
+            "/unpriced",
+            "read",
+            "Models no price matches, with their volume",
+            unpriced,
+            "read",
+            f_params,
+        ),
         Endpoint(
             "GET",
             "/quarantine",
@@ -517,6 +527,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 "application/x-ndjson": {"schema": {"type": "string"}},
             },
             choices={"name": EXPORTS},
+            errors={409: "unit-values: none stored yet (run `yieldmeter score`)"},
         ),
         Endpoint(
             "GET",

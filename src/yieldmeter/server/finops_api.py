@@ -101,8 +101,8 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
 
         try:
             doc = orjson.loads(await read_body(request, ADMIN_BODY_LIMIT))  # 413 beyond 64 KiB
-        except orjson.JSONDecodeError:
-            raise Problem(400, "expected a JSON object") from None
+        except orjson.JSONDecodeError as exc:
+            raise Problem(400, f"not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or not {"scope_kind", "scope", "amount"} <= set(doc):
             raise Problem(400, 'expected {"scope_kind": ..., "scope": ..., "amount": ..., "period": "month"}')
         keys = ("basis", "soft_threshold", "hard_threshold")

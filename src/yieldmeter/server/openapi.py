@@ -68,6 +68,7 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
             "401": _problem("no or unknown API key (when the server has keys)"),
             "403": _problem(f"the key lacks the {ep.scope!r} scope"),
             "404": _problem("no such report, view or item"),
+            **{str(status): _problem(when) for status, when in ep.errors.items()},
         },
     }
     if ep.scope:
@@ -255,12 +256,19 @@ def _telemetry(prefix: str) -> dict[str, Any]:
         ("200", "ExportTraceServiceResponse", None),
         otlp=True,
     )
-    paths["/api/public/scores"] = _ingest_post(
+    scores = _ingest_post(
         "Langfuse-compatible scores (a score object or a list of them)",
         "post_api_public_scores",
         {"application/json": {"schema": {"type": ["object", "array"]}}},
-        ("200", "stored", json_body),
+        ("200", "one score stored: its id", json_body),
     )
+    scores["post"]["responses"].update(
+        {
+            "202": {"description": "a list of scores, every one stored", "content": json_body},
+            "207": {"description": "a list of scores, some refused: each one's reason", "content": json_body},
+        }
+    )
+    paths["/api/public/scores"] = scores
     paths["/api/public/ingestion"] = _ingest_post(
         "Langfuse-compatible ingestion API (SDK v3/v4 scores): score-create events -> signals",
         "post_api_public_ingestion",
@@ -273,7 +281,6 @@ def _telemetry(prefix: str) -> dict[str, Any]:
         otlp,
         ("200", "ExportTraceServiceResponse", None),
         otlp=True,
-        scoped=True,
     )
     return paths
 
@@ -285,7 +292,6 @@ def _ingest_post(
     ok: tuple[str, str, dict[str, Any] | None],
     *,
     otlp: bool = False,
-    scoped: bool = False,
 ) -> dict[str, Any]:
     """A telemetry ingest operation: ``ok`` is (status, description, content or None)."""
     status, description, ok_content = ok
@@ -293,9 +299,8 @@ def _ingest_post(
         status: {"description": description, **({"content": ok_content} if ok_content else {})},
         "400": {"description": "unreadable"},
         "401": {"description": "no or unknown key"},
+        "403": {"description": "key lacks the ingest scope"},
     }
-    if scoped:
-        responses["403"] = {"description": "key lacks the ingest scope"}
     responses["413"] = {"description": "too large"}
     if otlp:
         responses["415"] = {"description": "not OTLP"}

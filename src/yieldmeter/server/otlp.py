@@ -70,7 +70,9 @@ def _varint(n: int) -> bytes:
 
 def _status_body(kind: str, status: int, message: str) -> tuple[bytes, str]:
     """A ``google.rpc.Status`` (code, message) in the request's encoding."""
-    code = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}.get(status, 13)
+    # google.rpc.Code: INVALID_ARGUMENT 3, DEADLINE_EXCEEDED 4, PERMISSION_DENIED 7,
+    # RESOURCE_EXHAUSTED 8, INTERNAL 13, UNAVAILABLE 14, UNAUTHENTICATED 16
+    code = {400: 3, 401: 16, 403: 7, 408: 4, 413: 8, 415: 3, 429: 8, 503: 14}.get(status, 13)
     if kind == "protobuf":
         msg = message.encode()
         return b"\x08" + _varint(code) + b"\x12" + _varint(len(msg)) + msg, PROTOBUF
