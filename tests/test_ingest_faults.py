@@ -340,3 +340,46 @@ def test_the_files_a_folder_walk_passes_over_are_named(tmp_path: Path) -> None:
     assert "passed over 1 files" in " ".join(r.output.split()) and "yieldmeter.yaml" in r.output
     with Workspace.open(tmp_path / "ws") as ws:
         assert ws.store.count("calls") == 2
+
+
+LITELLM = Path(__file__).parent / "fixtures" / "formats" / "litellm_spend_logs.csv"
+
+
+def test_an_export_row_that_is_not_utf8_is_quarantined_alone(tmp_path: Path) -> None:
+    """The LiteLLM fixture (5 spend logs, rows 4 and 5 broken on purpose: 3 land) with the
+    Latin-1 byte e9 in row 2's user: that row is quarantined naming the field, and rows 1 and 3
+    land. Before, the decode error ended the file at byte 0 and none of its rows landed."""
+    header, *rows = LITELLM.read_bytes().splitlines(keepends=True)
+    rows[1] = rows[1].replace(b",u-2,", b",u-\xe9,")
+    path = tmp_path / "spend.csv"
+    path.write_bytes(header + b"".join(rows))
+    with Workspace.init(tmp_path / "ws") as ws:
+        [f] = ws.ingest_paths([path]).files
+        assert (f.format, f.landed, f.quarantined, f.error) == ("litellm", 2, 3, None)
+        reasons = {q["position"]: q["reason"] for q in ws.quarantine().to_pylist()}
+        assert reasons[2] == "row 2: user: not UTF-8 text" and set(reasons) == {2, 4, 5}
+
+
+def test_the_rows_before_a_cut_in_an_export_gz_land(tmp_path: Path) -> None:
+    """A .gz LiteLLM export cut short in its last row: the rows read before the cut land (fewer
+    than a batch: without the reader's failure held back they were lost with the buffer), then
+    the rest of the file is one quarantine row with the reason."""
+    header, first, *_ = LITELLM.read_bytes().splitlines(keepends=True)
+    # 3,000 copies of the good first row under their own ids: past what format detection reads
+    data = header + b"".join(first.replace(b"chatcmpl-a1", f"r{i}".encode()) for i in range(3000))
+    whole = gzip.compress(data)
+    cut = tmp_path / "spend.csv.gz"
+    cut.write_bytes(whole[: len(whole) - 40])  # the end of the deflate stream and the trailer
+    readable = gzip.GzipFile(fileobj=io.BytesIO(cut.read_bytes()))
+    with pytest.raises(EOFError):
+        readable.read()
+    with Workspace.init(tmp_path / "ws") as ws:
+        [f] = ws.ingest_paths([cut]).files
+        assert (f.format, f.error) == (
+            "litellm",
+            "cannot read the file: Compressed file ended before the end-of-stream marker was reached",
+        )
+        assert 2900 < f.landed < 3000
+        assert ws.store.count("calls") == f.landed
+        [q] = [q for q in ws.quarantine().to_pylist() if q["position"] is None]
+        assert Path(q["source"]).name == "spend.csv.gz" and "cannot read the file" in q["reason"]

@@ -61,6 +61,45 @@ def test_formats_are_detected_by_content(name: str, fmt: str) -> None:
     assert detect_format(FIXTURES / name).name == fmt
 
 
+@pytest.mark.parametrize(
+    ("doc", "fmt"),
+    [
+        # pages of a day without usage, as the APIs answer them: buckets with empty results
+        (
+            {"object": "page", "has_more": False, "next_page": None,
+             "data": [{"object": "bucket", "start_time": 1740787200, "end_time": 1740873600, "results": []}]},
+            "openai-usage",
+        ),
+        (
+            {"has_more": False, "next_page": None,
+             "data": [{"starting_at": "2025-03-01T00:00:00Z", "ending_at": "2025-03-02T00:00:00Z",
+                       "results": []}]},
+            "anthropic-usage",
+        ),
+    ],
+)  # fmt: skip
+def test_a_page_without_usage_is_still_its_format(tmp_path: Path, doc: dict, fmt: str) -> None:
+    path = tmp_path / "page.json"
+    path.write_text(json.dumps(doc))
+    assert detect_format(path).name == fmt
+    assert read_all(fmt, path).tables == {}  # nothing to land, and nothing refused
+
+
+def test_otlp_lines_whose_first_line_is_broken_are_still_otlp(tmp_path: Path) -> None:
+    """A Collector file whose first line was cut short (or is a stray log line): the next lines
+    say what it is, and the reader quarantines the first line with its number."""
+    from tests.test_ingest_otlp import CHAT, request, span
+
+    line = request(span(1, CHAT))
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(line[: len(line) // 2] + b"\n" + line + b"\n")
+    assert detect_format(path).name == "otlp-json"
+    with Workspace.init(tmp_path / "ws") as ws:
+        [f] = ws.ingest_paths([path]).files
+        assert (f.format, f.landed, f.quarantined) == ("otlp-json", 1, 1)
+        assert ws.quarantine().column("position").to_pylist() == [1]
+
+
 # -- LiteLLM --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("as_json", [False, True], ids=["csv", "json"])
 def test_litellm_spend_logs(tmp_path: Path, as_json: bool) -> None:

@@ -20,6 +20,7 @@ from yieldmeter.cli.common import (
     emit,
     fail,
     group,
+    note_console,
     parse_period,
     report_ingest_outcome,
     workspace,
@@ -115,12 +116,13 @@ def register(app: typer.Typer) -> None:
             except (UnknownFormat, TableNotKnown, FileNotFoundError, ValueError) as exc:
                 fail(str(exc))
         how = "detected by content" if fmt == "auto" else "as --format says"
+        notes = note_console(output)
         for f in summary.files:
             if output is OutputFormat.table:  # on its own line: a table column would cut the name
                 name = f.format if f.format != "auto" else "format not recognised"
                 console().print(f"{f.source}: [bold]{name}[/] ({how})", highlight=False, soft_wrap=True)
             for note in dict.fromkeys(f.notes):
-                console().print(f"[yellow]note:[/] {note}", highlight=False)
+                notes.print(f"[yellow]note:[/] {note}", highlight=False)
         emit(summary.rows(), output, title="Ingest summary")
         if output is OutputFormat.table:
             updated = summary.total("updated")
@@ -133,7 +135,7 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
             )
         summary.passed_over[:0] = passed_over  # the folders were walked here, before the import
-        report_ingest_outcome(summary)
+        report_ingest_outcome(summary, output)
 
     @app.command()
     def status(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:
@@ -204,11 +206,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def quarantine(
-        limit: Annotated[int, typer.Option("--limit")] = 50,
+        limit: Annotated[int, typer.Option("--limit", min=1, help="Newest rows to show.")] = 50,
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
     ) -> None:
         """Rows that could not be stored, with the file, the row and the reason."""
         with workspace(ws_path) as ws:
             rows = ws.quarantine(limit).drop_columns(["quarantine_id"])
+            held = ws.store.count("quarantine")
         emit(rows, fmt, title="Quarantine")
+        if held > rows.num_rows:
+            note_console(fmt).print(
+                f"[yellow]note:[/] the newest {rows.num_rows:,} of {held:,} quarantined rows; "
+                "--limit shows more",
+                highlight=False,
+            )

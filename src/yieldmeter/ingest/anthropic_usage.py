@@ -131,7 +131,11 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
 def detect(head: bytes, filename: str) -> bool:
     text = head[:16384]
     return b"starting_at" in text and (
-        b"uncached_input_tokens" in text or b"cost_type" in text or b"cache_creation" in text
+        b"uncached_input_tokens" in text
+        or b"cost_type" in text
+        or b"cache_creation" in text
+        # a page of a period without usage: its buckets' results are empty
+        or (b'"ending_at"' in text and b'"results"' in text)
     )
 
 

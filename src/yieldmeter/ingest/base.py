@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
 
 import pyarrow as pa
 
@@ -107,6 +107,31 @@ class Format:
     description: str
     detect: Callable[[bytes, str], bool]
     read: Reader
+
+
+T = TypeVar("T")
+
+
+class UntilUnreadable(Generic[T]):
+    """A file's records, ending where the file can no longer be read (a ``.gz`` cut short).
+
+    An adapter that buffers rows stores those it has, then calls :meth:`raise_if_failed`, so the
+    rows before the failure land and the failure quarantines the rest of the file, as for OTLP.
+    """
+
+    def __init__(self, records: Iterable[T]) -> None:
+        self._records = records
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            yield from self._records
+        except Exception as exc:  # any failure to read on; raise_if_failed gives it to the caller
+            self.error = exc
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def open_binary(path: Path) -> BinaryIO:

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from yieldmeter.ingest.base import Batch, Format, ReadOptions
+from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, to_json
 
@@ -140,7 +140,8 @@ def map_row(r: dict[str, Any], occurrence: int) -> dict[str, Any]:
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     buf = RowBuffer(options)
     seen: dict[str, int] = {}
-    for pos, rec in iter_records(stream):
+    records = UntilUnreadable(iter_records(stream))
+    for pos, rec in records:
         try:
             if isinstance(rec, RecordError):
                 raise rec
@@ -157,6 +158,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         if buf.full():
             yield buf.flush()
     yield buf.flush()
+    records.raise_if_failed()
 
 
 def detect(head: bytes, filename: str) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from yieldmeter.ingest.base import Batch, Format, ReadOptions
+from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.otlp_semconv import SpanError, langfuse_usage
 from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, to_json
 
@@ -105,7 +105,8 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     from yieldmeter.ingest.litellm import _with_duration
 
     buf = RowBuffer(options)
-    for pos, rec in iter_records(stream, unwrap=_unwrap):
+    records = UntilUnreadable(iter_records(stream, unwrap=_unwrap))
+    for pos, rec in records:
         try:
             if isinstance(rec, RecordError):
                 raise rec
@@ -122,6 +123,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         if buf.full():
             yield buf.flush()
     yield buf.flush()
+    records.raise_if_failed()
 
 
 def detect(head: bytes, filename: str) -> bool:

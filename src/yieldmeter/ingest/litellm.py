@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from yieldmeter.ingest.base import Batch, Format, ReadOptions
+from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, to_json, whole
 
 _CALL_TYPES = {
@@ -113,7 +113,8 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     buf = RowBuffer(options)
     apart = 0
-    for pos, rec in iter_records(stream):
+    records = UntilUnreadable(iter_records(stream))
+    for pos, rec in records:
         try:
             if isinstance(rec, RecordError):
                 raise rec
@@ -129,6 +130,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
             yield _flush(buf, apart)
             apart = 0
     yield _flush(buf, apart)
+    records.raise_if_failed()
 
 
 def _flush(buf: RowBuffer, apart: int) -> Batch:

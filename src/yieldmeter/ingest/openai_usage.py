@@ -15,6 +15,7 @@ calls already price: kept for reconciliation, never added to fully loaded cost).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -124,6 +125,8 @@ def detect(head: bytes, filename: str) -> bool:
         b'"organization.usage.' in text
         or b'"organization.costs.result"' in text
         or (b"num_model_requests" in text and b"input_cached_tokens" in text)
+        # a page of a period without usage: buckets whose results are all empty
+        or (re.search(rb'"object"\s*:\s*"bucket"', text) is not None and b'"results"' in text)
     )
 
 

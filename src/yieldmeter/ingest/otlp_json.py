@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -420,9 +421,17 @@ def _finish(rows: SpanRows, options: ReadOptions, pos: list[int], reason: list[s
     return batch
 
 
+#: a line that opens an ``ExportTraceServiceRequest``, as the Collector's file exporter writes one
+_REQUEST_LINE = re.compile(rb'(?m)^\s*\{\s*"(resourceSpans|resource_spans)"')
+
+
 def detect(head: bytes, filename: str) -> bool:
     text = head.lstrip()[:4096]
-    return text.startswith(b"{") and (b'"resourceSpans"' in text or b'"resource_spans"' in text)
+    if text.startswith(b"{") and (b'"resourceSpans"' in text or b'"resource_spans"' in text):
+        return True
+    # a first line that is not JSON (cut short, a stray log line): the next lines tell; the
+    # reader quarantines that line with its number
+    return _REQUEST_LINE.search(head[:65536]) is not None
 
 
 FORMAT = Format(

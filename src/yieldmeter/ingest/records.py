@@ -18,7 +18,7 @@ import orjson
 import pyarrow as pa
 
 from yieldmeter.errors import InputError
-from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.base import Batch, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.conform import conform, make_rejects
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -90,9 +90,34 @@ def iter_records(
                     pos += 1
                     yield lineno, rec
         return
-    text = codecs.getreader("utf-8-sig")(_Rejoin(head, stream))  # type: ignore[arg-type]
+    # bytes that are not UTF-8 are kept as surrogates, so they reject their row, not the file
+    text = codecs.getreader("utf-8-sig")(_Rejoin(head, stream), errors="surrogateescape")  # type: ignore[arg-type]
     for i, row in enumerate(csv.DictReader(text), 1):
-        yield i, {k: (None if v in ("", "NULL", "null") else v) for k, v in row.items() if k is not None}
+        rec = {k: (None if v in ("", "NULL", "null") else v) for k, v in row.items() if k is not None}
+        try:
+            "".join([*rec, *(v for v in rec.values() if isinstance(v, str))]).encode()
+        except UnicodeEncodeError:
+            yield i, RecordError(_not_utf8(rec))
+            continue
+        yield i, rec
+
+
+def _not_utf8(rec: dict[str, Any]) -> str:
+    """Which field of a CSV record holds bytes that are not UTF-8 text (the first one)."""
+    for k, v in rec.items():
+        if not _is_utf8(k):
+            return f"column name {k!r}: not UTF-8 text"
+        if isinstance(v, str) and not _is_utf8(v):
+            return f"{k}: not UTF-8 text"
+    return "not UTF-8 text"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _Rejoin:
@@ -258,7 +283,8 @@ def read_usage_results(
     rejected with its position.
     """
     buf = RowBuffer(options)
-    for pos, rec in iter_records(stream, unwrap=unwrap):
+    records = UntilUnreadable(iter_records(stream, unwrap=unwrap))
+    for pos, rec in records:
         table = "cost_items" if isinstance(rec, dict) and is_cost(rec) else "calls"
         try:
             if isinstance(rec, RecordError):
@@ -273,3 +299,4 @@ def read_usage_results(
         if buf.full():
             yield buf.flush()
     yield buf.flush()
+    records.raise_if_failed()

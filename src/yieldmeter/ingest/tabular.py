@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from yieldmeter.errors import InputError
-from yieldmeter.ingest.base import Batch, Format, ReadOptions
+from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.conform import conform, make_rejects
 from yieldmeter.schema import INGESTIBLE, TABLES
 
@@ -436,7 +436,8 @@ def _read_jsonl(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         pending_rejects.clear()
         yield batch
 
-    for pos, raw in records:
+    readable = UntilUnreadable(records)
+    for pos, raw in readable:
         if isinstance(raw, _Unreadable):
             pending_rejects.append((pos, raw.reason, raw.text))
             continue
@@ -461,6 +462,7 @@ def _read_jsonl(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         if len(batch_rows) >= options.batch_rows:
             yield from flush()
     yield from flush()
+    readable.raise_if_failed()
 
 
 def _read_parquet(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
