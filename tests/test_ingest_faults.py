@@ -356,8 +356,12 @@ def test_an_export_row_that_is_not_utf8_is_quarantined_alone(tmp_path: Path) -> 
     with Workspace.init(tmp_path / "ws") as ws:
         [f] = ws.ingest_paths([path]).files
         assert (f.format, f.landed, f.quarantined, f.error) == ("litellm", 2, 3, None)
-        reasons = {q["position"]: q["reason"] for q in ws.quarantine().to_pylist()}
-        assert reasons[2] == "row 2: user: not UTF-8 text" and set(reasons) == {2, 4, 5}
+        q = {q["position"]: q for q in ws.quarantine().to_pylist()}
+        assert q[2]["reason"] == "row 2: user: not UTF-8 text" and set(q) == {2, 4, 5}
+        # the row is kept whole, the byte written as an escape
+        assert (
+            json.loads(q[2]["raw"])["user"] == "u-\\xe9" and json.loads(q[2]["raw"])["request_id"] == "msg_b2"
+        )
 
 
 def test_the_rows_before_a_cut_in_an_export_gz_land(tmp_path: Path) -> None:

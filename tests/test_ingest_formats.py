@@ -431,11 +431,11 @@ def test_ingest_command_names_the_format_whole(tmp_path: Path) -> None:
     r = runner.invoke(app, ["ingest", str(path), "--format", "litellm", "-w", ws], env={"COLUMNS": "80"})
     assert r.exit_code == 0 and f"{path}: litellm (as --format says)" in r.output.splitlines()
     r = runner.invoke(app, ["ingest", str(path), "--format", "litellm", "-w", ws, "--output", "json"])
-    [summary] = json.loads(r.output[r.output.index("[") :])
+    [summary] = json.loads(r.stdout)  # the JSON alone
     assert (summary["format"], summary["landed"], summary["duplicates"]) == ("litellm", 0, 3)
     # a format that does not fit the file: its rows are quarantined with the reason, not guessed
     r = runner.invoke(app, ["ingest", str(path), "--format", "openai-usage", "-w", ws, "--output", "json"])
-    [summary] = json.loads(r.output[r.output.index("[") :])
+    [summary] = json.loads(r.stdout)  # the JSON alone
     assert summary["format"] == "openai-usage" and summary["landed"] == 0
     r = runner.invoke(app, ["ingest", str(path), "--format", "nope", "-w", ws])
     assert r.exit_code == 1 and "nope" in r.output

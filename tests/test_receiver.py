@@ -258,6 +258,13 @@ def test_the_body_limit_counts_every_gzip_member() -> None:
     with pytest.raises(HttpError) as err:
         gunzip(member * 4, 1800)  # 600 bytes each: the fourth member passes the limit
     assert err.value.status == 413
+    empty = gzip.compress(b"")  # 20 bytes that inflate to nothing: a body of them is only work
+    assert gunzip(empty * 1000, 1800) == b""
+    with pytest.raises(HttpError) as err:
+        gunzip(empty * 100_000, 1800)
+    assert err.value.status == 400 and "more than 1000 members" in err.value.message
+    big = gzip.compress(bytes(range(256)) * 4096)  # a member longer than one piece fed to zlib
+    assert gunzip(big + member, 2_000_000) == bytes(range(256)) * 4096 + b"a" * 600
 
 
 def test_busy_store_answers_503_with_retry_after(tmp_path: Path) -> None:

@@ -306,9 +306,10 @@ def test_a_number_json_cannot_carry_is_refused_alone(tmp_path: Path) -> None:
             before = rec.stats()["unrecorded"]  # a count for the whole process
             record_signal("claim-1", "rated", float("nan"))
             record_effort("claim-1", float("inf"))
+            record_signal("claim-1", "rated", 0.5, attributes={"raw_score": float("nan")})
             record_signal("claim-1", "rated", 0.8)
             stats = flush()
-            assert (stats["sent"], stats["refused"], stats["unrecorded"] - before) == (1, 0, 2)
+            assert (stats["sent"], stats["refused"], stats["unrecorded"] - before) == (1, 0, 3)
         finally:
             rec.close()
             configure(path=tmp_path / "unused", flush_interval_s=0)

@@ -226,6 +226,8 @@ def test_implausible_times_kinds_and_orders_are_quarantined_with_their_reason() 
     assert conform("signals", signals(True), source="t").rejects.column("reason").to_pylist() == [
         "ts: cannot read as a timestamp"  # true is not epoch second 1
     ]
+    scored = signals("2025-03-05T10:00:00Z").append_column("value", pa.array([True]))
+    assert conform("signals", scored, source="t").rows.column("value").to_pylist() == [1.0]  # a score
     calls = pa.table(
         {
             "call_id": ["ok", "bool", "object"],
@@ -341,6 +343,8 @@ def test_one_batch_mixes_new_identical_changed_and_repeated_ids(tmp_path: Path) 
     assert (r.read, r.landed, r.updated, r.duplicates) == (4, 3, 2, 1)
     tokens = dict(store.con.execute("SELECT call_id, input_tokens FROM calls").fetchall())
     assert tokens == {"a": 1, "b": 2, "c": 30, "d": 40}
+    r = store.write_batch({"calls": second}, derive_units=True)["calls"]
+    assert (r.read, r.landed, r.updated, r.duplicates) == (4, 0, 0, 4)  # sent again: nothing changes
     again = _calls(["b", "b"], [2, 2], ["u", "u"], [5, 5])
     again = again.set_column(again.schema.get_field_index("source"), "source", pa.array(["copy.csv"] * 2))
     r = store.write_batch({"calls": again}, derive_units=True)["calls"]

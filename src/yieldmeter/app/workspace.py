@@ -20,7 +20,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from yieldmeter.config import CONFIG_FILE, STORE_DIR, TEMPLATE, Config, load_config
-from yieldmeter.ingest.base import Batch, ReadOptions, open_binary, read_ahead
+from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, open_binary, read_ahead
 from yieldmeter.ingest.conform import conform
 from yieldmeter.metrics import cost, spend
 from yieldmeter.metrics.tables import Tables
@@ -478,12 +478,6 @@ class Workspace:
 
 #: file endings a folder walk passes over: configuration, documents, images, logs
 NOT_DATA = frozenset({".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".rst", ".pdf", ".png"})
-
-#: what an adapter raises for input it cannot read: ValueError (and its kin: JSON, Arrow and UTF-8
-#: errors), OSError/EOFError (a truncated .gz), zlib.error (a .gz whose compressed data is
-#: damaged); a usage export of another shape surfaces as a KeyError, IndexError or TypeError,
-#: which a bug could raise too, so its reason says both
-UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zlib.error)
 
 
 def unreadable_reason(exc: BaseException, source: Path | str) -> str:

@@ -168,13 +168,14 @@ def register(app: typer.Typer) -> None:
         """Simulate an organisation, ingest it through the real importers, score it, summarise it."""
         from yieldmeter.app.demo import DemoError, run_demo
         from yieldmeter.simulate import SimulationError
+        from yieldmeter.store.duckdb_store import StoreUnavailable
 
         def step(message: str) -> None:
             err_console().print(f"[dim]{message}[/]", highlight=False)
 
         try:
             result = run_demo(ws_path, seed=seed, scenario=scenario, days=days, users=users, progress=step)
-        except (SimulationError, DemoError) as exc:
+        except (SimulationError, DemoError, StoreUnavailable) as exc:
             fail(str(exc))
         print_board_summary(result.summary)
         t = result.timings

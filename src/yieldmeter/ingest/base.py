@@ -6,10 +6,12 @@ connection and write nothing; the Workspace hands their batches to the store.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import queue
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
@@ -111,6 +113,13 @@ class Format:
 
 T = TypeVar("T")
 
+#: what an adapter raises for input it cannot read: ValueError (and its kin: JSON, Arrow and UTF-8
+#: errors), OSError/EOFError (a truncated .gz), zlib.error (a .gz whose compressed data is
+#: damaged), csv.Error (a field past the csv module's limit); a usage export of another shape
+#: surfaces as a KeyError, IndexError or TypeError, which a bug could raise too, so its reason
+#: says both
+UNREADABLE = (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, zlib.error, csv.Error)
+
 
 class UntilUnreadable(Generic[T]):
     """A file's records, ending where the file can no longer be read (a ``.gz`` cut short).
@@ -126,7 +135,7 @@ class UntilUnreadable(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         try:
             yield from self._records
-        except Exception as exc:  # any failure to read on; raise_if_failed gives it to the caller
+        except UNREADABLE as exc:  # the file cannot be read on; raise_if_failed gives it to the caller
             self.error = exc
 
     def raise_if_failed(self) -> None:

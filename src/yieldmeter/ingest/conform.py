@@ -139,8 +139,8 @@ def _cast_column(arr: pa.ChunkedArray, col: Column) -> tuple[pa.Array, pa.Array 
         return arr, None
     if pa.types.is_null(arr.type):
         return pa.nulls(len(arr), target), None
-    if pa.types.is_boolean(arr.type) and not pa.types.is_string(target):
-        # true is not 1 token nor epoch second 1: every present value is unreadable
+    if pa.types.is_boolean(arr.type) and (pa.types.is_integer(target) or target == TS):
+        # true is not 1 token nor epoch second 1 (as a score it is 1.0): every value is unreadable
         return pa.nulls(len(arr), target), pc.is_valid(arr)
     nested = pa.types.is_struct(arr.type) or pa.types.is_list(arr.type) or pa.types.is_map(arr.type)
     if nested and not col.json_text:  # an object where a name or a number belongs
@@ -189,7 +189,7 @@ def _parse_scalar(v: Any, col: Column) -> Any:
     target = col.type
     if isinstance(v, dict | list) and not col.json_text:
         return None
-    if isinstance(v, bool) and not (pa.types.is_boolean(target) or pa.types.is_string(target)):
+    if isinstance(v, bool) and (pa.types.is_integer(target) or target == TS):
         return None
     if target == TS:
         return parse_timestamp(v)

@@ -26,7 +26,7 @@ import orjson
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.conform import stable_id
-from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, to_json
+from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, raw_of, to_json
 
 _CATEGORIES = {
     "ai and machine learning": "ai_platform",
@@ -152,7 +152,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
             seen[fp] = seen.get(fp, 0) + 1
             row = map_row(rec, seen[fp])
         except RecordError as exc:
-            buf.reject("cost_items", pos, f"row {pos}: {exc}", rec if isinstance(rec, dict) else str(rec))
+            buf.reject("cost_items", pos, f"row {pos}: {exc}", raw_of(rec))
             continue
         buf.add("cost_items", row, pos)
         if buf.full():

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.otlp_semconv import SpanError, langfuse_usage
-from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, to_json
+from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, raw_of, to_json
 
 _CALL_TYPES = {"GENERATION": "chat", "EMBEDDING": "embeddings"}
 
@@ -114,7 +114,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
                 raise RecordError(f"expected an observation object, got {type(rec).__name__}")
             row = map_row(rec, options)
         except RecordError as exc:
-            buf.reject("calls", pos, f"observation {pos}: {exc}", rec if isinstance(rec, dict) else str(rec))
+            buf.reject("calls", pos, f"observation {pos}: {exc}", raw_of(rec))
             continue
         if row is None:
             buf.ignored += 1

@@ -22,7 +22,16 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
-from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, to_json, whole
+from yieldmeter.ingest.records import (
+    RecordError,
+    RowBuffer,
+    first,
+    iter_records,
+    json_field,
+    raw_of,
+    to_json,
+    whole,
+)
 
 _CALL_TYPES = {
     "completion": "chat",
@@ -122,7 +131,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
                 raise RecordError(f"expected an object per spend log row, got {type(rec).__name__}")
             row = map_row(rec, options)
         except RecordError as exc:
-            buf.reject("calls", pos, f"row {pos}: {exc}", rec if isinstance(rec, dict) else str(rec))
+            buf.reject("calls", pos, f"row {pos}: {exc}", raw_of(rec))
         else:
             apart += row.pop("_counted_apart")
             buf.add("calls", _with_duration(row), pos)

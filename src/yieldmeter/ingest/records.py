@@ -30,7 +30,20 @@ _TIME_COLUMNS = {
 
 
 class RecordError(InputError):
-    """A record that cannot be mapped; the message names the field and why."""
+    """A record that cannot be mapped; the message names the field and why. ``raw``: the record
+    as read, where the reader could not hand it over itself (a CSV row that is not UTF-8)."""
+
+    def __init__(self, message: str, raw: str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+def raw_of(rec: Any) -> Any:
+    """What the quarantine keeps of a record an adapter refused: the record, else what its
+    reader kept of it, else the reader's message."""
+    if isinstance(rec, dict):
+        return rec
+    return rec.raw if isinstance(rec, RecordError) and rec.raw is not None else str(rec)
 
 
 def head_kind(head: bytes) -> str:
@@ -97,7 +110,11 @@ def iter_records(
         try:
             "".join([*rec, *(v for v in rec.values() if isinstance(v, str))]).encode()
         except UnicodeEncodeError:
-            yield i, RecordError(_not_utf8(rec))
+            # kept with the bytes written as escapes (\xe9), so the row can be found and fixed
+            raw = orjson.dumps({k.encode(errors="surrogateescape").decode(errors="backslashreplace"):
+                                v.encode(errors="surrogateescape").decode(errors="backslashreplace")
+                                if isinstance(v, str) else v for k, v in rec.items()}).decode()  # fmt: skip
+            yield i, RecordError(_not_utf8(rec), raw)
             continue
         yield i, rec
 
@@ -293,7 +310,7 @@ def read_usage_results(
                 raise RecordError(f"expected a result object, got {type(rec).__name__}")
             row = map_cost(rec) if table == "cost_items" else map_usage(rec)
         except RecordError as exc:
-            buf.reject(table, pos, f"result {pos}: {exc}", rec if isinstance(rec, dict) else str(rec))
+            buf.reject(table, pos, f"result {pos}: {exc}", raw_of(rec))
             continue
         buf.add(table, row, pos)
         if buf.full():

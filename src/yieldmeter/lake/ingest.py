@@ -6,7 +6,8 @@ of that source (:meth:`Lake.write_source`), so:
 
 * a re-run of the same input rewrites the same files: the lake holds the same
   rows (idempotent), and a source that changed replaces its earlier rows;
-* inside one source, the first row of an id wins (as in the store);
+* inside one source, the first row of an id wins (a span the Collector retried: its first
+  sighting; the store keeps the last, as its upsert would across files);
 * across sources, an id already stored in the same day partition by another
   source is kept and the new row counted as a duplicate (first writer wins);
 * calls that name a work unit no input describes get a derived work unit
@@ -28,9 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from yieldmeter.app.workspace import UNREADABLE, FileSummary, IngestSummary, Workspace, unreadable_reason
+from yieldmeter.app.workspace import FileSummary, IngestSummary, Workspace, unreadable_reason
 from yieldmeter.config import CONFIG_FILE, Config
-from yieldmeter.ingest.base import Batch, ReadOptions, open_binary
+from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, open_binary
 from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
@@ -62,7 +63,7 @@ def quarantine_rows(rejects: pa.Table, now: datetime | None = None) -> pa.Table:
 
 
 def first_per_key(rows: pa.Table, key: str) -> pa.Table:
-    """The first row of every id (input order), as the store keeps it."""
+    """The first row of every id (input order): a lake keeps an id's first sighting."""
     if rows.num_rows == 0:
         return rows
     pos = pa.array(range(rows.num_rows), pa.int64())

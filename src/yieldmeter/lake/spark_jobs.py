@@ -13,8 +13,8 @@ Steps:
 1. parse: each file -> Arrow IPC payloads, one per (canonical table, day),
    plus quarantine rows; the result is cached;
 2. per table: decode the payloads of that table (``mapInArrow`` again), drop
-   repeated ids (a span the Collector retried) keeping the first, as the CLI
-   does: the row of the first file (by path) and, inside it, the first in
+   repeated ids (a span the Collector retried) keeping the first, as
+   ``ingest --to-lake`` does: the row of the first file (by path) and, inside it, the first in
    input order; for ``work_units`` add a derived unit for each work unit the
    calls name and no span describes;
 3. write with dynamic partition overwrite: the days this input touches are
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 ENVELOPE = pa.schema(
     [("table", pa.string()), (DAY, pa.string()), ("source", pa.string()), ("payload", pa.binary())]
 )
-#: Carried with every decoded row so repeated ids keep the row the CLI keeps (the first one).
+#: Carried with every decoded row so repeated ids keep the row ``ingest --to-lake`` keeps (the first).
 SOURCE, ORDER = "_source", "_order"
 
 
@@ -82,8 +82,8 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
     """mapInArrow body: (path, content) rows -> envelope rows (table, day, Arrow IPC payload)."""
     import gzip
 
-    from yieldmeter.app.workspace import UNREADABLE, unreadable_reason
-    from yieldmeter.ingest.base import ReadOptions
+    from yieldmeter.app.workspace import unreadable_reason
+    from yieldmeter.ingest.base import UNREADABLE, ReadOptions
     from yieldmeter.ingest.conform import file_rejects
     from yieldmeter.ingest.otlp_json import read
     from yieldmeter.lake.ingest import quarantine_rows

@@ -394,7 +394,8 @@ def record_signal(
             "kind": kind,
             "value": value,
             "actor": actor,
-            "attributes": json.dumps(attributes, default=str) if attributes else None,
+            # NaN is not JSON: refused here (counted as unrecorded), never stored as invalid text
+            "attributes": json.dumps(attributes, default=str, allow_nan=False) if attributes else None,
         },
     )
     return sid

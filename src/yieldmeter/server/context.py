@@ -154,6 +154,11 @@ class _TooLarge(Exception):
     """The body is past its limit: answered 413 once the rest is drained (outside the read timeout)."""
 
 
+#: Members a gzip body may hold: real senders concatenate a few; many tiny ones are only work.
+MAX_GZIP_MEMBERS = 1000
+_GZIP_PIECE = 1 << 16
+
+
 async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
     """The request body, gunzipped when ``Content-Encoding: gzip``; 413 beyond ``limit`` bytes;
     408 (and the connection closed) when it has not all arrived within ``timeout`` seconds
@@ -208,26 +213,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def gunzip(body: bytes, limit: int) -> bytes:
     """A gzip body, every member of it (``cat a.gz b.gz`` is one valid gzip stream, as RFC 1952
-    allows), at most ``limit`` bytes once inflated: 413 beyond, 400 when it is not gzip or cut
-    short. Zero bytes after the last member (padding some writers add) are ignored."""
+    allows), at most ``limit`` bytes once inflated: 413 beyond, 400 when it is not gzip, is cut
+    short or holds more than :data:`MAX_GZIP_MEMBERS` members. Zero bytes after the last member
+    (padding some writers add) are ignored. The body is fed in pieces, so each byte is handled
+    once however many members it holds."""
+    view = memoryview(body)
     parts: list[bytes] = []
-    size = 0
-    rest = body
+    size = pos = members = 0
     while True:
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise HttpError(400, f"gzip body of more than {MAX_GZIP_MEMBERS} members")
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out = d.decompress(rest, limit - size + 1)
-        except zlib.error as exc:
-            raise HttpError(400, f"body is not valid gzip: {exc}") from None
-        size += len(out)
-        # the whole (compressed) body is read: nothing to drain
-        if size > limit or d.unconsumed_tail:
-            raise HttpError(413, f"request body larger than {size_text(limit)}")
-        if not d.eof:
-            raise HttpError(400, "gzip body is truncated")
-        parts.append(out)
-        rest = d.unused_data
-        if not rest.strip(b"\0"):
+        while not d.eof:
+            if pos >= len(view):
+                raise HttpError(400, "gzip body is truncated")
+            piece = view[pos : pos + _GZIP_PIECE]
+            try:
+                out = d.decompress(piece, limit - size + 1)
+            except zlib.error as exc:
+                raise HttpError(400, f"body is not valid gzip: {exc}") from None
+            size += len(out)
+            if size > limit:  # the whole (compressed) body is read: nothing to drain
+                raise HttpError(413, f"request body larger than {size_text(limit)}")
+            parts.append(out)
+            pos += len(piece) - len(d.unused_data)  # under the limit, no input is left unconsumed
+        if not any(view[pos : pos + 2]) and not bytes(view[pos:]).strip(b"\0"):
             return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

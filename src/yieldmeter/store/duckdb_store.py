@@ -159,7 +159,8 @@ class Store:
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
-            holder = str(exc).partition("Conflicting lock is held in ")[2].rstrip(". ")
+            holder = str(exc).partition("Conflicting lock is held in ")[2].partition(". See also")[0]
+            holder = holder.strip().rstrip(".")
             raise StoreInUse(
                 f"the store {p} is in use by another process{f' ({holder})' if holder else ''}: "
                 "stop it first (a running `yieldmeter serve` takes records, keys and budgets "
@@ -436,7 +437,9 @@ class Store:
         n = rows.num_rows
         rows = rows.select(spec.names)
         keys = rows.column(spec.key)
-        replaced = 0  # repeats of an id with other content: each landed, then replaced in the batch
+        #: id -> its rows in the batch with content other than the one kept: each landed, then was
+        #: replaced in the batch (unless the kept row is what is stored: then nothing changed)
+        replaced: dict[Any, int] = {}
         if pc.count_distinct(keys, mode="all").as_py() != n:
             # repeated ids inside the batch: the last one wins, whatever the batch size (nulls
             # count as one id)
@@ -446,7 +449,11 @@ class Store:
                 .aggregate([("_pos", "max")])
                 .column("_pos_max")
             )
-            replaced = rows.group_by(spec.names, use_threads=False).aggregate([]).num_rows - len(last)
+            contents = rows.group_by(spec.names, use_threads=False).aggregate([]).column(spec.key)
+            ids, contents_per_id = pc.value_counts(contents).flatten()
+            repeated = pc.greater(contents_per_id, 1)
+            extra = pc.subtract(contents_per_id.filter(repeated), 1).to_pylist()
+            replaced = dict(zip(ids.filter(repeated).to_pylist(), extra, strict=True))
             rows = rows.take(pc.take(last, pc.sort_indices(last)))  # in the batch's order
             keys = rows.column(spec.key)
         staged = rows.num_rows
@@ -476,6 +483,9 @@ class Store:
                 same_keys = flags.filter(flags.column("same")).column("k")
                 changed_keys = flags.filter(pc.invert(flags.column("same"))).column("k")
                 identical, changed = len(same_keys), len(changed_keys)
+                if replaced:  # the batch ends where the store is: its repeats changed nothing
+                    for k in same_keys.to_pylist():
+                        replaced.pop(k, None)
                 if changed:
                     con.register("_changed", pa.table({"k": changed_keys}))
                     try:
@@ -492,11 +502,12 @@ class Store:
                 con.execute(f"INSERT INTO {target} ({col_list}) SELECT {col_list} FROM _incoming")
         finally:
             con.unregister("_incoming")
+        n_replaced = sum(replaced.values())
         return WriteResult(
             read=n,
-            landed=staged - identical + replaced,
-            updated=changed + replaced,
-            duplicates=(n - staged - replaced) + identical,
+            landed=staged - identical + n_replaced,
+            updated=changed + n_replaced,
+            duplicates=(n - staged - n_replaced) + identical,
         )
 
     def _quarantine(self, con: duckdb.DuckDBPyConnection, rejects: pa.Table) -> dict[str, int]:
