@@ -345,6 +345,10 @@ def test_one_batch_mixes_new_identical_changed_and_repeated_ids(tmp_path: Path) 
     assert tokens == {"a": 1, "b": 2, "c": 30, "d": 40}
     r = store.write_batch({"calls": second}, derive_units=True)["calls"]
     assert (r.read, r.landed, r.updated, r.duplicates) == (4, 0, 0, 4)  # sent again: nothing changes
+    # d as stored (40), then 50: the first d changes nothing (a duplicate), the second replaces it
+    third = _calls(["d", "d"], [40, 50], ["w", "w"], [21, 21])
+    r = store.write_batch({"calls": third}, derive_units=True)["calls"]
+    assert (r.read, r.landed, r.updated, r.duplicates) == (2, 1, 1, 1)
     again = _calls(["b", "b"], [2, 2], ["u", "u"], [5, 5])
     again = again.set_column(again.schema.get_field_index("source"), "source", pa.array(["copy.csv"] * 2))
     r = store.write_batch({"calls": again}, derive_units=True)["calls"]

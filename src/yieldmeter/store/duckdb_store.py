@@ -440,6 +440,7 @@ class Store:
         #: id -> its rows in the batch with content other than the one kept: each landed, then was
         #: replaced in the batch (unless the kept row is what is stored: then nothing changed)
         replaced: dict[Any, int] = {}
+        distinct: pa.Table | None = None  # the batch's distinct rows, where an id repeats
         if pc.count_distinct(keys, mode="all").as_py() != n:
             # repeated ids inside the batch: the last one wins, whatever the batch size (nulls
             # count as one id)
@@ -449,8 +450,8 @@ class Store:
                 .aggregate([("_pos", "max")])
                 .column("_pos_max")
             )
-            contents = rows.group_by(spec.names, use_threads=False).aggregate([]).column(spec.key)
-            ids, contents_per_id = pc.value_counts(contents).flatten()
+            distinct = rows.group_by(spec.names, use_threads=False).aggregate([])
+            ids, contents_per_id = pc.value_counts(distinct.column(spec.key)).flatten()
             repeated = pc.greater(contents_per_id, 1)
             extra = pc.subtract(contents_per_id.filter(repeated), 1).to_pylist()
             replaced = dict(zip(ids.filter(repeated).to_pylist(), extra, strict=True))
@@ -486,6 +487,7 @@ class Store:
                 if replaced:  # the batch ends where the store is: its repeats changed nothing
                     for k in same_keys.to_pylist():
                         replaced.pop(k, None)
+                    self._stored_repeats(con, spec, distinct, changed_keys, replaced, same)
                 if changed:
                     con.register("_changed", pa.table({"k": changed_keys}))
                     try:
@@ -509,6 +511,32 @@ class Store:
             updated=changed + n_replaced,
             duplicates=(n - staged - n_replaced) + identical,
         )
+
+    @staticmethod
+    def _stored_repeats(
+        con: duckdb.DuckDBPyConnection,
+        spec: Table,
+        distinct: pa.Table | None,
+        changed_keys: pa.ChunkedArray,
+        replaced: dict[Any, int],
+        same: str,
+    ) -> None:
+        """An earlier row of a repeated id that is what the store holds changed nothing: a
+        duplicate, not a row that landed and was replaced (``replaced`` is counted down)."""
+        pending = [k for k in changed_keys.to_pylist() if k in replaced]
+        if distinct is None or not pending:
+            return
+        ours = distinct.filter(pc.is_in(distinct.column(spec.key), value_set=pa.array(pending, pa.string())))
+        key, target = _q(spec.key), _q(spec.name)
+        con.register("_repeats", ours)
+        try:
+            hits = con.execute(
+                f"SELECT s.{key} AS k FROM _repeats s JOIN {target} t ON s.{key} = t.{key} WHERE {same}"
+            ).to_arrow_table()
+        finally:
+            con.unregister("_repeats")
+        for k in hits.column("k").to_pylist():
+            replaced[k] -= 1
 
     def _quarantine(self, con: duckdb.DuckDBPyConnection, rejects: pa.Table) -> dict[str, int]:
         now = datetime.now(UTC)
