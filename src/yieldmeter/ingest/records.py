@@ -111,10 +111,8 @@ def iter_records(
             "".join([*rec, *(v for v in rec.values() if isinstance(v, str))]).encode()
         except UnicodeEncodeError:
             # kept with the bytes written as escapes (\xe9), so the row can be found and fixed
-            raw = orjson.dumps({k.encode(errors="surrogateescape").decode(errors="backslashreplace"):
-                                v.encode(errors="surrogateescape").decode(errors="backslashreplace")
-                                if isinstance(v, str) else v for k, v in rec.items()}).decode()  # fmt: skip
-            yield i, RecordError(_not_utf8(rec), raw)
+            kept = {_escaped(k): _escaped(v) if isinstance(v, str) else v for k, v in rec.items()}
+            yield i, RecordError(_not_utf8(rec), orjson.dumps(kept).decode())
             continue
         yield i, rec
 
@@ -127,6 +125,11 @@ def _not_utf8(rec: dict[str, Any]) -> str:
         if isinstance(v, str) and not _is_utf8(v):
             return f"{k}: not UTF-8 text"
     return "not UTF-8 text"
+
+
+def _escaped(text: str) -> str:
+    """Text read with ``surrogateescape``, its bytes that are not UTF-8 written as ``\\xNN``."""
+    return text.encode(errors="surrogateescape").decode(errors="backslashreplace")
 
 
 def _is_utf8(text: str) -> bool:
