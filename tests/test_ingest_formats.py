@@ -437,6 +437,9 @@ def test_ingest_command_names_the_format_whole(tmp_path: Path) -> None:
     r = runner.invoke(app, ["ingest", str(path), "--format", "openai-usage", "-w", ws, "--output", "json"])
     [summary] = json.loads(r.stdout)  # the JSON alone
     assert summary["format"] == "openai-usage" and summary["landed"] == 0
+    r = runner.invoke(app, ["ingest", str(path), "--format", "langfuse", "-w", ws, "--output", "json"])
+    [summary] = json.loads(r.stdout)  # no row has a type: not observations, not 5 ignored ones
+    assert (summary["landed"], summary["quarantined"], summary["ignored"]) == (0, 5, 0)
     r = runner.invoke(app, ["ingest", str(path), "--format", "nope", "-w", ws])
     assert r.exit_code == 1 and "nope" in r.output
 

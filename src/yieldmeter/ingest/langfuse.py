@@ -27,6 +27,8 @@ _CALL_TYPES = {"GENERATION": "chat", "EMBEDDING": "embeddings"}
 
 def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any] | None:
     kind = str(first(r, "type") or "").upper()
+    if not kind:  # every observation has a type (SPAN, EVENT, GENERATION...): not one of them
+        raise RecordError("type: missing (not a Langfuse observation)")
     if kind not in _CALL_TYPES:
         return None
     oid = first(r, "id")
