@@ -91,3 +91,22 @@ def test_bad_input_gives_a_message_and_a_non_zero_exit(tmp_path: Path, runner: C
     (tmp_path / "ws" / "yieldmeter.yaml").write_text("workflows:\n  - workflow: x\n    unit_value: lots\n")
     r = runner.invoke(app, ["status", "-w", str(tmp_path / "ws")])
     assert r.exit_code == 1 and "line 3 (workflows[0].unit_value)" in r.output
+
+
+def test_output_files_get_their_folder_or_a_clear_error(tmp_path: Path, runner: CliRunner) -> None:
+    """--out makes the folders it names; a path under a file cannot be written: the error names it
+    (it was a FileNotFoundError or NotADirectoryError traceback)."""
+    app = build_app()
+    ws = tmp_path / "ws"
+    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
+    out = tmp_path / "new" / "deeper" / "route.json"
+    r = runner.invoke(app, ["route", "-w", str(ws), "-f", "json", "-o", str(out)])
+    assert r.exit_code == 0 and json.loads(out.read_text())["yieldmeter_routing_policy"] == 1, r.output
+    blocked = out / "board.md"  # under a file
+    for args in (
+        ["report", "board", "-f", "md"],
+        ["route", "-f", "json"],
+        ["export", "benchmarks", "-f", "csv"],
+    ):
+        r = runner.invoke(app, [*args, "-w", str(ws), "--out", str(blocked)])
+        assert r.exit_code == 1 and f"cannot write {blocked}" in r.output, (args, r.output)

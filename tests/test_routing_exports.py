@@ -161,16 +161,18 @@ def test_litellm_config_never_splits_an_experiment_beyond_the_limit() -> None:
         doc = {"yieldmeter_routing_policy": 1, "settings": {"max_days": 28}, "segments": [segment]}
         return parse_policy(doc)
 
-    def weights(p: Policy) -> dict[str, int]:
-        return {
-            d["litellm_params"]["model"]: d["litellm_params"].get("weight", 100)
-            for d in litellm_config(p)["model_list"]
-        }
+    def weights(p: Policy) -> list[tuple[str, int, list[str]]]:
+        params = [d["litellm_params"] for d in litellm_config(p)["model_list"]]
+        return sorted((d["model"], d.get("weight", 100), d["tags"]) for d in params)
 
-    assert weights(policy(352)) == {"big": 100}
+    assert weights(policy(352)) == [("big", 100, ["fraud/ato", "fraud/tier:high_stakes", "default"])]
     assert "experiment not applied: needs 352 days, limit 28" in litellm_yaml(policy(352))
-    models = weights(policy(20))
-    assert models == {"big": 90, "small": 10}
+    # the split under the segment's tag; untagged requests stay whole on the incumbent
+    assert weights(policy(20)) == [
+        ("big", 90, ["fraud/ato"]),
+        ("big", 100, ["default"]),
+        ("small", 10, ["fraud/ato"]),
+    ]
 
 
 def test_replay_by_hand() -> None:
@@ -238,6 +240,45 @@ def check_litellm_schema(cfg: dict) -> None:  # type: ignore[type-arg]
         assert "api_key" not in params or params["api_key"].startswith("os.environ/")
     rs = cfg["router_settings"]
     assert rs["enable_tag_filtering"] is True and rs["routing_strategy"] in ROUTING_STRATEGIES
+
+
+def test_litellm_config_speaks_litellm_provider_names_and_keeps_a_default() -> None:
+    """Telemetry names providers as OpenTelemetry does (gcp.gemini, aws.bedrock...); LiteLLM
+    refuses a config whose model carries such a prefix ("LLM Provider NOT provided"). And when
+    the most used incumbent moves everywhere, it still takes untagged requests: without a
+    deployment tagged ``default``, LiteLLM spreads them over every model."""
+    doc = {
+        "yieldmeter_routing_policy": 1,
+        "segments": [
+            {"workflow": "kyc", "task_type": task, "action": "switch", "model": "gpt-4o-mini",
+             "incumbent": "gemini-1.5-flash-002", "tier": "routine", "evidence": {"units": units}}
+            for task, units in (("screening", 900), ("adverse-media", 300))
+        ]
+        + [
+            {"workflow": "kyc", "task_type": "ocr", "action": "keep", "model": "anthropic.claude-3-haiku",
+             "incumbent": "anthropic.claude-3-haiku", "tier": "routine", "evidence": {"units": 100}},
+        ],
+    }  # fmt: skip
+    providers = {
+        "gemini-1.5-flash-002": "gcp.gemini",
+        "gpt-4o-mini": "openai",
+        "anthropic.claude-3-haiku": "aws.bedrock",
+    }
+    params = [d["litellm_params"] for d in litellm_config(parse_policy(doc), providers)["model_list"]]
+    by_model = {p["model"]: p for p in params}
+    assert set(by_model) == {
+        "gemini/gemini-1.5-flash-002",
+        "openai/gpt-4o-mini",
+        "bedrock/anthropic.claude-3-haiku",
+    }
+    assert by_model["gemini/gemini-1.5-flash-002"] == {
+        "model": "gemini/gemini-1.5-flash-002",
+        "api_key": "os.environ/GEMINI_API_KEY",
+        "tags": ["default"],  # moved everywhere, still the default
+    }
+    assert "api_key" not in by_model["bedrock/anthropic.claude-3-haiku"]  # AWS credentials instead
+    # one tier, two models: no tier tag
+    assert by_model["openai/gpt-4o-mini"]["tags"] == ["kyc/adverse-media", "kyc/screening"]
 
 
 def test_litellm_config_matches_the_documented_schema() -> None:

@@ -19,6 +19,7 @@ from yieldmeter.cli.common import (
     fail,
     group,
     workspace,
+    write_file,
 )
 
 
@@ -80,8 +81,7 @@ def _command(role: str):  # type: ignore[no-untyped-def]
             sys.stdout.buffer.write(body)
             sys.stdout.flush()
             return
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(body)
+        write_file(out, body)
         console().print(f"{role} report written to [bold]{out}[/] ({len(body):,} bytes)", highlight=False)
 
     command.__doc__ = HELP[role]

@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-from yieldmeter.cli.common import PERIOD_HELP, WorkspaceOpt, console, emit, fail, parse_period, workspace
+from yieldmeter.cli.common import (
+    PERIOD_HELP,
+    WorkspaceOpt,
+    console,
+    emit,
+    fail,
+    parse_period,
+    workspace,
+    write_file,
+)
 
 EvidencePeriodOpt = Annotated[str | None, typer.Option("--period", help=f"Evidence period: {PERIOD_HELP}")]
 OutOpt = Annotated[
@@ -80,7 +89,7 @@ def _write(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text, nl=not text.endswith("\n"))
         return
-    out.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    write_file(out, text if text.endswith("\n") else text + "\n")
     console().print(f"wrote {out}", highlight=False)
 
 

@@ -6,6 +6,7 @@ Thin: parse, call ``ws.value`` (:class:`yieldmeter.app.value.ValueService`), for
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict
 from enum import StrEnum
@@ -24,6 +25,7 @@ from yieldmeter.cli.common import (
     fail,
     group,
     workspace,
+    write_file,
 )
 
 if TYPE_CHECKING:
@@ -205,16 +207,16 @@ def _write_export(table: pa.Table, fmt: ExportFormat, out: Path | None) -> None:
     if fmt is ExportFormat.parquet:
         if out is None:
             fail("parquet needs --out PATH (it is a binary format)")
-        pq.write_table(table, out)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        write_file(out, buf.getvalue())
     elif fmt is ExportFormat.csv:
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
         if out is None:
-            import io
-
-            buf = io.BytesIO()
-            pacsv.write_csv(table, buf)
             typer.echo(buf.getvalue().decode("utf-8"), nl=False)
         else:
-            pacsv.write_csv(table, out)
+            write_file(out, buf.getvalue())
     else:
         from yieldmeter.cli.common import rows_of
 
@@ -222,7 +224,7 @@ def _write_export(table: pa.Table, fmt: ExportFormat, out: Path | None) -> None:
         if out is None:
             typer.echo(lines, nl=False)
         else:
-            out.write_text(lines, encoding="utf-8")
+            write_file(out, lines)
     if out is not None:
         console().print(f"wrote {table.num_rows:,} rows to {out}", highlight=False)
 

@@ -306,11 +306,54 @@ def load_policy(path: Path | str) -> Policy:
     return parse_policy(data, str(p))
 
 
-_PROVIDER_KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+#: Provider names as telemetry spells them (OpenTelemetry ``gen_ai.provider.name`` and its legacy
+#: ``gen_ai.system``, gateway spellings) -> LiteLLM's provider prefix. A prefix LiteLLM does not
+#: know makes the whole proxy config fail to load ("LLM Provider NOT provided").
+LITELLM_PROVIDERS = {
+    "gcp.gemini": "gemini",
+    "google_genai": "gemini",
+    "gcp.vertex_ai": "vertex_ai",
+    "gcp.gen_ai": "vertex_ai",
+    "vertex": "vertex_ai",
+    "aws.bedrock": "bedrock",
+    "amazon": "bedrock",
+    "anthropic.bedrock": "bedrock",
+    "azure.ai.openai": "azure",
+    "az.ai.openai": "azure",
+    "azure_openai": "azure",
+    "azure.ai.inference": "azure_ai",
+    "az.ai.inference": "azure_ai",
+    "mistral_ai": "mistral",
+    "mistralai": "mistral",
+    "x_ai": "xai",
+    "ibm.watsonx.ai": "watsonx",
+}
+#: LiteLLM provider -> the environment variable its key is read from (``os.environ/...``); Bedrock
+#: and Vertex AI take the cloud's own credentials instead of a key.
+_PROVIDER_KEYS = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "azure_ai": "AZURE_AI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "cohere": "COHERE_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "xai": "XAI_API_KEY",
+    "perplexity": "PERPLEXITYAI_API_KEY",
+}
 
 
-def _litellm_model(model: str, providers: Mapping[str, str]) -> str:
-    provider = providers.get(model)
+def litellm_provider(provider: str | None) -> str | None:
+    """LiteLLM's prefix for a provider as telemetry names it (unknown names pass unchanged)."""
+    if not provider:
+        return None
+    name = provider.strip().lower()
+    return LITELLM_PROVIDERS.get(name, name)
+
+
+def _litellm_model(model: str, provider: str | None) -> str:
     return f"{provider}/{model}" if provider and "/" not in model else model
 
 
@@ -339,10 +382,14 @@ def litellm_config(policy: Policy, providers: Mapping[str, str] | None = None) -
     for tag, models in by_wt.items():
         if len(models) == 1:
             deployments.setdefault((next(iter(models)), 100), []).append(tag)
+    if default_model is not None and (default_model, 100) not in deployments:
+        # the incumbent moved everywhere: it still takes untagged and unmatched requests
+        deployments[(default_model, 100)] = []
     model_list = []
     for (model, weight), tags in sorted(deployments.items()):
-        params: dict[str, Any] = {"model": _litellm_model(model, providers)}
-        key = _PROVIDER_KEYS.get(providers.get(model, ""))
+        provider = litellm_provider(providers.get(model))
+        params: dict[str, Any] = {"model": _litellm_model(model, provider)}
+        key = _PROVIDER_KEYS.get(provider or "")
         if key:
             params["api_key"] = f"os.environ/{key}"
         tags = sorted(set(tags))
