@@ -110,3 +110,15 @@ def test_output_files_get_their_folder_or_a_clear_error(tmp_path: Path, runner: 
     ):
         r = runner.invoke(app, [*args, "-w", str(ws), "--out", str(blocked)])
         assert r.exit_code == 1 and f"cannot write {blocked}" in r.output, (args, r.output)
+
+
+@pytest.mark.parametrize("command", ["showback", "reconcile", "initiatives", "report spend"])
+def test_a_period_that_is_no_period_is_an_error_not_a_traceback(
+    tmp_path: Path, runner: CliRunner, command: str
+) -> None:
+    app = build_app()
+    ws = tmp_path / "ws"
+    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
+    r = runner.invoke(app, [*command.split(), "--period", "2025-13", "-w", str(ws)])
+    assert r.exit_code == 1 and "period '2025-13' is not" in r.output and r.exception is not None
+    assert isinstance(r.exception, SystemExit), r.exception  # a message, not an uncaught error

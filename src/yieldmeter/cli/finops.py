@@ -219,7 +219,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Imported provider bills against metered model cost, per month and model; differences shown."""
         with workspace(ws_path) as ws:
-            rows = ws.finops.reconciliation(period)
+            try:
+                rows = ws.finops.reconciliation(period)
+            except _errors() as exc:
+                fail(str(exc))
             if not rows.num_rows:
                 console().print(
                     "No provider token bills imported: `yieldmeter ingest --format focus BILL.csv`."
@@ -233,7 +236,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Spend, benefit, yield, coverage, budget and decisions per initiative."""
         with workspace(ws_path) as ws:
-            emit(ws.finops.initiatives(period), fmt, title="Initiatives")
+            try:
+                emit(ws.finops.initiatives(period), fmt, title="Initiatives")
+            except _errors() as exc:
+                fail(str(exc))
             for problem in ws.finops.undeclared_initiatives():
                 err_console().print(f"[yellow]warning:[/] {problem['problem']}", highlight=False)
 
