@@ -117,6 +117,33 @@ def test_a_spiky_short_series_gets_bounded_intervals():
     assert mean == pytest.approx(120 * 38.0, rel=0.25) and hi < 3 * mean and lo >= 0
 
 
+def test_a_new_series_is_not_fit_on_the_zeros_before_it():
+    """180 days of a team that spent $5 on its last 2 days only: under 3 days of history, so no
+    forecast (it was fit as 180 days, and a weekly damped trend promised $858 for the next month)."""
+    from yieldmeter.finops.forecast import fit_forecast
+
+    y = np.zeros(180)
+    y[-2:] = 2.5
+    assert "new" not in fit_forecast({"new": y}, 30, utc(2026, 11, 5))
+    three = y.copy()
+    three[-3] = 2.5  # three days: the mean of them, flat
+    f = fit_forecast({"new": three}, 30, utc(2026, 11, 5))["new"]
+    assert f["model"] == "mean of 3 days" and f["mean"] == pytest.approx(np.full(30, 2.5))
+
+
+def test_spend_that_stopped_keeps_a_band_of_its_history_width():
+    """Eight weeks of ~$20 a day, then 28 days of nothing, and a fit that still forecasts $14 a
+    day (a slow level): its sd is bounded by 3 x the history's spread, not by the zero spread of
+    the last 28 days (which made an interval of $437 - $437)."""
+    from yieldmeter.finops.forecast import SD_CAP, _guard
+
+    rng = np.random.default_rng(3)
+    y = np.concatenate([20 + rng.normal(0, 4, 56), np.zeros(28)])
+    g = _guard({"mean": np.full(30, 14.0), "sd": np.full(30, 5.0)}, y)
+    assert SD_CAP * y.std() > 5.0 and np.all(g["sd"] == 5.0)
+    assert np.all(g["hi-80"] - g["lo-80"] > 10)
+
+
 def test_cost_per_success_forecast_follows_the_recent_ratio():
     """An adopting workflow at 471 USD per success: next month's cost per success is its recent ratio.
 

@@ -22,7 +22,8 @@ series), chosen by how much history a series has:
 
 Guards on the result: a daily forecast is never below 0, and a day's standard
 deviation is at most ``SD_CAP`` (3) x the standard deviation of the series'
-last 28 days (at least 5% of their mean), so one odd month-start bill in a
+last 28 days (at least 5% of their mean; of the whole history when those days hold no
+spend), so one odd month-start bill in a
 short series cannot give an 80% band of 1e13 USD.
 
 Intervals: statsforecast gives the daily standard deviation ``sd`` (read back
@@ -144,7 +145,9 @@ def daily(
 def _guard(res: dict[str, np.ndarray], y: np.ndarray) -> dict[str, np.ndarray]:
     """Bounded daily sd (module doc), the noise/level split, and the daily intervals from them."""
     recent = y[-28:]
-    scale = max(float(np.std(recent)), 0.05 * float(np.mean(recent)), 1e-9)
+    # recent days with no spread at all (spend that stopped): the whole history's spread bounds
+    # the band instead, so a forecast above zero never gets a band of zero width
+    scale = max(float(np.std(recent)), 0.05 * float(np.mean(recent))) or float(np.std(y)) or 1e-9
     mean = np.clip(res["mean"], 0.0, None)
     sd = np.clip(res["sd"], 0.0, SD_CAP * scale)
     if len(sd) and mean[0] > 0:
@@ -183,12 +186,13 @@ def fit_forecast(series: dict[str, np.ndarray], h: int, start: datetime) -> dict
     groups: dict[tuple[int, bool], list[str]] = {}
     trimmed: dict[str, np.ndarray] = {}
     for key, y in series.items():
-        first = int(np.argmax(y != 0)) if np.any(y != 0) else len(y)
-        y = y[first:] if len(y) - first >= MIN_HISTORY else y
-        trimmed[key] = y
-        if len(y) < MIN_HISTORY or not np.any(y != 0):
+        if not np.any(y != 0):
             if len(y):
                 out[key] = _zeros(h, "none: no spend")
+            continue
+        y = y[int(np.argmax(y != 0)) :]  # from the first day with spend: the zeros before are no history
+        trimmed[key] = y
+        if len(y) < MIN_HISTORY:  # no forecast (spend_forecast says so), not one fit on padding
             continue
         if len(y) < ETS_HISTORY:  # too few days to fit exponential smoothing: their mean, their spread
             res = {"mean": np.full(h, float(y.mean())), "sd": np.full(h, float(y.std(ddof=1)))}
