@@ -257,6 +257,10 @@ def test_initiative_budget_from_config(tmp_path: Path):
     r = next(x for x in ws.finops.budgets(utc(2026, 10, 1)).to_pylist() if x["scope_kind"] == "initiative")
     # Only triage belongs to the initiative: 5 of 20 for the year.
     assert (r["scope"], r["period"], r["spent"], r["used"]) == ("ops", "year", 5.0, 0.25)
+    # the same scope and period set since: one budget, the new one (it had two rows of one id)
+    ws.finops.add_budget("initiative", "ops", "year", 50.0, basis="fully_loaded_cost")
+    rows = [x for x in ws.finops.budgets(utc(2026, 10, 1)).to_pylist() if x["scope_kind"] == "initiative"]
+    assert [(x["scope"], x["amount"], x["used"]) for x in rows] == [("ops", 50.0, 0.1)]
 
 
 def test_windows_and_errors_name_the_key():

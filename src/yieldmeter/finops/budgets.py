@@ -218,9 +218,12 @@ def load_budgets(budgets: ir.Table, config: Config) -> list[Budget]:
                 f"stored {exc}. Replace it: post a budget with the same budget_id and a valid "
                 f"{exc.field or 'value'} (POST /api/v1/budgets, or a budgets file)"
             ) from None
+    stored = {b.budget_id for b in out}
     for i in config.initiatives:
         if i.budget is not None:
             key = stable_id("initiative", i.initiative, "year")
+            if key in stored:  # one budget per scope and period: the one set since (CLI, API) wins
+                continue
             out.append(
                 Budget(
                     key,
