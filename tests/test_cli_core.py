@@ -122,3 +122,10 @@ def test_a_period_that_is_no_period_is_an_error_not_a_traceback(
     r = runner.invoke(app, [*command.split(), "--period", "2025-13", "-w", str(ws)])
     assert r.exit_code == 1 and "period '2025-13' is not" in r.output and r.exception is not None
     assert isinstance(r.exception, SystemExit), r.exception  # a message, not an uncaught error
+
+
+def test_route_options_before_a_subcommand_are_refused_not_ignored(tmp_path: Path, runner: CliRunner) -> None:
+    """`route --period X replay P` replayed the default window: --period was route's own option."""
+    app = build_app()
+    r = runner.invoke(app, ["route", "--period", "2026-10", "replay", str(tmp_path / "p.json")])
+    assert r.exit_code == 1 and "--period before `replay` would be ignored" in r.output

@@ -140,6 +140,18 @@ def register(app: typer.Typer) -> None:
         """Per workflow and task type: the model that minimises fully loaded cost per successful
         outcome, where the evidence is clear; else the experiment that would settle it."""
         if ctx.invoked_subcommand is not None:
+            # options given before the subcommand are route's own: the subcommand never sees them
+            # (compared by name: the enum is click's, which typer may carry a copy of)
+            given = [
+                p.opts[0]
+                for p in ctx.command.params
+                if p.name and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"
+            ]
+            if given:
+                fail(
+                    f"{', '.join(given)} before `{ctx.invoked_subcommand}` would be ignored: give "
+                    f"options after it (yieldmeter route {ctx.invoked_subcommand} ... {given[0]} ...)"
+                )
             return
         start, end = parse_period(period)
         with workspace(ws_path) as ws:
