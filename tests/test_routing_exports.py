@@ -325,3 +325,15 @@ def test_litellm_router_routes_the_exported_config() -> None:
     mid = asyncio.run(served(["w/mid"], 400))
     # 25% to c: 100 expected, binomial sd 8.7; 5 sd either way
     assert 56 <= mid.count("c") <= 144 and set(mid) == {"a", "c"}
+
+
+def test_totals_of_the_segments_a_filter_keeps() -> None:
+    """A report narrowed to a workflow (or to workloads now on a model) sums that scope's switches
+    only: the FinOps report said "4 switches" beside a table of 2."""
+    report = small_report()
+    everything = report.totals()
+    assert report.totals(workflows=["w"]) == everything  # the one workflow there is
+    assert report.totals(incumbents=["a", "b", "c"])["switches"] == everything["switches"] == 1
+    none = report.totals(workflows=["other"])
+    assert (none["switches"], none["monthly_saving"], none["segments"], none["by_tier"]) == (0, 0, 0, {})
+    assert report.totals(incumbents=["b"])["switches"] == 0  # the switch's segment is on a today

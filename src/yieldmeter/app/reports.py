@@ -93,6 +93,19 @@ ROUTING_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 #: Routing columns that are costs: unknown ("unpriced") for a model with no price.
+#: the routing totals a report shows, in this order (the rest are in the JSON)
+ROUTING_KPIS = (
+    "switches",
+    "monthly_saving",
+    "monthly_success_change",
+    "experiments",
+    "potential_monthly_saving_in_experiments",
+    "not_testable",
+    "potential_monthly_saving_not_testable",
+    "insufficient_data",
+)
+#: why routing figures are not filtered by team
+ROUTING_TEAMS = "routing compares models per workflow and task type, over every team's work units"
 ROUTING_COSTS = (
     "current_cost_per_unit",
     "current_cost_per_success",
@@ -206,7 +219,9 @@ class ReportService(SpendSections):
             recs = rows_of(self.service("routing", "recommendations")(start, end))
             exps = rows_of(self.service("routing", "experiments")(start, end))
             thin = rows_of(self.service("routing", "insufficient")(start, end))
-            totals = self.service("routing", "totals")(start, end) or {}
+            totals = (
+                self.service("routing", "totals")(start, end, workflows=f.workflows, models=f.models) or {}
+            )
             frontier = rows_of(self.service("routing", "frontier")(start, end))
             if f.workflows:
                 recs, exps, thin = (
@@ -244,11 +259,19 @@ class ReportService(SpendSections):
                 ]
 
             kpis = [
-                Kpi(k.replace("_", " ").capitalize(), v, _unit_of(k))
-                for k, v in totals.items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            ][:6]
+                Kpi(k.replace("_", " ").capitalize(), totals[k], _unit_of(k))
+                for k in ROUTING_KPIS
+                if isinstance(totals.get(k), int | float) and not isinstance(totals.get(k), bool)
+            ]
+            for kpi in kpis:
+                if kpi.label == "Monthly saving":  # the switches' saving with its 95% interval
+                    kpi.low, kpi.high = totals.get("monthly_saving_low"), totals.get("monthly_saving_high")
             labels = [f"{r.get('tier_label') or r.get('tier')} · {r['model']}" for r in frontier[:12]]
+            frontier_note = (
+                "The frontier pools every workflow of a value tier: a workflow filter leaves it whole."
+                if f.workflows
+                else ""
+            )
             return Section(
                 "routing",
                 "Routing suggestions",
@@ -298,10 +321,8 @@ class ReportService(SpendSections):
                     "requirements and reached an outcome / work units (the conversion chain's success per "
                     "action divides by actions instead)."
                 ],
-                scope=not_filtered(
-                    f,
-                    ("team",),
-                    "routing compares models per workflow and task type, over every team's work units",
+                scope=" ".join(
+                    note for note in (not_filtered(f, ("team",), ROUTING_TEAMS), frontier_note) if note
                 ),
             )
 

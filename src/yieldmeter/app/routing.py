@@ -16,6 +16,7 @@ Methods return plain rows (lists of dicts) or the report objects of :mod:`yieldm
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +96,16 @@ class RoutingService:
         """Per value tier and model: success rate, cost per unit and per success; the Pareto set."""
         return self.report(start, end).frontier
 
-    def totals(self, start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
-        return self.report(start, end).totals()
+    def totals(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        workflows: Sequence[str] = (),
+        models: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Totals of the switches (of ``workflows``, and of the segments now on ``models``)."""
+        return self.report(start, end).totals(workflows, models)
 
     def table(self, start: datetime | None = None, end: datetime | None = None) -> list[dict[str, Any]]:
         """One row per segment: action, model, success and cost per success now and after, saving."""

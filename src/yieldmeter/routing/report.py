@@ -14,6 +14,7 @@ the controlled ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -56,12 +57,18 @@ class RoutingReport:
         """Segments kept because the experiment that would settle them cannot decide in time."""
         return [d for d in self.decisions if d.not_testable is not None]
 
-    def totals(self) -> dict[str, Any]:
+    def totals(self, workflows: Collection[str] = (), incumbents: Collection[str] = ()) -> dict[str, Any]:
         """Projected monthly saving and change in successful outcomes of all switches together,
-        and the same per value tier (``by_tier``)."""
-        out = _totals(self.decisions)
+        and the same per value tier (``by_tier``); of the segments of ``workflows`` and now on
+        ``incumbents`` only, where they are given."""
+        decisions = [
+            d
+            for d in self.decisions
+            if (not workflows or d.workflow in workflows) and (not incumbents or d.incumbent in incumbents)
+        ]
+        out = _totals(decisions)
         out["by_tier"] = {
-            str(tier): _totals(ds) for tier in Tier if (ds := [d for d in self.decisions if d.tier is tier])
+            str(tier): _totals(ds) for tier in Tier if (ds := [d for d in decisions if d.tier is tier])
         }
         return out
 
