@@ -68,6 +68,20 @@ def test_load_profile_fills_empty_hours_and_prices_at_capacity_rent(ws: Workspac
     assert list(p.rent_cost) == pytest.approx([0.0042, 0.0, 0.0028])
 
 
+def test_a_period_profile_counts_its_quiet_hours_within_the_data(ws: Workspace) -> None:
+    """triage's calls are all at 10:xx, the store's data runs 10:05 to 12:10. Without a period
+    the profile is triage's one busy hour; for the day 2026-03-02 it is the day's hours the store
+    has data for (10:00 to 13:00), the quiet ones as zeros, so its rent is not the busy hour's
+    scaled up. Hours before and after any data are not quiet hours: they are left out."""
+    alone = ws.capacity.load_profile(Scope(workflow="triage"))
+    assert list(alone.input_tokens) == [3000]
+    day = Scope(
+        workflow="triage", start=datetime(2026, 3, 2, tzinfo=UTC), end=datetime(2026, 3, 3, tzinfo=UTC)
+    )
+    p = ws.capacity.load_profile(day)
+    assert list(p.input_tokens) == [3000, 0, 0] and list(p.rent_cost) == pytest.approx([0.0042, 0.0, 0.0])
+
+
 def test_plan_from_the_workspace(ws: Workspace) -> None:
     plan = ws.capacity.plan()
     rent = plan.option("rent")

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -177,9 +177,9 @@ class CapacityService:
             raise CapacityError(f"no calls for {scope.label()}: nothing to plan for")
         rent = self.settings.rent
         hour_list = hours.column("hour").to_pylist()
-        first = hour_list[0]
-        span = int((hour_list[-1] - first).total_seconds() // 3600) + 1
-        idx = np.array([int((h - first).total_seconds() // 3600) for h in hour_list])
+        first, stop = self._window(scope, _hour(hour_list[0]), _hour(hour_list[-1]) + timedelta(hours=1))
+        span = int((stop - first).total_seconds() // 3600)
+        idx = np.array([int((_hour(h) - first).total_seconds() // 3600) for h in hour_list])
         inp, out, cost = np.zeros(span), np.zeros(span), np.zeros(span)
         inp[idx] = np.asarray(hours.column("input_tokens").to_pylist(), dtype=float)
         out[idx] = np.asarray(hours.column("output_tokens").to_pylist(), dtype=float)
@@ -197,6 +197,24 @@ class CapacityService:
                 )
             cost[idx] = np.asarray([float(v or 0.0) for v in hours.column("list_cost").to_pylist()])
         return LoadProfile(inp, out, cost, self.successful_outcomes(scope), scope.label())
+
+    def _window(self, scope: Scope, first: datetime, stop: datetime) -> tuple[datetime, datetime]:
+        """The hours a profile spans (``first``/``stop``: the scope's first call and the hour after
+        its last). Where the scope gives a period, the period's hours in which the store has data
+        (from its first to its last call): a quiet hour of the period is a zero, so a month's rent
+        is that month's and not its busy days' scaled up, while hours before or after any data
+        (not reached yet, or before the workspace) are no hours of the profile."""
+        if scope.start is None and scope.end is None:
+            return first, stop
+        c = self.ws.priced_calls()
+        span = c.aggregate(lo=c.ts.min(), hi=c.ts.max()).to_pyarrow().to_pylist()[0]
+        data_first, data_stop = _hour(span["lo"]), _hour(span["hi"]) + timedelta(hours=1)
+        if scope.start is not None:
+            first = min(first, max(_hour(scope.start), data_first))
+        if scope.end is not None:
+            period_stop = _hour(scope.end - timedelta(microseconds=1)) + timedelta(hours=1)
+            stop = max(stop, min(period_stop, data_stop))
+        return first, stop
 
     # -- roofline --------------------------------------------------------------------------------
     def roofline(
@@ -540,3 +558,10 @@ class CapacityService:
                 }
             )
         return rows
+
+
+def _hour(t: datetime) -> datetime:
+    """``t`` down to its hour, in UTC without a zone, as the profile's hours come from the store."""
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t.replace(minute=0, second=0, microsecond=0)
