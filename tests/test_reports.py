@@ -407,3 +407,21 @@ def test_small_teams_are_private_in_the_service(example_workspace: Path) -> None
         timeout=300,
     )
     assert done.returncode != 0 and "--people" in done.stderr
+
+
+def test_an_empty_markdown_table_keeps_its_caption() -> None:
+    """Two empty lists in one section read as two bare "Nothing to show." lines: which was empty?"""
+    from yieldmeter.reports.model import Column, Report, Section, TableData
+
+    cols = [Column("model", "Model", "text")]
+    section = Section(
+        "routing",
+        "Routing suggestions",
+        tables=[
+            TableData(cols, [], caption="Recommended switches"),
+            TableData(cols, [], caption="Experiments"),
+        ],
+    )
+    text = to_markdown(Report("finops", "FinOps", "", "2026-10", "now", "ws", [section]))
+    assert "*Recommended switches*\n\n_Nothing to show._" in text
+    assert "*Experiments*\n\n_Nothing to show._" in text

@@ -41,12 +41,9 @@ def to_json(report: Report) -> str:
 
 
 def _md_table(t: TableData, limit: int = 25) -> list[str]:
+    out = [f"*{t.caption}*", ""] if t.caption else []  # an empty table says which list is empty
     if not t.rows:
-        return ["_Nothing to show._", ""]
-    out = []
-    if t.caption:
-        out.append(f"*{t.caption}*")
-        out.append("")
+        return [*out, "_Nothing to show._", ""]
     out.append("| " + " | ".join(c.label for c in t.columns) + " |")
     out.append(
         "|"
