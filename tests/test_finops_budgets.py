@@ -170,6 +170,11 @@ def test_alerts_fire_once_per_breach_escalate_and_resolve(tmp_path: Path):
     assert fo.alerts(None).num_rows == 2
     log_rows = fo.deliveries().to_pylist()
     assert all(r["channel"] == "log" and r["ok"] for r in log_rows) and len(log_rows) == 4
+    # back in time: refused, the state and the deliveries as they were (an evaluation as of Nov 12
+    # alternated with a current one resolved and fired every alert again, to every channel)
+    with pytest.raises(ValueError, match="last evaluated as of 2026-11-19T12:00:00"):
+        fo.evaluate_alerts(t1)
+    assert fo.alerts(None).num_rows == 2 and len(fo.deliveries().to_pylist()) == 4
 
 
 def test_hard_alert_de_escalates_when_a_rolling_window_sheds_spend(tmp_path: Path):

@@ -148,10 +148,16 @@ def register(app: typer.Typer) -> None:
     def alerts_evaluate(
         ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table, at: AtOpt = None
     ) -> None:
-        """Evaluate every rule now, update the alert state and deliver what fired or resolved."""
+        """Evaluate every rule now, update the alert state and deliver what fired or resolved.
+
+        The state moves forward only: --at may name a time after the last evaluation, not before
+        it, and not after now (the server's next evaluation would be refused until then)."""
+        when = _at(at)
+        if when is not None and when > datetime.now(UTC):
+            fail(f"--at {at}: in the future; alerts are evaluated as of now or a time already past")
         with workspace(ws_path) as ws:
             try:
-                events = ws.finops.evaluate_alerts(_at(at))
+                events = ws.finops.evaluate_alerts(when)
             except _errors() as exc:
                 fail(str(exc))
             rows = [

@@ -166,10 +166,24 @@ def evaluate(
     channels: dict[str, Channel],
     soft_channels: Sequence[str] | None = None,
 ) -> list[Transition]:
-    """Apply the breaches to the state table, then deliver the events; returns the events."""
+    """Apply the breaches to the state table, then deliver the events; returns the events.
+
+    The state moves forward in time only: an evaluation earlier than the latest one the state
+    holds is refused (``ValueError``), since it would resolve and fire alerts again, to every
+    channel, each time it alternated with a current one.
+    """
     with _EVALUATING:
         ensure_tables(store)
         state = store.ibis.table(ALERTS_TABLE).to_pyarrow().to_pylist()
+        latest = max(
+            (t for r in state for t in (r["last_seen"], r["resolved_at"]) if t is not None), default=None
+        )
+        if latest is not None and now < latest:
+            raise ValueError(
+                f"alerts were last evaluated as of {latest.isoformat()}: an evaluation as of "
+                f"{now.isoformat()} would undo that state and deliver its changes again "
+                "(to look back without changing anything: `yieldmeter budgets list --at`)"
+            )
         rows, events = transitions(state, breaches, now)
         if events or breaches:
             store.replace(ALERTS_TABLE, pa.Table.from_pylist(rows, schema=ALERTS_SCHEMA))
