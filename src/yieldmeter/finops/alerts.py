@@ -35,6 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from yieldmeter.errors import InputError
 from yieldmeter.ingest.conform import stable_id
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -169,8 +170,9 @@ def evaluate(
     """Apply the breaches to the state table, then deliver the events; returns the events.
 
     The state moves forward in time only: an evaluation earlier than the latest one the state
-    holds is refused (``ValueError``), since it would resolve and fire alerts again, to every
-    channel, each time it alternated with a current one.
+    holds is refused (:class:`~yieldmeter.errors.InputError`: the API answers 400), since it
+    would resolve and fire alerts again, to every channel, each time it alternated with a
+    current one.
     """
     with _EVALUATING:
         ensure_tables(store)
@@ -179,7 +181,7 @@ def evaluate(
             (t for r in state for t in (r["last_seen"], r["resolved_at"]) if t is not None), default=None
         )
         if latest is not None and now < latest:
-            raise ValueError(
+            raise InputError(
                 f"alerts were last evaluated as of {latest.isoformat()}: an evaluation as of "
                 f"{now.isoformat()} would undo that state and deliver its changes again "
                 "(to look back without changing anything: `yieldmeter budgets list --at`)"
