@@ -129,3 +129,4 @@ def test_route_options_before_a_subcommand_are_refused_not_ignored(tmp_path: Pat
     app = build_app()
     r = runner.invoke(app, ["route", "--period", "2026-10", "replay", str(tmp_path / "p.json")])
     assert r.exit_code == 1 and "--period before `replay` would be ignored" in r.output
+    assert "yieldmeter route replay --help" in r.output

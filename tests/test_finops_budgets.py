@@ -7,7 +7,7 @@ Costs: see tests/finops_data.py (m-small: 1 USD per million input tokens, so
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -175,6 +175,9 @@ def test_alerts_fire_once_per_breach_escalate_and_resolve(tmp_path: Path):
     with pytest.raises(ValueError, match="last evaluated as of 2026-11-19T12:00:00"):
         fo.evaluate_alerts(t1)
     assert fo.alerts(None).num_rows == 2 and len(fo.deliveries().to_pylist()) == 4
+    # nor ahead of the clock: a state set in the future would refuse every evaluation until then
+    with pytest.raises(ValueError, match="now or a time already past"):
+        fo.evaluate_alerts(datetime.now(UTC) + timedelta(days=1))
 
 
 def test_hard_alert_de_escalates_when_a_rolling_window_sheds_spend(tmp_path: Path):
@@ -266,6 +269,8 @@ def test_initiative_budget_from_config(tmp_path: Path):
     ws.finops.add_budget("initiative", "ops", "year", 50.0, basis="fully_loaded_cost")
     rows = [x for x in ws.finops.budgets(utc(2026, 10, 1)).to_pylist() if x["scope_kind"] == "initiative"]
     assert [(x["scope"], x["amount"], x["used"]) for x in rows] == [("ops", 50.0, 0.1)]
+    [ops] = [r for r in ws.finops.initiatives().to_pylist() if r["initiative"] == "ops"]
+    assert ops["budget"] == 50.0  # the initiatives roll-up reads the same budget
 
 
 def test_windows_and_errors_name_the_key():

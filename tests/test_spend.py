@@ -205,15 +205,3 @@ def test_utc_day_and_second_of_day_from_the_epoch() -> None:
             # whole seconds, compared only with whole-second window bounds: the same comparisons
             assert sod == math.floor(calendar_sod) or (calendar_sod < 0 and sod < 0)
     assert [r[2] for r in rows] == [18367, 0, 86_399, -1, None]
-
-
-def test_an_unpriced_workflow_has_no_cost_in_the_funnel_not_zero(example_workspace: Path) -> None:
-    """internal-content's 2 calls are of acme-summariser, which no price knows: its model and
-    fully loaded cost are unknown (null, as in the spend report), never $0, and so are its costs
-    per stage; its effort (none recorded) is a known 0."""
-    with Workspace.open(example_workspace) as ws:
-        [r] = [r for r in ws.value.funnel().to_pylist() if r["workflow"] == "internal-content"]
-        assert r["calls"] == 2 and r["effort_cost"] == 0.0
-        assert (r["model_cost"], r["fully_loaded_cost"], r["cost_per_call"]) == (None, None, None)
-        [s] = [s for s in ws.spend(["workflow"]).to_pylist() if s["workflow"] == "internal-content"]
-        assert s["model_cost"] is None and s["unpriced_calls"] == 2

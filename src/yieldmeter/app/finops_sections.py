@@ -110,8 +110,16 @@ def alerts_section(svc: ReportService, f: ReportFilters) -> Section:
 
 
 def _forecast_unknown(r: dict[str, Any]) -> bool:
-    """A forecast row whose cost is unknown: no cost at all, only calls with no price."""
-    return r.get("total") is None and bool(r.get("unpriced_calls"))
+    """A forecast row whose cost is unknown: no cost at all, only calls with no price (not one
+    with too little history to forecast: its spend so far is known)."""
+    return str(r.get("model") or "").startswith("none: every call unpriced")
+
+
+def _at_least_actual(r: dict[str, Any], key: str) -> float:
+    """``key`` (total or a band) of a forecast row; a row with no forecast (under 3 days of
+    history) still has its spend so far."""
+    v = r.get(key)
+    return float(v) if v is not None else float(r.get("actual") or 0.0)
 
 
 def forecast_section(svc: ReportService, f: ReportFilters) -> Section:
@@ -126,9 +134,9 @@ def forecast_section(svc: ReportService, f: ReportFilters) -> Section:
     with contextlib.suppress(NotAvailable, ImportError):
         cpso = _filtered(rows_of(svc.service("finops", "forecast_cpso")(at)), f, {"workflow": "workflow"})
     periods = list(dict.fromkeys(r["period"] for r in rows))
-    totals = [sum(r.get("total") or 0.0 for r in rows if r["period"] == p) for p in periods]
-    lows = [sum(r.get("lo_80") or 0.0 for r in rows if r["period"] == p) for p in periods]
-    highs = [sum(r.get("hi_80") or 0.0 for r in rows if r["period"] == p) for p in periods]
+    totals = [sum(_at_least_actual(r, "total") for r in rows if r["period"] == p) for p in periods]
+    lows = [sum(_at_least_actual(r, "lo_80") for r in rows if r["period"] == p) for p in periods]
+    highs = [sum(_at_least_actual(r, "hi_80") for r in rows if r["period"] == p) for p in periods]
     next_month = [r for r in rows if periods[1:2] and r["period"] == periods[1]]
     next_month.sort(key=lambda r: -(r.get("total") or 0.0))
     shown = [

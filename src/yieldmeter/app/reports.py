@@ -92,7 +92,6 @@ ROUTING_COLUMNS: dict[str, tuple[str, ...]] = {
         "note",
     ),
 }
-#: Routing columns that are costs: unknown ("unpriced") for a model with no price.
 #: the routing totals a report shows, in this order (the rest are in the JSON)
 ROUTING_KPIS = (
     "switches",
@@ -106,6 +105,7 @@ ROUTING_KPIS = (
 )
 #: why routing figures are not filtered by team
 ROUTING_TEAMS = "routing compares models per workflow and task type, over every team's work units"
+#: Routing columns that are costs: unknown ("unpriced") for a model with no price.
 ROUTING_COSTS = (
     "current_cost_per_unit",
     "current_cost_per_success",

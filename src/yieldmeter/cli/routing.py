@@ -149,8 +149,8 @@ def register(app: typer.Typer) -> None:
             ]
             if given:
                 fail(
-                    f"{', '.join(given)} before `{ctx.invoked_subcommand}` would be ignored: give "
-                    f"options after it (yieldmeter route {ctx.invoked_subcommand} ... {given[0]} ...)"
+                    f"{', '.join(given)} before `{ctx.invoked_subcommand}` would be ignored: options "
+                    f"go after the subcommand (yieldmeter route {ctx.invoked_subcommand} --help)"
                 )
             return
         start, end = parse_period(period)

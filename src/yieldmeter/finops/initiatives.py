@@ -76,6 +76,10 @@ def rollup(svc: FinOpsService, period: str | None = None) -> pa.Table:
     for r in d.group_by("initiative").aggregate(n=d.count()).to_pyarrow().to_pylist():
         decisions[r["initiative"] or NONE] = int(r["n"])
     declared = {i.initiative: i for i in ws.config.initiatives}
+    # the yearly budget in force: yieldmeter.yaml's, or the one set since with budgets add / the API
+    yearly = {
+        b.scope: b.amount for b in svc.budget_list() if b.scope_kind == "initiative" and b.period == "year"
+    }
     known = set(declared) | set(of.values())
     days = _period_years(start, end, ev)
     acc: dict[str, dict[str, Any]] = {}
@@ -86,7 +90,7 @@ def rollup(svc: FinOpsService, period: str | None = None) -> pa.Table:
             acc[name] = {
                 "initiative": name,
                 "owner": decl.owner if decl else None,
-                "budget": decl.budget if decl else None,
+                "budget": yearly.get(name),
                 "workflows": [],
                 "fully_loaded_cost": 0.0,
                 "model_cost": 0.0,

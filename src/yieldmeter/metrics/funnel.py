@@ -90,15 +90,6 @@ def funnel(
     j = keys.left_join(cost, ["workflow", "month"]).left_join(units, ["workflow", "month"])
     j = j.left_join(value, ["workflow", "month"])
     z = ibis.literal(0, "int64")
-
-    # every call of the month unpriced: its model cost is unknown, so null, never $0 (as in spend)
-    unknown = (j.calls > 0) & (j.unpriced_calls >= j.calls)
-
-    def spent(cost: ir.Column, *, priced: bool = False) -> ir.Column:
-        if priced:
-            cost = ibis.ifelse(unknown.fill_null(False), ibis.null("float64"), cost)
-        return ibis.ifelse(j.calls.isnull(), ibis.literal(0.0), cost)  # no cost line: nothing spent
-
     tracks = j.tracks_actions.fill_null(False)
     accepted = j.accepted_outputs.fill_null(z)
     actions = ibis.ifelse(tracks, j.acted_outputs.fill_null(z), ibis.null("int64"))
@@ -112,10 +103,10 @@ def funnel(
         successful_outcomes=j.successful_outcomes.fill_null(z),
         value=j.value.fill_null(0.0),
         expected_value=j.expected_value,
-        model_cost=spent(j.model_cost, priced=True),
-        allocated_cost=spent(j.allocated_cost.fill_null(0.0)),
-        effort_cost=spent(j.effort_cost.fill_null(0.0)),
-        fully_loaded_cost=spent(j.fully_loaded_cost, priced=True),
+        model_cost=j.model_cost.fill_null(0.0),
+        allocated_cost=j.allocated_cost.fill_null(0.0),
+        effort_cost=j.effort_cost.fill_null(0.0),
+        fully_loaded_cost=j.fully_loaded_cost.fill_null(0.0),
         success_basis=ibis.ifelse(tracks, "action", "acceptance"),
     )
     flc = base.fully_loaded_cost

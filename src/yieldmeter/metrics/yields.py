@@ -121,7 +121,6 @@ def workflow_costs(lines: ir.Table, window: Window | None = None, *, by_month: b
         calls=lines.calls.sum(),
         tokens=(lines.input_tokens + lines.output_tokens).sum(),
         model_cost=lines.model_cost.sum(),
-        unpriced_calls=lines.unpriced_calls.sum(),
         allocated_cost=lines.allocated_cost.sum(),
         effort_cost=lines.effort_cost.sum(),
         fully_loaded_cost=lines.fully_loaded_cost.sum(),

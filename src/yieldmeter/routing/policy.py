@@ -327,6 +327,11 @@ LITELLM_PROVIDERS = {
     "mistralai": "mistral",
     "x_ai": "xai",
     "ibm.watsonx.ai": "watsonx",
+    # LangChain's ls_provider spellings (what Langfuse exports carry)
+    "google_vertexai": "vertex_ai",
+    "amazon_bedrock": "bedrock",
+    "together": "together_ai",
+    "fireworks": "fireworks_ai",
 }
 #: LiteLLM provider -> the environment variable its key is read from (``os.environ/...``); Bedrock
 #: and Vertex AI take the cloud's own credentials instead of a key.
