@@ -268,7 +268,7 @@ def test_initiative_budget_from_config(tmp_path: Path):
     # the same scope and period set since: one budget, the new one (it had two rows of one id)
     ws.finops.add_budget("initiative", "ops", "year", 50.0, basis="fully_loaded_cost")
     rows = [x for x in ws.finops.budgets(utc(2026, 10, 1)).to_pylist() if x["scope_kind"] == "initiative"]
-    assert [(x["scope"], x["amount"], x["used"]) for x in rows] == [("ops", 50.0, 0.1)]
+    assert [(x["scope"], x["amount"], x["used"]) for x in rows] == [("ops", 50.0, 0.1)]  # 5 / 50
     [ops] = [r for r in ws.finops.initiatives().to_pylist() if r["initiative"] == "ops"]
     assert ops["budget"] == 50.0  # the initiatives roll-up reads the same budget
 

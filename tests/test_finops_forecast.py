@@ -141,7 +141,8 @@ def test_spend_that_stopped_keeps_a_band_of_its_history_width():
     y = np.concatenate([20 + rng.normal(0, 4, 56), np.zeros(28)])
     g = _guard({"mean": np.full(30, 14.0), "sd": np.full(30, 5.0)}, y)
     assert SD_CAP * y.std() > 5.0 and np.all(g["sd"] == 5.0)
-    assert np.all(g["hi-80"] - g["lo-80"] > 10)
+    # 80% band: mean +- Z[80] x sd = 2 x 1.2816 x 5 = 12.8 wide (14 - 6.4 > 0: nothing clipped)
+    assert g["hi-80"] - g["lo-80"] == pytest.approx(np.full(30, 2 * 1.2816 * 5.0), rel=1e-3)
 
 
 def test_cost_per_success_forecast_follows_the_recent_ratio():

@@ -82,7 +82,8 @@ def test_a_page_without_usage_is_still_its_format(tmp_path: Path, doc: dict, fmt
     path = tmp_path / "page.json"
     path.write_text(json.dumps(doc))
     assert detect_format(path).name == fmt
-    assert read_all(fmt, path).tables == {}  # nothing to land, and nothing refused
+    batch = read_all(fmt, path)
+    assert (batch.tables, batch.rejects.num_rows, batch.ignored) == ({}, 0, 0)  # nothing to land or refuse
 
 
 def test_otlp_lines_whose_first_line_is_broken_are_still_otlp(tmp_path: Path) -> None:

@@ -72,6 +72,19 @@ def request(*spans: dict[str, Any], resource: dict[str, Any] | None = None) -> b
     return orjson.dumps(doc)
 
 
+def protobuf(*spans: dict[str, Any]) -> bytes:
+    """The spans as a binary ``ExportTraceServiceRequest`` (protobuf's JSON mapping wants the hex
+    ids of OTLP JSON as base64)."""
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    doc = orjson.loads(request(*spans))
+    for s in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for k in ("traceId", "spanId", "parentSpanId"):
+            s[k] = base64.b64encode(bytes.fromhex(s[k])).decode()
+    return ParseDict(doc, ExportTraceServiceRequest()).SerializeToString()
+
+
 def decode(*spans: dict[str, Any], **kw: Any) -> Batch:
     resource = kw.pop("resource", None)
     return decode_json(request(*spans, resource=resource), ReadOptions(source="otlp", **kw))
@@ -357,9 +370,6 @@ def test_int_as_number_and_base64_ids() -> None:
 
 
 def test_protobuf_and_json_map_identically() -> None:
-    from google.protobuf.json_format import ParseDict
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     spans = [
         span(
             1,
@@ -373,11 +383,7 @@ def test_protobuf_and_json_map_identically() -> None:
         span(2, {"http.route": "/x"}),
     ]
     body = request(*spans)
-    doc = json.loads(body)
-    for s in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:  # protobuf's JSON mapping wants base64 ids
-        for k in ("traceId", "spanId", "parentSpanId"):
-            s[k] = base64.b64encode(bytes.fromhex(s[k])).decode()
-    pb = ParseDict(doc, ExportTraceServiceRequest()).SerializeToString()
+    pb = protobuf(*spans)
     a = decode_json(body, ReadOptions(source="otlp"))
     p = decode_protobuf(pb, ReadOptions(source="otlp"))
     assert a.tables["calls"].to_pylist() == p.tables["calls"].to_pylist()

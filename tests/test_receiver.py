@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from starlette.testclient import TestClient
 
 from tests.loopback import serving
-from tests.test_ingest_otlp import CHAT, T0, TRACE, kv, request, span
+from tests.test_ingest_otlp import CHAT, T0, TRACE, kv, protobuf, request, span
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.server.app import create_app
 from yieldmeter.server.context import IngestKey, ServerSettings
@@ -179,19 +179,6 @@ def test_otlp_json_gzip_partial_success_and_resend(tmp_path: Path) -> None:
 
 
 # -- status codes ---------------------------------------------------------------------------------
-def protobuf(*spans: dict[str, Any]) -> bytes:
-    """The spans as a binary ``ExportTraceServiceRequest`` (OTLP JSON's hex ids as bytes)."""
-    from google.protobuf.json_format import ParseDict
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    doc = orjson.loads(request(*spans))
-    for s in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:
-        s["traceId"] = base64.b64encode(bytes.fromhex(s["traceId"])).decode()
-        s["spanId"] = base64.b64encode(bytes.fromhex(s["spanId"])).decode()
-        s.pop("parentSpanId")
-    return ParseDict(doc, ExportTraceServiceRequest()).SerializeToString()
-
-
 def test_protobuf_partial_success(client: TestClient) -> None:
     pb = protobuf(span(1, CHAT), span(2, {**CHAT, "gen_ai.usage.output_tokens": "x"}))
     r = client.post("/v1/traces", content=pb, headers=PB)

@@ -439,11 +439,9 @@ def test_unit_values_export_before_the_first_scoring_run_says_so(tmp_path: Path)
 
     from yieldmeter.app.workspace import Workspace
     from yieldmeter.server.app import create_app
-    from yieldmeter.server.auth import KeyStore
 
     Workspace.init(tmp_path / "ws").close()
-    with Workspace.open(tmp_path / "ws") as ws:
-        _, key = KeyStore(ws).create("reader", ["read"])
+    key = create_keys(tmp_path / "ws")["read"]
     with TestClient(create_app(tmp_path / "ws")) as c:
         r = c.get("/api/v1/export/unit-values", headers=bearer(key))
         assert r.status_code == 409 and "`yieldmeter score`" in r.json()["detail"], r.text

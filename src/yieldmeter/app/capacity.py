@@ -206,7 +206,7 @@ class CapacityService:
         (not reached yet, or before the workspace) are no hours of the profile."""
         if scope.start is None and scope.end is None:
             return first, stop
-        c = self.ws.priced_calls()
+        c = self.ws.tables().calls  # the store's span of data: no prices needed
         span = c.aggregate(lo=c.ts.min(), hi=c.ts.max()).to_pyarrow().to_pylist()[0]
         data_first, data_stop = _hour(span["lo"]), _hour(span["hi"]) + timedelta(hours=1)
         if scope.start is not None:

@@ -27,7 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from yieldmeter.app.spend_sections import OTHER_TEAMS, TeamPrivacy, relabel_small_teams
-from yieldmeter.errors import InputError
 from yieldmeter.finops import alerts as al
 from yieldmeter.finops import budgets as bd
 from yieldmeter.finops import delivery, rules
@@ -39,10 +38,6 @@ if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
 
 log = logging.getLogger("yieldmeter.finops")
-
-
-#: how far ahead of this machine's clock an evaluation time may be (another machine's clock)
-FUTURE_SLACK = timedelta(minutes=5)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -208,14 +203,8 @@ class FinOpsService:
         return out
 
     def evaluate_alerts(self, now: datetime | None = None) -> list[al.Transition]:
-        """Evaluate every rule, update the alert state and deliver what fired or resolved.
-
-        ``now`` may be a time already past (not before the state's latest: :func:`.alerts.evaluate`)
-        but not the future: a state set ahead would refuse every evaluation until then."""
-        if now is not None and _now(now) > datetime.now(UTC) + FUTURE_SLACK:
-            raise InputError(
-                f"alerts are evaluated as of now or a time already past, not {_now(now).isoformat()}"
-            )
+        """Evaluate every rule, update the alert state and deliver what fired or resolved (as of
+        ``now``: not before the state's latest evaluation, nor in the future; :func:`.alerts.evaluate`)."""
         now = _now(now)
         soft = self.settings.soft_channels
         return al.evaluate(self.ws.store, self.breaches(now), now, self.channels(), soft)

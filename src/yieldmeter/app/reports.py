@@ -259,13 +259,16 @@ class ReportService(SpendSections):
                 ]
 
             kpis = [
-                Kpi(k.replace("_", " ").capitalize(), totals[k], _unit_of(k))
+                Kpi(
+                    k.replace("_", " ").capitalize(),
+                    totals[k],
+                    _unit_of(k),
+                    low=totals.get(f"{k}_low"),  # the switches' saving has its 95% interval
+                    high=totals.get(f"{k}_high"),
+                )
                 for k in ROUTING_KPIS
                 if isinstance(totals.get(k), int | float) and not isinstance(totals.get(k), bool)
             ]
-            for kpi in kpis:
-                if kpi.label == "Monthly saving":  # the switches' saving with its 95% interval
-                    kpi.low, kpi.high = totals.get("monthly_saving_low"), totals.get("monthly_saving_high")
             labels = [f"{r.get('tier_label') or r.get('tier')} · {r['model']}" for r in frontier[:12]]
             frontier_note = (
                 "The frontier pools every workflow of a value tier: a workflow filter leaves it whole."

@@ -241,15 +241,20 @@ class ValueService:
             self._facts = self._materialise("facts", make, keep=t.scores is not None)
         return self._facts
 
-    def unit_values(self) -> pa.Table:
+    def unit_values(self, workflows: Sequence[str] = ()) -> pa.Table:
         """What one success of each workflow is worth, and whether it was measured from outcome
         periods or declared (``UNIT_VALUES_SCHEMA``, by workflow): the last scoring run's stored
         table (empty before the first); on a lake, which stores no scores, the values its
-        in-memory scoring used."""
+        in-memory scoring used. ``workflows``: those only, where given."""
         t = self.tables()
         if t.scores is None and getattr(self.ws, "engine", None) is not None:
-            return self._memory_unit_values_table(t)
-        return self._stored_unit_values(t)
+            values = self._memory_unit_values_table(t)
+        else:
+            values = self._stored_unit_values(t)
+        if workflows:
+            wanted = pa.array(list(workflows), pa.string())
+            values = values.filter(pc.is_in(values.column("workflow"), value_set=wanted))
+        return values
 
     def _stored_unit_values(self, t: Tables) -> pa.Table:
         from yieldmeter.scoring.schema import UNIT_VALUES_SCHEMA

@@ -200,17 +200,24 @@ def emit(data: Any, fmt: OutputFormat | str, *, title: str | None = None) -> Non
     typer.echo(text, nl=not text.endswith("\n"))
 
 
-def write_file(out: Path, data: bytes | str) -> None:
-    """Write a command's output file, making its folder; a path that cannot be written is a clear
-    error naming it and why, not a traceback."""
+@contextmanager
+def writing(out: Path) -> Iterator[Path]:
+    """Around the writing of a command's output file: its folder is made, and a path that cannot
+    be written is a clear error naming it and why, not a traceback."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        yield out
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+
+
+def write_file(out: Path, data: bytes | str) -> None:
+    """Write a command's output file (see :func:`writing`)."""
+    with writing(out):
         if isinstance(data, str):
             out.write_text(data, encoding="utf-8")
         else:
             out.write_bytes(data)
-    except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror or exc}")
 
 
 def note_console(output: OutputFormat) -> Console:

@@ -26,6 +26,7 @@ from yieldmeter.cli.common import (
     group,
     workspace,
     write_file,
+    writing,
 )
 
 if TYPE_CHECKING:
@@ -207,16 +208,16 @@ def _write_export(table: pa.Table, fmt: ExportFormat, out: Path | None) -> None:
     if fmt is ExportFormat.parquet:
         if out is None:
             fail("parquet needs --out PATH (it is a binary format)")
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        write_file(out, buf.getvalue())
+        with writing(out):
+            pq.write_table(table, out)
     elif fmt is ExportFormat.csv:
-        buf = io.BytesIO()
-        pacsv.write_csv(table, buf)
         if out is None:
+            buf = io.BytesIO()
+            pacsv.write_csv(table, buf)
             typer.echo(buf.getvalue().decode("utf-8"), nl=False)
         else:
-            write_file(out, buf.getvalue())
+            with writing(out):
+                pacsv.write_csv(table, out)
     else:
         from yieldmeter.cli.common import rows_of
 

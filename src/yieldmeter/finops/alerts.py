@@ -30,13 +30,16 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
 from yieldmeter.errors import InputError
 from yieldmeter.ingest.conform import stable_id
+
+#: how far ahead of this machine's clock an evaluation time may be (another machine's clock)
+FUTURE_SLACK = timedelta(minutes=5)
 
 _TS = pa.timestamp("us", tz="UTC")
 ALERTS_TABLE = "finops_alerts"
@@ -169,11 +172,14 @@ def evaluate(
 ) -> list[Transition]:
     """Apply the breaches to the state table, then deliver the events; returns the events.
 
-    The state moves forward in time only: an evaluation earlier than the latest one the state
-    holds is refused (:class:`~yieldmeter.errors.InputError`: the API answers 400), since it
-    would resolve and fire alerts again, to every channel, each time it alternated with a
-    current one.
+    The state moves forward in time only (:class:`~yieldmeter.errors.InputError`, which the
+    API answers with 400): an evaluation earlier than the latest one the state holds is refused,
+    since it would resolve and fire alerts again, to every channel, each time it alternated
+    with a current one; so is one ahead of the clock, after which every evaluation until then
+    would be refused.
     """
+    if now > datetime.now(UTC) + FUTURE_SLACK:
+        raise InputError(f"alerts are evaluated as of now or a time already past, not {now.isoformat()}")
     with _EVALUATING:
         ensure_tables(store)
         state = store.ibis.table(ALERTS_TABLE).to_pyarrow().to_pylist()

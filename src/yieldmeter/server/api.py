@@ -310,15 +310,10 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 scope = {"workflows": f.workflows, "teams": f.teams, "models": f.models}
                 return rows_of(ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows)
             if name == "unit-values":  # what one success of each workflow is worth, and how it is known
-                values = ws.value.unit_values()
-                if not values.num_rows:  # as the CLI says it
+                values = ws.value.unit_values(f.workflows)
+                if not values.num_rows and not (f.workflows and ws.value.unit_values().num_rows):
+                    # none at all (an unmatched workflow answers the header alone): as the CLI says it
                     raise Problem(409, "no unit values stored yet: run `yieldmeter score` first")
-                if f.workflows:
-                    import pyarrow as pa
-                    import pyarrow.compute as pc
-
-                    wanted = pa.array(f.workflows, pa.string())
-                    values = values.filter(pc.is_in(values.column("workflow"), value_set=wanted))
                 columns.extend(values.column_names)
                 return rows_of(values)
             from yieldmeter.metrics.spend import GRAIN
