@@ -297,6 +297,33 @@ def test_focus_rejects_non_usd_and_keeps_identical_rows_apart() -> None:
     assert reason.startswith("row 3") and "BillingCurrency 'EUR'" in reason
 
 
+def test_a_restated_billing_period_replaces_its_rows(tmp_path: Path) -> None:
+    """A billing period delivered again (a month-to-date export, each day with the amounts so far)
+    replaces the rows stored before: the charge names a row, not its amounts. The restatement
+    comes as JSON, with FOCUS 1.0's ProviderName for 1.3's ServiceProviderName and a column
+    yieldmeter does not read, each of which used to make a new row."""
+    import csv
+
+    rows = list(csv.DictReader((FOCUS / "ai-per-token-api.csv").open()))
+    assert [r["EffectiveCost"] for r in rows] == ["42.00", "52.50"]  # $94.50 in all
+    restated = []
+    for r in rows:
+        r = {k: v for k, v in r.items() if v != ""}
+        for c in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ConsumedQuantity"):
+            r[c] = float(r[c]) * 2  # a number, as JSON carries it
+        r["ProviderName"] = r.pop("ServiceProviderName")
+        r["SkuPriceDetails"] = json.loads(r["SkuPriceDetails"])
+        r["x_InvoiceSection"] = "new in this delivery"
+        restated.append(r)
+    (tmp_path / "restated.json").write_text(json.dumps(restated))
+    with Workspace.init(tmp_path / "ws") as ws:
+        ws.ingest_paths([FOCUS / "ai-per-token-api.csv"])
+        again = ws.ingest_paths([tmp_path / "restated.json"])
+        assert (again.files[0].format, again.total("landed"), again.files[0].updated) == ("focus", 2, 2)
+        [(count, total)] = ws.store.con.execute("SELECT count(*), sum(amount) FROM cost_items").fetchall()
+    assert (count, total) == (2, pytest.approx(189.0))  # 84.00 + 105.00, not 94.50 + 189.00
+
+
 # -- through the workspace: re-import is idempotent ------------------------------------------------
 def test_reimport_creates_no_duplicates(tmp_path: Path) -> None:
     ws = Workspace.init(tmp_path / "ws")

@@ -398,6 +398,39 @@ def test_migration_adds_missing_columns_and_records_version(tmp_path: Path) -> N
     assert store.meta("schema_version") == str(SCHEMA_VERSION)
 
 
+def test_migration_3_names_stored_focus_items_by_their_charge(tmp_path: Path) -> None:
+    """A store written before schema 3 holds FOCUS items under ids that hashed the whole billing
+    row. Opening it gives each the id a fresh import gives (its charge's), so importing the same
+    file again lands nothing; other cost items keep theirs."""
+    fixtures = Path(__file__).parent / "fixtures" / "focus"
+    files = sorted(fixtures.glob("*.csv"))
+    with Workspace.init(tmp_path / "fresh") as ws:
+        ws.ingest_paths(files)
+        fresh = ws.store.query_arrow("SELECT item_id, amount FROM cost_items ORDER BY item_id").to_pylist()
+    with Workspace.init(tmp_path / "old") as ws:
+        ws.ingest_paths(files)
+        platform = pa.table({"item_id": ["platform-1"], "period_start": ["2025-05-01"],
+                             "period_end": ["2025-06-01"], "amount": [10.0]})  # fmt: skip
+        ws.store.write("cost_items", conform("cost_items", platform, source="t").rows)
+        con = ws.store.con
+        con.execute("UPDATE cost_items SET item_id = 'old-' || md5(item_id) WHERE item_id <> 'platform-1'")
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        root, db = ws.root, ws.store.path
+    assert len(fresh) == 208  # 200 rows of the FOCUS 1.0 sample and 8 of the AI samples
+    store = Store.open(db)
+    try:
+        migrated = store.query_arrow("SELECT item_id, amount FROM cost_items ORDER BY item_id").to_pylist()
+        assert store.meta("schema_version") == str(SCHEMA_VERSION)
+    finally:
+        store.close()
+    assert sorted(migrated, key=lambda r: r["item_id"]) == sorted(
+        [*fresh, {"item_id": "platform-1", "amount": 10.0}], key=lambda r: r["item_id"]
+    )
+    with Workspace.open(root) as ws:
+        again = ws.ingest_paths(files)
+        assert (again.total("landed"), again.total("duplicates")) == (0, 208)
+
+
 def test_jsonl_and_parquet_inputs(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

@@ -15,7 +15,8 @@ from enum import StrEnum
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+#: The store's schema version: raised by each step of ``yieldmeter.store.duckdb_store.MIGRATIONS``.
+SCHEMA_VERSION = 3
 
 TS = pa.timestamp("us", tz="UTC")
 STR = pa.string()

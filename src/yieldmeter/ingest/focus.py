@@ -5,7 +5,12 @@ Columns read: ``ChargePeriodStart``/``ChargePeriodEnd``, ``EffectiveCost``
 ``BillingCurrency``, ``ProviderName`` (1.0-1.2) or ``ServiceProviderName``
 (1.3+), ``HostProviderName``, ``ServiceCategory``, ``ServiceName``,
 ``ChargeCategory``, ``ConsumedQuantity``/``ConsumedUnit``, ``SkuId``,
-``SkuMeter``, ``SkuPriceDetails``, ``Tags``, and ``Id`` where an export has one.
+``SkuMeter``, ``SkuPriceDetails`` and ``Tags``.
+
+A row's id names the charge, not its amounts (:func:`charge_key`): billing
+exports are delivered again and again for a period that is not closed (a
+month-to-date file each day, with the amounts so far), and each delivery's
+rows replace the ones stored before instead of adding to them.
 
 AI token SKUs are recognised (``Tokens`` as the consumed or pricing unit, a
 token meter, or token properties in ``SkuPriceDetails``) and carry provider,
@@ -20,12 +25,13 @@ Non-USD rows are rejected (the store holds USD).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 import orjson
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
-from yieldmeter.ingest.conform import stable_id
+from yieldmeter.ingest.conform import parse_timestamp, stable_id
 from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, raw_of, to_json
 
 _CATEGORIES = {
@@ -53,6 +59,45 @@ _TOKEN_KINDS = {
 _KEEP = ("BilledCost", "ListCost", "ContractedCost", "ChargeCategory", "ChargeDescription", "ServiceName",
          "ServiceCategory", "HostProviderName", "SkuId", "SkuPriceId", "SkuMeter", "RegionId", "ResourceId",
          "SubAccountId", "BillingAccountId", "PricingQuantity", "PricingUnit", "PrincipalId")  # fmt: skip
+
+
+#: The columns of a FOCUS row, besides its charge period, provider, model, token kind, team and
+#: workflow, that say which charge it is. Amounts, quantities and prices are left out (a
+#: restated row keeps its id), and so are display names and the tags other than team and
+#: workflow (a tag switched on for cost allocation part way through a period would otherwise
+#: make every restated row new). All of them are kept in ``attributes`` (``_KEEP``), so the id
+#: of a stored row can be computed again from what the store holds (schema migration 3).
+CHARGE_KEY_ATTRIBUTES = ("BillingAccountId", "SubAccountId", "ChargeCategory", "ChargeDescription",
+                         "ServiceCategory", "ServiceName", "HostProviderName", "SkuId", "SkuPriceId",
+                         "SkuMeter", "RegionId", "ResourceId", "PricingUnit", "PrincipalId")  # fmt: skip
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def charge_key(row: dict[str, Any], attrs: dict[str, Any]) -> str:
+    """What names the charge of a mapped FOCUS row (``attrs``: its attributes before JSON).
+
+    The same charge gives the same key whether it came from CSV or JSON, under FOCUS 1.0 or 1.3
+    column names, with columns yieldmeter does not read added, or with other amounts: the
+    times are compared as instants, the other values as text.
+    """
+    parts: list[Any] = [_instant(row["period_start"]), _instant(row["period_end"])]
+    parts += [_text(row[c]) for c in ("provider", "model", "unit", "team", "workflow")]
+    parts += [_text(attrs.get(c)) for c in CHARGE_KEY_ATTRIBUTES]
+    return orjson.dumps(parts, default=str).decode()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value).strip()
+
+
+def charge_id(key: str, occurrence: int) -> str:
+    """The item id of the ``occurrence``-th row (from 1, in file order) with this charge key."""
+    return stable_id("focus-charge", key, occurrence)
+
+
+def _instant(value: Any) -> Any:
+    when = parse_timestamp(value)
+    return value if when is None else (when - _EPOCH) // timedelta(microseconds=1)
 
 
 def _token_kind(details: dict[str, Any], meter: str) -> str | None:
@@ -89,7 +134,8 @@ def _number(value: Any, name: str) -> float | None:
         raise RecordError(f"{name}: expected a number, got {value!r}") from None
 
 
-def map_row(r: dict[str, Any], occurrence: int) -> dict[str, Any]:
+def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The ``cost_items`` row of one billing row, without its id, and its :func:`charge_key`."""
     currency = str(first(r, "BillingCurrency") or "USD").upper()
     if currency != "USD":
         raise RecordError(f"BillingCurrency {currency!r}: amounts must be USD (convert before importing)")
@@ -112,14 +158,7 @@ def map_row(r: dict[str, Any], occurrence: int) -> dict[str, Any]:
     attrs.update({f"sku.{k}": v for k, v in details.items()})
     if tags:
         attrs["tags"] = tags
-    row_id = first(r, "Id")
-    item_id = (
-        stable_id("focus", row_id)
-        if row_id
-        else stable_id("focus", orjson.dumps(r, option=orjson.OPT_SORT_KEYS), occurrence)
-    )
-    return {
-        "item_id": item_id,
+    row = {
         "period_start": first(r, "ChargePeriodStart", "BillingPeriodStart"),
         "period_end": first(r, "ChargePeriodEnd", "BillingPeriodEnd"),
         "amount": amount,
@@ -135,6 +174,7 @@ def map_row(r: dict[str, Any], occurrence: int) -> dict[str, Any]:
         or first(r, "ConsumedUnit"),
         "attributes": to_json(attrs),
     }
+    return row, charge_key(row, attrs)
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
@@ -147,14 +187,13 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
                 raise rec
             if not isinstance(rec, dict):
                 raise RecordError(f"expected a billing row, got {type(rec).__name__}")
-            # identical rows stay apart: the n-th copy gets its own id, stable across re-imports
-            fp = orjson.dumps(rec, option=orjson.OPT_SORT_KEYS).decode()
-            seen[fp] = seen.get(fp, 0) + 1
-            row = map_row(rec, seen[fp])
+            row, key = map_row(rec)
         except RecordError as exc:
             buf.reject("cost_items", pos, f"row {pos}: {exc}", raw_of(rec))
             continue
-        buf.add("cost_items", row, pos)
+        # rows of one charge stay apart: the n-th gets its own id, stable across re-imports
+        seen[key] = seen.get(key, 0) + 1
+        buf.add("cost_items", {"item_id": charge_id(key, seen[key]), **row}, pos)
         if buf.full():
             yield buf.flush()
     yield buf.flush()

@@ -16,6 +16,7 @@ Only one writer at a time (a lock); readers use cursors of the same database.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -117,12 +118,70 @@ class Migration:
 #: that older versions must not write under (2: writes are recorded per table, and tables derived
 #: from them are trusted while those records are unchanged), adds a step here and raises
 #: :data:`~yieldmeter.schema.SCHEMA_VERSION` to its version.
+def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
+    """Give the stored FOCUS cost items the id of their charge (:func:`~yieldmeter.ingest.focus.charge_key`).
+
+    Their ids used to hash the whole billing row (or its ``Id``), so a billing period delivered
+    again with other amounts added its rows beside the ones stored. The key is computed from what
+    the store holds of each row; rows of one charge are numbered in the order of their old ids
+    (a later import numbers them in file order: the same rows, so a re-import still replaces
+    them). FOCUS rows are the items whose attributes hold ``ChargeCategory`` and ``BilledCost``
+    (the importer keeps both; FOCUS requires both on every row).
+    """
+    from yieldmeter.ingest.focus import charge_id, charge_key
+
+    has = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'cost_items'"
+        ).fetchall()
+    }
+    wanted = ("period_start", "period_end", "provider", "model", "unit", "team", "workflow")
+    if not {"item_id", "attributes", "period_start", "period_end"} <= has:
+        return
+    select = ", ".join(_q(c) if c in has else f"NULL AS {_q(c)}" for c in wanted)
+    rows = con.execute(
+        f"SELECT item_id, attributes, {select} FROM cost_items "
+        "WHERE contains(attributes, '\"ChargeCategory\"') AND contains(attributes, '\"BilledCost\"') "
+        "ORDER BY item_id"
+    ).fetchall()
+    seen: dict[str, int] = {}
+    moves: list[tuple[str, str]] = []
+    for item_id, attributes, *values in rows:
+        try:
+            attrs = json.loads(attributes)
+        except ValueError:
+            continue
+        if not isinstance(attrs, dict) or "ChargeCategory" not in attrs or "BilledCost" not in attrs:
+            continue
+        key = charge_key(dict(zip(wanted, values, strict=True)), attrs)
+        seen[key] = seen.get(key, 0) + 1
+        moves.append((item_id, charge_id(key, seen[key])))
+    if not moves:
+        return
+    old, new = zip(*moves, strict=True)
+    con.register("_rekey", pa.table({"old": list(old), "new": list(new)}))
+    try:
+        con.execute(
+            "UPDATE cost_items SET item_id = _rekey.new FROM _rekey WHERE cost_items.item_id = _rekey.old"
+        )
+    finally:
+        con.unregister("_rekey")
+    Store._mark_written(con, ["cost_items"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         2,
         "every write records a token per table in meta (written:<table>), which derived tables kept "
         "in the store are checked against; a yieldmeter that does not record them must not write here",
         lambda con: None,
+    ),
+    Migration(
+        3,
+        "FOCUS cost items are named by their charge, not by the whole billing row, so a billing "
+        "period delivered again replaces its rows; the stored ones take their charge's id",
+        _rekey_focus_items,
     ),
 )
 
