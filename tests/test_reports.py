@@ -306,6 +306,21 @@ def test_unpriced_cost_reads_unpriced_never_zero(example_workspace: Path) -> Non
     assert unit.facts["fully_loaded_cost"] == "unpriced"
 
 
+def test_the_funnel_of_an_unpriced_workflow_has_no_stage_costs(example_workspace: Path) -> None:
+    """The measure itself (`report funnel`, GET /value/funnel), not only the reports: a workflow
+    whose every call is unpriced has null costs per stage, never $0 per outcome, and says why."""
+    with Workspace.open(example_workspace) as ws:
+        rows = ws.value.funnel().to_pylist()
+    content = [r for r in rows if r["workflow"] == "internal-content"]
+    assert content and all(r["calls"] == r["unpriced_calls"] == 2 for r in content)
+    stage_costs = [k for k in rows[0] if k.startswith("cost_per_")]
+    assert len(stage_costs) == 5 and all(r[k] is None for r in content for k in stage_costs)
+    # a priced workflow: every call priced, the stage costs as before (fraud: cost / 2 calls)
+    fraud = [r for r in rows if r["workflow"] == "fraud-review"]
+    assert [r["unpriced_calls"] for r in fraud] == [0]
+    assert fraud[0]["cost_per_call"] == pytest.approx(FULLY_LOADED["fraud-review"] / fraud[0]["calls"])
+
+
 def test_success_rates_are_named_apart_and_product_leads_with_outcome_costs(example_workspace: Path) -> None:
     with Workspace.open(example_workspace) as ws:
         finops = ws.reports.role("finops")

@@ -271,7 +271,14 @@ class ValueSections(SectionsBase):
         rows = rows_of(self.service("value", "funnel")(f.workflow, f.window(), **self.scoped(f)))
         if f.workflows:
             rows = [r for r in rows if r["workflow"] in f.workflows]
-        counts = ("calls", "work_units", "accepted_outputs", "actions", "successful_outcomes")
+        counts = (
+            "calls",
+            "unpriced_calls",
+            "work_units",
+            "accepted_outputs",
+            "actions",
+            "successful_outcomes",
+        )
         money = ("value", "model_cost", "allocated_cost", "effort_cost", "fully_loaded_cost")
         out: dict[str, dict[str, Any]] = {}
         for r in rows:
@@ -294,7 +301,6 @@ class ValueSections(SectionsBase):
                     continue
                 if acc.get(k) is not None:
                     acc[k] += r[k]
-        unknown, partial = self.costs_unknown(f) if out else (set(), {})
         for acc in out.values():
             flc = acc["fully_loaded_cost"]
             for k, per in (
@@ -319,8 +325,7 @@ class ValueSections(SectionsBase):
             )
             acc["success_per_unit"] = succ / wu if wu else None
             acc["value_per_success"] = acc["value"] / succ if succ and acc["value"] is not None else None
-            acc["cost_known"] = acc["workflow"] not in unknown
-            acc["unpriced_calls"] = partial.get(acc["workflow"], 0) if acc["cost_known"] else acc["calls"]
+            acc["cost_known"] = not cost_unknown(acc["calls"], acc["unpriced_calls"])
         return sorted(out.values(), key=lambda r: -r["fully_loaded_cost"])
 
     def funnel_section(self, f: ReportFilters, *, lead_with_outcomes: bool = False) -> Section:

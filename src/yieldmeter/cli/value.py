@@ -49,6 +49,7 @@ TABLE_COLUMNS: dict[str, list[str]] = {
         "successful_outcomes",
         "value",
         "fully_loaded_cost",
+        "unpriced_calls",
         "cost_per_work_unit",
         "cost_per_accepted_output",
         "cost_per_successful_outcome",

@@ -25,7 +25,10 @@ Cost at each stage = the workflow's fully loaded cost in the month / the count a
 (``cost_per_call``, ``cost_per_work_unit``, ``cost_per_accepted_output``, ``cost_per_action``,
 ``cost_per_successful_outcome``). The fully loaded cost includes calls and effort of the workflow
 that are not linked to a work unit, so every dollar of the workflow's spend is carried by its
-outcomes.
+outcomes. ``unpriced_calls`` counts the calls no price was found for: their model cost is
+unknown, not $0, so when every call of a row is unpriced its costs per stage are null (as
+:func:`yieldmeter.metrics.spend.spend` leaves such a row's cost null); the cost columns keep
+what is known (allocated and effort cost), so totals over rows stay sums of known costs.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def funnel(
         "workflow",
         "month",
         calls=j.calls.fill_null(z),
+        unpriced_calls=j.unpriced_calls.fill_null(z),
         work_units=j.work_units.fill_null(z),
         accepted_outputs=accepted,
         actions=actions,
@@ -109,7 +113,10 @@ def funnel(
         fully_loaded_cost=j.fully_loaded_cost.fill_null(0.0),
         success_basis=ibis.ifelse(tracks, "action", "acceptance"),
     )
-    flc = base.fully_loaded_cost
+    # every call unpriced: the stage costs would be a known remainder passed off as the whole
+    flc = ibis.ifelse(
+        (base.calls > 0) & (base.unpriced_calls >= base.calls), ibis.null("float64"), base.fully_loaded_cost
+    )
     return base.mutate(
         work_units_per_call=_div(base.work_units, base.calls),
         acceptance_rate=_div(base.accepted_outputs, base.work_units),

@@ -119,6 +119,7 @@ def workflow_costs(lines: ir.Table, window: Window | None = None, *, by_month: b
         keys["month"] = month_of(lines.day)
     return lines.group_by(**keys).aggregate(
         calls=lines.calls.sum(),
+        unpriced_calls=lines.unpriced_calls.sum(),
         tokens=(lines.input_tokens + lines.output_tokens).sum(),
         model_cost=lines.model_cost.sum(),
         allocated_cost=lines.allocated_cost.sum(),
