@@ -98,7 +98,7 @@ def outcomes_section(svc: ReportService, f: ReportFilters) -> Section:
     """Operating outcomes against their baselines: change = observed - baseline, and
     change_pct = (observed - baseline) / |baseline|, signed (a fall is negative)."""
     o = svc.tables().outcomes
-    o = f.window().filter(o, "period_start")
+    o = f.window().overlapping(o, "period_start", "period_end")
     if f.workflows:
         o = o.filter(o.workflow.isin(f.workflows))
     rows = rows_of(o.order_by(["workflow", "period_start"]).to_pyarrow())
@@ -153,10 +153,11 @@ def outcomes_section(svc: ReportService, f: ReportFilters) -> Section:
 
 def owners_section(svc: ReportService, f: ReportFilters) -> Section:
     """Named benefit owners: per workflow, the owner in the catalog and on its outcomes, with benefit."""
-    o = f.window().filter(svc.tables().outcomes, "period_start")
+    w = f.window()
+    o = w.overlapping(svc.tables().outcomes, "period_start", "period_end")
     if f.workflows:
         o = o.filter(o.workflow.isin(f.workflows))
-    share = o.attribution_share.fill_null(1.0).clip(0.0, 1.0)
+    share = o.attribution_share.fill_null(1.0).clip(0.0, 1.0) * w.share(o, "period_start", "period_end")
     g = o.group_by(workflow=o.workflow, benefit_owner=o.benefit_owner).aggregate(
         outcomes=o.count(),
         benefit=(o.monetary_value * share).sum().fill_null(0.0),

@@ -10,6 +10,9 @@ Spend is fully loaded cost (cost_lines) in the period. A dollar of spend is
   observational or stronger (an anecdote is not evidence of change), with a monetary value or
   an observed value that differs from its baseline.
 
+An outcome is in the period when its own period ``[period_start, period_end)`` overlaps it (an
+outcome with no end is a moment at its start), as in the yields.
+
 Spend with no workflow has none of the three.
 
     coverage       = covered spend / total spend
@@ -29,7 +32,7 @@ def workflow_parts(t: Tables, window: Window | None = None) -> ir.Table:
     """Per catalogued or outcome-bearing workflow: has_baseline, has_owner, has_evidence."""
     o = t.outcomes
     if window is not None:
-        o = window.filter(o, "period_start")
+        o = window.overlapping(o, "period_start", "period_end")
     changed = (o.evidence_level.fill_null("observational") != "anecdote") & (
         o.monetary_value.notnull()
         | (o.observed_value.notnull() & o.baseline_value.notnull() & (o.observed_value != o.baseline_value))

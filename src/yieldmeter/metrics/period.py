@@ -58,6 +58,32 @@ class Window:
             table = table.filter(col < ibis.literal(self.end))
         return table
 
+    def overlapping(self, table: ir.Table, start: str, end: str) -> ir.Table:
+        """The rows whose period ``[start, end)`` overlaps the window. A row with no end, or
+        an end not after its start, is a moment at ``start``: in the window when that is."""
+        s, e = table[start], table[end]
+        moment = e.isnull() | (e <= s)
+        if self.start is not None:
+            table = table.filter(
+                ibis.ifelse(moment, s >= ibis.literal(self.start), e > ibis.literal(self.start))
+            )
+        if self.end is not None:
+            table = table.filter(s < ibis.literal(self.end))
+        return table
+
+    def share(self, table: ir.Table, start: str, end: str) -> ir.FloatingValue:
+        """The part of each row's period ``[start, end)`` inside the window, by time (1.0 for
+        a moment, and for a period the window holds whole); for rows :meth:`overlapping` keeps."""
+        s, e = table[start], table[end]
+        moment = e.isnull() | (e <= s)
+        lo = s if self.start is None else ibis.greatest(s, ibis.literal(self.start))
+        hi = e if self.end is None else ibis.least(e, ibis.literal(self.end))
+        return ibis.ifelse(moment, 1.0, elapsed_seconds(lo, hi) / elapsed_seconds(s, e))
+
+    def first_day(self, ts: ir.TimestampValue) -> ir.TimestampValue:
+        """``ts``, or the window's start where ``ts`` lies before it."""
+        return ts if self.start is None else ibis.greatest(ts, ibis.literal(self.start))
+
 
 def month_of(col: ir.TimestampValue) -> ir.StringValue:
     """The month label 'YYYY-MM' of a timestamp (the grain of the value reports)."""

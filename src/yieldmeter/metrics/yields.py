@@ -18,6 +18,10 @@ strategic   strategic                                 never dollars: a 0-5 score
 
 - benefit of an outcome = monetary_value x attribution_share (share clipped to [0, 1]);
   an outcome without monetary_value adds nothing and is counted in ``outcomes_without_value``.
+- an outcome's benefit accrues evenly over its period ``[period_start, period_end)``: a window
+  counts the outcomes whose period overlaps it, each for the part of its period inside the
+  window (a week's $700 is $100 in one of its days); an outcome with no end is a moment at its
+  start. Its ``month`` is the month its period starts in, or the window's first month.
 - yield = sum(benefit) / fully loaded cost of the same workflows and period.
 - interval: each outcome's benefit b is widened by its evidence level's uncertainty u
   (controlled_experiment 0.10, baseline_comparison 0.25, observational 0.50, anecdote 1.00):
@@ -76,14 +80,15 @@ def outcome_benefits(t: Tables, window: Window | None = None) -> ir.Table:
     and outcomes without a monetary value; ``excluded_reason`` says which.
     """
     o = t.outcomes
-    if window is not None:
-        o = window.filter(o, "period_start")
+    w = window if window is not None else Window()
+    o = w.overlapping(o, "period_start", "period_end")
+    o = o.mutate(b_in_window=w.share(o, "period_start", "period_end"), b_from=w.first_day(o.period_start))
     wf = t.workflows.select(b_workflow="workflow", wf_dimension="value_dimension")
     j = o.left_join(wf, o.workflow == wf.b_workflow)
     dimension = ibis.coalesce(j.value_dimension, j.wf_dimension)
     family = _lookup(dimension, FAMILY_OF_DIMENSION, "workflow")
     share = ibis.greatest(ibis.least(j.attribution_share.fill_null(1.0), 1.0), 0.0)
-    benefit = j.monetary_value * share
+    benefit = j.monetary_value * share * j.b_in_window
     level = j.evidence_level.fill_null("observational")
     u = _lookup(level, EVIDENCE_UNCERTAINTY, 0.5).cast("float64")
     reason = ibis.cases(
@@ -100,7 +105,7 @@ def outcome_benefits(t: Tables, window: Window | None = None) -> ir.Table:
         "observed_value",
         "baseline_value",
         workflow=j.workflow.fill_null(UNASSIGNED),
-        month=month_of(j.period_start),
+        month=month_of(j.b_from),
         family=family,
         evidence_level=level,
         benefit=ibis.ifelse(reason.isnull(), benefit, ibis.null("float64")),
@@ -198,7 +203,7 @@ def strategic(t: Tables, window: Window | None = None, workflow: str | None = No
     """
     o = t.outcomes
     if window is not None:
-        o = window.filter(o, "period_start")
+        o = window.overlapping(o, "period_start", "period_end")
     wf = t.workflows.select(s_workflow="workflow", wf_dimension="value_dimension")
     j = o.left_join(wf, o.workflow == wf.s_workflow)
     j = j.filter(
