@@ -100,6 +100,57 @@ def test_ingest_to_lake_is_idempotent_and_matches_the_store(ws: Path, tmp_path: 
     )
 
 
+def test_an_export_writes_into_a_new_folder_or_a_lake_it_knows(ws: Path, tmp_path: Path) -> None:
+    """An export replaces every Parquet file under a table's folder: a folder that holds files
+    but no lake (somebody's own data) is refused and left alone, and so is a newer lake."""
+    mine = tmp_path / "userdata" / "calls" / "my_raw_export.parquet"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"PAR1 not ours")
+    code, out = cli("lake", "export", str(tmp_path / "userdata"), "-w", str(ws))
+    assert code != 0 and "holds no yieldmeter lake" in out, out
+    assert mine.read_bytes() == b"PAR1 not ours"
+    lake = tmp_path / "lake"
+    assert cli("lake", "export", str(lake), "-w", str(ws))[0] == 0
+    doc = json.loads((lake / "_manifest.json").read_text())
+    (lake / "_manifest.json").write_text(json.dumps({**doc, "schema_version": 99}))
+    code, out = cli("lake", "export", str(lake), "-w", str(ws))
+    assert code != 0 and "upgrade yieldmeter" in out, out
+    assert json.loads((lake / "_manifest.json").read_text())["schema_version"] == 99
+
+
+def test_a_lake_drops_its_exported_scores_when_rows_land_or_the_export_has_none(
+    ws: Path, tmp_path: Path
+) -> None:
+    """Reports read a lake's stored scores before scoring anything, so scores that do not cover
+    its work units (a later ingest, an export of a workspace never scored) must not stay."""
+    lake = tmp_path / "lake"
+    assert cli("lake", "export", str(lake), "-w", str(ws))[0] == 0
+    assert Lake(str(lake)).has_data("scores") and Lake(str(lake)).has_data("unit_values")
+    # the same rows again land nothing: the scores still cover the lake
+    code, out = cli(
+        "ingest", str(EXAMPLES / "data"), "--to-lake", str(lake), "-w", str(ws), "--output", "json"
+    )
+    assert code == 0 and sum(r["landed"] for r in json.loads(out)) == 0, out
+    assert Lake(str(lake)).has_data("scores")
+    more = tmp_path / "more" / "calls.csv"
+    more.parent.mkdir()
+    head, first = (EXAMPLES / "data" / "calls.csv").read_text().splitlines()[:2]
+    more.write_text(f"{head}\n{first.replace(first.split(',')[0], 'new-call-1', 1)}\n")
+    code, out = cli("ingest", str(more), "--to-lake", str(lake), "-w", str(ws))
+    assert code == 0 and "scores (from `lake export`) did not cover these rows and were removed" in " ".join(
+        out.split()
+    ), out
+    assert not Lake(str(lake)).has_data("scores") and not Lake(str(lake)).has_data("unit_values")
+    # an export from a workspace that was never scored leaves the lake none either
+    assert cli("lake", "export", str(lake), "-w", str(ws))[0] == 0
+    assert Lake(str(lake)).has_data("scores")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(EXAMPLES / "yieldmeter.yaml", bare / "yieldmeter.yaml")
+    assert cli("lake", "export", str(lake), "-w", str(bare))[0] == 0
+    assert not Lake(str(lake)).has_data("scores")
+
+
 def test_an_id_stored_by_another_source_is_kept_once(ws: Path, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     copy = tmp_path / "copy" / "calls.csv"

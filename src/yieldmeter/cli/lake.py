@@ -198,6 +198,10 @@ def ingest_to_lake_command(
         summary = ingest_to_lake(paths, lake, config, fmt=fmt, table=table)
     except (ConfigError, UnknownFormat, TableNotKnown, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    notes = common.note_console(output)
+    for f in summary.files:
+        for note in dict.fromkeys(f.notes):
+            notes.print(f"[yellow]note:[/] {f.source}: {note}", highlight=False)
     emit(summary.rows(), output, title=f"Ingest summary (lake {lake})")
     if output is OutputFormat.table:
         console().print(

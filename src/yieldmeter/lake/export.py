@@ -3,7 +3,12 @@
 Every canonical table, the resolved ``model_map``, the ``scores`` and their
 ``unit_values`` when the workspace has them, and the ``quarantine`` are
 written; each table's earlier files are replaced, so an export is a snapshot
-and running it twice gives the same lake.
+and running it twice gives the same lake. A workspace that was never scored
+leaves the lake no ``scores``: ones an earlier export wrote would describe
+other work units.
+
+The export writes only into a new or empty folder, or into a lake of a schema
+this yieldmeter knows (:meth:`Lake.check_writable`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ def export_workspace(ws: Workspace, lake_uri: str) -> ExportSummary:
     from yieldmeter.pricing.book import fingerprint
 
     lake = Lake(lake_uri)
+    lake.check_writable()
     summary = ExportSummary(lake=lake.uri)
     present = set(ws.store.ibis.list_tables())
     for name, schema in lake_schemas().items():
@@ -45,6 +51,7 @@ def export_workspace(ws: Workspace, lake_uri: str) -> ExportSummary:
             # scores from before unit values were measured: no lake's older unit values beside them
             rows = schema.empty_table()
         else:
+            lake.drop_table(name)  # a snapshot: what the workspace lacks, the lake lacks too
             continue
         report = lake.replace_table(name, rows, EXPORT_SOURCE)
         summary.tables[name] = report.rows

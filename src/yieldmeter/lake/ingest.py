@@ -185,7 +185,18 @@ class LakeWriter:
         )
         if "calls" in merged:
             self.add_model_pairs(merged["calls"])
+        if summary.landed and self.drop_scores():
+            summary.notes.append(
+                "the lake's scores (from `lake export`) did not cover these rows and were removed: "
+                "reports over the lake score its work units in memory (docs/scale-out.md)"
+            )
         return summary
+
+    def drop_scores(self) -> bool:
+        """Remove the lake's ``scores`` and ``unit_values``: written by ``lake export`` for the
+        work units of that moment, they would stand for work units, signals and outcomes they
+        never saw (reports read stored scores before scoring anything). True when any were there."""
+        return bool(sum(self.lake.drop_table(name) for name in ("scores", "unit_values")))
 
     def _described_units(self) -> set[str]:
         """Ids of work units some input described (not derived), anywhere in the lake."""
@@ -340,6 +351,7 @@ def ingest_to_lake(
         summary.files.append(fs)
         touched |= {n for b in batches for n in b.tables}
     lake.refresh_manifest(
-        sorted(touched | {"quarantine", "model_map", "work_units"}), written_by="yieldmeter ingest --to-lake"
+        sorted(touched | {"quarantine", "model_map", "work_units", "scores", "unit_values"}),
+        written_by="yieldmeter ingest --to-lake",
     )
     return summary

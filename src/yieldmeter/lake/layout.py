@@ -226,6 +226,26 @@ class Lake:
                 self.fs.delete_file(f)
         return self.write_source(name, rows, source)
 
+    def drop_table(self, name: str) -> int:
+        """Remove every data file of a table (it then reads as absent); the count removed."""
+        files = self.files(name)
+        for f in files:
+            self.fs.delete_file(f)
+        return len(files)
+
+    def check_writable(self) -> None:
+        """Refuse to write into a folder that holds files but no lake: an export replaces every
+        Parquet file under a table's folder, which could be somebody else's data."""
+        if self.exists():
+            self.check_version()
+            return
+        info = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        if info:
+            raise LakeError(
+                f"{self.uri} is not empty and holds no yieldmeter lake ({MANIFEST}): give a new or "
+                "empty folder, or an existing lake"
+            )
+
     def keys_in_partition(self, name: str, day: str | None, *, exclude_source: str) -> set[str]:
         """Ids already stored in one day partition by other sources (for first-writer-wins dedupe)."""
         spec = TABLES[name]

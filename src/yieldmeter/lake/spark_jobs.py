@@ -315,11 +315,14 @@ def normalise(
         )
     writer = LakeWriter(lake, config)
     writer.sync_reference()
+    writer.drop_scores()
     if "calls" in written:
         pairs = written["calls"].select("provider", "model").distinct().toArrow()
         writer.add_model_pairs(pairs)
     for df in written.values():
         df.unpersist()
     envelope.unpersist()
-    lake.refresh_manifest([*written, "model_map"], written_by="yieldmeter spark normalise")
+    lake.refresh_manifest(
+        [*written, "model_map", "scores", "unit_values"], written_by="yieldmeter spark normalise"
+    )
     return summary
