@@ -162,6 +162,33 @@ def test_an_id_stored_by_another_source_is_kept_once(ws: Path, tmp_path: Path) -
     assert Lake(str(lake)).read_table("calls").num_rows == 13
 
 
+def test_a_row_sent_again_across_midnight_is_kept_once_and_a_budget_is_replaced(
+    ws: Path, tmp_path: Path
+) -> None:
+    """c1 at 23:59:30 on the 3rd, sent again by another file at 00:00:05 on the 4th: one call in
+    the lake (its first sighting), as the store holds one. A budget raised by a later file
+    replaces the first, as in the store."""
+    head = "call_id,ts,provider,model,input_tokens,output_tokens,team"
+    first, second, budgets, raised = (tmp_path / d for d in ("in1", "in2", "b1", "b2"))
+    for folder, ts in ((first, "2025-03-03T23:59:30Z"), (second, "2025-03-04T00:00:05Z")):
+        folder.mkdir()
+        (folder / "calls.csv").write_text(f"{head}\nc1,{ts},openai,gpt-4o,1000,100,risk\n")
+    for folder, amount in ((budgets, 100), (raised, 5)):
+        folder.mkdir()
+        (folder / "budgets.csv").write_text(f"scope_kind,scope,period,amount\nteam,risk,month,{amount}\n")
+    lake = tmp_path / "lake"
+    for folder in (first, second):
+        assert cli("ingest", str(folder), "--to-lake", str(lake), "-w", str(ws))[0] == 0
+    calls = Lake(str(lake)).read_table("calls")
+    assert calls.column("call_id").to_pylist() == ["c1"]
+    assert calls.column("ts").to_pylist()[0].isoformat() == "2025-03-03T23:59:30+00:00"
+    for folder in (budgets, raised):
+        code, out = cli("ingest", str(folder), "--table", "budgets", "--to-lake", str(lake), "-w", str(ws))
+        assert code == 0, out
+    stored = Lake(str(lake)).read_table("budgets")
+    assert stored.column("amount").to_pylist() == [5.0]
+
+
 def test_bad_rows_go_to_the_lake_quarantine(ws: Path, tmp_path: Path) -> None:
     bad = tmp_path / "calls.csv"
     bad.write_text(

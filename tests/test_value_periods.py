@@ -64,7 +64,8 @@ def _rows() -> dict[str, list[dict[str, Any]]]:
         {**outcome, "outcome_id": "moment", "period_start": OCT1 + timedelta(days=2, hours=12),
          "monetary_value": 50.0, "observed_value": 8.0},
         {"outcome_id": "score", "workflow": "ops", "value_dimension": "strategic", "observed_value": 4.0,
-         "evidence_level": "controlled_experiment", "period_start": OCT1, "period_end": OCT1 + timedelta(days=7)},
+         "evidence_level": "controlled_experiment", "period_start": OCT1,
+         "period_end": OCT1 + timedelta(days=7)},
     ]  # fmt: skip
     return {"calls": calls, "outcomes": outcomes}
 
@@ -84,7 +85,12 @@ def _yield(ws: Any, period: str | None) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("period", "benefit", "cost"),
-    [("2026-10-03", 190.0, 1.0), ("2026-10-06", 100.0, 1.0), ("2026-10", 950.0, 7.0), ("2026-09", 80.0, None)],
+    [
+        ("2026-10-03", 190.0, 1.0),
+        ("2026-10-06", 100.0, 1.0),
+        ("2026-10", 950.0, 7.0),
+        ("2026-09", 80.0, None),
+    ],
 )
 def test_a_window_counts_the_part_of_each_outcome_inside_it(
     ws: Any, period: str, benefit: float, cost: float | None

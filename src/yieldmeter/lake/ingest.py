@@ -8,8 +8,10 @@ of that source (:meth:`Lake.write_source`), so:
   rows (idempotent), and a source that changed replaces its earlier rows;
 * inside one source, the first row of an id wins (a span the Collector retried: its first
   sighting; the store keeps the last, as its upsert would across files);
-* across sources, an id already stored in the same day partition by another
-  source is kept and the new row counted as a duplicate (first writer wins);
+* across sources, an id already stored by another source in the same day partition, or
+  the day either side of it (a time corrected across midnight), is kept and the new row
+  counted as a duplicate (first writer wins); in an unpartitioned input table (budgets) the
+  latest source's row replaces the stored one instead, as in the store;
 * calls that name a work unit no input describes get a derived work unit
   (most frequent workflow, task type, user and team of its calls in that
   source; first and last time), like the store's derivation, per source;
@@ -21,8 +23,8 @@ of that source (:meth:`Lake.write_source`), so:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -135,6 +137,18 @@ def derive_work_units(calls: pa.Table, described: pa.Table, elsewhere: set[str] 
     return pa.Table.from_pylist(rows, schema=TABLES["work_units"].arrow_schema)
 
 
+def _with_neighbours(days: list[str | None]) -> list[str | None]:
+    """The day partitions ``days`` name and the days either side of each (null stays null)."""
+    out: set[str | None] = set()
+    for d in days:
+        if d is None:
+            out.add(None)
+            continue
+        day = date.fromisoformat(d)
+        out.update((day + timedelta(days=k)).isoformat() for k in (-1, 0, 1))
+    return sorted(out, key=lambda d: d or "")
+
+
 class LakeWriter:
     """Writes adapter batches of one source at a time into a lake, and keeps its reference tables."""
 
@@ -209,21 +223,28 @@ class LakeWriter:
 
     def _drop_derived_elsewhere(self, rows: pa.Table, source: str) -> None:
         """A described work unit replaces the units other sources derived for the same id."""
+        described = rows.filter(pc.invert(rows.column("derived").fill_null(False))).column("work_unit_id")
+        if len(described):
+            self._drop_elsewhere(
+                "work_units",
+                source,
+                lambda t: pc.and_(
+                    t.column("derived").fill_null(False), pc.is_in(t.column("work_unit_id"), described)
+                ),
+            )
+
+    def _drop_elsewhere(self, name: str, source: str, drop: Callable[[pa.Table], pa.Array]) -> None:
+        """Rewrite the files of ``name`` other sources wrote without the rows ``drop`` marks."""
         from yieldmeter.lake.layout import source_token
 
-        described = rows.filter(pc.invert(rows.column("derived").fill_null(False))).column("work_unit_id")
-        if not len(described):
-            return
         mine = f"part-{source_token(source)}-"
-        for f in self.lake.files("work_units"):
+        for f in self.lake.files(name):
             if f.rsplit("/", 1)[-1].startswith(mine):
                 continue
             t = pq.read_table(f, filesystem=self.lake.fs)
-            drop = pc.and_(
-                t.column("derived").fill_null(False), pc.is_in(t.column("work_unit_id"), described)
-            )
-            if pc.any(drop).as_py():
-                rest = t.filter(pc.invert(drop))
+            marked = drop(t)
+            if pc.any(marked).as_py():
+                rest = t.filter(pc.invert(marked))
                 if rest.num_rows:
                     pq.write_table(rest, f, filesystem=self.lake.fs)
                 else:
@@ -241,23 +262,24 @@ class LakeWriter:
         return out
 
     def _drop_stored_elsewhere(self, name: str, rows: pa.Table, source: str) -> pa.Table:
+        """``rows`` less the ids another source already stored (the first sighting wins), looked
+        for in the rows' day partitions and the days beside them: a row sent again with its time
+        corrected across midnight, or moved by a time zone, is the same row. An unpartitioned
+        input table (budgets: small) is the other way round, as in the store: the latest
+        source's row replaces the one stored (a budget raised by a later file)."""
         spec = TABLES[name]
         if not rows.num_rows:
             return rows
+        keys = rows.column(spec.key)
         if spec.time_column is None:
-            days: list[str | None] = [None]
-            day_col = None
-        else:
-            day_col = day_of(rows, spec.time_column)
-            days = pc.unique(day_col).to_pylist()
+            self._drop_elsewhere(name, source, lambda t: pc.is_in(t.column(spec.key), keys))
+            return rows
         stored: set[str] = set()
-        for d in days:
-            if spec.time_column is None:
-                continue  # unpartitioned input tables (budgets): ids are replaced by the latest source
+        for d in _with_neighbours(pc.unique(day_of(rows, spec.time_column)).to_pylist()):
             stored |= self.lake.keys_in_partition(name, d, exclude_source=source)
         if not stored:
             return rows
-        return rows.filter(pc.invert(pc.is_in(rows.column(spec.key), value_set=pa.array(sorted(stored)))))
+        return rows.filter(pc.invert(pc.is_in(keys, value_set=pa.array(sorted(stored)))))
 
     # -- reference tables ------------------------------------------------------------------
     def sync_reference(self) -> None:
