@@ -52,29 +52,40 @@ def _max_by(arg: dt.string, key: dt.int64) -> dt.string:  # type: ignore[empty-b
 
 
 def allocation_uplift(lines: ir.Table) -> ir.Table:
-    """Per workflow and day: allocated cost per dollar of model cost (only where model cost > 0)."""
-    g = lines.group_by(uplift_workflow=lines.workflow, uplift_day=lines.day).aggregate(
-        model_cost=lines.model_cost.sum(), allocated_cost=lines.allocated_cost.sum()
-    )
+    """Per workflow, team and day: allocated cost per dollar of model cost (where model cost > 0).
+
+    By team too: an item that names its team (a GPU node of one team) is that team's cost, so
+    the calls of another team in the same workflow and day carry none of it.
+    """
+    g = lines.group_by(
+        uplift_workflow=lines.workflow, uplift_team=lines.team, uplift_day=lines.day
+    ).aggregate(model_cost=lines.model_cost.sum(), allocated_cost=lines.allocated_cost.sum())
     g = g.filter(g.model_cost > 0)
-    return g.select("uplift_workflow", "uplift_day", uplift=g.allocated_cost / g.model_cost)
+    return g.select("uplift_workflow", "uplift_team", "uplift_day", uplift=g.allocated_cost / g.model_cost)
 
 
 def unit_calls(priced: ir.Table, lines: ir.Table | None) -> ir.Table:
     """Per work unit: calls, tokens, model/allocated cost, slowest call, dominant model, tool use.
 
-    Each call carries the uplift of its workflow and day (a join with a table of a few hundred
-    rows), so the calls are grouped once, by unit. The dominant model is the model of the unit's
+    Each call carries the uplift of its workflow, team and day (a join with a table of a few
+    thousand rows), so the calls are grouped once, by unit. The dominant model is the model of the unit's
     largest call (argmax of input + output tokens).
     """
     c = priced.filter(priced.work_unit_id.notnull())
     if lines is not None:
         up = allocation_uplift(lines)
         up = up.select(
-            _up_workflow=up.uplift_workflow.fill_null(""), _up_day=utc_day(up.uplift_day), _uplift=up.uplift
+            _up_workflow=up.uplift_workflow.fill_null(""),
+            _up_team=up.uplift_team.fill_null(""),
+            _up_day=utc_day(up.uplift_day),
+            _uplift=up.uplift,
         )
-        c = c.mutate(_workflow_key=c.workflow.fill_null(""), _day=utc_day(c.ts))
-        c = c.left_join(up, [c._workflow_key == up._up_workflow, c._day == up._up_day])
+        c = c.mutate(
+            _workflow_key=c.workflow.fill_null(""), _team_key=c.team.fill_null(""), _day=utc_day(c.ts)
+        )
+        c = c.left_join(
+            up, [c._workflow_key == up._up_workflow, c._team_key == up._up_team, c._day == up._up_day]
+        )
         uplift = c._uplift.fill_null(0.0)
     else:
         uplift = ibis.literal(0.0)
