@@ -257,6 +257,11 @@ def test_problem_details_for_every_4xx(closed: tuple[str, Keys]) -> None:
         ("POST", "/api/v1/keys", {"name": "x", "scopes": ["root"]}, 400),
         ("DELETE", "/api/v1/keys/nope", None, 404),
         ("POST", "/api/v1/keys", {"name": "x" * (70 * 1024), "scopes": ["read"]}, 413),
+        # a NUL reached DuckDB as a filter literal it cannot parse (a 500)
+        ("GET", "/api/v1/spend?team=%00", None, 400),
+        ("GET", "/api/v1/value/funnel?workflow=a%00b", None, 400),
+        ("GET", "/api/v1/work_units/%00", None, 400),
+        ("GET", "/?model=%1f", None, 400),
     ]
     for method, path, body, status in cases:
         r = httpx.request(method, base + path, json=body, headers=h, timeout=60)

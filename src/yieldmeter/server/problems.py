@@ -130,5 +130,36 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 
 def install(app: Any) -> None:
-    """Answer the router's own errors (unknown path, wrong method) as problem details."""
+    """Answer the router's own errors (unknown path, wrong method) as problem details, and
+    requests whose path or query holds a control character as a 400."""
     app.add_exception_handler(HTTPException, http_exception)
+    app.add_middleware(RefuseControlCharacters)
+
+
+class RefuseControlCharacters:
+    """A NUL or another control character in the path or a query value is a 400 naming it.
+
+    Nothing yieldmeter names (a team, a workflow, a work unit) holds one, and a filter value
+    reaches SQL as a literal, where DuckDB cannot parse a NUL: the request was a 500 before.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            from urllib.parse import parse_qsl
+
+            query = scope.get("query_string", b"").decode("latin-1")
+            where = "the path" if _has_control(scope.get("path", "")) else None
+            for name, value in parse_qsl(query, keep_blank_values=True):
+                if where is None and (_has_control(name) or _has_control(value)):
+                    where = f"query parameter {name!r}"
+            if where is not None:
+                await problem(400, f"{where} holds a control character (such as NUL)")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
