@@ -381,6 +381,24 @@ def test_filters_reach_the_value_measures_or_say_they_do_not(example_workspace: 
         # the (all) risk yield over the two workflows' cost only
         both_cost = FULLY_LOADED["fraud-review"] + FULLY_LOADED["support-reply"]
         assert overall["Risk yield"] == pytest.approx(6000 / both_cost)
+        notes = {k.label: k.note for k in s.yields_section(both).kpis}
+        assert notes["Risk yield"].startswith("$6,000 of risk benefit over all AI spend in scope ($"), notes
+
+
+def test_small_figures_keep_their_digits_and_never_read_as_nothing() -> None:
+    from yieldmeter.reports.model import fmt
+
+    # one column of values per token: the same notation for both, never 5.878e-05
+    assert (fmt(0.0001618), fmt(5.878e-05)) == ("0.0001618", "0.00005878")
+    # a band under 1x keeps two significant digits (it read "0.1x - 0.1x" for 0.066 - 0.11)
+    assert (fmt(0.066, "ratio"), fmt(0.11, "ratio"), fmt(1.5, "ratio"), fmt(1015, "ratio")) == (
+        "0.066x",
+        "0.11x",
+        "1.5x",
+        "1,015x",
+    )
+    # a positive amount under a hundredth of a cent is not "$0.0000"
+    assert (fmt(0.00001, "usd"), fmt(0.0, "usd"), fmt(0.1355, "usd")) == ("<$0.0001", "$0", "$0.1355")
 
 
 def test_small_teams_are_private_in_the_service(example_workspace: Path) -> None:

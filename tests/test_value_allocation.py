@@ -64,3 +64,22 @@ def test_a_unit_carries_its_own_teams_items_and_its_share_of_the_shared_ones(ws:
     spend = {r["team"]: r["fully_loaded_cost"] for r in ws.spend(["team"]).to_pylist()}
     assert spend == {"core": pytest.approx(13.0), "edge": pytest.approx(3.0)}
     assert facts["u2"]["model_cost"] + facts["u2"]["allocated_cost"] == pytest.approx(spend["edge"])
+
+
+def test_the_spend_table_says_how_many_rows_it_leaves_out(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """17 teams, team-k spending $k (one call of k million input tokens at $1 per million): the
+    table shows 15 and says the other two, team-1 and team-2, spent $3."""
+    from yieldmeter.app.reports import ReportFilters
+
+    calls = [
+        {"call_id": f"c{k}", "ts": DAY, "team": f"team-{k}", "provider": "p", "model": "m",
+         "input_tokens": k * 1_000_000, "output_tokens": 0}
+        for k in range(1, 18)
+    ]  # fmt: skip
+    w = build_workspace(tmp_path_factory.mktemp("teams"), {"calls": calls}, CONFIG)
+    try:
+        table = w.reports.spend_table(ReportFilters(), "team")
+    finally:
+        w.close()
+    assert [r["team"] for r in table.rows] == [f"team-{k}" for k in range(17, 2, -1)]
+    assert "The 15 largest of 17 by fully loaded cost; the other 2 spent $3.00" in table.caption

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from yieldmeter.metrics.period import UNASSIGNED
-from yieldmeter.reports.model import UNPRICED, Chart, Column, Kpi, Section, TableData, rows_of
+from yieldmeter.reports.model import UNPRICED, Chart, Column, Kpi, Section, TableData, fmt, rows_of
 
 if TYPE_CHECKING:
     from yieldmeter.app.reports import ReportFilters
@@ -202,7 +202,7 @@ class ValueSections(SectionsBase):
                     "ratio",
                     low=r["yield_low"],
                     high=r["yield_high"],
-                    note=r.get("evidence_mix") or "",
+                    note=_overall_yield_note(r),
                 )
                 for r in overall
             ]
@@ -583,6 +583,18 @@ class ValueSections(SectionsBase):
             )
 
         return self.guarded("waste", "Waste", build)
+
+
+def _overall_yield_note(r: dict[str, Any]) -> str:
+    """What a headline yield divides: the ``(all)`` row sets one family's benefit against the
+    cost of all the spend in scope, not only its own workflows' (those are in the table)."""
+    if r["workflow"] != "(all)":
+        return r.get("evidence_mix") or ""
+    what = (
+        f"{fmt(r.get('benefit'), 'usd')} of {r['family']} benefit over all AI spend in scope "
+        f"({fmt(r.get('fully_loaded_cost'), 'usd')}), not only its workflows' (per workflow below)"
+    )
+    return f"{what}; {r['evidence_mix']}" if r.get("evidence_mix") else what
 
 
 #: The cost figures of a funnel row, unknown when every call of its workflow is unpriced.

@@ -337,10 +337,19 @@ class SpendSections(ValueSections):
         )
 
     def spend_table(self, f: ReportFilters, by: str, limit: int = 15) -> TableData:
-        rows = [_shown_spend(r) for r in self.spend_by(f, [by])[:limit]]
+        every = self.spend_by(f, [by])
+        rows = [_shown_spend(r) for r in every[:limit]]
         for r in rows:
             r[by] = r[by] if r[by] is not None else f"(no {by})"
-        caption = self.team_privacy(f).note() if by == "team" else ""
+        captions = [self.team_privacy(f).note() if by == "team" else ""]
+        if len(every) > limit:
+            rest = every[limit:]
+            known = sum(r["fully_loaded_cost"] or 0.0 for r in rest)
+            captions.append(
+                f"The {limit} largest of {len(every)} by fully loaded cost; the other {len(rest)} "
+                f"spent {fmt(known, 'usd')} (`yieldmeter report spend --by {by}` lists every one)."
+            )
+        caption = " ".join(c for c in captions if c)
         return TableData(
             [
                 Column(by, by.replace("_", " ")),

@@ -60,11 +60,16 @@ def fmt(value: Any, unit: Unit = "number") -> str:
             return f"${v:,.0f}"
         if abs(v) >= 1:
             return f"${v:,.2f}"
+        if 0 < v < 0.00005:  # "$0.0000" would read as nothing spent
+            return "<$0.0001"
         return f"${v:.4f}" if v else "$0"
     if unit == "share":
         return f"{v:.0%}" if abs(v) >= 0.01 or v == 0 else f"{v:.1%}"
     if unit == "ratio":
-        return f"{v:,.1f}x" if abs(v) < 1000 else f"{v:,.0f}x"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}x"
+        # below 1x two significant digits: 0.066 and 0.11 are "0.066x - 0.11x", not "0.1x - 0.1x"
+        return f"{v:,.1f}x" if abs(v) >= 0.995 or v == 0 else f"{_plain_digits(v, 2)}x"
     if unit == "score":
         return f"{v:.0f}"
     if unit == "count" or (isinstance(value, int)):
@@ -73,7 +78,14 @@ def fmt(value: Any, unit: Unit = "number") -> str:
         return f"{v:,.0f}"
     if abs(v) >= 1:
         return f"{v:,.2f}"
-    return f"{v:.4g}"
+    return _plain_digits(v, 4) if v else "0"
+
+
+def _plain_digits(v: float, digits: int) -> str:
+    """``v`` (0 < |v| < 1) to ``digits`` significant digits, never in exponent notation
+    (0.0001618 and 0.00005878 in one column, not 5.878e-05)."""
+    places = digits - 1 - math.floor(math.log10(abs(v)))
+    return f"{v:.{places}f}".rstrip("0").rstrip(".") if places > 0 else f"{v:.0f}"
 
 
 @dataclass
