@@ -72,3 +72,25 @@ def test_demo_summary_reconciles_with_the_workspace(tmp_path: Path) -> None:
     with pytest.raises(DemoError, match="is a file"):
         (tmp_path / "f").write_text("x")
         run_demo(tmp_path / "f", scenario="fraud", days=1, users=10)
+
+
+def test_a_port_in_use_is_refused_before_any_work(tmp_path: Path) -> None:
+    """demo and serve bind their port first: a port another server holds is a clear error, and
+    neither simulates, opens a store nor prints an address that would answer with the other
+    server's data (uvicorn failed after the banner, with exit code 3)."""
+    import socket
+
+    from yieldmeter.cli.main import build_app
+
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = str(held.getsockname()[1])
+        ws = tmp_path / "ws"
+        demo = ["demo", "--workspace", str(ws), "--scenario", "fraud", "--days", "2", "--users", "12"]
+        r = CliRunner().invoke(build_app(), [*demo, "--port", port])
+        assert r.exit_code == 1 and "the port is in use" in r.output, r.output
+        assert not ws.exists() and "Dashboard" not in r.output
+        served = tmp_path / "served"
+        assert CliRunner().invoke(build_app(), ["init", "-w", str(served)]).exit_code == 0
+        r = CliRunner().invoke(build_app(), ["serve", "-w", str(served), "--port", port])
+        assert r.exit_code == 1 and "the port is in use" in r.output, r.output
+        assert "dashboard:" not in r.output

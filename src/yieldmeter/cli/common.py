@@ -7,9 +7,11 @@ the rows to :func:`emit`.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -70,6 +72,28 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print a message for a person (no traceback) and exit non-zero."""
     err_console().print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` now, before any work is done or any address printed: a
+    port in use (another server, an earlier demo) is a clear error instead of a uvicorn
+    traceback after a banner whose address answers with another server's data."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        in_use = exc.errno == errno.EADDRINUSE
+        fail(
+            f"cannot listen on {host}:{port}: "
+            + ("the port is in use (another server?): choose another with --port" if in_use else str(exc))
+        )
+
+
+def run_server(app: Any, sock: socket.socket, **options: Any) -> None:
+    """Serve ``app`` with uvicorn on the socket :func:`listen` bound."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **options)).run(sockets=[sock])
 
 
 def parse_period(text: str | None) -> tuple[datetime | None, datetime | None]:

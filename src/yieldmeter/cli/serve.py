@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from yieldmeter.cli.common import WorkspaceOpt, console, fail
+from yieldmeter.cli.common import WorkspaceOpt, console, fail, listen, run_server
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +27,6 @@ def register(app: typer.Typer) -> None:
 
         With no API key it runs open on 127.0.0.1 only; elsewhere it needs keys (yieldmeter keys).
         """
-        import uvicorn
-
         from yieldmeter.app.workspace import NoWorkspace
         from yieldmeter.cli.common import ENGINE_CHOICE
         from yieldmeter.config import ConfigError
@@ -54,6 +52,7 @@ def register(app: typer.Typer) -> None:
                 check_bind(host, ring)
             except ServerRefused as exc:
                 fail(str(exc))
+        sock = listen(host, port)
         base = f"http://{host}:{port}"
         console().print(
             f"yieldmeter serving [bold]{app_.state.ctx.workspace.root}[/]\n"
@@ -66,12 +65,4 @@ def register(app: typer.Typer) -> None:
             highlight=False,
         )
         # Idle keep-alive connections close after 5 s; shutdown waits at most 10 s for requests.
-        uvicorn.run(
-            app_,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            timeout_keep_alive=5,
-            timeout_graceful_shutdown=10,
-        )
+        run_server(app_, sock, timeout_keep_alive=5, timeout_graceful_shutdown=10)

@@ -6,12 +6,13 @@ or :mod:`yieldmeter.app.validity`, and format what they return.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from yieldmeter.cli.common import OutputFormat, console, emit, err_console, fail
+from yieldmeter.cli.common import OutputFormat, console, emit, err_console, fail, listen, run_server
 
 if TYPE_CHECKING:
     from yieldmeter.app.demo import BoardSummary
@@ -173,6 +174,7 @@ def register(app: typer.Typer) -> None:
         def step(message: str) -> None:
             err_console().print(f"[dim]{message}[/]", highlight=False)
 
+        sock = None if no_serve else listen("127.0.0.1", port)  # a port in use fails before the work
         try:
             result = run_demo(ws_path, seed=seed, scenario=scenario, days=days, users=users, progress=step)
         except (SimulationError, DemoError, StoreUnavailable) as exc:
@@ -184,9 +186,9 @@ def register(app: typer.Typer) -> None:
             f"ingest {t['ingest']:.1f} s, score {t['score']:.1f} s, summary {t['summary']:.1f} s[/]",
             highlight=False,
         )
-        if no_serve:
+        if sock is None:
             return
-        _serve(result.workspace, port)
+        _serve(result.workspace, sock)
 
     @app.command()
     def validate(
@@ -240,13 +242,11 @@ def register(app: typer.Typer) -> None:
         print_validity(report, fmt)
 
 
-def _serve(root: Path, port: int) -> None:
+def _serve(root: Path, sock: socket.socket) -> None:
     """Serve the demo workspace's dashboard on loopback and print its URL."""
-    import uvicorn
-
     from yieldmeter.server.app import create_app
 
     app: Any = create_app(root)
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     console().print(f"\nDashboard: [bold]{url}[/]  (Ctrl-C to stop)", highlight=False)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    run_server(app, sock)
