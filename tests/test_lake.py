@@ -282,6 +282,16 @@ def test_every_write_on_a_lake_is_refused_with_its_declared_reason(ws: Path, tmp
     assert result.exit_code == 1 and _said(result.output, UNSUPPORTED[("spark", "serve")]), result.output
 
 
+def test_a_report_over_a_lake_needs_the_workspace_its_settings_come_from(ws: Path, tmp_path: Path) -> None:
+    """A mistyped --workspace reported over the lake with default labour rates (exit 0)."""
+    lake = tmp_path / "lake"
+    assert cli("lake", "export", str(lake), "-w", str(ws))[0] == 0
+    on_lake = ("--engine", "duckdb", "--lake", str(lake), "report", "spend", "--by", "team")
+    code, out = cli(*on_lake, "-w", str(tmp_path / "wz"))
+    assert code == 1 and "no yieldmeter workspace at" in out and "yieldmeter.yaml" in out, out
+    assert cli(*on_lake, "-w", str(ws))[0] == 0
+
+
 def test_lake_engines_lists_every_declared_gap() -> None:
     code, out = cli("lake", "engines", "-f", "json")
     rows = json.loads(out)

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from yieldmeter.app.finops import FinOpsService
-from yieldmeter.app.workspace import Workspace
+from yieldmeter.app.workspace import NoWorkspace, Workspace
 from yieldmeter.config import CONFIG_FILE, Config, load_config
 from yieldmeter.lake.engines import EngineSettings, connect, require
 from yieldmeter.schema import TABLES
@@ -141,6 +141,13 @@ def open_on_engine(path: Path | str, settings: EngineSettings) -> Workspace:
     if settings.lake is None:
         return Workspace.open(path)
     root = Path(path).expanduser().resolve()
+    if not (root / CONFIG_FILE).is_file():
+        # the lake holds the rows; labour rates, privacy and budgets' settings are the
+        # workspace's: a mistyped --workspace must not report with the defaults
+        raise NoWorkspace(
+            f"no yieldmeter workspace at {root} (no {CONFIG_FILE}): a report over a lake takes its "
+            f"settings from the workspace's {CONFIG_FILE}; pass --workspace, or run `yieldmeter init {root}`"
+        )
     config = load_config(root / CONFIG_FILE)
     backend = connect(settings)
     store: LakeStore
