@@ -292,6 +292,40 @@ def test_a_report_over_a_lake_needs_the_workspace_its_settings_come_from(ws: Pat
     assert cli(*on_lake, "-w", str(ws))[0] == 0
 
 
+def test_a_lake_named_in_the_config_is_put_aside_by_an_empty_one(ws: Path, tmp_path: Path) -> None:
+    """With `engine: {lake: ...}` in yieldmeter.yaml nothing reached the workspace's store (an
+    empty --lake or YIELDMETER_LAKE counted as unset), while the refusal said to pass neither."""
+    lake = tmp_path / "lake"
+    assert cli("lake", "export", str(lake), "-w", str(ws))[0] == 0
+    cfg = ws / "yieldmeter.yaml"
+    cfg.write_text(cfg.read_text() + f"engine:\n  name: duckdb\n  lake: {lake}\n")
+    code, out = cli("ingest", str(EXAMPLES / "data" / "calls.csv"), "-w", str(ws))
+    assert code == 1 and "--lake ''" in " ".join(out.split()), out
+    code, out = cli("--lake", "", "ingest", str(EXAMPLES / "data" / "calls.csv"), "-w", str(ws))
+    assert code == 0 and "13 duplicates skipped" in out, out
+    result = runner.invoke(
+        build_app(),
+        ["ingest", str(EXAMPLES / "data" / "calls.csv"), "-w", str(ws)],
+        env={"YIELDMETER_LAKE": ""},
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_the_engine_section_is_checked_like_every_other(ws: Path) -> None:
+    cfg = ws / "yieldmeter.yaml"
+    cfg.write_text(cfg.read_text() + "engine:\n  spark_conf: 5\n")
+    code, out = cli("report", "spend", "-w", str(ws))
+    flat = " ".join(out.split())
+    assert code == 1 and "yieldmeter.yaml, line" in flat and "engine.spark_conf" in flat, out
+    cfg.write_text(cfg.read_text().replace("spark_conf: 5", "nmae: duckdb"))
+    code, out = cli("report", "spend", "-w", str(ws))
+    assert code == 1 and "engine.nmae" in " ".join(out.split()), out
+    spark = EngineSettings.resolve(
+        engine="spark", lake="/l", config={"spark_conf": {"spark.x.enabled": True}}
+    )
+    assert dict(spark.spark_conf) == {"spark.x.enabled": "true"}
+
+
 def test_lake_engines_lists_every_declared_gap() -> None:
     code, out = cli("lake", "engines", "-f", "json")
     rows = json.loads(out)

@@ -92,6 +92,20 @@ class Initiative(_Strict):
     workflows: list[str] = Field(default_factory=list)
 
 
+class Engine(_Strict):
+    """The ``engine:`` section: which engine reports run on, over which lake (yieldmeter.lake).
+
+    Checked here so a mistake names the file, the line and the key like every other section;
+    :meth:`yieldmeter.lake.engines.EngineSettings.resolve` reads it as a mapping.
+    """
+
+    name: str | None = None
+    engine: str | None = None  # another spelling of ``name``
+    lake: str | None = None
+    master: str | None = None
+    spark_conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
 class Config(_Strict):
     workflows: list[Workflow] = Field(default_factory=list)
     prices: list[PriceOverride] = Field(default_factory=list)
@@ -106,7 +120,7 @@ class Config(_Strict):
     alerts: dict[str, Any] = Field(default_factory=dict)
     #: Showback/chargeback rules: cost centres per team, how shared cost is spread (yieldmeter.finops).
     chargeback: dict[str, Any] = Field(default_factory=dict)
-    engine: dict[str, Any] = Field(default_factory=dict)
+    engine: Engine = Field(default_factory=Engine)
     server: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("workflows")

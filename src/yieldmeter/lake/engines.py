@@ -60,6 +60,11 @@ _NO_STORE = (
     "a workspace reading a lake has no store of its own, so what the command writes would vanish "
     "with the process; "
 )
+#: How to reach the workspace's own store when a lake was chosen: no --engine/--lake; a lake that
+#: yieldmeter.yaml or YIELDMETER_LAKE names is put aside by an empty one.
+_OWN_STORE = (
+    "(no --engine/--lake; `--lake ''` puts aside a lake that yieldmeter.yaml or YIELDMETER_LAKE names)"
+)
 UNSUPPORTED: dict[tuple[str, str], str] = {
     ("spark", "value.waste"): (
         "the example list per waste kind is DuckDB's top-n aggregate min_by(arg, key, n) (metrics/waste.py), "
@@ -71,7 +76,7 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
             f"{engine} over a lake reads it and never writes it through the workspace (this includes "
             "`budgets add`, which records a budget as an ingest); write adapter output to the lake with "
             "`yieldmeter ingest PATH --to-lake LAKE`, normalise raw telemetry with `yieldmeter spark "
-            "normalise`, or ingest into the workspace's own store (no --engine/--lake)"
+            "normalise`, or ingest into the workspace's own store " + _OWN_STORE
         )
         for engine in ENGINES
     },
@@ -86,7 +91,7 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
     **{
         (engine, "finops.alerts"): (
             "alert state (what fired, when, what was delivered) lives in the workspace's own store, not "
-            "in the lake; evaluate and list alerts on the workspace (no --engine/--lake), where `serve` "
+            "in the lake; evaluate and list alerts on the workspace " + _OWN_STORE + ", where `serve` "
             "and ingests keep it; budgets, forecasts and anomalies do run on the lake"
         )
         for engine in ENGINES
@@ -103,7 +108,7 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
     **{
         (engine, "store.write"): (
             _NO_STORE + "this covers API keys (`keys create|revoke`) and capacity measurements "
-            "(`capacity bench`): run those on the workspace (no --engine/--lake)"
+            "(`capacity bench`): run those on the workspace " + _OWN_STORE
         )
         for engine in ENGINES
     },
@@ -178,6 +183,8 @@ class EngineSettings:
 
         Environment: ``YIELDMETER_ENGINE``, ``YIELDMETER_LAKE``, ``YIELDMETER_SPARK_MASTER``.
         Config section keys: ``name`` (or ``engine``), ``lake``, ``master``, ``spark_conf`` (a mapping).
+        An empty value (``--lake ''``, ``YIELDMETER_LAKE=``) chooses no lake, over a lake that a
+        later source names: the workspace's own store.
         """
         env = os.environ if env is None else env
         config = config or {}
@@ -190,9 +197,15 @@ class EngineSettings:
         name = (
             engine or env.get("YIELDMETER_ENGINE") or config.get("name") or config.get("engine") or "duckdb"
         )
-        lake = lake or env.get("YIELDMETER_LAKE") or config.get("lake")
+        lake = next(
+            (v for v in (lake, env.get("YIELDMETER_LAKE"), config.get("lake")) if v is not None), None
+        )
         master = master or env.get("YIELDMETER_SPARK_MASTER") or config.get("master")
-        conf = {str(k): str(v) for k, v in (config.get("spark_conf") or {}).items()}
+        # a YAML true is Spark's "true", not Python's "True"
+        conf = {
+            str(k): str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in (config.get("spark_conf") or {}).items()
+        }
         return cls(str(name), str(lake) if lake else None, str(master) if master else None, conf)
 
 
