@@ -94,3 +94,22 @@ def test_a_port_in_use_is_refused_before_any_work(tmp_path: Path) -> None:
         r = CliRunner().invoke(build_app(), ["serve", "-w", str(served), "--port", port])
         assert r.exit_code == 1 and "the port is in use" in r.output, r.output
         assert "dashboard:" not in r.output
+
+
+def test_the_demo_ends_yesterday_unless_told_where_to_start(tmp_path: Path) -> None:
+    """A demo of October seen in December had an empty current month: no budgets, forecasts of
+    trailing zeros, no recent anomalies."""
+    from datetime import UTC, datetime
+
+    from yieldmeter.app.demo import recent_start
+    from yieldmeter.cli.main import build_app
+
+    now = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
+    assert recent_start(7, now) == datetime(2026, 11, 29, tzinfo=UTC)  # 29 Nov - 5 Dec: 7 days
+    ws = tmp_path / "ws"
+    args = ["demo", "-w", str(ws), "--no-serve", "--scenario", "fraud", "--days", "2", "--users", "12"]
+    r = CliRunner().invoke(build_app(), [*args, "--start", "2025-03-10"])
+    assert r.exit_code == 0, r.output
+    assert "2025-03-10 to 2025-03-11" in r.output
+    r = CliRunner().invoke(build_app(), ["demo", "-w", str(tmp_path / "x"), "--no-serve", "--start", "March"])
+    assert r.exit_code == 1 and "--start 'March' is not a day" in r.output

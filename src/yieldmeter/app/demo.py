@@ -14,7 +14,8 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,13 +134,20 @@ def run_demo(
     scenario: str = "enterprise",
     days: int = 30,
     users: int | None = None,
+    start: datetime | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Simulate ``scenario`` into a fresh workspace, ingest, score and summarise it."""
+    """Simulate ``scenario`` into a fresh workspace, ingest, score and summarise it.
+
+    ``start``: the first simulated day (the simulator's default when None; the CLI's demo
+    passes :func:`recent_start`).
+    """
     from yieldmeter.app.workspace import Workspace
     from yieldmeter.ingest.registry import available_formats
 
     params = SimulationParams(scenario=scenario, seed=seed, days=days, users=users)
+    if start is not None:
+        params = replace(params, start=start)
     check_params(params)  # refuse bad parameters before making a folder
     root = prepare_workspace(workspace)
     sim, ingest, timings = load_simulation(root, params, progress)
@@ -150,6 +158,13 @@ def run_demo(
         summary.notes.append("no FOCUS importer in this build: platform and licence cost not loaded")
     timings["summary"] = time.perf_counter() - t3
     return DemoResult(root, sim, ingest, timings, summary)
+
+
+def recent_start(days: int, now: datetime | None = None) -> datetime:
+    """Midnight UTC of the first of ``days`` days that end with yesterday: a demo of the present,
+    whose current month, forecasts and recent anomalies hold data."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=max(days, 1))
 
 
 def _period(ws: Workspace) -> str:

@@ -7,6 +7,7 @@ or :mod:`yieldmeter.app.validity`, and format what they return.
 from __future__ import annotations
 
 import socket
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,6 +34,19 @@ DaysOpt = Annotated[int, typer.Option("--days", help="Length of the simulated pe
 UsersOpt = Annotated[
     int | None, typer.Option("--users", help="People in the organisation (default: the scenario's).")
 ]
+StartOpt = Annotated[
+    str | None, typer.Option("--start", help="First simulated day, YYYY-MM-DD (UTC).", show_default=False)
+]
+
+
+def _start(text: str | None, default: datetime) -> datetime:
+    """``--start`` as midnight UTC of its day; ``default`` when not given."""
+    if text is None:
+        return default
+    try:
+        return datetime.combine(date.fromisoformat(text.strip()), datetime.min.time(), UTC)
+    except ValueError:
+        fail(f"--start {text!r} is not a day (YYYY-MM-DD)")
 
 
 def _money(x: float | None) -> str:
@@ -122,18 +136,25 @@ def register(app: typer.Typer) -> None:
         scenario: ScenarioOpt = "enterprise",
         days: DaysOpt = 30,
         users: UsersOpt = None,
+        start: StartOpt = None,
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Write into a folder that holds other files.")
         ] = False,
     ) -> None:
-        """Simulate an organisation's AI use with known true value (OTLP traces, tables, FOCUS, truth)."""
+        """Simulate an organisation's AI use with known true value (OTLP traces, tables, FOCUS, truth).
+
+        The period starts on --start, by default 2026-10-01: the same seed and options give the
+        same files on any day.
+        """
         from yieldmeter.simulate import SimulationError, SimulationParams
         from yieldmeter.simulate import simulate as run
+        from yieldmeter.simulate.scenarios import DEFAULT_START
 
+        first = _start(start, DEFAULT_START)
         try:
             result = run(
                 out,
-                SimulationParams(scenario=scenario, seed=seed, days=days, users=users),
+                SimulationParams(scenario=scenario, seed=seed, days=days, users=users, start=first),
                 overwrite=overwrite,
             )
         except SimulationError as exc:
@@ -164,19 +185,28 @@ def register(app: typer.Typer) -> None:
         scenario: ScenarioOpt = "enterprise",
         days: DaysOpt = 30,
         users: UsersOpt = None,
+        start: StartOpt = None,
         port: Annotated[int, typer.Option("--port", help="Port for the dashboard.")] = 8765,
     ) -> None:
-        """Simulate an organisation, ingest it through the real importers, score it, summarise it."""
-        from yieldmeter.app.demo import DemoError, run_demo
+        """Simulate an organisation, ingest it through the real importers, score it, summarise it.
+
+        The period ends yesterday unless --start says otherwise, so this month's budgets, the
+        forecasts and the last weeks' anomalies have data to show.
+        """
+        from yieldmeter.app.demo import DemoError, recent_start, run_demo
         from yieldmeter.simulate import SimulationError
         from yieldmeter.store.duckdb_store import StoreUnavailable
+
+        first = _start(start, recent_start(days))
 
         def step(message: str) -> None:
             err_console().print(f"[dim]{message}[/]", highlight=False)
 
         sock = None if no_serve else listen("127.0.0.1", port)  # a port in use fails before the work
         try:
-            result = run_demo(ws_path, seed=seed, scenario=scenario, days=days, users=users, progress=step)
+            result = run_demo(
+                ws_path, seed=seed, scenario=scenario, days=days, users=users, start=first, progress=step
+            )
         except (SimulationError, DemoError, StoreUnavailable) as exc:
             fail(str(exc))
         print_board_summary(result.summary)
