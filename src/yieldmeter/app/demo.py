@@ -273,8 +273,9 @@ def _board_line(evidence: list[dict[str, Any]]) -> list[str]:
     wf, rows = max(by_wf.items(), key=lambda kv: len(kv[1]))
     example = rows[0].get("evidence_ref") or rows[0].get("outcome_id")
     return [
-        f"{wf}: {len(rows)} answers recorded as changing a decision "
-        f"({rows[0].get('evidence_level')} evidence, e.g. {example}); strategic, so no dollar figure"
+        f"{wf}: {len(rows)} strategic outcomes record an answer that informed a business decision "
+        f"({rows[0].get('evidence_level')} evidence, e.g. {example}); scored 0-5, never in dollars "
+        "(the decision register, of decisions about AI itself, is another list)"
     ]
 
 

@@ -464,7 +464,12 @@ class ReportService(SpendSections):
             ],
             notes=[]
             if rows
-            else ["No decision recorded yet: POST /api/v1/decisions or ingest a decisions file."],
+            else [
+                "No decision recorded yet. The register lists decisions about AI itself taken on this "
+                "evidence (scale a workflow, switch a model, stop one): POST /api/v1/decisions or ingest "
+                "a decisions file. Business decisions an AI answer informed are strategic outcomes "
+                "(see Yields)."
+            ],
             scope=not_filtered(
                 f,
                 ("team", "workflow", "model"),
