@@ -277,3 +277,30 @@ def test_finops_pages_and_an_anomaly_drills_down_to_its_work_unit(finops_base: s
     assert page.url.endswith("/work-units/run-loop")  # type: ignore[attr-defined]
     assert page.locator("#work-unit-id").inner_text() == "run-loop"  # type: ignore[attr-defined]
     assert errors == []
+
+
+def test_an_empty_workspace_and_a_wrong_address_say_what_to_do(
+    tmp_path_factory: pytest.TempPathFactory, browser: object
+) -> None:
+    """A fresh workspace showed only "Nothing to show for these filters" under no filters, and a
+    mistyped page address answered the browser with a problem+json document."""
+    import httpx
+
+    from yieldmeter.app.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("empty") / "ws"
+    Workspace.init(root).close()
+    with serve(root) as url:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        try:
+            page.goto(f"{url}/")
+            text = page.inner_text("main") if page.locator("main").count() else page.inner_text("body")
+        finally:
+            page.close()
+        assert "No data yet" in text and "yieldmeter ingest FILES" in text and "yieldmeter demo" in text
+        r = httpx.get(f"{url}/nosuchpage", headers={"accept": "text/html"}, timeout=60)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+        assert "There is no page at this address" in r.text
+        # an API client keeps problem details
+        r = httpx.get(f"{url}/api/v1/nosuch", headers={"accept": "text/html"}, timeout=60)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")

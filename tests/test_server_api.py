@@ -262,6 +262,7 @@ def test_problem_details_for_every_4xx(closed: tuple[str, Keys]) -> None:
         ("GET", "/api/v1/value/funnel?workflow=a%00b", None, 400),
         ("GET", "/api/v1/work_units/%00", None, 400),
         ("GET", "/?model=%1f", None, 400),
+        ("GET", "/api/v1/spend?period=2025-01&period=2025-02", None, 400),  # the last one won
     ]
     for method, path, body, status in cases:
         r = httpx.request(method, base + path, json=body, headers=h, timeout=60)

@@ -251,6 +251,7 @@ def test_cli_refuses_with_a_message_and_no_traceback(tmp_path: Path) -> None:
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     r = runner.invoke(build_app(), ["simulate", "--out", str(tmp_path / "busy"), "--days", "1"])
     assert r.exit_code == 1 and "already holds other files" in r.output
+    assert "--overwrite" in " ".join(r.output.split())  # the way out is named
     r = runner.invoke(
         build_app(),
         ["simulate", "--out", str(tmp_path / "ok"), "--scenario", "fraud", "--days", "1", "--users", "10"],

@@ -89,6 +89,8 @@ def attach(ctx: ServerContext) -> None:
 def filters_of(request: Request, p: Principal) -> ReportFilters:
     """The filters of the query, and whether the caller may see people (its ``people`` scope)."""
     q = request.query_params
+    if len(q.getlist("period")) > 1:
+        raise Problem(400, "period given more than once: one period per request (START..END spans several)")
     return ReportFilters.of(
         q.get("period"),
         q.getlist("team"),

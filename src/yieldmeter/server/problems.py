@@ -122,11 +122,23 @@ def guard(fn: Handler) -> Handler:
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 (no route, wrong method) as problem details."""
+    """Starlette's own 404/405 (no route, wrong method) as problem details; a browser asking for
+    a page outside the API (a mistyped dashboard address) gets the dashboard's error page."""
     assert isinstance(exc, HTTPException)
+    wants_page = "text/html" in request.headers.get("accept", "")
+    if wants_page and not request.url.path.startswith(("/api/", "/v1/")):
+        from yieldmeter.server.dashboard import error_page
+
+        return error_page(Problem(exc.status_code, _page_detail(exc), dict(exc.headers or {})))
     return problem(
         exc.status_code, exc.detail or TITLES.get(exc.status_code, "Error"), dict(exc.headers or {})
     )
+
+
+def _page_detail(exc: HTTPException) -> str:
+    if exc.status_code == 404:
+        return "There is no page at this address. The menu above lists the dashboard's pages."
+    return exc.detail or TITLES.get(exc.status_code, "Error")
 
 
 def install(app: Any) -> None:

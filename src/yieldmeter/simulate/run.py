@@ -158,7 +158,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
         if foreign:
             raise SimulationError(
                 f"--out {out} already holds other files ({', '.join(foreign[:5])}); "
-                "choose an empty or new folder"
+                "choose an empty or new folder, or pass --overwrite to write beside them"
             )
 
 
