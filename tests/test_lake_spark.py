@@ -157,3 +157,32 @@ def test_a_file_it_cannot_read_is_quarantined_and_the_others_land(raw: Path, tmp
     # named for the command's error and exit 1, as `ingest --to-lake` names it
     [(source, reason)] = summary.unreadable
     assert Path(source).name == "b.jsonl.gz" and reason == q["reason"]
+
+
+def test_normalise_keeps_the_work_units_an_earlier_write_described(raw: Path) -> None:
+    """Work units described by `ingest --to-lake` (owner, session, start) were replaced by units
+    derived from the calls when `spark normalise` rewrote their days, silently."""
+    import pyarrow.compute as pc
+
+    from yieldmeter.lake.spark_jobs import normalise
+
+    config = load_config(raw / "yieldmeter.yaml")
+    lake_dir = raw / "lake-described"
+    units_file = raw / "sim" / "tables" / "work_units.jsonl"
+    ingest_to_lake([units_file], str(lake_dir), config)
+    lake = Lake(str(lake_dir))
+    before = lake.read_table("work_units")
+    assert before.num_rows > 0 and not pc.any(before.column("derived")).as_py()
+    result = normalise(spark_session_for_tests(), str(raw / "raw"), str(lake_dir), config)
+    assert result.tables["calls"] > 0
+    after = lake.read_table("work_units")
+    ids = after.column("work_unit_id").to_pylist()
+    assert len(ids) == len(set(ids))  # one row per unit
+    described = {r["work_unit_id"]: r for r in before.to_pylist()}
+    kept = [r for r in after.to_pylist() if r["work_unit_id"] in described]
+    assert len(kept) == len(described)  # every described unit is still there, none derived
+    for r in kept:
+        assert not r["derived"] and r == described[r["work_unit_id"]], r["work_unit_id"]
+    # the calls' units the file did not describe are derived, as before
+    named = set(lake.read_table("calls").column("work_unit_id").to_pylist()) - {None}
+    assert named - set(described) <= {r["work_unit_id"] for r in after.to_pylist() if r["derived"]}

@@ -214,6 +214,33 @@ def _derived_units(calls: DataFrame, described: DataFrame) -> DataFrame:
     )
 
 
+def _with_units_described_elsewhere(
+    session: SparkSession, lake: Lake, described: DataFrame, calls: DataFrame
+) -> DataFrame:
+    """The work units to write: the input's own, a unit derived for each id its calls name that
+    no input and no earlier write described, and the units an earlier write described (``ingest
+    --to-lake`` of a work units file) in the days this run replaces, which it would otherwise
+    drop for derived ones (as ``ingest --to-lake`` does, a derived unit gives way to a described
+    one). Read from the lake and checkpointed, so the write may overwrite what it read."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    try:
+        stored = session.read.parquet(lake.url("work_units"))
+    except AnalysisException:  # no work units yet
+        return described.unionByName(_derived_units(calls, described))
+    elsewhere = (
+        stored.filter(~F.coalesce(F.col("derived"), F.lit(False)))
+        .withColumn(DAY, F.col(DAY).cast("string"))
+        .join(described.select("work_unit_id"), "work_unit_id", "left_anti")
+        .select(*described.columns)
+    )
+    known = described.unionByName(elsewhere)
+    units = described.unionByName(_derived_units(calls, known))
+    days = units.select(DAY).distinct()
+    return units.unionByName(elsewhere.join(days, DAY, "left_semi")).localCheckpoint()
+
+
 class WouldDropRows(ValueError):
     """A run would replace day partitions that hold rows its input does not have."""
 
@@ -286,7 +313,7 @@ def normalise(
             df = first_per_key(df, TABLES[name].key)
         df = df.drop(SOURCE, ORDER)
         if name == "work_units":
-            df = df.unionByName(_derived_units(written["calls"], df))
+            df = _with_units_described_elsewhere(session, lake, df, written["calls"])
         written[name] = df.persist()
     if not replace_days:  # checked for every table before any is written
         for name, df in written.items():
