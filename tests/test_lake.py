@@ -351,6 +351,17 @@ def test_s3a_lakes_open_with_pyarrow_and_reach_spark_as_s3a() -> None:
         Lake("nope://x/lake")
 
 
+def test_a_gs_lake_gives_up_after_a_minute_unless_its_uri_says_otherwise() -> None:
+    """Google's client retried an unreachable store for 15 minutes, printing nothing."""
+    from datetime import timedelta
+
+    def retry(uri: str) -> timedelta:
+        return Lake(uri).fs.__reduce__()[1][0]["retry_time_limit"]  # type: ignore[no-any-return]
+
+    assert retry("gs://acme/lake") == timedelta(seconds=60)
+    assert retry("gs://acme/lake?retry_limit_seconds=5") == timedelta(seconds=5)
+
+
 def test_a_lake_uri_nothing_reads_is_a_message_not_a_traceback(ws: Path) -> None:
     for args in (
         ("lake", "info", "nope://bucket/lake"),

@@ -53,6 +53,9 @@ class LakeError(ValueError):
     """A lake that cannot be used as asked; the message says where and what to do."""
 
 
+#: How long a gs:// lake's client retries before an operation fails (``?retry_limit_seconds=``
+#: in the lake's URI sets another).
+GCS_RETRY_SECONDS = 60
 #: Hadoop's names for object stores (what open-source Spark needs: ``s3a://``) -> pyarrow's and
 #: DuckDB's name for the same store. Spark is always given the scheme the lake was named with.
 ARROW_SCHEMES = {"s3a": "s3", "s3n": "s3"}
@@ -117,6 +120,10 @@ class Lake:
             self.scheme = parsed.scheme.lower()
             self._base = f"{parsed.scheme}://{parsed.netloc}{parsed.path}".rstrip("/")
             arrow_uri = f"{self.arrow_scheme}://{self.uri.split('://', 1)[1]}"
+            if self.arrow_scheme == "gs" and "retry_limit_seconds" not in parsed.query:
+                # Google's client retries an unreachable store for 15 minutes: a command would hang
+                # with nothing printed; a minute of retries, then the error (the URI may say more)
+                arrow_uri += ("&" if parsed.query else "?") + f"retry_limit_seconds={GCS_RETRY_SECONDS}"
             try:
                 self.fs, self.root = pafs.FileSystem.from_uri(arrow_uri)
             except (pa.ArrowException, OSError, ValueError) as exc:
