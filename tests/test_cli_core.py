@@ -57,6 +57,12 @@ def test_init_ingest_report_round_trip(tmp_path: Path, runner: CliRunner) -> Non
     r = runner.invoke(app, ["report", "spend", "--by", "month", "--format", "csv", "-w", str(ws)])
     assert r.exit_code == 0 and r.output.startswith("month,calls,")
 
+    # spend per person is a privileged view, as benchmarks per user are
+    r = runner.invoke(app, ["report", "spend", "--by", "user", "-w", str(ws)])
+    assert r.exit_code == 1 and "add --people" in r.output
+    r = runner.invoke(app, ["report", "spend", "--by", "user", "--people", "-w", str(ws), "-f", "json"])
+    assert r.exit_code == 0 and "ana" in {x["user_id"] for x in json.loads(r.output)}
+
     r = runner.invoke(app, ["unpriced", "-w", str(ws), "--format", "json"])
     assert json.loads(r.output)[0]["model"] == "acme-summariser"
 

@@ -51,6 +51,9 @@ class OutputFormat(StrEnum):
 
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+PeopleOpt = Annotated[
+    bool, typer.Option("--people", help="Show per-person rows (a privileged view; see privacy in the docs).")
+]
 #: How a period is written (:func:`yieldmeter.app.periods.period_bounds`).
 PERIOD_HELP = "YYYY, YYYY-Qn, YYYY-MM, YYYY-MM-DD, or START..END (END exclusive)."
 PeriodOpt = Annotated[str | None, typer.Option("--period", help=PERIOD_HELP)]

@@ -12,6 +12,7 @@ from yieldmeter.cli.common import (
     FormatOpt,
     ModelsOpt,
     OutputFormat,
+    PeopleOpt,
     PeriodOpt,
     TeamsOpt,
     WorkflowsOpt,
@@ -182,8 +183,9 @@ def register(app: typer.Typer) -> None:
         model: ModelsOpt = None,
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
+        people: PeopleOpt = False,
     ) -> None:
-        """Model cost, fully loaded cost, tokens, calls and unpriced volume."""
+        """Model cost, fully loaded cost, tokens, calls and unpriced volume (per person: --people)."""
         from yieldmeter.metrics.spend import DIMENSIONS, Filters
 
         dims = [d.strip() for d in by.split(",") if d.strip()]
@@ -191,6 +193,9 @@ def register(app: typer.Typer) -> None:
         bad = [d for d in dims if d not in DIMENSIONS]
         if bad:
             fail(f"--by {', '.join(bad)}: not a dimension; choose from {', '.join(DIMENSIONS)}")
+        if "user_id" in dims and not people:
+            # as the value commands and the server: per-person figures are a privileged view
+            fail("--by user_id shows spend per person, a privileged view: add --people")
         start, end = parse_period(period)
         filters = Filters(start, end, tuple(team or ()), tuple(workflow or ()), tuple(model or ()))
         with workspace(ws_path) as ws:

@@ -18,6 +18,7 @@ import typer
 from yieldmeter.cli.common import (
     FormatOpt,
     OutputFormat,
+    PeopleOpt,
     PeriodOpt,
     WorkspaceOpt,
     console,
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 WorkflowOpt = Annotated[str | None, typer.Option("--workflow", help="Only this workflow.")]
-PeopleOpt = Annotated[
-    bool, typer.Option("--people", help="Show per-person rows (a privileged view; see privacy in the docs).")
-]
 
 #: Columns shown in the text table (JSON and CSV carry every column).
 TABLE_COLUMNS: dict[str, list[str]] = {
