@@ -105,6 +105,8 @@ def test_focus_export_records_the_allocation_and_reimports_with_identical_totals
     other = make_workspace(tmp_path / "other")
     summary_in = other.ingest_paths([out], fmt="focus")
     assert summary_in.total("quarantined") == 0 and summary_in.total("landed") == 6
+    # the file says what it is: in the workspace that wrote it, it would count the cost twice
+    assert any("6 rows are yieldmeter's own chargeback export" in n for n in summary_in.files[0].notes)
     items = other.tables().cost_items
     total = items.aggregate(s=items.amount.sum()).to_pyarrow().to_pylist()[0]["s"]
     assert total == pytest.approx(11.0, abs=1e-9)

@@ -180,6 +180,7 @@ def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str]:
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     buf = RowBuffer(options)
     seen: dict[str, int] = {}
+    own = 0  # rows of yieldmeter's own chargeback export
     records = UntilUnreadable(iter_records(stream))
     for pos, rec in records:
         try:
@@ -194,8 +195,16 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         # rows of one charge stay apart: the n-th gets its own id, stable across re-imports
         seen[key] = seen.get(key, 0) + 1
         buf.add("cost_items", {"item_id": charge_id(key, seen[key]), **row}, pos)
+        if '"yieldmeter.cost_part"' in (row["attributes"] or ""):
+            own += 1
         if buf.full():
             yield buf.flush()
+    if own:
+        buf.notes.append(
+            f"{own:,} rows are yieldmeter's own chargeback export (`export focus`, tag "
+            "yieldmeter.cost_part): they restate the calls, effort and cost items of the workspace that "
+            "wrote them, so in that workspace they count its cost twice; import them into another one"
+        )
     yield buf.flush()
     records.raise_if_failed()
 
