@@ -100,6 +100,11 @@ def test_cli_commands(tmp_path: Path):
     w = ["-w", str(tmp_path / "ws")]
     r = runner.invoke(build_app(), ["budgets", "add", "team", "alpha", "5", "--period", "rolling:7d", *w])
     assert r.exit_code == 0, r.output
+    assert "no spend names" not in r.output
+    # a budget for a team no spend names (a typo) would never burn: saying so costs nothing
+    r = runner.invoke(build_app(), ["budgets", "add", "team", "alpah", "5", *w])
+    assert r.exit_code == 0 and "no spend names team 'alpah' yet" in r.output
+    assert "did you mean alpha" in " ".join(r.output.split())
     r = runner.invoke(build_app(), ["budgets", "list", "-f", "json", *w])
     assert r.exit_code == 0 and '"state": "hard"' in r.output
     r = runner.invoke(build_app(), ["budgets", "hard-stops", "-f", "json", *w])

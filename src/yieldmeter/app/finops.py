@@ -175,6 +175,28 @@ class FinOpsService:
         self.ws.ingest_batches([Batch.of("budgets", conformed)], source="yieldmeter budgets add")
         return str(row["budget_id"])
 
+    def unseen_scope(self, scope_kind: str, scope: str) -> str | None:
+        """A note when no spend names ``scope`` (a budget for a team with no calls yet, or a
+        typo: it would never burn), with the closest names that have spend; None otherwise."""
+        import difflib
+
+        from yieldmeter.finops.events import SCOPE_COLUMNS
+
+        column = SCOPE_COLUMNS.get(scope_kind.strip().lower())
+        if column is None:
+            return None
+        ev = self.events()
+        names = ev.select(name=ev[column]).filter(ev[column].notnull()).distinct().to_pyarrow()
+        known = [str(n) for n in names.column("name").to_pylist()]
+        if scope in known:
+            return None
+        close = difflib.get_close_matches(scope, known, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return (
+            f"no spend names {scope_kind} {scope!r} yet: the budget burns once it does (a budget set "
+            f"ahead of its spend), else it never will{hint}"
+        )
+
     # -- alerts ------------------------------------------------------------------------------
     def breaches(self, now: datetime | None = None) -> list[al.Breach]:
         """Every budget and unit-economics rule breached at ``now``."""

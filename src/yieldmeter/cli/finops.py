@@ -90,6 +90,9 @@ def register(app: typer.Typer) -> None:
             except _errors() as exc:
                 fail(str(exc))
             console().print(f"budget {bid}: {scope_kind} {scope}, {amount:,.2f} USD per {period} ({basis})")
+            note = ws.finops.unseen_scope(scope_kind, scope)
+            if note:
+                err_console().print(f"[yellow]note:[/] {note}", highlight=False)
 
     @budgets.command("hard-stops")
     def budgets_hard_stops(
