@@ -186,3 +186,25 @@ def test_normalise_keeps_the_work_units_an_earlier_write_described(raw: Path) ->
     # the calls' units the file did not describe are derived, as before
     named = set(lake.read_table("calls").column("work_unit_id").to_pylist()) - {None}
     assert named - set(described) <= {r["work_unit_id"] for r in after.to_pylist() if r["derived"]}
+
+
+def test_the_command_runs_with_the_workspace_engine_section(raw: Path) -> None:
+    """`yieldmeter spark normalise` passed the config's checked engine section where a mapping was
+    read, and failed on every run; the tests above call normalise() itself."""
+    from typer.testing import CliRunner
+
+    from yieldmeter.cli.main import build_app
+
+    ws = raw / "ws-cmd"
+    ws.mkdir()
+    (ws / "yieldmeter.yaml").write_text(
+        (raw / "yieldmeter.yaml").read_text()
+        + "engine:\n  spark_conf:\n    spark.sql.shuffle.partitions: 2\n"
+    )
+    lake_dir = raw / "lake-cmd"
+    spark_session_for_tests()  # the session the command reuses (the tests' master and settings)
+    r = CliRunner().invoke(
+        build_app(), ["spark", "normalise", str(raw / "raw"), str(lake_dir), "-w", str(ws), "-f", "json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert Lake(str(lake_dir)).read_table("calls").num_rows > 0, r.output
