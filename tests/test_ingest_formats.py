@@ -324,6 +324,41 @@ def test_a_restated_billing_period_replaces_its_rows(tmp_path: Path) -> None:
     assert (count, total) == (2, pytest.approx(189.0))  # 84.00 + 105.00, not 94.50 + 189.00
 
 
+def test_a_correction_is_a_charge_of_its_own(tmp_path: Path) -> None:
+    """A FOCUS Correction keeps the charge period of the row it corrects and arrives in a later
+    billing period's file: it adds to the charge, never replaces it. A description that states
+    a new price names the same charge."""
+    import csv
+
+    rows = list(csv.DictReader((FOCUS / "ai-per-token-api.csv").open()))
+    correction = {
+        **rows[0],
+        "ChargeClass": "Correction",
+        "BillingPeriodStart": "2025-06-01T00:00:00Z",
+        "BillingPeriodEnd": "2025-07-01T00:00:00Z",
+        "BilledCost": "-2.00",
+        "EffectiveCost": "-2.00",
+        "ChargeDescription": "Correction: input tokens at the contracted rate",
+    }
+    june = tmp_path / "june.csv"
+    with june.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(correction))
+        w.writeheader()
+        w.writerow(correction)
+    reworded = tmp_path / "may-again.csv"
+    with reworded.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([{**r, "ChargeDescription": r["ChargeDescription"] + " at $5.10"} for r in rows])
+    with Workspace.init(tmp_path / "ws") as ws:
+        ws.ingest_paths([FOCUS / "ai-per-token-api.csv", june])
+        again = ws.ingest_paths([june, reworded])
+        # the correction again is a duplicate; the reworded rows replace theirs (updated, not new)
+        assert [(f.duplicates, f.updated) for f in again.files] == [(1, 0), (0, 2)]
+        [(count, total)] = ws.store.con.execute("SELECT count(*), sum(amount) FROM cost_items").fetchall()
+    assert (count, total) == (3, pytest.approx(92.5))  # 42.00 + 52.50 - 2.00
+
+
 # -- through the workspace: re-import is idempotent ------------------------------------------------
 def test_reimport_creates_no_duplicates(tmp_path: Path) -> None:
     ws = Workspace.init(tmp_path / "ws")

@@ -56,18 +56,22 @@ _TOKEN_KINDS = {
     ("cacheread", None): "cache_read_tokens",
     ("cachewrite", None): "cache_write_tokens",
 }
-_KEEP = ("BilledCost", "ListCost", "ContractedCost", "ChargeCategory", "ChargeDescription", "ServiceName",
-         "ServiceCategory", "HostProviderName", "SkuId", "SkuPriceId", "SkuMeter", "RegionId", "ResourceId",
-         "SubAccountId", "BillingAccountId", "PricingQuantity", "PricingUnit", "PrincipalId")  # fmt: skip
+_KEEP = ("BilledCost", "ListCost", "ContractedCost", "ChargeCategory", "ChargeClass", "ChargeDescription",
+         "ServiceName", "ServiceCategory", "HostProviderName", "SkuId", "SkuPriceId", "SkuMeter", "RegionId",
+         "ResourceId", "SubAccountId", "BillingAccountId", "BillingPeriodStart", "PricingQuantity",
+         "PricingUnit", "PrincipalId")  # fmt: skip
 
 
 #: The columns of a FOCUS row, besides its charge period, provider, model, token kind, team and
 #: workflow, that say which charge it is. Amounts, quantities and prices are left out (a
-#: restated row keeps its id), and so are display names and the tags other than team and
-#: workflow (a tag switched on for cost allocation part way through a period would otherwise
-#: make every restated row new). All of them are kept in ``attributes`` (``_KEEP``), so the id
-#: of a stored row can be computed again from what the store holds (schema migration 3).
-CHARGE_KEY_ATTRIBUTES = ("BillingAccountId", "SubAccountId", "ChargeCategory", "ChargeDescription",
+#: restated row keeps its id), and so are display names, ``ChargeDescription`` (it states the
+#: price: "$0.40 per million requests in Tier1") and the tags other than team and workflow (a
+#: tag switched on for cost allocation part way through a period would otherwise make every
+#: restated row new). A ``Correction`` (``ChargeClass``) is a charge of its own, and of the
+#: billing period it is invoiced in: it keeps the charge period of the row it corrects and
+#: arrives in a later period's file. All of them are kept in ``attributes`` (``_KEEP``), so the
+#: id of a stored row can be computed again from what the store holds (schema migration 3).
+CHARGE_KEY_ATTRIBUTES = ("BillingAccountId", "SubAccountId", "ChargeCategory", "ChargeClass",
                          "ServiceCategory", "ServiceName", "HostProviderName", "SkuId", "SkuPriceId",
                          "SkuMeter", "RegionId", "ResourceId", "PricingUnit", "PrincipalId")  # fmt: skip
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -83,6 +87,8 @@ def charge_key(row: dict[str, Any], attrs: dict[str, Any]) -> str:
     parts: list[Any] = [_instant(row["period_start"]), _instant(row["period_end"])]
     parts += [_text(row[c]) for c in ("provider", "model", "unit", "team", "workflow")]
     parts += [_text(attrs.get(c)) for c in CHARGE_KEY_ATTRIBUTES]
+    if str(attrs.get("ChargeClass") or "").strip().lower() == "correction":
+        parts.append(_instant(attrs.get("BillingPeriodStart")))
     return orjson.dumps(parts, default=str).decode()
 
 
