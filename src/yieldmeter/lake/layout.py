@@ -40,9 +40,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from yieldmeter.ingest.conform import stable_id
-from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES
+from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
 
 MANIFEST = "_manifest.json"
+#: The lake's own format version, in its manifest. It moves only when what a lake holds changes
+#: shape, not with every step of the store's schema (store migration 3 renamed stored FOCUS
+#: items; a lake's files did not change), so a yieldmeter that reads version 2 reads this lake.
+LAKE_SCHEMA_VERSION = 2
 LAKE_FORMAT = "yieldmeter-lake"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 DAY = "day"
@@ -246,12 +250,30 @@ class Lake:
         if self.exists():
             self.check_version()
             return
-        info = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
-        if info:
+        foreign = [i.path for i in self._listing() if not self._ours(i)]
+        if foreign:
             raise LakeError(
-                f"{self.uri} is not empty and holds no yieldmeter lake ({MANIFEST}): give a new or "
+                f"{self.uri} is not empty and holds no yieldmeter lake ({MANIFEST}; "
+                f"{posixpath.relpath(foreign[0], self.root)} is not a lake file): give a new or "
                 "empty folder, or an existing lake"
             )
+
+    def _listing(self) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True, recursive=True))
+
+    def _ours(self, info: pafs.FileInfo) -> bool:
+        """Whether a path under the root is one a lake write makes: a table's folder, its
+        partitions and ``part-*`` files, the manifest's temporary file (an export cut short
+        before its manifest was written leaves only these, and may run again)."""
+        parts = posixpath.relpath(info.path, self.root).split("/")
+        if parts[0] not in lake_schemas():
+            return len(parts) == 1 and parts[0] == f".{MANIFEST}.tmp"
+        if info.type == pafs.FileType.Directory:
+            return len(parts) == 1 or all(
+                p.startswith(f"{DAY}=") or p.startswith(f"{RUN}=") for p in parts[1:]
+            )
+        name = parts[-1]
+        return name.startswith("part-") or name.startswith((".", "_"))
 
     def keys_in_partition(self, name: str, day: str | None, *, exclude_source: str) -> set[str]:
         """Ids already stored in one day partition by other sources (for first-writer-wins dedupe)."""
@@ -285,7 +307,7 @@ class Lake:
     # -- manifest ------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         if not self.exists():
-            return {"format": LAKE_FORMAT, "schema_version": SCHEMA_VERSION, "tables": {}}
+            return {"format": LAKE_FORMAT, "schema_version": LAKE_SCHEMA_VERSION, "tables": {}}
         with self.fs.open_input_stream(self.path(MANIFEST)) as fh:
             doc = json.loads(fh.read())
         if doc.get("format") != LAKE_FORMAT:
@@ -295,18 +317,18 @@ class Lake:
     def check_version(self) -> None:
         """Refuse a lake written by a newer schema than this yieldmeter knows."""
         doc = self.manifest()
-        version = int(doc.get("schema_version", SCHEMA_VERSION))
-        if version > SCHEMA_VERSION:
+        version = int(doc.get("schema_version", LAKE_SCHEMA_VERSION))
+        if version > LAKE_SCHEMA_VERSION:
             raise LakeError(
                 f"the lake at {self.uri} has schema version {version}; this yieldmeter reads up to "
-                f"{SCHEMA_VERSION}: upgrade yieldmeter"
+                f"{LAKE_SCHEMA_VERSION}: upgrade yieldmeter"
             )
 
     def refresh_manifest(self, tables: Iterable[str] | None = None, **extra: Any) -> dict[str, Any]:
         """Re-list the given tables (all when None) and rewrite ``_manifest.json``."""
         doc = self.manifest()
         doc["format"] = LAKE_FORMAT
-        doc["schema_version"] = SCHEMA_VERSION
+        doc["schema_version"] = LAKE_SCHEMA_VERSION
         doc["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         doc.setdefault("tables", {})
         for name in tables if tables is not None else lake_schemas():
