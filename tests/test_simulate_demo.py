@@ -113,3 +113,26 @@ def test_the_demo_ends_yesterday_unless_told_where_to_start(tmp_path: Path) -> N
     assert "2025-03-10 to 2025-03-11" in r.output
     r = CliRunner().invoke(build_app(), ["demo", "-w", str(tmp_path / "x"), "--no-serve", "--start", "March"])
     assert r.exit_code == 1 and "--start 'March' is not a day" in r.output
+
+
+def test_a_server_whose_startup_fails_exits_non_zero() -> None:
+    """A startup that raises ends the command with exit code 3, as uvicorn.run did (uvicorn 0.55's
+    Server.run exits 3 itself; run_server checks ``started`` for a version that returns)."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import typer
+    from starlette.applications import Starlette
+
+    from yieldmeter.cli.common import listen, run_server
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        raise RuntimeError("the alert scheduler could not start")
+        yield
+
+    socks = listen("127.0.0.1", 0)
+    with pytest.raises((SystemExit, typer.Exit)) as stopped:
+        run_server(Starlette(lifespan=lifespan), socks)
+    code = stopped.value.code if isinstance(stopped.value, SystemExit) else stopped.value.exit_code
+    assert code == 3

@@ -77,26 +77,61 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` now, before any work is done or any address printed: a
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``host:port`` now, before any work is done or any address printed: a
     port in use (another server, an earlier demo) is a clear error instead of a uvicorn
-    traceback after a banner whose address answers with another server's data."""
+    traceback after a banner whose address answers with another server's data. A name with
+    several addresses (``localhost``: ::1 and 127.0.0.1; ``""``: every interface) gets one
+    socket each, as uvicorn's own binding did."""
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
-        in_use = exc.errno == errno.EADDRINUSE
-        fail(
-            f"cannot listen on {host}:{port}: "
-            + ("the port is in use (another server?): choose another with --port" if in_use else str(exc))
-        )
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        fail(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}")
+    socks: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    unavailable: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        if (family, address[:2]) in seen:
+            continue
+        seen.add((family, address[:2]))
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # the IPv4 address gets a socket of its own
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(2048)
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                unavailable = exc  # a family this machine does not run (::1 without IPv6): passed over
+                continue
+            for other in socks:
+                other.close()
+            _cannot_listen(host, port, exc)
+        socks.append(sock)
+    if not socks:
+        _cannot_listen(host, port, unavailable or OSError(f"no address for {host!r}"))
+    return socks
 
 
-def run_server(app: Any, sock: socket.socket, **options: Any) -> None:
-    """Serve ``app`` with uvicorn on the socket :func:`listen` bound."""
+def _cannot_listen(host: str, port: int, exc: OSError) -> NoReturn:
+    in_use = exc.errno == errno.EADDRINUSE
+    fail(
+        f"cannot listen on {host}:{port}: "
+        + ("the port is in use (another server?): choose another with --port" if in_use else str(exc))
+    )
+
+
+def run_server(app: Any, socks: list[socket.socket], **options: Any) -> None:
+    """Serve ``app`` with uvicorn on the sockets :func:`listen` bound; a server that fails to
+    start (its lifespan raised) exits 3, as ``uvicorn.run`` did."""
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **options)).run(sockets=[sock])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **options))
+    server.run(sockets=socks)
+    if not server.started:
+        raise typer.Exit(3)
 
 
 def parse_period(text: str | None) -> tuple[datetime | None, datetime | None]:

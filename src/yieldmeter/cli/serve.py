@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
                 check_bind(host, ring)
             except ServerRefused as exc:
                 fail(str(exc))
-        sock = listen(host, port)
+        # after the key check (an open server must not listen beyond loopback), before the banner
+        socks = listen(host, port)
         base = f"http://{host}:{port}"
         console().print(
             f"yieldmeter serving [bold]{app_.state.ctx.workspace.root}[/]\n"
@@ -65,4 +66,4 @@ def register(app: typer.Typer) -> None:
             highlight=False,
         )
         # Idle keep-alive connections close after 5 s; shutdown waits at most 10 s for requests.
-        run_server(app_, sock, timeout_keep_alive=5, timeout_graceful_shutdown=10)
+        run_server(app_, socks, timeout_keep_alive=5, timeout_graceful_shutdown=10)

@@ -202,7 +202,7 @@ def register(app: typer.Typer) -> None:
         def step(message: str) -> None:
             err_console().print(f"[dim]{message}[/]", highlight=False)
 
-        sock = None if no_serve else listen("127.0.0.1", port)  # a port in use fails before the work
+        socks = None if no_serve else listen("127.0.0.1", port)  # a port in use fails before the work
         try:
             result = run_demo(
                 ws_path, seed=seed, scenario=scenario, days=days, users=users, start=first, progress=step
@@ -216,9 +216,9 @@ def register(app: typer.Typer) -> None:
             f"ingest {t['ingest']:.1f} s, score {t['score']:.1f} s, summary {t['summary']:.1f} s[/]",
             highlight=False,
         )
-        if sock is None:
+        if socks is None:
             return
-        _serve(result.workspace, sock)
+        _serve(result.workspace, socks)
 
     @app.command()
     def validate(
@@ -272,11 +272,11 @@ def register(app: typer.Typer) -> None:
         print_validity(report, fmt)
 
 
-def _serve(root: Path, sock: socket.socket) -> None:
+def _serve(root: Path, socks: list[socket.socket]) -> None:
     """Serve the demo workspace's dashboard on loopback and print its URL."""
     from yieldmeter.server.app import create_app
 
     app: Any = create_app(root)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    url = f"http://127.0.0.1:{socks[0].getsockname()[1]}/"
     console().print(f"\nDashboard: [bold]{url}[/]  (Ctrl-C to stop)", highlight=False)
-    run_server(app, sock)
+    run_server(app, socks)
