@@ -218,10 +218,12 @@ def _with_units_described_elsewhere(
     session: SparkSession, lake: Lake, described: DataFrame, calls: DataFrame
 ) -> DataFrame:
     """The work units to write: the input's own, a unit derived for each id its calls name that
-    no input and no earlier write described, and the units an earlier write described (``ingest
-    --to-lake`` of a work units file) in the days this run replaces, which it would otherwise
-    drop for derived ones (as ``ingest --to-lake`` does, a derived unit gives way to a described
-    one). Read from the lake and checkpointed, so the write may overwrite what it read."""
+    no input and no earlier write described, and the units another writer described (``ingest
+    --to-lake`` of a work units file, ``lake export``) in the days this run replaces, which it
+    would otherwise drop for derived ones (as ``ingest --to-lake`` does, a derived unit gives way
+    to a described one). An earlier normalise run's units are this job's own: the run replaces
+    them like its other rows. Read from the lake and checkpointed, so the write may overwrite
+    what it read."""
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
@@ -229,8 +231,11 @@ def _with_units_described_elsewhere(
         stored = session.read.parquet(lake.url("work_units"))
     except AnalysisException:  # no work units yet
         return described.unionByName(_derived_units(calls, described))
+    # the other writers name their files part-<source token>-<n>.parquet; Spark names its own
+    # part-<task>-<uuid>...: a unit in one of those came from an earlier run of this job
+    other_writer = F.regexp_extract(F.input_file_name(), r"/part-[0-9a-f]{16}-[0-9]+\.parquet$", 0) != ""
     elsewhere = (
-        stored.filter(~F.coalesce(F.col("derived"), F.lit(False)))
+        stored.filter(~F.coalesce(F.col("derived"), F.lit(False)) & other_writer)
         .withColumn(DAY, F.col(DAY).cast("string"))
         .join(described.select("work_unit_id"), "work_unit_id", "left_anti")
         .select(*described.columns)
