@@ -301,6 +301,8 @@ def test_an_empty_workspace_and_a_wrong_address_say_what_to_do(
         r = httpx.get(f"{url}/nosuchpage", headers={"accept": "text/html"}, timeout=60)
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
         assert "There is no page at this address" in r.text
+        r = httpx.post(f"{url}/", headers={"accept": "text/html"}, timeout=60)
+        assert r.status_code == 405 and "GET" in r.headers["allow"]  # the page keeps Allow
         # an API client keeps problem details
         r = httpx.get(f"{url}/api/v1/nosuch", headers={"accept": "text/html"}, timeout=60)
         assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")

@@ -345,9 +345,12 @@ class SpendSections(ValueSections):
         if len(every) > limit:
             rest = every[limit:]
             known = sum(r["fully_loaded_cost"] or 0.0 for r in rest)
+            unknown = sum(1 for r in rest if r["fully_loaded_cost"] is None)
             captions.append(
                 f"The {limit} largest of {len(every)} by fully loaded cost; the other {len(rest)} "
-                f"spent {fmt(known, 'usd')} (`yieldmeter report spend --by {by}` lists every one)."
+                f"spent {fmt(known, 'usd')}"
+                + (f" besides {unknown} whose cost is unpriced" if unknown else "")
+                + f" (`yieldmeter report spend --by {by}` lists every one)."
             )
         caption = " ".join(c for c in captions if c)
         return TableData(

@@ -60,7 +60,7 @@ def fmt(value: Any, unit: Unit = "number") -> str:
             return f"${v:,.0f}"
         if abs(v) >= 1:
             return f"${v:,.2f}"
-        if 0 < v < 0.00005:  # "$0.0000" would read as nothing spent
+        if 0 < v < 0.00005:  # "$0.0000" would read as nothing spent (a negative one as "-<$0.0001")
             return "<$0.0001"
         return f"${v:.4f}" if v else "$0"
     if unit == "share":
@@ -85,6 +85,8 @@ def _plain_digits(v: float, digits: int) -> str:
     """``v`` (0 < |v| < 1) to ``digits`` significant digits, never in exponent notation
     (0.0001618 and 0.00005878 in one column, not 5.878e-05)."""
     places = digits - 1 - math.floor(math.log10(abs(v)))
+    if places > 15:  # below a trillionth nothing is read digit by digit
+        return f"{v:.{digits - 1}e}"
     return f"{v:.{places}f}".rstrip("0").rstrip(".") if places > 0 else f"{v:.0f}"
 
 

@@ -86,7 +86,8 @@ def error_page(exc: BaseException) -> Response:
     import orjson
 
     detail = orjson.loads(bytes(resp.body)).get("detail", "")
-    headers = {}
+    # what the status needs besides the body: Allow (405), Retry-After (503)
+    headers = {k: v for k, v in resp.headers.items() if k.lower() in ("allow", "retry-after")}
     if resp.status_code == 401:
         headers["WWW-Authenticate"] = 'Basic realm="yieldmeter (any user name, the API key as password)"'
     return page(
