@@ -116,9 +116,14 @@ def test_evidence_and_strategic_scores_count_in_every_window_their_period_overla
     assert ws.value.yields("ops", "2026-10-09").strategic.num_rows == 0
 
 
-def test_the_funnel_places_the_part_inside_the_window_in_its_first_month(ws: Any) -> None:
-    months = {r["month"]: r["value"] for r in ws.value.funnel("ops", "2026-10").to_pylist()}
-    assert months == {"2026-10": pytest.approx(950.0)}
-    # all time: each outcome whole, in the month its period starts
-    months = {r["month"]: r["value"] for r in ws.value.funnel("ops").to_pylist()}
-    assert months == {"2026-09": pytest.approx(280.0), "2026-10": pytest.approx(750.0)}
+def test_the_funnel_shares_each_outcome_over_the_months_it_spans(ws: Any) -> None:
+    """A month of the funnel reads the same in a report of that month, of a quarter, or of all
+    time: ``spill`` is $80 in September and $200 in October in each."""
+    october = {"2026-10": pytest.approx(950.0)}
+    assert {r["month"]: r["value"] for r in ws.value.funnel("ops", "2026-10").to_pylist()} == october
+    both = {"2026-09": pytest.approx(80.0), **october}
+    for period in (None, "2026-09..2026-12", "2026-Q4"):
+        rows = ws.value.funnel("ops", period).to_pylist()
+        months = {r["month"]: r["value"] for r in rows if r["value"]}
+        expected = both if period != "2026-Q4" else october  # Q4 starts in October
+        assert months == expected, period

@@ -38,7 +38,7 @@ import ibis.expr.types as ir
 
 from yieldmeter.metrics.period import UNASSIGNED, Window, month_of, utc_day
 from yieldmeter.metrics.tables import Tables
-from yieldmeter.metrics.yields import outcome_benefits, workflow_costs
+from yieldmeter.metrics.yields import monthly_benefit, outcome_benefits, workflow_costs
 
 
 def _div(a: ir.NumericValue, b: ir.NumericValue) -> ir.FloatingValue:
@@ -78,8 +78,7 @@ def funnel(
     """One row per workflow and month: stage counts, rates, value and the cost per unit at each stage."""
     cost = workflow_costs(lines, window, by_month=True)
     units = unit_stages(facts, window)
-    b = outcome_benefits(t, window)
-    value = b.group_by("workflow", "month").aggregate(value=b.benefit.sum().fill_null(0.0))
+    value = monthly_benefit(outcome_benefits(t, window))
     if workflow is not None:
         cost = cost.filter(cost.workflow == workflow)
         units = units.filter(units.workflow == workflow)

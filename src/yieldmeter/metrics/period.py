@@ -18,7 +18,7 @@ segments on the simulated organisation). Microseconds are integers on both engin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import ibis
 import ibis.expr.datatypes as dt
@@ -83,6 +83,26 @@ class Window:
     def first_day(self, ts: ir.TimestampValue) -> ir.TimestampValue:
         """``ts``, or the window's start where ``ts`` lies before it."""
         return ts if self.start is None else ibis.greatest(ts, ibis.literal(self.start))
+
+    def last_day(self, table: ir.Table, start: str, end: str) -> ir.TimestampValue:
+        """The end of each row's period ``[start, end)`` inside the window: ``end``, or the
+        window's end where ``end`` lies after it; null for a moment (no end, or none after its
+        start)."""
+        s, e = table[start], table[end]
+        inside = e if self.end is None else ibis.least(e, ibis.literal(self.end))
+        return ibis.ifelse(e.isnull() | (e <= s), ibis.null("timestamp"), inside).cast(s.type())
+
+
+def months_between(first: datetime, last: datetime) -> list[tuple[str, datetime, datetime]]:
+    """The calendar months (UTC) from the one holding ``first`` to the one holding ``last``:
+    ``(label, start, end)``, label ``YYYY-MM`` as :func:`month_of` writes it."""
+    out = []
+    y, m = first.year, first.month
+    while (y, m) <= (last.year, last.month):
+        start = datetime(y, m, 1, tzinfo=UTC)
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        out.append((f"{start:%Y-%m}", start, datetime(y, m, 1, tzinfo=UTC)))
+    return out
 
 
 def month_of(col: ir.TimestampValue) -> ir.StringValue:

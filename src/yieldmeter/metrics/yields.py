@@ -21,7 +21,8 @@ strategic   strategic                                 never dollars: a 0-5 score
 - an outcome's benefit accrues evenly over its period ``[period_start, period_end)``: a window
   counts the outcomes whose period overlaps it, each for the part of its period inside the
   window (a week's $700 is $100 in one of its days); an outcome with no end is a moment at its
-  start. Its ``month`` is the month its period starts in, or the window's first month.
+  start. Its ``month`` is the month its period starts in, or the window's first month;
+  :func:`monthly_benefit` shares its part over the months it spans (the funnel's value).
 - yield = sum(benefit) / fully loaded cost of the same workflows and period.
 - interval: each outcome's benefit b is widened by its evidence level's uncertainty u
   (controlled_experiment 0.10, baseline_comparison 0.25, observational 0.50, anecdote 1.00):
@@ -37,8 +38,9 @@ from __future__ import annotations
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
 
-from yieldmeter.metrics.period import UNASSIGNED, Window, month_of
+from yieldmeter.metrics.period import UNASSIGNED, Window, elapsed_seconds, month_of, months_between
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.schema import EvidenceLevel
 
@@ -82,7 +84,11 @@ def outcome_benefits(t: Tables, window: Window | None = None) -> ir.Table:
     o = t.outcomes
     w = window if window is not None else Window()
     o = w.overlapping(o, "period_start", "period_end")
-    o = o.mutate(b_in_window=w.share(o, "period_start", "period_end"), b_from=w.first_day(o.period_start))
+    o = o.mutate(
+        b_in_window=w.share(o, "period_start", "period_end"),
+        b_from=w.first_day(o.period_start),
+        b_to=w.last_day(o, "period_start", "period_end"),
+    )
     wf = t.workflows.select(b_workflow="workflow", wf_dimension="value_dimension")
     j = o.left_join(wf, o.workflow == wf.b_workflow)
     dimension = ibis.coalesce(j.value_dimension, j.wf_dimension)
@@ -106,6 +112,8 @@ def outcome_benefits(t: Tables, window: Window | None = None) -> ir.Table:
         "baseline_value",
         workflow=j.workflow.fill_null(UNASSIGNED),
         month=month_of(j.b_from),
+        part_start=j.b_from,
+        part_end=j.b_to,
         family=family,
         evidence_level=level,
         benefit=ibis.ifelse(reason.isnull(), benefit, ibis.null("float64")),
@@ -113,6 +121,41 @@ def outcome_benefits(t: Tables, window: Window | None = None) -> ir.Table:
         counted=reason.isnull(),
         excluded_reason=reason,
     )
+
+
+def monthly_benefit(b: ir.Table) -> ir.Table:
+    """Per workflow and calendar month: the benefit of :func:`outcome_benefits` rows, each shared
+    over the months its part inside the window ``[part_start, part_end)`` spans, by time (a
+    moment counts in its month). So a month reads the same whether the report is of that month
+    or of a quarter holding it."""
+    span = b.aggregate(
+        first=b.part_start.min(), last=ibis.greatest(b.part_end.max(), b.part_start.max())
+    ).to_pyarrow()
+    first, last = span.column("first")[0].as_py(), span.column("last")[0].as_py()
+    if first is None:
+        return b.group_by("workflow", "month").aggregate(value=b.benefit.sum().fill_null(0.0))
+    months = months_between(first, last or first)
+    ts = pa.timestamp("us", tz="UTC")
+    m = ibis.memtable(
+        pa.table(
+            {
+                "m_label": pa.array([label for label, _, _ in months], pa.string()),
+                "m_start": pa.array([start for _, start, _ in months], ts),
+                "m_end": pa.array([end for _, _, end in months], ts),
+            }
+        )
+    )
+    j = b.cross_join(m)
+    j = j.filter(
+        ibis.ifelse(
+            j.part_end.isnull(),  # a moment: its month
+            (j.part_start >= j.m_start) & (j.part_start < j.m_end),
+            (j.part_start < j.m_end) & (j.part_end > j.m_start),
+        )
+    )
+    part = elapsed_seconds(ibis.greatest(j.part_start, j.m_start), ibis.least(j.part_end, j.m_end))
+    share = ibis.ifelse(j.part_end.isnull(), 1.0, part / elapsed_seconds(j.part_start, j.part_end))
+    return j.group_by("workflow", month=j.m_label).aggregate(value=(j.benefit * share).sum().fill_null(0.0))
 
 
 def workflow_costs(lines: ir.Table, window: Window | None = None, *, by_month: bool = False) -> ir.Table:
