@@ -215,27 +215,28 @@ def _derived_units(calls: DataFrame, described: DataFrame) -> DataFrame:
 
 
 def _with_units_described_elsewhere(
-    session: SparkSession, lake: Lake, described: DataFrame, calls: DataFrame
+    session: SparkSession, lake: Lake, described: DataFrame, calls: DataFrame, *, keep: bool
 ) -> DataFrame:
     """The work units to write: the input's own, a unit derived for each id its calls name that
-    no input and no earlier write described, and the units another writer described (``ingest
-    --to-lake`` of a work units file, ``lake export``) in the days this run replaces, which it
-    would otherwise drop for derived ones (as ``ingest --to-lake`` does, a derived unit gives way
-    to a described one). An earlier normalise run's units are this job's own: the run replaces
-    them like its other rows. Read from the lake and checkpointed, so the write may overwrite
-    what it read."""
+    no input describes, and, with ``keep``, the units the lake holds described (``ingest
+    --to-lake`` of a work units file, ``lake export``, an earlier run's spans) in the days this
+    run replaces: a derived unit gives way to a described one, as with ``ingest --to-lake``.
+    Without ``keep`` (``--replace-days``) the days are replaced by the input alone. Read from
+    the lake and checkpointed, so the write may overwrite what it read.
+
+    Which writer described a unit is not asked: the run rewrites every row it keeps into files
+    of its own, so a file's name would not tell at the next run."""
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
     try:
-        stored = session.read.parquet(lake.url("work_units"))
+        stored = session.read.parquet(lake.url("work_units")) if keep else None
     except AnalysisException:  # no work units yet
+        stored = None
+    if stored is None:
         return described.unionByName(_derived_units(calls, described))
-    # the other writers name their files part-<source token>-<n>.parquet; Spark names its own
-    # part-<task>-<uuid>...: a unit in one of those came from an earlier run of this job
-    other_writer = F.regexp_extract(F.input_file_name(), r"/part-[0-9a-f]{16}-[0-9]+\.parquet$", 0) != ""
     elsewhere = (
-        stored.filter(~F.coalesce(F.col("derived"), F.lit(False)) & other_writer)
+        stored.filter(~F.coalesce(F.col("derived"), F.lit(False)))
         .withColumn(DAY, F.col(DAY).cast("string"))
         .join(described.select("work_unit_id"), "work_unit_id", "left_anti")
         .select(*described.columns)
@@ -318,7 +319,7 @@ def normalise(
             df = first_per_key(df, TABLES[name].key)
         df = df.drop(SOURCE, ORDER)
         if name == "work_units":
-            df = _with_units_described_elsewhere(session, lake, df, written["calls"])
+            df = _with_units_described_elsewhere(session, lake, df, written["calls"], keep=not replace_days)
         written[name] = df.persist()
     if not replace_days:  # checked for every table before any is written
         for name, df in written.items():
