@@ -308,10 +308,13 @@ def test_a_restated_billing_period_replaces_its_rows(tmp_path: Path) -> None:
     assert [r["EffectiveCost"] for r in rows] == ["42.00", "52.50"]  # $94.50 in all
     restated = []
     for r in rows:
-        r = {k: v for k, v in r.items() if v != ""}
+        r = {k: v for k, v in r.items() if v != "" or k == "ChargeClass"}
         for c in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ConsumedQuantity"):
             r[c] = float(r[c]) * 2  # a number, as JSON carries it
         r["ProviderName"] = r.pop("ServiceProviderName")
+        r.pop("HostProviderName")  # 1.0 has PublisherName
+        r["PublisherName"] = "Solora AI"
+        r["ChargeClass"] = ""  # a CSV-to-JSON conversion writes empty cells as ""
         r["SkuPriceDetails"] = json.loads(r["SkuPriceDetails"])
         r["x_InvoiceSection"] = "new in this delivery"
         restated.append(r)
@@ -322,6 +325,27 @@ def test_a_restated_billing_period_replaces_its_rows(tmp_path: Path) -> None:
         assert (again.files[0].format, again.total("landed"), again.files[0].updated) == ("focus", 2, 2)
         [(count, total)] = ws.store.con.execute("SELECT count(*), sum(amount) FROM cost_items").fetchall()
     assert (count, total) == (2, pytest.approx(189.0))  # 84.00 + 105.00, not 94.50 + 189.00
+
+
+def test_a_csv_row_of_the_wrong_width_is_quarantined_not_shifted(tmp_path: Path) -> None:
+    """A download cut short (the last row ends after ChargeCategory) and a comma left unquoted
+    (every later value one column to the right) landed with their values under other columns:
+    a token bill became platform cost, and $10 moved to another team."""
+    lines = (FOCUS / "ai-per-token-api.csv").read_text().splitlines()
+    header, first, second = lines[0], lines[1], lines[2]
+    cut = second[: second.index(",Usage,") + len(",Usage")]
+    shifted = first.replace("Acme Corp", "Acme, Corp", 1)
+    data = tmp_path / "bill.csv"
+    data.write_text("\n".join([header, shifted, first, cut]) + "\n")
+    width = len(header.split(","))
+    with Workspace.init(tmp_path / "ws") as ws:
+        s = ws.ingest_paths([data])
+        reasons = ws.quarantine(10).column("reason").to_pylist()
+        assert (s.total("landed"), s.total("quarantined")) == (1, 2)
+    assert sorted(reasons) == [
+        f"row 1: expected {width} fields, found {width + 1}",
+        f"row 3: expected {width} fields, found 7",
+    ]
 
 
 def test_a_correction_is_a_charge_of_its_own(tmp_path: Path) -> None:

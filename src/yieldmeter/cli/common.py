@@ -11,6 +11,7 @@ import errno
 import io
 import json
 import math
+import os
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -94,16 +95,21 @@ def listen(host: str, port: int) -> list[socket.socket]:
         if (family, address[:2]) in seen:
             continue
         seen.add((family, address[:2]))
-        sock = socket.socket(family, kind, proto)
+        if socks and port == 0:  # one port for every address: the one the first socket got
+            address = (address[0], socks[0].getsockname()[1], *address[2:])
+        sock = None
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock = socket.socket(family, kind, proto)
+            if os.name != "nt":  # on Windows it lets a second server take a port in use
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:  # the IPv4 address gets a socket of its own
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
             sock.listen(2048)
         except OSError as exc:
-            sock.close()
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            if sock is not None:
+                sock.close()
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
                 unavailable = exc  # a family this machine does not run (::1 without IPv6): passed over
                 continue
             for other in socks:

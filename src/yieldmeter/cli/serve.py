@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                 fail(str(exc))
         # after the key check (an open server must not listen beyond loopback), before the banner
         socks = listen(host, port)
-        base = f"http://{host}:{port}"
+        base = f"http://{host}:{socks[0].getsockname()[1]}"  # the port given, or the one --port 0 got
         console().print(
             f"yieldmeter serving [bold]{app_.state.ctx.workspace.root}[/]\n"
             f"  OTLP/HTTP traces:   {base}/v1/traces  (protobuf or JSON, gzip)\n"

@@ -65,15 +65,17 @@ _KEEP = ("BilledCost", "ListCost", "ContractedCost", "ChargeCategory", "ChargeCl
 #: The columns of a FOCUS row, besides its charge period, provider, model, token kind, team and
 #: workflow, that say which charge it is. Amounts, quantities and prices are left out (a
 #: restated row keeps its id), and so are display names, ``ChargeDescription`` (it states the
-#: price: "$0.40 per million requests in Tier1") and the tags other than team and workflow (a
+#: price: "$0.40 per million requests in Tier1"), ``HostProviderName`` (FOCUS 1.3 adds it beside
+#: 1.0's ``PublisherName``: an export upgraded mid-month would rename every row) and the tags
+#: other than team and workflow (a
 #: tag switched on for cost allocation part way through a period would otherwise make every
 #: restated row new). A ``Correction`` (``ChargeClass``) is a charge of its own, and of the
 #: billing period it is invoiced in: it keeps the charge period of the row it corrects and
 #: arrives in a later period's file. All of them are kept in ``attributes`` (``_KEEP``), so the
 #: id of a stored row can be computed again from what the store holds (schema migration 3).
 CHARGE_KEY_ATTRIBUTES = ("BillingAccountId", "SubAccountId", "ChargeCategory", "ChargeClass",
-                         "ServiceCategory", "ServiceName", "HostProviderName", "SkuId", "SkuPriceId",
-                         "SkuMeter", "RegionId", "ResourceId", "PricingUnit", "PrincipalId")  # fmt: skip
+                         "ServiceCategory", "ServiceName", "SkuId", "SkuPriceId", "SkuMeter", "RegionId",
+                         "ResourceId", "PricingUnit", "PrincipalId")  # fmt: skip
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -93,7 +95,9 @@ def charge_key(row: dict[str, Any], attrs: dict[str, Any]) -> str:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value).strip()
+    """A key part as text; blank is absent, as a CSV's empty cell is (JSON may say ``""``)."""
+    text = None if value is None else str(value).strip()
+    return text or None
 
 
 def charge_id(key: str, occurrence: int) -> str:
@@ -103,7 +107,7 @@ def charge_id(key: str, occurrence: int) -> str:
 
 def _instant(value: Any) -> Any:
     when = parse_timestamp(value)
-    return value if when is None else (when - _EPOCH) // timedelta(microseconds=1)
+    return _text(value) if when is None else (when - _EPOCH) // timedelta(microseconds=1)
 
 
 def _token_kind(details: dict[str, Any], meter: str) -> str | None:

@@ -105,7 +105,19 @@ def iter_records(
         return
     # bytes that are not UTF-8 are kept as surrogates, so they reject their row, not the file
     text = codecs.getreader("utf-8-sig")(_Rejoin(head, stream), errors="surrogateescape")  # type: ignore[arg-type]
-    for i, row in enumerate(csv.DictReader(text), 1):
+    reader = csv.DictReader(text)
+    for i, row in enumerate(reader, 1):
+        # a row of the wrong width (a download cut short, a comma not quoted) would land with its
+        # values under other columns: DictReader gives the extra fields the key None and the
+        # missing ones the value None (a cell that is there, even empty, is text)
+        width = len(reader.fieldnames or ())
+        extra = row.get(None)  # type: ignore[call-overload]
+        missing = sum(1 for k, v in row.items() if k is not None and v is None)
+        if extra or missing:
+            found = width + len(extra or ()) - missing
+            kept = orjson.dumps({str(k): v for k, v in row.items()}, default=str).decode()
+            yield i, RecordError(f"expected {width} fields, found {found}", kept)
+            continue
         rec = {k: (None if v in ("", "NULL", "null") else v) for k, v in row.items() if k is not None}
         try:
             "".join([*rec, *(v for v in rec.values() if isinstance(v, str))]).encode()

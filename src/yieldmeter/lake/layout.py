@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -272,8 +273,9 @@ class Lake:
             return len(parts) == 1 or all(
                 p.startswith(f"{DAY}=") or p.startswith(f"{RUN}=") for p in parts[1:]
             )
-        name = parts[-1]
-        return name.startswith("part-") or name.startswith((".", "_"))
+        # only the names a lake write gives its files (part-<source token>-<n>.parquet): a
+        # folder of somebody's own part-0.parquet or Spark output is not taken for a lake
+        return re.fullmatch(r"part-[0-9a-f]{16}-[0-9]+\.parquet", parts[-1]) is not None
 
     def keys_in_partition(self, name: str, day: str | None, *, exclude_source: str) -> set[str]:
         """Ids already stored in one day partition by other sources (for first-writer-wins dedupe)."""

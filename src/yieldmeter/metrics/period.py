@@ -98,6 +98,7 @@ def months_between(first: datetime, last: datetime) -> list[tuple[str, datetime,
     ``(label, start, end)``, label ``YYYY-MM`` as :func:`month_of` writes it."""
     out = []
     y, m = first.year, first.month
+    last = min(last, datetime(9999, 11, 30, tzinfo=UTC))  # the calendar ends with year 9999
     while (y, m) <= (last.year, last.month):
         start = datetime(y, m, 1, tzinfo=UTC)
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)

@@ -123,10 +123,11 @@ def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
 
     Their ids used to hash the whole billing row (or its ``Id``), so a billing period delivered
     again with other amounts added its rows beside the ones stored. The key is computed from what
-    the store holds of each row; rows of one charge are numbered in the order of their old ids
-    (a later import numbers them in file order: the same rows, so a re-import still replaces
-    them). FOCUS rows are the items whose attributes hold ``ChargeCategory`` and ``BilledCost``
-    (the importer keeps both; FOCUS requires both on every row).
+    the store holds of each row; rows of one charge are numbered charges first, then credits
+    and corrections, each in the order of their old ids (a later import numbers them in file
+    order: the same rows, so a re-import still replaces them). FOCUS rows are the items whose
+    attributes hold ``ChargeCategory`` and ``BilledCost`` (the importer keeps both; FOCUS
+    requires both on every row).
     """
     from yieldmeter.ingest.focus import charge_id, charge_key
 
@@ -140,10 +141,14 @@ def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
     if not {"item_id", "attributes", "period_start", "period_end"} <= has:
         return
     select = ", ".join(_q(c) if c in has else f"NULL AS {_q(c)}" for c in wanted)
+    # rows of one charge are numbered charges first, credits and corrections (negative) after:
+    # a correction stored before schema 3 kept no ChargeClass, so it shares its charge's key, and
+    # the charge, imported first, is number 1 on every later import of its file
+    amount = "amount" if "amount" in has else "0.0"
     rows = con.execute(
         f"SELECT item_id, attributes, {select} FROM cost_items "
         "WHERE contains(attributes, '\"ChargeCategory\"') AND contains(attributes, '\"BilledCost\"') "
-        "ORDER BY item_id"
+        f"ORDER BY {amount} < 0, item_id"
     ).fetchall()
     seen: dict[str, int] = {}
     moves: list[tuple[str, str]] = []
