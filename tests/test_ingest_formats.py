@@ -289,12 +289,14 @@ def test_focus_1_0_cloud_rows() -> None:
 def test_focus_rejects_non_usd_and_keeps_identical_rows_apart() -> None:
     head = (FOCUS / "ai-per-token-api.csv").read_text().splitlines()
     eur = head[1].replace(",USD,", ",EUR,")
-    data = "\n".join([head[0], head[1], head[1], eur]) + "\n"
+    blank = head[1].replace(",USD,", ",,")  # read as dollars before, silently
+    data = "\n".join([head[0], head[1], head[1], eur, blank]) + "\n"
     batches = list(get_format("focus").read(io.BytesIO(data.encode()), ReadOptions(source="x.csv")))
     items = batches[0].tables["cost_items"]
     assert items.num_rows == 2 and len(set(items.column("item_id").to_pylist())) == 2
-    [reason] = batches[0].rejects.column("reason").to_pylist()
-    assert reason.startswith("row 3") and "BillingCurrency 'EUR'" in reason
+    eur_reason, blank_reason = batches[0].rejects.column("reason").to_pylist()
+    assert eur_reason.startswith("row 3") and "BillingCurrency 'EUR'" in eur_reason
+    assert blank_reason == "row 4: BillingCurrency: missing (FOCUS requires it; amounts must be USD)"
 
 
 def test_a_restated_billing_period_replaces_its_rows(tmp_path: Path) -> None:

@@ -146,7 +146,10 @@ def _number(value: Any, name: str) -> float | None:
 
 def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The ``cost_items`` row of one billing row, without its id, and its :func:`charge_key`."""
-    currency = str(first(r, "BillingCurrency") or "USD").upper()
+    given = first(r, "BillingCurrency")
+    if given is None:  # FOCUS requires it on every row: a blank one is not taken for dollars
+        raise RecordError("BillingCurrency: missing (FOCUS requires it; amounts must be USD)")
+    currency = str(given).strip().upper()
     if currency != "USD":
         raise RecordError(f"BillingCurrency {currency!r}: amounts must be USD (convert before importing)")
     effective = _number(first(r, "EffectiveCost"), "EffectiveCost")
