@@ -45,7 +45,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     ]  # fmt: skip
     items = [
         {"item_id": "gpu", "period_start": DAY, "period_end": DAY + timedelta(days=1), "amount": 10.0,
-         "team": "core", "category": "compute", "provider": "AWS"},
+         "team": "core", "category": "compute"},
         {"item_id": "gateway", "period_start": DAY, "period_end": DAY + timedelta(days=1), "amount": 4.0,
          "category": "platform"},
     ]  # fmt: skip
@@ -64,16 +64,6 @@ def test_a_unit_carries_its_own_teams_items_and_its_share_of_the_shared_ones(ws:
     spend = {r["team"]: r["fully_loaded_cost"] for r in ws.spend(["team"]).to_pylist()}
     assert spend == {"core": pytest.approx(13.0), "edge": pytest.approx(3.0)}
     assert facts["u2"]["model_cost"] + facts["u2"]["allocated_cost"] == pytest.approx(spend["edge"])
-
-
-def test_spend_by_provider_holds_what_each_provider_billed(ws: Any) -> None:
-    """The GPU node AWS billed is AWS's spend, not provider p's because it was spread over p's
-    calls: p has $2 of model cost and the $4 gateway item that names no provider; AWS $10."""
-    by = {r["provider"]: r["fully_loaded_cost"] for r in ws.spend(["provider"]).to_pylist()}
-    assert by == {"p": pytest.approx(6.0), "AWS": pytest.approx(10.0)}
-    # the team's spend is as before: the node is still core's
-    by_team = {r["team"]: r["fully_loaded_cost"] for r in ws.spend(["team"]).to_pylist()}
-    assert by_team == {"core": pytest.approx(13.0), "edge": pytest.approx(3.0)}
 
 
 def test_the_spend_table_says_how_many_rows_it_leaves_out(tmp_path_factory: pytest.TempPathFactory) -> None:

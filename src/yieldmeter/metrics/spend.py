@@ -17,10 +17,6 @@ Allocation of a cost item (rule recorded in ``allocation_rule``):
 * ``pro_rata``: the item names no scope; the amount is shared by every call of
   the item's period in proportion to its model cost.
 
-A share keeps the item's own ``provider`` and ``model`` where the item names its provider
-(a FOCUS row: AWS for a GPU node), else it takes the call cell's: by provider, spend shows
-what each provider billed.
-
 A spend row whose every call is unpriced has a null model cost and a null fully
 loaded cost (its ``unpriced_calls`` say how many): an unknown cost is never $0.
 
@@ -145,7 +141,7 @@ def allocation(t: Tables, calls: ir.Table | None = None, grain: Sequence[str] = 
         amount=items.amount,
         cell_cost=calls.model_cost,
         scoped=items.team.notnull() | items.workflow.notnull(),
-        **{g: _billed_by(items, calls, g) for g in grain},
+        **{g: calls[g] for g in grain},
     )
     total = scoped.cell_cost.sum().over(group_by=scoped.item_id)
     pro_rata = scoped.select(
@@ -162,8 +158,6 @@ def allocation(t: Tables, calls: ir.Table | None = None, grain: Sequence[str] = 
         "day": unallocated.period_start.truncate("D"),
         "team": unallocated.team,
         "workflow": unallocated.workflow,
-        "provider": unallocated.provider,
-        "model": unallocated.model,
     }
     direct = unallocated.select(
         item_id=unallocated.item_id,
@@ -172,16 +166,6 @@ def allocation(t: Tables, calls: ir.Table | None = None, grain: Sequence[str] = 
         allocation_rule=ibis.literal("direct"),
     )
     return pro_rata.union(direct)
-
-
-def _billed_by(items: ir.Table, calls: ir.Table, g: str) -> ir.Value:
-    """A grain key of an item's share on a call cell: the cell's, except that an item that names
-    the provider who billed it (AWS for a GPU node) keeps that provider and its own model, so a
-    provider's spend (and budget) holds what that provider billed, not the platform cost spread
-    over its calls."""
-    if g not in ("provider", "model"):
-        return calls[g]
-    return ibis.ifelse(items.provider.notnull(), items[g], calls[g])
 
 
 def effort_lines(t: Tables, rates: LabourRates, grain: Sequence[str] = GRAIN) -> ir.Table:
