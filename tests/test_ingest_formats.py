@@ -350,6 +350,36 @@ def test_a_csv_row_of_the_wrong_width_is_quarantined_not_shifted(tmp_path: Path)
     ]
 
 
+def test_csv_fields_keep_their_line_breaks_and_trailing_empties(tmp_path: Path) -> None:
+    """A user name with U+2028 in it (CSV writers leave it unquoted) was read as two rows; a
+    trailing empty field, or a header's trailing empty column, holds nothing to shift and lands;
+    a row too wide with bytes that are not UTF-8 is quarantined alone, the others land."""
+    base = read_all("litellm", FORMATS / "litellm_spend_logs.csv")
+    calls, rejects = base.tables["calls"].num_rows, base.rejects.num_rows
+    assert (calls, rejects) == (3, 2)  # rows 4 and 5 of the fixture are bad on purpose
+    lines = (FORMATS / "litellm_spend_logs.csv").read_bytes().splitlines()
+    header, rows = lines[0], lines[1:]
+    named = rows[0].replace(b",u-1,", ",Ana\u2028Lopez,".encode(), 1)
+    assert named != rows[0]
+    sep = tmp_path / "sep.csv"
+    sep.write_bytes(b"\n".join([header, named, rows[1] + b",", *rows[2:]]) + b"\n")
+    b = read_all("litellm", sep)
+    assert (b.tables["calls"].num_rows, b.rejects.num_rows) == (calls, rejects)
+    assert "Ana\u2028Lopez" in b.tables["calls"].column("user_id").to_pylist()
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_bytes(b"\n".join([header + b",", *rows]) + b"\n")
+    b = read_all("litellm", trailing)
+    assert (b.tables["calls"].num_rows, b.rejects.num_rows) == (calls, rejects)
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\n".join([header, rows[0] + b",\xff", *rows[1:]]) + b"\n")
+    b = read_all("litellm", bad)
+    assert (b.tables["calls"].num_rows, b.rejects.num_rows) == (calls - 1, rejects + 1)
+    reasons = b.rejects.column("reason").to_pylist()
+    [i] = [n for n, r in enumerate(reasons) if r.startswith("row 1:")]
+    assert "fields" in reasons[i]
+    assert "\\xff" in b.rejects.column("raw")[i].as_py()  # the byte kept, written as an escape
+
+
 def test_a_correction_is_a_charge_of_its_own(tmp_path: Path) -> None:
     """A FOCUS Correction keeps the charge period of the row it corrects and arrives in a later
     billing period's file: it adds to the charge, never replaces it. A description that states
