@@ -191,6 +191,10 @@ def test_normalise_keeps_the_work_units_an_earlier_write_described(raw: Path) ->
     # the calls' units the file did not describe are derived, as before
     named = set(lake.read_table("calls").column("work_unit_id").to_pylist()) - {None}
     assert named - set(described) <= {r["work_unit_id"] for r in after.to_pylist() if r["derived"]}
+    # --replace-days replaces the days with the input alone: every unit its calls name, once
+    normalise(spark_session_for_tests(), str(raw / "raw"), str(lake_dir), config, replace_days=True)
+    ids = lake.read_table("work_units").column("work_unit_id").to_pylist()
+    assert len(ids) == len(set(ids)) and named <= set(ids)
 
 
 def test_the_command_runs_with_the_workspace_engine_section(raw: Path) -> None:

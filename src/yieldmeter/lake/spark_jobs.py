@@ -230,10 +230,8 @@ def _with_units_described_elsewhere(
     from pyspark.sql import functions as F
 
     try:
-        stored = session.read.parquet(lake.url("work_units")) if keep else None
+        stored = session.read.parquet(lake.url("work_units"))
     except AnalysisException:  # no work units yet
-        stored = None
-    if stored is None:
         return described.unionByName(_derived_units(calls, described))
     elsewhere = (
         stored.filter(~F.coalesce(F.col("derived"), F.lit(False)))
@@ -241,10 +239,17 @@ def _with_units_described_elsewhere(
         .join(described.select("work_unit_id"), "work_unit_id", "left_anti")
         .select(*described.columns)
     )
-    known = described.unionByName(elsewhere)
+    # the days this run replaces: its described units' and its calls' (a derived unit starts
+    # at its first call)
+    days = described.select(DAY).unionByName(calls.select(DAY)).distinct()
+    replaced = elsewhere.join(days, DAY, "left_semi")
+    # a unit described in a day this run does not replace stays there: never derived again (a
+    # derived copy in this run's days would be a second row of it); one in a replaced day is
+    # kept, or with --replace-days dropped, and then derived from the calls like any other
+    outside = elsewhere.join(days, DAY, "left_anti")
+    known = described.unionByName(elsewhere if keep else outside)
     units = described.unionByName(_derived_units(calls, known))
-    days = units.select(DAY).distinct()
-    return units.unionByName(elsewhere.join(days, DAY, "left_semi")).localCheckpoint()
+    return (units.unionByName(replaced) if keep else units).localCheckpoint()
 
 
 class WouldDropRows(ValueError):
