@@ -96,7 +96,7 @@ class Engine(_Strict):
     """The ``engine:`` section: which engine reports run on, over which lake (yieldmeter.lake).
 
     Checked here so a mistake names the file, the line and the key like every other section;
-    :meth:`yieldmeter.lake.engines.EngineSettings.resolve` reads it as a mapping.
+    :meth:`yieldmeter.lake.engines.EngineSettings.resolve` reads it as a mapping (:meth:`settings`).
     """
 
     name: str | None = None
@@ -104,6 +104,10 @@ class Engine(_Strict):
     lake: str | None = None
     master: str | None = None
     spark_conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """The keys set (an empty ``lake: ''`` is one: it puts a lake aside)."""
+        return self.model_dump(exclude_none=True)
 
 
 class Config(_Strict):

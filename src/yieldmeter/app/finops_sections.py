@@ -112,7 +112,7 @@ def alerts_section(svc: ReportService, f: ReportFilters) -> Section:
 def _forecast_unknown(r: dict[str, Any]) -> bool:
     """A forecast row whose cost is unknown: no cost at all, only calls with no price (not one
     with too little history to forecast: its spend so far is known)."""
-    return str(r.get("model") or "").startswith("none: every call unpriced")
+    return r.get("actual") is None and bool(r.get("unpriced_calls"))  # spend_forecast leaves it unset
 
 
 def _at_least_actual(r: dict[str, Any], key: str) -> float:

@@ -437,6 +437,30 @@ class ReportService(SpendSections):
 
         return self.guarded("budgets", "Budgets", build)
 
+    def no_data_sections(self) -> list[Section]:
+        """On a workspace that holds nothing yet, a section saying how to give it data (empty
+        sections alone read as if the filters were to blame); none once it holds anything."""
+        t = self.tables()
+        if any(
+            int(getattr(t, name).count().to_pyarrow().as_py())
+            for name in ("calls", "work_units", "cost_items")
+        ):
+            return []
+        return [
+            Section(
+                "no_data",
+                "No data yet",
+                "This workspace holds no calls, work units or costs yet.",
+                notes=[
+                    "Import files with `yieldmeter ingest FILES` (OTLP JSON, LiteLLM, Langfuse, OpenAI and "
+                    "Anthropic usage, FOCUS billing, CSV tables).",
+                    "Point an OpenTelemetry exporter or Collector at /v1/traces, or the Langfuse SDK at "
+                    "this server (docs/telemetry.md).",
+                    "Or see a simulated organisation first: `yieldmeter demo`.",
+                ],
+            )
+        ]
+
     def decisions(self, f: ReportFilters | None = None) -> list[dict[str, Any]]:
         d = self.tables().decisions
         if f is not None:

@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                 engine="spark",
                 lake=lake_path,
                 master=master or common.ENGINE_CHOICE.get("master"),
-                config=config.engine,
+                config=config.engine.settings(),
             )
             session = spark_session(settings.master, settings.spark_conf)
             summary = normalise(session, raw_path, lake_path, config, replace_days=replace_days)

@@ -24,7 +24,7 @@ Non-USD rows are rejected (the store holds USD).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -67,12 +67,12 @@ _KEEP = ("BilledCost", "ListCost", "ContractedCost", "ChargeCategory", "ChargeCl
 #: restated row keeps its id), and so are display names, ``ChargeDescription`` (it states the
 #: price: "$0.40 per million requests in Tier1"), ``HostProviderName`` (FOCUS 1.3 adds it beside
 #: 1.0's ``PublisherName``: an export upgraded mid-month would rename every row) and the tags
-#: other than team and workflow (a
-#: tag switched on for cost allocation part way through a period would otherwise make every
-#: restated row new). A ``Correction`` (``ChargeClass``) is a charge of its own, and of the
-#: billing period it is invoiced in: it keeps the charge period of the row it corrects and
-#: arrives in a later period's file. All of them are kept in ``attributes`` (``_KEEP``), so the
-#: id of a stored row can be computed again from what the store holds (schema migration 3).
+#: other than team and workflow (a tag switched on for cost allocation part way through a
+#: period would otherwise make every restated row new). A ``Correction`` (``ChargeClass``) is a
+#: charge of its own, and of the billing period it is invoiced in: it keeps the charge period of
+#: the row it corrects and arrives in a later period's file. All of them are kept in
+#: ``attributes`` (``_KEEP``), so the id of a stored row can be computed again from what the
+#: store holds (:func:`stored_charge_ids`, schema migration 3).
 CHARGE_KEY_ATTRIBUTES = ("BillingAccountId", "SubAccountId", "ChargeCategory", "ChargeClass",
                          "ServiceCategory", "ServiceName", "SkuId", "SkuPriceId", "SkuMeter", "RegionId",
                          "ResourceId", "PricingUnit", "PrincipalId")  # fmt: skip
@@ -103,6 +103,31 @@ def _text(value: Any) -> str | None:
 def charge_id(key: str, occurrence: int) -> str:
     """The item id of the ``occurrence``-th row (from 1, in file order) with this charge key."""
     return stable_id("focus-charge", key, occurrence)
+
+
+#: The ``cost_items`` columns :func:`charge_key` reads besides ``attributes``.
+KEY_COLUMNS = ("period_start", "period_end", "provider", "model", "unit", "team", "workflow")
+
+
+def stored_charge_ids(rows: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(item_id, charge id)`` of the FOCUS rows among stored ``cost_items`` rows (``item_id``,
+    ``attributes`` as JSON text and :data:`KEY_COLUMNS`), numbered in the order given as an
+    import numbers a file's rows (store schema migration 3). FOCUS rows are those whose
+    attributes hold ``ChargeCategory`` and ``BilledCost``: this importer keeps both, and FOCUS
+    requires both on every row."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        try:
+            attrs = orjson.loads(r["attributes"] or "null")
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(attrs, dict) or "ChargeCategory" not in attrs or "BilledCost" not in attrs:
+            continue
+        key = charge_key(r, attrs)
+        seen[key] = seen.get(key, 0) + 1
+        out.append((r["item_id"], charge_id(key, seen[key])))
+    return out
 
 
 def _instant(value: Any) -> Any:
@@ -144,8 +169,9 @@ def _number(value: Any, name: str) -> float | None:
         raise RecordError(f"{name}: expected a number, got {value!r}") from None
 
 
-def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The ``cost_items`` row of one billing row, without its id, and its :func:`charge_key`."""
+def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str, bool]:
+    """The ``cost_items`` row of one billing row, without its id; its :func:`charge_key`; and
+    whether it is a row of yieldmeter's own chargeback export (``yieldmeter.cost_part`` tag)."""
     given = first(r, "BillingCurrency")
     if given is None:  # FOCUS requires it on every row: a blank one is not taken for dollars
         raise RecordError("BillingCurrency: missing (FOCUS requires it; amounts must be USD)")
@@ -165,7 +191,8 @@ def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str]:
     provider = first(r, "ServiceProviderName", "ProviderName")
     # yieldmeter's own chargeback export (``yieldmeter.cost_part`` tag) prices tokens too, but it is an
     # allocation of metered cost, never a provider's bill for tokens
-    tokens = _is_token_sku(r, details) and "yieldmeter.cost_part" not in tags
+    own = "yieldmeter.cost_part" in tags
+    tokens = _is_token_sku(r, details) and not own
     service_category = str(first(r, "ServiceCategory") or "").strip()
     attrs = {k: r.get(k) for k in _KEEP if r.get(k) is not None}
     attrs.update({f"sku.{k}": v for k, v in details.items()})
@@ -187,7 +214,7 @@ def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str]:
         or first(r, "ConsumedUnit"),
         "attributes": to_json(attrs),
     }
-    return row, charge_key(row, attrs)
+    return row, charge_key(row, attrs), own
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
@@ -201,15 +228,14 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
                 raise rec
             if not isinstance(rec, dict):
                 raise RecordError(f"expected a billing row, got {type(rec).__name__}")
-            row, key = map_row(rec)
+            row, key, is_own = map_row(rec)
         except RecordError as exc:
             buf.reject("cost_items", pos, f"row {pos}: {exc}", raw_of(rec))
             continue
         # rows of one charge stay apart: the n-th gets its own id, stable across re-imports
         seen[key] = seen.get(key, 0) + 1
         buf.add("cost_items", {"item_id": charge_id(key, seen[key]), **row}, pos)
-        if '"yieldmeter.cost_part"' in (row["attributes"] or ""):
-            own += 1
+        own += is_own
         if buf.full():
             yield buf.flush()
     if own:

@@ -176,7 +176,7 @@ class EngineSettings:
         engine: str | None = None,
         lake: str | None = None,
         master: str | None = None,
-        config: Mapping[str, Any] | Any | None = None,
+        config: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> EngineSettings:
         """Settings from, first to last: the arguments, the environment, the ``engine:`` config section.
@@ -187,8 +187,6 @@ class EngineSettings:
         later source names: the workspace's own store.
         """
         env = os.environ if env is None else env
-        if hasattr(config, "model_dump"):  # yieldmeter.config.Engine, the checked section
-            config = config.model_dump(exclude_none=True)
         config = config or {}
         unknown = set(config) - {"name", "engine", "lake", "master", "spark_conf"}
         if unknown:

@@ -192,7 +192,7 @@ def engine_settings(
 ) -> EngineSettings:
     """The engine chosen for the workspace at ``path`` by the arguments, the environment or its config."""
     config_path = Path(path).expanduser().resolve() / CONFIG_FILE
-    section = load_config(config_path).engine if config_path.exists() else None
+    section = load_config(config_path).engine.settings() if config_path.exists() else None
     return EngineSettings.resolve(engine=engine, lake=lake, master=master, config=section, env=env)
 
 

@@ -27,31 +27,7 @@ class View:
 def _overview(s: ReportService, f: ReportFilters, people: bool) -> list[Section]:
     spend = s.spend_section(f)
     sections = [s.coverage_section(f), spend, s.yields_section(f), s.decisions_section(f)]
-    return [*_no_data_yet(s), *sections]
-
-
-def _no_data_yet(s: ReportService) -> list[Section]:
-    """On a workspace that holds nothing yet, how to give it data (instead of empty sections
-    alone, which read as if the filters were to blame)."""
-    t = s.tables()
-    if any(
-        int(getattr(t, name).count().to_pyarrow().as_py()) for name in ("calls", "work_units", "cost_items")
-    ):
-        return []
-    return [
-        Section(
-            "no_data",
-            "No data yet",
-            "This workspace holds no calls, work units or costs yet.",
-            notes=[
-                "Import files with `yieldmeter ingest FILES` (OTLP JSON, LiteLLM, Langfuse, OpenAI and "
-                "Anthropic usage, FOCUS billing, CSV tables).",
-                "Point an OpenTelemetry exporter or Collector at /v1/traces, or the Langfuse SDK at this "
-                "server (docs/telemetry.md).",
-                "Or see a simulated organisation first: `yieldmeter demo`.",
-            ],
-        )
-    ]
+    return [*s.no_data_sections(), *sections]
 
 
 def _benchmarks(s: ReportService, f: ReportFilters, people: bool) -> list[Section]:

@@ -16,7 +16,6 @@ Only one writer at a time (a lock); readers use cursors of the same database.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -113,23 +112,17 @@ class Migration:
     step: Callable[[duckdb.DuckDBPyConnection], None]  # runs inside the migration's transaction
 
 
-#: The store's ordered migration steps. Additive changes (a new table or column) need none:
-#: :meth:`Store.migrate` makes them itself. A change that renames, retypes or rewrites data, or
-#: that older versions must not write under (2: writes are recorded per table, and tables derived
-#: from them are trusted while those records are unchanged), adds a step here and raises
-#: :data:`~yieldmeter.schema.SCHEMA_VERSION` to its version.
 def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
     """Give the stored FOCUS cost items the id of their charge (:func:`~yieldmeter.ingest.focus.charge_key`).
 
     Their ids used to hash the whole billing row (or its ``Id``), so a billing period delivered
-    again with other amounts added its rows beside the ones stored. The key is computed from what
-    the store holds of each row; rows of one charge are numbered charges first, then credits
-    and corrections, each in the order of their old ids (a later import numbers them in file
-    order: the same rows, so a re-import still replaces them). FOCUS rows are the items whose
-    attributes hold ``ChargeCategory`` and ``BilledCost`` (the importer keeps both; FOCUS
-    requires both on every row).
+    again with other amounts added its rows beside the ones stored. The ids are computed from
+    what the store holds of each row (:func:`~yieldmeter.ingest.focus.stored_charge_ids`); rows
+    of one charge are numbered charges first, then credits and corrections, each in the order of
+    their old ids (a later import numbers them in file order: the same rows, so a re-import
+    still replaces them).
     """
-    from yieldmeter.ingest.focus import charge_id, charge_key
+    from yieldmeter.ingest.focus import KEY_COLUMNS, stored_charge_ids
 
     has = {
         r[0]
@@ -137,31 +130,18 @@ def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'cost_items'"
         ).fetchall()
     }
-    wanted = ("period_start", "period_end", "provider", "model", "unit", "team", "workflow")
     if not {"item_id", "attributes", "period_start", "period_end"} <= has:
         return
-    select = ", ".join(_q(c) if c in has else f"NULL AS {_q(c)}" for c in wanted)
-    # rows of one charge are numbered charges first, credits and corrections (negative) after:
-    # a correction stored before schema 3 kept no ChargeClass, so it shares its charge's key, and
-    # the charge, imported first, is number 1 on every later import of its file
+    select = ", ".join(_q(c) if c in has else f"NULL AS {_q(c)}" for c in KEY_COLUMNS)
+    # a correction stored before schema 3 kept no ChargeClass, so it shares its charge's key: the
+    # charge, imported first, is number 1 on every later import of its file
     amount = "amount" if "amount" in has else "0.0"
     rows = con.execute(
         f"SELECT item_id, attributes, {select} FROM cost_items "
         "WHERE contains(attributes, '\"ChargeCategory\"') AND contains(attributes, '\"BilledCost\"') "
         f"ORDER BY {amount} < 0, item_id"
-    ).fetchall()
-    seen: dict[str, int] = {}
-    moves: list[tuple[str, str]] = []
-    for item_id, attributes, *values in rows:
-        try:
-            attrs = json.loads(attributes)
-        except ValueError:
-            continue
-        if not isinstance(attrs, dict) or "ChargeCategory" not in attrs or "BilledCost" not in attrs:
-            continue
-        key = charge_key(dict(zip(wanted, values, strict=True)), attrs)
-        seen[key] = seen.get(key, 0) + 1
-        moves.append((item_id, charge_id(key, seen[key])))
+    ).to_arrow_table()
+    moves = stored_charge_ids(rows.to_pylist())
     if not moves:
         return
     old, new = zip(*moves, strict=True)
@@ -175,6 +155,11 @@ def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
     Store._mark_written(con, ["cost_items"])
 
 
+#: The store's ordered migration steps. Additive changes (a new table or column) need none:
+#: :meth:`Store.migrate` makes them itself. A change that renames, retypes or rewrites data, or
+#: that older versions must not write under (2: writes are recorded per table, and tables derived
+#: from them are trusted while those records are unchanged), adds a step here and raises
+#: :data:`~yieldmeter.schema.SCHEMA_VERSION` to its version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         2,
