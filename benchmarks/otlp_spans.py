@@ -65,7 +65,7 @@ def json_lines(n_spans: int, per_line: int = 512, seed: int = 7) -> Iterator[byt
             attrs = span_attrs(i, rng) if i % 10 else {"http.request.method": "GET", "url.path": "/health"}
             spans.append(
                 {
-                    "traceId": f"{i // 4:032x}",
+                    "traceId": f"{i // 4 + 1:032x}",
                     "spanId": f"{i + 1:016x}",
                     "parentSpanId": "",
                     "name": "chat",

@@ -39,7 +39,7 @@ from typing import Any
 import pyarrow as pa
 
 from yieldmeter.ingest.base import Batch, ReadOptions
-from yieldmeter.ingest.conform import conform, make_rejects
+from yieldmeter.ingest.conform import Conformed, conform, make_rejects
 from yieldmeter.ingest.otlp_common import (
     MAX_TIME_NS,
     Resource,
@@ -76,7 +76,15 @@ from yieldmeter.ingest.otlp_semconv import (
     langfuse_usage,
 )
 
-__all__ = ["CALL_COLUMNS", "Resource", "SpanRows", "UnreadableRequest", "paused_gc", "rejected_spans"]
+__all__ = [
+    "CALL_COLUMNS",
+    "CALL_TYPES",
+    "Resource",
+    "SpanRows",
+    "UnreadableRequest",
+    "paused_gc",
+    "rejected_spans",
+]
 
 #: Model invocations: each becomes one row of ``calls``.
 CALL_COLUMNS = (
@@ -106,8 +114,9 @@ CALL_COLUMNS = (
     "attributes",
 )
 _TS_US = pa.timestamp("us", tz="UTC")
-#: Arrow type of each call column as the mapping produces it (conform then has nothing to cast).
-_CALL_TYPES = {
+#: Arrow type of each call column as the mapping produces it (conform then has nothing to cast);
+#: the others are strings.
+CALL_TYPES = {
     "ts": pa.int64(),
     "duration_ms": pa.float64(),
     "input_tokens": pa.int64(),
@@ -148,6 +157,15 @@ _WORK_UNIT_SCHEMA = pa.schema(
         ("attributes", pa.string()),
     ]
 )
+
+
+def conform_calls(arrays: dict[str, pa.Array], source: str, positions: Any) -> Conformed:
+    """``calls`` rows from one array per :data:`CALL_COLUMNS` name (typed as :data:`CALL_TYPES`,
+    ``ts`` in ns // 1000): what both the mapping here and the columnar reader hand to conform."""
+    arrays = dict(arrays)
+    arrays["ts"] = arrays["ts"].cast(_TS_US)
+    arrays["source"] = pa.array([source] * len(arrays["ts"]), pa.string())
+    return conform("calls", pa.table(arrays), source=source, positions=positions)
 
 
 class SpanRows:
@@ -548,13 +566,11 @@ class SpanRows:
         n = len(self.rows)
         columns = zip(*self.rows, strict=True) if n else ([] for _ in CALL_COLUMNS)
         arrays = {
-            name: pa.array(values, _CALL_TYPES.get(name, pa.string()))
+            name: pa.array(values, CALL_TYPES.get(name, pa.string()))
             for name, values in zip(CALL_COLUMNS, columns, strict=True)
         }
-        arrays["ts"] = arrays["ts"].cast(_TS_US)
-        arrays["source"] = pa.array([source] * n, pa.string())
         batch = Batch()
-        batch.add("calls", conform("calls", pa.table(arrays), source=source, positions=self.positions))
+        batch.add("calls", conform_calls(arrays, source, self.positions))
         if self.signals:
             sig = pa.Table.from_pylist(self.signals, schema=_SIGNAL_SCHEMA)
             sig = sig.set_column(sig.schema.get_field_index("ts"), "ts", sig.column("ts").cast(_TS_US))

@@ -23,6 +23,7 @@ import orjson
 from yieldmeter.ingest.base import Batch, Format, ReadOptions
 from yieldmeter.ingest.conform import make_rejects
 from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest, paused_gc
+from yieldmeter.ingest.otlp_columnar import read_chunk
 from yieldmeter.ingest.otlp_semconv import EVALUATION_EVENT
 
 log = logging.getLogger("yieldmeter.ingest")
@@ -233,13 +234,8 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     if options.decode_workers > 0:
         yield from _read_parallel(lines, options)
     else:
-        batches = _read_lines(lines, options, 1)
-        while True:
-            with paused_gc():  # while reading and mapping, not while the caller holds the batch
-                batch = next(batches, None)
-            if batch is None:
-                break
-            yield batch
+        for chunk in _chunks(lines):
+            yield from decode_lines(*chunk, options)
     if failed:
         raise failed[0]
 
@@ -305,9 +301,21 @@ def _read_lines(lines: Iterable[bytes], options: ReadOptions, first_lineno: int)
         yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
 
 
-def decode_lines(chunk: bytes, first_lineno: int, options: ReadOptions) -> list[Batch]:
-    """The batches of the lines in ``chunk``, the first being ``first_lineno``: a decode process's job."""
-    with paused_gc():
+def decode_lines(chunk: bytes, first_lineno: int, options: ReadOptions, columnar: bool = True) -> list[Batch]:
+    """The batches of the lines in ``chunk``, the first being ``first_lineno``.
+
+    Batches of plain model-call spans are read as columns (:mod:`.otlp_columnar`), the
+    others span by span; ``columnar=False`` reads every batch span by span.
+    """
+    with paused_gc():  # while reading and mapping, not while the caller holds the batches
+        if columnar:
+            limit = min(options.batch_rows, _SPANS_PER_BATCH)
+            batches = read_chunk(
+                chunk, first_lineno, options, limit, CHUNK_BYTES,
+                lambda lines, first: list(_read_lines(lines, options, first)),
+            )  # fmt: skip
+            if batches is not None:
+                return batches
         return list(_read_lines(io.BytesIO(chunk), options, first_lineno))
 
 

@@ -1,0 +1,435 @@
+"""The columnar reader of OTLP JSON lines gives what the span-by-span mapping gives, byte for byte.
+
+``decode_lines(..., columnar=False)`` maps every span with ``SpanRows`` (tested at length in
+``test_ingest_otlp.py``); the default reads batches of plain spans as columns. Every test here
+reads the same bytes both ways and compares the whole batches: rows, their order and types,
+the ``attributes`` JSON text, rejects, ignored spans, notes. The generated lines start from a
+plain model call and draw changes that make a span not plain (or only look so), so both the
+columnar rows and the hand-over to the mapping are compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.otlp_columnar import read_chunk
+from yieldmeter.ingest.otlp_json import decode_lines
+
+
+def _kv(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {"key": key, "value": value}
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _span(i: int, attrs: dict[str, Any] | list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    span = {
+        "traceId": f"{i // 3 + 1:032x}",
+        "spanId": f"{i + 1:016x}",
+        "parentSpanId": f"{i + 100:016x}" if i % 2 else "",
+        "name": "chat gpt-4o",
+        "kind": 3,
+        "startTimeUnixNano": str(1_765_000_000_000_000_000 + i * 1_000_000),
+        "endTimeUnixNano": str(1_765_000_000_000_000_000 + i * 1_000_000 + 420_000_000),
+        "attributes": attrs if isinstance(attrs, list) else [_kv(k, v) for k, v in attrs.items()],
+        "status": {},
+    }
+    span.update(fields)
+    return span
+
+
+def _plain_attrs(i: int) -> dict[str, Any]:
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.model": "gpt-4o-2024-08-06",
+        "gen_ai.usage.input_tokens": 1200 + i,
+        "gen_ai.usage.output_tokens": 300,
+        "gen_ai.usage.cache_read.input_tokens": 200,
+        "gen_ai.request.temperature": 0.7,
+        "gen_ai.request.max_tokens": 1024,
+        "gen_ai.response.finish_reasons": "stop",
+        "gen_ai.conversation.id": f"conv-{i // 4}",
+        "server.address": "api.openai.com",
+        "user.id": f"u{i % 3}",
+        "yieldmeter.workflow": "claims-triage",
+        "gen_ai.prompt": "secret text",  # content: dropped unless captured
+        "http.retries": True,
+    }
+
+
+def _line(spans: list[dict[str, Any]], resource: list[dict[str, Any]] | None = None) -> bytes:
+    res = (
+        resource
+        if resource is not None
+        else [_kv("service.name", "claims-api"), _kv("deployment.environment.name", "prod")]
+    )
+    doc = {
+        "resourceSpans": [
+            {"resource": {"attributes": res}, "scopeSpans": [{"scope": {"name": "t"}, "spans": spans}]}
+        ]
+    }
+    return orjson.dumps(doc) + b"\n"
+
+
+def _both(chunk: bytes, **options: Any) -> tuple[list[Batch], list[Batch]]:
+    opts = ReadOptions(source="traces.jsonl", **options)
+    return decode_lines(chunk, 1, opts), decode_lines(chunk, 1, opts, columnar=False)
+
+
+def _assert_same(fast: list[Batch], slow: list[Batch]) -> None:
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.ignored == b.ignored and a.no_model == b.no_model and a.notes == b.notes
+        assert a.rejects.equals(b.rejects), (a.rejects.to_pylist(), b.rejects.to_pylist())
+        assert sorted(a.tables) == sorted(b.tables)
+        for name in b.tables:
+            x, y = a.tables[name], b.tables[name]
+            assert x.schema == y.schema
+            for col in y.column_names:
+                assert x[col].to_pylist() == y[col].to_pylist(), col
+            assert x.equals(y)
+
+
+def _columnar_batches(chunk: bytes, **options: Any) -> tuple[list[Batch] | None, int]:
+    """What the columnar reader gives, and how many batches it handed to the mapping (batches
+    of ``batch_rows`` spans, by default all)."""
+    handed: list[int] = []
+
+    def fallback(lines: list[bytes], first: int) -> list[Batch]:
+        handed.append(first)
+        return decode_lines(b"\n".join(lines) + b"\n", first, ReadOptions(source="t"), columnar=False)
+
+    opts = ReadOptions(source="traces.jsonl", **options)
+    batches = read_chunk(chunk, 1, opts, min(opts.batch_rows, 16_384), 16 << 20, fallback)
+    return batches, len(handed)
+
+
+def test_plain_model_calls_are_read_as_columns_and_match_the_mapping() -> None:
+    chunk = b"".join(_line([_span(i, _plain_attrs(i)) for i in range(j * 5, j * 5 + 5)]) for j in range(6))
+    batches, handed = _columnar_batches(chunk)
+    assert batches is not None and handed == 0  # every span plain: no batch went to the mapping
+    calls = batches[0].tables["calls"]
+    assert calls.num_rows == 30
+    # span 1 by hand: input 1200 + 1 (cache reads are inside input), the response model wins,
+    # the request model and the conversation stay in attributes, the prompt text is dropped
+    row = calls.slice(1, 1).to_pylist()[0]
+    assert (row["input_tokens"], row["output_tokens"], row["cached_input_tokens"]) == (1201, 300, 200)
+    assert (row["model"], row["provider"], row["user_id"], row["work_unit_id"]) == (
+        "gpt-4o-2024-08-06", "openai", "u1", "conv-0",
+    )  # fmt: skip
+    assert orjson.loads(row["attributes"]) == {
+        "gen_ai.request.temperature": 0.7,
+        "gen_ai.request.max_tokens": 1024,
+        "gen_ai.response.finish_reasons": "stop",
+        "server.address": "api.openai.com",
+        "http.retries": True,
+        "parent_span_id": f"{101:016x}",
+        "gen_ai.conversation.id": "conv-0",
+        "gen_ai.request.model": "gpt-4o",
+    }
+    assert row["duration_ms"] == 420.0
+    _assert_same(*_both(chunk))
+    _assert_same(*_both(chunk, capture_content=True))
+    _assert_same(*_both(chunk, batch_rows=7))  # batches cut after the line reaching 7 spans
+
+
+def test_non_genai_spans_are_counted_as_ignored() -> None:
+    spans = [
+        _span(i, {"http.request.method": "GET", "url.path": "/x", "tags": {"arrayValue": {}}})
+        for i in range(4)
+    ]
+    chunk = _line([*spans, _span(9, _plain_attrs(9))])
+    batches, handed = _columnar_batches(chunk)
+    assert batches is not None and handed == 0 and batches[0].ignored == 4
+    _assert_same(*_both(chunk))
+
+
+@pytest.mark.parametrize(
+    "literal, text",
+    [
+        (b"1", b"1"),  # a whole number written as an int stays one in attributes, as orjson reads it
+        (b"1.0", b"1.0"),
+        (b"2.5e-3", b"0.0025"),
+        (b"1e2", b"100.0"),
+    ],
+)
+def test_doubles_keep_the_text_the_mapping_writes(literal: bytes, text: bytes) -> None:
+    line = _line([_span(1, _plain_attrs(1))]).replace(b'"doubleValue":0.7', b'"doubleValue":' + literal)
+    fast, slow = _both(line)
+    _assert_same(fast, slow)
+    assert (
+        b'"gen_ai.request.temperature":' + text in fast[0].tables["calls"]["attributes"][0].as_py().encode()
+    )
+
+
+def test_lines_the_reader_cannot_take_go_to_the_mapping() -> None:
+    good = _line([_span(1, _plain_attrs(1))])
+    for chunk in (
+        good + b"not json\n" + good,
+        good + b"\n" + good,  # a blank line
+        good.replace(b'"intValue":"1024"', b'"intValue":1024'),  # an int as a JSON number
+        good + good.rstrip(b"\n") + b" " + good,  # two documents on one line
+        good.replace(b'"stop"', b'"st\xffop"'),  # not UTF-8
+        b"\xef\xbb\xbf" + good,
+    ):
+        assert _columnar_batches(chunk)[0] is None
+        _assert_same(*_both(chunk))
+
+
+# -- the rules, one by one: each read as columns (or handed over) and compared -----------------
+
+_DROP = object()
+
+
+def _case(changes: dict[str, Any], resource: dict[str, Any] | None = None, **fields: Any) -> bytes:
+    attrs = {**_plain_attrs(5), **changes}
+    span = _span(5, {k: v for k, v in attrs.items() if v is not _DROP}, **fields)
+    res = None if resource is None else [_kv(k, v) for k, v in resource.items()]
+    return _line([span], res)
+
+
+_PLAIN_CASES = {
+    # Python's `or` over texts: an empty text gives way; `a or b or None` ends in None
+    "user.id empty, enduser.id empty": _case({"user.id": "", "enduser.id": ""}),
+    "user.id empty, enduser.id set": _case({"user.id": "", "enduser.id": "e"}),
+    "enduser.id empty alone": _case({"user.id": _DROP, "enduser.id": ""}),
+    "provider empty, system empty": _case({"gen_ai.provider.name": "", "gen_ai.system": ""}),
+    "provider empty: from the host": _case({"gen_ai.provider.name": "", "server.address": "api.groq.com"}),
+    "legacy system": _case({"gen_ai.provider.name": _DROP, "gen_ai.system": "anthropic"}),
+    "azure host before openai": _case(
+        {"gen_ai.provider.name": _DROP, "server.address": "api.openai.com.openai.azure.com"}
+    ),
+    "response model empty": _case({"gen_ai.response.model": ""}),
+    "session empty: the conversation": _case({"session.id": ""}),
+    "session set": _case({"session.id": "s1"}),
+    "no conversation: the trace is the unit": _case({"gen_ai.conversation.id": _DROP}),
+    "work unit empty is kept": _case({"yieldmeter.work_unit.id": ""}),
+    "legacy token names": _case(
+        {"gen_ai.usage.input_tokens": _DROP, "gen_ai.usage.prompt_tokens": 900, "llm.usage.prompt_tokens": 7}
+    ),
+    "first spelling wins": _case({"gen_ai.usage.output_tokens": 5, "gen_ai.usage.completion_tokens": 9}),
+    "cache writes and reasoning inside": _case(
+        {"gen_ai.usage.cache_write.input_tokens": 40, "gen_ai.usage.reasoning.output_tokens": 100}
+    ),
+    "no operation: chat": _case({"gen_ai.operation.name": _DROP}),
+    "embeddings": _case({"gen_ai.operation.name": "embeddings"}),
+    "error type": _case({"error.type": "timeout"}),
+    "content captured or not": _case({"gen_ai.input.messages": "[]", "llm.prompts.0.content": "hi"}),
+    "workflow empty, resource's": _case(
+        {"yieldmeter.workflow": ""}, {"yieldmeter.workflow": "R", "service.name": "s"}
+    ),
+    "resource fallback without workflow": _case({"yieldmeter.workflow": ""}, {"yieldmeter.team": "T"}),
+    "workflow empty, no fallback": _case({"yieldmeter.workflow": ""}, {"service.name": ""}),
+    "environment: the older name": _case(
+        {}, {"deployment.environment.name": "", "deployment.environment": "staging"}
+    ),
+    "environment: both empty": _case({}, {"deployment.environment.name": "", "deployment.environment": ""}),
+    "resource array elsewhere": _case(
+        {}, {"process.command_args": {"arrayValue": {"values": []}}, "service.name": "s"}
+    ),
+    "error status with message": _case({}, status={"code": 2, "message": "boom"}),
+    "ok status with message": _case({}, status={"code": 1, "message": "fine"}),
+    "no end time": _case({}, endTimeUnixNano="0"),
+    "unicode text": _case({"custom.a": "é ✓"}),
+    "integral double written as int": _case({"gen_ai.request.temperature": {"doubleValue": 1}}),
+    "small and large doubles": _case({"a": 1e-4, "b": 123456789.125, "c": -0.0}),
+}
+
+
+@pytest.mark.parametrize("chunk", _PLAIN_CASES.values(), ids=list(_PLAIN_CASES))
+def test_each_rule_read_as_columns_matches_the_mapping(chunk: bytes) -> None:
+    batches, handed = _columnar_batches(chunk)
+    assert batches is not None and handed == 0
+    _assert_same(*_both(chunk))
+    _assert_same(*_both(chunk, capture_content=True))
+
+
+_HANDED_CASES = {
+    "a quote in a kept text": _case({"custom.a": 'q"uote'}),
+    "a tab in the conversation id": _case({"gen_ai.conversation.id": "c\t1"}),
+    "cache above input": _case({"gen_ai.usage.input_tokens": 10, "gen_ai.usage.cache_read.input_tokens": 50}),
+    "reasoning above output": _case({"gen_ai.usage.reasoning.output_tokens": 5000}),
+    "negative tokens": _case({"gen_ai.usage.output_tokens": -1}),
+    "tokens as text": _case({"gen_ai.usage.output_tokens": "12"}),
+    "no model": _case({"gen_ai.response.model": _DROP, "gen_ai.request.model": _DROP}),
+    "an attribute named parent_span_id": _case({"parent_span_id": "mine"}),
+    "an attribute named status.message": _case(
+        {"status.message": "mine"}, status={"code": 2, "message": "m"}
+    ),
+    "a key twice": _case({}).replace(b'"key":"user.id"', b'"key":"server.address"'),
+    "a reported cost": _case({"gen_ai.usage.cost": 0.25}),
+    "an agent span": _case({"gen_ai.operation.name": "invoke_agent"}),
+    "a double Arrow writes with an exponent": _case({"custom.a": 1e16}),
+    "a tiny double": _case({"custom.a": 1e-7}),
+    "uppercase ids": _case({}, traceId="AB" * 16),
+    "unknown status": _case({}, status={"code": 7}),
+    "a time after 2100": _case({}, startTimeUnixNano="4102444800000000001"),
+}
+
+
+@pytest.mark.parametrize("chunk", _HANDED_CASES.values(), ids=list(_HANDED_CASES))
+def test_what_is_not_plain_is_handed_to_the_mapping(chunk: bytes) -> None:
+    batches, handed = _columnar_batches(chunk)
+    assert batches is not None and handed == 1
+    _assert_same(*_both(chunk))
+
+
+def test_whole_doubles_written_both_ways_in_one_chunk_go_to_the_mapping() -> None:
+    """``1`` and ``2.0`` in one chunk: which whole double was written which way is not known."""
+    one = _case({"gen_ai.request.temperature": {"doubleValue": 1}})
+    two = _case({"gen_ai.request.temperature": 2.0}).replace(b"0000000000000006", b"0000000000000099")
+    batches, handed = _columnar_batches(one + two, batch_rows=1)
+    assert batches is not None and handed == 2
+    _assert_same(*_both(one + two, batch_rows=1))
+
+
+# -- generated: a plain span and changes to it ---------------------------------------------------
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
+_ODD = st.one_of(
+    st.just({}),
+    st.just({"arrayValue": {"values": [{"intValue": "1"}]}}),
+    st.just({"kvlistValue": {"values": []}}),
+    st.just({"stringValue": "a", "intValue": "2"}),
+    st.sampled_from([{"intValue": "007"}, {"intValue": "+5"}, {"intValue": "1e3"}, {"intValue": "-0"}]),
+    st.just({"doubleValue": 3}),
+    st.just({"bytesValue": "AAE="}),
+)
+_VALUE = st.one_of(
+    _TEXT,
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 1.0, 2.0, 1e-5, 123456.75, 1e15, 0.1]),
+    st.booleans(),
+    _ODD,
+)
+#: texts the mapping reads with Python's truth and ``or``: empty ones, and ones JSON escapes
+_WORDS = st.sampled_from(
+    ["", "", "a", "gpt-4o", 'q"uote', "back\\slash", "tab\t", "é", "line\u2028sep", "\x7f"]
+)
+_TOKENS = ("input_tokens", "prompt_tokens", "output_tokens", "completion_tokens", "cache", "reasoning")
+_HOSTS = st.sampled_from(
+    [
+        "",
+        "api.openai.com",
+        "x.openai.azure.com",
+        "api.openai.com.openai.azure.com",
+        "bedrock-runtime.aws",
+        "api.groq.com",
+        "example.org",
+    ]
+)
+
+
+def _value_for(key: str) -> st.SearchStrategy[Any]:
+    if any(t in key for t in _TOKENS):
+        return st.one_of(st.integers(0, 3000), st.integers(0, 3000), st.integers(-3, 10**9), _VALUE)
+    if key == "server.address":
+        return st.one_of(_HOSTS, _HOSTS, _VALUE)
+    return st.one_of(_WORDS, _WORDS, _VALUE)
+
+
+_KEYS = st.sampled_from(
+    [
+        "gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model",
+        "gen_ai.response.model", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
+        "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.prompt_tokens",
+        "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens", "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.cost", "gen_ai.conversation.id", "yieldmeter.work_unit.id", "yieldmeter.workflow",
+        "yieldmeter.team", "yieldmeter.task_type", "user.id", "enduser.id", "session.id", "error.type",
+        "server.address", "llm.request.type", "langfuse.observation.type", "langfuse.user.id",
+        "gen_ai.prompt", "gen_ai.input.messages", "parent_span_id", "status.message", "custom.a", "custom.b",
+        "gen_ai.request.temperature", "",
+    ]
+)  # fmt: skip
+_EVALUATION = {"name": "gen_ai.evaluation.result", "attributes": [_kv("gen_ai.evaluation.score.value", 0.5)]}
+#: span fields and the values drawn for them (None: the field left out)
+_FIELDS = {
+    "traceId": ["", "0" * 32, "AB" * 16, "q" * 32, "AAECAwQFBgcICQoLDA0ODw==", 5],
+    "spanId": ["", "0" * 16, "Ab" * 8, "12"],
+    "startTimeUnixNano": ["", "0", "-5", "12x", "5" * 20, "4102444800000000000", "4102444800000000001", "01"],
+    "endTimeUnixNano": ["", "0", None, "1", "9" * 19, "1765000000000000000", "1765000000000001000"],
+    "status": [
+        {}, {"code": 2}, {"code": 2, "message": "boom"}, {"code": 2, "message": ""}, {"code": 7}, {"code": 1},
+        {"message": 'a"b'}, None,
+    ],
+    "parentSpanId": ["", None, "x\\y", "p\u2028q", "é"],
+    "events": [[], [{"name": "exception"}], [_EVALUATION], [None]],
+    "attributes": [None, [], [None], [{"key": None, "value": {"stringValue": "x"}}]],
+}  # fmt: skip
+_SPAN_FIELD = st.one_of([st.tuples(st.just(k), st.sampled_from(v)) for k, v in _FIELDS.items()])
+_RESOURCE_KEYS = [
+    "service.name", "deployment.environment", "deployment.environment.name", "yieldmeter.team",
+    "yieldmeter.workflow", "yieldmeter.task_type", "process.args",
+]  # fmt: skip
+_RESOURCE = st.lists(
+    st.tuples(
+        st.sampled_from(_RESOURCE_KEYS), st.one_of(_WORDS, st.integers(0, 9), st.just({"arrayValue": {}}))
+    ),
+    max_size=4,
+)
+
+
+@st.composite
+def _spans(draw: st.DrawFn, i: int) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["plain", "attrs", "attrs", "attrs", "fields", "http"]))
+    attrs: dict[str, Any] = _plain_attrs(i) if kind != "http" else {"http.route": "/v1"}
+    items = list(attrs.items())
+    fields: dict[str, Any] = {}
+    if kind == "attrs":
+        for _ in range(draw(st.integers(1, 4))):
+            change = draw(st.sampled_from(["set", "set", "set", "drop", "twice"]))
+            key = draw(_KEYS)
+            if change == "set":
+                items = [(k, v) for k, v in items if k != key] + [(key, draw(_value_for(key)))]
+            elif change == "drop":
+                items = [(k, v) for k, v in items if k != key]
+            else:
+                items.append((key, draw(_value_for(key))))
+    elif kind == "fields":
+        fields.update([draw(_SPAN_FIELD)])
+    span = _span(i, [_kv(k, v) for k, v in items])
+    for k, v in fields.items():
+        if v is None:
+            span.pop(k, None)
+        else:
+            span[k] = v
+    return span
+
+
+@st.composite
+def _chunks(draw: st.DrawFn) -> bytes:
+    """Lines of one span each, mostly (each its own batch at ``batch_rows=1``), some of several."""
+    out = []
+    i = 0
+    for _ in range(draw(st.integers(1, 8))):
+        spans = []
+        for _ in range(draw(st.sampled_from([1, 1, 1, 0, 3]))):
+            spans.append(draw(_spans(i)))
+            i += 1
+        resource = None
+        if draw(st.integers(0, 3)) == 0:
+            resource = [_kv(k, v) for k, v in draw(_RESOURCE)]
+        out.append(_line(spans, resource))
+    return b"".join(out)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunk=_chunks(), rows=st.sampled_from([1, 1, 65_536]), capture=st.booleans())
+def test_generated_lines_read_the_same_both_ways(chunk: bytes, rows: int, capture: bool) -> None:
+    _assert_same(*_both(chunk, batch_rows=rows, capture_content=capture))
