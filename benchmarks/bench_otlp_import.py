@@ -3,16 +3,22 @@
 Three figures on the same bytes, in the same run:
 
 * raw parse: ``orjson.loads`` of every line, nothing else (the limit any
-  Python importer of this format has to live with);
-* adapter: ``yieldmeter.ingest.otlp_json.read`` -> conformed Arrow batches;
+  Python importer of this format has to live with), and Arrow's JSON reader
+  parsing the same 16 MB chunks to the columnar reader's schema, nothing else
+  (the limit of the columnar reader);
+* adapter: ``yieldmeter.ingest.otlp_json.read`` -> conformed Arrow batches, with
+  batches of plain spans read as columns (the default, ``otlp_columnar``) and
+  with every span mapped one by one (``span_by_span_*``, its baseline);
 * import: ``Workspace.ingest_paths`` end to end (adapter, store upsert,
   derived work units, model map, and the one re-score at the end), in a
   fresh child process so its peak memory (``ru_maxrss``) is its own; the
   peak before the re-score and the re-score's time are reported apart. It
-  runs three times: with ``ingest.decode_workers: 0`` (the default, one
+  runs four times: with ``ingest.decode_workers: 0`` (the default, one
   process whose reader runs a batch ahead of the store's writes on a thread of
-  its own: the import figures), the same with the read-ahead turned off (the
-  ``no_read_ahead_*`` figures, its baseline), and with ``auto`` (lines decoded in worker
+  its own: the import figures), the same with every span mapped one by one
+  (``span_by_span_import_*``, the columnar reader's baseline), the same with the
+  read-ahead turned off (the ``no_read_ahead_*`` figures, its baseline), and
+  with ``auto`` (lines decoded in worker
   processes: the ``workers_*`` figures, with the largest worker's peak
   memory beside the importer's and, as an upper bound, their sum).
 
@@ -24,6 +30,7 @@ importer counts as ignored).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
@@ -39,11 +46,12 @@ N_SPANS = int(os.environ.get("BENCH_OTLP_SPANS", 1_000_000))
 RESULTS = Path(__file__).parent / "results" / "otlp_import.json"
 
 
-def _child(path: str, ws_dir: str, workers: str, read_ahead: str = "yes") -> None:
+def _child(path: str, ws_dir: str, workers: str, read_ahead: str = "yes", columnar: str = "yes") -> None:
     """Run in a fresh process: import ``path`` into a new workspace, print figures as JSON.
 
     ``workers`` is the workspace's ``ingest.decode_workers`` (``0``: all in this process);
-    ``read_ahead`` ``no`` turns the import's read-ahead off (the baseline it is measured against).
+    ``read_ahead`` ``no`` turns the import's read-ahead off, ``columnar`` ``no`` the columnar
+    reader (the baselines they are measured against).
     """
     from yieldmeter.app.workspace import Workspace
     from yieldmeter.config import CONFIG_FILE
@@ -51,6 +59,8 @@ def _child(path: str, ws_dir: str, workers: str, read_ahead: str = "yes") -> Non
 
     if read_ahead == "no":
         ReadAhead.pays = staticmethod(lambda: False)  # type: ignore[method-assign]
+    if columnar == "no":
+        _span_by_span()
 
     Path(ws_dir).mkdir(parents=True)
     Path(ws_dir, CONFIG_FILE).write_text(f"ingest:\n  decode_workers: {workers}\n")
@@ -90,10 +100,19 @@ def _child(path: str, ws_dir: str, workers: str, read_ahead: str = "yes") -> Non
     )
 
 
+def _span_by_span() -> None:
+    """Every OTLP JSON batch mapped span by span, as before the columnar reader."""
+    from yieldmeter.ingest import otlp_json
+
+    otlp_json.read_chunk = lambda *args: None  # type: ignore[assignment]
+
+
 def main() -> None:
     import orjson
+    import pyarrow.json as arrow_json
 
     from otlp_spans import json_lines
+    from yieldmeter.ingest import otlp_columnar, otlp_json
     from yieldmeter.ingest.base import ReadOptions
     from yieldmeter.ingest.otlp_json import read
 
@@ -114,16 +133,35 @@ def main() -> None:
         parse_s = time.perf_counter() - t
 
         t = time.perf_counter()
-        rows = 0
         with path.open("rb") as fh:
-            for batch in read(fh, ReadOptions(source=str(path))):
-                rows += batch.tables["calls"].num_rows
-        adapter_s = time.perf_counter() - t
+            for chunk, _ in otlp_json._chunks(fh):
+                arrow_json.read_json(
+                    io.BytesIO(chunk),
+                    read_options=arrow_json.ReadOptions(block_size=1 << 20),
+                    parse_options=arrow_json.ParseOptions(
+                        explicit_schema=otlp_columnar.SCHEMA, unexpected_field_behavior="ignore"
+                    ),
+                )
+        arrow_parse_s = time.perf_counter() - t
 
-        def child_run(workers: str, read_ahead: str = "yes") -> dict:
-            ws = str(Path(tmp) / f"ws-{workers}-{read_ahead}")
+        def adapter() -> tuple[float, int]:
+            t = time.perf_counter()
+            rows = 0
+            with path.open("rb") as fh:
+                for batch in read(fh, ReadOptions(source=str(path))):
+                    rows += batch.tables["calls"].num_rows
+            return time.perf_counter() - t, rows
+
+        adapter_s, rows = adapter()
+        columnar = otlp_json.read_chunk
+        _span_by_span()
+        span_by_span_s, span_by_span_rows = adapter()
+        otlp_json.read_chunk = columnar
+
+        def child_run(workers: str, read_ahead: str = "yes", columnar: str = "yes") -> dict:
+            ws = str(Path(tmp) / f"ws-{workers}-{read_ahead}-{columnar}")
             out = subprocess.run(
-                [sys.executable, __file__, "--child", str(path), ws, workers, read_ahead],
+                [sys.executable, __file__, "--child", str(path), ws, workers, read_ahead, columnar],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -131,6 +169,7 @@ def main() -> None:
             return json.loads(out.stdout.strip().splitlines()[-1])
 
         child = child_run("0")  # the default: one process, the next batch read while one is written
+        by_span = child_run("0", "yes", "no")  # the baseline: every span mapped one by one
         serial = child_run("0", "no")  # the baseline: read, then write, in turn
         parallel = child_run("auto")  # ingest.decode_workers: auto
 
@@ -140,8 +179,12 @@ def main() -> None:
         "bytes": size,
         "cpu_count": os.cpu_count(),
         "raw_parse_spans_per_s": N_SPANS / parse_s,
+        "arrow_parse_spans_per_s": N_SPANS / arrow_parse_s,
         "adapter_spans_per_s": N_SPANS / adapter_s,
         "adapter_calls": rows,
+        "span_by_span_adapter_spans_per_s": N_SPANS / span_by_span_s,
+        "columnar_to_span_by_span_adapter_ratio": span_by_span_s / adapter_s,
+        "span_by_span_adapter_calls": span_by_span_rows,
         "import_spans_per_s": N_SPANS / child["seconds"],
         "import_seconds": child["seconds"],
         "import_calls_stored": child["calls"],
@@ -149,6 +192,9 @@ def main() -> None:
         "import_peak_rss_mib": child["peak_rss_mib"],
         "import_peak_rss_before_rescore_mib": child["peak_rss_before_rescore_mib"],
         "import_rescore_seconds": child["rescore_seconds"],
+        "span_by_span_import_spans_per_s": N_SPANS / by_span["seconds"],
+        "columnar_to_span_by_span_import_ratio": by_span["seconds"] / child["seconds"],
+        "span_by_span_import_peak_rss_mib": by_span["peak_rss_mib"],
         "no_read_ahead_import_spans_per_s": N_SPANS / serial["seconds"],
         "read_ahead_to_no_read_ahead_ratio": serial["seconds"] / child["seconds"],
         "no_read_ahead_peak_rss_mib": serial["peak_rss_mib"],
@@ -165,6 +211,8 @@ def main() -> None:
         ),
         "import_to_raw_parse_ratio": (N_SPANS / child["seconds"]) / (N_SPANS / parse_s),
         "adapter_to_raw_parse_ratio": (N_SPANS / adapter_s) / (N_SPANS / parse_s),
+        "import_to_arrow_parse_ratio": arrow_parse_s / child["seconds"],
+        "adapter_to_arrow_parse_ratio": arrow_parse_s / adapter_s,
         "load_average_at_start": load_at_start,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "target_spans_per_s": 150_000,
@@ -178,6 +226,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child(*sys.argv[2:6])
+        _child(*sys.argv[2:7])
     else:
         main()

