@@ -105,13 +105,13 @@ def test_an_import_of_many_batches_lands_every_row(
 
     monkeypatch.setattr(otlp_json, "_SPANS_PER_BATCH", 4)
     mapped_on: set[str] = set()
-    add_request = otlp_json.add_request
+    decode = otlp_json._decode  # every chunk of lines, as columns or span by span
 
-    def add(*a, **k):  # type: ignore[no-untyped-def]
+    def decoded(*a, **k):  # type: ignore[no-untyped-def]
         mapped_on.add(threading.current_thread().name)
-        return add_request(*a, **k)
+        return decode(*a, **k)
 
-    monkeypatch.setattr(otlp_json, "add_request", add)
+    monkeypatch.setattr(otlp_json, "_decode", decoded)
     writes: list[int] = []
     write_batch = Store.write_batch
 

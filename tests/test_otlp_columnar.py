@@ -108,12 +108,12 @@ def _columnar_batches(chunk: bytes, **options: Any) -> tuple[list[Batch] | None,
     """What the columnar reader gives, and how many batches it handed to the mapping (batches
     of ``batch_rows`` spans, by default all)."""
     handed: list[int] = []
+    opts = ReadOptions(source="traces.jsonl", **options)
 
     def fallback(lines: list[bytes], first: int) -> list[Batch]:
         handed.append(first)
-        return decode_lines(b"\n".join(lines) + b"\n", first, ReadOptions(source="t"), columnar=False)
+        return decode_lines(b"".join(lines), first, opts, columnar=False)
 
-    opts = ReadOptions(source="traces.jsonl", **options)
     batches = read_chunk(chunk, 1, opts, min(opts.batch_rows, 16_384), 16 << 20, fallback)
     return batches, len(handed)
 
@@ -176,18 +176,87 @@ def test_doubles_keep_the_text_the_mapping_writes(literal: bytes, text: bytes) -
     )
 
 
-def test_lines_the_reader_cannot_take_go_to_the_mapping() -> None:
+_EMPTY_SPAN = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{}]}]}]}\n'  # one non-GenAI span
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"not json\n",
+        b"\n",  # a blank line
+        b"null\n",  # first in a chunk, pyarrow 26 crashed on it
+        b'{"foo":1}\n',  # no resourceSpans: the mapping rejects the line
+        b'{"resourceSpans":[null]}\n',
+        b'{"resourceSpans":[null,{"scopeSpans":[{"spans":[{}]}]}]}\n',  # the mapping stops at the null
+        b'{"resource_spans":[{"scopeSpans":[{"spans":[{}]}]}]}\n',  # the snake_case name
+        b'{"resourceSpans":[{"instrumentationLibrarySpans":[{"spans":[{}]}]}]}\n',  # the old name
+        b'{"resourceSpans":\n[{"scopeSpans":[{"spans":[{}]}]}]}\n{"resourceSpans":[]}{"resourceSpans":[]}\n',
+        b'{"resourceSpans":[]} {"resourceSpans":[]}\n',  # two documents on one line
+        b"\xef\xbb\xbf" + _EMPTY_SPAN,
+    ],
+)
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_chunks_the_reader_cannot_take_go_to_the_mapping(chunk: bytes, where: str) -> None:
+    good = _line([_span(1, _plain_attrs(1))])
+    whole = chunk + good if where == "first" else good + chunk
+    assert _columnar_batches(whole)[0] is None
+    for rows in (1, 2, 65_536):  # batches are cut where the mapping cuts them
+        _assert_same(*_both(whole, batch_rows=rows))
+
+
+def test_values_arrow_reads_otherwise_go_to_the_mapping() -> None:
     good = _line([_span(1, _plain_attrs(1))])
     for chunk in (
-        good + b"not json\n" + good,
-        good + b"\n" + good,  # a blank line
         good.replace(b'"intValue":"1024"', b'"intValue":1024'),  # an int as a JSON number
-        good + good.rstrip(b"\n") + b" " + good,  # two documents on one line
         good.replace(b'"stop"', b'"st\xffop"'),  # not UTF-8
-        b"\xef\xbb\xbf" + good,
     ):
         assert _columnar_batches(chunk)[0] is None
         _assert_same(*_both(chunk))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"arrayValue":{"values":5}}',  # the mapping cannot iterate it
+        b'{"kvlistValue":{"values":[null]}}',
+        b'{"kvlistValue":{"values":[{"value":{"stringValue":"v"}}]}}',  # an entry without a key
+        b'{"arrayValue":{"values":[{"arrayValue":{"values":[]}}]}}',  # below one level: not parsed here
+    ],
+)
+def test_arrays_and_maps_the_mapping_may_refuse_are_its_own_on_any_span_or_resource(value: bytes) -> None:
+    kv = b'{"key":"odd","value":' + value + b"}"
+    http = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[' + kv + b"]}]}]}]}\n"
+    plain = _line([_span(1, _plain_attrs(1))])
+    in_resource = plain.replace(
+        b'"attributes":[{"key":"service.name"', b'"attributes":[' + kv + b',{"key":"service.name"'
+    )
+    for chunk in (http, in_resource):
+        assert chunk.count(b'"odd"') == 1
+        batches, handed = _columnar_batches(chunk)
+        assert batches is None or handed == 1  # a number where a list goes: Arrow refuses the chunk
+        _assert_same(*_both(chunk))
+
+
+def test_plain_arrays_and_maps_on_resources_and_other_spans_stay_columnar() -> None:
+    args = b'{"arrayValue":{"values":[{"stringValue":"python"},{"intValue":"3"}]}}'
+    kv = b'{"key":"process.command_args","value":' + args + b"}"
+    plain = _line([_span(1, _plain_attrs(1))])
+    chunk = plain.replace(
+        b'"attributes":[{"key":"service.name"', b'"attributes":[' + kv + b',{"key":"service.name"'
+    )
+    batches, handed = _columnar_batches(chunk)
+    assert batches is not None and handed == 0
+    _assert_same(*_both(chunk))
+
+
+def test_handed_over_lines_are_the_file_s_own_bytes() -> None:
+    """The mapping gets each line with its newline, the last as the file ends (with none here)."""
+    chunk = _EMPTY_SPAN + _line([_span(1, _plain_attrs(1))]).replace(b'"code":', b'"c":') + _EMPTY_SPAN[:-1]
+    chunk = chunk.replace(b'"status":{}', b'"status":{"code":7}', 1)  # an unknown status: not plain
+    got: list[bytes] = []
+    opts = ReadOptions(source="t")
+    read_chunk(chunk, 1, opts, 16_384, 16 << 20, lambda lines, first: got.extend(lines) or [])
+    assert b"".join(got) == chunk and got[0].endswith(b"\n") and not got[-1].endswith(b"\n")
 
 
 # -- the rules, one by one: each read as columns (or handed over) and compared -----------------
@@ -288,6 +357,35 @@ def test_what_is_not_plain_is_handed_to_the_mapping(chunk: bytes) -> None:
     _assert_same(*_both(chunk))
 
 
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        b'"resource":{"attributes":[{"key":"r","value":{"doubleValue":1}}]}',
+        b'"scope":{"name":"t","attributes":[{"key":"r","value":{"doubleValue":1}}]}',
+    ],
+)
+def test_a_whole_double_written_as_an_int_elsewhere_leaves_whole_doubles_to_the_mapping(
+    elsewhere: bytes,
+) -> None:
+    """``2.0`` on the span and ``1`` on its resource or scope: the bytes do not say which is which."""
+    line = _case({"gen_ai.request.temperature": 2.0})
+    if elsewhere.startswith(b'"resource"'):
+        line = line.replace(b'"resource":{"attributes":[', elsewhere[:-2] + b",")
+    else:
+        line = line.replace(b'"scope":{"name":"t"}', elsewhere)
+    assert line.count(b'"doubleValue":1}') == 1
+    batches, handed = _columnar_batches(line)
+    assert batches is not None and handed == 1
+    _assert_same(*_both(line))
+
+
+def test_an_escaped_key_leaves_whole_doubles_to_the_mapping() -> None:
+    line = _case({"gen_ai.request.temperature": 1.0}).replace(b'"doubleValue":1.0', b'"double\\u0056alue":1')
+    batches, handed = _columnar_batches(line)
+    assert batches is not None and handed == 1
+    _assert_same(*_both(line))
+
+
 def test_whole_doubles_written_both_ways_in_one_chunk_go_to_the_mapping() -> None:
     """``1`` and ``2.0`` in one chunk: which whole double was written which way is not known."""
     one = _case({"gen_ai.request.temperature": {"doubleValue": 1}})
@@ -300,6 +398,13 @@ def test_whole_doubles_written_both_ways_in_one_chunk_go_to_the_mapping() -> Non
 # -- generated: a plain span and changes to it ---------------------------------------------------
 
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
+_ARRAYS_AND_MAPS = [
+    {"arrayValue": {}},
+    {"arrayValue": {"values": [{"stringValue": "a"}, {"intValue": "1"}, {}]}},
+    {"arrayValue": {"values": [{"arrayValue": {}}]}},
+    {"kvlistValue": {"values": [{"key": "k", "value": {"boolValue": True}}]}},
+    {"kvlistValue": {"values": [{"value": {"boolValue": True}}]}},
+]
 _ODD = st.one_of(
     st.just({}),
     st.just({"arrayValue": {"values": [{"intValue": "1"}]}}),
@@ -308,6 +413,7 @@ _ODD = st.one_of(
     st.sampled_from([{"intValue": "007"}, {"intValue": "+5"}, {"intValue": "1e3"}, {"intValue": "-0"}]),
     st.just({"doubleValue": 3}),
     st.just({"bytesValue": "AAE="}),
+    st.sampled_from(_ARRAYS_AND_MAPS),
 )
 _VALUE = st.one_of(
     _TEXT,
@@ -379,7 +485,8 @@ _RESOURCE_KEYS = [
 ]  # fmt: skip
 _RESOURCE = st.lists(
     st.tuples(
-        st.sampled_from(_RESOURCE_KEYS), st.one_of(_WORDS, st.integers(0, 9), st.just({"arrayValue": {}}))
+        st.sampled_from(_RESOURCE_KEYS),
+        st.one_of(_WORDS, st.integers(0, 9), st.sampled_from(_ARRAYS_AND_MAPS), st.just({"doubleValue": 1})),
     ),
     max_size=4,
 )
@@ -426,7 +533,24 @@ def _chunks(draw: st.DrawFn) -> bytes:
         if draw(st.integers(0, 3)) == 0:
             resource = [_kv(k, v) for k, v in draw(_RESOURCE)]
         out.append(_line(spans, resource))
+        if draw(st.integers(0, 9)) == 0:
+            out.append(draw(_ODD_LINES))
     return b"".join(out)
+
+
+#: lines the columnar reader leaves to the mapping whole, among others
+_ODD_LINES = st.sampled_from(
+    [
+        b"null\n",
+        b'{"foo":1}\n',
+        b'{"resourceSpans":[]}\n',
+        b'{"resourceSpans":[null]}\n',
+        b'{"resource_spans":[{"scopeSpans":[{"spans":[{}]}]}]}\n',
+        b'{"resourceSpans":[{"instrumentationLibrarySpans":[{"spans":[{}]}]}]}\n',
+        b'{"resourceSpans":[{"scopeSpans":[{"scope":{"attributes":[{"key":"d","value":{"doubleValue":1}}]}}]}]}\n',
+        b'{"resourceSpans":[{"scopeSpans":[null,{"spans":[null]}]}]}\n',
+    ]
+)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -15,17 +15,22 @@ on generated spans). Anything else sends the batch's lines to ``SpanRows``,
 which reads every spelling and names every reason:
 
 - a chunk Arrow cannot read to the schema below (a 64-bit integer or a time
-  written as a JSON number, a line that is not one JSON object, a document
-  orjson would refuse: ``NaN``, bytes that are not UTF-8);
+  written as a JSON number, bytes that are not UTF-8, a byte-order mark), or
+  with a line that is not one JSON object opening and closing on it, or that
+  the mapping stops reading part way (no ``resourceSpans``, a null among them,
+  spans under the old ``instrumentationLibrarySpans``): the whole chunk;
 - a span that would be rejected, or would add a note: ids not in lowercase hex,
   times out of range, token counts that are negative, too large, not integers,
   or cache (reasoning) tokens above input (output), no model, an unknown status;
 - a span the mapping reads with more than a column look-up: agent and tool
   spans, evaluation events, Langfuse attributes, legacy ``llm.request.type``,
   a reported cost (``gen_ai.usage.cost``), an attribute given twice or with no
-  value, or several values, arrays, maps or bytes;
+  value, or several values, arrays, maps or bytes; on any span or resource, an
+  array or map the mapping might refuse (nested below one level, a null or
+  keyless map entry);
 - a text that JSON would escape (quotes, backslashes, control characters), or a
-  double whose shortest form Arrow and orjson write differently, where the span
+  double whose shortest form Arrow and orjson write differently, or a whole
+  double whose text (``2`` or ``2.0``) the bytes do not settle, where the span
   keeps the value in ``attributes``.
 
 Two differences are known and kept, both in fields OTLP does not define, which
@@ -67,16 +72,23 @@ from yieldmeter.ingest.otlp_semconv import (
     is_content_key,
 )
 
+_SCALARS = [
+    ("stringValue", pa.string()),
+    ("intValue", pa.string()),
+    ("doubleValue", pa.float64()),
+    ("boolValue", pa.bool_()),
+    ("bytesValue", pa.string()),
+]
+#: an array or map's own values, one level down: what they hold below that is only seen to be there
+_INNER_VALUE = pa.struct([*_SCALARS, ("arrayValue", pa.struct([])), ("kvlistValue", pa.struct([]))])
 _ANY_VALUE = pa.struct(
     [
-        ("stringValue", pa.string()),
-        ("intValue", pa.string()),
-        ("doubleValue", pa.float64()),
-        ("boolValue", pa.bool_()),
-        # declared without fields: only whether one is there matters (such a span is not plain)
-        ("arrayValue", pa.struct([])),
-        ("kvlistValue", pa.struct([])),
-        ("bytesValue", pa.string()),
+        *_SCALARS,
+        ("arrayValue", pa.struct([("values", pa.list_(_INNER_VALUE))])),
+        (
+            "kvlistValue",
+            pa.struct([("values", pa.list_(pa.struct([("key", pa.string()), ("value", _INNER_VALUE)])))]),
+        ),
     ]
 )
 _ATTRIBUTES = pa.list_(pa.struct([("key", pa.string()), ("value", _ANY_VALUE)]))
@@ -124,10 +136,17 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
     the end. A batch with a span that is not plain is built by ``fallback(lines, first_lineno)``.
     """
     lines = chunk.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()  # the chunk's last newline
-    if not lines or not all(line.strip() for line in lines):
-        return None  # blank lines: Arrow skips them, the line numbers would not match
+    ends_with_newline = not lines[-1]
+    if ends_with_newline:
+        lines.pop()
+    # Every line one object, opening and closing on it: then no document Arrow reads can span
+    # two lines, so as many documents as lines means one a line (Arrow does not stop at a
+    # newline). This also keeps out blank lines (which Arrow skips) and a ``null`` line (on
+    # which pyarrow 26 crashes when it comes first).
+    for line in lines:
+        stripped = line.strip()
+        if not stripped.startswith(b"{") or not stripped.endswith(b"}"):
+            return None
     if not chunk.isascii():  # what orjson refuses and Arrow's reader takes
         if b"\xef\xbb\xbf" in chunk:
             return None  # a byte-order mark
@@ -148,6 +167,8 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
     if table.num_rows != len(lines):
         return None  # two documents on one line
     spans = _Spans(table.column("resourceSpans").combine_chunks(), len(lines), chunk, options)
+    if not spans.lines_read_whole:
+        return None  # a line the mapping stops reading part way, or reads spans of elsewhere
     out: list[Batch] = []
     start = 0
     counts = spans.line_spans
@@ -162,7 +183,10 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
                 if spans.line_plain[start : i + 1].all():
                     out.append(spans.batch(start, i + 1, first_lineno))
                 else:
-                    out.extend(fallback(lines[start : i + 1], first_lineno + start))
+                    whole = [line + b"\n" for line in lines[start : i + 1]]
+                    if i == last and not ends_with_newline:
+                        whole[-1] = lines[i]
+                    out.extend(fallback(whole, first_lineno + start))
             start, total = i + 1, 0
         if full:
             size = 0
@@ -178,14 +202,20 @@ class _Spans:
         self, resource_spans: pa.ListArray, n_lines: int, chunk: bytes, options: ReadOptions
     ) -> None:
         self.options = options
-        plain = np.ones(n_lines, bool)
         # -- the nesting: line > resourceSpans > scopeSpans > spans ---------------------------
-        plain &= _valid(resource_spans)  # no resourceSpans: the mapping says why
+        # The mapping counts spans to cut batches. A line with no resourceSpans (or only the
+        # snake_case name), a null among them, or spans under the old instrumentationLibrarySpans
+        # is one it stops reading part way or reads spans of that are not counted here: such a
+        # chunk is left to it whole.
         rs = resource_spans.flatten()
         rs_line = _parents(resource_spans)
-        rs_ok = _valid(rs)
         ils = pc.struct_field(rs, "instrumentationLibrarySpans")
-        rs_ok &= _fill(pc.list_value_length(ils), 0) == 0
+        self.lines_read_whole = bool(
+            _valid(resource_spans).all()
+            and _valid(rs).all()
+            and (_fill(pc.list_value_length(ils), 0) == 0).all()
+        )
+        rs_ok = np.ones(len(rs), bool)
         scopes_list = pc.struct_field(rs, "scopeSpans")
         scopes = scopes_list.flatten()
         scope_rs = _parents(scopes_list)
@@ -195,14 +225,13 @@ class _Spans:
         span_rs = scope_rs[span_scope]
         self.line = rs_line[span_rs]  # each span's line, in file order
         n = len(span)
-        self.n = n
         self.line_spans = np.bincount(self.line, minlength=n_lines)
         span_ok = _valid(span)  # a null in spans[] is rejected by the mapping
 
         # -- resources ----------------------------------------------------------------------
         res_attrs = pc.struct_field(pc.struct_field(rs, "resource"), "attributes")
         res = _Attributes(res_attrs, len(rs))
-        rs_ok &= res.shape_ok  # the mapping reads only the keys below: other values may be anything
+        rs_ok &= res.shape_ok  # the mapping reads every value (an error is the span's reject)
         app = res.string("service.name")
         env_name = res.string("deployment.environment.name")
         env_old = res.string("deployment.environment")
@@ -258,7 +287,7 @@ class _Spans:
         times_ok = _time_text(start_text) & (no_end | _time_text(end_text))
         start = _int64(pc.if_else(pa.array(times_ok), start_text, "0"))
         end = np.where(no_end, start, _int64(pc.if_else(pa.array(times_ok & ~no_end), end_text, "0")))
-        times_ok &= (start <= MAX_TIME_NS) & (end <= MAX_TIME_NS) & (end >= start)
+        times_ok &= end >= start
         status = pc.struct_field(span, "status")
         code = _fill(pc.struct_field(status, "code"), 0)
         status_ok = np.isin(code, (0, 1, 2))
@@ -339,7 +368,7 @@ class _Spans:
         line_bad = np.zeros(n_lines, bool)
         line_bad[rs_line[~rs_ok]] = True
         line_bad[self.line[~span_ok]] = True
-        self.line_plain = plain & ~line_bad
+        self.line_plain = ~line_bad
 
         # -- the calls, in span order ---------------------------------------------------------
         rows = pa.array(np.flatnonzero(call))
@@ -388,8 +417,9 @@ class _Spans:
 class _Attributes:
     """The key-value lists of ``n`` owners (spans or resources) as flat columns.
 
-    ``shape_ok`` is false for an owner whose list the mapping rejects (a null in it, a
-    null key); ``ok`` also for one whose attributes it would not read as plain values:
+    ``shape_ok`` is false for an owner whose list the mapping may reject (a null in it, a
+    null key, an array or map with more than plain values below it, a null or keyless
+    entry in a map); ``ok`` also for one whose attributes it would not read as plain values:
     an attribute with no value or several, an array, map or bytes value, an ``intValue``
     that is not an int64 in plain digits, a key given twice.
     """
@@ -402,6 +432,7 @@ class _Attributes:
         keys = pc.struct_field(kv, "key")
         self.shape_ok[self.owner[~(_valid(kv) & _valid(keys))]] = False
         value = pc.struct_field(kv, "value")
+        self.shape_ok[self.owner[_nested(value)]] = False
         self.sv = pc.struct_field(value, "stringValue")
         self.iv = pc.struct_field(value, "intValue")
         self.dv = pc.struct_field(value, "doubleValue")
@@ -503,14 +534,18 @@ class _Attributes:
             whole = fits & (np.floor(d) == d)
             as_int = np.zeros(len(d), bool)
             if whole.any():
-                # orjson writes 1.0 for a double and 1 for an int: which the line held is in its
-                # bytes. Each whole number written as such is one; when they are all of them,
-                # every whole double was written so.
+                # orjson writes 2.0 for a double and 2 for an int, and which the line held is
+                # only in its bytes: known when every doubleValue of the chunk is a span
+                # attribute's (none escaped, none elsewhere) and either none or all of the
+                # whole ones are written as ints. Otherwise whole doubles are the mapping's.
                 every = self.dv.to_numpy(zero_copy_only=False)
+                every = every[~np.isnan(every)]
+                wholes = int((np.floor(every) == every).sum())
                 literal_ints = len(_WHOLE_DOUBLE.findall(chunk))
-                if literal_ints == int((np.floor(every) == every).sum()):
+                known = not escapes and chunk.count(b'"doubleValue"') == len(every)
+                if known and literal_ints == wholes:
                     as_int = whole
-                elif literal_ints:
+                elif not known or literal_ints:
                     fits &= ~whole
             ok[owner[doubles & ~fits]] = False
             d_int = pc.cast(pa.array(np.where(as_int, d, 0).astype(np.int64)), pa.string())
@@ -539,6 +574,24 @@ class _Attributes:
 def _field(key: str, value: pa.Array) -> pa.Array:
     """``"key":"value"`` where ``value`` is not null (its text holds nothing JSON escapes)."""
     return pc.binary_join_element_wise(orjson.dumps(key).decode() + ':"', value, '"', "")
+
+
+def _nested(value: pa.Array) -> np.ndarray:
+    """For each ``AnyValue``, whether it is an array or map the mapping might not read: one
+    holding an array or map itself (not parsed here), or a map entry that is null or has
+    no key (the mapping rejects those)."""
+    out = np.zeros(len(value), bool)
+    array_values = pc.struct_field(pc.struct_field(value, "arrayValue"), "values")
+    inner = array_values.flatten()
+    deeper = _valid(pc.struct_field(inner, "arrayValue")) | _valid(pc.struct_field(inner, "kvlistValue"))
+    out[_parents(array_values)[deeper]] = True
+    entries_list = pc.struct_field(pc.struct_field(value, "kvlistValue"), "values")
+    entries = entries_list.flatten()
+    inner = pc.struct_field(entries, "value")
+    bad = ~_valid(entries) | ~_valid(pc.struct_field(entries, "key"))
+    bad |= _valid(pc.struct_field(inner, "arrayValue")) | _valid(pc.struct_field(inner, "kvlistValue"))
+    out[_parents(entries_list)[bad]] = True
+    return out
 
 
 def _parents(lists: pa.Array) -> np.ndarray:

@@ -234,8 +234,9 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     if options.decode_workers > 0:
         yield from _read_parallel(lines, options)
     else:
+        tries = _ColumnarTries()
         for chunk in _chunks(lines):
-            yield from decode_lines(*chunk, options)
+            yield from tries.decode(*chunk, options)
     if failed:
         raise failed[0]
 
@@ -307,16 +308,53 @@ def decode_lines(chunk: bytes, first_lineno: int, options: ReadOptions, columnar
     Batches of plain model-call spans are read as columns (:mod:`.otlp_columnar`), the
     others span by span; ``columnar=False`` reads every batch span by span.
     """
+    return _decode(chunk, first_lineno, options, columnar)[0]
+
+
+def _decode(
+    chunk: bytes, first_lineno: int, options: ReadOptions, columnar: bool
+) -> tuple[list[Batch], bool]:
+    """:func:`decode_lines`, and whether the columnar reader was tried and read no batch."""
     with paused_gc():  # while reading and mapping, not while the caller holds the batches
         if columnar:
+            handed = 0
+
+            def span_by_span(lines: list[bytes], first: int) -> list[Batch]:
+                nonlocal handed
+                handed += 1
+                return list(_read_lines(lines, options, first))
+
             limit = min(options.batch_rows, _SPANS_PER_BATCH)
-            batches = read_chunk(
-                chunk, first_lineno, options, limit, CHUNK_BYTES,
-                lambda lines, first: list(_read_lines(lines, options, first)),
-            )  # fmt: skip
+            batches = read_chunk(chunk, first_lineno, options, limit, CHUNK_BYTES, span_by_span)
             if batches is not None:
-                return batches
-        return list(_read_lines(io.BytesIO(chunk), options, first_lineno))
+                return batches, handed > 0 and handed == len(batches)
+        return list(_read_lines(io.BytesIO(chunk), options, first_lineno)), columnar
+
+
+class _ColumnarTries:
+    """When a file's next chunk is worth trying as columns.
+
+    A chunk the columnar reader reads no batch of costs its parse for nothing, about as
+    much again as mapping it span by span (a file of agent traces, say). After such a
+    chunk the next 1, 3, 7, 15, then 31 chunks are mapped span by span before the reader
+    tries again; a chunk it reads resets the wait. The batches are the same either way.
+    """
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self.wait = 0
+
+    def decode(self, chunk: bytes, first_lineno: int, options: ReadOptions) -> list[Batch]:
+        if self.wait:
+            self.wait -= 1
+            return decode_lines(chunk, first_lineno, options, columnar=False)
+        batches, missed = _decode(chunk, first_lineno, options, True)
+        if missed:
+            self.misses += 1
+            self.wait = min(2**self.misses - 1, 31)
+        else:
+            self.misses = 0
+        return batches
 
 
 _Chunk = tuple[bytes, int]  # whole lines, and the file's line number of the first
