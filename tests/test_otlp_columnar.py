@@ -114,7 +114,11 @@ def _columnar_batches(chunk: bytes, **options: Any) -> tuple[list[Batch] | None,
         handed.append(first)
         return decode_lines(b"".join(lines), first, opts, columnar=False)
 
-    batches = read_chunk(chunk, 1, opts, min(opts.batch_rows, 16_384), 16 << 20, fallback)
+    read = read_chunk(chunk, 1, opts, min(opts.batch_rows, 16_384), 16 << 20, fallback)
+    if read is None:
+        return None, len(handed)
+    batches, as_columns = read
+    assert as_columns + len(handed) == len(batches)
     return batches, len(handed)
 
 
@@ -557,3 +561,36 @@ _ODD_LINES = st.sampled_from(
 @given(chunk=_chunks(), rows=st.sampled_from([1, 1, 65_536]), capture=st.booleans())
 def test_generated_lines_read_the_same_both_ways(chunk: bytes, rows: int, capture: bool) -> None:
     _assert_same(*_both(chunk, batch_rows=rows, capture_content=capture))
+
+
+def test_empty_input_reads_as_nothing() -> None:
+    assert _columnar_batches(b"") == ([], 0)
+    _assert_same(*_both(b""))
+
+
+def test_a_file_of_chunks_the_reader_cannot_use_is_tried_less_and_less(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Agent spans on every line: after each chunk read as no columns, the next 1, 3, 7 are mapped
+    span by span; whatever is chosen, ``read`` gives the mapping's batches."""
+    import io
+
+    from yieldmeter.ingest import otlp_json
+
+    agent = _case({"gen_ai.operation.name": "invoke_agent"})
+    plain = _line([_span(7, _plain_attrs(7))])
+    monkeypatch.setattr(otlp_json, "CHUNK_BYTES", 1)  # a chunk a line
+    tried: list[int] = []
+    real = otlp_json.read_chunk
+
+    def spy(chunk: bytes, first: int, *args: Any) -> Any:
+        tried.append(first)
+        return real(chunk, first, *args)
+
+    monkeypatch.setattr(otlp_json, "read_chunk", spy)
+    data = agent * 13 + plain * 3
+    opts = ReadOptions(source="traces.jsonl", batch_rows=1)
+    fast = list(otlp_json.read(io.BytesIO(data), opts))
+    assert tried == [1, 3, 7, 15, 16]  # waits of 1, 3 and 7 chunks; line 15 is read, so 16 is tried
+    monkeypatch.setattr(otlp_json, "read_chunk", lambda *a: None)
+    _assert_same(fast, list(otlp_json.read(io.BytesIO(data), opts)))

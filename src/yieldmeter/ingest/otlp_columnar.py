@@ -126,10 +126,13 @@ _ESCAPED = r'["\\\x00-\x1f]'
 _STRING, _INT, _DOUBLE, _BOOL, _OTHER = 1, 2, 3, 4, 5
 
 
-def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int, chunk_bytes: int,
-               fallback: Callable[[list[bytes], int], list[Batch]]) -> list[Batch] | None:  # fmt: skip
-    """The batches of ``chunk`` (whole lines, the first being ``first_lineno``), or ``None`` when
-    Arrow cannot read the chunk as plain JSON lines.
+def read_chunk(
+    chunk: bytes, first_lineno: int, options: ReadOptions, limit: int, chunk_bytes: int,
+    fallback: Callable[[list[bytes], int], list[Batch]],
+) -> tuple[list[Batch], int] | None:  # fmt: skip
+    """The batches of ``chunk`` (whole lines, the first being ``first_lineno``) and how many of
+    them were read as columns; ``None`` when the chunk is the mapping's whole (Arrow cannot read
+    it to the schema, or a line is one the mapping reads otherwise, see the module's doc).
 
     Batches are cut where :func:`yieldmeter.ingest.otlp_json._read_lines` cuts them: after
     the line that takes a batch to ``limit`` spans or its bytes to ``chunk_bytes``, and at
@@ -139,6 +142,8 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
     ends_with_newline = not lines[-1]
     if ends_with_newline:
         lines.pop()
+    if not lines:
+        return [], 0
     # Every line one object, opening and closing on it: then no document Arrow reads can span
     # two lines, so as many documents as lines means one a line (Arrow does not stop at a
     # newline). This also keeps out blank lines (which Arrow skips) and a ``null`` line (on
@@ -166,10 +171,12 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
         return None
     if table.num_rows != len(lines):
         return None  # two documents on one line
-    spans = _Spans(table.column("resourceSpans").combine_chunks(), len(lines), chunk, options)
-    if not spans.lines_read_whole:
-        return None  # a line the mapping stops reading part way, or reads spans of elsewhere
+    resource_spans = table.column("resourceSpans").combine_chunks()
+    if not _read_whole(resource_spans):
+        return None
+    spans = _Spans(resource_spans, len(lines), chunk, options)
     out: list[Batch] = []
+    columnar = 0
     start = 0
     counts = spans.line_spans
     total = size = 0
@@ -182,6 +189,7 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
             if total:
                 if spans.line_plain[start : i + 1].all():
                     out.append(spans.batch(start, i + 1, first_lineno))
+                    columnar += 1
                 else:
                     whole = [line + b"\n" for line in lines[start : i + 1]]
                     if i == last and not ends_with_newline:
@@ -192,7 +200,21 @@ def read_chunk(chunk: bytes, first_lineno: int, options: ReadOptions, limit: int
             size = 0
     del spans, table
     pa.default_memory_pool().release_unused()
-    return out
+    return out, columnar
+
+
+def _read_whole(resource_spans: pa.ListArray) -> bool:
+    """Whether the mapping reads every line's spans, and only those counted here.
+
+    The mapping counts spans to cut batches. A line with no ``resourceSpans`` (or only the
+    snake_case name), a null among them, or spans under the old ``instrumentationLibrarySpans``
+    is one it stops reading part way, or reads spans of that the columns do not hold.
+    """
+    rs = resource_spans.flatten()
+    ils = pc.struct_field(rs, "instrumentationLibrarySpans")
+    return bool(
+        _valid(resource_spans).all() and _valid(rs).all() and (_fill(pc.list_value_length(ils), 0) == 0).all()
+    )
 
 
 class _Spans:
@@ -202,20 +224,9 @@ class _Spans:
         self, resource_spans: pa.ListArray, n_lines: int, chunk: bytes, options: ReadOptions
     ) -> None:
         self.options = options
-        # -- the nesting: line > resourceSpans > scopeSpans > spans ---------------------------
-        # The mapping counts spans to cut batches. A line with no resourceSpans (or only the
-        # snake_case name), a null among them, or spans under the old instrumentationLibrarySpans
-        # is one it stops reading part way or reads spans of that are not counted here: such a
-        # chunk is left to it whole.
+        # -- the nesting: line > resourceSpans > scopeSpans > spans (all read: _read_whole) -----
         rs = resource_spans.flatten()
         rs_line = _parents(resource_spans)
-        ils = pc.struct_field(rs, "instrumentationLibrarySpans")
-        self.lines_read_whole = bool(
-            _valid(resource_spans).all()
-            and _valid(rs).all()
-            and (_fill(pc.list_value_length(ils), 0) == 0).all()
-        )
-        rs_ok = np.ones(len(rs), bool)
         scopes_list = pc.struct_field(rs, "scopeSpans")
         scopes = scopes_list.flatten()
         scope_rs = _parents(scopes_list)
@@ -231,7 +242,7 @@ class _Spans:
         # -- resources ----------------------------------------------------------------------
         res_attrs = pc.struct_field(pc.struct_field(rs, "resource"), "attributes")
         res = _Attributes(res_attrs, len(rs))
-        rs_ok &= res.shape_ok  # the mapping reads every value (an error is the span's reject)
+        rs_ok = res.shape_ok.copy()  # the mapping reads every value (an error is the span's reject)
         app = res.string("service.name")
         env_name = res.string("deployment.environment.name")
         env_old = res.string("deployment.environment")
@@ -536,13 +547,14 @@ class _Attributes:
             if whole.any():
                 # orjson writes 2.0 for a double and 2 for an int, and which the line held is
                 # only in its bytes: known when every doubleValue of the chunk is a span
-                # attribute's (none escaped, none elsewhere) and either none or all of the
-                # whole ones are written as ints. Otherwise whole doubles are the mapping's.
+                # attribute's (none elsewhere, none spelt with a \u escape) and either none or
+                # all of the whole ones are written as ints. Otherwise whole doubles are the
+                # mapping's.
                 every = self.dv.to_numpy(zero_copy_only=False)
                 every = every[~np.isnan(every)]
                 wholes = int((np.floor(every) == every).sum())
                 literal_ints = len(_WHOLE_DOUBLE.findall(chunk))
-                known = not escapes and chunk.count(b'"doubleValue"') == len(every)
+                known = b"\\u" not in chunk and chunk.count(b'"doubleValue"') == len(every)
                 if known and literal_ints == wholes:
                     as_int = whole
                 elif not known or literal_ints:

@@ -317,17 +317,14 @@ def _decode(
     """:func:`decode_lines`, and whether the columnar reader was tried and read no batch."""
     with paused_gc():  # while reading and mapping, not while the caller holds the batches
         if columnar:
-            handed = 0
-
-            def span_by_span(lines: list[bytes], first: int) -> list[Batch]:
-                nonlocal handed
-                handed += 1
-                return list(_read_lines(lines, options, first))
-
             limit = min(options.batch_rows, _SPANS_PER_BATCH)
-            batches = read_chunk(chunk, first_lineno, options, limit, CHUNK_BYTES, span_by_span)
-            if batches is not None:
-                return batches, handed > 0 and handed == len(batches)
+            read = read_chunk(
+                chunk, first_lineno, options, limit, CHUNK_BYTES,
+                lambda lines, first: list(_read_lines(lines, options, first)),
+            )  # fmt: skip
+            if read is not None:
+                batches, as_columns = read
+                return batches, bool(batches) and not as_columns
         return list(_read_lines(io.BytesIO(chunk), options, first_lineno)), columnar
 
 
@@ -338,6 +335,7 @@ class _ColumnarTries:
     much again as mapping it span by span (a file of agent traces, say). After such a
     chunk the next 1, 3, 7, 15, then 31 chunks are mapped span by span before the reader
     tries again; a chunk it reads resets the wait. The batches are the same either way.
+    Used by :func:`read` in one process; decode processes try every chunk they are given.
     """
 
     def __init__(self) -> None:
