@@ -17,21 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.test_ingest_otlp import kv
 from yieldmeter.ingest.base import Batch, ReadOptions
 from yieldmeter.ingest.otlp_columnar import read_chunk
 from yieldmeter.ingest.otlp_json import decode_lines
 
 
 def _kv(key: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {"key": key, "value": value}
-    if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
-    if isinstance(value, int):
-        return {"key": key, "value": {"intValue": str(value)}}
-    if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    return {"key": key, "value": {"stringValue": value}}
+    """An attribute as ``kv`` writes it, or with ``value`` as the raw ``AnyValue`` when a dict."""
+    return {"key": key, "value": value} if isinstance(value, dict) else kv(key, value)
 
 
 def _span(i: int, attrs: dict[str, Any] | list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
