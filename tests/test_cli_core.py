@@ -99,6 +99,30 @@ def test_bad_input_gives_a_message_and_a_non_zero_exit(tmp_path: Path, runner: C
     assert r.exit_code == 1 and "line 3 (workflows[0].unit_value)" in r.output
 
 
+def test_strict_ingest_exits_1_when_a_row_is_quarantined(tmp_path: Path, runner: CliRunner) -> None:
+    """Two calls, one with negative tokens: the good one lands either way; the import exits 0, or
+    1 with ``--strict``, to the store and to a lake alike."""
+    app = build_app()
+    calls = tmp_path / "calls.csv"
+    calls.write_text(
+        "call_id,ts,provider,model,input_tokens,output_tokens\n"
+        "c1,2026-11-02T10:00:00Z,openai,gpt-4o,100,10\n"
+        "c2,2026-11-02T10:01:00Z,openai,gpt-4o,-5,10\n"
+    )
+    for extra in ([], ["--to-lake", str(tmp_path / "lake")]):
+        ws = tmp_path / f"ws{len(extra)}"
+        r = runner.invoke(app, ["ingest", str(calls), "--table", "calls", "-w", str(ws), *extra])
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(app, ["ingest", str(calls), "--table", "calls", "-w", str(ws), "--strict", *extra])
+        assert r.exit_code == 1 and "1 rows quarantined (--strict" in r.output, r.output
+    clean = tmp_path / "clean.csv"
+    clean.write_text("".join(calls.read_text().splitlines(keepends=True)[:2]))
+    r = runner.invoke(
+        app, ["ingest", str(clean), "--table", "calls", "-w", str(tmp_path / "ws9"), "--strict"]
+    )
+    assert r.exit_code == 0, r.output
+
+
 def test_output_files_get_their_folder_or_a_clear_error(tmp_path: Path, runner: CliRunner) -> None:
     """--out makes the folders it names; a path under a file cannot be written: the error names it
     (it was a FileNotFoundError or NotADirectoryError traceback)."""

@@ -294,9 +294,16 @@ def note_console(output: OutputFormat) -> Console:
     return console() if output is OutputFormat.table else err_console()
 
 
-def report_ingest_outcome(summary: IngestSummary, output: OutputFormat = OutputFormat.table) -> None:
+#: ``--strict`` of the import commands: a pipeline that must not go on past a quarantined row
+STRICT_HELP = "Exit 1 when any row was quarantined (the other rows still land)."
+
+
+def report_ingest_outcome(
+    summary: IngestSummary, output: OutputFormat = OutputFormat.table, strict: bool = False
+) -> None:
     """After an import's summary: the files a folder walk passed over, the files that could not
-    be read (on stderr), and the exit: 2 when nothing was read, 1 when a file failed."""
+    be read (on stderr), and the exit: 2 when nothing was read, 1 when a file failed, and with
+    ``strict`` 1 when a row was quarantined."""
     if summary.passed_over:
         names = ", ".join(str(p) for p in summary.passed_over[:5])
         more = f" and {len(summary.passed_over) - 5} more" if len(summary.passed_over) > 5 else ""
@@ -311,6 +318,9 @@ def report_ingest_outcome(summary: IngestSummary, output: OutputFormat = OutputF
         len(summary.files),
         nothing_read=summary.total("read") == 0 and summary.total("ignored") == 0,
     )
+    quarantined = summary.total("quarantined")
+    if strict and quarantined:
+        fail(f"{quarantined:,} rows quarantined (--strict; they are listed by `yieldmeter quarantine`)")
 
 
 def report_unread(

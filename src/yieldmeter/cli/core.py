@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from yieldmeter.cli.common import (
+    STRICT_HELP,
     FormatOpt,
     ModelsOpt,
     OutputFormat,
@@ -73,12 +74,13 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--to-lake", help="Write to this lake (folder or URI) instead of the store."),
         ] = None,
+        strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
     ) -> None:
         """Import CSV, JSON lines, Parquet, OTLP JSON and usage exports into the store."""
         if to_lake is not None:
             from yieldmeter.cli.lake import ingest_to_lake_command
 
-            ingest_to_lake_command(paths, to_lake, table, fmt, ws_path, output)
+            ingest_to_lake_command(paths, to_lake, table, fmt, ws_path, output, strict)
             return
         from yieldmeter.ingest.registry import UnknownFormat
         from yieldmeter.ingest.tabular import TableNotKnown
@@ -136,7 +138,7 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
             )
         summary.passed_over[:0] = passed_over  # the folders were walked here, before the import
-        report_ingest_outcome(summary, output)
+        report_ingest_outcome(summary, output, strict)
 
     @app.command()
     def status(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:

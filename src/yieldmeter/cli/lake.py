@@ -92,9 +92,10 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             OutputFormat, typer.Option("--output", help="Summary format.")
         ] = OutputFormat.table,
+        strict: Annotated[bool, typer.Option("--strict", help=common.STRICT_HELP)] = False,
     ) -> None:
         """Import files straight into a lake (no store); a re-run of the same input changes nothing."""
-        ingest_to_lake_command(paths, to, table, fmt, ws_path, output)
+        ingest_to_lake_command(paths, to, table, fmt, ws_path, output, strict)
 
     @lake.command("info")
     def lake_info(
@@ -182,8 +183,9 @@ def register(app: typer.Typer) -> None:
 
 
 def ingest_to_lake_command(
-    paths: list[Path], lake: str, table: str | None, fmt: str, ws_path: Path, output: OutputFormat
-) -> None:
+    paths: list[Path], lake: str, table: str | None, fmt: str, ws_path: Path, output: OutputFormat,
+    strict: bool = False,
+) -> None:  # fmt: skip
     """Shared by ``lake ingest`` and ``ingest --to-lake``: write files to a lake and print the summary."""
     from yieldmeter.config import CONFIG_FILE, ConfigError, load_config
     from yieldmeter.ingest.registry import UnknownFormat
@@ -210,4 +212,4 @@ def ingest_to_lake_command(
             f"{summary.total('quarantined'):,} quarantined.",
             highlight=False,
         )
-    common.report_ingest_outcome(summary, output)
+    common.report_ingest_outcome(summary, output, strict)
