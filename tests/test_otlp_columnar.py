@@ -108,7 +108,7 @@ def _columnar_batches(chunk: bytes, **options: Any) -> tuple[list[Batch] | None,
         handed.append(first)
         return decode_lines(b"".join(lines), first, opts, columnar=False)
 
-    read = read_chunk(chunk, 1, opts, min(opts.batch_rows, 16_384), 16 << 20, fallback)
+    read = read_chunk(chunk, 1, opts, min(opts.batch_rows, 16_384), fallback)
     if read is None:
         return None, len(handed)
     batches, as_columns = read
@@ -139,7 +139,7 @@ def test_plain_model_calls_are_read_as_columns_and_match_the_mapping() -> None:
         "gen_ai.conversation.id": "conv-0",
         "gen_ai.request.model": "gpt-4o",
     }
-    assert row["duration_ms"] == 420.0
+    assert row["duration_ms"] == 420.0  # end - start: 420,000,000 ns in _span
     _assert_same(*_both(chunk))
     _assert_same(*_both(chunk, capture_content=True))
     _assert_same(*_both(chunk, batch_rows=7))  # batches cut after the line reaching 7 spans
@@ -253,7 +253,7 @@ def test_handed_over_lines_are_the_file_s_own_bytes() -> None:
     chunk = chunk.replace(b'"status":{}', b'"status":{"code":7}', 1)  # an unknown status: not plain
     got: list[bytes] = []
     opts = ReadOptions(source="t")
-    read_chunk(chunk, 1, opts, 16_384, 16 << 20, lambda lines, first: got.extend(lines) or [])
+    read_chunk(chunk, 1, opts, 16_384, lambda lines, first: got.extend(lines) or [])
     assert b"".join(got) == chunk and got[0].endswith(b"\n") and not got[-1].endswith(b"\n")
 
 

@@ -127,7 +127,7 @@ _STRING, _INT, _DOUBLE, _BOOL, _OTHER = 1, 2, 3, 4, 5
 
 
 def read_chunk(
-    chunk: bytes, first_lineno: int, options: ReadOptions, limit: int, chunk_bytes: int,
+    chunk: bytes, first_lineno: int, options: ReadOptions, limit: int,
     fallback: Callable[[list[bytes], int], list[Batch]],
 ) -> tuple[list[Batch], int] | None:  # fmt: skip
     """The batches of ``chunk`` (whole lines, the first being ``first_lineno``) and how many of
@@ -135,8 +135,8 @@ def read_chunk(
     it to the schema, or a line is one the mapping reads otherwise, see the module's doc).
 
     Batches are cut where :func:`yieldmeter.ingest.otlp_json._read_lines` cuts them: after
-    the line that takes a batch to ``limit`` spans or its bytes to ``chunk_bytes``, and at
-    the end. A batch with a span that is not plain is built by ``fallback(lines, first_lineno)``.
+    the line that takes a batch to ``limit`` spans, and at the end. A batch with a span that
+    is not plain is built by ``fallback(lines, first_lineno)``.
     """
     lines = chunk.split(b"\n")
     ends_with_newline = not lines[-1]
@@ -179,13 +179,11 @@ def read_chunk(
     columnar = 0
     start = 0
     counts = spans.line_spans
-    total = size = 0
+    total = 0
     last = len(lines) - 1
-    for i, line in enumerate(lines):
+    for i in range(len(lines)):
         total += int(counts[i])
-        size += len(line) + 1  # with its newline, as the file's lines are counted
-        full = size >= chunk_bytes
-        if total >= limit or full or i == last:
+        if total >= limit or i == last:
             if total:
                 if spans.line_plain[start : i + 1].all():
                     out.append(spans.batch(start, i + 1, first_lineno))
@@ -196,8 +194,6 @@ def read_chunk(
                         whole[-1] = lines[i]
                     out.extend(fallback(whole, first_lineno + start))
             start, total = i + 1, 0
-        if full:
-            size = 0
     del spans, table
     pa.default_memory_pool().release_unused()
     return out, columnar

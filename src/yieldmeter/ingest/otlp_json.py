@@ -267,19 +267,18 @@ CHUNK_BYTES = 16 << 20
 
 
 def _read_lines(lines: Iterable[bytes], options: ReadOptions, first_lineno: int) -> Iterator[Batch]:
-    """The batches of ``lines``, the first of which is line ``first_lineno`` of the file.
+    """The batches of ``lines`` (one chunk, see :func:`_chunks`, or part of one), the first of
+    which is line ``first_lineno`` of the file.
 
-    A batch ends at the line that completes a chunk (:data:`CHUNK_BYTES`) and when it holds
-    ``options.batch_rows`` (at most 16,384) spans.
+    A batch ends at the line that takes it to ``options.batch_rows`` (at most 16,384) spans,
+    and at the end of the lines: a batch never spans two chunks.
     """
     rows = SpanRows(options)
     bad_pos: list[int] = []
     bad_reason: list[str] = []
     bad_raw: list[str] = []
     limit = min(options.batch_rows, _SPANS_PER_BATCH)
-    size = 0  # bytes since the chunk began
     for lineno, line in enumerate(lines, first_lineno):
-        size += len(line)
         if line.strip():
             try:
                 add_request(orjson.loads(line), rows, lineno)
@@ -291,13 +290,10 @@ def _read_lines(lines: Iterable[bytes], options: ReadOptions, first_lineno: int)
                 bad_pos.append(lineno)
                 bad_reason.append(f"line {lineno}: {exc}")
                 bad_raw.append(line[:2000].decode("utf-8", "replace"))
-        end_of_chunk = size >= CHUNK_BYTES
-        if (rows.spans >= limit or end_of_chunk) and (rows.spans or bad_pos):
+        if rows.spans >= limit:
             yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
             rows = SpanRows(options)
             bad_pos, bad_reason, bad_raw = [], [], []
-        if end_of_chunk:
-            size = 0
     if rows.spans or bad_pos:
         yield _finish(rows, options, bad_pos, bad_reason, bad_raw)
 
@@ -319,7 +315,7 @@ def _decode(
         if columnar:
             limit = min(options.batch_rows, _SPANS_PER_BATCH)
             read = read_chunk(
-                chunk, first_lineno, options, limit, CHUNK_BYTES,
+                chunk, first_lineno, options, limit,
                 lambda lines, first: list(_read_lines(lines, options, first)),
             )  # fmt: skip
             if read is not None:
