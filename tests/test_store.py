@@ -385,6 +385,100 @@ def test_a_failed_derivation_rolls_back_the_whole_batch(
     store.close()
 
 
+_UNIT_COLUMNS = (
+    "work_unit_id, parent_id, workflow, task_type, user_id, team, started_at, ended_at, status, derived, org"
+)
+
+
+def _units(store: Store) -> list[tuple]:
+    return store.con.execute(f"SELECT {_UNIT_COLUMNS} FROM work_units ORDER BY work_unit_id").fetchall()
+
+
+_BATCH_CALLS = st.lists(
+    st.tuples(
+        st.integers(0, 11),  # the call: its unit is fixed by it (a call never moves to another unit)
+        st.integers(0, 59),  # the minute: re-sent calls may move, later batches may be earlier
+        st.sampled_from(["triage", "draft", None]),
+        st.sampled_from(["ok", "error"]),
+        st.sampled_from(["ann", "bob"]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(_BATCH_CALLS, min_size=1, max_size=5),
+    described_at=st.integers(0, 5),
+    underived_at=st.integers(0, 5),
+)
+def test_units_derived_batch_by_batch_are_those_derived_from_every_call(
+    batches: list[list[tuple]], described_at: int, underived_at: int
+) -> None:
+    """A batch's derivation reads only the calls from its earliest time, or its units' stored
+    start, on (DuckDB then skips older row groups). Whatever the batches, the units it leaves
+    are those a derivation from every call makes (``derive_work_units()``): for units that
+    span batches, a later batch with earlier calls, calls re-sent at another time, a unit an
+    input described (before its batch ``described_at``), and calls written without deriving
+    their units (before the batch ``underived_at``: from then on every call is read)."""
+    store = Store.open(None)
+    for n, batch in enumerate(batches):
+        if n == described_at:
+            described = conform("work_units", pa.table({"work_unit_id": ["u1"]}), source="t")
+            store.write("work_units", described.rows)
+        if n == underived_at:
+            store.write("calls", _calls(["early"], [1], ["u2"], [0]))
+        data = pa.table(
+            {
+                "call_id": [f"c{c}" for c, *_ in batch],
+                "ts": [f"2025-03-01T10:{m:02d}:00Z" for _, m, *_ in batch],
+                "work_unit_id": [f"u{c % 4}" for c, *_ in batch],
+                "workflow": [w for *_, w, _, _ in batch],
+                "status": [s for *_, s, _ in batch],
+                "user_id": [u for *_, u in batch],
+            }
+        )
+        store.write_batch({"calls": conform("calls", data, source="t").rows}, derive_units=True)
+    # the early call's unit is derived with it once a later batch brings it more calls
+    later = {f"u{c % 4}" for batch in batches[underived_at:] for c, *_ in batch}
+    unseen = {"u2"} if underived_at < len(batches) and "u2" not in later else set()
+    by_batches = [u for u in _units(store) if u[0] not in unseen]
+    store.derive_work_units()  # every derived unit again, from all its calls
+    assert by_batches == [u for u in _units(store) if u[0] not in unseen]
+    store.close()
+
+
+def test_a_batch_reads_calls_from_its_units_start_unless_calls_went_underived(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time a batch's derivation reads calls from: the earlier of the batch's first call
+    (10:20) and the stored start of a unit it extends (u, derived from 10:05); none while
+    calls were written without deriving their units, until a whole derivation."""
+    store = Store.open(tmp_path / "store.duckdb")
+    seen: list[object] = []
+    derive = store._derive_work_units
+
+    def spy(con: object, units: object, **kwargs: object) -> None:
+        seen.append(kwargs.get("since"))
+        derive(con, units, **kwargs)
+
+    monkeypatch.setattr(store, "_derive_work_units", spy)
+    store.write_batch({"calls": _calls(["a"], [1], ["u"], [5])}, derive_units=True)
+    store.write_batch({"calls": _calls(["b", "c"], [1, 1], ["u", "v"], [30, 20])}, derive_units=True)
+    assert [t.strftime("%H:%M") for t in seen] == ["10:05", "10:05"]
+    store.write("calls", _calls(["d"], [1], ["w"], [0]))  # no units derived: w has a call, no row
+    store.write_batch({"calls": _calls(["e"], [1], ["w"], [40])}, derive_units=True)
+    assert seen[-1] is None
+    assert store.con.execute(
+        "SELECT strftime(started_at, '%H:%M') FROM work_units WHERE work_unit_id = 'w'"
+    ).fetchone() == ("10:00",)
+    store.derive_work_units()
+    store.write_batch({"calls": _calls(["f"], [1], ["w"], [50])}, derive_units=True)
+    assert seen[-1].strftime("%H:%M") == "10:00"
+    store.close()
+
+
 def test_migration_adds_missing_columns_and_records_version(tmp_path: Path) -> None:
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))

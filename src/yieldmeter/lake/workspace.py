@@ -49,6 +49,13 @@ class LakeStore(Store):
     def _mark_written(con: Any, names: Any) -> None:
         """Nothing: the scratch store has no ``meta`` and keeps nothing derived from its writes."""
 
+    def _underived(self, con: Any) -> bool:
+        """Always: with no ``meta`` to say otherwise, a batch's units are derived from all their calls."""
+        return True
+
+    def _set_underived(self, con: Any, underived: bool) -> None:
+        """Nothing: the scratch store has no ``meta``."""
+
     def write(self, *args: Any, **kwargs: Any) -> Any:
         self._refuse()
         return super().write(*args, **kwargs)

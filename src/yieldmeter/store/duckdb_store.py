@@ -181,6 +181,11 @@ WRITTEN = "written:"
 #: The prefix of the ``meta`` keys that record what a kept copy of a derived table was made from
 #: (:meth:`Store.keep_copy`).
 KEPT = "kept:"
+#: The ``meta`` key set while calls were written without deriving their work units (``write_batch``
+#: without ``derive_units``), cleared by a whole :meth:`Store.derive_work_units`. While it is
+#: unset, every derived unit's calls start at or after its ``started_at`` and a unit with no row
+#: has no calls, which lets a batch's derivation read only the calls from there on.
+UNDERIVED = "underived_calls"
 
 
 class StoreBusy(RuntimeError):
@@ -465,11 +470,14 @@ class Store:
                     results[name].quarantined += n
                     results[name].read += n
             calls = tables.get("calls")
-            if derive_units and calls is not None and calls.num_rows and results["calls"].landed:
-                units = pc.drop_null(pc.unique(calls.column("work_unit_id")))
-                units = units.filter(pc.not_equal(units, ""))
-                if len(units):
-                    self._derive_work_units(con, units, from_batch=True)
+            if calls is not None and calls.num_rows and results["calls"].landed:
+                if derive_units:
+                    units = pc.drop_null(pc.unique(calls.column("work_unit_id")))
+                    units = units.filter(pc.not_equal(units, ""))
+                    if len(units):
+                        self._derive_batch_units(con, units, pc.min(calls.column("ts")).as_py())
+                else:
+                    self._set_underived(con, True)
             touched = [name for name, rows in tables.items() if rows.num_rows]
             if rejects is not None and rejects.num_rows:
                 touched.append("quarantine")
@@ -668,58 +676,120 @@ class Store:
         derived units the store holds.
         """
         with self.transaction() as con:
-            self._derive_work_units(
-                con, None if work_unit_ids is None else pa.array(work_unit_ids, pa.string())
-            )
-            n = con.execute("SELECT count(*) FROM work_units WHERE derived").fetchone()[0]
-            self._mark_written(con, ["work_units"])
-        return int(n)
-
-    def _derive_work_units(
-        self, con: duckdb.DuckDBPyConnection, units: pa.Array | None, *, from_batch: bool = False
-    ) -> None:
-        """Rebuild the derived work units of ``units`` (all when ``None``) inside the caller's transaction.
-
-        ``from_batch``: ``units`` are those of calls written in this transaction.
-        """
-        scope = ""
-        if units is not None:
-            con.register("_touched", pa.table({"k": units}))
-            scope = "AND c.work_unit_id IN (SELECT k FROM _touched)"
-        try:
-            # Scoped to the touched units on both sides: calls are read for those units only
-            # (a scan of the one work_unit_id column), and the described/derived check
-            # probes work_units for those ids, not the whole table.
-            if from_batch:  # the units of calls just written: they are in calls, no need to look
-                con.execute(
-                    "DELETE FROM work_units WHERE derived AND work_unit_id IN (SELECT k FROM _touched)"
-                )
-            else:
+            units = None
+            if work_unit_ids is not None:
+                units = "_touched"
+                con.register(units, pa.table({"k": pa.array(work_unit_ids, pa.string())}))
+            scope = "" if units is None else f"AND c.work_unit_id IN (SELECT k FROM {units})"
+            try:
                 con.execute(
                     "DELETE FROM work_units WHERE derived AND work_unit_id IN "
                     f"(SELECT DISTINCT c.work_unit_id FROM calls c WHERE c.work_unit_id IS NOT NULL {scope})"
                 )
+                self._derive_work_units(con, units)
+            finally:
+                if units is not None:
+                    con.unregister(units)
+            if units is None:
+                self._set_underived(con, False)  # every unit is derived from all its calls again
+            n = con.execute("SELECT count(*) FROM work_units WHERE derived").fetchone()[0]
+            self._mark_written(con, ["work_units"])
+        return int(n)
+
+    def _derive_batch_units(self, con: duckdb.DuckDBPyConnection, units: pa.Array, first_ts: Any) -> None:
+        """Rebuild the derived work units of ``units``, the units of calls written in this
+        transaction from ``first_ts`` on, reading only as much of ``calls`` as they need.
+
+        A unit's stored derived row says when its calls start (``started_at``); a unit with no
+        row has no calls but the batch's (see :data:`UNDERIVED`). So only calls from the
+        earliest of those times on are read: in a store filled in time order, DuckDB skips the
+        older row groups by their minimum and maximum ``ts``, and the work follows the batch,
+        not the store.
+        """
+        con.register("_touched", pa.table({"k": units}))
+        try:
+            stored = con.execute(
+                "SELECT work_unit_id, derived, started_at FROM work_units "
+                "WHERE work_unit_id IN (SELECT k FROM _touched)"
+            ).to_arrow_table()
+        finally:
+            con.unregister("_touched")
+        derived = pc.fill_null(stored.column("derived"), False)
+        described = stored.column("work_unit_id").filter(pc.invert(derived))
+        rebuilt = stored.filter(derived)
+        if rebuilt.num_rows:
+            con.register("_rebuilt", pa.table({"k": rebuilt.column("work_unit_id")}))
+            try:
+                con.execute(
+                    "DELETE FROM work_units WHERE derived AND work_unit_id IN (SELECT k FROM _rebuilt)"
+                )
+            finally:
+                con.unregister("_rebuilt")
+        if len(described):
+            units = units.filter(pc.invert(pc.is_in(units, value_set=described.combine_chunks())))
+        if not len(units):
+            return
+        starts = [first_ts, pc.min(rebuilt.column("started_at")).as_py()] if rebuilt.num_rows else [first_ts]
+        since = None
+        if None not in starts and not self._underived(con):
+            since = min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in starts)  # the store's UTC
+        con.register("_build", pa.table({"k": units}))
+        try:
+            self._derive_work_units(con, "_build", since=since, check_described=False)
+        finally:
+            con.unregister("_build")
+
+    def _derive_work_units(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        units: str | None,
+        *,
+        since: Any = None,
+        check_described: bool = True,
+    ) -> None:
+        """Insert the derived rows of the units named in the registered table ``units`` (column
+        ``k``; every unit when ``None``) that have calls and no row, inside the caller's
+        transaction. ``since``: read only the calls from then on (the caller knows those units
+        have none before); ``check_described``: leave out units that have a row (false: the
+        caller left them out).
+        """
+        where = ["c.work_unit_id IS NOT NULL"]
+        params: list[Any] = []
+        if units is not None:
+            where.append(f"c.work_unit_id IN (SELECT k FROM {units})")
+        if since is not None:
+            where.append("c.ts >= ?")  # a constant: DuckDB skips row groups by their zone maps
+            params.append(since)
+        if check_described:
             described = "SELECT w.work_unit_id FROM work_units w"
             if units is not None:
-                described += " WHERE w.work_unit_id IN (SELECT k FROM _touched)"
-            con.execute(
-                f"""
-                INSERT INTO work_units (work_unit_id, parent_id, workflow, task_type, user_id, team,
-                                        owner, started_at, ended_at, status, derived, org, attributes)
-                SELECT c.work_unit_id, any_value(c.session_id), mode(c.workflow), mode(c.task_type),
-                       mode(c.user_id), mode(c.team), NULL, min(c.ts),
-                       max(c.ts + to_milliseconds(CAST(coalesce(c.duration_ms, 0) AS BIGINT))),
-                       CASE WHEN bool_and(c.status = 'error') THEN 'failed' ELSE 'completed' END,
-                       TRUE, any_value(c.org), NULL
-                FROM calls c
-                WHERE c.work_unit_id IS NOT NULL {scope}
-                  AND c.work_unit_id NOT IN ({described})
-                GROUP BY c.work_unit_id
-                """
-            )
-        finally:
-            if units is not None:
-                con.unregister("_touched")
+                described += f" WHERE w.work_unit_id IN (SELECT k FROM {units})"
+            where.append(f"c.work_unit_id NOT IN ({described})")
+        con.execute(
+            f"""
+            INSERT INTO work_units (work_unit_id, parent_id, workflow, task_type, user_id, team,
+                                    owner, started_at, ended_at, status, derived, org, attributes)
+            SELECT c.work_unit_id, any_value(c.session_id), mode(c.workflow), mode(c.task_type),
+                   mode(c.user_id), mode(c.team), NULL, min(c.ts),
+                   max(c.ts + to_milliseconds(CAST(coalesce(c.duration_ms, 0) AS BIGINT))),
+                   CASE WHEN bool_and(c.status = 'error') THEN 'failed' ELSE 'completed' END,
+                   TRUE, any_value(c.org), NULL
+            FROM calls c
+            WHERE {" AND ".join(where)}
+            GROUP BY c.work_unit_id
+            """,
+            params,
+        )
+
+    def _underived(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether calls were written without deriving their units since the last whole derivation."""
+        return con.execute("SELECT count(*) FROM meta WHERE key = ?", [UNDERIVED]).fetchone()[0] > 0
+
+    def _set_underived(self, con: duckdb.DuckDBPyConnection, underived: bool) -> None:
+        if underived:
+            self._put_meta(con, UNDERIVED, "1")
+        else:
+            con.execute("DELETE FROM meta WHERE key = ?", [UNDERIVED])
 
     # -- reads -----------------------------------------------------------------------
     def count(self, name: str) -> int:
