@@ -479,6 +479,64 @@ def test_a_batch_reads_calls_from_its_units_start_unless_calls_went_underived(
     store.close()
 
 
+class _Statements:
+    """The store's connection, recording each statement it runs."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self.sql: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
+
+    def execute(self, sql: str, *args: object) -> duckdb.DuckDBPyConnection:
+        self.sql.append(sql)
+        return self._con.execute(sql, *args)
+
+
+def test_fresh_ids_skip_the_id_column_and_a_resend_reads_it(tmp_path: Path) -> None:
+    """Ids whose hash the store has not seen are new without reading the stored id column
+    (the semi join); a re-send, whose hashes it has, is looked up there and counted."""
+    store = Store.open(tmp_path / "store.duckdb")
+    spy = store.con = _Statements(store.con)
+    store.write_batch({"calls": _calls(["a", "b"], [1, 2], ["u", "u"], [0, 1])}, derive_units=True)
+    spy.sql.clear()
+    r = store.write_batch({"calls": _calls(["c", "d"], [3, 4], ["v", "v"], [2, 3])}, derive_units=True)
+    assert r["calls"].landed == 2 and not any("SEMI JOIN" in q for q in spy.sql)
+    r = store.write_batch({"calls": _calls(["d", "e"], [4, 5], ["v", "v"], [3, 4])}, derive_units=True)
+    assert (r["calls"].landed, r["calls"].duplicates) == (1, 1) and any("SEMI JOIN" in q for q in spy.sql)
+    store.close()
+
+
+def test_ids_written_around_the_hashes_are_still_found(tmp_path: Path) -> None:
+    """The hashes of stored ids are kept only while every write to calls went through them:
+    rows appended by another path, or by another store object on the same file, are found
+    as stored (a duplicate, never a second row with the id), and ids of a write that rolled
+    back land when sent again."""
+    path = tmp_path / "store.duckdb"
+    store = Store.open(path)
+    assert store.write("calls", _calls(["a"], [1], ["u"], [0])).landed == 1  # the hashes are made
+    store.append("calls", _calls(["b"], [2], ["u"], [1]))
+    assert store.write("calls", _calls(["b"], [2], ["u"], [1])).duplicates == 1
+    other = Store(duckdb.connect(str(path)), path)  # a second object on the same file
+    assert other.write("calls", _calls(["c"], [3], ["u"], [2])).landed == 1
+    assert store.write("calls", _calls(["c"], [3], ["u"], [2])).duplicates == 1
+    other.con.close()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("derivation failed")
+
+    derive = store._derive_batch_units
+    store._derive_batch_units = fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):  # rolled back after its ids were hashed
+        store.write_batch({"calls": _calls(["d"], [4], ["u"], [3])}, derive_units=True)
+    store._derive_batch_units = derive  # type: ignore[method-assign]
+    assert store.write("calls", _calls(["d"], [4], ["u"], [3])).landed == 1
+    ids = [r[0] for r in store.con.execute("SELECT call_id FROM calls ORDER BY call_id").fetchall()]
+    assert ids == ["a", "b", "c", "d"]
+    store.close()
+
+
 def test_migration_adds_missing_columns_and_records_version(tmp_path: Path) -> None:
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))

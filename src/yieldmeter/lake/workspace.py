@@ -56,6 +56,10 @@ class LakeStore(Store):
     def _set_underived(self, con: Any, underived: bool) -> None:
         """Nothing: the scratch store has no ``meta``."""
 
+    def _key_hashes(self, con: Any) -> None:
+        """None: with no ``meta`` to say whether they are current, ids are looked up in the table."""
+        return None
+
     def write(self, *args: Any, **kwargs: Any) -> Any:
         self._refuse()
         return super().write(*args, **kwargs)
