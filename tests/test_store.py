@@ -7,17 +7,20 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.config import Config
+from yieldmeter.ingest.base import Batch
 from yieldmeter.ingest.conform import conform
 from yieldmeter.schema import SCHEMA_VERSION
 from yieldmeter.store.duckdb_store import Store
@@ -477,6 +480,71 @@ def test_a_batch_reads_calls_from_its_units_start_unless_calls_went_underived(
     store.write_batch({"calls": _calls(["f"], [1], ["w"], [50])}, derive_units=True)
     assert seen[-1].strftime("%H:%M") == "10:00"
     store.close()
+
+
+def _around_append_calls(store: Store) -> None:
+    store.append("calls", _calls(["early"], [1], ["u"], [0]))
+
+
+def _around_replace_calls(store: Store) -> None:
+    stored = store.read_table("calls")
+    store.replace("calls", pa.concat_tables([stored, _calls(["early"], [1], ["u"], [0])]))
+
+
+def _around_replace_work_units(store: Store) -> None:  # the described row of v goes
+    store.replace("work_units", store.read_table("work_units").filter(pc.field("work_unit_id") != "v"))
+
+
+def _around_derived_input(store: Store) -> None:  # an exported derived row, started later
+    row = conform("work_units", pa.table({"work_unit_id": ["u"], "derived": [True]}), source="t").rows
+    row = row.set_column(
+        row.schema.get_field_index("started_at"), "started_at", _calls(["x"], [0], ["u"], [30]).column("ts")
+    )
+    store.write("work_units", row)
+
+
+@pytest.mark.parametrize(
+    "around", [_around_append_calls, _around_replace_calls, _around_replace_work_units, _around_derived_input]
+)
+def test_writes_around_derivation_make_the_next_batch_read_every_call(
+    around: Callable[[Store], None],
+) -> None:
+    """Calls or work units written other than by a deriving batch (appended, replaced, a
+    described unit taken away, an input row that says it was derived) leave the units unsure:
+    the next batch then reads every call of its units, so its rows are those a whole
+    derivation makes, and ``derive_if_unsure`` makes them all once and reads from the units'
+    start again."""
+    store = Store.open(None)
+    described = conform("work_units", pa.table({"work_unit_id": ["v"], "workflow": ["kept"]}), source="t")
+    store.write("work_units", described.rows)
+    store.write_batch({"calls": _calls(["a", "b"], [1, 1], ["u", "v"], [10, 10])}, derive_units=True)
+    around(store)
+    store.write_batch({"calls": _calls(["c", "d"], [1, 1], ["u", "v"], [40, 40])}, derive_units=True)
+    by_batches = _units(store)
+    assert store.derive_if_unsure() and not store.derive_if_unsure()
+    assert by_batches == _units(store)
+    store.close()
+
+
+def test_a_store_an_older_version_wrote_reads_every_call_until_derived_whole(tmp_path: Path) -> None:
+    """Migration 4: calls an older version stored may have no derived unit (it wrote some
+    without deriving them), so a store that holds calls is unsure: a batch reads every call
+    of its units, and the ingest's follow-up derives every unit once, after which batches
+    read from their units' start again."""
+    ws = Workspace.open(tmp_path, create=True)
+    ws.store.write_batch({"calls": _calls(["a"], [1], ["u"], [0])}, derive_units=True)
+    ws.store.con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    ws.store.con.execute("DELETE FROM work_units")  # as an older version could leave it
+    ws.close()
+    ws = Workspace.open(tmp_path)
+    with ws.store.transaction() as con:
+        assert ws.store._underived(con)
+    ws.ingest_batches([Batch(tables={"calls": _calls(["b"], [1], ["u"], [30])})], source="t")
+    start = ws.store.con.execute("SELECT strftime(started_at, '%H:%M') FROM work_units").fetchall()
+    assert start == [("10:00",)]  # a's time: every call of u was read
+    with ws.store.transaction() as con:
+        assert not ws.store._underived(con)  # derived whole after the ingest
+    ws.close()
 
 
 class _Statements:

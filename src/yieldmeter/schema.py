@@ -16,7 +16,7 @@ from enum import StrEnum
 import pyarrow as pa
 
 #: The store's schema version: raised by each step of ``yieldmeter.store.duckdb_store.MIGRATIONS``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TS = pa.timestamp("us", tz="UTC")
 STR = pa.string()

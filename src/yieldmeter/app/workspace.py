@@ -295,6 +295,8 @@ class Workspace:
         """Re-score when the evidence behind scores changed (value engine, when installed), then
         evaluate budgets and alert rules on the new data and scores."""
         try:
+            if changed & {"calls", "work_units"}:
+                self.store.derive_if_unsure()  # once after calls or units were written around it
             if changed & {"signals", "outcomes", "calls", "effort", "work_units"}:
                 try:
                     from yieldmeter.scoring import score_workspace  # type: ignore[attr-defined]

@@ -56,6 +56,10 @@ class LakeStore(Store):
     def _set_underived(self, con: Any, underived: bool) -> None:
         """Nothing: the scratch store has no ``meta``."""
 
+    def derive_if_unsure(self) -> bool:
+        """Nothing: the scratch store keeps no work units of its own."""
+        return False
+
     def _key_hashes(self, con: Any) -> None:
         """None: with no ``meta`` to say whether they are current, ids are looked up in the table."""
         return None

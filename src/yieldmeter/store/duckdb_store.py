@@ -156,6 +156,12 @@ def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
     Store._mark_written(con, ["cost_items"])
 
 
+def _flag_stored_calls(con: duckdb.DuckDBPyConnection) -> None:
+    """Migration 4: a store that holds calls reads every call at its next derivation."""
+    if con.execute("SELECT count(*) FROM (SELECT 1 FROM calls LIMIT 1)").fetchone()[0]:
+        Store._put_meta(con, UNDERIVED, "1")
+
+
 #: The store's ordered migration steps. Additive changes (a new table or column) need none:
 #: :meth:`Store.migrate` makes them itself. A change that renames, retypes or rewrites data, or
 #: that older versions must not write under (2: writes are recorded per table, and tables derived
@@ -174,6 +180,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "period delivered again replaces its rows; the stored ones take their charge's id",
         _rekey_focus_items,
     ),
+    Migration(
+        4,
+        "a batch derives its work units from the calls since their start (underived_calls); "
+        "calls an older version stored may have no derived unit, so every call is read until "
+        "the next whole derivation, and a version that does not know the flag must not write here",
+        _flag_stored_calls,
+    ),
 )
 
 #: The prefix of the ``meta`` keys that record the last write of each table: ``written:<table>``
@@ -182,11 +195,16 @@ WRITTEN = "written:"
 #: The prefix of the ``meta`` keys that record what a kept copy of a derived table was made from
 #: (:meth:`Store.keep_copy`).
 KEPT = "kept:"
-#: The ``meta`` key set while calls were written without deriving their work units (``write_batch``
-#: without ``derive_units``), cleared by a whole :meth:`Store.derive_work_units`. While it is
-#: unset, every derived unit's calls start at or after its ``started_at`` and a unit with no row
-#: has no calls, which lets a batch's derivation read only the calls from there on.
+#: The ``meta`` key set while the work units may not be what their calls make: calls written
+#: without deriving their units (``write_batch`` without ``derive_units``, ``append``,
+#: ``replace``), work units replaced or appended, a work unit input that says it was derived (its
+#: start is not known to be its calls'), a store an older version wrote (migration 4). Cleared by
+#: a whole :meth:`Store.derive_work_units` (``Store.derive_if_unsure``). While it is unset, every
+#: derived unit's calls start at or after its ``started_at`` and a unit with no row has no calls,
+#: which lets a batch's derivation read only the calls from there on.
 UNDERIVED = "underived_calls"
+#: The tables whose writes outside the upsert leave the derived work units unsure
+_UNIT_INPUTS = ("calls", "work_units")
 
 
 #: The table whose ids are looked up through :class:`_KeyHashes` before the stored column is
@@ -348,6 +366,7 @@ class Store:
                     f"this one reads schema {target} and older: upgrade yieldmeter"
                 )
             if stored is not None:
+                self._ensure("meta", INTERNAL_TABLES["meta"], {})  # a step may record in it
                 for m in steps:
                     if stored < m.version <= target:
                         m.step(self.con)
@@ -524,6 +543,8 @@ class Store:
                         self._derive_batch_units(con, units, pc.min(calls.column("ts")).as_py())
                 else:
                     self._set_underived(con, True)
+            if self._says_derived(tables.get("work_units")):
+                self._set_underived(con, True)  # a start that need not be its calls'
             touched = [name for name, rows in tables.items() if rows.num_rows]
             if rejects is not None and rejects.num_rows:
                 touched.append("quarantine")
@@ -533,6 +554,13 @@ class Store:
             if "calls" in touched and self._stored_keys is not None:
                 self._stored_keys.token = token  # what this write leaves: the hashes are current
         return results
+
+    @staticmethod
+    def _says_derived(units: pa.Table | None) -> bool:
+        """Whether work unit input rows include one marked derived (an export read back)."""
+        if units is None or not units.num_rows or "derived" not in units.column_names:
+            return False
+        return bool(pc.any(pc.fill_null(units.column("derived"), False)).as_py())
 
     def _upsert(self, con: duckdb.DuckDBPyConnection, spec: Table, rows: pa.Table) -> WriteResult:
         """Insert new ids, replace changed ones, count identical ones; work proportional to the batch.
@@ -639,7 +667,8 @@ class Store:
         process, ``replace``, ``append``) changed the token, and they are read again, one
         scan of the id column.
         """
-        token = self.meta(WRITTEN + KEY_HASHED)
+        row = con.execute("SELECT value FROM meta WHERE key = ?", [WRITTEN + KEY_HASHED]).fetchone()
+        token = row[0] if row else None
         keys = self._stored_keys
         if keys is None or keys.token != token:
             hashes = con.execute(f"SELECT hash(call_id) AS h FROM {KEY_HASHED}").fetchnumpy()["h"]
@@ -727,6 +756,8 @@ class Store:
                 con.execute(f"INSERT INTO {_q(name)} ({cols}) SELECT {cols} FROM _replacement")
             finally:
                 con.unregister("_replacement")
+            if name in _UNIT_INPUTS:
+                self._set_underived(con, True)
             self._mark_written(con, [name])
 
     def append(self, name: str, rows: pa.Table) -> None:
@@ -737,6 +768,8 @@ class Store:
                 con.execute(f"INSERT INTO {_q(name)} ({cols}) SELECT {cols} FROM _appended")
             finally:
                 con.unregister("_appended")
+            if name in _UNIT_INPUTS:
+                self._set_underived(con, True)
             self._mark_written(con, [name])
 
     # -- derived work units ---------------------------------------------------------------
@@ -769,6 +802,15 @@ class Store:
             n = con.execute("SELECT count(*) FROM work_units WHERE derived").fetchone()[0]
             self._mark_written(con, ["work_units"])
         return int(n)
+
+    def derive_if_unsure(self) -> bool:
+        """Derive every work unit again when :data:`UNDERIVED` is set (then batches read only
+        the calls since their units' start again); whether it did."""
+        with self.transaction() as con:
+            unsure = self._underived(con)
+        if unsure:
+            self.derive_work_units()
+        return unsure
 
     def _derive_batch_units(self, con: duckdb.DuckDBPyConnection, units: pa.Array, first_ts: Any) -> None:
         """Rebuild the derived work units of ``units``, the units of calls written in this
