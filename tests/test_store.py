@@ -576,6 +576,33 @@ def test_fresh_ids_skip_the_id_column_and_a_resend_reads_it(tmp_path: Path) -> N
     store.close()
 
 
+def test_id_hashes_hold_every_hash_added_across_merges() -> None:
+    """The hashes gather in a small sorted array merged into the large one once it outgrows an
+    eighth of it (and 65,536): every hash added, before or after a merge, is found, and one
+    never added is not. 200,000 stored, then 100 writes of 1,000: the 66th takes the small
+    array to 66,000 (past 65,536, itself past 200,000 / 8), merged into 266,000; the last 34
+    stay small (34,000 is under both 65,536 and 266,000 / 8)."""
+    import numpy as np
+
+    from yieldmeter.store.duckdb_store import _KeyHashes
+
+    rng = np.random.default_rng(7)
+    every = rng.integers(0, np.iinfo(np.uint64).max, size=400_000, dtype=np.uint64, endpoint=True)
+    assert len(np.unique(every)) == len(every)
+    stored, later, never = every[:200_000], every[200_000:300_000], every[300_000:]
+    keys = _KeyHashes(stored, token=None)
+    merged_at = []
+    for part in np.split(later, 100):
+        base = len(keys.base)
+        keys.add(part)
+        if len(keys.base) != base:
+            merged_at.append(len(keys.base))
+    assert merged_at == [266_000] and len(keys.recent) == 34_000
+    assert keys.may_hold(stored).all() and keys.may_hold(later).all()
+    assert not keys.may_hold(never).any()
+    assert not _KeyHashes(np.zeros(0, np.uint64), None).may_hold(never[:5]).any()
+
+
 def test_ids_written_around_the_hashes_are_still_found(tmp_path: Path) -> None:
     """The hashes of stored ids are kept only while every write to calls went through them:
     rows appended by another path, or by another store object on the same file, are found

@@ -671,7 +671,8 @@ class Store:
         token = row[0] if row else None
         keys = self._stored_keys
         if keys is None or keys.token != token:
-            hashes = con.execute(f"SELECT hash(call_id) AS h FROM {KEY_HASHED}").fetchnumpy()["h"]
+            key = _q(TABLES[KEY_HASHED].key)
+            hashes = con.execute(f"SELECT hash({key}) AS h FROM {_q(KEY_HASHED)}").fetchnumpy()["h"]
             keys = self._stored_keys = _KeyHashes(hashes, token)
         return keys
 
