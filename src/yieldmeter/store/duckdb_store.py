@@ -667,8 +667,7 @@ class Store:
         process, ``replace``, ``append``) changed the token, and they are read again, one
         scan of the id column.
         """
-        row = con.execute("SELECT value FROM meta WHERE key = ?", [WRITTEN + KEY_HASHED]).fetchone()
-        token = row[0] if row else None
+        token = self.meta(WRITTEN + KEY_HASHED)  # ``con`` is this object's connection
         keys = self._stored_keys
         if keys is None or keys.token != token:
             key = _q(TABLES[KEY_HASHED].key)
@@ -900,7 +899,7 @@ class Store:
 
     def _underived(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Whether calls were written without deriving their units since the last whole derivation."""
-        return con.execute("SELECT count(*) FROM meta WHERE key = ?", [UNDERIVED]).fetchone()[0] > 0
+        return self.meta(UNDERIVED) is not None
 
     def _set_underived(self, con: duckdb.DuckDBPyConnection, underived: bool) -> None:
         if underived:
