@@ -898,7 +898,7 @@ class Store:
         )
 
     def _underived(self, con: duckdb.DuckDBPyConnection) -> bool:
-        """Whether calls were written without deriving their units since the last whole derivation."""
+        """Whether :data:`UNDERIVED` is set: the derived units may not be what their calls make."""
         return self.meta(UNDERIVED) is not None
 
     def _set_underived(self, con: duckdb.DuckDBPyConnection, underived: bool) -> None:
