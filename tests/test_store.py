@@ -758,3 +758,17 @@ def test_keep_copy_records_its_stamp_and_skips_when_busy_or_stale(tmp_path: Path
     assert store.keep_copy("_kept_x", "made", "v2", current=lambda: True)
     assert store.kept_stamp("_kept_x") == "v2"
     assert store.con.execute('SELECT count(*) FROM main."_kept_x"').fetchone() == (5,)
+
+
+def test_a_long_query_draws_nothing_on_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """DuckDB draws a progress bar on standard output (the process's file descriptor, past
+    Python) for a query that runs longer than ``progress_bar_time``; the store's connection
+    turns it off, so a re-score of a large store draws nothing inside a server's log or the
+    CLI's own output. Here the bar's delay is 0 ms (which also turns the bar on), so without the
+    store's setting this query draws it (checked by removing the setting)."""
+    store = Store.open(tmp_path / "s.duckdb")
+    store.con.execute("SET progress_bar_time = 0")
+    store.con.execute("SELECT count(*) FROM range(100000000) t(i) WHERE i % 7 = 3").fetchall()
+    store.close()
+    out, err = capfd.readouterr()
+    assert "%" not in out and "%" not in err

@@ -380,6 +380,7 @@ def connect(settings: EngineSettings) -> Any:
         return spark_backend(session)
     con = ibis.duckdb.connect()
     con.raw_sql("SET TimeZone = 'UTC'")
+    con.raw_sql("SET enable_progress_bar_print = false")  # as the store's: nothing drawn on the terminal
     register_duckdb(con, lake)
     return con
 

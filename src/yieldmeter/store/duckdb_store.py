@@ -283,6 +283,10 @@ class Store:
                 "through its REST API; see docs/server.md)"
             ) from None
         con.execute("SET TimeZone = 'UTC'")
+        # a library does not draw on its caller's terminal: DuckDB draws a progress bar on
+        # standard output for a query past two seconds (a re-score of a large store, inside a
+        # server's log or across the CLI's own progress)
+        con.execute("SET enable_progress_bar_print = false")
         # DuckDB's allocator hands freed memory back on threads of its own, not only when a
         # query ends past a threshold: a re-score after a 1M-span import peaked ~60 MB lower
         con.execute("SET allocator_background_threads = true")
