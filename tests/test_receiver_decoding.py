@@ -1,4 +1,4 @@
-"""Decoding OTLP bodies in worker processes, and the writer's idle checkpoint.
+"""Decoding OTLP bodies in worker processes, the writer's idle checkpoint, and its scoring apart.
 
 Real processes (spawned, as the server does), a real server on loopback and
 the real DuckDB file. The golden figures: every span carries 1,000 input and
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -148,3 +150,101 @@ def test_writer_checkpoints_when_idle_not_on_each_commit(tmp_path: Path) -> None
         writer.stop()
         ws.close()
     assert rows(root, "SELECT count(*) AS n FROM calls") == [{"n": 2000}]
+
+
+class _HeldScoring:
+    """``score_tables``'s first call held until released, after it read; later calls score at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from yieldmeter.scoring import engine
+
+        self.real = engine.score_tables
+        self.started = threading.Event()
+        self.release = threading.Event()
+        monkeypatch.setattr(engine, "score_tables", self)
+
+    def __call__(self, t: Any) -> Any:
+        result = self.real(t)
+        if not self.started.is_set():
+            self.started.set()
+            assert self.release.wait(60)
+        return result
+
+
+def _count(ws: Workspace, table: str) -> int:
+    """The rows of ``table`` (0 before it was made), read on a cursor: the writer's thread
+    holds the workspace's connection."""
+    made = ws.store.query_arrow(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+    )
+    if not made.column(0)[0].as_py():
+        return 0
+    return ws.store.query_arrow(f"SELECT count(*) AS n FROM {table}").column(0)[0].as_py()
+
+
+def _scored(ws: Workspace) -> int:
+    """How many work units the stored scores hold."""
+    return _count(ws, "scores")
+
+
+def test_requests_commit_while_the_scores_are_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-scoring reads every work unit (seconds on a large store); it runs on a thread of its
+    own, so a request that comes meanwhile commits and is answered at once. Four spans make a
+    trace and a trace a work unit: 400 spans are 100 units. Checked against the writer that
+    scored on its own thread: the second request then waited for the held scoring, and failed."""
+    held = _HeldScoring(monkeypatch)
+    ws = Workspace.open(make_workspace(tmp_path / "ws"))
+    writer = Writer(ws, settle_s=0.2, checkpoint_threshold=None)
+    writer.start()
+    try:
+        writer.submit_batch(decode_body("protobuf", pb_request(400), OPTIONS), source="otlp").result(
+            timeout=60
+        )
+        assert held.started.wait(30)  # idle: the scoring began, and holds
+        second = writer.submit_batch(
+            decode_body("protobuf", pb_request(400, offset=400), OPTIONS), source="otlp"
+        )
+        second.result(timeout=10)  # committed while the scoring is held
+        assert _count(ws, "calls") == 800 and _scored(ws) == 0
+        held.release.set()
+        deadline = time.monotonic() + 30
+        while _scored(ws) != 200 and time.monotonic() < deadline:  # the next idle scores the second too
+            time.sleep(0.05)
+        assert _scored(ws) == 200
+    finally:
+        held.release.set()
+        writer.stop()
+        ws.close()
+
+
+def test_scores_from_before_a_rescore_on_the_writer_are_not_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write through the API re-scores on the writer's thread at once. A scoring that began
+    apart before it read less: when it ends, its scores are dropped, not stored over the newer
+    ones. 400 spans are 100 units; the API's write adds 100 more, and its re-score stores 200.
+    Checked by storing the older scores anyway: 100 rows were left."""
+    held = _HeldScoring(monkeypatch)
+    ws = Workspace.open(make_workspace(tmp_path / "ws"))
+    writer = Writer(ws, settle_s=0.2, checkpoint_threshold=None)
+    writer.start()
+    try:
+        writer.submit_batch(decode_body("protobuf", pb_request(400), OPTIONS), source="otlp").result(
+            timeout=60
+        )
+        assert held.started.wait(30)  # it read the first 100 units, and holds
+        api_batch = decode_body("protobuf", pb_request(400, offset=400), OPTIONS)
+        writer.submit(lambda w: w.ingest_batches([api_batch], source="api", fmt="otlp")).result(timeout=60)
+        assert _scored(ws) == 200
+        held.release.set()
+        deadline = time.monotonic() + 5
+        while writer._scoring is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # and a while for the writer to have stored it, were it stored
+        assert _scored(ws) == 200
+    finally:
+        held.release.set()
+        writer.stop()
+        ws.close()

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from yieldmeter.app.reports import ReportService
     from yieldmeter.app.routing import RoutingService
     from yieldmeter.app.value import ValueService
+    from yieldmeter.scoring.engine import ScoringResult
 
 STORE_FILE = "store.duckdb"
 
@@ -105,6 +106,9 @@ class IngestSummary:
         ]
 
 
+#: The tables whose change makes the scores stale.
+SCORE_INPUTS = frozenset({"signals", "outcomes", "calls", "effort", "work_units"})
+
 #: Hook run after ingest when signals, outcomes or calls changed: (workspace) -> None.
 AfterIngest = Callable[["Workspace"], None]
 
@@ -120,6 +124,9 @@ class Workspace:
         #: read by DuckDB or Spark for scale-out (see yieldmeter.lake).
         self._backend = backend
         self._pending_changes: set[str] = set()
+        #: how many times the follow-up stored scores: a scoring started apart before the last
+        #: store read less than it (see yieldmeter.server.writer)
+        self.scores_stored = 0
 
     # -- lifecycle -------------------------------------------------------------------
     @classmethod
@@ -280,9 +287,15 @@ class Workspace:
 
     def flush_after_ingest(self) -> None:
         """Run the follow-up work queued by ``ingest_batches(after=False)``."""
-        if self._pending_changes:
-            changed, self._pending_changes = self._pending_changes, set()
+        changed = self.take_pending_changes()
+        if changed:
             self._after_ingest(changed)
+
+    def take_pending_changes(self) -> set[str]:
+        """The tables changed since the last follow-up, handed over: the queue is emptied (the
+        caller runs :meth:`prepare_follow_up` and :meth:`finish_follow_up` on them)."""
+        changed, self._pending_changes = self._pending_changes, set()
+        return changed
 
     def _unpriced_volume(self, pairs: dict[tuple[str, str], int]) -> int:
         mapped = {
@@ -292,18 +305,50 @@ class Workspace:
         return sum(n for key, n in pairs.items() if not mapped.get(key, False))
 
     def _after_ingest(self, changed: set[str]) -> None:
-        """Re-score when the evidence behind scores changed (value engine, when installed), then
-        evaluate budgets and alert rules on the new data and scores."""
+        """Re-score when the evidence behind scores changed, then evaluate budgets and alert
+        rules on the new data and scores."""
+        scores = None
         try:
-            if changed & {"calls", "work_units"}:
-                self.store.derive_if_unsure()  # once after calls or units were written around it
-            if changed & {"signals", "outcomes", "calls", "effort", "work_units"}:
-                try:
-                    from yieldmeter.scoring import score_workspace  # type: ignore[attr-defined]
-                except ImportError:
-                    pass
-                else:
-                    score_workspace(self)
+            if self.prepare_follow_up(changed):
+                from yieldmeter.scoring.engine import score_tables
+
+                scores = score_tables(self.tables())
+        finally:
+            self.finish_follow_up(changed, scores)
+
+    def prepare_follow_up(self, changed: set[str]) -> bool:
+        """The follow-up's writes that come before scoring (the derived work units, once after
+        calls or units were written around them); whether the scores are stale."""
+        if changed & {"calls", "work_units"}:
+            self.store.derive_if_unsure()
+        return bool(changed & SCORE_INPUTS)
+
+    def score_apart(self) -> ScoringResult:
+        """Every work unit scored, reading through a cursor of its own: safe on another thread
+        while this workspace's connection writes (it reads the last commit). Writes nothing:
+        :meth:`finish_follow_up` stores the result."""
+        from yieldmeter.scoring.engine import score_tables
+
+        if self._backend is not None:  # a lake: nothing here writes meanwhile
+            return score_tables(self.tables())
+        import ibis
+
+        cursor = self.store.cursor()
+        try:
+            # one snapshot for every query of the scoring, as on a connection nothing else writes to
+            cursor.execute("BEGIN TRANSACTION")
+            return score_tables(Tables.from_backend(ibis.duckdb.from_connection(cursor)))
+        finally:
+            cursor.close()  # ends the transaction, which wrote nothing
+
+    def finish_follow_up(self, changed: set[str], scores: ScoringResult | None) -> None:
+        """Store ``scores`` (when scored), then evaluate budgets and alert rules on the new data."""
+        try:
+            if scores is not None:
+                from yieldmeter.scoring.engine import store_scores
+
+                store_scores(self, scores)
+                self.scores_stored += 1
         finally:
             if "value" in self.__dict__:  # the cached value service holds intermediates of the old data
                 self.value.invalidate()

@@ -470,6 +470,12 @@ def score_workspace(ws: Workspace) -> ScoringResult:
     table (the held-out quality of each model) and its ``unit_values`` (what one success of each
     workflow is worth, and where that came from); returns what was done."""
     result = score_tables(ws.tables())
+    store_scores(ws, result)
+    return result
+
+
+def store_scores(ws: Workspace, result: ScoringResult) -> None:
+    """Replace the workspace's ``scores``, ``calibration`` and ``unit_values`` with ``result``."""
     for name, schema, rows in (
         (SCORES_TABLE, SCORES_SCHEMA, result.scores),
         (CALIBRATION_TABLE, CALIBRATION_SCHEMA, calibration_table(result)),
@@ -477,4 +483,3 @@ def score_workspace(ws: Workspace) -> ScoringResult:
     ):
         ws.store.ensure_table(name, schema)
         ws.store.replace(name, rows)
-    return result

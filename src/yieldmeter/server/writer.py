@@ -6,6 +6,11 @@ merges batches of the same source into one transaction (group commit, so
 many small OTLP requests cost one commit), and resolves each request's future
 only after the transaction committed. A full queue is refused at once with
 :class:`WriterBusy`, which the handlers turn into ``503`` + ``Retry-After``.
+
+Re-scoring after writes reads every work unit: seconds on a large store. The
+scores are computed on a thread of their own, through a cursor that reads the
+last commit, while the writer goes on committing requests; only storing them
+(and evaluating budgets and alerts) is the writer's, a job like any other.
 :attr:`Writer.totals` counts what was committed since the process started,
 including what is acknowledged but deliberately not stored (non-GenAI spans)
 and calls that landed unpriced for want of a model; ``/healthz`` shows it.
@@ -13,12 +18,13 @@ and calls that landed unpriced for want of a model; ``/healthz`` shows it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +35,7 @@ from yieldmeter.ingest.conform import concat_rejects
 
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
+    from yieldmeter.scoring.engine import ScoringResult
 
 log = logging.getLogger("yieldmeter.server")
 
@@ -100,6 +107,7 @@ class IngestTotals:
 
 
 _STOP = object()
+_WAKE = object()  # put by the scorer thread when a scoring is done
 
 
 def merge_batches(batches: list[Batch]) -> Batch:
@@ -141,6 +149,13 @@ class Writer:
         self.settle_s = settle_s
         self.max_stale_s = max_stale_s
         self._last_flush = time.monotonic()
+        #: the scoring in flight on the scorer thread (at most one), the changes it follows up,
+        #: and whether the queue was idle when it started (then the WAL is checkpointed after it)
+        self._scoring: Future[ScoringResult] | None = None
+        self._scoring_changes: set[str] = set()
+        self._scoring_base = 0  # the workspace's scores_stored when the scoring began
+        self._checkpoint_after = False
+        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="yieldmeter-scorer")
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -161,6 +176,7 @@ class Writer:
             self._queue.put(_STOP)
             self._thread.join(timeout)
             self._thread = None
+        self._scorer.shutdown(wait=False, cancel_futures=True)
 
     @property
     def depth(self) -> int:
@@ -198,6 +214,8 @@ class Writer:
     def _run(self) -> None:
         pending: _Job | None = None
         while True:
+            if self._scoring is not None and self._scoring.done():
+                self._finish_scoring()
             if pending is None:
                 try:
                     wait = self.settle_s if self.workspace.has_pending_changes else None
@@ -208,8 +226,12 @@ class Writer:
             else:
                 job = pending
             pending = None
+            if job is _WAKE:  # the scoring finished: stored at the top of the loop
+                continue
             if job is _STOP:
-                self._flush()  # leave the scores current for the next start
+                if self._scoring is not None:
+                    self._finish_scoring()  # waits for it
+                self._flush(apart=False)  # leave the scores current for the next start
                 return
             if job.fn is not None:
                 self._resolve([job], lambda fn=job.fn: fn(self.workspace))
@@ -222,7 +244,12 @@ class Writer:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP or nxt.fn is not None or (nxt.source, nxt.fmt) != (job.source, job.fmt):
+                if (
+                    nxt is _STOP
+                    or nxt is _WAKE
+                    or nxt.fn is not None
+                    or (nxt.source, nxt.fmt) != (job.source, job.fmt)
+                ):
                     pending = nxt
                     break
                 group.append(nxt)
@@ -242,21 +269,73 @@ class Writer:
         self.totals.add(merged, summary)
         return summary
 
-    def _flush(self, *, checkpoint: bool = False) -> None:
+    def _flush(self, *, checkpoint: bool = False, apart: bool = True) -> None:
         """Re-score and evaluate alerts for what was written since the last flush.
 
-        With ``checkpoint`` (the queue is idle), also write the WAL into the file.
+        With ``apart``, the scores are computed on the scorer thread and stored when done (see
+        :meth:`_finish_scoring`); while one scoring runs, what was written since waits for the
+        next flush. With ``checkpoint`` (the queue is idle), also write the WAL into the file,
+        after the scoring (whose open read would hold the checkpoint off).
         """
+        if self._scoring is not None:
+            self._checkpoint_after |= checkpoint
+            return
         self._last_flush = time.monotonic()
+        ws = self.workspace
+        changed = ws.take_pending_changes()
+        scores = None
         try:
-            self.workspace.flush_after_ingest()
-        except Exception:  # scores lag behind; the next flush tries again
+            if changed and ws.prepare_follow_up(changed):
+                if apart:
+                    self._scoring_changes, self._checkpoint_after = changed, checkpoint
+                    self._scoring_base = ws.scores_stored
+                    self._scoring = self._scorer.submit(ws.score_apart)
+                    self._scoring.add_done_callback(self._wake)
+                    return
+                scores = ws.score_apart()
+        except Exception:  # scores lag behind; the next write's flush tries again
             log.exception("re-scoring after ingest failed")
+        self._follow_up(changed, scores)
         if checkpoint:
-            try:
-                self.workspace.store.checkpoint()
-            except Exception:  # a reader's open transaction can hold it off; the next idle retries
-                log.warning("checkpoint skipped", exc_info=True)
+            self._checkpoint()
+
+    def _finish_scoring(self) -> None:
+        """Store the scores the scorer thread computed (waiting for them), evaluate alerts, and
+        checkpoint when the queue was idle."""
+        assert self._scoring is not None
+        scoring, self._scoring = self._scoring, None
+        scores = None
+        try:
+            scores = scoring.result()
+        except Exception:
+            log.exception("re-scoring after ingest failed")
+        if self.workspace.scores_stored != self._scoring_base:
+            # a write through the API re-scored on this thread meanwhile, after this scoring
+            # began reading: what it stored saw more than this scoring did
+            scores = None
+        self._follow_up(self._scoring_changes, scores)
+        if self._checkpoint_after and self._queue.empty():
+            self._checkpoint()
+        self._scoring_changes, self._checkpoint_after = set(), False
+
+    def _follow_up(self, changed: set[str], scores: ScoringResult | None) -> None:
+        if not changed:
+            return
+        try:
+            self.workspace.finish_follow_up(changed, scores)
+        except Exception:  # scores lag behind; the next flush tries again
+            log.exception("storing scores after ingest failed")
+
+    def _wake(self, _: Future[Any]) -> None:
+        """Wake the writer thread when it waits on an empty queue (a full one wakes it anyway)."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_WAKE)
+
+    def _checkpoint(self) -> None:
+        try:
+            self.workspace.store.checkpoint()
+        except Exception:  # a reader's open transaction can hold it off; the next idle retries
+            log.warning("checkpoint skipped", exc_info=True)
 
     @staticmethod
     def _resolve(group: list[_Job], work: Callable[[], Any]) -> None:
