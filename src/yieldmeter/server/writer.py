@@ -6,14 +6,14 @@ merges batches of the same source into one transaction (group commit, so
 many small OTLP requests cost one commit), and resolves each request's future
 only after the transaction committed. A full queue is refused at once with
 :class:`WriterBusy`, which the handlers turn into ``503`` + ``Retry-After``.
+:attr:`Writer.totals` counts what was committed since the process started,
+including what is acknowledged but deliberately not stored (non-GenAI spans)
+and calls that landed unpriced for want of a model; ``/healthz`` shows it.
 
 Re-scoring after writes reads every work unit: seconds on a large store. The
 scores are computed on a thread of their own, through a cursor that reads the
 last commit, while the writer goes on committing requests; only storing them
 (and evaluating budgets and alerts) is the writer's, a job like any other.
-:attr:`Writer.totals` counts what was committed since the process started,
-including what is acknowledged but deliberately not stored (non-GenAI spans)
-and calls that landed unpriced for want of a model; ``/healthz`` shows it.
 """
 
 from __future__ import annotations
