@@ -21,6 +21,18 @@ run ``BENCH_RECEIVER_REQUESTS=2000`` (1M spans) to see what continuous load hold
 every commit, to isolate the receiver's own cost; such a run writes
 ``otlp_receiver_isolated.json`` and says what ran.
 
+``BENCH_RECEIVER_RATES`` (spans a second, comma separated, e.g. ``2000,4000,8000``) runs
+the paced sweep instead: requests are sent on a schedule, at each offered rate in turn, whether
+or not the earlier ones were answered (open loop), and each acknowledgement is timed from the
+moment its request was due, so a client that falls behind counts as waiting too. With a fixed
+number of connections each sending its next request on the last answer (the standard run), the
+latency is set by the throughput: 8 requests of 512 spans in flight answer in about
+4,096 / throughput seconds however steady the server is. The sweep asks the question of the
+target instead: up to which sustained rate does the p99 stay under 100 ms? Each step sends
+``BENCH_RECEIVER_STEP_S`` seconds (default 10) of requests, at least 100, to one server whose
+store keeps growing; the sweep stops after a step that did not keep up (answered below 90% of
+the offered rate, or a p99 over 2 s). Writes ``otlp_receiver_paced.json``.
+
 Target (issue 3): >= 50,000 spans/s sustained with p99 acknowledgement under
 100 ms, on 2 cores. Writes ``benchmarks/results/otlp_receiver.json``.
 """
@@ -35,7 +47,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -47,6 +62,11 @@ DECODE_WORKERS = os.environ.get("BENCH_RECEIVER_DECODE_WORKERS", "auto")
 #: ``server.checkpoint_threshold`` (empty: the server's default)
 CHECKPOINT = os.environ.get("BENCH_RECEIVER_CHECKPOINT_THRESHOLD", "")
 ROUTES = "yieldmeter.server.otlp" if os.environ.get("BENCH_RECEIVER_ROUTES") == "otlp" else ""
+#: offered rates of the paced sweep, spans a second (empty: the standard closed-loop run)
+RATES = [int(r) for r in os.environ.get("BENCH_RECEIVER_RATES", "").split(",") if r.strip()]
+STEP_S = float(os.environ.get("BENCH_RECEIVER_STEP_S", 10))
+#: connections of the paced sweep: enough that a due request always finds one free
+PACED_CONNECTIONS = 64
 SPANS = 512
 RESULTS = Path(__file__).parent / "results" / "otlp_receiver.json"
 
@@ -80,15 +100,130 @@ def _peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-def main() -> None:
+@contextmanager
+def _server(tmp: str) -> Iterator[tuple[str, int]]:
+    """The app under uvicorn in a child process on a free loopback port, warmed up: (url, pid)."""
     import httpx
+
+    from otlp_spans import protobuf_request
+
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from tests.loopback import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SERVER,
+            str(Path(tmp) / "ws"),
+            str(port),
+            ROUTES,
+            "1" if NO_RESCORE else "0",
+            DECODE_WORKERS,
+            CHECKPOINT,
+        ]
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("server did not start") from None
+                time.sleep(0.2)
+        # warm-up: the first request builds the model map
+        httpx.post(
+            f"{url}/v1/traces",
+            content=protobuf_request(SPANS, offset=10**9),
+            headers={"content-type": "application/x-protobuf"},
+            timeout=60,
+        )
+        yield url, server.pid
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+class _Answers:
+    """Each request's acknowledgement time and status, from several sender threads."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def post(self, client: Any, url: str, body: bytes, since: float) -> None:
+        """Send ``body``; its time counts from ``since`` (a ``perf_counter`` reading)."""
+        import httpx
+
+        try:
+            status = client.post(f"{url}/v1/traces", content=body).status_code
+        except httpx.TransportError:
+            status = 0  # connection lost
+        dt = time.perf_counter() - since
+        with self.lock:
+            self.latencies.append(dt)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def ok(self) -> int:
+        return self.statuses.get(200, 0)
+
+    def pct(self, q: float) -> float:
+        """The ``q`` quantile in milliseconds (the nearest rank at or below)."""
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def _send(url: str, bodies: list[bytes], connections: int, gap: float | None) -> tuple[_Answers, float]:
+    """Send every body over ``connections`` keep-alive connections; the answers and the seconds
+    from the first send to the last answer.
+
+    ``gap`` None: each connection sends its next body on the last one's answer (closed loop).
+    Otherwise body ``i`` is due ``i * gap`` seconds after the start and sent then by whichever
+    connection is free, and timed from when it was due (open loop). The clients are made
+    before the clock starts (making one takes milliseconds of the shared cores).
+    """
+    import httpx
+
+    answers = _Answers()
+    lock = threading.Lock()
+    order = iter(range(len(bodies)))
+    start = [0.0]
+    # the clock starts when the last client is made (the barrier's action runs before any passes)
+    ready = threading.Barrier(connections, action=lambda: start.__setitem__(0, time.perf_counter()))
+
+    def sender() -> None:
+        with httpx.Client(timeout=60, headers={"content-type": "application/x-protobuf"}) as c:
+            ready.wait()
+            while True:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                since = time.perf_counter()
+                if gap is not None:
+                    since = start[0] + i * gap
+                    time.sleep(max(0.0, since - time.perf_counter()))
+                answers.post(c, url, bodies[i], since)
+
+    threads = [threading.Thread(target=sender) for _ in range(connections)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return answers, time.perf_counter() - start[0]
+
+
+def closed_loop() -> None:
+    """The standard run: ``N_REQUESTS`` over ``CONNECTIONS`` connections, each sending on the last answer."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from otlp_spans import protobuf_request
     from yieldmeter.server.writer import CHECKPOINT_THRESHOLD
-
-    sys.path.insert(0, str(Path(__file__).parent.parent))
-    from tests.loopback import free_port
 
     load_at_start = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     bodies = [protobuf_request(SPANS, offset=i * SPANS) for i in range(N_REQUESTS)]
@@ -97,85 +232,16 @@ def main() -> None:
         ExportTraceServiceRequest.FromString(b)
     decode_rate = N_REQUESTS * SPANS / (time.perf_counter() - t)
 
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                SERVER,
-                str(Path(tmp) / "ws"),
-                str(port),
-                ROUTES,
-                "1" if NO_RESCORE else "0",
-                DECODE_WORKERS,
-                CHECKPOINT,
-            ]
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{url}/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("server did not start") from None
-                    time.sleep(0.2)
-            # warm-up: the first request builds the model map
-            httpx.post(
-                f"{url}/v1/traces",
-                content=protobuf_request(SPANS, offset=10**9),
-                headers={"content-type": "application/x-protobuf"},
-                timeout=60,
-            )
+    with tempfile.TemporaryDirectory() as tmp, _server(tmp) as (url, pid):
+        cpu0 = time.process_time()
+        answers, wall = _send(url, bodies, CONNECTIONS, None)
+        client_cpu = time.process_time() - cpu0  # what the load generator took of the shared cores
+        # what the server held: its peak (the writer keeps the WAL in memory until a
+        # checkpoint, up to server.checkpoint_threshold), and the WAL it left unwritten
+        server_peak_mib = _peak_rss_mib(pid)
+        wal_mib = sum(p.stat().st_size for p in Path(tmp).rglob("*.wal")) / 2**20
 
-            latencies: list[float] = []
-            statuses: dict[int, int] = {}
-            lock = threading.Lock()
-            queue = list(range(N_REQUESTS))
-
-            def sender() -> None:
-                with httpx.Client(timeout=60, headers={"content-type": "application/x-protobuf"}) as c:
-                    while True:
-                        with lock:
-                            if not queue:
-                                return
-                            i = queue.pop()
-                        t0 = time.perf_counter()
-                        try:
-                            status = c.post(f"{url}/v1/traces", content=bodies[i]).status_code
-                        except httpx.TransportError:
-                            status = 0  # connection lost
-                        dt = time.perf_counter() - t0
-                        with lock:
-                            latencies.append(dt)
-                            statuses[status] = statuses.get(status, 0) + 1
-
-            threads = [threading.Thread(target=sender) for _ in range(CONNECTIONS)]
-            cpu0 = time.process_time()
-            t = time.perf_counter()
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            wall = time.perf_counter() - t
-            client_cpu = time.process_time() - cpu0  # what the load generator took of the shared cores
-            # what the server held: its peak (the writer keeps the WAL in memory until a
-            # checkpoint, up to server.checkpoint_threshold), and the WAL it left unwritten
-            server_peak_mib = _peak_rss_mib(server.pid)
-            wal_mib = sum(p.stat().st_size for p in Path(tmp).rglob("*.wal")) / 2**20
-        finally:
-            server.terminate()
-            server.wait(30)
-
-    ok = statuses.get(200, 0)
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-
+    ok = answers.ok()
     result = {
         "benchmark": "otlp_receiver",
         "requests": N_REQUESTS,
@@ -186,12 +252,12 @@ def main() -> None:
         "checkpoint_threshold": CHECKPOINT or CHECKPOINT_THRESHOLD,
         "rescore_after_each_commit": not NO_RESCORE,
         "cpu_count": os.cpu_count(),
-        "statuses": statuses,
+        "statuses": answers.statuses,
         "spans_per_s": ok * SPANS / wall,
-        "ack_ms_p50": statistics.median(latencies) * 1000,
-        "ack_ms_p90": pct(0.90),
-        "ack_ms_p99": pct(0.99),
-        "ack_ms_max": latencies[-1] * 1000,
+        "ack_ms_p50": statistics.median(answers.latencies) * 1000,
+        "ack_ms_p90": answers.pct(0.90),
+        "ack_ms_p99": answers.pct(0.99),
+        "ack_ms_max": max(answers.latencies) * 1000,
         "raw_decode_spans_per_s": decode_rate,
         "receiver_to_raw_decode_ratio": (ok * SPANS / wall) / decode_rate,
         "client_cpu_cores": client_cpu / wall,
@@ -209,10 +275,81 @@ def main() -> None:
         length = f"_{N_REQUESTS}_requests" if N_REQUESTS != 400 else ""
         threshold = f"_checkpoint_{CHECKPOINT}" if CHECKPOINT else ""
         out = RESULTS.with_name(f"otlp_receiver{length}{threshold}.json")
+    _write(out, result)
+
+
+def paced() -> None:
+    """The sweep: each rate of ``RATES`` in turn, requests sent on a schedule (see the module's doc)."""
+    from otlp_spans import protobuf_request
+    from yieldmeter.server.writer import CHECKPOINT_THRESHOLD
+
+    load_at_start = round(os.getloadavg()[0], 2)
+    steps: list[dict[str, Any]] = []
+    sent = 0  # spans sent so far: every step's spans are new ones
+    with tempfile.TemporaryDirectory() as tmp, _server(tmp) as (url, pid):
+        for rate in RATES:
+            n = max(100, round(rate * STEP_S / SPANS))
+            bodies = [protobuf_request(SPANS, offset=sent + i * SPANS) for i in range(n)]
+            sent += n * SPANS
+            answers, wall = _send(url, bodies, PACED_CONNECTIONS, SPANS / rate)
+            step = {
+                "offered_spans_per_s": rate,
+                "requests": n,
+                "statuses": answers.statuses,
+                "answered_spans_per_s": answers.ok() * SPANS / wall,
+                "ack_ms_p50": answers.pct(0.50),
+                "ack_ms_p90": answers.pct(0.90),
+                "ack_ms_p99": answers.pct(0.99),
+                "ack_ms_max": max(answers.latencies) * 1000,
+            }
+            step["kept_up"] = step["answered_spans_per_s"] >= 0.9 * rate and step["ack_ms_p99"] <= 2000
+            steps.append(step)
+            print(
+                f"offered {rate:>7,} spans/s: answered {step['answered_spans_per_s']:>9,.0f}, "
+                f"p50 {step['ack_ms_p50']:>6,.0f} ms, p99 {step['ack_ms_p99']:>6,.0f} ms, {answers.statuses}"
+            )
+            if not step["kept_up"]:
+                break
+        server_peak_mib = _peak_rss_mib(pid)
+    met = [
+        s["offered_spans_per_s"]
+        for s in steps
+        if s["kept_up"] and s["ack_ms_p99"] < 100 and s["statuses"] == {200: s["requests"]}
+    ]
+    _write(
+        RESULTS.with_name("otlp_receiver_paced.json"),
+        {
+            "benchmark": "otlp_receiver_paced",
+            "spans_per_request": SPANS,
+            "step_seconds": STEP_S,
+            "connections": PACED_CONNECTIONS,
+            "routes": ROUTES or "all (yieldmeter serve)",
+            "decode_workers": DECODE_WORKERS,
+            "checkpoint_threshold": CHECKPOINT or CHECKPOINT_THRESHOLD,
+            "rescore_after_each_commit": not NO_RESCORE,
+            "cpu_count": os.cpu_count(),
+            "steps": steps,
+            # the highest offered rate every request of which was answered, with p99 under 100 ms
+            "highest_rate_with_p99_under_100ms": max(met, default=None),
+            "server_peak_rss_mib": server_peak_mib,
+            "load_average_at_start": load_at_start,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "target_spans_per_s": 50_000,
+            "target_ack_ms_p99": 100,
+        },
+    )
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for k, v in result.items():
-        print(f"{k:>30}: {v:,.2f}" if isinstance(v, float) else f"{k:>30}: {v}")
+        if k != "steps":
+            print(f"{k:>34}: {v:,.2f}" if isinstance(v, float) else f"{k:>34}: {v}")
+
+
+def main() -> None:
+    paced() if RATES else closed_loop()
 
 
 if __name__ == "__main__":
