@@ -80,8 +80,10 @@ server = {"decode_workers": sys.argv[5]}
 if sys.argv[6]:
     server["checkpoint_threshold"] = sys.argv[6]
 settings = ServerSettings.from_config(server)
-if sys.argv[4] == "1":  # isolate the receiver: no whole-workspace re-scoring after each commit
+if sys.argv[4] == "1":  # isolate the receiver: no follow-up (derivation check, re-score, alerts)
     Workspace._after_ingest = lambda self, changed: None
+    Workspace.prepare_follow_up = lambda self, changed: False  # the writer's, since 2026-12-07
+    Workspace.finish_follow_up = lambda self, changed, scores: None
 routes = sys.argv[3].split(",") if sys.argv[3] else None
 app = create_app(sys.argv[1], route_modules=routes, settings=settings)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)

@@ -248,3 +248,83 @@ def test_scores_from_before_a_rescore_on_the_writer_are_not_stored(
         held.release.set()
         writer.stop()
         ws.close()
+
+
+def test_the_wal_is_checkpointed_after_a_scoring_that_ends_during_another_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle checkpoint waits for the scoring (its open read would hold it off). Here the
+    scoring ends while the writer runs a job that writes no telemetry (as an API key's
+    creation), so no write is pending once it is stored: the WAL is still written into the
+    file once nothing came for ``settle_s``. Checked against the writer that checkpointed only
+    when its queue was empty as the scoring was stored, which counted the scorer's wake-up
+    there and left the WAL behind."""
+    held = _HeldScoring(monkeypatch)
+    ws = Workspace.open(make_workspace(tmp_path / "ws"))
+    wal = Path(f"{ws.store.path}.wal")
+    writer = Writer(ws, settle_s=0.2, checkpoint_threshold="1GB")
+    writer.start()
+
+    def while_it_ends(_: Workspace) -> None:
+        held.release.set()
+        deadline = time.monotonic() + 30
+        while not (writer._scoring is not None and writer._scoring.done()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # and its wake-up queued
+
+    try:
+        writer.submit_batch(decode_body("protobuf", pb_request(400), OPTIONS), source="otlp").result(
+            timeout=60
+        )
+        assert held.started.wait(30)
+        writer.submit(while_it_ends).result(timeout=60)
+        assert wal.stat().st_size > 0
+        deadline = time.monotonic() + 10
+        while wal.exists() and wal.stat().st_size > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not wal.exists() or wal.stat().st_size == 0
+        assert _scored(ws) == 100
+    finally:
+        held.release.set()
+        writer.stop()
+        ws.close()
+
+
+def test_a_scoring_that_fails_stops_no_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scoring that raises on the scorer thread is logged; the writer goes on committing, and
+    the next write's scoring stores scores again (400 spans are 100 units, 800 are 200).
+    Checked by letting the scoring's exception reach the writer's loop: its thread died, and
+    the second request was never answered."""
+    from yieldmeter.scoring import engine
+
+    real, calls = engine.score_tables, []
+
+    def first_fails(t: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise RuntimeError("a scoring that fails")
+        return real(t)
+
+    monkeypatch.setattr(engine, "score_tables", first_fails)
+    ws = Workspace.open(make_workspace(tmp_path / "ws"))
+    writer = Writer(ws, settle_s=0.2, checkpoint_threshold=None)
+    writer.start()
+    try:
+        writer.submit_batch(decode_body("protobuf", pb_request(400), OPTIONS), source="otlp").result(
+            timeout=60
+        )
+        deadline = time.monotonic() + 30
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert calls[0].startswith("yieldmeter-scorer") and _scored(ws) == 0
+        writer.submit_batch(
+            decode_body("protobuf", pb_request(400, offset=400), OPTIONS), source="otlp"
+        ).result(timeout=60)
+        deadline = time.monotonic() + 30
+        while _scored(ws) != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _scored(ws) == 200
+    finally:
+        writer.stop()
+        ws.close()

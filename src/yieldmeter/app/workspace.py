@@ -124,8 +124,8 @@ class Workspace:
         #: read by DuckDB or Spark for scale-out (see yieldmeter.lake).
         self._backend = backend
         self._pending_changes: set[str] = set()
-        #: how many times the follow-up stored scores: a scoring started apart before the last
-        #: store read less than it (see yieldmeter.server.writer)
+        #: how many times scores were stored (``scoring.engine.store_scores``): a scoring started
+        #: apart before the last store read less than it (see yieldmeter.server.writer)
         self.scores_stored = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -348,7 +348,6 @@ class Workspace:
                 from yieldmeter.scoring.engine import store_scores
 
                 store_scores(self, scores)
-                self.scores_stored += 1
         finally:
             if "value" in self.__dict__:  # the cached value service holds intermediates of the old data
                 self.value.invalidate()

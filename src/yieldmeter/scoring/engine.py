@@ -483,3 +483,4 @@ def store_scores(ws: Workspace, result: ScoringResult) -> None:
     ):
         ws.store.ensure_table(name, schema)
         ws.store.replace(name, rows)
+    ws.scores_stored += 1

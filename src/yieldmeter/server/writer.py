@@ -149,12 +149,12 @@ class Writer:
         self.settle_s = settle_s
         self.max_stale_s = max_stale_s
         self._last_flush = time.monotonic()
-        #: the scoring in flight on the scorer thread (at most one), the changes it follows up,
-        #: and whether the queue was idle when it started (then the WAL is checkpointed after it)
+        #: the scoring in flight on the scorer thread (at most one) and the changes it follows up
         self._scoring: Future[ScoringResult] | None = None
         self._scoring_changes: set[str] = set()
         self._scoring_base = 0  # the workspace's scores_stored when the scoring began
-        self._checkpoint_after = False
+        #: something was committed since the last checkpoint: the writer checkpoints when idle
+        self._unwritten = False
         self._scorer = ThreadPoolExecutor(1, thread_name_prefix="yieldmeter-scorer")
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
@@ -218,7 +218,8 @@ class Writer:
                 self._finish_scoring()
             if pending is None:
                 try:
-                    wait = self.settle_s if self.workspace.has_pending_changes else None
+                    idle_work = self.workspace.has_pending_changes or self._unwritten
+                    wait = self.settle_s if idle_work else None
                     job = self._queue.get(timeout=wait)
                 except queue.Empty:  # idle for settle_s: re-score, then checkpoint
                     self._flush(checkpoint=True)
@@ -233,6 +234,7 @@ class Writer:
                     self._finish_scoring()  # waits for it
                 self._flush(apart=False)  # leave the scores current for the next start
                 return
+            self._unwritten = True
             if job.fn is not None:
                 self._resolve([job], lambda fn=job.fn: fn(self.workspace))
                 continue
@@ -275,10 +277,10 @@ class Writer:
         With ``apart``, the scores are computed on the scorer thread and stored when done (see
         :meth:`_finish_scoring`); while one scoring runs, what was written since waits for the
         next flush. With ``checkpoint`` (the queue is idle), also write the WAL into the file,
-        after the scoring (whose open read would hold the checkpoint off).
+        unless a scoring runs (its open read would hold the checkpoint off): storing its scores
+        is a write, and the next idle checkpoints.
         """
         if self._scoring is not None:
-            self._checkpoint_after |= checkpoint
             return
         self._last_flush = time.monotonic()
         ws = self.workspace
@@ -287,7 +289,7 @@ class Writer:
         try:
             if changed and ws.prepare_follow_up(changed):
                 if apart:
-                    self._scoring_changes, self._checkpoint_after = changed, checkpoint
+                    self._scoring_changes = changed
                     self._scoring_base = ws.scores_stored
                     self._scoring = self._scorer.submit(ws.score_apart)
                     self._scoring.add_done_callback(self._wake)
@@ -300,8 +302,7 @@ class Writer:
             self._checkpoint()
 
     def _finish_scoring(self) -> None:
-        """Store the scores the scorer thread computed (waiting for them), evaluate alerts, and
-        checkpoint when the queue was idle."""
+        """Store the scores the scorer thread computed (waiting for them) and evaluate alerts."""
         assert self._scoring is not None
         scoring, self._scoring = self._scoring, None
         scores = None
@@ -310,13 +311,13 @@ class Writer:
         except Exception:
             log.exception("re-scoring after ingest failed")
         if self.workspace.scores_stored != self._scoring_base:
-            # a write through the API re-scored on this thread meanwhile, after this scoring
-            # began reading: what it stored saw more than this scoring did
+            # scores were stored on this thread meanwhile (a budget written through the API runs
+            # its follow-up at once, what telemetry had pending included), after this scoring
+            # began reading: they saw more than this scoring did
             scores = None
         self._follow_up(self._scoring_changes, scores)
-        if self._checkpoint_after and self._queue.empty():
-            self._checkpoint()
-        self._scoring_changes, self._checkpoint_after = set(), False
+        self._scoring_changes = set()
+        self._unwritten = True
 
     def _follow_up(self, changed: set[str], scores: ScoringResult | None) -> None:
         if not changed:
@@ -334,6 +335,7 @@ class Writer:
     def _checkpoint(self) -> None:
         try:
             self.workspace.store.checkpoint()
+            self._unwritten = False
         except Exception:  # a reader's open transaction can hold it off; the next idle retries
             log.warning("checkpoint skipped", exc_info=True)
 
