@@ -12,7 +12,10 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +174,27 @@ class _HeldScoring:
         return result
 
 
+@contextmanager
+def _writer(root: Path, held: _HeldScoring | None = None, **kw: Any) -> Iterator[tuple[Workspace, Writer]]:
+    """A started writer (idle after 0.2 s) on a new workspace; stopped and closed after, a
+    held scoring released first."""
+    ws = Workspace.open(make_workspace(root))
+    writer = Writer(ws, settle_s=0.2, **{"checkpoint_threshold": None, **kw})
+    writer.start()
+    try:
+        yield ws, writer
+    finally:
+        if held is not None:
+            held.release.set()
+        writer.stop()
+        ws.close()
+
+
+def _spans(writer: Writer, n: int, offset: int = 0) -> Future[Any]:
+    """``n`` spans from ``offset`` on submitted as one OTLP request."""
+    return writer.submit_batch(decode_body("protobuf", pb_request(n, offset=offset), OPTIONS), source="otlp")
+
+
 def _count(ws: Workspace, table: str) -> int:
     """The rows of ``table`` (0 before it was made), read on a cursor: the writer's thread
     holds the workspace's connection."""
@@ -187,6 +211,12 @@ def _scored(ws: Workspace) -> int:
     return _count(ws, "scores")
 
 
+def _until(done: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_requests_commit_while_the_scores_are_computed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,59 +225,35 @@ def test_requests_commit_while_the_scores_are_computed(
     trace and a trace a work unit: 400 spans are 100 units. Checked against the writer that
     scored on its own thread: the second request then waited for the held scoring, and failed."""
     held = _HeldScoring(monkeypatch)
-    ws = Workspace.open(make_workspace(tmp_path / "ws"))
-    writer = Writer(ws, settle_s=0.2, checkpoint_threshold=None)
-    writer.start()
-    try:
-        writer.submit_batch(decode_body("protobuf", pb_request(400), OPTIONS), source="otlp").result(
-            timeout=60
-        )
+    with _writer(tmp_path / "ws", held) as (ws, writer):
+        _spans(writer, 400).result(timeout=60)
         assert held.started.wait(30)  # idle: the scoring began, and holds
-        second = writer.submit_batch(
-            decode_body("protobuf", pb_request(400, offset=400), OPTIONS), source="otlp"
-        )
-        second.result(timeout=10)  # committed while the scoring is held
+        _spans(writer, 400, offset=400).result(timeout=10)  # committed while the scoring is held
         assert _count(ws, "calls") == 800 and _scored(ws) == 0
         held.release.set()
-        deadline = time.monotonic() + 30
-        while _scored(ws) != 200 and time.monotonic() < deadline:  # the next idle scores the second too
-            time.sleep(0.05)
+        _until(lambda: _scored(ws) == 200)  # the next idle scores the second request's units too
         assert _scored(ws) == 200
-    finally:
-        held.release.set()
-        writer.stop()
-        ws.close()
 
 
 def test_scores_from_before_a_rescore_on_the_writer_are_not_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A write through the API re-scores on the writer's thread at once. A scoring that began
-    apart before it read less: when it ends, its scores are dropped, not stored over the newer
-    ones. 400 spans are 100 units; the API's write adds 100 more, and its re-score stores 200.
-    Checked by storing the older scores anyway: 100 rows were left."""
+    """A budget written through the API runs its follow-up on the writer's thread at once, what
+    telemetry had pending included (here an ingest with ``after`` on, as ``add_budget`` runs).
+    A scoring that began apart before it read less: when it ends, its scores are dropped, not
+    stored over the newer ones. 400 spans are 100 units; the write adds 100 more, and its
+    re-score stores 200. Checked by storing the older scores anyway: 100 rows were left."""
     held = _HeldScoring(monkeypatch)
-    ws = Workspace.open(make_workspace(tmp_path / "ws"))
-    writer = Writer(ws, settle_s=0.2, checkpoint_threshold=None)
-    writer.start()
-    try:
-        writer.submit_batch(decode_body("protobuf", pb_request(400), OPTIONS), source="otlp").result(
-            timeout=60
-        )
+    with _writer(tmp_path / "ws", held) as (ws, writer):
+        _spans(writer, 400).result(timeout=60)
         assert held.started.wait(30)  # it read the first 100 units, and holds
-        api_batch = decode_body("protobuf", pb_request(400, offset=400), OPTIONS)
-        writer.submit(lambda w: w.ingest_batches([api_batch], source="api", fmt="otlp")).result(timeout=60)
+        batch = decode_body("protobuf", pb_request(400, offset=400), OPTIONS)
+        writer.submit(lambda w: w.ingest_batches([batch], source="api", fmt="otlp")).result(timeout=60)
         assert _scored(ws) == 200
         held.release.set()
-        deadline = time.monotonic() + 5
-        while writer._scoring is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until(lambda: writer._scoring is None, 5)
         time.sleep(0.3)  # and a while for the writer to have stored it, were it stored
         assert _scored(ws) == 200
-    finally:
-        held.release.set()
-        writer.stop()
-        ws.close()
 
 
 def test_the_wal_is_checkpointed_after_a_scoring_that_ends_during_another_job(
@@ -260,34 +266,21 @@ def test_the_wal_is_checkpointed_after_a_scoring_that_ends_during_another_job(
     when its queue was empty as the scoring was stored, which counted the scorer's wake-up
     there and left the WAL behind."""
     held = _HeldScoring(monkeypatch)
-    ws = Workspace.open(make_workspace(tmp_path / "ws"))
-    wal = Path(f"{ws.store.path}.wal")
-    writer = Writer(ws, settle_s=0.2, checkpoint_threshold="1GB")
-    writer.start()
+    with _writer(tmp_path / "ws", held, checkpoint_threshold="1GB") as (ws, writer):
+        wal = Path(f"{ws.store.path}.wal")
 
-    def while_it_ends(_: Workspace) -> None:
-        held.release.set()
-        deadline = time.monotonic() + 30
-        while not (writer._scoring is not None and writer._scoring.done()) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)  # and its wake-up queued
+        def while_it_ends(_: Workspace) -> None:
+            held.release.set()
+            _until(lambda: writer._scoring is not None and writer._scoring.done())
+            time.sleep(0.1)  # and its wake-up queued
 
-    try:
-        writer.submit_batch(decode_body("protobuf", pb_request(400), OPTIONS), source="otlp").result(
-            timeout=60
-        )
+        _spans(writer, 400).result(timeout=60)
         assert held.started.wait(30)
         writer.submit(while_it_ends).result(timeout=60)
         assert wal.stat().st_size > 0
-        deadline = time.monotonic() + 10
-        while wal.exists() and wal.stat().st_size > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until(lambda: not wal.exists() or wal.stat().st_size == 0, 10)
         assert not wal.exists() or wal.stat().st_size == 0
         assert _scored(ws) == 100
-    finally:
-        held.release.set()
-        writer.stop()
-        ws.close()
 
 
 def test_a_scoring_that_fails_stops_no_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,25 +299,11 @@ def test_a_scoring_that_fails_stops_no_write(tmp_path: Path, monkeypatch: pytest
         return real(t)
 
     monkeypatch.setattr(engine, "score_tables", first_fails)
-    ws = Workspace.open(make_workspace(tmp_path / "ws"))
-    writer = Writer(ws, settle_s=0.2, checkpoint_threshold=None)
-    writer.start()
-    try:
-        writer.submit_batch(decode_body("protobuf", pb_request(400), OPTIONS), source="otlp").result(
-            timeout=60
-        )
-        deadline = time.monotonic() + 30
-        while not calls and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with _writer(tmp_path / "ws") as (ws, writer):
+        _spans(writer, 400).result(timeout=60)
+        _until(lambda: bool(calls))
         time.sleep(0.5)
         assert calls[0].startswith("yieldmeter-scorer") and _scored(ws) == 0
-        writer.submit_batch(
-            decode_body("protobuf", pb_request(400, offset=400), OPTIONS), source="otlp"
-        ).result(timeout=60)
-        deadline = time.monotonic() + 30
-        while _scored(ws) != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _spans(writer, 400, offset=400).result(timeout=60)
+        _until(lambda: _scored(ws) == 200)
         assert _scored(ws) == 200
-    finally:
-        writer.stop()
-        ws.close()
