@@ -49,7 +49,7 @@ class LakeStore(Store):
     def _mark_written(con: Any, names: Any) -> None:
         """Nothing: the scratch store has no ``meta`` and keeps nothing derived from its writes."""
 
-    def _underived(self, con: Any) -> bool:
+    def _underived(self) -> bool:
         """Always: with no ``meta`` to say otherwise, a batch's units are derived from all their calls."""
         return True
 

@@ -810,8 +810,8 @@ class Store:
     def derive_if_unsure(self) -> bool:
         """Derive every work unit again when :data:`UNDERIVED` is set (then batches read only
         the calls since their units' start again); whether it did."""
-        with self.transaction() as con:
-            unsure = self._underived(con)
+        with self.transaction():  # the write lock: no batch changes the flag meanwhile
+            unsure = self._underived()
         if unsure:
             self.derive_work_units()
         return unsure
@@ -851,7 +851,7 @@ class Store:
             return
         starts = [first_ts, pc.min(rebuilt.column("started_at")).as_py()] if rebuilt.num_rows else [first_ts]
         since = None
-        if None not in starts and not self._underived(con):
+        if None not in starts and not self._underived():
             since = min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in starts)  # the store's UTC
         con.register("_build", pa.table({"k": units}))
         try:
@@ -901,8 +901,9 @@ class Store:
             params,
         )
 
-    def _underived(self, con: duckdb.DuckDBPyConnection) -> bool:
-        """Whether :data:`UNDERIVED` is set: the derived units may not be what their calls make."""
+    def _underived(self) -> bool:
+        """Whether :data:`UNDERIVED` is set: the derived units may not be what their calls make
+        (read on this object's connection, inside its transaction when one is open)."""
         return self.meta(UNDERIVED) is not None
 
     def _set_underived(self, con: duckdb.DuckDBPyConnection, underived: bool) -> None:
