@@ -306,15 +306,38 @@ def test_unpriced_cost_reads_unpriced_never_zero(example_workspace: Path) -> Non
     assert unit.facts["fully_loaded_cost"] == "unpriced"
 
 
-def test_the_funnel_of_an_unpriced_workflow_has_no_stage_costs(example_workspace: Path) -> None:
-    """The measure itself (`report funnel`, GET /value/funnel), not only the reports: a workflow
-    whose every call is unpriced has null costs per stage, never $0 per outcome, and says why."""
+def test_the_measures_of_an_unpriced_workflow_leave_its_cost_unknown(example_workspace: Path) -> None:
+    """The measures themselves (`report funnel|waste|coverage|benchmarks|patterns`, GET /value/...),
+    not only the reports: a workflow whose every call is unpriced (internal-content: 2 calls of
+    acme-summariser, no price; no allocated cost, no effort) has a null cost, never $0, and so has
+    every figure made of it; the priced workflows keep theirs."""
     with Workspace.open(example_workspace) as ws:
         rows = ws.value.funnel().to_pylist()
+        waste = ws.value.waste().to_pylist()
+        coverage = {r["workflow"]: r for r in ws.value.coverage().by_workflow.to_pylist()}
+        benchmarks = ws.value.benchmarks(people=True).rows.to_pylist()
+        patterns = ws.value.patterns().to_pylist()
     content = [r for r in rows if r["workflow"] == "internal-content"]
     assert content and all(r["calls"] == r["unpriced_calls"] == 2 for r in content)
     stage_costs = [k for k in rows[0] if k.startswith("cost_per_")]
     assert len(stage_costs) == 5 and all(r[k] is None for r in content for k in stage_costs)
+    assert all(r["model_cost"] is None and r["fully_loaded_cost"] is None for r in content)
+    assert all(r["allocated_cost"] == 0.0 and r["effort_cost"] == 0.0 for r in content)  # known: none
+    # waste: ct-wu-2 is an unused output, at stake its whole (unknown) cost
+    unused = [r for r in waste if r["workflow"] == "internal-content"]
+    assert [r["category"] for r in unused] == ["unused_output", "total"]
+    assert all(r["spend_at_stake"] is None and r["share_of_spend"] is None for r in unused)
+    # coverage: its spend is unknown; the total is the three priced workflows' fully loaded cost
+    assert coverage["internal-content"]["spend"] is None
+    assert coverage["internal-content"]["uncovered_spend"] is None
+    assert coverage["(all)"]["spend"] == pytest.approx(sum(FULLY_LOADED.values()))
+    assert coverage["fraud-review"]["spend"] == pytest.approx(FULLY_LOADED["fraud-review"])
+    for group in (benchmarks, patterns):
+        mine = [r for r in group if r["workflow"] == "internal-content"]
+        assert mine and all(r["fully_loaded_cost"] is None for r in mine)
+        assert all(r[k] is None for r in mine for k in ("cost_per_success_low", "cost_per_success_high"))
+        priced = [r for r in group if r["workflow"] != "internal-content"]
+        assert priced and all(r["fully_loaded_cost"] > 0 for r in priced)
     # a priced workflow: every call priced, the stage costs as before (fraud: cost / 2 calls)
     fraud = [r for r in rows if r["workflow"] == "fraud-review"]
     assert [r["unpriced_calls"] for r in fraud] == [0]

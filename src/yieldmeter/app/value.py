@@ -74,13 +74,14 @@ _SEGMENT_OUTPUTS = (
     "tokens",
     "successful",
     "fully_loaded_cost",
+    "calls",
+    "unpriced_calls",
     "bucket",
 )
 _SEGMENT_INPUTS = (
     *_SEGMENT_OUTPUTS,
     "parent_id",
     "input_tokens",
-    "calls",
     "tool_use",
     "first_accept_at",
     "started_at",

@@ -17,7 +17,8 @@ value V = sum(expected_value), tokens K, successes S, fully loaded cost C:
   kappa = p(1 - p) / var_between - 1 (method of moments, clipped to [1, 10000]):
   success_rate = (S + kappa p) / (n + kappa).
 - cost_per_success = C / (n x success_rate) (shrunk successes: a lucky small group does not
-  look cheap).
+  look cheap). Where every call of a group's units is unpriced, C is unknown, not $0
+  (:func:`yieldmeter.metrics.cost.known_cost`): C and the cost per success are null.
 - intervals: Poisson bootstrap (B replicates, default 200) over batches: each group's units are
   split by a stable hash of work_unit_id into up to 32 batches, each batch is weighted Poisson(1)
   per replicate and the shrunk estimator recomputed with b_g and kappa held fixed, except that
@@ -77,7 +78,16 @@ def group_sums(facts: ir.Table, keys: Sequence[str]) -> ir.Table:
         skk=(k * k).sum(),
         svk=(v * k).sum(),
         **_realised_var_sum(facts),
+        **_call_sums(facts),
     )
+
+
+def _call_sums(f: ir.Table) -> dict[str, ir.IntegerValue]:
+    """``calls`` and ``unpriced_calls``, where the facts carry them: a group whose every call is
+    unpriced has an unknown cost."""
+    if "unpriced_calls" not in f.columns:
+        return {}
+    return {"calls": f.calls.sum(), "unpriced_calls": f.unpriced_calls.sum()}
 
 
 def portable_bucket(key: ir.StringValue, buckets: int) -> ir.IntegerValue:
@@ -292,6 +302,10 @@ def estimate(
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
 
     (vlo, vhi), (rlo, rhi), (clo, chi) = (_band(r, lo_q, hi_q) for r in (reps_vpt, reps_rate, reps_cps))
+    if "unpriced_calls" in sums.column_names:  # every call unpriced: the cost is unknown, not $0
+        calls = _arr(sums, "calls")
+        unknown = (calls > 0) & (_arr(sums, "unpriced_calls") >= calls)
+        C, cps, clo, chi = (np.where(unknown, np.nan, a) for a in (C, cps, clo, chi))
 
     def col(a: np.ndarray) -> pa.Array:
         a = np.asarray(a, dtype=np.float64)
@@ -303,7 +317,7 @@ def estimate(
         tokens=pa.array(K),
         value=pa.array(V),
         successes=pa.array(S.astype(np.int64)),
-        fully_loaded_cost=pa.array(C),
+        fully_loaded_cost=col(C),
         value_per_token_raw=col(raw),
         value_per_token=col(vpt),
         value_per_token_low=col(vlo),
@@ -378,7 +392,6 @@ def segment_frames(
     """
     s = facts if segmented else with_segments(facts)
     cols = ["workflow", "work_unit_id", "expected_value", "tokens", "successful", "fully_loaded_cost"]
-    if "bucket" in s.columns:
-        cols.append("bucket")
+    cols += [c for c in ("calls", "unpriced_calls", "bucket") if c in s.columns]
     parts = [s.select(*cols, dimension=ibis.literal(d), segment=s[d].cast("string")) for d in dimensions]
     return ibis.union(*parts)

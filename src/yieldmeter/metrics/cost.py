@@ -102,6 +102,18 @@ def priced_calls(t: Tables) -> ir.Table:
     )
 
 
+def known_cost(cost: ir.NumericValue, calls: ir.IntegerValue, unpriced_calls: ir.IntegerValue) -> ir.Value:
+    """``cost`` of a group, or null where it had calls and every one was unpriced.
+
+    A unit's cost counts its unpriced calls as 0 (:mod:`yieldmeter.metrics.units`), so a sum
+    over a group is the cost of its priced calls plus what else it carries (allocated cost,
+    effort); where no call of the group was priced, that sum would pass a remainder off as the
+    whole: the cost is unknown, never $0. (Some calls priced: the sum is a lower bound, and the
+    group's ``unpriced_calls`` say by how many calls.)
+    """
+    return ibis.ifelse((calls > 0) & (unpriced_calls >= calls), ibis.null("float64"), cost)
+
+
 def unpriced_models(priced: ir.Table) -> ir.Table:
     """Per (provider, model) no price matches: calls, tokens and how many workflows call it,
     most calls first. ``priced`` is :func:`priced_calls`, narrowed by the caller as it likes."""

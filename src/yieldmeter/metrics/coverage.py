@@ -13,7 +13,8 @@ Spend is fully loaded cost (cost_lines) in the period. A dollar of spend is
 An outcome is in the period when its own period ``[period_start, period_end)`` overlaps it (an
 outcome with no end is a moment at its start), as in the yields.
 
-Spend with no workflow has none of the three.
+Spend with no workflow has none of the three. Spend whose every call is unpriced is unknown
+(null, as in :func:`yieldmeter.metrics.spend.spend`), never $0, and so are its shares.
 
     coverage       = covered spend / total spend
     share_<part>   = spend whose workflow has <part> / total spend   (each >= coverage)
@@ -24,6 +25,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
+from yieldmeter.metrics.cost import known_cost
 from yieldmeter.metrics.period import UNASSIGNED, Window
 from yieldmeter.metrics.tables import Tables
 
@@ -77,7 +79,9 @@ def covered_spend(t: Tables, lines: ir.Table, window: Window | None = None) -> i
     if window is not None:
         lines = window.filter(lines, "day")
     s = lines.group_by(workflow=lines.workflow, team=lines.team, app=lines.app).aggregate(
-        spend=lines.fully_loaded_cost.sum()
+        spend=lines.fully_loaded_cost.sum(),
+        calls=lines.calls.sum(),
+        unpriced_calls=lines.unpriced_calls.sum(),
     )
     parts = workflow_parts(t, window).rename(part_workflow="workflow")
     j = s.left_join(parts, s.workflow == parts.part_workflow)
@@ -91,6 +95,8 @@ def covered_spend(t: Tables, lines: ir.Table, window: Window | None = None) -> i
         team=j.team,
         app=j.app,
         spend=j.spend,
+        calls=j.calls,
+        unpriced_calls=j.unpriced_calls,
         has_baseline=hb,
         has_owner=ho,
         has_evidence=he,
@@ -108,12 +114,20 @@ def coverage(
         cs = cs.filter(cs.workflow == workflow)
 
     def agg(g: ir.Table) -> dict[str, ir.Value]:
+        def part(where: ir.BooleanValue | None = None) -> ir.Value:
+            # unknown where every call of that spend is unpriced (known_cost), never $0
+            return known_cost(
+                g.spend.sum(where=where).fill_null(0.0),
+                g.calls.sum(where=where),
+                g.unpriced_calls.sum(where=where),
+            )
+
         return dict(
-            spend=g.spend.sum().fill_null(0.0),
-            spend_with_baseline=g.spend.sum(where=g.has_baseline).fill_null(0.0),
-            spend_with_owner=g.spend.sum(where=g.has_owner).fill_null(0.0),
-            spend_with_evidence=g.spend.sum(where=g.has_evidence).fill_null(0.0),
-            covered_spend=g.spend.sum(where=g.covered).fill_null(0.0),
+            spend=part(),
+            spend_with_baseline=part(g.has_baseline),
+            spend_with_owner=part(g.has_owner),
+            spend_with_evidence=part(g.has_evidence),
+            covered_spend=part(g.covered),
         )
 
     per = cs.group_by("workflow").aggregate(**agg(cs), missing=cs.missing.max())

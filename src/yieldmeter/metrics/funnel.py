@@ -26,9 +26,10 @@ Cost at each stage = the workflow's fully loaded cost in the month / the count a
 ``cost_per_successful_outcome``). The fully loaded cost includes calls and effort of the workflow
 that are not linked to a work unit, so every dollar of the workflow's spend is carried by its
 outcomes. ``unpriced_calls`` counts the calls no price was found for: their model cost is
-unknown, not $0, so when every call of a row is unpriced its costs per stage are null (as
-:func:`yieldmeter.metrics.spend.spend` leaves such a row's cost null); the cost columns keep
-what is known (allocated and effort cost), so totals over rows stay sums of known costs.
+unknown, not $0, so when every call of a row is unpriced its ``model_cost``,
+``fully_loaded_cost`` and costs per stage are null (as :func:`yieldmeter.metrics.spend.spend`
+leaves such a row's cost null, :func:`yieldmeter.metrics.cost.known_cost`); ``allocated_cost``
+and ``effort_cost`` keep what is known.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
+from yieldmeter.metrics.cost import known_cost
 from yieldmeter.metrics.period import UNASSIGNED, Window, month_of, utc_day
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.metrics.yields import monthly_benefit, outcome_benefits, workflow_costs
@@ -92,30 +94,28 @@ def funnel(
     j = keys.left_join(cost, ["workflow", "month"]).left_join(units, ["workflow", "month"])
     j = j.left_join(value, ["workflow", "month"])
     z = ibis.literal(0, "int64")
+    calls, unpriced = j.calls.fill_null(z), j.unpriced_calls.fill_null(z)
     tracks = j.tracks_actions.fill_null(False)
     accepted = j.accepted_outputs.fill_null(z)
     actions = ibis.ifelse(tracks, j.acted_outputs.fill_null(z), ibis.null("int64"))
     base = j.select(
         "workflow",
         "month",
-        calls=j.calls.fill_null(z),
-        unpriced_calls=j.unpriced_calls.fill_null(z),
+        calls=calls,
+        unpriced_calls=unpriced,
         work_units=j.work_units.fill_null(z),
         accepted_outputs=accepted,
         actions=actions,
         successful_outcomes=j.successful_outcomes.fill_null(z),
         value=j.value.fill_null(0.0),
         expected_value=j.expected_value,
-        model_cost=j.model_cost.fill_null(0.0),
+        model_cost=known_cost(j.model_cost.fill_null(0.0), calls, unpriced),
         allocated_cost=j.allocated_cost.fill_null(0.0),
         effort_cost=j.effort_cost.fill_null(0.0),
-        fully_loaded_cost=j.fully_loaded_cost.fill_null(0.0),
+        fully_loaded_cost=known_cost(j.fully_loaded_cost.fill_null(0.0), calls, unpriced),
         success_basis=ibis.ifelse(tracks, "action", "acceptance"),
     )
-    # every call unpriced: the stage costs would be a known remainder passed off as the whole
-    flc = ibis.ifelse(
-        (base.calls > 0) & (base.unpriced_calls >= base.calls), ibis.null("float64"), base.fully_loaded_cost
-    )
+    flc = base.fully_loaded_cost
     return base.mutate(
         work_units_per_call=_div(base.work_units, base.calls),
         acceptance_rate=_div(base.accepted_outputs, base.work_units),

@@ -46,7 +46,7 @@ import ibis.expr.types as ir
 
 from yieldmeter.config import LabourRates
 from yieldmeter.errors import InputError
-from yieldmeter.metrics.cost import priced_calls
+from yieldmeter.metrics.cost import known_cost, priced_calls
 from yieldmeter.metrics.period import utc_day
 from yieldmeter.metrics.tables import Tables
 
@@ -247,10 +247,9 @@ def spend(lines: ir.Table, by: Sequence[str], filters: Filters | None = None) ->
         out = lines.aggregate(**agg)
         out = out.mutate(**{m: out[m].fill_null(0) for m in agg})
     # a group whose every call is unpriced has no known model cost: null, never $0
-    unknown = (out.calls > 0) & (out.unpriced_calls >= out.calls)
     out = out.mutate(
-        model_cost=ibis.ifelse(unknown, ibis.null("float64"), out.model_cost),
-        fully_loaded_cost=ibis.ifelse(unknown, ibis.null("float64"), out.fully_loaded_cost),
+        model_cost=known_cost(out.model_cost, out.calls, out.unpriced_calls),
+        fully_loaded_cost=known_cost(out.fully_loaded_cost, out.calls, out.unpriced_calls),
     )
     if by:
         return out.order_by([out.fully_loaded_cost.desc(nulls_first=False), *by])

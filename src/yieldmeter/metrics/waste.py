@@ -20,6 +20,10 @@ Loops and unused outputs are never accepted, accepted_not_resolved always is, so
 are disjoint; rework can overlap them. ``total`` counts a unit once: its fully loaded cost when
 it is in one of the three, else its rework excess. ``share_of_spend`` divides by the fully
 loaded cost of the workflow's work units in the period.
+
+Where every call of a workflow's units in the period is unpriced, their cost is unknown (never
+$0, :func:`yieldmeter.metrics.cost.known_cost`): so is the spend at stake of every category but
+rework (costed from effort), and its share of spend.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
+from yieldmeter.metrics.cost import known_cost
 from yieldmeter.metrics.period import UNASSIGNED, Window
 
 #: A loop makes at least this many calls, whatever its workflow's distribution.
@@ -105,6 +110,8 @@ def waste_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
         "work_unit_id",
         "workflow",
         "fully_loaded_cost",
+        "calls",
+        "unpriced_calls",
         expensive_loop=loop,
         unused_output=unused,
         rework=rework,
@@ -158,16 +165,22 @@ def waste(
         spend_at_stake=flagged.stake.sum(),
         examples=_smallest_n(flagged.work_unit_id, order_key, EXAMPLES).join(", "),
     )
-    spend = w.group_by("workflow").aggregate(unit_spend=w.fully_loaded_cost.sum())
+    spend = w.group_by("workflow").aggregate(
+        unit_spend=w.fully_loaded_cost.sum(), calls=w.calls.sum(), unpriced_calls=w.unpriced_calls.sum()
+    )
     out = per_category.left_join(spend, "workflow")
+    # where every call of the workflow's units is unpriced, their cost is unknown, and so is a
+    # stake that is whole units' cost; rework's stake is effort, known
+    unit_spend = known_cost(out.unit_spend, out.calls, out.unpriced_calls)
+    stake = ibis.ifelse(
+        out.category == "rework", out.spend_at_stake, known_cost(out.spend_at_stake, out.calls, out.unpriced_calls)
+    )
     out = out.select(
         "workflow",
         "category",
         "work_units",
-        "spend_at_stake",
-        share_of_spend=ibis.ifelse(
-            out.unit_spend > 0, out.spend_at_stake / out.unit_spend, ibis.null("float64")
-        ),
+        spend_at_stake=stake,
+        share_of_spend=ibis.ifelse(unit_spend > 0, stake / unit_spend, ibis.null("float64")),
         examples=out.examples,
     )
     order = ibis.cases(*((out.category == c, i) for i, c in enumerate(cats)), else_=99)
