@@ -476,6 +476,12 @@ def test_small_teams_are_merged_for_readers_and_refused_as_filters(closed: tuple
     # grouped by team with another dimension, the same rule
     rows = httpx.get(f"{base}/api/v1/spend?by=team,model", headers=read, timeout=60).json()
     assert not {"finance", "comms"} & {r["team"] for r in rows}
+    # a dimension named twice is grouped by once (it was a 500: a duplicate column)
+    twice = httpx.get(f"{base}/api/v1/spend?by=team,model,team", headers=read, timeout=60)
+    assert twice.status_code == 200
+    assert [(r["team"], r["model"], r["calls"]) for r in twice.json()] == [
+        (r["team"], r["model"], r["calls"]) for r in rows
+    ]
     # a filter naming a small team would show one person: refused without the people scope
     for path in (
         "/api/v1/spend?team=finance",

@@ -54,6 +54,11 @@ def test_spend_by_team_matches_hand_figures(example_workspace: Path) -> None:
     assert (comms["allocated_cost"], comms["effort_cost"]) == (0.0, 0.0)
     # and it sorts after every known cost
     assert list(rows)[-1] == "comms"
+    # a dimension named twice (`--by team,team`, `?by=team,team`) is grouped by once
+    with Workspace.open(example_workspace) as ws:
+        once, twice = ws.spend(["team"]), ws.spend(["team", "team"])
+    assert twice.column_names == once.column_names  # one team column
+    assert twice.select(["team", "calls"]).to_pylist() == once.select(["team", "calls"]).to_pylist()
 
 
 def test_totals_are_additive_across_every_dimension(example_workspace: Path) -> None:

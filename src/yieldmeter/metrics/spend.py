@@ -232,7 +232,9 @@ def cost_lines(t: Tables, rates: LabourRates, grain: Sequence[str] = GRAIN) -> i
 
 
 def spend(lines: ir.Table, by: Sequence[str], filters: Filters | None = None) -> ir.Table:
-    """Spend grouped by ``by`` (any of :data:`DIMENSIONS`), largest fully loaded cost first."""
+    """Spend grouped by ``by`` (any of :data:`DIMENSIONS`; one named twice counts once), largest
+    fully loaded cost first."""
+    by = list(dict.fromkeys(by))
     unknown = [b for b in by if b not in DIMENSIONS]
     if unknown:
         raise InputError(f"cannot group spend by {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
