@@ -226,3 +226,37 @@ def test_showback_merges_teams_too_small_to_show(tmp_path: Path):
     # ... but the chargeback has rows for alpha and beta only: beta alone is not shown merged
     rows = unpriced.finops.showback("2026-11", people=False).to_pylist()
     assert [r["team"] for r in rows] == ["alpha"]
+
+
+def test_the_command_line_merges_small_teams_unless_people(tmp_path: Path):
+    """`showback` and `report spend --by team` follow the rule of the server and the reports:
+    privacy.min_group_size 2; alpha has two people (1.00 USD each), beta and gamma one each (3.00
+    and 5.00 USD). Without --people, beta and gamma read as one "(other teams)" row of 3 + 5 = 8.00
+    USD, a table says so, and a --team naming beta is refused; with --people, every team."""
+    from typer.testing import CliRunner
+
+    from yieldmeter.cli.main import build_app
+
+    ws = make_workspace(tmp_path / "ws", "privacy:\n  min_group_size: 2\n")
+    people = [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0), ("gamma", "g1", 5.0)]
+    ingest(ws, "calls", [call(utc(2026, 11, 3, 9), usd, team=t, user_id=u) for t, u, usd in people])
+    ws.close()
+    app, runner = build_app(), CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        r = runner.invoke(app, [*args, "-w", str(tmp_path / "ws")])
+        return r.exit_code, r.output
+
+    for command, cost in (("showback", "total_cost"), ("report spend --by team", "fully_loaded_cost")):
+        code, out = run(*command.split(), "--period", "2026-11", "-f", "json")
+        assert code == 0, out
+        rows = {r["team"]: r[cost] for r in json.loads(out)}
+        assert rows == {"alpha": pytest.approx(2.0), "(other teams)": pytest.approx(8.0)}, command
+        code, out = run(*command.split(), "--period", "2026-11", "-f", "json", "--people")
+        assert code == 0 and {r["team"] for r in json.loads(out)} == {"alpha", "beta", "gamma"}, command
+        code, out = run(*command.split(), "--period", "2026-11")
+        assert code == 0 and "2 teams with fewer than 2 people" in " ".join(out.split()), command
+    code, out = run("report", "spend", "--team", "beta")
+    assert code == 1 and "min_group_size" in out
+    code, out = run("report", "spend", "--team", "beta", "--people", "-f", "json")
+    assert code == 0 and json.loads(out)[0]["fully_loaded_cost"] == pytest.approx(3.0)

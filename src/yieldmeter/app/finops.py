@@ -359,18 +359,23 @@ class FinOpsService:
         left out when even together they are too few: the rule of every spend view
         (:class:`~yieldmeter.app.spend_sections.TeamPrivacy`).
         """
+        return self.showback_noted(period, people=people)[0]
+
+    def showback_noted(self, period: str | None = None, *, people: bool = True) -> tuple[pa.Table, str]:
+        """:meth:`showback` and the note that says which teams were merged or hidden ("" if none)."""
         from yieldmeter.app.periods import period_bounds
         from yieldmeter.app.spend_sections import merge_small_teams
         from yieldmeter.finops.showback import showback
 
         rows = showback(self._allocated(period))
         if people:
-            return rows
+            return rows, ""
         # the people are counted over the teams that have a row here: a small team with no cost to
         # charge (every call unpriced) must not make a lone team's row look like a group
         start, end = period_bounds(period)
         teams = rows.column("team").to_pylist()
-        return merge_small_teams(rows, self.ws.reports.privacy_of(Filters(start, end), among=teams))
+        privacy = self.ws.reports.privacy_of(Filters(start, end), among=teams)
+        return merge_small_teams(rows, privacy), privacy.note()
 
     def _allocated(self, period: str | None) -> pa.Table:
         from yieldmeter.app.periods import period_bounds

@@ -187,8 +187,13 @@ def register(app: typer.Typer) -> None:
         fmt: FormatOpt = OutputFormat.table,
         people: PeopleOpt = False,
     ) -> None:
-        """Model cost, fully loaded cost, tokens, calls and unpriced volume (per person: --people)."""
-        from yieldmeter.metrics.spend import DIMENSIONS, Filters
+        """Model cost, fully loaded cost, tokens, calls and unpriced volume (per person: --people).
+
+        Without --people, teams below privacy.min_group_size are shown together, and a --team
+        naming one is refused, as on the server and in the reports."""
+        from yieldmeter.app.reports import ReportFilters
+        from yieldmeter.app.value import PrivacyError
+        from yieldmeter.metrics.spend import DIMENSIONS
 
         dims = [d.strip() for d in by.split(",") if d.strip()]
         dims = ["user_id" if d == "user" else d for d in dims]
@@ -198,11 +203,17 @@ def register(app: typer.Typer) -> None:
         if "user_id" in dims and not people:
             # as the value commands and the server: per-person figures are a privileged view
             fail("--by user_id shows spend per person, a privileged view: add --people")
-        start, end = parse_period(period)
-        filters = Filters(start, end, tuple(team or ()), tuple(workflow or ()), tuple(model or ()))
+        parse_period(period)  # a bad period ends the command with why
+        f = ReportFilters.of(period, team, workflow, model, people=people)
         with workspace(ws_path) as ws:
-            rows = ws.spend(dims, filters)
+            try:
+                rows = ws.reports.spend(dims, f)
+            except PrivacyError as exc:
+                fail(str(exc))
+            note = ws.reports.team_privacy(f).note() if "team" in dims and not people else ""
         emit(rows, fmt, title="Spend")
+        if note and fmt is OutputFormat.table:
+            console().print(f"note: {note} --people shows each.", highlight=False)
 
     @app.command()
     def unpriced(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:

@@ -15,6 +15,7 @@ import typer
 from yieldmeter.cli.common import (
     FormatOpt,
     OutputFormat,
+    PeopleOpt,
     PeriodOpt,
     WorkspaceOpt,
     console,
@@ -210,14 +211,22 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def showback(
-        period: PeriodOpt = None, ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table
+        period: PeriodOpt = None,
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+        people: PeopleOpt = False,
     ) -> None:
-        """Fully loaded cost per cost centre and team: direct and shared parts (rules: chargeback:)."""
+        """Fully loaded cost per cost centre and team: direct and shared parts (rules: chargeback:).
+
+        Without --people, teams below privacy.min_group_size are added up into one row."""
         with workspace(ws_path) as ws:
             try:
-                emit(ws.finops.showback(period), fmt, title="Showback")
+                rows, note = ws.finops.showback_noted(period, people=people)
             except _errors() as exc:
                 fail(str(exc))
+        emit(rows, fmt, title="Showback")
+        if note and fmt is OutputFormat.table:
+            console().print(f"note: {note} --people shows each.", highlight=False)
 
     @app.command()
     def reconcile(
