@@ -173,7 +173,9 @@ def waste(
     # stake that is whole units' cost; rework's stake is effort, known
     unit_spend = known_cost(out.unit_spend, out.calls, out.unpriced_calls)
     stake = ibis.ifelse(
-        out.category == "rework", out.spend_at_stake, known_cost(out.spend_at_stake, out.calls, out.unpriced_calls)
+        out.category == "rework",
+        out.spend_at_stake,
+        known_cost(out.spend_at_stake, out.calls, out.unpriced_calls),
     )
     out = out.select(
         "workflow",
