@@ -299,6 +299,35 @@ def test_focus_rejects_non_usd_and_keeps_identical_rows_apart() -> None:
     assert blank_reason == "row 4: BillingCurrency: missing (FOCUS requires it; amounts must be USD)"
 
 
+def test_focus_rows_out_of_time_are_refused_naming_the_files_own_columns() -> None:
+    """A charge period that cannot be read, is missing or ends before it starts is refused with
+    the row and the FOCUS column it came from (it used to say the canonical `period_start`)."""
+    head = (FOCUS / "ai-per-token-api.csv").read_text().splitlines()
+    columns = head[0].split(",")
+    start_at, end_at = columns.index("ChargePeriodStart"), columns.index("ChargePeriodEnd")
+    billing_start_at = columns.index("BillingPeriodStart")  # read where the charge period is blank
+
+    def with_period(start: str, end: str) -> str:
+        cells = head[1].split(",")
+        cells[start_at], cells[end_at] = start, end
+        if not start:
+            cells[billing_start_at] = ""
+        return ",".join(cells)
+
+    good = head[1].split(",")
+    start, end = good[start_at], good[end_at]
+    data = "\n".join(
+        [head[0], head[1], with_period("soon", end), with_period(end, start), with_period("", end)]
+    )
+    batches = list(get_format("focus").read(io.BytesIO(data.encode() + b"\n"), ReadOptions(source="x.csv")))
+    assert batches[0].tables["cost_items"].num_rows == 1
+    assert batches[0].rejects.column("reason").to_pylist() == [
+        "row 2: ChargePeriodStart 'soon': not a time (ISO 8601, e.g. 2026-11-01T00:00:00Z)",
+        f"row 3: ChargePeriodEnd {start!r}: before ChargePeriodStart {end!r}",
+        "row 4: ChargePeriodStart and BillingPeriodStart: both missing",
+    ]
+
+
 def test_a_restated_billing_period_replaces_its_rows(tmp_path: Path) -> None:
     """A billing period delivered again (a month-to-date export, each day with the amounts so far)
     replaces the rows stored before: the charge names a row, not its amounts. The restatement

@@ -198,9 +198,13 @@ def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str, bool]:
     attrs.update({f"sku.{k}": v for k, v in details.items()})
     if tags:
         attrs["tags"] = tags
+    start, start_at = _period_bound(r, "ChargePeriodStart", "BillingPeriodStart")
+    end, end_at = _period_bound(r, "ChargePeriodEnd", "BillingPeriodEnd")
+    if end_at < start_at:
+        raise RecordError(f"{end[0]} {end[1]!r}: before {start[0]} {start[1]!r}")
     row = {
-        "period_start": first(r, "ChargePeriodStart", "BillingPeriodStart"),
-        "period_end": first(r, "ChargePeriodEnd", "BillingPeriodEnd"),
+        "period_start": start[1],
+        "period_end": end[1],
         "amount": amount,
         "category": "ai_tokens"
         if tokens
@@ -215,6 +219,19 @@ def map_row(r: dict[str, Any]) -> tuple[dict[str, Any], str, bool]:
         "attributes": to_json(attrs),
     }
     return row, charge_key(row, attrs), own
+
+
+def _period_bound(r: dict[str, Any], *names: str) -> tuple[tuple[str, Any], datetime]:
+    """A charge period's start or end: (the column it came from, its value) and the time, so a
+    row that cannot be placed in time is refused naming the file's own column."""
+    for name in names:
+        value = r.get(name)
+        if value is not None and value != "":
+            when = parse_timestamp(value)
+            if when is None:
+                raise RecordError(f"{name} {value!r}: not a time (ISO 8601, e.g. 2026-11-01T00:00:00Z)")
+            return (name, value), when
+    raise RecordError(f"{' and '.join(names)}: both missing")
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
