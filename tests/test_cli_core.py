@@ -99,6 +99,47 @@ def test_bad_input_gives_a_message_and_a_non_zero_exit(tmp_path: Path, runner: C
     assert r.exit_code == 1 and "line 3 (workflows[0].unit_value)" in r.output
 
 
+def test_a_damaged_file_is_named_not_a_traceback(tmp_path: Path, runner: CliRunner) -> None:
+    """Files a person keeps beside the data (the configuration, a model shape, a routing policy,
+    the store, a lake's manifest) that are not what they should be end the command with a message
+    naming the file, never a Python traceback (CliRunner keeps the exception: SystemExit only)."""
+    app = build_app()
+    ws = tmp_path / "ws"
+    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
+    latin1 = b"\xff\xfe{}"  # not UTF-8
+
+    def refused(args: list[str], *words: str) -> None:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (args, r.output, r.exception)
+        flat = " ".join(r.output.split())
+        assert all(w in flat for w in words), (args, flat)
+
+    (tmp_path / "shape.json").write_bytes(latin1)
+    roofline = ["capacity", "roofline", "--model-shape", str(tmp_path / "shape.json"), "--gpu", "h100"]
+    refused(roofline, "shape.json, line 1: not UTF-8")
+    (tmp_path / "policy.json").write_bytes(latin1)
+    refused(
+        ["route", "replay", str(tmp_path / "policy.json"), "-w", str(ws)], "policy.json, line 1: not UTF-8"
+    )
+    lake = tmp_path / "lake"
+    assert runner.invoke(app, ["lake", "export", str(lake), "-w", str(ws)]).exit_code == 0
+    (lake / "_manifest.json").write_text('{"format": ')
+    refused(["lake", "info", str(lake)], "_manifest.json is damaged")
+    refused(["lake", "export", str(lake), "-w", str(ws)], "_manifest.json is damaged")
+    (lake / "_manifest.json").write_text("[]")
+    refused(["lake", "info", str(lake)], "_manifest.json is not a yieldmeter lake manifest")
+    (tmp_path / "a-file").write_text("")
+    refused(["init", str(tmp_path / "a-file")], "a-file: a file is in the way")
+    refused(["init", str(tmp_path / "a-file" / "sub")], "a file is in the way")
+    config = ws / "yieldmeter.yaml"
+    config.write_bytes(config.read_bytes() + b"# owner: Ren\xe9\n")  # Latin-1, not UTF-8
+    lines = config.read_bytes().count(b"\n")
+    refused(["status", "-w", str(ws)], f"yieldmeter.yaml, line {lines}: not UTF-8")
+    config.write_text("")
+    (ws / ".yieldmeter" / "store.duckdb").write_text("garbage")
+    refused(["status", "-w", str(ws)], "store.duckdb cannot be opened", "not a valid DuckDB database")
+
+
 def test_strict_ingest_exits_1_when_a_row_is_quarantined(tmp_path: Path, runner: CliRunner) -> None:
     """Two calls, one with negative tokens: the good one lands either way; the import exits 0, or
     1 with ``--strict``, to the store and to a lake alike."""

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from yieldmeter.errors import read_text_file
 from yieldmeter.schema import RISK_CLASSES, ValueDimension
 
 CONFIG_FILE = "yieldmeter.yaml"
@@ -208,7 +209,7 @@ def load_config(path: Path) -> Config:
     """Load ``yieldmeter.yaml`` at ``path``; a missing file is an empty config."""
     if not path.exists():
         return Config()
-    return parse_config(path.read_text(encoding="utf-8"), source=str(path))
+    return parse_config(read_text_file(path, ConfigError), source=str(path))
 
 
 TEMPLATE = """\

@@ -9,6 +9,8 @@ state (HTTP 500, logged), never blamed on the request.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class InputError(ValueError):
     """Input a person gave that cannot be used; the message names it and says what to give."""
@@ -17,3 +19,19 @@ class InputError(ValueError):
 class UnknownName(LookupError):
     """A name or id the caller gave that does not exist (HTTP 404); the message says where to find
     the ones that do."""
+
+
+def read_text_file(path: Path, error: type[Exception]) -> str:
+    """A configuration file's text, in UTF-8. A file that is not UTF-8 text, or is a folder,
+    raises ``error`` with a message naming the file (and the line of the first bad byte)."""
+    if path.is_dir():
+        raise error(f"{path}: a folder, not a file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from yieldmeter.errors import InputError
+from yieldmeter.errors import InputError, read_text_file
 
 TERA = 1e12
 GB = 1e9  # decimal gigabytes, as the datasheets count memory and bandwidth
@@ -431,10 +431,10 @@ def model_shape(name_or_path: str, extra: dict[str, dict[str, Any]] | None = Non
         return SHAPES[key.lower()]
     path = Path(key)
     if key.endswith(".json") or path.is_file():
-        if not path.is_file():
+        if not path.exists():
             raise CapacityError(f"model shape file {key} does not exist")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text_file(path, CapacityError))
         except json.JSONDecodeError as exc:
             raise CapacityError(f"{key}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         if not isinstance(data, dict):

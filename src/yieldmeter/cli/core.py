@@ -44,11 +44,16 @@ def register(app: typer.Typer) -> None:
         """Create a workspace: a commented yieldmeter.yaml and the store under .yieldmeter/."""
         from yieldmeter.app.workspace import Workspace
         from yieldmeter.config import CONFIG_FILE, ConfigError
+        from yieldmeter.store.duckdb_store import StoreUnavailable
 
+        where = directory if directory is not None else ws_path
         try:
-            ws = Workspace.init(directory if directory is not None else ws_path)
-        except ConfigError as exc:
+            ws = Workspace.init(where)
+        except (ConfigError, StoreUnavailable) as exc:
             fail(str(exc))
+        except OSError as exc:  # a file where the folder would be, no permission
+            blocked = isinstance(exc, FileExistsError | NotADirectoryError)
+            fail(f"cannot create a workspace at {where}: {'a file is in the way' if blocked else exc}")
         ws.close()
         console().print(f"Workspace ready at [bold]{ws.root}[/] ({CONFIG_FILE} and .yieldmeter/).")
 

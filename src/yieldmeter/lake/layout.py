@@ -311,10 +311,17 @@ class Lake:
         if not self.exists():
             return {"format": LAKE_FORMAT, "schema_version": LAKE_SCHEMA_VERSION, "tables": {}}
         with self.fs.open_input_stream(self.path(MANIFEST)) as fh:
-            doc = json.loads(fh.read())
-        if doc.get("format") != LAKE_FORMAT:
+            raw = fh.read()
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LakeError(
+                f"{self.path(MANIFEST)} is damaged ({exc}): restore it from a backup, or export the "
+                "store to a new lake"
+            ) from None
+        if not isinstance(doc, dict) or doc.get("format") != LAKE_FORMAT:
             raise LakeError(f"{self.path(MANIFEST)} is not a yieldmeter lake manifest")
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     def check_version(self) -> None:
         """Refuse a lake written by a newer schema than this yieldmeter knows."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from yieldmeter.errors import InputError
+from yieldmeter.errors import InputError, read_text_file
 from yieldmeter.routing.recommend import Action, Experiment, ModelEvidence, RoutingSettings, _finite
 from yieldmeter.routing.report import RoutingReport
 
@@ -300,7 +300,7 @@ def load_policy(path: Path | str) -> Policy:
     if not p.exists():
         raise PolicyError(f"{p}: no such file")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(read_text_file(p, PolicyError))
     except json.JSONDecodeError as exc:
         raise PolicyError(f"{p}, line {exc.lineno}: not valid JSON: {exc.msg}") from None
     return parse_policy(data, str(p))

@@ -274,7 +274,8 @@ class Store:
             con = duckdb.connect(str(p) if p is not None else ":memory:")
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
-                raise
+                # not a DuckDB file, a damaged one, or one this DuckDB cannot read: said, not a trace
+                raise StoreUnavailable(f"the store {p} cannot be opened: {exc}") from None
             holder = str(exc).partition("Conflicting lock is held in ")[2].partition(". See also")[0]
             holder = holder.strip().rstrip(".")
             raise StoreInUse(
