@@ -152,7 +152,8 @@ def test_waste_categories_and_spend_at_stake(ws: Any) -> None:
 
 def _waste_facts(ids: list[str], **columns: Any) -> Any:
     """Unit facts with the columns waste reads, for ``ids``: a closed, unscored unit in workflow "w"
-    with one call, no signal, no effort, no baseline and a cost of 1, except where ``columns`` says."""
+    with one priced call, no signal, no effort, no baseline and a cost of 1, except where ``columns``
+    says."""
     import ibis
     import pyarrow as pa
 
@@ -161,6 +162,7 @@ def _waste_facts(ids: list[str], **columns: Any) -> Any:
         "workflow": ["w"] * n,
         "work_unit_id": ids,
         "calls": [1] * n,
+        "unpriced_calls": [0] * n,
         "accepted": [False] * n,
         "acted": [False] * n,
         "n_positive": [0] * n,
@@ -236,6 +238,33 @@ def test_waste_examples_are_the_largest_stakes_ties_by_id() -> None:
     for row in rows.values():
         assert row["examples"] == "u2, u4, u3"
         assert (row["work_units"], row["spend_at_stake"], row["share_of_spend"]) == (5, 16.0, 1.0)
+
+
+def test_waste_of_unpriced_units_is_unknown_but_rework_is_effort() -> None:
+    """Workflow "w": two unused outputs whose every call is unpriced (cost 0 + effort 3 each, so
+    their fully loaded cost is a remainder: unknown) and a unit reworked (30 minutes against a
+    baseline of 10, effort cost 6: at stake 6 x 20 / 30 = 4, from effort, known). Workflow "v":
+    the same two outputs with one of two calls priced: a lower bound, 3 + 3 = 6 of cost 6."""
+    from yieldmeter.metrics.waste import waste
+
+    facts = _waste_facts(
+        ["w1", "w2", "w3", "v1", "v2"],
+        workflow=["w", "w", "w", "v", "v"],
+        calls=[1, 1, 1, 2, 2],
+        unpriced_calls=[1, 1, 1, 1, 1],
+        accepted=[False, False, True, False, False],
+        effort_minutes=[0.0, 0.0, 30.0, 0.0, 0.0],
+        baseline_minutes=[None, None, 10.0, None, None],
+        effort_cost=[3.0, 3.0, 6.0, 3.0, 3.0],
+        fully_loaded_cost=[3.0, 3.0, 6.0, 3.0, 3.0],
+    )
+    rows = {(r["workflow"], r["category"]): r for r in waste(facts).to_pyarrow().to_pylist()}
+    assert rows[("w", "unused_output")]["spend_at_stake"] is None
+    assert rows[("w", "unused_output")]["share_of_spend"] is None
+    assert rows[("w", "total")]["spend_at_stake"] is None
+    assert rows[("w", "rework")]["spend_at_stake"] == pytest.approx(4.0)
+    assert rows[("v", "unused_output")]["spend_at_stake"] == pytest.approx(6.0)
+    assert rows[("v", "unused_output")]["share_of_spend"] == pytest.approx(1.0)
 
 
 def test_value_per_token_inside_a_workflow(ws: Any) -> None:
