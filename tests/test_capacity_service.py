@@ -124,11 +124,30 @@ def test_unpriced_calls_are_not_costed_as_zero(tmp_path: Path) -> None:
     w = make_ws(tmp_path / "u", config="capacity: {}\n", calls=calls)
     try:
         with pytest.raises(
-            CapacityError, match=r"4 calls in all calls are unpriced \(models: acme-internal-llm\)"
+            CapacityError, match=r"4 calls \(all calls\) are unpriced \(models: acme-internal-llm\)"
         ):
             w.capacity.plan()
     finally:
         w.close()
+
+
+def test_a_scope_without_calls_says_which_scope(tmp_path: Path) -> None:
+    """A period with no calls names the period (the end excluded), not "all calls"."""
+    from yieldmeter.app.capacity import Scope
+
+    w = make_ws(tmp_path / "p", config="capacity: {}\n")
+    try:
+        scope = Scope(
+            workflow="triage", start=datetime(2024, 1, 1, tzinfo=UTC), end=datetime(2024, 2, 1, tzinfo=UTC)
+        )
+        with pytest.raises(CapacityError) as err:
+            w.capacity.plan(scope)
+    finally:
+        w.close()
+    assert (
+        str(err.value) == "nothing to plan for: no calls (workflow triage, from 2024-01-01 until 2024-02-01)"
+    )
+    assert Scope(start=datetime(2026, 11, 3, 9, 30, tzinfo=UTC)).label() == "from 2026-11-03 09:30"
 
 
 def test_bad_capacity_config_names_the_key(tmp_path: Path) -> None:

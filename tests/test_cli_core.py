@@ -75,7 +75,15 @@ def test_bad_input_gives_a_message_and_a_non_zero_exit(tmp_path: Path, runner: C
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     r = runner.invoke(app, ["ingest", str(empty), "-w", str(tmp_path / "ws")])
-    assert r.exit_code == 2 and "nothing could be read" in r.output
+    assert r.exit_code == 2 and f"nothing could be read from {empty}" in " ".join(r.output.split())
+    # beside files that are read, an empty one is named in a note and the import goes on
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "empty.csv").write_text("")
+    shutil.copy(EXAMPLES / "data" / "calls.csv", folder / "calls.csv")
+    r = runner.invoke(app, ["ingest", str(folder), "-w", str(tmp_path / "ws")])
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 0 and f"note: nothing read from {folder / 'empty.csv'}" in flat, r.output
 
     r = runner.invoke(app, ["ingest", str(tmp_path / "missing.csv"), "-w", str(tmp_path / "ws")])
     assert r.exit_code == 1 and "no such file" in r.output

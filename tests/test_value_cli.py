@@ -58,6 +58,8 @@ def test_exports_carry_the_issue_columns(folder: Path, tmp_path: Path) -> None:
     assert code == 0, out
     header = next(csv.reader(io.StringIO(out)))
     assert header[:6] == ["work_unit_id", "workflow", "score", "p_value", "expected_value", "confidence"]
+    code, out = run(folder, "export", "scores", "--workflow", "nosuch")
+    assert code == 1 and "no scores for workflow 'nosuch'; the scored workflows: " in " ".join(out.split())
     code, out = run(folder, "export", "benchmarks", "--by", "team", "--format", "jsonl")
     assert code == 0, out
     first = json.loads(out.splitlines()[0])

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 DEFAULT_PROFILE = (512, 256)
 
 
+def _when(t: datetime) -> str:
+    return f"{t:%Y-%m-%d}" if (t.hour, t.minute, t.second) == (0, 0, 0) else f"{t:%Y-%m-%d %H:%M}"
+
+
 @dataclass(frozen=True)
 class Scope:
     """Which calls a plan or a token profile is about."""
@@ -46,10 +50,16 @@ class Scope:
     end: datetime | None = None
 
     def label(self) -> str:
+        """The scope in words: "workflow W, model M, from 2026-11-01 until 2026-12-01" (the end
+        excluded), or "all calls"."""
         parts = [
             f"workflow {self.workflow}" if self.workflow else "",
             f"model {self.model}" if self.model else "",
         ]
+        if self.start:
+            parts.append(f"from {_when(self.start)}" + (f" until {_when(self.end)}" if self.end else ""))
+        elif self.end:
+            parts.append(f"until {_when(self.end)}")
         return ", ".join(p for p in parts if p) or "all calls"
 
 
@@ -174,7 +184,7 @@ class CapacityService:
             .to_pyarrow()
         )
         if hours.num_rows == 0:
-            raise CapacityError(f"no calls for {scope.label()}: nothing to plan for")
+            raise CapacityError(f"nothing to plan for: no calls ({scope.label()})")
         rent = self.settings.rent
         hour_list = hours.column("hour").to_pylist()
         first, stop = self._window(scope, _hour(hour_list[0]), _hour(hour_list[-1]) + timedelta(hours=1))
@@ -190,7 +200,7 @@ class CapacityService:
             if unpriced:
                 models = self.ws.unpriced().column("model").to_pylist()
                 raise CapacityError(
-                    f"{unpriced} calls in {scope.label()} are unpriced "
+                    f"{unpriced} calls ({scope.label()}) are unpriced "
                     f"(models: {', '.join(map(str, models[:5]))}), "
                     "so their rent cost is unknown. Add them under `prices:` in yieldmeter.yaml, or set "
                     "capacity.rent.input and capacity.rent.output (USD per million tokens)."

@@ -313,10 +313,20 @@ def report_ingest_outcome(
             highlight=False,
             soft_wrap=True,  # file names are not cut across lines
         )
+    blank = [f.source for f in summary.files if not f.error and not f.read and not f.ignored]
+    nothing_read = summary.total("read") == 0 and summary.total("ignored") == 0
+    if blank and not nothing_read:  # beside files that were read: said, the import goes on
+        names = ", ".join(blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
+        note_console(output).print(
+            f"[yellow]note:[/] nothing read from {names} (empty, or no rows of a format yieldmeter knows)",
+            highlight=False,
+            soft_wrap=True,
+        )
     report_unread(
         [(f.source, f.error) for f in summary.files if f.error],
         len(summary.files),
-        nothing_read=summary.total("read") == 0 and summary.total("ignored") == 0,
+        nothing_read=nothing_read,
+        blank=blank,
     )
     quarantined = summary.total("quarantined")
     if strict and quarantined:
@@ -324,14 +334,24 @@ def report_ingest_outcome(
 
 
 def report_unread(
-    failed: Sequence[tuple[str, str]], files: int, *, nothing_read: bool = False, done: str = "imported"
+    failed: Sequence[tuple[str, str]],
+    files: int,
+    *,
+    nothing_read: bool = False,
+    done: str = "imported",
+    blank: Sequence[str] = (),
 ) -> None:
     """Name each file that could not be read to its end, with the reason (on stderr), and exit:
-    2 when nothing was read, 1 when a file failed (its rows before the failure were ``done``)."""
+    2 when nothing was read (naming the ``blank`` files, read without a row), 1 when a file failed
+    (its rows before the failure were ``done``)."""
     for source, reason in failed:
         err_console().print(f"[bold red]error:[/] {source}: {reason}", highlight=False)
     if nothing_read:
-        fail("nothing could be read from the input (empty, or not a format yieldmeter knows)", code=2)
+        names = ", ".join(blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
+        fail(
+            f"nothing could be read from {names or 'the input'} (empty, or not a format yieldmeter knows)",
+            code=2,
+        )
     if failed:
         fail(
             f"{len(failed)} of {files} files could not be read to the end (quarantined with the "

@@ -402,7 +402,11 @@ def register(app: typer.Typer) -> None:
         with workspace(ws_path) as ws:
             table = _run(lambda: ws.value.scores(workflow))
             if table.num_rows == 0:
-                fail("no scores stored yet: run `yieldmeter score` first")
+                scored = [] if workflow is None else ws.value.scores().column("workflow").to_pylist()
+                if not scored:
+                    fail("no scores stored yet: run `yieldmeter score` first")
+                names = ", ".join(sorted({str(w) for w in scored if w is not None}))
+                fail(f"no scores for workflow {workflow!r}; the scored workflows: {names}")
             _write_export(table.select(SCORE_EXPORT), fmt, out)
 
     @export.command("unit-values")
