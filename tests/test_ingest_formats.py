@@ -585,6 +585,9 @@ def test_ingest_command_names_the_format_whole(tmp_path: Path) -> None:
     r = runner.invoke(app, ["ingest", str(path), "--format", "openai-usage", "-w", ws, "--output", "json"])
     [summary] = json.loads(r.stdout)  # the JSON alone
     assert summary["format"] == "openai-usage" and summary["landed"] == 0
+    with Workspace.open(ws) as w:  # the reason says what the rows are not (not a missing field)
+        reasons = set(w.quarantine(100).column("reason").to_pylist())
+    assert "result 1: not a result inside a bucket of an OpenAI usage or costs page" in " ".join(reasons)
     r = runner.invoke(app, ["ingest", str(path), "--format", "langfuse", "-w", ws, "--output", "json"])
     [summary] = json.loads(r.stdout)  # no row has a type: not observations, not 5 ignored ones
     assert (summary["landed"], summary["quarantined"], summary["ignored"]) == (0, 5, 0)

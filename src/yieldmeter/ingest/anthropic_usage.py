@@ -124,7 +124,13 @@ def map_cost(r: dict[str, Any]) -> dict[str, Any]:
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     return read_usage_results(
-        stream, options, unwrap=_unwrap, is_cost=_is_cost, map_cost=map_cost, map_usage=map_usage
+        stream,
+        options,
+        unwrap=_unwrap,
+        is_cost=_is_cost,
+        map_cost=map_cost,
+        map_usage=map_usage,
+        report="an Anthropic usage or cost report page (data[].results[])",
     )
 
 

@@ -116,6 +116,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         is_cost=lambda r: r.get("object") == "organization.costs.result",
         map_cost=map_cost,
         map_usage=map_usage,
+        report="an OpenAI usage or costs page (data[].results[])",
     )
 
 

@@ -334,12 +334,15 @@ def read_usage_results(
     is_cost: Callable[[dict[str, Any]], bool],
     map_cost: Callable[[dict[str, Any]], dict[str, Any]],
     map_usage: Callable[[dict[str, Any]], dict[str, Any]],
+    report: str,
 ) -> Iterator[Batch]:
     """Provider usage/cost report pages -> ``calls`` (usage buckets) and ``cost_items`` (costs).
 
     Shared by the OpenAI and Anthropic importers: each result is a cost row when
     ``is_cost`` says so, else a usage bucket; a result that cannot be mapped is
-    rejected with its position.
+    rejected with its position. ``unwrap`` tags each result of a page's bucket with the
+    bucket's window (``_start``); a record that is not inside one (another format read with
+    ``--format``) is rejected saying it is not a result of a ``report`` page.
     """
     buf = RowBuffer(options)
     records = UntilUnreadable(iter_records(stream, unwrap=unwrap))
@@ -350,6 +353,8 @@ def read_usage_results(
                 raise rec
             if not isinstance(rec, dict):
                 raise RecordError(f"expected a result object, got {type(rec).__name__}")
+            if "_start" not in rec:
+                raise RecordError(f"not a result inside a bucket of {report} (is the file of this format?)")
             row = map_cost(rec) if table == "cost_items" else map_usage(rec)
         except RecordError as exc:
             buf.reject(table, pos, f"result {pos}: {exc}", raw_of(rec))
