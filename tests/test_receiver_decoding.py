@@ -283,11 +283,14 @@ def test_the_wal_is_checkpointed_after_a_scoring_that_ends_during_another_job(
         assert _scored(ws) == 100
 
 
-def test_a_scoring_that_fails_stops_no_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_scoring_that_fails_stops_no_write_and_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A scoring that raises on the scorer thread is logged; the writer goes on committing, and
-    the next write's scoring stores scores again (400 spans are 100 units, 800 are 200).
-    Checked by letting the scoring's exception reach the writer's loop: its thread died, and
-    the second request was never answered."""
+    the scoring is tried again after ``settle_s`` with no other write (400 spans are 100 units,
+    800 are 200). Checked against the writer that dropped the failed scoring's changes: nothing
+    was scored until the next write. And, before: letting the exception reach the writer's loop
+    killed its thread, and the second request was never answered."""
     from yieldmeter.scoring import engine
 
     real, calls = engine.score_tables, []
@@ -301,9 +304,32 @@ def test_a_scoring_that_fails_stops_no_write(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(engine, "score_tables", first_fails)
     with _writer(tmp_path / "ws") as (ws, writer):
         _spans(writer, 400).result(timeout=60)
-        _until(lambda: bool(calls))
-        time.sleep(0.5)
-        assert calls[0].startswith("yieldmeter-scorer") and _scored(ws) == 0
+        _until(lambda: _scored(ws) == 100)  # no other write came: tried again
+        assert calls[0].startswith("yieldmeter-scorer") and len(calls) == 2 and _scored(ws) == 100
         _spans(writer, 400, offset=400).result(timeout=60)
         _until(lambda: _scored(ws) == 200)
         assert _scored(ws) == 200
+
+
+def test_a_scoring_that_keeps_failing_is_tried_less_and_less_often(tmp_path: Path) -> None:
+    """Each failure doubles the wait before the next try, from settle_s (0.2 s here) up to
+    max_stale_s (1 s): 0.2, 0.4, 0.8, 1, 1; a scoring that succeeds starts the count again.
+    (The writer is not started: nothing else touches its state.)"""
+    ws = Workspace.open(make_workspace(tmp_path / "ws"))
+    writer = Writer(ws, settle_s=0.2, max_stale_s=1.0, checkpoint_threshold=None)
+    try:
+        waits = []
+        for _ in range(5):
+            writer._failed({"calls"})
+            waits.append(writer._retry_wait)
+        assert waits == [0.2, 0.4, 0.8, 1.0, 1.0]
+        assert ws.take_pending_changes() == {"calls"}  # handed back, scored with what comes next
+        succeeded: Future[Any] = Future()
+        succeeded.set_result(None)
+        writer._scoring, writer._scoring_changes = succeeded, set()
+        writer._finish_scoring()
+        writer._failed({"calls"})
+        assert writer._retry_wait == 0.2
+    finally:
+        writer.stop()
+        ws.close()

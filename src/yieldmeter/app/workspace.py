@@ -297,6 +297,11 @@ class Workspace:
         changed, self._pending_changes = self._pending_changes, set()
         return changed
 
+    def return_pending_changes(self, changed: set[str]) -> None:
+        """Hand ``changed`` back to the queue of :meth:`take_pending_changes` (a follow-up that
+        failed, to be tried again)."""
+        self._pending_changes |= changed
+
     def _unpriced_volume(self, pairs: dict[tuple[str, str], int]) -> int:
         mapped = {
             (r["provider"], r["model"]): r["price_model"] is not None

@@ -153,6 +153,10 @@ class Writer:
         self._scoring: Future[ScoringResult] | None = None
         self._scoring_changes: set[str] = set()
         self._scoring_base = 0  # the workspace's scores_stored when the scoring began
+        #: after a scoring that failed, its changes wait until then (monotonic), the wait doubling
+        #: from ``settle_s`` to ``max_stale_s`` while it keeps failing
+        self._retry_at = 0.0
+        self._retry_wait = 0.0
         #: something was committed since the last checkpoint: the writer checkpoints when idle
         self._unwritten = False
         self._scorer = ThreadPoolExecutor(1, thread_name_prefix="yieldmeter-scorer")
@@ -282,9 +286,11 @@ class Writer:
         """
         if self._scoring is not None:
             return
-        self._last_flush = time.monotonic()
+        now = time.monotonic()
+        self._last_flush = now
         ws = self.workspace
-        changed = ws.take_pending_changes()
+        # after a failed scoring its changes wait their turn (the stop's last flush tries at once)
+        changed = ws.take_pending_changes() if not apart or now >= self._retry_at else set()
         scores = None
         try:
             if changed and ws.prepare_follow_up(changed):
@@ -295,8 +301,9 @@ class Writer:
                     self._scoring.add_done_callback(self._wake)
                     return
                 scores = ws.score_apart()
-        except Exception:  # scores lag behind; the next write's flush tries again
+        except Exception:  # scores lag behind: tried again after a while
             log.exception("re-scoring after ingest failed")
+            self._failed(changed)
         self._follow_up(changed, scores)
         if checkpoint:
             self._checkpoint()
@@ -308,8 +315,10 @@ class Writer:
         scores = None
         try:
             scores = scoring.result()
+            self._retry_wait = 0.0
         except Exception:
             log.exception("re-scoring after ingest failed")
+            self._failed(self._scoring_changes)
         if self.workspace.scores_stored != self._scoring_base:
             # scores were stored on this thread meanwhile (a budget written through the API runs
             # its follow-up at once, what telemetry had pending included), after this scoring
@@ -318,6 +327,14 @@ class Writer:
         self._follow_up(self._scoring_changes, scores)
         self._scoring_changes = set()
         self._unwritten = True
+
+    def _failed(self, changed: set[str]) -> None:
+        """A scoring of ``changed`` failed: they are scored again (with what was written since)
+        after ``settle_s``, then twice as long each time it fails again, up to ``max_stale_s``."""
+        self.workspace.return_pending_changes(changed)
+        self._retry_wait = min(max(self._retry_wait * 2, self.settle_s), self.max_stale_s)
+        self._retry_at = time.monotonic() + self._retry_wait
+        log.warning("scores will be computed again in %.0f s", self._retry_wait)
 
     def _follow_up(self, changed: set[str], scores: ScoringResult | None) -> None:
         if not changed:
