@@ -179,7 +179,7 @@ def _writer(root: Path, held: _HeldScoring | None = None, **kw: Any) -> Iterator
     """A started writer (idle after 0.2 s) on a new workspace; stopped and closed after, a
     held scoring released first."""
     ws = Workspace.open(make_workspace(root))
-    writer = Writer(ws, settle_s=0.2, **{"checkpoint_threshold": None, **kw})
+    writer = Writer(ws, **{"settle_s": 0.2, "checkpoint_threshold": None, **kw})
     writer.start()
     try:
         yield ws, writer
@@ -238,11 +238,11 @@ def test_requests_commit_while_the_scores_are_computed(
 def test_scores_from_before_a_rescore_on_the_writer_are_not_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A budget written through the API runs its follow-up on the writer's thread at once, what
-    telemetry had pending included (here an ingest with ``after`` on, as ``add_budget`` runs).
-    A scoring that began apart before it read less: when it ends, its scores are dropped, not
-    stored over the newer ones. 400 spans are 100 units; the write adds 100 more, and its
-    re-score stores 200. Checked by storing the older scores anyway: 100 rows were left."""
+    """A job that writes telemetry with its follow-up at once (an ingest with ``after`` on) scores
+    on the writer's thread. A scoring that began apart before it read less: when it ends, its
+    scores are dropped, not stored over the newer ones. 400 spans are 100 units; the write adds
+    100 more, and its re-score stores 200. Checked by storing the older scores anyway: 100 rows
+    were left."""
     held = _HeldScoring(monkeypatch)
     with _writer(tmp_path / "ws", held) as (ws, writer):
         _spans(writer, 400).result(timeout=60)
@@ -254,6 +254,20 @@ def test_scores_from_before_a_rescore_on_the_writer_are_not_stored(
         _until(lambda: writer._scoring is None, 5)
         time.sleep(0.3)  # and a while for the writer to have stored it, were it stored
         assert _scored(ws) == 200
+
+
+def test_a_budget_written_meanwhile_does_not_score_the_pending_telemetry(tmp_path: Path) -> None:
+    """A budget written through the API is evaluated at once; the telemetry pending (400 spans,
+    100 units, not yet settled: settle_s is 60 s here) is left to its own scoring, which the stop
+    runs. Checked against the follow-up that took the pending telemetry along: the budget's
+    write scored the 100 units itself."""
+    with _writer(tmp_path / "ws", settle_s=60) as (ws, writer):
+        _spans(writer, 400).result(timeout=60)
+        budget = writer.submit(lambda w: w.finops.add_budget("team", "alpha", "month", 10.0))
+        budget.result(timeout=60)
+        assert _count(ws, "budgets") == 1 and _scored(ws) == 0 and ws.has_pending_changes
+        writer.stop()
+        assert _scored(ws) == 100
 
 
 def test_the_wal_is_checkpointed_after_a_scoring_that_ends_during_another_job(

@@ -239,7 +239,8 @@ class Workspace:
         Safe to call again with the same batches: nothing changes the second time.
         With ``after`` false, the follow-up work (re-scoring, alert evaluation)
         is queued for :meth:`flush_after_ingest` instead of run now, so a bulk
-        import or a busy receiver re-scores once, not per batch.
+        import or a busy receiver re-scores once, not per batch; with ``after``, the
+        follow-up of what this call wrote runs now (the queue is left to its flush).
         """
         summary = into if into is not None else FileSummary(source=source, format=fmt)
         pairs: dict[tuple[str, str], int] = {}
@@ -274,8 +275,10 @@ class Workspace:
                 summary.unpriced = self._unpriced_volume(pairs)
             if changed:
                 if after:
-                    self._after_ingest(changed | self._pending_changes)
-                    self._pending_changes.clear()
+                    # only what this call wrote: what an earlier call queued waits for its own
+                    # follow-up (a budget written through the server is not held up by a scoring
+                    # of the telemetry the server will score anyway)
+                    self._after_ingest(changed)
                 else:
                     self._pending_changes |= changed
         return summary

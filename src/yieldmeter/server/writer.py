@@ -320,9 +320,8 @@ class Writer:
             log.exception("re-scoring after ingest failed")
             self._failed(self._scoring_changes)
         if self.workspace.scores_stored != self._scoring_base:
-            # scores were stored on this thread meanwhile (a budget written through the API runs
-            # its follow-up at once, what telemetry had pending included), after this scoring
-            # began reading: they saw more than this scoring did
+            # scores were stored on this thread meanwhile (a job that wrote score inputs with its
+            # follow-up at once), after this scoring began reading: they saw more than it did
             scores = None
         self._follow_up(self._scoring_changes, scores)
         self._scoring_changes = set()
