@@ -241,29 +241,37 @@ def test_waste_examples_are_the_largest_stakes_ties_by_id() -> None:
 
 
 def test_waste_of_unpriced_units_is_unknown_but_rework_is_effort() -> None:
-    """Workflow "w": two unused outputs whose every call is unpriced (cost 0 + effort 3 each, so
-    their fully loaded cost is a remainder: unknown) and a unit reworked (30 minutes against a
-    baseline of 10, effort cost 6: at stake 6 x 20 / 30 = 4, from effort, known). Workflow "v":
-    the same two outputs with one of two calls priced: a lower bound, 3 + 3 = 6 of cost 6."""
+    """A stake made only of units whose every call is unpriced is unknown; rework's is effort.
+
+    Workflow "w": two unused outputs whose calls are all unpriced (cost 0 + effort 3 each: a
+    remainder) and a unit reworked (30 minutes against a baseline of 10, effort cost 6: at stake
+    6 x 20 / 30 = 4, known). Its total holds the unused outputs: unknown. Workflow "x": only
+    that reworked unit: rework and total are 4, known, but its share is not (its spend is
+    unknown). Workflow "m": one unused output unpriced, and a priced unit accepted: the stake is
+    the unpriced one's alone, unknown, though the workflow has priced calls. Workflow "v": the
+    two outputs with one of two calls priced each: a lower bound, 3 + 3 = 6 of a cost of 6."""
     from yieldmeter.metrics.waste import waste
 
     facts = _waste_facts(
-        ["w1", "w2", "w3", "v1", "v2"],
-        workflow=["w", "w", "w", "v", "v"],
-        calls=[1, 1, 1, 2, 2],
-        unpriced_calls=[1, 1, 1, 1, 1],
-        accepted=[False, False, True, False, False],
-        effort_minutes=[0.0, 0.0, 30.0, 0.0, 0.0],
-        baseline_minutes=[None, None, 10.0, None, None],
-        effort_cost=[3.0, 3.0, 6.0, 3.0, 3.0],
-        fully_loaded_cost=[3.0, 3.0, 6.0, 3.0, 3.0],
+        ["w1", "w2", "w3", "x1", "m1", "m2", "v1", "v2"],
+        workflow=["w", "w", "w", "x", "m", "m", "v", "v"],
+        calls=[1, 1, 1, 1, 1, 1, 2, 2],
+        unpriced_calls=[1, 1, 1, 1, 1, 0, 1, 1],
+        accepted=[False, False, True, True, False, True, False, False],
+        effort_minutes=[0.0, 0.0, 30.0, 30.0, 0.0, 0.0, 0.0, 0.0],
+        baseline_minutes=[None, None, 10.0, 10.0, None, None, None, None],
+        effort_cost=[3.0, 3.0, 6.0, 6.0, 3.0, 0.0, 3.0, 3.0],
+        fully_loaded_cost=[3.0, 3.0, 6.0, 6.0, 3.0, 5.0, 3.0, 3.0],
     )
     rows = {(r["workflow"], r["category"]): r for r in waste(facts).to_pyarrow().to_pylist()}
-    assert rows[("w", "unused_output")]["spend_at_stake"] is None
+    stake = {k: r["spend_at_stake"] for k, r in rows.items()}
+    assert stake[("w", "unused_output")] is None and stake[("w", "total")] is None
     assert rows[("w", "unused_output")]["share_of_spend"] is None
-    assert rows[("w", "total")]["spend_at_stake"] is None
-    assert rows[("w", "rework")]["spend_at_stake"] == pytest.approx(4.0)
-    assert rows[("v", "unused_output")]["spend_at_stake"] == pytest.approx(6.0)
+    assert stake[("w", "rework")] == pytest.approx(4.0)
+    assert stake[("x", "rework")] == pytest.approx(4.0) and stake[("x", "total")] == pytest.approx(4.0)
+    assert rows[("x", "total")]["share_of_spend"] is None
+    assert stake[("m", "unused_output")] is None and rows[("m", "unused_output")]["share_of_spend"] is None
+    assert stake[("v", "unused_output")] == pytest.approx(6.0)
     assert rows[("v", "unused_output")]["share_of_spend"] == pytest.approx(1.0)
 
 

@@ -46,7 +46,7 @@ class BoardSummary:
     fully_loaded_cost: float
     unpriced_calls: int
     unpriced_models: list[str] = field(default_factory=list)
-    coverage: dict[str, float] | None = None
+    coverage: dict[str, float | None] | None = None
     top_yields: list[dict[str, Any]] = field(default_factory=list)
     waste: list[dict[str, Any]] = field(default_factory=list)
     highlights: list[str] = field(default_factory=list)
@@ -194,11 +194,11 @@ def board_summary(ws: Workspace) -> BoardSummary:
     value = ws.value
     cov = value.coverage().total
     if cov:
+        # a share of spend whose every call is unpriced is unknown (None), never 0%
+        parts = ("coverage", "share_with_baseline", "share_with_owner", "share_with_evidence")
         summary.coverage = {
-            "coverage": float(cov.get("coverage") or 0.0),
-            "baseline": float(cov.get("share_with_baseline") or 0.0),
-            "owner": float(cov.get("share_with_owner") or 0.0),
-            "evidence": float(cov.get("share_with_evidence") or 0.0),
+            name: None if cov.get(key) is None else float(cov[key])
+            for name, key in zip(("coverage", "baseline", "owner", "evidence"), parts, strict=True)
         }
     yields = [r for r in value.yields().yields.to_pylist() if r["workflow"] != "(all)" and r.get("yield")]
     yields.sort(key=lambda r: -float(r["yield"]))
@@ -222,7 +222,7 @@ def board_summary(ws: Workspace) -> BoardSummary:
             "workflow": r["workflow"],
             "category": r["category"],
             "units": int(r["work_units"]),
-            "at_stake": float(r["spend_at_stake"] or 0.0),
+            "at_stake": None if r["spend_at_stake"] is None else float(r["spend_at_stake"]),  # unpriced
         }
         for r in waste[:TOP_WASTE]
     ]

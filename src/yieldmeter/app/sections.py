@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from yieldmeter.metrics.funnel import with_known_cost
 from yieldmeter.metrics.period import UNASSIGNED
 from yieldmeter.reports.model import UNPRICED, Chart, Column, Kpi, Section, TableData, fmt, rows_of
 
@@ -294,6 +295,7 @@ class ValueSections(SectionsBase):
                 },
             )
             acc["months"] += 1
+            r = with_known_cost(r)
             for k in (*counts, *money, "expected_value"):
                 if r.get(k) is None:
                     if k in ("actions", "value"):  # not recorded / not defined for this scope
@@ -517,15 +519,14 @@ class ValueSections(SectionsBase):
             rows = rows_of(self.service("value", "waste")(f.workflow, f.window(), **self.scoped(f)))
             if f.workflows:
                 rows = [r for r in rows if r["workflow"] in f.workflows]
-            unknown, partial = self.costs_unknown(f) if rows else (set(), {})
+            partial = self.costs_unknown(f)[1] if rows else {}
             totals = [r for r in rows if r["category"] == "total"]
             detail = [r for r in rows if r["category"] != "total"]
-            # rework is costed from effort (known); the other kinds at stake are whole units' cost,
-            # unknown where every call of the workflow is unpriced
-            whole_unit = ("expensive_loop", "unused_output", "accepted_not_resolved", "total")
 
+            # the measure leaves a stake null where it is the cost of units whose every call is
+            # unpriced (rework is costed from effort: known)
             def known(r: dict[str, Any]) -> bool:
-                return r["workflow"] not in unknown or r["category"] not in whole_unit
+                return r["spend_at_stake"] is not None
 
             by_cat: dict[str, float | str] = {}
             for r in detail:
@@ -545,8 +546,8 @@ class ValueSections(SectionsBase):
             notes = []
             if left_out:
                 notes.append(
-                    f"Spend at stake leaves out {', '.join(left_out)}: every call there is unpriced, so the "
-                    "cost of its wasted units is unknown (add a price to count it)."
+                    f"Spend at stake leaves out {', '.join(left_out)}: every call of its wasted units is "
+                    "unpriced, so their cost is unknown (add a price to count it)."
                 )
             notes += [
                 f"Cost in {wf} counts only priced calls: {n} of its calls are unpriced (a lower bound)."

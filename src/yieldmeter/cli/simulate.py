@@ -49,6 +49,11 @@ def _start(text: str | None, default: datetime) -> datetime:
         fail(f"--start {text!r} is not a day (YYYY-MM-DD)")
 
 
+def _share(x: float | None) -> str:
+    """A share of spend; unknown where the spend is (every call unpriced), never 0%."""
+    return "unknown" if x is None else f"{x:.0%}"
+
+
 def _money(x: float | None) -> str:
     if x is None:
         return "-"
@@ -83,9 +88,9 @@ def print_board_summary(summary: BoardSummary) -> None:
     if summary.coverage is not None:
         c = summary.coverage
         out.print(
-            f"  attribution coverage:    {c['coverage']:.0%} of spend linked to a baseline, an owner and "
-            f"evidence of change (baseline {c['baseline']:.0%}, owner {c['owner']:.0%}, "
-            f"evidence {c['evidence']:.0%})",
+            f"  attribution coverage:    {_share(c['coverage'])} of spend linked to a baseline, an owner "
+            f"and evidence of change (baseline {_share(c['baseline'])}, owner {_share(c['owner'])}, "
+            f"evidence {_share(c['evidence'])})",
             highlight=False,
         )
     if summary.top_yields:
@@ -103,7 +108,7 @@ def print_board_summary(summary: BoardSummary) -> None:
         for w in summary.waste:
             out.print(
                 f"    {w['workflow']:<20} {w['category']:<22} {w['units']:>6,} units  "
-                f"{_money(w['at_stake'])}",
+                f"{'unpriced' if w['at_stake'] is None else _money(w['at_stake'])}",
                 highlight=False,
             )
     for r in summary.routing:

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from yieldmeter.finops.alerts import Breach
 from yieldmeter.finops.settings import UnitRule
+from yieldmeter.metrics.funnel import with_known_cost
 from yieldmeter.metrics.period import Window
 
 
@@ -135,6 +136,7 @@ def _cpso(rule: UnitRule, vs: Any, w: Window) -> list[Breach]:
     f = vs.funnel(rule.workflow, w)
     per: dict[str, list[float]] = {}
     for r in f.to_pylist():
+        r = with_known_cost(r)  # a month of unpriced calls: its allocated cost and effort still count
         acc = per.setdefault(r["workflow"], [0.0, 0.0])
         acc[0] += float(r.get("fully_loaded_cost") or 0.0)
         acc[1] += float(r.get("successful_outcomes") or 0)

@@ -146,12 +146,20 @@ def coverage(
     ).order_by([(out.workflow == "(all)").desc(), ibis.desc("uncovered_spend"), "workflow"])
 
 
-def largest_uncovered(t: Tables, lines: ir.Table, window: Window | None = None, limit: int = 10) -> ir.Table:
-    """The largest uncovered spend by workflow, team and app, with what each lacks."""
+def uncovered_spend(t: Tables, lines: ir.Table, window: Window | None = None) -> ir.Table:
+    """:func:`covered_spend`'s rows that are not covered and have spend: known (> 0), or unknown
+    (null: every call unpriced)."""
     cs = covered_spend(t, lines, window)
-    cs = cs.filter(~cs.covered & (cs.spend > 0))
+    cs = cs.mutate(spend=known_cost(cs.spend, cs.calls, cs.unpriced_calls))
+    return cs.filter(~cs.covered & ((cs.spend > 0) | cs.spend.isnull()))
+
+
+def largest_uncovered(t: Tables, lines: ir.Table, window: Window | None = None, limit: int = 10) -> ir.Table:
+    """The largest uncovered spend by workflow, team and app, with what each lacks; a spend whose
+    every call is unpriced is unknown (null, listed after the known ones), never $0."""
+    cs = uncovered_spend(t, lines, window)
     return (
         cs.select("workflow", "team", "app", "spend", "missing")
-        .order_by([ibis.desc("spend"), "workflow", "team", "app"])
+        .order_by([cs.spend.desc(nulls_first=False), "workflow", "team", "app"])
         .limit(limit)
     )

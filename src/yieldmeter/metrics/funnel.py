@@ -34,6 +34,8 @@ and ``effort_cost`` keep what is known.
 
 from __future__ import annotations
 
+from typing import Any
+
 import ibis
 import ibis.expr.types as ir
 
@@ -128,3 +130,13 @@ def funnel(
         cost_per_action=_div(flc, base.actions),
         cost_per_successful_outcome=_div(flc, base.successful_outcomes),
     ).order_by(["workflow", "month"])
+
+
+def with_known_cost(row: dict[str, Any]) -> dict[str, Any]:
+    """A funnel row whose every call is unpriced (model and fully loaded cost null) with what is
+    known of its cost instead: model cost 0 and the allocated cost and effort, so rows can be
+    added up (whose cost is unknown again where no call of theirs was priced)."""
+    if row.get("fully_loaded_cost") is not None:
+        return row
+    known = (row.get("allocated_cost") or 0.0) + (row.get("effort_cost") or 0.0)
+    return {**row, "model_cost": 0.0, "fully_loaded_cost": known}

@@ -21,9 +21,9 @@ are disjoint; rework can overlap them. ``total`` counts a unit once: its fully l
 it is in one of the three, else its rework excess. ``share_of_spend`` divides by the fully
 loaded cost of the workflow's work units in the period.
 
-Where every call of a workflow's units in the period is unpriced, their cost is unknown (never
-$0, :func:`yieldmeter.metrics.cost.known_cost`): so is the spend at stake of every category but
-rework (costed from effort), and its share of spend.
+A stake made only of units whose every call is unpriced is unknown (never $0,
+:func:`yieldmeter.metrics.cost.known_cost`), but rework's (costed from effort); so is its
+share of spend, and the share of a workflow whose every call is unpriced.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def waste_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
         stake_rework=rework_stake,
         stake_accepted_not_resolved=ibis.ifelse(unresolved, f.fully_loaded_cost, 0.0),
         stake_total=ibis.ifelse(whole, f.fully_loaded_cost, rework_stake),
+        whole_unit=whole,  # at stake in total: the unit's whole cost (else its rework, effort)
         any_waste=whole | rework,
     )
 
@@ -146,15 +147,38 @@ def waste(
     cats = (*CATEGORIES, "total")
     flags = {**{c: w[c] for c in CATEGORIES}, "total": w.any_waste}
     stakes = {**{c: w[f"stake_{c}"] for c in CATEGORIES}, "total": w.stake_total}
+    # the calls behind a stake that is the unit's whole cost (rework's is effort: known), so a
+    # stake made only of units whose every call is unpriced is unknown (known_cost), never $0
+    z = ibis.literal(0, "int64")
+    whole = {"rework": ibis.literal(False), "total": w.whole_unit}
+    whole = {c: whole.get(c, ibis.literal(True)) for c in cats}
     # one row per unit and category it is in: each unit's categories unnested from one array, so
     # the units (and the loop thresholds they were judged by) are computed once; a union of one
     # filter per category has Ibis inline them into every branch
     entry = ibis.array(
-        [ibis.struct({"category": c, "flagged": flags[c], "stake": stakes[c]}) for c in cats]
+        [
+            ibis.struct(
+                {
+                    "category": c,
+                    "flagged": flags[c],
+                    "stake": stakes[c],
+                    "calls": ibis.ifelse(whole[c], w.calls, z),
+                    "unpriced_calls": ibis.ifelse(whole[c], w.unpriced_calls, z),
+                }
+            )
+            for c in cats
+        ]
     ).unnest()
     rows = w.select("workflow", "work_unit_id", entry=entry)
     rows = rows.filter(rows.entry.flagged)
-    flagged = rows.select("workflow", "work_unit_id", category=rows.entry.category, stake=rows.entry.stake)
+    flagged = rows.select(
+        "workflow",
+        "work_unit_id",
+        category=rows.entry.category,
+        stake=rows.entry.stake,
+        calls=rows.entry.calls,
+        unpriced_calls=rows.entry.unpriced_calls,
+    )
     # the examples: the largest stakes first, ties broken by id so they are stable; a top-n aggregate,
     # not a ranking window (which sorts every flagged unit: 1 s of the 1.3 s on 1M units)
     order_key = ibis.struct(
@@ -162,27 +186,21 @@ def waste(
     )
     per_category = flagged.group_by(["workflow", "category"]).aggregate(
         work_units=flagged.count(),
-        spend_at_stake=flagged.stake.sum(),
+        spend_at_stake=known_cost(flagged.stake.sum(), flagged.calls.sum(), flagged.unpriced_calls.sum()),
         examples=_smallest_n(flagged.work_unit_id, order_key, EXAMPLES).join(", "),
     )
     spend = w.group_by("workflow").aggregate(
-        unit_spend=w.fully_loaded_cost.sum(), calls=w.calls.sum(), unpriced_calls=w.unpriced_calls.sum()
+        unit_spend=known_cost(w.fully_loaded_cost.sum(), w.calls.sum(), w.unpriced_calls.sum())
     )
     out = per_category.left_join(spend, "workflow")
-    # where every call of the workflow's units is unpriced, their cost is unknown, and so is a
-    # stake that is whole units' cost; rework's stake is effort, known
-    unit_spend = known_cost(out.unit_spend, out.calls, out.unpriced_calls)
-    stake = ibis.ifelse(
-        out.category == "rework",
-        out.spend_at_stake,
-        known_cost(out.spend_at_stake, out.calls, out.unpriced_calls),
-    )
     out = out.select(
         "workflow",
         "category",
         "work_units",
-        spend_at_stake=stake,
-        share_of_spend=ibis.ifelse(unit_spend > 0, stake / unit_spend, ibis.null("float64")),
+        "spend_at_stake",
+        share_of_spend=ibis.ifelse(
+            out.unit_spend > 0, out.spend_at_stake / out.unit_spend, ibis.null("float64")
+        ),
         examples=out.examples,
     )
     order = ibis.cases(*((out.category == c, i) for i, c in enumerate(cats)), else_=99)

@@ -23,7 +23,8 @@ strategic   strategic                                 never dollars: a 0-5 score
   window (a week's $700 is $100 in one of its days); an outcome with no end is a moment at its
   start. Its ``month`` is the month its period starts in, or the window's first month;
   :func:`monthly_benefit` shares its part over the months it spans (the funnel's value).
-- yield = sum(benefit) / fully loaded cost of the same workflows and period.
+- yield = sum(benefit) / fully loaded cost of the same workflows and period (null where every
+  call of them is unpriced: the cost is unknown, never $0 or a remainder).
 - interval: each outcome's benefit b is widened by its evidence level's uncertainty u
   (controlled_experiment 0.10, baseline_comparison 0.25, observational 0.50, anecdote 1.00):
   low = sum(b - u|b|), high = sum(b + u|b|); yield_low/high divide those by the same cost.
@@ -40,6 +41,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
+from yieldmeter.metrics.cost import known_cost
 from yieldmeter.metrics.period import UNASSIGNED, Window, elapsed_seconds, month_of, months_between
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.schema import EvidenceLevel
@@ -183,10 +185,12 @@ def yields(t: Tables, lines: ir.Table, window: Window | None = None, workflow: s
     outcomes in, plus an ``(all)`` workflow row per family over every workflow's cost.
     """
     b = outcome_benefits(t, window).filter(lambda r: r.family != "strategic")
-    cost = workflow_costs(lines, window)
+    raw = workflow_costs(lines, window)
     if workflow is not None:
         b = b.filter(b.workflow == workflow)
-        cost = cost.filter(cost.workflow == workflow)
+        raw = raw.filter(raw.workflow == workflow)
+    # a cost whose every call is unpriced is unknown (known_cost), and so is the yield on it
+    cost = raw.mutate(fully_loaded_cost=known_cost(raw.fully_loaded_cost, raw.calls, raw.unpriced_calls))
     ben = b.benefit.fill_null(0.0)
     spread = b.uncertainty * ben.abs()
     aggs = dict(
@@ -206,7 +210,9 @@ def yields(t: Tables, lines: ir.Table, window: Window | None = None, workflow: s
         **{f"benefit_{lv}": ben.abs().sum(where=b.evidence_level == lv).fill_null(0.0) for lv in LEVELS},
     )
     per_wf = b.group_by("workflow", "family").aggregate(**aggs)
-    total_cost = cost.aggregate(fully_loaded_cost=cost.fully_loaded_cost.sum())
+    total_cost = raw.aggregate(
+        fully_loaded_cost=known_cost(raw.fully_loaded_cost.sum(), raw.calls.sum(), raw.unpriced_calls.sum())
+    )
     all_rows = b.group_by("family").aggregate(**aggs).mutate(workflow=ibis.literal("(all)"))
     all_rows = all_rows.cross_join(total_cost)
     per_wf = per_wf.left_join(cost.select("workflow", "fully_loaded_cost"), "workflow")
