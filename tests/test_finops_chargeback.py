@@ -221,15 +221,39 @@ def test_showback_merges_teams_too_small_to_show(tmp_path: Path):
     teams = [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0), ("gamma", "g1", 5.0)]
     unpriced = org(tmp_path / "c", teams, model="m-unknown")
     assert {r["team"] for r in unpriced.finops.showback("2026-11").to_pylist()} == {"alpha", "beta"}
-    # the spend view still counts gamma's person (its calls are spend, of unknown cost) ...
-    assert unpriced.reports.team_privacy(ReportFilters(period="2026-11")).merged_people == 2
-    # ... but the chargeback has rows for alpha and beta only: beta alone is not shown merged
+    # the spend view merges gamma too (its calls are spend) but counts people over the teams of
+    # known cost: gamma's person adds calls to the merged row, no cost ...
+    privacy = unpriced.reports.team_privacy(ReportFilters(period="2026-11"))
+    assert privacy.small == ("beta", "gamma") and privacy.merged_people == 1 and privacy.hidden
+    # ... and the chargeback has rows for alpha and beta only: beta alone is not shown merged
     rows = unpriced.finops.showback("2026-11", people=False).to_pylist()
     assert [r["team"] for r in rows] == ["alpha"]
 
 
+def test_a_merged_team_row_never_shows_one_persons_cost(tmp_path: Path):
+    """privacy.min_group_size 2; alpha has two people, beta one (3.00 USD), gamma one whose every
+    call is unpriced. Spend by team merging beta and gamma would show 3.00 USD: beta's person's
+    cost alone (gamma adds calls, no cost). So the merged row's people are counted over the teams
+    of known cost: one, too few, and the row is left out. With gamma priced (5.00 USD), the two
+    people's 8.00 USD are shown together."""
+    teams = [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0), ("gamma", "g1", 5.0)]
+    f = ReportFilters(period="2026-11")
+    for model, shown in (("m-unknown", {"alpha": 2.0}), ("m-small", {"alpha": 2.0, "(other teams)": 8.0})):
+        ws = make_workspace(tmp_path / model, "privacy:\n  min_group_size: 2\n")
+        ingest(
+            ws,
+            "calls",
+            [call(utc(2026, 11, 3, 9), usd, team=t, user_id=u, model=model if t == "gamma" else "m-small")
+             for t, u, usd in teams],
+        )  # fmt: skip
+        rows = {r["team"]: r["fully_loaded_cost"] for r in ws.reports.spend(["team"], f).to_pylist()}
+        assert rows == {k: pytest.approx(v) for k, v in shown.items()}, model
+        assert ws.reports.team_privacy(f).hidden == (model == "m-unknown")
+        ws.close()
+
+
 def test_the_command_line_merges_small_teams_unless_people(tmp_path: Path):
-    """`showback` and `report spend --by team` follow the rule of the server and the reports:
+    """`showback`, `report spend --by team` and `forecast` follow the rule of the server and the reports:
     privacy.min_group_size 2; alpha has two people (1.00 USD each), beta and gamma one each (3.00
     and 5.00 USD). Without --people, beta and gamma read as one "(other teams)" row of 3 + 5 = 8.00
     USD, a table says so, and a --team naming beta is refused; with --people, every team."""
@@ -256,6 +280,11 @@ def test_the_command_line_merges_small_teams_unless_people(tmp_path: Path):
         assert code == 0 and {r["team"] for r in json.loads(out)} == {"alpha", "beta", "gamma"}, command
         code, out = run(*command.split(), "--period", "2026-11")
         assert code == 0 and "2 teams with fewer than 2 people" in " ".join(out.split()), command
+    # the forecast by team (a spend view too): the same two teams forecast together
+    code, out = run("forecast", "--at", "2026-11-20", "-f", "json")
+    assert code == 0 and {r["key"] for r in json.loads(out)} == {"alpha", "(other teams)"}, out
+    code, out = run("forecast", "--at", "2026-11-20", "-f", "json", "--people")
+    assert code == 0 and {r["key"] for r in json.loads(out)} == {"alpha", "beta", "gamma"}, out
     code, out = run("report", "spend", "--team", "beta")
     assert code == 1 and "min_group_size" in out
     code, out = run("report", "spend", "--team", "beta", "--people", "-f", "json")

@@ -136,7 +136,7 @@ class SpendSections(ValueSections):
 
     def __init__(self, ws: Workspace) -> None:
         super().__init__(ws)
-        self._privacy: dict[tuple[Any, ...], TeamPrivacy] = {}
+        self._privacy: dict[tuple[Any, ...], tuple[TeamPrivacy, tuple[str | None, ...]]] = {}
 
     def refresh(self) -> None:
         self._privacy.clear()
@@ -144,49 +144,71 @@ class SpendSections(ValueSections):
         super().refresh()
 
     # -- privacy -------------------------------------------------------------------------------
-    def team_privacy(self, f: ReportFilters, among: Iterable[str | None] | None = None) -> TeamPrivacy:
+    def team_privacy(
+        self,
+        f: ReportFilters,
+        among: Iterable[str | None] | None = None,
+        known: Iterable[str | None] | None = None,
+    ) -> TeamPrivacy:
         """The small teams of the filters' scope (none for a viewer who may see people); see
-        :meth:`privacy_of` for ``among``."""
+        :meth:`privacy_of` for ``among`` and ``known``."""
         minimum = self.ws.config.privacy.min_group_size
         if f.people or minimum <= 1:
             return TeamPrivacy(minimum)
-        return self.privacy_of(replace(f, teams=()).spend(), among)
+        return self.privacy_of(replace(f, teams=()).spend(), among, known)
 
-    def privacy_of(self, scope: Filters, among: Iterable[str | None] | None = None) -> TeamPrivacy:
+    def privacy_of(
+        self,
+        scope: Filters,
+        among: Iterable[str | None] | None = None,
+        known: Iterable[str | None] | None = None,
+    ) -> TeamPrivacy:
         """The small teams of ``scope`` (its period, workflows and models; its teams are ignored),
         for a viewer who may not see people: people are counted on the cost lines (calls and effort).
 
+        The small teams are shown together as one :data:`OTHER_TEAMS` row whose people are counted
+        over the teams whose cost is known: a team whose every call is unpriced adds calls and
+        tokens to the row but no cost, so the row's cost must stand for enough people without it.
         ``among``: the teams a view actually has rows for (a chargeback has none for a team whose
-        every call is unpriced). Only those are merged, and the merged row's people are counted
-        over them, so an :data:`OTHER_TEAMS` row never stands for fewer people than the minimum.
+        every call is unpriced). Only those are merged, and the people are counted over them.
+        ``known``: the teams whose figures in the view are known, where the view knows better
+        (the largest uncovered spend); the people are counted over those too.
         """
         minimum = self.ws.config.privacy.min_group_size
         if minimum <= 1:
             return TeamPrivacy(minimum)
         key = (scope.start, scope.end, scope.workflows, scope.models)
-        out = self._privacy.get(key)
-        if out is None:
+        cached = self._privacy.get(key)
+        if cached is None:
             lines = replace(scope, teams=()).apply(self.cost_lines())
-            sizes = lines.group_by("team").aggregate(people=lines.user_id.nunique()).to_pyarrow()
-            small = tuple(
-                t
-                for t, n in zip(
-                    sizes.column("team").to_pylist(), sizes.column("people").to_pylist(), strict=True
+            sizes = (
+                lines.group_by("team")
+                .aggregate(
+                    people=lines.user_id.nunique(),
+                    calls=lines.calls.sum(),
+                    unpriced_calls=lines.unpriced_calls.sum(),
                 )
-                if 0 < (n or 0) < minimum
+                .to_pyarrow()
+                .to_pylist()
             )
-            small = tuple(sorted(small, key=lambda t: t or ""))
-            out = TeamPrivacy(minimum, small, self._people(scope, small))
+            small = tuple(
+                sorted((r["team"] for r in sizes if 0 < (r["people"] or 0) < minimum), key=lambda t: t or "")
+            )
+            priced = {r["team"] for r in sizes if not cost_unknown(r["calls"], r["unpriced_calls"])}
+            counted = tuple(t for t in small if t in priced)
+            cached = (TeamPrivacy(minimum, small, self._people(scope, counted)), counted)
             if len(self._privacy) >= 256:  # windows that end "now" make new keys: keep it bounded
                 self._privacy.clear()
-            self._privacy[key] = out
-        if among is None:
+            self._privacy[key] = cached
+        out, priced_small = cached
+        if among is None and known is None:
             return out
-        present = set(among)
-        shown = tuple(t for t in out.small if t in present)
-        if shown == out.small:
+        present = None if among is None else set(among)
+        shown = tuple(t for t in out.small if present is None or t in present)
+        counted = tuple(t for t in priced_small if t in shown and (known is None or t in set(known)))
+        if shown == out.small and counted == priced_small:
             return out
-        return TeamPrivacy(minimum, shown, self._people(scope, shown))
+        return TeamPrivacy(minimum, shown, self._people(scope, counted))
 
     def _people(self, scope: Filters, teams: tuple[str | None, ...]) -> int:
         """Distinct people of ``teams`` together, on the cost lines of ``scope``."""

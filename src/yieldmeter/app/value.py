@@ -455,11 +455,14 @@ class ValueService:
         uncovered, notes = lines, []
         if not people:
             # merged over the teams that have uncovered spend to list: a small team with none (its
-            # calls unpriced, or its workflows covered) must not make one team's rows look like a group
-            cs = cov.covered_spend(t, lines, w)
-            listed = cs.filter(~cs.covered & (cs.spend > 0)).select("team").distinct().to_pyarrow()
+            # workflows covered) must not make one team's rows look like a group
+            # (its people counted over the teams whose listed spend is known: the merged row's
+            # figures are theirs alone)
+            listed = cov.uncovered_spend(t, lines, w).select("team", "spend").to_pyarrow()
+            teams, spends = listed.column("team").to_pylist(), listed.column("spend").to_pylist()
+            known = {team for team, s in zip(teams, spends, strict=True) if s is not None}
             scope = Filters(w.start, w.end, (), wfs, tuple(models))
-            priv = self.ws.reports.privacy_of(scope, among=listed.column("team").to_pylist())
+            priv = self.ws.reports.privacy_of(scope, among=set(teams), known=known)
             uncovered = relabel_small_teams(lines, priv)
             if priv.hidden:
                 uncovered = uncovered.filter(uncovered.team.isnull() | (uncovered.team != OTHER_TEAMS))

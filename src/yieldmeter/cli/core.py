@@ -197,6 +197,7 @@ def register(app: typer.Typer) -> None:
         Without --people, teams below privacy.min_group_size are shown together, and a --team
         naming one is refused, as on the server and in the reports."""
         from yieldmeter.app.reports import ReportFilters
+        from yieldmeter.app.spend_sections import OTHER_TEAMS
         from yieldmeter.app.value import PrivacyError
         from yieldmeter.metrics.spend import DIMENSIONS
 
@@ -215,10 +216,12 @@ def register(app: typer.Typer) -> None:
                 rows = ws.reports.spend(dims, f)
             except PrivacyError as exc:
                 fail(str(exc))
-            note = ws.reports.team_privacy(f).note() if "team" in dims and not people else ""
+            privacy = ws.reports.team_privacy(f)
         emit(rows, fmt, title="Spend")
-        if note and fmt is OutputFormat.table:
-            console().print(f"note: {note} --people shows each.", highlight=False)
+        # said where it shaped what is shown: a merged row, or small teams left out of all teams
+        merged = "team" in dims and OTHER_TEAMS in rows.column("team").to_pylist()
+        if fmt is OutputFormat.table and (merged or (privacy.hidden and not f.teams)):
+            console().print(f"note: {privacy.note()} --people shows each.", highlight=False)
 
     @app.command()
     def unpriced(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:

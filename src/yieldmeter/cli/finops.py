@@ -43,11 +43,12 @@ def _at(text: str | None) -> datetime | None:
 
 
 def _errors() -> tuple[type[Exception], ...]:
+    from yieldmeter.app.value import PrivacyError
     from yieldmeter.config import ConfigError
     from yieldmeter.finops.budgets import BrokenBudget
 
     # a stored budget that no longer validates is said in words too (the message says how to fix it)
-    return (ConfigError, ValueError, KeyError, BrokenBudget)
+    return (ConfigError, ValueError, KeyError, BrokenBudget, PrivacyError)
 
 
 def register(app: typer.Typer) -> None:
@@ -55,12 +56,16 @@ def register(app: typer.Typer) -> None:
 
     @budgets.command("list")
     def budgets_list(
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table, at: AtOpt = None
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+        at: AtOpt = None,
+        people: PeopleOpt = False,
     ) -> None:
-        """Every budget: window, spent, share used, state, projection and the day it runs out."""
+        """Every budget: window, spent, share used, state, projection and the day it runs out
+        (budgets on a person or a team below privacy.min_group_size: with --people)."""
         with workspace(ws_path) as ws:
             try:
-                rows = ws.finops.budgets(_at(at))
+                rows = ws.finops.budgets(_at(at), people=people)
             except _errors() as exc:
                 fail(str(exc))
             emit(rows, fmt, title="Budgets")
@@ -113,11 +118,13 @@ def register(app: typer.Typer) -> None:
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
         at: AtOpt = None,
+        people: PeopleOpt = False,
     ) -> None:
-        """Daily cumulative spend, its forecast to the window's end, and the projected run-out day."""
+        """Daily cumulative spend, its forecast to the window's end, and the projected run-out day
+        (of a budget on a person or a small team: with --people)."""
         with workspace(ws_path) as ws:
             try:
-                bd = ws.finops.burn_down(budget_id, _at(at))
+                bd = ws.finops.burn_down(budget_id, _at(at), people=people)
             except _errors() as exc:
                 fail(str(exc))
             if fmt is OutputFormat.json:
@@ -185,8 +192,10 @@ def register(app: typer.Typer) -> None:
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
         at: AtOpt = None,
+        people: PeopleOpt = False,
     ) -> None:
-        """Fully loaded spend for the rest of this month and the next months, with 80%/95% intervals."""
+        """Fully loaded spend for the rest of this month and the next months, with 80%/95% intervals
+        (by team, teams below privacy.min_group_size together unless --people)."""
         with workspace(ws_path) as ws:
             try:
                 if cpso:
@@ -194,7 +203,8 @@ def register(app: typer.Typer) -> None:
                         ws.finops.forecast_cpso(_at(at)), fmt, title="Cost per successful outcome, next month"
                     )
                 else:
-                    emit(ws.finops.forecast(by, _at(at), months=months), fmt, title=f"Spend forecast by {by}")
+                    rows = ws.finops.forecast(by, _at(at), months=months, people=people)
+                    emit(rows, fmt, title=f"Spend forecast by {by}")
             except _errors() as exc:
                 fail(str(exc))
 
@@ -204,10 +214,12 @@ def register(app: typer.Typer) -> None:
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
         at: AtOpt = None,
+        people: PeopleOpt = False,
     ) -> None:
-        """Spend and token spikes, runaway agents and model-mix changes, largest spend at stake first."""
+        """Spend and token spikes, runaway agents and model-mix changes, largest spend at stake first
+        (team spikes of teams below privacy.min_group_size together unless --people)."""
         with workspace(ws_path) as ws:
-            emit(ws.finops.anomalies(_at(at), days=days), fmt, title="Anomalies")
+            emit(ws.finops.anomalies(_at(at), days=days, people=people), fmt, title="Anomalies")
 
     @app.command()
     def showback(
