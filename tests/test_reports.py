@@ -367,6 +367,35 @@ def test_the_measures_of_an_unpriced_workflow_leave_its_cost_unknown(example_wor
     assert fraud[0]["cost_per_call"] == pytest.approx(FULLY_LOADED["fraud-review"] / fraud[0]["calls"])
 
 
+def test_a_month_of_unpriced_calls_still_adds_its_effort_to_the_chain(tmp_path: Path) -> None:
+    """Workflow w: in March two calls of a model with no price and 30 minutes of review (at the
+    default labour rate, $60 an hour: $30); in April one priced gpt-4o-mini call (100,000 input
+    tokens at $0.15 and 10,000 output at $0.60 a million: $0.021). March's model cost is unknown,
+    but its effort is known: the chain over both months costs 30 + 0.021 = $30.021, $15.0105 a
+    work unit, and is known (one call priced), not $0.021 (March's month dropped)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    head = "call_id,ts,provider,model,operation,input_tokens,output_tokens,status,user_id,team"
+    head += ",work_unit_id,workflow"
+    (data / "calls.csv").write_text(
+        f"{head}\n"
+        "c1,2025-03-03T09:00:00Z,acme,acme-x,chat,1000,100,ok,ana,t,u1,w\n"
+        "c2,2025-03-03T09:05:00Z,acme,acme-x,chat,1000,100,ok,ana,t,u1,w\n"
+        "c3,2025-04-03T09:05:00Z,openai,gpt-4o-mini,chat,100000,10000,ok,bob,t,u2,w\n"
+    )
+    (data / "effort.csv").write_text(
+        "effort_id,work_unit_id,ts,person,kind,minutes\ne1,u1,2025-03-03T09:20:00Z,ana,review,30\n"
+    )
+    with Workspace.open(tmp_path / "ws", create=True) as ws:
+        ws.ingest_paths([data])
+        months = [r for r in ws.value.funnel().to_pylist() if r["workflow"] == "w"]
+        rows = {r["workflow"]: r for r in ws.reports.funnel_rows(ReportFilters())}
+    assert [m["fully_loaded_cost"] for m in months] == [None, pytest.approx(0.021)]  # March unknown
+    w = rows["w"]
+    assert w["fully_loaded_cost"] == pytest.approx(30.021) and w["cost_known"]
+    assert w["cost_per_work_unit"] == pytest.approx(15.0105)
+
+
 def test_success_rates_are_named_apart_and_product_leads_with_outcome_costs(example_workspace: Path) -> None:
     with Workspace.open(example_workspace) as ws:
         finops = ws.reports.role("finops")
