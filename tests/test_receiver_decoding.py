@@ -325,6 +325,52 @@ def test_a_scoring_that_fails_stops_no_write_and_is_tried_again(
         assert _scored(ws) == 200
 
 
+def test_scores_that_fail_to_be_stored_are_computed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing the scores raises once (the scoring itself went well): the changes go back to the
+    queue and are scored and stored again with no other write (400 spans are 100 units)."""
+    from yieldmeter.scoring import engine
+
+    real, calls = engine.store_scores, []
+
+    def first_fails(ws: Any, scores: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a store that fails")
+        return real(ws, scores)
+
+    monkeypatch.setattr(engine, "store_scores", first_fails)
+    with _writer(tmp_path / "ws") as (ws, writer):
+        _spans(writer, 400).result(timeout=60)
+        _until(lambda: _scored(ws) == 100)
+        assert _scored(ws) == 100 and len(calls) == 2
+
+
+def test_a_scoring_that_keeps_failing_waits_longer_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every scoring raises; the writer idles (settle_s 0.2 s). Tried at about 0.2 s, then after
+    0.2, 0.4 and 0.8 s more (about 0.6, 1.2 and 2.2 s, the wake-ups every 0.2 s and the scorings'
+    own time added): at most 4 tries in the first 2.5 s. Checked against the writer that tried
+    again at each idle wake-up: 7 tries."""
+    from yieldmeter.scoring import engine
+
+    tries: list[float] = []
+
+    def always_fails(t: Any) -> Any:
+        tries.append(time.monotonic())
+        raise RuntimeError("a scoring that fails")
+
+    monkeypatch.setattr(engine, "score_tables", always_fails)
+    with _writer(tmp_path / "ws") as (_, writer):
+        _spans(writer, 400).result(timeout=60)
+        start = time.monotonic()
+        time.sleep(2.5)
+        within = [t for t in tries if t - start < 2.5]
+    assert 2 <= len(within) <= 4, [round(t - start, 2) for t in tries]
+
+
 def test_a_scoring_that_keeps_failing_is_tried_less_and_less_often(tmp_path: Path) -> None:
     """Each failure doubles the wait before the next try, from settle_s (0.2 s here) up to
     max_stale_s (1 s): 0.2, 0.4, 0.8, 1, 1; a scoring that succeeds starts the count again.

@@ -287,10 +287,15 @@ class Writer:
         if self._scoring is not None:
             return
         now = time.monotonic()
+        if apart and now < self._retry_at:
+            # after a failed scoring its changes wait their turn (the stop's last flush tries at
+            # once); the flush under load comes again as soon as they are due
+            if checkpoint:
+                self._checkpoint()
+            return
         self._last_flush = now
         ws = self.workspace
-        # after a failed scoring its changes wait their turn (the stop's last flush tries at once)
-        changed = ws.take_pending_changes() if not apart or now >= self._retry_at else set()
+        changed = ws.take_pending_changes()
         scores = None
         try:
             if changed and ws.prepare_follow_up(changed):
@@ -340,8 +345,10 @@ class Writer:
             return
         try:
             self.workspace.finish_follow_up(changed, scores)
-        except Exception:  # scores lag behind; the next flush tries again
+        except Exception:  # scores lag behind: tried again after a while, as a failed scoring is
             log.exception("storing scores after ingest failed")
+            if scores is not None:
+                self._failed(changed)
 
     def _wake(self, _: Future[Any]) -> None:
         """Wake the writer thread when it waits on an empty queue (a full one wakes it anyway)."""
