@@ -366,6 +366,38 @@ def test_unit_economics_alert_resolves_when_the_breach_ends(tmp_path: Path):
     assert funnel["cost_per_successful_outcome"] == pytest.approx(7.0)
 
 
+def test_a_cost_per_success_over_unpriced_calls_says_it_is_a_lower_bound() -> None:
+    """triage over two months: March 12 USD, every call priced; April every call unpriced (model
+    and fully loaded cost unknown), 8 USD of effort known. 2 successful outcomes, limit 5 USD: the
+    known cost is 12 + 8 = 20 USD, 10 USD a success, fired as "at least" (April's model cost is
+    not in it). The same with April priced reads 10.00 USD, no "at least"."""
+    import pyarrow as pa
+
+    from yieldmeter.finops.rules import _cpso
+    from yieldmeter.finops.settings import UnitRule
+    from yieldmeter.metrics.period import Window
+
+    march = {"workflow": "triage", "month": "2025-03", "calls": 3, "unpriced_calls": 0}
+    march |= {"model_cost": 12.0, "allocated_cost": 0.0, "effort_cost": 0.0, "fully_loaded_cost": 12.0}
+    april = {"workflow": "triage", "month": "2025-04", "calls": 2, "unpriced_calls": 2}
+    april |= {"model_cost": None, "allocated_cost": 0.0, "effort_cost": 8.0, "fully_loaded_cost": None}
+
+    class Months:  # the value service's funnel, by month
+        def __init__(self, rows: list[dict[str, object]]) -> None:
+            self.rows = rows
+
+        def funnel(self, workflow: object, window: object) -> pa.Table:
+            return pa.Table.from_pylist([{**r, "successful_outcomes": 1} for r in self.rows])
+
+    rule = UnitRule(kind="cost_per_successful_outcome_above", limit=5)
+    [breach] = _cpso(rule, Months([march, april]), Window(label="last 30 days"))
+    assert breach.value == pytest.approx(10.0) and breach.details["fully_loaded_cost"] == pytest.approx(20.0)
+    assert "is at least 10.00 USD" in breach.message
+    priced = {**april, "unpriced_calls": 0, "model_cost": 0.0, "fully_loaded_cost": 8.0}
+    [breach] = _cpso(rule, Months([march, priced]), Window(label="last 30 days"))
+    assert "is 10.00 USD" in breach.message
+
+
 def test_a_tiny_run_rate_has_no_run_out_day_and_no_overflow() -> None:
     """$1e-12 spent in a day against $1,000: run-out is ~1e15 days away, beyond the window."""
     from datetime import UTC, datetime

@@ -137,16 +137,22 @@ def _cpso(rule: UnitRule, vs: Any, w: Window) -> list[Breach]:
     per: dict[str, list[float]] = {}
     for r in f.to_pylist():
         r = with_known_cost(r)  # a month of unpriced calls: its allocated cost and effort still count
-        acc = per.setdefault(r["workflow"], [0.0, 0.0])
+        acc = per.setdefault(r["workflow"], [0.0, 0.0, 0.0])
         acc[0] += float(r.get("fully_loaded_cost") or 0.0)
         acc[1] += float(r.get("successful_outcomes") or 0)
+        acc[2] += float(r.get("unpriced_calls") or 0)
     out = []
-    for wf, (cost, succ) in sorted(per.items()):
+    for wf, (cost, succ, unpriced) in sorted(per.items()):
         if cost <= 0:
             continue
         cpso = cost / succ if succ else float("inf")
         if cpso > rule.limit:
-            what = f"{cpso:,.2f} USD" if succ else "unbounded (no successful outcome)"
+            # with unpriced calls the cost counts only what is known: a lower bound
+            what = (
+                f"{'at least ' if unpriced else ''}{cpso:,.2f} USD"
+                if succ
+                else "unbounded (no successful outcome)"
+            )
             out.append(
                 _breach(
                     rule,
