@@ -231,25 +231,47 @@ def test_showback_merges_teams_too_small_to_show(tmp_path: Path):
 
 
 def test_a_merged_team_row_never_shows_one_persons_cost(tmp_path: Path):
-    """privacy.min_group_size 2; alpha has two people, beta one (3.00 USD), gamma one whose every
-    call is unpriced. Spend by team merging beta and gamma would show 3.00 USD: beta's person's
-    cost alone (gamma adds calls, no cost). So the merged row's people are counted over the teams
-    of known cost: one, too few, and the row is left out. With gamma priced (5.00 USD), the two
-    people's 8.00 USD are shown together."""
+    """privacy.min_group_size 2; alpha has two people (1.00 USD each), beta and gamma one each
+    (3.00 and 5.00 USD when priced).
+
+    - gamma's every call unpriced: merging beta and gamma would show 3.00 USD, beta's person's
+      cost alone (gamma adds calls, no cost); the merged row's people are counted over the teams
+      of known cost, one, too few: the row is left out;
+    - both priced: the two people's 8.00 USD are shown together;
+    - both unpriced: the row shows no cost (unknown) and two people's calls: shown.
+    """
     teams = [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0), ("gamma", "g1", 5.0)]
     f = ReportFilters(period="2026-11")
-    for model, shown in (("m-unknown", {"alpha": 2.0}), ("m-small", {"alpha": 2.0, "(other teams)": 8.0})):
-        ws = make_workspace(tmp_path / model, "privacy:\n  min_group_size: 2\n")
+    cases = {
+        ("m-small", "m-unknown"): {"alpha": 2.0},
+        ("m-small", "m-small"): {"alpha": 2.0, "(other teams)": 8.0},
+        ("m-unknown", "m-unknown"): {"alpha": 2.0, "(other teams)": None},
+    }
+    for (beta, gamma), shown in cases.items():
+        models = {"alpha": "m-small", "beta": beta, "gamma": gamma}
+        ws = make_workspace(tmp_path / f"{beta}-{gamma}", "privacy:\n  min_group_size: 2\n")
         ingest(
             ws,
             "calls",
-            [call(utc(2026, 11, 3, 9), usd, team=t, user_id=u, model=model if t == "gamma" else "m-small")
-             for t, u, usd in teams],
-        )  # fmt: skip
-        rows = {r["team"]: r["fully_loaded_cost"] for r in ws.reports.spend(["team"], f).to_pylist()}
-        assert rows == {k: pytest.approx(v) for k, v in shown.items()}, model
-        assert ws.reports.team_privacy(f).hidden == (model == "m-unknown")
+            [call(utc(2026, 11, 3, 9), usd, team=t, user_id=u, model=models[t]) for t, u, usd in teams],
+        )
+        rows = {r["team"]: r for r in ws.reports.spend(["team"], f).to_pylist()}
+        assert {t: r["fully_loaded_cost"] for t, r in rows.items()} == {
+            k: v if v is None else pytest.approx(v) for k, v in shown.items()
+        }, (beta, gamma)
+        assert ws.reports.team_privacy(f).hidden == ("(other teams)" not in shown)
+        if "(other teams)" in rows:
+            assert rows["(other teams)"]["calls"] == 2
         ws.close()
+        if "(other teams)" not in shown:  # the command line says so by team, and only by team
+            from typer.testing import CliRunner
+
+            from yieldmeter.cli.main import build_app
+
+            for by, noted in (("team", True), ("model", False)):
+                args = ["report", "spend", "--by", by, "--period", "2026-11", "-w", str(ws.root)]
+                r = CliRunner().invoke(build_app(), args)
+                assert r.exit_code == 0 and ("hidden" in r.output) == noted, (by, r.output)
 
 
 def test_the_command_line_merges_small_teams_unless_people(tmp_path: Path):

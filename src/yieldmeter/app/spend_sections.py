@@ -144,18 +144,13 @@ class SpendSections(ValueSections):
         super().refresh()
 
     # -- privacy -------------------------------------------------------------------------------
-    def team_privacy(
-        self,
-        f: ReportFilters,
-        among: Iterable[str | None] | None = None,
-        known: Iterable[str | None] | None = None,
-    ) -> TeamPrivacy:
+    def team_privacy(self, f: ReportFilters, among: Iterable[str | None] | None = None) -> TeamPrivacy:
         """The small teams of the filters' scope (none for a viewer who may see people); see
-        :meth:`privacy_of` for ``among`` and ``known``."""
+        :meth:`privacy_of` for ``among``."""
         minimum = self.ws.config.privacy.min_group_size
         if f.people or minimum <= 1:
             return TeamPrivacy(minimum)
-        return self.privacy_of(replace(f, teams=()).spend(), among, known)
+        return self.privacy_of(replace(f, teams=()).spend(), among)
 
     def privacy_of(
         self,
@@ -166,13 +161,15 @@ class SpendSections(ValueSections):
         """The small teams of ``scope`` (its period, workflows and models; its teams are ignored),
         for a viewer who may not see people: people are counted on the cost lines (calls and effort).
 
-        The small teams are shown together as one :data:`OTHER_TEAMS` row whose people are counted
-        over the teams whose cost is known: a team whose every call is unpriced adds calls and
-        tokens to the row but no cost, so the row's cost must stand for enough people without it.
+        The small teams are shown together as one :data:`OTHER_TEAMS` row, left out when it
+        stands for fewer people than the minimum. Its people are counted over the teams whose cost
+        is known, when any is: a team whose every call is unpriced adds calls and tokens to the
+        row but no cost, so the row's cost must stand for enough people without it (a row of
+        such teams alone shows no cost: its people are all of theirs).
         ``among``: the teams a view actually has rows for (a chargeback has none for a team whose
         every call is unpriced). Only those are merged, and the people are counted over them.
         ``known``: the teams whose figures in the view are known, where the view knows better
-        (the largest uncovered spend); the people are counted over those too.
+        (the largest uncovered spend); their cost is known only if in ``known`` too.
         """
         minimum = self.ws.config.privacy.min_group_size
         if minimum <= 1:
@@ -196,7 +193,7 @@ class SpendSections(ValueSections):
             )
             priced = {r["team"] for r in sizes if not cost_unknown(r["calls"], r["unpriced_calls"])}
             counted = tuple(t for t in small if t in priced)
-            cached = (TeamPrivacy(minimum, small, self._people(scope, counted)), counted)
+            cached = (TeamPrivacy(minimum, small, self._people(scope, counted or small)), counted)
             if len(self._privacy) >= 256:  # windows that end "now" make new keys: keep it bounded
                 self._privacy.clear()
             self._privacy[key] = cached
@@ -204,11 +201,12 @@ class SpendSections(ValueSections):
         if among is None and known is None:
             return out
         present = None if among is None else set(among)
+        known_set = None if known is None else set(known)
         shown = tuple(t for t in out.small if present is None or t in present)
-        counted = tuple(t for t in priced_small if t in shown and (known is None or t in set(known)))
+        counted = tuple(t for t in priced_small if t in shown and (known_set is None or t in known_set))
         if shown == out.small and counted == priced_small:
             return out
-        return TeamPrivacy(minimum, shown, self._people(scope, counted))
+        return TeamPrivacy(minimum, shown, self._people(scope, counted or shown))
 
     def _people(self, scope: Filters, teams: tuple[str | None, ...]) -> int:
         """Distinct people of ``teams`` together, on the cost lines of ``scope``."""

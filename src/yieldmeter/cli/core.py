@@ -219,8 +219,9 @@ def register(app: typer.Typer) -> None:
             privacy = ws.reports.team_privacy(f)
         emit(rows, fmt, title="Spend")
         # said where it shaped what is shown: a merged row, or small teams left out of all teams
-        merged = "team" in dims and OTHER_TEAMS in rows.column("team").to_pylist()
-        if fmt is OutputFormat.table and (merged or (privacy.hidden and not f.teams)):
+        by_team = "team" in dims
+        merged = by_team and OTHER_TEAMS in rows.column("team").to_pylist()
+        if fmt is OutputFormat.table and (merged or (by_team and privacy.hidden and not f.teams)):
             console().print(f"note: {privacy.note()} --people shows each.", highlight=False)
 
     @app.command()

@@ -102,12 +102,16 @@ def register(app: typer.Typer) -> None:
 
     @budgets.command("hard-stops")
     def budgets_hard_stops(
-        ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table, at: AtOpt = None
+        ws_path: WorkspaceOpt = Path("."),
+        fmt: FormatOpt = OutputFormat.table,
+        at: AtOpt = None,
+        people: PeopleOpt = False,
     ) -> None:
-        """Budgets past their hard threshold: the scopes a gateway should refuse until the window resets."""
+        """Budgets past their hard threshold: the scopes a gateway should refuse until the window resets
+        (budgets on a person or a team below privacy.min_group_size: with --people)."""
         with workspace(ws_path) as ws:
             try:
-                rows = ws.finops.hard_stops(_at(at))
+                rows = ws.finops.hard_stops(_at(at), people=people)
             except _errors() as exc:
                 fail(str(exc))
             emit(rows, fmt, title="Hard stops")
@@ -148,12 +152,15 @@ def register(app: typer.Typer) -> None:
         status: Annotated[str, typer.Option("--status", help="firing, resolved or all.")] = "firing",
         ws_path: WorkspaceOpt = Path("."),
         fmt: FormatOpt = OutputFormat.table,
+        people: PeopleOpt = False,
     ) -> None:
-        """Alerts from the alert state (what the dashboard shows)."""
+        """Alerts from the alert state (what the dashboard shows; on a person or a team below
+        privacy.min_group_size: with --people)."""
         if status not in ("firing", "resolved", "all"):
             fail("--status must be firing, resolved or all")
         with workspace(ws_path) as ws:
-            emit(ws.finops.alerts(None if status == "all" else status), fmt, title=f"Alerts ({status})")
+            rows = ws.finops.alerts(None if status == "all" else status, people=people)
+            emit(rows, fmt, title=f"Alerts ({status})")
 
     @alerts.command("evaluate")
     def alerts_evaluate(
