@@ -338,7 +338,7 @@ class Writer:
         self.workspace.return_pending_changes(changed)
         self._retry_wait = min(max(self._retry_wait * 2, self.settle_s), self.max_stale_s)
         self._retry_at = time.monotonic() + self._retry_wait
-        log.warning("scores will be computed again in %.0f s", self._retry_wait)
+        log.warning("scores will be computed again in %.1f s", self._retry_wait)
 
     def _follow_up(self, changed: set[str], scores: ScoringResult | None) -> None:
         if not changed:
