@@ -305,20 +305,18 @@ def report_ingest_outcome(
     be read (on stderr), and the exit: 2 when nothing was read, 1 when a file failed, and with
     ``strict`` 1 when a row was quarantined."""
     if summary.passed_over:
-        names = ", ".join(str(p) for p in summary.passed_over[:5])
-        more = f" and {len(summary.passed_over) - 5} more" if len(summary.passed_over) > 5 else ""
         note_console(output).print(
             f"[yellow]note:[/] passed over {len(summary.passed_over)} files of the folders that are "
-            f"not data (configuration, documents, hidden): {names}{more}",
+            f"not data (configuration, documents, hidden): {_listed(summary.passed_over)}",
             highlight=False,
             soft_wrap=True,  # file names are not cut across lines
         )
     blank = [f.source for f in summary.files if not f.error and not f.read and not f.ignored]
     nothing_read = summary.total("read") == 0 and summary.total("ignored") == 0
     if blank and not nothing_read:  # beside files that were read: said, the import goes on
-        names = ", ".join(blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
         note_console(output).print(
-            f"[yellow]note:[/] nothing read from {names} (empty, or no rows of a format yieldmeter knows)",
+            f"[yellow]note:[/] nothing read from {_listed(blank)} (empty, or no rows of a format "
+            "yieldmeter knows)",
             highlight=False,
             soft_wrap=True,
         )
@@ -331,6 +329,12 @@ def report_ingest_outcome(
     quarantined = summary.total("quarantined")
     if strict and quarantined:
         fail(f"{quarantined:,} rows quarantined (--strict; they are listed by `yieldmeter quarantine`)")
+
+
+def _listed(names: Sequence[object], most: int = 5) -> str:
+    """``names`` as "a, b, c", the first ``most`` of them, then "and N more"."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(str(n) for n in names[:most]) + more
 
 
 def report_unread(
@@ -347,9 +351,9 @@ def report_unread(
     for source, reason in failed:
         err_console().print(f"[bold red]error:[/] {source}: {reason}", highlight=False)
     if nothing_read:
-        names = ", ".join(blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
         fail(
-            f"nothing could be read from {names or 'the input'} (empty, or not a format yieldmeter knows)",
+            f"nothing could be read from {_listed(blank) or 'the input'} (empty, or not a format "
+            "yieldmeter knows)",
             code=2,
         )
     if failed:
