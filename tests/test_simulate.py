@@ -232,6 +232,10 @@ def test_focus_file_has_focus_columns(enterprise: Path) -> None:
         (SimulationParams(scenario="nope"), "unknown scenario"),
         (SimulationParams(seed=-1), "--seed"),
         (SimulationParams(users=50_000, days=366), "limit"),
+        # times the store refuses (before 1990, from 2100 on): every row would be quarantined
+        (SimulationParams(start=datetime(2300, 1, 1, tzinfo=UTC)), "between 1990-01-01 and 2100-01-01"),
+        (SimulationParams(start=datetime(1677, 9, 22, tzinfo=UTC)), "between 1990-01-01 and 2100-01-01"),
+        (SimulationParams(start=datetime(2099, 12, 25, tzinfo=UTC), days=10), "--days 10"),
     ],
 )
 def test_impossible_parameters_are_refused(tmp_path: Path, params: SimulationParams, message: str) -> None:

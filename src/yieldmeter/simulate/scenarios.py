@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from yieldmeter.errors import InputError
+from yieldmeter.schema import PLAUSIBLE_TIMES
 from yieldmeter.simulate.catalog import WorkflowSpec
 from yieldmeter.simulate.routing_workflows import DOCUMENTS, SCREENING, TAGGING
 from yieldmeter.simulate.workflows import AGENT, ANALYST, CLAIMS, CODE, CONTENT, FRAUD, SUPPORT
@@ -180,4 +181,11 @@ def check_params(params: SimulationParams) -> Scenario:
         )
     if params.start.tzinfo is None:
         raise SimulationError("the start of the period must be a UTC timestamp")
+    first, last = PLAUSIBLE_TIMES  # the times the store takes: data outside would all be quarantined
+    end = params.start + timedelta(days=params.days)
+    if params.start < first or end > last:
+        raise SimulationError(
+            f"--start {params.start:%Y-%m-%d} with --days {params.days}: the period must lie between "
+            f"{first:%Y-%m-%d} and {last:%Y-%m-%d} (the times yieldmeter stores)"
+        )
     return scenario
