@@ -169,6 +169,24 @@ def test_validate_refuses_a_file_that_is_not_a_truth(tmp_path: Path) -> None:
         read_truth(tmp_path / "missing.parquet")
 
 
+def test_the_suite_refuses_seeds_it_cannot_run(tmp_path: Path) -> None:
+    """`validate --suite` with no seed wrote an empty results file and page (over the published
+    ones, run from the repository); with a seed out of range it ended in a traceback."""
+    from typer.testing import CliRunner
+
+    from yieldmeter.cli.main import build_app
+
+    out = ["--results", str(tmp_path / "r.json"), "--doc", str(tmp_path / "d.md")]
+    for seeds, message in (
+        ("", "--seeds names no seed"),
+        (" , ", "--seeds names no seed"),
+        ("-1", "--seed must"),
+    ):
+        r = CliRunner().invoke(build_app(), ["validate", "--suite", "--seeds", seeds, *out])
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit) and message in r.output, r.output
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "d.md").exists()
+
+
 def test_the_board_answers_score_highest_in_their_session(tmp_path: Path) -> None:
     """The analyst story end to end: of 40 questions, the 3 copied into the memo score highest."""
     from yieldmeter.app.demo import load_simulation

@@ -252,15 +252,22 @@ def register(app: typer.Typer) -> None:
         from yieldmeter.app import validity, validity_suite
 
         if suite:
+            from yieldmeter.simulate import SimulationError
+
             try:
                 seed_list = [int(s) for s in seeds.split(",") if s.strip()]
             except ValueError:
                 fail(f"--seeds must be integers separated by commas, got {seeds!r}")
+            if not seed_list:  # nothing to run: it would write an empty results file and page
+                fail("--seeds names no seed: give one or more, separated by commas (e.g. 1,2,3)")
 
             def step(message: str) -> None:
                 err_console().print(f"[dim]{message}[/]", highlight=False)
 
-            suite_result = validity_suite.run_suite(seed_list, progress=step)
+            try:
+                suite_result = validity_suite.run_suite(seed_list, progress=step)
+            except SimulationError as exc:
+                fail(str(exc))
             validity_suite.write_results(suite_result, results, doc)
             emit(suite_result.summary_rows(), fmt, title="validity across scenarios (mean over seeds)")
             console().print(f"wrote {results} and {doc}", highlight=False)
