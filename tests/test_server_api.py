@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import csv
 import gzip
+import io
 import json
 import os
 import signal
@@ -347,6 +349,17 @@ def test_exports_and_formats(closed: tuple[str, Keys]) -> None:
     h = bearer(keys["read"])
     csv_text = httpx.get(f"{base}/api/v1/export/scores?format=csv", headers=h, timeout=60).text
     assert csv_text.splitlines()[0].startswith("work_unit_id,workflow,score")
+    # scores are per work unit and listed per workflow: a period, team or model narrows nothing, and
+    # a file cannot say so; two workflows named give the scores of either
+    for query in ("period=2024", "team=risk", "model=gpt-4o"):
+        r = httpx.get(f"{base}/api/v1/export/scores?{query}", headers=h, timeout=60)
+        assert r.status_code == 400 and "per workflow" in r.json()["detail"], query
+    every = {r["workflow"] for r in csv.DictReader(io.StringIO(csv_text))}
+    two = sorted(every)[:2]
+    got = httpx.get(
+        f"{base}/api/v1/export/scores?format=csv&workflow={two[0]}&workflow={two[1]}", headers=h, timeout=60
+    ).text
+    assert {r["workflow"] for r in csv.DictReader(io.StringIO(got))} == set(two)
     lines = httpx.get(f"{base}/api/v1/export/spend?format=jsonl&period=2025-03", headers=h, timeout=60).text
     assert lines.count("\n") >= 5 and '"user_id"' not in lines  # per-person column only with people
     # the stored unit values (the example workspace is scored at its import), one workflow asked for

@@ -293,11 +293,13 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         if name not in EXPORTS:
             raise Problem(404, f"no export {name!r}; choose from {', '.join(EXPORTS)}")
         fmt = choice(request, "format", ("csv", "jsonl"), "csv")
-        if name == "unit-values":
-            # a value per workflow: a period, team or model would narrow nothing
+        if name in ("unit-values", "scores"):
+            # a value per workflow, scores listed per workflow: a period, team or model would narrow
+            # nothing, and a file has no place to say so (the JSON view of scores says it in `scope`)
             other = [k for k in ("period", "team", "model") if k in request.query_params]
             if other:
-                raise Problem(400, f"unit values are per workflow: {', '.join(other)} does not apply")
+                what = "unit values are per workflow" if name == "unit-values" else "scores are per workflow"
+                raise Problem(400, f"{what}: {', '.join(other)} does not apply")
         f = filters_of(request, p)
         people = p.can("people")
         by = request.query_params.get("by", "team")
@@ -307,7 +309,10 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         def compute(ws: Any) -> list[dict[str, Any]]:
             ws.reports.check_privacy(f)
             if name == "scores":
-                return [redact(r, people) for r in rows_of(ws.value.scores(f.workflow))]
+                scores = rows_of(ws.value.scores(f.workflow))
+                if len(f.workflows) > 1:  # any of several named
+                    scores = [r for r in scores if r["workflow"] in f.workflows]
+                return [redact(r, people) for r in scores]
             if name == "benchmarks":
                 scope = {"workflows": f.workflows, "teams": f.teams, "models": f.models}
                 return rows_of(ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows)
