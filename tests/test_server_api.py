@@ -583,9 +583,24 @@ def test_record_tables_over_http(closed: tuple[str, Keys]) -> None:
     assert [b["amount"] for b in mine] == [50.0]
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_acknowledged_write_survives_a_kill_and_slow_bodies_time_out(tmp_path: Path) -> None:
-    """A decision acknowledged over HTTP is in the store after SIGKILL; a body trickled slower than
-    server.body_timeout_s is answered 408 (problem details) and the connection closed."""
+    """A decision acknowledged over HTTP is in the store after SIGKILL, and the server's decode
+    processes do not outlive it; a body trickled slower than server.body_timeout_s is answered 408
+    (problem details) and the connection closed."""
     root = example_workspace(tmp_path / "ws")
     with (root / "yieldmeter.yaml").open("a") as fh:
         fh.write("\nserver:\n  body_timeout_s: 1\n")
@@ -608,8 +623,16 @@ def test_acknowledged_write_survives_a_kill_and_slow_bodies_time_out(tmp_path: P
         assert 0.5 < waited < 10
         r = httpx.post(f"{base}/api/v1/decisions", json=[row], timeout=60)
         assert r.status_code == 200 and r.json()["landed"] == 1
+        helpers = _children(proc.pid)  # the decode processes and multiprocessing's tracker
+        assert helpers
         os.kill(proc.pid, signal.SIGKILL)  # no shutdown, no checkpoint: only what was committed
         proc.wait(20)
+    # nothing is left behind: the decode processes end within a second of their server, and the
+    # tracker with them (they idled for ever, reparented, before)
+    deadline = time.monotonic() + 15
+    while (alive := [p for p in helpers if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, alive
     from yieldmeter.app.workspace import Workspace
 
     with Workspace.open(root) as ws:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import os
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,3 +240,26 @@ def read_ahead(batches: Iterable[Batch]) -> AbstractContextManager[Iterable[Batc
     if ReadAhead.pays():
         return ReadAhead(batches)
     return closing(batches) if hasattr(batches, "close") else nullcontext(batches)  # type: ignore[return-value]
+
+
+def decode_processes(workers: int) -> ProcessPoolExecutor:
+    """``workers`` decode processes, spawned (no thread or DuckDB handle of this process forked),
+    that end themselves once the process that started them is gone: killed (SIGKILL), it cannot
+    stop its pool, and they would otherwise idle for ever, reparented."""
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_end_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _end_with_parent(parent: int) -> None:
+    """Run in each new decode process: a thread that ends it within a second of its parent."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="yieldmeter-parent-watch", daemon=True).start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import multiprocessing
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -20,7 +19,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from yieldmeter.ingest.base import Batch, Format, ReadOptions
+from yieldmeter.ingest.base import Batch, Format, ReadOptions, decode_processes
 from yieldmeter.ingest.conform import make_rejects
 from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest, paused_gc
 from yieldmeter.ingest.otlp_columnar import read_chunk
@@ -404,9 +403,7 @@ class _DecodePool:
 
     def __init__(self, options: ReadOptions) -> None:
         self.options = options
-        self.pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            options.decode_workers, mp_context=multiprocessing.get_context("spawn")
-        )
+        self.pool: ProcessPoolExecutor | None = decode_processes(options.decode_workers)
 
     def submit(self, chunk: _Chunk) -> Future[list[Batch]] | None:
         """The chunk's future, or ``None`` when it is to be decoded here."""

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.base import Batch, ReadOptions, decode_processes
 from yieldmeter.ingest.otlp_json import decode_json
 from yieldmeter.ingest.otlp_protobuf import decode_protobuf
 
@@ -63,7 +62,7 @@ class DecodePool:
             self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = decode_processes(self.workers)
         for _ in range(self.workers):  # one job each, so every worker is spawned and warm now
             pool.submit(_ready)
         return pool
