@@ -362,6 +362,11 @@ def test_exports_and_formats(closed: tuple[str, Keys]) -> None:
     assert {r["workflow"] for r in csv.DictReader(io.StringIO(got))} == set(two)
     lines = httpx.get(f"{base}/api/v1/export/spend?format=jsonl&period=2025-03", headers=h, timeout=60).text
     assert lines.count("\n") >= 5 and '"user_id"' not in lines  # per-person column only with people
+    # nothing in scope: a CSV of its header alone (it was a bare newline)
+    for export in ("spend", "benchmarks", "scores"):
+        empty = httpx.get(f"{base}/api/v1/export/{export}?format=csv&workflow=nowf", headers=h, timeout=60)
+        assert empty.status_code == 200 and len(empty.text.splitlines()) == 1, (export, empty.text)
+        assert "workflow" in empty.text.splitlines()[0].split(","), (export, empty.text)
     # the stored unit values (the example workspace is scored at its import), one workflow asked for
     values = httpx.get(f"{base}/api/v1/export/unit-values?format=jsonl", headers=h, timeout=60).text
     rows = [json.loads(line) for line in values.splitlines()]

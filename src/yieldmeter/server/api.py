@@ -309,13 +309,17 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         def compute(ws: Any) -> list[dict[str, Any]]:
             ws.reports.check_privacy(f)
             if name == "scores":
-                scores = rows_of(ws.value.scores(f.workflow))
+                table = ws.value.scores(f.workflow)
+                columns.extend(table.column_names)
+                scores = rows_of(table)
                 if len(f.workflows) > 1:  # any of several named
                     scores = [r for r in scores if r["workflow"] in f.workflows]
                 return [redact(r, people) for r in scores]
             if name == "benchmarks":
                 scope = {"workflows": f.workflows, "teams": f.teams, "models": f.models}
-                return rows_of(ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows)
+                table = ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows
+                columns.extend(table.column_names)
+                return rows_of(table)
             if name == "unit-values":  # what one success of each workflow is worth, and how it is known
                 values = ws.value.unit_values(f.workflows)
                 if not values.num_rows and not (f.workflows and ws.value.unit_values().num_rows):
@@ -326,7 +330,9 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             from yieldmeter.metrics.spend import GRAIN
 
             dims = [d for d in GRAIN if d != "user_id" or people]
-            return rows_of(ws.reports.spend(dims, f))
+            table = ws.reports.spend(dims, f)
+            columns.extend(table.column_names)
+            return rows_of(table)
 
         rows = await reads.run(compute)
         if fmt == "jsonl":
