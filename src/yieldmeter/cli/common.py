@@ -331,6 +331,12 @@ def report_ingest_outcome(
         fail(f"{quarantined:,} rows quarantined (--strict; they are listed by `yieldmeter quarantine`)")
 
 
+def privacy_note(note: str, fmt: OutputFormat) -> None:
+    """Under a table, how ``privacy.min_group_size`` shaped it (small teams merged or left out)."""
+    if note and fmt is OutputFormat.table:
+        console().print(f"note: {note} --people shows each.", highlight=False)
+
+
 def _listed(names: Sequence[object], most: int = 5) -> str:
     """``names`` as "a, b, c", the first ``most`` of them, then "and N more"."""
     more = f" and {len(names) - most} more" if len(names) > most else ""

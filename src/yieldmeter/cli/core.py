@@ -23,7 +23,7 @@ from yieldmeter.cli.common import (
     fail,
     group,
     note_console,
-    parse_period,
+    privacy_note,
     report_ingest_outcome,
     workspace,
 )
@@ -209,20 +209,22 @@ def register(app: typer.Typer) -> None:
         if "user_id" in dims and not people:
             # as the value commands and the server: per-person figures are a privileged view
             fail("--by user_id shows spend per person, a privileged view: add --people")
-        parse_period(period)  # a bad period ends the command with why
-        f = ReportFilters.of(period, team, workflow, model, people=people)
+        try:
+            f = ReportFilters.of(period, team, workflow, model, people=people)
+        except ValueError as exc:  # a period that is none of the forms
+            fail(str(exc))
         with workspace(ws_path) as ws:
             try:
                 rows = ws.reports.spend(dims, f)
             except PrivacyError as exc:
                 fail(str(exc))
-            privacy = ws.reports.team_privacy(f)
+            privacy = ws.reports.team_privacy(f) if "team" in dims else None
         emit(rows, fmt, title="Spend")
         # said where it shaped what is shown: a merged row, or small teams left out of all teams
-        by_team = "team" in dims
-        merged = by_team and OTHER_TEAMS in rows.column("team").to_pylist()
-        if fmt is OutputFormat.table and (merged or (by_team and privacy.hidden and not f.teams)):
-            console().print(f"note: {privacy.note()} --people shows each.", highlight=False)
+        if privacy is not None and (
+            OTHER_TEAMS in rows.column("team").to_pylist() or (privacy.hidden and not f.teams)
+        ):
+            privacy_note(privacy.note(), fmt)
 
     @app.command()
     def unpriced(ws_path: WorkspaceOpt = Path("."), fmt: FormatOpt = OutputFormat.table) -> None:

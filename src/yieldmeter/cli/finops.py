@@ -23,6 +23,7 @@ from yieldmeter.cli.common import (
     err_console,
     fail,
     group,
+    privacy_note,
     workspace,
 )
 
@@ -244,8 +245,7 @@ def register(app: typer.Typer) -> None:
             except _errors() as exc:
                 fail(str(exc))
         emit(rows, fmt, title="Showback")
-        if note and fmt is OutputFormat.table:
-            console().print(f"note: {note} --people shows each.", highlight=False)
+        privacy_note(note, fmt)
 
     @app.command()
     def reconcile(

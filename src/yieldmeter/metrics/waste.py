@@ -150,8 +150,11 @@ def waste(
     # the calls behind a stake that is the unit's whole cost (rework's is effort: known), so a
     # stake made only of units whose every call is unpriced is unknown (known_cost), never $0
     z = ibis.literal(0, "int64")
-    whole = {"rework": ibis.literal(False), "total": w.whole_unit}
-    whole = {c: whole.get(c, ibis.literal(True)) for c in cats}
+    whole = {
+        **{c: ibis.literal(True) for c in CATEGORIES},
+        "rework": ibis.literal(False),
+        "total": w.whole_unit,
+    }
     # one row per unit and category it is in: each unit's categories unnested from one array, so
     # the units (and the loop thresholds they were judged by) are computed once; a union of one
     # filter per category has Ibis inline them into every branch
