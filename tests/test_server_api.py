@@ -245,33 +245,42 @@ def test_refuses_other_addresses_without_keys(tmp_path: Path) -> None:
 def test_problem_details_for_every_4xx(closed: tuple[str, Keys]) -> None:
     base, keys = closed
     h = bearer(keys["admin"])
+    # the last member: the input a 400 names in its `field` member, so a client can point at it
     cases = [
-        ("GET", "/api/v1/spend?period=2025-13", None, 400),
-        ("GET", "/api/v1/spend?by=colour", None, 400),
-        ("GET", "/api/v1/value/nothing", None, 404),
-        ("GET", "/api/v1/reports/intern", None, 404),
-        ("GET", "/api/v1/reports/board?format=docx", None, 400),
-        ("GET", "/api/v1/work_units/no-such-unit", None, 404),
-        ("GET", "/api/v1/quarantine?limit=0", None, 400),
-        ("GET", "/api/v1/no-such-endpoint", None, 404),
-        ("DELETE", "/api/v1/spend", None, 405),
-        ("GET", "/api/v1/value/value-per-token", None, 400),  # across workflows: refused, with the reason
-        ("POST", "/api/v1/keys", {"name": "x", "scopes": ["root"]}, 400),
-        ("DELETE", "/api/v1/keys/nope", None, 404),
-        ("POST", "/api/v1/keys", {"name": "x" * (70 * 1024), "scopes": ["read"]}, 413),
+        ("GET", "/api/v1/spend?period=2025-13", None, 400, "period"),
+        ("GET", "/api/v1/spend?by=colour", None, 400, "by"),
+        ("GET", "/api/v1/value/nothing", None, 404, None),
+        ("GET", "/api/v1/reports/intern", None, 404, None),
+        ("GET", "/api/v1/reports/board?format=docx", None, 400, "format"),
+        ("GET", "/api/v1/work_units/no-such-unit", None, 404, None),
+        ("GET", "/api/v1/quarantine?limit=0", None, 400, "limit"),
+        ("GET", "/api/v1/no-such-endpoint", None, 404, None),
+        ("DELETE", "/api/v1/spend", None, 405, None),
+        # across workflows: refused, with the reason
+        ("GET", "/api/v1/value/value-per-token", None, 400, "workflow"),
+        ("GET", "/api/v1/value/value-per-token?workflow=fraud-review&by=colour", None, 400, "by"),
+        ("GET", "/api/v1/value/benchmarks?by=colour", None, 400, "by"),
+        ("GET", "/api/v1/value/funnel?normalise=maybe", None, 400, "normalise"),
+        ("GET", "/api/v1/finops/forecast?by=colour", None, 400, "by"),
+        ("GET", "/api/v1/finops/forecast?at=yesterday", None, 400, "at"),
+        ("GET", "/api/v1/export/scores?period=2025-01", None, 400, "period"),
+        ("POST", "/api/v1/keys", {"name": "x", "scopes": ["root"]}, 400, None),
+        ("DELETE", "/api/v1/keys/nope", None, 404, None),
+        ("POST", "/api/v1/keys", {"name": "x" * (70 * 1024), "scopes": ["read"]}, 413, None),
         # a NUL reached DuckDB as a filter literal it cannot parse (a 500)
-        ("GET", "/api/v1/spend?team=%00", None, 400),
-        ("GET", "/api/v1/value/funnel?workflow=a%00b", None, 400),
-        ("GET", "/api/v1/work_units/%00", None, 400),
-        ("GET", "/?model=%1f", None, 400),
-        ("GET", "/api/v1/spend?period=2025-01&period=2025-02", None, 400),  # the last one won
+        ("GET", "/api/v1/spend?team=%00", None, 400, None),
+        ("GET", "/api/v1/value/funnel?workflow=a%00b", None, 400, None),
+        ("GET", "/api/v1/work_units/%00", None, 400, None),
+        ("GET", "/?model=%1f", None, 400, None),
+        ("GET", "/api/v1/spend?period=2025-01&period=2025-02", None, 400, "period"),  # the last one won
     ]
-    for method, path, body, status in cases:
+    for method, path, body, status, field in cases:
         r = httpx.request(method, base + path, json=body, headers=h, timeout=60)
         assert r.status_code == status, (path, r.text)
         assert r.headers["content-type"].startswith("application/problem+json"), path
         doc = r.json()
         assert doc["status"] == status and doc["title"] and doc["detail"], path
+        assert doc.get("field") == field, (path, doc)
         if status == 413:  # the limit in words a person reads (it said "larger than 0 MiB")
             assert doc["detail"] == "request body larger than 64 KiB", doc
     r = httpx.post(f"{base}/api/v1/decisions", content=b"{not json", headers=h, timeout=30)

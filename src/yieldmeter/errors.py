@@ -13,7 +13,19 @@ from pathlib import Path
 
 
 class InputError(ValueError):
-    """Input a person gave that cannot be used; the message names it and says what to give."""
+    """Input a person gave that cannot be used; the message names it and says what to give.
+
+    ``field`` names the input that was wrong where one is (a query parameter such as ``period``
+    or ``by``, a budget's field): the API's 400 answer carries it as a ``field`` member, so a
+    client can point at it without parsing the message. A class may set a default for it.
+    """
+
+    field: str = ""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        if field is not None:
+            self.field = field
 
 
 class UnknownName(LookupError):

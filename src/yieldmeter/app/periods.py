@@ -10,6 +10,8 @@ from yieldmeter.errors import InputError
 class PeriodError(InputError):
     """A period text that is not one of the accepted forms, or that ends before it starts."""
 
+    field = "period"
+
 
 #: The years a period or an "as of" time may fall in: windows, forecasts and look-backs reach
 #: a year or more either side, which the calendar must still hold.

@@ -508,7 +508,8 @@ class ValueService:
         if by not in vl.VPT_DIMENSIONS or by == "workflow":
             raise InputError(
                 f"cannot group value per token by {by!r} inside a workflow; "
-                f"choose from {', '.join(d for d in vl.VPT_DIMENSIONS if d != 'workflow')}"
+                f"choose from {', '.join(d for d in vl.VPT_DIMENSIONS if d != 'workflow')}",
+                field="by",
             )
         f = vl.value_units(units, w)
         if workflow is None:
@@ -541,7 +542,7 @@ class ValueService:
         workflow); by user, the people of those teams' work units.
         """
         if by not in BENCHMARK_SUBJECTS:
-            raise InputError(f"benchmarks are by user or team, not {by!r}")
+            raise InputError(f"benchmarks are by user or team, not {by!r}", field="by")
         if by == "user" and not people:
             raise PrivacyError(
                 "benchmarks by person", cli_alternative="try --by team", api_alternative="try by=team"

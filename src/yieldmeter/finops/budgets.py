@@ -70,10 +70,6 @@ class Budget:
 class BadBudget(InputError):
     """A budget that cannot be used, as given; ``field`` names the field that is wrong."""
 
-    def __init__(self, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.field = field
-
 
 class BrokenBudget(RuntimeError):
     """A *stored* budget that does not pass :func:`check_budget` (written before budgets were

@@ -133,6 +133,8 @@ def spend_events(t: Tables, config: Config) -> ir.Table:
 def scope_filter(ev: ir.Table, scope_kind: str, scope: str) -> ir.Table:
     """Events of one budget scope; a ValueError names the scope kinds there are."""
     if scope_kind not in SCOPE_COLUMNS:
-        raise InputError(f"scope kind {scope_kind!r} is not one of {', '.join(SCOPE_COLUMNS)}")
+        raise InputError(
+            f"scope kind {scope_kind!r} is not one of {', '.join(SCOPE_COLUMNS)}", field="scope_kind"
+        )
     col = SCOPE_COLUMNS[scope_kind]
     return ev if col is None else ev.filter(ev[col] == scope)

@@ -260,7 +260,9 @@ _FLOATS = {"BilledCost", "CommitmentDiscountQuantity", "ConsumedQuantity", "Cont
 def focus_rows(alloc: pa.Table, settings: ChargebackSettings, *, version: str = "1.3") -> pa.Table:
     """The FOCUS table of an allocation (columns of ``version``, then the ``x_`` columns)."""
     if version not in VERSIONS:
-        raise InputError(f"FOCUS version {version!r} is not supported; choose {' or '.join(VERSIONS)}")
+        raise InputError(
+            f"FOCUS version {version!r} is not supported; choose {' or '.join(VERSIONS)}", field="version"
+        )
     names = [*COLUMNS[version], *EXTRA]
     rows = [focus_row(r, settings) for r in alloc.to_pylist()]
     schema = pa.schema([(n, pa.float64() if n in _FLOATS else pa.string()) for n in names])

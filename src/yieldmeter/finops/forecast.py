@@ -244,7 +244,7 @@ def spend_forecast(
 ) -> pa.Table:
     """Per key of ``by``: the rest of this month and the next ``months`` months, with 80%/95% intervals."""
     if by not in FORECAST_BY:
-        raise InputError(f"cannot forecast by {by!r}; choose from {', '.join(FORECAST_BY)}")
+        raise InputError(f"cannot forecast by {by!r}; choose from {', '.join(FORECAST_BY)}", field="by")
     today = midnight(now, tz)
     periods = next_months(now, tz, months)
     hist_start = day_starts(today - timedelta(days=HISTORY_DAYS), 0, tz)[0]

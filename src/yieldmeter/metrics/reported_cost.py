@@ -44,7 +44,7 @@ def reported_cost(t: Tables, by: str = "model", filters: Filters | None = None) 
     ``filters`` restrict the calls by time (``ts`` in [start, end)), team, workflow and model.
     """
     if by not in BY:
-        raise InputError(f"cannot compare reported cost by {by!r}; choose from {', '.join(BY)}")
+        raise InputError(f"cannot compare reported cost by {by!r}; choose from {', '.join(BY)}", field="by")
     pc = priced_calls(t)
     c = pc.filter(pc.reported_cost.notnull())
     if filters is not None:

@@ -237,7 +237,9 @@ def spend(lines: ir.Table, by: Sequence[str], filters: Filters | None = None) ->
     by = list(dict.fromkeys(by))
     unknown = [b for b in by if b not in DIMENSIONS]
     if unknown:
-        raise InputError(f"cannot group spend by {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+        raise InputError(
+            f"cannot group spend by {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}", field="by"
+        )
     if filters is not None:
         lines = filters.apply(lines)
     lines = lines.mutate(week=lines.day.truncate("W"), month=lines.day.truncate("M"))

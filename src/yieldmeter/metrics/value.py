@@ -53,7 +53,9 @@ def value_units(facts: ir.Table, window: Window | None = None) -> ir.Table:
 def check_dimension(by: str) -> None:
     """Refuse a grouping of value per token that is not one of :data:`VPT_DIMENSIONS`."""
     if by not in VPT_DIMENSIONS:
-        raise InputError(f"cannot group value per token by {by!r}; choose from {', '.join(VPT_DIMENSIONS)}")
+        raise InputError(
+            f"cannot group value per token by {by!r}; choose from {', '.join(VPT_DIMENSIONS)}", field="by"
+        )
 
 
 def unit_percentiles(facts: ir.Table, window: Window | None = None) -> ir.Table:

@@ -116,4 +116,4 @@ def render(report: Report, fmt_: str) -> bytes:
         return to_pdf(report)
     if fmt_ == "json":
         return to_json(report).encode()
-    raise InputError(f"no report format {fmt_!r}; choose from {', '.join(FORMATS)}")
+    raise InputError(f"no report format {fmt_!r}; choose from {', '.join(FORMATS)}", field="format")

@@ -90,7 +90,11 @@ def filters_of(request: Request, p: Principal) -> ReportFilters:
     """The filters of the query, and whether the caller may see people (its ``people`` scope)."""
     q = request.query_params
     if len(q.getlist("period")) > 1:
-        raise Problem(400, "period given more than once: one period per request (START..END spans several)")
+        raise Problem(
+            400,
+            "period given more than once: one period per request (START..END spans several)",
+            field="period",
+        )
     return ReportFilters.of(
         q.get("period"),
         q.getlist("team"),
@@ -103,14 +107,14 @@ def filters_of(request: Request, p: Principal) -> ReportFilters:
 def choice(request: Request, name: str, options: tuple[str, ...], default: str) -> str:
     value = request.query_params.get(name, default)
     if value not in options:
-        raise Problem(400, f"{name}={value!r} is not one of {', '.join(options)}")
+        raise Problem(400, f"{name}={value!r} is not one of {', '.join(options)}", field=name)
     return value
 
 
 def flag(request: Request, name: str) -> bool:
     value = request.query_params.get(name, "false").lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise Problem(400, f"{name} must be true or false")
+        raise Problem(400, f"{name} must be true or false", field=name)
     return value in ("true", "1", "yes")
 
 
@@ -121,9 +125,9 @@ def integer(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     try:
         v = int(raw)
     except ValueError:
-        raise Problem(400, f"{name} must be an integer") from None
+        raise Problem(400, f"{name} must be an integer", field=name) from None
     if not lo <= v <= hi:
-        raise Problem(400, f"{name} must be between {lo} and {hi}")
+        raise Problem(400, f"{name} must be between {lo} and {hi}", field=name)
     return v
 
 
@@ -165,7 +169,9 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         by = [d.strip() for d in request.query_params.get("by", "").split(",") if d.strip()]
         bad = [d for d in by if d not in DIMENSIONS]
         if bad:
-            raise Problem(400, f"by={','.join(bad)}: not a dimension; choose from {', '.join(DIMENSIONS)}")
+            raise Problem(
+                400, f"by={','.join(bad)}: not a dimension; choose from {', '.join(DIMENSIONS)}", field="by"
+            )
         if "user_id" in by and not p.can("people"):
             raise PermissionError("spend by person is a per-person view")
         rows = await reads.view(("spend", tuple(by), f.key()), lambda ws: rows_of(ws.reports.spend(by, f)))
@@ -299,7 +305,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
             other = [k for k in ("period", "team", "model") if k in request.query_params]
             if other:
                 what = "unit values are per workflow" if name == "unit-values" else "scores are per workflow"
-                raise Problem(400, f"{what}: {', '.join(other)} does not apply")
+                raise Problem(400, f"{what}: {', '.join(other)} does not apply", field=other[0])
         f = filters_of(request, p)
         people = p.can("people")
         by = request.query_params.get("by", "team")

@@ -66,7 +66,7 @@ def _at(request: Request) -> datetime | None:
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise Problem(400, f"at={raw!r} is not an ISO date or time") from None
+        raise Problem(400, f"at={raw!r} is not an ISO date or time", field="at") from None
     return check_year(dt if dt.tzinfo else dt.replace(tzinfo=UTC), f"at={raw!r}")
 
 

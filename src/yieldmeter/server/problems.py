@@ -87,6 +87,7 @@ def to_problem(exc: BaseException) -> Response:
             f"value per token is only comparable inside one workflow; the data holds "
             f"{len(exc.workflows)} ({', '.join(exc.workflows[:5])}). Pass workflow=W to compare inside "
             "one, or normalise=true to compare percentiles within each workflow.",
+            field="workflow",
         )
     if isinstance(exc, PermissionError):
         return problem(403, f"{exc} (needs an API key with the 'people' scope)")
