@@ -132,11 +132,29 @@ def test_records_to_the_rest_api_without_duplicates(tmp_path: Path) -> None:
             (3, "ts: cannot read as a timestamp"),
         ]
         assert httpx.post(f"{url}/api/v1/signals", content=b"{oops").status_code == 400
-        # an epoch of 10^19 (a JSON integer beyond int64) fails the whole body: a 400 that says so, not a 500
+        # row by row, also where a row cannot be held at all: an epoch of 10^19 (a JSON integer
+        # beyond int64; it was a 400 for the whole body) and elements that are not objects are
+        # each their own reject, and the row between them lands
         big = {"signal_id": "s-big", "work_unit_id": "claim-8", "ts": 10**19, "kind": "rated"}
-        r = httpx.post(f"{url}/api/v1/signals", json=[big])
-        assert r.status_code == 400 and "signals rows could not be read" in r.text, r.text
-    assert rows(root, "SELECT signal_id, kind FROM signals") == [{"signal_id": "sig-1", "kind": "accepted"}]
+        fine = dict(big, signal_id="s-fine", ts="2025-03-02T09:00:00Z")
+        r = httpx.post(f"{url}/api/v1/signals", json=[big, 7, fine, None])
+        assert r.status_code == 200, r.text
+        assert r.json()["landed"] == 1
+        assert [(x["position"], x["reason"]) for x in r.json()["rejected"]] == [
+            (1, "ts: cannot read as a timestamp"),
+            (2, "expected an object (a signals row), not a number"),
+            (4, "expected an object (a signals row), not null"),
+        ]
+        assert httpx.post(f"{url}/api/v1/signals", json="a string").status_code == 400
+    assert rows(root, "SELECT signal_id, kind FROM signals ORDER BY signal_id") == [
+        {"signal_id": "s-fine", "kind": "rated"},
+        {"signal_id": "sig-1", "kind": "accepted"},
+    ]
+    # nothing lost: each reject is in the quarantine as it was posted
+    quarantined = rows(
+        root, "SELECT position, raw FROM quarantine WHERE table_name = 'signals' ORDER BY position"
+    )
+    assert quarantined[1:] == [{"position": 2, "raw": "7"}, {"position": 4, "raw": "null"}], quarantined
     effort = rows(root, "SELECT effort_id, minutes, person FROM effort ORDER BY minutes DESC")
     assert effort[0] == {"effort_id": "eff-1", "minutes": 4.5, "person": "ana"} and len(effort) == 2
     [outcome] = rows(root, "SELECT * FROM outcomes")
@@ -285,9 +303,10 @@ def test_the_buffer_is_bounded_and_what_it_drops_is_counted(tmp_path: Path) -> N
 
 def test_rows_the_server_refuses_are_spilled_not_retried(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws")
-    with serving(receiver_app(root)) as url:
+    # a body limit below one row's size: the server answers 413, a refusal a retry cannot mend
+    with serving(receiver_app(root, settings=ServerSettings(body_limit=40))) as url:
         rec = Recorder(url, flush_interval_s=0, path=tmp_path / "sp")
-        rec.record("signals", signal(1, ts=10**19))  # an epoch beyond int64: the server answers 400
+        rec.record("signals", signal(1))
         stats = rec.flush()
         rec.close()
     assert (stats["refused"], stats["spilled"], stats["failed_attempts"]) == (1, 1, 0)

@@ -15,6 +15,7 @@ The answer says what landed, per rejected row its position (1-based) and reason
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from yieldmeter.ingest.base import Batch
-from yieldmeter.ingest.conform import Conformed, conform, stable_id
+from yieldmeter.ingest.conform import Conformed, conform, make_rejects, stable_id
 from yieldmeter.schema import table
 from yieldmeter.server.context import HttpError, ServerContext, read_body
 from yieldmeter.server.otlp import commit, with_org
@@ -43,15 +44,17 @@ def rows_to_table(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
             continue
         try:
             arrays[col] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed, or an integer beyond 64 bits
             arrays[col] = pa.array(
-                [
-                    None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode()
-                    for v in values
-                ],
-                pa.string(),
+                [None if v is None else v if isinstance(v, str) else _text(v) for v in values], pa.string()
             )
     return pa.table(arrays) if arrays else pa.table({columns[0]: pa.nulls(len(rows), pa.string())})
+
+
+def _text(value: Any) -> str:
+    """A posted value as JSON text, for conform to read or refuse with the row's reason (the
+    standard library's writer: orjson refuses an integer beyond 64 bits)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def unknown_fields(table_name: str, doc: Any) -> list[str]:
@@ -67,12 +70,23 @@ def records_to_batch(table_name: str, doc: Any, source: str, *, derive_ids: bool
     ``derive_ids``: a row without its id gets one from its content (the SDK tables); otherwise
     it is rejected (``<key>: missing``) unless the table derives its key from other fields.
     """
-    rows = [doc] if isinstance(doc, dict) else doc
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise HttpError(400, f"expected a JSON list of {table_name} rows (objects)")
+    body = [doc] if isinstance(doc, dict) else doc
+    if not isinstance(body, list):
+        raise HttpError(400, f"expected a JSON list of {table_name} rows (objects), or one row")
+    # an element that is not an object is that row's reject; the rows around it land
+    places = [i for i, r in enumerate(body, 1) if isinstance(r, dict)]
+    odd = [(i, r) for i, r in enumerate(body, 1) if not isinstance(r, dict)]
+    others = make_rejects(
+        table_name,
+        source,
+        [i for i, _ in odd],
+        [f"expected an object (a {table_name} row), not {_json_kind(r)}" for _, r in odd],
+        [_text(r) for _, r in odd],
+    )
+    rows = [body[i - 1] for i in places]
     spec = table(table_name)
     # as posted: a quarantined row keeps every field it came with, not only the canonical ones
-    posted = [dict(r) for r in rows]
+    posted = {i: dict(r) for i, r in zip(places, rows, strict=True)}
     has_source = "source" in spec.column_index
     for r in rows:
         if "attributes" in r and not isinstance(r["attributes"], str | type(None)):
@@ -83,22 +97,29 @@ def records_to_batch(table_name: str, doc: Any, source: str, *, derive_ids: bool
         if has_source and r.get("source") is None:  # where the row came from: api, sdk...
             r["source"] = source
     if not rows:
-        return Batch()
+        return Batch(rejects=others)
     try:
-        conformed = conform(table_name, rows_to_table(rows, spec.names), source=source)
+        conformed = conform(table_name, rows_to_table(rows, spec.names), source=source, positions=places)
     except (OverflowError, TypeError, pa.ArrowException) as exc:
-        # conform quarantines bad values row by row; a value no Arrow type can hold
-        # (an integer beyond 64 bits) fails the whole body: say so, as a 400
+        # conform quarantines bad values row by row; anything it still cannot hold fails the
+        # whole body: say so, as a 400
         raise HttpError(400, f"the {table_name} rows could not be read: {exc}") from None
     rejects = conformed.rejects
     if rejects.num_rows:
-        raw = [
-            orjson.dumps(posted[i - 1], option=orjson.OPT_SORT_KEYS, default=str).decode()
-            for i in rejects.column("position").to_pylist()  # 1-based, the row's place in the body
-        ]
+        # 1-based, the row's place in the body
+        raw = [_text(posted[i]) for i in rejects.column("position").to_pylist()]
         rejects = rejects.set_column(rejects.schema.get_field_index("raw"), "raw", pa.array(raw, pa.string()))
-        conformed = Conformed(conformed.rows, rejects)
-    return Batch.of(table_name, conformed)
+    rejects = pa.concat_tables([others, rejects]).sort_by("position") if others.num_rows else rejects
+    return Batch.of(table_name, Conformed(conformed.rows, rejects))
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    return {str: "a string", list: "a list", int: "a number", float: "a number"}.get(type(value), "a value")
 
 
 def records_endpoint(ctx: ServerContext, table_name: str) -> Callable[[Request], Awaitable[Response]]:
