@@ -333,6 +333,7 @@ def test_bad_spans_are_rejected_with_reasons_and_the_rest_lands() -> None:
             7, {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5}
         ),  # no model: lands, unpriced
         span(8, CHAT),
+        dict(span(9, CHAT), startTimeUnixNano="1", endTimeUnixNano="2"),  # 1970: a clock error
     )
     reasons = dict(
         zip(b.rejects.column("position").to_pylist(), b.rejects.column("reason").to_pylist(), strict=True)
@@ -342,7 +343,12 @@ def test_bad_spans_are_rejected_with_reasons_and_the_rest_lands() -> None:
     assert "gen_ai.usage.input_tokens: not a whole number ('lots')" in reasons[3]
     assert "trace_id: missing or not 32 hex digits" in reasons[4]
     assert "startTimeUnixNano: missing" in reasons[5]
-    assert reasons[6] == "status: not one of ok, error"
+    # the checks on the mapped rows name the span too, as those made while mapping do
+    assert reasons[6] == "span 0000000000000006: status: not one of ok, error"
+    assert (
+        reasons[9]
+        == "span 0000000000000009: ts: not between 1990-01-01 and 2100-01-01 (a unit or clock error?)"
+    )
     assert sorted(calls_by_span(b)) == [7, 8]
     assert calls_by_span(b)[7]["model"] is None and "no model" in b.notes[0]
 

@@ -217,12 +217,15 @@ def conform(
     source: str,
     positions: pa.Array | list[int] | None = None,
     first_position: int = 1,
+    named_by: tuple[str, str] | None = None,
 ) -> Conformed:
     """Cast ``data`` to the canonical schema of ``table_name`` and validate it.
 
     ``positions`` gives each row's place in its source (1-based data row, or
     span index); by default rows are numbered from ``first_position``. Columns
     the input lacks take their defaults; columns the schema lacks are ignored.
+    ``named_by``: (a word, a column of ``data``) that names a rejected row in its reason, where
+    a position alone does not find it (``("span", "span_id")``: ``span 5b8e...: ts: ...``).
     """
     spec: Table = table(table_name)
     n = data.num_rows
@@ -311,12 +314,26 @@ def conform(
             "table_name": pa.array([table_name] * len(bad_idx), pa.string()),
             "source": pa.array([source] * len(bad_idx), pa.string()),
             "position": positions.take(bad_idx),
-            "reason": reasons.take(bad_idx),
+            "reason": _named(reasons.take(bad_idx), raw_rows, named_by),
             "raw": pa.array([_json(r) for r in raw_rows], pa.string()),
         },
         schema=REJECT_SCHEMA,
     )
     return Conformed(good, rejects)
+
+
+def _named(reasons: pa.Array, rows: list[dict[str, Any]], named_by: tuple[str, str] | None) -> pa.Array:
+    """``reasons``, each led by its row's name where ``named_by`` gives one and the row has it."""
+    if named_by is None:
+        return reasons
+    word, column = named_by
+    return pa.array(
+        [
+            f"{word} {row[column]}: {reason}" if row.get(column) else reason
+            for row, reason in zip(rows, reasons.to_pylist(), strict=True)
+        ],
+        pa.string(),
+    )
 
 
 def _type_word(t: pa.DataType) -> str:

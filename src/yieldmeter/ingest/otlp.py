@@ -165,7 +165,10 @@ def conform_calls(arrays: dict[str, pa.Array], source: str, positions: Any) -> C
     arrays = dict(arrays)
     arrays["ts"] = arrays["ts"].cast(_TS_US)
     arrays["source"] = pa.array([source] * len(arrays["ts"]), pa.string())
-    return conform("calls", pa.table(arrays), source=source, positions=positions)
+    # a reject names its span: a request's positions count spans, a file's count lines
+    return conform(
+        "calls", pa.table(arrays), source=source, positions=positions, named_by=("span", "span_id")
+    )
 
 
 class SpanRows:
