@@ -311,3 +311,25 @@ def test_the_command_line_merges_small_teams_unless_people(tmp_path: Path):
     assert code == 1 and "min_group_size" in out
     code, out = run("report", "spend", "--team", "beta", "--people", "-f", "json")
     assert code == 0 and json.loads(out)[0]["fully_loaded_cost"] == pytest.approx(3.0)
+
+
+def test_showback_counts_the_calls_it_cannot_charge(tmp_path: Path):
+    """alpha: a 2.00 USD call and two calls of a model without a price; beta: one such call, and
+    nothing it can be charged. The chargeback charges known amounts: alpha's model cost is 2.00
+    USD beside unpriced_calls 2 (not a cost of 2.00 read as complete), beta has no row, and the
+    command says that 3 calls were charged nothing."""
+    from typer.testing import CliRunner
+
+    from yieldmeter.cli.main import build_app
+
+    ws = make_workspace(tmp_path / "ws")
+    t = utc(2026, 11, 3, 9)
+    unpriced = [call(t, 1.0, model="m-unknown"), call(t, 1.0, model="m-unknown")]
+    ingest(ws, "calls", [call(t, 2.0), *unpriced, call(t, 1.0, model="m-unknown", team="beta")])
+    rows = ws.finops.showback("2026-11").to_pylist()
+    assert [(r["team"], r["model_cost"], r["unpriced_calls"]) for r in rows] == [("alpha", 2.0, 2)]
+    assert ws.finops.unpriced_by_team("2026-11") == {"alpha": 2, "beta": 1}
+    assert ws.finops.unpriced_by_team("2026-10") == {}  # the period narrows the count
+    ws.close()
+    r = CliRunner().invoke(build_app(), ["showback", "--period", "2026-11", "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 0 and "3 calls without a list price charged nothing" in " ".join(r.output.split())

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -367,7 +368,12 @@ class FinOpsService:
         from yieldmeter.app.spend_sections import merge_small_teams
         from yieldmeter.finops.showback import showback
 
+        unpriced = self.unpriced_by_team(period)
         rows = showback(self._allocated(period))
+        # the chargeback charges known amounts: a team's calls without a list price are counted
+        # beside its model cost, which leaves them out (never read as $0 of cost)
+        counts = [unpriced.get(team, 0) for team in rows.column("team").to_pylist()]
+        rows = rows.append_column("unpriced_calls", pa.array(counts, pa.int64()))
         if people:
             return rows, ""
         # the people are counted over the teams that have a row here: a small team with no cost to
@@ -376,6 +382,21 @@ class FinOpsService:
         teams = rows.column("team").to_pylist()
         privacy = self.ws.reports.privacy_of(Filters(start, end), among=teams)
         return merge_small_teams(rows, privacy), privacy.note()
+
+    def unpriced_by_team(self, period: str | None = None) -> dict[str | None, int]:
+        """Calls of the period without a list price, per team (None: no team); what the
+        chargeback cannot charge."""
+        from yieldmeter.app.periods import period_bounds
+
+        start, end = period_bounds(period)
+        ev = self.events()
+        ev = ev.filter(ev.unpriced_calls > 0)
+        if start is not None:
+            ev = ev.filter(ev.ts >= ibis.literal(start))
+        if end is not None:
+            ev = ev.filter(ev.ts < ibis.literal(end))
+        counts = ev.group_by("team").aggregate(n=ev.unpriced_calls.sum()).to_pyarrow()
+        return dict(zip(counts.column("team").to_pylist(), counts.column("n").to_pylist(), strict=True))
 
     def _allocated(self, period: str | None) -> pa.Table:
         from yieldmeter.app.periods import period_bounds

@@ -242,10 +242,17 @@ def register(app: typer.Typer) -> None:
         with workspace(ws_path) as ws:
             try:
                 rows, note = ws.finops.showback_noted(period, people=people)
+                unpriced = sum(ws.finops.unpriced_by_team(period).values())
             except _errors() as exc:
                 fail(str(exc))
         emit(rows, fmt, title="Showback")
         privacy_note(note, fmt)
+        if unpriced and fmt is OutputFormat.table:
+            console().print(
+                f"note: {unpriced:,} call{'s' if unpriced > 1 else ''} without a list price "
+                "charged nothing (unpriced_calls per team); `yieldmeter unpriced` lists the models.",
+                highlight=False,
+            )
 
     @app.command()
     def reconcile(
