@@ -323,6 +323,7 @@ def showback_section(svc: ReportService, f: ReportFilters) -> Section:
                     Column("direct_cost", "direct", "usd"),
                     Column("shared_cost", "shared", "usd"),
                     Column("model_cost", "model", "usd"),
+                    Column("unpriced_calls", "unpriced calls", "count"),
                     Column("allocated_cost", "platform", "usd"),
                     Column("effort_cost", "effort", "usd"),
                     Column("total_cost", "total", "usd"),
@@ -332,8 +333,9 @@ def showback_section(svc: ReportService, f: ReportFilters) -> Section:
             )
         ],
         notes=[
+            "Model cost charges calls with a list price; unpriced calls are counted beside it.",
             "The FOCUS export (yieldmeter export focus) carries each split with its rule in the "
-            "Allocated* columns, for the FinOps tool of record."
+            "Allocated* columns, for the FinOps tool of record.",
         ],
         scope=_unhonoured(f, {"team"}),
     )
