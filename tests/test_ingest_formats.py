@@ -186,6 +186,47 @@ def test_langfuse_content_kept_only_with_capture() -> None:
     assert json.loads(attrs)["input"] == "the secret prompt"
 
 
+def test_a_refused_record_keeps_no_prompt_or_completion_text(tmp_path: Path) -> None:
+    """capture_content off: a LiteLLM row or Langfuse observation refused for another field
+    (a spend of 'n/a', usage of 'lots') is quarantined without its messages, response, input or
+    output, and a CSV row of the wrong width in a file with a messages column (any of its values
+    may be shifted text) is not kept at all; with capture on, the quarantine keeps what came."""
+    secret = "SECRET patient John Doe"
+    litellm = {
+        "request_id": "r-bad", "call_type": "acompletion", "spend": "n/a", "prompt_tokens": 100,
+        "completion_tokens": 10, "startTime": "2025-03-01T10:00:00Z", "model": "gpt-4o",
+        "messages": [{"role": "user", "content": secret}], "response": {"text": secret},
+        "proxy_server_request": {"messages": [secret]},
+    }  # fmt: skip
+    observation = {
+        "id": "o1", "traceId": "t1", "type": "GENERATION", "startTime": "2025-03-01T10:00:00Z",
+        "model": "gpt-4o", "usageDetails": {"input": "lots"}, "input": secret, "output": secret,
+    }  # fmt: skip
+    (tmp_path / "logs.json").write_text(json.dumps([litellm]))
+    (tmp_path / "obs.json").write_text(json.dumps({"data": [observation], "meta": {"page": 1}}))
+    (tmp_path / "logs.csv").write_text(
+        "request_id,spend,model,messages,startTime\n"
+        f"r-2,0.1,gpt-4o,{secret}, with a comma,2025-03-01T10:00:00Z\n"  # a comma left unquoted
+    )
+    for fmt, name, content in (
+        ("litellm", "logs.json", ("messages", "response", "proxy_server_request")),
+        ("langfuse", "obs.json", ("input", "output")),
+    ):
+        [raw] = read_all(fmt, tmp_path / name).rejects.column("raw").to_pylist()
+        assert secret not in raw, (fmt, raw)
+        kept = json.loads(raw)
+        assert all(kept[k] == "(content not kept: capture_content is off)" for k in content), kept
+        assert kept["startTime"] == "2025-03-01T10:00:00Z"  # the rest, to find and mend the row
+        [raw] = read_all(fmt, tmp_path / name, capture_content=True).rejects.column("raw").to_pylist()
+        assert secret in raw
+    [reject] = read_all("litellm", tmp_path / "logs.csv").rejects.to_pylist()
+    assert reject["reason"] == "row 1: expected 5 fields, found 6"
+    assert (
+        reject["raw"]
+        == "(row not kept: its fields may be shifted, and the file has content columns: messages)"
+    )
+
+
 # -- OpenAI ---------------------------------------------------------------------------------------
 def test_openai_usage_buckets() -> None:
     b = read_all("openai-usage", FORMATS / "openai_usage_completions.json")

@@ -23,6 +23,9 @@ from yieldmeter.ingest.otlp_semconv import SpanError, langfuse_usage
 from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, raw_of, to_json
 
 _CALL_TYPES = {"GENERATION": "chat", "EMBEDDING": "embeddings"}
+#: The fields that hold prompt or completion text: kept only with capture_content, in a call's
+#: attributes and in a refused observation's quarantine entry.
+CONTENT = ("input", "output")
 
 
 def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any] | None:
@@ -107,6 +110,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     from yieldmeter.ingest.litellm import _with_duration
 
     buf = RowBuffer(options)
+    content = () if options.capture_content else CONTENT
     records = UntilUnreadable(iter_records(stream, unwrap=_unwrap))
     for pos, rec in records:
         try:
@@ -116,7 +120,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
                 raise RecordError(f"expected an observation object, got {type(rec).__name__}")
             row = map_row(rec, options)
         except RecordError as exc:
-            buf.reject("calls", pos, f"observation {pos}: {exc}", raw_of(rec))
+            buf.reject("calls", pos, f"observation {pos}: {exc}", raw_of(rec, content))
             continue
         if row is None:
             buf.ignored += 1

@@ -47,6 +47,9 @@ _CALL_TYPES = {
     "agenerate_content": "generate_content",
 }
 _STATUS = {"success": "ok", "failure": "error", "": "ok", None: "ok"}
+#: The columns that hold prompt or completion text (the request as the proxy got it, too): kept
+#: only with capture_content, in a call's attributes and in a refused row's quarantine entry.
+CONTENT = ("messages", "response", "proxy_server_request")
 _LINKAGE = ("yieldmeter.work_unit.id", "yieldmeter.workflow", "yieldmeter.task_type", "yieldmeter.team")
 
 
@@ -92,6 +95,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
     if options.capture_content:
         attrs["messages"] = r.get("messages")
         attrs["response"] = r.get("response")
+        attrs["proxy_server_request"] = r.get("proxy_server_request")
     session = first(r, "session_id")
     return {
         "call_id": f"litellm-{request_id}",
@@ -121,6 +125,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     buf = RowBuffer(options)
+    content = () if options.capture_content else CONTENT
     apart = 0
     records = UntilUnreadable(iter_records(stream))
     for pos, rec in records:
@@ -131,7 +136,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
                 raise RecordError(f"expected an object per spend log row, got {type(rec).__name__}")
             row = map_row(rec, options)
         except RecordError as exc:
-            buf.reject("calls", pos, f"row {pos}: {exc}", raw_of(rec))
+            buf.reject("calls", pos, f"row {pos}: {exc}", raw_of(rec, content))
         else:
             apart += row.pop("_counted_apart")
             buf.add("calls", _with_duration(row), pos)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -34,17 +34,46 @@ class RecordError(InputError):
     """A record that cannot be mapped; the message names the field and why. ``raw``: the record
     as read, where the reader could not hand it over itself (a CSV row that is not UTF-8)."""
 
-    def __init__(self, message: str, raw: str | None = None) -> None:
+    def __init__(self, message: str, raw: str | None = None, *, shifted: bool = False) -> None:
         super().__init__(message)
         self.raw = raw
+        #: ``raw`` is a CSV row of the wrong width: its values may sit under other columns' names
+        self.shifted = shifted
 
 
-def raw_of(rec: Any) -> Any:
+#: What the quarantine keeps in place of a refused record's prompt or completion text.
+CONTENT_NOT_KEPT = "(content not kept: capture_content is off)"
+
+
+def raw_of(rec: Any, content: Collection[str] = ()) -> Any:
     """What the quarantine keeps of a record an adapter refused: the record, else what its
-    reader kept of it, else the reader's message."""
+    reader kept of it, else the reader's message.
+
+    ``content``: the fields that hold prompt or completion text (empty when the workspace
+    captures content); their values are not kept. A CSV row of the wrong width in a file with
+    such a column is not kept at all, as any of its values may be shifted text: the reason
+    names the row, to be found in the file.
+    """
     if isinstance(rec, dict):
-        return rec
-    return rec.raw if isinstance(rec, RecordError) and rec.raw is not None else str(rec)
+        return _without(rec, content)
+    if not isinstance(rec, RecordError) or rec.raw is None:
+        return str(rec)
+    if not content:
+        return rec.raw
+    try:
+        kept = orjson.loads(rec.raw)
+    except orjson.JSONDecodeError:
+        return rec.raw
+    if not isinstance(kept, dict) or not any(k in kept for k in content):
+        return rec.raw
+    if rec.shifted:
+        columns = ", ".join(sorted(set(content) & kept.keys()))
+        return f"(row not kept: its fields may be shifted, and the file has content columns: {columns})"
+    return _without(kept, content)
+
+
+def _without(rec: dict[str, Any], content: Collection[str]) -> dict[str, Any]:
+    return {k: CONTENT_NOT_KEPT if k in content and v not in (None, "") else v for k, v in rec.items()}
 
 
 def head_kind(head: bytes) -> str:
@@ -128,7 +157,8 @@ def iter_records(
             kept = {k: _escaped(v) if isinstance(v, str) else v for k, v in kept.items()}
             if extra:
                 kept["(extra fields)"] = [_escaped(x) for x in extra]
-            yield i, RecordError(f"expected {width} fields, found {found}", orjson.dumps(kept).decode())
+            reason = f"expected {width} fields, found {found}"
+            yield i, RecordError(reason, orjson.dumps(kept).decode(), shifted=True)
             continue
         rec = {k: (None if v in ("", "NULL", "null") else v) for k, v in row.items() if k is not None}
         try:
