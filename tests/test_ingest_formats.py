@@ -17,6 +17,7 @@ import pytest
 
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.conform import stable_id
 from yieldmeter.ingest.registry import detect_format, get_format
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -263,6 +264,55 @@ def test_anthropic_usage_report_sums_input_parts() -> None:
     assert (row["cached_input_tokens"], row["cache_write_tokens"], row["output_tokens"]) == (200, 1500, 500)
     assert (row["provider"], row["model"]) == ("anthropic", "claude-sonnet-4-20250514")
     assert json.loads(row["attributes"])["web_search_requests"] == 10
+
+
+def test_anthropic_results_grouped_by_account_geo_or_speed_stay_apart(tmp_path: Path) -> None:
+    """A report grouped by account_id and inference_geo: four results of one bucket and model,
+    1,000 + 5,000 + 7,000 + 9,000 = 22,000 input tokens. Their ids took only the older
+    dimensions, so three were stored over (one call of 9,000 tokens was left); each is now a
+    call, the account its user. A result without the later dimensions keeps the id it had."""
+    from yieldmeter.ingest.anthropic_usage import map_usage
+
+    def result(account: str, geo: str | None, uncached: int) -> dict:
+        r = {"account_id": account, "uncached_input_tokens": uncached, "output_tokens": 100}
+        return {**r, "inference_geo": geo} if geo else r
+
+    page = {
+        "data": [
+            {
+                "starting_at": "2025-08-01T00:00:00Z",
+                "ending_at": "2025-08-02T00:00:00Z",
+                "results": [
+                    {**r, "model": "claude-sonnet-4-20250514", "service_tier": "standard"}
+                    for r in (
+                        result("user_alice", None, 1000),
+                        result("user_bob", None, 5000),
+                        result("user_carol", "us", 7000),
+                        result("user_carol", "global", 9000),
+                    )
+                ],
+            }
+        ],
+        "has_more": False,
+    }
+    (tmp_path / "usage.json").write_text(json.dumps(page))
+    with Workspace.init(tmp_path / "ws") as ws:
+        s = ws.ingest_paths([tmp_path / "usage.json"])
+        assert (s.total("landed"), s.total("updated")) == (4, 0)
+        got = ws.store.query_arrow(
+            "SELECT user_id, input_tokens FROM calls ORDER BY input_tokens"
+        ).to_pylist()
+    assert [(r["user_id"], r["input_tokens"]) for r in got] == [
+        ("user_alice", 1000),
+        ("user_bob", 5000),
+        ("user_carol", 7000),
+        ("user_carol", 9000),
+    ]
+    older = {"_start": "2025-08-01T00:00:00Z", "model": "m", "uncached_input_tokens": 1}
+    assert map_usage(older)["call_id"] == stable_id("anthropic-usage", *(older.get(d) for d in _OLDER_ID))
+
+
+_OLDER_ID = ("_start", "_end", "workspace_id", "api_key_id", "model", "service_tier", "context_window")
 
 
 def test_anthropic_cost_report_is_cents() -> None:

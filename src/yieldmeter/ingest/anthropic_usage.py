@@ -4,7 +4,8 @@
 ``ending_at``) whose ``results`` carry ``uncached_input_tokens``,
 ``cache_read_input_tokens``, ``cache_creation.ephemeral_5m_input_tokens`` and
 ``ephemeral_1h_input_tokens``, ``output_tokens``, ``model``, ``workspace_id``,
-``api_key_id``, ``service_tier``. Anthropic counts input *apart* from cache
+``api_key_id``, ``service_tier`` and the other dimensions the report was grouped by
+(``account_id``, the user, becomes ``user_id``). Anthropic counts input *apart* from cache
 reads and writes, so the canonical ``input_tokens`` is their sum. The report
 has no request count: each result is one aggregated row (``request_count`` 1).
 
@@ -40,6 +41,20 @@ def _unwrap(doc: Any) -> list[Any] | None:
     return out
 
 
+#: The usage report's group_by dimensions (with the bucket's bounds) that make a result's id ...
+_USAGE_DIMENSIONS = (
+    "_start", "_end", "workspace_id", "api_key_id", "model", "service_tier", "context_window"
+)  # fmt: skip
+#: ... and those added to the API later, in the id only where a result has one, so the ids of
+#: results imported before them stay the same
+_LATER_DIMENSIONS = ("account_id", "service_account_id", "inference_geo", "speed")
+#: kept in a call's attributes (the model and the user account have columns of their own)
+_ATTRIBUTE_DIMENSIONS = (
+    "workspace_id", "api_key_id", "service_tier", "context_window",
+    "service_account_id", "inference_geo", "speed",
+)  # fmt: skip
+
+
 def _is_cost(r: dict[str, Any]) -> bool:
     return "amount" in r or "cost_type" in r
 
@@ -57,13 +72,13 @@ def map_usage(r: dict[str, Any]) -> dict[str, Any]:
         whole(creation.get("ephemeral_1h_input_tokens"), "cache_creation.ephemeral_1h_input_tokens") or 0
     )
     server_tools = r.get("server_tool_use") or {}
-    dims = ("_start", "_end", "workspace_id", "api_key_id", "model", "service_tier", "context_window")
-    key = ("anthropic-usage", *(r.get(d) for d in dims))
+    # a result's identity is every dimension the report can be grouped by (group_by): one left
+    # out would make two results of one bucket the same call, the later replacing the earlier
+    key = ("anthropic-usage", *(r.get(d) for d in _USAGE_DIMENSIONS))
+    if any(r.get(d) is not None for d in _LATER_DIMENSIONS):
+        key += tuple(r.get(d) for d in _LATER_DIMENSIONS)
     attrs = {
-        "workspace_id": r.get("workspace_id"),
-        "api_key_id": r.get("api_key_id"),
-        "service_tier": r.get("service_tier"),
-        "context_window": r.get("context_window"),
+        **{d: r.get(d) for d in _ATTRIBUTE_DIMENSIONS},
         "cache_write_1h_tokens": write_1h or None,
         "web_search_requests": server_tools.get("web_search_requests")
         if isinstance(server_tools, dict)
@@ -81,6 +96,7 @@ def map_usage(r: dict[str, Any]) -> dict[str, Any]:
         "cached_input_tokens": cache_read,
         "cache_write_tokens": write_5m + write_1h,
         "request_count": 1,
+        "user_id": r.get("account_id"),
         "app": r.get("workspace_id"),
         "attributes": to_json({k: v for k, v in attrs.items() if v is not None}),
     }
