@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pytest
 
 from yieldmeter.app.workspace import Workspace
-from yieldmeter.ingest.base import Batch, ReadOptions
+from yieldmeter.ingest.base import Batch, ReadOptions, open_binary
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.ingest.registry import detect_format, get_format
 
@@ -28,7 +28,7 @@ FOCUS = FIXTURES / "focus"
 def read_all(fmt: str, path: Path, **kw: object) -> Batch:
     """Every batch of ``path`` read as ``fmt``, merged into one."""
     options = ReadOptions(source=path.name, **kw)  # type: ignore[arg-type]
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:  # as an import opens it
         batches = list(get_format(fmt).read(fh, options))
     out = Batch()
     for b in batches:
@@ -60,6 +60,57 @@ def by_id(table: pa.Table, key: str) -> dict[str, dict]:
 )
 def test_formats_are_detected_by_content(name: str, fmt: str) -> None:
     assert detect_format(FIXTURES / name).name == fmt
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "formats/litellm_spend_logs.csv",
+        "formats/langfuse_observations.jsonl",
+        "formats/langfuse_api_page.json",
+        "formats/openai_usage_completions.json",
+        "formats/anthropic_cost_report.json",
+        "focus/focus-1.0-sample.csv",
+        "otlp",
+    ],
+)
+def test_a_byte_order_mark_is_read_past(tmp_path: Path, name: str) -> None:
+    """Windows tools and some editors start UTF-8 with a byte order mark, which no JSON parser
+    takes: a JSON page was refused whole, the first JSON line quarantined, an OTLP file not
+    recognised. Each file with a mark (plain, and gzipped) reads as it does without."""
+    import gzip
+
+    from tests.test_ingest_otlp import CHAT, request, span
+
+    plain = FIXTURES / name
+    if name == "otlp":  # Collector file exporter lines
+        plain = tmp_path / "in" / "traces.jsonl"
+        plain.parent.mkdir()
+        plain.write_bytes(request(span(1, CHAT)) + b"\n" + request(span(2, CHAT)) + b"\n")
+    fmt = detect_format(plain).name
+    expected = read_all(fmt, plain)
+    data = b"\xef\xbb\xbf" + plain.read_bytes()
+    marked, packed = tmp_path / plain.name, tmp_path / (plain.name + ".gz")
+    marked.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    for path in (marked, packed):
+        assert detect_format(path).name == fmt, path.name
+        got = read_all(fmt, path)
+        assert got.rejects.num_rows == expected.rejects.num_rows, got.rejects.to_pylist()
+        for table, rows in expected.tables.items():
+            assert got.tables[table].num_rows == rows.num_rows, (path.name, table)
+
+
+def test_a_file_compressed_another_way_is_named(tmp_path: Path) -> None:
+    """The Collector's file exporter compresses with zstd: the file was read as a CSV that is not
+    text; it is named as compressed, with what to do."""
+    path = tmp_path / "traces.jsonl.zst"
+    path.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(40)))
+    with Workspace.init(tmp_path / "ws") as ws:
+        [f] = ws.ingest_paths([path]).files
+    assert (
+        f.error == "cannot read: zstd-compressed: decompress it first (yieldmeter reads plain files and .gz)"
+    )
 
 
 @pytest.mark.parametrize(

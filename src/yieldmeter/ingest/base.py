@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
 
 import pyarrow as pa
 
+from yieldmeter.errors import InputError
 from yieldmeter.ingest.conform import Conformed, concat_rejects, empty_rejects
 
 if TYPE_CHECKING:
@@ -147,12 +148,39 @@ class UntilUnreadable(Generic[T]):
 
 
 def open_binary(path: Path) -> BinaryIO:
-    """Open a file for an adapter, transparently decompressing ``.gz``."""
+    """Open a file for an adapter, transparently decompressing ``.gz``, past a UTF-8 byte order
+    mark (which editors and Windows tools write, and which no JSON parser takes)."""
     if path.suffix == ".gz":
         import gzip
 
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return path.open("rb")
+        stream: BinaryIO = gzip.open(path, "rb")  # type: ignore[assignment]  # noqa: SIM115 (the caller closes it)
+    else:
+        stream = path.open("rb")
+    try:
+        head = stream.read(6)
+        packed = next((name for magic, name in _OTHER_COMPRESSION if head.startswith(magic)), None)
+        if packed is not None:
+            raise CompressedFile(
+                f"{packed}-compressed: decompress it first (yieldmeter reads plain files and .gz)"
+            )
+        stream.seek(3 if head.startswith(b"\xef\xbb\xbf") else 0)
+    except BaseException:  # a .gz that is not gzip fails here: the reader names it as before
+        stream.close()
+        raise
+    return stream
+
+
+#: The first bytes of files compressed by a method yieldmeter does not open itself.
+_OTHER_COMPRESSION = (
+    (b"\x28\xb5\x2f\xfd", "zstd"),  # the OpenTelemetry Collector file exporter's compression
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"PK\x03\x04", "zip"),
+)
+
+
+class CompressedFile(InputError):
+    """A file compressed by a method yieldmeter does not read (only gzip, as ``.gz``)."""
 
 
 class ReadAhead:
