@@ -142,6 +142,39 @@ def test_reconciliation_against_the_focus_token_bill(tmp_path: Path):
     assert ws.spend(()).to_pylist()[0]["fully_loaded_cost"] == pytest.approx(92.0)
 
 
+def test_a_bill_naming_a_dated_snapshot_meets_the_calls_of_its_model(tmp_path: Path):
+    """OpenAI's usage and cost pages both name gpt-4o-mini-2024-07-18: 1M input and 100k output
+    tokens, list price 0.15 and 0.60 USD per million, metered 0.15 + 0.06 = 0.21 USD; the bill's
+    lines are 0.15 + 0.06. The calls resolved to the catalog's gpt-4o-mini and the bill did not:
+    two rows, "billed only" and "metered only". The bill's model now goes through the same
+    resolver: one row, matched."""
+
+    def page(results: list[dict]) -> str:
+        bucket = {"object": "bucket", "start_time": 1754006400, "end_time": 1754092800, "results": results}
+        return json.dumps({"object": "page", "data": [bucket], "has_more": False})
+
+    snapshot = "gpt-4o-mini-2024-07-18"
+    usage = {"object": "organization.usage.completions.result", "input_tokens": 1_000_000,
+             "output_tokens": 100_000, "num_model_requests": 10, "model": snapshot,
+             "input_cached_tokens": 0}  # fmt: skip
+    costs = [
+        {"object": "organization.costs.result", "amount": {"value": usd, "currency": "usd"},
+         "line_item": f"{snapshot}, {kind}"}
+        for usd, kind in ((0.15, "input"), (0.06, "output"))
+    ]  # fmt: skip
+    (tmp_path / "usage.json").write_text(page([usage]))
+    (tmp_path / "costs.json").write_text(page(costs))
+    ws = make_workspace(tmp_path / "ws")
+    ws.ingest_paths([tmp_path / "usage.json", tmp_path / "costs.json"])
+    rows = [
+        (r["model"], r["billed"], r["metered"], r["status"]) for r in ws.finops.reconciliation().to_pylist()
+    ]
+    assert rows == [
+        ("gpt-4o-mini", pytest.approx(0.21), pytest.approx(0.21), "matched"),
+        ("(total)", pytest.approx(0.21), pytest.approx(0.21), "matched"),
+    ]
+
+
 def test_initiative_rollup_and_decisions(tmp_path: Path):
     ws = make_workspace(
         tmp_path / "ws",

@@ -425,10 +425,26 @@ class FinOpsService:
     def reconciliation(self, period: str | None = None) -> pa.Table:
         """Provider bills (imported FOCUS / usage cost items) against yieldmeter's priced calls."""
         from yieldmeter.app.periods import period_bounds
-        from yieldmeter.finops.reconcile import reconcile
+        from yieldmeter.finops.reconcile import bill_items, reconcile
+        from yieldmeter.pricing.resolve import resolve
 
         start, end = period_bounds(period)
-        return reconcile(self.ws.tables(), start, end)
+        items = bill_items(self.ws.tables(), start, end)
+        # each bill line's model through the resolver the calls' went through (model_map), so a
+        # dated snapshot on the bill meets the calls of its model
+        named = items.select(provider=items.provider.fill_null(""), model=items.model.fill_null(""))
+        pairs = named.distinct().to_pyarrow().to_pylist()
+        overrides = self.ws.config.prices
+        aliases = pa.Table.from_pylist(
+            [
+                {**p, "price_model": resolve(p["provider"] or None, p["model"], overrides).price_model}
+                for p in pairs
+            ],
+            schema=pa.schema(
+                [("provider", pa.string()), ("model", pa.string()), ("price_model", pa.string())]
+            ),
+        )
+        return reconcile(self.ws.tables(), start, end, aliases)
 
     def initiatives(self, period: str | None = None) -> pa.Table:
         """Spend, benefit and yield per initiative, with owner, budget and decisions."""

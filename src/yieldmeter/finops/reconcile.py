@@ -10,9 +10,11 @@ bill's period start and the call's time) and model:
   ``unpriced_calls`` the calls that could not be priced (they explain a gap)
 - ``difference`` = billed - metered, ``difference_share`` = difference / billed
 
-Models are matched on the catalog model the call resolved to (else the
-reported model) against the bill's model id, case-insensitively and without
-a ``provider/`` prefix. Only months
+Models are matched on the catalog model each side resolves to (else the model
+as written), case-insensitively and without a ``provider/`` prefix: a call's
+through ``model_map``, a bill line's through the same resolver (``aliases``), so
+a bill naming a dated snapshot (``gpt-4o-mini-2024-07-18``) meets the calls of
+that model. Only months
 that hold a bill are compared; a model on one side only is shown with the
 other side at 0 — a difference is shown, never hidden. A ``(total)`` row per
 month adds everything up.
@@ -38,15 +40,35 @@ def _key(model: ir.StringValue) -> ir.StringValue:
     return model.fill_null("(no model)").lower().re_replace(r"^.*/", "")
 
 
-def reconcile(t: Tables, start: datetime | None = None, end: datetime | None = None) -> pa.Table:
-    """Bills against metering per month and model (see the module docstring)."""
+def bill_items(t: Tables, start: datetime | None = None, end: datetime | None = None) -> ir.Table:
+    """The cost items that are provider bills for tokens, of the period (by their start)."""
     items = t.cost_items.filter(t.cost_items.category.isin(RECONCILIATION_CATEGORIES))
     if start is not None:
         items = items.filter(items.period_start >= ibis.literal(start))
     if end is not None:
         items = items.filter(items.period_start < ibis.literal(end))
+    return items
+
+
+def reconcile(
+    t: Tables, start: datetime | None = None, end: datetime | None = None, aliases: pa.Table | None = None
+) -> pa.Table:
+    """Bills against metering per month and model (see the module docstring).
+
+    ``aliases``: (``provider``, ``model``, ``price_model``), the catalog model each bill line's
+    provider ('' when absent) and model resolve to.
+    """
+    items = bill_items(t, start, end)
+    if aliases is not None and aliases.num_rows:
+        a = ibis.memtable(aliases.rename_columns(["a_provider", "a_model", "a_price_model"]))
+        items = items.left_join(
+            a, [items.provider.fill_null("") == a.a_provider, items.model.fill_null("") == a.a_model]
+        )
+        items = items.mutate(bill_model=ibis.coalesce(items.a_price_model, items.model))
+    else:
+        items = items.mutate(bill_model=items.model)
     token_qty = ibis.ifelse(items.unit.fill_null("").contains("token"), items.quantity.fill_null(0.0), 0.0)
-    bills = items.group_by(b_month=items.period_start.truncate("M"), b_key=_key(items.model)).aggregate(
+    bills = items.group_by(b_month=items.period_start.truncate("M"), b_key=_key(items.bill_model)).aggregate(
         billed=items.amount.sum(),
         billed_tokens=token_qty.sum(),
         bill_provider=items.provider.max(),
