@@ -138,6 +138,21 @@ def test_a_page_without_usage_is_still_its_format(tmp_path: Path, doc: dict, fmt
     assert (batch.tables, batch.rejects.num_rows, batch.ignored) == ({}, 0, 0)  # nothing to land or refuse
 
 
+def test_a_langfuse_page_whose_first_observation_is_long_is_langfuse(tmp_path: Path) -> None:
+    """A RAG trace's first observation carries a long input before any usage field (the API's key
+    order): the page read as a canonical table, and the import failed naming the wrong option."""
+    span = {"id": "o1", "traceId": "t1", "type": "SPAN", "startTime": "2025-03-01T10:00:00Z",
+            "input": "retrieved passage " * 5000}  # fmt: skip
+    generation = {"id": "o2", "traceId": "t1", "type": "GENERATION", "startTime": "2025-03-01T10:00:01Z",
+                  "model": "gpt-4o", "usageDetails": {"input": 100, "output": 10}}  # fmt: skip
+    path = tmp_path / "page.json"
+    path.write_text(json.dumps({"data": [span, generation], "meta": {"page": 1}}))
+    assert path.stat().st_size > 65_536  # beyond the head detection reads
+    assert detect_format(path).name == "langfuse"
+    b = read_all("langfuse", path)
+    assert (b.tables["calls"].num_rows, b.ignored) == (1, 1)
+
+
 def test_otlp_lines_whose_first_line_is_broken_are_still_otlp(tmp_path: Path) -> None:
     """A Collector file whose first line was cut short (or is a stray log line): the next lines
     say what it is, and the reader quarantines the first line with its number."""

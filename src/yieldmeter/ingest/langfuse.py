@@ -15,6 +15,7 @@ creates no duplicates. ``cost_details.total`` becomes ``reported_cost``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -132,11 +133,23 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     records.raise_if_failed()
 
 
+#: An observation's own type, which the export and the API write before its input and output.
+_OBSERVATION_TYPE = re.compile(
+    rb'"type"\s*:\s*"(?:GENERATION|SPAN|EVENT|EMBEDDING|AGENT|TOOL|CHAIN|RETRIEVER)"'
+)
+
+
 def detect(head: bytes, filename: str) -> bool:
-    text = head[:16384]
-    return any(k in text for k in (b"provided_model_name", b"providedModelName")) or (
-        any(k in text for k in (b"usage_details", b"usageDetails"))
-        and any(k in text for k in (b"trace_id", b"traceId"))
+    """Observations: their usage or model fields, or (where a long input comes first, as in a
+    RAG trace) an observation type beside a trace id. The OTLP formats, which carry Langfuse's
+    attributes too, are told apart before this."""
+    has_trace = any(k in head for k in (b"trace_id", b"traceId"))
+    return any(k in head for k in (b"provided_model_name", b"providedModelName")) or (
+        has_trace
+        and (
+            any(k in head for k in (b"usage_details", b"usageDetails"))
+            or bool(_OBSERVATION_TYPE.search(head))
+        )
     )
 
 
