@@ -137,7 +137,7 @@ def test_an_import_goes_on_past_a_file_it_cannot_read(tmp_path: Path) -> None:
     summary, names both files on stderr and exits 1."""
     folder = tmp_path / "in"
     folder.mkdir()
-    (folder / "a-binary.csv").write_bytes(b"PK\x03\x04\x00\x00" + bytes(range(256)) * 8)
+    (folder / "a-binary.csv").write_bytes(b"\x00\x01\x02\x03" + bytes(range(256)) * 8)
     (folder / "b-calls.csv").write_bytes(HEADER + _row(1) + _row(2))
     (folder / "c-odd.csv").write_text("colour,size\nred,3\n")
     runner = CliRunner()
@@ -155,6 +155,10 @@ def test_an_import_goes_on_past_a_file_it_cannot_read(tmp_path: Path) -> None:
         assert set(q) == {"a-binary.csv", "c-odd.csv"}
         assert q["c-odd.csv"]["position"] is None and "cannot tell which table" in q["c-odd.csv"]["reason"]
         assert ws.store.count("calls") == 2
+    # a workbook saved with a .csv name is a zip archive: said so, with what to do
+    (tmp_path / "d-workbook.csv").write_bytes(b"PK\x03\x04\x14\x00" + bytes(range(256)) * 8)
+    r = runner.invoke(build_app(), ["ingest", str(tmp_path / "d-workbook.csv"), "-w", str(tmp_path / "ws2")])
+    assert r.exit_code == 1 and "a zip archive (an Excel workbook is one)" in r.stderr, r.stderr
 
 
 def test_a_gz_whose_compressed_data_is_damaged_is_quarantined(tmp_path: Path) -> None:

@@ -158,6 +158,10 @@ def open_binary(path: Path) -> BinaryIO:
         stream = path.open("rb")
     try:
         head = stream.read(6)
+        if head.startswith(b"PK\x03\x04"):
+            raise CompressedFile(
+                "a zip archive (an Excel workbook is one): export the sheet as CSV, or unzip it first"
+            )
         packed = next((name for magic, name in _OTHER_COMPRESSION if head.startswith(magic)), None)
         if packed is not None:
             raise CompressedFile(
@@ -175,7 +179,6 @@ _OTHER_COMPRESSION = (
     (b"\x28\xb5\x2f\xfd", "zstd"),  # the OpenTelemetry Collector file exporter's compression
     (b"BZh", "bzip2"),
     (b"\xfd7zXZ\x00", "xz"),
-    (b"PK\x03\x04", "zip"),
 )
 
 
