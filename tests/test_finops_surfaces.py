@@ -67,6 +67,31 @@ def test_rest_endpoints(tmp_path: Path):
         assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json", r.text
 
 
+def test_budgets_posted_as_records_follow_the_identity_rule(tmp_path: Path):
+    """POST /api/v1/budgets takes the rows /finops/budgets and the command take: a row without a
+    period is a month budget (it was refused as "budget_id: missing", the wrong field), posting
+    the same scope again updates it, and a row giving its own budget_id for a scope and period
+    is refused naming budget_id (it landed as a second budget on the same team and month)."""
+    ws = _recent(tmp_path / "ws")
+    ws.close()
+    with TestClient(create_app(tmp_path / "ws")) as c:
+        r = c.post("/api/v1/budgets", json=[{"scope_kind": "team", "scope": "alpha", "amount": 7}])
+        assert r.json()["landed"] == 1 and r.json()["rejected"] == [], r.text
+        r = c.post("/api/v1/finops/budgets", json={"scope_kind": "team", "scope": "alpha", "amount": 8})
+        assert r.status_code == 201, r.text
+        mine = {"budget_id": "mine", "scope_kind": "team", "scope": "alpha", "period": "month", "amount": 9}
+        r = c.post("/api/v1/budgets", json=[mine])
+        assert r.json()["landed"] == 0
+        [(position, reason)] = [(x["position"], x["reason"]) for x in r.json()["rejected"]]
+        assert position == 1 and reason.startswith(
+            "budget_id: a budgets row is named by its scope_kind, scope"
+        )
+        r = c.post("/api/v1/budgets", json=[{"scope_kind": "team", "amount": 9}])
+        assert [x["reason"] for x in r.json()["rejected"]] == ["scope: missing"]  # the part, not the id
+        rows = c.get("/api/v1/finops/budgets").json()
+    assert [(b["scope"], b["period"], b["amount"]) for b in rows] == [("alpha", "month", 8.0)]
+
+
 def test_schedule_and_ingest_evaluate(tmp_path: Path):
     ws = _recent(tmp_path / "ws", "alerts:\n  ingest_min_interval_s: 0\n")
     # Adding a budget is an ingest: evaluation runs at once and the soft alert fires (9 of 10).

@@ -122,6 +122,9 @@ class Table:
     #: A derived key is ``stable_id(table, *parts)``; False: ``stable_id(*parts)`` (a budget's id
     #: is that of its scope kind, scope and period however it was written: a file, the API, a command).
     key_prefixed: bool = True
+    #: The key is always the derived one: a row that gives another is refused, as it would be a
+    #: second row of one identity (two budgets on one team and period).
+    key_is_derived: bool = False
     #: Time column used for day partitioning in a lake and for period filters.
     time_column: str | None = None
     #: Row rules: the sum of the named columns may not exceed the bound column.
@@ -360,13 +363,14 @@ BUDGETS = Table(
     key="budget_id",
     derive_key_from=("scope_kind", "scope", "period"),
     key_prefixed=False,
+    key_is_derived=True,
     row_check="yieldmeter.finops.budgets:check_budget_columns",
     doc="a spend budget",
     columns=(
         _c("budget_id", STR, required=True),
         _c("scope_kind", STR, required=True, doc="team, workflow, user, model, provider, initiative, org"),
         _c("scope", STR, required=True),
-        _c("period", STR, required=True, doc="month, quarter, year, or rolling:Nd"),
+        _c("period", STR, required=True, default="month", doc="month, quarter, year, or rolling:Nd"),
         _c("amount", F64, required=True, non_negative=True),
         _c("basis", STR, default="model_cost", enum=("model_cost", "fully_loaded_cost")),
         _c("soft_threshold", F64, default=0.8, non_negative=True),
