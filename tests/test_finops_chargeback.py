@@ -263,6 +263,27 @@ def test_showback_merges_teams_too_small_to_show(tmp_path: Path):
     assert [r["team"] for r in rows] == ["alpha"]
 
 
+def test_a_small_team_is_private_on_a_day_none_of_its_people_worked(tmp_path: Path):
+    """privacy.min_group_size 2: alpha has two people, beta one (a 3.00 USD call on the 3rd), and
+    a 5.00 USD licence names beta on the 10th. On the 10th beta has cost and no person: it counted
+    as no small team and was shown alone, though its cost is its one person's. It is small over
+    all the data, so it is private on that day too (left out: even merged, one person)."""
+    ws = make_workspace(tmp_path / "ws", "privacy:\n  min_group_size: 2\n")
+    people = [("alpha", "a1", 1.0), ("alpha", "a2", 1.0), ("beta", "b1", 3.0)]
+    ingest(ws, "calls", [call(utc(2026, 11, 3, 9), usd, team=t, user_id=u) for t, u, usd in people])
+    licence = {"item_id": "lic", "period_start": utc(2026, 11, 10), "period_end": utc(2026, 11, 11),
+               "amount": 5.0, "category": "licence", "team": "beta"}  # fmt: skip
+    ingest(ws, "cost_items", [licence])
+    day = ReportFilters(period="2026-11-10")
+    assert ws.reports.team_privacy(day).small == ("beta",)
+    assert [r["team"] for r in ws.finops.showback("2026-11-10").to_pylist()] == ["beta"]  # with people
+    assert ws.finops.showback("2026-11-10", people=False).num_rows == 0
+    # a team no person ever worked in (a platform team carrying cost items) is not small
+    ingest(ws, "cost_items", [{**licence, "item_id": "gw", "team": "platform"}])
+    assert ws.reports.team_privacy(day).small == ("beta",)
+    assert "platform" in {r["team"] for r in ws.finops.showback("2026-11-10", people=False).to_pylist()}
+
+
 def test_a_merged_team_row_never_shows_one_persons_cost(tmp_path: Path):
     """privacy.min_group_size 2; alpha has two people (1.00 USD each), beta and gamma one each
     (3.00 and 5.00 USD when priced).

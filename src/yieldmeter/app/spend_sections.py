@@ -188,9 +188,9 @@ class SpendSections(ValueSections):
                 .to_pyarrow()
                 .to_pylist()
             )
-            small = tuple(
-                sorted((r["team"] for r in sizes if 0 < (r["people"] or 0) < minimum), key=lambda t: t or "")
-            )
+            few = {r["team"] for r in sizes if 0 < (r["people"] or 0) < minimum}
+            few |= self._small_without_people([r["team"] for r in sizes if not r["people"]], minimum)
+            small = tuple(sorted(few, key=lambda t: t or ""))
             priced = {r["team"] for r in sizes if not cost_unknown(r["calls"], r["unpriced_calls"])}
             counted = tuple(t for t in small if t in priced)
             cached = (TeamPrivacy(minimum, small, self._people(scope, counted or small)), counted)
@@ -207,6 +207,18 @@ class SpendSections(ValueSections):
         if shown == out.small and counted == priced_small:
             return out
         return TeamPrivacy(minimum, shown, self._people(scope, counted or shown))
+
+    def _small_without_people(self, teams: list[str | None], minimum: int) -> set[str | None]:
+        """Of ``teams``, which have no person in the scope (only allocated cost, say, on a day
+        none of them worked), those small over all the data: their cost in the scope is still
+        that of their few people. A team no person ever worked in (a platform team that only
+        carries cost items) is not small."""
+        if not teams:
+            return set()
+        lines = self.cost_lines()
+        lines = lines.filter(lines.team.isin([t for t in teams if t is not None]))
+        sizes = lines.group_by("team").aggregate(people=lines.user_id.nunique()).to_pyarrow().to_pylist()
+        return {r["team"] for r in sizes if 0 < (r["people"] or 0) < minimum}
 
     def _people(self, scope: Filters, teams: tuple[str | None, ...]) -> int:
         """Distinct people of ``teams`` together, on the cost lines of ``scope``."""
