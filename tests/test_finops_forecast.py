@@ -271,3 +271,16 @@ def test_unpriced_calls_are_counted_not_forecast_as_zero_and_small_teams_merge(t
     hidden = forecast_section(ws.reports, ReportFilters(period="2026-10"))
     assert {r["key"] for r in hidden.tables[0].rows} == {"alpha"}
     assert "hidden" in hidden.tables[0].caption
+    # a filter the forecast's parts cannot honour is said (scope was empty while the headline,
+    # chart and team table ignored a workflow, and cost per success a team)
+    assert fc.scope == ""
+    by_workflow = forecast_section(
+        ws.reports, ReportFilters(period="2026-10", workflows=("triage",), people=True)
+    )
+    assert (
+        by_workflow.scope
+        == "the spend forecast (headline, chart, teams) is per team, not filtered by workflow"
+    )
+    by_team = forecast_section(ws.reports, ReportFilters(period="2026-10", teams=("alpha",), people=True))
+    assert by_team.scope == "cost per success is per workflow, not filtered by team"
+    assert {r["key"] for r in by_team.tables[0].rows} == {"alpha"}

@@ -224,8 +224,21 @@ def forecast_section(svc: ReportService, f: ReportFilters) -> Section:
             ),
             *([privacy] if privacy else []),
         ],
-        scope=_unhonoured(f, {"team", "workflow"}),
+        scope=_forecast_scope(f),
     )
+
+
+def _forecast_scope(f: ReportFilters) -> str:
+    """What the forecast's parts leave unfiltered: the spend forecast is per team (so the headline,
+    the chart and the team table narrow by team only), cost per success per workflow."""
+    parts = []
+    if f.workflows or f.models:
+        by = ", ".join(d for d, v in (("workflow", f.workflows), ("model", f.models)) if v)
+        parts.append(f"the spend forecast (headline, chart, teams) is per team, not filtered by {by}")
+    if f.teams or f.models:
+        by = ", ".join(d for d, v in (("team", f.teams), ("model", f.models)) if v)
+        parts.append(f"cost per success is per workflow, not filtered by {by}")
+    return "; ".join(parts)
 
 
 def anomalies_section(svc: ReportService, f: ReportFilters, days: int = 14) -> Section:
