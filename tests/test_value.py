@@ -315,6 +315,9 @@ def test_benchmarks_privacy(ws: Any) -> None:
     assert rep.hidden_groups == 1
     people = ws.value.benchmarks(by="user", people=True).rows
     assert "eve" in people.column("subject").to_pylist()
+    # one order on every surface and run: equal estimates (shrunk to one mean) by subject
+    rows = [(r["workflow"], -r["value_per_token"], r["subject"]) for r in people.to_pylist()]
+    assert rows == sorted(rows)
 
 
 def test_benchmark_team_raw_figures(ws: Any) -> None:

@@ -523,7 +523,7 @@ class ValueService:
         est = self._estimate(f, ["workflow", by], ["workflow"])
         if by == "team":
             est = self._hide_small_teams(est, f, ["workflow", "team"])[0]
-        return est.sort_by([("value_per_token", "descending")])
+        return est.sort_by([("value_per_token", "descending"), (by, "ascending")])
 
     def benchmarks(
         self,
@@ -565,7 +565,10 @@ class ValueService:
                 )
             if teams:
                 est = est.filter(pc.is_in(est.column("subject"), value_set=pa.array(list(teams))))
-        est = est.sort_by([("workflow", "ascending"), ("value_per_token", "descending")])
+        # ties (equal shrunk estimates) in the subject's order: every surface and run lists them alike
+        est = est.sort_by(
+            [("workflow", "ascending"), ("value_per_token", "descending"), ("subject", "ascending")]
+        )
         return BenchmarkReport(est, hidden, notes)
 
     def patterns(
