@@ -209,3 +209,31 @@ def test_route_options_before_a_subcommand_are_refused_not_ignored(tmp_path: Pat
     r = runner.invoke(app, ["route", "--period", "2026-10", "replay", str(tmp_path / "p.json")])
     assert r.exit_code == 1 and "--period before `replay` would be ignored" in r.output
     assert "yieldmeter route replay --help" in r.output
+
+
+def test_an_empty_reconciliation_is_an_empty_list_in_json(tmp_path: Path, runner: CliRunner) -> None:
+    """No bills imported: the table output says how to import one; -f json printed that sentence
+    too, which a pipeline cannot parse. It is the empty list the API answers."""
+    import json
+
+    app = build_app()
+    ws = tmp_path / "ws"
+    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
+    r = runner.invoke(app, ["reconcile", "-f", "json", "-w", str(ws)])
+    assert r.exit_code == 0 and json.loads(r.stdout) == [], r.stdout
+    r = runner.invoke(app, ["reconcile", "-w", str(ws)])
+    assert r.exit_code == 0 and "No provider token bills imported" in r.stdout
+
+
+def test_a_small_change_keeps_its_sign_and_a_tenth() -> None:
+    """The demo summary read "-0 successful outcomes a month" for a change of -0.497."""
+    from yieldmeter.app.demo import _signed
+
+    assert [_signed(x) for x in (-0.497, -0.04, 0.0, 3.26, 12.4, -1234.6)] == [
+        "-0.5",
+        "+0.0",
+        "+0.0",
+        "+3.3",
+        "+12",
+        "-1,235",
+    ]

@@ -283,6 +283,12 @@ def _usd(v: float | None) -> str:
     return "an unknown amount" if v is None else f"{v:,.0f} USD"
 
 
+def _signed(x: float) -> str:
+    """A change with its sign, a tenth kept below 10 (-0.497 read "-0"): -0.5, +12, never -0.0."""
+    digits = 1 if abs(x) < 10 else 0
+    return f"{round(x, digits) + 0.0:+,.{digits}f}"
+
+
 def _routing_lines(ws: Workspace) -> list[str]:
     """The routing suggestion with the largest saving (a statistically clear switch), else the
     experiment with the largest potential saving, else why there is none."""
@@ -292,7 +298,7 @@ def _routing_lines(ws: Workspace) -> list[str]:
         return [
             f"move {r['workflow']}/{r['task_type']} ({r['tier']}) from {r['incumbent']} to {r['model']}: "
             f"{_usd(r.get('monthly_saving'))} a month saved, "
-            f"{r.get('monthly_success_change') or 0.0:+,.0f} successful outcomes a month"
+            f"{_signed(r.get('monthly_success_change') or 0.0)} successful outcomes a month"
         ]
     trials = [e for e in ws.routing.experiments() if (e["experiment"] or {}).get("decides_within_max_days")]
     trials.sort(key=lambda e: -(e.get("potential_monthly_saving") or 0.0))

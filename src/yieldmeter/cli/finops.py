@@ -264,7 +264,7 @@ def register(app: typer.Typer) -> None:
                 rows = ws.finops.reconciliation(period)
             except _errors() as exc:
                 fail(str(exc))
-            if not rows.num_rows:
+            if not rows.num_rows and fmt is OutputFormat.table:  # json and csv stay machine-read: []
                 console().print(
                     "No provider token bills imported: `yieldmeter ingest --format focus BILL.csv`."
                 )
