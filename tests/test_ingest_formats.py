@@ -169,16 +169,23 @@ def test_otlp_lines_whose_first_line_is_broken_are_still_otlp(tmp_path: Path) ->
 
 
 # -- LiteLLM --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("as_json", [False, True], ids=["csv", "json"])
-def test_litellm_spend_logs(tmp_path: Path, as_json: bool) -> None:
+@pytest.mark.parametrize("shape", ["csv", "json", "page"])
+def test_litellm_spend_logs(tmp_path: Path, shape: str) -> None:
     path = FORMATS / "litellm_spend_logs.csv"
-    if as_json:  # the same rows as the JSON export of the table
+    if shape != "csv":  # the same rows as the JSON export of the table, or as the proxy pages them
         import csv
 
         rows = list(csv.DictReader(path.open()))
         path = tmp_path / "spend.json"
-        path.write_text(json.dumps(rows))
-    b = read_all("litellm", path)
+        doc = (
+            rows
+            if shape == "json"
+            else {"data": rows, "total": 3, "page": 1, "page_size": 50, "total_pages": 1}
+        )
+        path.write_text(json.dumps(doc))
+        assert detect_format(path).name == "litellm"
+    b = read_all("litellm", path)  # a page was one row, quarantined as "request_id: missing"
+    assert b.rejects.column("position").to_pylist() == [4, 5]  # the file's two bad rows, each shape
     calls = by_id(b.tables["calls"], "call_id")
     assert set(calls) == {"litellm-chatcmpl-a1", "litellm-msg_b2", "litellm-emb-c3"}
 

@@ -21,7 +21,16 @@ from typing import Any, BinaryIO
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.otlp_semconv import SpanError, langfuse_usage
-from yieldmeter.ingest.records import RecordError, RowBuffer, first, iter_records, json_field, raw_of, to_json
+from yieldmeter.ingest.records import (
+    RecordError,
+    RowBuffer,
+    data_page,
+    first,
+    iter_records,
+    json_field,
+    raw_of,
+    to_json,
+)
 
 _CALL_TYPES = {"GENERATION": "chat", "EMBEDDING": "embeddings"}
 #: The fields that hold prompt or completion text: kept only with capture_content, in a call's
@@ -100,19 +109,12 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any] | None:
     }
 
 
-def _unwrap(doc: Any) -> list[Any] | None:
-    """The API's ``{"data": [...], "meta": {...}}`` page."""
-    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
-        return doc["data"]  # type: ignore[no-any-return]
-    return None
-
-
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     from yieldmeter.ingest.litellm import _with_duration
 
     buf = RowBuffer(options)
     content = () if options.capture_content else CONTENT
-    records = UntilUnreadable(iter_records(stream, unwrap=_unwrap))
+    records = UntilUnreadable(iter_records(stream, unwrap=data_page))  # the API's pages
     for pos, rec in records:
         try:
             if isinstance(rec, RecordError):

@@ -25,6 +25,7 @@ from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.records import (
     RecordError,
     RowBuffer,
+    data_page,
     first,
     iter_records,
     json_field,
@@ -127,7 +128,8 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     buf = RowBuffer(options)
     content = () if options.capture_content else CONTENT
     apart = 0
-    records = UntilUnreadable(iter_records(stream))
+    # a file of rows, or the proxy's pages of them ({"data": [...], "total": ...})
+    records = UntilUnreadable(iter_records(stream, unwrap=data_page))
     for pos, rec in records:
         try:
             if isinstance(rec, RecordError):

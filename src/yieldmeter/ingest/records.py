@@ -76,6 +76,14 @@ def _without(rec: dict[str, Any], content: Collection[str]) -> dict[str, Any]:
     return {k: CONTENT_NOT_KEPT if k in content and v not in (None, "") else v for k, v in rec.items()}
 
 
+def data_page(doc: Any) -> list[Any] | None:
+    """The records of an API page ``{"data": [...], ...}`` (Langfuse's observations, LiteLLM's
+    spend logs as its proxy pages them), for :func:`iter_records`'s ``unwrap``."""
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        return doc["data"]  # type: ignore[no-any-return]
+    return None
+
+
 def head_kind(head: bytes) -> str:
     """``json`` (one document), ``jsonl`` or ``csv``, judged from the first bytes."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
