@@ -311,8 +311,19 @@ def report_ingest_outcome(
             highlight=False,
             soft_wrap=True,  # file names are not cut across lines
         )
-    blank = [f.source for f in summary.files if not f.error and not f.read and not f.ignored]
-    nothing_read = summary.total("read") == 0 and summary.total("ignored") == 0
+    unread = [f for f in summary.files if not f.error and not f.read and not f.ignored]
+    # a file of a format told by its structure, holding no rows (a usage page of a quiet day, a
+    # bill or a trace export with nothing in it) is read: a daily job does not fail on it
+    quiet = [f.source for f in unread if f.format not in ("table", "auto")]
+    blank = [f.source for f in unread if f.format in ("table", "auto")]
+    if quiet:
+        note_console(output).print(
+            f"[yellow]note:[/] no rows in {_listed(quiet)} (its format, with nothing in it: a period "
+            "without usage?)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    nothing_read = summary.total("read") == 0 and summary.total("ignored") == 0 and not quiet
     if blank and not nothing_read:  # beside files that were read: said, the import goes on
         note_console(output).print(
             f"[yellow]note:[/] nothing read from {_listed(blank)} (empty, or no rows of a format "
