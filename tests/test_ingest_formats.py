@@ -318,6 +318,39 @@ def test_openai_usage_buckets() -> None:
     assert "input_cached_tokens (1500) exceeds input_tokens (1000)" in reason
 
 
+def test_openai_usage_not_counted_in_tokens_is_ignored_and_noted(tmp_path: Path) -> None:
+    """The images and audio speech pages count images and characters, not tokens: they landed
+    as chat calls of 0 tokens, and gpt-image-1 read as $0 in the spend report. They are ignored,
+    counted, and a note says why; a moderations page is token usage and lands."""
+
+    def page(kind: str, **fields: object) -> dict:
+        result = {"object": f"organization.usage.{kind}.result", "num_model_requests": 20, **fields}
+        bucket = {"object": "bucket", "start_time": 1740787200, "end_time": 1740873600, "results": [result]}
+        return {"object": "page", "data": [bucket], "has_more": False}
+
+    path = tmp_path / "usage.jsonl"
+    pages = [
+        page("images", images=20, model="gpt-image-1", size="1024x1024"),
+        page("audio_speeches", characters=450_000, model="tts-1"),
+        page("moderations", input_tokens=5000, model="omni-moderation-latest"),
+    ]
+    path.write_text("\n".join(json.dumps(p) for p in pages) + "\n")
+    b = read_all("openai-usage", path)
+    [call] = b.tables["calls"].to_pylist()
+    assert (call["model"], call["operation"], call["input_tokens"]) == (
+        "omni-moderation-latest",
+        "moderations",
+        5000,
+    )
+    assert b.ignored == 2 and b.rejects.num_rows == 0
+    with Workspace.init(tmp_path / "ws") as ws:
+        s = ws.ingest_paths([path])
+    assert s.files[0].notes == [
+        f"{path}: usage not counted in tokens ignored (1 organization.usage.audio_speeches.result, "
+        "1 organization.usage.images.result): no token price applies; import the costs page for what it cost"
+    ]
+
+
 def test_openai_costs_are_dollars() -> None:
     b = read_all("openai-usage", FORMATS / "openai_costs.json")
     items = b.tables["cost_items"]

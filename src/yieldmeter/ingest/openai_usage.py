@@ -5,7 +5,9 @@ buckets (``start_time``, ``end_time`` in epoch seconds) whose ``results``
 carry ``input_tokens`` (which *include* ``input_cached_tokens``),
 ``output_tokens``, ``num_model_requests``, ``project_id``, ``user_id``,
 ``api_key_id``, ``model``, ``batch`` and ``service_tier``. Each result becomes
-one aggregated call row with ``request_count = num_model_requests``.
+one aggregated call row with ``request_count = num_model_requests`` (moderations too). The
+pages of usage not counted in tokens (images, audio, vector stores, code interpreter
+sessions) are ignored, counted and noted: no token price applies to them.
 
 ``/v1/organization/costs``: results with ``amount.value`` in *dollars* and a
 ``line_item`` such as ``"gpt-4o-2024-08-06, input"``; they become
@@ -26,7 +28,13 @@ from yieldmeter.ingest.records import RecordError, epoch_or_iso, read_usage_resu
 _KIND_OPERATION = {
     "organization.usage.completions.result": "chat",
     "organization.usage.embeddings.result": "embeddings",
+    "organization.usage.moderations.result": "moderations",
 }
+#: Usage that is not counted in tokens (images, audio seconds and characters, vector store bytes,
+#: code interpreter sessions): no token price applies, so these results are ignored (counted,
+#: with a note) rather than landed as calls of 0 tokens that would read as $0; the costs page
+#: carries what they cost.
+_NOT_TOKENS = re.compile(r"^organization\.usage\.(\w+)\.result$")
 
 
 def _unwrap(doc: Any) -> list[Any] | None:
@@ -47,7 +55,10 @@ def _unwrap(doc: Any) -> list[Any] | None:
     return None
 
 
-def map_usage(r: dict[str, Any]) -> dict[str, Any]:
+def map_usage(r: dict[str, Any]) -> dict[str, Any] | None:
+    """A usage result as an aggregated call; None for usage not counted in tokens."""
+    if r.get("object") not in _KIND_OPERATION and _NOT_TOKENS.match(str(r.get("object"))):
+        return None
     inp = whole(r.get("input_tokens"), "input_tokens") or 0
     cached = whole(r.get("input_cached_tokens"), "input_cached_tokens") or 0
     if cached > inp:

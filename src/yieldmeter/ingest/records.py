@@ -371,7 +371,7 @@ def read_usage_results(
     unwrap: Callable[[Any], Any],
     is_cost: Callable[[dict[str, Any]], bool],
     map_cost: Callable[[dict[str, Any]], dict[str, Any]],
-    map_usage: Callable[[dict[str, Any]], dict[str, Any]],
+    map_usage: Callable[[dict[str, Any]], dict[str, Any] | None],
     report: str,
 ) -> Iterator[Batch]:
     """Provider usage/cost report pages -> ``calls`` (usage buckets) and ``cost_items`` (costs).
@@ -380,9 +380,11 @@ def read_usage_results(
     ``is_cost`` says so, else a usage bucket; a result that cannot be mapped is
     rejected with its position. ``unwrap`` tags each result of a page's bucket with the
     bucket's window (``_start``); a record that is not inside one (another format read with
-    ``--format``) is rejected saying it is not a result of a ``report`` page.
+    ``--format``) is rejected saying it is not a result of a ``report`` page. A usage result
+    ``map_usage`` maps to None (usage not counted in tokens) is ignored, and the kinds are noted.
     """
     buf = RowBuffer(options)
+    passed: dict[str, int] = {}
     records = UntilUnreadable(iter_records(stream, unwrap=unwrap))
     for pos, rec in records:
         table = "cost_items" if isinstance(rec, dict) and is_cost(rec) else "calls"
@@ -397,8 +399,19 @@ def read_usage_results(
         except RecordError as exc:
             buf.reject(table, pos, f"result {pos}: {exc}", raw_of(rec))
             continue
+        if row is None:
+            buf.ignored += 1
+            kind = str(rec.get("object"))
+            passed[kind] = passed.get(kind, 0) + 1
+            continue
         buf.add(table, row, pos)
         if buf.full():
             yield buf.flush()
+    if passed:
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(passed.items()))
+        buf.notes.append(
+            f"{options.source}: usage not counted in tokens ignored ({kinds}): no token price applies; "
+            "import the costs page for what it cost"
+        )
     yield buf.flush()
     records.raise_if_failed()
