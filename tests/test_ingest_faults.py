@@ -292,6 +292,8 @@ def test_a_folder_walk_passes_over_what_is_not_data(tmp_path: Path) -> None:
     (folder / "calls.csv").write_bytes(HEADER + _row(1))
     (folder / "yieldmeter.yaml").write_text("workflows: []\n")
     (folder / "README.md").write_text("# data\n")
+    # the script that fetched the exports, naming their objects: it was read as a usage page
+    (folder / "fetch_costs.py").write_text('KIND = "organization.costs.result"\nprint(KIND)\n')
     (folder / ".cache" / "x.csv").write_bytes(HEADER + _row(2))
     truth = pa.table({"work_unit_id": ["wu-1"], "true_value": [1.0]})
     pq.write_table(truth.replace_schema_metadata({"yieldmeter.truth": "{}"}), folder / "truth.parquet")

@@ -536,8 +536,12 @@ class Workspace:
         return ReportService(self)
 
 
-#: file endings a folder walk passes over: configuration, documents, images, logs
-NOT_DATA = frozenset({".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".rst", ".pdf", ".png"})
+#: file endings a folder walk passes over: configuration, documents, images, and the scripts
+#: that fetch exports and sit beside them (one naming "organization.costs.result" read as a page)
+NOT_DATA = frozenset(
+    {".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".rst", ".pdf", ".png", ".jpg", ".svg", ".html"}
+    | {".py", ".sh", ".ps1", ".bat", ".js", ".ts", ".sql", ".r", ".ipynb"}
+)
 
 
 def unreadable_reason(exc: BaseException, source: Path | str) -> str:

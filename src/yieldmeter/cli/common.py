@@ -307,7 +307,7 @@ def report_ingest_outcome(
     if summary.passed_over:
         note_console(output).print(
             f"[yellow]note:[/] passed over {len(summary.passed_over)} files of the folders that are "
-            f"not data (configuration, documents, hidden): {_listed(summary.passed_over)}",
+            f"not data (configuration, documents, scripts, hidden): {_listed(summary.passed_over)}",
             highlight=False,
             soft_wrap=True,  # file names are not cut across lines
         )
