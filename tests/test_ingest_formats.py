@@ -36,6 +36,7 @@ def read_all(fmt: str, path: Path, **kw: object) -> Batch:
             out.tables[name] = pa.concat_tables([out.tables[name], t]) if name in out.tables else t
         out.rejects = pa.concat_tables([out.rejects, b.rejects])
         out.ignored += b.ignored
+        out.notes += b.notes
     return out
 
 
@@ -370,6 +371,13 @@ def test_anthropic_usage_report_sums_input_parts() -> None:
     assert (row["cached_input_tokens"], row["cache_write_tokens"], row["output_tokens"]) == (200, 1500, 500)
     assert (row["provider"], row["model"]) == ("anthropic", "claude-sonnet-4-20250514")
     assert json.loads(row["attributes"])["web_search_requests"] == 10
+    # one cache write price in the catalog (the five-minute rate): the hour's writes are said to be
+    # understated, not priced silently as if they were the same
+    assert b.notes == [
+        "anthropic_usage_report.json: 1,000 one-hour cache write tokens are priced at the catalog's one "
+        "cache write price (the five-minute rate); Anthropic bills them at twice the input price, so "
+        "their cost is understated (the reconciliation shows the bill's difference)"
+    ]
 
 
 def test_anthropic_results_grouped_by_account_geo_or_speed_stay_apart(tmp_path: Path) -> None:

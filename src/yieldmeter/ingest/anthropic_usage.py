@@ -139,14 +139,32 @@ def map_cost(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
+    one_hour = [0]
+
+    def usage(r: dict[str, Any]) -> dict[str, Any]:
+        row = map_usage(r)
+        creation = r.get("cache_creation") or {}
+        one_hour[0] += creation.get("ephemeral_1h_input_tokens") or 0
+        return row
+
+    def notes() -> list[str]:
+        if not one_hour[0]:
+            return []
+        return [
+            f"{options.source}: {one_hour[0]:,} one-hour cache write tokens are priced at the catalog's "
+            "one cache write price (the five-minute rate); Anthropic bills them at twice the input "
+            "price, so their cost is understated (the reconciliation shows the bill's difference)"
+        ]
+
     return read_usage_results(
         stream,
         options,
         unwrap=_unwrap,
         is_cost=_is_cost,
         map_cost=map_cost,
-        map_usage=map_usage,
+        map_usage=usage,
         report="an Anthropic usage or cost report page (data[].results[])",
+        notes=notes,
     )
 
 

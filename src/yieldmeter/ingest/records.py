@@ -373,6 +373,7 @@ def read_usage_results(
     map_cost: Callable[[dict[str, Any]], dict[str, Any]],
     map_usage: Callable[[dict[str, Any]], dict[str, Any] | None],
     report: str,
+    notes: Callable[[], list[str]] = list,
 ) -> Iterator[Batch]:
     """Provider usage/cost report pages -> ``calls`` (usage buckets) and ``cost_items`` (costs).
 
@@ -382,6 +383,7 @@ def read_usage_results(
     bucket's window (``_start``); a record that is not inside one (another format read with
     ``--format``) is rejected saying it is not a result of a ``report`` page. A usage result
     ``map_usage`` maps to None (usage not counted in tokens) is ignored, and the kinds are noted.
+    ``notes``: what the format has to say once the file is read (with the last batch).
     """
     buf = RowBuffer(options)
     passed: dict[str, int] = {}
@@ -413,5 +415,6 @@ def read_usage_results(
             f"{options.source}: usage not counted in tokens ignored ({kinds}): no token price applies; "
             "import the costs page for what it cost"
         )
+    buf.notes.extend(notes())
     yield buf.flush()
     records.raise_if_failed()
