@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.value_data import GOLDEN_CONFIG, build_workspace, golden_rows, golden_scores
+from yieldmeter.app.reports import ReportFilters
 
 APPROX = {"rel": 1e-6, "abs": 1e-9}
 
@@ -69,6 +70,12 @@ def test_funnel_without_action_signals_judges_on_acceptance(ws: Any) -> None:
     r = _row(ws.value.funnel(workflow="fraud"), workflow="fraud")
     assert r["actions"] is None and r["success_basis"] == "acceptance"
     assert r["cost_per_work_unit"] == pytest.approx(2.0, **APPROX)
+    # fraud records no outcome: no value measured (it read as a value of $0 and "$0" per success)
+    assert r["value"] is None and r["value_per_success"] is None
+    [section_row] = [x for x in ws.reports.funnel_rows(ReportFilters()) if x["workflow"] == "fraud"]
+    assert section_row["value"] is None and section_row["value_per_success"] is None
+    [claims] = [x for x in ws.reports.funnel_rows(ReportFilters()) if x["workflow"] == "claims"]
+    assert claims["value"] == pytest.approx(70.0, **APPROX)  # the months with an outcome add up
 
 
 def test_unit_costs_reconcile_with_cost_lines(ws: Any) -> None:

@@ -265,8 +265,9 @@ class ValueSections(SectionsBase):
     def funnel_rows(self, f: ReportFilters) -> list[dict[str, Any]]:
         """The conversion chain per workflow over the whole period (months summed, rates recomputed).
 
-        Under a team or model filter ``value`` and ``value_per_success`` are None (outcomes are
-        per workflow). ``unpriced_calls`` counts the workflow's calls with no price;
+        ``value`` adds up the months with a monetary outcome: None when none has one (no value
+        measured, not $0), and under a team or model filter (outcomes are per workflow), as
+        ``value_per_success``. ``unpriced_calls`` counts the workflow's calls with no price;
         ``cost_known`` is false when every call is unpriced (its cost figures are then unknown).
         """
         rows = rows_of(self.service("value", "funnel")(f.workflow, f.window(), **self.scoped(f)))
@@ -291,6 +292,7 @@ class ValueSections(SectionsBase):
                     "success_basis": r["success_basis"],
                     **{k: 0 for k in counts},
                     **{k: 0.0 for k in money},
+                    "value": None,  # until a month has a monetary outcome
                     "expected_value": 0.0,
                 },
             )
@@ -298,10 +300,12 @@ class ValueSections(SectionsBase):
             r = with_known_cost(r)
             for k in (*counts, *money, "expected_value"):
                 if r.get(k) is None:
-                    if k in ("actions", "value"):  # not recorded / not defined for this scope
+                    if k == "actions":  # not recorded
                         acc[k] = None
                     continue
-                if acc.get(k) is not None:
+                if k == "value":
+                    acc[k] = (acc[k] or 0.0) + r[k]
+                elif acc.get(k) is not None:
                     acc[k] += r[k]
         for acc in out.values():
             flc = acc["fully_loaded_cost"]

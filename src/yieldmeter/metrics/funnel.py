@@ -13,7 +13,9 @@ Stages (see :mod:`yieldmeter.metrics.units` for the per-unit definitions):
 - ``successful_outcomes``: units that are ``successful`` (quality threshold, risk class and
   latency SLO met, and acted where actions are recorded);
 - ``value``: measured benefit of the workflow's outcomes in the month (see
-  :mod:`yieldmeter.metrics.yields`: monetary families, attribution share applied);
+  :mod:`yieldmeter.metrics.yields`: monetary families, attribution share applied); null
+  when the workflow has no monetary outcome in the month (none recorded, or strategic ones,
+  never in dollars): no value measured, not a value of $0;
   ``expected_value``: sum of the units' p_value x unit_value (the value each score rests on:
   :mod:`yieldmeter.scoring.unit_value`).
 
@@ -109,7 +111,7 @@ def funnel(
         accepted_outputs=accepted,
         actions=actions,
         successful_outcomes=j.successful_outcomes.fill_null(z),
-        value=j.value.fill_null(0.0),
+        value=j.value,
         expected_value=j.expected_value,
         model_cost=known_cost(j.model_cost.fill_null(0.0), calls, unpriced),
         allocated_cost=j.allocated_cost.fill_null(0.0),
