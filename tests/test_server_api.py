@@ -652,3 +652,52 @@ def test_acknowledged_write_survives_a_kill_and_slow_bodies_time_out(tmp_path: P
     with Workspace.open(root) as ws:
         rows = ws.store.query_arrow("SELECT subject FROM decisions WHERE decision_id = 'd-kill'").to_pylist()
     assert rows == [{"subject": "survives a kill"}]
+
+
+def test_an_export_reads_the_same_from_the_command_line_and_the_api(tmp_path: Path) -> None:
+    """One writer per format: the CLI's benchmark export lacked two columns, listed scores in
+    another order, wrote times and whole numbers differently and quoted otherwise. Each export,
+    in each format, is now the same bytes from `yieldmeter export` and from /api/v1/export (open
+    mode: the people scope granted, as the local command has it)."""
+    from starlette.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from yieldmeter.cli.main import build_app
+    from yieldmeter.server.app import create_app
+
+    root = example_workspace(tmp_path / "ws")
+    runner, app = CliRunner(), build_app()
+    with TestClient(create_app(root)) as c:
+        for name, args, query in (
+            ("scores", [], ""),
+            ("benchmarks", ["--by", "team"], "&by=team"),
+            ("unit-values", [], ""),
+        ):
+            for fmt in ("csv", "jsonl"):
+                api = c.get(f"/api/v1/export/{name}?format={fmt}{query}")
+                assert api.status_code == 200, api.text
+                cli = runner.invoke(app, ["export", name, *args, "--format", fmt, "-w", str(root)])
+                assert cli.exit_code == 0, cli.output
+                assert len(api.text.splitlines()) > 1, (name, fmt)  # rows, not a header alone
+                assert _cells(cli.stdout, fmt) == _cells(api.text, fmt), (name, fmt)
+
+
+def _cells(text: str, fmt: str) -> list[list[object]]:
+    """The header and cells of an export, floats rounded to 12 significant digits: two
+    computations of one figure may differ in the last bit (a parallel sum's order)."""
+    rows = [list(r) for r in csv.reader(io.StringIO(text))] if fmt == "csv" else []
+    if fmt == "jsonl":
+        docs = [json.loads(line) for line in text.splitlines()]
+        rows = [list(docs[0])] + [
+            [json.dumps(v) if isinstance(v, list | dict) else v for v in d.values()] for d in docs
+        ]
+
+    def cell(v: object) -> object:
+        if isinstance(v, bool) or v is None:
+            return v
+        try:
+            return float(f"{float(v):.12g}") if "." in str(v) or "e" in str(v) else v  # type: ignore[arg-type]
+        except ValueError:
+            return v
+
+    return [[cell(v) for v in r] for r in rows]

@@ -6,8 +6,6 @@ Thin: parse, call ``ws.value`` (:class:`yieldmeter.app.value.ValueService`), for
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -120,42 +118,6 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     "waste": ["workflow", "category", "work_units", "spend_at_stake", "share_of_spend", "examples"],
 }
 
-SCORE_EXPORT = [
-    "work_unit_id",
-    "workflow",
-    "score",
-    "p_value",
-    "expected_value",
-    "confidence",
-    "confidence_level",
-    "unit_value",
-    "model",
-    "label",
-    "top_signals",
-    "scored_at",
-]
-BENCHMARK_EXPORT = [
-    "subject",
-    "workflow",
-    "n",
-    "value_per_token",
-    "value_per_token_low",
-    "value_per_token_high",
-    "success_rate",
-    "success_rate_low",
-    "success_rate_high",
-    "cost_per_success",
-    "cost_per_success_low",
-    "cost_per_success_high",
-    "value_per_token_raw",
-    "success_rate_raw",
-    "shrinkage",
-    "tokens",
-    "value",
-    "successes",
-    "fully_loaded_cost",
-]
-
 
 class ExportFormat(StrEnum):
     csv = "csv"
@@ -201,30 +163,22 @@ def _run(fn: Any) -> Any:
 
 
 def _write_export(table: pa.Table, fmt: ExportFormat, out: Path | None) -> None:
-    import pyarrow.csv as pacsv
+    """An export to ``out`` or standard output, by the API's writers (:mod:`yieldmeter.app.exports`)."""
     import pyarrow.parquet as pq
+
+    from yieldmeter.app.exports import csv_bytes, jsonl_bytes
 
     if fmt is ExportFormat.parquet:
         if out is None:
             fail("parquet needs --out PATH (it is a binary format)")
         with writing(out):
             pq.write_table(table, out)
-    elif fmt is ExportFormat.csv:
-        if out is None:
-            buf = io.BytesIO()
-            pacsv.write_csv(table, buf)
-            typer.echo(buf.getvalue().decode("utf-8"), nl=False)
-        else:
-            with writing(out):
-                pacsv.write_csv(table, out)
     else:
-        from yieldmeter.cli.common import rows_of
-
-        lines = "".join(json.dumps(r, default=str) + "\n" for r in rows_of(table))
+        data = (csv_bytes if fmt is ExportFormat.csv else jsonl_bytes)(table)
         if out is None:
-            typer.echo(lines, nl=False)
+            typer.echo(data.decode("utf-8"), nl=False)
         else:
-            write_file(out, lines)
+            write_file(out, data)
     if out is not None:
         console().print(f"wrote {table.num_rows:,} rows to {out}", highlight=False)
 
@@ -399,6 +353,8 @@ def register(app: typer.Typer) -> None:
         ws_path: WorkspaceOpt = Path("."),
     ) -> None:
         """Interaction value scores per work unit."""
+        from yieldmeter.app.exports import score_export
+
         with workspace(ws_path) as ws:
             table = _run(lambda: ws.value.scores(workflow))
             if table.num_rows == 0:
@@ -407,7 +363,7 @@ def register(app: typer.Typer) -> None:
                     fail("no scores stored yet: run `yieldmeter score` first")
                 names = ", ".join(sorted({str(w) for w in scored if w is not None}))
                 fail(f"no scores for workflow {workflow!r}; the scored workflows: {names}")
-            _write_export(table.select(SCORE_EXPORT), fmt, out)
+            _write_export(score_export(table), fmt, out)
 
     @export.command("unit-values")
     def export_unit_values(
@@ -433,6 +389,8 @@ def register(app: typer.Typer) -> None:
         ws_path: WorkspaceOpt = Path("."),
     ) -> None:
         """Benchmarks per team (or user, with --people) inside each workflow."""
+        from yieldmeter.app.exports import benchmark_export
+
         with workspace(ws_path) as ws:
             rep = _run(lambda: ws.value.benchmarks(workflow, period, by.value, people=people))
-            _write_export(rep.rows.select(BENCHMARK_EXPORT), fmt, out)
+            _write_export(benchmark_export(rep.rows), fmt, out)

@@ -11,17 +11,18 @@ Ingest answers only after the rows are committed (durable).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from yieldmeter.app.exports import benchmark_export, csv_bytes, jsonl_bytes, score_export
 from yieldmeter.app.reports import ROLES, ReportFilters
 from yieldmeter.reports.model import rows_of
 from yieldmeter.server.auth import KeyRing, KeyStore, Principal
@@ -152,6 +153,20 @@ def redact(
     return (
         row if people else {k: ("(hidden)" if k in fields and v is not None else v) for k, v in row.items()}
     )
+
+
+def redact_table(
+    table: pa.Table, people: bool, fields: tuple[str, ...] = ("user_id", "actor", "person")
+) -> pa.Table:
+    """:func:`redact` for every row of ``table`` (its per-person text columns)."""
+    if people:
+        return table
+    for name in fields:
+        if name in table.column_names:
+            col = table.column(name)
+            hidden = pc.if_else(pc.is_valid(col), pa.scalar("(hidden)"), pa.scalar(None, pa.string()))
+            table = table.set_column(table.schema.get_field_index(name), name, hidden)
+    return table
 
 
 # -- handlers --------------------------------------------------------------------------------------
@@ -310,47 +325,35 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
         people = p.can("people")
         by = request.query_params.get("by", "team")
 
-        columns: list[str] = []  # the header of an empty CSV, where the table says it
-
-        def compute(ws: Any) -> list[dict[str, Any]]:
+        def compute(ws: Any) -> pa.Table:
             ws.reports.check_privacy(f)
             if name == "scores":
                 table = ws.value.scores(f.workflow)
-                columns.extend(table.column_names)
-                scores = rows_of(table)
                 if len(f.workflows) > 1:  # any of several named
-                    scores = [r for r in scores if r["workflow"] in f.workflows]
-                return [redact(r, people) for r in scores]
+                    table = table.filter(pc.is_in(table.column("workflow"), value_set=pa.array(f.workflows)))
+                return redact_table(score_export(table), people)
             if name == "benchmarks":
                 scope = {"workflows": f.workflows, "teams": f.teams, "models": f.models}
-                table = ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows
-                columns.extend(table.column_names)
-                return rows_of(table)
+                return benchmark_export(
+                    ws.value.benchmarks(f.workflow, f.window(), by, people=people, **scope).rows
+                )
             if name == "unit-values":  # what one success of each workflow is worth, and how it is known
                 values = ws.value.unit_values(f.workflows)
                 if not values.num_rows and not (f.workflows and ws.value.unit_values().num_rows):
                     # none at all (an unmatched workflow answers the header alone): as the CLI says it
                     raise Problem(409, "no unit values stored yet: run `yieldmeter score` first")
-                columns.extend(values.column_names)
-                return rows_of(values)
+                return values
             from yieldmeter.metrics.spend import GRAIN
 
             dims = [d for d in GRAIN if d != "user_id" or people]
-            table = ws.reports.spend(dims, f)
-            columns.extend(table.column_names)
-            return rows_of(table)
+            return ws.reports.spend(dims, f)
 
-        rows = await reads.run(compute)
+        # the CLI's writers: a file reads the same from `yieldmeter export` and from here
+        table = await reads.run(compute)
         if fmt == "jsonl":
-            body = b"".join(orjson.dumps(r, default=str) + b"\n" for r in rows)
-            media = "application/x-ndjson"
+            body, media = jsonl_bytes(table), "application/x-ndjson"
         else:
-            buf = io.StringIO()
-            cols = columns or list(dict.fromkeys(k for r in rows for k in r))
-            w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-            body, media = buf.getvalue().encode(), "text/csv; charset=utf-8"
+            body, media = csv_bytes(table), "text/csv; charset=utf-8"
         return Response(
             body,
             media_type=media,
