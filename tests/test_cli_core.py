@@ -88,23 +88,6 @@ def test_bad_input_gives_a_message_and_a_non_zero_exit(tmp_path: Path, runner: C
     r = runner.invoke(app, ["ingest", str(tmp_path / "missing.csv"), "-w", str(tmp_path / "ws")])
     assert r.exit_code == 1 and "no such file" in r.output
 
-
-def test_a_usage_page_of_a_quiet_day_is_read_not_failed(tmp_path: Path, runner: CliRunner) -> None:
-    """OpenAI and Anthropic answer a period without usage with buckets whose results are empty:
-    recognised by their structure, they failed the import (exit 2, "nothing could be read"), so a
-    daily job failed on a quiet day. They are read, with a note; an empty file still fails."""
-    app = build_app()
-    openai = {"object": "page", "has_more": False, "data": [
-        {"object": "bucket", "start_time": 1740787200, "end_time": 1740873600, "results": []}]}  # fmt: skip
-    day = {"starting_at": "2025-08-01T00:00:00Z", "ending_at": "2025-08-02T00:00:00Z", "results": []}
-    anthropic = {"has_more": False, "data": [day]}
-    for name, doc, fmt in (("o.json", openai, "openai-usage"), ("a.json", anthropic, "anthropic-usage")):
-        path = tmp_path / name
-        path.write_text(json.dumps(doc))
-        r = runner.invoke(app, ["ingest", str(path), "-w", str(tmp_path / "ws")])
-        flat = " ".join(r.output.split())
-        assert r.exit_code == 0 and f"{name}: {fmt}" in flat and f"note: no rows in {path}" in flat, r.output
-
     r = runner.invoke(app, ["report", "spend", "--by", "colour", "-w", str(tmp_path / "ws")])
     assert r.exit_code == 1 and "not a dimension" in r.output
 
@@ -122,6 +105,29 @@ def test_a_usage_page_of_a_quiet_day_is_read_not_failed(tmp_path: Path, runner: 
     (tmp_path / "ws" / "yieldmeter.yaml").write_text("workflows:\n  - workflow: x\n    unit_value: lots\n")
     r = runner.invoke(app, ["status", "-w", str(tmp_path / "ws")])
     assert r.exit_code == 1 and "line 3 (workflows[0].unit_value)" in r.output
+
+
+def test_a_usage_page_of_a_quiet_day_is_read_not_failed(tmp_path: Path, runner: CliRunner) -> None:
+    """OpenAI and Anthropic answer a period without usage with buckets whose results are empty:
+    recognised by their structure, they failed the import (exit 2, "nothing could be read"), so a
+    daily job failed on a quiet day. They are read, with a note; an empty file still fails."""
+    app = build_app()
+    openai = {"object": "page", "has_more": False, "data": [
+        {"object": "bucket", "start_time": 1740787200, "end_time": 1740873600, "results": []}]}  # fmt: skip
+    day = {"starting_at": "2025-08-01T00:00:00Z", "ending_at": "2025-08-02T00:00:00Z", "results": []}
+    anthropic = {"has_more": False, "data": [day]}
+    for name, doc, fmt in (("o.json", openai, "openai-usage"), ("a.json", anthropic, "anthropic-usage")):
+        path = tmp_path / name
+        path.write_text(json.dumps(doc))
+        r = runner.invoke(app, ["ingest", str(path), "-w", str(tmp_path / "ws")])
+        flat = " ".join(r.output.split())
+        assert r.exit_code == 0 and f"{name}: {fmt}" in flat and f"note: no rows in {path}" in flat, r.output
+    # an empty file is not a page of a quiet day, whether its format is detected or named
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    for args in ([], ["--format", "litellm"], ["--format", "openai-usage"]):
+        r = runner.invoke(app, ["ingest", str(empty), *args, "-w", str(tmp_path / "ws")])
+        assert r.exit_code == 2 and "nothing could be read" in " ".join(r.output.split()), (args, r.output)
 
 
 def test_a_damaged_file_is_named_not_a_traceback(tmp_path: Path, runner: CliRunner) -> None:

@@ -94,12 +94,41 @@ def test_a_byte_order_mark_is_read_past(tmp_path: Path, name: str) -> None:
     marked, packed = tmp_path / plain.name, tmp_path / (plain.name + ".gz")
     marked.write_bytes(data)
     packed.write_bytes(gzip.compress(data))
-    for path in (marked, packed):
+    # gzip is told by its first bytes too: a name without .gz, or in capitals
+    unnamed, capitals = tmp_path / ("z-" + plain.name), tmp_path / (plain.name + ".GZ")
+    unnamed.write_bytes(gzip.compress(data))
+    capitals.write_bytes(gzip.compress(data))
+    for path in (marked, packed, unnamed, capitals):
         assert detect_format(path).name == fmt, path.name
         got = read_all(fmt, path)
         assert got.rejects.num_rows == expected.rejects.num_rows, got.rejects.to_pylist()
         for table, rows in expected.tables.items():
             assert got.tables[table].num_rows == rows.num_rows, (path.name, table)
+
+
+def test_a_pipe_is_read_as_a_file_is(tmp_path: Path) -> None:
+    """`zstdcat traces.jsonl.zst | yieldmeter ingest /dev/stdin`, what the message about a zstd
+    file suggests: the first bytes are peeked at, not sought back to (a pipe cannot seek, and
+    every import from one failed)."""
+    import subprocess
+    import sys
+
+    data = b"\xef\xbb\xbf" + (FORMATS / "litellm_spend_logs.csv").read_bytes()
+    cli = [
+        sys.executable,
+        "-m",
+        "yieldmeter.cli.main",
+        "ingest",
+        "/dev/stdin",
+        "--format",
+        "litellm",
+        "--output",
+        "json",
+    ]
+    done = subprocess.run([*cli, "-w", str(tmp_path / "ws")], input=data, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    [summary] = json.loads(done.stdout[done.stdout.index(b"[") :])
+    assert (summary["landed"], summary["quarantined"]) == (3, 2)  # as the file itself reads
 
 
 def test_a_file_compressed_another_way_is_named(tmp_path: Path) -> None:
@@ -110,7 +139,7 @@ def test_a_file_compressed_another_way_is_named(tmp_path: Path) -> None:
     with Workspace.init(tmp_path / "ws") as ws:
         [f] = ws.ingest_paths([path]).files
     assert (
-        f.error == "cannot read: zstd-compressed: decompress it first (yieldmeter reads plain files and .gz)"
+        f.error == "cannot read: zstd-compressed: decompress it first (yieldmeter reads plain files and gzip)"
     )
 
 

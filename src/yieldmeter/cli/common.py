@@ -313,9 +313,10 @@ def report_ingest_outcome(
         )
     unread = [f for f in summary.files if not f.error and not f.read and not f.ignored]
     # a file of a format told by its structure, holding no rows (a usage page of a quiet day, a
-    # bill or a trace export with nothing in it) is read: a daily job does not fail on it
-    quiet = [f.source for f in unread if f.format not in ("table", "auto")]
-    blank = [f.source for f in unread if f.format in ("table", "auto")]
+    # bill or a trace export with nothing in it) is read: a daily job does not fail on it; an
+    # empty file is no such page, even when --format names one
+    quiet = [f.source for f in unread if f.format not in ("table", "auto") and not _empty(f.source)]
+    blank = [f.source for f in unread if f.source not in quiet]
     if quiet:
         note_console(output).print(
             f"[yellow]note:[/] no rows in {_listed(quiet)} (its format, with nothing in it: a period "
@@ -340,6 +341,15 @@ def report_ingest_outcome(
     quarantined = summary.total("quarantined")
     if strict and quarantined:
         fail(f"{quarantined:,} rows quarantined (--strict; they are listed by `yieldmeter quarantine`)")
+
+
+def _empty(source: str) -> bool:
+    """Whether the file holds nothing (no byte at all, or only white space)."""
+    try:
+        with Path(source).open("rb") as fh:
+            return not fh.read(4096).strip()
+    except OSError:
+        return False
 
 
 def privacy_note(note: str, fmt: OutputFormat) -> None:

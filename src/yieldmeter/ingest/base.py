@@ -7,6 +7,7 @@ connection and write nothing; the Workspace hands their batches to the store.
 from __future__ import annotations
 
 import csv
+import gzip
 import logging
 import multiprocessing
 import os
@@ -148,16 +149,17 @@ class UntilUnreadable(Generic[T]):
 
 
 def open_binary(path: Path) -> BinaryIO:
-    """Open a file for an adapter, transparently decompressing ``.gz``, past a UTF-8 byte order
-    mark (which editors and Windows tools write, and which no JSON parser takes)."""
-    if path.suffix == ".gz":
-        import gzip
-
-        stream: BinaryIO = gzip.open(path, "rb")  # type: ignore[assignment]  # noqa: SIM115 (the caller closes it)
-    else:
-        stream = path.open("rb")
+    """Open a file for an adapter, past a UTF-8 byte order mark (which editors and Windows tools
+    write, and which no JSON parser takes), decompressing gzip (a ``.gz`` name, or gzip's own
+    first bytes under any name). The first bytes are peeked at, never sought back to, so a pipe
+    (``/dev/stdin``, a ``zstdcat`` into ``<(...)``) reads as a file does. A file compressed
+    another way raises :class:`CompressedFile` naming how."""
+    raw = path.open("rb")
     try:
-        head = stream.read(6)
+        stream: BinaryIO = raw
+        if path.suffix.lower() == ".gz" or raw.peek(2)[:2] == b"\x1f\x8b":
+            stream = _Gunzip(raw)
+        head = stream.peek(6)[:6]  # type: ignore[attr-defined]
         if head.startswith(b"PK\x03\x04"):
             raise CompressedFile(
                 "a zip archive (an Excel workbook is one): export the sheet as CSV, or unzip it first"
@@ -165,13 +167,28 @@ def open_binary(path: Path) -> BinaryIO:
         packed = next((name for magic, name in _OTHER_COMPRESSION if head.startswith(magic)), None)
         if packed is not None:
             raise CompressedFile(
-                f"{packed}-compressed: decompress it first (yieldmeter reads plain files and .gz)"
+                f"{packed}-compressed: decompress it first (yieldmeter reads plain files and gzip)"
             )
-        stream.seek(3 if head.startswith(b"\xef\xbb\xbf") else 0)
+        if head.startswith(b"\xef\xbb\xbf"):
+            stream.read(3)
     except BaseException:  # a .gz that is not gzip fails here: the reader names it as before
-        stream.close()
+        raw.close()
         raise
     return stream
+
+
+class _Gunzip(gzip.GzipFile):
+    """gzip over an open file, closing that file with it (``GzipFile`` leaves a given one open)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 #: The first bytes of files compressed by a method yieldmeter does not open itself.
