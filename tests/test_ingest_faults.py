@@ -294,6 +294,9 @@ def test_a_folder_walk_passes_over_what_is_not_data(tmp_path: Path) -> None:
     (folder / "README.md").write_text("# data\n")
     # the script that fetched the exports, naming their objects: it was read as a usage page
     (folder / "fetch_costs.py").write_text('KIND = "organization.costs.result"\nprint(KIND)\n')
+    (folder / "fetch-usage").write_text(
+        '#!/bin/sh\ncurl -H "x-api-key: $KEY" | grep organization.costs.result\n'
+    )
     (folder / ".cache" / "x.csv").write_bytes(HEADER + _row(2))
     truth = pa.table({"work_unit_id": ["wu-1"], "true_value": [1.0]})
     pq.write_table(truth.replace_schema_metadata({"yieldmeter.truth": "{}"}), folder / "truth.parquet")

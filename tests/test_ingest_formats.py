@@ -158,6 +158,7 @@ def test_a_file_compressed_another_way_is_named(tmp_path: Path) -> None:
                        "results": []}]},
             "anthropic-usage",
         ),
+        ({"data": [], "meta": {"page": 1, "limit": 50, "totalItems": 0, "totalPages": 0}}, "langfuse"),
     ],
 )  # fmt: skip
 def test_a_page_without_usage_is_still_its_format(tmp_path: Path, doc: dict, fmt: str) -> None:
@@ -216,6 +217,10 @@ def test_litellm_spend_logs(tmp_path: Path, shape: str) -> None:
         assert detect_format(path).name == "litellm"
     b = read_all("litellm", path)  # a page was one row, quarantined as "request_id: missing"
     assert b.rejects.column("position").to_pylist() == [4, 5]  # the file's two bad rows, each shape
+    if shape == "page":  # JSON lines of two pages: rows numbered through the file, not by line
+        lines = tmp_path / "spend.jsonl"
+        lines.write_text(path.read_text() + "\n" + path.read_text() + "\n")
+        assert read_all("litellm", lines).rejects.column("position").to_pylist() == [4, 5, 9, 10]
     calls = by_id(b.tables["calls"], "call_id")
     assert set(calls) == {"litellm-chatcmpl-a1", "litellm-msg_b2", "litellm-emb-c3"}
 
@@ -323,6 +328,10 @@ def test_a_refused_record_keeps_no_prompt_or_completion_text(tmp_path: Path) -> 
         assert kept["startTime"] == "2025-03-01T10:00:00Z"  # the rest, to find and mend the row
         [raw] = read_all(fmt, tmp_path / name, capture_content=True).rejects.column("raw").to_pylist()
         assert secret in raw
+    # a line that is a list of observations, not one: not kept either (its items hold the text)
+    (tmp_path / "obs.jsonl").write_text(json.dumps(observation) + "\n" + json.dumps([observation]) + "\n")
+    raws = read_all("langfuse", tmp_path / "obs.jsonl").rejects.column("raw").to_pylist()
+    assert len(raws) == 2 and not any(secret in r for r in raws), raws
     [reject] = read_all("litellm", tmp_path / "logs.csv").rejects.to_pylist()
     assert reject["reason"] == "row 1: expected 5 fields, found 6"
     assert (
@@ -376,7 +385,7 @@ def test_openai_usage_not_counted_in_tokens_is_ignored_and_noted(tmp_path: Path)
     with Workspace.init(tmp_path / "ws") as ws:
         s = ws.ingest_paths([path])
     assert s.files[0].notes == [
-        f"{path}: usage not counted in tokens ignored (1 organization.usage.audio_speeches.result, "
+        "usage not counted in tokens ignored (1 organization.usage.audio_speeches.result, "
         "1 organization.usage.images.result): no token price applies; import the costs page for what it cost"
     ]
 
@@ -403,7 +412,7 @@ def test_anthropic_usage_report_sums_input_parts() -> None:
     # one cache write price in the catalog (the five-minute rate): the hour's writes are said to be
     # understated, not priced silently as if they were the same
     assert b.notes == [
-        "anthropic_usage_report.json: 1,000 one-hour cache write tokens are priced at the catalog's one "
+        "1,000 one-hour cache write tokens are priced at the catalog's one "
         "cache write price (the five-minute rate); Anthropic bills them at twice the input price, so "
         "their cost is understated (the reconciliation shows the bill's difference)"
     ]
@@ -456,6 +465,20 @@ def test_anthropic_results_grouped_by_account_geo_or_speed_stay_apart(tmp_path: 
 
 
 _OLDER_ID = ("_start", "_end", "workspace_id", "api_key_id", "model", "service_tier", "context_window")
+
+
+def test_an_anthropic_count_written_as_text_is_read_and_noted(tmp_path: Path) -> None:
+    """A count as text ("1000") is a whole number to the mapping; the one-hour note added up the
+    raw value, and one such result lost the whole file to a TypeError."""
+    result = {"model": "claude-sonnet-4-20250514", "uncached_input_tokens": 10, "output_tokens": 5,
+              "cache_creation": {"ephemeral_1h_input_tokens": "1000"}}  # fmt: skip
+    bucket = {"starting_at": "2025-08-01T00:00:00Z", "ending_at": "2025-08-02T00:00:00Z", "results": [result]}
+    path = tmp_path / "usage.json"
+    path.write_text(json.dumps({"data": [bucket], "has_more": False}))
+    b = read_all("anthropic-usage", path)
+    [row] = b.tables["calls"].to_pylist()
+    assert (row["input_tokens"], row["cache_write_tokens"]) == (1010, 1000)
+    assert b.notes[0].startswith("1,000 one-hour cache write tokens")
 
 
 def test_anthropic_cost_report_is_cents() -> None:

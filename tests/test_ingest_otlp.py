@@ -566,7 +566,7 @@ def test_a_rejected_signal_counts_its_span_as_rejected() -> None:
     b = decode(span(1, CHAT, events=[bad]), span(2, CHAT))
     assert b.tables["calls"].num_rows == 2  # the call itself is fine
     n, message = rejected_spans(b)
-    assert n == 1 and message == "signals: value: not a number"
+    assert n == 1 and message == "signals: span 0000000000000001: value: not a number"  # names its span
 
 
 # -- whatever shape a span takes, only that span is rejected --------------------------------------

@@ -381,7 +381,7 @@ class Workspace:
                 continue
             for p in sorted(p for p in path.rglob("*") if p.is_file()):
                 hidden = any(part.startswith(".") for part in p.relative_to(path).parts)
-                if hidden or p.suffix.lower() in NOT_DATA:
+                if hidden or p.suffix.lower() in NOT_DATA or _script(p):
                     if passed_over is not None:
                         passed_over.append(p)
                 else:
@@ -540,8 +540,18 @@ class Workspace:
 #: that fetch exports and sit beside them (one naming "organization.costs.result" read as a page)
 NOT_DATA = frozenset(
     {".yaml", ".yml", ".toml", ".ini", ".cfg", ".md", ".rst", ".pdf", ".png", ".jpg", ".svg", ".html"}
-    | {".py", ".sh", ".ps1", ".bat", ".js", ".ts", ".sql", ".r", ".ipynb"}
+    | {".py", ".sh", ".bash", ".zsh", ".ps1", ".bat", ".js", ".mjs", ".cjs", ".ts", ".rb", ".pl", ".php"}
+    | {".go", ".java", ".rs", ".sql", ".r", ".ipynb"}
 )
+
+
+def _script(path: Path) -> bool:
+    """A file that starts with ``#!``: a script, whatever its name (``fetch-usage``)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(2) == b"#!"
+    except OSError:
+        return False
 
 
 def unreadable_reason(exc: BaseException, source: Path | str) -> str:

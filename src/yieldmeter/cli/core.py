@@ -129,8 +129,10 @@ def register(app: typer.Typer) -> None:
             if output is OutputFormat.table:  # on its own line: a table column would cut the name
                 name = f.format if f.format != "auto" else "format not recognised"
                 console().print(f"{f.source}: [bold]{name}[/] ({how})", highlight=False, soft_wrap=True)
+            # under the file's own line in a table; named in the note where no such line is printed
+            where = "" if output is OutputFormat.table else f"{f.source}: "
             for note in dict.fromkeys(f.notes):
-                notes.print(f"[yellow]note:[/] {note}", highlight=False)
+                notes.print(f"[yellow]note:[/] {where}{note}", highlight=False)
         emit(summary.rows(), output, title="Ingest summary")
         if output is OutputFormat.table:
             updated = summary.total("updated")

@@ -96,6 +96,7 @@ def map_usage(r: dict[str, Any]) -> dict[str, Any]:
         "cached_input_tokens": cache_read,
         "cache_write_tokens": write_5m + write_1h,
         "request_count": 1,
+        "_one_hour": write_1h,
         "user_id": r.get("account_id"),
         "app": r.get("workspace_id"),
         "attributes": to_json({k: v for k, v in attrs.items() if v is not None}),
@@ -143,15 +144,14 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
 
     def usage(r: dict[str, Any]) -> dict[str, Any]:
         row = map_usage(r)
-        creation = r.get("cache_creation") or {}
-        one_hour[0] += creation.get("ephemeral_1h_input_tokens") or 0
+        one_hour[0] += row.pop("_one_hour")  # the count map_usage read (and checked)
         return row
 
     def notes() -> list[str]:
         if not one_hour[0]:
             return []
         return [
-            f"{options.source}: {one_hour[0]:,} one-hour cache write tokens are priced at the catalog's "
+            f"{one_hour[0]:,} one-hour cache write tokens are priced at the catalog's "
             "one cache write price (the five-minute rate); Anthropic bills them at twice the input "
             "price, so their cost is understated (the reconciliation shows the bill's difference)"
         ]

@@ -141,10 +141,16 @@ _OBSERVATION_TYPE = re.compile(
 )
 
 
+#: The API's page without observations: ``{"data": [], "meta": {"page": 1, ..., "totalItems": 0}}``.
+_EMPTY_PAGE = re.compile(rb'\{\s*"data"\s*:\s*\[\s*\]\s*,\s*"meta"\s*:\s*\{[^{}]*"totalItems"')
+
+
 def detect(head: bytes, filename: str) -> bool:
     """Observations: their usage or model fields, or (where a long input comes first, as in a
     RAG trace) an observation type beside a trace id. The OTLP formats, which carry Langfuse's
     attributes too, are told apart before this."""
+    if _EMPTY_PAGE.match(head.lstrip(b"\xef\xbb\xbf \t\r\n")):  # the API's page of a quiet day
+        return True
     has_trace = any(k in head for k in (b"trace_id", b"traceId"))
     return any(k in head for k in (b"provided_model_name", b"providedModelName")) or (
         has_trace

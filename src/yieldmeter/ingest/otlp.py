@@ -141,6 +141,7 @@ _SIGNAL_SCHEMA = pa.schema(
         ("actor", pa.string()),
         ("source", pa.string()),
         ("attributes", pa.string()),
+        ("span_id", pa.string()),  # not a signals column: names the span in a reject's reason
     ]
 )
 _WORK_UNIT_SCHEMA = pa.schema(
@@ -508,6 +509,7 @@ class SpanRows:
             "actor": _str(a.get("gen_ai.tool.name")),
             "source": self.options.source,
             "attributes": _dumps({k: v for k, v in attrs.items() if v is not None}),
+            "span_id": span_id,
         }
         self.signals.append(signal)
         self.signal_positions.append(position)
@@ -558,6 +560,7 @@ class SpanRows:
                     "actor": None,
                     "source": self.options.source,
                     "attributes": _dumps(attrs),
+                    "span_id": span_id,
                 }
             )
             self.signal_positions.append(position)
@@ -577,7 +580,11 @@ class SpanRows:
         if self.signals:
             sig = pa.Table.from_pylist(self.signals, schema=_SIGNAL_SCHEMA)
             sig = sig.set_column(sig.schema.get_field_index("ts"), "ts", sig.column("ts").cast(_TS_US))
-            batch.add("signals", conform("signals", sig, source=source, positions=self.signal_positions))
+            named = ("span", "span_id")  # as the calls' rejects name their span
+            batch.add(
+                "signals",
+                conform("signals", sig, source=source, positions=self.signal_positions, named_by=named),
+            )
         if self.work_units:
             units = list(self.work_units.values())
             wu = pa.Table.from_pylist(units, schema=_WORK_UNIT_SCHEMA)

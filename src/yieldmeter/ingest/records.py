@@ -56,7 +56,11 @@ def raw_of(rec: Any, content: Collection[str] = ()) -> Any:
     """
     if isinstance(rec, dict):
         return _without(rec, content)
-    if not isinstance(rec, RecordError) or rec.raw is None:
+    if not isinstance(rec, RecordError):  # a list or a value where a record was expected
+        if content and isinstance(rec, list | tuple):  # it may hold records, with their text
+            return f"(not kept: a {type(rec).__name__}, not a record, and capture_content is off)"
+        return str(rec)
+    if rec.raw is None:
         return str(rec)
     if not content:
         return rec.raw
@@ -105,8 +109,9 @@ def iter_records(
     """``(position, record)`` pairs: array items, JSON lines, or CSV rows (1-based data rows).
 
     ``unwrap`` turns a document (a page object) into its records, e.g. the
-    buckets of an API page; a JSON lines file of pages is unwrapped line by line.
-    A line that is not JSON yields ``(position, RecordError)``.
+    buckets of an API page; a JSON lines file of pages is unwrapped line by line, its records
+    numbered through the file (a line holds many). A line that is not JSON yields
+    ``(line number, RecordError)``.
     """
     head = stream.read(65_536)
     kind = head_kind(head)
@@ -136,10 +141,10 @@ def iter_records(
             sub = unwrap(doc) if unwrap else None
             if sub is None:
                 yield lineno, doc
-            else:
+            else:  # a line of a page: its records are counted through the file, as in a document
                 for rec in sub:
                     pos += 1
-                    yield lineno, rec
+                    yield pos, rec
         return
     # bytes that are not UTF-8 are kept as surrogates, so they reject their row, not the file
     decoded = codecs.getreader("utf-8-sig")(_Rejoin(head, stream), errors="surrogateescape")  # type: ignore[arg-type]
@@ -412,7 +417,7 @@ def read_usage_results(
     if passed:
         kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(passed.items()))
         buf.notes.append(
-            f"{options.source}: usage not counted in tokens ignored ({kinds}): no token price applies; "
+            f"usage not counted in tokens ignored ({kinds}): no token price applies; "
             "import the costs page for what it cost"
         )
     buf.notes.extend(notes())
