@@ -535,3 +535,15 @@ def test_an_empty_markdown_table_keeps_its_caption() -> None:
     text = to_markdown(Report("finops", "FinOps", "", "2026-10", "now", "ws", [section]))
     assert "*Recommended switches*\n\n_Nothing to show._" in text
     assert "*Experiments*\n\n_Nothing to show._" in text
+
+
+def test_a_workflow_of_strategic_outcomes_measures_no_value(example_workspace: Path) -> None:
+    """board-analysis's only outcome is strategic (never in dollars): its funnel value read $0
+    and $0 per success. No monetary outcome: no value measured, in the funnel and the section."""
+    with Workspace.open(example_workspace) as ws:
+        board = [r for r in ws.value.funnel().to_pylist() if r["workflow"] == "board-analysis"]
+        assert board and all(r["value"] is None and r["value_per_success"] is None for r in board), board
+        [row] = [r for r in ws.reports.funnel_rows(ReportFilters()) if r["workflow"] == "board-analysis"]
+        assert row["value"] is None and row["value_per_success"] is None
+        valued = [r for r in ws.reports.funnel_rows(ReportFilters()) if r["value"] is not None]
+        assert valued, "a workflow with a monetary outcome keeps its value"

@@ -135,7 +135,7 @@ def monthly_benefit(b: ir.Table) -> ir.Table:
     ).to_pyarrow()
     first, last = span.column("first")[0].as_py(), span.column("last")[0].as_py()
     if first is None:
-        return b.group_by("workflow", "month").aggregate(value=b.benefit.sum().fill_null(0.0))
+        return b.group_by("workflow", "month").aggregate(value=b.benefit.sum())
     months = months_between(first, last or first)
     ts = pa.timestamp("us", tz="UTC")
     m = ibis.memtable(
@@ -157,7 +157,8 @@ def monthly_benefit(b: ir.Table) -> ir.Table:
     )
     part = elapsed_seconds(ibis.greatest(j.part_start, j.m_start), ibis.least(j.part_end, j.m_end))
     share = ibis.ifelse(j.part_end.isnull(), 1.0, part / elapsed_seconds(j.part_start, j.part_end))
-    return j.group_by("workflow", month=j.m_label).aggregate(value=(j.benefit * share).sum().fill_null(0.0))
+    # null where no outcome of the month is monetary (strategic, capacity not redeployed): no value
+    return j.group_by("workflow", month=j.m_label).aggregate(value=(j.benefit * share).sum())
 
 
 def workflow_costs(lines: ir.Table, window: Window | None = None, *, by_month: bool = False) -> ir.Table:
