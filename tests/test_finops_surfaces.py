@@ -68,10 +68,12 @@ def test_rest_endpoints(tmp_path: Path):
 
 
 def test_budgets_posted_as_records_follow_the_identity_rule(tmp_path: Path):
-    """POST /api/v1/budgets takes the rows /finops/budgets and the command take: a row without a
-    period is a month budget (it was refused as "budget_id: missing", the wrong field), posting
-    the same scope again updates it, and a row giving its own budget_id for a scope and period
-    is refused naming budget_id (it landed as a second budget on the same team and month)."""
+    """One budget per scope and period, however it is written. POST /api/v1/budgets takes the rows
+    /finops/budgets and the command take: a row without a period is a month budget (it was
+    refused as "budget_id: missing", the wrong field), and posting the same scope again updates
+    it. A row giving an id of its own replaces the budget of its scope and period (it landed as a
+    second budget on the same team and month), and so does a budget written after it: a budget
+    stored under its own id before stays one budget, and can be mended under that id."""
     ws = _recent(tmp_path / "ws")
     ws.close()
     with TestClient(create_app(tmp_path / "ws")) as c:
@@ -81,15 +83,17 @@ def test_budgets_posted_as_records_follow_the_identity_rule(tmp_path: Path):
         assert r.status_code == 201, r.text
         mine = {"budget_id": "mine", "scope_kind": "team", "scope": "alpha", "period": "month", "amount": 9}
         r = c.post("/api/v1/budgets", json=[mine])
-        assert r.json()["landed"] == 0
-        [(position, reason)] = [(x["position"], x["reason"]) for x in r.json()["rejected"]]
-        assert position == 1 and reason.startswith(
-            "budget_id: a budgets row is named by its scope_kind, scope"
-        )
+        assert r.json()["landed"] == 1, r.text
+        rows = c.get("/api/v1/finops/budgets").json()
+        assert [(b["budget_id"], b["amount"]) for b in rows] == [("mine", 9.0)]
+        r = c.post("/api/v1/budgets", json=[{**mine, "amount": 10}])  # mended under its own id
+        assert [(b["budget_id"], b["amount"]) for b in c.get("/api/v1/finops/budgets").json()] == [
+            ("mine", 10.0)
+        ]
+        r = c.post("/api/v1/finops/budgets", json={"scope_kind": "team", "scope": "alpha", "amount": 11})
+        assert [b["amount"] for b in c.get("/api/v1/finops/budgets").json()] == [11.0]  # still one
         r = c.post("/api/v1/budgets", json=[{"scope_kind": "team", "amount": 9}])
         assert [x["reason"] for x in r.json()["rejected"]] == ["scope: missing"]  # the part, not the id
-        rows = c.get("/api/v1/finops/budgets").json()
-    assert [(b["scope"], b["period"], b["amount"]) for b in rows] == [("alpha", "month", 8.0)]
 
 
 def test_schedule_and_ingest_evaluate(tmp_path: Path):

@@ -122,9 +122,10 @@ class Table:
     #: A derived key is ``stable_id(table, *parts)``; False: ``stable_id(*parts)`` (a budget's id
     #: is that of its scope kind, scope and period however it was written: a file, the API, a command).
     key_prefixed: bool = True
-    #: The key is always the derived one: a row that gives another is refused, as it would be a
-    #: second row of one identity (two budgets on one team and period).
-    key_is_derived: bool = False
+    #: A row written replaces the stored rows of the same ``derive_key_from`` under another key
+    #: (one budget per scope and period, whether its id was given or derived, and a budget stored
+    #: under an id of its own before is replaced by the one written after it).
+    one_per_derived_key: bool = False
     #: Time column used for day partitioning in a lake and for period filters.
     time_column: str | None = None
     #: Row rules: the sum of the named columns may not exceed the bound column.
@@ -363,7 +364,7 @@ BUDGETS = Table(
     key="budget_id",
     derive_key_from=("scope_kind", "scope", "period"),
     key_prefixed=False,
-    key_is_derived=True,
+    one_per_derived_key=True,
     row_check="yieldmeter.finops.budgets:check_budget_columns",
     doc="a spend budget",
     columns=(

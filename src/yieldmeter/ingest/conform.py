@@ -263,24 +263,14 @@ def conform(
 
     if spec.derive_key_from:
         key = columns[spec.key]
-        if spec.key_is_derived or pc.any(pc.is_null(key)).as_py():
+        if pc.any(pc.is_null(key)).as_py():
             parts = [columns[c].to_pylist() for c in spec.derive_key_from]
             prefix = (table_name,) if spec.key_prefixed else ()
-            derived = pa.array(
-                [
-                    stable_id(*prefix, *row) if all(p is not None for p in row) else None
-                    for row in zip(*parts, strict=True)
-                ],
-                pa.string(),
-            )
-            if spec.key_is_derived:
-                other = pc.and_(pc.is_valid(derived), pc.not_equal(key, derived))
-                flag(
-                    other,
-                    f"{spec.key}: a {table_name} row is named by its {', '.join(spec.derive_key_from)}, "
-                    f"not by a {spec.key} given with it: leave {spec.key} out",
-                )
-            columns[spec.key] = pc.coalesce(key, derived)
+            derived = [
+                stable_id(*prefix, *row) if all(p is not None for p in row) else None
+                for row in zip(*parts, strict=True)
+            ]
+            columns[spec.key] = pc.coalesce(key, pa.array(derived, pa.string()))
 
     # the parts a key is derived from first: a row without one says which, not that the key is missing
     for col in sorted(spec.columns, key=lambda c: c.name not in spec.derive_key_from):

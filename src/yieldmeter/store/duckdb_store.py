@@ -649,6 +649,14 @@ class Store:
                     same_set = same_keys.combine_chunks()
                     rows = rows.filter(pc.invert(pc.is_in(rows.column(spec.key), value_set=same_set)))
                     con.register("_incoming", rows)
+            others = 0
+            if spec.one_per_derived_key and rows.num_rows:
+                # the same identity stored under another id: replaced by the row written now
+                same = " AND ".join(f"s.{_q(c)} = t.{_q(c)}" for c in spec.derive_key_from)
+                others = con.execute(
+                    f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM _incoming s "
+                    f"WHERE {same} AND s.{key} <> t.{key})"
+                ).fetchone()[0]
             if rows.num_rows:
                 col_list = ", ".join(_q(c) for c in spec.names)
                 con.execute(f"INSERT INTO {target} ({col_list}) SELECT {col_list} FROM _incoming")
@@ -660,7 +668,7 @@ class Store:
         return WriteResult(
             read=n,
             landed=staged - identical + n_replaced,
-            updated=changed + n_replaced,
+            updated=changed + n_replaced + others,
             duplicates=(n - staged - n_replaced) + identical,
         )
 
