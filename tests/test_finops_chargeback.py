@@ -384,6 +384,16 @@ def test_showback_counts_the_calls_it_cannot_charge(tmp_path: Path):
     assert [(r["team"], r["model_cost"], r["unpriced_calls"]) for r in rows] == [("alpha", 2.0, 2)]
     assert ws.finops.unpriced_by_team("2026-11") == {"alpha": 2, "beta": 1}
     assert ws.finops.unpriced_by_team("2026-10") == {}  # the period narrows the count
+    # the Chargeback section counts beta's call too, which no row holds
+    from yieldmeter.app.finops_sections import showback_section
+
+    section = showback_section(ws.reports, ReportFilters(period="2026-11", people=True))
+    assert any(n.startswith("1 more calls without a list price are in no row above") for n in section.notes)
     ws.close()
     r = CliRunner().invoke(build_app(), ["showback", "--period", "2026-11", "-w", str(tmp_path / "ws")])
     assert r.exit_code == 0 and "3 calls without a list price charged nothing" in " ".join(r.output.split())
+    r = CliRunner().invoke(
+        build_app(), ["showback", "--period", "2026-11", "-f", "json", "-w", str(tmp_path / "ws")]
+    )
+    assert r.exit_code == 0 and "3 calls without a list price" in " ".join(r.stderr.split())  # beside JSON
+    assert json.loads(r.stdout)[0]["unpriced_calls"] == 2

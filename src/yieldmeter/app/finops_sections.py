@@ -299,6 +299,10 @@ def showback_section(svc: ReportService, f: ReportFilters) -> Section:
     shared cost (allocated by rule), for the period."""
     period = _period_text(f)
     rows = _filtered(rows_of(svc.service("finops", "showback")(period, people=f.people)), f, {"team": "team"})
+    unpriced = svc.service("finops", "unpriced_by_team")(period)
+    if f.teams:
+        unpriced = {t: n for t, n in unpriced.items() if t in f.teams}
+    uncharged = sum(unpriced.values()) - sum(r.get("unpriced_calls") or 0 for r in rows)
     total = sum(r.get("total_cost") or 0.0 for r in rows)
     shared = sum(r.get("shared_cost") or 0.0 for r in rows)
     top = rows[:12]
@@ -347,6 +351,15 @@ def showback_section(svc: ReportService, f: ReportFilters) -> Section:
         ],
         notes=[
             "Model cost charges calls with a list price; unpriced calls are counted beside it.",
+            *(
+                [
+                    f"{uncharged:,} more calls without a list price are in no row above (teams with "
+                    "nothing to charge, a shared team's pool, or teams too small to show): see "
+                    "Unpriced models."
+                ]
+                if uncharged > 0
+                else []
+            ),
             "The FOCUS export (yieldmeter export focus) carries each split with its rule in the "
             "Allocated* columns, for the FinOps tool of record.",
         ],

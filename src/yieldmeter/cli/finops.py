@@ -23,6 +23,7 @@ from yieldmeter.cli.common import (
     err_console,
     fail,
     group,
+    note_console,
     privacy_note,
     workspace,
 )
@@ -247,8 +248,8 @@ def register(app: typer.Typer) -> None:
                 fail(str(exc))
         emit(rows, fmt, title="Showback")
         privacy_note(note, fmt)
-        if unpriced and fmt is OutputFormat.table:
-            console().print(
+        if unpriced:  # under a table; on stderr beside JSON or CSV
+            note_console(fmt).print(
                 f"note: {unpriced:,} call{'s' if unpriced > 1 else ''} without a list price "
                 "charged nothing (unpriced_calls per team); `yieldmeter unpriced` lists the models.",
                 highlight=False,
