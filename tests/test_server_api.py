@@ -264,7 +264,11 @@ def test_problem_details_for_every_4xx(closed: tuple[str, Keys]) -> None:
         ("GET", "/api/v1/finops/forecast?by=colour", None, 400, "by"),
         ("GET", "/api/v1/finops/forecast?at=yesterday", None, 400, "at"),
         ("GET", "/api/v1/export/scores?period=2025-01", None, 400, "period"),
-        ("POST", "/api/v1/keys", {"name": "x", "scopes": ["root"]}, 400, None),
+        ("POST", "/api/v1/keys", {"name": "x", "scopes": ["root"]}, 400, "scopes"),
+        ("POST", "/api/v1/keys", {"name": " ", "scopes": ["read"]}, 400, "name"),
+        ("GET", "/api/v1/finops/budgets?at=0500-01-01", None, 400, "at"),
+        ("POST", "/api/v1/finops/alerts/evaluate?at=2999-01-01", None, 400, "at"),
+        ("POST", "/api/v1/finops/budgets", {"scope_kind": "team", "scope": "x"}, 400, "amount"),
         ("DELETE", "/api/v1/keys/nope", None, 404, None),
         ("POST", "/api/v1/keys", {"name": "x" * (70 * 1024), "scopes": ["read"]}, 413, None),
         # a NUL reached DuckDB as a filter literal it cannot parse (a 500)

@@ -18,10 +18,11 @@ class PeriodError(InputError):
 YEARS = (1900, 9000)
 
 
-def check_year(when: datetime, what: str) -> datetime:
-    """``when``, or :class:`PeriodError` naming ``what`` when its year is outside :data:`YEARS`."""
+def check_year(when: datetime, what: str, field: str = "period") -> datetime:
+    """``when``, or :class:`PeriodError` naming ``what`` (the input ``field``) when its year is
+    outside :data:`YEARS`."""
     if not YEARS[0] <= when.year <= YEARS[1]:
-        raise PeriodError(f"{what}: the year must be between {YEARS[0]} and {YEARS[1]}")
+        raise PeriodError(f"{what}: the year must be between {YEARS[0]} and {YEARS[1]}", field=field)
     return when
 
 

@@ -179,7 +179,9 @@ def evaluate(
     would be refused.
     """
     if now > datetime.now(UTC) + FUTURE_SLACK:
-        raise InputError(f"alerts are evaluated as of now or a time already past, not {now.isoformat()}")
+        raise InputError(
+            f"alerts are evaluated as of now or a time already past, not {now.isoformat()}", field="at"
+        )
     with _EVALUATING:
         ensure_tables(store)
         state = store.ibis.table(ALERTS_TABLE).to_pyarrow().to_pylist()
@@ -190,7 +192,8 @@ def evaluate(
             raise InputError(
                 f"alerts were last evaluated as of {latest.isoformat()}: an evaluation as of "
                 f"{now.isoformat()} would undo that state and deliver its changes again "
-                "(to look back without changing anything: `yieldmeter budgets list --at`)"
+                "(to look back without changing anything: `yieldmeter budgets list --at`)",
+                field="at",
             )
         rows, events = transitions(state, breaches, now)
         if events or breaches:

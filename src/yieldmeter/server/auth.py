@@ -96,7 +96,9 @@ def expand(scopes: list[str] | tuple[str, ...] | str) -> frozenset[str]:
     items = [s.strip() for s in scopes.split(",")] if isinstance(scopes, str) else list(scopes)
     unknown = [s for s in items if s and s not in SCOPES]
     if unknown:
-        raise InputError(f"unknown scope {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
+        raise InputError(
+            f"unknown scope {', '.join(unknown)}; choose from {', '.join(SCOPES)}", field="scopes"
+        )
     out: set[str] = set()
     for s in items:
         if s:
@@ -172,9 +174,9 @@ class KeyStore:
         granted = [s.strip() for s in (scopes.split(",") if isinstance(scopes, str) else scopes) if s.strip()]
         expand(granted)
         if not granted:
-            raise InputError(f"a key needs at least one scope ({', '.join(SCOPES)})")
+            raise InputError(f"a key needs at least one scope ({', '.join(SCOPES)})", field="scopes")
         if not name.strip():
-            raise InputError("a key needs a name (who or what uses it)")
+            raise InputError("a key needs a name (who or what uses it)", field="name")
         key_id = secrets.token_hex(4)
         key = f"ym_{key_id}_{secrets.token_urlsafe(24).replace('_', '-')}"
         now = datetime.now(UTC)

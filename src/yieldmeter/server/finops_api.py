@@ -67,7 +67,7 @@ def _at(request: Request) -> datetime | None:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise Problem(400, f"at={raw!r} is not an ISO date or time", field="at") from None
-    return check_year(dt if dt.tzinfo else dt.replace(tzinfo=UTC), f"at={raw!r}")
+    return check_year(dt if dt.tzinfo else dt.replace(tzinfo=UTC), f"at={raw!r}", "at")
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
@@ -103,8 +103,12 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             doc = orjson.loads(await read_body(request, ADMIN_BODY_LIMIT))  # 413 beyond 64 KiB
         except orjson.JSONDecodeError as exc:
             raise Problem(400, f"not valid JSON: {exc}") from None
-        if not isinstance(doc, dict) or not {"scope_kind", "scope", "amount"} <= set(doc):
-            raise Problem(400, 'expected {"scope_kind": ..., "scope": ..., "amount": ..., "period": "month"}')
+        shape = 'expected {"scope_kind": ..., "scope": ..., "amount": ..., "period": "month"}'
+        if not isinstance(doc, dict):
+            raise Problem(400, shape)
+        missing = [k for k in ("scope_kind", "scope", "amount") if k not in doc]
+        if missing:
+            raise Problem(400, f"{', '.join(missing)} missing: {shape}", field=missing[0])
         keys = ("basis", "soft_threshold", "hard_threshold")
         kw = {k: doc[k] for k in keys if k in doc}
         # the values go as sent: add_budget checks them (budgets.check_budget), a 400 naming the field
