@@ -244,6 +244,8 @@ def test_an_empty_reconciliation_is_an_empty_list_in_json(tmp_path: Path, runner
     assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
     r = runner.invoke(app, ["reconcile", "-f", "json", "-w", str(ws)])
     assert r.exit_code == 0 and json.loads(r.stdout) == [], r.stdout
+    r = runner.invoke(app, ["reconcile", "-f", "csv", "-w", str(ws)])  # the header alone, not a blank line
+    assert r.exit_code == 0 and r.stdout.startswith("month,model,provider,billed,metered,"), r.stdout
     r = runner.invoke(app, ["reconcile", "-w", str(ws)])
     assert r.exit_code == 0 and "No provider token bills imported" in r.stdout
 
@@ -252,11 +254,12 @@ def test_a_small_change_keeps_its_sign_and_a_tenth() -> None:
     """The demo summary read "-0 successful outcomes a month" for a change of -0.497."""
     from yieldmeter.app.demo import _signed
 
-    assert [_signed(x) for x in (-0.497, -0.04, 0.0, 3.26, 12.4, -1234.6)] == [
+    assert [_signed(x) for x in (-0.497, -0.04, 0.0, 3.26, 9.96, 12.4, -1234.6)] == [
         "-0.5",
-        "+0.0",
+        "-0.04",
         "+0.0",
         "+3.3",
+        "+10",
         "+12",
         "-1,235",
     ]

@@ -661,8 +661,9 @@ def test_acknowledged_write_survives_a_kill_and_slow_bodies_time_out(tmp_path: P
 def test_an_export_reads_the_same_from_the_command_line_and_the_api(tmp_path: Path) -> None:
     """One writer per format: the CLI's benchmark export lacked two columns, listed scores in
     another order, wrote times and whole numbers differently and quoted otherwise. Each export,
-    in each format, is now the same bytes from `yieldmeter export` and from /api/v1/export (open
-    mode: the people scope granted, as the local command has it)."""
+    in each format, now has the same header and cells from `yieldmeter export` and from
+    /api/v1/export (open mode: the people scope granted, as the local command has it); a float
+    is compared to 12 digits, as two computations of a parallel sum may differ in the last bit."""
     from starlette.testclient import TestClient
     from typer.testing import CliRunner
 

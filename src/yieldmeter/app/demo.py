@@ -284,9 +284,13 @@ def _usd(v: float | None) -> str:
 
 
 def _signed(x: float) -> str:
-    """A change with its sign, a tenth kept below 10 (-0.497 read "-0"): -0.5, +12, never -0.0."""
-    digits = 1 if abs(x) < 10 else 0
-    return f"{round(x, digits) + 0.0:+,.{digits}f}"
+    """A change with its sign (-0.497 read "-0"): whole from 10 (+12), a tenth below (-0.5), two
+    significant digits below a twentieth (-0.04: a small loss keeps its sign); +0.0 for none."""
+    if abs(x) >= 9.95:
+        return f"{x:+,.0f}"
+    if abs(x) >= 0.05 or x == 0:
+        return f"{round(x, 1) + 0.0:+.1f}"
+    return f"{x:+.2g}"
 
 
 def _routing_lines(ws: Workspace) -> list[str]:

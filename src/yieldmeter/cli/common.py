@@ -264,6 +264,11 @@ def emit(data: Any, fmt: OutputFormat | str, *, title: str | None = None) -> Non
             return
         console().print(_rich_table(rows, _columns(rows), title))
         return
+    if not rows and OutputFormat(fmt) is OutputFormat.csv and hasattr(data, "column_names"):
+        out = io.StringIO()  # nothing in scope: the table's header alone, as the exports write it
+        csv.writer(out, lineterminator="\n").writerow(data.column_names)
+        typer.echo(out.getvalue(), nl=False)
+        return
     text = render(rows, fmt, title=title)
     typer.echo(text, nl=not text.endswith("\n"))
 
