@@ -219,7 +219,8 @@ EFFORT = {"fraud-review": 6 / 60 * 70, "support-reply": 12 / 60 * 40, "board-ana
 FULLY_LOADED = {wf: MODEL[wf] + ALLOCATED[wf] + EFFORT[wf] for wf in MODEL}
 # Measured value: fraud losses avoided 12,000 x attribution 0.5; support 80 x 1.0; the board
 # analysis outcome is strategic (no dollars). Successful outcomes per workflow: 1, 2, 1.
-VALUE = {"fraud-review": 6000.0, "support-reply": 80.0, "board-analysis": 0.0}
+# measured (monetary) value; board-analysis's outcome is strategic, never dollars: none measured
+VALUE = {"fraud-review": 6000.0, "support-reply": 80.0, "board-analysis": None}
 SUCCESSES = {"fraud-review": 1, "support-reply": 2, "board-analysis": 1}
 
 
@@ -260,7 +261,8 @@ def test_coo_cfo_owners_and_scenario_figures_by_hand(example_workspace: Path) ->
         assert rows[wf]["fully_loaded_cost_scaled"] == pytest.approx(scaled), wf
         assert rows[wf]["successful_outcomes"] == SUCCESSES[wf] * 10, wf
         assert rows[wf]["cost_per_successful_outcome_scaled"] == pytest.approx(scaled / (SUCCESSES[wf] * 10))
-        assert rows[wf]["yield_scaled"] == pytest.approx(VALUE[wf] * 10 / scaled), wf
+        value = VALUE[wf]
+        assert rows[wf]["yield_scaled"] == (None if value is None else pytest.approx(value * 10 / scaled)), wf
     # fraud review at 10x: (0.00108 + 7) x 10 + 0.2079 = $70.22 for $60,000 of losses avoided
     assert rows["fraud-review"]["yield_scaled"] == pytest.approx(854.47, abs=0.01)
     assert rows["internal-content"]["fully_loaded_cost_scaled"] == "unpriced"
