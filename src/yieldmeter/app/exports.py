@@ -2,9 +2,8 @@
 
 One writer per format, so a file reads the same from either surface: CSV with a header and
 values quoted only where needed (times in ISO 8601 with their offset), JSON lines by orjson
-(times in RFC 3339). The score and benchmark exports
-lead with the columns a reader looks for first (:data:`SCORE_COLUMNS`,
-:data:`BENCHMARK_COLUMNS`), then the others.
+(times in RFC 3339). The score and benchmark exports lead with the columns a reader looks for
+first (:data:`SCORE_COLUMNS`, :data:`BENCHMARK_COLUMNS`), then the others.
 """
 
 from __future__ import annotations

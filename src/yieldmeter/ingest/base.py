@@ -200,7 +200,7 @@ _OTHER_COMPRESSION = (
 
 
 class CompressedFile(InputError):
-    """A file compressed by a method yieldmeter does not read (only gzip, as ``.gz``)."""
+    """A file compressed by a method yieldmeter does not read (it reads gzip)."""
 
 
 class ReadAhead:
