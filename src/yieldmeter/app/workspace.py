@@ -78,6 +78,24 @@ class FileSummary:
         """Every row read is landed, a duplicate, or quarantined."""
         return self.read == self.landed + self.duplicates + self.quarantined
 
+    @property
+    def unread(self) -> bool:
+        """Read without an error, and nothing came of it: no row, none ignored."""
+        return self.error is None and not self.read and not self.ignored
+
+    @property
+    def quiet(self) -> bool:
+        """An unread file of a format told by its structure (a usage page of a day without usage,
+        a bill or a trace export with nothing in it): read, not failed, so a daily job goes on.
+        An empty file (no byte but white space) is no such page, even when ``--format`` names one."""
+        if not self.unread or self.format in ("table", "auto"):
+            return False
+        try:
+            with Path(self.source).open("rb") as fh:
+                return bool(fh.read(4096).strip())
+        except OSError:
+            return False
+
 
 @dataclass
 class IngestSummary:

@@ -264,10 +264,15 @@ def emit(data: Any, fmt: OutputFormat | str, *, title: str | None = None) -> Non
             return
         console().print(_rich_table(rows, _columns(rows), title))
         return
-    if not rows and OutputFormat(fmt) is OutputFormat.csv and hasattr(data, "column_names"):
-        out = io.StringIO()  # nothing in scope: the table's header alone, as the exports write it
-        csv.writer(out, lineterminator="\n").writerow(data.column_names)
-        typer.echo(out.getvalue(), nl=False)
+    if (
+        not rows
+        and OutputFormat(fmt) is OutputFormat.csv
+        and hasattr(data, "schema")
+        and hasattr(data, "column_names")
+    ):
+        from yieldmeter.app.exports import csv_bytes
+
+        typer.echo(csv_bytes(data).decode(), nl=False)  # nothing in scope: the header alone
         return
     text = render(rows, fmt, title=title)
     typer.echo(text, nl=not text.endswith("\n"))
@@ -316,12 +321,8 @@ def report_ingest_outcome(
             highlight=False,
             soft_wrap=True,  # file names are not cut across lines
         )
-    unread = [f for f in summary.files if not f.error and not f.read and not f.ignored]
-    # a file of a format told by its structure, holding no rows (a usage page of a quiet day, a
-    # bill or a trace export with nothing in it) is read: a daily job does not fail on it; an
-    # empty file is no such page, even when --format names one
-    quiet = [f.source for f in unread if f.format not in ("table", "auto") and not _empty(f.source)]
-    blank = [f.source for f in unread if f.source not in quiet]
+    quiet = [f.source for f in summary.files if f.quiet]  # a page of a quiet day: read, with a note
+    blank = [f.source for f in summary.files if f.unread and not f.quiet]
     if quiet:
         note_console(output).print(
             f"[yellow]note:[/] no rows in {_listed(quiet)} (its format, with nothing in it: a period "
@@ -346,15 +347,6 @@ def report_ingest_outcome(
     quarantined = summary.total("quarantined")
     if strict and quarantined:
         fail(f"{quarantined:,} rows quarantined (--strict; they are listed by `yieldmeter quarantine`)")
-
-
-def _empty(source: str) -> bool:
-    """Whether the file holds nothing (no byte at all, or only white space)."""
-    try:
-        with Path(source).open("rb") as fh:
-            return not fh.read(4096).strip()
-    except OSError:
-        return False
 
 
 def privacy_note(note: str, fmt: OutputFormat) -> None:

@@ -146,27 +146,17 @@ def _clean(obj: Any) -> Any:
     return plain(obj)
 
 
-def redact(
-    row: dict[str, Any], people: bool, fields: tuple[str, ...] = ("user_id", "actor", "person")
-) -> dict[str, Any]:
-    """Per-person fields removed unless the caller holds the ``people`` scope."""
+#: The fields that name a person: hidden from a caller without the ``people`` scope.
+PERSON_FIELDS = ("user_id", "actor", "person")
+
+
+def redact(row: dict[str, Any], people: bool) -> dict[str, Any]:
+    """:data:`PERSON_FIELDS` hidden unless the caller holds the ``people`` scope."""
     return (
-        row if people else {k: ("(hidden)" if k in fields and v is not None else v) for k, v in row.items()}
+        row
+        if people
+        else {k: ("(hidden)" if k in PERSON_FIELDS and v is not None else v) for k, v in row.items()}
     )
-
-
-def redact_table(
-    table: pa.Table, people: bool, fields: tuple[str, ...] = ("user_id", "actor", "person")
-) -> pa.Table:
-    """:func:`redact` for every row of ``table`` (its per-person text columns)."""
-    if people:
-        return table
-    for name in fields:
-        if name in table.column_names:
-            col = table.column(name)
-            hidden = pc.if_else(pc.is_valid(col), pa.scalar("(hidden)"), pa.scalar(None, pa.string()))
-            table = table.set_column(table.schema.get_field_index(name), name, hidden)
-    return table
 
 
 # -- handlers --------------------------------------------------------------------------------------
@@ -331,7 +321,7 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
                 table = ws.value.scores(f.workflow)
                 if len(f.workflows) > 1:  # any of several named
                     table = table.filter(pc.is_in(table.column("workflow"), value_set=pa.array(f.workflows)))
-                return redact_table(score_export(table), people)
+                return score_export(table)  # per work unit: no field names a person
             if name == "benchmarks":
                 scope = {"workflows": f.workflows, "teams": f.teams, "models": f.models}
                 return benchmark_export(
