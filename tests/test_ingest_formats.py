@@ -159,6 +159,8 @@ def test_a_file_compressed_another_way_is_named(tmp_path: Path) -> None:
             "anthropic-usage",
         ),
         ({"data": [], "meta": {"page": 1, "limit": 50, "totalItems": 0, "totalPages": 0}}, "langfuse"),
+        # LiteLLM's /spend/logs/v2 page, as clients of the proxy fetch it
+        ({"data": [], "total": 0, "page": 1, "page_size": 50, "total_pages": 0}, "litellm"),
     ],
 )  # fmt: skip
 def test_a_page_without_usage_is_still_its_format(tmp_path: Path, doc: dict, fmt: str) -> None:

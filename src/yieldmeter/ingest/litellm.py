@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+import orjson
+
 from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
 from yieldmeter.ingest.records import (
     RecordError,
@@ -171,9 +173,23 @@ def _with_duration(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+#: The keys of the proxy's page (``/spend/logs/v2``) beside its ``data``.
+_PAGE_KEYS = frozenset({"total", "page", "page_size", "total_pages"})
+
+
 def detect(head: bytes, filename: str) -> bool:
+    """Spend log rows, or the proxy's page without rows (a quiet period):
+    ``{"data": [], "total": 0, "page": 1, "page_size": 50, "total_pages": 0}``."""
     text = head[:8192]
-    return b"request_id" in text and b"call_type" in text and b"spend" in text
+    if b"request_id" in text and b"call_type" in text and b"spend" in text:
+        return True
+    if len(head) > 4096 or b'"page_size"' not in head:  # an empty page is a few bytes
+        return False
+    try:
+        doc = orjson.loads(head.lstrip(b"\xef\xbb\xbf"))
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and doc.get("data") == [] and doc.keys() >= _PAGE_KEYS
 
 
 FORMAT = Format(
