@@ -7,6 +7,7 @@ where the traps are: cached tokens inside or outside input, cents or dollars).
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -206,7 +207,6 @@ def test_otlp_lines_whose_first_line_is_broken_are_still_otlp(tmp_path: Path) ->
 def test_litellm_spend_logs(tmp_path: Path, shape: str) -> None:
     path = FORMATS / "litellm_spend_logs.csv"
     if shape != "csv":  # the same rows as the JSON export of the table, or as the proxy pages them
-        import csv
 
         rows = list(csv.DictReader(path.open()))
         path = tmp_path / "spend.json"
@@ -308,6 +308,10 @@ def test_a_refused_record_keeps_no_prompt_or_completion_text(tmp_path: Path) -> 
         "completion_tokens": 10, "startTime": "2025-03-01T10:00:00Z", "model": "gpt-4o",
         "messages": [{"role": "user", "content": secret}], "response": {"text": secret},
         "proxy_server_request": {"messages": [secret]},
+        # the proxy logs the request body, tool calls and vector store queries in metadata too
+        "metadata": {"user_api_key_alias": "claims-bot", "proxy_server_request": {"messages": [secret]},
+                     "mcp_tool_call_metadata": {"arguments": {"q": secret}},
+                     "vector_store_request_metadata": [{"query": secret}]},
     }  # fmt: skip
     observation = {
         "id": "o1", "traceId": "t1", "type": "GENERATION", "startTime": "2025-03-01T10:00:00Z",
@@ -328,12 +332,22 @@ def test_a_refused_record_keeps_no_prompt_or_completion_text(tmp_path: Path) -> 
         kept = json.loads(raw)
         assert all(kept[k] == "(content not kept: capture_content is off)" for k in content), kept
         assert kept["startTime"] == "2025-03-01T10:00:00Z"  # the rest, to find and mend the row
+        if fmt == "litellm":
+            assert kept["metadata"]["user_api_key_alias"] == "claims-bot"
+            assert kept["metadata"]["proxy_server_request"] == "(content not kept: capture_content is off)"
         [raw] = read_all(fmt, tmp_path / name, capture_content=True).rejects.column("raw").to_pylist()
         assert secret in raw
     # a line that is a list of observations, not one: not kept either (its items hold the text)
     (tmp_path / "obs.jsonl").write_text(json.dumps(observation) + "\n" + json.dumps([observation]) + "\n")
     raws = read_all("langfuse", tmp_path / "obs.jsonl").rejects.column("raw").to_pylist()
     assert len(raws) == 2 and not any(secret in r for r in raws), raws
+    # metadata as a CSV export holds it: JSON text in a cell, kept as text without the request
+    with (tmp_path / "meta.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(
+            [["request_id", "spend", "metadata"], ["r-3", "n/a", json.dumps(litellm["metadata"])]]
+        )
+    [raw] = read_all("litellm", tmp_path / "meta.csv").rejects.column("raw").to_pylist()
+    assert secret not in raw and json.loads(json.loads(raw)["metadata"])["user_api_key_alias"] == "claims-bot"
     [reject] = read_all("litellm", tmp_path / "logs.csv").rejects.to_pylist()
     assert reject["reason"] == "row 1: expected 5 fields, found 6"
     assert (
@@ -665,7 +679,12 @@ def test_csv_fields_keep_their_line_breaks_and_trailing_empties(tmp_path: Path) 
     reasons = b.rejects.column("reason").to_pylist()
     [i] = [n for n, r in enumerate(reasons) if r.startswith("row 1:")]
     assert "fields" in reasons[i]
-    assert "\\xff" in b.rejects.column("raw")[i].as_py()  # the byte kept, written as an escape
+    # the metadata column may hold the request's text (the proxy logs its body there): the row,
+    # whose values may be shifted, is kept only where content is captured
+    assert b.rejects.column("raw")[i].as_py().startswith("(row not kept")
+    b = read_all("litellm", bad, capture_content=True)
+    [raw] = [r["raw"] for r in b.rejects.to_pylist() if r["reason"].startswith("row 1:")]
+    assert "\\xff" in raw  # the byte kept, written as an escape
 
 
 def test_a_correction_is_a_charge_of_its_own(tmp_path: Path) -> None:

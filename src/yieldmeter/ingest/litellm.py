@@ -52,7 +52,17 @@ _CALL_TYPES = {
 _STATUS = {"success": "ok", "failure": "error", "": "ok", None: "ok"}
 #: The columns that hold prompt or completion text (the request as the proxy got it, too): kept
 #: only with capture_content, in a call's attributes and in a refused row's quarantine entry.
-CONTENT = ("messages", "response", "proxy_server_request")
+CONTENT = (
+    "messages",
+    "response",
+    "proxy_server_request",
+    # what the proxy logs inside metadata (``SpendLogsMetadata``) that may hold request text:
+    # the request body, MCP tool arguments and results, vector store queries, guardrail verdicts
+    "metadata.proxy_server_request",
+    "metadata.mcp_tool_call_metadata",
+    "metadata.vector_store_request_metadata",
+    "metadata.guardrail_information",
+)
 _LINKAGE = ("yieldmeter.work_unit.id", "yieldmeter.workflow", "yieldmeter.task_type", "yieldmeter.team")
 
 

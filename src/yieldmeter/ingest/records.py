@@ -50,7 +50,8 @@ def raw_of(rec: Any, content: Collection[str] = ()) -> Any:
     reader kept of it, else the reader's message.
 
     ``content``: the fields that hold prompt or completion text (empty when the workspace
-    captures content); their values are not kept. A CSV row of the wrong width in a file with
+    captures content), ``parent.key`` for a key inside a JSON-object field; their values are
+    not kept. A CSV row of the wrong width in a file with
     such a column is not kept at all, as any of its values may be shifted text: the reason
     names the row, to be found in the file.
     """
@@ -68,16 +69,51 @@ def raw_of(rec: Any, content: Collection[str] = ()) -> Any:
         kept = orjson.loads(rec.raw)
     except orjson.JSONDecodeError:
         return rec.raw
-    if not isinstance(kept, dict) or not any(k in kept for k in content):
+    if not isinstance(kept, dict) or not any(k.partition(".")[0] in kept for k in content):
         return rec.raw
     if rec.shifted:
-        columns = ", ".join(sorted(set(content) & kept.keys()))
+        columns = ", ".join(sorted({k.partition(".")[0] for k in content} & kept.keys()))
         return f"(row not kept: its fields may be shifted, and the file has content columns: {columns})"
     return _without(kept, content)
 
 
 def _without(rec: dict[str, Any], content: Collection[str]) -> dict[str, Any]:
-    return {k: CONTENT_NOT_KEPT if k in content and v not in (None, "") else v for k, v in rec.items()}
+    """``rec`` with the values of its ``content`` fields replaced; ``parent.key`` names a key
+    of a field that holds a JSON object (as an object, or as its text in a CSV cell)."""
+    inner: dict[str, set[str]] = {}
+    for name in content:
+        parent, dot, key = name.partition(".")
+        if dot:
+            inner.setdefault(parent, set()).add(key)
+    out = {}
+    for k, v in rec.items():
+        if v in (None, ""):
+            out[k] = v
+        elif k in content:
+            out[k] = CONTENT_NOT_KEPT
+        elif k in inner:
+            out[k] = _without_inside(v, inner[k])
+        else:
+            out[k] = v
+    return out
+
+
+def _without_inside(value: Any, keys: set[str]) -> Any:
+    """A JSON object (or its text) without the values of ``keys``; text that is not an object
+    but names one of them is not kept at all."""
+    doc = value
+    if isinstance(value, str | bytes):
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            doc = None
+    if not isinstance(doc, dict):
+        text = value if isinstance(value, str) else str(value)
+        return CONTENT_NOT_KEPT if any(k in text for k in keys) else value
+    if not keys & doc.keys():
+        return value
+    kept = _without(doc, keys)
+    return kept if isinstance(value, dict) else orjson.dumps(kept).decode()
 
 
 def data_page(doc: Any) -> list[Any] | None:
