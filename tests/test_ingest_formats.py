@@ -207,7 +207,6 @@ def test_otlp_lines_whose_first_line_is_broken_are_still_otlp(tmp_path: Path) ->
 def test_litellm_spend_logs(tmp_path: Path, shape: str) -> None:
     path = FORMATS / "litellm_spend_logs.csv"
     if shape != "csv":  # the same rows as the JSON export of the table, or as the proxy pages them
-
         rows = list(csv.DictReader(path.open()))
         path = tmp_path / "spend.json"
         doc = (

@@ -320,6 +320,35 @@ def test_langfuse_generation_attributes() -> None:
     assert b.ignored == 1  # a plain Langfuse span
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        # what langfuse.openai and the LangChain handler pass through: OpenAI's inclusive counts
+        # with nested breakdowns (chat completions, the Responses API), and LangChain's own
+        {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100,
+         "prompt_tokens_details": {"cached_tokens": 400, "audio_tokens": 0},
+         "completion_tokens_details": {"reasoning_tokens": 60, "audio_tokens": 0}},
+        {"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100,
+         "input_tokens_details": {"cached_tokens": 400}, "output_tokens_details": {"reasoning_tokens": 60}},
+        {"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100,
+         "input_token_details": {"cache_read": 400, "audio": 0}, "output_token_details": {"reasoning": 60}},
+    ],
+)  # fmt: skip
+def test_langfuse_usage_with_nested_breakdowns(usage: dict) -> None:
+    """The counts are inclusive (1000 input holds the 400 cached, 100 output the 60 reasoning):
+    the call has 1000 / 100, not 1400 / 160; the span was quarantined as 'not a whole number'."""
+    attrs = {
+        "langfuse.observation.type": "generation",
+        "langfuse.observation.model.name": "gpt-4o",
+        "langfuse.observation.usage_details": json.dumps(usage),
+    }
+    b = decode(span(1, attrs))
+    assert b.rejects.num_rows == 0
+    row = calls_by_span(b)[1]
+    got = (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"], row["reasoning_tokens"])
+    assert got == (1000, 400, 100, 60)
+
+
 # -- bad input ------------------------------------------------------------------------------------
 def test_bad_spans_are_rejected_with_reasons_and_the_rest_lands() -> None:
     b = decode(

@@ -223,6 +223,21 @@ def _json_obj(v: Any, key: str) -> dict[str, Any]:
     raise SpanError(f"{key}: not a JSON object")
 
 
+#: nested usage breakdowns (see :func:`langfuse_usage`): which count each is a part of
+_USAGE_DETAILS = {
+    "prompt_tokens_details": "input",
+    "input_tokens_details": "input",
+    "input_token_details": "input",
+    "completion_tokens_details": "output",
+    "output_tokens_details": "output",
+    "output_token_details": "output",
+}
+_DETAIL_PARTS = {
+    "input": {"cached_tokens": "cache_read", "cache_read": "cache_read", "cache_creation": "cache_write"},
+    "output": {"reasoning_tokens": "reasoning", "reasoning": "reasoning"},
+}
+
+
 def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[int, int, int, int, int]:
     """Canonical (input, output, cache read, cache write, reasoning) from Langfuse ``usage_details``.
 
@@ -230,12 +245,36 @@ def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[i
     ``input_cached_tokens`` / ``cache_read_input_tokens``; ``output`` excludes
     ``output_reasoning_tokens``), and ``total`` is their sum. When ``total``
     shows that ``input`` already held the cached tokens, they are not added again.
+
+    Usage passed through as a provider or framework reports it (Langfuse's OpenAI and LangChain
+    integrations do) nests its breakdowns: ``prompt_tokens_details.cached_tokens``,
+    ``completion_tokens_details.reasoning_tokens`` (OpenAI chat), ``input_tokens_details`` /
+    ``output_tokens_details`` (the Responses API), ``input_token_details.cache_read`` /
+    ``cache_creation`` and ``output_token_details.reasoning`` (LangChain). Their counts are
+    inclusive, the breakdowns parts of them; other parts (audio, predictions) stay inside, as
+    do breakdowns of another name.
     """
     nums: dict[str, int] = {}
+    parts: dict[str, int] = {}
+    nested = False
     for k, v in usage.items():
         if v is None:
             continue
+        if isinstance(v, dict):
+            side = _USAGE_DETAILS.get(k)
+            if side is None:  # a breakdown of another kind: its parts sit inside the counts
+                continue
+            nested = True
+            for part, n in v.items():
+                kind = _DETAIL_PARTS[side].get(part)
+                if kind is not None and n is not None:
+                    parts[kind] = parts.get(kind, 0) + (_tokens({f"{k}.{part}": n}, (f"{k}.{part}",)) or 0)
+            continue
         nums[k] = _tokens({k: v}, (k,)) or 0
+    if nested:  # inclusive counts, their parts inside
+        inp = nums.get("prompt_tokens", nums.get("input_tokens", nums.get("input", 0)))
+        out = nums.get("completion_tokens", nums.get("output_tokens", nums.get("output", 0)))
+        return inp, out, parts.get("cache_read", 0), parts.get("cache_write", 0), parts.get("reasoning", 0)
     inp = nums.get("input", nums.get("prompt_tokens", nums.get("input_tokens", 0)))
     out = nums.get("output", nums.get("completion_tokens", nums.get("output_tokens", 0)))
     cache_read = sum(
