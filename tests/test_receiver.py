@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -643,6 +644,44 @@ def test_langfuse_scores_endpoint(client: TestClient) -> None:
         sig["score-3"]["value"] is None and orjson.loads(sig["score-3"]["attributes"])["label"] == "friendly"
     )
     assert sig["score-3"]["work_unit_id"] == "f" * 32  # a trace not seen yet keeps its id
+
+
+def test_a_false_boolean_score_is_not_the_event_its_name_maps_to() -> None:
+    """``score_signals: {helpful: accepted, kept: saved}``: a thumbs-down (BOOLEAN 0, or JSON
+    false) stored an ``accepted`` signal, and the work unit read as accepted and successful. It
+    is ``rejected`` now; a false score of a kind without an opposite is a rating of 0; a true
+    one, or a numeric 0 (not a yes/no), stays the mapped kind."""
+    from yieldmeter.ingest.langfuse_scores import scores_to_batch
+
+    def score(name: str, value: object, dtype: str | None) -> dict:
+        return {"traceId": TRACE, "name": name, "value": value, "dataType": dtype}
+
+    scores = [
+        score("helpful", 0, "BOOLEAN"),
+        score("helpful", False, None),
+        score("helpful", "false", "BOOLEAN"),
+        score("helpful", 1, "BOOLEAN"),
+        score("helpful", 0, "NUMERIC"),
+        score("kept", 0, "BOOLEAN"),
+        score("kept", True, None),
+    ]
+    b = scores_to_batch(
+        scores,
+        score_signals={"helpful": "accepted", "kept": "saved"},
+        capture_content=False,
+        now=datetime(2025, 3, 1, tzinfo=UTC),
+    )
+    signals = b.batch.tables["signals"]
+    got = list(zip(signals.column("kind").to_pylist(), signals.column("value").to_pylist(), strict=True))
+    assert got == [
+        ("rejected", 0.0),
+        ("rejected", 0.0),
+        ("rejected", 0.0),
+        ("accepted", 1.0),
+        ("accepted", 0.0),
+        ("rated", 0.0),
+        ("saved", 1.0),
+    ]
 
 
 LANGFUSE_KEY = IngestKey(public_key="pk-lf-test", secret_key="sk-lf-test", org="acme")

@@ -6,7 +6,8 @@ per score out. A score that cannot be read is rejected with its position and
 reason and never stops the others: every value is checked (and typed) here,
 so building the Arrow table cannot fail on a mix of types.
 
-Mapping: kind = ``score_signals[name]`` (config), else ``rated``; value:
+Mapping: kind = ``score_signals[name]`` (config), else ``rated`` (a false boolean score of a
+mapped name is ``rejected`` for ``accepted``, else ``rated`` 0: see :func:`_kind`); value:
 numeric and boolean scores as numbers (boolean 1/0), categorical and text
 scores keep their label in ``attributes`` (text only with content capture
 on); the work unit is the trace id (the receiver then points it at the work
@@ -188,7 +189,11 @@ def _score_row(
         "signal_id": sid,
         "work_unit_id": trace or observation,
         "ts": ts,
-        "kind": score_signals.get(name, "rated"),
+        "kind": _kind(
+            score_signals.get(name, "rated"),
+            value,
+            (dtype or "").upper() == "BOOLEAN" or isinstance(s["value"], bool),
+        ),
         "value": value,
         "actor": None,
         "source": source,
@@ -196,6 +201,19 @@ def _score_row(
         "_trace": trace,
         "_observation": observation,
     }
+
+
+#: What a false boolean score of a name ``score_signals`` maps records instead of the mapped kind.
+_WHEN_FALSE = {"accepted": "rejected"}
+
+
+def _kind(mapped: str, value: float | None, boolean: bool) -> str:
+    """The signal kind of a score: the kind its name maps to, except for a boolean score that
+    is false (a thumbs-down on ``helpful: accepted``): that did not happen, so it records the
+    opposite event where there is one (``rejected``), else a rating of 0."""
+    if boolean and value == 0.0 and mapped != "rated":
+        return _WHEN_FALSE.get(mapped, "rated")
+    return mapped
 
 
 def _score_value(v: Any, dtype: str) -> tuple[float | None, str | None]:
