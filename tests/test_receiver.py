@@ -684,6 +684,36 @@ def test_a_false_boolean_score_is_not_the_event_its_name_maps_to() -> None:
     ]
 
 
+def test_a_score_keeps_no_comment_or_text_unless_content_is_captured() -> None:
+    """A refused score (a session score, a text value where a number is due) was quarantined
+    with its comment and text, and the text echoed in the reason the SDK logs; a CORRECTION
+    score (a corrected output, SDK v5) was refused as 'not a number'. Its text is a label kept
+    only with content capture, as a TEXT score's is."""
+    from yieldmeter.ingest.langfuse_scores import scores_to_batch
+
+    secret = "SECRET patient John Doe"
+    scores = [
+        {"sessionId": "s-1", "name": "helpful", "value": 1, "comment": secret},
+        {"traceId": TRACE, "name": "relevance", "value": secret, "dataType": "NUMERIC"},
+        {"traceId": TRACE, "name": "fix", "value": secret, "dataType": "CORRECTION", "comment": secret},
+    ]
+    for capture in (False, True):
+        b = scores_to_batch(
+            scores, score_signals={}, capture_content=capture, now=datetime(2025, 3, 1, tzinfo=UTC)
+        )
+        assert b.ids[2] is not None and b.errors[:2] == [b.errors[0], b.errors[1]] and all(b.errors[:2])
+        kept = " ".join(
+            [
+                *b.errors[:2],
+                *b.batch.rejects.column("raw").to_pylist(),
+                *b.batch.rejects.column("reason").to_pylist(),
+            ]
+        )
+        [attributes] = b.batch.tables["signals"].column("attributes").to_pylist()
+        assert (secret in kept) is capture and (secret in attributes) is capture, (capture, kept)
+        assert "(content not kept" in kept or capture
+
+
 LANGFUSE_KEY = IngestKey(public_key="pk-lf-test", secret_key="sk-lf-test", org="acme")
 
 

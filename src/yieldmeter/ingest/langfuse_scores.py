@@ -34,6 +34,7 @@ import pyarrow as pa
 from yieldmeter.errors import InputError
 from yieldmeter.ingest.base import Batch
 from yieldmeter.ingest.conform import concat_rejects, conform, make_rejects, parse_timestamp, stable_id
+from yieldmeter.ingest.records import CONTENT_NOT_KEPT
 
 SOURCE = "langfuse-scores"
 #: The event types of the Langfuse ingestion API; only ``score-create`` is taken.
@@ -125,7 +126,7 @@ def scores_to_batch(
         ids.append(None)
         bad_pos.append(i)
         bad_reason.append(f"score {i}: {err}")
-        bad_raw.append(_raw(s))
+        bad_raw.append(_raw(s, capture_content))
     batch = Batch()
     if rows:
         table = pa.Table.from_pylist(rows, schema=_SCHEMA)
@@ -167,7 +168,7 @@ def _score_row(
     dtype = s.get("dataType")
     if dtype is not None and not isinstance(dtype, str):
         raise ScoreError(f"dataType: expected a string, got {type(dtype).__name__}")
-    value, label = _score_value(s["value"], (dtype or "").upper())
+    value, label = _score_value(s["value"], (dtype or "").upper(), capture)
     stamp = s.get("timestamp") if s.get("timestamp") is not None else fallback_ts
     ts = parse_timestamp(stamp) if stamp is not None else now
     if ts is None:
@@ -180,7 +181,7 @@ def _score_row(
         "configId": s.get("configId"),
         "environment": s.get("environment"),
     }
-    if label is not None and (dtype != "TEXT" or capture):
+    if label is not None and ((dtype or "").upper() not in _TEXT_TYPES or capture):
         attrs["label"] = label
     if capture and isinstance(s.get("comment"), str) and s["comment"]:
         attrs["comment"] = s["comment"]
@@ -216,9 +217,14 @@ def _kind(mapped: str, value: float | None, boolean: bool) -> str:
     return mapped
 
 
-def _score_value(v: Any, dtype: str) -> tuple[float | None, str | None]:
-    """(value, label): numbers for NUMERIC and BOOLEAN scores, a label for the others."""
-    if dtype in ("CATEGORICAL", "TEXT"):
+#: score types whose value is free text (a comment, a corrected output): kept with content capture only
+_TEXT_TYPES = ("TEXT", "CORRECTION")
+
+
+def _score_value(v: Any, dtype: str, capture: bool) -> tuple[float | None, str | None]:
+    """(value, label): numbers for NUMERIC and BOOLEAN scores, a label for the others. A reason
+    quotes a text value only where content is captured (it may be a comment)."""
+    if dtype in ("CATEGORICAL", *_TEXT_TYPES):
         if isinstance(v, dict | list):
             raise ScoreError(f"value: expected text for a {dtype} score, got {type(v).__name__}")
         return None, str(v)
@@ -240,10 +246,20 @@ def _score_value(v: Any, dtype: str) -> tuple[float | None, str | None]:
             return float(v), None
         except ValueError:
             return None, v  # a categorical score sent without its dataType
-    raise ScoreError(f"value: {v!r} is not a number for a {dtype or 'NUMERIC'} score"[:300])
+    shown = "text" if isinstance(v, str) and not capture else repr(v)
+    raise ScoreError(f"value: {shown} is not a number for a {dtype or 'NUMERIC'} score"[:300])
 
 
-def _raw(s: Any) -> str:
+def _raw(s: Any, capture: bool) -> str:
+    """What the quarantine keeps of a refused score: without its comment and a text value
+    unless content is captured."""
+    if not capture and isinstance(s, dict):
+        s = {
+            k: CONTENT_NOT_KEPT
+            if v not in (None, "") and (k == "comment" or (k == "value" and isinstance(v, str)))
+            else v
+            for k, v in s.items()
+        }
     try:
         return orjson.dumps(s, default=str).decode()[:4000]
     except TypeError:
