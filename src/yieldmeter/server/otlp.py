@@ -279,6 +279,22 @@ def ingestion_endpoint(ctx: ServerContext) -> Callable[[Request], Awaitable[Resp
     return ingestion_batch
 
 
+def projects_endpoint(ctx: ServerContext) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /api/public/projects``: the project of the key, as Langfuse answers it. The SDK's
+    ``auth_check()`` (which Langfuse's docs suggest at start-up) asks for it and fails when
+    there is none; here the project is the org the key writes as."""
+
+    async def get_projects(request: Request) -> Response:
+        try:
+            org = ctx.authenticate(request)
+        except HttpError as err:
+            return JSONResponse({"message": err.message}, status_code=err.status, headers=err.headers)
+        project = {"id": org, "name": org, "organization": {"id": org, "name": org}, "metadata": {}}
+        return JSONResponse({"data": [project]})
+
+    return get_projects
+
+
 def routes(ctx: ServerContext) -> list[BaseRoute]:
     """The OTLP and Langfuse ingest routes."""
     return [
@@ -286,4 +302,5 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         Route("/api/public/otel/v1/traces", traces_endpoint(ctx, "langfuse-otel"), methods=["POST"]),
         Route("/api/public/scores", scores_endpoint(ctx), methods=["POST"]),
         Route("/api/public/ingestion", ingestion_endpoint(ctx), methods=["POST"]),
+        Route("/api/public/projects", projects_endpoint(ctx), methods=["GET"]),
     ]
