@@ -646,6 +646,38 @@ def test_langfuse_scores_endpoint(client: TestClient) -> None:
     assert sig["score-3"]["work_unit_id"] == "f" * 32  # a trace not seen yet keeps its id
 
 
+def test_a_score_sent_before_its_trace_joins_the_work_unit_of_the_trace(client: TestClient) -> None:
+    """A request handler scores its trace and goes on; the SDK's score consumer sends the score
+    before the trace's spans. The score waited on the trace id, and stayed there when the calls
+    landed on the work unit their metadata names: no work unit got the acceptance. It now joins
+    the trace's work unit (an observation score, the call's) as the calls land."""
+    early = [
+        {"id": "s-trace", "traceId": TRACE, "name": "helpful", "value": 1, "dataType": "BOOLEAN"},
+        {"id": "s-obs", "traceId": TRACE, "observationId": f"{2:016x}", "name": "relevance", "value": 0.5},
+        {"id": "s-other", "traceId": "e" * 32, "name": "relevance", "value": 0.1},  # another trace
+    ]
+    assert client.post("/api/public/scores", json=early).status_code == 202
+    generation = {
+        "langfuse.observation.type": "generation",
+        "langfuse.observation.model.name": "gpt-4o",
+        "langfuse.observation.usage_details": json.dumps({"input": 10, "output": 5}),
+    }
+    ticket_9 = {**generation, "langfuse.trace.metadata": json.dumps({"yieldmeter.work_unit.id": "TICKET-9"})}
+    spans = [
+        span(1, ticket_9),
+        span(2, {**generation, "yieldmeter.work_unit.id": "TICKET-10"}),
+        span(3, ticket_9),
+    ]
+    r = client.post("/api/public/otel/v1/traces", content=request(*spans), headers=JS)
+    assert r.status_code == 200
+    ws = client.app.state.ctx.workspace  # type: ignore[attr-defined]
+    signals = ws.store.query_arrow("SELECT signal_id, work_unit_id FROM signals").to_pylist()
+    units = {s["signal_id"]: s["work_unit_id"] for s in signals}
+    assert units["s-obs"] == "TICKET-10"  # the call of span 2
+    assert units["s-trace"] == "TICKET-9"  # the trace's most frequent work unit (2 calls of 3)
+    assert units["s-other"] == "e" * 32  # still waiting on its trace
+
+
 def test_a_false_boolean_score_is_not_the_event_its_name_maps_to() -> None:
     """``score_signals: {helpful: accepted, kept: saved}``: a thumbs-down (BOOLEAN 0, or JSON
     false) stored an ``accepted`` signal, and the work unit read as accepted and successful. It
@@ -880,7 +912,8 @@ def test_ingestion_api_answers_per_event_as_langfuse_does(tmp_path: Path) -> Non
         )
     assert set(sig) == {"sc-1", "sc-2"} and stored[0] == 0  # the trace and the generation: not stored
     assert (sig["sc-1"]["kind"], sig["sc-1"]["value"], sig["sc-1"]["org"]) == ("rated", 0.4, "acme")
-    assert (sig["sc-2"]["kind"], sig["sc-2"]["value"]) == ("accepted", 0.0)
+    # helpful (mapped to accepted) false: a thumbs-down, so rejected
+    assert (sig["sc-2"]["kind"], sig["sc-2"]["value"]) == ("rejected", 0.0)
     assert sig["sc-1"]["ts"].isoformat() == "2025-03-01T10:00:05+00:00"  # the event's timestamp
     assert "wrong policy" not in sig["sc-2"]["attributes"]  # a comment is content: off by default
     assert "secret" not in str(stored[1].to_pylist())

@@ -27,6 +27,7 @@ import pyarrow as pa
 from yieldmeter.config import CONFIG_FILE, STORE_DIR, TEMPLATE, Config, load_config
 from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, open_binary, read_ahead
 from yieldmeter.ingest.conform import conform
+from yieldmeter.ingest.langfuse_scores import SOURCE as SCORES_SOURCE
 from yieldmeter.metrics import cost, spend
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.store.duckdb_store import Store, WriteResult
@@ -123,6 +124,10 @@ class IngestSummary:
             for f in self.files
         ]
 
+
+#: Per calls source, the signals that may come before their calls: Langfuse scores sent
+#: before their trace wait on the trace id until its calls land (Store.write_batch).
+WAITING_SIGNALS = {"langfuse-otel": SCORES_SOURCE}
 
 #: The tables whose change makes the scores stale.
 SCORE_INPUTS = frozenset({"signals", "outcomes", "calls", "effort", "work_units"})
@@ -269,7 +274,12 @@ class Workspace:
                 summary.ignored += batch.ignored
                 summary.notes.extend(batch.notes)
                 # the work units the calls reference are derived in the batch's own transaction
-                results = self.store.write_batch(batch.tables, batch.rejects, derive_units=True)
+                results = self.store.write_batch(
+                    batch.tables,
+                    batch.rejects,
+                    derive_units=True,
+                    waiting_signals=WAITING_SIGNALS.get(source),
+                )
                 for name, r in results.items():
                     summary.add(name, r)
                     if r.landed:

@@ -521,12 +521,17 @@ class Store:
         *,
         timeout: float = -1,
         derive_units: bool = False,
+        waiting_signals: str | None = None,
     ) -> dict[str, WriteResult]:
         """Write several tables and their rejects in one transaction.
 
         With ``derive_units``, the work units that the batch's calls reference
         and no input described are (re)derived in the same transaction, so the
         batch and what follows from it commit together (one commit, not two).
+        ``waiting_signals``: the source of signals that may have come before their calls (a
+        Langfuse score sent before its trace waits on the trace or observation id); those
+        that wait on a trace or span of the batch's calls join their work unit, in the same
+        transaction (:meth:`_join_waiting_signals`).
         """
         results: dict[str, WriteResult] = {name: WriteResult() for name in tables}
         with self.transaction(timeout) as con:
@@ -551,6 +556,9 @@ class Store:
             if self._says_derived(tables.get("work_units")):
                 self._set_underived(con, True)  # a start that need not be its calls'
             touched = [name for name, rows in tables.items() if rows.num_rows]
+            landed = calls is not None and results["calls"].landed
+            if waiting_signals and landed and self._join_waiting_signals(con, calls, waiting_signals):
+                touched.append("signals")
             if rejects is not None and rejects.num_rows:
                 touched.append("quarantine")
             if derive_units and "calls" in touched:
@@ -933,6 +941,43 @@ class Store:
         shares the connection the writer holds (e.g. the API keys the server reloads)."""
         sql = f"SELECT * FROM {_q(name)}" + (f" ORDER BY {_q(order_by)}" if order_by else "")
         return self.cursor().execute(sql).to_arrow_table()
+
+    @staticmethod
+    def _join_waiting_signals(con: duckdb.DuckDBPyConnection, calls: pa.Table, source: str) -> int:
+        """Point the ``source`` signals that wait on a trace or span id of ``calls`` (of the same
+        org) at the work unit of those calls: the call of the span the signal names
+        (``attributes.observationId``), else the trace's most frequent one. Returns how many
+        moved; a signal already on its work unit stays."""
+        con.register("_arrived", calls.select(["trace_id", "span_id", "work_unit_id", "org"]))
+        try:
+            moved = con.execute(
+                """
+                WITH spans AS (
+                  SELECT span_id, org, any_value(work_unit_id) AS unit
+                  FROM _arrived WHERE span_id IS NOT NULL GROUP BY span_id, org),
+                traces AS (
+                  SELECT trace_id, org, mode(work_unit_id) AS unit
+                  FROM _arrived WHERE trace_id IS NOT NULL GROUP BY trace_id, org),
+                waiting AS (
+                  SELECT s.signal_id, s.work_unit_id AS waits_on,
+                         coalesce(o.unit, t.unit, w.unit) AS unit
+                  FROM signals s
+                  LEFT JOIN spans o ON o.span_id = json_extract_string(s.attributes, '$.observationId')
+                                   AND o.org IS NOT DISTINCT FROM s.org
+                  LEFT JOIN traces t ON t.trace_id = s.work_unit_id AND t.org IS NOT DISTINCT FROM s.org
+                  LEFT JOIN spans w ON w.span_id = s.work_unit_id AND w.org IS NOT DISTINCT FROM s.org
+                  WHERE s.source = $source
+                    AND (t.trace_id IS NOT NULL OR w.span_id IS NOT NULL))
+                UPDATE signals SET work_unit_id = waiting.unit
+                FROM waiting
+                WHERE signals.signal_id = waiting.signal_id
+                  AND waiting.unit IS NOT NULL AND waiting.unit <> waiting.waits_on
+                """,
+                {"source": source},
+            ).fetchone()
+        finally:
+            con.unregister("_arrived")
+        return int(moved[0]) if moved else 0
 
     def score_work_units(self, links: pa.Table, org: str) -> pa.Table:
         """The work unit each score belongs to, from the calls of ``org`` only.
