@@ -382,6 +382,24 @@ def test_bad_spans_are_rejected_with_reasons_and_the_rest_lands() -> None:
     assert calls_by_span(b)[7]["model"] is None and "no model" in b.notes[0]
 
 
+def test_json_with_protobuf_field_names_is_read() -> None:
+    """protobuf's JSON printer keeping the field names (``preserving_proto_field_name``) writes
+    ``resource_spans``, ``scope_spans``, ``trace_id``, ``string_value``: the spec's keys are
+    lowerCamelCase, but the request is plain enough to read. It was acknowledged with 200 and
+    nothing stored: ``scope_spans`` was not looked for."""
+    from google.protobuf.json_format import MessageToJson
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    spans = (span(1, {**CHAT, "gen_ai.conversation.id": "c-1"}), span(2, CHAT))
+    message = ExportTraceServiceRequest.FromString(protobuf(*spans))
+    body = MessageToJson(message, preserving_proto_field_name=True).encode()
+    assert b'"scope_spans"' in body and b'"string_value"' in body
+    got = decode_json(body, ReadOptions(source="otlp"))
+    want = decode(*spans)
+    assert got.rejects.num_rows == 0
+    assert got.tables["calls"].to_pylist() == want.tables["calls"].to_pylist()
+
+
 def test_wrong_json_types() -> None:
     with pytest.raises(UnreadableRequest):
         decode_json(b'{"resourceSpans": "nope"}', ReadOptions(source="x"))

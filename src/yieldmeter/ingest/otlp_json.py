@@ -110,7 +110,11 @@ def add_request(doc: Any, rows: SpanRows, position: int | None = None) -> int:
     """
     if type(doc) is not dict:
         raise UnreadableRequest(f"expected a JSON object with resourceSpans, got {type(doc).__name__}")
-    resource_spans = doc.get("resourceSpans", doc.get("resource_spans"))
+    resource_spans = doc.get("resourceSpans")
+    if resource_spans is None and "resource_spans" in doc:
+        # protobuf's field names (a JSON printer told to keep them): the spec's keys are
+        # lowerCamelCase; read as such, every key of the request (attribute keys are values)
+        resource_spans = _camel_keys(doc["resource_spans"])
     if resource_spans is None:
         if doc:
             raise UnreadableRequest("no resourceSpans: not an OTLP trace export")
@@ -150,6 +154,20 @@ def add_request(doc: Any, rows: SpanRows, position: int | None = None) -> int:
                 else:
                     _add_span(span, resource, rows, pos)
     return n
+
+
+def _camel_keys(obj: Any) -> Any:
+    """``obj`` with every object key in lowerCamelCase (``scope_spans`` -> ``scopeSpans``)."""
+    if type(obj) is dict:
+        return {_camel(k): _camel_keys(v) for k, v in obj.items()}
+    if type(obj) is list:
+        return [_camel_keys(v) for v in obj]
+    return obj
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
 def _add_span(span: Any, resource: Resource, rows: SpanRows, pos: int) -> None:
