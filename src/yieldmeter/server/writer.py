@@ -75,6 +75,8 @@ class IngestTotals:
     spans (HTTP, database...); ``calls_without_model``: GenAI spans that landed as
     calls with no model, so unpriced; ``rows_quarantined``: rows rejected with a reason
     (see the quarantine table). ``notes`` are the latest distinct notes of the batches.
+    ``rows_landed`` counts new rows only; the others count what the requests carried, so a
+    request sent again counts again there (the store keeps each row, and each reject, once).
     """
 
     batches: int = 0
