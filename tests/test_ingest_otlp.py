@@ -515,6 +515,30 @@ CONTENT_SPELLINGS = [
     "output.value",
     "ai.prompt.messages",
     "ai.response.text",
+    # Vercel AI SDK: what it records only with recordInputs / recordOutputs
+    "ai.prompt",
+    "ai.prompt.tools",
+    "ai.response.toolCalls",
+    "ai.response.reasoning",
+    "ai.response.reasoningDetails",
+    "ai.response.object",
+    "ai.result.text",
+    "ai.result.toolCalls",
+    "ai.result.object",
+    "ai.toolCall.args",
+    "ai.toolCall.result",
+    "ai.values",
+    # Spring AI
+    "spring.ai.tool.call.arguments",
+    "spring.ai.tool.call.result",
+    "spring.ai.chat.client.user.text",
+    "spring.ai.chat.client.user.params",
+    "spring.ai.chat.client.system.text",
+    "spring.ai.chat.client.system.params",
+    "spring.ai.chat.client.advisor.params",
+    # OpenLIT
+    "gen_ai.response.tool_calls",
+    "gen_ai.tool.args",
 ]
 
 
@@ -539,9 +563,45 @@ def test_the_content_rule_keeps_what_is_not_text() -> None:
         "langfuse.trace.metadata.yieldmeter.workflow",
         "http.request.body.size",
         "db.query.text",  # not a GenAI namespace: the rule does not guess there
+        # counts and settings beside the content of the same instrumentations
+        "ai.usage.promptTokens",
+        "ai.usage.cachedInputTokens",
+        "ai.usage.reasoningTokens",
+        "ai.response.finishReason",
+        "ai.model.id",
+        "gen_ai.usage.completion_tokens_details.reasoning",
+        "gen_ai.usage.prompt_tokens_details.cache_read",
+        "gen_ai.request.tool_choice",
+        "gen_ai.request.reasoning_effort",
+        "spring.ai.tool.definition.name",
+        "spring.ai.chat.client.conversation.id",
+        "spring.ai.kind",
     ):
         assert not is_content_key(key), key
     assert all(is_content_key(k) for k in CONTENT_SPELLINGS)
+
+
+def test_instrumentations_content_is_dropped_from_calls_and_from_a_rejected_span() -> None:
+    """Vercel AI SDK, Spring AI and OpenLIT content: neither a call's attributes nor the copy of
+    a rejected span keeps it; their token counts stay."""
+    content = {
+        "ai.response.toolCalls": "SECRET-1",
+        "ai.response.reasoning": "SECRET-2",
+        "ai.response.object": "SECRET-3",
+        "ai.result.toolCalls": "SECRET-4",
+        "spring.ai.chat.client.user.text": "SECRET-5",
+        "spring.ai.tool.call.arguments": "SECRET-6",
+        "gen_ai.response.tool_calls": "SECRET-7",
+    }
+    kept = {"ai.usage.promptTokens": 100, "gen_ai.usage.completion_tokens_details.audio": 3}
+    good = span(1, {**CHAT, **content, **kept})
+    bad = span(2, {**CHAT, **content, **kept, "gen_ai.usage.input_tokens": -5})
+    b = decode(good, bad)
+    attrs = json.loads(calls_by_span(b)[1]["attributes"])
+    [raw] = b.rejects.column("raw").to_pylist()
+    assert "SECRET" not in json.dumps(attrs) and "SECRET" not in raw
+    assert attrs["ai.usage.promptTokens"] == 100
+    assert json.loads(raw)["attributes"]["ai.usage.promptTokens"] == 100
 
 
 # -- smaller cases of the conventions -------------------------------------------------------------

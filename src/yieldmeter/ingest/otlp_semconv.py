@@ -99,6 +99,11 @@ _CONTENT_KEYS = frozenset(
         "llm.prompts",
         "traceloop.entity.input",
         "traceloop.entity.output",
+        # Vercel AI SDK embed/embedMany: the values embedded and their vectors
+        "ai.value",
+        "ai.values",
+        "ai.embedding",
+        "ai.embeddings",
     }
 )
 _CONTENT_PREFIXES = (
@@ -111,10 +116,12 @@ _CONTENT_PREFIXES = (
     "llm.output_messages",
     "input.",
     "output.",
+    "ai.prompt.",  # the AI SDK records ai.prompt.messages / .tools / .toolChoice only as inputs
 )
-#: Namespaces where a name part below says the value is text a person or a model wrote.
+#: Namespaces where a name part below says the value is text a person or a model wrote
+#: (``spring.ai``: Spring AI's own ``spring.ai.chat.client.*`` and ``spring.ai.tool.*``).
 _CONTENT_NAMESPACES = frozenset(
-    {"gen_ai", "llm", "langfuse", "traceloop", "ai", "openinference", "retrieval", "embedding"}
+    {"gen_ai", "llm", "langfuse", "traceloop", "ai", "openinference", "retrieval", "embedding", "spring.ai"}
 )
 #: Name parts that mark text: ``langfuse.trace.input``, ``langfuse.experiment.item.expected_output``,
 #: ``gen_ai.content.completion``, ``ai.response.text``, ``llm.input_messages.0.message.content``...
@@ -140,6 +147,12 @@ _CONTENT_WORDS = frozenset(
         "text",
         "documents",
         "query",
+        "params",  # spring.ai.chat.client.user.params / system.params / advisor.params
+        "toolCalls",  # ai.response.toolCalls, ai.result.toolCalls (the calls' arguments)
+        "tool_calls",  # OpenLIT gen_ai.response.tool_calls
+        "reasoning",  # ai.response.reasoning: the model's reasoning text
+        "reasoningDetails",
+        "object",  # ai.response.object, ai.result.object: generateObject's output
     }
 )
 
@@ -150,17 +163,23 @@ def is_content_key(key: str) -> bool:
 
     The rule: a name listed in ``_CONTENT_KEYS``; or one under a content prefix
     (``gen_ai.prompt.``, ``gen_ai.content.``, ``llm.input_messages``, ``input.``...); or,
-    in a GenAI namespace (``gen_ai``, ``llm``, ``langfuse``, ``traceloop``, ``ai``...), a
-    name whose last part (or the part before a list index, ``gen_ai.prompt.0``) is a word
-    of ``_CONTENT_WORDS``. So ``langfuse.trace.input`` and
+    in a GenAI namespace (``gen_ai``, ``llm``, ``langfuse``, ``traceloop``, ``ai``,
+    ``spring.ai``...), a name whose last part (or the part before a list index,
+    ``gen_ai.prompt.0``) is a word of ``_CONTENT_WORDS``. So ``langfuse.trace.input`` and
     ``langfuse.experiment.item.expected_output`` are content, while
-    ``gen_ai.usage.input_tokens`` and ``gen_ai.output.type`` are not. A new spelling
-    of the same idea is caught without being listed.
+    ``gen_ai.usage.input_tokens`` and ``gen_ai.output.type`` are not. A name with a
+    ``usage`` part (``gen_ai.usage.completion_tokens_details.reasoning``,
+    ``ai.usage.promptTokens``) is a count, never content. A new spelling of the same
+    idea is caught without being listed.
     """
     if key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES):
         return True
     parts = key.split(".")
-    if len(parts) < 2 or parts[0] not in _CONTENT_NAMESPACES:
+    if len(parts) < 2 or "usage" in parts:
+        return False
+    if parts[0] not in _CONTENT_NAMESPACES and (
+        len(parts) < 3 or f"{parts[0]}.{parts[1]}" not in _CONTENT_NAMESPACES
+    ):
         return False
     last = parts[-1]
     if last.isdigit() and len(parts) > 2:
