@@ -640,6 +640,45 @@ def test_an_unknown_operation_is_kept_as_a_call() -> None:
     assert row["operation"] == "image_generation" and row["model"] == "gpt-4o-2024-08-06"
 
 
+@pytest.mark.parametrize(
+    "op",
+    [
+        "retrieval",  # semconv
+        "search_memory",
+        "upsert_memory",
+        "create_memory_store",
+        "framework",  # Spring AI: chat client, advisors, tool calls
+        "workflow",  # OpenLIT
+        "retrieve",
+        "vectordb",
+    ],
+)
+def test_framework_steps_are_not_calls(op: str) -> None:
+    """Retrieval, memory and framework spans are not model calls, even with a model named (the
+    embedding model of a retrieval): ignored and counted; the chat beside them lands."""
+    step = span(
+        1, {"gen_ai.operation.name": op, "gen_ai.provider.name": "openai", "gen_ai.request.model": "m"}
+    )
+    b = decode(step, span(2, {**CHAT, "gen_ai.usage.input_tokens": 1000}))
+    assert sorted(calls_by_span(b)) == [2] and b.ignored == 1 and b.rejects.num_rows == 0
+
+
+def test_an_unknown_operation_is_a_call_only_with_a_model_or_usage() -> None:
+    """plan, fetch_response or any operation not known here: no model and no usage is no call;
+    with usage (a newer kind of inference) it is one, and its tokens count."""
+    bare = {"gen_ai.operation.name": "plan", "gen_ai.provider.name": "openai"}
+    used = {"gen_ai.operation.name": "fetch_response", "gen_ai.provider.name": "openai",
+            "gen_ai.usage.input_tokens": 300, "gen_ai.usage.output_tokens": 40}  # fmt: skip
+    b = decode(span(1, bare), span(2, used))
+    rows = calls_by_span(b)
+    assert sorted(rows) == [2] and b.ignored == 1
+    assert (rows[2]["operation"], rows[2]["input_tokens"], rows[2]["output_tokens"]) == (
+        "fetch_response",
+        300,
+        40,
+    )
+
+
 def _eval(value: Any, time: Any = None) -> dict[str, Any]:
     ev: dict[str, Any] = {
         "name": "gen_ai.evaluation.result",

@@ -66,12 +66,15 @@ from yieldmeter.ingest.otlp_semconv import (
     AGENT_OPERATIONS,
     EVALUATION_EVENT,
     MAX_SPAN_TOKENS,
+    MODEL_OPERATIONS,
+    NON_MODEL_OPERATIONS,
     TOOL_OPERATIONS,
     SpanError,
     _json_obj,
     _langfuse_linkage,
     _provider_from_host,
     _tokens,
+    carries_call,
     is_content_key,
     langfuse_usage,
 )
@@ -170,6 +173,15 @@ def conform_calls(arrays: dict[str, pa.Array], source: str, positions: Any) -> C
     return conform(
         "calls", pa.table(arrays), source=source, positions=positions, named_by=("span", "span_id")
     )
+
+
+def _model_call(op: str, a: dict[str, Any]) -> bool:
+    """Whether a span of operation ``op`` is a model call or structure (agent, tool), not a
+    framework step (retrieval, memory, workflow...) nor an operation not known here that names
+    no model and reports no usage."""
+    if op in MODEL_OPERATIONS or op in AGENT_OPERATIONS or op in TOOL_OPERATIONS:
+        return True
+    return op not in NON_MODEL_OPERATIONS and carries_call(a)
 
 
 class SpanRows:
@@ -277,6 +289,8 @@ class SpanRows:
                 req_type = _str(a["llm.request.type"]) or ""
                 op = _LEGACY_REQUEST_TYPES.get(req_type, req_type)
         genai = op is not None or any(k in a for k in _GENAI_MARKERS)
+        if genai and isinstance(op, str) and not _model_call(op, a):
+            genai = False  # a framework step, or an unknown operation with no model or usage
         if not genai or (lf_type is not None and op is None):
             if events and any(ev[0] == EVALUATION_EVENT for ev in events):
                 # an evaluation can sit on any span: it needs real ids to name its signal

@@ -22,8 +22,9 @@ which reads every spelling and names every reason:
 - a span that would be rejected, or would add a note: ids not in lowercase hex,
   times out of range, token counts that are negative, too large, not integers,
   or cache (reasoning) tokens above input (output), no model, an unknown status;
-- a span the mapping reads with more than a column look-up: agent and tool
-  spans, evaluation events, Langfuse attributes, legacy ``llm.request.type``,
+- a span the mapping reads with more than a column look-up: any operation
+  but a model call's (agent and tool spans, framework steps, operations it
+  does not know), evaluation events, Langfuse attributes, legacy ``llm.request.type``,
   a reported cost (``gen_ai.usage.cost``), an attribute given twice or with no
   value, or several values, arrays, maps or bytes; on any span or resource, an
   array or map the mapping might refuse (nested below one level, a null or
@@ -65,10 +66,9 @@ from yieldmeter.ingest.otlp_semconv import (
     _OUTPUT,
     _PROVIDER_BY_HOST,
     _REASONING,
-    AGENT_OPERATIONS,
     EVALUATION_EVENT,
     MAX_SPAN_TOKENS,
-    TOOL_OPERATIONS,
+    MODEL_OPERATIONS,
     is_content_key,
 )
 
@@ -272,10 +272,9 @@ class _Spans:
         # Langfuse observations: the mapping's own
         span_ok &= ~evaluation & ~present("llm.request.type")
         span_ok &= ~(genai & attrs.has_prefix("langfuse."))
-        call = genai.copy()
-        op_text = _fill(op, "")
-        for special in (*AGENT_OPERATIONS, *TOOL_OPERATIONS):
-            call &= op_text != special  # structure spans: the mapping's own
+        # a model operation, or none (read as chat); structure spans, framework steps and
+        # operations the mapping tells apart by what they carry are the mapping's own
+        call = genai & (~_valid(op) | _fill(pc.is_in(op, pa.array(sorted(MODEL_OPERATIONS))), False))
         span_ok &= ~(genai & ~call)
         span_ok &= ~call | attrs.ok  # a call keeps every attribute: each must be read plainly
         span_ok &= ~(genai & (attrs.kind("gen_ai.operation.name") > _STRING))

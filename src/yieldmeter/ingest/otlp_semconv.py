@@ -20,6 +20,25 @@ MODEL_OPERATIONS = frozenset(
 #: (agent spans often carry their children's usage, which would count tokens twice).
 AGENT_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
 TOOL_OPERATIONS = frozenset({"execute_tool"})
+#: Framework steps around model calls, whose model calls have spans of their own: never calls
+#: (ignored and counted), whatever they carry. Semconv's retrieval and memory operations,
+#: Spring AI's ``framework`` (chat client, advisors, its tool calls), OpenLIT's ``workflow``,
+#: ``retrieve`` and ``vectordb``. Any other operation the mapping does not know is a call when
+#: it carries a model or token usage (a newer kind of inference), else ignored.
+NON_MODEL_OPERATIONS = frozenset(
+    {
+        "retrieval",
+        "search_memory",
+        "upsert_memory",
+        "delete_memory",
+        "create_memory_store",
+        "delete_memory_store",
+        "framework",
+        "workflow",
+        "retrieve",
+        "vectordb",
+    }
+)
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 
 #: Per span, above this many tokens of one kind the count is not believed (no model has such a window).
@@ -46,6 +65,24 @@ _CACHE_WRITE = (
     "gen_ai.usage.cache_creation_input_tokens",
 )
 _REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
+
+#: What makes a span of an operation the mapping does not know a model call: a model, or usage.
+_MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "langfuse.observation.model.name")
+_USAGE_KEYS = (
+    *_INPUT,
+    *_OUTPUT,
+    *_CACHE_READ,
+    *_CACHE_WRITE,
+    *_REASONING,
+    "langfuse.observation.usage_details",
+)
+
+
+def carries_call(a: dict[str, Any]) -> bool:
+    """Whether a span of an operation not known to be a model call still is one: it names a
+    model or reports token usage."""
+    return any(a.get(k) for k in _MODEL_KEYS) or any(a.get(k) is not None for k in _USAGE_KEYS)
+
 
 #: Attributes the mapping consumes into columns; they are not repeated in ``attributes``.
 _CONSUMED = frozenset(
