@@ -263,6 +263,43 @@ def test_agent_and_tool_spans_kept_as_structure() -> None:
     )
 
 
+REMOTE_AGENT = {
+    "gen_ai.operation.name": "invoke_agent",
+    "gen_ai.provider.name": "aws.bedrock",
+    "gen_ai.agent.name": "support-bot",
+    "gen_ai.request.model": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "gen_ai.usage.input_tokens": 5000,
+    "gen_ai.usage.output_tokens": 700,
+}
+
+
+@pytest.mark.parametrize("kind", [3, "SPAN_KIND_CLIENT"])
+def test_a_remote_agent_s_usage_is_a_call(kind: Any) -> None:
+    """Semconv's invoke agent client span (Bedrock Agents): the model runs in the remote
+    service and no span of its calls comes here, so the span's usage is a call; its work unit
+    is kept as for any agent."""
+    b = decode(dict(span(1, REMOTE_AGENT), kind=kind))
+    row = calls_by_span(b)[1]
+    assert (row["operation"], row["input_tokens"], row["output_tokens"]) == ("invoke_agent", 5000, 700)
+    assert row["model"] == "anthropic.claude-3-5-sonnet-20240620-v1:0" and row["provider"] == "aws.bedrock"
+    [unit] = b.tables["work_units"].to_pylist()
+    assert unit["task_type"] == "support-bot"
+    # the same through protobuf
+    pb = decode_protobuf(protobuf(span(1, REMOTE_AGENT)), ReadOptions(source="otlp"))
+    assert pb.tables["calls"].column("input_tokens").to_pylist() == [5000]
+
+
+def test_an_agent_s_usage_is_not_counted_again_beside_its_calls() -> None:
+    """An in-process agent (INTERNAL) sums its children's usage; a client agent span with a
+    call of the batch under it (before or after it) too: only the calls count."""
+    internal = decode(dict(span(1, REMOTE_AGENT), kind=1))
+    assert internal.tables["calls"].num_rows == 0 and internal.tables["work_units"].num_rows == 1
+    child = span(2, {**CHAT, "gen_ai.usage.input_tokens": 4000}, parent=f"{1:016x}")
+    for spans in ((span(1, REMOTE_AGENT), child), (child, span(1, REMOTE_AGENT))):
+        b = decode(*spans)
+        assert sorted(calls_by_span(b)) == [2] and b.notes == []
+
+
 def test_evaluation_events_become_rated_signals() -> None:
     ev = [
         {

@@ -63,6 +63,7 @@ from yieldmeter.ingest.otlp_semconv import (
     _LEGACY_REQUEST_TYPES,
     _OUTPUT,
     _REASONING,
+    _USAGE_KEYS,
     AGENT_OPERATIONS,
     EVALUATION_EVENT,
     MAX_SPAN_TOKENS,
@@ -130,6 +131,8 @@ CALL_TYPES = {
     "reported_cost": pa.float64(),
 }
 _ERROR_STATUS = (2, "STATUS_CODE_ERROR")
+#: a client span's kind, as protobuf (and OTLP JSON) or the enum's name in JSON writes it
+_CLIENT_KIND = (3, "SPAN_KIND_CLIENT")
 #: a tuple, not a set: a status code of any shape (even unhashable) is compared, never hashed
 _KNOWN_STATUS = (0, 1, 2, None, "", "STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
 #: The Arrow types of the rows :class:`SpanRows` builds for signals and work units, so a batch
@@ -208,6 +211,11 @@ class SpanRows:
         #: spans whose cache (or reasoning) tokens exceeded their input (output): read as counted apart
         self.cache_apart = 0
         self.reasoning_apart = 0
+        #: remote agents' client spans kept as calls: (row index, trace, span, counts they added);
+        #: one whose span is the parent of a call of the batch is taken back in :meth:`batch`
+        self._remote_agents: list[tuple[int, str, str, tuple[int, int, int]]] = []
+        #: (trace, parent span) of every call, to find those remote agents
+        self._call_parents: list[tuple[str, str]] = []
 
     def __len__(self) -> int:
         return self.spans
@@ -227,20 +235,27 @@ class SpanRows:
         resource: Resource,
         events: list[tuple[str, Any, dict[str, Any]]] | None,
         position: int,
+        kind: Any = None,
     ) -> None:
-        """Map one span. Never raises for bad data: the span is rejected with its reason."""
+        """Map one span. Never raises for bad data: the span is rejected with its reason.
+
+        ``kind`` is the span's kind (``3`` or ``SPAN_KIND_CLIENT``: a client span)."""
         self.spans += 1
         # what this span may have added before it failed is taken back, so a span is either
         # mapped whole or rejected whole
         n_rows, n_signals, ignored = len(self.rows), len(self.signals), self.ignored
+        n_remote, n_parents = len(self._remote_agents), len(self._call_parents)
+        counts = (self.no_model, self.cache_apart, self.reasoning_apart)
         try:
             self._add(
                 trace_id, span_id, parent_span_id, name, start_ns, end_ns, status_code, status_message,
-                attrs, resource, events, position,
+                attrs, resource, events, position, kind,
             )  # fmt: skip
         except Exception as exc:  # any failure of one span is that span's reject, never the request's
             del self.rows[n_rows:], self.positions[n_rows:]
             del self.signals[n_signals:], self.signal_positions[n_signals:]
+            del self._remote_agents[n_remote:], self._call_parents[n_parents:]
+            self.no_model, self.cache_apart, self.reasoning_apart = counts
             self.ignored = ignored
             reason = (
                 str(exc) if isinstance(exc, SpanError) else f"unreadable span ({type(exc).__name__}: {exc})"
@@ -277,6 +292,7 @@ class SpanRows:
         resource: Resource,
         events: list[tuple[str, Any, dict[str, Any]]] | None,
         position: int,
+        kind: Any = None,
     ) -> None:
         op = a.get("gen_ai.operation.name")
         lf_type = a.get("langfuse.observation.type")
@@ -341,6 +357,25 @@ class SpanRows:
         if op in AGENT_OPERATIONS:
             self._agent(trace_id, span_id, parent_span_id, op, start, end, error, a, _str(wu),
                         workflow, task_type, team, position)  # fmt: skip
+            if (
+                op == "invoke_agent"
+                and kind in _CLIENT_KIND
+                and any(a.get(k) is not None for k in _USAGE_KEYS)
+            ):
+                # a remote agent (semconv's invoke agent client span: Bedrock Agents...) runs its
+                # model calls where no span of them reaches here: its usage is a call of its own
+                n = len(self.rows)
+                counts = (self.no_model, self.cache_apart, self.reasoning_apart)
+                self._call(
+                    trace_id, span_id, parent_span_id, op, start, end, status_code, status_message,
+                    error, a, resource, lf_type, conversation, wu, workflow, task_type, team, position,
+                )  # fmt: skip
+                added = (
+                    self.no_model - counts[0],
+                    self.cache_apart - counts[1],
+                    self.reasoning_apart - counts[2],
+                )
+                self._remote_agents.append((n, trace_id, span_id, added))
         elif op in TOOL_OPERATIONS:
             self._tool(trace_id, span_id, parent_span_id, start, end, error, a, _str(wu), position)
         else:
@@ -462,6 +497,8 @@ class SpanRows:
         )
         self.rows.append(row)
         self.positions.append(position)
+        if parent_span_id:
+            self._call_parents.append((trace_id, parent_span_id))
         self.no_model += model is None
         self.cache_apart += cache_apart
         self.reasoning_apart += reasoning_apart
@@ -583,6 +620,8 @@ class SpanRows:
     def batch(self) -> Batch:
         """Conform what was collected into canonical tables; rejects keep their position and reason."""
         source = self.options.source
+        if self._remote_agents:
+            self._drop_agents_with_calls()
         n = len(self.rows)
         columns = zip(*self.rows, strict=True) if n else ([] for _ in CALL_COLUMNS)
         arrays = {
@@ -615,6 +654,18 @@ class SpanRows:
         batch.no_model = self.no_model
         batch.notes.extend(self._notes())
         return batch
+
+    def _drop_agents_with_calls(self) -> None:
+        """A remote agent's span with a call of the batch under it: its usage is that call's
+        (the agent's own spans reached here), so it is structure only, as an in-process agent's."""
+        parents = set(self._call_parents)
+        for index, trace_id, span_id, added in reversed(self._remote_agents):
+            if (trace_id, span_id) in parents:
+                del self.rows[index], self.positions[index]
+                self.no_model -= added[0]
+                self.cache_apart -= added[1]
+                self.reasoning_apart -= added[2]
+        self._remote_agents = []
 
     def _notes(self) -> list[str]:
         notes = []

@@ -209,6 +209,7 @@ def _add_span(span: Any, resource: Resource, rows: SpanRows, pos: int) -> None:
         resource,
         events,
         pos,
+        span.get("kind"),
     )
 
 

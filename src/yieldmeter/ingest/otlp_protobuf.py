@@ -80,5 +80,6 @@ def _map(request: Any, options: ReadOptions) -> Batch:
                     resource,
                     events,
                     position,
+                    span.kind,
                 )
     return rows.batch()

@@ -16,8 +16,9 @@ import orjson
 MODEL_OPERATIONS = frozenset(
     {"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding", "generation"}
 )
-#: Agent and tool spans: kept as work-unit structure and tool-call signals, never as calls
-#: (agent spans often carry their children's usage, which would count tokens twice).
+#: Agent and tool spans: kept as work-unit structure and tool-call signals, not as calls
+#: (agent spans often carry their children's usage, which would count tokens twice); only a
+#: remote agent's client span with usage is a call as well (see ``SpanRows._add``).
 AGENT_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
 TOOL_OPERATIONS = frozenset({"execute_tool"})
 #: Framework steps around model calls, whose model calls have spans of their own: never calls
