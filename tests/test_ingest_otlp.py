@@ -165,6 +165,44 @@ def test_newer_cache_write_name_and_instrumentations_that_count_apart() -> None:
     assert (row["output_tokens"], row["reasoning_tokens"]) == (100, 80)
 
 
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        # OpenLIT breaks down OpenAI's inclusive counts
+        (
+            {
+                "gen_ai.usage.prompt_tokens_details.cache_read": 800,
+                "gen_ai.usage.prompt_tokens_details.cache_write": 100,
+                "gen_ai.usage.completion_tokens_details.reasoning": 60,
+            },
+            (800, 100, 60),
+        ),
+        # Vercel AI SDK v5: inputTokens (and gen_ai.usage.input_tokens) hold the cached ones
+        ({"ai.usage.cachedInputTokens": 800, "ai.usage.reasoningTokens": 60}, (800, 0, 60)),
+        # Vercel AI SDK v6: the details, beside the v5 name it still writes
+        (
+            {
+                "ai.usage.inputTokenDetails.cacheReadTokens": 800,
+                "ai.usage.cachedInputTokens": 800,
+                "ai.usage.inputTokenDetails.cacheWriteTokens": 100,
+                "ai.usage.outputTokenDetails.reasoningTokens": 60,
+            },
+            (800, 100, 60),
+        ),
+    ],
+)
+def test_openlit_and_ai_sdk_cache_and_reasoning_spellings(spelling: dict, expected: tuple) -> None:
+    """1,000 input tokens of which 800 cache reads (and 100 writes), 200 output of which 60
+    reasoning: the parts are read, and inside the counts (800 + 100 = 900 <= 1,000 input,
+    60 <= 200 output), so input and output stay 1,000 and 200 and nothing is noted."""
+    attrs = {**CHAT, "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 200, **spelling}
+    b = decode(span(1, attrs))
+    row = calls_by_span(b)[1]
+    assert (row["cached_input_tokens"], row["cache_write_tokens"], row["reasoning_tokens"]) == expected
+    assert (row["input_tokens"], row["output_tokens"]) == (1000, 200) and b.notes == []
+    assert not set(spelling) & set(json.loads(row["attributes"]))  # read into columns, not repeated
+
+
 @pytest.mark.parametrize("op", ["chat", "text_completion", "generate_content", "embeddings"])
 def test_model_operations_become_calls(op: str) -> None:
     row = calls_by_span(

@@ -292,6 +292,14 @@ _PLAIN_CASES = {
     "cache writes and reasoning inside": _case(
         {"gen_ai.usage.cache_write.input_tokens": 40, "gen_ai.usage.reasoning.output_tokens": 100}
     ),
+    "OpenLIT and AI SDK cache and reasoning names": _case(
+        {
+            "gen_ai.usage.cache_read.input_tokens": _DROP,
+            "gen_ai.usage.prompt_tokens_details.cache_read": 30,
+            "ai.usage.inputTokenDetails.cacheWriteTokens": 20,
+            "ai.usage.reasoningTokens": 10,
+        }
+    ),
     "no operation: chat": _case({"gen_ai.operation.name": _DROP}),
     "embeddings": _case({"gen_ai.operation.name": "embeddings"}),
     "error type": _case({"error.type": "timeout"}),

@@ -14,10 +14,15 @@ Spellings read (first match wins):
 - model: ``gen_ai.response.model``, ``gen_ai.request.model``, ``langfuse.observation.model.name``
 - input: ``gen_ai.usage.input_tokens``, legacy ``gen_ai.usage.prompt_tokens``, ``llm.usage.prompt_tokens``
 - output: ``gen_ai.usage.output_tokens``, legacy ``gen_ai.usage.completion_tokens``
-- cache read: ``gen_ai.usage.cache_read.input_tokens``, ``gen_ai.usage.cache_read_input_tokens``
+- cache read: ``gen_ai.usage.cache_read.input_tokens``, ``gen_ai.usage.cache_read_input_tokens``,
+  OpenLIT's ``gen_ai.usage.prompt_tokens_details.cache_read``, the Vercel AI SDK's
+  ``ai.usage.inputTokenDetails.cacheReadTokens``, ``ai.usage.cachedInputTokens``
 - cache write: ``gen_ai.usage.cache_creation.input_tokens``, newer ``gen_ai.usage.cache_write.input_tokens``,
-  ``gen_ai.usage.cache_creation_input_tokens``
-- reasoning: ``gen_ai.usage.reasoning.output_tokens``, ``gen_ai.usage.reasoning_tokens``
+  ``gen_ai.usage.cache_creation_input_tokens``, OpenLIT's ``..._details.cache_write``, the AI SDK's
+  ``ai.usage.inputTokenDetails.cacheWriteTokens``
+- reasoning: ``gen_ai.usage.reasoning.output_tokens``, ``gen_ai.usage.reasoning_tokens``, OpenLIT's
+  ``gen_ai.usage.completion_tokens_details.reasoning``, the AI SDK's
+  ``ai.usage.outputTokenDetails.reasoningTokens``, ``ai.usage.reasoningTokens``
 
 Token accounting follows the conventions: input includes cache reads and
 writes, output includes reasoning. An instrumentation that reports them apart

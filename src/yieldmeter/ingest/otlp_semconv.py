@@ -59,13 +59,31 @@ _LANGFUSE_STRUCTURE = {"agent": "invoke_agent", "tool": "execute_tool", "chain":
 
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
 _OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens")
-_CACHE_READ = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
+#: Cache and reasoning tokens are parts of the input and output counts on the same span (the
+#: conventions; OpenLIT's ``*_tokens_details.*`` break down OpenAI's inclusive counts; the Vercel
+#: AI SDK's ``inputTokens`` hold the cached ones from v5 on, and it writes them as
+#: ``gen_ai.usage.input_tokens`` too). The apart rule in ``SpanRows._call`` covers the rest.
+_CACHE_READ = (
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
+    "gen_ai.usage.prompt_tokens_details.cache_read",  # OpenLIT
+    "ai.usage.inputTokenDetails.cacheReadTokens",  # Vercel AI SDK v6
+    "ai.usage.cachedInputTokens",  # Vercel AI SDK v5 (v6 writes both)
+)
 _CACHE_WRITE = (
     "gen_ai.usage.cache_creation.input_tokens",
     "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.cache_creation_input_tokens",
+    "gen_ai.usage.prompt_tokens_details.cache_write",  # OpenLIT
+    "ai.usage.inputTokenDetails.cacheWriteTokens",  # Vercel AI SDK v6
 )
-_REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
+_REASONING = (
+    "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.usage.reasoning_tokens",
+    "gen_ai.usage.completion_tokens_details.reasoning",  # OpenLIT
+    "ai.usage.outputTokenDetails.reasoningTokens",  # Vercel AI SDK v6
+    "ai.usage.reasoningTokens",  # Vercel AI SDK v5
+)
 
 #: What makes a span of an operation the mapping does not know a model call: a model, or usage.
 _MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "langfuse.observation.model.name")
