@@ -425,6 +425,47 @@ def test_langfuse_usage_with_nested_breakdowns(usage: dict) -> None:
 
 
 # -- bad input ------------------------------------------------------------------------------------
+def test_langfuse_v3_trace_attributes_on_the_root_span_reach_the_trace_s_calls() -> None:
+    """SDK v3's update_trace(user_id, session_id, tags, metadata) sets them on the root span,
+    a plain observation (no call). Langfuse applies them trace-wide: so do the calls of the
+    trace in the same batch, where they lack them; the trace's input stays content."""
+    other = "0123456789abcdef0123456789abcdef"
+    root = span(
+        1,
+        {
+            "langfuse.observation.type": "span",
+            "user.id": "user-v3",
+            "session.id": "session-v3",
+            "langfuse.trace.tags": ["production"],
+            "langfuse.trace.metadata.yieldmeter.workflow": '"claims-triage"',
+            "langfuse.trace.input": "SECRET",
+        },
+    )
+    generation = {
+        "langfuse.observation.type": "generation",
+        "langfuse.observation.model.name": "gpt-4o",
+        "langfuse.observation.usage_details": '{"input": 100, "output": 20}',
+    }
+    own = {**generation, "user.id": "someone-else"}
+    b = decode(
+        span(2, generation, parent=f"{1:016x}"),  # before the root: the order does not matter
+        root,
+        span(3, own, parent=f"{1:016x}"),
+        span(4, generation, trace=other),
+    )
+    rows = calls_by_span(b)
+    assert (rows[2]["user_id"], rows[2]["session_id"], rows[2]["workflow"]) == (
+        "user-v3",
+        "session-v3",
+        "claims-triage",
+    )
+    attrs = json.loads(rows[2]["attributes"])
+    assert attrs["langfuse.trace.tags"] == ["production"] and "SECRET" not in rows[2]["attributes"]
+    assert rows[3]["user_id"] == "someone-else" and rows[3]["session_id"] == "session-v3"
+    assert (rows[4]["user_id"], rows[4]["session_id"], rows[4]["workflow"]) == (None, None, None)
+    assert (rows[2]["input_tokens"], rows[2]["output_tokens"]) == (100, 20) and b.ignored == 1
+
+
 def test_bad_spans_are_rejected_with_reasons_and_the_rest_lands() -> None:
     b = decode(
         span(1, {**CHAT, "gen_ai.usage.input_tokens": -3}),

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from yieldmeter.ingest.base import Batch, ReadOptions
@@ -136,6 +137,8 @@ CALL_TYPES = {
     "reported_cost": pa.float64(),
 }
 _ERROR_STATUS = (2, "STATUS_CODE_ERROR")
+#: the call columns a trace-level Langfuse attribute fills where a call lacks them
+_TRACE_LEVEL_COLUMNS = ("user_id", "session_id", "workflow", "task_type", "team")
 #: a client span's kind, as protobuf (and OTLP JSON) or the enum's name in JSON writes it
 _CLIENT_KIND = (3, "SPAN_KIND_CLIENT")
 #: a tuple, not a set: a status code of any shape (even unhashable) is compared, never hashed
@@ -221,6 +224,9 @@ class SpanRows:
         self._remote_agents: list[tuple[int, str, str, tuple[int, int, int]]] = []
         #: (trace, parent span) of every call, to find those remote agents
         self._call_parents: list[tuple[str, str]] = []
+        #: trace-level attributes the Langfuse SDK set on a span (v3's ``update_trace`` puts them
+        #: on the root span, which is no call): (trace, {column or attribute: value}) per span
+        self._trace_level: list[tuple[str, dict[str, Any]]] = []
 
     def __len__(self) -> int:
         return self.spans
@@ -250,6 +256,7 @@ class SpanRows:
         # mapped whole or rejected whole
         n_rows, n_signals, ignored = len(self.rows), len(self.signals), self.ignored
         n_remote, n_parents = len(self._remote_agents), len(self._call_parents)
+        n_trace_level = len(self._trace_level)
         counts = (self.no_model, self.cache_apart, self.reasoning_apart)
         try:
             self._add(
@@ -260,6 +267,7 @@ class SpanRows:
             del self.rows[n_rows:], self.positions[n_rows:]
             del self.signals[n_signals:], self.signal_positions[n_signals:]
             del self._remote_agents[n_remote:], self._call_parents[n_parents:]
+            del self._trace_level[n_trace_level:]
             self.no_model, self.cache_apart, self.reasoning_apart = counts
             self.ignored = ignored
             reason = (
@@ -303,6 +311,8 @@ class SpanRows:
         lf_type = a.get("langfuse.observation.type")
         if lf_type is not None and not isinstance(lf_type, str):
             lf_type = _str(lf_type)
+        if lf_type is not None:
+            self._langfuse_trace(trace_id, a)
         if op is None:
             if lf_type is not None:
                 op = _LANGFUSE_TYPES.get(lf_type) or _LANGFUSE_STRUCTURE.get(lf_type)
@@ -627,6 +637,8 @@ class SpanRows:
         source = self.options.source
         if self._remote_agents:
             self._drop_agents_with_calls()
+        if self._trace_level:
+            self._apply_trace_level()
         n = len(self.rows)
         columns = zip(*self.rows, strict=True) if n else ([] for _ in CALL_COLUMNS)
         arrays = {
@@ -659,6 +671,59 @@ class SpanRows:
         batch.no_model = self.no_model
         batch.notes.extend(self._notes())
         return batch
+
+    def _langfuse_trace(self, trace_id: Any, a: dict[str, Any]) -> None:
+        """Note the trace-level attributes a Langfuse span carries (user, session, ``langfuse.trace.*``
+        and the linkage in the trace's metadata), to give the calls of its trace in :meth:`batch`."""
+        trace_level = {k: v for k, v in a.items() if type(k) is str and k.startswith("langfuse.trace.")}
+        user = a.get("user.id") or a.get("langfuse.user.id")
+        session = a.get("session.id") or a.get("langfuse.session.id")
+        if not trace_level and user is None and session is None:
+            return
+        try:
+            trace_id = _hex_id(trace_id, 16, "trace_id")
+        except SpanError:
+            return  # a span with no trace names none; its own rejection, if any, says why
+        found: dict[str, Any] = {}
+        if user is not None:
+            found["user_id"] = _str(user)
+        if session is not None:
+            found["session_id"] = _str(session)
+        if trace_level:
+            _, workflow, task_type, team = _langfuse_linkage(trace_level, None, None, None, None)
+            for column, v in (("workflow", workflow), ("task_type", task_type), ("team", team)):
+                if v is not None:
+                    found[column] = _str(v)
+            for k, v in trace_level.items():
+                if not self._is_content(k):
+                    found[k] = v
+        self._trace_level.append((trace_id, found))
+
+    def _apply_trace_level(self) -> None:
+        """Give each call the trace-level attributes (see :meth:`_langfuse_trace`) of its trace
+        that it lacks: Langfuse applies them trace-wide. Only spans of one batch are seen."""
+        by_trace: dict[str, dict[str, Any]] = {}
+        for trace_id, found in self._trace_level:
+            known = by_trace.setdefault(trace_id, {})
+            for k, v in found.items():
+                known.setdefault(k, v)  # the first span that sets one wins
+        at = {name: CALL_COLUMNS.index(name) for name in _TRACE_LEVEL_COLUMNS}
+        t_col, a_col = CALL_COLUMNS.index("trace_id"), CALL_COLUMNS.index("attributes")
+        for i, row in enumerate(self.rows):
+            found = by_trace.get(row[t_col])
+            if not found:
+                continue
+            new = list(row)
+            for name, col in at.items():
+                if new[col] is None and name in found:
+                    new[col] = found[name]
+            extra_keys = [k for k in found if k not in at]
+            if extra_keys:
+                attrs = orjson.loads(row[a_col]) if row[a_col] else {}
+                for k in extra_keys:
+                    attrs.setdefault(k, found[k])
+                new[a_col] = _dumps(attrs)
+            self.rows[i] = tuple(new)
 
     def _drop_agents_with_calls(self) -> None:
         """A remote agent's span with a call of the batch under it: its usage is that call's
