@@ -424,3 +424,65 @@ def test_rows_in_flight_when_close_gives_up_are_spilled_not_lost(tmp_path: Path)
         for c in held:
             c.close()
         silent.close()
+
+
+def _child_records_and_waits(tag: str) -> None:
+    """In a forked child: record with the recorder made in the parent; its thread must send."""
+    import sys
+
+    from yieldmeter.sdk import record_signal
+    from yieldmeter.sdk.recorder import _recorder
+
+    for i in range(3):
+        record_signal(f"{tag}-wu", "accepted", signal_id=f"{tag}-{i}")
+    # the child's own background thread sends them on its timer, with no flush() call; the
+    # parent's buffered row is not sent again from here
+    wait_for(lambda: _recorder().stats()["sent"] >= 3, timeout=15.0)
+    time.sleep(0.5)  # a few more timer rounds: nothing more is sent
+    sys.exit(0 if _recorder().stats()["sent"] == 3 else 3)
+
+
+def _child_records_and_returns(tag: str) -> None:
+    from yieldmeter.sdk import record_signal
+
+    record_signal(f"{tag}-wu", "accepted", signal_id=f"{tag}-0")  # and the child exits: os._exit
+
+
+def test_forked_multiprocessing_children_send_their_own_records(tmp_path: Path) -> None:
+    """The parent's recorder thread is running when it forks. Each child gets a recorder of its
+    own (the copied thread is dead there): one sends on its own timer, one returns at once and
+    its record is sent when the child exits (os._exit: no atexit), none resends the parent's."""
+    import multiprocessing
+
+    from yieldmeter.sdk import configure, record_signal
+
+    root = make_workspace(tmp_path / "ws")
+    fork = multiprocessing.get_context("fork")
+    with serving(receiver_app(root)) as url:
+        rec = configure(url, flush_interval_s=0.2, path=tmp_path / "sp")
+        try:
+            record_signal("parent-wu", "accepted", signal_id="p-0")
+            assert wait_for(lambda: rec.stats()["sent"] == 1)  # the parent's thread is running
+            assert rec._thread is not None and rec._thread.is_alive()
+            record_signal("parent-wu", "accepted", signal_id="p-1")  # likely buffered at the fork
+            waits = fork.Process(target=_child_records_and_waits, args=("a",))
+            returns = fork.Process(target=_child_records_and_returns, args=("b",))
+            for p in (waits, returns):
+                p.start()
+            for p in (waits, returns):
+                p.join(30)
+            assert (waits.exitcode, returns.exitcode) == (0, 0)
+            stats = rec.flush()
+            assert (stats["sent"], stats["buffered"]) == (2, 0)  # the parent's counts are its own
+        finally:
+            rec.close()
+            configure(path=tmp_path / "unused", flush_interval_s=0)
+    assert [r["signal_id"] for r in rows(root, "SELECT signal_id FROM signals ORDER BY 1")] == [
+        "a-0",
+        "a-1",
+        "a-2",
+        "b-0",
+        "p-0",
+        "p-1",
+    ]
+    assert not (tmp_path / "sp").exists()

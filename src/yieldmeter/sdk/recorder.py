@@ -18,6 +18,16 @@ Recording never blocks or breaks the application:
 - The buffer holds at most ``max_buffer`` rows. A record that arrives when it
   is full is dropped and counted (``stats()["dropped"]``, with a warning), so
   memory stays bounded whatever happens to the server.
+- A forked child (``os.fork``, multiprocessing's ``fork`` start method) gets
+  its own recorder state: a fresh lock, an empty buffer and counters (the
+  parent sends what it held), no shared connection, and its own background
+  thread from its first record, as OpenTelemetry's ``BatchSpanProcessor``
+  does. A multiprocessing child sends (or spills) what is left when it exits
+  normally (a multiprocessing finalizer: such a child leaves with
+  ``os._exit``, which runs no ``atexit`` hook). A child that is killed (the
+  workers of a ``Pool`` that ``terminate()``, or a ``with Pool(...)`` block,
+  ends) or that calls ``os._exit`` itself sends nothing more: call
+  :func:`flush` at the end of the task.
 
 Without an endpoint, rows are appended to ``<path>/<table>.jsonl`` directly.
 """
@@ -30,6 +40,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -187,7 +198,25 @@ class Recorder:
                 if self._thread is not None:
                     return
                 self._thread = threading.Thread(target=self._loop, name="yieldmeter-recorder", daemon=True)
+            _close_at_multiprocessing_exit()
             self._thread.start()
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: the parent's thread did not come along, and its lock may have been
+        held by a thread that no longer exists. Fresh lock and events, no thread (the first record
+        starts one), an empty buffer and counters (what the parent buffered is the parent's to
+        send), and no HTTP client (its connections are the parent's sockets)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        stopped, self._stop = self._stop.is_set(), threading.Event()
+        if stopped:  # a closed recorder stays closed
+            self._stop.set()
+        self._thread = None
+        self._client = None
+        self._buffer = {t: [] for t in TABLES}
+        self._buffered = 0
+        self._counts = dict.fromkeys(self._counts, 0)
+        self._down_since = None
 
     def _loop(self) -> None:
         interval = self.flush_interval_s if self.flush_interval_s > 0 else None
@@ -323,6 +352,38 @@ def _close_all() -> None:
             recorder.close(timeout_s=2.0)
         except Exception as exc:  # an exiting interpreter: log, never raise
             log.error("yieldmeter: records not delivered at exit: %s", exc)
+
+
+#: the process a multiprocessing finalizer was registered in (see below)
+_mp_exit_pid: int | None = None
+
+
+def _close_at_multiprocessing_exit() -> None:
+    """In a multiprocessing child, close the recorders when the child's task returns.
+
+    A forked multiprocessing child ends with ``os._exit``: ``atexit`` hooks do not run, its
+    finalizers do. They are registered here, from the child's first record, because
+    multiprocessing clears the finalizers a child inherits after the fork hooks ran."""
+    global _mp_exit_pid
+    mp_process = sys.modules.get("multiprocessing.process")
+    if mp_process is None or _mp_exit_pid == os.getpid() or mp_process.parent_process() is None:
+        return
+    _mp_exit_pid = os.getpid()
+    from multiprocessing import util
+
+    # the lowest priority: after the application's own finalizers, which may still record
+    util.Finalize(None, _close_all, exitpriority=-(2**31))
+
+
+def _after_fork_in_child() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()  # another thread may have held it at the fork
+    for recorder in list(_LIVE):
+        recorder._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _default: Recorder | None = None
