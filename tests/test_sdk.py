@@ -385,45 +385,55 @@ def test_module_functions_write_local_files_without_a_server(tmp_path: Path) -> 
         configure(path=tmp_path / "unused", flush_interval_s=0)
 
 
+class SilentServer:
+    """Accepts connections and never answers: a request to it waits out the client's timeout."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.held: list[object] = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.held.append(conn)  # read nothing, answer nothing
+
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for c in self.held:
+            c.close()  # type: ignore[attr-defined]
+        self.sock.close()
+
+
 def test_rows_in_flight_when_close_gives_up_are_spilled_not_lost(tmp_path: Path) -> None:
     """A server that accepts the connection and never answers: the background thread's request
     is still waiting (3 s timeout) when close() stops waiting for the thread (0.3 s). The rows
-    it holds must reach the spill file once the request fails, not go back to a buffer nobody
-    sends any more."""
-    import socket
-
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        silent.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = silent.accept()
-            except OSError:
-                continue
-            held.append(conn)  # read nothing, answer nothing
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        rec = Recorder(endpoint, path=tmp_path / "spill", batch_size=1, timeout_s=3.0, max_retries=0)
+    it holds are spilled by close() itself, and once, not again when the request fails."""
+    with SilentServer() as server:
+        rec = Recorder(server.url, path=tmp_path / "spill", batch_size=3, timeout_s=3.0, max_retries=0)
         for i in range(3):
             rec.record("signals", {"signal_id": f"s{i}", "work_unit_id": "u", "kind": "accepted"})
         assert wait_for(lambda: rec.stats()["buffered"] == 0)  # the thread took them
+        thread = rec._thread
         rec.close(timeout_s=0.3)
-        assert wait_for(lambda: rec.stats()["spilled"] == 3, timeout=15.0), rec.stats()
+        assert rec.stats()["spilled"] == 3, rec.stats()
+        assert thread is not None and wait_for(lambda: not thread.is_alive(), timeout=15.0)
         spilled = [json.loads(x) for x in (tmp_path / "spill" / "signals.jsonl").read_text().splitlines()]
         assert sorted(r["signal_id"] for r in spilled) == ["s0", "s1", "s2"]
-        assert rec.stats()["buffered"] == 0
-    finally:
-        stop.set()
-        for c in held:
-            c.close()
-        silent.close()
+        assert (rec.stats()["buffered"], rec.stats()["spilled"]) == (0, 3)
 
 
 def _child_records_and_waits(tag: str) -> None:
@@ -486,3 +496,40 @@ def test_forked_multiprocessing_children_send_their_own_records(tmp_path: Path) 
         "p-1",
     ]
     assert not (tmp_path / "sp").exists()
+
+
+def test_rows_in_flight_at_exit_are_spilled_when_the_server_does_not_answer(tmp_path: Path) -> None:
+    """A process records and exits while its background thread waits for a server that never
+    answers (10 s timeout). The exit hook waits 2 s for the thread, then the rows it holds are
+    spilled to the local file before the interpreter exits (the daemon thread dies with them)."""
+    import os
+    import subprocess
+    import sys
+
+    import yieldmeter
+
+    script = (
+        "import sys\n"
+        "from yieldmeter.sdk import configure, record_signal\n"
+        "configure(sys.argv[1], path=sys.argv[2], batch_size=3, max_retries=0)\n"
+        "for i in range(3):\n"
+        "    record_signal('u', 'accepted', signal_id=f's{i}')\n"
+        "from yieldmeter.sdk.recorder import _recorder\n"
+        "import time\n"
+        "deadline = time.monotonic() + 10\n"
+        "while _recorder().stats()['buffered'] and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"  # the thread has taken them all: they are in flight at exit
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(yieldmeter.__file__).parents[1]), *sys.path]))
+    with SilentServer() as server:
+        done = subprocess.run(
+            [sys.executable, "-c", script, server.url, str(tmp_path / "spill")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    spilled = [json.loads(x) for x in (tmp_path / "spill" / "signals.jsonl").read_text().splitlines()]
+    assert sorted(r["signal_id"] for r in spilled) == ["s0", "s1", "s2"], done.stderr
+    assert "still being sent when close() stopped waiting" in done.stderr

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -120,6 +121,10 @@ class Recorder:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: batches a flush has taken and is sending now, by token; whoever pops one owns its rows
+        self._inflight: dict[int, tuple[str, list[dict[str, Any]]]] = {}
+        self._tokens = itertools.count()
+        self._settled = threading.Condition(self._lock)  # notified when an in-flight batch ends
         _close_at_exit(self)
 
     # -- recording -----------------------------------------------------------------------------
@@ -165,32 +170,74 @@ class Recorder:
         the server has been down for ``spill_after_s`` (at once with ``final``). Returns
         :meth:`stats`.
         """
+        self._send_buffer(final=final)
+        return self.stats()
+
+    def _send_buffer(self, *, final: bool = False) -> None:
+        """Take what is buffered now and send it in the calling thread."""
+        batches = []
         with self._lock:
             taken = {t: rows for t, rows in self._buffer.items() if rows}
             self._buffer = {t: [] for t in TABLES}
             self._buffered = 0
-        for table, rows in taken.items():
-            key = _KEYS[table]
-            # the newest record of an id wins (the store keeps the first of a batch)
-            rows = list({r.get(key) or id(r): r for r in rows}.values())
+            for table, rows in taken.items():
+                key = _KEYS[table]
+                # the newest record of an id wins (the store keeps the first of a batch)
+                rows = list({r.get(key) or id(r): r for r in rows}.values())
+                token = next(self._tokens)
+                self._inflight[token] = (table, rows)
+                batches.append((token, table, rows))
+        for token, table, rows in batches:
             try:
                 self._deliver(table, rows, final=final)
             except Exception as exc:  # never into the app: keep the rows, or spill them
-                self._undelivered(table, rows, exc, final)
-        return self.stats()
+                if self._settle(token):  # else close() has spilled them already
+                    self._undelivered(table, rows, exc, final)
+            else:
+                self._settle(token)
+
+    def _settle(self, token: int) -> bool:
+        """End an in-flight batch; False when close() took its rows meanwhile."""
+        with self._settled:
+            owned = self._inflight.pop(token, None) is not None
+            self._settled.notify_all()
+        return owned
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the background thread and send (or spill) what is left; never raises."""
+        """Stop the background thread and send (or spill) what is left; never raises.
+
+        Rows the thread is still sending after ``timeout_s`` (a server that does not answer)
+        are spilled to the local file at once, with a warning: at exit the thread dies with
+        them."""
         self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
-        self.flush(final=True)
+            if thread.is_alive():
+                self._spill_in_flight(timeout_s)
+        self._send_buffer(final=True)
         if self._client is not None:
             with contextlib.suppress(Exception):  # closing a broken connection: nothing left to save
                 self._client.close()
             self._client = None
+
+    def _spill_in_flight(self, waited_s: float) -> None:
+        """Take the batches still being sent and spill them (the sender no longer owns them)."""
+        with self._settled:
+            batches = list(self._inflight.values())
+            self._inflight.clear()
+            self._settled.notify_all()
+        for table, rows in batches:
+            log.warning(
+                "yieldmeter: %d %s rows were still being sent when close() stopped waiting (%.1f s); "
+                "spilled to %s",
+                len(rows),
+                table,
+                waited_s,
+                self.path / f"{table}.jsonl",
+            )
+            self._spill(table, rows)
 
     def _ensure_thread(self) -> None:
         if self._thread is None and not self._stop.is_set():
@@ -207,6 +254,8 @@ class Recorder:
         starts one), an empty buffer and counters (what the parent buffered is the parent's to
         send), and no HTTP client (its connections are the parent's sockets)."""
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._inflight = {}  # the parent's batches: the parent's to settle
         self._wake = threading.Event()
         stopped, self._stop = self._stop.is_set(), threading.Event()
         if stopped:  # a closed recorder stays closed
@@ -226,7 +275,7 @@ class Recorder:
             if self._stop.is_set():
                 return  # close() sends what is left
             try:
-                self.flush()
+                self._send_buffer()
             except Exception:  # the thread must outlive any surprise
                 log.exception("yieldmeter: flushing records failed")
 
@@ -244,8 +293,7 @@ class Recorder:
             if self._down_since is None:
                 self._down_since = now
             overflow = rows
-            # closing (stop set): nobody will send these later, so they go to the file now; this
-            # is also where rows a timed-out close() left in flight on the thread end up
+            # closing (stop set): nobody will send these later, so they go to the file now
             if not final and not self._stop.is_set() and now - self._down_since < self.spill_after_s:
                 room = max(0, self.max_buffer - self._buffered)
                 kept, overflow = rows[:room], rows[room:]  # what does not fit back is spilled, not lost
