@@ -533,3 +533,29 @@ def test_rows_in_flight_at_exit_are_spilled_when_the_server_does_not_answer(tmp_
     spilled = [json.loads(x) for x in (tmp_path / "spill" / "signals.jsonl").read_text().splitlines()]
     assert sorted(r["signal_id"] for r in spilled) == ["s0", "s1", "s2"], done.stderr
     assert "still being sent when close() stopped waiting" in done.stderr
+
+
+def test_flush_waits_for_the_rows_the_background_thread_is_sending(tmp_path: Path) -> None:
+    """The timer's flush has taken the rows and waits for a server whose writer is busy. A
+    flush() meanwhile has nothing buffered to send, but returns only once those rows are
+    delivered: after flush() they are stored (what a Pool task relies on before it ends)."""
+    root = make_workspace(tmp_path / "ws")
+    app = receiver_app(root)
+    release = threading.Event()
+    with serving(app) as url:
+        app.state.ctx.writer.submit(lambda ws: release.wait(30))  # holds the writer thread
+        rec = Recorder(url, batch_size=3, flush_interval_s=0, path=tmp_path / "sp")
+        for n in range(3):
+            rec.record("signals", signal(n))
+        assert wait_for(lambda: rec.stats()["buffered"] == 0)  # the thread took them
+        result: list[dict[str, int]] = []
+        flusher = threading.Thread(target=lambda: result.append(rec.flush()))
+        flusher.start()
+        flusher.join(0.5)
+        assert flusher.is_alive() and not result  # waiting for the rows in flight, not returned
+        assert rec.stats().get("in_flight") == 3  # the thread is sending them
+        release.set()
+        flusher.join(30)
+        assert result and (result[0]["sent"], result[0]["in_flight"], result[0]["buffered"]) == (3, 0, 0)
+        assert rows(root, "SELECT count(*) AS n FROM signals") == [{"n": 3}]
+        rec.close()

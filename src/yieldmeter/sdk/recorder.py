@@ -157,20 +157,32 @@ class Recorder:
         self._ensure_thread()
 
     def stats(self) -> dict[str, int]:
-        """Rows ``buffered`` now; ``sent``, ``spilled`` (to the local file), ``dropped`` (buffer
-        full), ``refused`` (by the server, so spilled) since the start; ``failed_attempts``; and
-        ``unrecorded``: records the ``record_*`` functions could not even build (process-wide)."""
+        """Rows ``buffered`` now and ``in_flight`` (being sent now); ``sent``, ``spilled`` (to
+        the local file), ``dropped`` (buffer full), ``refused`` (by the server, so spilled) since
+        the start; ``failed_attempts``; and ``unrecorded``: records the ``record_*`` functions
+        could not even build (process-wide)."""
         with self._lock:
-            return {"buffered": self._buffered, **self._counts, "unrecorded": _unrecorded}
+            in_flight = sum(len(rows) for _, rows in self._inflight.values())
+            return {
+                "buffered": self._buffered,
+                "in_flight": in_flight,
+                **self._counts,
+                "unrecorded": _unrecorded,
+            }
 
     def flush(self, *, final: bool = False) -> dict[str, int]:
-        """Send what is buffered now, in the calling thread; never raises.
+        """Send what is buffered now, in the calling thread, and wait for the rows another thread
+        (the background one) is sending at the time; never raises.
 
         Rows the server cannot take now go back to the buffer, or to the spill file once
         the server has been down for ``spill_after_s`` (at once with ``final``). Returns
         :meth:`stats`.
         """
+        with self._lock:
+            earlier = set(self._inflight)
         self._send_buffer(final=final)
+        with self._settled:  # each in-flight batch ends: sent, kept, spilled or taken by close()
+            self._settled.wait_for(lambda: not earlier.intersection(self._inflight))
         return self.stats()
 
     def _send_buffer(self, *, final: bool = False) -> None:
