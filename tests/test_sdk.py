@@ -559,3 +559,50 @@ def test_flush_waits_for_the_rows_the_background_thread_is_sending(tmp_path: Pat
         assert result and (result[0]["sent"], result[0]["in_flight"], result[0]["buffered"]) == (3, 0, 0)
         assert rows(root, "SELECT count(*) AS n FROM signals") == [{"n": 3}]
         rec.close()
+
+
+def test_an_outcome_keeps_its_id_however_its_period_start_is_written(tmp_path: Path) -> None:
+    """The same month as a date string, a date, a datetime and an ISO time in UTC (or another
+    zone) is one outcome: re-recording replaces it, and the import stores it once. The id is the
+    one the date string always had, so outcomes recorded before keep theirs."""
+    from datetime import UTC, date, datetime, timedelta, timezone
+
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.ingest.conform import stable_id
+    from yieldmeter.sdk import configure, flush, record_outcome
+
+    out = tmp_path / "records"
+    configure(path=out, flush_interval_s=0)
+    try:
+        starts = (
+            "2025-03-01",
+            date(2025, 3, 1),
+            datetime(2025, 3, 1),
+            datetime(2025, 3, 1, tzinfo=UTC),
+            "2025-03-01T00:00:00Z",
+            "2025-03-01T00:00:00+00:00",
+            "2025-03-01T01:00:00+01:00",
+            datetime(2025, 3, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+        )
+        ids = {
+            record_outcome("claims-triage", "handling_minutes", period_start=p, observed_value=6.0)
+            for p in starts
+        }
+        assert ids == {stable_id("outcome", "claims-triage", "handling_minutes", "2025-03-01", None)}
+        # another instant than midnight: the id a datetime always had, whichever way it is written
+        noon = {
+            record_outcome("claims-triage", "handling_minutes", period_start=p, observed_value=5.0)
+            for p in (datetime(2025, 3, 1, 12), "2025-03-01T12:00:00Z", "2025-03-01 12:00:00")
+        }
+        assert noon == {
+            stable_id("outcome", "claims-triage", "handling_minutes", "2025-03-01T12:00:00+00:00", None)
+        }
+        flush()
+    finally:
+        configure(path=tmp_path / "unused", flush_interval_s=0)
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        ws.ingest_paths([out / "outcomes.jsonl"], table="outcomes")
+        assert ws.store.count("outcomes") == 2
+    finally:
+        ws.close()

@@ -78,6 +78,31 @@ def _iso(v: datetime | date | str | None) -> str | None:
     return str(v)  # the server judges it (and rejects it with a reason if it is no time)
 
 
+def _period_key(v: datetime | date | str | None) -> str | None:
+    """A period start as the default outcome id hashes it: one spelling per instant.
+
+    Midnight UTC is ``2025-03-01`` (what the common date-only string always hashed as, so
+    those ids stay); another instant is its UTC ISO form, ``2025-03-01T12:00:00+00:00`` (what
+    a datetime always hashed as). A time without a zone is UTC, as the server reads it; text
+    that is no ISO time is hashed as given (the server rejects it with a reason)."""
+    if isinstance(v, datetime):
+        dt = v
+    elif isinstance(v, date):
+        dt = datetime(v.year, v.month, v.day)
+    elif isinstance(v, str):
+        text = v.strip()
+        try:
+            dt = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+        except ValueError:
+            return v
+    else:
+        return _iso(v)
+    dt = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
+    if (dt.hour, dt.minute, dt.second, dt.microsecond) == (0, 0, 0, 0):
+        return dt.date().isoformat()
+    return dt.isoformat()
+
+
 class Recorder:
     """Buffers canonical rows and delivers them from a background thread; thread-safe.
 
@@ -542,13 +567,15 @@ def record_outcome(
 ) -> str:
     """Record an operating outcome against its baseline; returns its id.
 
-    The default id is derived from workflow, metric, period and work unit, so
-    recording the same month's outcome again replaces it instead of adding one.
+    The default id is derived from workflow, metric, period start and work unit, so
+    recording the same month's outcome again replaces it instead of adding one, however
+    the start is written: ``"2025-03-01"``, ``date(2025, 3, 1)``, ``datetime(2025, 3, 1)``
+    and ``"2025-03-01T00:00:00Z"`` are one period (the same instant gives the same id).
     """
     from yieldmeter.ingest.conform import stable_id
 
     start = _iso(period_start)
-    oid = outcome_id or stable_id("outcome", workflow, metric, start, work_unit_id)
+    oid = outcome_id or stable_id("outcome", workflow, metric, _period_key(period_start), work_unit_id)
     _record(
         "outcomes",
         lambda: {
