@@ -606,3 +606,27 @@ def test_an_outcome_keeps_its_id_however_its_period_start_is_written(tmp_path: P
         assert ws.store.count("outcomes") == 2
     finally:
         ws.close()
+
+
+def test_linkage_a_span_is_created_with_wins_over_the_baggage() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    instrument(provider)
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("app")
+    own = {"yieldmeter.workflow": "explicit-wf", "yieldmeter.work_unit.id": "explicit-id"}
+    with work_unit("outer-wf", id="wu-1", team="ops"):
+        with tracer.start_as_current_span("explicit", attributes=own):
+            pass
+        with tracer.start_as_current_span("plain"):
+            pass
+    provider.shutdown()
+    got = {s.name: dict(s.attributes or {}) for s in spans.get_finished_spans()}
+    assert got["explicit"] == {**own, "yieldmeter.team": "ops"}  # what it did not set is copied
+    assert got["plain"] == {
+        "yieldmeter.work_unit.id": "wu-1",
+        "yieldmeter.workflow": "outer-wf",
+        "yieldmeter.team": "ops",
+    }

@@ -67,10 +67,17 @@ def _get(key: str) -> str | None:
 
 
 class WorkUnitSpanProcessor(SpanProcessor):
-    """Copies the work-unit baggage onto each span as attributes when it starts."""
+    """Copies the work-unit baggage onto each span as attributes when it starts.
+
+    A linkage attribute the span was created with (``attributes=`` of ``start_span``) wins:
+    an instrumentation that names the work unit itself is not overwritten. Attributes set
+    after the span started are the span's own business (they replace the copied value)."""
 
     def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
+        own = span.attributes or {}
         for key in LINKAGE_KEYS:
+            if own.get(key) is not None:
+                continue
             value = baggage.get_baggage(key, parent_context)
             if value is not None:
                 span.set_attribute(key, str(value))
