@@ -630,3 +630,41 @@ def test_linkage_a_span_is_created_with_wins_over_the_baggage() -> None:
         "yieldmeter.workflow": "outer-wf",
         "yieldmeter.team": "ops",
     }
+
+
+def test_a_record_after_close_is_delivered_at_once(tmp_path: Path) -> None:
+    """An atexit hook registered before the first record runs after the SDK's exit hook (atexit
+    runs the newest first), so it records into a closed recorder: the row is written at once,
+    not kept in a buffer nobody sends any more. So is a record to a closed recorder's server."""
+    import os
+    import subprocess
+    import sys
+
+    import yieldmeter
+
+    script = (
+        "import atexit, sys\n"
+        "from yieldmeter.sdk import configure, record_signal\n"
+        "atexit.register(lambda: record_signal('wu-exit', 'abandoned', signal_id='exit-1'))\n"
+        "configure(None, path=sys.argv[1])\n"
+        "record_signal('wu-run', 'accepted', signal_id='run-1')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(yieldmeter.__file__).parents[1]), *sys.path]))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "records")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "records" / "signals.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["signal_id"] for x in lines) == ["exit-1", "run-1"], done.stderr
+
+    root = make_workspace(tmp_path / "ws")
+    with serving(receiver_app(root)) as url:
+        rec = Recorder(url, flush_interval_s=0, path=tmp_path / "sp")
+        rec.close()
+        rec.record("signals", signal(1))
+        assert (rec.stats()["sent"], rec.stats()["buffered"]) == (1, 0)
+    assert rows(root, "SELECT signal_id FROM signals") == [{"signal_id": "s-1"}]

@@ -156,7 +156,11 @@ class Recorder:
     def record(self, table: str, row: dict[str, Any]) -> None:
         """Buffer one row; returns at once. Raises only for a table that does not exist, or a
         number JSON cannot carry (NaN, infinity): refused here, it cannot fail the batch it would
-        have been sent in."""
+        have been sent in.
+
+        After :meth:`close` (at exit: an ``atexit`` hook registered before the first record
+        runs after the SDK's own) the row is sent, or written, at once in the calling thread,
+        as nothing would send it later."""
         if table not in self._buffer:
             raise ValueError(f"unknown record table {table!r}; one of {', '.join(TABLES)}")
         clean = {k: v for k, v in row.items() if v is not None}
@@ -179,6 +183,12 @@ class Recorder:
                 self.max_buffer,
                 dropped,
             )
+        if self._stop.is_set():
+            # closed (an atexit hook that runs after the SDK's own, a recorder configure()
+            # replaced): no thread sends the buffer any more, so it is sent now, in the
+            # calling thread: one try, then the spill file
+            self._send_buffer(final=True)
+            return
         self._ensure_thread()
 
     def stats(self) -> dict[str, int]:
