@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -668,3 +669,24 @@ def test_a_record_after_close_is_delivered_at_once(tmp_path: Path) -> None:
         rec.record("signals", signal(1))
         assert (rec.stats()["sent"], rec.stats()["buffered"]) == (1, 0)
     assert rows(root, "SELECT signal_id FROM signals") == [{"signal_id": "s-1"}]
+
+
+def test_rows_the_server_quarantines_are_counted_apart_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server takes the batch and rejects one row into its quarantine: that row is not
+    counted as sent, and the warning names it by its id, not by its place in the batch."""
+    import logging
+
+    root = make_workspace(tmp_path / "ws")
+    with serving(receiver_app(root)) as url:
+        rec = Recorder(url, flush_interval_s=0, path=tmp_path / "sp")
+        good = {"effort_id": "e-good", "work_unit_id": "u-1", "ts": "2025-03-01T10:00:00Z", "minutes": 3}
+        rec.record("effort", good)
+        rec.record("effort", dict(good, effort_id="e-negative", minutes=-5))
+        with caplog.at_level(logging.WARNING, logger="yieldmeter.sdk"):
+            stats = rec.flush()
+        rec.close()
+    assert (stats["sent"], stats.get("quarantined"), stats["refused"], stats["spilled"]) == (1, 1, 0, 0)
+    assert "the server quarantined effort row effort_id=e-negative: minutes: negative" in caplog.text
+    assert rows(root, "SELECT effort_id FROM effort") == [{"effort_id": "e-good"}]

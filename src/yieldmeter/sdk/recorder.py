@@ -140,7 +140,14 @@ class Recorder:
         self._buffered = 0
         #: guards the buffer and the counters only: never held while sending, writing or sleeping
         self._lock = threading.Lock()
-        self._counts = {"sent": 0, "spilled": 0, "dropped": 0, "refused": 0, "failed_attempts": 0}
+        self._counts = {
+            "sent": 0,
+            "quarantined": 0,
+            "spilled": 0,
+            "dropped": 0,
+            "refused": 0,
+            "failed_attempts": 0,
+        }
         self._down_since: float | None = None
         self._client: Any = None
         self._wake = threading.Event()
@@ -192,10 +199,11 @@ class Recorder:
         self._ensure_thread()
 
     def stats(self) -> dict[str, int]:
-        """Rows ``buffered`` now and ``in_flight`` (being sent now); ``sent``, ``spilled`` (to
-        the local file), ``dropped`` (buffer full), ``refused`` (by the server, so spilled) since
-        the start; ``failed_attempts``; and ``unrecorded``: records the ``record_*`` functions
-        could not even build (process-wide)."""
+        """Rows ``buffered`` now and ``in_flight`` (being sent now); ``sent`` (and stored),
+        ``quarantined`` (taken by the server but rejected one by one, with a reason, into its
+        quarantine), ``spilled`` (to the local file), ``dropped`` (buffer full), ``refused`` (a
+        whole batch, by the server, so spilled) since the start; ``failed_attempts``; and
+        ``unrecorded``: records the ``record_*`` functions could not even build (process-wide)."""
         with self._lock:
             in_flight = sum(len(rows) for _, rows in self._inflight.values())
             return {
@@ -417,15 +425,28 @@ class Recorder:
         raise RecordError(f"could not deliver {len(rows)} {table} rows to {url} ({last})")
 
     def _delivered(self, table: str, rows: list[dict[str, Any]], resp: Any) -> None:
-        with self._lock:
-            self._counts["sent"] += len(rows)
-            self._down_since = None
+        """The server took the batch: rows it rejected one by one (kept in its quarantine with
+        the reason) are counted as ``quarantined``, not ``sent``, and logged by their id."""
         try:
             rejected = resp.json().get("rejected") or []
         except (ValueError, AttributeError):
             rejected = []
+        rejected = [r for r in rejected if isinstance(r, dict)]
+        with self._lock:
+            self._counts["sent"] += len(rows) - len(rejected)
+            self._counts["quarantined"] += len(rejected)
+            self._down_since = None
+        key = _KEYS[table]
         for r in rejected:
-            log.warning("yieldmeter rejected a %s row %s: %s", table, r.get("position"), r.get("reason"))
+            pos = r.get("position")  # 1-based, the row's place in the body sent
+            row = rows[pos - 1] if isinstance(pos, int) and 1 <= pos <= len(rows) else {}
+            log.warning(
+                "yieldmeter: the server quarantined %s row %s=%s: %s",
+                table,
+                key,
+                row.get(key, f"? (position {pos})"),
+                r.get("reason"),
+            )
 
 
 _LIVE: weakref.WeakSet[Recorder] = weakref.WeakSet()
