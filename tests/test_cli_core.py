@@ -263,3 +263,39 @@ def test_a_small_change_keeps_its_sign_and_a_tenth() -> None:
         "+12",
         "-1,235",
     ]
+
+
+def test_ingest_org_writes_every_row_as_that_org(runner: CliRunner, tmp_path: Path) -> None:
+    """The Python SDK's spill file carries no org: rows a live server would have written as the
+    key's org (acme) landed as 'default'. ``--org acme`` writes them as acme, into the store or a
+    lake; a blank org is refused, naming the option; without it the rows keep 'default'."""
+    from yieldmeter.app.workspace import Workspace
+    from yieldmeter.lake.layout import Lake
+    from yieldmeter.sdk import Recorder
+
+    rec = Recorder(path=tmp_path / "spill", flush_interval_s=0)  # no server: the local file
+    ts = "2025-03-01T10:00:00+00:00"
+    rec.record("signals", {"signal_id": "s-1", "work_unit_id": "wu-1", "ts": ts, "kind": "accepted"})
+    rec.record(
+        "signals", {"signal_id": "s-2", "work_unit_id": "wu-2", "ts": ts, "kind": "rated", "value": 0.5}
+    )
+    rec.close()
+    spilled = tmp_path / "spill" / "signals.jsonl"
+    app = build_app()
+    ws = tmp_path / "ws"
+    r = runner.invoke(app, ["ingest", str(spilled), "--table", "signals", "--org", " ", "-w", str(ws)])
+    assert r.exit_code == 1 and "--org: an org name is needed" in r.output
+    r = runner.invoke(app, ["ingest", str(spilled), "--table", "signals", "--org", "acme", "-w", str(ws)])
+    assert r.exit_code == 0, r.output
+    with Workspace.open(ws) as w:
+        assert w.store.query_arrow("SELECT DISTINCT org FROM signals").column("org").to_pylist() == ["acme"]
+    lake = tmp_path / "lake"
+    args = ["ingest", str(spilled), "--table", "signals", "--to-lake", str(lake), "-w", str(ws)]
+    assert runner.invoke(app, [*args, "--org", "acme"]).exit_code == 0
+    assert set(Lake(str(lake)).read_table("signals").column("org").to_pylist()) == {"acme"}
+    other = tmp_path / "ws2"
+    assert runner.invoke(app, ["ingest", str(spilled), "--table", "signals", "-w", str(other)]).exit_code == 0
+    with Workspace.open(other) as w:
+        assert w.store.query_arrow("SELECT DISTINCT org FROM signals").column("org").to_pylist() == [
+            "default"
+        ]

@@ -25,7 +25,15 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from yieldmeter.config import CONFIG_FILE, STORE_DIR, TEMPLATE, Config, load_config
-from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, open_binary, read_ahead
+from yieldmeter.ingest.base import (
+    UNREADABLE,
+    Batch,
+    ReadOptions,
+    check_org,
+    open_binary,
+    read_ahead,
+    with_org,
+)
 from yieldmeter.ingest.conform import conform
 from yieldmeter.ingest.langfuse_scores import SOURCE as SCORES_SOURCE
 from yieldmeter.metrics import cost, spend
@@ -423,8 +431,13 @@ class Workspace:
         fmt: str = "auto",
         table: str | None = None,
         progress: Callable[[Path, int, int], None] | None = None,
+        org: str | None = None,
     ) -> IngestSummary:
         """Import files; ``fmt`` is a format name or ``auto`` (detected by content).
+
+        ``org``: every row is written as this org (what an ingest key does on the server), for
+        files written without one, such as the Python SDK's spill files; ``None`` keeps the
+        rows' own (``default`` where they carry none).
 
         A file that cannot be read (or the rest of it, from where reading failed) is recorded
         in quarantine with the reason, named in its :class:`FileSummary` (``error``), and the
@@ -435,10 +448,11 @@ class Workspace:
 
         if fmt != "auto":
             get_format(fmt)  # an unknown --format is the caller's mistake, not the file's
+        check_org(org)
         summary = IngestSummary()
         with self.store.bulk():
             files = self.input_files(paths, summary.passed_over)
-            self._ingest_files(files, fmt, table, progress, summary)
+            self._ingest_files(files, fmt, table, progress, summary, org)
         _return_freed_memory()
         self.flush_after_ingest()  # score once for the whole import, not per file
         return summary
@@ -450,6 +464,7 @@ class Workspace:
         table: str | None,
         progress: Callable[[Path, int, int], None] | None,
         summary: IngestSummary,
+        org: str | None = None,
     ) -> None:
         from yieldmeter.ingest.registry import UnknownFormat, detect_format, get_format
 
@@ -466,6 +481,8 @@ class Workspace:
                         else stream
                     )
                     batches = chosen.read(counted, self.read_options(str(f), table))  # type: ignore[arg-type]
+                    if org is not None:
+                        batches = (with_org(b, org) for b in batches)
                     # the next batch is read while the last one is written
                     with read_ahead(batches) as ahead:
                         self.ingest_batches(ahead, source=str(f), fmt=chosen.name, after=False, into=result)

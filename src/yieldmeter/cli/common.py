@@ -306,6 +306,10 @@ def note_console(output: OutputFormat) -> Console:
 
 #: ``--strict`` of the import commands: a pipeline that must not go on past a quarantined row
 STRICT_HELP = "Exit 1 when any row was quarantined (the other rows still land)."
+ORG_HELP = (
+    "Write every row as this org (what an ingest key maps a client to on the server), e.g. for "
+    "the Python SDK's spill files; default: the rows' own."
+)
 
 
 def report_ingest_outcome(

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from yieldmeter.cli.common import (
+    ORG_HELP,
     STRICT_HELP,
     FormatOpt,
     ModelsOpt,
@@ -80,12 +81,13 @@ def register(app: typer.Typer) -> None:
             typer.Option("--to-lake", help="Write to this lake (folder or URI) instead of the store."),
         ] = None,
         strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
+        org: Annotated[str | None, typer.Option("--org", help=ORG_HELP)] = None,
     ) -> None:
         """Import CSV, JSON lines, Parquet, OTLP JSON and usage exports into the store."""
         if to_lake is not None:
             from yieldmeter.cli.lake import ingest_to_lake_command
 
-            ingest_to_lake_command(paths, to_lake, table, fmt, ws_path, output, strict)
+            ingest_to_lake_command(paths, to_lake, table, fmt, ws_path, output, strict, org)
             return
         from yieldmeter.ingest.registry import UnknownFormat
         from yieldmeter.ingest.tabular import TableNotKnown
@@ -120,7 +122,9 @@ def register(app: typer.Typer) -> None:
 
             try:
                 with progress:
-                    summary = ws.ingest_paths(files, fmt=fmt, table=table, progress=report if big else None)
+                    summary = ws.ingest_paths(
+                        files, fmt=fmt, table=table, progress=report if big else None, org=org
+                    )
             except (UnknownFormat, TableNotKnown, FileNotFoundError, ValueError) as exc:
                 fail(str(exc))
         how = "detected by content" if fmt == "auto" else "as --format says"

@@ -93,9 +93,10 @@ def register(app: typer.Typer) -> None:
             OutputFormat, typer.Option("--output", help="Summary format.")
         ] = OutputFormat.table,
         strict: Annotated[bool, typer.Option("--strict", help=common.STRICT_HELP)] = False,
+        org: Annotated[str | None, typer.Option("--org", help=common.ORG_HELP)] = None,
     ) -> None:
         """Import files straight into a lake (no store); a re-run of the same input changes nothing."""
-        ingest_to_lake_command(paths, to, table, fmt, ws_path, output, strict)
+        ingest_to_lake_command(paths, to, table, fmt, ws_path, output, strict, org)
 
     @lake.command("info")
     def lake_info(
@@ -184,7 +185,7 @@ def register(app: typer.Typer) -> None:
 
 def ingest_to_lake_command(
     paths: list[Path], lake: str, table: str | None, fmt: str, ws_path: Path, output: OutputFormat,
-    strict: bool = False,
+    strict: bool = False, org: str | None = None,
 ) -> None:  # fmt: skip
     """Shared by ``lake ingest`` and ``ingest --to-lake``: write files to a lake and print the summary."""
     from yieldmeter.config import CONFIG_FILE, ConfigError, load_config
@@ -197,7 +198,7 @@ def ingest_to_lake_command(
         fail(f"--table {table!r} is not a table; choose one of {', '.join(INGESTIBLE)}")
     try:
         config = load_config(Path(ws_path) / CONFIG_FILE)
-        summary = ingest_to_lake(paths, lake, config, fmt=fmt, table=table)
+        summary = ingest_to_lake(paths, lake, config, fmt=fmt, table=table, org=org)
     except (ConfigError, UnknownFormat, TableNotKnown, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     notes = common.note_console(output)

@@ -92,6 +92,24 @@ class ReadOptions:
         )
 
 
+def check_org(org: str | None) -> None:
+    """Refuse an org given as blank text (``ingest --org ""``): a name, or none at all."""
+    if org is not None and not org.strip():
+        raise ValueError("--org: an org name is needed (leave it out to keep the rows' own)")
+
+
+def with_org(batch: Batch, org: str) -> Batch:
+    """The batch with every row's ``org`` set to ``org`` (an ingest key's, or ``ingest --org``);
+    ``default`` leaves the rows' own."""
+    if org == "default":
+        return batch
+    for name, t in batch.tables.items():
+        if "org" in t.column_names:
+            i = t.schema.get_field_index("org")
+            batch.tables[name] = t.set_column(i, "org", pa.array([org] * t.num_rows, pa.string()))
+    return batch
+
+
 def default_workers(cpus: int | None = None) -> int:
     """Decode processes for ``auto``: one per core (none on one core), at most 4."""
     cpus = cpus or os.cpu_count() or 1

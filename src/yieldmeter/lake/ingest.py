@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from yieldmeter.app.workspace import FileSummary, IngestSummary, Workspace, unreadable_reason
 from yieldmeter.config import CONFIG_FILE, Config
-from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, open_binary
+from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, open_binary, with_org
 from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
@@ -341,13 +341,21 @@ class LakeWriter:
 
 
 def ingest_to_lake(
-    paths: Sequence[Path | str], lake_uri: str, config: Config, *, fmt: str = "auto", table: str | None = None
+    paths: Sequence[Path | str],
+    lake_uri: str,
+    config: Config,
+    *,
+    fmt: str = "auto",
+    table: str | None = None,
+    org: str | None = None,
 ) -> IngestSummary:
-    """Read files with the format adapters and write them to the lake at ``lake_uri``."""
+    """Read files with the format adapters and write them to the lake at ``lake_uri``
+    (``org``: every row written as this org, as :meth:`Workspace.ingest_paths` says)."""
     from yieldmeter.ingest.registry import UnknownFormat, detect_format, get_format
 
     if fmt != "auto":
         get_format(fmt)  # an unknown --format is the caller's mistake, not a file's
+    check_org(org)
     lake = Lake(lake_uri)
     lake.check_version()
     writer = LakeWriter(lake, config)
@@ -362,7 +370,7 @@ def ingest_to_lake(
             name = chosen.name
             with open_binary(f) as stream:
                 for batch in chosen.read(stream, ReadOptions.from_config(config, str(f), table)):
-                    batches.append(batch)
+                    batches.append(batch if org is None else with_org(batch, org))
         except UNREADABLE as exc:
             # what was read before the failure is written; the file (or its rest) is one
             # quarantine row with the reason, as in a workspace's import

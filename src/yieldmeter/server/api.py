@@ -352,8 +352,9 @@ def build_endpoints(ctx: ServerContext) -> list[Endpoint]:
 
     def records(table_name: str) -> Callable[[Request, Principal], Awaitable[Response]]:
         async def post(request: Request, p: Principal) -> Response:
+            from yieldmeter.ingest.base import with_org
             from yieldmeter.server.ingest_api import records_to_batch, unknown_fields
-            from yieldmeter.server.otlp import commit, with_org
+            from yieldmeter.server.otlp import commit
 
             limit = ADMIN_BODY_LIMIT if API_TABLES[table_name] == "admin" else RECORD_BODY_LIMIT
             body = await read_body(request, limit)

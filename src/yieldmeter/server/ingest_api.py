@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from yieldmeter.ingest.base import Batch
+from yieldmeter.ingest.base import Batch, with_org
 from yieldmeter.ingest.conform import Conformed, conform, make_rejects, stable_id
 from yieldmeter.schema import table
 from yieldmeter.server.context import HttpError, ServerContext, read_body
-from yieldmeter.server.otlp import commit, with_org
+from yieldmeter.server.otlp import commit
 
 #: Tables the SDK writes through this API.
 RECORD_TABLES = ("signals", "outcomes", "effort")

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from yieldmeter.ingest.base import Batch
+from yieldmeter.ingest.base import Batch, with_org
 from yieldmeter.ingest.langfuse_scores import SOURCE as SCORES_SOURCE
 from yieldmeter.ingest.langfuse_scores import ScoreBatch, ScoreError, ingestion_events, scores_to_batch
 from yieldmeter.ingest.otlp import UnreadableRequest, rejected_spans
@@ -82,17 +82,6 @@ def _status_body(kind: str, status: int, message: str) -> tuple[bytes, str]:
 def error_response(kind: str, err: HttpError) -> Response:
     body, ctype = _status_body(kind, err.status, err.message)
     return Response(body, status_code=err.status, media_type=ctype, headers=err.headers)
-
-
-def with_org(batch: Batch, org: str) -> Batch:
-    """The batch with every row's ``org`` set to the org of the ingest key."""
-    if org == "default":
-        return batch
-    for name, t in batch.tables.items():
-        if "org" in t.column_names:
-            i = t.schema.get_field_index("org")
-            batch.tables[name] = t.set_column(i, "org", pa.array([org] * t.num_rows, pa.string()))
-    return batch
 
 
 async def commit(
