@@ -397,3 +397,38 @@ def test_metric_helpers_by_hand() -> None:
     assert log_loss(y, p) == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
     bins = reliability_table(y, p, bins=10)
     assert [(b.n, b.observed_rate) for b in bins] == [(1, 0.0), (1, 1.0)]
+
+
+def test_a_rating_without_a_number_is_no_rating() -> None:
+    """A categorical, text or correction score lands as ``rated`` with its label and no value:
+    counted as rated, its null mean was read as 0, the worst rating (-1 on the feature's scale).
+    A unit with only such a label has no rating (0); beside a number it leaves the mean alone.
+    By hand: a 0-1 score of 0.75 maps to (0.75 - 0.5) * 2 = 0.5."""
+    t0 = ts()
+    data = {
+        "work_units": [
+            {"work_unit_id": u, "workflow": "w", "started_at": t0} for u in ("label", "both", "none")
+        ],
+        "signals": [
+            {
+                "signal_id": "l1",
+                "work_unit_id": "label",
+                "ts": t0,
+                "kind": "rated",
+                "attributes": '{"label": "ok"}',
+            },
+            {
+                "signal_id": "b1",
+                "work_unit_id": "both",
+                "ts": t0,
+                "kind": "rated",
+                "attributes": '{"label": "ok"}',
+            },
+            {"signal_id": "b2", "work_unit_id": "both", "ts": t0, "kind": "rated", "value": 0.75},
+        ],
+    }
+    _, t = make_tables(data)
+    features = unit_features(t).to_pyarrow()
+    x = design_matrix(features)
+    rated = dict(zip(features.column("work_unit_id").to_pylist(), x[:, FEATURES.index("rated")], strict=True))
+    assert rated == {"label": 0.0, "both": 0.5, "none": 0.0}

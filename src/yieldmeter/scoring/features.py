@@ -38,8 +38,11 @@ def signal_counts(t: Tables) -> ir.Table:
     """Per work unit: ``n_<kind>`` for every known kind, ``rating`` (mean), label and its time."""
     s = t.signals.filter(t.signals.work_unit_id.notnull())
     aggs: dict[str, Any] = {f"n_{k}": (s.kind == k).sum().cast("int64") for k in COUNTED_SIGNALS}
-    aggs["n_rated"] = (s.kind == "rated").sum().cast("int64")
-    aggs["rating"] = s.value.mean(where=s.kind == "rated")
+    # a rating without a number (a categorical or text score's label) is no rating of the mean:
+    # counted, it made the mean null, read as 0, the worst rating
+    rated = (s.kind == "rated") & s.value.notnull()
+    aggs["n_rated"] = rated.sum().cast("int64")
+    aggs["rating"] = s.value.mean(where=rated)
     aggs["n_signals"] = s.count()
     aggs["label_kind"] = s.kind.argmax(s.ts, where=s.kind.isin(LABEL_SIGNALS))
     aggs["label_origin"] = s.source.fill_null("signal").argmax(s.ts, where=s.kind.isin(LABEL_SIGNALS))
