@@ -950,6 +950,18 @@ class Store:
         moved; a signal already on its work unit stays."""
         con.register("_arrived", calls.select(["trace_id", "span_id", "work_unit_id", "org"]))
         try:
+            # the common case first: no signal waits on an id of the batch (one narrow scan)
+            waiting = con.execute(
+                """
+                SELECT signal_id FROM signals
+                WHERE source = ? AND work_unit_id IN (
+                  SELECT trace_id FROM _arrived UNION ALL SELECT span_id FROM _arrived)
+                """,
+                [source],
+            ).to_arrow_table()
+            if not waiting.num_rows:
+                return 0
+            con.register("_waiting", waiting)
             moved = con.execute(
                 """
                 WITH spans AS (
@@ -958,7 +970,7 @@ class Store:
                 traces AS (
                   SELECT trace_id, org, mode(work_unit_id) AS unit
                   FROM _arrived WHERE trace_id IS NOT NULL GROUP BY trace_id, org),
-                waiting AS (
+                moves AS (
                   SELECT s.signal_id, s.work_unit_id AS waits_on,
                          coalesce(o.unit, t.unit, w.unit) AS unit
                   FROM signals s
@@ -966,17 +978,17 @@ class Store:
                                    AND o.org IS NOT DISTINCT FROM s.org
                   LEFT JOIN traces t ON t.trace_id = s.work_unit_id AND t.org IS NOT DISTINCT FROM s.org
                   LEFT JOIN spans w ON w.span_id = s.work_unit_id AND w.org IS NOT DISTINCT FROM s.org
-                  WHERE s.source = $source
+                  WHERE s.signal_id IN (SELECT signal_id FROM _waiting)
                     AND (t.trace_id IS NOT NULL OR w.span_id IS NOT NULL))
-                UPDATE signals SET work_unit_id = waiting.unit
-                FROM waiting
-                WHERE signals.signal_id = waiting.signal_id
-                  AND waiting.unit IS NOT NULL AND waiting.unit <> waiting.waits_on
-                """,
-                {"source": source},
+                UPDATE signals SET work_unit_id = moves.unit
+                FROM moves
+                WHERE signals.signal_id = moves.signal_id
+                  AND moves.unit IS NOT NULL AND moves.unit <> moves.waits_on
+                """
             ).fetchone()
         finally:
             con.unregister("_arrived")
+            con.unregister("_waiting")  # a name never registered is no error
         return int(moved[0]) if moved else 0
 
     def score_work_units(self, links: pa.Table, org: str) -> pa.Table:
