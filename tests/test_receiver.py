@@ -681,8 +681,9 @@ def test_a_score_sent_before_its_trace_joins_the_work_unit_of_the_trace(client: 
 def test_a_false_boolean_score_is_not_the_event_its_name_maps_to() -> None:
     """``score_signals: {helpful: accepted, kept: saved}``: a thumbs-down (BOOLEAN 0, or JSON
     false) stored an ``accepted`` signal, and the work unit read as accepted and successful. It
-    is ``rejected`` now; a false score of a kind without an opposite is a rating of 0; a true
-    one, or a numeric 0 (not a yes/no), stays the mapped kind."""
+    is ``rejected`` now; a false score of a kind without an opposite is ``not_<kind>``, kept but
+    weighing nothing (a rating of 0 read "not escalated" as the worst score); a true one, or a
+    numeric 0 (not a yes/no), stays the mapped kind."""
     from yieldmeter.ingest.langfuse_scores import scores_to_batch
 
     def score(name: str, value: object, dtype: str | None) -> dict:
@@ -696,10 +697,11 @@ def test_a_false_boolean_score_is_not_the_event_its_name_maps_to() -> None:
         score("helpful", 0, "NUMERIC"),
         score("kept", 0, "BOOLEAN"),
         score("kept", True, None),
+        score("escalated", False, "BOOLEAN"),
     ]
     b = scores_to_batch(
         scores,
-        score_signals={"helpful": "accepted", "kept": "saved"},
+        score_signals={"helpful": "accepted", "kept": "saved", "escalated": "escalated"},
         capture_content=False,
         now=datetime(2025, 3, 1, tzinfo=UTC),
     )
@@ -711,8 +713,9 @@ def test_a_false_boolean_score_is_not_the_event_its_name_maps_to() -> None:
         ("rejected", 0.0),
         ("accepted", 1.0),
         ("accepted", 0.0),
-        ("rated", 0.0),
+        ("not_saved", 0.0),
         ("saved", 1.0),
+        ("not_escalated", 0.0),
     ]
 
 
@@ -728,15 +731,17 @@ def test_a_score_keeps_no_comment_or_text_unless_content_is_captured() -> None:
         {"sessionId": "s-1", "name": "helpful", "value": 1, "comment": secret},
         {"traceId": TRACE, "name": "relevance", "value": secret, "dataType": "NUMERIC"},
         {"traceId": TRACE, "name": "fix", "value": secret, "dataType": "CORRECTION", "comment": secret},
+        {"traceId": TRACE, "name": "x", "value": {"note": secret}, "metadata": {"why": secret}},
     ]
     for capture in (False, True):
         b = scores_to_batch(
             scores, score_signals={}, capture_content=capture, now=datetime(2025, 3, 1, tzinfo=UTC)
         )
-        assert b.ids[2] is not None and all(b.errors[:2])
+        assert b.ids[2] is not None and all(b.errors[:2]) and b.errors[3]
         kept = " ".join(
             [
                 *b.errors[:2],
+                b.errors[3],
                 *b.batch.rejects.column("raw").to_pylist(),
                 *b.batch.rejects.column("reason").to_pylist(),
             ]

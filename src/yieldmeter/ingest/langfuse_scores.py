@@ -7,7 +7,7 @@ reason and never stops the others: every value is checked (and typed) here,
 so building the Arrow table cannot fail on a mix of types.
 
 Mapping: kind = ``score_signals[name]`` (config), else ``rated`` (a false boolean score of a
-mapped name is ``rejected`` for ``accepted``, else ``rated`` 0: see :func:`_kind`); value:
+mapped name is ``rejected`` for ``accepted``, else ``not_<kind>``: see :func:`_kind`); value:
 numeric and boolean scores as numbers (boolean 1/0), categorical and text
 scores keep their label in ``attributes`` (text only with content capture
 on); the work unit is the trace id (the receiver then points it at the work
@@ -211,9 +211,11 @@ _WHEN_FALSE = {"accepted": "rejected"}
 def _kind(mapped: str, value: float | None, boolean: bool) -> str:
     """The signal kind of a score: the kind its name maps to, except for a boolean score that
     is false (a thumbs-down on ``helpful: accepted``): that did not happen, so it records the
-    opposite event where there is one (``rejected``), else a rating of 0."""
+    opposite event where there is one (``rejected``), else ``not_<kind>`` (``not_escalated``),
+    a kind of its own that is kept and reported but weighs nothing: neither the event nor a
+    bad rating (a rating of 0 would have read "not escalated" as the worst score)."""
     if boolean and value == 0.0 and mapped != "rated":
-        return _WHEN_FALSE.get(mapped, "rated")
+        return _WHEN_FALSE.get(mapped, f"not_{mapped}")
     return mapped
 
 
@@ -246,17 +248,20 @@ def _score_value(v: Any, dtype: str, capture: bool) -> tuple[float | None, str |
             return float(v), None
         except ValueError:
             return None, v  # a categorical score sent without its dataType
-    shown = "text" if isinstance(v, str) and not capture else repr(v)
+    shown = repr(v)
+    if not capture and isinstance(v, str | dict | list):  # it may be a comment or an output
+        shown = {str: "text", dict: "an object", list: "a list"}[type(v)]
     raise ScoreError(f"value: {shown} is not a number for a {dtype or 'NUMERIC'} score"[:300])
 
 
 def _raw(s: Any, capture: bool) -> str:
-    """What the quarantine keeps of a refused score: without its comment and a text value
-    unless content is captured."""
+    """What the quarantine keeps of a refused score: without its comment, metadata and a value
+    that is not a number (text, an object, a list) unless content is captured."""
     if not capture and isinstance(s, dict):
         s = {
             k: CONTENT_NOT_KEPT
-            if v not in (None, "") and (k == "comment" or (k == "value" and isinstance(v, str)))
+            if v not in (None, "")
+            and (k in ("comment", "metadata") or (k == "value" and isinstance(v, str | dict | list)))
             else v
             for k, v in s.items()
         }
