@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -690,3 +691,72 @@ def test_rows_the_server_quarantines_are_counted_apart_and_named(
     assert (stats["sent"], stats.get("quarantined"), stats["refused"], stats["spilled"]) == (1, 1, 0, 0)
     assert "the server quarantined effort row effort_id=e-negative: minutes: negative" in caplog.text
     assert rows(root, "SELECT effort_id FROM effort") == [{"effort_id": "e-good"}]
+
+
+class FakeResponse:
+    status_code = 200
+    text = ""
+    headers: ClassVar[dict[str, str]] = {}
+
+    def json(self) -> dict[str, object]:
+        return {}
+
+
+class FakeClient:
+    """Stands in for the recorder's httpx client: ``on_post(n)`` runs before the n-th POST answers."""
+
+    def __init__(self, on_post: Callable[[int], None] = lambda n: None) -> None:
+        self.on_post = on_post
+        self.posts: list[str] = []
+        self.closed = False
+
+    def post(self, url: str, *, content: str, headers: dict[str, str]) -> FakeResponse:
+        self.posts.append(content)
+        self.on_post(len(self.posts))
+        return FakeResponse()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def run_with_hang_detector(target: Callable[[], object], timeout: float = 20.0) -> list[object]:
+    """Run ``target`` in a daemon thread; a call still running after ``timeout`` is a hang."""
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(target()), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), "hangs"
+    return result
+
+
+def test_a_flush_called_again_in_the_thread_that_is_sending_does_not_wait_for_itself(tmp_path: Path) -> None:
+    """A signal handler that flushes (SIGTERM: flush, then exit) runs in the thread it interrupts,
+    here in the middle of a flush's POST: the handler's flush must not wait for the batch its own
+    interrupted frame is sending, which can only end once the handler has returned."""
+    rec = Recorder("http://127.0.0.1:9", flush_interval_s=0, path=tmp_path / "sp")
+    inner: list[dict[str, int]] = []
+    rec._client = FakeClient(lambda n: inner.append(rec.flush()) if n == 1 else None)
+    rec.record("signals", signal(1))
+    [outer] = run_with_hang_detector(rec.flush)
+    assert inner and inner[0]["in_flight"] == 1  # the handler returned while its frame's batch was sent
+    assert (outer["sent"], outer["in_flight"], outer["buffered"]) == (1, 0, 0)  # type: ignore[index]
+    rec.close()
+
+
+def test_a_flush_stops_waiting_for_another_threads_rows_after_its_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The background thread waits for a server that never answers: a flush waits for its rows
+    only ``timeout_s``, then returns with a warning, the rows still in flight on that thread."""
+    import logging
+
+    with SilentServer() as server:
+        rec = Recorder(server.url, path=tmp_path / "sp", batch_size=3, timeout_s=5.0, max_retries=0)
+        for i in range(3):
+            rec.record("signals", signal(i))
+        assert wait_for(lambda: rec.stats()["buffered"] == 0)  # the thread took them
+        with caplog.at_level(logging.WARNING, logger="yieldmeter.sdk"):
+            [stats] = run_with_hang_detector(lambda: rec.flush(timeout_s=0.3))
+        assert stats["in_flight"] == 3  # type: ignore[index]
+        assert "flush() stopped waiting after 0.3 s for 3 rows another thread is sending" in caplog.text
+        rec.close(timeout_s=0.3)

@@ -153,8 +153,9 @@ class Recorder:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: batches a flush has taken and is sending now, by token; whoever pops one owns its rows
-        self._inflight: dict[int, tuple[str, list[dict[str, Any]]]] = {}
+        #: batches a flush has taken and is sending now, by token, with the id of the thread
+        #: sending them; whoever pops one owns its rows
+        self._inflight: dict[int, tuple[str, list[dict[str, Any]], int]] = {}
         self._tokens = itertools.count()
         self._settled = threading.Condition(self._lock)  # notified when an in-flight batch ends
         _close_at_exit(self)
@@ -205,7 +206,7 @@ class Recorder:
         whole batch, by the server, so spilled) since the start; ``failed_attempts``; and
         ``unrecorded``: records the ``record_*`` functions could not even build (process-wide)."""
         with self._lock:
-            in_flight = sum(len(rows) for _, rows in self._inflight.values())
+            in_flight = sum(len(rows) for _, rows, _ in self._inflight.values())
             return {
                 "buffered": self._buffered,
                 "in_flight": in_flight,
@@ -213,19 +214,37 @@ class Recorder:
                 "unrecorded": _unrecorded,
             }
 
-    def flush(self, *, final: bool = False) -> dict[str, int]:
+    def flush(self, *, final: bool = False, timeout_s: float | None = None) -> dict[str, int]:
         """Send what is buffered now, in the calling thread, and wait for the rows another thread
         (the background one) is sending at the time; never raises.
 
         Rows the server cannot take now go back to the buffer, or to the spill file once
         the server has been down for ``spill_after_s`` (at once with ``final``). Returns
         :meth:`stats`.
+
+        The wait for another thread's rows lasts at most ``timeout_s`` (by default as long as
+        one delivery with its retries may take: ``(max_retries + 1) * (timeout_s + 30)``
+        seconds of the recorder's settings); then it returns, with a warning, and those rows
+        stay in flight with the thread that sends them. Rows the calling thread itself is
+        sending (a flush called again from a signal handler that interrupted a flush, a
+        ``close()`` or a record in this thread) are not waited for: the interrupted call
+        finishes them when the handler returns.
         """
+        me = threading.get_ident()
         with self._lock:
-            earlier = set(self._inflight)
+            earlier = {token for token, (_, _, owner) in self._inflight.items() if owner != me}
         self._send_buffer(final=final)
+        if timeout_s is None:
+            timeout_s = (self.max_retries + 1) * (self.timeout_s + MAX_RETRY_AFTER_S)
         with self._settled:  # each in-flight batch ends: sent, kept, spilled or taken by close()
-            self._settled.wait_for(lambda: not earlier.intersection(self._inflight))
+            settled = self._settled.wait_for(lambda: not earlier.intersection(self._inflight), timeout_s)
+            left = sum(len(self._inflight[t][1]) for t in earlier.intersection(self._inflight))
+        if not settled:
+            log.warning(
+                "yieldmeter: flush() stopped waiting after %.1f s for %d rows another thread is sending",
+                timeout_s,
+                left,
+            )
         return self.stats()
 
     def _send_buffer(self, *, final: bool = False) -> None:
@@ -240,7 +259,7 @@ class Recorder:
                 # the newest record of an id wins (the store keeps the first of a batch)
                 rows = list({r.get(key) or id(r): r for r in rows}.values())
                 token = next(self._tokens)
-                self._inflight[token] = (table, rows)
+                self._inflight[token] = (table, rows, threading.get_ident())
                 batches.append((token, table, rows))
         for token, table, rows in batches:
             try:
@@ -283,7 +302,7 @@ class Recorder:
             batches = list(self._inflight.values())
             self._inflight.clear()
             self._settled.notify_all()
-        for table, rows in batches:
+        for table, rows, _ in batches:
             log.warning(
                 "yieldmeter: %d %s rows were still being sent when close() stopped waiting (%.1f s); "
                 "spilled to %s",
