@@ -760,3 +760,38 @@ def test_a_flush_stops_waiting_for_another_threads_rows_after_its_timeout(
         assert stats["in_flight"] == 3  # type: ignore[index]
         assert "flush() stopped waiting after 0.3 s for 3 rows another thread is sending" in caplog.text
         rec.close(timeout_s=0.3)
+
+
+def test_a_flush_interrupted_by_keyboardinterrupt_keeps_its_rows_and_blocks_no_later_flush(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while flush() waits for the server: the interrupt reaches the caller, and the
+    rows go back to the buffer, not left in flight for ever (where every later flush waited for
+    them and close() did not send them); the next flush sends them."""
+
+    def interrupt(n: int) -> None:
+        if n == 1:
+            raise KeyboardInterrupt
+
+    rec = Recorder("http://127.0.0.1:9", flush_interval_s=0, path=tmp_path / "sp")
+    rec._client = client = FakeClient(interrupt)
+    rec.record("signals", signal(1))
+    rec.record("effort", {"effort_id": "e-1", "work_unit_id": "u-1", "minutes": 3})
+    with pytest.raises(KeyboardInterrupt):
+        rec.flush()
+    assert (rec.stats()["in_flight"], rec.stats()["buffered"]) == (0, 2)
+    rec.record("signals", signal(2))
+    [stats] = run_with_hang_detector(rec.flush)
+    assert (stats["sent"], stats["in_flight"], stats["buffered"]) == (3, 0, 0)  # type: ignore[index]
+    sent = [r["signal_id"] for body in client.posts for r in json.loads(body) if "signal_id" in r]
+    assert sent == ["s-1", "s-1", "s-2"]  # the interrupted POST, then both at the next flush
+
+    # interrupted inside close(): nothing would send the rows later, so they are spilled
+    rec = Recorder("http://127.0.0.1:9", flush_interval_s=0, path=tmp_path / "sp2")
+    rec._client = FakeClient(interrupt)
+    rec.record("signals", signal(3))
+    with pytest.raises(KeyboardInterrupt):
+        rec.close()
+    assert (rec.stats()["in_flight"], rec.stats()["spilled"]) == (0, 1)
+    spilled = (tmp_path / "sp2" / "signals.jsonl").read_text().splitlines()
+    assert [json.loads(x)["signal_id"] for x in spilled] == ["s-3"]

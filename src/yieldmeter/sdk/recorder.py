@@ -261,14 +261,43 @@ class Recorder:
                 token = next(self._tokens)
                 self._inflight[token] = (table, rows, threading.get_ident())
                 batches.append((token, table, rows))
-        for token, table, rows in batches:
-            try:
-                self._deliver(table, rows, final=final)
-            except Exception as exc:  # never into the app: keep the rows, or spill them
-                if self._settle(token):  # else close() has spilled them already
-                    self._undelivered(table, rows, exc, final)
-            else:
-                self._settle(token)
+        try:
+            while batches:
+                token, table, rows = batches[0]
+                try:
+                    self._deliver(table, rows, final=final)
+                except Exception as exc:  # never into the app: keep the rows, or spill them
+                    batches.pop(0)
+                    if self._settle(token):  # else close() has spilled them already
+                        self._undelivered(table, rows, exc, final)
+                else:
+                    batches.pop(0)
+                    self._settle(token)
+        finally:
+            if batches:  # interrupted (KeyboardInterrupt, a signal handler's SystemExit...)
+                self._put_back(batches)
+
+    def _put_back(self, batches: list[tuple[int, str, list[dict[str, Any]]]]) -> None:
+        """Batches a flush was interrupted in (a BaseException that is no Exception) or did not
+        reach: settled, and their rows back at the head of the buffer, for the next flush or
+        close() to send (they may have reached the server: ids made here keep that from
+        duplicating). Once closed, or what does not fit back, is spilled: never lost."""
+        spill = []
+        with self._settled:
+            for token, table, rows in batches:
+                if self._inflight.pop(token, None) is None:
+                    continue  # close() has spilled them already
+                kept: list[dict[str, Any]] = []
+                if not self._stop.is_set():
+                    room = max(0, self.max_buffer - self._buffered)
+                    kept, rows = rows[:room], rows[room:]
+                    self._buffer[table] = kept + self._buffer[table]
+                    self._buffered += len(kept)
+                if rows:
+                    spill.append((table, rows))
+            self._settled.notify_all()
+        for table, rows in spill:
+            self._spill(table, rows)
 
     def _settle(self, token: int) -> bool:
         """End an in-flight batch; False when close() took its rows meanwhile."""
