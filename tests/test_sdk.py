@@ -634,10 +634,15 @@ def test_linkage_a_span_is_created_with_wins_over_the_baggage() -> None:
     }
 
 
-def test_a_record_after_close_is_delivered_at_once(tmp_path: Path) -> None:
+def test_a_record_after_close_goes_to_the_local_file_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """An atexit hook registered before the first record runs after the SDK's exit hook (atexit
     runs the newest first), so it records into a closed recorder: the row is written at once,
-    not kept in a buffer nobody sends any more. So is a record to a closed recorder's server."""
+    not kept in a buffer nobody sends any more. A record to a closed recorder that has a server
+    is spilled to the local file: no request in the calling thread (record() never blocks), no
+    client left open, and one warning for all."""
+    import logging
     import os
     import subprocess
     import sys
@@ -667,9 +672,16 @@ def test_a_record_after_close_is_delivered_at_once(tmp_path: Path) -> None:
     with serving(receiver_app(root)) as url:
         rec = Recorder(url, flush_interval_s=0, path=tmp_path / "sp")
         rec.close()
-        rec.record("signals", signal(1))
-        assert (rec.stats()["sent"], rec.stats()["buffered"]) == (1, 0)
-    assert rows(root, "SELECT signal_id FROM signals") == [{"signal_id": "s-1"}]
+        with caplog.at_level(logging.WARNING, logger="yieldmeter.sdk"):
+            for n in range(3):
+                rec.record("signals", signal(n))
+        stats = rec.stats()
+        assert (stats["sent"], stats["spilled"], stats["buffered"], stats["failed_attempts"]) == (0, 3, 0, 0)
+        assert rec._client is None and rec._thread is None
+    assert rows(root, "SELECT signal_id FROM signals") == []
+    spilled = (tmp_path / "sp" / "signals.jsonl").read_text().splitlines()
+    assert [json.loads(x)["signal_id"] for x in spilled] == ["s-0", "s-1", "s-2"]
+    assert caplog.text.count("record() after the recorder was closed") == 1
 
 
 def test_rows_the_server_quarantines_are_counted_apart_and_named(

@@ -153,6 +153,7 @@ class Recorder:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._warned_closed = False  # record() after close(): warned once
         #: batches a flush has taken and is sending now, by token, with the id of the thread
         #: sending them; whoever pops one owns its rows
         self._inflight: dict[int, tuple[str, list[dict[str, Any]], int]] = {}
@@ -167,37 +168,59 @@ class Recorder:
         have been sent in.
 
         After :meth:`close` (at exit: an ``atexit`` hook registered before the first record
-        runs after the SDK's own) the row is sent, or written, at once in the calling thread,
-        as nothing would send it later."""
+        runs after the SDK's own) nothing would send a buffered row later: the row is appended
+        to the local file at once instead (``<path>/<table>.jsonl``: spilled, with one warning
+        per recorder, when there is an endpoint), without a network call."""
         if table not in self._buffer:
             raise ValueError(f"unknown record table {table!r}; one of {', '.join(TABLES)}")
         clean = {k: v for k, v in row.items() if v is not None}
         for k, v in clean.items():
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"{table}.{k}: {v} is not a finite number")
+        dropped = 0
         with self._lock:
-            if self._buffered >= self.max_buffer:
+            # decided under the lock close()'s last take of the buffer waits for: a row buffered
+            # before close() set stop is in that take, one recorded after it goes to the file
+            closed = self._stop.is_set()
+            warn_closed = closed and self.endpoint is not None and not self._warned_closed
+            if closed:
+                self._warned_closed = True
+            elif self._buffered >= self.max_buffer:
                 self._counts["dropped"] += 1
                 dropped = self._counts["dropped"]
             else:
                 self._buffer[table].append(clean)
                 self._buffered += 1
-                dropped = 0
                 if len(self._buffer[table]) >= self.batch_size:
                     self._wake.set()
+        if closed:
+            self._record_after_close(table, clean, warn_closed)
+            return
         if dropped and (dropped == 1 or dropped % 1000 == 0):
             log.warning(
                 "yieldmeter: record buffer full (%d rows): %d record(s) dropped so far",
                 self.max_buffer,
                 dropped,
             )
-        if self._stop.is_set():
-            # closed (an atexit hook that runs after the SDK's own, a recorder configure()
-            # replaced): no thread sends the buffer any more, so it is sent now, in the
-            # calling thread: one try, then the spill file
-            self._send_buffer(final=True)
-            return
         self._ensure_thread()
+
+    def _record_after_close(self, table: str, row: dict[str, Any], warn: bool) -> None:
+        """A record to a closed recorder: one line appended to the local file, no network."""
+        if self.endpoint is None:  # the file is where rows go anyway
+            try:
+                self._deliver(table, [row])
+            except OSError as exc:
+                log.error("yieldmeter: could not write a %s row to %s: %s", table, self.path, exc)
+                with self._lock:
+                    self._counts["dropped"] += 1
+            return
+        if warn:
+            log.warning(
+                "yieldmeter: record() after the recorder was closed: rows are spilled to %s "
+                "(yieldmeter ingest imports them), not sent",
+                self.path / f"{table}.jsonl",
+            )
+        self._spill(table, [row])
 
     def stats(self) -> dict[str, int]:
         """Rows ``buffered`` now and ``in_flight`` (being sent now); ``sent`` (and stored),
