@@ -564,14 +564,19 @@ def test_flush_waits_for_the_rows_the_background_thread_is_sending(tmp_path: Pat
 
 
 def test_an_outcome_keeps_its_id_however_its_period_start_is_written(tmp_path: Path) -> None:
-    """The same month as a date string, a date, a datetime and an ISO time in UTC (or another
-    zone) is one outcome: re-recording replaces it, and the import stores it once. The id is the
-    one the date string always had, so outcomes recorded before keep theirs."""
+    """The same start date as a date string, a date, a datetime at midnight (in its own zone,
+    whichever) and an ISO midnight text is one outcome: re-recording replaces it, and the import
+    stores it once. The id is the one the date string always had; a start at another time keeps
+    the id it always had (a datetime's ISO form, text as given), on the caller's wall clock."""
     from datetime import UTC, date, datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
 
     from yieldmeter.app.workspace import Workspace
     from yieldmeter.ingest.conform import stable_id
     from yieldmeter.sdk import configure, flush, record_outcome
+
+    def key(start: str) -> str:
+        return stable_id("outcome", "claims-triage", "handling_minutes", start, None)
 
     out = tmp_path / "records"
     configure(path=out, flush_interval_s=0)
@@ -581,31 +586,36 @@ def test_an_outcome_keeps_its_id_however_its_period_start_is_written(tmp_path: P
             date(2025, 3, 1),
             datetime(2025, 3, 1),
             datetime(2025, 3, 1, tzinfo=UTC),
+            datetime(2025, 3, 1, tzinfo=ZoneInfo("Europe/Berlin")),  # not 28 February, 23:00 UTC
+            datetime(2025, 3, 1, tzinfo=ZoneInfo("America/New_York")),
             "2025-03-01T00:00:00Z",
             "2025-03-01T00:00:00+00:00",
-            "2025-03-01T01:00:00+01:00",
-            datetime(2025, 3, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+            "2025-03-01T00:00:00+01:00",
+            "2025-03-01 00:00",
         )
         ids = {
             record_outcome("claims-triage", "handling_minutes", period_start=p, observed_value=6.0)
             for p in starts
         }
-        assert ids == {stable_id("outcome", "claims-triage", "handling_minutes", "2025-03-01", None)}
-        # another instant than midnight: the id a datetime always had, whichever way it is written
-        noon = {
-            record_outcome("claims-triage", "handling_minutes", period_start=p, observed_value=5.0)
-            for p in (datetime(2025, 3, 1, 12), "2025-03-01T12:00:00Z", "2025-03-01 12:00:00")
+        assert ids == {key("2025-03-01")}
+        # another time than midnight, or text of another form: the id it always had
+        kept = {
+            datetime(2025, 3, 1, 12): "2025-03-01T12:00:00+00:00",
+            "2025-03-01T12:00:00Z": "2025-03-01T12:00:00Z",
+            "2025-03-01 12:00:00": "2025-03-01 12:00:00",
+            datetime(2025, 3, 1, 1, tzinfo=timezone(timedelta(hours=1))): "2025-03-01T01:00:00+01:00",
+            "20250301": "20250301",
+            " 2025-03-01": " 2025-03-01",
         }
-        assert noon == {
-            stable_id("outcome", "claims-triage", "handling_minutes", "2025-03-01T12:00:00+00:00", None)
-        }
+        for p, hashed in kept.items():
+            assert record_outcome("claims-triage", "handling_minutes", period_start=p) == key(hashed), p
         flush()
     finally:
         configure(path=tmp_path / "unused", flush_interval_s=0)
     ws = Workspace.init(tmp_path / "ws")
     try:
         ws.ingest_paths([out / "outcomes.jsonl"], table="outcomes")
-        assert ws.store.count("outcomes") == 2
+        assert ws.store.count("outcomes") == 1 + len(kept)  # each kept id is an outcome of its own
     finally:
         ws.close()
 

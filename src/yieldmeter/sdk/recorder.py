@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -79,28 +80,39 @@ def _iso(v: datetime | date | str | None) -> str | None:
 
 
 def _period_key(v: datetime | date | str | None) -> str | None:
-    """A period start as the default outcome id hashes it: one spelling per instant.
+    """A period start as the default outcome id hashes it: a calendar period, read on the
+    caller's own wall clock, so that the spellings of one start date are one id and no other
+    id changes from the one it always had.
 
-    Midnight UTC is ``2025-03-01`` (what the common date-only string always hashed as, so
-    those ids stay); another instant is its UTC ISO form, ``2025-03-01T12:00:00+00:00`` (what
-    a datetime always hashed as). A time without a zone is UTC, as the server reads it; text
-    that is no ISO time is hashed as given (the server rejects it with a reason)."""
+    - A ``date``, and a ``datetime`` at midnight in its own zone (or without one), is the date:
+      ``date(2025, 3, 1)``, ``datetime(2025, 3, 1)``, ``datetime(2025, 3, 1, tzinfo=UTC)`` and
+      Europe/Berlin's midnight of 1 March are all ``2025-03-01``.
+    - Text of the form ``YYYY-MM-DD``, ``T`` or a space, and a time that reads as midnight, in
+      any zone or none, is the date: ``2025-03-01T00:00:00Z``, ``2025-03-01T00:00:00+00:00``,
+      ``2025-03-01T00:00+01:00``, ``2025-03-01 00:00:00`` are ``2025-03-01``.
+    - Anything else is hashed as it always was: another ``datetime`` as its ISO form, UTC when
+      it has no zone (``datetime(2025, 3, 1, 12)`` is ``2025-03-01T12:00:00+00:00``, a time at
+      +05:30 keeps its +05:30); other text exactly as given (``2025-03-01``,
+      ``2025-03-01T12:00:00Z``, ``20250301``, `` 2025-03-01``, ``2025-03``)."""
     if isinstance(v, datetime):
-        dt = v
-    elif isinstance(v, date):
-        dt = datetime(v.year, v.month, v.day)
-    elif isinstance(v, str):
-        text = v.strip()
+        if (v.hour, v.minute, v.second, v.microsecond) == (0, 0, 0, 0):
+            return v.date().isoformat()
+        return _iso(v)
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, str) and _MIDNIGHT_TEXT.match(v):
         try:
-            dt = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+            dt = datetime.fromisoformat(v[:-1] + "+00:00" if v[-1:] in ("Z", "z") else v)
         except ValueError:
             return v
-    else:
-        return _iso(v)
-    dt = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
-    if (dt.hour, dt.minute, dt.second, dt.microsecond) == (0, 0, 0, 0):
-        return dt.date().isoformat()
-    return dt.isoformat()
+        if (dt.hour, dt.minute, dt.second, dt.microsecond) == (0, 0, 0, 0):
+            return dt.date().isoformat()
+        return v
+    return _iso(v)
+
+
+#: a date, ``T`` or a space, and a time at midnight (seconds and fractions optional), any zone
+_MIDNIGHT_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]00:00(:00(\.0+)?)?([Zz]|[+-]\d{2}:\d{2})?\Z")
 
 
 class Recorder:
@@ -671,8 +683,9 @@ def record_outcome(
 
     The default id is derived from workflow, metric, period start and work unit, so
     recording the same month's outcome again replaces it instead of adding one, however
-    the start is written: ``"2025-03-01"``, ``date(2025, 3, 1)``, ``datetime(2025, 3, 1)``
-    and ``"2025-03-01T00:00:00Z"`` are one period (the same instant gives the same id).
+    the start date is written: ``"2025-03-01"``, ``date(2025, 3, 1)``, ``datetime(2025, 3, 1)``
+    (at midnight in any zone) and ``"2025-03-01T00:00:00Z"`` (or another midnight in ISO form)
+    are one period. A start at another time keeps the id it always had (see ``_period_key``).
     """
     from yieldmeter.ingest.conform import stable_id
 
