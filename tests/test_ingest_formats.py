@@ -8,6 +8,7 @@ where the traps are: cached tokens inside or outside input, cents or dollars).
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from pathlib import Path
@@ -107,29 +108,63 @@ def test_a_byte_order_mark_is_read_past(tmp_path: Path, name: str) -> None:
             assert got.tables[table].num_rows == rows.num_rows, (path.name, table)
 
 
-def test_a_pipe_is_read_as_a_file_is(tmp_path: Path) -> None:
+@pytest.mark.parametrize("named", [True, False])
+def test_a_pipe_is_read_as_a_file_is(tmp_path: Path, named: bool) -> None:
     """`zstdcat traces.jsonl.zst | yieldmeter ingest /dev/stdin`, what the message about a zstd
     file suggests: the first bytes are peeked at, not sought back to (a pipe cannot seek, and
-    every import from one failed)."""
+    every import from one failed). Without ``--format`` the bytes detection read are read again
+    by the importer: the pipe was opened a second time, past them, and its first 64 KiB (here
+    the whole file) were lost with exit 0."""
     import subprocess
     import sys
 
     data = b"\xef\xbb\xbf" + (FORMATS / "litellm_spend_logs.csv").read_bytes()
-    cli = [
-        sys.executable,
-        "-m",
-        "yieldmeter.cli.main",
-        "ingest",
-        "/dev/stdin",
-        "--format",
-        "litellm",
-        "--output",
-        "json",
-    ]
+    cli = [sys.executable, "-m", "yieldmeter.cli.main", "ingest", "/dev/stdin", "--output", "json"]
+    if named:
+        cli += ["--format", "litellm"]
     done = subprocess.run([*cli, "-w", str(tmp_path / "ws")], input=data, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()
     [summary] = json.loads(done.stdout[done.stdout.index(b"[") :])
     assert (summary["landed"], summary["quarantined"]) == (3, 2)  # as the file itself reads
+
+
+def test_a_small_gzip_cut_short_lands_what_precedes_the_cut(tmp_path: Path) -> None:
+    """A .gz cut short within the first bytes detection reads: detection met the cut and the whole
+    file was one quarantine row; the lines before the cut land, as with ``--format``, and the
+    cut is the file's error."""
+    from tests.test_ingest_otlp import CHAT, request, span
+
+    lines = b"".join(request(span(i, CHAT)) + b"\n" for i in range(1, 41))
+    cut = tmp_path / "traces.jsonl.gz"
+    cut.write_bytes(gzip.compress(lines)[:-40])
+    results = []
+    for fmt in ("auto", "otlp-json"):
+        with Workspace.init(tmp_path / f"ws-{fmt}") as ws:
+            [f] = ws.ingest_paths([cut], fmt=fmt).files
+            results.append((f.format, f.landed, ws.store.count("calls")))
+            assert f.error is not None, f
+    assert results[0] == results[1] and results[0][1] > 30, results
+
+
+def test_a_file_gone_before_it_is_read_is_that_files_error(tmp_path: Path) -> None:
+    """The Collector deletes its oldest rotated file while a folder is imported: the stat of the
+    vanished file aborted the whole import (exit 1, no summary, the files after it not read)."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    src = (FORMATS / "litellm_spend_logs.csv").read_bytes()
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (folder / name).write_bytes(src.replace(b"chatcmpl-a1", f"chatcmpl-{name}".encode()))
+
+    def rotate(path: Path, done: int, total: int) -> None:
+        if path.name == "a.csv":
+            (folder / "b.csv").unlink(missing_ok=True)
+
+    with Workspace.init(tmp_path / "ws") as ws:
+        files = ws.ingest_paths([folder], progress=rotate).files
+    by_name = {Path(f.source).name: f for f in files}
+    assert by_name["a.csv"].read == by_name["c.csv"].read == 5  # read whole, each
+    assert by_name["a.csv"].error is None and by_name["c.csv"].error is None
+    assert by_name["b.csv"].error is not None and "b.csv" in by_name["b.csv"].error
 
 
 def test_a_file_compressed_another_way_is_named(tmp_path: Path) -> None:

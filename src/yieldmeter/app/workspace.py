@@ -30,7 +30,6 @@ from yieldmeter.ingest.base import (
     Batch,
     ReadOptions,
     check_org,
-    open_binary,
     read_ahead,
     with_org,
 )
@@ -466,15 +465,15 @@ class Workspace:
         summary: IngestSummary,
         org: str | None = None,
     ) -> None:
-        from yieldmeter.ingest.registry import UnknownFormat, detect_format, get_format
+        from yieldmeter.ingest.registry import UnknownFormat, open_format
 
         for f in files:
-            total = f.stat().st_size
             result = FileSummary(source=str(f), format=fmt)
             try:
-                chosen = detect_format(f) if fmt == "auto" else get_format(fmt)
+                total = f.stat().st_size  # a file gone since the folder was walked: its own error
+                chosen, opened = open_format(f, fmt)
                 result.format = chosen.name
-                with open_binary(f) as stream:
+                with opened as stream:
                     counted = (
                         _Counting(stream, lambda n, f=f, total=total: progress(f, n, total))
                         if progress

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import logging
 import multiprocessing
 import os
@@ -193,6 +194,64 @@ def open_binary(path: Path) -> BinaryIO:
         raw.close()
         raise
     return stream
+
+
+def read_head(stream: BinaryIO, size: int) -> tuple[bytes, BinaryIO]:
+    """The first ``size`` bytes of ``stream`` (fewer at its end), and the stream to read from
+    its start: ``stream`` itself, sought back, when it can be; otherwise (a pipe, or a file cut
+    short inside its first bytes) one that gives those bytes again and then the rest, so a pipe is
+    read once and the bytes before a cut still reach the reader, which then meets the cut."""
+    raw = stream._raw if isinstance(stream, _Gunzip) else stream
+    start = stream.tell() if raw.seekable() else None
+    parts: list[bytes] = []
+    got, error = 0, None
+    try:
+        read = getattr(stream, "read1", stream.read)  # what is at hand: a cut gzip loses no more
+        while got < size:  # in pieces: a cut gzip raises, and what the piece decoded is lost
+            piece = read(min(8192, size - got))
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+    except (EOFError, OSError, zlib.error) as exc:
+        error = exc
+    head = b"".join(parts)
+    if start is not None and error is None:
+        stream.seek(start)
+        return head, stream
+    return head, io.BufferedReader(_Replay(head, stream, error), 1 << 16)  # type: ignore[return-value]
+
+
+class _Replay(io.RawIOBase):
+    """Bytes already read from a stream, then the rest of it (see :func:`read_head`); an error met
+    while the bytes were read is raised once they are given."""
+
+    def __init__(self, head: bytes, stream: BinaryIO, error: BaseException | None) -> None:
+        self._head = memoryview(head)
+        self._stream = stream
+        self._error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if len(self._head):
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
 
 
 class _Gunzip(gzip.GzipFile):

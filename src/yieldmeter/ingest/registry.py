@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import BinaryIO
 
 from yieldmeter.errors import InputError
-from yieldmeter.ingest.base import Format, open_binary
+from yieldmeter.ingest.base import Format, open_binary, read_head
 
 #: Detection order matters: the most specific formats first, plain tables last.
 FORMAT_MODULES: dict[str, str] = {
@@ -45,11 +46,32 @@ def available_formats() -> list[Format]:
     return out
 
 
-def detect_format(path: Path, *, head_bytes: int = 65_536) -> Format:
+#: How much of a file detection reads.
+HEAD_BYTES = 65_536
+
+
+def detect_format(path: Path, *, head_bytes: int = HEAD_BYTES) -> Format:
     """The first format whose ``detect`` accepts the head of ``path``."""
-    with open_binary(path) as fh:
-        head = fh.read(head_bytes)
-    for fmt in available_formats():
-        if fmt.name != "table" and fmt.detect(head, path.name):
-            return fmt
-    return get_format("table")
+    fmt, stream = open_format(path, "auto", head_bytes=head_bytes)
+    stream.close()
+    return fmt
+
+
+def open_format(path: Path, fmt: str = "auto", *, head_bytes: int = HEAD_BYTES) -> tuple[Format, BinaryIO]:
+    """Open ``path`` once (:func:`~yieldmeter.ingest.base.open_binary`) and the format to read it
+    with: ``fmt``, or with ``auto`` the first whose ``detect`` accepts its first bytes. The stream
+    starts at the file's start again: a pipe is read once, and a file cut short inside its first
+    bytes gives those bytes to the reader before the cut."""
+    if fmt != "auto":
+        chosen = get_format(fmt)
+        return chosen, open_binary(path)
+    stream = open_binary(path)
+    try:
+        head, stream = read_head(stream, head_bytes)
+        for candidate in available_formats():
+            if candidate.name != "table" and candidate.detect(head, path.name):
+                return candidate, stream
+        return get_format("table"), stream
+    except BaseException:
+        stream.close()
+        raise

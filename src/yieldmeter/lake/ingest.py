@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from yieldmeter.app.workspace import FileSummary, IngestSummary, Workspace, unreadable_reason
 from yieldmeter.config import CONFIG_FILE, Config
-from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, open_binary, with_org
+from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, with_org
 from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
@@ -351,7 +351,7 @@ def ingest_to_lake(
 ) -> IngestSummary:
     """Read files with the format adapters and write them to the lake at ``lake_uri``
     (``org``: every row written as this org, as :meth:`Workspace.ingest_paths` says)."""
-    from yieldmeter.ingest.registry import UnknownFormat, detect_format, get_format
+    from yieldmeter.ingest.registry import UnknownFormat, get_format, open_format
 
     if fmt != "auto":
         get_format(fmt)  # an unknown --format is the caller's mistake, not a file's
@@ -366,9 +366,9 @@ def ingest_to_lake(
         batches: list[Batch] = []
         name, error = fmt, None
         try:
-            chosen = detect_format(f) if fmt == "auto" else get_format(fmt)
+            chosen, opened = open_format(f, fmt)
             name = chosen.name
-            with open_binary(f) as stream:
+            with opened as stream:
                 for batch in chosen.read(stream, ReadOptions.from_config(config, str(f), table)):
                     batches.append(batch if org is None else with_org(batch, org))
         except UNREADABLE as exc:
