@@ -305,6 +305,7 @@ REMOTE_AGENT = {
     "gen_ai.operation.name": "invoke_agent",
     "gen_ai.provider.name": "aws.bedrock",
     "gen_ai.agent.name": "support-bot",
+    "gen_ai.agent.id": "AGENT7X2Q",  # the Bedrock agent's id, which InvokeAgent needs
     "gen_ai.request.model": "anthropic.claude-3-5-sonnet-20240620-v1:0",
     "gen_ai.usage.input_tokens": 5000,
     "gen_ai.usage.output_tokens": 700,
@@ -336,6 +337,48 @@ def test_an_agent_s_usage_is_not_counted_again_beside_its_calls() -> None:
     for spans in ((span(1, REMOTE_AGENT), child), (child, span(1, REMOTE_AGENT))):
         b = decode(*spans)
         assert sorted(calls_by_span(b)) == [2] and b.notes == []
+
+
+def test_an_in_process_agent_sent_as_a_client_span_is_not_counted_twice() -> None:
+    """Strands (up to 1.12): the agent is a CLIENT span carrying the run's summed usage, its
+    model spans sit under ``execute_event_loop_cycle`` spans, and each span may come in a
+    request of its own. No remote endpoint nor hosted agent is named: structure only, in any
+    batching. Truth: the one chat call's 1000 input and 200 output tokens."""
+    agent_attrs = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.system": "strands-agents",
+        "gen_ai.agent.name": "Strands Agents",
+        "gen_ai.request.model": "us.anthropic.claude-sonnet-4",
+        "gen_ai.usage.input_tokens": 1000,
+        "gen_ai.usage.output_tokens": 200,
+    }
+    agent = span(1, agent_attrs)
+    assert agent["kind"] == 3  # CLIENT
+    cycle = span(2, {"gen_ai.operation.name": "execute_event_loop_cycle"}, parent=f"{1:016x}")
+    chat_attrs = {**agent_attrs, "gen_ai.operation.name": "chat"}
+    del chat_attrs["gen_ai.agent.name"]
+    chat = span(3, chat_attrs, parent=f"{2:016x}")
+    batchings = ([chat, cycle, agent], [chat], [cycle], [agent], [agent, cycle], [chat, agent])
+    landed = {n: 0 for n in range(len(batchings))}
+    for n, spans in enumerate(batchings):
+        b = decode(*spans)
+        if "calls" in b.tables:
+            landed[n] = sum(b.tables["calls"].column("input_tokens").to_pylist())
+    # the chat span's 1000 where it is sent, nothing for the agent in any batching
+    assert landed == {0: 1000, 1: 1000, 2: 0, 3: 0, 4: 0, 5: 1000}
+
+
+def test_a_remote_agent_is_known_by_its_endpoint_or_hosted_agent_id() -> None:
+    """A client span naming its remote endpoint (``server.address``) is a remote agent's, as is
+    one naming a hosted-agent provider with the agent's id; a hosted provider without an agent
+    id (an in-process agent naming its model's provider) is structure only."""
+    by_endpoint = {**REMOTE_AGENT, "gen_ai.provider.name": "acme-agents", "server.address": "agents.acme.io"}
+    del by_endpoint["gen_ai.agent.id"]
+    assert decode(span(1, by_endpoint)).tables["calls"].column("input_tokens").to_pylist() == [5000]
+    no_id = dict(REMOTE_AGENT)
+    del no_id["gen_ai.agent.id"]
+    b = decode(span(1, no_id))
+    assert b.tables["calls"].num_rows == 0 and b.tables["work_units"].num_rows == 1
 
 
 def test_evaluation_events_become_rated_signals() -> None:

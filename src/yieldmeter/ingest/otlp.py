@@ -84,6 +84,7 @@ from yieldmeter.ingest.otlp_semconv import (
     carries_call,
     is_content_key,
     langfuse_usage,
+    remote_agent,
 )
 
 __all__ = [
@@ -139,8 +140,6 @@ CALL_TYPES = {
 _ERROR_STATUS = (2, "STATUS_CODE_ERROR")
 #: the call columns a trace-level Langfuse attribute fills where a call lacks them
 _TRACE_LEVEL_COLUMNS = ("user_id", "session_id", "workflow", "task_type", "team")
-#: a client span's kind, as protobuf (and OTLP JSON) or the enum's name in JSON writes it
-_CLIENT_KIND = (3, "SPAN_KIND_CLIENT")
 #: a tuple, not a set: a status code of any shape (even unhashable) is compared, never hashed
 _KNOWN_STATUS = (0, 1, 2, None, "", "STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
 #: The Arrow types of the rows :class:`SpanRows` builds for signals and work units, so a batch
@@ -374,11 +373,12 @@ class SpanRows:
                         workflow, task_type, team, position)  # fmt: skip
             if (
                 op == "invoke_agent"
-                and kind in _CLIENT_KIND
                 and any(a.get(k) is not None for k in _USAGE_KEYS)
+                and remote_agent(a, kind)
             ):
-                # a remote agent (semconv's invoke agent client span: Bedrock Agents...) runs its
-                # model calls where no span of them reaches here: its usage is a call of its own
+                # a remote agent (semconv's invoke agent client span to a hosted agent: Bedrock
+                # Agents...) runs its model calls where no span of them reaches here: its usage
+                # is a call of its own
                 n = len(self.rows)
                 counts = (self.no_model, self.cache_apart, self.reasoning_apart)
                 self._call(

@@ -18,8 +18,13 @@ MODEL_OPERATIONS = frozenset(
 )
 #: Agent and tool spans: kept as work-unit structure and tool-call signals, not as calls
 #: (agent spans often carry their children's usage, which would count tokens twice); only a
-#: remote agent's client span with usage is a call as well (see ``SpanRows._add``).
+#: span that is shown to be a remote agent's (:func:`remote_agent`) is a call as well.
 AGENT_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
+#: Providers (semconv's names) that run agents as a hosted service: Bedrock Agents, Azure AI
+#: Foundry agents, OpenAI's Assistants, Vertex AI Agent Engine.
+HOSTED_AGENT_PROVIDERS = frozenset(
+    {"aws.bedrock", "azure.ai.inference", "azure.ai.openai", "openai", "gcp.vertex_ai", "gcp.gen_ai"}
+)
 TOOL_OPERATIONS = frozenset({"execute_tool"})
 #: Framework steps around model calls, whose model calls have spans of their own: never calls
 #: (ignored and counted), whatever they carry. Semconv's retrieval and memory operations,
@@ -95,6 +100,27 @@ _USAGE_KEYS = (
     *_REASONING,
     "langfuse.observation.usage_details",
 )
+
+
+def remote_agent(a: dict[str, Any], kind: Any) -> bool:
+    """Whether an ``invoke_agent`` span is a remote agent's, whose model calls send no spans here.
+
+    Span kind ``CLIENT`` alone says little: semconv asks for it on every agent span unless
+    the agent is known to run in process, and Strands (up to 1.12) sends its in-process agents
+    as client spans carrying the run's summed usage. Positive evidence is needed as well: the
+    remote endpoint (``server.address``, as semconv's invoke agent client span records it), or
+    a hosted-agent provider (:data:`HOSTED_AGENT_PROVIDERS`) together with the agent's id
+    (``gen_ai.agent.id``, which calling a hosted agent needs)."""
+    if kind not in (3, "SPAN_KIND_CLIENT"):
+        return False
+    if a.get("server.address"):
+        return True
+    provider = a.get("gen_ai.provider.name") or a.get("gen_ai.system")
+    return (
+        isinstance(provider, str)
+        and provider in HOSTED_AGENT_PROVIDERS
+        and a.get("gen_ai.agent.id") is not None
+    )
 
 
 def carries_call(a: dict[str, Any]) -> bool:
