@@ -381,6 +381,21 @@ def test_a_remote_agent_is_known_by_its_endpoint_or_hosted_agent_id() -> None:
     assert b.tables["calls"].num_rows == 0 and b.tables["work_units"].num_rows == 1
 
 
+def test_a_rejected_agent_span_leaves_no_work_unit() -> None:
+    """A remote agent's span whose usage is refused is rejected whole: the work unit it
+    describes is taken back too, and an earlier unit it replaced is restored."""
+    bad = {**REMOTE_AGENT, "yieldmeter.work_unit.id": "wu-42", "gen_ai.usage.output_tokens": -1}
+    b = decode(span(1, bad))
+    assert b.rejects.num_rows == 1 and "work_units" not in b.tables
+    # a later-starting agent span of wu-42 first, then the bad one (starting earlier) replaces
+    # it and is rejected: the first unit stays, as if the bad span never came
+    good = span(5, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "first",
+                    "yieldmeter.work_unit.id": "wu-42"})  # fmt: skip
+    b = decode(good, span(1, bad))
+    [unit] = b.tables["work_units"].to_pylist()
+    assert b.rejects.num_rows == 1 and unit["task_type"] == "first"
+
+
 def test_evaluation_events_become_rated_signals() -> None:
     ev = [
         {

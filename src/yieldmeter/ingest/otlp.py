@@ -207,6 +207,8 @@ class SpanRows:
         self.signals: list[dict[str, Any]] = []
         self.signal_positions: list[int] = []
         self.work_units: dict[str, dict[str, Any]] = {}
+        #: (work unit id, the unit it replaced or None) per write, to take a rejected span's back
+        self._unit_writes: list[tuple[str, dict[str, Any] | None]] = []
         self.bad_positions: list[int] = []
         self.bad_reasons: list[str] = []
         self.bad_raw: list[Any] = []
@@ -255,7 +257,7 @@ class SpanRows:
         # mapped whole or rejected whole
         n_rows, n_signals, ignored = len(self.rows), len(self.signals), self.ignored
         n_remote, n_parents = len(self._remote_agents), len(self._call_parents)
-        n_trace_level = len(self._trace_level)
+        n_trace_level, n_unit_writes = len(self._trace_level), len(self._unit_writes)
         counts = (self.no_model, self.cache_apart, self.reasoning_apart)
         try:
             self._add(
@@ -267,6 +269,12 @@ class SpanRows:
             del self.signals[n_signals:], self.signal_positions[n_signals:]
             del self._remote_agents[n_remote:], self._call_parents[n_parents:]
             del self._trace_level[n_trace_level:]
+            while len(self._unit_writes) > n_unit_writes:  # latest first, back to what was there
+                wu, before = self._unit_writes.pop()
+                if before is None:
+                    del self.work_units[wu]
+                else:
+                    self.work_units[wu] = before
             self.no_model, self.cache_apart, self.reasoning_apart = counts
             self.ignored = ignored
             reason = (
@@ -552,6 +560,7 @@ class SpanRows:
             "derived": False,
             "attributes": _dumps({k: v for k, v in attrs.items() if v is not None}),
         }
+        self._unit_writes.append((wu, known))
         self.work_units[wu] = unit
 
     def _tool(
