@@ -381,6 +381,19 @@ def test_a_remote_agent_is_known_by_its_endpoint_or_hosted_agent_id() -> None:
     assert b.tables["calls"].num_rows == 0 and b.tables["work_units"].num_rows == 1
 
 
+def test_an_agent_s_system_prompt_is_content() -> None:
+    """Strands' ``gen_ai.agent.system_prompt`` is prompt text: a remote agent's call (which
+    keeps the agent span's other attributes) drops it unless capture_content is on."""
+    attrs = {**REMOTE_AGENT, "gen_ai.agent.system_prompt": "You are the claims bot. Secret policy"}
+    off = json.loads(calls_by_span(decode(span(1, attrs)))[1]["attributes"])
+    assert "gen_ai.agent.system_prompt" not in off and off["gen_ai.agent.name"] == "support-bot"
+    on = json.loads(calls_by_span(decode(span(1, attrs), capture_content=True))[1]["attributes"])
+    assert on["gen_ai.agent.system_prompt"].startswith("You are")
+    from yieldmeter.ingest.otlp_semconv import is_content_key
+
+    assert is_content_key("gen_ai.system_message") and not is_content_key("gen_ai.system")
+
+
 def test_a_rejected_agent_span_leaves_no_work_unit() -> None:
     """A remote agent's span whose usage is refused is rejected whole: the work unit it
     describes is taken back too, and an earlier unit it replaced is restored."""

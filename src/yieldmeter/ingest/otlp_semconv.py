@@ -220,6 +220,9 @@ _CONTENT_WORDS = frozenset(
         "input_messages",
         "output_messages",
         "system_instructions",
+        "system_instruction",
+        "system_prompt",  # Strands' gen_ai.agent.system_prompt
+        "system_message",
         "instructions",
         "explanation",
         "arguments",
