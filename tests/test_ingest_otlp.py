@@ -738,6 +738,63 @@ def test_content_is_dropped_in_every_spelling(key: str) -> None:
     assert on[key] == "my card number is 4111"  # kept when privacy.capture_content is on
 
 
+@pytest.mark.parametrize(
+    ("provider", "model", "spelling", "expected"),
+    [
+        # AI SDK v5 + @ai-sdk/anthropic: input = Anthropic's 5000 uncached, 3000 cache reads
+        # apart: input 5000 + 3000 = 8000
+        ("anthropic.messages", "claude-sonnet-4-5", {"ai.usage.cachedInputTokens": 3000}, (8000, 3000, 0)),
+        # AI SDK v5 + amazon-bedrock (Converse's inputTokens exclude the cache): 5000 + 3000
+        ("amazon-bedrock", "anthropic.claude-3-5", {"ai.usage.cachedInputTokens": 3000}, (8000, 3000, 0)),
+        # OpenLIT + Anthropic: 5000 uncached + 3000 reads + 1000 writes = 9000
+        (
+            "anthropic",
+            "claude-sonnet-4-5",
+            {
+                "gen_ai.usage.prompt_tokens_details.cache_read": 3000,
+                "gen_ai.usage.prompt_tokens_details.cache_write": 1000,
+            },
+            (9000, 3000, 1000),
+        ),
+        # Claude on Vertex AI: Anthropic's counts, 5000 + 3000
+        ("gcp.vertex_ai", "claude-sonnet-4-5@2025", {"ai.usage.cachedInputTokens": 3000}, (8000, 3000, 0)),
+        # OpenAI counts the cache inside: 5000 input of which 3000 cached
+        ("openai", "gpt-4o", {"gen_ai.usage.prompt_tokens_details.cache_read": 3000}, (5000, 3000, 0)),
+        ("openai.chat", "gpt-4o", {"ai.usage.cachedInputTokens": 3000}, (5000, 3000, 0)),
+        # Gemini on Vertex counts it inside too
+        ("gcp.vertex_ai", "gemini-2.5-pro", {"ai.usage.cachedInputTokens": 3000}, (5000, 3000, 0)),
+        # AI SDK v6 with Anthropic: inputTokens is the total (8000, of which 3000 cached)
+        (
+            "anthropic.messages",
+            "claude-sonnet-4-5",
+            {"ai.usage.inputTokenDetails.cacheReadTokens": 3000, "ai.usage.cachedInputTokens": 3000},
+            (5000, 3000, 0),
+        ),
+    ],
+)
+def test_provider_passed_cache_counts_follow_the_provider(
+    provider: str, model: str, spelling: dict, expected: tuple
+) -> None:
+    """5000 input tokens as the instrumentation reports them, with the provider's cache counts:
+    Anthropic (and Bedrock's Converse) report input without the cache, so the cache tokens are
+    added; OpenAI and Gemini report them inside. Known from the provider, not guessed from the
+    numbers: no note."""
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": provider,
+        "gen_ai.request.model": model,
+        "gen_ai.usage.input_tokens": 5000,
+        "gen_ai.usage.output_tokens": 400,
+        **spelling,
+    }
+    b = decode(span(1, attrs))
+    row = calls_by_span(b)[1]
+    assert (row["input_tokens"], row["cached_input_tokens"], row["cache_write_tokens"]) == expected
+    assert row["output_tokens"] == 400 and b.notes == []
+    apart = json.loads(row["attributes"] or "{}").get("yieldmeter.tokens_counted_apart")
+    assert apart == ("cache" if expected[0] > 5000 else None)
+
+
 def test_the_content_rule_keeps_what_is_not_text() -> None:
     from yieldmeter.ingest.otlp_semconv import is_content_key
 

@@ -295,7 +295,7 @@ _PLAIN_CASES = {
     "OpenLIT and AI SDK cache and reasoning names": _case(
         {
             "gen_ai.usage.cache_read.input_tokens": _DROP,
-            "gen_ai.usage.prompt_tokens_details.cache_read": 30,
+            "ai.usage.inputTokenDetails.cacheReadTokens": 30,
             "ai.usage.inputTokenDetails.cacheWriteTokens": 20,
             "ai.usage.reasoningTokens": 10,
         }
@@ -347,6 +347,11 @@ _HANDED_CASES = {
     ),
     "a key twice": _case({}).replace(b'"key":"user.id"', b'"key":"server.address"'),
     "a reported cost": _case({"gen_ai.usage.cost": 0.25}),
+    # inside or apart from the input by the provider: Anthropic's 1205 + 30 = 1235 input
+    "a cache count the provider passes through": _case(
+        {"gen_ai.provider.name": "anthropic", "gen_ai.usage.prompt_tokens_details.cache_read": 30}
+    ),
+    "an AI SDK v5 cache count": _case({"ai.usage.cachedInputTokens": 30}),
     "an agent span": _case({"gen_ai.operation.name": "invoke_agent"}),
     # not a call though it names a model: the mapping ignores it and counts it
     "a framework step": _case({"gen_ai.operation.name": "retrieval"}),
@@ -435,7 +440,7 @@ _VALUE = st.one_of(
 )
 #: texts the mapping reads with Python's truth and ``or``: empty ones, and ones JSON escapes
 _WORDS = st.sampled_from(
-    ["", "", "a", "gpt-4o", 'q"uote', "back\\slash", "tab\t", "é", "line\u2028sep", "\x7f"]
+    ["", "", "a", "gpt-4o", "anthropic", 'q"uote', "back\\slash", "tab\t", "é", "line\u2028sep", "\x7f"]
 )
 _TOKENS = ("input_tokens", "prompt_tokens", "output_tokens", "completion_tokens", "cache", "reasoning")
 _HOSTS = st.sampled_from(
@@ -470,6 +475,7 @@ _KEYS = st.sampled_from(
         "yieldmeter.team", "yieldmeter.task_type", "user.id", "enduser.id", "session.id", "error.type",
         "server.address", "llm.request.type", "langfuse.observation.type", "langfuse.user.id",
         "gen_ai.prompt", "gen_ai.input.messages", "parent_span_id", "status.message", "custom.a", "custom.b",
+        "ai.usage.cachedInputTokens", "gen_ai.usage.prompt_tokens_details.cache_write",
         "gen_ai.request.temperature", "",
     ]
 )  # fmt: skip

@@ -25,7 +25,9 @@ Spellings read (first match wins):
   ``ai.usage.outputTokenDetails.reasoningTokens``, ``ai.usage.reasoningTokens``
 
 Token accounting follows the conventions: input includes cache reads and
-writes, output includes reasoning. An instrumentation that reports them apart
+writes, output includes reasoning. The AI SDK v5's and OpenLIT's cache counts
+(``PROVIDER_CACHE_KEYS``) are apart from the input where the provider reports
+them apart (Anthropic, Bedrock), and then added. Any other instrumentation that reports them apart
 shows it by reporting more cache tokens than input (or more reasoning than
 output): then the parts are added, and the batch carries a note saying how
 many spans were read that way (the rule is a guess from the numbers; an
@@ -75,13 +77,16 @@ from yieldmeter.ingest.otlp_semconv import (
     MAX_SPAN_TOKENS,
     MODEL_OPERATIONS,
     NON_MODEL_OPERATIONS,
+    PROVIDER_CACHE_KEYS,
     TOOL_OPERATIONS,
     SpanError,
     _json_obj,
     _langfuse_linkage,
     _provider_from_host,
     _tokens,
+    cache_counted_apart,
     carries_call,
+    first_key,
     is_content_key,
     langfuse_usage,
     remote_agent,
@@ -425,8 +430,10 @@ class SpanRows:
         if type(out) is not int or not 0 <= out <= MAX_SPAN_TOKENS:
             out = _tokens(a, _OUTPUT)
         cache_read = get("gen_ai.usage.cache_read.input_tokens")
+        cache_key = None  # the current name: inside the input, as the conventions say
         if type(cache_read) is not int or not 0 <= cache_read <= MAX_SPAN_TOKENS:
             cache_read = _tokens(a, _CACHE_READ) or 0
+            cache_key = first_key(a, _CACHE_READ)
         cache_write = _tokens(a, _CACHE_WRITE) or 0
         reasoning = _tokens(a, _REASONING) or 0
         reported = get("gen_ai.usage.cost")
@@ -444,12 +451,24 @@ class SpanRows:
                     reported = sum(v for v in cd.values() if isinstance(v, int | float))
         inp = inp or 0
         out = out or 0
-        # Conventions: input includes cache reads and writes. An instrumentation that reports
-        # them apart (e.g. Anthropic's input_tokens = uncached only) shows it by reporting
-        # more cached tokens than input; then the parts are summed (and counted for a note).
-        cache_apart = cache_read + cache_write > inp
+        request_model = get("gen_ai.request.model")
+        model = get("gen_ai.response.model") or request_model or get("langfuse.observation.model.name")
+        provider = get("gen_ai.provider.name") or get("gen_ai.system")
+        if provider is None:
+            provider = _provider_from_host(get("server.address"))
+        # Conventions: input includes cache reads and writes. A spelling that passes the
+        # provider's counts through is apart where the provider reports them apart (Anthropic's
+        # input_tokens = uncached only). Any other instrumentation that reports them apart
+        # shows it by reporting more cached tokens than input; then the parts are summed (and
+        # counted for a note: a guess from the numbers).
+        known_apart = bool(
+            (cache_read or cache_write)
+            and (cache_key in PROVIDER_CACHE_KEYS or first_key(a, _CACHE_WRITE) in PROVIDER_CACHE_KEYS)
+            and cache_counted_apart(provider, model)
+        )
+        cache_apart = not known_apart and cache_read + cache_write > inp
         reasoning_apart = reasoning > out
-        if cache_apart:
+        if cache_apart or known_apart:
             inp += cache_read + cache_write
         if reasoning_apart:
             out += reasoning
@@ -458,12 +477,6 @@ class SpanRows:
                 reported = float(reported)
             except (TypeError, ValueError, OverflowError):
                 raise SpanError(f"gen_ai.usage.cost: not a number ({reported!r})") from None
-
-        request_model = get("gen_ai.request.model")
-        model = get("gen_ai.response.model") or request_model or get("langfuse.observation.model.name")
-        provider = get("gen_ai.provider.name") or get("gen_ai.system")
-        if provider is None:
-            provider = _provider_from_host(get("server.address"))
 
         # an unknown code is kept as text, and conform rejects it: "status: not one of ok, error"
         status = ("error" if error else "ok") if status_code in _KNOWN_STATUS else str(status_code)
@@ -483,9 +496,9 @@ class SpanRows:
             extra["gen_ai.conversation.id"] = conversation
         if request_model is not None and request_model != model:
             extra["gen_ai.request.model"] = request_model
-        if cache_apart or reasoning_apart:
+        if cache_apart or known_apart or reasoning_apart:
             extra["yieldmeter.tokens_counted_apart"] = ",".join(
-                n for n, on in (("cache", cache_apart), ("reasoning", reasoning_apart)) if on
+                n for n, on in (("cache", cache_apart or known_apart), ("reasoning", reasoning_apart)) if on
             )
 
         user = get("user.id") or get("enduser.id") or get("langfuse.user.id")

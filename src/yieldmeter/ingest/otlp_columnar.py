@@ -25,7 +25,8 @@ which reads every spelling and names every reason:
 - a span the mapping reads with more than a column look-up: any operation
   but a model call's (agent and tool spans, framework steps, operations it
   does not know), evaluation events, Langfuse attributes, legacy ``llm.request.type``,
-  a reported cost (``gen_ai.usage.cost``), an attribute given twice or with no
+  a reported cost (``gen_ai.usage.cost``), a cache count whose accounting depends on
+  the provider (``PROVIDER_CACHE_KEYS``), an attribute given twice or with no
   value, or several values, arrays, maps or bytes; on any span or resource, an
   array or map the mapping might refuse (nested below one level, a null or
   keyless map entry);
@@ -69,6 +70,7 @@ from yieldmeter.ingest.otlp_semconv import (
     EVALUATION_EVENT,
     MAX_SPAN_TOKENS,
     MODEL_OPERATIONS,
+    PROVIDER_CACHE_KEYS,
     is_content_key,
 )
 
@@ -279,6 +281,8 @@ class _Spans:
         span_ok &= ~call | attrs.ok  # a call keeps every attribute: each must be read plainly
         span_ok &= ~(genai & (attrs.kind("gen_ai.operation.name") > _STRING))
         span_ok &= ~(call & present("gen_ai.usage.cost"))
+        for k in PROVIDER_CACHE_KEYS:  # inside or apart by the provider: the mapping's own
+            span_ok &= ~(call & present(k))
         # names the mapping also gives keys of its own in ``attributes`` (its value replaces theirs)
         span_ok &= ~(call & (present("parent_span_id") | present("status.message")))
         self.ignored_per_line = np.bincount(self.line[~genai], minlength=n_lines)

@@ -65,9 +65,8 @@ _LANGFUSE_STRUCTURE = {"agent": "invoke_agent", "tool": "execute_tool", "chain":
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
 _OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.usage.completion_tokens")
 #: Cache and reasoning tokens are parts of the input and output counts on the same span (the
-#: conventions; OpenLIT's ``*_tokens_details.*`` break down OpenAI's inclusive counts; the Vercel
-#: AI SDK's ``inputTokens`` hold the cached ones from v5 on, and it writes them as
-#: ``gen_ai.usage.input_tokens`` too). The apart rule in ``SpanRows._call`` covers the rest.
+#: conventions), except where :data:`PROVIDER_CACHE_KEYS` says it depends on the provider. The
+#: apart rule in ``SpanRows._call`` covers the rest.
 _CACHE_READ = (
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
@@ -81,6 +80,19 @@ _CACHE_WRITE = (
     "gen_ai.usage.cache_creation_input_tokens",
     "gen_ai.usage.prompt_tokens_details.cache_write",  # OpenLIT
     "ai.usage.inputTokenDetails.cacheWriteTokens",  # Vercel AI SDK v6
+)
+#: Spellings that pass the provider's own cache counts through, beside its own input count
+#: (``gen_ai.usage.input_tokens``): the Vercel AI SDK v5's ``cachedInputTokens`` (v6 reads
+#: ``inputTokenDetails`` first, whose input is the total) and OpenLIT's ``prompt_tokens_details``.
+#: Where the provider reports its input without the cached tokens (:func:`cache_counted_apart`:
+#: Anthropic, Bedrock) the cache counts are apart and are added to the input; where it reports
+#: them inside (OpenAI, Gemini...) they are parts of it.
+PROVIDER_CACHE_KEYS = frozenset(
+    {
+        "ai.usage.cachedInputTokens",
+        "gen_ai.usage.prompt_tokens_details.cache_read",
+        "gen_ai.usage.prompt_tokens_details.cache_write",
+    }
 )
 _REASONING = (
     "gen_ai.usage.reasoning.output_tokens",
@@ -100,6 +112,27 @@ _USAGE_KEYS = (
     *_REASONING,
     "langfuse.observation.usage_details",
 )
+
+
+def cache_counted_apart(provider: Any, model: Any) -> bool:
+    """Whether a provider reports its input tokens without the cached ones: Anthropic's API
+    (``anthropic``, the AI SDK's ``anthropic.messages``, ``vertex.anthropic.messages``), Bedrock's
+    Converse API for any model (``aws.bedrock``, the AI SDK's ``amazon-bedrock``), and Claude on
+    Vertex AI. OpenAI, Azure OpenAI and Gemini count the cached tokens inside the input."""
+    if not isinstance(provider, str):
+        return False
+    p = provider.lower()
+    if "anthropic" in p or "bedrock" in p:
+        return True
+    return ("vertex" in p or p.startswith("gcp")) and isinstance(model, str) and "claude" in model.lower()
+
+
+def first_key(a: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` with a value: the spelling :func:`_tokens` reads."""
+    for k in keys:
+        if a.get(k) is not None:
+            return k
+    return None
 
 
 def remote_agent(a: dict[str, Any], kind: Any) -> bool:
