@@ -923,6 +923,41 @@ def test_an_unknown_operation_is_a_call_only_with_a_model_or_usage() -> None:
     )
 
 
+def test_a_framework_step_reporting_spend_is_a_call_unless_a_call_sits_under_it() -> None:
+    """OpenLIT's LangChain handler writes an LLM's response model, tokens and cost on its
+    ``framework`` span; where the provider below is not instrumented it is the only span of the
+    inference, so it is a call (900 in, 150 out, 0.0021 reported). With the provider's own chat
+    span under it in the batch, only the chat counts (its 900, not 900 + 900 = 1800). A span of
+    an unknown operation reporting only a cost is a call too (unpriced, no model: a note)."""
+    llm = {
+        "gen_ai.system": "langchain",
+        "gen_ai.operation.name": "framework",
+        "gen_ai.response.model": "meta-llama/Llama-3.1-8B-Instruct",
+        "gen_ai.usage.input_tokens": 900,
+        "gen_ai.usage.output_tokens": 150,
+        "gen_ai.usage.cost": 0.0021,
+    }
+    b = decode(span(1, llm))
+    row = calls_by_span(b)[1]
+    assert (row["operation"], row["input_tokens"], row["output_tokens"], row["reported_cost"]) == (
+        "framework", 900, 150, 0.0021,
+    )  # fmt: skip
+    child = span(2, {**CHAT, "gen_ai.usage.input_tokens": 900}, parent=f"{1:016x}")
+    for spans in ((span(1, llm), child), (child, span(1, llm))):
+        b = decode(*spans)
+        assert (
+            sorted(calls_by_span(b)) == [2]
+            and sum(b.tables["calls"].column("input_tokens").to_pylist()) == 900
+        )
+    cost_only = {
+        "gen_ai.operation.name": "web_search",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.usage.cost": 0.025,
+    }
+    b = decode(span(3, cost_only))
+    assert calls_by_span(b)[3]["reported_cost"] == 0.025 and b.ignored == 0
+
+
 def _eval(value: Any, time: Any = None) -> dict[str, Any]:
     ev: dict[str, Any] = {
         "name": "gen_ai.evaluation.result",

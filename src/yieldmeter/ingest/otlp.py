@@ -86,6 +86,7 @@ from yieldmeter.ingest.otlp_semconv import (
     _tokens,
     cache_counted_apart,
     carries_call,
+    carries_usage,
     first_key,
     is_content_key,
     langfuse_usage,
@@ -192,11 +193,13 @@ def conform_calls(arrays: dict[str, pa.Array], source: str, positions: Any) -> C
 
 def _model_call(op: str, a: dict[str, Any]) -> bool:
     """Whether a span of operation ``op`` is a model call or structure (agent, tool), not a
-    framework step (retrieval, memory, workflow...) nor an operation not known here that names
-    no model and reports no usage."""
+    framework step (retrieval, memory, workflow...) that reports no spend, nor an operation not
+    known here that names no model and reports no spend."""
     if op in MODEL_OPERATIONS or op in AGENT_OPERATIONS or op in TOOL_OPERATIONS:
         return True
-    return op not in NON_MODEL_OPERATIONS and carries_call(a)
+    if op in NON_MODEL_OPERATIONS:
+        return carries_usage(a)  # spend is never lost: a step reporting it is a call
+    return carries_call(a)
 
 
 class SpanRows:
@@ -225,8 +228,9 @@ class SpanRows:
         #: spans whose cache (or reasoning) tokens exceeded their input (output): read as counted apart
         self.cache_apart = 0
         self.reasoning_apart = 0
-        #: remote agents' client spans kept as calls: (row index, trace, span, counts they added);
-        #: one whose span is the parent of a call of the batch is taken back in :meth:`batch`
+        #: spans kept as calls whose usage may be their children's (remote agents' client spans,
+        #: framework steps reporting usage): (row index, trace, span, counts they added); one
+        #: whose span is the parent of a call of the batch is taken back in :meth:`batch`
         self._remote_agents: list[tuple[int, str, str, tuple[int, int, int]]] = []
         #: (trace, parent span) of every call, to find those remote agents
         self._call_parents: list[tuple[str, str]] = []
@@ -392,20 +396,19 @@ class SpanRows:
                 # a remote agent (semconv's invoke agent client span to a hosted agent: Bedrock
                 # Agents...) runs its model calls where no span of them reaches here: its usage
                 # is a call of its own
-                n = len(self.rows)
-                counts = (self.no_model, self.cache_apart, self.reasoning_apart)
-                self._call(
+                self._summing_call(
                     trace_id, span_id, parent_span_id, op, start, end, status_code, status_message,
                     error, a, resource, lf_type, conversation, wu, workflow, task_type, team, position,
                 )  # fmt: skip
-                added = (
-                    self.no_model - counts[0],
-                    self.cache_apart - counts[1],
-                    self.reasoning_apart - counts[2],
-                )
-                self._remote_agents.append((n, trace_id, span_id, added))
         elif op in TOOL_OPERATIONS:
             self._tool(trace_id, span_id, parent_span_id, start, end, error, a, _str(wu), position)
+        elif op in NON_MODEL_OPERATIONS:
+            # a framework step reporting spend (OpenLIT's LangChain LLM span, whose provider may
+            # be instrumented or not): a call, unless a call of the batch sits under it
+            self._summing_call(
+                trace_id, span_id, parent_span_id, op, start, end, status_code, status_message,
+                error, a, resource, lf_type, conversation, wu, workflow, task_type, team, position,
+            )  # fmt: skip
         else:
             self._call(
                 trace_id, span_id, parent_span_id, op, start, end, status_code, status_message, error,
@@ -413,6 +416,19 @@ class SpanRows:
             )  # fmt: skip
         if events:
             self._evaluations(trace_id, span_id, a, events, position, start, wu=_str(wu))
+
+    def _summing_call(self, trace_id: str, span_id: str, *args: Any) -> None:
+        """:meth:`_call` for a span whose usage may be the sum of calls under it: kept as a call,
+        and taken back in :meth:`batch` when a call of the batch has it as its parent."""
+        n = len(self.rows)
+        counts = (self.no_model, self.cache_apart, self.reasoning_apart)
+        self._call(trace_id, span_id, *args)
+        added = (
+            self.no_model - counts[0],
+            self.cache_apart - counts[1],
+            self.reasoning_apart - counts[2],
+        )
+        self._remote_agents.append((n, trace_id, span_id, added))
 
     def _call(
         self, trace_id: str, span_id: str, parent_span_id: str, op: str, start: int, end: int,
@@ -748,8 +764,8 @@ class SpanRows:
             self.rows[i] = tuple(new)
 
     def _drop_agents_with_calls(self) -> None:
-        """A remote agent's span with a call of the batch under it: its usage is that call's
-        (the agent's own spans reached here), so it is structure only, as an in-process agent's."""
+        """A remote agent's span (or a framework step's) with a call of the batch under it: its
+        usage is that call's (the calls' own spans reached here), so it is structure only."""
         parents = set(self._call_parents)
         for index, trace_id, span_id, added in reversed(self._remote_agents):
             if (trace_id, span_id) in parents:

@@ -26,11 +26,13 @@ HOSTED_AGENT_PROVIDERS = frozenset(
     {"aws.bedrock", "azure.ai.inference", "azure.ai.openai", "openai", "gcp.vertex_ai", "gcp.gen_ai"}
 )
 TOOL_OPERATIONS = frozenset({"execute_tool"})
-#: Framework steps around model calls, whose model calls have spans of their own: never calls
-#: (ignored and counted), whatever they carry. Semconv's retrieval and memory operations,
-#: Spring AI's ``framework`` (chat client, advisors, its tool calls), OpenLIT's ``workflow``,
-#: ``retrieve`` and ``vectordb``. Any other operation the mapping does not know is a call when
-#: it carries a model or token usage (a newer kind of inference), else ignored.
+#: Framework steps around model calls, whose model calls usually have spans of their own: not
+#: calls (ignored and counted) unless they report usage or a cost (:func:`carries_usage`), as
+#: OpenLIT's LangChain ``framework`` span of an LLM whose provider is not instrumented does.
+#: Semconv's retrieval and memory operations, Spring AI's ``framework`` (chat client, advisors,
+#: its tool calls), OpenLIT's ``workflow``, ``retrieve`` and ``vectordb``. Any other operation
+#: the mapping does not know is a call when it carries a model, token usage or a cost (a newer
+#: kind of inference), else ignored.
 NON_MODEL_OPERATIONS = frozenset(
     {
         "retrieval",
@@ -156,10 +158,15 @@ def remote_agent(a: dict[str, Any], kind: Any) -> bool:
     )
 
 
+def carries_usage(a: dict[str, Any]) -> bool:
+    """Whether a span reports spend: token usage or a reported cost (``gen_ai.usage.cost``)."""
+    return any(a.get(k) is not None for k in _USAGE_KEYS) or a.get("gen_ai.usage.cost") is not None
+
+
 def carries_call(a: dict[str, Any]) -> bool:
     """Whether a span of an operation not known to be a model call still is one: it names a
-    model or reports token usage."""
-    return any(a.get(k) for k in _MODEL_KEYS) or any(a.get(k) is not None for k in _USAGE_KEYS)
+    model, or reports token usage or a cost."""
+    return any(a.get(k) for k in _MODEL_KEYS) or carries_usage(a)
 
 
 #: Attributes the mapping consumes into columns; they are not repeated in ``attributes``.
