@@ -587,6 +587,30 @@ def test_json_with_protobuf_field_names_is_read() -> None:
     assert got.tables["calls"].to_pylist() == want.tables["calls"].to_pylist()
 
 
+def test_json_with_protobuf_field_names_nested_deep_is_read_as_camel_case_is() -> None:
+    """A value nested 240 maps deep (about 960 JSON levels, within orjson's 1,024) under
+    protobuf's field names: the key renaming recursed once per level and raised RecursionError
+    (a 500); now the request reads as the same body in camelCase does: one call."""
+
+    def body(snake: bool) -> bytes:
+        kv_, sv = ("kvlist_value", "string_value") if snake else ("kvlistValue", "stringValue")
+        deep = f'{{"{sv}":"x"}}'
+        for _ in range(240):
+            deep = f'{{"{kv_}":{{"values":[{{"key":"k","value":{deep}}}]}}}}'
+        names = ("trace_id", "span_id", "start_time_unix_nano") if snake else (
+            "traceId", "spanId", "startTimeUnixNano")  # fmt: skip
+        model = f'{{"key":"gen_ai.request.model","value":{{"{sv}":"gpt-4o"}}}}'
+        attrs = f'[{model},{{"key":"custom.deep","value":{deep}}}]'
+        one = f'{{"{names[0]}":"{TRACE}","{names[1]}":"{1:016x}","{names[2]}":"{T0}","attributes":{attrs}}}'
+        rs, ss = ("resource_spans", "scope_spans") if snake else ("resourceSpans", "scopeSpans")
+        return f'{{"{rs}":[{{"{ss}":[{{"spans":[{one}]}}]}}]}}'.encode()
+
+    camel = decode_json(body(False), ReadOptions(source="otlp"))
+    snake = decode_json(body(True), ReadOptions(source="otlp"))
+    assert camel.tables["calls"].num_rows == 1 and camel.rejects.num_rows == 0
+    assert snake.tables["calls"].to_pylist() == camel.tables["calls"].to_pylist()
+
+
 def test_wrong_json_types() -> None:
     with pytest.raises(UnreadableRequest):
         decode_json(b'{"resourceSpans": "nope"}', ReadOptions(source="x"))

@@ -157,12 +157,31 @@ def add_request(doc: Any, rows: SpanRows, position: int | None = None) -> int:
 
 
 def _camel_keys(obj: Any) -> Any:
-    """``obj`` with every object key in lowerCamelCase (``scope_spans`` -> ``scopeSpans``)."""
-    if type(obj) is dict:
-        return {_camel(k): _camel_keys(v) for k, v in obj.items()}
-    if type(obj) is list:
-        return [_camel_keys(v) for v in obj]
-    return obj
+    """``obj`` with every object key in lowerCamelCase (``scope_spans`` -> ``scopeSpans``).
+
+    A loop over a stack, not a recursion: a value nested as deep as orjson reads (1,024 levels)
+    is copied whole, and the span holding it is then read (or refused) as in camelCase."""
+    stack: list[tuple[Any, Any]] = []
+
+    def copy(v: Any) -> Any:
+        if type(v) is dict:
+            stack.append((v, d := {}))
+            return d
+        if type(v) is list:
+            stack.append((v, l_ := []))
+            return l_
+        return v
+
+    out = copy(obj)
+    while stack:
+        src, dst = stack.pop()
+        if type(src) is dict:
+            for k, v in src.items():
+                dst[_camel(k)] = copy(v)
+        else:
+            for v in src:
+                dst.append(copy(v))
+    return out
 
 
 def _camel(key: str) -> str:
