@@ -844,8 +844,13 @@ def test_the_content_rule_keeps_what_is_not_text() -> None:
         "spring.ai.tool.definition.name",
         "spring.ai.chat.client.conversation.id",
         "spring.ai.kind",
+        # counts and settings the broadened rule took for text
+        "llm.token_count.completion_details.reasoning",  # OpenInference: a count
+        "ai.prompt.format",  # AI SDK: 'prompt' or 'messages'
+        "ai.prompt.toolChoice",  # AI SDK: {"type":"auto"}
     ):
         assert not is_content_key(key), key
+    assert is_content_key("ai.prompt.tools") and is_content_key("ai.prompt.messages")
     assert all(is_content_key(k) for k in CONTENT_SPELLINGS)
 
 

@@ -221,6 +221,9 @@ _CONTENT_KEYS = frozenset(
         "llm.prompts",
         "traceloop.entity.input",
         "traceloop.entity.output",
+        # Vercel AI SDK: the prompt's tool definitions (ai.prompt and ai.prompt.messages are
+        # caught by their last part; ai.prompt.format and ai.prompt.toolChoice are settings)
+        "ai.prompt.tools",
         # Vercel AI SDK embed/embedMany: the values embedded and their vectors
         "ai.value",
         "ai.values",
@@ -238,7 +241,6 @@ _CONTENT_PREFIXES = (
     "llm.output_messages",
     "input.",
     "output.",
-    "ai.prompt.",  # the AI SDK records ai.prompt.messages / .tools / .toolChoice only as inputs
 )
 #: Namespaces where a name part below says the value is text a person or a model wrote
 #: (``spring.ai``: Spring AI's own ``spring.ai.chat.client.*`` and ``spring.ai.tool.*``).
@@ -293,14 +295,15 @@ def is_content_key(key: str) -> bool:
     ``gen_ai.prompt.0``) is a word of ``_CONTENT_WORDS``. So ``langfuse.trace.input`` and
     ``langfuse.experiment.item.expected_output`` are content, while
     ``gen_ai.usage.input_tokens`` and ``gen_ai.output.type`` are not. A name with a
-    ``usage`` part (``gen_ai.usage.completion_tokens_details.reasoning``,
-    ``ai.usage.promptTokens``) is a count, never content. A new spelling of the same
+    ``usage`` or ``token_count`` part (``gen_ai.usage.completion_tokens_details.reasoning``,
+    ``ai.usage.promptTokens``, OpenInference's ``llm.token_count.completion_details.reasoning``)
+    is a count, never content. A new spelling of the same
     idea is caught without being listed.
     """
     if key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES):
         return True
     parts = key.split(".")
-    if len(parts) < 2 or "usage" in parts:
+    if len(parts) < 2 or "usage" in parts or "token_count" in parts:
         return False
     if parts[0] not in _CONTENT_NAMESPACES and (
         len(parts) < 3 or f"{parts[0]}.{parts[1]}" not in _CONTENT_NAMESPACES
