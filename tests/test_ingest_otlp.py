@@ -699,6 +699,14 @@ def test_a_pretty_printed_request_and_json_lines_with_a_broken_first_line(tmp_pa
     assert batch.tables["calls"].column("input_tokens").to_pylist() == [100, 50]
     [reject] = batch.rejects.to_pylist()
     assert reject["position"] == 1 and reject["reason"].startswith("line 1: not valid JSON")
+    # the first line cut short, then a blank line or a second cut line (a Collector killed twice):
+    # the whole file was read as one request, one quarantine row, and the good lines lost
+    for second in (b"\n", other[:40] + b"\n"):
+        lines = good[: len(good) // 2] + b"\n" + second + good + b"\n" + other + b"\n"
+        [batch] = read_otlp_json(io.BytesIO(lines), ReadOptions(source="t.jsonl"))
+        assert batch.tables["calls"].column("input_tokens").to_pylist() == [100, 50]
+        bad = 1 if second == b"\n" else 2
+        assert batch.rejects.column("position").to_pylist() == list(range(1, bad + 1))
 
 
 # -- content, whatever the spelling ---------------------------------------------------------------

@@ -258,9 +258,12 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     head = [stream.readline()]
     if head[0].lstrip().startswith(b"{") and not _parses(head[0]):
         # One pretty-printed request spread over many lines, or JSON lines whose first line is
-        # broken: in JSON lines the next line is a whole document, in a pretty-printed one not.
+        # broken: in JSON lines the next (non-blank) line opens a document of its own, whole or
+        # broken too; in a pretty-printed one it is a key or a bracket.
         head.append(stream.readline())
-        if not _parses(head[1]):
+        while head[-1] and not head[-1].strip():
+            head.append(stream.readline())
+        if not head[-1].lstrip().startswith(b"{"):
             with paused_gc():
                 batch = _whole(b"".join(head) + stream.read(), options)
             if batch is not None:
