@@ -237,6 +237,28 @@ def test_otlp_lines_whose_first_line_is_broken_are_still_otlp(tmp_path: Path) ->
         assert ws.quarantine().column("position").to_pylist() == [1]
 
 
+def test_an_otlp_logs_or_metrics_export_is_named(tmp_path: Path) -> None:
+    """A file of resourceLogs (or resourceMetrics) lines was refused as a table ("cannot tell
+    which table... pass --table"), pointing at the wrong fix; it is named for what it is. In a
+    file the traces pipeline shares with a logs pipeline, the trace lines land and each log line
+    is quarantined as a logs export."""
+    from tests.test_ingest_otlp import CHAT, request, span
+
+    log_line = json.dumps({"resourceLogs": [{"resource": {}, "scopeLogs": [{"logRecords": [{}]}]}]})
+    metric_line = json.dumps({"resourceMetrics": [{"resource": {}, "scopeMetrics": []}]})
+    with Workspace.init(tmp_path / "ws") as ws:
+        for name, line, kind in (("logs.json", log_line, "logs"), ("metrics.json", metric_line, "metrics")):
+            (tmp_path / name).write_text(line + "\n" + line + "\n")
+            [f] = ws.ingest_paths([tmp_path / name]).files
+            assert f.error is not None and f.error.startswith(f"an OpenTelemetry {kind} export"), f.error
+        mixed = tmp_path / "shared.json"
+        mixed.write_bytes(log_line.encode() + b"\n" + request(span(1, CHAT)) + b"\n")
+        [f] = ws.ingest_paths([mixed]).files
+        assert (f.format, f.landed, f.quarantined) == ("otlp-json", 1, 1)
+        reasons = ws.quarantine().column("reason").to_pylist()
+        assert any("an OTLP logs export (resourceLogs), not traces" in r for r in reasons), reasons
+
+
 # -- LiteLLM --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", ["csv", "json", "page"])
 def test_litellm_spend_logs(tmp_path: Path, shape: str) -> None:

@@ -116,6 +116,9 @@ def add_request(doc: Any, rows: SpanRows, position: int | None = None) -> int:
         # lowerCamelCase; read as such, every key of the request (attribute keys are values)
         resource_spans = _camel_keys(doc["resource_spans"])
     if resource_spans is None:
+        other = next((k for k in _OTHER_SIGNALS if k in doc), None)
+        if other is not None:
+            raise UnreadableRequest(f"an OTLP {_OTHER_SIGNALS[other]} export ({other}), not traces")
         if doc:
             raise UnreadableRequest("no resourceSpans: not an OTLP trace export")
         return 0
@@ -501,6 +504,30 @@ def _finish(rows: SpanRows, options: ReadOptions, pos: list[int], reason: list[s
 
 #: a line that opens an ``ExportTraceServiceRequest``, as the Collector's file exporter writes one
 _REQUEST_LINE = re.compile(rb'(?m)^\s*\{\s*"(resourceSpans|resource_spans)"')
+
+
+#: the top keys of the other signals' exports, which a Collector's file exporter writes alike
+_OTHER_SIGNALS = {
+    "resourceLogs": "logs",
+    "resourceMetrics": "metrics",
+    "resourceProfiles": "profiles",
+    "resource_logs": "logs",
+    "resource_metrics": "metrics",
+}
+_OTHER_LINE = re.compile(rb'^\s*\{\s*"(' + b"|".join(k.encode() for k in _OTHER_SIGNALS) + rb')"')
+
+
+def other_signal(head: bytes) -> str | None:
+    """Why a file that opens with another signal's export (logs, metrics) is not read: a message
+    for a file nothing else recognised, or ``None``."""
+    m = _OTHER_LINE.match(head.lstrip(b"\xef\xbb\xbf"))
+    if m is None:
+        return None
+    kind = _OTHER_SIGNALS[m.group(1).decode()]
+    return (
+        f"an OpenTelemetry {kind} export ({m.group(1).decode()} lines): yieldmeter reads traces "
+        "(resourceSpans); where trace lines follow further on, pass --format otlp-json"
+    )
 
 
 def detect(head: bytes, filename: str) -> bool:

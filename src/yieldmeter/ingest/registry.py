@@ -71,6 +71,11 @@ def open_format(path: Path, fmt: str = "auto", *, head_bytes: int = HEAD_BYTES) 
         for candidate in available_formats():
             if candidate.name != "table" and candidate.detect(head, path.name):
                 return candidate, stream
+        from yieldmeter.ingest.otlp_json import other_signal
+
+        why = other_signal(head)
+        if why is not None:  # not a table, though no format took it: say what it is
+            raise UnknownFormat(why)
         return get_format("table"), stream
     except BaseException:
         stream.close()
