@@ -237,6 +237,39 @@ def test_otlp_lines_whose_first_line_is_broken_are_still_otlp(tmp_path: Path) ->
         assert ws.quarantine().column("position").to_pylist() == [1]
 
 
+def test_the_collectors_proto_file_format_is_read(tmp_path: Path) -> None:
+    """The file exporter's ``format: proto`` (each message a 4-byte big-endian length, then the
+    export in protobuf) was taken for a table ("a NUL byte"), or with ``--format otlp-json`` split
+    on newline bytes into hundreds of bad rows. It is read: the same calls as the same spans in
+    JSON lines; a message that is no trace export, and the last one cut short by a Collector
+    stopped mid-write, are quarantined with their message numbers; a second import adds nothing."""
+    from tests.test_ingest_otlp import CHAT, protobuf, request, span
+
+    def framed(body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + body
+
+    messages = [protobuf(span(1, CHAT), span(2, CHAT)), protobuf(span(3, CHAT))]
+    data = framed(messages[0]) + framed(b"\xff\xff not protobuf") + framed(messages[1])
+    data += framed(protobuf(span(4, CHAT)))[:-5]  # cut inside the last message
+    path = tmp_path / "traces.proto"
+    path.write_bytes(data)
+    lines = tmp_path / "traces.jsonl"
+    lines.write_bytes(request(span(1, CHAT), span(2, CHAT)) + b"\n" + request(span(3, CHAT)) + b"\n")
+    assert detect_format(path).name == "otlp-proto"
+    with Workspace.init(tmp_path / "ws") as ws:
+        [f] = ws.ingest_paths([path]).files
+        assert (f.format, f.read, f.landed, f.quarantined) == ("otlp-proto", 5, 3, 2)
+        rejects = ws.quarantine().to_pylist()
+        assert sorted(r["position"] for r in rejects) == [2, 4]
+        assert any("message 4: cut short" in r["reason"] for r in rejects)
+        calls = ws.store.query_arrow("SELECT * EXCLUDE (source) FROM calls ORDER BY call_id")
+        [again] = ws.ingest_paths([path]).files
+        assert (again.landed, again.duplicates) == (0, 3)
+    with Workspace.init(tmp_path / "ws-json") as ws:
+        ws.ingest_paths([lines])
+        assert ws.store.query_arrow("SELECT * EXCLUDE (source) FROM calls ORDER BY call_id").equals(calls)
+
+
 def test_an_otlp_logs_or_metrics_export_is_named(tmp_path: Path) -> None:
     """A file of resourceLogs (or resourceMetrics) lines was refused as a table ("cannot tell
     which table... pass --table"), pointing at the wrong fix; it is named for what it is. In a

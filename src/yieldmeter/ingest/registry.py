@@ -16,6 +16,7 @@ from yieldmeter.ingest.base import Format, open_binary, read_head
 #: Detection order matters: the most specific formats first, plain tables last.
 FORMAT_MODULES: dict[str, str] = {
     "otlp-json": "yieldmeter.ingest.otlp_json",
+    "otlp-proto": "yieldmeter.ingest.otlp_protobuf",
     "litellm": "yieldmeter.ingest.litellm",
     "langfuse": "yieldmeter.ingest.langfuse",
     "openai-usage": "yieldmeter.ingest.openai_usage",
