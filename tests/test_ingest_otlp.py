@@ -707,6 +707,18 @@ def test_a_pretty_printed_request_and_json_lines_with_a_broken_first_line(tmp_pa
         assert batch.tables["calls"].column("input_tokens").to_pylist() == [100, 50]
         bad = 1 if second == b"\n" else 2
         assert batch.rejects.column("position").to_pylist() == list(range(1, bad + 1))
+    # ...or a stray log line: the whole file is then no one request either, and is read by line
+    lines = good[:40] + b"\nWARN exporter restarted\n" + other + b"\n"
+    [batch] = read_otlp_json(io.BytesIO(lines), ReadOptions(source="t.jsonl"))
+    assert batch.tables["calls"].column("input_tokens").to_pylist() == [50]
+    assert batch.rejects.column("position").to_pylist() == [1, 2]
+    # valid requests as scripts write them: one list element per line, which opens with "{" but
+    # is no request; a blank line first. Each read whole (they were read as broken JSON lines)
+    elements = [json.loads(r)["resourceSpans"][0] for r in (good, other)]
+    per_line = b'{"resourceSpans": [\n' + b",\n".join(orjson.dumps(e) for e in elements) + b"\n]}\n"
+    for doc, calls in ((per_line, 2), (b"\n" + pretty, 1)):
+        [batch] = read_otlp_json(io.BytesIO(doc), ReadOptions(source="script.json"))
+        assert batch.rejects.num_rows == 0 and batch.tables["calls"].num_rows == calls
 
 
 # -- content, whatever the spelling ---------------------------------------------------------------

@@ -69,7 +69,8 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 "--format",
-                help="auto, otlp-json, otlp-proto, litellm, langfuse, openai-usage, anthropic-usage, focus, table.",
+                help="auto, otlp-json, otlp-proto, litellm, langfuse, openai-usage, anthropic-usage, "
+                "focus, table.",
             ),
         ] = "auto",
         ws_path: WorkspaceOpt = Path("."),

@@ -258,20 +258,27 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     way (a truncated ``.gz``), the lines read before it still land, then the
     error is raised.
     """
-    head = [stream.readline()]
-    if head[0].lstrip().startswith(b"{") and not _parses(head[0]):
+    head = _past_blank_lines([stream.readline()], stream)
+    if head[-1].lstrip().startswith(b"{") and not _parses(head[-1]):
         # One pretty-printed request spread over many lines, or JSON lines whose first line is
-        # broken: in JSON lines the next (non-blank) line opens a document of its own, whole or
-        # broken too; in a pretty-printed one it is a key or a bracket.
-        head.append(stream.readline())
-        while head[-1] and not head[-1].strip():
-            head.append(stream.readline())
-        if not head[-1].lstrip().startswith(b"{"):
-            with paused_gc():
-                batch = _whole(b"".join(head) + stream.read(), options)
-            if batch is not None:
-                yield batch
-            return
+        # broken: in JSON lines the next (non-blank) line is a request of its own, whole, or cut
+        # short too but opening as one does; in a pretty-printed one it is a key, a bracket, or
+        # an element of the request's lists (which may open with "{" but is no request).
+        head = _past_blank_lines([*head, stream.readline()], stream)
+        following = head[-1]
+        whole_line = following.lstrip().startswith(b"{") and _parses(following)
+        if not whole_line and not _REQUEST_LINE.match(following):
+            doc = b"".join(head) + stream.read()
+            try:
+                request = orjson.loads(doc)
+            except orjson.JSONDecodeError:  # no one request either: lines after all, read each
+                head, stream = doc.splitlines(keepends=True), io.BytesIO()
+            else:
+                with paused_gc():
+                    batch = _whole(request, doc, options)
+                if batch is not None:
+                    yield batch
+                return
     failed: list[Exception] = []
     lines = _until_failure(_chain(head, stream), failed)
     if options.decode_workers > 0:
@@ -284,6 +291,13 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         raise failed[0]
 
 
+def _past_blank_lines(lines: list[bytes], stream: BinaryIO) -> list[bytes]:
+    """``lines`` and, while the last one is blank (not the end), the next lines of ``stream``."""
+    while lines[-1] and not lines[-1].strip():
+        lines.append(stream.readline())
+    return lines
+
+
 def _until_failure(lines: Iterable[bytes], failed: list[Exception]) -> Iterator[bytes]:
     """``lines`` until reading fails; the error goes to ``failed``, to be raised once what was
     read before it has landed."""
@@ -293,12 +307,13 @@ def _until_failure(lines: Iterable[bytes], failed: list[Exception]) -> Iterator[
         failed.append(exc)
 
 
-def _whole(doc: bytes, options: ReadOptions) -> Batch | None:
-    """A file that is one pretty-printed request (``None`` when it holds no span)."""
+def _whole(request: Any, doc: bytes, options: ReadOptions) -> Batch | None:
+    """A file that is one pretty-printed request, parsed from ``doc`` (``None`` when it holds no
+    span)."""
     rows = SpanRows(options)
     try:
-        add_request(orjson.loads(doc), rows, 1)
-    except (orjson.JSONDecodeError, UnreadableRequest) as exc:
+        add_request(request, rows, 1)
+    except UnreadableRequest as exc:
         return _finish(rows, options, [1], [f"line 1: {exc}"], [doc[:2000].decode("utf-8", "replace")])
     return _finish(rows, options, [], [], []) if rows.spans else None
 
