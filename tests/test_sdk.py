@@ -817,3 +817,48 @@ def test_a_flush_interrupted_by_keyboardinterrupt_keeps_its_rows_and_blocks_no_l
     assert (rec.stats()["in_flight"], rec.stats()["spilled"]) == (0, 1)
     spilled = (tmp_path / "sp2" / "signals.jsonl").read_text().splitlines()
     assert [json.loads(x)["signal_id"] for x in spilled] == ["s-3"]
+
+
+def test_a_signal_handler_that_flushes_never_waits_for_its_own_thread(tmp_path: Path) -> None:
+    """A SIGTERM handler that flushes before exit runs in the main thread, between two bytecodes
+    of whatever it was doing: inside record()'s hold of the recorder's lock, a plain lock made the
+    handler wait for itself for ever. Here a timer signal flushes again and again while the main
+    thread records (in a process of its own, killed if it hangs); every row reaches the file."""
+    import os
+    import subprocess
+    import sys
+
+    import yieldmeter
+
+    script = (
+        "import random, signal, sys, time\n"
+        "from yieldmeter.sdk.recorder import Recorder\n"
+        "r = Recorder(path=sys.argv[1], flush_interval_s=0, batch_size=10**9, max_buffer=10**7)\n"
+        "armed = [False]\n"
+        "def handler(signum, frame):\n"
+        "    r.flush()\n"
+        "    armed[0] = False\n"
+        "signal.signal(signal.SIGALRM, handler)\n"
+        "n, t0 = 0, time.monotonic()\n"
+        "while time.monotonic() - t0 < 3:\n"
+        "    if not armed[0]:\n"
+        "        armed[0] = True\n"
+        "        signal.setitimer(signal.ITIMER_REAL, random.uniform(0.0001, 0.002))\n"
+        "    r.record('signals', {'signal_id': f's{n}', 'kind': 'x'})\n"
+        "    n += 1\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0)\n"
+        "r.close()\n"
+        "print(n)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(yieldmeter.__file__).parents[1]), *sys.path]))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "records")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang detector: the run itself takes about 3 s
+    )
+    assert done.returncode == 0, done.stderr
+    recorded = int(done.stdout.strip())
+    lines = (tmp_path / "records" / "signals.jsonl").read_text().splitlines()
+    assert len({json.loads(x)["signal_id"] for x in lines}) == recorded

@@ -151,7 +151,9 @@ class Recorder:
         self._buffer: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
         self._buffered = 0
         #: guards the buffer and the counters only: never held while sending, writing or sleeping
-        self._lock = threading.Lock()
+        #: re-entrant: a signal handler that flushes (or records, or closes) may interrupt its
+        #: own thread inside it; a plain lock would wait for itself for ever
+        self._lock = threading.RLock()
         self._counts = {
             "sent": 0,
             "quarantined": 0,
@@ -391,7 +393,7 @@ class Recorder:
         held by a thread that no longer exists. Fresh lock and events, no thread (the first record
         starts one), an empty buffer and counters (what the parent buffered is the parent's to
         send), and no HTTP client (its connections are the parent's sockets)."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._settled = threading.Condition(self._lock)
         self._inflight = {}  # the parent's batches: the parent's to settle
         self._wake = threading.Event()
