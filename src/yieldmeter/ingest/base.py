@@ -183,6 +183,12 @@ def open_binary(path: Path) -> BinaryIO:
             raise CompressedFile(
                 "a zip archive (an Excel workbook is one): export the sheet as CSV, or unzip it first"
             )
+        if head[:1] == b"\x00" and stream.peek(8)[4:8] == _ZSTD:  # type: ignore[attr-defined]
+            raise CompressedFile(
+                "messages compressed one by one with zstd, as the Collector's file exporter writes "
+                "them with compression: zstd (zstdcat cannot read them either): export without "
+                "compression (gzip the files afterwards if you like)"
+            )
         packed = next((name for magic, name in _OTHER_COMPRESSION if head.startswith(magic)), None)
         if packed is not None:
             raise CompressedFile(
@@ -243,7 +249,8 @@ class _Replay(io.RawIOBase):
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        data = self._stream.read(len(buffer))
+        # what is at hand (a cut gzip drops what the call that meets the cut decoded)
+        data = getattr(self._stream, "read1", self._stream.read)(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
@@ -269,8 +276,9 @@ class _Gunzip(gzip.GzipFile):
 
 
 #: The first bytes of files compressed by a method yieldmeter does not open itself.
+_ZSTD = b"\x28\xb5\x2f\xfd"
 _OTHER_COMPRESSION = (
-    (b"\x28\xb5\x2f\xfd", "zstd"),  # the OpenTelemetry Collector file exporter's compression
+    (_ZSTD, "zstd"),  # the OpenTelemetry Collector file exporter's compression
     (b"BZh", "bzip2"),
     (b"\xfd7zXZ\x00", "xz"),
 )

@@ -135,6 +135,7 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
             break
         try:
             request = _parse(body)
+            _check_traces(request)
         except UnreadableRequest as exc:
             bad.append((number, f"message {number}: {exc}", base64.b64encode(body[:1500]).decode()))
             continue
@@ -149,6 +150,23 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
         raise failed
 
 
+def _check_traces(request: Any) -> None:
+    """A metrics or logs export in the same file format parses as a trace export (the messages
+    share their outer fields), with "spans" whose ids are no span ids: such a message is no
+    trace export. A span with a trace id of 16 bytes is enough to tell."""
+    seen = False
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                if len(span.trace_id) == 16:
+                    return
+                seen = True
+    if seen:
+        raise UnreadableRequest(
+            "not a trace export: none of its spans has a trace id (a metrics or logs export?)"
+        )
+
+
 def _batch(rows: SpanRows, bad: list[tuple[int, str, str]], options: ReadOptions) -> Batch:
     batch = rows.batch()
     if bad:
@@ -159,9 +177,10 @@ def _batch(rows: SpanRows, bad: list[tuple[int, str, str]], options: ReadOptions
 
 
 def detect(head: bytes, filename: str) -> bool:
-    """Messages as the file exporter writes them: a length whose first byte is 0 (under 16 MiB;
-    no text file starts with a NUL byte), then field 1 of a trace export, its resource spans."""
-    if len(head) < 6 or head[0] != 0 or head[4] != 0x0A:
+    """Messages as the file exporter writes them: a length whose first byte is at most 3 (under
+    64 MiB, the largest message read; no text file starts with such a byte), then field 1 of a
+    trace export, its resource spans."""
+    if len(head) < 6 or head[0] > 3 or head[4] != 0x0A:  # a first byte of 3: under 64 MiB
         return False
     size = int.from_bytes(head[:4], "big")
     return size >= 2 and (len(head) < size + 4 or size + 4 == len(head) or head[size + 4] == 0)
