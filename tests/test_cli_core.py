@@ -293,6 +293,17 @@ def test_ingest_org_writes_every_row_as_that_org(runner: CliRunner, tmp_path: Pa
     args = ["ingest", str(spilled), "--table", "signals", "--to-lake", str(lake), "-w", str(ws)]
     assert runner.invoke(app, [*args, "--org", "acme"]).exit_code == 0
     assert set(Lake(str(lake)).read_table("signals").column("org").to_pylist()) == {"acme"}
+    # --org default is an org like any other: rows that carry acme are written as default
+    tagged = tmp_path / "tagged.jsonl"
+    tagged.write_text(
+        json.dumps({"signal_id": "s-9", "work_unit_id": "wu-9", "ts": ts, "kind": "saved", "org": "acme"})
+    )
+    args = ["ingest", str(tagged), "--table", "signals", "-w", str(ws)]
+    assert runner.invoke(app, [*args, "--org", "default"]).exit_code == 0
+    with Workspace.open(ws) as w:
+        assert w.store.query_arrow("SELECT org FROM signals WHERE signal_id = 's-9'").column(
+            "org"
+        ).to_pylist() == ["default"]
     other = tmp_path / "ws2"
     assert runner.invoke(app, ["ingest", str(spilled), "--table", "signals", "-w", str(other)]).exit_code == 0
     with Workspace.open(other) as w:

@@ -31,7 +31,7 @@ from yieldmeter.ingest.base import (
     ReadOptions,
     check_org,
     read_ahead,
-    with_org,
+    set_org,
 )
 from yieldmeter.ingest.conform import conform
 from yieldmeter.ingest.langfuse_scores import SOURCE as SCORES_SOURCE
@@ -481,7 +481,7 @@ class Workspace:
                     )
                     batches = chosen.read(counted, self.read_options(str(f), table))  # type: ignore[arg-type]
                     if org is not None:
-                        batches = (with_org(b, org) for b in batches)
+                        batches = (set_org(b, org) for b in batches)
                     # the next batch is read while the last one is written
                     with read_ahead(batches) as ahead:
                         self.ingest_batches(ahead, source=str(f), fmt=chosen.name, after=False, into=result)

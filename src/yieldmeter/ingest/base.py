@@ -100,10 +100,13 @@ def check_org(org: str | None) -> None:
 
 
 def with_org(batch: Batch, org: str) -> Batch:
-    """The batch with every row's ``org`` set to ``org`` (an ingest key's, or ``ingest --org``);
-    ``default`` leaves the rows' own."""
-    if org == "default":
-        return batch
+    """The batch with every row's ``org`` set to the org of the server's ingest key; ``default``
+    (no keys: any client) leaves the rows' own."""
+    return batch if org == "default" else set_org(batch, org)
+
+
+def set_org(batch: Batch, org: str) -> Batch:
+    """The batch with every row's ``org`` set to ``org`` (``ingest --org``, ``default`` too)."""
     for name, t in batch.tables.items():
         if "org" in t.column_names:
             i = t.schema.get_field_index("org")

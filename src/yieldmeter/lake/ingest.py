@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from yieldmeter.app.workspace import FileSummary, IngestSummary, Workspace, unreadable_reason
 from yieldmeter.config import CONFIG_FILE, Config
-from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, with_org
+from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, set_org
 from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
@@ -370,7 +370,7 @@ def ingest_to_lake(
             name = chosen.name
             with opened as stream:
                 for batch in chosen.read(stream, ReadOptions.from_config(config, str(f), table)):
-                    batches.append(batch if org is None else with_org(batch, org))
+                    batches.append(batch if org is None else set_org(batch, org))
         except UNREADABLE as exc:
             # what was read before the failure is written; the file (or its rest) is one
             # quarantine row with the reason, as in a workspace's import
