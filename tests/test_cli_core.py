@@ -128,6 +128,21 @@ def test_a_usage_page_of_a_quiet_day_is_read_not_failed(tmp_path: Path, runner: 
     for args in ([], ["--format", "litellm"], ["--format", "openai-usage"]):
         r = runner.invoke(app, ["ingest", str(empty), *args, "-w", str(tmp_path / "ws")])
         assert r.exit_code == 2 and "nothing could be read" in " ".join(r.output.split()), (args, r.output)
+    # ...gzipped too: its emptiness is judged on what it holds (the raw file was read again,
+    # whose gzip header is not white space: exit 0)
+    import gzip
+
+    packed = tmp_path / "empty.json.gz"
+    packed.write_bytes(gzip.compress(b""))
+    r = runner.invoke(app, ["ingest", str(packed), "--format", "otlp-json", "-w", str(tmp_path / "ws")])
+    assert r.exit_code == 2, r.output
+    # a quiet page from a pipe is a quiet page (the pipe, read again after the import, was empty)
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "yieldmeter.cli.main", "ingest", "/dev/stdin", "-w", str(tmp_path / "ws")]
+    done = subprocess.run(cli, input=json.dumps(openai).encode(), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
 
 
 def test_a_damaged_file_is_named_not_a_traceback(tmp_path: Path, runner: CliRunner) -> None:

@@ -71,6 +71,8 @@ class FileSummary:
     notes: list[str] = field(default_factory=list)
     #: why the file (or the rest of it, after the rows counted here) could not be read
     error: str | None = None
+    #: whether its first bytes were white space only (``None``: not opened)
+    blank: bool | None = None
 
     def add(self, table_name: str, r: WriteResult) -> None:
         self.read += r.read
@@ -95,14 +97,9 @@ class FileSummary:
     def quiet(self) -> bool:
         """An unread file of a format told by its structure (a usage page of a day without usage,
         a bill or a trace export with nothing in it): read, not failed, so a daily job goes on.
-        An empty file (no byte but white space) is no such page, even when ``--format`` names one."""
-        if not self.unread or self.format in ("table", "auto"):
-            return False
-        try:
-            with Path(self.source).open("rb") as fh:
-                return bool(fh.read(4096).strip())
-        except OSError:
-            return False
+        An empty file (no byte but white space, once decompressed) is no such page, even when
+        ``--format`` names one."""
+        return self.unread and self.format not in ("table", "auto") and self.blank is False
 
 
 @dataclass
@@ -471,7 +468,7 @@ class Workspace:
             result = FileSummary(source=str(f), format=fmt)
             try:
                 total = f.stat().st_size  # a file gone since the folder was walked: its own error
-                chosen, opened = open_format(f, fmt)
+                chosen, opened, result.blank = open_format(f, fmt)
                 result.format = chosen.name
                 with opened as stream:
                     counted = (

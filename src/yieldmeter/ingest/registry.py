@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from yieldmeter.errors import InputError
 from yieldmeter.ingest.base import Format, open_binary, read_head
@@ -53,31 +53,42 @@ HEAD_BYTES = 65_536
 
 def detect_format(path: Path, *, head_bytes: int = HEAD_BYTES) -> Format:
     """The first format whose ``detect`` accepts the head of ``path``."""
-    fmt, stream = open_format(path, "auto", head_bytes=head_bytes)
-    stream.close()
-    return fmt
+    opened = open_format(path, "auto", head_bytes=head_bytes)
+    opened.stream.close()
+    return opened.format
 
 
-def open_format(path: Path, fmt: str = "auto", *, head_bytes: int = HEAD_BYTES) -> tuple[Format, BinaryIO]:
+class Opened(NamedTuple):
+    """A file opened to be read (see :func:`open_format`)."""
+
+    format: Format
+    #: the file's bytes from its start (decompressed), to hand to ``format.read``
+    stream: BinaryIO
+    #: nothing but white space in the file's first bytes: an empty file, whatever its format
+    blank: bool
+
+
+def open_format(path: Path, fmt: str = "auto", *, head_bytes: int = HEAD_BYTES) -> Opened:
     """Open ``path`` once (:func:`~yieldmeter.ingest.base.open_binary`) and the format to read it
     with: ``fmt``, or with ``auto`` the first whose ``detect`` accepts its first bytes. The stream
     starts at the file's start again: a pipe is read once, and a file cut short inside its first
     bytes gives those bytes to the reader before the cut."""
-    if fmt != "auto":
-        chosen = get_format(fmt)
-        return chosen, open_binary(path)
+    chosen = None if fmt == "auto" else get_format(fmt)
     stream = open_binary(path)
     try:
         head, stream = read_head(stream, head_bytes)
+        blank = not head.strip()
+        if chosen is not None:
+            return Opened(chosen, stream, blank)
         for candidate in available_formats():
             if candidate.name != "table" and candidate.detect(head, path.name):
-                return candidate, stream
+                return Opened(candidate, stream, blank)
         from yieldmeter.ingest.otlp_json import other_signal
 
         why = other_signal(head)
         if why is not None:  # not a table, though no format took it: say what it is
             raise UnknownFormat(why)
-        return get_format("table"), stream
+        return Opened(get_format("table"), stream, blank)
     except BaseException:
         stream.close()
         raise

@@ -364,9 +364,9 @@ def ingest_to_lake(
     touched: set[str] = set()
     for f in Workspace.input_files(paths, summary.passed_over):
         batches: list[Batch] = []
-        name, error = fmt, None
+        name, error, blank = fmt, None, None
         try:
-            chosen, opened = open_format(f, fmt)
+            chosen, opened, blank = open_format(f, fmt)
             name = chosen.name
             with opened as stream:
                 for batch in chosen.read(stream, ReadOptions.from_config(config, str(f), table)):
@@ -377,7 +377,7 @@ def ingest_to_lake(
             error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)
             batches.append(Batch(rejects=file_rejects(str(f), error, table)))
         fs = writer.write_source(batches, source=str(f), fmt=name)
-        fs.error = error
+        fs.error, fs.blank = error, blank
         summary.files.append(fs)
         touched |= {n for b in batches for n in b.tables}
     lake.refresh_manifest(
