@@ -275,6 +275,19 @@ def _telemetry(prefix: str) -> dict[str, Any]:
         json_body,
         ("207", "successes and errors per event", json_body),
     )
+    paths["/api/public/projects"] = {
+        "get": {
+            "summary": "Langfuse-compatible: the key's project, named after its org (the SDK's auth_check)",
+            "tags": ["ingest"],
+            "security": SECURITY,
+            "operationId": "get_api_public_projects",
+            "responses": {
+                "200": {"description": "{data: [the project]}", "content": json_body},
+                "401": {"description": "no or unknown key"},
+                "403": {"description": "key lacks the ingest scope"},
+            },
+        }
+    }
     paths["/v1/traces"] = _ingest_post(
         "OTLP/HTTP traces (protobuf or JSON, optional gzip): OpenTelemetry GenAI spans",
         "post_v1_traces",
