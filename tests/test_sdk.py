@@ -8,6 +8,9 @@ down, or refusing, and time ``record()`` while a delivery is in flight.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +35,21 @@ CHAT = {
     "gen_ai.usage.input_tokens": 100,
     "gen_ai.usage.output_tokens": 10,
 }
+
+
+def run_python(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a Python process of its own (what happens at exit, in signal handlers),
+    with this yieldmeter importable; ``timeout`` is a hang detector."""
+    import yieldmeter
+
+    path = os.pathsep.join([str(Path(yieldmeter.__file__).parents[1]), *sys.path])
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=dict(os.environ, PYTHONPATH=path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_work_unit_linkage_reaches_the_store(tmp_path: Path) -> None:
@@ -504,11 +522,6 @@ def test_rows_in_flight_at_exit_are_spilled_when_the_server_does_not_answer(tmp_
     """A process records and exits while its background thread waits for a server that never
     answers (10 s timeout). The exit hook waits 2 s for the thread, then the rows it holds are
     spilled to the local file before the interpreter exits (the daemon thread dies with them)."""
-    import os
-    import subprocess
-    import sys
-
-    import yieldmeter
 
     script = (
         "import sys\n"
@@ -522,15 +535,8 @@ def test_rows_in_flight_at_exit_are_spilled_when_the_server_does_not_answer(tmp_
         "while _recorder().stats()['buffered'] and time.monotonic() < deadline:\n"
         "    time.sleep(0.02)\n"  # the thread has taken them all: they are in flight at exit
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(yieldmeter.__file__).parents[1]), *sys.path]))
     with SilentServer() as server:
-        done = subprocess.run(
-            [sys.executable, "-c", script, server.url, str(tmp_path / "spill")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_python(script, server.url, str(tmp_path / "spill"))
     assert done.returncode == 0, done.stderr
     spilled = [json.loads(x) for x in (tmp_path / "spill" / "signals.jsonl").read_text().splitlines()]
     assert sorted(r["signal_id"] for r in spilled) == ["s0", "s1", "s2"], done.stderr
@@ -653,11 +659,6 @@ def test_a_record_after_close_goes_to_the_local_file_at_once(
     is spilled to the local file: no request in the calling thread (record() never blocks), no
     client left open, and one warning for all."""
     import logging
-    import os
-    import subprocess
-    import sys
-
-    import yieldmeter
 
     script = (
         "import atexit, sys\n"
@@ -666,14 +667,7 @@ def test_a_record_after_close_goes_to_the_local_file_at_once(
         "configure(None, path=sys.argv[1])\n"
         "record_signal('wu-run', 'accepted', signal_id='run-1')\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(yieldmeter.__file__).parents[1]), *sys.path]))
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "records")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(script, str(tmp_path / "records"))
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "records" / "signals.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["signal_id"] for x in lines) == ["exit-1", "run-1"], done.stderr
@@ -824,11 +818,6 @@ def test_a_signal_handler_that_flushes_never_waits_for_its_own_thread(tmp_path: 
     of whatever it was doing: inside record()'s hold of the recorder's lock, a plain lock made the
     handler wait for itself for ever. Here a timer signal flushes again and again while the main
     thread records (in a process of its own, killed if it hangs); every row reaches the file."""
-    import os
-    import subprocess
-    import sys
-
-    import yieldmeter
 
     script = (
         "import random, signal, sys, time\n"
@@ -850,14 +839,7 @@ def test_a_signal_handler_that_flushes_never_waits_for_its_own_thread(tmp_path: 
         "r.close()\n"
         "print(n)\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(yieldmeter.__file__).parents[1]), *sys.path]))
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "records")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,  # a hang detector: the run itself takes about 3 s
-    )
+    done = run_python(script, str(tmp_path / "records"), timeout=120)  # the run takes about 3 s
     assert done.returncode == 0, done.stderr
     recorded = int(done.stdout.strip())
     lines = (tmp_path / "records" / "signals.jsonl").read_text().splitlines()
