@@ -231,8 +231,8 @@ class SpanRows:
         #: spans kept as calls whose usage may be their children's (remote agents' client spans,
         #: framework steps reporting usage): (row index, trace, span, counts they added); one
         #: whose span is the parent of a call of the batch is taken back in :meth:`batch`
-        self._remote_agents: list[tuple[int, str, str, tuple[int, int, int]]] = []
-        #: (trace, parent span) of every call, to find those remote agents
+        self._summing_calls: list[tuple[int, str, str, tuple[int, int, int]]] = []
+        #: (trace, parent span) of every call, to find those with a call under them
         self._call_parents: list[tuple[str, str]] = []
         #: trace-level attributes the Langfuse SDK set on a span (v3's ``update_trace`` puts them
         #: on the root span, which is no call): (trace, {column or attribute: value}) per span
@@ -265,7 +265,7 @@ class SpanRows:
         # what this span may have added before it failed is taken back, so a span is either
         # mapped whole or rejected whole
         n_rows, n_signals, ignored = len(self.rows), len(self.signals), self.ignored
-        n_remote, n_parents = len(self._remote_agents), len(self._call_parents)
+        n_summing, n_parents = len(self._summing_calls), len(self._call_parents)
         n_trace_level, n_unit_writes = len(self._trace_level), len(self._unit_writes)
         counts = (self.no_model, self.cache_apart, self.reasoning_apart)
         try:
@@ -276,7 +276,7 @@ class SpanRows:
         except Exception as exc:  # any failure of one span is that span's reject, never the request's
             del self.rows[n_rows:], self.positions[n_rows:]
             del self.signals[n_signals:], self.signal_positions[n_signals:]
-            del self._remote_agents[n_remote:], self._call_parents[n_parents:]
+            del self._summing_calls[n_summing:], self._call_parents[n_parents:]
             del self._trace_level[n_trace_level:]
             while len(self._unit_writes) > n_unit_writes:  # latest first, back to what was there
                 wu, before = self._unit_writes.pop()
@@ -428,7 +428,7 @@ class SpanRows:
             self.cache_apart - counts[1],
             self.reasoning_apart - counts[2],
         )
-        self._remote_agents.append((n, trace_id, span_id, added))
+        self._summing_calls.append((n, trace_id, span_id, added))
 
     def _call(
         self, trace_id: str, span_id: str, parent_span_id: str, op: str, start: int, end: int,
@@ -673,8 +673,8 @@ class SpanRows:
     def batch(self) -> Batch:
         """Conform what was collected into canonical tables; rejects keep their position and reason."""
         source = self.options.source
-        if self._remote_agents:
-            self._drop_agents_with_calls()
+        if self._summing_calls:
+            self._drop_sums_with_calls()
         if self._trace_level:
             self._apply_trace_level()
         n = len(self.rows)
@@ -763,17 +763,17 @@ class SpanRows:
                 new[a_col] = _dumps(attrs)
             self.rows[i] = tuple(new)
 
-    def _drop_agents_with_calls(self) -> None:
+    def _drop_sums_with_calls(self) -> None:
         """A remote agent's span (or a framework step's) with a call of the batch under it: its
         usage is that call's (the calls' own spans reached here), so it is structure only."""
         parents = set(self._call_parents)
-        for index, trace_id, span_id, added in reversed(self._remote_agents):
+        for index, trace_id, span_id, added in reversed(self._summing_calls):
             if (trace_id, span_id) in parents:
                 del self.rows[index], self.positions[index]
                 self.no_model -= added[0]
                 self.cache_apart -= added[1]
                 self.reasoning_apart -= added[2]
-        self._remote_agents = []
+        self._summing_calls = []
 
     def _notes(self) -> list[str]:
         notes = []
