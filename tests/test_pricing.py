@@ -20,8 +20,10 @@ from yieldmeter.app.workspace import Workspace
 from yieldmeter.config import ConfigError, PriceOverride
 from yieldmeter.ingest.base import Batch
 from yieldmeter.ingest.conform import conform
+from yieldmeter.ingest.service_tier import normalise_tier
 from yieldmeter.pricing.book import build_prices
 from yieldmeter.pricing.resolve import resolve, spellings
+from yieldmeter.pricing.tiers import price_context
 
 # (provider as a call reports it, model as a call reports it, genai-prices provider id)
 MODELS = [
@@ -221,3 +223,125 @@ def test_overlapping_overrides_are_refused() -> None:
     b = PriceOverride(model="x", input=2, valid_from=datetime(2025, 2, 1, tzinfo=UTC))
     with pytest.raises(ConfigError, match="overlap"):
         build_prices([a, b])
+
+
+# (provider, model, genai-prices provider id) with service-tier variants in genai-prices 0.2.3:
+# OpenAI batch, flex and priority; Anthropic and Google batch; Anthropic fast mode
+TIER_MODELS = [
+    ("openai", "gpt-5", "openai"),
+    ("openai", "gpt-5-mini", "openai"),
+    ("openai", "gpt-4o", "openai"),
+    ("openai", "o3", "openai"),
+    ("anthropic", "claude-sonnet-4-5", "anthropic"),
+    ("anthropic", "claude-opus-4-8", "anthropic"),
+    ("google", "gemini-2.5-pro", "google"),
+    ("mistral", "mistral-large-latest", "mistral"),
+]
+# as sources spell them: a tier the catalog does not price apart (scale) and the standard
+# rate's names are priced at the standard rate
+TIER_WORDS = [None, "batch", "Batch ", "flex", "priority", "fast", "scale", "default", "standard"]
+
+
+def test_service_tiers_match_calc_price_with_its_price_context(tmp_path: Path) -> None:
+    """Each call against ``calc_price(..., price_context=...)`` of the same tier. The calls run
+    from 2026-09 to 2027-01, across the dates the catalog's tier prices start (2026-10-12 and
+    2026-10-14), so a call before them is priced at the standard rate by both."""
+    rng = random.Random(11)
+    start = datetime(2026, 9, 1, tzinfo=UTC)
+    rows = []
+    for i in range(360):
+        provider, model, _ = TIER_MODELS[i % len(TIER_MODELS)]
+        input_tokens = rng.choice([rng.randint(0, 5_000), rng.randint(150_000, 300_000)])
+        cached = rng.randint(0, input_tokens // 2) if rng.random() < 0.5 else 0
+        rows.append(
+            {
+                "call_id": f"t{i}",
+                "ts": start + timedelta(seconds=rng.randint(0, 150 * 86_400)),
+                "provider": provider,
+                "model": model,
+                "input_tokens": input_tokens,
+                "cached_input_tokens": cached,
+                "output_tokens": rng.randint(0, 8_000),
+                "service_tier": TIER_WORDS[(i // len(TIER_MODELS)) % len(TIER_WORDS)],
+            }
+        )
+    with Workspace.init(tmp_path) as ws:
+        ws.ingest_batches(
+            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
+        )
+        priced = {r["call_id"]: r for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    by_model = {m: p for _, m, p in TIER_MODELS}
+    apart = 0
+    for r in rows:
+        tier = normalise_tier(r["service_tier"])
+        usage = Usage(
+            input_tokens=r["input_tokens"],
+            cache_read_tokens=r["cached_input_tokens"],
+            output_tokens=r["output_tokens"],
+        )
+        kw = {"provider_id": by_model[r["model"]], "genai_request_timestamp": r["ts"]}
+        expected = calc_price(usage, r["model"], **kw, price_context=price_context(tier) if tier else None)
+        standard = calc_price(usage, r["model"], **kw)
+        got = priced[r["call_id"]]
+        assert got["service_tier"] == tier
+        assert got["model_cost"] == pytest.approx(float(expected.total_price), abs=1e-9), (r, got)
+        apart += expected.total_price != standard.total_price
+    # guard against passing on standard prices alone: many calls cost other than the standard
+    assert apart > 60
+
+
+def test_batch_and_flex_calls_cost_half_by_hand(tmp_path: Path) -> None:
+    """gpt-5 on 2026-11-02, 1,000,000 input and 1,000,000 output tokens. genai-prices 0.2.3:
+    standard $1.25 + $10 = $11.25; batch (from 2026-10-14) and flex (from 2026-10-12) $0.625 + $5
+    = $5.625; priority $2.50 + $20 = $22.50; scale is not priced apart: $11.25."""
+    tiers = {"std": None, "batch": "batch", "flex": "flex", "priority": "priority", "scale": "scale"}
+    rows = [
+        {
+            "call_id": name,
+            "ts": "2026-11-02T10:00:00Z",
+            "provider": "openai",
+            "model": "gpt-5",
+            "input_tokens": 1_000_000,
+            "output_tokens": 1_000_000,
+            "service_tier": tier,
+        }
+        for name, tier in tiers.items()
+    ]
+    with Workspace.init(tmp_path) as ws:
+        ws.ingest_batches(
+            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
+        )
+        got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    assert got == pytest.approx(
+        {"std": 11.25, "batch": 5.625, "flex": 5.625, "priority": 22.5, "scale": 11.25}, abs=1e-12
+    )
+
+
+def test_overrides_apply_at_every_tier(tmp_path: Path) -> None:
+    """A discount applies to each tier's catalog price; absolute prices to every tier alike."""
+    (tmp_path / "yieldmeter.yaml").write_text(
+        """
+prices:
+  - model: gpt-5
+    provider: openai
+    discount: 0.2
+  - model: acme-llm
+    provider: acme
+    input: 1.0
+    output: 2.0
+"""
+    )
+    rows = [
+        # batch gpt-5, 1M in + 1M out: ($0.625 + $5) x 0.8 = $4.50
+        {"call_id": "g", "model": "gpt-5", "provider": "openai", "service_tier": "batch"},
+        # a private model has one price: 1M x $1 + 1M x $2 = $3.00, batch or not
+        {"call_id": "a", "model": "acme-llm", "provider": "acme", "service_tier": "batch"},
+    ]
+    for r in rows:
+        r.update(ts="2026-11-02T10:00:00Z", input_tokens=1_000_000, output_tokens=1_000_000)
+    with Workspace.open(tmp_path, create=True) as ws:
+        ws.ingest_batches(
+            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
+        )
+        got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    assert got == pytest.approx({"g": 4.5, "a": 3.0}, abs=1e-12)

@@ -195,9 +195,16 @@ CALLS = Table(
         _c("workflow", STR),
         _c("task_type", STR),
         _c("reported_cost", F64, doc="the source's own cost in USD, kept for reconciliation"),
+        _c(
+            "service_tier",
+            STR,
+            doc="the rate the provider served the call at, where not standard: batch, flex, priority, "
+            "fast, ... (trimmed, lower-cased; standard and default are stored as null)",
+        ),
         ORG,
         ATTRS,
     ),
+    row_check="yieldmeter.ingest.service_tier:normalise_call_tiers",
 )
 
 WORK_UNITS = Table(
@@ -355,6 +362,12 @@ PRICES = Table(
         _c("tier_upto_input_tokens", I64, doc="band applies when input <= this; null = no upper bound"),
         _c("seconds_of_day_from", I64, default=0, doc="time-of-day window start (UTC seconds)"),
         _c("seconds_of_day_to", I64, default=86400),
+        _c(
+            "service_tier",
+            STR,
+            default="",
+            doc="'' for the standard rate, else the tier these prices are for",
+        ),
         _c("source", STR, required=True, doc="genai-prices VERSION, or override"),
     ),
 )

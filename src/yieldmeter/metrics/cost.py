@@ -11,7 +11,10 @@ where ``x*`` is the token count when the model has a separate price for that
 kind of token and 0 otherwise (so cached tokens are charged at the input price
 for a model without a cache price, exactly as genai-prices decomposes usage).
 The price row is the one valid at the call's timestamp, in the call's UTC
-time-of-day window, and in the tier band of the call's input tokens.
+time-of-day window, in the tier band of the call's input tokens, and of the
+call's service tier (batch, flex, priority, ...); a call of a tier the price
+table has no rows for is priced at the standard rate
+(:mod:`yieldmeter.pricing.tiers`).
 
 A call whose model resolves to no catalog entry, or to an entry with no price
 at that time, has ``model_cost`` null and ``priced`` false: unpriced calls are
@@ -54,6 +57,7 @@ def price_lookup(t: Tables) -> ir.Table:
         tier_hi=j.tier_upto_input_tokens.fill_null(OPEN_TIER),
         sod_from=j.seconds_of_day_from,
         sod_to=j.seconds_of_day_to,
+        service_tier=j.service_tier,
         p_input=p_in,
         p_output=p_out,
         d_cached=j.cached_input.fill_null(p_in) - p_in,
@@ -67,9 +71,12 @@ def priced_calls(t: Tables) -> ir.Table:
     """Calls with ``price_provider``, ``price_model``, ``model_cost`` (USD) and ``priced``."""
     lk = price_lookup(t)
     # join keys computed before the join, so the join itself compares columns
+    tier = t.calls.service_tier
     c = t.calls.mutate(
         _provider_key=t.calls.provider.fill_null(""),
         _second_of_day=utc_second_of_day(t.calls.ts),
+        # '' (the standard rate) for no tier, and for a tier no price row is for
+        _tier_key=ibis.ifelse(tier.isin(t.prices.service_tier), tier, ""),
     )
     joined = c.left_join(
         lk,
@@ -82,6 +89,7 @@ def priced_calls(t: Tables) -> ir.Table:
             c.input_tokens <= lk.tier_hi,
             c._second_of_day >= lk.sod_from,
             c._second_of_day < lk.sod_to,
+            c._tier_key == lk.service_tier,
         ],
     )
     token_cost = (

@@ -6,6 +6,10 @@ overlap. Inside an override's validity window its prices apply (absolute
 prices, or the catalog price less ``discount``); outside every window of that
 model the catalog price applies if the catalog knows the model, else the calls
 are unpriced.
+
+Service tiers: a discount applies to the catalog price of each tier (a batch call of a model
+with a 20% discount costs 80% of the batch price); absolute prices are what the organisation
+pays for the model, so they apply at every tier.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from yieldmeter.pricing.catalog import (
     to_table,
 )
 from yieldmeter.pricing.resolve import override_name, resolve
+from yieldmeter.pricing.tiers import catalog_tiers
+
+#: The shape of the rows :func:`build_prices` makes; raised when it changes, so a store's table is
+#: rebuilt though neither the catalog nor the overrides changed (2: a row set per service tier).
+LAYOUT = 2
 
 
 def _utc(dt: datetime | None, default: datetime) -> datetime:
@@ -103,7 +112,7 @@ def override_rows(
                         f"yieldmeter.yaml (prices, model {name}): "
                         "give input and/or output prices, or a discount"
                     )
-                out.append(
+                out.extend(
                     {
                         "provider": "override",
                         "model": name,
@@ -119,8 +128,10 @@ def override_rows(
                         "tier_upto_input_tokens": None,
                         "seconds_of_day_from": 0,
                         "seconds_of_day_to": DAY_SECONDS,
+                        "service_tier": tier,
                         "source": "override",
                     }
+                    for tier in ("", *catalog_tiers())
                 )
         for lo, hi in _gaps(windows):
             for r in base_rows:
@@ -138,5 +149,7 @@ def build_prices(overrides: list[PriceOverride]) -> pa.Table:
 
 def fingerprint(overrides: list[PriceOverride]) -> str:
     """Changes when the catalog version or the overrides change (then prices are rebuilt)."""
-    payload = json.dumps([catalog_version(), [o.model_dump(mode="json") for o in overrides]], sort_keys=True)
+    payload = json.dumps(
+        [catalog_version(), [o.model_dump(mode="json") for o in overrides], LAYOUT], sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -9,11 +9,15 @@ each:
 * ``valid_from`` / ``valid_to``: the date intervals between start dates;
 * ``seconds_of_day_from`` / ``_to``: the UTC windows between time-of-day bounds;
 * ``tier_above_input_tokens`` / ``tier_upto_input_tokens``: tier bands (a tier
-  applies to *all* tokens once the call's input exceeds its start).
+  applies to *all* tokens once the call's input exceeds its start);
+* ``service_tier``: '' for the standard rate, and a copy of the cells for each service tier the
+  catalog prices apart (:mod:`yieldmeter.pricing.tiers`), read with that tier's price context:
+  a model without a price for a tier has the standard prices in its rows, so every call finds a
+  row of its own tier.
 
 Each cell's price is read with genai-prices' own ``ModelInfo.get_prices`` at an
-instant inside the cell, so the selection rules are genai-prices' by
-construction. Only the data bundled with the package is used; nothing is
+instant inside the cell (with the tier's price context), so the selection rules
+are genai-prices' by construction. Only the data bundled with the package is used; nothing is
 downloaded.
 """
 
@@ -29,6 +33,7 @@ from importlib.metadata import version
 import pyarrow as pa
 
 from yieldmeter.ingest.conform import stable_id
+from yieldmeter.pricing.tiers import catalog_tiers, model_tiers, price_context
 from yieldmeter.schema import PRICES
 
 #: Bounds used for open-ended validity intervals.
@@ -60,7 +65,8 @@ class CatalogModel:
 
 
 @cache
-def _providers() -> list:  # type: ignore[type-arg]
+def providers() -> list:  # type: ignore[type-arg]
+    """The providers of the catalog bundled with genai-prices."""
     from genai_prices.data_snapshot import get_snapshot
 
     return get_snapshot().providers
@@ -69,7 +75,7 @@ def _providers() -> list:  # type: ignore[type-arg]
 @cache
 def owner_index() -> dict[int, str]:
     """``id(ModelInfo)`` -> id of the provider that lists it (fallbacks resolve across providers)."""
-    return {id(m): p.id for p in _providers() for m in p.models}
+    return {id(m): p.id for p in providers() for m in p.models}
 
 
 def _time_seconds(t: time) -> int:
@@ -86,10 +92,11 @@ def _breakpoints(model: object) -> tuple[list[date], list[int]]:
     dates: set[date] = set()
     seconds: set[int] = {0}
     conditionals = model.prices if isinstance(model.prices, list) else []  # type: ignore[attr-defined]
-    variants = []
-    for cp in conditionals:
-        variants.append(cp.constraint)
-    for c in variants:
+    constraints = [cp.constraint for cp in conditionals]
+    # a service tier's prices may start later than the standard ones (genai-prices 0.2.3
+    # prices OpenAI's flex and priority tiers from 2026-10-12): their start is a cell edge too
+    constraints += [v.constraint for v in model.price_variants or ()]  # type: ignore[attr-defined]
+    for c in constraints:
         if isinstance(c, types.StartDateConstraint):
             dates.add(c.start_date)
         elif isinstance(c, types.TimeOfDateConstraint):
@@ -130,6 +137,18 @@ def _tier_starts(model_price: object) -> list[int]:
 
 def model_rows(provider_id: str, model: object) -> Iterator[dict[str, object]]:
     """Price rows for one catalog model (see the module docstring)."""
+    standard = list(_tier_rows(provider_id, model, ""))
+    yield from standard
+    own = model_tiers(model)
+    for tier in catalog_tiers():
+        if tier in own:
+            yield from _tier_rows(provider_id, model, tier)
+        else:  # the standard prices (what get_prices gives for a context no variant matches)
+            yield from ({**row, "service_tier": tier} for row in standard)
+
+
+def _tier_rows(provider_id: str, model: object, tier: str) -> Iterator[dict[str, object]]:
+    context = price_context(tier) if tier else None
     dates, seconds = _breakpoints(model)
     date_edges: list[datetime] = [EPOCH] + [datetime.combine(d, time(), tzinfo=UTC) for d in dates]
     date_edges = [*sorted(set(date_edges)), END_OF_TIME]
@@ -137,7 +156,7 @@ def model_rows(provider_id: str, model: object) -> Iterator[dict[str, object]]:
     for di in range(len(date_edges) - 1):
         for si in range(len(sec_edges) - 1):
             instant = date_edges[di] + timedelta(seconds=sec_edges[si])
-            mp = model.get_prices(instant)  # type: ignore[attr-defined]
+            mp = model.get_prices(instant, context)  # type: ignore[attr-defined]
             if getattr(mp, "input_mtok", None) is None and getattr(mp, "output_mtok", None) is None:
                 continue  # no token price: such calls stay unpriced, never zero
             starts = _tier_starts(mp)
@@ -157,24 +176,37 @@ def model_rows(provider_id: str, model: object) -> Iterator[dict[str, object]]:
                     tier_upto_input_tokens=hi,
                     seconds_of_day_from=sec_edges[si],
                     seconds_of_day_to=sec_edges[si + 1],
+                    service_tier=tier,
                 )
                 yield row
 
 
-def catalog_rows() -> list[dict[str, object]]:
+@cache
+def _catalog_rows() -> tuple[dict[str, object], ...]:
     source = catalog_version()
     rows = []
-    for p in _providers():
+    for p in providers():
         for m in p.models:
             for row in model_rows(p.id, m):
                 row["source"] = source
                 rows.append(row)
-    return rows
+    return tuple(rows)
+
+
+def catalog_rows() -> list[dict[str, object]]:
+    """The catalog's price rows (made once a process: the bundled catalog does not change)."""
+    return [dict(r) for r in _catalog_rows()]
 
 
 def to_table(rows: list[dict[str, object]]) -> pa.Table:
     for r in rows:
         r["price_id"] = stable_id(
-            r["provider"], r["model"], r["valid_from"], r["seconds_of_day_from"], r["tier_above_input_tokens"]
+            r["provider"],
+            r["model"],
+            r["valid_from"],
+            r["seconds_of_day_from"],
+            r["tier_above_input_tokens"],
+            # the standard rows keep the ids they had before tiers were priced
+            *([r["service_tier"]] if r.get("service_tier") else []),
         )
     return pa.Table.from_pylist(rows, schema=PRICES.arrow_schema)
