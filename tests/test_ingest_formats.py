@@ -513,6 +513,8 @@ def test_openai_usage_buckets() -> None:
     assert big["ts"].isoformat() == "2025-01-01T00:00:00+00:00"  # start_time 1735689600
     assert (big["provider"], big["app"]) == ("openai", "proj_claims")
     assert json.loads(mini["attributes"])["batch"] is True
+    # a batch bucket is billed at the batch rate; "default" is the standard rate, stored as none
+    assert (mini["service_tier"], big["service_tier"]) == ("batch", None)
     assert mini["user_id"] == "user-abc"
     [reason] = b.rejects.column("reason").to_pylist()
     assert "input_cached_tokens (1500) exceeds input_tokens (1000)" in reason
@@ -551,6 +553,40 @@ def test_openai_usage_not_counted_in_tokens_is_ignored_and_noted(tmp_path: Path)
     ]
 
 
+def test_openai_usage_is_priced_at_its_service_tier(tmp_path: Path) -> None:
+    """Four gpt-5 buckets of 2026-11-02, each 1,000,000 input and 1,000,000 output tokens, priced
+    by hand from genai-prices 0.2.3 (batch from 2026-10-14, flex and priority from 2026-10-12):
+    default $1.25 + $10 = $11.25; batch (whatever its service_tier says) and flex $0.625 + $5 =
+    $5.625; priority $2.50 + $20 = $22.50. They were all priced at $11.25."""
+    tiers = [(False, "default"), (True, "default"), (False, "flex"), (False, "priority")]
+    results = [
+        {
+            "object": "organization.usage.completions.result",
+            "input_tokens": 1_000_000,
+            "output_tokens": 1_000_000,
+            "num_model_requests": 4,
+            "project_id": f"proj_{tier}_{batch}",
+            "model": "gpt-5-2025-08-07",
+            "batch": batch,
+            "service_tier": tier,
+        }
+        for batch, tier in tiers
+    ]
+    bucket = {"object": "bucket", "start_time": 1793577600, "end_time": 1793664000, "results": results}
+    (tmp_path / "usage.json").write_text(json.dumps({"object": "page", "data": [bucket], "has_more": False}))
+    with Workspace.init(tmp_path / "ws") as ws:
+        ws.ingest_paths([tmp_path / "usage.json"])
+        got = {
+            r["app"]: (r["service_tier"], r["model_cost"]) for r in ws.priced_calls().to_pyarrow().to_pylist()
+        }
+    assert got == {
+        "proj_default_False": (None, pytest.approx(11.25)),
+        "proj_default_True": ("batch", pytest.approx(5.625)),
+        "proj_flex_False": ("flex", pytest.approx(5.625)),
+        "proj_priority_False": ("priority", pytest.approx(22.5)),
+    }
+
+
 def test_openai_costs_are_dollars() -> None:
     b = read_all("openai-usage", FORMATS / "openai_costs.json")
     items = b.tables["cost_items"]
@@ -577,6 +613,43 @@ def test_anthropic_usage_report_sums_input_parts() -> None:
         "cache write price (the five-minute rate); Anthropic bills them at twice the input price, so "
         "their cost is understated (the reconciliation shows the bill's difference)"
     ]
+
+
+def test_anthropic_usage_is_priced_at_its_tier_or_speed(tmp_path: Path) -> None:
+    """claude-opus-4-8 on 2026-11-02, 1,000,000 uncached input and 1,000,000 output tokens per
+    result, priced by hand from genai-prices 0.2.3: standard $5 + $25 = $30; batch (from
+    2026-10-14) $2.50 + $12.50 = $15; fast mode (``speed: fast``) $10 + $50 = $60; the
+    priority tier is not priced apart: $30."""
+    combos = [("standard", None), ("batch", None), ("standard", "fast"), ("priority", None)]
+    results = [
+        {
+            "model": "claude-opus-4-8",
+            "service_tier": tier,
+            "workspace_id": f"wrk_{tier}_{speed}",
+            "uncached_input_tokens": 1_000_000,
+            "output_tokens": 1_000_000,
+            **({"speed": speed} if speed else {}),
+        }
+        for tier, speed in combos
+    ]
+    page = {
+        "data": [
+            {"starting_at": "2026-11-02T00:00:00Z", "ending_at": "2026-11-03T00:00:00Z", "results": results}
+        ],
+        "has_more": False,
+    }
+    (tmp_path / "usage.json").write_text(json.dumps(page))
+    with Workspace.init(tmp_path / "ws") as ws:
+        ws.ingest_paths([tmp_path / "usage.json"])
+        got = {
+            r["app"]: (r["service_tier"], r["model_cost"]) for r in ws.priced_calls().to_pyarrow().to_pylist()
+        }
+    assert got == {
+        "wrk_standard_None": (None, pytest.approx(30.0)),
+        "wrk_batch_None": ("batch", pytest.approx(15.0)),
+        "wrk_standard_fast": ("fast", pytest.approx(60.0)),
+        "wrk_priority_None": ("priority", pytest.approx(30.0)),
+    }
 
 
 def test_anthropic_results_grouped_by_account_geo_or_speed_stay_apart(tmp_path: Path) -> None:

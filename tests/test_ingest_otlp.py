@@ -1082,3 +1082,70 @@ def test_a_malformed_resource_rejects_only_its_own_spans() -> None:
     assert sorted(calls_by_span(b)) == [3]
     assert b.rejects.column("position").to_pylist() == [1, 2]
     assert all("resource.attributes" in r for r in b.rejects.column("reason").to_pylist())
+
+
+# -- service tiers --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key",
+    [
+        "openai.response.service_tier",  # semconv
+        "gen_ai.openai.response.service_tier",  # semconv before 1.37, OpenLLMetry
+        "gen_ai.response.service_tier",  # OpenLIT
+        "openai.request.service_tier",
+        "gen_ai.openai.request.service_tier",
+        "gen_ai.request.service_tier",
+    ],
+)
+def test_a_service_tier_in_every_spelling_is_the_call_s(key: str) -> None:
+    row = calls_by_span(decode(span(1, {**CHAT, key: "Flex"})))[1]
+    assert row["service_tier"] == "flex"
+    assert key not in json.loads(row["attributes"] or "{}")  # the column holds it
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        # the tier that served the call, not the one asked for
+        ({"openai.request.service_tier": "auto", "openai.response.service_tier": "priority"}, "priority"),
+        ({"openai.request.service_tier": "auto"}, None),
+        ({"openai.response.service_tier": "default"}, None),
+        ({"gen_ai.response.service_tier": "standard_only"}, None),  # Anthropic's word, via OpenLIT
+        ({}, None),
+    ],
+)
+def test_the_response_s_tier_comes_first_and_standard_is_none(attrs: dict, expected: str | None) -> None:
+    spans = [span(1, {**CHAT, **attrs})]
+    assert calls_by_span(decode(*spans))[1]["service_tier"] == expected
+    assert calls_by_span(decode_protobuf(protobuf(*spans), ReadOptions(source="otlp")))[1][
+        "service_tier"
+    ] == (expected)
+
+
+def test_a_collector_file_with_tiers_is_priced_at_each_tier(tmp_path: Path) -> None:
+    """Read by the file import's columnar reader, which leaves a span with a tier to the mapping.
+    gpt-5 on 2026-11-02, 1,000,000 input and 1,000,000 output tokens (genai-prices 0.2.3):
+    flex $0.625 + $5 = $5.625; priority $2.50 + $20 = $22.50; none $1.25 + $10 = $11.25."""
+    t0 = 1_793_613_600_000_000_000  # 2026-11-02T10:00:00Z in ns
+    usage = {"gen_ai.usage.input_tokens": 1_000_000, "gen_ai.usage.output_tokens": 1_000_000}
+    gpt5 = {**CHAT, "gen_ai.request.model": "gpt-5", "gen_ai.response.model": "gpt-5", **usage}
+    spans = [
+        span(1, {**gpt5, "openai.response.service_tier": "flex"}),
+        span(2, {**gpt5, "openai.response.service_tier": "priority"}),
+        span(3, gpt5),
+    ]
+    for s in spans:
+        s["startTimeUnixNano"] = str(t0)
+        s["endTimeUnixNano"] = str(t0 + 1_000_000_000)
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(request(*spans) + b"\n")
+    with Workspace.init(tmp_path / "ws") as ws:
+        ws.ingest_paths([path])
+        got = {
+            int(r["span_id"], 16): (r["service_tier"], r["model_cost"])
+            for r in ws.priced_calls().to_pyarrow().to_pylist()
+        }
+    assert got == {
+        1: ("flex", pytest.approx(5.625)),
+        2: ("priority", pytest.approx(22.5)),
+        3: (None, pytest.approx(11.25)),
+    }

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from yieldmeter.ingest.base import Batch, Format, ReadOptions
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.ingest.records import RecordError, epoch_or_iso, read_usage_results, to_json, whole
+from yieldmeter.ingest.service_tier import BATCH, normalise_tier
 
 
 def _unwrap(doc: Any) -> list[Any] | None:
@@ -57,6 +58,15 @@ _ATTRIBUTE_DIMENSIONS = (
 
 def _is_cost(r: dict[str, Any]) -> bool:
     return "amount" in r or "cost_type" in r
+
+
+def _tier(r: dict[str, Any]) -> Any:
+    """The rate a result was billed at: batch (a ``service_tier``), else fast mode (``speed``),
+    else its ``service_tier`` (``standard`` is stored as none: :mod:`yieldmeter.pricing.tiers`)."""
+    tier, speed = r.get("service_tier"), r.get("speed")
+    if normalise_tier(tier) != BATCH and normalise_tier(speed):
+        return speed
+    return tier
 
 
 def map_usage(r: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +106,7 @@ def map_usage(r: dict[str, Any]) -> dict[str, Any]:
         "cached_input_tokens": cache_read,
         "cache_write_tokens": write_5m + write_1h,
         "request_count": 1,
+        "service_tier": _tier(r),
         "_one_hour": write_1h,
         "user_id": r.get("account_id"),
         "app": r.get("workspace_id"),

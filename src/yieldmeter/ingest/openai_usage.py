@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from yieldmeter.ingest.base import Batch, Format, ReadOptions
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.ingest.records import RecordError, epoch_or_iso, read_usage_results, to_json, whole
+from yieldmeter.ingest.service_tier import BATCH
 
 _KIND_OPERATION = {
     "organization.usage.completions.result": "chat",
@@ -87,6 +88,8 @@ def map_usage(r: dict[str, Any]) -> dict[str, Any] | None:
         "output_tokens": whole(r.get("output_tokens"), "output_tokens") or 0,
         "cached_input_tokens": cached,
         "request_count": requests if requests is not None else 1,
+        # a batch bucket is billed at the batch rate whatever its service_tier says
+        "service_tier": BATCH if r.get("batch") is True else r.get("service_tier"),
         "user_id": r.get("user_id"),
         "app": r.get("project_id"),
         "attributes": to_json({k: v for k, v in attrs.items() if v is not None}),

@@ -78,6 +78,7 @@ from yieldmeter.ingest.otlp_semconv import (
     MODEL_OPERATIONS,
     NON_MODEL_OPERATIONS,
     PROVIDER_CACHE_KEYS,
+    SERVICE_TIER_KEYS,
     TOOL_OPERATIONS,
     SpanError,
     _json_obj,
@@ -128,6 +129,7 @@ CALL_COLUMNS = (
     "workflow",
     "task_type",
     "reported_cost",
+    "service_tier",
     "attributes",
 )
 _TS_US = pa.timestamp("us", tz="UTC")
@@ -517,6 +519,11 @@ class SpanRows:
                 n for n, on in (("cache", cache_apart or known_apart), ("reasoning", reasoning_apart)) if on
             )
 
+        tier = None
+        for key in SERVICE_TIER_KEYS:
+            tier = get(key)
+            if tier is not None:
+                break
         user = get("user.id") or get("enduser.id") or get("langfuse.user.id")
         session = get("session.id") or get("langfuse.session.id") or conversation
         environment = resource.environment or _str(get("langfuse.environment"))
@@ -545,6 +552,7 @@ class SpanRows:
             workflow if workflow is None or type(workflow) is str else _str(workflow),
             task_type if task_type is None or type(task_type) is str else _str(task_type),
             reported,
+            tier if tier is None or type(tier) is str else _str(tier),
             _dumps(extra) if extra else None,
         )
         self.rows.append(row)

@@ -71,6 +71,7 @@ from yieldmeter.ingest.otlp_semconv import (
     MAX_SPAN_TOKENS,
     MODEL_OPERATIONS,
     PROVIDER_CACHE_KEYS,
+    SERVICE_TIER_KEYS,
     is_content_key,
 )
 
@@ -283,6 +284,8 @@ class _Spans:
         span_ok &= ~(call & present("gen_ai.usage.cost"))
         for k in PROVIDER_CACHE_KEYS:  # inside or apart by the provider: the mapping's own
             span_ok &= ~(call & present(k))
+        for k in SERVICE_TIER_KEYS:  # rare: the mapping reads them
+            span_ok &= ~(call & present(k))
         # names the mapping also gives keys of its own in ``attributes`` (its value replaces theirs)
         span_ok &= ~(call & (present("parent_span_id") | present("status.message")))
         self.ignored_per_line = np.bincount(self.line[~genai], minlength=n_lines)
@@ -407,6 +410,7 @@ class _Spans:
             "workflow": linkage["yieldmeter.workflow"],
             "task_type": linkage["yieldmeter.task_type"],
             "reported_cost": pa.nulls(n, pa.float64()),
+            "service_tier": pa.nulls(n, pa.string()),
             "attributes": extra,
         }
         self.calls = {

@@ -83,6 +83,17 @@ _CACHE_WRITE = (
     "gen_ai.usage.prompt_tokens_details.cache_write",  # OpenLIT
     "ai.usage.inputTokenDetails.cacheWriteTokens",  # Vercel AI SDK v6
 )
+#: The service tier the call was served at (:mod:`yieldmeter.pricing.tiers`): the response's
+#: first (what the provider used), then the request's (``flex`` is served as asked or refused).
+#: semconv's current and older names, and OpenLIT's.
+SERVICE_TIER_KEYS = (
+    "openai.response.service_tier",
+    "gen_ai.openai.response.service_tier",
+    "gen_ai.response.service_tier",
+    "openai.request.service_tier",
+    "gen_ai.openai.request.service_tier",
+    "gen_ai.request.service_tier",
+)
 #: Spellings that pass the provider's own cache counts through, beside its own input count
 #: (``gen_ai.usage.input_tokens``): the Vercel AI SDK v5's ``cachedInputTokens`` (v6 reads
 #: ``inputTokenDetails`` first, whose input is the total) and OpenLIT's ``prompt_tokens_details``.
@@ -177,6 +188,7 @@ _CONSUMED = frozenset(
         *_CACHE_READ,
         *_CACHE_WRITE,
         *_REASONING,
+        *SERVICE_TIER_KEYS,
         "gen_ai.operation.name",
         "gen_ai.provider.name",
         "gen_ai.system",
