@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--by",
                 help="Comma-separated: team, workflow, user_id, model, "
-                "provider, app, environment, day, week, month.",
+                "provider, service_tier, app, environment, day, week, month.",
             ),
         ] = "team",
         period: PeriodOpt = None,

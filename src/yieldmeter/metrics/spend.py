@@ -5,7 +5,7 @@
                       + human effort (minutes / 60 x labour rate)
 
 :func:`cost_lines` gives the three parts at one grain — day x team x workflow
-x user_id x app x environment x provider x model — so any report is a
+x user_id x app x environment x provider x model x service_tier — so any report is a
 ``group_by`` and a ``sum`` of it, and the parts add up across any partition.
 
 Allocation of a cost item (rule recorded in ``allocation_rule``):
@@ -50,7 +50,7 @@ from yieldmeter.metrics.cost import known_cost, priced_calls
 from yieldmeter.metrics.period import utc_day
 from yieldmeter.metrics.tables import Tables
 
-GRAIN = ("day", "team", "workflow", "user_id", "app", "environment", "provider", "model")
+GRAIN = ("day", "team", "workflow", "user_id", "app", "environment", "provider", "model", "service_tier")
 #: the keys a cost item's scope is defined on: every grain holds them
 SCOPE = ("day", "team", "workflow")
 #: what the value reports group cost by (coverage: workflow, team, app; funnel and uplift: day)
