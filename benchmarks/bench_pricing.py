@@ -3,7 +3,7 @@
 Three ways to price the same calls, in the same run:
 
 * the join (``yieldmeter.metrics.cost.priced_calls``): validity intervals,
-  time-of-day windows, tiers, cache prices — what yieldmeter runs;
+  time-of-day windows, tiers, service tiers, cache prices — what yieldmeter runs;
 * a bare DuckDB equi-join on the model with flat input/output prices: the
   floor any join-based pricing can reach (the limit);
 * ``genai_prices.calc_price`` call by call on a sample, extrapolated to 1M.
@@ -48,6 +48,7 @@ def synthetic_calls(n: int, seed: int = 1) -> pa.Table:
     ts = start + rng.integers(0, 180 * 86_400 * 1_000_000, n)
     inp = rng.lognormal(7.5, 1.2, n).astype(np.int64)
     cached = (inp * rng.uniform(0, 0.5, n) * (rng.random(n) < 0.4)).astype(np.int64)
+    tiers = np.random.default_rng(seed + 1).random(n)  # apart: the other draws stay as they were
     return pa.table(
         {
             "call_id": pa.array([f"c{i}" for i in range(n)]),
@@ -57,6 +58,11 @@ def synthetic_calls(n: int, seed: int = 1) -> pa.Table:
             "input_tokens": pa.array(inp),
             "output_tokens": pa.array(rng.lognormal(5.5, 1.0, n).astype(np.int64)),
             "cached_input_tokens": pa.array(cached),
+            # 15% batch, 5% flex: the join matches each call's service tier (these dates are
+            # before genai-prices' tier prices start, so the total is the standard rate's)
+            "service_tier": pa.array(
+                np.select([tiers < 0.15, tiers < 0.2], ["batch", "flex"], ""), pa.string()
+            ),
         }
     )
 
