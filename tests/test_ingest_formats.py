@@ -606,13 +606,19 @@ def test_anthropic_usage_report_sums_input_parts() -> None:
     assert (row["cached_input_tokens"], row["cache_write_tokens"], row["output_tokens"]) == (200, 1500, 500)
     assert (row["provider"], row["model"]) == ("anthropic", "claude-sonnet-4-20250514")
     assert json.loads(row["attributes"])["web_search_requests"] == 10
-    # one cache write price in the catalog (the five-minute rate): the hour's writes are said to be
-    # understated, not priced silently as if they were the same
-    assert b.notes == [
-        "1,000 one-hour cache write tokens are priced at the catalog's one "
-        "cache write price (the five-minute rate); Anthropic bills them at twice the input price, so "
-        "their cost is understated (the reconciliation shows the bill's difference)"
-    ]
+    # the hour's writes are a part of the writes, priced at their own rate (no note of understating)
+    assert row["cache_write_1h_tokens"] == 1000 and b.notes == []
+
+
+def test_anthropic_one_hour_cache_writes_are_priced_at_their_rate(tmp_path: Path) -> None:
+    """claude-sonnet-4-20250514 on 2025-08-01, by hand from genai-prices 0.2.3: 1,500 uncached
+    input x $3/M = $0.0045; 200 cache reads x $0.30/M = $0.00006; 500 five-minute writes x
+    $3.75/M = $0.001875; 1,000 one-hour writes x $6/M = $0.006; 500 output x $15/M = $0.0075;
+    total $0.019935. At the five-minute rate the hour's writes made $0.016185."""
+    with Workspace.init(tmp_path / "ws") as ws:
+        ws.ingest_paths([FORMATS / "anthropic_usage_report.json"])
+        [cost] = ws.priced_calls().to_pyarrow().column("model_cost").to_pylist()
+    assert cost == pytest.approx(0.019935, abs=1e-12)
 
 
 def test_anthropic_usage_is_priced_at_its_tier_or_speed(tmp_path: Path) -> None:
@@ -701,9 +707,9 @@ def test_anthropic_results_grouped_by_account_geo_or_speed_stay_apart(tmp_path: 
 _OLDER_ID = ("_start", "_end", "workspace_id", "api_key_id", "model", "service_tier", "context_window")
 
 
-def test_an_anthropic_count_written_as_text_is_read_and_noted(tmp_path: Path) -> None:
-    """A count as text ("1000") is a whole number to the mapping; the one-hour note added up the
-    raw value, and one such result lost the whole file to a TypeError."""
+def test_an_anthropic_count_written_as_text_is_read(tmp_path: Path) -> None:
+    """A count as text ("1000") is a whole number to the mapping (a one-hour note once added up
+    the raw value, and one such result lost the whole file to a TypeError)."""
     result = {"model": "claude-sonnet-4-20250514", "uncached_input_tokens": 10, "output_tokens": 5,
               "cache_creation": {"ephemeral_1h_input_tokens": "1000"}}  # fmt: skip
     bucket = {"starting_at": "2025-08-01T00:00:00Z", "ending_at": "2025-08-02T00:00:00Z", "results": [result]}
@@ -711,8 +717,12 @@ def test_an_anthropic_count_written_as_text_is_read_and_noted(tmp_path: Path) ->
     path.write_text(json.dumps({"data": [bucket], "has_more": False}))
     b = read_all("anthropic-usage", path)
     [row] = b.tables["calls"].to_pylist()
-    assert (row["input_tokens"], row["cache_write_tokens"]) == (1010, 1000)
-    assert b.notes[0].startswith("1,000 one-hour cache write tokens")
+    assert (row["input_tokens"], row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (
+        1010,
+        1000,
+        1000,
+    )
+    assert b.rejects.num_rows == 0
 
 
 def test_anthropic_cost_report_is_cents() -> None:

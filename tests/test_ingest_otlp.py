@@ -1149,3 +1149,40 @@ def test_a_collector_file_with_tiers_is_priced_at_each_tier(tmp_path: Path) -> N
         2: ("priority", pytest.approx(22.5)),
         3: (None, pytest.approx(11.25)),
     }
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "gen_ai.usage.cache_creation.ephemeral_1h_input_tokens",
+        "gen_ai.usage.cache_creation.ephemeral_1h.input_tokens",
+    ],
+)
+def test_one_hour_cache_writes_are_a_part_of_the_writes_priced_at_their_rate(
+    tmp_path: Path, key: str
+) -> None:
+    """claude-3-5-sonnet-20241022 on 2025-03-01, 10,000 input tokens (the conventions': cache
+    writes inside) of which 4,000 cache writes, 1,000 of them for an hour. By hand from
+    genai-prices 0.2.3: 6,000 x $3/M + 3,000 x $3.75/M + 1,000 x $6/M = $0.03525. A span that
+    reports the hour's writes alone wrote at least those: 1,000 writes, all for an hour."""
+    claude = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-3-5-sonnet-20241022",
+        "gen_ai.usage.input_tokens": 10_000,
+        "gen_ai.usage.output_tokens": 0,
+    }
+    spans = [
+        span(1, {**claude, "gen_ai.usage.cache_creation.input_tokens": 4000, key: 1000}),
+        span(2, {**claude, key: 1000}),
+    ]
+    rows = calls_by_span(decode(*spans))
+    assert (rows[1]["cache_write_tokens"], rows[1]["cache_write_1h_tokens"]) == (4000, 1000)
+    assert (rows[2]["cache_write_tokens"], rows[2]["cache_write_1h_tokens"]) == (1000, 1000)
+    assert key not in json.loads(rows[1]["attributes"] or "{}")
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(request(spans[0]) + b"\n")
+    with Workspace.init(tmp_path / "ws") as ws:
+        ws.ingest_paths([path])  # the file import's columnar reader leaves the span to the mapping
+        [cost] = ws.priced_calls().to_pyarrow().column("model_cost").to_pylist()
+    assert cost == pytest.approx(0.03525, abs=1e-12)

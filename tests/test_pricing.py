@@ -53,6 +53,7 @@ def _calls(n: int, seed: int = 7) -> list[dict[str, object]]:
         input_tokens = rng.choice([rng.randint(0, 5_000), rng.randint(100_000, 300_000)])
         cached = rng.randint(0, input_tokens // 2) if rng.random() < 0.5 else 0
         writes = rng.randint(0, (input_tokens - cached) // 3) if rng.random() < 0.3 else 0
+        hour = rng.randint(0, writes) if rng.random() < 0.5 else 0  # the writes kept for an hour
         rows.append(
             {
                 "call_id": f"c{i}",
@@ -64,6 +65,7 @@ def _calls(n: int, seed: int = 7) -> list[dict[str, object]]:
                 "input_tokens": input_tokens,
                 "cached_input_tokens": cached,
                 "cache_write_tokens": writes,
+                "cache_write_1h_tokens": hour,
                 "output_tokens": rng.randint(0, 8_000),
             }
         )
@@ -85,6 +87,7 @@ def test_join_matches_calc_price_to_a_nanodollar(tmp_path: Path) -> None:
                 input_tokens=r["input_tokens"],
                 cache_read_tokens=r["cached_input_tokens"],
                 cache_write_tokens=r["cache_write_tokens"],
+                cache_write_1h_tokens=r["cache_write_1h_tokens"],
                 output_tokens=r["output_tokens"],
             ),
             r["model"],
@@ -101,6 +104,9 @@ def test_join_matches_calc_price_to_a_nanodollar(tmp_path: Path) -> None:
 def test_time_of_day_and_tiers_are_really_exercised() -> None:
     """Guard against the comparison above passing only on flat prices."""
     prices = build_prices([])
+    # one-hour cache writes have prices of their own, above the five-minute ones (Claude)
+    hour = prices.filter(pa.compute.greater(prices["cache_write_1h"], prices["cache_write"]))
+    assert "claude-3-5-sonnet" in set(hour.column("model").to_pylist())
     models = set(prices.column("model").to_pylist())
     assert "deepseek-chat" in models
     tod = prices.filter(pa.compute.not_equal(prices["seconds_of_day_to"], 86_400))

@@ -168,6 +168,7 @@ CALLS = Table(
     at_most=(
         (("cached_input_tokens", "cache_write_tokens"), "input_tokens"),
         (("reasoning_tokens",), "output_tokens"),
+        (("cache_write_1h_tokens",), "cache_write_tokens"),
     ),
     columns=(
         _c("call_id", STR, required=True),
@@ -181,6 +182,14 @@ CALLS = Table(
         _c("output_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT, doc="includes reasoning"),
         _c("cached_input_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT),
         _c("cache_write_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT),
+        _c(
+            "cache_write_1h_tokens",
+            I64,
+            default=0,
+            non_negative=True,
+            maximum=MAX_COUNT,
+            doc="the part of cache_write_tokens written for an hour (Anthropic), priced apart",
+        ),
         _c("reasoning_tokens", I64, default=0, non_negative=True, maximum=MAX_COUNT),
         _c("request_count", I64, default=1, non_negative=True, maximum=MAX_COUNT),
         _c("status", STR, default="ok", enum=CALL_STATUSES),
@@ -356,6 +365,7 @@ PRICES = Table(
         _c("output", F64),
         _c("cached_input", F64),
         _c("cache_write", F64),
+        _c("cache_write_1h", F64, doc="one-hour cache writes, where priced apart from cache_write"),
         _c("reasoning", F64, doc="only where reasoning output is priced apart from output"),
         _c("per_1k_requests", F64),
         _c("tier_above_input_tokens", I64, default=-1, doc="band applies when input > this"),

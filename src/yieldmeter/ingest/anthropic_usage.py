@@ -89,7 +89,6 @@ def map_usage(r: dict[str, Any]) -> dict[str, Any]:
         key += tuple(r.get(d) for d in _LATER_DIMENSIONS)
     attrs = {
         **{d: r.get(d) for d in _ATTRIBUTE_DIMENSIONS},
-        "cache_write_1h_tokens": write_1h or None,
         "web_search_requests": server_tools.get("web_search_requests")
         if isinstance(server_tools, dict)
         else None,
@@ -105,9 +104,9 @@ def map_usage(r: dict[str, Any]) -> dict[str, Any]:
         "output_tokens": whole(r.get("output_tokens"), "output_tokens") or 0,
         "cached_input_tokens": cache_read,
         "cache_write_tokens": write_5m + write_1h,
+        "cache_write_1h_tokens": write_1h,  # a part of the writes, priced at the hour's rate
         "request_count": 1,
         "service_tier": _tier(r),
-        "_one_hour": write_1h,
         "user_id": r.get("account_id"),
         "app": r.get("workspace_id"),
         "attributes": to_json({k: v for k, v in attrs.items() if v is not None}),
@@ -151,31 +150,14 @@ def map_cost(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
-    one_hour = [0]
-
-    def usage(r: dict[str, Any]) -> dict[str, Any]:
-        row = map_usage(r)
-        one_hour[0] += row.pop("_one_hour")  # the count map_usage read (and checked)
-        return row
-
-    def notes() -> list[str]:
-        if not one_hour[0]:
-            return []
-        return [
-            f"{one_hour[0]:,} one-hour cache write tokens are priced at the catalog's "
-            "one cache write price (the five-minute rate); Anthropic bills them at twice the input "
-            "price, so their cost is understated (the reconciliation shows the bill's difference)"
-        ]
-
     return read_usage_results(
         stream,
         options,
         unwrap=_unwrap,
         is_cost=_is_cost,
         map_cost=map_cost,
-        map_usage=usage,
+        map_usage=map_usage,
         report="an Anthropic usage or cost report page (data[].results[])",
-        notes=notes,
     )
 
 

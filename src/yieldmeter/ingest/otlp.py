@@ -63,6 +63,7 @@ from yieldmeter.ingest.otlp_common import (
 from yieldmeter.ingest.otlp_semconv import (
     _CACHE_READ,
     _CACHE_WRITE,
+    _CACHE_WRITE_1H,
     _CONSUMED,
     _GENAI_MARKERS,
     _INPUT,
@@ -116,6 +117,7 @@ CALL_COLUMNS = (
     "output_tokens",
     "cached_input_tokens",
     "cache_write_tokens",
+    "cache_write_1h_tokens",
     "reasoning_tokens",
     "status",
     "user_id",
@@ -142,6 +144,7 @@ CALL_TYPES = {
     "output_tokens": pa.int64(),
     "cached_input_tokens": pa.int64(),
     "cache_write_tokens": pa.int64(),
+    "cache_write_1h_tokens": pa.int64(),
     "reasoning_tokens": pa.int64(),
     "reported_cost": pa.float64(),
 }
@@ -453,6 +456,7 @@ class SpanRows:
             cache_read = _tokens(a, _CACHE_READ) or 0
             cache_key = first_key(a, _CACHE_READ)
         cache_write = _tokens(a, _CACHE_WRITE) or 0
+        hour = _tokens(a, _CACHE_WRITE_1H) or 0
         reasoning = _tokens(a, _REASONING) or 0
         reported = get("gen_ai.usage.cost")
         if lf_type is not None:
@@ -467,6 +471,9 @@ class SpanRows:
                 reported = cd.get("total")
                 if reported is None and cd:
                     reported = sum(v for v in cd.values() if isinstance(v, int | float))
+        # the hour's writes are a part of the writes: a span that reports them alone (or more
+        # of them) wrote at least those
+        cache_write = max(cache_write, hour)
         inp = inp or 0
         out = out or 0
         request_model = get("gen_ai.request.model")
@@ -539,6 +546,7 @@ class SpanRows:
             out,
             cache_read,
             cache_write,
+            hour,
             reasoning,
             status,
             user if user is None or type(user) is str else _str(user),

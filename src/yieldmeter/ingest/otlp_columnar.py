@@ -61,6 +61,7 @@ from yieldmeter.ingest.otlp_common import MAX_TIME_NS
 from yieldmeter.ingest.otlp_semconv import (
     _CACHE_READ,
     _CACHE_WRITE,
+    _CACHE_WRITE_1H,
     _CONSUMED,
     _GENAI_MARKERS,
     _INPUT,
@@ -284,7 +285,7 @@ class _Spans:
         span_ok &= ~(call & present("gen_ai.usage.cost"))
         for k in PROVIDER_CACHE_KEYS:  # inside or apart by the provider: the mapping's own
             span_ok &= ~(call & present(k))
-        for k in SERVICE_TIER_KEYS:  # rare: the mapping reads them
+        for k in (*SERVICE_TIER_KEYS, *_CACHE_WRITE_1H):  # rare: the mapping reads them
             span_ok &= ~(call & present(k))
         # names the mapping also gives keys of its own in ``attributes`` (its value replaces theirs)
         span_ok &= ~(call & (present("parent_span_id") | present("status.message")))
@@ -397,6 +398,7 @@ class _Spans:
             "output_tokens": out,
             "cached_input_tokens": cache_read,
             "cache_write_tokens": cache_write,
+            "cache_write_1h_tokens": np.zeros(n, np.int64),
             "reasoning_tokens": reasoning,
             "status": np.where(error, "error", "ok"),
             "user_id": user,

@@ -94,6 +94,12 @@ SERVICE_TIER_KEYS = (
     "gen_ai.openai.request.service_tier",
     "gen_ai.request.service_tier",
 )
+#: Anthropic's cache writes kept for an hour, a part of the cache writes (priced at their own
+#: rate), as instrumentations that pass Anthropic's ``cache_creation`` through spell them
+_CACHE_WRITE_1H = (
+    "gen_ai.usage.cache_creation.ephemeral_1h_input_tokens",
+    "gen_ai.usage.cache_creation.ephemeral_1h.input_tokens",
+)
 #: Spellings that pass the provider's own cache counts through, beside its own input count
 #: (``gen_ai.usage.input_tokens``): the Vercel AI SDK v5's ``cachedInputTokens`` (v6 reads
 #: ``inputTokenDetails`` first, whose input is the total) and OpenLIT's ``prompt_tokens_details``.
@@ -187,6 +193,7 @@ _CONSUMED = frozenset(
         *_OUTPUT,
         *_CACHE_READ,
         *_CACHE_WRITE,
+        *_CACHE_WRITE_1H,
         *_REASONING,
         *SERVICE_TIER_KEYS,
         "gen_ai.operation.name",

@@ -2,14 +2,17 @@
 
     model cost = ( (input - cached* - cache_write*) x input price
                  + cached* x cached-input price
-                 + cache_write* x cache-write price
+                 + (cache_write* - cache_write_1h*) x cache-write price
+                 + cache_write_1h* x one-hour cache-write price
                  + (output - reasoning*) x output price
                  + reasoning* x reasoning price ) / 1e6
                + request_count x price per 1,000 requests / 1e3
 
 where ``x*`` is the token count when the model has a separate price for that
 kind of token and 0 otherwise (so cached tokens are charged at the input price
-for a model without a cache price, exactly as genai-prices decomposes usage).
+for a model without a cache price, exactly as genai-prices decomposes usage;
+one-hour writes are cache writes, charged at the cache-write price where the
+model has no one-hour price).
 The price row is the one valid at the call's timestamp, in the call's UTC
 time-of-day window, in the tier band of the call's input tokens, and of the
 call's service tier (batch, flex, priority, ...); a call of a tier the price
@@ -35,7 +38,7 @@ OPEN_TIER = 2**62
 def price_lookup(t: Tables) -> ir.Table:
     """model_map joined to prices: every (reported provider, model) with its price cells.
 
-    Prices are restated as increments so that each call costs five
+    Prices are restated as increments so that each call costs six
     multiply-adds and no branches: a cached token costs the input price plus
     ``d_cached`` (the cache price minus the input price, or 0 when the model
     has no cache price), and so on.
@@ -44,6 +47,7 @@ def price_lookup(t: Tables) -> ir.Table:
     j = m.join(p, [m.price_provider == p.provider, m.price_model == p.model])
     p_in = j["input"].fill_null(0.0)
     p_out = j.output.fill_null(0.0)
+    p_write = j.cache_write.fill_null(p_in)
     return j.select(
         map_provider=m.provider,
         map_model=m.model,
@@ -61,7 +65,8 @@ def price_lookup(t: Tables) -> ir.Table:
         p_input=p_in,
         p_output=p_out,
         d_cached=j.cached_input.fill_null(p_in) - p_in,
-        d_cache_write=j.cache_write.fill_null(p_in) - p_in,
+        d_cache_write=p_write - p_in,
+        d_cache_write_1h=j.cache_write_1h.fill_null(p_write) - p_write,
         d_reasoning=j.reasoning.fill_null(p_out) - p_out,
         p_requests=j.per_1k_requests.fill_null(0.0),
     )
@@ -96,6 +101,7 @@ def priced_calls(t: Tables) -> ir.Table:
         joined.input_tokens.cast("float64") * joined.p_input
         + joined.cached_input_tokens.cast("float64") * joined.d_cached
         + joined.cache_write_tokens.cast("float64") * joined.d_cache_write
+        + joined.cache_write_1h_tokens.cast("float64") * joined.d_cache_write_1h
         + joined.output_tokens.cast("float64") * joined.p_output
         + joined.reasoning_tokens.cast("float64") * joined.d_reasoning
     ) / 1e6

@@ -35,8 +35,9 @@ from yieldmeter.pricing.resolve import override_name, resolve
 from yieldmeter.pricing.tiers import catalog_tiers
 
 #: The shape of the rows :func:`build_prices` makes; raised when it changes, so a store's table is
-#: rebuilt though neither the catalog nor the overrides changed (2: a row set per service tier).
-LAYOUT = 2
+#: rebuilt though neither the catalog nor the overrides changed (2: a row set per service tier;
+#: 3: one-hour cache write prices).
+LAYOUT = 3
 
 
 def _utc(dt: datetime | None, default: datetime) -> datetime:
@@ -122,6 +123,7 @@ def override_rows(
                         "output": o.output,
                         "cached_input": o.cached_input,
                         "cache_write": o.cache_write,
+                        "cache_write_1h": None,  # an hour's writes at the override's write price
                         "reasoning": None,
                         "per_1k_requests": None,
                         "tier_above_input_tokens": -1,

@@ -47,6 +47,7 @@ PRICE_KEYS = {
     "output": "output_mtok",
     "cached_input": "cache_read_mtok",
     "cache_write": "cache_write_mtok",
+    "cache_write_1h": "cache_write_1h_mtok",
     "reasoning": "output_reasoning_mtok",
     "per_1k_requests": "requests_kcount",
 }
