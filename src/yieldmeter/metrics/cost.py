@@ -31,6 +31,7 @@ import ibis.expr.types as ir
 
 from yieldmeter.metrics.period import utc_second_of_day
 from yieldmeter.metrics.tables import Tables
+from yieldmeter.pricing.tiers import catalog_tiers
 
 OPEN_TIER = 2**62
 
@@ -76,12 +77,14 @@ def priced_calls(t: Tables) -> ir.Table:
     """Calls with ``price_provider``, ``price_model``, ``model_cost`` (USD) and ``priced``."""
     lk = price_lookup(t)
     # join keys computed before the join, so the join itself compares columns
-    tier = t.calls.service_tier
+    tier, tiers = t.calls.service_tier, catalog_tiers()
     c = t.calls.mutate(
         _provider_key=t.calls.provider.fill_null(""),
         _second_of_day=utc_second_of_day(t.calls.ts),
-        # '' (the standard rate) for no tier, and for a tier no price row is for
-        _tier_key=ibis.ifelse(tier.isin(t.prices.service_tier), tier, ""),
+        # '' (the standard rate) for no tier, and for a tier no price row is for. The tiers
+        # are those the price table is built with (a literal list: Spark takes no subquery
+        # in a projection)
+        _tier_key=ibis.ifelse(tier.isin(tiers), tier, "") if tiers else ibis.literal(""),
     )
     joined = c.left_join(
         lk,
