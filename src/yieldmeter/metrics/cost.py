@@ -82,8 +82,8 @@ def priced_calls(t: Tables) -> ir.Table:
         _provider_key=t.calls.provider.fill_null(""),
         _second_of_day=utc_second_of_day(t.calls.ts),
         # '' (the standard rate) for no tier, and for a tier no price row is for. The tiers
-        # are those the price table is built with (a literal list: Spark takes no subquery
-        # in a projection)
+        # are those the price table is built with (pricing/book.py), as a literal list: no
+        # subquery on the prices per call
         _tier_key=ibis.ifelse(tier.isin(tiers), tier, "") if tiers else ibis.literal(""),
     )
     joined = c.left_join(
