@@ -441,3 +441,32 @@ def test_ingest_to_lake_passes_over_documents_and_quarantines_what_it_cannot_rea
     [q] = Lake(str(lake)).read_table("quarantine").to_pylist()
     assert Path(q["source"]).name == "z-calls.csv.gz" and "invalid block type" in q["reason"]
     assert Lake(str(lake)).read_table("calls").num_rows == 13
+
+
+def test_a_lake_written_before_service_tiers_and_hour_writes_is_priced_as_before(
+    ws: Path, tmp_path: Path
+) -> None:
+    """A lake's files written before ``calls.service_tier``, ``calls.cache_write_1h_tokens``,
+    ``prices.service_tier`` and ``prices.cache_write_1h`` existed read those columns as null.
+    Every call read as unpriced: no price row had the standard rate's tier, and a null count of
+    hour writes made every cost null. They read as the standard rate and no hour writes."""
+    import pyarrow.parquet as pq
+
+    lake = tmp_path / "lake"
+    assert cli("lake", "export", str(lake), "-w", str(ws))[0] == 0
+    gone = {"calls": ("service_tier", "cache_write_1h_tokens"), "prices": ("service_tier", "cache_write_1h")}
+    for table, columns in gone.items():
+        files = list((lake / table).rglob("*.parquet"))
+        assert files
+        for f in files:
+            t = pq.read_table(f)
+            if table == "prices":  # then one row set: the standard rate's
+                t = t.filter(pa.compute.equal(t["service_tier"], ""))
+            pq.write_table(t.drop_columns(list(columns)), f)
+    args = ("report", "spend", "--by", "team,model", "-w", str(ws), "-f", "json")
+    code, on_lake = cli("--engine", "duckdb", "--lake", str(lake), *args)
+    assert code == 0, on_lake
+    code, on_store = cli(*args)
+    rows = json.loads(on_lake)
+    assert sum(r["unpriced_calls"] for r in rows) == sum(r["unpriced_calls"] for r in json.loads(on_store))
+    assert_same_figures(pa.Table.from_pylist(json.loads(on_store)), pa.Table.from_pylist(rows), "old lake")

@@ -62,7 +62,8 @@ def price_lookup(t: Tables) -> ir.Table:
         tier_hi=j.tier_upto_input_tokens.fill_null(OPEN_TIER),
         sod_from=j.seconds_of_day_from,
         sod_to=j.seconds_of_day_to,
-        service_tier=j.service_tier,
+        # a lake's price rows from before tiers were priced have none: the standard rate's
+        service_tier=j.service_tier.fill_null(""),
         p_input=p_in,
         p_output=p_out,
         d_cached=j.cached_input.fill_null(p_in) - p_in,
@@ -104,7 +105,8 @@ def priced_calls(t: Tables) -> ir.Table:
         joined.input_tokens.cast("float64") * joined.p_input
         + joined.cached_input_tokens.cast("float64") * joined.d_cached
         + joined.cache_write_tokens.cast("float64") * joined.d_cache_write
-        + joined.cache_write_1h_tokens.cast("float64") * joined.d_cache_write_1h
+        # a lake's calls from before the column have none (null, not the store's default 0)
+        + joined.cache_write_1h_tokens.fill_null(0).cast("float64") * joined.d_cache_write_1h
         + joined.output_tokens.cast("float64") * joined.p_output
         + joined.reasoning_tokens.cast("float64") * joined.d_reasoning
     ) / 1e6
