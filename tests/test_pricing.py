@@ -351,3 +351,52 @@ prices:
         )
         got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
     assert got == pytest.approx({"g": 4.5, "a": 3.0}, abs=1e-12)
+
+
+def test_a_model_priced_through_another_provider_s_table_has_no_tier_prices(tmp_path: Path) -> None:
+    """Azure's gpt-5 is priced from OpenAI's table (genai-prices' fallback), and genai-prices
+    applies no tier's prices to it: 1,000,000 input and 1,000,000 output tokens on 2026-11-02
+    cost $1.25 + $10 = $11.25 at every tier, as ``calc_price(provider_id="azure", ...)`` says.
+    OpenAI's own gpt-5 at the flex tier: $5.625."""
+    rows = [
+        {"call_id": f"{provider}-{tier}", "provider": provider, "service_tier": tier}
+        for provider in ("azure", "openai")
+        for tier in (None, "batch", "flex", "priority")
+    ]
+    for r in rows:
+        r.update(ts="2026-11-02T10:00:00Z", model="gpt-5", input_tokens=1_000_000, output_tokens=1_000_000)
+    with Workspace.init(tmp_path) as ws:
+        ws.ingest_batches(
+            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
+        )
+        got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    for r in rows:
+        expected = calc_price(
+            usage,
+            "gpt-5",
+            provider_id=r["provider"],
+            genai_request_timestamp=datetime(2026, 11, 2, 10, tzinfo=UTC),
+            price_context=price_context(r["service_tier"]) if r["service_tier"] else None,
+        ).total_price
+        assert got[r["call_id"]] == pytest.approx(float(expected), abs=1e-12), r
+    assert [got[f"azure-{t}"] for t in ("None", "batch", "flex", "priority")] == pytest.approx([11.25] * 4)
+    assert got["openai-flex"] == pytest.approx(5.625)
+    assert resolve("azure", "gpt-5").how == "fallback" and resolve("openai", "gpt-5").how == "catalog"
+
+
+def test_a_tier_the_price_table_has_no_rows_for_is_the_standard_rate(tmp_path: Path) -> None:
+    """A lake's price table written with an older catalog may lack a tier this yieldmeter knows:
+    its calls are priced at the standard rate (gpt-5 on 2026-11-02, 1M + 1M tokens: $11.25),
+    not left unpriced."""
+    row = {"call_id": "f", "ts": "2026-11-02T10:00:00Z", "provider": "openai", "model": "gpt-5"}
+    row.update(input_tokens=1_000_000, output_tokens=1_000_000, service_tier="flex")
+    with Workspace.init(tmp_path) as ws:
+        ws.ingest_batches(
+            [Batch.of("calls", conform("calls", pa.Table.from_pylist([row]), source="t"))], source="t"
+        )
+        [before] = ws.priced_calls().to_pyarrow().to_pylist()
+        ws.store.con.execute("DELETE FROM prices WHERE service_tier = 'flex'")
+        [after] = ws.priced_calls().to_pyarrow().to_pylist()
+    assert before["model_cost"] == pytest.approx(5.625)
+    assert after["priced"] and after["model_cost"] == pytest.approx(11.25)

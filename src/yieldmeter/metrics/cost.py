@@ -31,7 +31,7 @@ import ibis.expr.types as ir
 
 from yieldmeter.metrics.period import utc_second_of_day
 from yieldmeter.metrics.tables import Tables
-from yieldmeter.pricing.tiers import catalog_tiers
+from yieldmeter.pricing.resolve import FALLBACK
 
 OPEN_TIER = 2**62
 
@@ -43,17 +43,41 @@ def price_lookup(t: Tables) -> ir.Table:
     multiply-adds and no branches: a cached token costs the input price plus
     ``d_cached`` (the cache price minus the input price, or 0 when the model
     has no cache price), and so on.
+
+    A model found through another provider's table (``how`` = fallback: Azure's
+    ``gpt-5`` is OpenAI's) has no service tier's prices, as in genai-prices: its
+    standard cells stand for every tier.
     """
-    m, p = t.model_map, t.prices
-    j = m.join(p, [m.price_provider == p.provider, m.price_model == p.model])
+    m, p = t.model_map, _prices(t)
+    keys = ("price_provider", "provider"), ("price_model", "model")
+    own = m.filter(m.how != FALLBACK)
+    j = own.join(p, [own[a] == p[b] for a, b in keys])
+    fallback = m.filter(m.how == FALLBACK)
+    standard = p.filter(p.service_tier == "")
+    f = fallback.join(standard, [fallback[a] == standard[b] for a, b in keys]).cross_join(_tiers(t))
+    return _cells(j, j.service_tier).union(_cells(f, f._tier))
+
+
+def _prices(t: Tables) -> ir.Table:
+    # a lake's price rows from before tiers were priced have none: the standard rate's
+    return t.prices.mutate(service_tier=t.prices.service_tier.fill_null(""))
+
+
+def _tiers(t: Tables) -> ir.Table:
+    """The tiers the price table has rows for ('' the standard rate's), one row each."""
+    p = _prices(t)
+    return p.select(_tier=p.service_tier).distinct()
+
+
+def _cells(j: ir.Table, tier: ir.StringValue) -> ir.Table:
     p_in = j["input"].fill_null(0.0)
     p_out = j.output.fill_null(0.0)
     p_write = j.cache_write.fill_null(p_in)
     return j.select(
-        map_provider=m.provider,
-        map_model=m.model,
-        price_provider=m.price_provider,
-        price_model=m.price_model,
+        map_provider=j["provider"],
+        map_model=j["model"],
+        price_provider=j.price_provider,
+        price_model=j.price_model,
         valid_from=j.valid_from,
         valid_to=j.valid_to,
         tier_lo=j.tier_above_input_tokens,
@@ -62,8 +86,7 @@ def price_lookup(t: Tables) -> ir.Table:
         tier_hi=j.tier_upto_input_tokens.fill_null(OPEN_TIER),
         sod_from=j.seconds_of_day_from,
         sod_to=j.seconds_of_day_to,
-        # a lake's price rows from before tiers were priced have none: the standard rate's
-        service_tier=j.service_tier.fill_null(""),
+        service_tier=tier,
         p_input=p_in,
         p_output=p_out,
         d_cached=j.cached_input.fill_null(p_in) - p_in,
@@ -78,14 +101,13 @@ def priced_calls(t: Tables) -> ir.Table:
     """Calls with ``price_provider``, ``price_model``, ``model_cost`` (USD) and ``priced``."""
     lk = price_lookup(t)
     # join keys computed before the join, so the join itself compares columns
-    tier, tiers = t.calls.service_tier, catalog_tiers()
+    tier = t.calls.service_tier
     c = t.calls.mutate(
         _provider_key=t.calls.provider.fill_null(""),
         _second_of_day=utc_second_of_day(t.calls.ts),
-        # '' (the standard rate) for no tier, and for a tier no price row is for. The tiers
-        # are those the price table is built with (pricing/book.py), as a literal list: no
-        # subquery on the prices per call
-        _tier_key=ibis.ifelse(tier.isin(tiers), tier, "") if tiers else ibis.literal(""),
+        # '' (the standard rate) for no tier, and for a tier no price row is for (one the
+        # catalog does not price apart, or a lake's price table from an older catalog)
+        _tier_key=ibis.ifelse(tier.isin(_tiers(t)._tier), tier, ""),
     )
     joined = c.left_join(
         lk,

@@ -12,6 +12,11 @@ Order: a price override from ``yieldmeter.yaml`` for the model; genai-prices'
 own matching with the provider hint; the same after normalising the spelling;
 genai-prices' matching across all providers. What still matches nothing is
 *unpriced*: counted and listed, never costed as zero.
+
+A model the hinted provider does not list itself but prices through another's
+table (genai-prices' fallback: Azure's ``gpt-5`` is OpenAI's) resolves with
+``how`` = :data:`FALLBACK`: genai-prices applies no service tier's prices to it,
+so neither does the cost join (:mod:`yieldmeter.metrics.cost`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ PROVIDER_ALIASES = {
     "anthropic.bedrock": "aws",
 }
 
+#: ``Resolution.how`` of a model found through another provider's table (see the module docstring)
+FALLBACK = "fallback"
+
 _BEDROCK_REGION = re.compile(r"^(us|eu|apac|us-gov|global|au|jp|ca)\.")
 _BEDROCK_VENDOR = re.compile(r"^(anthropic|meta|amazon|mistral|cohere|ai21|deepseek|writer|qwen|openai)\.")
 _BEDROCK_VERSION = re.compile(r"-v\d+(:\d+)?$")
@@ -56,7 +64,7 @@ _BEDROCK_VERSION = re.compile(r"-v\d+(:\d+)?$")
 class Resolution:
     price_provider: str | None
     price_model: str | None
-    how: str  # override, catalog, normalised, any-provider, unpriced
+    how: str  # override, catalog, normalised, fallback, any-provider, unpriced
 
     @property
     def priced(self) -> bool:
@@ -130,6 +138,8 @@ def resolve(provider: str | None, model: str | None, overrides: list[PriceOverri
             continue
         found = _catalog_lookup(p, m)
         if found:
+            if found.provider != p:
+                return Resolution(found.provider, found.model, FALLBACK)
             return Resolution(found.provider, found.model, "catalog" if i == 0 else "normalised")
     for _, m in candidates:
         found = _catalog_lookup(None, m)
