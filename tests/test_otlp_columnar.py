@@ -322,6 +322,15 @@ _PLAIN_CASES = {
     "unicode text": _case({"custom.a": "é ✓"}),
     "integral double written as int": _case({"gen_ai.request.temperature": {"doubleValue": 1}}),
     "small and large doubles": _case({"a": 1e-4, "b": 123456789.125, "c": -0.0}),
+    # on every OpenAI response (OpenLLMetry, openai-v2): read as columns, the response's first
+    "service tier, standard": _case({"openai.response.service_tier": "default"}),
+    "service tier, request and response": _case(
+        {"openai.request.service_tier": "auto", "gen_ai.openai.response.service_tier": "Flex"}
+    ),
+    "service tier, request only": _case({"gen_ai.request.service_tier": "priority"}),
+    "service tier, empty response": _case(
+        {"openai.response.service_tier": "", "openai.request.service_tier": "flex"}
+    ),
 }
 
 
@@ -476,7 +485,8 @@ _KEYS = st.sampled_from(
         "server.address", "llm.request.type", "langfuse.observation.type", "langfuse.user.id",
         "gen_ai.prompt", "gen_ai.input.messages", "parent_span_id", "status.message", "custom.a", "custom.b",
         "ai.usage.cachedInputTokens", "gen_ai.usage.prompt_tokens_details.cache_write",
-        "gen_ai.request.temperature", "",
+        "gen_ai.request.temperature", "", "openai.response.service_tier", "openai.request.service_tier",
+        "gen_ai.usage.cache_creation.ephemeral_1h_input_tokens",
     ]
 )  # fmt: skip
 _EVALUATION = {"name": "gen_ai.evaluation.result", "attributes": [_kv("gen_ai.evaluation.score.value", 0.5)]}

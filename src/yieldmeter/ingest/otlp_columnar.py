@@ -285,7 +285,7 @@ class _Spans:
         span_ok &= ~(call & present("gen_ai.usage.cost"))
         for k in PROVIDER_CACHE_KEYS:  # inside or apart by the provider: the mapping's own
             span_ok &= ~(call & present(k))
-        for k in (*SERVICE_TIER_KEYS, *_CACHE_WRITE_1H):  # rare: the mapping reads them
+        for k in _CACHE_WRITE_1H:  # rare: the mapping reads them
             span_ok &= ~(call & present(k))
         # names the mapping also gives keys of its own in ``attributes`` (its value replaces theirs)
         span_ok &= ~(call & (present("parent_span_id") | present("status.message")))
@@ -335,6 +335,7 @@ class _Spans:
             "gen_ai.response.model", "gen_ai.request.model", "gen_ai.provider.name", "gen_ai.system",
             "server.address", "yieldmeter.work_unit.id", "yieldmeter.workflow", "yieldmeter.task_type",
             "yieldmeter.team", "gen_ai.conversation.id", "user.id", "enduser.id", "session.id",
+            *SERVICE_TIER_KEYS,
         )  # fmt: skip
         for k in texts:
             span_ok &= ~call | (attrs.kind(k) <= _STRING)
@@ -357,6 +358,7 @@ class _Spans:
             linkage[k] = pc.if_else(pa.array(has_fallback[span_rs]), with_fallback, own)
         user = _or(s("user.id"), _or_none(s("enduser.id")))  # `a or b or None`
         session = _or(s("session.id"), conversation)
+        tier = pc.coalesce(*(s(k) for k in SERVICE_TIER_KEYS))  # the first present, as the mapping
 
         # -- attributes: what the columns do not hold, as orjson writes the mapping's dict ----
         parent = pc.struct_field(span, "parentSpanId")
@@ -412,7 +414,7 @@ class _Spans:
             "workflow": linkage["yieldmeter.workflow"],
             "task_type": linkage["yieldmeter.task_type"],
             "reported_cost": pa.nulls(n, pa.float64()),
-            "service_tier": pa.nulls(n, pa.string()),
+            "service_tier": tier,
             "attributes": extra,
         }
         self.calls = {
