@@ -257,3 +257,19 @@ capacity:
     total = capital + kwh * 0.1 + (2 * 100 + 500) * 3 / 730
     assert link["triage"]["compute_usd"] + link["drafting"]["compute_usd"] == pytest.approx(total)
     assert link["triage"]["usd_per_million_tokens"] == pytest.approx(0.6 * total / 3300 * 1e6)
+
+
+def test_the_rent_option_starts_from_list_prices_whatever_the_tier(tmp_path: Path) -> None:
+    """A batch call of gpt-5 on 2026-11-02, 1,000,000 input and 1,000,000 output tokens, costs
+    $0.625 + $5 = $5.625 (genai-prices 0.2.3's batch rate); the capacity plan's list cost is the
+    standard rate, $1.25 + $10 = $11.25, since the plan takes its own batch share off it."""
+    calls = "call_id,ts,provider,model,input_tokens,output_tokens,workflow,service_tier\n"
+    calls += "b1,2026-11-02T10:05:00Z,openai,gpt-5,1000000,1000000,triage,batch\n"
+    w = make_ws(tmp_path / "b", config="capacity: {}\n", calls=calls)
+    try:
+        [call] = w.priced_calls().to_pyarrow().to_pylist()
+        [hour] = w.capacity.hourly_volume().to_pyarrow().to_pylist()
+    finally:
+        w.close()
+    assert call["model_cost"] == pytest.approx(5.625)
+    assert hour["list_cost"] == pytest.approx(11.25)

@@ -88,7 +88,9 @@ class CapacityService:
 
     # -- load, as Ibis expressions ------------------------------------------------------------
     def _scoped_calls(self, scope: Scope) -> ir.Table:
-        c = self.ws.priced_calls()
+        # at the list price: the plan applies its own batch share and discount to it, so a call
+        # already priced at the batch rate would be discounted twice
+        c = self.ws.priced_calls(tiers=False)
         if scope.workflow:
             c = c.filter(c.workflow == scope.workflow)
         if scope.model:

@@ -505,8 +505,8 @@ class Workspace:
     def tables(self) -> Tables:
         return Tables.from_backend(self.backend)
 
-    def priced_calls(self) -> ir.Table:
-        return cost.priced_calls(self.tables())
+    def priced_calls(self, *, tiers: bool = True) -> ir.Table:
+        return cost.priced_calls(self.tables(), tiers=tiers)
 
     def cost_lines(self) -> ir.Table:
         return spend.cost_lines(self.tables(), self.config.labour_rates)

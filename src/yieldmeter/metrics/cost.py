@@ -97,8 +97,11 @@ def _cells(j: ir.Table, tier: ir.StringValue) -> ir.Table:
     )
 
 
-def priced_calls(t: Tables) -> ir.Table:
-    """Calls with ``price_provider``, ``price_model``, ``model_cost`` (USD) and ``priced``."""
+def priced_calls(t: Tables, *, tiers: bool = True) -> ir.Table:
+    """Calls with ``price_provider``, ``price_model``, ``model_cost`` (USD) and ``priced``.
+
+    ``tiers=False``: every call at the standard rate (the list price), whatever its tier.
+    """
     lk = price_lookup(t)
     # join keys computed before the join, so the join itself compares columns
     tier = t.calls.service_tier
@@ -107,7 +110,7 @@ def priced_calls(t: Tables) -> ir.Table:
         _second_of_day=utc_second_of_day(t.calls.ts),
         # '' (the standard rate) for no tier, and for a tier no price row is for (one the
         # catalog does not price apart, or a lake's price table from an older catalog)
-        _tier_key=ibis.ifelse(tier.isin(_tiers(t)._tier), tier, ""),
+        _tier_key=ibis.ifelse(tier.isin(_tiers(t)._tier), tier, "") if tiers else ibis.literal(""),
     )
     joined = c.left_join(
         lk,
