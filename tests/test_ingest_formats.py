@@ -1122,3 +1122,33 @@ def test_litellm_uncached_prompt_tokens_are_recognised_and_noted(tmp_path: Path)
         "1 LiteLLM row(s) report more cache read + write tokens than prompt_tokens: read as an older "
         "proxy's uncached input, and the cache tokens added to input_tokens"
     ]
+
+
+def test_one_hour_cache_writes_from_litellm_and_langfuse(tmp_path: Path) -> None:
+    """Anthropic's writes kept for an hour, as each passes them through: LiteLLM's
+    ``prompt_tokens_details.cache_creation_token_details.ephemeral_1h_input_tokens`` beside
+    ``cache_creation_input_tokens`` (500 writes, 300 of them for an hour); Langfuse's own buckets
+    ``input_cache_creation_5m`` and ``_1h`` (200 + 300 = 500 writes, 300 for an hour; input 1,000
+    uncached + 500 = 1,500); LangChain's breakdown through Langfuse (``input_token_details``,
+    inclusive: 2,000 input, 400 writes, 100 for an hour)."""
+    from yieldmeter.ingest.otlp_semconv import langfuse_usage
+
+    usage = {
+        "cache_creation_input_tokens": 500,
+        "prompt_tokens_details": {"cache_creation_token_details": {"ephemeral_1h_input_tokens": 300}},
+    }
+    path = tmp_path / "spend.csv"
+    head = ["request_id", "spend", "prompt_tokens", "completion_tokens", "startTime", "model", "metadata"]
+    row = ["r1", "0.01", "1500", "10", "2025-03-01 10:00:00", "claude-3-5-sonnet-20241022"]
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([head, [*row, json.dumps({"usage_object": usage})]])
+    [row] = read_all("litellm", path).tables["calls"].to_pylist()
+    assert (row["input_tokens"], row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (1500, 500, 300)
+    flat = {"input": 1000, "input_cache_creation_5m": 200, "input_cache_creation_1h": 300, "output": 20}
+    assert langfuse_usage(flat) == (1500, 20, 0, 500, 0, 300)
+    nested = {
+        "input_tokens": 2000,
+        "output_tokens": 30,
+        "input_token_details": {"cache_creation": 400, "ephemeral_1h_input_tokens": 100},
+    }
+    assert langfuse_usage(nested) == (2000, 30, 0, 400, 0, 100)

@@ -59,7 +59,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any] | None:
     if not isinstance(usage, dict):
         raise RecordError("usage_details: expected a JSON object")
     try:
-        inp, out, cache_read, cache_write, reasoning = langfuse_usage(usage)
+        inp, out, cache_read, cache_write, reasoning, hour = langfuse_usage(usage)
     except SpanError as exc:
         raise RecordError(f"usage_details: {exc}") from None
     cost = json_field(first(r, "cost_details", "costDetails"), "cost_details") or {}
@@ -93,6 +93,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any] | None:
         "output_tokens": out,
         "cached_input_tokens": cache_read,
         "cache_write_tokens": cache_write,
+        "cache_write_1h_tokens": hour,
         "reasoning_tokens": reasoning,
         "status": "error" if level == "ERROR" else "ok",
         "user_id": first(r, "user_id", "userId", "trace_user_id"),

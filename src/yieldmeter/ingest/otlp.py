@@ -462,7 +462,7 @@ class SpanRows:
         if lf_type is not None:
             usage = get("langfuse.observation.usage_details")
             if usage is not None and inp is None:
-                inp, out, cache_read, cache_write, reasoning = langfuse_usage(
+                inp, out, cache_read, cache_write, reasoning, hour = langfuse_usage(
                     _json_obj(usage, "langfuse.observation.usage_details")
                 )
             cost = get("langfuse.observation.cost_details")

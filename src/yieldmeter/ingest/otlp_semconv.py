@@ -399,13 +399,19 @@ _USAGE_DETAILS = {
     "output_token_details": "output",
 }
 _DETAIL_PARTS = {
-    "input": {"cached_tokens": "cache_read", "cache_read": "cache_read", "cache_creation": "cache_write"},
+    "input": {
+        "cached_tokens": "cache_read",
+        "cache_read": "cache_read",
+        "cache_creation": "cache_write",
+        "ephemeral_1h_input_tokens": "cache_write_1h",  # LangChain's Anthropic breakdown
+    },
     "output": {"reasoning_tokens": "reasoning", "reasoning": "reasoning"},
 }
 
 
-def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[int, int, int, int, int]:
-    """Canonical (input, output, cache read, cache write, reasoning) from Langfuse ``usage_details``.
+def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[int, int, int, int, int, int]:
+    """Canonical (input, output, cache read, cache write, reasoning, one-hour cache write) from
+    Langfuse ``usage_details``.
 
     Langfuse keeps every usage type as its own bucket (``input`` *excludes*
     ``input_cached_tokens`` / ``cache_read_input_tokens``; ``output`` excludes
@@ -419,6 +425,9 @@ def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[i
     ``cache_creation`` and ``output_token_details.reasoning`` (LangChain). Their counts are
     inclusive, the breakdowns parts of them; other parts (audio, predictions) stay inside, as
     do breakdowns of another name.
+
+    One-hour cache writes (Langfuse's ``input_cache_creation_1h`` bucket, LangChain's
+    ``ephemeral_1h_input_tokens``) are a part of the cache writes.
     """
     nums: dict[str, int] = {}
     parts: dict[str, int] = {}
@@ -440,7 +449,9 @@ def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[i
     if nested:  # inclusive counts, their parts inside
         inp = nums.get("prompt_tokens", nums.get("input_tokens", nums.get("input", 0)))
         out = nums.get("completion_tokens", nums.get("output_tokens", nums.get("output", 0)))
-        return inp, out, parts.get("cache_read", 0), parts.get("cache_write", 0), parts.get("reasoning", 0)
+        hour = parts.get("cache_write_1h", 0)
+        write = max(parts.get("cache_write", 0), hour)
+        return inp, out, parts.get("cache_read", 0), write, parts.get("reasoning", 0), hour
     inp = nums.get("input", nums.get("prompt_tokens", nums.get("input_tokens", 0)))
     out = nums.get("output", nums.get("completion_tokens", nums.get("output_tokens", 0)))
     cache_read = sum(
@@ -448,6 +459,9 @@ def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[i
     )
     cache_read += nums.get("cache_read_input_tokens", 0)
     cache_write = sum(v for k, v in nums.items() if "cache_creation" in k or "cache_write" in k)
+    hour = sum(
+        v for k, v in nums.items() if ("cache_creation" in k or "cache_write" in k) and k.endswith("_1h")
+    )
     other_in = sum(
         v for k, v in nums.items() if k.startswith("input_") and "cache" not in k and k != "input_tokens"
     )
@@ -461,8 +475,8 @@ def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[i
     extras_out = reasoning + other_out
     total = nums.get("total")
     if total is not None and total == inp + out and (extras_in or extras_out):
-        return inp, out, cache_read, cache_write, reasoning  # input/output already inclusive
-    return inp + extras_in, out + extras_out, cache_read, cache_write, reasoning
+        return inp, out, cache_read, cache_write, reasoning, hour  # input/output already inclusive
+    return inp + extras_in, out + extras_out, cache_read, cache_write, reasoning, hour
 
 
 def _langfuse_linkage(
