@@ -1,8 +1,8 @@
 """Service tiers: the processing tier a call was served at, and the prices that go with it.
 
 Providers charge the same model at several rates: OpenAI's and Anthropic's batch APIs at half
-the list price, OpenAI's ``flex`` tier at half and ``priority`` at about 1.7 times, Anthropic's
-fast mode at several times. genai-prices carries these as *price variants* selected by a
+the list price, OpenAI's ``flex`` tier at half and ``priority`` at 1.7 to 2 times, Anthropic's
+fast mode at twice. genai-prices carries these as *price variants* selected by a
 request context (``{"processing": "batch"}``, ``{"service_tier": "flex"}``,
 ``{"speed": "fast"}``).
 
