@@ -360,7 +360,8 @@ def test_a_model_priced_through_another_provider_s_table_has_no_tier_prices(tmp_
     OpenAI's own gpt-5 at the flex tier: $5.625."""
     rows = [
         {"call_id": f"{provider}-{tier}", "provider": provider, "service_tier": tier}
-        for provider in ("azure", "openai")
+        # text-completion-openai (LiteLLM's word): genai-prices finds OpenAI's own table by name
+        for provider in ("azure", "openai", "text-completion-openai")
         for tier in (None, "batch", "flex", "priority")
     ]
     for r in rows:
@@ -381,8 +382,10 @@ def test_a_model_priced_through_another_provider_s_table_has_no_tier_prices(tmp_
         ).total_price
         assert got[r["call_id"]] == pytest.approx(float(expected), abs=1e-12), r
     assert [got[f"azure-{t}"] for t in ("None", "batch", "flex", "priority")] == pytest.approx([11.25] * 4)
-    assert got["openai-flex"] == pytest.approx(5.625)
+    assert got["openai-flex"] == got["text-completion-openai-flex"] == pytest.approx(5.625)
     assert resolve("azure", "gpt-5").how == "fallback" and resolve("openai", "gpt-5").how == "catalog"
+    # LangChain's provider word: genai-prices resolves it to google, whose own table lists Gemini
+    assert resolve("google_vertexai", "gemini-2.5-pro").how == "catalog"
 
 
 def test_a_tier_the_price_table_has_no_rows_for_is_the_standard_rate(tmp_path: Path) -> None:

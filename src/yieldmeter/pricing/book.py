@@ -34,10 +34,10 @@ from yieldmeter.pricing.catalog import (
 from yieldmeter.pricing.resolve import override_name, resolve
 from yieldmeter.pricing.tiers import catalog_tiers
 
-#: The shape of the rows :func:`build_prices` makes; raised when it changes, so a store's table is
-#: rebuilt though neither the catalog nor the overrides changed (2: a row set per service tier;
-#: 3: one-hour cache write prices).
-LAYOUT = 3
+#: The shape of the rows :func:`build_prices` makes, and of the model map rebuilt with them; raised
+#: when it changes, so a store's tables are rebuilt though neither the catalog nor the overrides
+#: changed (2: a row set per service tier; 3: one-hour cache write prices; 4: fallback resolutions).
+LAYOUT = 4
 
 
 def _utc(dt: datetime | None, default: datetime) -> datetime:

@@ -63,6 +63,8 @@ class CatalogModel:
 
     provider: str
     model: str
+    #: found through another provider's table (genai-prices' fallback): no tier prices apply
+    fallback: bool = False
 
 
 @cache

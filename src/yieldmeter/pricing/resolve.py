@@ -35,6 +35,7 @@ PROVIDER_ALIASES = {
     "azure.ai.openai": "azure",
     "azure.ai.inference": "azure",
     "azure_openai": "azure",
+    "azure_ai": "azure",  # LiteLLM's Azure AI Foundry
     "az.ai.openai": "azure",
     "az.ai.inference": "azure",
     "gcp.vertex_ai": "google",
@@ -113,10 +114,13 @@ def _catalog_lookup(provider: str | None, model: str) -> CatalogModel | None:
     from genai_prices.data_snapshot import get_snapshot
 
     try:
-        _, info = get_snapshot().find_provider_model(model, None, provider, None)
+        found, info = get_snapshot().find_provider_model(model, None, provider, None)
     except LookupError:
         return None
-    return CatalogModel(owner_index()[id(info)], info.id)
+    # genai-prices prices a tier only where the provider it resolved the hint to (``google``
+    # for ``google_vertexai``) lists the model itself (``ModelInfo.calc_price``)
+    own = any(info is m for m in found.models)
+    return CatalogModel(owner_index()[id(info)], info.id, fallback=not own)
 
 
 def override_name(o: PriceOverride) -> str:
@@ -138,7 +142,7 @@ def resolve(provider: str | None, model: str | None, overrides: list[PriceOverri
             continue
         found = _catalog_lookup(p, m)
         if found:
-            if found.provider != p:
+            if found.fallback:
                 return Resolution(found.provider, found.model, FALLBACK)
             return Resolution(found.provider, found.model, "catalog" if i == 0 else "normalised")
     for _, m in candidates:
