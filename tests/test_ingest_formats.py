@@ -1130,7 +1130,8 @@ def test_one_hour_cache_writes_from_litellm_and_langfuse(tmp_path: Path) -> None
     ``cache_creation_input_tokens`` (500 writes, 300 of them for an hour); Langfuse's own buckets
     ``input_cache_creation_5m`` and ``_1h`` (200 + 300 = 500 writes, 300 for an hour; input 1,000
     uncached + 500 = 1,500); LangChain's breakdown through Langfuse (``input_token_details``,
-    inclusive: 2,000 input, 400 writes, 100 for an hour)."""
+    inclusive: 2,000 input, 400 writes, 100 for an hour), and flattened by Langfuse's LangChain
+    handler."""
     from yieldmeter.ingest.otlp_semconv import langfuse_usage
 
     usage = {
@@ -1139,11 +1140,17 @@ def test_one_hour_cache_writes_from_litellm_and_langfuse(tmp_path: Path) -> None
     }
     path = tmp_path / "spend.csv"
     head = ["request_id", "spend", "prompt_tokens", "completion_tokens", "startTime", "model", "metadata"]
-    row = ["r1", "0.01", "1500", "10", "2025-03-01 10:00:00", "claude-3-5-sonnet-20241022"]
+    fields = ["r1", "0.01", "1500", "10", "2025-03-01 10:00:00", "claude-3-5-sonnet-20241022"]
     with path.open("w", newline="") as fh:
-        csv.writer(fh).writerows([head, [*row, json.dumps({"usage_object": usage})]])
+        csv.writer(fh).writerows([head, [*fields, json.dumps({"usage_object": usage})]])
     [row] = read_all("litellm", path).tables["calls"].to_pylist()
     assert (row["input_tokens"], row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (1500, 500, 300)
+    # the writes given only inside the details (cache_creation_tokens) are the writes too
+    usage = {"prompt_tokens_details": {**usage["prompt_tokens_details"], "cache_creation_tokens": 500}}
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([head, [*fields, json.dumps({"usage_object": usage})]])
+    [row] = read_all("litellm", path).tables["calls"].to_pylist()
+    assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (500, 300)
     flat = {"input": 1000, "input_cache_creation_5m": 200, "input_cache_creation_1h": 300, "output": 20}
     assert langfuse_usage(flat) == (1500, 20, 0, 500, 0, 300)
     nested = {
@@ -1152,3 +1159,17 @@ def test_one_hour_cache_writes_from_litellm_and_langfuse(tmp_path: Path) -> None
         "input_token_details": {"cache_creation": 400, "ephemeral_1h_input_tokens": 100},
     }
     assert langfuse_usage(nested) == (2000, 30, 0, 400, 0, 100)
+    # Langfuse's LangChain handler flattens that breakdown and takes every part from input, the
+    # writes' split too: 10,000 input (500 read, 3,000 written: 2,000 for 5 minutes, 1,000 for an
+    # hour) was stored as input 10,000 - 500 - 3,000 - 2,000 - 1,000 = 3,500; total 10,020.
+    # With a 5,003 input of 5,000 one-hour writes, the input clamped at 0; total 5,033.
+    langchain = {"input_cache_read": 500, "input_cache_creation": 3000, "output": 20, "total": 10_020}
+    langchain |= {
+        "input": 3500,
+        "input_ephemeral_5m_input_tokens": 2000,
+        "input_ephemeral_1h_input_tokens": 1000,
+    }
+    assert langfuse_usage(langchain) == (10_000, 20, 500, 3000, 0, 1000)
+    clamped = {"input": 0, "input_cache_read": 0, "input_cache_creation": 5000, "output": 30, "total": 5033}
+    clamped |= {"input_ephemeral_1h_input_tokens": 5000, "input_ephemeral_5m_input_tokens": 0}
+    assert langfuse_usage(clamped) == (5003, 30, 0, 5000, 0, 5000)

@@ -78,16 +78,15 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
     completion = whole(first(r, "completion_tokens"), "completion_tokens") or 0
     details = usage.get("prompt_tokens_details") or {}
     cached = whole(details.get("cached_tokens") or usage.get("cache_read_input_tokens"), "cached_tokens") or 0
-    writes = whole(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens") or 0
-    # Anthropic's writes kept for an hour, a part of the writes (priced at their own rate)
-    ttl = details.get("cache_creation_token_details") if isinstance(details, dict) else None
-    hour = (
-        whole(
-            (ttl if isinstance(ttl, dict) else {}).get("ephemeral_1h_input_tokens"),
-            "ephemeral_1h_input_tokens",
-        )
+    writes = (
+        whole(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens")
+        or whole(details.get("cache_creation_tokens"), "prompt_tokens_details.cache_creation_tokens")
         or 0
     )
+    # Anthropic's writes kept for an hour, a part of the writes (priced at their own rate)
+    ttl = details.get("cache_creation_token_details")
+    ttl = ttl if isinstance(ttl, dict) else {}
+    hour = whole(ttl.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens") or 0
     writes = max(writes, hour)
     reasoning = (
         whole((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"), "reasoning_tokens") or 0

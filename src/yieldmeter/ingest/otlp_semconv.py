@@ -427,7 +427,10 @@ def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[i
     do breakdowns of another name.
 
     One-hour cache writes (Langfuse's ``input_cache_creation_1h`` bucket, LangChain's
-    ``ephemeral_1h_input_tokens``) are a part of the cache writes.
+    ``ephemeral_1h_input_tokens``, nested or flattened by Langfuse's LangChain handler to
+    ``input_ephemeral_1h_input_tokens``) are a part of the cache writes. That handler takes the
+    flattened split from ``input`` as well as the writes' sum, clamping at 0: the input is then
+    what ``total`` holds beside the output.
     """
     nums: dict[str, int] = {}
     parts: dict[str, int] = {}
@@ -458,12 +461,16 @@ def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[i
         v for k, v in nums.items() if k.startswith("input_") and "cache" in k and "creation" not in k
     )
     cache_read += nums.get("cache_read_input_tokens", 0)
-    cache_write = sum(v for k, v in nums.items() if "cache_creation" in k or "cache_write" in k)
-    hour = sum(
-        v for k, v in nums.items() if ("cache_creation" in k or "cache_write" in k) and k.endswith("_1h")
-    )
+    # LangChain's Anthropic breakdown as Langfuse's handler flattens it: the writes' split by
+    # lifetime (input_ephemeral_5m_input_tokens, input_ephemeral_1h_input_tokens), beside their sum
+    split = {k: v for k, v in nums.items() if "ephemeral_" in k}
+    writes = [k for k in nums if ("cache_creation" in k or "cache_write" in k) and k not in split]
+    cache_write = sum(nums[k] for k in writes) or sum(split.values())
+    hour = sum(nums[k] for k in writes if k.endswith("_1h")) or sum(v for k, v in split.items() if "1h" in k)
     other_in = sum(
-        v for k, v in nums.items() if k.startswith("input_") and "cache" not in k and k != "input_tokens"
+        v
+        for k, v in nums.items()
+        if k.startswith("input_") and "cache" not in k and k != "input_tokens" and k not in split
     )
     reasoning = sum(v for k, v in nums.items() if k.startswith("output_") and "reasoning" in k)
     other_out = sum(
@@ -476,6 +483,10 @@ def langfuse_usage(usage: dict[str, Any], key: str = "usage_details") -> tuple[i
     total = nums.get("total")
     if total is not None and total == inp + out and (extras_in or extras_out):
         return inp, out, cache_read, cache_write, reasoning, hour  # input/output already inclusive
+    if split and total is not None and total > inp + extras_in + out + extras_out:
+        # the handler took the split from input as well as the sum (clamping at 0): input is
+        # what the total holds beside the output
+        return total - out - extras_out, out + extras_out, cache_read, cache_write, reasoning, hour
     return inp + extras_in, out + extras_out, cache_read, cache_write, reasoning, hour
 
 
