@@ -132,7 +132,7 @@ def organisations(draw: st.DrawFn) -> dict[str, list[dict[str, Any]]]:
 
 def _tables(data: dict[str, list[dict[str, Any]]]) -> Tables:
     con, _ = make_tables(data)
-    con.raw_sql("INSERT INTO model_map VALUES ('p', 'm', 'p', 'm')")
+    con.raw_sql("INSERT INTO model_map VALUES ('p', 'm', 'p', 'm', 'catalog')")
     return Tables.from_backend(con)
 
 

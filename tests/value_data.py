@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.schema import TABLES
+from yieldmeter.store.duckdb_store import INTERNAL_TABLES
 
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 
@@ -32,12 +33,7 @@ def make_backend(data: dict[str, list[dict[str, Any]]]) -> Any:
     con = ibis.duckdb.connect()
     for name in TABLES:
         con.create_table(name, obj=rows_table(name, data.get(name, [])))
-    con.create_table(
-        "model_map",
-        schema=ibis.schema(
-            {"provider": "string", "model": "string", "price_provider": "string", "price_model": "string"}
-        ),
-    )
+    con.create_table("model_map", obj=INTERNAL_TABLES["model_map"].empty_table())  # as the store's
     return con
 
 
