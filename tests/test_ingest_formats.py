@@ -553,6 +553,15 @@ def test_openai_usage_not_counted_in_tokens_is_ignored_and_noted(tmp_path: Path)
     ]
 
 
+def _tiers_and_costs(tmp_path: Path, page: dict) -> dict[str, tuple[str | None, float]]:
+    """A usage page imported into a new workspace: each call's app -> (service tier, cost)."""
+    (tmp_path / "usage.json").write_text(json.dumps(page))
+    with Workspace.init(tmp_path / "ws") as ws:
+        ws.ingest_paths([tmp_path / "usage.json"])
+        calls = ws.priced_calls().to_pyarrow().to_pylist()
+    return {r["app"]: (r["service_tier"], r["model_cost"]) for r in calls}
+
+
 def test_openai_usage_is_priced_at_its_service_tier(tmp_path: Path) -> None:
     """Four gpt-5 buckets of 2026-11-02, each 1,000,000 input and 1,000,000 output tokens, priced
     by hand from genai-prices 0.2.3 (batch from 2026-10-14, flex and priority from 2026-10-12):
@@ -573,12 +582,7 @@ def test_openai_usage_is_priced_at_its_service_tier(tmp_path: Path) -> None:
         for batch, tier in tiers
     ]
     bucket = {"object": "bucket", "start_time": 1793577600, "end_time": 1793664000, "results": results}
-    (tmp_path / "usage.json").write_text(json.dumps({"object": "page", "data": [bucket], "has_more": False}))
-    with Workspace.init(tmp_path / "ws") as ws:
-        ws.ingest_paths([tmp_path / "usage.json"])
-        got = {
-            r["app"]: (r["service_tier"], r["model_cost"]) for r in ws.priced_calls().to_pyarrow().to_pylist()
-        }
+    got = _tiers_and_costs(tmp_path, {"object": "page", "data": [bucket], "has_more": False})
     assert got == {
         "proj_default_False": (None, pytest.approx(11.25)),
         "proj_default_True": ("batch", pytest.approx(5.625)),
@@ -644,12 +648,7 @@ def test_anthropic_usage_is_priced_at_its_tier_or_speed(tmp_path: Path) -> None:
         ],
         "has_more": False,
     }
-    (tmp_path / "usage.json").write_text(json.dumps(page))
-    with Workspace.init(tmp_path / "ws") as ws:
-        ws.ingest_paths([tmp_path / "usage.json"])
-        got = {
-            r["app"]: (r["service_tier"], r["model_cost"]) for r in ws.priced_calls().to_pyarrow().to_pylist()
-        }
+    got = _tiers_and_costs(tmp_path, page)
     assert got == {
         "wrk_standard_None": (None, pytest.approx(30.0)),
         "wrk_batch_None": ("batch", pytest.approx(15.0)),

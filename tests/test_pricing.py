@@ -72,13 +72,18 @@ def _calls(n: int, seed: int = 7) -> list[dict[str, object]]:
     return rows
 
 
+def _priced(path: Path, rows: list[dict[str, object]], *, configured: bool = False) -> dict[str, dict]:
+    """``rows`` ingested as calls into a new workspace at ``path`` (``configured``: whose
+    ``yieldmeter.yaml`` is already written), priced: call id -> priced call."""
+    calls = [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))]
+    with Workspace.open(path, create=True) if configured else Workspace.init(path) as ws:
+        ws.ingest_batches(calls, source="t")
+        return {r["call_id"]: r for r in ws.priced_calls().to_pyarrow().to_pylist()}
+
+
 def test_join_matches_calc_price_to_a_nanodollar(tmp_path: Path) -> None:
     rows = _calls(390)
-    with Workspace.init(tmp_path) as ws:
-        ws.ingest_batches(
-            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
-        )
-        priced = {r["call_id"]: r for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    priced = _priced(tmp_path, rows)
     by_model = {m: p for _, m, p in MODELS}
     checked = 0
     for r in rows:
@@ -216,11 +221,7 @@ prices:
             "input_tokens": 1_000_000,
         },
     ]
-    with Workspace.open(tmp_path, create=True) as ws:
-        ws.ingest_batches(
-            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
-        )
-        got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    got = {k: r["model_cost"] for k, r in _priced(tmp_path, rows, configured=True).items()}
     assert got == pytest.approx({"p": 2.0, "before": 2.5, "after": 2.0}, abs=1e-12)
 
 
@@ -271,11 +272,7 @@ def test_service_tiers_match_calc_price_with_its_price_context(tmp_path: Path) -
                 "service_tier": TIER_WORDS[(i // len(TIER_MODELS)) % len(TIER_WORDS)],
             }
         )
-    with Workspace.init(tmp_path) as ws:
-        ws.ingest_batches(
-            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
-        )
-        priced = {r["call_id"]: r for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    priced = _priced(tmp_path, rows)
     by_model = {m: p for _, m, p in TIER_MODELS}
     apart = 0
     for r in rows:
@@ -313,11 +310,7 @@ def test_batch_and_flex_calls_cost_half_by_hand(tmp_path: Path) -> None:
         }
         for name, tier in tiers.items()
     ]
-    with Workspace.init(tmp_path) as ws:
-        ws.ingest_batches(
-            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
-        )
-        got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    got = {k: r["model_cost"] for k, r in _priced(tmp_path, rows).items()}
     assert got == pytest.approx(
         {"std": 11.25, "batch": 5.625, "flex": 5.625, "priority": 22.5, "scale": 11.25}, abs=1e-12
     )
@@ -345,11 +338,7 @@ prices:
     ]
     for r in rows:
         r.update(ts="2026-11-02T10:00:00Z", input_tokens=1_000_000, output_tokens=1_000_000)
-    with Workspace.open(tmp_path, create=True) as ws:
-        ws.ingest_batches(
-            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
-        )
-        got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    got = {k: r["model_cost"] for k, r in _priced(tmp_path, rows, configured=True).items()}
     assert got == pytest.approx({"g": 4.5, "a": 3.0}, abs=1e-12)
 
 
@@ -366,11 +355,7 @@ def test_a_model_priced_through_another_provider_s_table_has_no_tier_prices(tmp_
     ]
     for r in rows:
         r.update(ts="2026-11-02T10:00:00Z", model="gpt-5", input_tokens=1_000_000, output_tokens=1_000_000)
-    with Workspace.init(tmp_path) as ws:
-        ws.ingest_batches(
-            [Batch.of("calls", conform("calls", pa.Table.from_pylist(rows), source="t"))], source="t"
-        )
-        got = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+    got = {k: r["model_cost"] for k, r in _priced(tmp_path, rows).items()}
     usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
     for r in rows:
         expected = calc_price(
