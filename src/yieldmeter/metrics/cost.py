@@ -32,6 +32,7 @@ import ibis.expr.types as ir
 from yieldmeter.metrics.period import utc_second_of_day
 from yieldmeter.metrics.tables import Tables
 from yieldmeter.pricing.resolve import FALLBACK
+from yieldmeter.pricing.tiers import catalog_tiers
 
 OPEN_TIER = 2**62
 
@@ -54,7 +55,10 @@ def price_lookup(t: Tables) -> ir.Table:
     j = own.join(p, [own[a] == p[b] for a, b in keys])
     fallback = m.filter(m.how == FALLBACK)
     standard = p.filter(p.service_tier == "")
-    f = fallback.join(standard, [fallback[a] == standard[b] for a, b in keys]).cross_join(_tiers(t))
+    f = fallback.join(standard, [fallback[a] == standard[b] for a, b in keys])
+    # each standard cell once per tier, from a literal list: a cross join with the price table's
+    # distinct tiers made DuckDB size the lookup as large and build the calls join on the calls
+    f = f.mutate(_tier=ibis.literal(["", *catalog_tiers()], type="array<string>").unnest())
     return _cells(j, j.service_tier).union(_cells(f, f._tier))
 
 
