@@ -62,7 +62,7 @@ def _is_cost(r: dict[str, Any]) -> bool:
 
 def _tier(r: dict[str, Any]) -> Any:
     """The rate a result was billed at: batch (a ``service_tier``), else fast mode (``speed``),
-    else its ``service_tier`` (``standard`` is stored as none: :mod:`yieldmeter.pricing.tiers`)."""
+    else its ``service_tier`` (``standard`` is stored as none: :mod:`yieldmeter.ingest.service_tier`)."""
     tier, speed = r.get("service_tier"), r.get("speed")
     if normalise_tier(tier) != BATCH and normalise_tier(speed):
         return speed
