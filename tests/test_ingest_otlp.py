@@ -839,6 +839,44 @@ def test_provider_passed_cache_counts_follow_the_provider(
     assert apart == ("cache" if expected[0] > 5000 else None)
 
 
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        # Bedrock's Converse counts (Strands' default model provider): 2000 uncached + 500 + 300
+        ("us.anthropic.claude-sonnet-4-20250514-v1:0", (2800, 500, 300)),
+        ("amazon.nova-pro-v1:0", (2800, 500, 300)),
+        ("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc", (2800, 500, 300)),
+        # its OpenAI and LiteLLM providers pass prompt_tokens, the cache inside: 2000 in all
+        ("gpt-4o", (2000, 500, 300)),
+        ("anthropic/claude-sonnet-4-20250514", (2000, 500, 300)),
+        ("bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", (2000, 500, 300)),
+    ],
+)
+def test_strands_cache_counts_follow_its_model_provider(model: str, expected: tuple) -> None:
+    """Strands Agents names itself the provider and passes its model provider's usage through:
+    ``inputTokens`` with ``cacheReadInputTokens`` / ``cacheWriteInputTokens`` beside it. Bedrock
+    counts input without the cache (added here), OpenAI and LiteLLM with it (parts of it). The
+    model id tells which ran; known, not guessed from the numbers: no note."""
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": "strands-agents",
+        "gen_ai.request.model": model,
+        "gen_ai.usage.prompt_tokens": 2000,
+        "gen_ai.usage.input_tokens": 2000,
+        "gen_ai.usage.completion_tokens": 150,
+        "gen_ai.usage.output_tokens": 150,
+        "gen_ai.usage.total_tokens": 2950,
+        "gen_ai.usage.cache_read_input_tokens": 500,
+        "gen_ai.usage.cache_write_input_tokens": 300,
+    }
+    b = decode(span(1, attrs))
+    row = calls_by_span(b)[1]
+    assert (row["input_tokens"], row["cached_input_tokens"], row["cache_write_tokens"]) == expected
+    assert row["output_tokens"] == 150 and b.notes == []
+    apart = json.loads(row["attributes"] or "{}").get("yieldmeter.tokens_counted_apart")
+    assert apart == ("cache" if expected[0] > 2000 else None)
+
+
 def test_the_content_rule_keeps_what_is_not_text() -> None:
     from yieldmeter.ingest.otlp_semconv import is_content_key
 

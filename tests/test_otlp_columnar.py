@@ -328,6 +328,10 @@ _PLAIN_CASES = {
         {"openai.request.service_tier": "auto", "gen_ai.openai.response.service_tier": "Flex"}
     ),
     "service tier, request only": _case({"gen_ai.request.service_tier": "priority"}),
+    # Strands without cache counts: nothing depends on its model provider
+    "Strands without cache counts": _case(
+        {"gen_ai.provider.name": "strands-agents", "gen_ai.usage.cache_read.input_tokens": _DROP}
+    ),
     "service tier, empty response": _case(
         {"openai.response.service_tier": "", "openai.request.service_tier": "flex"}
     ),
@@ -361,6 +365,15 @@ _HANDED_CASES = {
         {"gen_ai.provider.name": "anthropic", "gen_ai.usage.prompt_tokens_details.cache_read": 30}
     ),
     "an AI SDK v5 cache count": _case({"ai.usage.cachedInputTokens": 30}),
+    # Strands' counts are apart for a Bedrock model (1205 + 200 + 30 = 1435 input), inside for others
+    "a Strands cache count": _case(
+        {
+            "gen_ai.provider.name": _DROP,
+            "gen_ai.system": " Strands-Agents",
+            "gen_ai.response.model": "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "gen_ai.usage.cache_write_input_tokens": 30,
+        }
+    ),
     "an agent span": _case({"gen_ai.operation.name": "invoke_agent"}),
     # not a call though it names a model: the mapping ignores it and counts it
     "a framework step": _case({"gen_ai.operation.name": "retrieval"}),
@@ -449,8 +462,11 @@ _VALUE = st.one_of(
 )
 #: texts the mapping reads with Python's truth and ``or``: empty ones, and ones JSON escapes
 _WORDS = st.sampled_from(
-    ["", "", "a", "gpt-4o", "anthropic", 'q"uote', "back\\slash", "tab\t", "é", "line\u2028sep", "\x7f"]
-)
+    [
+        "", "", "a", "gpt-4o", "anthropic", 'q"uote', "back\\slash", "tab\t", "é", "line\u2028sep", "\x7f",
+        "strands-agents", "us.anthropic.claude-sonnet-4-v1:0",
+    ]
+)  # fmt: skip
 _TOKENS = ("input_tokens", "prompt_tokens", "output_tokens", "completion_tokens", "cache", "reasoning")
 _HOSTS = st.sampled_from(
     [
@@ -486,7 +502,8 @@ _KEYS = st.sampled_from(
         "gen_ai.prompt", "gen_ai.input.messages", "parent_span_id", "status.message", "custom.a", "custom.b",
         "ai.usage.cachedInputTokens", "gen_ai.usage.prompt_tokens_details.cache_write",
         "gen_ai.request.temperature", "", "openai.response.service_tier", "openai.request.service_tier",
-        "gen_ai.usage.cache_creation.ephemeral_1h_input_tokens",
+        "gen_ai.usage.cache_creation.ephemeral_1h_input_tokens", "gen_ai.usage.cache_read_input_tokens",
+        "gen_ai.usage.cache_write_input_tokens",
     ]
 )  # fmt: skip
 _EVALUATION = {"name": "gen_ai.evaluation.result", "attributes": [_kv("gen_ai.evaluation.score.value", 0.5)]}

@@ -19,7 +19,7 @@ Spellings read (first match wins):
   ``ai.usage.inputTokenDetails.cacheReadTokens``, ``ai.usage.cachedInputTokens``
 - cache write: ``gen_ai.usage.cache_creation.input_tokens``, newer ``gen_ai.usage.cache_write.input_tokens``,
   ``gen_ai.usage.cache_creation_input_tokens``, OpenLIT's ``..._details.cache_write``, the AI SDK's
-  ``ai.usage.inputTokenDetails.cacheWriteTokens``
+  ``ai.usage.inputTokenDetails.cacheWriteTokens``, Strands' ``gen_ai.usage.cache_write_input_tokens``
 - reasoning: ``gen_ai.usage.reasoning.output_tokens``, ``gen_ai.usage.reasoning_tokens``, OpenLIT's
   ``gen_ai.usage.completion_tokens_details.reasoning``, the AI SDK's
   ``ai.usage.outputTokenDetails.reasoningTokens``, ``ai.usage.reasoningTokens``
@@ -27,7 +27,8 @@ Spellings read (first match wins):
 Token accounting follows the conventions: input includes cache reads and
 writes, output includes reasoning. The AI SDK v5's and OpenLIT's cache counts
 (``PROVIDER_CACHE_KEYS``) are apart from the input where the provider reports
-them apart (Anthropic, Bedrock), and then added. Any other instrumentation that reports them apart
+them apart (Anthropic, Bedrock), and then added; so are Strands Agents' counts of a Bedrock model
+(``strands_bedrock``). Any other instrumentation that reports them apart
 shows it by reporting more cache tokens than input (or more reasoning than
 output): then the parts are added, and the batch carries a note saying how
 many spans were read that way (the rule is a guess from the numbers; an
@@ -93,6 +94,7 @@ from yieldmeter.ingest.otlp_semconv import (
     is_content_key,
     langfuse_usage,
     remote_agent,
+    strands_bedrock,
 )
 
 __all__ = [
@@ -488,8 +490,13 @@ class SpanRows:
         # counted for a note: a guess from the numbers).
         known_apart = bool(
             (cache_read or cache_write)
-            and (cache_key in PROVIDER_CACHE_KEYS or first_key(a, _CACHE_WRITE) in PROVIDER_CACHE_KEYS)
-            and cache_counted_apart(provider, model)
+            and (
+                (
+                    (cache_key in PROVIDER_CACHE_KEYS or first_key(a, _CACHE_WRITE) in PROVIDER_CACHE_KEYS)
+                    and cache_counted_apart(provider, model)
+                )
+                or strands_bedrock(provider, model)
+            )
         )
         cache_apart = not known_apart and cache_read + cache_write > inp
         reasoning_apart = reasoning > out

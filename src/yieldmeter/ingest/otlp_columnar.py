@@ -26,7 +26,7 @@ which reads every spelling and names every reason:
   but a model call's (agent and tool spans, framework steps, operations it
   does not know), evaluation events, Langfuse attributes, legacy ``llm.request.type``,
   a reported cost (``gen_ai.usage.cost``), a cache count whose accounting depends on
-  the provider (``PROVIDER_CACHE_KEYS``), an attribute given twice or with no
+  the provider (``PROVIDER_CACHE_KEYS``, Strands Agents' cache counts), an attribute given twice or with no
   value, or several values, arrays, maps or bytes; on any span or resource, an
   array or map the mapping might refuse (nested below one level, a null or
   keyless map entry);
@@ -73,6 +73,7 @@ from yieldmeter.ingest.otlp_semconv import (
     MODEL_OPERATIONS,
     PROVIDER_CACHE_KEYS,
     SERVICE_TIER_KEYS,
+    STRANDS_PROVIDER,
     is_content_key,
 )
 
@@ -349,6 +350,9 @@ class _Spans:
         for needle, name in reversed(_PROVIDER_BY_HOST):  # the first match wins
             from_host = pc.if_else(_fill(pc.match_substring(host, needle), False), name, from_host)
         provider = pc.coalesce(provider, from_host)  # `if provider is None`
+        # Strands' cache counts are inside or apart by its model provider: the mapping's own
+        strands = _fill(pc.equal(pc.utf8_lower(pc.utf8_trim_whitespace(provider)), STRANDS_PROVIDER), False)
+        span_ok &= ~(call & strands & (cache_read + cache_write > 0))
         conversation = s("gen_ai.conversation.id")
         wu = pc.coalesce(s("yieldmeter.work_unit.id"), conversation, trace_id)
         linkage = {}

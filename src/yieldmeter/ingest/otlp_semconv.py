@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from typing import Any
 
 import orjson
@@ -82,6 +83,7 @@ _CACHE_WRITE = (
     "gen_ai.usage.cache_creation_input_tokens",
     "gen_ai.usage.prompt_tokens_details.cache_write",  # OpenLIT
     "ai.usage.inputTokenDetails.cacheWriteTokens",  # Vercel AI SDK v6
+    "gen_ai.usage.cache_write_input_tokens",  # Strands Agents
 )
 #: The service tier the call was served at (:mod:`yieldmeter.pricing.tiers`): the response's
 #: first (what the provider used), then the request's (``flex`` is served as asked or refused).
@@ -131,6 +133,30 @@ _USAGE_KEYS = (
     *_REASONING,
     "langfuse.observation.usage_details",
 )
+
+
+#: Strands Agents names itself the provider (``strands-agents``) and passes its model
+#: provider's cache counts through (``gen_ai.usage.cache_read_input_tokens``,
+#: ``cache_write_input_tokens``) beside that provider's input count: Bedrock's Converse counts
+#: (its default model provider) are apart from the input; its OpenAI and LiteLLM providers' are
+#: inside it. Which one ran shows in the model id: Bedrock's (``us.anthropic.claude-...-v1:0``,
+#: ``amazon.nova-pro-v1:0``, an inference profile's ARN) name the vendor before a dot.
+STRANDS_PROVIDER = "strands-agents"
+_BEDROCK_MODEL_ID = re.compile(
+    r"^(?:arn:aws[a-z-]*:bedrock:|(?:(?:us|eu|apac|us-gov|global|au|jp|ca)\.)?"
+    r"(?:ai21|amazon|anthropic|cohere|deepseek|meta|mistral|openai|qwen|writer|twelvelabs|stability)\.)"
+)
+
+
+def strands_bedrock(provider: Any, model: Any) -> bool:
+    """Whether a Strands Agents span reports a Bedrock model's usage, whose cache counts are
+    apart from its input (:data:`STRANDS_PROVIDER`)."""
+    return (
+        isinstance(provider, str)
+        and provider.strip().lower() == STRANDS_PROVIDER
+        and isinstance(model, str)
+        and _BEDROCK_MODEL_ID.match(model.strip().lower()) is not None
+    )
 
 
 def cache_counted_apart(provider: Any, model: Any) -> bool:
