@@ -686,6 +686,52 @@ def test_collector_file_export_gzip_reimport_and_quarantine(tmp_path: Path) -> N
         ws.close()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_live_file_s_half_written_last_line_is_settled_once_read_whole(
+    tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Collector's file exporter mid-write: the last line is cut short, with no line end. It
+    is quarantined saying so; once the line is whole, importing the file again lands it and
+    deletes that row. A line that is broken and ended stays quarantined, and so does a new
+    unended last line. With decode processes the same (a line a chunk there)."""
+    from yieldmeter.ingest import otlp_json
+    from yieldmeter.ingest.base import UNENDED_LINE
+
+    monkeypatch.setattr(otlp_json, "CHUNK_BYTES", 64)
+
+    def chat(i: int, tokens: int) -> bytes:
+        return request(
+            span(i, {**CHAT, "gen_ai.usage.input_tokens": tokens, "gen_ai.usage.output_tokens": 1})
+        )
+
+    broken = b'{"resourceSpans": [broken'
+    whole = [chat(1, 100), broken, chat(3, 300)]
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(b"\n".join(whole[:2]) + b"\n" + whole[2][:40])  # line 3 cut short
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "yieldmeter.yaml").write_text(f"ingest:\n  decode_workers: {workers}\n")
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        ws.ingest_paths([path])
+        q = {r["position"]: r["reason"] for r in ws.quarantine().to_pylist()}
+        assert sorted(q) == [2, 3] and q[3].endswith(UNENDED_LINE) and not q[2].endswith(UNENDED_LINE)
+        assert ws.store.count("calls") == 1
+        # the writer finishes line 3 and is half way through line 4
+        path.write_bytes(b"\n".join(whole) + b"\n" + chat(4, 400)[:50])
+        ws.ingest_paths([path])
+        q = {r["position"]: r["reason"] for r in ws.quarantine().to_pylist()}
+        assert sorted(q) == [2, 4] and q[4].endswith(UNENDED_LINE)
+        assert sorted(ws.priced_calls().to_pyarrow().column("input_tokens").to_pylist()) == [100, 300]
+        # the file ends whole (with or without a last line end): nothing unended is left
+        path.write_bytes(b"\n".join([*whole, chat(4, 400)]))
+        summary = ws.ingest_paths([path])
+        assert summary.total("landed") == 1
+        assert [r["position"] for r in ws.quarantine().to_pylist()] == [2]
+        assert ws.store.count("calls") == 3
+    finally:
+        ws.close()
+
+
 def test_a_pretty_printed_request_and_json_lines_with_a_broken_first_line(tmp_path: Path) -> None:
     good = request(span(1, {**CHAT, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10}))
     # one request spread over many lines (json.dumps with indent): read whole, one call

@@ -283,6 +283,7 @@ class Workspace:
                     batch.rejects,
                     derive_units=True,
                     waiting_signals=WAITING_SIGNALS.get(source),
+                    settle=(source, batch.settles) if batch.settles else None,
                 )
                 for name, r in results.items():
                     summary.add(name, r)

@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("yieldmeter.ingest")
 
 
+#: Ends the quarantine reason of a line-by-line file's last line that is not valid and has no line
+#: end: a file still being written (a Collector's file exporter mid-write). When a later import
+#: of the same file reads past it, the line has its own outcome and the row is settled (deleted).
+UNENDED_LINE = (
+    "the file's last line, with no line end: a file still being written? Importing the file again "
+    "once the line is whole lands it and settles this row"
+)
+
+
 @dataclass
 class Batch:
     """Canonical rows for one or more tables, plus the rows that were rejected.
@@ -43,7 +52,11 @@ class Batch:
     that are deliberately not data (e.g. non-GenAI spans), ``no_model`` the spans
     mapped to calls without a model (counted before conform and the store, so a
     rejected or repeated span counts too), and ``notes`` carries messages
-    worth showing the user once.
+    worth showing the user once. ``settles`` (a file's last batch): how many of
+    the file's lines were read whole, ended by a line end or, the last, parsed
+    without one; an earlier import's quarantine row of the file's then unended
+    last line (:data:`UNENDED_LINE`) at or before it is settled, as that line
+    now has an outcome of its own.
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
@@ -51,6 +64,7 @@ class Batch:
     ignored: int = 0
     notes: list[str] = field(default_factory=list)
     no_model: int = 0
+    settles: int = 0
 
     @classmethod
     def of(cls, table_name: str, conformed: Conformed, **kw: object) -> Batch:

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from yieldmeter.ingest.base import Batch, Format, ReadOptions, decode_processes
+from yieldmeter.ingest.base import UNENDED_LINE, Batch, Format, ReadOptions, decode_processes
 from yieldmeter.ingest.conform import make_rejects
 from yieldmeter.ingest.otlp import Resource, SpanRows, UnreadableRequest, paused_gc
 from yieldmeter.ingest.otlp_columnar import read_chunk
@@ -251,7 +251,10 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     """Collector file-exporter JSON lines; one batch per ``options.batch_rows`` spans (at most 16,384).
 
     A line that is not JSON or not a trace export is quarantined with its line
-    number; the other lines still land. With ``options.decode_workers`` > 0, a
+    number; the other lines still land. An invalid last line without a line end is
+    quarantined saying the file may still be being written (:data:`UNENDED_LINE`); the last
+    batch says how many lines were read whole (:attr:`Batch.settles`), which settles such a
+    row of an earlier import. With ``options.decode_workers`` > 0, a
     file of more than one chunk (:data:`CHUNK_BYTES`) of lines is decoded and
     mapped in that many worker processes; the batches are the same either way,
     cut at the same lines and in file order. When reading the file fails part
@@ -280,15 +283,45 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
                     yield batch
                 return
     failed: list[Exception] = []
-    lines = _until_failure(_chain(head, stream), failed)
-    if options.decode_workers > 0:
-        yield from _read_parallel(lines, options)
-    else:
-        tries = _ColumnarTries()
-        for chunk in _chunks(lines):
-            yield from tries.decode(*chunk, options)
+    lines = _Counted(_until_failure(_chain(head, stream), failed))
+    held = None  # the last batch is held back to carry what the file's lines settle
+    for batch in (
+        _read_parallel(lines, options) if options.decode_workers > 0 else _read_serial(lines, options)
+    ):
+        if held is not None:
+            yield held
+        held = batch
+    if held is not None:
+        if not failed:  # every line has been read: an earlier import's unended last line is settled
+            held.settles = lines.whole
+        yield held
     if failed:
         raise failed[0]
+
+
+def _read_serial(lines: Iterable[bytes], options: ReadOptions) -> Iterator[Batch]:
+    tries = _ColumnarTries()
+    for chunk in _chunks(lines):
+        yield from tries.decode(*chunk, options)
+
+
+class _Counted:
+    """Lines, counting those read whole: each ended by a line end, and an unended last line
+    that parses (a file that ends without one)."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.whole = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        n = 0
+        line = b"\n"
+        try:
+            for line in self._lines:
+                n += line.endswith(b"\n")
+                yield line
+        finally:
+            self.whole = n + (not line.endswith(b"\n") and _parses(line))
 
 
 def _past_blank_lines(lines: list[bytes], stream: BinaryIO) -> list[bytes]:
@@ -342,7 +375,8 @@ def _read_lines(lines: Iterable[bytes], options: ReadOptions, first_lineno: int)
                 add_request(orjson.loads(line), rows, lineno)
             except orjson.JSONDecodeError as exc:
                 bad_pos.append(lineno)
-                bad_reason.append(f"line {lineno}: not valid JSON ({exc})")
+                unended = "" if line.endswith(b"\n") else f"; {UNENDED_LINE}"
+                bad_reason.append(f"line {lineno}: not valid JSON ({exc}){unended}")
                 bad_raw.append(line[:2000].decode("utf-8", "replace"))
             except UnreadableRequest as exc:
                 bad_pos.append(lineno)

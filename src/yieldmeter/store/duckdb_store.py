@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from yieldmeter.ingest.base import UNENDED_LINE
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
 
@@ -522,6 +523,7 @@ class Store:
         timeout: float = -1,
         derive_units: bool = False,
         waiting_signals: str | None = None,
+        settle: tuple[str, int] | None = None,
     ) -> dict[str, WriteResult]:
         """Write several tables and their rejects in one transaction.
 
@@ -532,9 +534,13 @@ class Store:
         Langfuse score sent before its trace waits on the trace or observation id); those
         that wait on a trace or span of the batch's calls join their work unit, in the same
         transaction (:meth:`_join_waiting_signals`).
+        ``settle``: (source, lines): that file's lines up to ``lines`` have been read whole, so
+        the quarantine rows of its unended last line (:data:`~yieldmeter.ingest.base.UNENDED_LINE`)
+        among them are deleted: each such line now has an outcome of its own.
         """
         results: dict[str, WriteResult] = {name: WriteResult() for name in tables}
         with self.transaction(timeout) as con:
+            settled = settle is not None and self._settle_unended(con, *settle)
             for name, rows in tables.items():
                 if rows.num_rows:
                     results[name] = self._upsert(con, TABLES[name], rows)
@@ -559,7 +565,7 @@ class Store:
             landed = calls is not None and results["calls"].landed
             if waiting_signals and landed and self._join_waiting_signals(con, calls, waiting_signals):
                 touched.append("signals")
-            if rejects is not None and rejects.num_rows:
+            if (rejects is not None and rejects.num_rows) or settled:
                 touched.append("quarantine")
             if derive_units and "calls" in touched:
                 touched.append("work_units")
@@ -567,6 +573,17 @@ class Store:
             if "calls" in touched and self._stored_keys is not None:
                 self._stored_keys.token = token  # what this write leaves: the hashes are current
         return results
+
+    @staticmethod
+    def _settle_unended(con: duckdb.DuckDBPyConnection, source: str, lines: int) -> bool:
+        """Delete ``source``'s quarantine rows of an unended last line at or before line
+        ``lines``; whether there were any."""
+        where = "source = ? AND position <= ? AND ends_with(reason, ?)"
+        args = [source, lines, UNENDED_LINE]
+        if not con.execute(f"SELECT count(*) FROM quarantine WHERE {where}", args).fetchone()[0]:
+            return False
+        con.execute(f"DELETE FROM quarantine WHERE {where}", args)
+        return True
 
     @staticmethod
     def _says_derived(units: pa.Table | None) -> bool:
