@@ -1100,6 +1100,39 @@ def test_ingest_command_names_the_format_whole(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "nope" in r.output
 
 
+def test_a_litellm_cache_hit_buys_no_tokens(tmp_path: Path) -> None:
+    """The proxy answered r1's repeat from its own cache: LiteLLM logs it with the cached
+    response's usage, ``cache_hit`` True and spend 0 (the request id gets ``_cache_hit<time>``).
+    No provider was called: the call lands with no tokens and costs 0, its response's counts
+    in ``attributes``. r1 itself, gpt-4o at $2.50 / $10 per million: 1,000 x 2.50 + 100 x 10
+    = 3,500 -> $0.0035, and the two reconcile: 0.0035 + 0 against spend 0.0035 + 0."""
+    path = tmp_path / "spend.csv"
+    path.write_text(
+        "request_id,call_type,spend,prompt_tokens,completion_tokens,startTime,model,custom_llm_provider,"
+        "cache_hit,session_id\n"
+        "r1,acompletion,0.0035,1000,100,2025-03-01 10:00:00,gpt-4o,openai,False,s1\n"
+        "r1_cache_hit1740823500.25,acompletion,0.0,1000,100,2025-03-01 10:05:00,gpt-4o,openai,True,s1\n"
+    )
+    [row] = [r for r in read_all("litellm", path).tables["calls"].to_pylist() if "cache_hit" in r["call_id"]]
+    assert (row["input_tokens"], row["output_tokens"], row["request_count"], row["status"]) == (0, 0, 1, "ok")
+    attrs = json.loads(row["attributes"])
+    assert attrs["cache_hit"] is True and attrs["cache_hit_tokens"] == {"input": 1000, "output": 100}
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        ws.ingest_paths([path])
+        costs = {r["call_id"]: r["model_cost"] for r in ws.priced_calls().to_pyarrow().to_pylist()}
+        assert costs == {"litellm-r1": pytest.approx(0.0035), "litellm-r1_cache_hit1740823500.25": 0.0}
+        [a] = ws.reported_cost("model").to_pylist()
+        assert (a["calls"], a["priced_cost"], a["reported_cost"]) == (
+            2,
+            pytest.approx(0.0035),
+            pytest.approx(0.0035),
+        )
+        assert a["difference"] == pytest.approx(0.0, abs=1e-12)
+    finally:
+        ws.close()
+
+
 def test_litellm_uncached_prompt_tokens_are_recognised_and_noted(tmp_path: Path) -> None:
     """An older proxy passed Anthropic's uncached input through as prompt_tokens: 100 prompt
     tokens with 2,000 cache reads can only mean 100 + 2,000 = 2,100 input tokens."""

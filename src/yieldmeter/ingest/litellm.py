@@ -13,6 +13,9 @@ whose cache reads + writes exceed its ``prompt_tokens`` can only be that, so the
 parts are added, the row's ``attributes`` say ``tokens_counted_apart``, and the
 batch carries a note with the count. ``spend`` is
 kept as ``reported_cost`` beside yieldmeter's own price, for reconciliation.
+A row the proxy answered from its own cache (``cache_hit``) is a call with no
+provider tokens (LiteLLM charges it 0): its response's counts are kept in
+``attributes.cache_hit_tokens``, never billed again.
 Message and response text is never read.
 """
 
@@ -94,6 +97,12 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
     counted_apart = cached + writes > prompt  # an older proxy that reported Anthropic's uncached input
     if counted_apart:
         prompt += cached + writes
+    # The proxy answered from its own cache: no provider call, no tokens bought (LiteLLM's spend
+    # is 0). The cached response's counts are kept in attributes, not billed again.
+    hit = str(first(r, "cache_hit") or "").strip().lower() in ("true", "1")
+    served = {"input": prompt, "output": completion, "cached_input": cached, "reasoning": reasoning}
+    if hit:
+        prompt = completion = cached = writes = hour = reasoning = 0
     spend = first(r, "spend")
     try:
         reported = float(spend) if spend is not None else None
@@ -108,7 +117,8 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
         "model_group": first(r, "model_group"),
         "api_base": first(r, "api_base"),
         "request_tags": tags or None,
-        "cache_hit": first(r, "cache_hit"),
+        "cache_hit": True if hit else None,
+        "cache_hit_tokens": {k: v for k, v in served.items() if v} if hit else None,
         "api_key_alias": meta.get("user_api_key_alias"),
         "team_alias": meta.get("user_api_key_team_alias"),
         "team_id": first(r, "team_id"),
