@@ -203,12 +203,28 @@ def _role(role: str) -> Callable[[Any], Any]:
     return run
 
 
+def _left_sections(ws: Any) -> Any:
+    """The sections of the FinOps and CFO role reports that no other report builds: named benefit
+    owners (CFO) and spend by team, small teams merged (FinOps), as those reports build them.
+    Spark runs these instead of the two whole reports (``tests/test_engines.py``: SPARK_LEAVES)."""
+    from yieldmeter.app import role_sections as rs
+    from yieldmeter.app.reports import ReportFilters
+    from yieldmeter.reports.model import Report
+    from yieldmeter.reports.roles import _spend_by_team
+
+    svc = ws.reports
+    f = ReportFilters.of(period=f"..{report_now(ws):%Y-%m-%d}")
+    svc.check_privacy(f)
+    owners = svc.guarded("owners", "Named benefit owners", lambda: rs.owners_section(svc, f))
+    return Report("left", "", "", f.label, "", "", [owners, _spend_by_team(svc, f)])
+
+
 def _role_reports() -> dict[str, Callable[[Any], Any]]:
     try:
         from yieldmeter.app.reports import ROLES
     except ImportError:
         return {}
-    return {f"role.{r}": _role(r) for r in ROLES}
+    return {**{f"role.{r}": _role(r) for r in ROLES}, "role.left_sections": _left_sections}
 
 
 def _burn_down(ws: Any) -> dict[str, Any]:

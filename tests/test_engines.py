@@ -56,10 +56,10 @@ ENGINES = {"duckdb-lake": "duckdb", "spark": "spark"}
 SPARK_MISSING = spark_available()
 #: The reports that exercise the in-memory scoring path (facts scored by ``score_tables``).
 SCORING = (*value_reports(), "export.scores")
-#: Role reports Spark leaves to DuckDB over the lake: their sections are the FinOps, routing and
-#: spend reports Spark runs on their own (``finops.*``, ``route``, ``spend``), and the other role
-#: reports take their sections through the period filter on Spark; these two took three minutes
-#: of Spark time over the simulated organisation for no query of their own.
+#: Role reports Spark leaves to DuckDB over the lake: their sections are built on Spark by the
+#: other role reports (the same section builders, through the same period filter) and by the
+#: FinOps and routing reports, but for two, which ``role.left_sections`` builds alone (benefit
+#: owners, spend by team). The two whole reports took three minutes of Spark time.
 SPARK_LEAVES = ("role.finops", "role.cfo")
 #: (data set, engine id) -> the reports it runs. DuckDB over the lake runs everything everywhere;
 #: Spark runs the service reports on one data set (they repeat the value measures' queries).

@@ -896,6 +896,8 @@ def test_provider_passed_cache_counts_follow_the_provider(
         ("gpt-4o", (2000, 500, 300)),
         ("anthropic/claude-sonnet-4-20250514", (2000, 500, 300)),
         ("bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", (2000, 500, 300)),
+        # its OpenAI provider on Bedrock's OpenAI-compatible endpoint: prompt_tokens too
+        ("openai.gpt-oss-120b-1:0", (2000, 500, 300)),
     ],
 )
 def test_strands_cache_counts_follow_its_model_provider(model: str, expected: tuple) -> None:

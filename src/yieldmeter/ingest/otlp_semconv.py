@@ -139,12 +139,14 @@ _USAGE_KEYS = (
 #: provider's cache counts through (``gen_ai.usage.cache_read_input_tokens``,
 #: ``cache_write_input_tokens``) beside that provider's input count: Bedrock's Converse counts
 #: (its default model provider) are apart from the input; its OpenAI and LiteLLM providers' are
-#: inside it. Which one ran shows in the model id: Bedrock's (``us.anthropic.claude-...-v1:0``,
-#: ``amazon.nova-pro-v1:0``, an inference profile's ARN) name the vendor before a dot.
+#: inside it. Which one ran shows in the model id: the Bedrock models that cache prompts are
+#: Anthropic's and Amazon's (``us.anthropic.claude-...-v1:0``, ``amazon.nova-pro-v1:0``), or an
+#: inference profile's ARN. Other vendor-dotted ids are not told apart: Strands' OpenAI
+#: provider reaches ``openai.gpt-oss-120b`` on Bedrock's OpenAI-compatible endpoint, with
+#: ``prompt_tokens`` (cache inside). Those are left to the rule from the numbers.
 STRANDS_PROVIDER = "strands-agents"
 _BEDROCK_MODEL_ID = re.compile(
-    r"^(?:arn:aws[a-z-]*:bedrock:|(?:(?:us|eu|apac|us-gov|global|au|jp|ca)\.)?"
-    r"(?:ai21|amazon|anthropic|cohere|deepseek|meta|mistral|openai|qwen|writer|twelvelabs|stability)\.)"
+    r"^(?:arn:aws[a-z-]*:bedrock:|(?:(?:us|eu|apac|us-gov|global|au|jp|ca)\.)?(?:anthropic|amazon)\.)"
 )
 
 
