@@ -693,7 +693,9 @@ def test_a_live_file_s_half_written_last_line_is_settled_once_read_whole(
     """A Collector's file exporter mid-write: the last line is cut short, with no line end. It
     is quarantined saying so; once the line is whole, importing the file again lands it and
     deletes that row. A line that is broken and ended stays quarantined, and so does a new
-    unended last line. With decode processes the same (a line a chunk there)."""
+    unended last line. Another file under the same name (the Collector rotated it) settles
+    nothing, nor does a line cut before its first span id (it starts like any other request).
+    With decode processes the same (a line a chunk there)."""
     from yieldmeter.ingest import otlp_json
     from yieldmeter.ingest.base import UNENDED_LINE
 
@@ -704,30 +706,47 @@ def test_a_live_file_s_half_written_last_line_is_settled_once_read_whole(
             span(i, {**CHAT, "gen_ai.usage.input_tokens": tokens, "gen_ai.usage.output_tokens": 1})
         )
 
+    def cut(line: bytes) -> bytes:  # a line cut short past its first span id
+        return line[: line.index(b'"spanId"') + 40]
+
     broken = b'{"resourceSpans": [broken'
     whole = [chat(1, 100), broken, chat(3, 300)]
     path = tmp_path / "traces.jsonl"
-    path.write_bytes(b"\n".join(whole[:2]) + b"\n" + whole[2][:40])  # line 3 cut short
+    path.write_bytes(b"\n".join(whole[:2]) + b"\n" + cut(whole[2]))
     (tmp_path / "ws").mkdir()
     (tmp_path / "ws" / "yieldmeter.yaml").write_text(f"ingest:\n  decode_workers: {workers}\n")
     ws = Workspace.init(tmp_path / "ws")
+
+    def quarantined() -> dict[int, str]:
+        return {r["position"]: r["reason"] for r in ws.quarantine().to_pylist()}
+
     try:
         ws.ingest_paths([path])
-        q = {r["position"]: r["reason"] for r in ws.quarantine().to_pylist()}
+        q = quarantined()
         assert sorted(q) == [2, 3] and q[3].endswith(UNENDED_LINE) and not q[2].endswith(UNENDED_LINE)
         assert ws.store.count("calls") == 1
-        # the writer finishes line 3 and is half way through line 4
-        path.write_bytes(b"\n".join(whole) + b"\n" + chat(4, 400)[:50])
+        # rotated: another file of whole lines under the name, its line 3 another request
+        path.write_bytes(b"\n".join([chat(5, 500), chat(6, 600), chat(7, 700)]) + b"\n")
         ws.ingest_paths([path])
-        q = {r["position"]: r["reason"] for r in ws.quarantine().to_pylist()}
+        assert sorted(quarantined()) == [2, 3] and ws.store.count("calls") == 4
+        # the first file back, its writer done with line 3 and half way through line 4
+        path.write_bytes(b"\n".join(whole) + b"\n" + cut(chat(4, 400)))
+        ws.ingest_paths([path])
+        q = quarantined()
         assert sorted(q) == [2, 4] and q[4].endswith(UNENDED_LINE)
-        assert sorted(ws.priced_calls().to_pyarrow().column("input_tokens").to_pylist()) == [100, 300]
+        assert ws.store.count("calls") == 5
         # the file ends whole (with or without a last line end): nothing unended is left
         path.write_bytes(b"\n".join([*whole, chat(4, 400)]))
         summary = ws.ingest_paths([path])
         assert summary.total("landed") == 1
-        assert [r["position"] for r in ws.quarantine().to_pylist()] == [2]
-        assert ws.store.count("calls") == 3
+        assert sorted(quarantined()) == [2]
+        assert ws.store.count("calls") == 6
+        # cut before its first span id, the line starts like any request: its row stays
+        path.write_bytes(b"\n".join([*whole, chat(4, 400)]) + b"\n" + chat(8, 800)[:30])
+        ws.ingest_paths([path])
+        path.write_bytes(b"\n".join([*whole, chat(4, 400), chat(8, 800)]) + b"\n")
+        ws.ingest_paths([path])
+        assert sorted(quarantined()) == [2, 5] and ws.store.count("calls") == 7
     finally:
         ws.close()
 

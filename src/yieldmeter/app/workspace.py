@@ -16,7 +16,7 @@ import gc
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -477,7 +477,8 @@ class Workspace:
                         if progress
                         else stream
                     )
-                    batches = chosen.read(counted, self.read_options(str(f), table))  # type: ignore[arg-type]
+                    options = replace(self.read_options(str(f), table), unended=self._unended(str(f)))
+                    batches = chosen.read(counted, options)  # type: ignore[arg-type]
                     if org is not None:
                         batches = (set_org(b, org) for b in batches)
                     # the next batch is read while the last one is written
@@ -487,6 +488,16 @@ class Workspace:
                 result.error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)
                 self._quarantine_file(result, table, result.error)
             summary.files.append(result)
+
+    def _unended(self, source: str) -> dict[int, str]:
+        """``source``'s quarantined unended last lines: line number -> the text kept of each."""
+        from yieldmeter.ingest.base import UNENDED_LINE
+
+        rows = self.store.query_arrow(
+            "SELECT position, raw FROM quarantine WHERE source = ? AND ends_with(reason, ?)",
+            [source, UNENDED_LINE],
+        ).to_pylist()
+        return {r["position"]: r["raw"] or "" for r in rows}
 
     def _quarantine_file(self, result: FileSummary, table: str | None, reason: str) -> None:
         """One quarantine row for a file (or its rest) that could not be read."""

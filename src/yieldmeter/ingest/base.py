@@ -38,8 +38,9 @@ log = logging.getLogger("yieldmeter.ingest")
 #: end: a file still being written (a Collector's file exporter mid-write). When a later import
 #: of the same file reads past it, the line has its own outcome and the row is settled (deleted).
 UNENDED_LINE = (
-    "the file's last line, with no line end: a file still being written? Importing the file again "
-    "once the line is whole lands it and settles this row"
+    "the file's last line, with no line end: a file still being written? Once the line is whole, "
+    "importing the file again lands it (and, in a workspace, deletes this row, unless the line "
+    "was cut before its first span id)"
 )
 
 
@@ -52,11 +53,12 @@ class Batch:
     that are deliberately not data (e.g. non-GenAI spans), ``no_model`` the spans
     mapped to calls without a model (counted before conform and the store, so a
     rejected or repeated span counts too), and ``notes`` carries messages
-    worth showing the user once. ``settles`` (a file's last batch): how many of
-    the file's lines were read whole, ended by a line end or, the last, parsed
-    without one; an earlier import's quarantine row of the file's then unended
-    last line (:data:`UNENDED_LINE`) at or before it is settled, as that line
-    now has an outcome of its own.
+    worth showing the user once. ``settles`` (a file's last batch): the line
+    numbers of earlier imports' quarantine rows of an unended last line
+    (:data:`UNENDED_LINE`, :attr:`ReadOptions.unended`) that this import read
+    whole (ended by a line end or, the last, parsing without one) and starting
+    with the text the row kept: each now has an outcome of its own, and the
+    row is deleted.
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
@@ -64,7 +66,7 @@ class Batch:
     ignored: int = 0
     notes: list[str] = field(default_factory=list)
     no_model: int = 0
-    settles: int = 0
+    settles: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, table_name: str, conformed: Conformed, **kw: object) -> Batch:
@@ -93,6 +95,10 @@ class ReadOptions:
     score_signals: dict[str, str] = field(default_factory=dict)
     #: processes a large line-oriented file is decoded in (0: in the caller's own process)
     decode_workers: int = 0
+    #: this source's quarantined unended last lines (:data:`UNENDED_LINE`) from earlier imports:
+    #: their line number -> the text kept of them (``raw``), which the line read whole now must
+    #: start with to settle the row (the same file, grown; not another one under its name)
+    unended: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config, source: str, table: str | None = None) -> ReadOptions:

@@ -253,8 +253,9 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     A line that is not JSON or not a trace export is quarantined with its line
     number; the other lines still land. An invalid last line without a line end is
     quarantined saying the file may still be being written (:data:`UNENDED_LINE`); the last
-    batch says how many lines were read whole (:attr:`Batch.settles`), which settles such a
-    row of an earlier import. With ``options.decode_workers`` > 0, a
+    batch names the rows of earlier imports' such lines that this import read whole
+    (:attr:`Batch.settles`, from :attr:`ReadOptions.unended`). The last batch is held back
+    until the file has been read: one batch more in memory. With ``options.decode_workers`` > 0, a
     file of more than one chunk (:data:`CHUNK_BYTES`) of lines is decoded and
     mapped in that many worker processes; the batches are the same either way,
     cut at the same lines and in file order. When reading the file fails part
@@ -283,17 +284,22 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
                     yield batch
                 return
     failed: list[Exception] = []
-    lines = _Counted(_until_failure(_chain(head, stream), failed))
+    lines = _Settling(_until_failure(_chain(head, stream), failed), options.unended)
     held = None  # the last batch is held back to carry what the file's lines settle
-    for batch in (
-        _read_parallel(lines, options) if options.decode_workers > 0 else _read_serial(lines, options)
-    ):
-        if held is not None:
+    try:
+        for batch in (
+            _read_parallel(lines, options) if options.decode_workers > 0 else _read_serial(lines, options)
+        ):
+            if held is not None:
+                yield held
+            held = batch
+    except Exception:
+        if held is not None:  # decoded before the failure: it lands, as it did when yielded at once
             yield held
-        held = batch
+        raise
     if held is not None:
-        if not failed:  # every line has been read: an earlier import's unended last line is settled
-            held.settles = lines.whole
+        if not failed:  # every line has been read: earlier imports' unended last lines it completes
+            held.settles = tuple(lines.settled)
         yield held
     if failed:
         raise failed[0]
@@ -305,23 +311,43 @@ def _read_serial(lines: Iterable[bytes], options: ReadOptions) -> Iterator[Batch
         yield from tries.decode(*chunk, options)
 
 
-class _Counted:
-    """Lines, counting those read whole: each ended by a line end, and an unended last line
-    that parses (a file that ends without one)."""
+class _Settling:
+    """Lines, noting which of ``unended`` (line number -> the text a quarantine row kept of an
+    unended last line) are now read whole and start with that text: ended by a line end, or the
+    last one parsing without one (a file that ends without a line end)."""
 
-    def __init__(self, lines: Iterable[bytes]) -> None:
+    def __init__(self, lines: Iterable[bytes], unended: dict[int, str]) -> None:
         self._lines = lines
-        self.whole = 0
+        self._unended = unended
+        self.settled: list[int] = []
 
     def __iter__(self) -> Iterator[bytes]:
-        n = 0
-        line = b"\n"
-        try:
-            for line in self._lines:
-                n += line.endswith(b"\n")
-                yield line
-        finally:
-            self.whole = n + (not line.endswith(b"\n") and _parses(line))
+        lines = iter(self._lines)
+        if not self._unended:
+            yield from lines
+            return
+        last = max(self._unended)
+        for lineno, line in enumerate(lines, 1):
+            kept = self._unended.get(lineno)
+            if kept is not None and (line.endswith(b"\n") or _parses(line)) and _starts(line, kept):
+                self.settled.append(lineno)
+            yield line
+            if lineno >= last:  # no row waits on the rest
+                yield from lines
+                return
+
+
+def _starts(line: bytes, kept: str) -> bool:
+    """Whether ``line`` starts with the text a quarantine row kept of it (its first 2,000 bytes,
+    decoded, where a character cut short reads as U+FFFD), and that text holds a whole span id:
+    a line cut before one starts like any request of the same service (and trace), so another
+    file under the same name (the Collector rotated it) cannot be told from the same file
+    grown; its row stays."""
+    kept = kept.rstrip("\ufffd")
+    return _SPAN_ID.search(kept) is not None and line[:2000].decode("utf-8", "replace").startswith(kept)
+
+
+_SPAN_ID = re.compile(r'"span_?[iI]d"\s*:\s*"[^"]+"')
 
 
 def _past_blank_lines(lines: list[bytes], stream: BinaryIO) -> list[bytes]:

@@ -523,7 +523,7 @@ class Store:
         timeout: float = -1,
         derive_units: bool = False,
         waiting_signals: str | None = None,
-        settle: tuple[str, int] | None = None,
+        settle: tuple[str, Sequence[int]] | None = None,
     ) -> dict[str, WriteResult]:
         """Write several tables and their rejects in one transaction.
 
@@ -534,9 +534,9 @@ class Store:
         Langfuse score sent before its trace waits on the trace or observation id); those
         that wait on a trace or span of the batch's calls join their work unit, in the same
         transaction (:meth:`_join_waiting_signals`).
-        ``settle``: (source, lines): that file's lines up to ``lines`` have been read whole, so
-        the quarantine rows of its unended last line (:data:`~yieldmeter.ingest.base.UNENDED_LINE`)
-        among them are deleted: each such line now has an outcome of its own.
+        ``settle``: (source, line numbers): that file's quarantine rows of an unended last line
+        (:data:`~yieldmeter.ingest.base.UNENDED_LINE`) at those lines are deleted: the import
+        read each line whole, so each has an outcome of its own.
         """
         results: dict[str, WriteResult] = {name: WriteResult() for name in tables}
         with self.transaction(timeout) as con:
@@ -575,11 +575,11 @@ class Store:
         return results
 
     @staticmethod
-    def _settle_unended(con: duckdb.DuckDBPyConnection, source: str, lines: int) -> bool:
-        """Delete ``source``'s quarantine rows of an unended last line at or before line
-        ``lines``; whether there were any."""
-        where = "source = ? AND position <= ? AND ends_with(reason, ?)"
-        args = [source, lines, UNENDED_LINE]
+    def _settle_unended(con: duckdb.DuckDBPyConnection, source: str, lines: Sequence[int]) -> bool:
+        """Delete ``source``'s quarantine rows of an unended last line at ``lines``; whether there
+        were any."""
+        where = "source = ? AND list_contains(?, position) AND ends_with(reason, ?)"
+        args = [source, list(lines), UNENDED_LINE]
         if not con.execute(f"SELECT count(*) FROM quarantine WHERE {where}", args).fetchone()[0]:
             return False
         con.execute(f"DELETE FROM quarantine WHERE {where}", args)
