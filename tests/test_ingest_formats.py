@@ -1116,7 +1116,7 @@ def test_a_litellm_cache_hit_buys_no_tokens(tmp_path: Path) -> None:
     [row] = [r for r in read_all("litellm", path).tables["calls"].to_pylist() if "cache_hit" in r["call_id"]]
     assert (row["input_tokens"], row["output_tokens"], row["request_count"], row["status"]) == (0, 0, 1, "ok")
     attrs = json.loads(row["attributes"])
-    assert attrs["cache_hit"] is True and attrs["cache_hit_tokens"] == {"input": 1000, "output": 100}
+    assert attrs["cache_hit"] == "True" and attrs["cache_hit_tokens"] == {"input": 1000, "output": 100}
     ws = Workspace.init(tmp_path / "ws")
     try:
         ws.ingest_paths([path])

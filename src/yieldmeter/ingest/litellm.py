@@ -99,10 +99,17 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
         prompt += cached + writes
     # The proxy answered from its own cache: no provider call, no tokens bought (LiteLLM's spend
     # is 0). The cached response's counts are kept in attributes, not billed again.
-    hit = str(first(r, "cache_hit") or "").strip().lower() in ("true", "1")
-    served = {"input": prompt, "output": completion, "cached_input": cached, "reasoning": reasoning}
+    hit = str(first(r, "cache_hit") or "").strip().lower() in ("true", "1", "1.0")
+    served = {
+        "input": prompt,
+        "output": completion,
+        "cached_input": cached,
+        "cache_write": writes,
+        "reasoning": reasoning,
+    }
     if hit:
         prompt = completion = cached = writes = hour = reasoning = 0
+        counted_apart = False
     spend = first(r, "spend")
     try:
         reported = float(spend) if spend is not None else None
@@ -117,7 +124,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
         "model_group": first(r, "model_group"),
         "api_base": first(r, "api_base"),
         "request_tags": tags or None,
-        "cache_hit": True if hit else None,
+        "cache_hit": first(r, "cache_hit"),
         "cache_hit_tokens": {k: v for k, v in served.items() if v} if hit else None,
         "api_key_alias": meta.get("user_api_key_alias"),
         "team_alias": meta.get("user_api_key_team_alias"),
