@@ -36,7 +36,8 @@ log = logging.getLogger("yieldmeter.ingest")
 
 #: Ends the quarantine reason of a line-by-line file's last line that is not valid and has no line
 #: end: a file still being written (a Collector's file exporter mid-write). When a later import
-#: of the same file reads past it, the line has its own outcome and the row is settled (deleted).
+#: of the same file reads that line whole, starting with the text the row kept, the line has an
+#: outcome of its own and the row is settled (deleted): :attr:`Batch.settles`.
 UNENDED_LINE = (
     "the file's last line, with no line end: a file still being written? Once the line is whole, "
     "importing the file again lands it (and, in a workspace, deletes this row, unless the line "
