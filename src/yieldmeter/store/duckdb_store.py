@@ -343,6 +343,18 @@ class Store:
             self._ibis = ibis.duckdb.from_connection(self.con)
         return self._ibis
 
+    def schema_signature(self) -> tuple[tuple[str, str, str], ...]:
+        """Every (table, column, type) of the store's tables, in order: one catalog query, which
+        tells when table expressions bound earlier (:meth:`Workspace.tables`) still fit the store
+        (a table created, dropped and made again with the same columns, as a kept copy is, fits)."""
+        return tuple(
+            self.con.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                "WHERE database_name = current_database() AND schema_name = 'main' "
+                "ORDER BY table_name, column_index"
+            ).fetchall()
+        )
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for a reader thread."""
         cur = self.con.cursor()
