@@ -770,3 +770,23 @@ def test_a_long_query_draws_nothing_on_the_terminal(tmp_path: Path, capfd: pytes
     store.close()
     out, err = capfd.readouterr()
     assert "%" not in out and "%" not in err
+
+
+def test_the_store_s_tables_are_bound_once_per_schema(tmp_path: Path) -> None:
+    """``Workspace.tables()`` reuses the tables it bound while the store's schema is the same,
+    a table dropped and made again with the same columns included (a kept copy), and binds them
+    again when a column or a table comes or goes: a query never reads a stale schema."""
+    with Workspace.init(tmp_path) as ws:
+        first = ws.tables()
+        assert ws.tables() is first
+        con = ws.store.con
+        con.execute("CREATE TABLE unit_values AS SELECT 'u1' AS work_unit_id, 2.5 AS unit_value")
+        bound = ws.tables()
+        assert bound is not first and bound.unit_values is not None
+        con.execute("DROP TABLE unit_values")
+        con.execute("CREATE TABLE unit_values AS SELECT 'u2' AS work_unit_id, 4.0 AS unit_value")
+        assert ws.tables() is bound  # the same columns: the bound table reads the new rows
+        assert ws.tables().unit_values.to_pyarrow().to_pylist() == [{"work_unit_id": "u2", "unit_value": 4.0}]
+        con.execute("ALTER TABLE calls ADD COLUMN extra_note VARCHAR")
+        again = ws.tables()
+        assert again is not bound and "extra_note" in again.calls.columns
