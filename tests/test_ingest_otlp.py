@@ -896,12 +896,19 @@ def test_provider_passed_cache_counts_follow_the_provider(
         "gen_ai.usage.output_tokens": 400,
         **spelling,
     }
+    _assert_known_cache_counts(attrs, expected, reported_input=5000, output=400)
+
+
+def _assert_known_cache_counts(attrs: dict, expected: tuple, reported_input: int, output: int) -> None:
+    """The call's (input, cache read, cache write) are ``expected``; its cache tokens were added
+    (``tokens_counted_apart``) exactly when its input grew past the reported one, and the batch
+    has no note: known, not guessed from the numbers."""
     b = decode(span(1, attrs))
     row = calls_by_span(b)[1]
     assert (row["input_tokens"], row["cached_input_tokens"], row["cache_write_tokens"]) == expected
-    assert row["output_tokens"] == 400 and b.notes == []
+    assert row["output_tokens"] == output and b.notes == []
     apart = json.loads(row["attributes"] or "{}").get("yieldmeter.tokens_counted_apart")
-    assert apart == ("cache" if expected[0] > 5000 else None)
+    assert apart == ("cache" if expected[0] > reported_input else None)
 
 
 @pytest.mark.parametrize(
@@ -936,12 +943,7 @@ def test_strands_cache_counts_follow_its_model_provider(model: str, expected: tu
         "gen_ai.usage.cache_read_input_tokens": 500,
         "gen_ai.usage.cache_write_input_tokens": 300,
     }
-    b = decode(span(1, attrs))
-    row = calls_by_span(b)[1]
-    assert (row["input_tokens"], row["cached_input_tokens"], row["cache_write_tokens"]) == expected
-    assert row["output_tokens"] == 150 and b.notes == []
-    apart = json.loads(row["attributes"] or "{}").get("yieldmeter.tokens_counted_apart")
-    assert apart == ("cache" if expected[0] > 2000 else None)
+    _assert_known_cache_counts(attrs, expected, reported_input=2000, output=150)
 
 
 def test_the_content_rule_keeps_what_is_not_text() -> None:
