@@ -1113,7 +1113,12 @@ def test_a_litellm_cache_hit_buys_no_tokens(tmp_path: Path) -> None:
         "r1,acompletion,0.0035,1000,100,2025-03-01 10:00:00,gpt-4o,openai,False,s1\n"
         "r1_cache_hit1740823500.25,acompletion,0.0,1000,100,2025-03-01 10:05:00,gpt-4o,openai,True,s1\n"
     )
-    [row] = [r for r in read_all("litellm", path).tables["calls"].to_pylist() if "cache_hit" in r["call_id"]]
+    batch = read_all("litellm", path)
+    assert batch.notes == [
+        "1 LiteLLM row(s) were answered from the proxy's own cache (cache_hit): no provider was called, "
+        "so they landed with no tokens (the response's counts are in attributes.cache_hit_tokens)"
+    ]
+    [row] = [r for r in batch.tables["calls"].to_pylist() if "cache_hit" in r["call_id"]]
     assert (row["input_tokens"], row["output_tokens"], row["request_count"], row["status"]) == (0, 0, 1, "ok")
     attrs = json.loads(row["attributes"])
     assert attrs["cache_hit"] == "True" and attrs["cache_hit_tokens"] == {"input": 1000, "output": 100}

@@ -159,6 +159,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
         "trace_id": meta.get("trace_id") or first(r, "trace_id"),
         "reported_cost": reported,
         "_counted_apart": counted_apart,
+        "_cache_hit": hit,
         "attributes": to_json({k: v for k, v in attrs.items() if v not in (None, "", [])}),
     }
 
@@ -166,7 +167,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
 def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
     buf = RowBuffer(options)
     content = () if options.capture_content else CONTENT
-    apart = 0
+    apart = hits = 0
     # a file of rows, or the proxy's pages of them ({"data": [...], "total": ...})
     records = UntilUnreadable(iter_records(stream, unwrap=data_page))
     for pos, rec in records:
@@ -180,19 +181,26 @@ def read(stream: BinaryIO, options: ReadOptions) -> Iterator[Batch]:
             buf.reject("calls", pos, f"row {pos}: {exc}", raw_of(rec, content))
         else:
             apart += row.pop("_counted_apart")
+            hits += row.pop("_cache_hit")
             buf.add("calls", _with_duration(row), pos)
         if buf.full():
-            yield _flush(buf, apart)
-            apart = 0
-    yield _flush(buf, apart)
+            yield _flush(buf, apart, hits)
+            apart = hits = 0
+    yield _flush(buf, apart, hits)
     records.raise_if_failed()
 
 
-def _flush(buf: RowBuffer, apart: int) -> Batch:
+def _flush(buf: RowBuffer, apart: int, hits: int) -> Batch:
     if apart:
         buf.notes.append(
             f"{apart} LiteLLM row(s) report more cache read + write tokens than prompt_tokens: read as "
             "an older proxy's uncached input, and the cache tokens added to input_tokens"
+        )
+    if hits:
+        buf.notes.append(
+            f"{hits} LiteLLM row(s) were answered from the proxy's own cache (cache_hit): no provider "
+            "was called, so they landed with no tokens (the response's counts are in "
+            "attributes.cache_hit_tokens)"
         )
     return buf.flush()
 
