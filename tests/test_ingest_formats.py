@@ -1122,6 +1122,13 @@ def test_a_litellm_cache_hit_buys_no_tokens(tmp_path: Path) -> None:
     assert (row["input_tokens"], row["output_tokens"], row["request_count"], row["status"]) == (0, 0, 1, "ok")
     attrs = json.loads(row["attributes"])
     assert attrs["cache_hit"] == "True" and attrs["cache_hit_tokens"] == {"input": 1000, "output": 100}
+    # a pandas export writes the flag as a float: 1.0 is a hit, 0.0 is not
+    floats = tmp_path / "floats.csv"
+    floats.write_text(path.read_text().replace(",False,", ",0.0,").replace(",True,", ",1.0,"))
+    tokens = {
+        r["call_id"]: r["input_tokens"] for r in read_all("litellm", floats).tables["calls"].to_pylist()
+    }
+    assert tokens == {"litellm-r1": 1000, "litellm-r1_cache_hit1740823500.25": 0}
     ws = Workspace.init(tmp_path / "ws")
     try:
         ws.ingest_paths([path])

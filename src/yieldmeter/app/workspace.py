@@ -481,7 +481,7 @@ class Workspace:
                     )
                     options = self.read_options(str(f), table)
                     if chosen.name == "otlp-json":  # the one reader of files still being written
-                        options = replace(options, unended=self._unended(str(f)))
+                        options = replace(options, unended=self.store.unended_lines(str(f)))
                     batches = chosen.read(counted, options)  # type: ignore[arg-type]
                     if org is not None:
                         batches = (set_org(b, org) for b in batches)
@@ -492,16 +492,6 @@ class Workspace:
                 result.error = str(exc) if isinstance(exc, UnknownFormat) else unreadable_reason(exc, f)
                 self._quarantine_file(result, table, result.error)
             summary.files.append(result)
-
-    def _unended(self, source: str) -> dict[int, str]:
-        """``source``'s quarantined unended last lines: line number -> the text kept of each."""
-        from yieldmeter.ingest.base import UNENDED_LINE
-
-        rows = self.store.query_arrow(
-            "SELECT position, raw FROM quarantine WHERE source = ? AND ends_with(reason, ?)",
-            [source, UNENDED_LINE],
-        ).to_pylist()
-        return {r["position"]: r["raw"] or "" for r in rows}
 
     def _quarantine_file(self, result: FileSummary, table: str | None, reason: str) -> None:
         """One quarantine row for a file (or its rest) that could not be read."""

@@ -98,6 +98,24 @@ def parse_timestamp(value: Any) -> datetime | None:
         return None
 
 
+_BOOLS = {
+    "true": True,
+    "1": True,
+    "1.0": True,
+    "yes": True,
+    "false": False,
+    "0": False,
+    "0.0": False,
+    "no": False,
+}
+
+
+def parse_bool(value: Any) -> bool | None:
+    """A boolean as exports spell it (``True``, ``"true"``, ``"1"``, a pandas export's ``1.0``,
+    ``"yes"``, and their opposites); None for anything else."""
+    return _BOOLS.get(str(value).strip().lower())
+
+
 def _parse_ts_scalar(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -201,8 +219,7 @@ def _parse_scalar(v: Any, col: Column) -> Any:
         if pa.types.is_floating(target):
             return float(v)
         if pa.types.is_boolean(target):
-            s = str(v).strip().lower()
-            return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(s)
+            return parse_bool(v)
         if pa.types.is_string(target):
             return v if isinstance(v, str) else _json(v)
     except (TypeError, ValueError, OverflowError):

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from yieldmeter.ingest.base import Batch, Format, ReadOptions, UntilUnreadable
+from yieldmeter.ingest.conform import parse_bool
 from yieldmeter.ingest.records import (
     RecordError,
     RowBuffer,
@@ -99,15 +100,11 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
         prompt += cached + writes
     # The proxy answered from its own cache: no provider call, no tokens bought (LiteLLM's spend
     # is 0). The cached response's counts are kept in attributes, not billed again.
-    hit = str(first(r, "cache_hit") or "").strip().lower() in ("true", "1", "1.0")
-    served = {
-        "input": prompt,
-        "output": completion,
-        "cached_input": cached,
-        "cache_write": writes,
-        "reasoning": reasoning,
-    }
+    hit = parse_bool(first(r, "cache_hit")) is True
+    served = None
     if hit:
+        counts = {"input": prompt, "output": completion, "cached_input": cached, "cache_write": writes}
+        served = {k: v for k, v in {**counts, "reasoning": reasoning}.items() if v}
         prompt = completion = cached = writes = hour = reasoning = 0
         counted_apart = False
     spend = first(r, "spend")
@@ -125,7 +122,7 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
         "api_base": first(r, "api_base"),
         "request_tags": tags or None,
         "cache_hit": first(r, "cache_hit"),
-        "cache_hit_tokens": {k: v for k, v in served.items() if v} if hit else None,
+        "cache_hit_tokens": served,
         "api_key_alias": meta.get("user_api_key_alias"),
         "team_alias": meta.get("user_api_key_team_alias"),
         "team_id": first(r, "team_id"),

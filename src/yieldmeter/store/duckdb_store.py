@@ -590,12 +590,21 @@ class Store:
     def _settle_unended(con: duckdb.DuckDBPyConnection, source: str, lines: Sequence[int]) -> bool:
         """Delete ``source``'s quarantine rows of an unended last line at ``lines``; whether there
         were any."""
-        where = "source = ? AND list_contains(?, position) AND ends_with(reason, ?)"
-        args = [source, list(lines), UNENDED_LINE]
-        if not con.execute(f"SELECT count(*) FROM quarantine WHERE {where}", args).fetchone()[0]:
-            return False
-        con.execute(f"DELETE FROM quarantine WHERE {where}", args)
-        return True
+        deleted = con.execute(
+            "DELETE FROM quarantine WHERE source = ? AND list_contains(?, position) AND ends_with(reason, ?)",
+            [source, list(lines), UNENDED_LINE],
+        ).fetchone()
+        return bool(deleted and deleted[0])
+
+    def unended_lines(self, source: str) -> dict[int, str]:
+        """``source``'s quarantined unended last lines (:data:`~yieldmeter.ingest.base.UNENDED_LINE`):
+        line number -> the text the row kept, which a later import of the file must read whole
+        to settle the row (``write_batch(settle=...)``)."""
+        rows = self.con.execute(
+            "SELECT position, raw FROM quarantine WHERE source = ? AND ends_with(reason, ?)",
+            [source, UNENDED_LINE],
+        ).fetchall()
+        return {position: raw or "" for position, raw in rows}
 
     @staticmethod
     def _says_derived(units: pa.Table | None) -> bool:
