@@ -201,8 +201,8 @@ def test_a_killed_ingest_keeps_whole_batches_only(tmp_path: Path) -> None:
         upsert = duckdb_store.Store._upsert
         seen = []
 
-        def killing_upsert(self, con, spec, rows):
-            result = upsert(self, con, spec, rows)
+        def killing_upsert(self, con, spec, rows, *rest):
+            result = upsert(self, con, spec, rows, *rest)
             if spec.name == "calls":
                 seen.append(rows.num_rows)
                 if len(seen) == 4:  # the 4th batch is inserted, its transaction still open

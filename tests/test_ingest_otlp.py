@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -1112,6 +1113,80 @@ def test_a_framework_step_reporting_spend_is_a_call_unless_a_call_sits_under_it(
     }
     b = decode(span(3, cost_only))
     assert calls_by_span(b)[3]["reported_cost"] == 0.025 and b.ignored == 0
+
+
+def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_path: Path) -> None:
+    """The framework step of the test above and its provider's chat span, exported in two
+    requests (a batch boundary between them), in either order: the store keeps the chat only,
+    900 input tokens, not 1,800. Nested steps (a LangChain chain's step 1 over step 2 over chat
+    3), sent one a request in every order, leave the chat alone. A remote agent's client span
+    (``invoke_agent`` with ``server.address``) is taken back the same way when the hosted
+    agent's own chat span reaches the store after it. A summing span with no call under it
+    stays a call, and re-sending everything changes nothing."""
+    llm = {
+        "gen_ai.system": "langchain",
+        "gen_ai.operation.name": "framework",
+        "gen_ai.response.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 900,
+        "gen_ai.usage.output_tokens": 150,
+    }
+    agent = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.provider.name": "aws.bedrock",
+        "gen_ai.agent.id": "AGENT1",
+        "server.address": "bedrock-agent-runtime.us-east-1.amazonaws.com",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 900,
+        "gen_ai.usage.output_tokens": 150,
+    }
+
+    def chat(n: int, parent: int, trace: str) -> dict[str, Any]:
+        return span(n, {**CHAT, "gen_ai.usage.input_tokens": 900}, parent=f"{parent:016x}", trace=trace)
+
+    def trace(k: int) -> str:
+        return f"{k:032x}"
+
+    orders = {  # trace -> its requests, in the order they are sent
+        trace(1): [[chat(2, 1, trace(1))], [span(1, llm, trace=trace(1))]],  # the call first
+        trace(2): [[span(1, llm, trace=trace(2))], [chat(2, 1, trace(2))]],  # the sum first
+        trace(3): [[span(1, llm, trace=trace(3))]],  # a step with no call under it
+        trace(4): [[span(1, agent, trace=trace(4))], [chat(2, 1, trace(4))]],
+    }
+    step2 = {**llm, "gen_ai.usage.input_tokens": 800}
+    nested = [span(1, llm, trace="t"), span(2, step2, parent=f"{1:016x}", trace="t"), chat(3, 2, "t")]
+    for k, order in enumerate(itertools.permutations(range(3))):
+        t = trace(10 + k)
+        orders[t] = [[{**nested[i], "traceId": t}] for i in order]
+    with Workspace.init(tmp_path / "ws") as ws:
+        summaries = []
+        for requests in orders.values():
+            for spans in requests:
+                summaries.append(ws.ingest_batches([decode(*spans)], source="otlp", fmt="otlp"))
+        stored = ws.store.con.execute("SELECT trace_id, span_id, input_tokens FROM calls").fetchall()
+        by_trace: dict[str, list[tuple[int, int]]] = {}
+        for t, s, n in stored:
+            by_trace.setdefault(t, []).append((int(s, 16), n))
+        assert by_trace == {
+            trace(1): [(2, 900)],
+            trace(2): [(2, 900)],
+            trace(3): [(1, 900)],
+            trace(4): [(2, 900)],
+            **{trace(10 + k): [(3, 900)] for k in range(6)},
+        }
+        assert all(s.accounted for s in summaries)
+        # trace 1's step, and in the nested orders each step sent after the call under it
+        structure = sum(s.structure for s in summaries)
+        taken_back = sum(s.taken_back for s in summaries)
+        # every summing span but trace 3's is dropped once: 1 + 1 + 1 + 2 per nested order
+        assert structure + taken_back == 3 + 2 * 6
+        assert any("framework or agent spans reporting usage" in n for s in summaries for n in s.notes)
+        again = [
+            ws.ingest_batches([decode(*spans)], source="otlp", fmt="otlp")
+            for requests in orders.values()
+            for spans in requests
+        ]
+        assert ws.store.con.execute("SELECT count(*) FROM calls").fetchone()[0] == len(stored)
+        assert sum(s.landed for s in again) == 0 and sum(s.taken_back for s in again) == 0
 
 
 def _eval(value: Any, time: Any = None) -> dict[str, Any]:

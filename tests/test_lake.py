@@ -471,3 +471,49 @@ def test_a_lake_written_before_service_tiers_and_hour_writes_is_priced_as_before
     # the example's 13 calls: 2 of a model no catalog knows, the other 11 priced
     assert (sum(r["calls"] for r in rows), sum(r["unpriced_calls"] for r in rows)) == (13, 2)
     assert_same_figures(pa.Table.from_pylist(json.loads(on_store)), pa.Table.from_pylist(rows), "old lake")
+
+
+def test_a_summing_span_and_the_call_under_it_count_once_in_a_lake(tmp_path: Path) -> None:
+    """OpenLIT's LangChain step (``framework``, 900 input tokens) and its provider's chat span
+    under it (900), read by one file import in two batches: the lake keeps the chat alone, as
+    the store does (900 input tokens, not 1,800); the step is read and counted as structure."""
+    from yieldmeter.config import Config
+    from yieldmeter.ingest.base import ReadOptions
+    from yieldmeter.ingest.otlp_json import decode_json
+    from yieldmeter.lake.ingest import LakeWriter
+
+    trace = "5b8efff798038103d269b633813fc60c"
+    t0 = 1_740_823_200_000_000_000
+
+    def _any_value(v: object) -> dict[str, str]:
+        return {"stringValue": v} if isinstance(v, str) else {"intValue": str(v)}
+
+    def request(n: int, parent: str, operation: str) -> bytes:
+        attrs = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 900,
+            "gen_ai.usage.output_tokens": 150,
+        }
+        span = {
+            "traceId": trace,
+            "spanId": f"{n:016x}",
+            "parentSpanId": parent,
+            "name": operation,
+            "kind": 3,
+            "startTimeUnixNano": str(t0 + n * 1_000_000),
+            "endTimeUnixNano": str(t0 + n * 1_000_000 + 1_500_000_000),
+            "attributes": [{"key": k, "value": _any_value(v)} for k, v in attrs.items()],
+        }
+        return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+
+    for order in ((1, 2), (2, 1)):
+        by_span = {1: request(1, "", "framework"), 2: request(2, f"{1:016x}", "chat")}
+        batches = [decode_json(by_span[n], ReadOptions(source="spans.jsonl")) for n in order]
+        lake = Lake(str(tmp_path / f"lake{order[0]}"))
+        summary = LakeWriter(lake, Config()).write_source(batches, source="spans.jsonl", fmt="otlp-json")
+        calls = lake.read_table("calls")
+        assert calls.column("operation").to_pylist() == ["chat"]
+        assert calls.column("input_tokens").to_pylist() == [900]
+        assert (summary.read, summary.landed, summary.structure) == (2, 1, 1) and summary.accounted

@@ -925,6 +925,26 @@ def test_ingestion_api_answers_per_event_as_langfuse_does(tmp_path: Path) -> Non
     assert "secret" not in str(stored[1].to_pylist())
 
 
+def test_a_framework_step_sent_after_the_call_under_it_is_structure(client: TestClient) -> None:
+    """The Collector's batch boundary falls between an OpenLIT LangChain step reporting usage and
+    its provider's chat span: two requests, the chat first. One call lands (900 input tokens,
+    not 1,800); /healthz counts the step as structure, and, with the order reversed in another
+    trace, the stored step as taken back."""
+    step = {**CHAT, "gen_ai.operation.name": "framework", "gen_ai.usage.input_tokens": 900}
+    chat = {**CHAT, "gen_ai.usage.input_tokens": 900}
+    other = "0af7651916cd43dd8448eb211c80319c"
+    for spans in (
+        [span(2, chat, parent=f"{1:016x}")], [span(1, step)],  # the call first
+        [span(1, step, trace=other)], [span(2, chat, parent=f"{1:016x}", trace=other)],  # the step first
+    ):  # fmt: skip
+        assert client.post("/v1/traces", content=request(*spans), headers=JS).status_code == 200
+    ingest = client.get("/healthz").json()["ingest"]
+    assert (ingest["calls_as_structure"], ingest["calls_taken_back"]) == (1, 1)
+    ws = client.app.state.ctx.workspace  # type: ignore[attr-defined]
+    rows = ws.store.query_arrow("SELECT operation, input_tokens FROM calls").to_pylist()
+    assert rows == [{"operation": "chat", "input_tokens": 900}] * 2
+
+
 def test_healthz_counts_ignored_spans_and_calls_without_model(client: TestClient) -> None:
     no_model = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5}
     body = request(span(1, {"http.request.method": "GET"}), span(2, no_model), span(3, CHAT))

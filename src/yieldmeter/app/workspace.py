@@ -67,6 +67,10 @@ class FileSummary:
     quarantined: int = 0
     ignored: int = 0
     unpriced: int = 0
+    #: framework or agent spans' calls kept as structure, or taken back from the store, because
+    #: a call under them reached the store in another request or batch (``WriteResult``)
+    structure: int = 0
+    taken_back: int = 0
     tables: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     #: why the file (or the rest of it, after the rows counted here) could not be read
@@ -80,13 +84,15 @@ class FileSummary:
         self.updated += r.updated
         self.duplicates += r.duplicates
         self.quarantined += r.quarantined
+        self.structure += r.structure
+        self.taken_back += r.taken_back
         if r.landed:
             self.tables[table_name] = self.tables.get(table_name, 0) + r.landed
 
     @property
     def accounted(self) -> bool:
-        """Every row read is landed, a duplicate, or quarantined."""
-        return self.read == self.landed + self.duplicates + self.quarantined
+        """Every row read is landed, a duplicate, quarantined, or a call kept as structure."""
+        return self.read == self.landed + self.duplicates + self.quarantined + self.structure
 
     @property
     def unread(self) -> bool:
@@ -127,6 +133,19 @@ class IngestSummary:
             }
             for f in self.files
         ]
+
+
+def _sums_note(structure: int, taken_back: int) -> str:
+    parts = []
+    if structure:
+        parts.append(f"{structure} not stored")
+    if taken_back:
+        parts.append(f"{taken_back} stored earlier taken back")
+    return (
+        f"framework or agent spans reporting usage ({', '.join(parts)}): a model call under them "
+        "reached yieldmeter in another request or batch, and their usage is its usage "
+        "(counted once; see docs/telemetry.md)"
+    )
 
 
 #: Per calls source, the signals that may come before their calls: Langfuse scores sent
@@ -275,6 +294,7 @@ class Workspace:
         pairs: dict[tuple[str, str], int] = {}
         reported: set[tuple[str, str]] = set()  # (provider or '', model) of calls that carry a model
         changed: set[str] = set()
+        sums = [0, 0]  # calls kept as structure, and taken back, by this call's writes
         try:
             for batch in batches:
                 summary.ignored += batch.ignored
@@ -289,8 +309,10 @@ class Workspace:
                 )
                 for name, r in results.items():
                     summary.add(name, r)
-                    if r.landed:
+                    if r.landed or r.taken_back:
                         changed.add(name)
+                    sums[0] += r.structure
+                    sums[1] += r.taken_back
                 calls = batch.tables.get("calls")
                 if calls is not None and calls.num_rows and results["calls"].landed:
                     grouped = calls.group_by(["provider", "model"]).aggregate([("request_count", "sum")])
@@ -304,6 +326,8 @@ class Workspace:
                         if m is not None:
                             reported.add((p or "", m))
         finally:
+            if any(sums):
+                summary.notes.append(_sums_note(*sums))
             # the batches that landed before a reader failed are followed up like any other
             if "calls" in changed:
                 self.refresh_model_map(reported)

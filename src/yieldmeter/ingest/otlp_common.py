@@ -16,12 +16,25 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from yieldmeter.errors import InputError
 from yieldmeter.ingest.otlp_semconv import SpanError
 
 if TYPE_CHECKING:
     from yieldmeter.ingest.base import Batch
+
+#: a call's parent span as both span readers write it in ``attributes`` (orjson: compact, and a
+#: quote inside a value is escaped, so only the key itself matches)
+_PARENT = r'"parent_span_id":"(?P<p>[0-9a-fA-F]+)"'
+
+
+def parent_span_ids(calls: pa.Table) -> pa.Array:
+    """Each call's parent span id (``attributes.parent_span_id``, which the span readers
+    write), null where there is none."""
+    attrs = pc.fill_null(calls.column("attributes"), "").combine_chunks()
+    return pc.struct_field(pc.extract_regex(attrs, _PARENT), "p")
+
 
 #: 2100-01-01 in ns: a later time is a clock or unit error (and beyond int64 microseconds soon after)
 MAX_TIME_NS = 4_102_444_800 * 10**9

@@ -48,6 +48,11 @@ NON_MODEL_OPERATIONS = frozenset(
         "vectordb",
     }
 )
+#: Operations of calls whose usage may be the sum of calls under them: a remote agent's client
+#: span, a framework step reporting usage. The mapping keeps such a span as structure when a
+#: call of the same request sits under it; the store does the same across requests and files
+#: (``Store.write_batch``), and :func:`drop_sums_with_calls` inside one table of calls.
+SUMMING_OPERATIONS = tuple(sorted(AGENT_OPERATIONS | NON_MODEL_OPERATIONS))
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 
 #: Per span, above this many tokens of one kind the count is not believed (no model has such a window).

@@ -12,6 +12,8 @@ of that source (:meth:`Lake.write_source`), so:
   the day either side of it (a time corrected across midnight), is kept and the new row
   counted as a duplicate (first writer wins); in an unpartitioned input table (budgets) the
   latest source's row replaces the stored one instead, as in the store;
+* a framework or agent span's call with a call of the same source under it is structure
+  only (:func:`drop_sums_with_calls`), as the store keeps it across requests and files;
 * calls that name a work unit no input describes get a derived work unit
   (most frequent workflow, task type, user and team of its calls in that
   source; first and last time), like the store's derivation, per source;
@@ -35,6 +37,8 @@ from yieldmeter.app.workspace import FileSummary, IngestSummary, Workspace, unre
 from yieldmeter.config import CONFIG_FILE, Config
 from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, set_org
 from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
+from yieldmeter.ingest.otlp_common import parent_span_ids
+from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
 
@@ -62,6 +66,22 @@ def quarantine_rows(rejects: pa.Table, now: datetime | None = None) -> pa.Table:
         },
         schema=QUARANTINE_SCHEMA,
     )
+
+
+def drop_sums_with_calls(calls: pa.Table) -> tuple[pa.Table, int]:
+    """The calls but those of summing spans (:data:`SUMMING_OPERATIONS`: a remote agent's, a
+    framework step's) with a call under them in ``calls``, whose usage is that call's, as the
+    store does across writes; and how many were dropped."""
+    if not calls.num_rows or "operation" not in calls.column_names:
+        return calls, 0
+    summing = pc.fill_null(pc.is_in(calls.column("operation"), value_set=pa.array(SUMMING_OPERATIONS)), False)
+    if not pc.any(summing).as_py():
+        return calls, 0
+    parents = parent_span_ids(calls)
+    under = pc.drop_null(pc.binary_join_element_wise(calls.column("trace_id"), parents, "-"))
+    drop = pc.fill_null(pc.and_(summing, pc.is_in(calls.column("call_id"), value_set=under)), False)
+    n = int(pc.sum(drop).as_py() or 0)
+    return (calls.filter(pc.invert(drop)) if n else calls), n
 
 
 def first_per_key(rows: pa.Table, key: str) -> pa.Table:
@@ -168,6 +188,8 @@ class LakeWriter:
             rejects.append(b.rejects)
         merged = {n: pa.concat_tables(parts) for n, parts in tables.items()}
         if "calls" in merged:
+            merged["calls"], summary.structure = drop_sums_with_calls(merged["calls"])
+            summary.read += summary.structure
             described = merged.get("work_units", TABLES["work_units"].arrow_schema.empty_table())
             derived = derive_work_units(merged["calls"], described, self._described_units())
             if derived.num_rows:

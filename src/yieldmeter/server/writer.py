@@ -84,6 +84,10 @@ class IngestTotals:
     rows_quarantined: int = 0
     spans_ignored: int = 0
     calls_without_model: int = 0
+    #: framework or agent spans' calls not stored, or taken back, because a call under them
+    #: came in another request (``FileSummary.structure`` and ``taken_back``)
+    calls_as_structure: int = 0
+    calls_taken_back: int = 0
     #: a tuple replaced whole (never mutated), so a reader on another thread sees a consistent one
     notes: tuple[str, ...] = ()
 
@@ -93,6 +97,8 @@ class IngestTotals:
         self.rows_quarantined += int(getattr(summary, "quarantined", 0) or 0)
         self.spans_ignored += batch.ignored
         self.calls_without_model += batch.no_model
+        self.calls_as_structure += int(getattr(summary, "structure", 0) or 0)
+        self.calls_taken_back += int(getattr(summary, "taken_back", 0) or 0)
         fresh = [n for n in dict.fromkeys(batch.notes) if n not in self.notes]
         if fresh:
             self.notes = (*self.notes, *fresh)[-5:]
@@ -104,6 +110,8 @@ class IngestTotals:
             "rows_quarantined": self.rows_quarantined,
             "spans_ignored": self.spans_ignored,
             "calls_without_model": self.calls_without_model,
+            "calls_as_structure": self.calls_as_structure,
+            "calls_taken_back": self.calls_taken_back,
             "notes": list(self.notes),
         }
 

@@ -21,8 +21,8 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ import pyarrow.compute as pc
 
 from yieldmeter.ingest.base import UNENDED_LINE
 from yieldmeter.ingest.conform import stable_id
+from yieldmeter.ingest.otlp_common import parent_span_ids
+from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,16 @@ INTERNAL_TABLES: dict[str, pa.Schema] = {
         ]
     ),
     "meta": pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())]),
+    #: spans of summing calls (:data:`SUMMING_OPERATIONS`) kept as structure, with their parent:
+    #: a summing span above them that arrives later finds the call under it through them
+    "summed_spans": pa.schema(
+        [
+            pa.field("trace_id", pa.string()),
+            pa.field("span_id", pa.string()),
+            pa.field("parent_span_id", pa.string()),
+            pa.field("ts", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
 }
 
 
@@ -62,6 +74,11 @@ class WriteResult:
     updated: int = 0  # of landed, rows that replaced a stored row with other content
     duplicates: int = 0
     quarantined: int = 0
+    #: calls not stored as calls: a framework or agent span's, whose usage a call under it (in
+    #: this write or stored) counts already (:meth:`Store.write_batch`); structure only
+    structure: int = 0
+    #: stored calls of that kind deleted by this write, which stored a call under them
+    taken_back: int = 0
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
         self.read += other.read
@@ -69,6 +86,8 @@ class WriteResult:
         self.updated += other.updated
         self.duplicates += other.duplicates
         self.quarantined += other.quarantined
+        self.structure += other.structure
+        self.taken_back += other.taken_back
         return self
 
 
@@ -228,6 +247,9 @@ class _KeyHashes:
     def __init__(self, hashes: np.ndarray, token: str | None) -> None:
         self.base = np.sort(hashes.astype(np.uint64))
         self.recent = np.zeros(0, np.uint64)
+        #: the ids of the stored summing calls (``SUMMING_OPERATIONS``), or more, read when first
+        #: needed (:meth:`Store._take_back_sums`)
+        self.summing: set[str] | None = None
         #: the ``written:`` token of the table these hashes are current for
         self.token = token
 
@@ -241,6 +263,28 @@ class _KeyHashes:
         if len(self.recent) > max(len(self.base) // 8, 1 << 16):
             self.base = np.sort(np.concatenate([self.base, self.recent]))
             self.recent = np.zeros(0, np.uint64)
+
+
+#: How far outside a summing call's own time a call under it is looked for (clock skew)
+_SUM_SLACK = timedelta(minutes=10)
+
+
+def _is_summing(calls: pa.Table) -> pa.Array:
+    """Whether each call is a summing call (:data:`SUMMING_OPERATIONS`)."""
+    ops = calls.column("operation").combine_chunks()
+    return pc.fill_null(pc.is_in(ops, value_set=pa.array(SUMMING_OPERATIONS)), False)
+
+
+@dataclass
+class _Sums:
+    """What :meth:`Store._take_back_sums` did to a write's calls."""
+
+    kept: pa.Table = field(default_factory=lambda: pa.table({}))
+    structure: int = 0  # incoming calls not kept
+    taken_back: int = 0  # stored calls deleted
+    #: work units and start times of the deleted calls, whose derived units are rebuilt
+    units: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    starts: pa.Array = field(default_factory=lambda: pa.array([], pa.timestamp("us", tz="UTC")))
 
 
 def _in_sorted(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
@@ -553,9 +597,22 @@ class Store:
         results: dict[str, WriteResult] = {name: WriteResult() for name in tables}
         with self.transaction(timeout) as con:
             settled = settle is not None and self._settle_unended(con, *settle)
+            sums = _Sums()
+            calls = tables.get("calls")
+            keys = None  # the stored calls' id hashes, read once for both steps
+            if calls is not None and calls.num_rows:
+                keys = self._key_hashes(con)
+                sums = self._take_back_sums(con, calls, keys)
+                tables = {**tables, "calls": sums.kept}
             for name, rows in tables.items():
                 if rows.num_rows:
-                    results[name] = self._upsert(con, TABLES[name], rows)
+                    results[name] = self._upsert(
+                        con, TABLES[name], rows, keys if name == KEY_HASHED else None
+                    )
+            if sums.structure or sums.taken_back:
+                results["calls"].read += sums.structure
+                results["calls"].structure = sums.structure
+                results["calls"].taken_back = sums.taken_back
             if rejects is not None and rejects.num_rows:
                 counts = self._quarantine(con, rejects)
                 for name, n in counts.items():
@@ -563,17 +620,27 @@ class Store:
                     results[name].quarantined += n
                     results[name].read += n
             calls = tables.get("calls")
-            if calls is not None and calls.num_rows and results["calls"].landed:
+            if calls is not None and (results["calls"].landed or sums.taken_back):
                 if derive_units:
-                    units = pc.drop_null(pc.unique(calls.column("work_unit_id")))
+                    units = pc.drop_null(
+                        pc.unique(pa.concat_arrays([*calls.column("work_unit_id").chunks, sums.units]))
+                    )
                     units = units.filter(pc.not_equal(units, ""))
                     if len(units):
-                        self._derive_batch_units(con, units, pc.min(calls.column("ts")).as_py())
+                        self._derive_batch_units(
+                            con,
+                            units,
+                            pc.min(pa.concat_arrays([*calls.column("ts").chunks, sums.starts])).as_py(),
+                        )
                 else:
                     self._set_underived(con, True)
             if self._says_derived(tables.get("work_units")):
                 self._set_underived(con, True)  # a start that need not be its calls'
-            touched = [name for name, rows in tables.items() if rows.num_rows]
+            touched = [
+                name
+                for name, rows in tables.items()
+                if rows.num_rows or (name == "calls" and sums.taken_back)
+            ]
             landed = calls is not None and results["calls"].landed
             if waiting_signals and landed and self._join_waiting_signals(con, calls, waiting_signals):
                 touched.append("signals")
@@ -585,6 +652,87 @@ class Store:
             if "calls" in touched and self._stored_keys is not None:
                 self._stored_keys.token = token  # what this write leaves: the hashes are current
         return results
+
+    def _take_back_sums(self, con: duckdb.DuckDBPyConnection, calls: pa.Table, keys: _KeyHashes) -> _Sums:
+        """Keep a span's usage once when a summing call (:data:`SUMMING_OPERATIONS`) and a call
+        under it arrive in different writes, as the span mapping does inside one request.
+
+        A call of this write whose parent span is a stored summing call deletes that call; a
+        summing call of this write with a call under it (in this write, or stored) is not kept.
+        The parents come from the calls' ``attributes.parent_span_id``. The ids of the stored
+        summing calls are kept in memory beside the id hashes (one scan of ``operation`` when
+        they are first needed), so a write with no summing call on either side reads nothing
+        more; a stored call's parent is read only for a summing call of this write, in the
+        traces and time of those calls.
+        """
+        sums = _Sums(kept=calls)
+        if not {"trace_id", "span_id", "attributes", "operation", "call_id", "ts"} <= set(calls.column_names):
+            return sums
+        if keys.summing is None:
+            keys.summing = {
+                r[0]
+                for r in con.execute(
+                    "SELECT call_id FROM calls WHERE list_contains(?, operation)", [list(SUMMING_OPERATIONS)]
+                ).fetchall()
+            }
+        summing = _is_summing(calls)
+        incoming = bool(pc.any(summing).as_py())
+        if not keys.summing and not incoming:
+            return sums  # the common case: no summing call stored, none written now
+        parents = parent_span_ids(calls)
+        pids = pc.binary_join_element_wise(calls.column("trace_id").combine_chunks(), parents, "-")
+        candidates = [p for p in pc.unique(pc.drop_null(pids)).to_pylist() if p in keys.summing]
+        if candidates:
+            deleted = con.execute(
+                "DELETE FROM calls WHERE call_id IN (SELECT unnest($ids)) AND list_contains($ops, operation) "
+                "RETURNING work_unit_id, ts, trace_id, span_id, "
+                "json_extract_string(attributes, '$.parent_span_id') AS parent_span_id",
+                {"ids": candidates, "ops": list(SUMMING_OPERATIONS)},
+            ).to_arrow_table()
+            if deleted.num_rows:  # their ids stay in ``keys.summing``: a superset costs a probe
+                self._record_summed(con, deleted)
+                sums.taken_back = deleted.num_rows
+                sums.units = deleted.column("work_unit_id").combine_chunks().cast(pa.string())
+                sums.starts = deleted.column("ts").combine_chunks().cast(sums.starts.type)
+        if incoming:
+            ours = calls.filter(summing)
+            lo = pc.min(ours.column("ts")).as_py() - _SUM_SLACK
+            ends = pc.add(
+                pc.cast(ours.column("ts"), pa.int64()),
+                pc.cast(pc.multiply(pc.fill_null(ours.column("duration_ms"), 0.0), 1000.0), pa.int64()),
+            )
+            hi = datetime.fromtimestamp(pc.max(ends).as_py() / 1e6, UTC) + _SUM_SLACK
+            # the stored calls under them, and the summing spans kept as structure
+            under = con.execute(
+                "SELECT trace_id || '-' || json_extract_string(attributes, '$.parent_span_id') AS pid "
+                "FROM calls WHERE ts BETWEEN $lo AND $hi AND list_contains($traces, trace_id) "
+                "AND contains(attributes, '\"parent_span_id\"') UNION SELECT trace_id || '-' || "
+                "parent_span_id FROM summed_spans "
+                "WHERE ts BETWEEN $lo AND $hi AND list_contains($traces, trace_id)",
+                {"lo": lo, "hi": hi, "traces": pc.unique(ours.column("trace_id")).to_pylist()},
+            ).fetchnumpy()["pid"]
+            with_calls = pa.concat_arrays([pc.drop_null(pids), pa.array(under.tolist(), pa.string())])
+            ids = calls.column("call_id").combine_chunks()
+            drop = pc.fill_null(pc.and_(summing, pc.is_in(ids, value_set=with_calls)), False)
+            sums.structure = int(pc.sum(drop).as_py() or 0)
+            if sums.structure:
+                sums.kept = calls.filter(pc.invert(drop))
+                dropped = calls.filter(drop).select(["ts", "trace_id", "span_id"])
+                self._record_summed(con, dropped.append_column("parent_span_id", parents.filter(drop)))
+            keys.summing.update(ids.filter(pc.and_(summing, pc.invert(drop))).to_pylist())
+        return sums
+
+    @staticmethod
+    def _record_summed(con: duckdb.DuckDBPyConnection, spans: pa.Table) -> None:
+        """Keep the spans of summing calls kept as structure (``summed_spans``), each once."""
+        con.register("_summed", spans.select(["trace_id", "span_id", "parent_span_id", "ts"]))
+        try:
+            con.execute(
+                "INSERT INTO summed_spans SELECT DISTINCT n.* FROM _summed n WHERE NOT EXISTS "
+                "(SELECT 1 FROM summed_spans s WHERE s.trace_id = n.trace_id AND s.span_id = n.span_id)"
+            )
+        finally:
+            con.unregister("_summed")
 
     @staticmethod
     def _settle_unended(con: duckdb.DuckDBPyConnection, source: str, lines: Sequence[int]) -> bool:
@@ -613,7 +761,9 @@ class Store:
             return False
         return bool(pc.any(pc.fill_null(units.column("derived"), False)).as_py())
 
-    def _upsert(self, con: duckdb.DuckDBPyConnection, spec: Table, rows: pa.Table) -> WriteResult:
+    def _upsert(
+        self, con: duckdb.DuckDBPyConnection, spec: Table, rows: pa.Table, hashed: _KeyHashes | None = None
+    ) -> WriteResult:
         """Insert new ids, replace changed ones, count identical ones; work proportional to the batch.
 
         The batch is deduplicated in Arrow (the last occurrence of an id wins). The
@@ -649,7 +799,7 @@ class Store:
         target = _q(spec.name)
         con.register("_incoming", rows)
         try:
-            stored_keys = self._key_hashes(con) if spec.name == KEY_HASHED else None
+            stored_keys = (hashed or self._key_hashes(con)) if spec.name == KEY_HASHED else None
             hashes = None
             if stored_keys is not None:
                 hashes = con.execute(f"SELECT hash({key}) AS h FROM _incoming").fetchnumpy()["h"]
