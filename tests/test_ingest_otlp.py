@@ -12,6 +12,7 @@ import gzip
 import io
 import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1115,14 +1116,29 @@ def test_a_framework_step_reporting_spend_is_a_call_unless_a_call_sits_under_it(
     assert calls_by_span(b)[3]["reported_cost"] == 0.025 and b.ignored == 0
 
 
+def _sequences(items: list[int]) -> Iterator[list[list[int]]]:
+    """Every way to send ``items`` in requests: each ordered split into non-empty groups."""
+    if not items:
+        yield []
+        return
+    for size in range(1, len(items) + 1):
+        for first in itertools.combinations(items, size):
+            rest = [i for i in items if i not in first]
+            for tail in _sequences(rest):
+                yield [list(first), *tail]
+
+
 def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_path: Path) -> None:
     """The framework step of the test above and its provider's chat span, exported in two
     requests (a batch boundary between them), in either order: the store keeps the chat only,
     900 input tokens, not 1,800. Nested steps (a LangChain chain's step 1 over step 2 over chat
-    3), sent one a request in every order, leave the chat alone. A remote agent's client span
-    (``invoke_agent`` with ``server.address``) is taken back the same way when the hosted
-    agent's own chat span reaches the store after it. A summing span with no call under it
-    stays a call, and re-sending everything changes nothing."""
+    3) sent in every grouping and order (13 ways) leave the chat alone. A remote agent's client
+    span (``invoke_agent`` with ``server.address``) is taken back the same way when the hosted
+    agent's own chat span reaches the store after it. A parent id written in upper case or
+    base64 meets its span; a map attribute holding a ``parent_span_id`` key of its own does not
+    stand for the span's parent. A summing span with no call under it stays a call; a step
+    kept as structure adds no model to the model map, and re-sending everything changes
+    nothing."""
     llm = {
         "gen_ai.system": "langchain",
         "gen_ai.operation.name": "framework",
@@ -1140,46 +1156,74 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
         "gen_ai.usage.output_tokens": 150,
     }
 
-    def chat(n: int, parent: int, trace: str) -> dict[str, Any]:
-        return span(n, {**CHAT, "gen_ai.usage.input_tokens": 900}, parent=f"{parent:016x}", trace=trace)
+    def chat(n: int, parent: int | str, trace: str) -> dict[str, Any]:
+        up = parent if isinstance(parent, str) else f"{parent:016x}"
+        return span(n, {**CHAT, "gen_ai.usage.input_tokens": 900}, parent=up, trace=trace)
 
     def trace(k: int) -> str:
         return f"{k:032x}"
 
+    unknown = {**llm, "gen_ai.response.model": "mystery-model-x"}
+    mapped = chat(2, 0xCD, trace(6))
+    mapped["attributes"].append(
+        {
+            "key": "langchain.metadata",
+            "value": {"kvlistValue": {"values": [kv("parent_span_id", f"{0xAB:016x}")]}},
+        }
+    )
     orders = {  # trace -> its requests, in the order they are sent
-        trace(1): [[chat(2, 1, trace(1))], [span(1, llm, trace=trace(1))]],  # the call first
+        # the call first; the step comes with a call of its own trace beside it
+        trace(1): [[chat(2, 1, trace(1))], [span(1, unknown, trace=trace(1)), chat(9, "", trace(1))]],
         trace(2): [[span(1, llm, trace=trace(2))], [chat(2, 1, trace(2))]],  # the sum first
         trace(3): [[span(1, llm, trace=trace(3))]],  # a step with no call under it
         trace(4): [[span(1, agent, trace=trace(4))], [chat(2, 1, trace(4))]],
+        trace(5): [  # parents in upper case and in base64, one a request after its step
+            [span(0xAB, llm, trace=trace(5))],
+            [chat(2, f"{0xAB:016X}", trace(5))],
+            [chat(3, base64.b64encode(bytes.fromhex(f"{0xEF:016x}")).decode(), trace(5))],
+            [span(0xEF, llm, trace=trace(5))],
+        ],
+        trace(6): [[span(0xAB, llm, trace=trace(6))], [mapped]],  # 0xAB is not the chat's parent
     }
     step2 = {**llm, "gen_ai.usage.input_tokens": 800}
     nested = [span(1, llm, trace="t"), span(2, step2, parent=f"{1:016x}", trace="t"), chat(3, 2, "t")]
-    for k, order in enumerate(itertools.permutations(range(3))):
-        t = trace(10 + k)
-        orders[t] = [[{**nested[i], "traceId": t}] for i in order]
+    ways = list(_sequences([0, 1, 2]))
+    assert len(ways) == 13
+    for k, way in enumerate(ways):
+        t = trace(100 + k)
+        orders[t] = [[{**nested[i], "traceId": t} for i in group] for group in way]
     with Workspace.init(tmp_path / "ws") as ws:
-        summaries = []
-        for requests in orders.values():
+        summaries: dict[str, list[Any]] = {}
+        for t, requests in orders.items():
             for spans in requests:
-                summaries.append(ws.ingest_batches([decode(*spans)], source="otlp", fmt="otlp"))
-        stored = ws.store.con.execute("SELECT trace_id, span_id, input_tokens FROM calls").fetchall()
+                summaries.setdefault(t, []).append(
+                    ws.ingest_batches([decode(*spans)], source="otlp", fmt="otlp")
+                )
+        stored = ws.store.con.execute(
+            "SELECT trace_id, span_id, input_tokens FROM calls ORDER BY ALL"
+        ).fetchall()
         by_trace: dict[str, list[tuple[int, int]]] = {}
         for t, s, n in stored:
             by_trace.setdefault(t, []).append((int(s, 16), n))
         assert by_trace == {
-            trace(1): [(2, 900)],
+            trace(1): [(2, 900), (9, 900)],
             trace(2): [(2, 900)],
             trace(3): [(1, 900)],
             trace(4): [(2, 900)],
-            **{trace(10 + k): [(3, 900)] for k in range(6)},
+            trace(5): [(2, 900), (3, 900)],
+            trace(6): [(2, 900), (0xAB, 900)],
+            **{trace(100 + k): [(3, 900)] for k in range(13)},
         }
-        assert all(s.accounted for s in summaries)
-        # trace 1's step, and in the nested orders each step sent after the call under it
-        structure = sum(s.structure for s in summaries)
-        taken_back = sum(s.taken_back for s in summaries)
-        # every summing span but trace 3's is dropped once: 1 + 1 + 1 + 2 per nested order
-        assert structure + taken_back == 3 + 2 * 6
-        assert any("framework or agent spans reporting usage" in n for s in summaries for n in s.notes)
+        every = [s for ss in summaries.values() for s in ss]
+        assert all(s.accounted for s in every)
+        # one summing span each dropped by the store: as structure (sent after its call) or
+        # taken back (stored before it)
+        dropped = [[(s.structure, s.taken_back) for s in summaries[trace(k)]] for k in (1, 2, 4)]
+        assert dropped == [[(0, 0), (1, 0)], [(0, 0), (0, 1)], [(0, 0), (0, 1)]]
+        assert any("framework or agent spans reporting usage" in n for s in every for n in s.notes)
+        assert summaries[trace(1)][1].unpriced == 0
+        models = {r[0] for r in ws.store.con.execute("SELECT model FROM model_map").fetchall()}
+        assert "mystery-model-x" not in models
         again = [
             ws.ingest_batches([decode(*spans)], source="otlp", fmt="otlp")
             for requests in orders.values()

@@ -476,7 +476,9 @@ def test_a_lake_written_before_service_tiers_and_hour_writes_is_priced_as_before
 def test_a_summing_span_and_the_call_under_it_count_once_in_a_lake(tmp_path: Path) -> None:
     """OpenLIT's LangChain step (``framework``, 900 input tokens) and its provider's chat span
     under it (900), read by one file import in two batches: the lake keeps the chat alone, as
-    the store does (900 input tokens, not 1,800); the step is read and counted as structure."""
+    the store does (900 input tokens, not 1,800); the step is read and counted as structure.
+    Nested: step 1 over step 2 over chat 3, with 2 and 3 in one batch (the mapping keeps 2 as
+    structure) and 1 in another: the chat alone again."""
     from yieldmeter.config import Config
     from yieldmeter.ingest.base import ReadOptions
     from yieldmeter.ingest.otlp_json import decode_json
@@ -488,7 +490,7 @@ def test_a_summing_span_and_the_call_under_it_count_once_in_a_lake(tmp_path: Pat
     def _any_value(v: object) -> dict[str, str]:
         return {"stringValue": v} if isinstance(v, str) else {"intValue": str(v)}
 
-    def request(n: int, parent: str, operation: str) -> bytes:
+    def span(n: int, parent: int | None, operation: str) -> dict[str, object]:
         attrs = {
             "gen_ai.operation.name": operation,
             "gen_ai.provider.name": "openai",
@@ -496,24 +498,33 @@ def test_a_summing_span_and_the_call_under_it_count_once_in_a_lake(tmp_path: Pat
             "gen_ai.usage.input_tokens": 900,
             "gen_ai.usage.output_tokens": 150,
         }
-        span = {
+        return {
             "traceId": trace,
             "spanId": f"{n:016x}",
-            "parentSpanId": parent,
+            "parentSpanId": "" if parent is None else f"{parent:016x}",
             "name": operation,
             "kind": 3,
             "startTimeUnixNano": str(t0 + n * 1_000_000),
             "endTimeUnixNano": str(t0 + n * 1_000_000 + 1_500_000_000),
             "attributes": [{"key": k, "value": _any_value(v)} for k, v in attrs.items()],
         }
-        return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
 
-    for order in ((1, 2), (2, 1)):
-        by_span = {1: request(1, "", "framework"), 2: request(2, f"{1:016x}", "chat")}
-        batches = [decode_json(by_span[n], ReadOptions(source="spans.jsonl")) for n in order]
-        lake = Lake(str(tmp_path / f"lake{order[0]}"))
+    def request(*spans: dict[str, object]) -> bytes:
+        return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]}).encode()
+
+    step, chat = span(1, None, "framework"), span(2, 1, "chat")
+    nested = [span(1, None, "framework"), span(2, 1, "framework"), span(3, 2, "chat")]
+    cases = {  # name -> the batches, and what the summary says: (read, landed, structure)
+        "call last": ([request(step), request(chat)], (2, 1, 1)),
+        "call first": ([request(chat), request(step)], (2, 1, 1)),
+        # step 2 never reaches the lake writer: the mapping keeps it as structure
+        "nested": ([request(nested[0]), request(nested[1], nested[2])], (2, 1, 1)),
+    }
+    for k, (name, (requests, counts)) in enumerate(cases.items()):
+        batches = [decode_json(body, ReadOptions(source="spans.jsonl")) for body in requests]
+        lake = Lake(str(tmp_path / f"lake{k}"))
         summary = LakeWriter(lake, Config()).write_source(batches, source="spans.jsonl", fmt="otlp-json")
         calls = lake.read_table("calls")
-        assert calls.column("operation").to_pylist() == ["chat"]
-        assert calls.column("input_tokens").to_pylist() == [900]
-        assert (summary.read, summary.landed, summary.structure) == (2, 1, 1) and summary.accounted
+        assert calls.column("operation").to_pylist() == ["chat"], name
+        assert calls.column("input_tokens").to_pylist() == [900], name
+        assert (summary.read, summary.landed, summary.structure) == counts and summary.accounted, name

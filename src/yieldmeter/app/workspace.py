@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from yieldmeter.config import CONFIG_FILE, STORE_DIR, TEMPLATE, Config, load_config
 from yieldmeter.ingest.base import (
@@ -127,6 +128,8 @@ class IngestSummary:
                 "updated": f.updated,
                 "duplicates": f.duplicates,
                 "quarantined": f.quarantined,
+                "structure": f.structure,
+                "taken_back": f.taken_back,
                 "ignored": f.ignored,
                 "unpriced_calls": f.unpriced,
                 "error": f.error,
@@ -306,6 +309,7 @@ class Workspace:
                     derive_units=True,
                     waiting_signals=WAITING_SIGNALS.get(source),
                     settle=(source, batch.settles) if batch.settles else None,
+                    summed=batch.summed,
                 )
                 for name, r in results.items():
                     summary.add(name, r)
@@ -314,6 +318,10 @@ class Workspace:
                     sums[0] += r.structure
                     sums[1] += r.taken_back
                 calls = batch.tables.get("calls")
+                if calls is not None and results.get("calls") and results["calls"].structure_ids:
+                    # kept as structure, not calls: no model pair, nothing unpriced
+                    gone = pa.array(results["calls"].structure_ids, pa.string())
+                    calls = calls.filter(pc.invert(pc.is_in(calls.column("call_id"), value_set=gone)))
                 if calls is not None and calls.num_rows and results["calls"].landed:
                     grouped = calls.group_by(["provider", "model"]).aggregate([("request_count", "sum")])
                     for p, m, n in zip(

@@ -42,6 +42,7 @@ rejects that span with its reason, and the other spans of the request land.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -241,6 +242,8 @@ class SpanRows:
         self._summing_calls: list[tuple[int, str, str, tuple[int, int, int]]] = []
         #: (trace, parent span) of every call, to find those with a call under them
         self._call_parents: list[tuple[str, str]] = []
+        #: the summing calls taken back, as :attr:`Batch.summed` holds them
+        self.summed: list[tuple[str, str, str | None, int]] = []
         #: trace-level attributes the Langfuse SDK set on a span (v3's ``update_trace`` puts them
         #: on the root span, which is no call): (trace, {column or attribute: value}) per span
         self._trace_level: list[tuple[str, dict[str, Any]]] = []
@@ -361,6 +364,9 @@ class SpanRows:
 
         trace_id = _hex_id(trace_id, 16, "trace_id")
         span_id = _hex_id(span_id, 8, "span_id")
+        if parent_span_id:  # written as span ids are (lowercase hex), so a parent meets its span
+            with contextlib.suppress(SpanError):
+                parent_span_id = _hex_id(parent_span_id, 8, "parentSpanId")
         try:
             start = int(start_ns)
             end = int(end_ns) if end_ns not in (None, "", 0, "0") else start
@@ -730,6 +736,7 @@ class SpanRows:
             )
         batch.ignored = self.ignored
         batch.no_model = self.no_model
+        batch.summed = self.summed
         batch.notes.extend(self._notes())
         return batch
 
@@ -792,6 +799,9 @@ class SpanRows:
         parents = set(self._call_parents)
         for index, trace_id, span_id, added in reversed(self._summing_calls):
             if (trace_id, span_id) in parents:
+                row = self.rows[index]
+                parent = orjson.loads(row[-1]).get("parent_span_id") if row[-1] else None
+                self.summed.append((trace_id, span_id, parent, row[1]))
                 del self.rows[index], self.positions[index]
                 self.no_model -= added[0]
                 self.cache_apart -= added[1]

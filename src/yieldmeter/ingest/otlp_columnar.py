@@ -295,7 +295,9 @@ class _Spans:
         # -- ids and times (read for calls only, as the mapping does) -------------------------
         trace_id = pc.struct_field(span, "traceId")
         span_id = pc.struct_field(span, "spanId")
-        ids_ok = _hex_id(trace_id, 16) & _hex_id(span_id, 8)
+        parent_id = pc.struct_field(span, "parentSpanId")
+        # a parent id the mapping writes otherwise (upper case, base64) is the mapping's
+        ids_ok = _hex_id(trace_id, 16) & _hex_id(span_id, 8) & (~_truthy(parent_id) | _hex_id(parent_id, 8))
         start_text = pc.struct_field(span, "startTimeUnixNano")
         end_text = pc.struct_field(span, "endTimeUnixNano")
         no_end = ~_valid(end_text) | _fill(pc.is_in(end_text, pa.array(["", "0"])), False)

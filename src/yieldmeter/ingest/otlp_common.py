@@ -33,7 +33,20 @@ def parent_span_ids(calls: pa.Table) -> pa.Array:
     """Each call's parent span id (``attributes.parent_span_id``, which the span readers
     write), null where there is none."""
     attrs = pc.fill_null(calls.column("attributes"), "").combine_chunks()
-    return pc.struct_field(pc.extract_regex(attrs, _PARENT), "p")
+    found = pc.struct_field(pc.extract_regex(attrs, _PARENT), "p")
+    # the key may also sit in an attribute's map, before the mapping's own: those rows are read
+    # as JSON, top level only (as ``json_extract_string(attributes, '$.parent_span_id')`` reads)
+    several = pc.greater(pc.count_substring(attrs, '"parent_span_id":'), 1)
+    if pc.any(several).as_py():
+        values = found.to_pylist()
+        for i in pc.indices_nonzero(several).to_pylist():
+            try:
+                top = orjson.loads(attrs[i].as_py()).get("parent_span_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                top = None
+            values[i] = top if isinstance(top, str) else None
+        found = pa.array(values, pa.string())
+    return found
 
 
 #: 2100-01-01 in ns: a later time is a clock or unit error (and beyond int64 microseconds soon after)

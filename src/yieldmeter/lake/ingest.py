@@ -68,17 +68,21 @@ def quarantine_rows(rejects: pa.Table, now: datetime | None = None) -> pa.Table:
     )
 
 
-def drop_sums_with_calls(calls: pa.Table) -> tuple[pa.Table, int]:
+def drop_sums_with_calls(
+    calls: pa.Table, summed: Sequence[tuple[str, str, str | None, int]] = ()
+) -> tuple[pa.Table, int]:
     """The calls but those of summing spans (:data:`SUMMING_OPERATIONS`: a remote agent's, a
     framework step's) with a call under them in ``calls``, whose usage is that call's, as the
-    store does across writes; and how many were dropped."""
+    store does across writes; and how many were dropped. ``summed``: the summing spans the
+    span mapping kept as structure (:attr:`Batch.summed`), whose parents have a call under them."""
     if not calls.num_rows or "operation" not in calls.column_names:
         return calls, 0
     summing = pc.fill_null(pc.is_in(calls.column("operation"), value_set=pa.array(SUMMING_OPERATIONS)), False)
     if not pc.any(summing).as_py():
         return calls, 0
     parents = parent_span_ids(calls)
-    under = pc.drop_null(pc.binary_join_element_wise(calls.column("trace_id"), parents, "-"))
+    under = pc.drop_null(pc.binary_join_element_wise(calls.column("trace_id").combine_chunks(), parents, "-"))
+    under = pa.concat_arrays([under, pa.array([f"{s[0]}-{s[2]}" for s in summed if s[2]], pa.string())])
     drop = pc.fill_null(pc.and_(summing, pc.is_in(calls.column("call_id"), value_set=under)), False)
     n = int(pc.sum(drop).as_py() or 0)
     return (calls.filter(pc.invert(drop)) if n else calls), n
@@ -180,7 +184,9 @@ class LakeWriter:
         summary = FileSummary(source=source, format=fmt)
         tables: dict[str, list[pa.Table]] = {}
         rejects = []
+        summed: list[tuple[str, str, str | None, int]] = []
         for b in batches:
+            summed.extend(b.summed)
             summary.ignored += b.ignored
             summary.notes.extend(b.notes)
             for name, rows in b.tables.items():
@@ -188,7 +194,7 @@ class LakeWriter:
             rejects.append(b.rejects)
         merged = {n: pa.concat_tables(parts) for n, parts in tables.items()}
         if "calls" in merged:
-            merged["calls"], summary.structure = drop_sums_with_calls(merged["calls"])
+            merged["calls"], summary.structure = drop_sums_with_calls(merged["calls"], summed)
             summary.read += summary.structure
             described = merged.get("work_units", TABLES["work_units"].arrow_schema.empty_table())
             derived = derive_work_units(merged["calls"], described, self._described_units())

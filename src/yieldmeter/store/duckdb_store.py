@@ -79,6 +79,8 @@ class WriteResult:
     structure: int = 0
     #: stored calls of that kind deleted by this write, which stored a call under them
     taken_back: int = 0
+    #: the ids of the ``structure`` calls
+    structure_ids: tuple[str, ...] = ()
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
         self.read += other.read
@@ -88,6 +90,7 @@ class WriteResult:
         self.quarantined += other.quarantined
         self.structure += other.structure
         self.taken_back += other.taken_back
+        self.structure_ids += other.structure_ids
         return self
 
 
@@ -265,6 +268,7 @@ class _KeyHashes:
             self.recent = np.zeros(0, np.uint64)
 
 
+_TS = pa.timestamp("us", tz="UTC")
 #: How far outside a summing call's own time a call under it is looked for (clock skew)
 _SUM_SLACK = timedelta(minutes=10)
 
@@ -281,10 +285,11 @@ class _Sums:
 
     kept: pa.Table = field(default_factory=lambda: pa.table({}))
     structure: int = 0  # incoming calls not kept
+    structure_ids: tuple[str, ...] = ()
     taken_back: int = 0  # stored calls deleted
     #: work units and start times of the deleted calls, whose derived units are rebuilt
     units: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
-    starts: pa.Array = field(default_factory=lambda: pa.array([], pa.timestamp("us", tz="UTC")))
+    starts: pa.Array = field(default_factory=lambda: pa.array([], _TS))
 
 
 def _in_sorted(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
@@ -580,6 +585,7 @@ class Store:
         derive_units: bool = False,
         waiting_signals: str | None = None,
         settle: tuple[str, Sequence[int]] | None = None,
+        summed: Sequence[tuple[str, str, str | None, int]] = (),
     ) -> dict[str, WriteResult]:
         """Write several tables and their rejects in one transaction.
 
@@ -590,6 +596,8 @@ class Store:
         Langfuse score sent before its trace waits on the trace or observation id); those
         that wait on a trace or span of the batch's calls join their work unit, in the same
         transaction (:meth:`_join_waiting_signals`).
+        ``summed``: summing spans the span mapping kept as structure (:attr:`Batch.summed`),
+        recorded for the summing calls of other writes (:meth:`_take_back_sums`).
         ``settle``: (source, line numbers): that file's quarantine rows of an unended last line
         (:data:`~yieldmeter.ingest.base.UNENDED_LINE`) at those lines are deleted: the import
         read each line whole, so each has an outcome of its own.
@@ -602,7 +610,7 @@ class Store:
             keys = None  # the stored calls' id hashes, read once for both steps
             if calls is not None and calls.num_rows:
                 keys = self._key_hashes(con)
-                sums = self._take_back_sums(con, calls, keys)
+                sums = self._take_back_sums(con, calls, keys, summed)
                 tables = {**tables, "calls": sums.kept}
             for name, rows in tables.items():
                 if rows.num_rows:
@@ -613,6 +621,7 @@ class Store:
                 results["calls"].read += sums.structure
                 results["calls"].structure = sums.structure
                 results["calls"].taken_back = sums.taken_back
+                results["calls"].structure_ids = sums.structure_ids
             if rejects is not None and rejects.num_rows:
                 counts = self._quarantine(con, rejects)
                 for name, n in counts.items():
@@ -653,7 +662,13 @@ class Store:
                 self._stored_keys.token = token  # what this write leaves: the hashes are current
         return results
 
-    def _take_back_sums(self, con: duckdb.DuckDBPyConnection, calls: pa.Table, keys: _KeyHashes) -> _Sums:
+    def _take_back_sums(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        calls: pa.Table,
+        keys: _KeyHashes,
+        summed: Sequence[tuple[str, str, str | None, int]] = (),
+    ) -> _Sums:
         """Keep a span's usage once when a summing call (:data:`SUMMING_OPERATIONS`) and a call
         under it arrive in different writes, as the span mapping does inside one request.
 
@@ -663,7 +678,8 @@ class Store:
         summing calls are kept in memory beside the id hashes (one scan of ``operation`` when
         they are first needed), so a write with no summing call on either side reads nothing
         more; a stored call's parent is read only for a summing call of this write, in the
-        traces and time of those calls.
+        traces and time of those calls. ``summed``: the summing spans the span mapping kept as
+        structure; recorded, and their parents have a call under them as well.
         """
         sums = _Sums(kept=calls)
         if not {"trace_id", "span_id", "attributes", "operation", "call_id", "ts"} <= set(calls.column_names):
@@ -677,10 +693,22 @@ class Store:
             }
         summing = _is_summing(calls)
         incoming = bool(pc.any(summing).as_py())
+        if summed:
+            mapped = pa.table(
+                {
+                    "trace_id": pa.array([s[0] for s in summed], pa.string()),
+                    "span_id": pa.array([s[1] for s in summed], pa.string()),
+                    "parent_span_id": pa.array([s[2] for s in summed], pa.string()),
+                    "ts": pa.array([s[3] for s in summed], pa.int64()).cast(_TS),
+                }
+            )
+            self._record_summed(con, mapped)
         if not keys.summing and not incoming:
             return sums  # the common case: no summing call stored, none written now
         parents = parent_span_ids(calls)
         pids = pc.binary_join_element_wise(calls.column("trace_id").combine_chunks(), parents, "-")
+        if summed:
+            pids = pa.concat_arrays([pids, pa.array([f"{s[0]}-{s[2]}" for s in summed if s[2]], pa.string())])
         candidates = [p for p in pc.unique(pc.drop_null(pids)).to_pylist() if p in keys.summing]
         if candidates:
             deleted = con.execute(
@@ -703,20 +731,25 @@ class Store:
             )
             hi = datetime.fromtimestamp(pc.max(ends).as_py() / 1e6, UTC) + _SUM_SLACK
             # the stored calls under them, and the summing spans kept as structure
-            under = con.execute(
-                "SELECT trace_id || '-' || json_extract_string(attributes, '$.parent_span_id') AS pid "
-                "FROM calls WHERE ts BETWEEN $lo AND $hi AND list_contains($traces, trace_id) "
-                "AND contains(attributes, '\"parent_span_id\"') UNION SELECT trace_id || '-' || "
-                "parent_span_id FROM summed_spans "
-                "WHERE ts BETWEEN $lo AND $hi AND list_contains($traces, trace_id)",
-                {"lo": lo, "hi": hi, "traces": pc.unique(ours.column("trace_id")).to_pylist()},
-            ).fetchnumpy()["pid"]
+            con.register("_sum_traces", pa.table({"t": pc.drop_null(pc.unique(ours.column("trace_id")))}))
+            try:
+                under = con.execute(
+                    "SELECT trace_id || '-' || json_extract_string(attributes, '$.parent_span_id') AS pid "
+                    "FROM calls WHERE ts BETWEEN $lo AND $hi AND trace_id IN (SELECT t FROM _sum_traces) "
+                    "AND contains(attributes, '\"parent_span_id\"') UNION SELECT trace_id || '-' || "
+                    "parent_span_id FROM summed_spans "
+                    "WHERE ts BETWEEN $lo AND $hi AND trace_id IN (SELECT t FROM _sum_traces)",
+                    {"lo": lo, "hi": hi},
+                ).fetchnumpy()["pid"]
+            finally:
+                con.unregister("_sum_traces")
             with_calls = pa.concat_arrays([pc.drop_null(pids), pa.array(under.tolist(), pa.string())])
             ids = calls.column("call_id").combine_chunks()
             drop = pc.fill_null(pc.and_(summing, pc.is_in(ids, value_set=with_calls)), False)
             sums.structure = int(pc.sum(drop).as_py() or 0)
             if sums.structure:
                 sums.kept = calls.filter(pc.invert(drop))
+                sums.structure_ids = tuple(ids.filter(drop).to_pylist())
                 dropped = calls.filter(drop).select(["ts", "trace_id", "span_id"])
                 self._record_summed(con, dropped.append_column("parent_span_id", parents.filter(drop)))
             keys.summing.update(ids.filter(pc.and_(summing, pc.invert(drop))).to_pylist())
