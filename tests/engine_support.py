@@ -78,11 +78,25 @@ def spark_available() -> str | None:
     return reason
 
 
+#: The tests' Spark settings. Spark compiles each query's whole stages to Java and plans them
+#: again as they run (adaptive execution): on the suite's small data that is most of a query's
+#: time. The tests read the figures, not the speed, so they run the plans interpreted and as
+#: planned (the same results, by Spark's contract): the Spark cases of ``test_engines`` took 73 s
+#: instead of 108-127 s on the examples. ``benchmarks/bench_spark.py`` runs Spark's defaults.
+SPARK_TEST_SETTINGS = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "spark.sql.adaptive.enabled": "false",
+}
+
+
 def spark_session_for_tests() -> Any:
     """One local[2] session for the whole run (a start costs ~10 s)."""
     from yieldmeter.lake.engines import spark_session
 
-    return spark_session("local[2]", {"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"})
+    return spark_session("local[2]", SPARK_TEST_SETTINGS)
 
 
 def build_example_workspace(dest: Path) -> Path:
