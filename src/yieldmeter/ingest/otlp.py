@@ -239,7 +239,7 @@ class SpanRows:
         #: spans kept as calls whose usage may be their children's (remote agents' client spans,
         #: framework steps reporting usage): (row index, trace, span, counts they added); one
         #: whose span is the parent of a call of the batch is taken back in :meth:`batch`
-        self._summing_calls: list[tuple[int, str, str, tuple[int, int, int]]] = []
+        self._summing_calls: list[tuple[int, str, str, str, tuple[int, int, int]]] = []
         #: (trace, parent span) of every call, to find those with a call under them
         self._call_parents: list[tuple[str, str]] = []
         #: the summing calls taken back, as :attr:`Batch.summed` holds them
@@ -430,18 +430,18 @@ class SpanRows:
         if events:
             self._evaluations(trace_id, span_id, a, events, position, start, wu=_str(wu))
 
-    def _summing_call(self, trace_id: str, span_id: str, *args: Any) -> None:
+    def _summing_call(self, trace_id: str, span_id: str, parent_span_id: str, *args: Any) -> None:
         """:meth:`_call` for a span whose usage may be the sum of calls under it: kept as a call,
         and taken back in :meth:`batch` when a call of the batch has it as its parent."""
         n = len(self.rows)
         counts = (self.no_model, self.cache_apart, self.reasoning_apart)
-        self._call(trace_id, span_id, *args)
+        self._call(trace_id, span_id, parent_span_id, *args)
         added = (
             self.no_model - counts[0],
             self.cache_apart - counts[1],
             self.reasoning_apart - counts[2],
         )
-        self._summing_calls.append((n, trace_id, span_id, added))
+        self._summing_calls.append((n, trace_id, span_id, parent_span_id, added))
 
     def _call(
         self, trace_id: str, span_id: str, parent_span_id: str, op: str, start: int, end: int,
@@ -797,11 +797,9 @@ class SpanRows:
         """A remote agent's span (or a framework step's) with a call of the batch under it: its
         usage is that call's (the calls' own spans reached here), so it is structure only."""
         parents = set(self._call_parents)
-        for index, trace_id, span_id, added in reversed(self._summing_calls):
+        for index, trace_id, span_id, parent, added in reversed(self._summing_calls):
             if (trace_id, span_id) in parents:
-                row = self.rows[index]
-                parent = orjson.loads(row[-1]).get("parent_span_id") if row[-1] else None
-                self.summed.append((trace_id, span_id, parent, row[1]))
+                self.summed.append((trace_id, span_id, parent or None, self.rows[index][1]))
                 del self.rows[index], self.positions[index]
                 self.no_model -= added[0]
                 self.cache_apart -= added[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from yieldmeter.errors import InputError
-from yieldmeter.ingest.otlp_semconv import SpanError
+from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS, SpanError
 
 if TYPE_CHECKING:
     from yieldmeter.ingest.base import Batch
@@ -47,6 +47,22 @@ def parent_span_ids(calls: pa.Table) -> pa.Array:
             values[i] = top if isinstance(top, str) else None
         found = pa.array(values, pa.string())
     return found
+
+
+def summing_calls(calls: pa.Table) -> pa.Array:
+    """Whether each call is a summing call (:data:`SUMMING_OPERATIONS`): a remote agent's or a
+    framework step's, whose usage may be the sum of calls under it."""
+    ops = calls.column("operation").combine_chunks()
+    return pc.fill_null(pc.is_in(ops, value_set=pa.array(SUMMING_OPERATIONS)), False)
+
+
+def call_parents(calls: pa.Table, summed: Sequence[tuple[str, str, str | None, int]] = ()) -> pa.Array:
+    """The call ids of the parents of ``calls`` and of the ``summed`` spans (:attr:`Batch.summed`),
+    null where there is none: a summing call whose id is here has a call under it."""
+    under = pc.binary_join_element_wise(
+        calls.column("trace_id").combine_chunks(), parent_span_ids(calls), "-"
+    )
+    return pa.concat_arrays([under, pa.array([f"{s[0]}-{s[2]}" for s in summed if s[2]], pa.string())])
 
 
 #: 2100-01-01 in ns: a later time is a clock or unit error (and beyond int64 microseconds soon after)

@@ -37,8 +37,7 @@ from yieldmeter.app.workspace import FileSummary, IngestSummary, Workspace, unre
 from yieldmeter.config import CONFIG_FILE, Config
 from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, set_org
 from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
-from yieldmeter.ingest.otlp_common import parent_span_ids
-from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS
+from yieldmeter.ingest.otlp_common import call_parents, summing_calls
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
 
@@ -77,12 +76,10 @@ def drop_sums_with_calls(
     span mapping kept as structure (:attr:`Batch.summed`), whose parents have a call under them."""
     if not calls.num_rows or "operation" not in calls.column_names:
         return calls, 0
-    summing = pc.fill_null(pc.is_in(calls.column("operation"), value_set=pa.array(SUMMING_OPERATIONS)), False)
+    summing = summing_calls(calls)
     if not pc.any(summing).as_py():
         return calls, 0
-    parents = parent_span_ids(calls)
-    under = pc.drop_null(pc.binary_join_element_wise(calls.column("trace_id").combine_chunks(), parents, "-"))
-    under = pa.concat_arrays([under, pa.array([f"{s[0]}-{s[2]}" for s in summed if s[2]], pa.string())])
+    under = pc.drop_null(call_parents(calls, summed))
     drop = pc.fill_null(pc.and_(summing, pc.is_in(calls.column("call_id"), value_set=under)), False)
     n = int(pc.sum(drop).as_py() or 0)
     return (calls.filter(pc.invert(drop)) if n else calls), n

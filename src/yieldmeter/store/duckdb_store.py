@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from yieldmeter.ingest.base import UNENDED_LINE
 from yieldmeter.ingest.conform import stable_id
-from yieldmeter.ingest.otlp_common import parent_span_ids
+from yieldmeter.ingest.otlp_common import call_parents, parent_span_ids, summing_calls
 from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
 
@@ -271,12 +271,6 @@ class _KeyHashes:
 _TS = pa.timestamp("us", tz="UTC")
 #: How far outside a summing call's own time a call under it is looked for (clock skew)
 _SUM_SLACK = timedelta(minutes=10)
-
-
-def _is_summing(calls: pa.Table) -> pa.Array:
-    """Whether each call is a summing call (:data:`SUMMING_OPERATIONS`)."""
-    ops = calls.column("operation").combine_chunks()
-    return pc.fill_null(pc.is_in(ops, value_set=pa.array(SUMMING_OPERATIONS)), False)
 
 
 @dataclass
@@ -691,7 +685,7 @@ class Store:
                     "SELECT call_id FROM calls WHERE list_contains(?, operation)", [list(SUMMING_OPERATIONS)]
                 ).fetchall()
             }
-        summing = _is_summing(calls)
+        summing = summing_calls(calls)
         incoming = bool(pc.any(summing).as_py())
         if summed:
             mapped = pa.table(
@@ -705,10 +699,7 @@ class Store:
             self._record_summed(con, mapped)
         if not keys.summing and not incoming:
             return sums  # the common case: no summing call stored, none written now
-        parents = parent_span_ids(calls)
-        pids = pc.binary_join_element_wise(calls.column("trace_id").combine_chunks(), parents, "-")
-        if summed:
-            pids = pa.concat_arrays([pids, pa.array([f"{s[0]}-{s[2]}" for s in summed if s[2]], pa.string())])
+        pids = call_parents(calls, summed)
         candidates = [p for p in pc.unique(pc.drop_null(pids)).to_pylist() if p in keys.summing]
         if candidates:
             deleted = con.execute(
@@ -751,7 +742,8 @@ class Store:
                 sums.kept = calls.filter(pc.invert(drop))
                 sums.structure_ids = tuple(ids.filter(drop).to_pylist())
                 dropped = calls.filter(drop).select(["ts", "trace_id", "span_id"])
-                self._record_summed(con, dropped.append_column("parent_span_id", parents.filter(drop)))
+                parents = parent_span_ids(calls).filter(drop)
+                self._record_summed(con, dropped.append_column("parent_span_id", parents))
             keys.summing.update(ids.filter(pc.and_(summing, pc.invert(drop))).to_pylist())
         return sums
 
