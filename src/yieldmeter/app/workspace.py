@@ -309,7 +309,6 @@ class Workspace:
                     derive_units=True,
                     waiting_signals=WAITING_SIGNALS.get(source),
                     settle=(source, batch.settles) if batch.settles else None,
-                    summed=batch.summed,
                 )
                 for name, r in results.items():
                     summary.add(name, r)

@@ -59,10 +59,7 @@ class Batch:
     (:data:`UNENDED_LINE`, :attr:`ReadOptions.unended`) that this import read
     whole (ended by a line end or, the last, parsing without one) and starting
     with the text the row kept: each now has an outcome of its own, and the
-    row is deleted. ``summed``: the spans of summing calls the span mapping kept as
-    structure because a call of the same request sits under them, as (trace id, span id,
-    parent span id, start in microseconds): the store keeps them (``summed_spans``) so a
-    summing span above them, in another request, is known to have a call under it.
+    row is deleted.
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
@@ -71,7 +68,6 @@ class Batch:
     notes: list[str] = field(default_factory=list)
     no_model: int = 0
     settles: tuple[int, ...] = ()
-    summed: list[tuple[str, str, str | None, int]] = field(default_factory=list)
 
     @classmethod
     def of(cls, table_name: str, conformed: Conformed, **kw: object) -> Batch:

@@ -82,6 +82,7 @@ from yieldmeter.ingest.otlp_semconv import (
     NON_MODEL_OPERATIONS,
     PROVIDER_CACHE_KEYS,
     SERVICE_TIER_KEYS,
+    SUMMED_PARENTS,
     TOOL_OPERATIONS,
     SpanError,
     _json_obj,
@@ -240,10 +241,8 @@ class SpanRows:
         #: framework steps reporting usage): (row index, trace, span, counts they added); one
         #: whose span is the parent of a call of the batch is taken back in :meth:`batch`
         self._summing_calls: list[tuple[int, str, str, str, tuple[int, int, int]]] = []
-        #: (trace, parent span) of every call, to find those with a call under them
-        self._call_parents: list[tuple[str, str]] = []
-        #: the summing calls taken back, as :attr:`Batch.summed` holds them
-        self.summed: list[tuple[str, str, str | None, int]] = []
+        #: (trace, parent span, row index) of every call, to find those with a call under them
+        self._call_parents: list[tuple[str, str, int]] = []
         #: trace-level attributes the Langfuse SDK set on a span (v3's ``update_trace`` puts them
         #: on the root span, which is no call): (trace, {column or attribute: value}) per span
         self._trace_level: list[tuple[str, dict[str, Any]]] = []
@@ -579,7 +578,7 @@ class SpanRows:
         self.rows.append(row)
         self.positions.append(position)
         if parent_span_id:
-            self._call_parents.append((trace_id, parent_span_id))
+            self._call_parents.append((trace_id, parent_span_id, len(self.rows) - 1))
         self.no_model += model is None
         self.cache_apart += cache_apart
         self.reasoning_apart += reasoning_apart
@@ -736,7 +735,6 @@ class SpanRows:
             )
         batch.ignored = self.ignored
         batch.no_model = self.no_model
-        batch.summed = self.summed
         batch.notes.extend(self._notes())
         return batch
 
@@ -795,11 +793,36 @@ class SpanRows:
 
     def _drop_sums_with_calls(self) -> None:
         """A remote agent's span (or a framework step's) with a call of the batch under it: its
-        usage is that call's (the calls' own spans reached here), so it is structure only."""
-        parents = set(self._call_parents)
-        for index, trace_id, span_id, parent, added in reversed(self._summing_calls):
-            if (trace_id, span_id) in parents:
-                self.summed.append((trace_id, span_id, parent or None, self.rows[index][1]))
+        usage is that call's (the calls' own spans reached here), so it is structure only.
+
+        A call under such spans keeps their parents (``yieldmeter.summed_parents``, nearest
+        first): a summing span above them that comes in another request is known by the store
+        to have a call under it (``Store.write_batch``), as if they had been kept.
+        """
+        parents = {(t, p) for t, p, _ in self._call_parents}
+        dropped = {
+            (trace_id, span_id): parent
+            for _, trace_id, span_id, parent, _ in self._summing_calls
+            if (trace_id, span_id) in parents
+        }
+        if not dropped:
+            self._summing_calls = []
+            return
+        for trace_id, parent, index in self._call_parents:
+            above: list[str] = []
+            while (trace_id, parent) in dropped and len(above) <= len(dropped):
+                parent = dropped[(trace_id, parent)]
+                if not parent:
+                    break
+                above.append(parent)
+            if above:
+                row = list(self.rows[index])
+                attrs = orjson.loads(row[-1]) if row[-1] else {}
+                attrs[SUMMED_PARENTS] = ",".join(above)
+                row[-1] = _dumps(attrs)
+                self.rows[index] = tuple(row)
+        for index, trace_id, span_id, _, added in reversed(self._summing_calls):
+            if (trace_id, span_id) in dropped:
                 del self.rows[index], self.positions[index]
                 self.no_model -= added[0]
                 self.cache_apart -= added[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from yieldmeter.errors import InputError
-from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS, SpanError
+from yieldmeter.ingest.otlp_semconv import SUMMED_PARENTS, SUMMING_OPERATIONS, SpanError
 
 if TYPE_CHECKING:
     from yieldmeter.ingest.base import Batch
@@ -56,13 +56,31 @@ def summing_calls(calls: pa.Table) -> pa.Array:
     return pc.fill_null(pc.is_in(ops, value_set=pa.array(SUMMING_OPERATIONS)), False)
 
 
-def call_parents(calls: pa.Table, summed: Sequence[tuple[str, str, str | None, int]] = ()) -> pa.Array:
-    """The call ids of the parents of ``calls`` and of the ``summed`` spans (:attr:`Batch.summed`),
-    null where there is none: a summing call whose id is here has a call under it."""
-    under = pc.binary_join_element_wise(
-        calls.column("trace_id").combine_chunks(), parent_span_ids(calls), "-"
-    )
-    return pa.concat_arrays([under, pa.array([f"{s[0]}-{s[2]}" for s in summed if s[2]], pa.string())])
+_SUMMED = '"' + SUMMED_PARENTS.replace(".", r"\.") + r'":"(?P<p>[0-9a-fA-F,]+)"'
+
+
+def parent_links(calls: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """The spans above ``calls`` that a summing call may be, as (row index, span id) pairs:
+    each call's parent, and the parents of the summing spans between them that the mapping
+    kept as structure (:data:`SUMMED_PARENTS`). Pairs without a parent are left out."""
+    own = parent_span_ids(calls)
+    rows = pa.array(range(calls.num_rows), pa.int64())
+    attrs = pc.fill_null(calls.column("attributes"), "").combine_chunks()
+    above = pc.struct_field(pc.extract_regex(attrs, _SUMMED), "p")
+    if above.null_count < len(above):
+        lists = pc.split_pattern(above, ",")
+        rows = pa.concat_arrays([rows, pc.list_parent_indices(lists).cast(pa.int64())])
+        own = pa.concat_arrays([own, pc.list_flatten(lists)])
+    present = pc.is_valid(own)
+    return rows.filter(present), own.filter(present)
+
+
+def call_parents(calls: pa.Table) -> pa.Array:
+    """The call ids of the spans above ``calls`` that a summing call may be (:func:`parent_links`):
+    a summing call whose id is here has a call under it."""
+    rows, parents = parent_links(calls)
+    trace = pc.take(calls.column("trace_id").combine_chunks(), rows)
+    return pc.drop_null(pc.binary_join_element_wise(trace, parents, "-"))
 
 
 #: 2100-01-01 in ns: a later time is a clock or unit error (and beyond int64 microseconds soon after)

@@ -53,6 +53,9 @@ NON_MODEL_OPERATIONS = frozenset(
 #: call of the same request sits under it; the store does the same across requests and files
 #: (``Store.write_batch``), and :func:`drop_sums_with_calls` inside one table of calls.
 SUMMING_OPERATIONS = tuple(sorted(AGENT_OPERATIONS | NON_MODEL_OPERATIONS))
+#: The ``attributes`` key of a call under summing spans the mapping kept as structure: their
+#: parents, nearest first, comma-separated (the spans above the call that it stands for)
+SUMMED_PARENTS = "yieldmeter.summed_parents"
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 
 #: Per span, above this many tokens of one kind the count is not believed (no model has such a window).

@@ -67,19 +67,16 @@ def quarantine_rows(rejects: pa.Table, now: datetime | None = None) -> pa.Table:
     )
 
 
-def drop_sums_with_calls(
-    calls: pa.Table, summed: Sequence[tuple[str, str, str | None, int]] = ()
-) -> tuple[pa.Table, int]:
+def drop_sums_with_calls(calls: pa.Table) -> tuple[pa.Table, int]:
     """The calls but those of summing spans (:data:`SUMMING_OPERATIONS`: a remote agent's, a
     framework step's) with a call under them in ``calls``, whose usage is that call's, as the
-    store does across writes; and how many were dropped. ``summed``: the summing spans the
-    span mapping kept as structure (:attr:`Batch.summed`), whose parents have a call under them."""
+    store does across writes; and how many were dropped."""
     if not calls.num_rows or "operation" not in calls.column_names:
         return calls, 0
     summing = summing_calls(calls)
     if not pc.any(summing).as_py():
         return calls, 0
-    under = pc.drop_null(call_parents(calls, summed))
+    under = pc.drop_null(call_parents(calls))
     drop = pc.fill_null(pc.and_(summing, pc.is_in(calls.column("call_id"), value_set=under)), False)
     n = int(pc.sum(drop).as_py() or 0)
     return (calls.filter(pc.invert(drop)) if n else calls), n
@@ -181,9 +178,7 @@ class LakeWriter:
         summary = FileSummary(source=source, format=fmt)
         tables: dict[str, list[pa.Table]] = {}
         rejects = []
-        summed: list[tuple[str, str, str | None, int]] = []
         for b in batches:
-            summed.extend(b.summed)
             summary.ignored += b.ignored
             summary.notes.extend(b.notes)
             for name, rows in b.tables.items():
@@ -191,7 +186,7 @@ class LakeWriter:
             rejects.append(b.rejects)
         merged = {n: pa.concat_tables(parts) for n, parts in tables.items()}
         if "calls" in merged:
-            merged["calls"], summary.structure = drop_sums_with_calls(merged["calls"], summed)
+            merged["calls"], summary.structure = drop_sums_with_calls(merged["calls"])
             summary.read += summary.structure
             described = merged.get("work_units", TABLES["work_units"].arrow_schema.empty_table())
             derived = derive_work_units(merged["calls"], described, self._described_units())

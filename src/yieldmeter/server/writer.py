@@ -134,7 +134,6 @@ def merge_batches(batches: list[Batch]) -> Batch:
         ignored=sum(b.ignored for b in batches),
         notes=[n for b in batches for n in b.notes],
         no_model=sum(b.no_model for b in batches),
-        summed=[s for b in batches for s in b.summed],
     )
 
 

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from yieldmeter.ingest.base import UNENDED_LINE
 from yieldmeter.ingest.conform import stable_id
-from yieldmeter.ingest.otlp_common import call_parents, parent_span_ids, summing_calls
+from yieldmeter.ingest.otlp_common import call_parents, parent_links, summing_calls
 from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
 
@@ -579,7 +579,6 @@ class Store:
         derive_units: bool = False,
         waiting_signals: str | None = None,
         settle: tuple[str, Sequence[int]] | None = None,
-        summed: Sequence[tuple[str, str, str | None, int]] = (),
     ) -> dict[str, WriteResult]:
         """Write several tables and their rejects in one transaction.
 
@@ -590,8 +589,6 @@ class Store:
         Langfuse score sent before its trace waits on the trace or observation id); those
         that wait on a trace or span of the batch's calls join their work unit, in the same
         transaction (:meth:`_join_waiting_signals`).
-        ``summed``: summing spans the span mapping kept as structure (:attr:`Batch.summed`),
-        recorded for the summing calls of other writes (:meth:`_take_back_sums`).
         ``settle``: (source, line numbers): that file's quarantine rows of an unended last line
         (:data:`~yieldmeter.ingest.base.UNENDED_LINE`) at those lines are deleted: the import
         read each line whole, so each has an outcome of its own.
@@ -604,7 +601,7 @@ class Store:
             keys = None  # the stored calls' id hashes, read once for both steps
             if calls is not None and calls.num_rows:
                 keys = self._key_hashes(con)
-                sums = self._take_back_sums(con, calls, keys, summed)
+                sums = self._take_back_sums(con, calls, keys)
                 tables = {**tables, "calls": sums.kept}
             for name, rows in tables.items():
                 if rows.num_rows:
@@ -656,24 +653,19 @@ class Store:
                 self._stored_keys.token = token  # what this write leaves: the hashes are current
         return results
 
-    def _take_back_sums(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        calls: pa.Table,
-        keys: _KeyHashes,
-        summed: Sequence[tuple[str, str, str | None, int]] = (),
-    ) -> _Sums:
+    def _take_back_sums(self, con: duckdb.DuckDBPyConnection, calls: pa.Table, keys: _KeyHashes) -> _Sums:
         """Keep a span's usage once when a summing call (:data:`SUMMING_OPERATIONS`) and a call
         under it arrive in different writes, as the span mapping does inside one request.
 
         A call of this write whose parent span is a stored summing call deletes that call; a
         summing call of this write with a call under it (in this write, or stored) is not kept.
-        The parents come from the calls' ``attributes.parent_span_id``. The ids of the stored
-        summing calls are kept in memory beside the id hashes (one scan of ``operation`` when
-        they are first needed), so a write with no summing call on either side reads nothing
-        more; a stored call's parent is read only for a summing call of this write, in the
-        traces and time of those calls. ``summed``: the summing spans the span mapping kept as
-        structure; recorded, and their parents have a call under them as well.
+        A call's parents are its parent span and those of the summing spans between them that
+        the span mapping kept as structure (:func:`~yieldmeter.ingest.otlp_common.parent_links`);
+        the summing spans this step keeps as structure go to ``summed_spans`` with theirs. The
+        ids of the stored summing calls are kept in memory beside the id hashes (one scan of
+        ``operation`` when first needed), so a write with no summing call on either side reads
+        nothing more; stored calls are read only for a summing call of this write, in the
+        traces and time of those calls.
         """
         sums = _Sums(kept=calls)
         if not {"trace_id", "span_id", "attributes", "operation", "call_id", "ts"} <= set(calls.column_names):
@@ -687,25 +679,14 @@ class Store:
             }
         summing = summing_calls(calls)
         incoming = bool(pc.any(summing).as_py())
-        if summed:
-            mapped = pa.table(
-                {
-                    "trace_id": pa.array([s[0] for s in summed], pa.string()),
-                    "span_id": pa.array([s[1] for s in summed], pa.string()),
-                    "parent_span_id": pa.array([s[2] for s in summed], pa.string()),
-                    "ts": pa.array([s[3] for s in summed], pa.int64()).cast(_TS),
-                }
-            )
-            self._record_summed(con, mapped)
         if not keys.summing and not incoming:
             return sums  # the common case: no summing call stored, none written now
-        pids = call_parents(calls, summed)
-        candidates = [p for p in pc.unique(pc.drop_null(pids)).to_pylist() if p in keys.summing]
+        pids = call_parents(calls)
+        candidates = [p for p in pc.unique(pids).to_pylist() if p in keys.summing]
         if candidates:
             deleted = con.execute(
                 "DELETE FROM calls WHERE call_id IN (SELECT unnest($ids)) AND list_contains($ops, operation) "
-                "RETURNING work_unit_id, ts, trace_id, span_id, "
-                "json_extract_string(attributes, '$.parent_span_id') AS parent_span_id",
+                "RETURNING work_unit_id, ts, trace_id, span_id, attributes",
                 {"ids": candidates, "ops": list(SUMMING_OPERATIONS)},
             ).to_arrow_table()
             if deleted.num_rows:  # their ids stay in ``keys.summing``: a superset costs a probe
@@ -724,37 +705,59 @@ class Store:
             # the stored calls under them, and the summing spans kept as structure
             con.register("_sum_traces", pa.table({"t": pc.drop_null(pc.unique(ours.column("trace_id")))}))
             try:
-                under = con.execute(
-                    "SELECT trace_id || '-' || json_extract_string(attributes, '$.parent_span_id') AS pid "
-                    "FROM calls WHERE ts BETWEEN $lo AND $hi AND trace_id IN (SELECT t FROM _sum_traces) "
-                    "AND contains(attributes, '\"parent_span_id\"') UNION SELECT trace_id || '-' || "
-                    "parent_span_id FROM summed_spans "
+                stored = con.execute(
+                    "SELECT trace_id, attributes FROM calls WHERE ts BETWEEN $lo AND $hi "
+                    "AND trace_id IN (SELECT t FROM _sum_traces) "
+                    "AND contains(attributes, '\"parent_span_id\"')",
+                    {"lo": lo, "hi": hi},
+                ).to_arrow_table()
+                kept = con.execute(
+                    "SELECT trace_id || '-' || parent_span_id AS pid FROM summed_spans "
                     "WHERE ts BETWEEN $lo AND $hi AND trace_id IN (SELECT t FROM _sum_traces)",
                     {"lo": lo, "hi": hi},
                 ).fetchnumpy()["pid"]
             finally:
                 con.unregister("_sum_traces")
-            with_calls = pa.concat_arrays([pc.drop_null(pids), pa.array(under.tolist(), pa.string())])
+            with_calls = pa.concat_arrays([pids, call_parents(stored), pa.array(kept.tolist(), pa.string())])
             ids = calls.column("call_id").combine_chunks()
             drop = pc.fill_null(pc.and_(summing, pc.is_in(ids, value_set=with_calls)), False)
             sums.structure = int(pc.sum(drop).as_py() or 0)
             if sums.structure:
                 sums.kept = calls.filter(pc.invert(drop))
                 sums.structure_ids = tuple(ids.filter(drop).to_pylist())
-                dropped = calls.filter(drop).select(["ts", "trace_id", "span_id"])
-                parents = parent_span_ids(calls).filter(drop)
-                self._record_summed(con, dropped.append_column("parent_span_id", parents))
+                self._record_summed(con, calls.filter(drop))
             keys.summing.update(ids.filter(pc.and_(summing, pc.invert(drop))).to_pylist())
         return sums
 
     @staticmethod
-    def _record_summed(con: duckdb.DuckDBPyConnection, spans: pa.Table) -> None:
-        """Keep the spans of summing calls kept as structure (``summed_spans``), each once."""
-        con.register("_summed", spans.select(["trace_id", "span_id", "parent_span_id", "ts"]))
+    def _record_summed(con: duckdb.DuckDBPyConnection, calls: pa.Table) -> None:
+        """Keep the spans of summing calls kept as structure (``summed_spans``), with each span
+        above them that a summing call may be (:func:`~yieldmeter.ingest.otlp_common.parent_links`),
+        each once.
+
+        A span sent again has the same start, so only the stored spans of the batch's time are
+        read (the table grows in time order: DuckDB skips the rest by their ``ts`` range).
+        """
+        rows, parents = parent_links(calls)
+        spans = pa.table(
+            {
+                "trace_id": pc.take(calls.column("trace_id"), rows),
+                "span_id": pc.take(calls.column("span_id"), rows),
+                "parent_span_id": parents,
+                "ts": pc.take(calls.column("ts"), rows).cast(_TS),
+            }
+        )
+        if not spans.num_rows:
+            return
+        bounds = pc.min_max(spans.column("ts")).as_py()
+        con.register("_summed", spans)
         try:
             con.execute(
                 "INSERT INTO summed_spans SELECT DISTINCT n.* FROM _summed n WHERE NOT EXISTS "
-                "(SELECT 1 FROM summed_spans s WHERE s.trace_id = n.trace_id AND s.span_id = n.span_id)"
+                "(SELECT 1 FROM summed_spans s WHERE s.ts BETWEEN $lo AND $hi "
+                "AND s.trace_id = n.trace_id AND s.span_id = n.span_id "
+                "AND s.parent_span_id = n.parent_span_id)",
+                {"lo": bounds["min"], "hi": bounds["max"]},
             )
         finally:
             con.unregister("_summed")
