@@ -25,6 +25,7 @@ from yieldmeter.ingest.otlp import UnreadableRequest
 from yieldmeter.ingest.otlp_json import decode_json
 from yieldmeter.ingest.otlp_json import read as read_otlp_json
 from yieldmeter.ingest.otlp_protobuf import decode_protobuf
+from yieldmeter.ingest.otlp_semconv import SUMMED_PARENTS
 
 T0 = 1_740_823_200_000_000_000  # 2025-03-01T10:00:00Z in ns
 TRACE = "5b8efff798038103d269b633813fc60c"
@@ -1163,6 +1164,20 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
     def trace(k: int) -> str:
         return f"{k:032x}"
 
+    def step_under(n: int, parent: int, trace: str) -> dict[str, Any]:
+        return span(n, {**llm, "gen_ai.usage.input_tokens": 800}, parent=f"{parent:016x}", trace=trace)
+
+    def rooted(n: int, key: str, trace: str) -> dict[str, Any]:
+        s = span(n, {**CHAT, "gen_ai.usage.input_tokens": 900}, trace=trace)
+        named = f"{0xAB:016x}" if key != SUMMED_PARENTS else f"{0xAA:016x}"
+        value = (
+            {"kvlistValue": {"values": [kv("parent_span_id", named)]}}
+            if key != SUMMED_PARENTS
+            else {"stringValue": named}
+        )
+        s["attributes"].append({"key": key, "value": value})
+        return s
+
     unknown = {**llm, "gen_ai.response.model": "mystery-model-x"}
     mapped = chat(2, 0xCD, trace(6))
     mapped["attributes"].append(
@@ -1184,6 +1199,18 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
             [span(0xEF, llm, trace=trace(5))],
         ],
         trace(6): [[span(0xAB, llm, trace=trace(6))], [mapped]],  # 0xAB is not the chat's parent
+        # chat 3 under step 2 under step 1; the chat sent alone, with step 2, alone again (the
+        # store replaces it, its note of step 1 gone from the row), then step 1
+        trace(7): [
+            [chat(3, 2, trace(7))],
+            [step_under(2, 1, trace(7)), chat(3, 2, trace(7))],
+            [chat(3, 2, trace(7))],
+            [span(1, llm, trace=trace(7))],
+        ],
+        # root calls naming a parent only where they must not be read: a map attribute, and the
+        # attribute the mapping writes itself
+        trace(8): [[span(0xAB, llm, trace=trace(8))], [rooted(4, "langchain.metadata", trace(8))]],
+        trace(9): [[span(0xAA, llm, trace=trace(9))], [rooted(4, "yieldmeter.summed_parents", trace(9))]],
     }
     step2 = {**llm, "gen_ai.usage.input_tokens": 800}
     nested = [span(1, llm, trace="t"), span(2, step2, parent=f"{1:016x}", trace="t"), chat(3, 2, "t")]
@@ -1221,6 +1248,9 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
             trace(4): [(2, 900)],
             trace(5): [(2, 900), (3, 900)],
             trace(6): [(2, 900), (0xAB, 900)],
+            trace(7): [(3, 900)],
+            trace(8): [(4, 900), (0xAB, 900)],
+            trace(9): [(4, 900), (0xAA, 900)],
             **{trace(100 + k): [(3, 900)] for k in range(13)},
         }
         assert all(s.accounted for s in every)
@@ -1232,11 +1262,17 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
         assert summaries[trace(1)][1].unpriced == 0
         models = {r[0] for r in ws.store.con.execute("SELECT model FROM model_map").fetchall()}
         assert "mystery-model-x" not in models
-        again = send(rounds(list(orders)))
-        assert ws.store.con.execute("SELECT count(*) FROM calls").fetchone()[0] == len(stored)
+        again = send(rounds([t for t in orders if t != trace(7)]))
         assert sum(s.landed for s in again) == 0 and sum(s.taken_back for s in again) == 0
+        send(orders[trace(7)])  # its chat changes between groupings: replaced, to the same figures
+        assert (
+            ws.store.con.execute("SELECT trace_id, span_id, input_tokens FROM calls ORDER BY ALL").fetchall()
+            == stored
+        )
         assert ws.store.con.execute("SELECT count(*) FROM summed_spans").fetchone()[0] == len(
-            ws.store.con.execute("SELECT DISTINCT trace_id, span_id FROM summed_spans").fetchall()
+            ws.store.con.execute(
+                "SELECT DISTINCT trace_id, span_id, parent_span_id FROM summed_spans"
+            ).fetchall()
         )  # each once, though sent again
 
 

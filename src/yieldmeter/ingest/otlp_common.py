@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -24,29 +25,32 @@ from yieldmeter.ingest.otlp_semconv import SUMMED_PARENTS, SUMMING_OPERATIONS, S
 if TYPE_CHECKING:
     from yieldmeter.ingest.base import Batch
 
-#: a call's parent span as both span readers write it in ``attributes`` (orjson: compact, and a
-#: quote inside a value is escaped, so only the key itself matches)
-_PARENT = r'"parent_span_id":"(?P<p>[0-9a-fA-F]+)"'
 
-
-def parent_span_ids(calls: pa.Table) -> pa.Array:
-    """Each call's parent span id (``attributes.parent_span_id``, which the span readers
-    write), null where there is none."""
-    attrs = pc.fill_null(calls.column("attributes"), "").combine_chunks()
-    found = pc.struct_field(pc.extract_regex(attrs, _PARENT), "p")
-    # the key may also sit in an attribute's map, before the mapping's own: those rows are read
-    # as JSON, top level only (as ``json_extract_string(attributes, '$.parent_span_id')`` reads)
-    several = pc.greater(pc.count_substring(attrs, '"parent_span_id":'), 1)
-    if pc.any(several).as_py():
+def _top_level_text(attrs: pa.Array, key: str) -> pa.Array:
+    """The text at ``key`` of each JSON object in ``attrs`` (the calls' ``attributes``, written by
+    orjson: compact, a quote inside a text escaped), at the top level only, as
+    ``json_extract_string(attributes, '$."key"')`` reads; null where there is none. A pattern
+    reads most rows; a row holding another object (a map attribute may have such a key too)
+    is read as JSON."""
+    quoted = orjson.dumps(key).decode()
+    found = pc.struct_field(pc.extract_regex(attrs, re.escape(quoted) + r':"(?P<v>[^"\\]*)"'), "v")
+    nested = pc.and_(pc.match_substring(attrs, quoted + ":"), pc.greater(pc.count_substring(attrs, "{"), 1))
+    if pc.any(nested).as_py():
         values = found.to_pylist()
-        for i in pc.indices_nonzero(several).to_pylist():
+        for i in pc.indices_nonzero(nested).to_pylist():
             try:
-                top = orjson.loads(attrs[i].as_py()).get("parent_span_id")
+                top = orjson.loads(attrs[i].as_py()).get(key)
             except (orjson.JSONDecodeError, AttributeError):
                 top = None
             values[i] = top if isinstance(top, str) else None
         found = pa.array(values, pa.string())
     return found
+
+
+def parent_span_ids(calls: pa.Table) -> pa.Array:
+    """Each call's parent span id (``attributes.parent_span_id``, which the span readers
+    write), null where there is none."""
+    return _top_level_text(pc.fill_null(calls.column("attributes"), "").combine_chunks(), "parent_span_id")
 
 
 def summing_calls(calls: pa.Table) -> pa.Array:
@@ -56,22 +60,19 @@ def summing_calls(calls: pa.Table) -> pa.Array:
     return pc.fill_null(pc.is_in(ops, value_set=pa.array(SUMMING_OPERATIONS)), False)
 
 
-_SUMMED = '"' + SUMMED_PARENTS.replace(".", r"\.") + r'":"(?P<p>[0-9a-fA-F,]+)"'
-
-
 def parent_links(calls: pa.Table) -> tuple[pa.Array, pa.Array]:
     """The spans above ``calls`` that a summing call may be, as (row index, span id) pairs:
     each call's parent, and the parents of the summing spans between them that the mapping
     kept as structure (:data:`SUMMED_PARENTS`). Pairs without a parent are left out."""
-    own = parent_span_ids(calls)
-    rows = pa.array(range(calls.num_rows), pa.int64())
     attrs = pc.fill_null(calls.column("attributes"), "").combine_chunks()
-    above = pc.struct_field(pc.extract_regex(attrs, _SUMMED), "p")
+    own = _top_level_text(attrs, "parent_span_id")
+    rows = pa.array(range(calls.num_rows), pa.int64())
+    above = _top_level_text(attrs, SUMMED_PARENTS)
     if above.null_count < len(above):
         lists = pc.split_pattern(above, ",")
         rows = pa.concat_arrays([rows, pc.list_parent_indices(lists).cast(pa.int64())])
         own = pa.concat_arrays([own, pc.list_flatten(lists)])
-    present = pc.is_valid(own)
+    present = pc.and_(pc.is_valid(own), pc.not_equal(own, ""))
     return rows.filter(present), own.filter(present)
 
 

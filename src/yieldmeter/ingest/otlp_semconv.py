@@ -239,6 +239,7 @@ _CONSUMED = frozenset(
         "gen_ai.request.model",
         "gen_ai.conversation.id",
         "yieldmeter.work_unit.id",
+        SUMMED_PARENTS,  # the mapping's own: a span's attribute of that name is not believed
         "yieldmeter.workflow",
         "yieldmeter.task_type",
         "yieldmeter.team",

@@ -28,13 +28,14 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from yieldmeter.ingest.base import UNENDED_LINE
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.ingest.otlp_common import call_parents, parent_links, summing_calls
-from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS
+from yieldmeter.ingest.otlp_semconv import SUMMED_PARENTS, SUMMING_OPERATIONS
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
 
 log = logging.getLogger(__name__)
@@ -729,6 +730,18 @@ class Store:
             keys.summing.update(ids.filter(pc.and_(summing, pc.invert(drop))).to_pylist())
         return sums
 
+    def _keep_summed_links(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Before stored calls (ids in ``_changed``) are replaced: the parents the span mapping
+        wrote beside them (:data:`SUMMED_PARENTS`) go to ``summed_spans``, so a call sent again
+        in another grouping (without them) leaves them known."""
+        linked = con.execute(
+            "SELECT trace_id, span_id, ts, attributes FROM calls "
+            "WHERE call_id IN (SELECT k FROM _changed) AND contains(attributes, ?)",
+            [orjson.dumps(SUMMED_PARENTS).decode() + ":"],
+        ).to_arrow_table()
+        if linked.num_rows:
+            self._record_summed(con, linked)
+
     @staticmethod
     def _record_summed(con: duckdb.DuckDBPyConnection, calls: pa.Table) -> None:
         """Keep the spans of summing calls kept as structure (``summed_spans``), with each span
@@ -738,6 +751,7 @@ class Store:
         A span sent again has the same start, so only the stored spans of the batch's time are
         read (the table grows in time order: DuckDB skips the rest by their ``ts`` range).
         """
+        calls = calls.filter(pc.is_valid(calls.column("trace_id")))
         rows, parents = parent_links(calls)
         spans = pa.table(
             {
@@ -865,6 +879,8 @@ class Store:
                 if changed:
                     con.register("_changed", pa.table({"k": changed_keys}))
                     try:
+                        if spec.name == KEY_HASHED:
+                            self._keep_summed_links(con)
                         con.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT k FROM _changed)")
                     finally:
                         con.unregister("_changed")
