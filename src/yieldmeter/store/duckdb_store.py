@@ -8,7 +8,9 @@ go through :meth:`Store.write_batch`, which in one transaction
 * counts rows identical to what is stored as duplicates and changes nothing (the
   ``source`` they came from aside: the same rows from a copy of a file are duplicates),
 * replaces rows whose id is stored with other content (an upsert),
-* inserts the rest, and the batch's rejects into ``quarantine``.
+* inserts the rest, and the batch's rejects into ``quarantine``;
+* counts a framework or agent span's usage once when the call under it comes in another
+  write (:meth:`Store._take_back_sums`).
 
 A crash before the commit leaves nothing of the batch; after it, everything.
 Only one writer at a time (a lock); readers use cursors of the same database.
@@ -53,8 +55,9 @@ INTERNAL_TABLES: dict[str, pa.Schema] = {
         ]
     ),
     "meta": pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())]),
-    #: spans of summing calls (:data:`SUMMING_OPERATIONS`) kept as structure, with their parent:
-    #: a summing span above them that arrives later finds the call under it through them
+    #: spans of summing calls (:data:`SUMMING_OPERATIONS`) the store kept as structure, one row
+    #: for each span above them a summing call may be: a summing span above them that arrives
+    #: later finds the call under it through them (:meth:`Store._take_back_sums`)
     "summed_spans": pa.schema(
         [
             pa.field("trace_id", pa.string()),
