@@ -103,8 +103,14 @@ def map_row(r: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
     hit = parse_bool(first(r, "cache_hit")) is True
     served = None
     if hit:
-        counts = {"input": prompt, "output": completion, "cached_input": cached, "cache_write": writes}
-        served = {k: v for k, v in {**counts, "reasoning": reasoning}.items() if v}
+        counts = {
+            "input": prompt,
+            "output": completion,
+            "cached_input": cached,
+            "cache_write": writes,
+            "reasoning": reasoning,
+        }
+        served = {k: v for k, v in counts.items() if v}
         prompt = completion = cached = writes = hour = reasoning = 0
         counted_apart = False
     spend = first(r, "spend")

@@ -47,12 +47,6 @@ def _top_level_text(attrs: pa.Array, key: str) -> pa.Array:
     return found
 
 
-def parent_span_ids(calls: pa.Table) -> pa.Array:
-    """Each call's parent span id (``attributes.parent_span_id``, which the span readers
-    write), null where there is none."""
-    return _top_level_text(pc.fill_null(calls.column("attributes"), "").combine_chunks(), "parent_span_id")
-
-
 def summing_calls(calls: pa.Table) -> pa.Array:
     """Whether each call is a summing call (:data:`SUMMING_OPERATIONS`): a remote agent's or a
     framework step's, whose usage may be the sum of calls under it."""
@@ -82,6 +76,16 @@ def call_parents(calls: pa.Table) -> pa.Array:
     rows, parents = parent_links(calls)
     trace = pc.take(calls.column("trace_id").combine_chunks(), rows)
     return pc.drop_null(pc.binary_join_element_wise(trace, parents, "-"))
+
+
+def sums_with_calls(calls: pa.Table, under: pa.Array | None = None) -> pa.Array:
+    """Whether each call is a summing call with a call under it: among ``calls``, or named by
+    ``under`` (the call ids above other calls, :func:`call_parents` of calls read elsewhere)."""
+    above = call_parents(calls)
+    if under is not None:
+        above = pa.concat_arrays([above, under])
+    found = pc.is_in(calls.column("call_id").combine_chunks(), value_set=above)
+    return pc.fill_null(pc.and_(summing_calls(calls), found), False)
 
 
 #: 2100-01-01 in ns: a later time is a clock or unit error (and beyond int64 microseconds soon after)

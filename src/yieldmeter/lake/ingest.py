@@ -37,7 +37,7 @@ from yieldmeter.app.workspace import FileSummary, IngestSummary, Workspace, unre
 from yieldmeter.config import CONFIG_FILE, Config
 from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, set_org
 from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
-from yieldmeter.ingest.otlp_common import call_parents, summing_calls
+from yieldmeter.ingest.otlp_common import summing_calls, sums_with_calls
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
 
@@ -73,11 +73,9 @@ def drop_sums_with_calls(calls: pa.Table) -> tuple[pa.Table, int]:
     store does across writes; and how many were dropped."""
     if not calls.num_rows or "operation" not in calls.column_names:
         return calls, 0
-    summing = summing_calls(calls)
-    if not pc.any(summing).as_py():
+    if not pc.any(summing_calls(calls)).as_py():
         return calls, 0
-    under = pc.drop_null(call_parents(calls))
-    drop = pc.fill_null(pc.and_(summing, pc.is_in(calls.column("call_id"), value_set=under)), False)
+    drop = sums_with_calls(calls)
     n = int(pc.sum(drop).as_py() or 0)
     return (calls.filter(pc.invert(drop)) if n else calls), n
 

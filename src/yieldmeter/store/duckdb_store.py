@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from yieldmeter.ingest.base import UNENDED_LINE
 from yieldmeter.ingest.conform import stable_id
-from yieldmeter.ingest.otlp_common import call_parents, parent_links, summing_calls
+from yieldmeter.ingest.otlp_common import call_parents, parent_links, summing_calls, sums_with_calls
 from yieldmeter.ingest.otlp_semconv import SUMMED_PARENTS, SUMMING_OPERATIONS
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
 
@@ -717,9 +717,8 @@ class Store:
                 "WHERE ts BETWEEN $lo AND $hi AND trace_id IN (SELECT t FROM t)",
                 {"lo": lo, "hi": hi, "traces": pc.drop_null(pc.unique(ours.column("trace_id"))).to_pylist()},
             ).to_arrow_table()
-            with_calls = pa.concat_arrays([pids, call_parents(stored)])
+            drop = sums_with_calls(calls, call_parents(stored))
             ids = calls.column("call_id").combine_chunks()
-            drop = pc.fill_null(pc.and_(summing, pc.is_in(ids, value_set=with_calls)), False)
             sums.structure = int(pc.sum(drop).as_py() or 0)
             if sums.structure:
                 sums.kept = calls.filter(pc.invert(drop))
