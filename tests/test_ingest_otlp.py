@@ -25,7 +25,6 @@ from yieldmeter.ingest.otlp import UnreadableRequest
 from yieldmeter.ingest.otlp_json import decode_json
 from yieldmeter.ingest.otlp_json import read as read_otlp_json
 from yieldmeter.ingest.otlp_protobuf import decode_protobuf
-from yieldmeter.ingest.otlp_semconv import SUMMED_PARENTS
 
 T0 = 1_740_823_200_000_000_000  # 2025-03-01T10:00:00Z in ns
 TRACE = "5b8efff798038103d269b633813fc60c"
@@ -291,7 +290,7 @@ def test_agent_and_tool_spans_kept_as_structure() -> None:
     b = decode(agent, tool, chat)
     # The agent's 999 tokens are its children's total; only the chat call counts.
     assert b.tables["calls"].num_rows == 1
-    assert json.loads(b.tables["calls"].column("attributes")[0].as_py())["parent_span_id"] == f"{1:016x}"
+    assert b.tables["calls"].column("parent_span_id")[0].as_py() == f"{1:016x}"
     [unit] = b.tables["work_units"].to_pylist()
     assert unit["work_unit_id"] == TRACE and unit["task_type"] == "triager" and not unit["derived"]
     assert (unit["ended_at"] - unit["started_at"]).total_seconds() == 5
@@ -1087,7 +1086,10 @@ def test_a_framework_step_reporting_spend_is_a_call_unless_a_call_sits_under_it(
     ``framework`` span; where the provider below is not instrumented it is the only span of the
     inference, so it is a call (900 in, 150 out, 0.0021 reported). With the provider's own chat
     span under it in the batch, only the chat counts (its 900, not 900 + 900 = 1800). A span of
-    an unknown operation reporting only a cost is a call too (unpriced, no model: a note)."""
+    an unknown operation reporting only a cost is a call too (unpriced, no model: a note). The
+    step kept as structure is in the batch's ``summed`` (its span and parent); a chat under it
+    that conform quarantines (an unknown status code) is no call under it: the step stays a call,
+    so the usage is counted while the chat waits in the quarantine."""
     llm = {
         "gen_ai.system": "langchain",
         "gen_ai.operation.name": "framework",
@@ -1108,6 +1110,12 @@ def test_a_framework_step_reporting_spend_is_a_call_unless_a_call_sits_under_it(
             sorted(calls_by_span(b)) == [2]
             and sum(b.tables["calls"].column("input_tokens").to_pylist()) == 900
         )
+        assert b.summed is not None and b.summed.select(["span_id", "parent_span_id"]).to_pylist() == [
+            {"span_id": f"{1:016x}", "parent_span_id": None}
+        ]
+    refused = span(2, {**CHAT, "gen_ai.usage.input_tokens": 900}, parent=f"{1:016x}", status={"code": 7})
+    b = decode(span(1, llm), refused)
+    assert sorted(calls_by_span(b)) == [1] and b.rejects.num_rows == 1 and not b.summed
     cost_only = {
         "gen_ai.operation.name": "web_search",
         "gen_ai.provider.name": "openai",
@@ -1136,10 +1144,10 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
     3) sent in every grouping and order (13 ways) leave the chat alone. A remote agent's client
     span (``invoke_agent`` with ``server.address``) is taken back the same way when the hosted
     agent's own chat span reaches the store after it. A parent id written in upper case or
-    base64 meets its span; a map attribute holding a ``parent_span_id`` key of its own does not
-    stand for the span's parent. A summing span with no call under it stays a call; a step
-    kept as structure adds no model to the model map, and re-sending everything changes
-    nothing."""
+    base64 meets its span; an attribute named ``parent_span_id``, at the top or inside a map
+    attribute, does not stand for the span's parent. A summing span with no call under it stays
+    a call; a step kept as structure adds no model to the model map, and re-sending everything
+    changes nothing."""
     llm = {
         "gen_ai.system": "langchain",
         "gen_ai.operation.name": "framework",
@@ -1169,10 +1177,10 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
 
     def rooted(n: int, key: str, trace: str) -> dict[str, Any]:
         s = span(n, {**CHAT, "gen_ai.usage.input_tokens": 900}, trace=trace)
-        named = f"{0xAB:016x}" if key != SUMMED_PARENTS else f"{0xAA:016x}"
+        named = f"{0xAB:016x}" if key != "parent_span_id" else f"{0xAA:016x}"
         value = (
             {"kvlistValue": {"values": [kv("parent_span_id", named)]}}
-            if key != SUMMED_PARENTS
+            if key != "parent_span_id"
             else {"stringValue": named}
         )
         s["attributes"].append({"key": key, "value": value})
@@ -1199,18 +1207,18 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
             [span(0xEF, llm, trace=trace(5))],
         ],
         trace(6): [[span(0xAB, llm, trace=trace(6))], [mapped]],  # 0xAB is not the chat's parent
-        # chat 3 under step 2 under step 1; the chat sent alone, with step 2, alone again (the
-        # store replaces it, its note of step 1 gone from the row), then step 1
+        # chat 3 under step 2 under step 1; the chat sent alone, with step 2 (kept as structure
+        # by the mapping), alone again, then step 1
         trace(7): [
             [chat(3, 2, trace(7))],
             [step_under(2, 1, trace(7)), chat(3, 2, trace(7))],
             [chat(3, 2, trace(7))],
             [span(1, llm, trace=trace(7))],
         ],
-        # root calls naming a parent only where they must not be read: a map attribute, and the
-        # attribute the mapping writes itself
+        # root calls naming a parent only where they must not be read: a map attribute, and an
+        # attribute of the column's name
         trace(8): [[span(0xAB, llm, trace=trace(8))], [rooted(4, "langchain.metadata", trace(8))]],
-        trace(9): [[span(0xAA, llm, trace=trace(9))], [rooted(4, "yieldmeter.summed_parents", trace(9))]],
+        trace(9): [[span(0xAA, llm, trace=trace(9))], [rooted(4, "parent_span_id", trace(9))]],
     }
     step2 = {**llm, "gen_ai.usage.input_tokens": 800}
     nested = [span(1, llm, trace="t"), span(2, step2, parent=f"{1:016x}", trace="t"), chat(3, 2, "t")]
@@ -1258,13 +1266,25 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
         # taken back (stored before it)
         dropped = [[(s.structure, s.taken_back) for s in summaries[t]] for t in simple]
         assert dropped == [[(0, 0), (1, 0)], [(0, 0), (0, 1)], [(0, 0), (0, 1)]]
+        # each step is counted once, as structure or taken back, in whichever write it went: the
+        # mapping's, the store's, or taken back later (a nested chain: two steps each way)
+        assert sum(s.structure + s.taken_back for s in every) == 2 * 13 + 2 + 1 + 1 + 1 + 2
+        parents = dict(
+            ws.store.con.execute("SELECT trace_id || span_id, parent_span_id FROM calls").fetchall()
+        )
+        assert parents[trace(2) + f"{2:016x}"] == f"{1:016x}" and parents[trace(9) + f"{4:016x}"] is None
+        assert parents[trace(5) + f"{3:016x}"] == f"{0xEF:016x}"  # base64 written as hex
+        assert not ws.store.con.execute(
+            "SELECT count(*) FROM calls WHERE json_extract_string(attributes, '$.parent_span_id') "
+            "IS NOT NULL AND span_id <> ?",
+            [f"{4:016x}"],
+        ).fetchone()[0]  # the parent is a column; only the span that named one keeps its own
         assert any("framework or agent spans reporting usage" in n for s in every for n in s.notes)
         assert summaries[trace(1)][1].unpriced == 0
         models = {r[0] for r in ws.store.con.execute("SELECT model FROM model_map").fetchall()}
         assert "mystery-model-x" not in models
-        again = send(rounds([t for t in orders if t != trace(7)]))
+        again = send(rounds(list(orders)))
         assert sum(s.landed for s in again) == 0 and sum(s.taken_back for s in again) == 0
-        send(orders[trace(7)])  # its chat changes between groupings: replaced, to the same figures
         assert (
             ws.store.con.execute("SELECT trace_id, span_id, input_tokens FROM calls ORDER BY ALL").fetchall()
             == stored
@@ -1274,6 +1294,62 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
                 "SELECT DISTINCT trace_id, span_id, parent_span_id FROM summed_spans"
             ).fetchall()
         )  # each once, though sent again
+
+
+def test_a_store_of_schema_4_moves_parents_out_of_attributes(tmp_path: Path) -> None:
+    """Schema 4 kept a call's parent span in its ``attributes`` (``parent_span_id``, after the
+    span's own attributes) and the parents of the steps the mapping kept as structure above it
+    in another key (``yieldmeter.summed_parents``, nearest first, last), and had no
+    ``summed_spans`` before stop 33. Migration 5 moves the parent to its column and the chain to
+    ``summed_spans``, leaving ``attributes`` as the mapping writes them now: the same requests
+    sent again are duplicates, and step 1, above the step kept as structure, comes later and is
+    known to have a call under it (structure, not a second count of the chat's 900 tokens)."""
+    step = {
+        "gen_ai.system": "langchain",
+        "gen_ai.operation.name": "framework",
+        "gen_ai.response.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 800,
+    }
+    chat = {**CHAT, "gen_ai.usage.input_tokens": 900, "gen_ai.conversation.id": "c1", "custom.a": "x"}
+    request = [
+        span(2, step, parent=f"{1:016x}"),
+        span(3, chat, parent=f"{2:016x}"),
+        span(5, chat, parent="9" * 16),
+    ]
+    own_tail = ("status.message", "gen_ai.conversation.id", "gen_ai.request.model")
+    with Workspace.init(tmp_path / "ws") as ws:
+        first = ws.ingest_batches([decode(*request)], source="otlp", fmt="otlp")
+        assert (first.landed, first.structure) == (2, 1)
+        con = ws.store.con
+        fresh = con.execute("SELECT call_id, parent_span_id, attributes FROM calls ORDER BY 1").fetchall()
+        for call_id, parent, text in fresh:  # written as schema 4 wrote them
+            attrs = orjson.loads(text)
+            old = {k: v for k, v in attrs.items() if k not in own_tail}
+            old["parent_span_id"] = parent
+            old.update({k: v for k, v in attrs.items() if k in own_tail})
+            if call_id.endswith(f"{3:016x}"):
+                old["yieldmeter.summed_parents"] = f"{1:016x}"
+            con.execute(
+                "UPDATE calls SET attributes = ? WHERE call_id = ?", [orjson.dumps(old).decode(), call_id]
+            )
+        con.execute("ALTER TABLE calls DROP COLUMN parent_span_id")
+        con.execute("DROP TABLE summed_spans")
+        con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        root = ws.root
+    with Workspace.open(root) as ws:
+        con = ws.store.con
+        assert (
+            con.execute("SELECT call_id, parent_span_id, attributes FROM calls ORDER BY 1").fetchall()
+            == fresh
+        )
+        assert con.execute("SELECT trace_id, span_id, parent_span_id FROM summed_spans").fetchall() == [
+            (TRACE, f"{2:016x}", f"{1:016x}")
+        ]
+        again = ws.ingest_batches([decode(*request)], source="otlp", fmt="otlp")
+        assert (again.landed, again.duplicates, again.structure) == (0, 2, 1)
+        later = ws.ingest_batches([decode(span(1, step))], source="otlp", fmt="otlp")
+        assert (later.landed, later.structure) == (0, 1)
+        assert con.execute("SELECT sum(input_tokens) FROM calls").fetchone()[0] == 1800  # chats 3 and 5
 
 
 def _eval(value: Any, time: Any = None) -> dict[str, Any]:

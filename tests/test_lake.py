@@ -478,7 +478,7 @@ def test_a_summing_span_and_the_call_under_it_count_once_in_a_lake(tmp_path: Pat
     under it (900), read by one file import in two batches: the lake keeps the chat alone, as
     the store does (900 input tokens, not 1,800); the step is read and counted as structure.
     Nested: step 1 over step 2 over chat 3, with 2 and 3 in one batch (the mapping keeps 2 as
-    structure) and 1 in another: the chat alone again."""
+    structure) and 1 in another: the chat alone again, both steps counted as structure."""
     from yieldmeter.config import Config
     from yieldmeter.ingest.base import ReadOptions
     from yieldmeter.ingest.otlp_json import decode_json
@@ -517,8 +517,8 @@ def test_a_summing_span_and_the_call_under_it_count_once_in_a_lake(tmp_path: Pat
     cases = {  # name -> the batches, and what the summary says: (read, landed, structure)
         "call last": ([request(step), request(chat)], (2, 1, 1)),
         "call first": ([request(chat), request(step)], (2, 1, 1)),
-        # step 2 never reaches the lake writer: the mapping keeps it as structure
-        "nested": ([request(nested[0]), request(nested[1], nested[2])], (2, 1, 1)),
+        # the mapping keeps step 2 as structure (Batch.summed), the lake writer step 1: each counted
+        "nested": ([request(nested[0]), request(nested[1], nested[2])], (3, 1, 2)),
     }
     for k, (name, (requests, counts)) in enumerate(cases.items()):
         batches = [decode_json(body, ReadOptions(source="spans.jsonl")) for body in requests]

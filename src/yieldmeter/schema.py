@@ -16,7 +16,7 @@ from enum import StrEnum
 import pyarrow as pa
 
 #: The store's schema version: raised by each step of ``yieldmeter.store.duckdb_store.MIGRATIONS``.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TS = pa.timestamp("us", tz="UTC")
 STR = pa.string()
@@ -199,6 +199,12 @@ CALLS = Table(
         _c("environment", STR),
         _c("trace_id", STR),
         _c("span_id", STR),
+        _c(
+            "parent_span_id",
+            STR,
+            doc="the span the call's span ran under (OTLP), in lowercase hex as span_id: a call's "
+            "framework step or agent, or its caller",
+        ),
         _c("session_id", STR),
         _c("work_unit_id", STR),
         _c("workflow", STR),

@@ -141,13 +141,12 @@ class IngestSummary:
 def _sums_note(structure: int, taken_back: int) -> str:
     parts = []
     if structure:
-        parts.append(f"{structure} not stored")
+        parts.append(f"{structure} kept as structure, not as calls")
     if taken_back:
         parts.append(f"{taken_back} stored earlier taken back")
     return (
         f"framework or agent spans reporting usage ({', '.join(parts)}): a model call under them "
-        "reached yieldmeter in another request or batch, and their usage is its usage "
-        "(counted once; see docs/telemetry.md)"
+        "reached yieldmeter too, and their usage is its usage (counted once; see docs/telemetry.md)"
     )
 
 
@@ -309,6 +308,7 @@ class Workspace:
                     derive_units=True,
                     waiting_signals=WAITING_SIGNALS.get(source),
                     settle=(source, batch.settles) if batch.settles else None,
+                    summed=batch.summed,
                 )
                 for name, r in results.items():
                     summary.add(name, r)

@@ -59,7 +59,11 @@ class Batch:
     (:data:`UNENDED_LINE`, :attr:`ReadOptions.unended`) that this import read
     whole (ended by a line end or, the last, parsing without one) and starting
     with the text the row kept: each now has an outcome of its own, and the
-    row is deleted.
+    row is deleted. ``summed``: the framework and agent spans with usage that the mapping kept as
+    structure because a call of the batch runs under them (their usage is its usage), as
+    ``trace_id, span_id, parent_span_id, ts`` (``otlp_common.SUMMED_SCHEMA``): the store counts
+    them as ``structure`` and keeps them, so a summing span above them that comes in another
+    request finds the call under it.
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
@@ -68,6 +72,7 @@ class Batch:
     notes: list[str] = field(default_factory=list)
     no_model: int = 0
     settles: tuple[int, ...] = ()
+    summed: pa.Table | None = None
 
     @classmethod
     def of(cls, table_name: str, conformed: Conformed, **kw: object) -> Batch:

@@ -58,9 +58,11 @@ from yieldmeter.ingest.otlp_common import (
     _hex_id,
     _str,
     _time_ns,
+    as_summed,
     make_rejects_first,
     paused_gc,
     rejected_spans,
+    split_sums_with_calls,
 )
 from yieldmeter.ingest.otlp_semconv import (
     _CACHE_READ,
@@ -82,7 +84,6 @@ from yieldmeter.ingest.otlp_semconv import (
     NON_MODEL_OPERATIONS,
     PROVIDER_CACHE_KEYS,
     SERVICE_TIER_KEYS,
-    SUMMED_PARENTS,
     TOOL_OPERATIONS,
     SpanError,
     _json_obj,
@@ -130,6 +131,7 @@ CALL_COLUMNS = (
     "environment",
     "trace_id",
     "span_id",
+    "parent_span_id",
     "session_id",
     "work_unit_id",
     "workflow",
@@ -238,11 +240,9 @@ class SpanRows:
         self.cache_apart = 0
         self.reasoning_apart = 0
         #: spans kept as calls whose usage may be their children's (remote agents' client spans,
-        #: framework steps reporting usage): (row index, trace, span, counts they added); one
-        #: whose span is the parent of a call of the batch is taken back in :meth:`batch`
-        self._summing_calls: list[tuple[int, str, str, str, tuple[int, int, int]]] = []
-        #: (trace, parent span, row index) of every call, to find those with a call under them
-        self._call_parents: list[tuple[str, str, int]] = []
+        #: framework steps reporting usage): (call id, the counts they added); one whose span is
+        #: the parent of a call of the batch is taken back in :meth:`batch`
+        self._summing_calls: list[tuple[str, tuple[int, int, int]]] = []
         #: trace-level attributes the Langfuse SDK set on a span (v3's ``update_trace`` puts them
         #: on the root span, which is no call): (trace, {column or attribute: value}) per span
         self._trace_level: list[tuple[str, dict[str, Any]]] = []
@@ -274,7 +274,7 @@ class SpanRows:
         # what this span may have added before it failed is taken back, so a span is either
         # mapped whole or rejected whole
         n_rows, n_signals, ignored = len(self.rows), len(self.signals), self.ignored
-        n_summing, n_parents = len(self._summing_calls), len(self._call_parents)
+        n_summing = len(self._summing_calls)
         n_trace_level, n_unit_writes = len(self._trace_level), len(self._unit_writes)
         counts = (self.no_model, self.cache_apart, self.reasoning_apart)
         try:
@@ -285,7 +285,7 @@ class SpanRows:
         except Exception as exc:  # any failure of one span is that span's reject, never the request's
             del self.rows[n_rows:], self.positions[n_rows:]
             del self.signals[n_signals:], self.signal_positions[n_signals:]
-            del self._summing_calls[n_summing:], self._call_parents[n_parents:]
+            del self._summing_calls[n_summing:]
             del self._trace_level[n_trace_level:]
             while len(self._unit_writes) > n_unit_writes:  # latest first, back to what was there
                 wu, before = self._unit_writes.pop()
@@ -432,7 +432,6 @@ class SpanRows:
     def _summing_call(self, trace_id: str, span_id: str, parent_span_id: str, *args: Any) -> None:
         """:meth:`_call` for a span whose usage may be the sum of calls under it: kept as a call,
         and taken back in :meth:`batch` when a call of the batch has it as its parent."""
-        n = len(self.rows)
         counts = (self.no_model, self.cache_apart, self.reasoning_apart)
         self._call(trace_id, span_id, parent_span_id, *args)
         added = (
@@ -440,7 +439,7 @@ class SpanRows:
             self.cache_apart - counts[1],
             self.reasoning_apart - counts[2],
         )
-        self._summing_calls.append((n, trace_id, span_id, parent_span_id, added))
+        self._summing_calls.append((f"{trace_id}-{span_id}", added))
 
     def _call(
         self, trace_id: str, span_id: str, parent_span_id: str, op: str, start: int, end: int,
@@ -525,8 +524,6 @@ class SpanRows:
             self._drop_keys |= {k for k in new if k in _CONSUMED or self._is_content(k)}
         drop = self._drop_keys
         extra = {k: v for k, v in a.items() if k not in drop}
-        if parent_span_id:
-            extra["parent_span_id"] = parent_span_id
         if error and status_message:
             extra["status.message"] = status_message
         if conversation is not None:
@@ -567,6 +564,7 @@ class SpanRows:
             environment,
             trace_id,
             span_id,
+            parent_span_id or None,
             session if session is None or type(session) is str else _str(session),
             wu if wu is None or type(wu) is str else _str(wu),
             workflow if workflow is None or type(workflow) is str else _str(workflow),
@@ -577,8 +575,6 @@ class SpanRows:
         )
         self.rows.append(row)
         self.positions.append(position)
-        if parent_span_id:
-            self._call_parents.append((trace_id, parent_span_id, len(self.rows) - 1))
         self.no_model += model is None
         self.cache_apart += cache_apart
         self.reasoning_apart += reasoning_apart
@@ -701,8 +697,6 @@ class SpanRows:
     def batch(self) -> Batch:
         """Conform what was collected into canonical tables; rejects keep their position and reason."""
         source = self.options.source
-        if self._summing_calls:
-            self._drop_sums_with_calls()
         if self._trace_level:
             self._apply_trace_level()
         n = len(self.rows)
@@ -712,7 +706,11 @@ class SpanRows:
             for name, values in zip(CALL_COLUMNS, columns, strict=True)
         }
         batch = Batch()
-        batch.add("calls", conform_calls(arrays, source, self.positions))
+        calls = conform_calls(arrays, source, self.positions)
+        if self._summing_calls:
+            kept, batch.summed = self._drop_sums_with_calls(calls.rows)
+            calls = Conformed(kept, calls.rejects)
+        batch.add("calls", calls)
         if self.signals:
             sig = pa.Table.from_pylist(self.signals, schema=_SIGNAL_SCHEMA)
             sig = sig.set_column(sig.schema.get_field_index("ts"), "ts", sig.column("ts").cast(_TS_US))
@@ -791,43 +789,26 @@ class SpanRows:
                 new[a_col] = _dumps(attrs)
             self.rows[i] = tuple(new)
 
-    def _drop_sums_with_calls(self) -> None:
-        """A remote agent's span (or a framework step's) with a call of the batch under it: its
-        usage is that call's (the calls' own spans reached here), so it is structure only.
-
-        A call under such spans keeps their parents (``yieldmeter.summed_parents``, nearest
-        first): a summing span above them that comes in another request is known by the store
-        to have a call under it (``Store.write_batch``), as if they had been kept.
+    def _drop_sums_with_calls(self, calls: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """The conformed calls but the remote agents' spans (or framework steps') with a call of the
+        batch under them: their usage is that call's (the calls' own spans reached here), so they
+        are structure only (:func:`~yieldmeter.ingest.otlp_common.split_sums_with_calls`), and
+        the counts they added to the notes are taken back. A call quarantined by conform is no
+        call under them: they stay calls, so the usage is counted while the call waits.
         """
-        parents = {(t, p) for t, p, _ in self._call_parents}
-        dropped = {
-            (trace_id, span_id): parent
-            for _, trace_id, span_id, parent, _ in self._summing_calls
-            if (trace_id, span_id) in parents
-        }
-        if not dropped:
-            self._summing_calls = []
-            return
-        for trace_id, parent, index in self._call_parents:
-            above: list[str] = []
-            while (trace_id, parent) in dropped and len(above) <= len(dropped):
-                parent = dropped[(trace_id, parent)]
-                if not parent:
-                    break
-                above.append(parent)
-            if above:
-                row = list(self.rows[index])
-                attrs = orjson.loads(row[-1]) if row[-1] else {}
-                attrs[SUMMED_PARENTS] = ",".join(above)
-                row[-1] = _dumps(attrs)
-                self.rows[index] = tuple(row)
-        for index, trace_id, span_id, _, added in reversed(self._summing_calls):
-            if (trace_id, span_id) in dropped:
-                del self.rows[index], self.positions[index]
-                self.no_model -= added[0]
-                self.cache_apart -= added[1]
-                self.reasoning_apart -= added[2]
+        kept, dropped = split_sums_with_calls(calls)
+        if dropped.num_rows:
+            added: dict[str, list[tuple[int, int, int]]] = {}
+            for call_id, counts in self._summing_calls:
+                added.setdefault(call_id, []).append(counts)
+            for call_id in dropped.column("call_id").to_pylist():
+                if added.get(call_id):
+                    no_model, cache_apart, reasoning_apart = added[call_id].pop()
+                    self.no_model -= no_model
+                    self.cache_apart -= cache_apart
+                    self.reasoning_apart -= reasoning_apart
         self._summing_calls = []
+        return kept, as_summed(dropped)
 
     def _notes(self) -> list[str]:
         notes = []

@@ -288,8 +288,8 @@ class _Spans:
             span_ok &= ~(call & present(k))
         for k in _CACHE_WRITE_1H:  # rare: the mapping reads them
             span_ok &= ~(call & present(k))
-        # names the mapping also gives keys of its own in ``attributes`` (its value replaces theirs)
-        span_ok &= ~(call & (present("parent_span_id") | present("status.message")))
+        # a name the mapping also gives a key of its own in ``attributes`` (its value replaces theirs)
+        span_ok &= ~(call & present("status.message"))
         self.ignored_per_line = np.bincount(self.line[~genai], minlength=n_lines)
 
         # -- ids and times (read for calls only, as the mapping does) -------------------------
@@ -367,10 +367,8 @@ class _Spans:
         tier = pc.coalesce(*(s(k) for k in SERVICE_TIER_KEYS))  # the first present, as the mapping
 
         # -- attributes: what the columns do not hold, as orjson writes the mapping's dict ----
-        parent = pc.struct_field(span, "parentSpanId")
         message = pc.struct_field(status, "message")
         tail = [
-            _field("parent_span_id", pc.if_else(_truthy_arr(parent), parent, None)),
             _field("status.message", pc.if_else(pa.array(error & _truthy(message)), message, None)),
             _field("gen_ai.conversation.id", conversation),
             _field(
@@ -382,7 +380,7 @@ class _Spans:
         # backslash (its escape): without one, no text needs looking at
         escapes = b"\\" in chunk
         if escapes:
-            for text in (parent, message, conversation, request_model):
+            for text in (parent_id, message, conversation, request_model):
                 span_ok &= ~call | ~_fill(pc.match_substring_regex(text, _ESCAPED), False)
         extra, extra_ok = attrs.json_object(tail, options.capture_content, chunk, escapes)
         span_ok &= ~call | extra_ok
@@ -415,6 +413,7 @@ class _Spans:
             "environment": environment,
             "trace_id": trace_id,
             "span_id": span_id,
+            "parent_span_id": pc.if_else(_truthy_arr(parent_id), parent_id, None),
             "session_id": session,
             "work_unit_id": wu,
             "workflow": linkage["yieldmeter.workflow"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -20,31 +19,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from yieldmeter.errors import InputError
-from yieldmeter.ingest.otlp_semconv import SUMMED_PARENTS, SUMMING_OPERATIONS, SpanError
+from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS, SpanError
 
 if TYPE_CHECKING:
     from yieldmeter.ingest.base import Batch
 
 
-def _top_level_text(attrs: pa.Array, key: str) -> pa.Array:
-    """The text at ``key`` of each JSON object in ``attrs`` (the calls' ``attributes``, written by
-    orjson: compact, a quote inside a text escaped), at the top level only, as
-    ``json_extract_string(attributes, '$."key"')`` reads; null where there is none. A pattern
-    reads most rows; a row holding another object (a map attribute may have such a key too)
-    is read as JSON."""
-    quoted = orjson.dumps(key).decode()
-    found = pc.struct_field(pc.extract_regex(attrs, re.escape(quoted) + r':"(?P<v>[^"\\]*)"'), "v")
-    nested = pc.and_(pc.match_substring(attrs, quoted + ":"), pc.greater(pc.count_substring(attrs, "{"), 1))
-    if pc.any(nested).as_py():
-        values = found.to_pylist()
-        for i in pc.indices_nonzero(nested).to_pylist():
-            try:
-                top = orjson.loads(attrs[i].as_py()).get(key)
-            except (orjson.JSONDecodeError, AttributeError):
-                top = None
-            values[i] = top if isinstance(top, str) else None
-        found = pa.array(values, pa.string())
-    return found
+#: A framework or agent span with usage kept as structure, not as a call, because a call under
+#: it counts its usage (:func:`split_sums_with_calls`): what is kept of it (``Batch.summed``, the
+#: store's ``summed_spans``) is its place in its trace, so a summing span above it that comes
+#: later is known to have a call under it.
+SUMMED_SCHEMA = pa.schema(
+    [
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        pa.field("parent_span_id", pa.string()),
+        pa.field("ts", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 def summing_calls(calls: pa.Table) -> pa.Array:
@@ -54,38 +46,42 @@ def summing_calls(calls: pa.Table) -> pa.Array:
     return pc.fill_null(pc.is_in(ops, value_set=pa.array(SUMMING_OPERATIONS)), False)
 
 
-def parent_links(calls: pa.Table) -> tuple[pa.Array, pa.Array]:
-    """The spans above ``calls`` that a summing call may be, as (row index, span id) pairs:
-    each call's parent, and the parents of the summing spans between them that the mapping
-    kept as structure (:data:`SUMMED_PARENTS`). Pairs without a parent are left out."""
-    attrs = pc.fill_null(calls.column("attributes"), "").combine_chunks()
-    own = _top_level_text(attrs, "parent_span_id")
-    rows = pa.array(range(calls.num_rows), pa.int64())
-    above = _top_level_text(attrs, SUMMED_PARENTS)
-    if above.null_count < len(above):
-        lists = pc.split_pattern(above, ",")
-        rows = pa.concat_arrays([rows, pc.list_parent_indices(lists).cast(pa.int64())])
-        own = pa.concat_arrays([own, pc.list_flatten(lists)])
-    present = pc.and_(pc.is_valid(own), pc.not_equal(own, ""))
-    return rows.filter(present), own.filter(present)
-
-
-def call_parents(calls: pa.Table) -> pa.Array:
-    """The call ids of the spans above ``calls`` that a summing call may be (:func:`parent_links`):
-    a summing call whose id is here has a call under it."""
-    rows, parents = parent_links(calls)
-    trace = pc.take(calls.column("trace_id").combine_chunks(), rows)
-    return pc.drop_null(pc.binary_join_element_wise(trace, parents, "-"))
+def call_parents(*tables: pa.Table) -> pa.Array:
+    """The call ids (``trace_id-parent_span_id``) of the spans above the rows of ``tables`` (calls,
+    or summing spans kept as structure, :data:`SUMMED_SCHEMA`): a summing call whose id is here
+    has a call under it. Rows without a parent add none."""
+    ids = [
+        chunk
+        for t in tables
+        for chunk in pc.binary_join_element_wise(t.column("trace_id"), t.column("parent_span_id"), "-").chunks
+    ]
+    return pc.drop_null(pa.chunked_array(ids, pa.string()).combine_chunks())
 
 
 def sums_with_calls(calls: pa.Table, under: pa.Array | None = None) -> pa.Array:
     """Whether each call is a summing call with a call under it: among ``calls``, or named by
-    ``under`` (the call ids above other calls, :func:`call_parents` of calls read elsewhere)."""
+    ``under`` (the call ids above other calls, :func:`call_parents` of rows read elsewhere)."""
     above = call_parents(calls)
     if under is not None:
-        above = pa.concat_arrays([above, under])
+        above = pa.concat_arrays([above, under.cast(pa.string())])
     found = pc.is_in(calls.column("call_id").combine_chunks(), value_set=above)
     return pc.fill_null(pc.and_(summing_calls(calls), found), False)
+
+
+def split_sums_with_calls(calls: pa.Table, under: pa.Array | None = None) -> tuple[pa.Table, pa.Table]:
+    """``calls`` without the summing calls with a call under them (:func:`sums_with_calls`), and
+    those: their usage is the calls' under them, so they are structure only. A chain of them
+    (step > step > chat) goes whole, as each has a call under it."""
+    drop = sums_with_calls(calls, under)
+    if not pc.any(drop).as_py():
+        return calls, calls.slice(0, 0)
+    return calls.filter(pc.invert(drop)), calls.filter(drop)
+
+
+def as_summed(calls: pa.Table) -> pa.Table:
+    """What is kept of summing calls kept as structure: their place in their traces
+    (:data:`SUMMED_SCHEMA`)."""
+    return calls.select(SUMMED_SCHEMA.names).cast(SUMMED_SCHEMA)
 
 
 #: 2100-01-01 in ns: a later time is a clock or unit error (and beyond int64 microseconds soon after)

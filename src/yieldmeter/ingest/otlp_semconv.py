@@ -51,11 +51,9 @@ NON_MODEL_OPERATIONS = frozenset(
 #: Operations of calls whose usage may be the sum of calls under them: a remote agent's client
 #: span, a framework step reporting usage. The mapping keeps such a span as structure when a
 #: call of the same request sits under it; the store does the same across requests and files
-#: (``Store.write_batch``), and :func:`drop_sums_with_calls` inside one table of calls.
+#: (``Store.write_batch``), and the lake inside each file (``split_sums_with_calls`` in
+#: :mod:`yieldmeter.ingest.otlp_common`).
 SUMMING_OPERATIONS = tuple(sorted(AGENT_OPERATIONS | NON_MODEL_OPERATIONS))
-#: The ``attributes`` key of a call under summing spans the mapping kept as structure: their
-#: parents, nearest first, comma-separated (the spans above the call that it stands for)
-SUMMED_PARENTS = "yieldmeter.summed_parents"
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 
 #: Per span, above this many tokens of one kind the count is not believed (no model has such a window).
@@ -239,7 +237,6 @@ _CONSUMED = frozenset(
         "gen_ai.request.model",
         "gen_ai.conversation.id",
         "yieldmeter.work_unit.id",
-        SUMMED_PARENTS,  # the mapping's own: a span's attribute of that name is not believed
         "yieldmeter.workflow",
         "yieldmeter.task_type",
         "yieldmeter.team",

@@ -37,7 +37,7 @@ from yieldmeter.app.workspace import FileSummary, IngestSummary, Workspace, unre
 from yieldmeter.config import CONFIG_FILE, Config
 from yieldmeter.ingest.base import UNREADABLE, Batch, ReadOptions, check_org, set_org
 from yieldmeter.ingest.conform import concat_rejects, conform, file_rejects, stable_id
-from yieldmeter.ingest.otlp_common import summing_calls, sums_with_calls
+from yieldmeter.ingest.otlp_common import call_parents, split_sums_with_calls, summing_calls
 from yieldmeter.lake.layout import Lake, day_of, lake_schemas
 from yieldmeter.schema import QUARANTINE_SCHEMA, TABLES
 
@@ -67,17 +67,17 @@ def quarantine_rows(rejects: pa.Table, now: datetime | None = None) -> pa.Table:
     )
 
 
-def drop_sums_with_calls(calls: pa.Table) -> tuple[pa.Table, int]:
+def drop_sums_with_calls(calls: pa.Table, summed: Sequence[pa.Table] = ()) -> tuple[pa.Table, int]:
     """The calls but those of summing spans (:data:`SUMMING_OPERATIONS`: a remote agent's, a
-    framework step's) with a call under them in ``calls``, whose usage is that call's, as the
-    store does across writes; and how many were dropped."""
+    framework step's) with a call under them in ``calls``, or under the spans the mapping kept
+    as structure (``summed``, ``Batch.summed``), whose usage is that call's, as the store does
+    across writes; and how many were dropped."""
     if not calls.num_rows or "operation" not in calls.column_names:
         return calls, 0
     if not pc.any(summing_calls(calls)).as_py():
         return calls, 0
-    drop = sums_with_calls(calls)
-    n = int(pc.sum(drop).as_py() or 0)
-    return (calls.filter(pc.invert(drop)) if n else calls), n
+    kept, dropped = split_sums_with_calls(calls, call_parents(*summed) if summed else None)
+    return kept, dropped.num_rows
 
 
 def first_per_key(rows: pa.Table, key: str) -> pa.Table:
@@ -176,6 +176,7 @@ class LakeWriter:
         summary = FileSummary(source=source, format=fmt)
         tables: dict[str, list[pa.Table]] = {}
         rejects = []
+        summed = [b.summed for b in batches if b.summed is not None and b.summed.num_rows]
         for b in batches:
             summary.ignored += b.ignored
             summary.notes.extend(b.notes)
@@ -184,7 +185,8 @@ class LakeWriter:
             rejects.append(b.rejects)
         merged = {n: pa.concat_tables(parts) for n, parts in tables.items()}
         if "calls" in merged:
-            merged["calls"], summary.structure = drop_sums_with_calls(merged["calls"])
+            merged["calls"], dropped = drop_sums_with_calls(merged["calls"], summed)
+            summary.structure = dropped + sum(t.num_rows for t in summed)
             summary.read += summary.structure
             described = merged.get("work_units", TABLES["work_units"].arrow_schema.empty_table())
             derived = derive_work_units(merged["calls"], described, self._described_units())

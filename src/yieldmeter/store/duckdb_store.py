@@ -18,6 +18,7 @@ Only one writer at a time (a lock); readers use cursors of the same database.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import uuid
@@ -36,8 +37,14 @@ import pyarrow.compute as pc
 
 from yieldmeter.ingest.base import UNENDED_LINE
 from yieldmeter.ingest.conform import stable_id
-from yieldmeter.ingest.otlp_common import call_parents, parent_links, summing_calls, sums_with_calls
-from yieldmeter.ingest.otlp_semconv import SUMMED_PARENTS, SUMMING_OPERATIONS
+from yieldmeter.ingest.otlp_common import (
+    SUMMED_SCHEMA,
+    as_summed,
+    call_parents,
+    split_sums_with_calls,
+    summing_calls,
+)
+from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS
 from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
 
 log = logging.getLogger(__name__)
@@ -55,17 +62,11 @@ INTERNAL_TABLES: dict[str, pa.Schema] = {
         ]
     ),
     "meta": pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())]),
-    #: spans of summing calls (:data:`SUMMING_OPERATIONS`) the store kept as structure, one row
-    #: for each span above them a summing call may be: a summing span above them that arrives
-    #: later finds the call under it through them (:meth:`Store._take_back_sums`)
-    "summed_spans": pa.schema(
-        [
-            pa.field("trace_id", pa.string()),
-            pa.field("span_id", pa.string()),
-            pa.field("parent_span_id", pa.string()),
-            pa.field("ts", pa.timestamp("us", tz="UTC")),
-        ]
-    ),
+    #: the spans of summing calls (:data:`SUMMING_OPERATIONS`) kept as structure, by the span
+    #: mapping or the store, with a parent: a summing span above them that arrives later finds
+    #: the call under it through them (:meth:`Store._take_back_sums`). Schema 4 stores hold a
+    #: row for each span above them too, which reads the same.
+    "summed_spans": SUMMED_SCHEMA,
 }
 
 
@@ -189,6 +190,82 @@ def _flag_stored_calls(con: duckdb.DuckDBPyConnection) -> None:
         Store._put_meta(con, UNDERIVED, "1")
 
 
+#: The ``attributes`` key in which schema 4 kept the parents of the summing spans the span mapping
+#: kept as structure above a call (nearest first, comma-separated); now ``summed_spans`` rows
+_SUMMED_PARENTS = "yieldmeter.summed_parents"
+
+
+def _parents_to_column(con: duckdb.DuckDBPyConnection, chunk: int = 100_000) -> None:
+    """Migration 5: a call's parent span moves from ``attributes`` (``parent_span_id``) to its
+    column, and the parents of the summing spans the span mapping kept as structure above it
+    (:data:`_SUMMED_PARENTS`) to ``summed_spans``, one row per span with its parent, as the span
+    mapping now writes them. ``attributes`` keep the rest, written as the mapping writes them
+    now (``null`` when nothing is left), so a span sent again is a duplicate, not a change.
+    Rows are rewritten ``chunk`` at a time, which bounds the memory of a large store.
+    """
+    has = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'calls'"
+        ).fetchall()
+    }
+    if not {"call_id", "trace_id", "ts", "attributes"} <= has:
+        return
+    con.execute(f"ALTER TABLE calls ADD COLUMN IF NOT EXISTS parent_span_id {duck_type(pa.string())}")
+    cols = ", ".join(f"{_q(f.name)} {duck_type(f.type)}" for f in SUMMED_SCHEMA)
+    con.execute(f"CREATE TABLE IF NOT EXISTS summed_spans ({cols})")
+    last = con.execute("SELECT max(rowid) FROM calls").fetchone()[0]
+    moved = False
+    for lo in range(0, (last or 0) + 1, chunk):  # by row number: DuckDB reads only those rows
+        part = con.execute(
+            "SELECT rowid, trace_id, ts, attributes FROM calls WHERE rowid >= ? AND rowid < ? "
+            "AND (contains(attributes, '\"parent_span_id\":') OR contains(attributes, ?))",
+            [lo, lo + chunk, f'"{_SUMMED_PARENTS}":'],
+        ).fetchall()
+        rows, parents, attrs = [], [], []
+        links: list[tuple[str, str, str, datetime]] = []
+        for row, trace_id, ts, text in part:
+            try:
+                doc = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            parent = doc.pop("parent_span_id", None)
+            above = doc.pop(_SUMMED_PARENTS, None)
+            parent = parent if isinstance(parent, str) and parent else None
+            if parent and isinstance(above, str) and trace_id:
+                chain = [parent, *(p for p in above.split(",") if p)]
+                links += [(trace_id, a, b, ts) for a, b in itertools.pairwise(chain)]
+            rows.append(row)
+            parents.append(parent)
+            attrs.append(orjson.dumps(doc).decode() if doc else None)
+        if not rows:
+            continue
+        moved = True
+        con.register("_moved", pa.table({"r": rows, "p": parents, "a": attrs}, schema=_MOVED))
+        try:
+            con.execute(
+                "UPDATE calls SET parent_span_id = m.p, attributes = m.a FROM _moved m "
+                "WHERE calls.rowid = m.r"
+            )
+        finally:
+            con.unregister("_moved")
+        if links:
+            con.register("_links", pa.Table.from_pylist(
+                [dict(zip(SUMMED_SCHEMA.names, link, strict=True)) for link in links], schema=SUMMED_SCHEMA
+            ))  # fmt: skip
+            try:
+                con.execute("INSERT INTO summed_spans SELECT DISTINCT * FROM _links")
+            finally:
+                con.unregister("_links")
+    if moved:
+        Store._mark_written(con, ["calls"])
+
+
+_MOVED = pa.schema([pa.field("r", pa.int64()), pa.field("p", pa.string()), pa.field("a", pa.string())])
+
+
 #: The store's ordered migration steps. Additive changes (a new table or column) need none:
 #: :meth:`Store.migrate` makes them itself. A change that renames, retypes or rewrites data, or
 #: that older versions must not write under (2: writes are recorded per table, and tables derived
@@ -213,6 +290,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "calls an older version stored may have no derived unit, so every call is read until "
         "the next whole derivation, and a version that does not know the flag must not write here",
         _flag_stored_calls,
+    ),
+    Migration(
+        5,
+        "a call's parent span is a column (parent_span_id), no longer a key of its attributes, and the "
+        "framework and agent spans the span mapping kept as structure are rows of summed_spans, no "
+        "longer a key of the call under them (yieldmeter.summed_parents)",
+        _parents_to_column,
     ),
 )
 
@@ -584,6 +668,7 @@ class Store:
         derive_units: bool = False,
         waiting_signals: str | None = None,
         settle: tuple[str, Sequence[int]] | None = None,
+        summed: pa.Table | None = None,
     ) -> dict[str, WriteResult]:
         """Write several tables and their rejects in one transaction.
 
@@ -597,6 +682,9 @@ class Store:
         ``settle``: (source, line numbers): that file's quarantine rows of an unended last line
         (:data:`~yieldmeter.ingest.base.UNENDED_LINE`) at those lines are deleted: the import
         read each line whole, so each has an outcome of its own.
+        ``summed``: the framework and agent spans with usage the span mapping kept as structure
+        (``Batch.summed``): counted as ``structure`` calls, and kept where a summing span above
+        them that comes later finds them (:meth:`_take_back_sums`).
         """
         results: dict[str, WriteResult] = {name: WriteResult() for name in tables}
         with self.transaction(timeout) as con:
@@ -606,18 +694,20 @@ class Store:
             keys = None  # the stored calls' id hashes, read once for both steps
             if calls is not None and calls.num_rows:
                 keys = self._key_hashes(con)
-                sums = self._take_back_sums(con, calls, keys)
+                sums = self._take_back_sums(con, calls, keys, summed)
                 tables = {**tables, "calls": sums.kept}
             for name, rows in tables.items():
                 if rows.num_rows:
                     results[name] = self._upsert(
                         con, TABLES[name], rows, keys if name == KEY_HASHED else None
                     )
-            if sums.structure or sums.taken_back:
-                results["calls"].read += sums.structure
-                results["calls"].structure = sums.structure
-                results["calls"].taken_back = sums.taken_back
-                results["calls"].structure_ids = sums.structure_ids
+            mapped = summed.num_rows if summed is not None else 0  # recorded with the calls above
+            if sums.structure or sums.taken_back or mapped:
+                result = results.setdefault("calls", WriteResult())
+                result.read += sums.structure + mapped
+                result.structure = sums.structure + mapped
+                result.taken_back = sums.taken_back
+                result.structure_ids = sums.structure_ids
             if rejects is not None and rejects.num_rows:
                 counts = self._quarantine(con, rejects)
                 for name, n in counts.items():
@@ -658,22 +748,28 @@ class Store:
                 self._stored_keys.token = token  # what this write leaves: the hashes are current
         return results
 
-    def _take_back_sums(self, con: duckdb.DuckDBPyConnection, calls: pa.Table, keys: _KeyHashes) -> _Sums:
+    def _take_back_sums(
+        self, con: duckdb.DuckDBPyConnection, calls: pa.Table, keys: _KeyHashes, summed: pa.Table | None
+    ) -> _Sums:
         """Keep a span's usage once when a summing call (:data:`SUMMING_OPERATIONS`) and a call
         under it arrive in different writes, as the span mapping does inside one request.
 
         A call of this write whose parent span is a stored summing call deletes that call; a
         summing call of this write with a call under it (in this write, or stored) is not kept.
-        A call's parents are its parent span and those of the summing spans between them that
-        the span mapping kept as structure (:func:`~yieldmeter.ingest.otlp_common.parent_links`);
-        the summing spans this step keeps as structure go to ``summed_spans`` with theirs. The
-        ids of the stored summing calls are kept in memory beside the id hashes (one scan of
-        ``operation`` when first needed), so a write with no summing call on either side reads
-        nothing more; stored calls are read only for a summing call of this write, in the
-        traces and time of those calls.
+        ``summed``: the summing spans the span mapping kept as structure (a call of their request
+        under them, :data:`~yieldmeter.ingest.otlp_common.SUMMED_SCHEMA`); their parents count
+        as the calls' parents, and they are recorded in ``summed_spans`` with the summing calls
+        this step keeps as structure or deletes, so a summing span above them that comes later
+        finds the call under it. The ids of the stored summing calls are kept in memory beside
+        the id hashes (one scan of ``operation`` when first needed), so a write with no summing
+        call on either side reads nothing more; stored calls are read only for a summing call
+        of this write, by their parent span, in the time of those calls.
         """
         sums = _Sums(kept=calls)
-        if not {"trace_id", "span_id", "attributes", "operation", "call_id", "ts"} <= set(calls.column_names):
+        named = summed is not None and summed.num_rows > 0
+        if named:
+            self._record_summed(con, summed)
+        if not set(SUMMED_SCHEMA.names) | {"operation", "call_id"} <= set(calls.column_names):
             return sums
         if keys.summing is None:
             keys.summing = {
@@ -686,12 +782,12 @@ class Store:
         incoming = bool(pc.any(summing).as_py())
         if not keys.summing and not incoming:
             return sums  # the common case: no summing call stored, none written now
-        pids = call_parents(calls)
-        candidates = [p for p in pc.unique(pids).to_pylist() if p in keys.summing]
+        mapped = [summed] if named else []
+        candidates = [p for p in pc.unique(call_parents(calls, *mapped)).to_pylist() if p in keys.summing]
         if candidates:
             deleted = con.execute(
                 "DELETE FROM calls WHERE call_id IN (SELECT unnest($ids)) AND list_contains($ops, operation) "
-                "RETURNING work_unit_id, ts, trace_id, span_id, attributes",
+                "RETURNING work_unit_id, ts, trace_id, span_id, parent_span_id",
                 {"ids": candidates, "ops": list(SUMMING_OPERATIONS)},
             ).to_arrow_table()
             if deleted.num_rows:  # their ids stay in ``keys.summing``: a superset costs a probe
@@ -710,54 +806,32 @@ class Store:
             # the stored calls under them, and the summing spans kept as structure (one statement:
             # each costs milliseconds whatever it reads)
             stored = con.execute(
-                "WITH t AS (SELECT unnest($traces) AS t) "
-                "SELECT trace_id, attributes FROM calls WHERE ts BETWEEN $lo AND $hi "
-                "AND trace_id IN (SELECT t FROM t) AND contains(attributes, '\"parent_span_id\"') "
-                "UNION ALL SELECT trace_id, json_object('parent_span_id', parent_span_id) FROM summed_spans "
-                "WHERE ts BETWEEN $lo AND $hi AND trace_id IN (SELECT t FROM t)",
-                {"lo": lo, "hi": hi, "traces": pc.drop_null(pc.unique(ours.column("trace_id"))).to_pylist()},
+                "WITH s AS (SELECT unnest($spans) AS s) "
+                "SELECT trace_id, parent_span_id FROM calls WHERE ts BETWEEN $lo AND $hi "
+                "AND parent_span_id IN (SELECT s FROM s) "
+                "UNION ALL SELECT trace_id, parent_span_id FROM summed_spans WHERE ts BETWEEN $lo AND $hi "
+                "AND parent_span_id IN (SELECT s FROM s)",
+                {"lo": lo, "hi": hi, "spans": pc.drop_null(pc.unique(ours.column("span_id"))).to_pylist()},
             ).to_arrow_table()
-            drop = sums_with_calls(calls, call_parents(stored))
-            ids = calls.column("call_id").combine_chunks()
-            sums.structure = int(pc.sum(drop).as_py() or 0)
+            sums.kept, dropped = split_sums_with_calls(calls, call_parents(stored, *mapped))
+            sums.structure = dropped.num_rows
             if sums.structure:
-                sums.kept = calls.filter(pc.invert(drop))
-                sums.structure_ids = tuple(ids.filter(drop).to_pylist())
-                self._record_summed(con, calls.filter(drop))
-            keys.summing.update(ids.filter(pc.and_(summing, pc.invert(drop))).to_pylist())
+                sums.structure_ids = tuple(dropped.column("call_id").to_pylist())
+                self._record_summed(con, dropped)
+            keys.summing.update(sums.kept.column("call_id").filter(summing_calls(sums.kept)).to_pylist())
         return sums
 
-    def _keep_summed_links(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Before stored calls (ids in ``_changed``) are replaced: the parents the span mapping
-        wrote beside them (:data:`SUMMED_PARENTS`) go to ``summed_spans``, so a call sent again
-        in another grouping (without them) leaves them known."""
-        linked = con.execute(
-            "SELECT trace_id, span_id, ts, attributes FROM calls "
-            "WHERE call_id IN (SELECT k FROM _changed) AND contains(attributes, ?)",
-            [orjson.dumps(SUMMED_PARENTS).decode() + ":"],
-        ).to_arrow_table()
-        if linked.num_rows:
-            self._record_summed(con, linked)
-
     @staticmethod
-    def _record_summed(con: duckdb.DuckDBPyConnection, calls: pa.Table) -> None:
-        """Keep the spans of summing calls kept as structure (``summed_spans``), with each span
-        above them that a summing call may be (:func:`~yieldmeter.ingest.otlp_common.parent_links`),
-        each once.
+    def _record_summed(con: duckdb.DuckDBPyConnection, spans: pa.Table) -> None:
+        """Keep the summing spans kept as structure (``summed_spans``): their place in their trace,
+        each once, where they have a parent (a summing span above them may come later).
 
         A span sent again has the same start, so only the stored spans of the batch's time are
         read (the table grows in time order: DuckDB skips the rest by their ``ts`` range).
         """
-        calls = calls.filter(pc.is_valid(calls.column("trace_id")))
-        rows, parents = parent_links(calls)
-        spans = pa.table(
-            {
-                "trace_id": pc.take(calls.column("trace_id"), rows),
-                "span_id": pc.take(calls.column("span_id"), rows),
-                "parent_span_id": parents,
-                "ts": pc.take(calls.column("ts"), rows).cast(_TS),
-            }
-        )
+        spans = as_summed(spans)
+        linked = pc.and_(pc.is_valid(spans.column("trace_id")), pc.is_valid(spans.column("parent_span_id")))
+        spans = spans.filter(linked)
         if not spans.num_rows:
             return
         bounds = pc.min_max(spans.column("ts")).as_py()
@@ -876,8 +950,6 @@ class Store:
                 if changed:
                     con.register("_changed", pa.table({"k": changed_keys}))
                     try:
-                        if spec.name == KEY_HASHED:
-                            self._keep_summed_links(con)
                         con.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT k FROM _changed)")
                     finally:
                         con.unregister("_changed")
