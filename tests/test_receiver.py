@@ -929,20 +929,22 @@ def test_a_framework_step_sent_after_the_call_under_it_is_structure(client: Test
     """The Collector's batch boundary falls between an OpenLIT LangChain step reporting usage and
     its provider's chat span: two requests, the chat first. One call lands (900 input tokens,
     not 1,800); /healthz counts the step as structure, and, with the order reversed in another
-    trace, the stored step as taken back."""
+    trace, the stored step as taken back. In one request (a third trace) the mapping keeps the
+    step as structure, counted there too."""
     step = {**CHAT, "gen_ai.operation.name": "framework", "gen_ai.usage.input_tokens": 900}
     chat = {**CHAT, "gen_ai.usage.input_tokens": 900}
-    other = "0af7651916cd43dd8448eb211c80319c"
+    other, third = "0af7651916cd43dd8448eb211c80319c", "1bf7651916cd43dd8448eb211c80319c"
     for spans in (
         [span(2, chat, parent=f"{1:016x}")], [span(1, step)],  # the call first
         [span(1, step, trace=other)], [span(2, chat, parent=f"{1:016x}", trace=other)],  # the step first
+        [span(1, step, trace=third), span(2, chat, parent=f"{1:016x}", trace=third)],  # together
     ):  # fmt: skip
         assert client.post("/v1/traces", content=request(*spans), headers=JS).status_code == 200
     ingest = client.get("/healthz").json()["ingest"]
-    assert (ingest["calls_as_structure"], ingest["calls_taken_back"]) == (1, 1)
+    assert (ingest["calls_as_structure"], ingest["calls_taken_back"]) == (2, 1)
     ws = client.app.state.ctx.workspace  # type: ignore[attr-defined]
     rows = ws.store.query_arrow("SELECT operation, input_tokens FROM calls").to_pylist()
-    assert rows == [{"operation": "chat", "input_tokens": 900}] * 2
+    assert rows == [{"operation": "chat", "input_tokens": 900}] * 3
 
 
 def test_healthz_counts_ignored_spans_and_calls_without_model(client: TestClient) -> None:

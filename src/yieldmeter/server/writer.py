@@ -85,7 +85,7 @@ class IngestTotals:
     spans_ignored: int = 0
     calls_without_model: int = 0
     #: framework or agent spans' calls not stored, or taken back, because a call under them
-    #: came in another request (``FileSummary.structure`` and ``taken_back``)
+    #: came in the same request or another (``FileSummary.structure`` and ``taken_back``)
     calls_as_structure: int = 0
     calls_taken_back: int = 0
     #: a tuple replaced whole (never mutated), so a reader on another thread sees a consistent one
