@@ -1219,6 +1219,9 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
         # attribute of the column's name
         trace(8): [[span(0xAB, llm, trace=trace(8))], [rooted(4, "langchain.metadata", trace(8))]],
         trace(9): [[span(0xAA, llm, trace=trace(9))], [rooted(4, "parent_span_id", trace(9))]],
+        # a request of steps only, whose calls (the steps) all end as structure: step 1 (under a
+        # span of another service) by the mapping, step 2 by the store; sent again below
+        trace(10): [[chat(3, 2, trace(10))], [step_under(1, 0x77, trace(10)), step_under(2, 1, trace(10))]],
     }
     step2 = {**llm, "gen_ai.usage.input_tokens": 800}
     nested = [span(1, llm, trace="t"), span(2, step2, parent=f"{1:016x}", trace="t"), chat(3, 2, "t")]
@@ -1259,6 +1262,7 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
             trace(7): [(3, 900)],
             trace(8): [(4, 900), (0xAB, 900)],
             trace(9): [(4, 900), (0xAA, 900)],
+            trace(10): [(3, 900)],
             **{trace(100 + k): [(3, 900)] for k in range(13)},
         }
         assert all(s.accounted for s in every)
@@ -1268,7 +1272,7 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
         assert dropped == [[(0, 0), (1, 0)], [(0, 0), (0, 1)], [(0, 0), (0, 1)]]
         # each step is counted once, as structure or taken back, in whichever write it went: the
         # mapping's, the store's, or taken back later (a nested chain: two steps each way)
-        assert sum(s.structure + s.taken_back for s in every) == 2 * 13 + 2 + 1 + 1 + 1 + 2
+        assert sum(s.structure + s.taken_back for s in every) == 2 * 13 + 2 + 1 + 1 + 1 + 2 + 2
         parents = dict(
             ws.store.con.execute("SELECT trace_id || span_id, parent_span_id FROM calls").fetchall()
         )
@@ -1284,6 +1288,7 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
         models = {r[0] for r in ws.store.con.execute("SELECT model FROM model_map").fetchall()}
         assert "mystery-model-x" not in models
         again = send(rounds(list(orders)))
+        again += send(orders[trace(10)][1:])  # alone: no call of the write is written at all
         assert sum(s.landed for s in again) == 0 and sum(s.taken_back for s in again) == 0
         assert (
             ws.store.con.execute("SELECT trace_id, span_id, input_tokens FROM calls ORDER BY ALL").fetchall()
@@ -1294,6 +1299,19 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
                 "SELECT DISTINCT trace_id, span_id, parent_span_id FROM summed_spans"
             ).fetchall()
         )  # each once, though sent again
+
+
+def test_a_parent_id_that_is_not_text_is_kept_as_text() -> None:
+    """A ``parentSpanId`` JSON gives as a number, an object or a boolean is no span id: it is
+    kept as text in ``parent_span_id`` (as the mapping keeps other odd values), and the span
+    and the rest of the request land."""
+    odd = [123, {"x": 1}, True]
+    spans = [span(k + 1, CHAT) for k in range(len(odd))] + [span(9, CHAT, parent=f"{1:016x}")]
+    for s, value in zip(spans, odd, strict=False):
+        s["parentSpanId"] = value
+    b = decode(*spans)
+    parents = {n: r["parent_span_id"] for n, r in calls_by_span(b).items()}
+    assert parents == {1: "123", 2: '{"x":1}', 3: "True", 9: f"{1:016x}"} and not b.rejects.num_rows
 
 
 def test_a_store_of_schema_4_moves_parents_out_of_attributes(tmp_path: Path) -> None:
@@ -1347,6 +1365,8 @@ def test_a_store_of_schema_4_moves_parents_out_of_attributes(tmp_path: Path) -> 
         ]
         again = ws.ingest_batches([decode(*request)], source="otlp", fmt="otlp")
         assert (again.landed, again.duplicates, again.structure) == (0, 2, 1)
+        # step 2 is known once, though the migration gave it the chat's start (it had no other)
+        assert con.execute("SELECT count(*) FROM summed_spans").fetchone()[0] == 1
         later = ws.ingest_batches([decode(span(1, step))], source="otlp", fmt="otlp")
         assert (later.landed, later.structure) == (0, 1)
         assert con.execute("SELECT sum(input_tokens) FROM calls").fetchone()[0] == 1800  # chats 3 and 5

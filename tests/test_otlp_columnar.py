@@ -518,7 +518,7 @@ _FIELDS = {
         {}, {"code": 2}, {"code": 2, "message": "boom"}, {"code": 2, "message": ""}, {"code": 7}, {"code": 1},
         {"message": 'a"b'}, None,
     ],
-    "parentSpanId": ["", None, "x\\y", "p\u2028q", "é"],
+    "parentSpanId": ["", None, "x\\y", "p\u2028q", "é", 7],
     "events": [[], [{"name": "exception"}], [_EVALUATION], [None]],
     "attributes": [None, [], [None], [{"key": None, "value": {"stringValue": "x"}}]],
 }  # fmt: skip

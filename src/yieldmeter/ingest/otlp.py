@@ -564,7 +564,7 @@ class SpanRows:
             environment,
             trace_id,
             span_id,
-            parent_span_id or None,
+            (parent_span_id if type(parent_span_id) is str else _str(parent_span_id)) or None,
             session if session is None or type(session) is str else _str(session),
             wu if wu is None or type(wu) is str else _str(wu),
             workflow if workflow is None or type(workflow) is str else _str(workflow),
