@@ -323,7 +323,26 @@ _UNIT_INPUTS = ("calls", "work_units")
 KEY_HASHED = "calls"
 
 
-class _KeyHashes:
+class _Hashes:
+    """A growing set of DuckDB ``hash()`` values, sorted, that answers "may this be here?"."""
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        self.base = np.sort(hashes.astype(np.uint64))
+        self.recent = np.zeros(0, np.uint64)
+
+    def may_hold(self, hashes: np.ndarray) -> np.ndarray:
+        return _in_sorted(self.base, hashes) | _in_sorted(self.recent, hashes)
+
+    def add(self, hashes: np.ndarray) -> None:
+        # new hashes gather in a small sorted array, merged into the large one once it is an
+        # eighth of it: each write sorts the small one only
+        self.recent = np.sort(np.concatenate([self.recent, hashes.astype(np.uint64)]))
+        if len(self.recent) > max(len(self.base) // 8, 1 << 16):
+            self.base = np.sort(np.concatenate([self.base, self.recent]))
+            self.recent = np.zeros(0, np.uint64)
+
+
+class _KeyHashes(_Hashes):
     """DuckDB's ``hash()`` of every stored id of :data:`KEY_HASHED`, or more, in this process.
 
     An id whose hash is not here is not stored, so a batch of fresh ids skips the semi join
@@ -336,24 +355,30 @@ class _KeyHashes:
     """
 
     def __init__(self, hashes: np.ndarray, token: str | None) -> None:
-        self.base = np.sort(hashes.astype(np.uint64))
-        self.recent = np.zeros(0, np.uint64)
+        super().__init__(hashes)
         #: the ids of the stored summing calls (``SUMMING_OPERATIONS``), or more, read when first
         #: needed (:meth:`Store._take_back_sums`)
         self.summing: set[str] | None = None
+        #: the hashes of the call ids (``trace_id-parent_span_id``) of the spans above every stored
+        #: call and summed span, or more, read when a summing call first comes: one whose id is
+        #: not here has no call under it in the store, and its write reads no stored call for it
+        #: (8 bytes a stored call; each write adds its own while it is kept)
+        self.parents: _Hashes | None = None
         #: the ``written:`` token of the table these hashes are current for
         self.token = token
 
-    def may_hold(self, hashes: np.ndarray) -> np.ndarray:
-        return _in_sorted(self.base, hashes) | _in_sorted(self.recent, hashes)
 
-    def add(self, hashes: np.ndarray) -> None:
-        # new hashes gather in a small sorted array, merged into the large one once it is an
-        # eighth of it: each write sorts the small one only
-        self.recent = np.sort(np.concatenate([self.recent, hashes.astype(np.uint64)]))
-        if len(self.recent) > max(len(self.base) // 8, 1 << 16):
-            self.base = np.sort(np.concatenate([self.base, self.recent]))
-            self.recent = np.zeros(0, np.uint64)
+#: DuckDB's hash of the call id of the span above a row of ``calls`` or ``summed_spans`` (a call
+#: id is ``trace_id-span_id``), null without one
+_PARENT_HASH = (
+    "CASE WHEN parent_span_id IS NOT NULL AND trace_id IS NOT NULL "
+    "THEN hash(trace_id || '-' || parent_span_id) END"
+)
+
+
+def _present(column: np.ndarray) -> np.ndarray:
+    """The values of a fetched column but its nulls (a masked array where it has them)."""
+    return column.compressed() if np.ma.isMaskedArray(column) else column
 
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -708,7 +733,7 @@ class Store:
                 # mapping kept are new too, and need no look for their copies
                 written = results.get("calls", WriteResult())
                 new = sums.kept.num_rows > 0 and not (written.duplicates or written.updated or sums.structure)
-                self._record_summed(con, summed, new=new)
+                self._record_summed(con, summed, new=new, keys=keys)
             if sums.structure or sums.taken_back or mapped:
                 result = results.setdefault("calls", WriteResult())
                 result.read += sums.structure + mapped
@@ -768,10 +793,12 @@ class Store:
         as the calls' parents (they are recorded in ``summed_spans`` once the calls are written,
         :meth:`write_batch`). The summing calls this step keeps as structure or deletes are
         recorded there too, so a summing span above them that comes later finds the call under
-        it. The ids of the stored summing calls are kept in memory beside
-        the id hashes (one scan of ``operation`` when first needed), so a write with no summing
-        call on either side reads nothing more; stored calls are read only for a summing call
-        of this write, by their parent span, in the time of those calls.
+        it. The ids of the stored summing calls are kept in memory beside the id hashes (one
+        scan of ``operation`` when first needed), so a write with no summing call on either
+        side reads nothing more; so are the hashes of the spans above the stored calls and
+        summed spans (``_KeyHashes.parents``, one scan when the first summing call comes), so
+        stored calls are read only for a summing call of this write that one may be under, by
+        their parent span, in the time of that call.
         """
         sums = _Sums(kept=calls)
         named = summed is not None and summed.num_rows > 0
@@ -797,38 +824,56 @@ class Store:
                 {"ids": candidates, "ops": list(SUMMING_OPERATIONS)},
             ).to_arrow_table()
             if deleted.num_rows:  # their ids stay in ``keys.summing``: a superset costs a probe
-                self._record_summed(con, deleted)
+                self._record_summed(con, deleted, keys=keys)
                 sums.taken_back = deleted.num_rows
                 sums.units = deleted.column("work_unit_id").combine_chunks().cast(pa.string())
                 sums.starts = deleted.column("ts").combine_chunks().cast(sums.starts.type)
         if incoming:
             ours = calls.filter(summing)
-            lo = pc.min(ours.column("ts")).as_py() - _SUM_SLACK
-            ends = pc.add(
-                pc.cast(ours.column("ts"), pa.int64()),
-                pc.cast(pc.multiply(pc.fill_null(ours.column("duration_ms"), 0.0), 1000.0), pa.int64()),
-            )
-            hi = datetime.fromtimestamp(pc.max(ends).as_py() / 1e6, UTC) + _SUM_SLACK
-            # the stored calls under them, and the summing spans kept as structure (one statement:
-            # each costs milliseconds whatever it reads)
-            stored = con.execute(
-                "WITH s AS (SELECT unnest($spans) AS s) "
-                "SELECT trace_id, parent_span_id FROM calls WHERE ts BETWEEN $lo AND $hi "
-                "AND parent_span_id IN (SELECT s FROM s) "
-                "UNION ALL SELECT trace_id, parent_span_id FROM summed_spans WHERE ts BETWEEN $lo AND $hi "
-                "AND parent_span_id IN (SELECT s FROM s)",
-                {"lo": lo, "hi": hi, "spans": pc.drop_null(pc.unique(ours.column("span_id"))).to_pylist()},
-            ).to_arrow_table()
-            sums.kept, dropped = split_sums_with_calls(calls, call_parents(stored, *mapped))
+            if keys.parents is None:  # one scan, the first time a summing call comes
+                found = con.execute(
+                    f"SELECT {_PARENT_HASH} AS h FROM calls UNION ALL SELECT {_PARENT_HASH} FROM summed_spans"
+                ).fetchnumpy()["h"]
+                keys.parents = _Hashes(_present(found))
+            hashed = con.execute(
+                "SELECT list_transform($ids, x -> hash(x))", {"ids": ours.column("call_id").to_pylist()}
+            ).fetchone()[0]
+            ours = ours.filter(pa.array(keys.parents.may_hold(np.array(hashed, np.uint64))))
+            under = list(mapped)
+            if ours.num_rows:  # a call or a summed span under them may be stored: read them
+                under.append(self._stored_under(con, ours))
+            sums.kept, dropped = split_sums_with_calls(calls, call_parents(*under) if under else None)
             sums.structure = dropped.num_rows
             if sums.structure:
                 sums.structure_ids = tuple(dropped.column("call_id").to_pylist())
-                self._record_summed(con, dropped)
+                self._record_summed(con, dropped, keys=keys)
             keys.summing.update(sums.kept.column("call_id").filter(summing_calls(sums.kept)).to_pylist())
         return sums
 
     @staticmethod
-    def _record_summed(con: duckdb.DuckDBPyConnection, spans: pa.Table, new: bool = False) -> None:
+    def _stored_under(con: duckdb.DuckDBPyConnection, summing: pa.Table) -> pa.Table:
+        """The stored calls and summed spans whose parent is one of the ``summing`` calls' spans
+        (``trace_id``, ``parent_span_id``), read within :data:`_SUM_SLACK` of those calls' time
+        (one statement: each costs milliseconds whatever it reads)."""
+        lo = pc.min(summing.column("ts")).as_py() - _SUM_SLACK
+        ends = pc.add(
+            pc.cast(summing.column("ts"), pa.int64()),
+            pc.cast(pc.multiply(pc.fill_null(summing.column("duration_ms"), 0.0), 1000.0), pa.int64()),
+        )
+        hi = datetime.fromtimestamp(pc.max(ends).as_py() / 1e6, UTC) + _SUM_SLACK
+        return con.execute(
+            "WITH s AS (SELECT unnest($spans) AS s) "
+            "SELECT trace_id, parent_span_id FROM calls WHERE ts BETWEEN $lo AND $hi "
+            "AND parent_span_id IN (SELECT s FROM s) "
+            "UNION ALL SELECT trace_id, parent_span_id FROM summed_spans WHERE ts BETWEEN $lo AND $hi "
+            "AND parent_span_id IN (SELECT s FROM s)",
+            {"lo": lo, "hi": hi, "spans": pc.drop_null(pc.unique(summing.column("span_id"))).to_pylist()},
+        ).to_arrow_table()
+
+    @staticmethod
+    def _record_summed(
+        con: duckdb.DuckDBPyConnection, spans: pa.Table, new: bool = False, keys: _KeyHashes | None = None
+    ) -> None:
         """Keep the summing spans kept as structure (``summed_spans``): their place in their trace,
         each once, where they have a parent (a summing span above them may come later).
 
@@ -848,14 +893,17 @@ class Store:
         try:
             if new:
                 con.execute("INSERT INTO summed_spans SELECT DISTINCT * FROM _summed")
-                return
-            con.execute(
-                "INSERT INTO summed_spans SELECT DISTINCT n.* FROM _summed n WHERE NOT EXISTS "
-                "(SELECT 1 FROM summed_spans s WHERE s.ts BETWEEN $lo AND $hi "
-                "AND s.trace_id = n.trace_id AND s.span_id = n.span_id "
-                "AND s.parent_span_id = n.parent_span_id)",
-                {"lo": bounds["min"] - _SUM_SLACK, "hi": bounds["max"] + _SUM_SLACK},
-            )
+            else:
+                con.execute(
+                    "INSERT INTO summed_spans SELECT DISTINCT n.* FROM _summed n WHERE NOT EXISTS "
+                    "(SELECT 1 FROM summed_spans s WHERE s.ts BETWEEN $lo AND $hi "
+                    "AND s.trace_id = n.trace_id AND s.span_id = n.span_id "
+                    "AND s.parent_span_id = n.parent_span_id)",
+                    {"lo": bounds["min"] - _SUM_SLACK, "hi": bounds["max"] + _SUM_SLACK},
+                )
+            if keys is not None and keys.parents is not None:
+                above = con.execute(f"SELECT {_PARENT_HASH} AS h FROM _summed").fetchnumpy()["h"]
+                keys.parents.add(_present(above))
         finally:
             con.unregister("_summed")
 
@@ -927,7 +975,10 @@ class Store:
             stored_keys = (hashed or self._key_hashes(con)) if spec.name == KEY_HASHED else None
             hashes = None
             if stored_keys is not None:
-                hashes = con.execute(f"SELECT hash({key}) AS h FROM _incoming").fetchnumpy()["h"]
+                # with the hashes of the spans above them, once a summing call made them needed
+                above = f", {_PARENT_HASH} AS p" if stored_keys.parents is not None else ""
+                fetched = con.execute(f"SELECT hash({key}) AS h{above} FROM _incoming").fetchnumpy()
+                hashes = fetched["h"]
             if stored_keys is not None and not stored_keys.may_hold(hashes).any():
                 matched = pa.chunked_array([], rows.schema.field(spec.key).type)  # none stored
             else:
@@ -983,6 +1034,8 @@ class Store:
                 con.execute(f"INSERT INTO {target} ({col_list}) SELECT {col_list} FROM _incoming")
             if stored_keys is not None:
                 stored_keys.add(hashes)  # before the commit: a rolled-back write leaves a superset
+                if stored_keys.parents is not None:
+                    stored_keys.parents.add(_present(fetched["p"]))
         finally:
             con.unregister("_incoming")
         n_replaced = sum(replaced.values())
