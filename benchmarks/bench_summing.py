@@ -8,14 +8,14 @@ same run, alternating, best of three each, for three shapes of telemetry:
 
 * ``plain``: model calls only (no summing call stored or written: the common case);
 * ``step_per_write``: one framework step reporting usage in every request, with no call under
-  it (each write reads the stored calls of its trace within its time);
+  it (each write hashes the step's id and finds no stored span under it in memory);
 * ``openlit``: OpenLIT's LangChain spans over an instrumented provider: every model call a
   framework step with the provider's chat span under it, in the same request (the span
   mapping keeps the step as structure, and the store records it in ``summed_spans``).
 
 ``BENCH_SUMMING_SPANS`` sets the spans per shape (default 102,400). Writes
-``benchmarks/results/summing.json``: seconds with and without the step, their ratio and the
-extra milliseconds per write.
+``benchmarks/results/summing.json`` (``summing_<spans>_spans.json`` for another number):
+seconds with and without the step, their ratio and the extra milliseconds per write.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from otlp_spans import json_lines, random_id
 
-RESULTS = Path(__file__).parent / "results" / "summing.json"
 SPANS = int(os.environ.get("BENCH_SUMMING_SPANS", "102400"))
+RESULTS = (
+    Path(__file__).parent / "results" / ("summing.json" if SPANS == 102400 else f"summing_{SPANS}_spans.json")
+)
 
 
 def _set_operation(span: dict[str, Any], operation: str) -> None:

@@ -1301,6 +1301,40 @@ def test_a_summing_span_and_the_call_under_it_count_once_across_requests(tmp_pat
         )  # each once, though sent again
 
 
+def test_two_store_objects_on_one_file_both_know_the_steps_kept_as_structure(tmp_path: Path) -> None:
+    """Each store object keeps in memory the hashes of the spans above the stored calls and
+    summed spans, to skip reading the store for a step nothing can be under. Another object's
+    write that only keeps a step as structure (step 2, over a stored chat: ``summed_spans``
+    written, no call) makes the first read them again, so step 1 above it comes later as
+    structure: the trace counts the chat's 900 input tokens, not 900 + 800."""
+    from yieldmeter.store.duckdb_store import Store
+
+    llm = {"gen_ai.system": "langchain", "gen_ai.operation.name": "framework",
+           "gen_ai.response.model": "gpt-4o", "gen_ai.usage.input_tokens": 800}  # fmt: skip
+    t, u = f"{1:032x}", f"{2:032x}"
+
+    def write(store: Store, *spans: dict[str, Any]) -> tuple[int, int]:
+        b = decode(*spans)
+        r = store.write_batch(b.tables, b.rejects, summed=b.summed)["calls"]
+        return r.landed, r.structure
+
+    a = Store.open(tmp_path / "s.duckdb")
+    b = Store.open(tmp_path / "s.duckdb")
+    try:
+        assert write(a, span(3, {**CHAT, "gen_ai.usage.input_tokens": 900}, parent=f"{2:016x}", trace=t)) == (
+            1,
+            0,
+        )
+        assert write(a, span(9, llm, trace=u)) == (1, 0)  # a step with nothing under it: a's hashes made
+        assert write(b, span(2, llm, parent=f"{1:016x}", trace=t)) == (0, 1)
+        assert write(a, span(1, llm, trace=t)) == (0, 1)
+        total = a.con.execute("SELECT sum(input_tokens) FROM calls WHERE trace_id = ?", [t]).fetchone()[0]
+        assert total == 900
+    finally:
+        b.close()
+        a.close()
+
+
 def test_a_parent_id_that_is_not_text_is_kept_as_text() -> None:
     """A ``parentSpanId`` JSON gives as a number, an object or a boolean is no span id: it is
     kept as text in ``parent_span_id`` (as the mapping keeps other odd values), and the span

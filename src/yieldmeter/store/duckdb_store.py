@@ -321,6 +321,8 @@ _UNIT_INPUTS = ("calls", "work_units")
 #: The table whose ids are looked up through :class:`_KeyHashes` before the stored column is
 #: read: ``calls``, by far the largest, written to by every batch of telemetry.
 KEY_HASHED = "calls"
+#: The internal table of summing spans kept as structure (:meth:`Store._take_back_sums`)
+SUMMED_SPANS = "summed_spans"
 
 
 class _Hashes:
@@ -366,6 +368,8 @@ class _KeyHashes(_Hashes):
         self.parents: _Hashes | None = None
         #: the ``written:`` token of the table these hashes are current for
         self.token = token
+        #: that of ``summed_spans``, which ``parents`` are current for
+        self.summed_token: str | None = None
 
 
 #: DuckDB's hash of the call id of the span above a row of ``calls`` or ``summed_spans`` (a call
@@ -395,6 +399,7 @@ class _Sums:
     structure: int = 0  # incoming calls not kept
     structure_ids: tuple[str, ...] = ()
     taken_back: int = 0  # stored calls deleted
+    recorded: bool = False  # rows written to ``summed_spans``
     #: work units and start times of the deleted calls, whose derived units are rebuilt
     units: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
     starts: pa.Array = field(default_factory=lambda: pa.array([], _TS))
@@ -733,7 +738,8 @@ class Store:
                 # mapping kept are new too, and need no look for their copies
                 written = results.get("calls", WriteResult())
                 new = sums.kept.num_rows > 0 and not (written.duplicates or written.updated or sums.structure)
-                self._record_summed(con, summed, new=new, keys=keys)
+                self._record_summed(con, summed, new=new, keys=keys or self._key_hashes(con))
+                sums.recorded = True
             if sums.structure or sums.taken_back or mapped:
                 result = results.setdefault("calls", WriteResult())
                 result.read += sums.structure + mapped
@@ -775,9 +781,14 @@ class Store:
                 touched.append("quarantine")
             if derive_units and "calls" in touched:
                 touched.append("work_units")
+            if sums.recorded:
+                touched.append(SUMMED_SPANS)
             token = self._mark_written(con, touched)
-            if "calls" in touched and self._stored_keys is not None:
-                self._stored_keys.token = token  # what this write leaves: the hashes are current
+            if self._stored_keys is not None:  # what this write leaves: the hashes are current
+                if "calls" in touched:
+                    self._stored_keys.token = token
+                if sums.recorded:
+                    self._stored_keys.summed_token = token
         return results
 
     def _take_back_sums(
@@ -825,6 +836,7 @@ class Store:
             ).to_arrow_table()
             if deleted.num_rows:  # their ids stay in ``keys.summing``: a superset costs a probe
                 self._record_summed(con, deleted, keys=keys)
+                sums.recorded = True
                 sums.taken_back = deleted.num_rows
                 sums.units = deleted.column("work_unit_id").combine_chunks().cast(pa.string())
                 sums.starts = deleted.column("ts").combine_chunks().cast(sums.starts.type)
@@ -836,7 +848,7 @@ class Store:
                 ).fetchnumpy()["h"]
                 keys.parents = _Hashes(_present(found))
             hashed = con.execute(
-                "SELECT list_transform($ids, x -> hash(x))", {"ids": ours.column("call_id").to_pylist()}
+                "SELECT list_transform($ids, lambda x: hash(x))", {"ids": ours.column("call_id").to_pylist()}
             ).fetchone()[0]
             ours = ours.filter(pa.array(keys.parents.may_hold(np.array(hashed, np.uint64))))
             under = list(mapped)
@@ -847,6 +859,7 @@ class Store:
             if sums.structure:
                 sums.structure_ids = tuple(dropped.column("call_id").to_pylist())
                 self._record_summed(con, dropped, keys=keys)
+                sums.recorded = True
             keys.summing.update(sums.kept.column("call_id").filter(summing_calls(sums.kept)).to_pylist())
         return sums
 
@@ -1052,7 +1065,8 @@ class Store:
         They are kept only while every write to ``calls`` went through this object: the
         ``written:calls`` token is the one its last write left. Any other write (another
         process, ``replace``, ``append``) changed the token, and they are read again, one
-        scan of the id column.
+        scan of the id column. The hashes of the spans above them (``parents``) are dropped,
+        to be read again when needed, after a write of ``summed_spans`` by another object too.
         """
         token = self.meta(WRITTEN + KEY_HASHED)  # ``con`` is this object's connection
         keys = self._stored_keys
@@ -1060,6 +1074,9 @@ class Store:
             key = _q(TABLES[KEY_HASHED].key)
             hashes = con.execute(f"SELECT hash({key}) AS h FROM {_q(KEY_HASHED)}").fetchnumpy()["h"]
             keys = self._stored_keys = _KeyHashes(hashes, token)
+        summed = self.meta(WRITTEN + SUMMED_SPANS)
+        if keys.summed_token != summed:
+            keys.parents, keys.summed_token = None, summed
         return keys
 
     @staticmethod
