@@ -62,8 +62,9 @@ SHAREABLE = frozenset({"lines", "value_lines", "facts"})
 #: the writes recorded for the tables they read, the configuration, the code (and for segments and
 #: percentiles the scope) are unchanged.
 KEPT = frozenset({"lines", "value_lines", "facts", "segments", "percentiles"})
-#: Tables whose writes leave the kept tables as they are (alert state, deliveries, API keys).
-NOT_VALUE_INPUTS = frozenset({"finops_alerts", "finops_alert_deliveries", "api_keys"})
+#: Tables whose writes leave the kept tables as they are (alert state, deliveries, API keys, the
+#: store's record of the framework steps kept as structure).
+NOT_VALUE_INPUTS = frozenset({"finops_alerts", "finops_alert_deliveries", "api_keys", "summed_spans"})
 #: ``shared(name, make)``: the table ``name`` as Arrow, made by ``make`` unless already made.
 Shared = Callable[[str, Callable[[], pa.Table]], pa.Table]
 #: the unit facts a pattern segment is computed from, and those the pattern sums read
