@@ -141,6 +141,14 @@ class Migration:
     step: Callable[[duckdb.DuckDBPyConnection], None]  # runs inside the migration's transaction
 
 
+def _stored_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The names of the columns the store's ``table`` has (none: no such table)."""
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
     """Give the stored FOCUS cost items the id of their charge (:func:`~yieldmeter.ingest.focus.charge_key`).
 
@@ -153,12 +161,7 @@ def _rekey_focus_items(con: duckdb.DuckDBPyConnection) -> None:
     """
     from yieldmeter.ingest.focus import KEY_COLUMNS, stored_charge_ids
 
-    has = {
-        r[0]
-        for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'cost_items'"
-        ).fetchall()
-    }
+    has = _stored_columns(con, "cost_items")
     if not {"item_id", "attributes", "period_start", "period_end"} <= has:
         return
     select = ", ".join(_q(c) if c in has else f"NULL AS {_q(c)}" for c in KEY_COLUMNS)
@@ -199,17 +202,12 @@ def _parents_to_column(con: duckdb.DuckDBPyConnection, chunk: int = 100_000) -> 
     """Migration 5: a call's parent span moves from ``attributes`` (``parent_span_id``) to its
     column, and the parents of the summing spans the span mapping kept as structure above it
     (:data:`_SUMMED_PARENTS`) to ``summed_spans``, one row per span with its parent, as the span
-    mapping now writes them. ``attributes`` keep the rest, written as the mapping writes them
-    now (``null`` when nothing is left), so a span sent again is a duplicate, not a change.
-    Rows are rewritten ``chunk`` at a time, which bounds the memory of a large store.
+    mapping now writes them (with the call's start: schema 4 kept no other). ``attributes`` keep
+    the rest, written as the mapping writes them now (``null`` when nothing is left), so a span
+    sent again is a duplicate, not a change. Rows are rewritten ``chunk`` at a time, which
+    bounds the memory of a large store.
     """
-    has = {
-        r[0]
-        for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'calls'"
-        ).fetchall()
-    }
-    if not {"call_id", "trace_id", "ts", "attributes"} <= has:
+    if not {"call_id", "trace_id", "ts", "attributes"} <= _stored_columns(con, "calls"):
         return
     con.execute(f"ALTER TABLE calls ADD COLUMN IF NOT EXISTS parent_span_id {duck_type(pa.string())}")
     cols = ", ".join(f"{_q(f.name)} {duck_type(f.type)}" for f in SUMMED_SCHEMA)
@@ -589,12 +587,7 @@ class Store:
 
     def _ensure(self, name: str, schema: pa.Schema, defaults: dict[str, object]) -> bool:
         """Create the table, or add the columns it lacks; True when it was created."""
-        existing = {
-            r[0]
-            for r in self.con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [name]
-            ).fetchall()
-        }
+        existing = _stored_columns(self.con, name)
         if not existing:
             cols = ", ".join(f"{_q(f.name)} {duck_type(f.type)}" for f in schema)
             self.con.execute(f"CREATE TABLE {_q(name)} ({cols})")
