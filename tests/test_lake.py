@@ -478,7 +478,9 @@ def test_a_summing_span_and_the_call_under_it_count_once_in_a_lake(tmp_path: Pat
     under it (900), read by one file import in two batches: the lake keeps the chat alone, as
     the store does (900 input tokens, not 1,800); the step is read and counted as structure.
     Nested: step 1 over step 2 over chat 3, with 2 and 3 in one batch (the mapping keeps 2 as
-    structure) and 1 in another: the chat alone again, both steps counted as structure."""
+    structure) and 1 in another: the chat alone again, both steps counted as structure. Spark's
+    ``lake normalise`` keeps the chat alone too when the step and the chat are in two batches of
+    one file."""
     from yieldmeter.config import Config
     from yieldmeter.ingest.base import ReadOptions
     from yieldmeter.ingest.otlp_json import decode_json
@@ -528,3 +530,20 @@ def test_a_summing_span_and_the_call_under_it_count_once_in_a_lake(tmp_path: Pat
         assert calls.column("operation").to_pylist() == ["chat"], name
         assert calls.column("input_tokens").to_pylist() == [900], name
         assert (summary.read, summary.landed, summary.structure) == counts and summary.accounted, name
+    # `lake normalise` on Spark maps each file in a task (parse_files, run here without Spark): a
+    # line per batch, so the step and the chat are in two batches of the file, and counted once
+    from yieldmeter.lake.spark_jobs import ENVELOPE, parse_files
+
+    content = request(step) + b"\n" + request(chat) + b"\n"
+    files = pa.record_batch(
+        [pa.array(["spans.jsonl"]), pa.array([content], pa.binary())], names=["path", "content"]
+    )
+    out = pa.Table.from_batches(list(parse_files(iter([files]), {"batch_rows": 1})), schema=ENVELOPE)
+    payloads = [
+        p
+        for t, p in zip(out.column("table").to_pylist(), out.column("payload").to_pylist(), strict=True)
+        if t == "calls"
+    ]
+    calls = pa.concat_tables([pa.ipc.open_stream(p).read_all() for p in payloads])
+    assert calls.column("operation").to_pylist() == ["chat"]
+    assert calls.column("input_tokens").to_pylist() == [900]

@@ -79,14 +79,18 @@ def _source_of(path: str) -> str:
 
 
 def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: (path, content) rows -> envelope rows (table, day, Arrow IPC payload)."""
+    """mapInArrow body: (path, content) rows -> envelope rows (table, day, Arrow IPC payload).
+
+    A file's tables are split by day once it is read whole: a framework or agent step and the
+    call under it in two of its batches count once (``drop_sums_with_calls``), as with
+    ``ingest --to-lake``."""
     import gzip
 
     from yieldmeter.app.workspace import unreadable_reason
     from yieldmeter.ingest.base import UNREADABLE, ReadOptions
     from yieldmeter.ingest.conform import file_rejects
     from yieldmeter.ingest.otlp_json import read
-    from yieldmeter.lake.ingest import quarantine_rows
+    from yieldmeter.lake.ingest import drop_sums_with_calls, quarantine_rows
 
     now = datetime.now(UTC)
     for rb in batches:
@@ -98,6 +102,8 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
             out_t: list[str | None] = []
             out_d: list[str | None] = []
             out_p: list[bytes] = []
+            tables: dict[str, list[pa.Table]] = {}
+            summed: list[pa.Table] = []
             stream: Any = io.BytesIO(content)
             if path.endswith(".gz"):  # read as a stream: a .gz cut short lands its lines before the cut
                 stream = gzip.GzipFile(fileobj=stream)
@@ -108,15 +114,10 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
                             continue
                         # input order inside the file (batch, row), kept through the split by day
                         first = number << 32
-                        rows = rows.append_column(
-                            ORDER, pa.array(range(first, first + rows.num_rows), pa.int64())
-                        )
-                        days = day_of(rows, TABLES[name].time_column or "")
-                        for d in pc.unique(days).to_pylist():
-                            mask = pc.is_null(days) if d is None else pc.equal(days, d)
-                            out_t.append(name)
-                            out_d.append(d)
-                            out_p.append(_ipc(rows.filter(mask)))
+                        order = pa.array(range(first, first + rows.num_rows), pa.int64())
+                        tables.setdefault(name, []).append(rows.append_column(ORDER, order))
+                    if batch.summed is not None and batch.summed.num_rows:
+                        summed.append(batch.summed)
                     if batch.rejects.num_rows:
                         out_t.append("quarantine")
                         out_d.append(None)
@@ -129,6 +130,16 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
                 out_t.append("quarantine")
                 out_d.append(None)
                 out_p.append(_ipc(quarantine_rows(rejects, now)))
+            for name, parts in tables.items():
+                rows = pa.concat_tables(parts)
+                if name == "calls":  # a step and the call under it in two batches: counted once
+                    rows, _ = drop_sums_with_calls(rows, summed)
+                days = day_of(rows, TABLES[name].time_column or "")
+                for d in pc.unique(days).to_pylist():
+                    mask = pc.is_null(days) if d is None else pc.equal(days, d)
+                    out_t.append(name)
+                    out_d.append(d)
+                    out_p.append(_ipc(rows.filter(mask)))
             if out_t:
                 yield pa.RecordBatch.from_arrays(
                     [
