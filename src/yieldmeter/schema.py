@@ -487,6 +487,19 @@ QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+#: A framework or agent span with usage kept as structure, not as a call, because a call under it
+#: counts its usage (``yieldmeter.ingest.otlp_common.split_sums_with_calls``): its place in its
+#: trace, which ``Batch.summed`` hands to the store and the store keeps (``summed_spans``), so a
+#: summing span above it that comes later is known to have a call under it.
+SUMMED_SCHEMA = pa.schema(
+    [
+        pa.field("trace_id", STR),
+        pa.field("span_id", STR),
+        pa.field("parent_span_id", STR),
+        pa.field("ts", TS),
+    ]
+)
+
 
 def table(name: str) -> Table:
     """The declaration of table ``name``; a clear error lists the known ones."""

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from yieldmeter.errors import InputError
 from yieldmeter.ingest.conform import Conformed, concat_rejects, empty_rejects
+from yieldmeter.schema import SUMMED_SCHEMA
 
 if TYPE_CHECKING:
     from yieldmeter.config import Config
@@ -61,7 +62,7 @@ class Batch:
     with the text the row kept: each now has an outcome of its own, and the
     row is deleted. ``summed``: the framework and agent spans with usage that the mapping kept as
     structure because a call of the batch runs under them (their usage is its usage), as
-    ``trace_id, span_id, parent_span_id, ts`` (``otlp_common.SUMMED_SCHEMA``): the store counts
+    ``trace_id, span_id, parent_span_id, ts`` (:data:`~yieldmeter.schema.SUMMED_SCHEMA`): the store counts
     them as ``structure`` and keeps them, so a summing span above them that comes in another
     request finds the call under it.
     """
@@ -72,7 +73,7 @@ class Batch:
     notes: list[str] = field(default_factory=list)
     no_model: int = 0
     settles: tuple[int, ...] = ()
-    summed: pa.Table | None = None
+    summed: pa.Table = field(default_factory=SUMMED_SCHEMA.empty_table)
 
     @classmethod
     def of(cls, table_name: str, conformed: Conformed, **kw: object) -> Batch:

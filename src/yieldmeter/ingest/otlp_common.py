@@ -20,23 +20,10 @@ import pyarrow.compute as pc
 
 from yieldmeter.errors import InputError
 from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS, SpanError
+from yieldmeter.schema import SUMMED_SCHEMA
 
 if TYPE_CHECKING:
     from yieldmeter.ingest.base import Batch
-
-
-#: A framework or agent span with usage kept as structure, not as a call, because a call under
-#: it counts its usage (:func:`split_sums_with_calls`): what is kept of it (``Batch.summed``, the
-#: store's ``summed_spans``) is its place in its trace, so a summing span above it that comes
-#: later is known to have a call under it.
-SUMMED_SCHEMA = pa.schema(
-    [
-        pa.field("trace_id", pa.string()),
-        pa.field("span_id", pa.string()),
-        pa.field("parent_span_id", pa.string()),
-        pa.field("ts", pa.timestamp("us", tz="UTC")),
-    ]
-)
 
 
 def summing_calls(calls: pa.Table) -> pa.Array:

@@ -76,7 +76,7 @@ def drop_sums_with_calls(calls: pa.Table, summed: Sequence[pa.Table] = ()) -> tu
         return calls, 0
     if not pc.any(summing_calls(calls)).as_py():
         return calls, 0
-    kept, dropped = split_sums_with_calls(calls, call_parents(*summed) if summed else None)
+    kept, dropped = split_sums_with_calls(calls, call_parents(*summed))
     return kept, dropped.num_rows
 
 
@@ -176,7 +176,7 @@ class LakeWriter:
         summary = FileSummary(source=source, format=fmt)
         tables: dict[str, list[pa.Table]] = {}
         rejects = []
-        summed = [b.summed for b in batches if b.summed is not None and b.summed.num_rows]
+        summed = [b.summed for b in batches]
         for b in batches:
             summary.ignored += b.ignored
             summary.notes.extend(b.notes)

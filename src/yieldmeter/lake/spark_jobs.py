@@ -116,8 +116,7 @@ def parse_files(batches: Iterator[pa.RecordBatch], options: dict[str, Any]) -> I
                         first = number << 32
                         order = pa.array(range(first, first + rows.num_rows), pa.int64())
                         tables.setdefault(name, []).append(rows.append_column(ORDER, order))
-                    if batch.summed is not None and batch.summed.num_rows:
-                        summed.append(batch.summed)
+                    summed.append(batch.summed)
                     if batch.rejects.num_rows:
                         out_t.append("quarantine")
                         out_d.append(None)

@@ -134,13 +134,8 @@ def merge_batches(batches: list[Batch]) -> Batch:
         ignored=sum(b.ignored for b in batches),
         notes=[n for b in batches for n in b.notes],
         no_model=sum(b.no_model for b in batches),
-        summed=_concat_summed(batches),
+        summed=pa.concat_tables([b.summed for b in batches]),
     )
-
-
-def _concat_summed(batches: list[Batch]) -> pa.Table | None:
-    parts = [b.summed for b in batches if b.summed is not None and b.summed.num_rows]
-    return pa.concat_tables(parts) if parts else None
 
 
 class Writer:

@@ -38,14 +38,13 @@ import pyarrow.compute as pc
 from yieldmeter.ingest.base import UNENDED_LINE
 from yieldmeter.ingest.conform import stable_id
 from yieldmeter.ingest.otlp_common import (
-    SUMMED_SCHEMA,
     as_summed,
     call_parents,
     split_sums_with_calls,
     summing_calls,
 )
 from yieldmeter.ingest.otlp_semconv import SUMMING_OPERATIONS
-from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TABLES, Table
+from yieldmeter.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, SUMMED_SCHEMA, TABLES, Table
 
 log = logging.getLogger(__name__)
 
@@ -712,6 +711,7 @@ class Store:
         results: dict[str, WriteResult] = {name: WriteResult() for name in tables}
         with self.transaction(timeout) as con:
             settled = settle is not None and self._settle_unended(con, *settle)
+            summed = SUMMED_SCHEMA.empty_table() if summed is None else summed
             sums = _Sums()
             calls = tables.get("calls")
             keys = None  # the stored calls' id hashes, read once for both steps
@@ -724,7 +724,7 @@ class Store:
                     results[name] = self._upsert(
                         con, TABLES[name], rows, keys if name == KEY_HASHED else None
                     )
-            mapped = summed.num_rows if summed is not None else 0
+            mapped = summed.num_rows
             if mapped:
                 # a request sent again brings its calls again: when calls were written and none
                 # was stored before (nor kept as structure: those are not written), the steps the
@@ -785,7 +785,7 @@ class Store:
         return results
 
     def _take_back_sums(
-        self, con: duckdb.DuckDBPyConnection, calls: pa.Table, keys: _KeyHashes, summed: pa.Table | None
+        self, con: duckdb.DuckDBPyConnection, calls: pa.Table, keys: _KeyHashes, summed: pa.Table
     ) -> _Sums:
         """Keep a span's usage once when a summing call (:data:`SUMMING_OPERATIONS`) and a call
         under it arrive in different writes, as the span mapping does inside one request.
@@ -793,7 +793,7 @@ class Store:
         A call of this write whose parent span is a stored summing call deletes that call; a
         summing call of this write with a call under it (in this write, or stored) is not kept.
         ``summed``: the summing spans the span mapping kept as structure (a call of their request
-        under them, :data:`~yieldmeter.ingest.otlp_common.SUMMED_SCHEMA`); their parents count
+        under them, :data:`~yieldmeter.schema.SUMMED_SCHEMA`); their parents count
         as the calls' parents (they are recorded in ``summed_spans`` once the calls are written,
         :meth:`write_batch`). The summing calls this step keeps as structure or deletes are
         recorded there too, so a summing span above them that comes later finds the call under
@@ -805,9 +805,6 @@ class Store:
         their parent span, in the time of that call.
         """
         sums = _Sums(kept=calls)
-        named = summed is not None and summed.num_rows > 0
-        if not set(SUMMED_SCHEMA.names) | {"operation", "call_id"} <= set(calls.column_names):
-            return sums
         if keys.summing is None:
             keys.summing = {
                 r[0]
@@ -819,8 +816,7 @@ class Store:
         incoming = bool(pc.any(summing).as_py())
         if not keys.summing and not incoming:
             return sums  # the common case: no summing call stored, none written now
-        mapped = [summed] if named else []
-        candidates = [p for p in pc.unique(call_parents(calls, *mapped)).to_pylist() if p in keys.summing]
+        candidates = [p for p in pc.unique(call_parents(calls, summed)).to_pylist() if p in keys.summing]
         if candidates:
             deleted = con.execute(
                 "DELETE FROM calls WHERE call_id IN (SELECT unnest($ids)) AND list_contains($ops, operation) "
@@ -844,10 +840,10 @@ class Store:
                 "SELECT list_transform($ids, lambda x: hash(x))", {"ids": ours.column("call_id").to_pylist()}
             ).fetchone()[0]
             ours = ours.filter(pa.array(keys.parents.may_hold(np.array(hashed, np.uint64))))
-            under = list(mapped)
+            under = [summed]
             if ours.num_rows:  # a call or a summed span under them may be stored: read them
                 under.append(self._stored_under(con, ours))
-            sums.kept, dropped = split_sums_with_calls(calls, call_parents(*under) if under else None)
+            sums.kept, dropped = split_sums_with_calls(calls, call_parents(*under))
             sums.structure = dropped.num_rows
             if sums.structure:
                 sums.structure_ids = tuple(dropped.column("call_id").to_pylist())
