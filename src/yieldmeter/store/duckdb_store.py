@@ -320,6 +320,8 @@ _UNIT_INPUTS = ("calls", "work_units")
 KEY_HASHED = "calls"
 #: The internal table of summing spans kept as structure (:meth:`Store._take_back_sums`)
 SUMMED_SPANS = "summed_spans"
+#: The ``meta`` tokens that tell whether :class:`_KeyHashes` are current (:meth:`Store._key_hashes`)
+_KEY_TOKENS = (WRITTEN + KEY_HASHED, WRITTEN + SUMMED_SPANS)
 
 
 class _Hashes:
@@ -607,6 +609,12 @@ class Store:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
 
+    @staticmethod
+    def _metas(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[str, str]:
+        """The ``meta`` values of ``keys`` that are set, in one statement."""
+        marks = ", ".join("?" * len(keys))  # a list parameter (``= ANY(?)``) plans twice as slow
+        return dict(con.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", list(keys)).fetchall())
+
     def written(self) -> dict[str, str]:
         """The token of the last write of each table (``meta`` keys ``written:<table>``): a table's
         token changes with every write to it, so a result derived from tables is still current
@@ -621,15 +629,24 @@ class Store:
         """Record a write to ``names`` (inside the caller's transaction): a new token for each,
         returned."""
         token = uuid.uuid4().hex
-        for name in sorted(set(names)):
-            Store._put_meta(con, WRITTEN + name, token)
+        Store._put_metas(con, {WRITTEN + name: token for name in sorted(set(names))})
         return token
 
     @staticmethod
     def _put_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
         """Set ``meta[key]`` inside the caller's transaction."""
-        con.execute("DELETE FROM meta WHERE key = ?", [key])
-        con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+        Store._put_metas(con, {key: value})
+
+    @staticmethod
+    def _put_metas(con: duckdb.DuckDBPyConnection, values: Mapping[str, str]) -> None:
+        """Set ``meta[key]`` to each of ``values`` inside the caller's transaction, in two
+        statements however many (every write marks two or three tables written)."""
+        if not values:
+            return
+        keys = list(values)
+        con.execute(f"DELETE FROM meta WHERE key IN ({', '.join('?' * len(keys))})", keys)
+        rows = ", ".join(["(?, ?)"] * len(keys))
+        con.execute(f"INSERT INTO meta VALUES {rows}", [x for kv in values.items() for x in kv])
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as con:
@@ -715,8 +732,10 @@ class Store:
             sums = _Sums()
             calls = tables.get("calls")
             keys = None  # the stored calls' id hashes, read once for both steps
+            state: dict[str, str] = {}
             if calls is not None and calls.num_rows:
-                keys = self._key_hashes(con)
+                state = self._metas(con, (*_KEY_TOKENS, UNDERIVED))
+                keys = self._key_hashes(con, state)
                 sums = self._take_back_sums(con, calls, keys, summed)
                 tables = {**tables, "calls": sums.kept}
             for name, rows in tables.items():
@@ -757,6 +776,7 @@ class Store:
                             con,
                             units,
                             pc.min(pa.concat_arrays([*calls.column("ts").chunks, sums.starts])).as_py(),
+                            underived=UNDERIVED in state,
                         )
                 else:
                     self._set_underived(con, True)
@@ -1048,7 +1068,9 @@ class Store:
             duplicates=(n - staged - n_replaced) + identical,
         )
 
-    def _key_hashes(self, con: duckdb.DuckDBPyConnection) -> _KeyHashes | None:
+    def _key_hashes(
+        self, con: duckdb.DuckDBPyConnection, tokens: Mapping[str, str] | None = None
+    ) -> _KeyHashes | None:
         """The hashes of the stored ``calls`` ids, current for this transaction.
 
         They are kept only while every write to ``calls`` went through this object: the
@@ -1056,14 +1078,17 @@ class Store:
         process, ``replace``, ``append``) changed the token, and they are read again, one
         scan of the id column. The hashes of the spans above them (``parents``) are dropped,
         to be read again when needed, after a write of ``summed_spans`` by another object too.
+        ``tokens``: the ``meta`` values of :data:`_KEY_TOKENS`, when the caller read them already.
         """
-        token = self.meta(WRITTEN + KEY_HASHED)  # ``con`` is this object's connection
+        if tokens is None:
+            tokens = self._metas(con, _KEY_TOKENS)
+        token = tokens.get(WRITTEN + KEY_HASHED)
         keys = self._stored_keys
         if keys is None or keys.token != token:
             key = _q(TABLES[KEY_HASHED].key)
             hashes = con.execute(f"SELECT hash({key}) AS h FROM {_q(KEY_HASHED)}").fetchnumpy()["h"]
             keys = self._stored_keys = _KeyHashes(hashes, token)
-        summed = self.meta(WRITTEN + SUMMED_SPANS)
+        summed = tokens.get(WRITTEN + SUMMED_SPANS)
         if keys.summed_token != summed:
             keys.parents, keys.summed_token = None, summed
         return keys
@@ -1205,62 +1230,43 @@ class Store:
             self.derive_work_units()
         return unsure
 
-    def _derive_batch_units(self, con: duckdb.DuckDBPyConnection, units: pa.Array, first_ts: Any) -> None:
+    def _derive_batch_units(
+        self, con: duckdb.DuckDBPyConnection, units: pa.Array, first_ts: Any, *, underived: bool
+    ) -> None:
         """Rebuild the derived work units of ``units``, the units of calls written in this
-        transaction from ``first_ts`` on, reading only as much of ``calls`` as they need.
+        transaction from ``first_ts`` on, reading only as much of ``calls`` as they need
+        (``underived``: :data:`UNDERIVED` is set, and every call of them is read).
 
         A unit's stored derived row says when its calls start (``started_at``); a unit with no
         row has no calls but the batch's (see :data:`UNDERIVED`). So only calls from the
         earliest of those times on are read: in a store filled in time order, DuckDB skips the
         older row groups by their minimum and maximum ``ts``, and the work follows the batch,
-        not the store.
+        not the store. The derived rows go and their starts come back in one statement, and
+        the units' table is registered once: each statement is a share of every request's
+        acknowledgement.
         """
         con.register("_touched", pa.table({"k": units}))
         try:
-            stored = con.execute(
-                "SELECT work_unit_id, derived, started_at FROM work_units "
-                "WHERE work_unit_id IN (SELECT k FROM _touched)"
-            ).to_arrow_table()
+            gone = con.execute(
+                "DELETE FROM work_units WHERE derived AND work_unit_id IN (SELECT k FROM _touched) "
+                "RETURNING started_at"
+            ).fetchall()
+            starts = [first_ts, *(row[0] for row in gone)]
+            since = None
+            if None not in starts and not underived:
+                since = min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in starts)  # the store's UTC
+            self._derive_work_units(con, "_touched", since=since)
         finally:
             con.unregister("_touched")
-        derived = pc.fill_null(stored.column("derived"), False)
-        described = stored.column("work_unit_id").filter(pc.invert(derived))
-        rebuilt = stored.filter(derived)
-        if rebuilt.num_rows:
-            con.register("_rebuilt", pa.table({"k": rebuilt.column("work_unit_id")}))
-            try:
-                con.execute(
-                    "DELETE FROM work_units WHERE derived AND work_unit_id IN (SELECT k FROM _rebuilt)"
-                )
-            finally:
-                con.unregister("_rebuilt")
-        if len(described):
-            units = units.filter(pc.invert(pc.is_in(units, value_set=described.combine_chunks())))
-        if not len(units):
-            return
-        starts = [first_ts, pc.min(rebuilt.column("started_at")).as_py()] if rebuilt.num_rows else [first_ts]
-        since = None
-        if None not in starts and not self._underived():
-            since = min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in starts)  # the store's UTC
-        con.register("_build", pa.table({"k": units}))
-        try:
-            self._derive_work_units(con, "_build", since=since, check_described=False)
-        finally:
-            con.unregister("_build")
 
     def _derive_work_units(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        units: str | None,
-        *,
-        since: Any = None,
-        check_described: bool = True,
+        self, con: duckdb.DuckDBPyConnection, units: str | None, *, since: Any = None
     ) -> None:
         """Insert the derived rows of the units named in the registered table ``units`` (column
         ``k``; every unit when ``None``) that have calls and no row, inside the caller's
-        transaction. ``since``: read only the calls from then on (the caller knows those units
-        have none before); ``check_described``: leave out units that have a row (false: the
-        caller left them out).
+        transaction, which deleted their derived rows first: a row left is a described one.
+        ``since``: read only the calls from then on (the caller knows those units have none
+        before).
         """
         where = ["c.work_unit_id IS NOT NULL"]
         params: list[Any] = []
@@ -1269,11 +1275,12 @@ class Store:
         if since is not None:
             where.append("c.ts >= ?")  # a constant: DuckDB skips row groups by their zone maps
             params.append(since)
-        if check_described:
-            described = "SELECT w.work_unit_id FROM work_units w"
-            if units is not None:
-                described += f" WHERE w.work_unit_id IN (SELECT k FROM {units})"
-            where.append(f"c.work_unit_id NOT IN ({described})")
+        # only described rows are left of these units; asked for by name, DuckDB skips the row
+        # groups that hold derived rows only, by their minimum and maximum
+        described = "SELECT w.work_unit_id FROM work_units w WHERE (w.derived = false OR w.derived IS NULL)"
+        if units is not None:
+            described += f" AND w.work_unit_id IN (SELECT k FROM {units})"
+        where.append(f"c.work_unit_id NOT IN ({described})")
         con.execute(
             f"""
             INSERT INTO work_units (work_unit_id, parent_id, workflow, task_type, user_id, team,
