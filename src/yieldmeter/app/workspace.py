@@ -241,30 +241,53 @@ class Workspace:
         against the map (what one ingested batch reports), so the work follows
         the batch, not the size of ``calls``; without, every pair in ``calls``.
         """
+        if pairs is not None:
+            return self._priced_pairs(pairs)[1]
+        missing = self.store.query_arrow(
+            "SELECT DISTINCT coalesce(c.provider, '') AS provider, c.model FROM calls c "
+            "WHERE c.model IS NOT NULL AND NOT EXISTS (SELECT 1 FROM model_map m "
+            "WHERE m.provider = coalesce(c.provider, '') AND m.model = c.model)"
+        ).to_pylist()
+        return len(self._resolve_pairs([(r["provider"], r["model"]) for r in missing]))
+
+    def _priced_pairs(self, pairs: Iterable[tuple[str, str]]) -> tuple[dict[tuple[str, str], bool], int]:
+        """Whether each (provider, model) pair of the map has a price, once ``pairs`` the map
+        lacks are resolved into it; and how many were. One read of the map: this runs after
+        every batch the server commits."""
+        mapped = self.store.query_arrow("SELECT provider, model, price_model FROM model_map")
+        priced = {
+            (p, m): price is not None
+            for p, m, price in zip(
+                mapped.column("provider").to_pylist(),
+                mapped.column("model").to_pylist(),
+                mapped.column("price_model").to_pylist(),
+                strict=True,
+            )
+        }
+        added = self._resolve_pairs(sorted(set(pairs) - priced.keys()))
+        priced.update(added)
+        return priced, len(added)
+
+    def _resolve_pairs(self, missing: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+        """Resolve ``missing`` pairs to prices and add them to the map; whether each has one."""
         from yieldmeter.pricing.resolve import resolve
 
-        if pairs is None:
-            missing = self.store.query_arrow(
-                "SELECT DISTINCT coalesce(c.provider, '') AS provider, c.model FROM calls c "
-                "WHERE c.model IS NOT NULL AND NOT EXISTS (SELECT 1 FROM model_map m "
-                "WHERE m.provider = coalesce(c.provider, '') AND m.model = c.model)"
-            ).to_pylist()
-        else:
-            mapped = self.store.query_arrow("SELECT provider, model FROM model_map")
-            known = set(
-                zip(mapped.column("provider").to_pylist(), mapped.column("model").to_pylist(), strict=True)
-            )
-            missing = [{"provider": p, "model": m} for p, m in sorted(set(pairs) - known)]
         if not missing:
-            return 0
+            return {}
         out = []
-        for pair in missing:
-            r = resolve(pair["provider"] or None, pair["model"], self.config.prices)
+        for provider, model in missing:
+            r = resolve(provider or None, model, self.config.prices)
             out.append(
-                {**pair, "price_provider": r.price_provider, "price_model": r.price_model, "how": r.how}
+                {
+                    "provider": provider,
+                    "model": model,
+                    "price_provider": r.price_provider,
+                    "price_model": r.price_model,
+                    "how": r.how,
+                }
             )
         self.store.append("model_map", pa.Table.from_pylist(out, schema=self.store_schema("model_map")))
-        return len(out)
+        return {(r["provider"], r["model"]): r["price_model"] is not None for r in out}
 
     def store_schema(self, name: str) -> pa.Schema:
         from yieldmeter.store.duckdb_store import INTERNAL_TABLES
@@ -337,8 +360,8 @@ class Workspace:
                 summary.notes.append(_sums_note(*sums))
             # the batches that landed before a reader failed are followed up like any other
             if "calls" in changed:
-                self.refresh_model_map(reported)
-                summary.unpriced = self._unpriced_volume(pairs)
+                priced, _ = self._priced_pairs(reported)
+                summary.unpriced = sum(n for key, n in pairs.items() if not priced.get(key, False))
             if changed:
                 if after:
                     # only what this call wrote: what an earlier call queued waits for its own
@@ -370,13 +393,6 @@ class Workspace:
         """Hand ``changed`` back to the queue of :meth:`take_pending_changes` (a follow-up that
         failed, to be tried again)."""
         self._pending_changes |= changed
-
-    def _unpriced_volume(self, pairs: dict[tuple[str, str], int]) -> int:
-        mapped = {
-            (r["provider"], r["model"]): r["price_model"] is not None
-            for r in self.store.query_arrow("SELECT provider, model, price_model FROM model_map").to_pylist()
-        }
-        return sum(n for key, n in pairs.items() if not mapped.get(key, False))
 
     def _after_ingest(self, changed: set[str]) -> None:
         """Re-score when the evidence behind scores changed, then evaluate budgets and alert
