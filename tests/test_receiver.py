@@ -9,9 +9,11 @@ the expected figures can be worked out by hand.
 from __future__ import annotations
 
 import base64
+import gc
 import gzip
 import itertools
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ from starlette.testclient import TestClient
 from tests.loopback import serving
 from tests.test_ingest_otlp import CHAT, T0, TRACE, kv, protobuf, request, span
 from yieldmeter.app.workspace import Workspace
-from yieldmeter.server.app import create_app
+from yieldmeter.server.app import PRELOADED, create_app
 from yieldmeter.server.context import IngestKey, ServerSettings
 
 CONFIG = """\
@@ -253,6 +255,18 @@ def test_the_body_limit_counts_every_gzip_member() -> None:
     assert err.value.status == 400 and "more than 1000 members" in err.value.message
     big = gzip.compress(bytes(range(256)) * 4096)  # a member longer than one piece fed to zlib
     assert gunzip(big + member, 2_000_000) == bytes(range(256)) * 4096 + b"a" * 600
+
+
+def test_server_sets_what_lives_as_long_as_it_apart_from_the_collector(tmp_path: Path) -> None:
+    """While the server runs, what it started with (the modules it needs later, imported before
+    it listens) is frozen out of the garbage collector's full passes, which every request waits
+    on; once it stops, that is collectable again (a test process starts many servers)."""
+    app = receiver_app(make_workspace(tmp_path / "ws"))
+    with TestClient(app) as c:
+        assert gc.get_freeze_count() > 0
+        assert all(name in sys.modules for name in PRELOADED)
+        assert c.post("/v1/traces", content=request(span(1, CHAT)), headers=JS).status_code == 200
+    assert gc.get_freeze_count() == 0
 
 
 def test_busy_store_answers_503_with_retry_after(tmp_path: Path) -> None:
