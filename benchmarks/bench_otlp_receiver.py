@@ -186,8 +186,10 @@ def _send(url: str, bodies: list[bytes], connections: int, gap: float | None) ->
 
     ``gap`` None: each connection sends its next body on the last one's answer (closed loop).
     Otherwise body ``i`` is due ``i * gap`` seconds after the start and sent then by whichever
-    connection is free, and timed from when it was due (open loop). The clients are made
-    before the clock starts (making one takes milliseconds of the shared cores).
+    connection is free, and timed from when it was due (open loop). The clients are made, and
+    each opens its connection (a ``GET /healthz``), before the clock starts: making one takes
+    milliseconds of the shared cores, and an exporter keeps its connection open. The first body
+    is due a moment after the clock starts, when the senders woken with it are back asleep.
     """
     import httpx
 
@@ -195,11 +197,13 @@ def _send(url: str, bodies: list[bytes], connections: int, gap: float | None) ->
     lock = threading.Lock()
     order = iter(range(len(bodies)))
     start = [0.0]
+    lead = 0.0 if gap is None else 0.05
     # the clock starts when the last client is made (the barrier's action runs before any passes)
-    ready = threading.Barrier(connections, action=lambda: start.__setitem__(0, time.perf_counter()))
+    ready = threading.Barrier(connections, action=lambda: start.__setitem__(0, time.perf_counter() + lead))
 
     def sender() -> None:
         with httpx.Client(timeout=60, headers={"content-type": "application/x-protobuf"}) as c:
+            c.get(f"{url}/healthz")
             ready.wait()
             while True:
                 with lock:
@@ -287,12 +291,18 @@ def paced() -> None:
 
     load_at_start = round(os.getloadavg()[0], 2)
     steps: list[dict[str, Any]] = []
-    sent = 0  # spans sent so far: every step's spans are new ones
+    # every step's bodies are made before the server starts: made between the steps, they left
+    # it idle for seconds, and it wrote its WAL into the file then (a checkpoint), which a
+    # server under sustained load does only when the WAL reaches its threshold
+    bodies_of: list[list[bytes]] = []
+    sent = 0  # spans made so far: every step's spans are new ones
+    for rate in RATES:
+        n = max(100, round(rate * STEP_S / SPANS))
+        bodies_of.append([protobuf_request(SPANS, offset=sent + i * SPANS) for i in range(n)])
+        sent += n * SPANS
     with tempfile.TemporaryDirectory() as tmp, _server(tmp) as (url, pid):
-        for rate in RATES:
-            n = max(100, round(rate * STEP_S / SPANS))
-            bodies = [protobuf_request(SPANS, offset=sent + i * SPANS) for i in range(n)]
-            sent += n * SPANS
+        for rate, bodies in zip(RATES, bodies_of, strict=True):
+            n = len(bodies)
             answers, wall = _send(url, bodies, PACED_CONNECTIONS, SPANS / rate)
             step = {
                 "offered_spans_per_s": rate,
