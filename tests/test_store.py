@@ -482,6 +482,33 @@ def test_a_batch_reads_calls_from_its_units_start_unless_calls_went_underived(
     store.close()
 
 
+def test_extending_a_derived_unit_needs_no_pytz() -> None:
+    """A batch that extends a derived unit reads the unit's stored start as Arrow: DuckDB turns a
+    TIMESTAMPTZ into Python datetimes only with pytz, which is not among yieldmeter's dependencies
+    (pandas 2 brings it, pandas 3 does not). Run where pytz cannot be imported: u starts at
+    10:05, then a call at 10:01 extends it."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import pyarrow as pa
+        from yieldmeter.ingest.conform import conform
+        from yieldmeter.store.duckdb_store import Store
+        sys.modules["pytz"] = None  # what is imported now must do without it
+        def calls(ids, minutes):
+            ts = [f"2025-03-01T10:{m:02d}:00Z" for m in minutes]
+            return conform("calls", pa.table({"call_id": ids, "ts": ts, "work_unit_id": ["u"] * len(ids)}),
+                           source="t").rows
+        s = Store.open(None)
+        s.write_batch({"calls": calls(["a"], [5])}, derive_units=True)
+        s.write_batch({"calls": calls(["b"], [1])}, derive_units=True)
+        print(s.con.execute("SELECT strftime(started_at, '%H:%M') FROM work_units").fetchall())
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[('10:01',)]"
+
+
 def _around_append_calls(store: Store) -> None:
     store.append("calls", _calls(["early"], [1], ["u"], [0]))
 

@@ -1247,13 +1247,14 @@ class Store:
         """
         con.register("_touched", pa.table({"k": units}))
         try:
+            # read as Arrow: Python datetimes of a TIMESTAMPTZ would need pytz
             gone = con.execute(
                 "DELETE FROM work_units WHERE derived AND work_unit_id IN (SELECT k FROM _touched) "
                 "RETURNING started_at"
-            ).fetchall()
-            starts = [first_ts, *(row[0] for row in gone)]
+            ).to_arrow_table()
             since = None
-            if None not in starts and not underived:
+            if first_ts is not None and not underived and not gone.column(0).null_count:
+                starts = [first_ts, pc.min(gone.column(0)).as_py()] if gone.num_rows else [first_ts]
                 since = min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in starts)  # the store's UTC
             self._derive_work_units(con, "_touched", since=since)
         finally:
