@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,13 +36,38 @@ ROUTE_MODULES: list[str] = [
     "yieldmeter.server.dashboard",
 ]
 
-#: Modules the server needs only on first use, imported before it listens: an import holds the
-#: interpreter for its whole run, and every request waits on it (the scoring engine's SciPy took
-#: half a second, on the first re-score under load).
+#: Modules the server needs only on first use, imported before it serves requests: an import
+#: holds the interpreter for its whole run, and every request waits on it (the scoring engine's
+#: SciPy took half a second, on the first re-score under load).
 PRELOADED = (
     "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
     "yieldmeter.scoring.engine",
 )
+
+#: Apps of this process that are serving: the objects frozen by the first are unfrozen by the last.
+_serving = 0
+_serving_lock = threading.Lock()
+
+
+def _freeze() -> None:
+    """Freeze what is alive now out of the garbage collector's full passes: it lives as long as
+    the server. A full pass over it took 150 to 530 ms with the scorer running, and every request
+    waited on it. Garbage is collected first, unless another app of the process is serving."""
+    global _serving
+    with _serving_lock:
+        if not _serving:
+            gc.collect()
+        gc.freeze()
+        _serving += 1
+
+
+def _unfreeze() -> None:
+    """The last app of the process to stop makes what was frozen collectable again."""
+    global _serving
+    with _serving_lock:
+        _serving -= 1
+        if not _serving:
+            gc.unfreeze()
 
 
 def _health(ctx: ServerContext) -> list[BaseRoute]:
@@ -100,21 +126,20 @@ def create_app(
         from yieldmeter.finops.scheduler import start_for_server
 
         alerts = start_for_server(ctx)  # budgets and alert rules every alerts.schedule_seconds
-        # What is alive now (the modules, the workspace) lives as long as the server: frozen,
-        # the collector's full passes leave it out. A full pass over it took 150 to 530 ms
-        # with the scorer running, and every request waited on it.
-        gc.freeze()
+        _freeze()
         try:
             yield
         finally:
-            if alerts is not None:
-                alerts.stop()
-            ctx.decoder.stop()
-            if ctx.reads is not None:  # before the store: its cursors close with it
-                ctx.reads.close()
-            writer.stop()
-            ws.close()
-            gc.unfreeze()  # what was frozen can be collected again (a test process starts many apps)
+            try:
+                if alerts is not None:
+                    alerts.stop()
+                ctx.decoder.stop()
+                if ctx.reads is not None:  # before the store: its cursors close with it
+                    ctx.reads.close()
+                writer.stop()
+                ws.close()
+            finally:
+                _unfreeze()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx
