@@ -188,8 +188,11 @@ def _send(url: str, bodies: list[bytes], connections: int, gap: float | None) ->
     Otherwise body ``i`` is due ``i * gap`` seconds after the start and sent then by whichever
     connection is free, and timed from when it was due (open loop). The clients are made, and
     each opens its connection (a ``GET /healthz``), before the clock starts: making one takes
-    milliseconds of the shared cores, and an exporter keeps its connection open. The first body
-    is due a moment after the clock starts, when the senders woken with it are back asleep.
+    milliseconds of the shared cores, and the first request of a step paid for its connection.
+    (The server closes a connection idle for 5 s, as ``yieldmeter serve`` does: below about
+    6,500 spans/s a sender's next request connects again, a fraction of a millisecond on
+    loopback.) The first body is due a moment after the clock starts, when the senders woken
+    with it are back asleep.
     """
     import httpx
 
@@ -198,12 +201,17 @@ def _send(url: str, bodies: list[bytes], connections: int, gap: float | None) ->
     order = iter(range(len(bodies)))
     start = [0.0]
     lead = 0.0 if gap is None else 0.05
-    # the clock starts when the last client is made (the barrier's action runs before any passes)
+    # the clock starts (``lead`` later) when the last client has opened its connection: the
+    # barrier's action runs before any thread passes
     ready = threading.Barrier(connections, action=lambda: start.__setitem__(0, time.perf_counter() + lead))
 
     def sender() -> None:
         with httpx.Client(timeout=60, headers={"content-type": "application/x-protobuf"}) as c:
-            c.get(f"{url}/healthz")
+            try:
+                c.get(f"{url}/healthz")
+            except httpx.TransportError:
+                ready.abort()  # the others would wait for this one forever
+                raise
             ready.wait()
             while True:
                 with lock:
