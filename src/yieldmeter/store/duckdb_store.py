@@ -606,8 +606,7 @@ class Store:
         return False
 
     def meta(self, key: str) -> str | None:
-        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
-        return row[0] if row else None
+        return self._metas(self.con, (key,)).get(key)
 
     @staticmethod
     def _metas(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[str, str]:
