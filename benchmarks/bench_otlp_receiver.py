@@ -61,6 +61,8 @@ NO_RESCORE = os.environ.get("BENCH_RECEIVER_NO_RESCORE") == "1"
 DECODE_WORKERS = os.environ.get("BENCH_RECEIVER_DECODE_WORKERS", "auto")
 #: ``server.checkpoint_threshold`` (empty: the server's default)
 CHECKPOINT = os.environ.get("BENCH_RECEIVER_CHECKPOINT_THRESHOLD", "")
+#: ``server.acknowledge``: ``commit`` (the default) or ``spool``
+ACKNOWLEDGE = os.environ.get("BENCH_RECEIVER_ACKNOWLEDGE", "commit")
 ROUTES = "yieldmeter.server.otlp" if os.environ.get("BENCH_RECEIVER_ROUTES") == "otlp" else ""
 #: offered rates of the paced sweep, spans a second (empty: the standard closed-loop run)
 RATES = [int(r) for r in os.environ.get("BENCH_RECEIVER_RATES", "").split(",") if r.strip()]
@@ -76,7 +78,7 @@ from yieldmeter.app.workspace import Workspace
 from yieldmeter.server.app import create_app
 from yieldmeter.server.context import ServerSettings
 Workspace.init(sys.argv[1]).close()
-server = {"decode_workers": sys.argv[5]}
+server = {"decode_workers": sys.argv[5], "acknowledge": sys.argv[7]}
 if sys.argv[6]:
     server["checkpoint_threshold"] = sys.argv[6]
 settings = ServerSettings.from_config(server)
@@ -124,6 +126,7 @@ def _server(tmp: str) -> Iterator[tuple[str, int]]:
             "1" if NO_RESCORE else "0",
             DECODE_WORKERS,
             CHECKPOINT,
+            ACKNOWLEDGE,
         ]
     )
     try:
@@ -248,8 +251,10 @@ def closed_loop() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, _server(tmp) as (url, pid):
         cpu0 = time.process_time()
+        t0 = time.perf_counter()
         answers, wall = _send(url, bodies, CONNECTIONS, None)
         client_cpu = time.process_time() - cpu0  # what the load generator took of the shared cores
+        stored_wall = _stored(url) - t0  # with the spool, the store's writes go on after the answers
         # what the server held: its peak (the writer keeps the WAL in memory until a
         # checkpoint, up to server.checkpoint_threshold), and the WAL it left unwritten
         server_peak_mib = _peak_rss_mib(pid)
@@ -267,7 +272,11 @@ def closed_loop() -> None:
         "rescore_after_each_commit": not NO_RESCORE,
         "cpu_count": os.cpu_count(),
         "statuses": answers.statuses,
+        "acknowledge": ACKNOWLEDGE,
         "spans_per_s": ok * SPANS / wall,
+        # spans acknowledged over the time until the last was in the store (the same as
+        # spans_per_s when each answer waits for its commit)
+        "stored_spans_per_s": ok * SPANS / max(wall, stored_wall),
         "ack_ms_p50": statistics.median(answers.latencies) * 1000,
         "ack_ms_p90": answers.pct(0.90),
         "ack_ms_p99": answers.pct(0.99),
@@ -285,11 +294,26 @@ def closed_loop() -> None:
     out = RESULTS
     if ROUTES or NO_RESCORE:
         out = RESULTS.with_name("otlp_receiver_isolated.json")
-    elif N_REQUESTS != 400 or CHECKPOINT:  # not the standard run: kept beside it, named for what differs
+    elif N_REQUESTS != 400 or CHECKPOINT or ACKNOWLEDGE != "commit":
+        # not the standard run: kept beside it, named for what differs
         length = f"_{N_REQUESTS}_requests" if N_REQUESTS != 400 else ""
         threshold = f"_checkpoint_{CHECKPOINT}" if CHECKPOINT else ""
-        out = RESULTS.with_name(f"otlp_receiver{length}{threshold}.json")
+        ack = f"_{ACKNOWLEDGE}" if ACKNOWLEDGE != "commit" else ""
+        out = RESULTS.with_name(f"otlp_receiver{length}{threshold}{ack}.json")
     _write(out, result)
+
+
+def _stored(url: str, timeout: float = 600) -> float:
+    """When (``perf_counter``) the server's write queue and spool held nothing left to store."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{url}/healthz", timeout=30).json()
+        if not health["write_queue"] and not health.get("spool", {}).get("unapplied_bytes"):
+            return time.perf_counter()
+        time.sleep(0.02)
+    raise RuntimeError(f"the server did not store what it acknowledged within {timeout:g} s")
 
 
 def paced() -> None:
@@ -330,6 +354,8 @@ def paced() -> None:
             )
             if not step["kept_up"]:
                 break
+        t_end = time.perf_counter()
+        stored_after_s = _stored(url) - t_end  # the writer's backlog when the last step ended
         server_peak_mib = _peak_rss_mib(pid)
     met = [
         s["offered_spans_per_s"]
@@ -337,7 +363,11 @@ def paced() -> None:
         if s["kept_up"] and s["ack_ms_p99"] < 100 and s["statuses"] == {200: s["requests"]}
     ]
     _write(
-        RESULTS.with_name("otlp_receiver_paced.json"),
+        RESULTS.with_name(
+            "otlp_receiver_paced.json"
+            if ACKNOWLEDGE == "commit"
+            else f"otlp_receiver_paced_{ACKNOWLEDGE}.json"
+        ),
         {
             "benchmark": "otlp_receiver_paced",
             "spans_per_request": SPANS,
@@ -346,9 +376,11 @@ def paced() -> None:
             "routes": ROUTES or "all (yieldmeter serve)",
             "decode_workers": DECODE_WORKERS,
             "checkpoint_threshold": CHECKPOINT or CHECKPOINT_THRESHOLD,
+            "acknowledge": ACKNOWLEDGE,
             "rescore_after_each_commit": not NO_RESCORE,
             "cpu_count": os.cpu_count(),
             "steps": steps,
+            "seconds_to_store_the_rest_after_the_last_step": stored_after_s,
             # the highest offered rate every request of which was answered, with p99 under 100 ms
             "highest_rate_with_p99_under_100ms": max(met, default=None),
             "server_peak_rss_mib": server_peak_mib,

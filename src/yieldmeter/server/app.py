@@ -21,11 +21,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from yieldmeter.config import STORE_DIR
 from yieldmeter.server.context import ServerContext, ServerSettings
 from yieldmeter.server.decoding import DecodePool
+from yieldmeter.server.spool import Spool, replay
 from yieldmeter.server.writer import Writer
 
 log = logging.getLogger("yieldmeter.server")
+
+#: The spool's directory, beside the store (``server.acknowledge: spool``).
+SPOOL_DIR = Path(STORE_DIR) / "spool"
 
 #: Modules whose ``routes(ctx)`` make up the server, in order.
 ROUTE_MODULES: list[str] = [
@@ -77,6 +82,7 @@ def _health(ctx: ServerContext) -> list[BaseRoute]:
                 "status": "ok",
                 "write_queue": ctx.writer.depth,
                 "decode": ctx.decoder.stats(),
+                **({"spool": ctx.spool.stats()} if ctx.spool is not None else {}),
                 "ingest": ctx.writer.totals.as_dict(),  # since start: spans ignored, calls without model...
             }
         )
@@ -105,8 +111,15 @@ def create_app(
     ws.value.keep = False
     settings = settings or ServerSettings.from_config(ws.config.server)
     writer = Writer(ws, max_queue=settings.max_queue, checkpoint_threshold=settings.checkpoint_threshold)
+    spool = (
+        Spool(ws.root / SPOOL_DIR, limit=settings.spool_limit) if settings.acknowledge == "spool" else None
+    )
     ctx = ServerContext(
-        workspace=ws, writer=writer, settings=settings, decoder=DecodePool(settings.decode_workers)
+        workspace=ws,
+        writer=writer,
+        settings=settings,
+        decoder=DecodePool(settings.decode_workers),
+        spool=spool,
     )
     routes: list[BaseRoute] = _health(ctx)
     for name in route_modules if route_modules is not None else ROUTE_MODULES:
@@ -121,6 +134,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for name in PRELOADED:
             importlib.import_module(name)
+        if spool is not None:  # what an earlier run acknowledged and did not commit, before serving
+            replay(spool, ws, writer.totals)
+            spool.start()
         writer.start()
         ctx.decoder.start()
         from yieldmeter.finops.scheduler import start_for_server
@@ -137,6 +153,8 @@ def create_app(
                 if ctx.reads is not None:  # before the store: its cursors close with it
                     ctx.reads.close()
                 writer.stop()
+                if spool is not None:  # after the writer: every record it committed is settled
+                    spool.close()
                 ws.close()
             finally:
                 _unfreeze()

@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from yieldmeter.ingest.base import default_workers
 from yieldmeter.server.decoding import DecodePool
+from yieldmeter.server.spool import SPOOL_LIMIT, Spool
 from yieldmeter.server.writer import CHECKPOINT_THRESHOLD, Writer
 
 if TYPE_CHECKING:
@@ -56,6 +57,11 @@ class ServerSettings:
     checkpoint_threshold: str = CHECKPOINT_THRESHOLD
     #: Seconds a request body may take to arrive (:func:`read_body`).
     body_timeout_s: float = BODY_TIMEOUT_S
+    #: When an OTLP trace request is answered: ``commit`` (its rows are committed to the store)
+    #: or ``spool`` (its body is durable in the spool; :mod:`yieldmeter.server.spool`).
+    acknowledge: str = "commit"
+    #: Acknowledged spool bytes not yet in the store beyond which requests are answered 503.
+    spool_limit: int = SPOOL_LIMIT
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> ServerSettings:
@@ -64,7 +70,8 @@ class ServerSettings:
         ``ingest_keys: [{public_key, secret_key, org}]``, ``body_limit_mb``, ``max_queue``,
         ``decode_workers`` (a number, or ``auto``: one per core, at most 4, none on one core),
         ``checkpoint_threshold`` (a DuckDB size such as ``256MB``), ``body_timeout_s`` (seconds
-        a request body may take to arrive, default 30).
+        a request body may take to arrive, default 30), ``acknowledge`` (``commit``, the
+        default, or ``spool``), ``spool_limit_mb`` (default 256).
         """
         keys = [IngestKey(**k) for k in server.get("ingest_keys", []) or []]
         out = cls(ingest_keys=keys)
@@ -78,6 +85,12 @@ class ServerSettings:
             out.checkpoint_threshold = str(server["checkpoint_threshold"])
         if "body_timeout_s" in server:
             out.body_timeout_s = float(server["body_timeout_s"])
+        ack = server.get("acknowledge", "commit")
+        if ack not in ("commit", "spool"):
+            raise ValueError(f"server.acknowledge: {ack!r} is not one of 'commit', 'spool'")
+        out.acknowledge = ack
+        if "spool_limit_mb" in server:
+            out.spool_limit = int(float(server["spool_limit_mb"]) * 1024 * 1024)
         return out
 
 
@@ -102,6 +115,8 @@ class ServerContext:
     reads: Any = None
     #: Where OTLP bodies are decoded (:class:`yieldmeter.server.decoding.DecodePool`).
     decoder: DecodePool = field(default_factory=lambda: DecodePool(0))
+    #: Where OTLP trace requests are acknowledged with ``acknowledge: spool`` (None: on commit).
+    spool: Spool | None = None
 
     def authenticate(self, request: Request) -> str:
         """The org the request writes as; raises 401 when keys are configured and none matches.

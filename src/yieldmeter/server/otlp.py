@@ -14,12 +14,14 @@ Answers follow the OTLP specification: the response in the request's content
 type, ``partial_success.rejected_spans`` with a message naming the first
 reasons, 400 for an unreadable body, 413 beyond the body limit, 415 for
 another content type, 503 with ``Retry-After`` when the write queue is full.
-A request is acknowledged only after its rows were committed.
+A request is acknowledged only once durable: after its rows were committed, or, with
+``server.acknowledge: spool``, once its body is in the spool (:mod:`yieldmeter.server.spool`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -36,6 +38,7 @@ from yieldmeter.ingest.langfuse_scores import SOURCE as SCORES_SOURCE
 from yieldmeter.ingest.langfuse_scores import ScoreBatch, ScoreError, ingestion_events, scores_to_batch
 from yieldmeter.ingest.otlp import UnreadableRequest, rejected_spans
 from yieldmeter.server.context import HttpError, ServerContext, read_body
+from yieldmeter.server.spool import SpoolFull
 from yieldmeter.server.writer import WriterBusy, WriterStopped
 
 if TYPE_CHECKING:
@@ -114,6 +117,30 @@ async def settled(ctx: ServerContext, future: Any) -> Any:
         ) from None
 
 
+async def spooled(ctx: ServerContext, batch: Batch, body: bytes, *, kind: str, source: str, org: str) -> None:
+    """Hand ``batch`` to the writer and wait until ``body`` is durable in the spool (not for the
+    commit, which follows; ``server.acknowledge: spool``, see :mod:`yieldmeter.server.spool`)."""
+    assert ctx.spool is not None
+    retry = {"Retry-After": str(ctx.settings.retry_after_s)}
+    try:
+        entry = ctx.spool.reserve(len(body))
+    except SpoolFull as exc:
+        raise HttpError(503, f"{exc}; retry later", retry) from None
+    try:
+        future = ctx.writer.submit_batch(batch, source=source, fmt="otlp")
+    except (WriterBusy, WriterStopped) as exc:
+        ctx.spool.release(entry)
+        raise HttpError(503, f"{exc}; retry later", retry) from None
+    # the writer may commit before the record is on disk: the spool counts it either way
+    future.add_done_callback(functools.partial(ctx.spool.settled, entry))
+    ctx.spool.append(entry, {"kind": kind, "source": source, "org": org}, body)
+    try:
+        await asyncio.wrap_future(entry.durable)
+    except OSError as exc:  # the writer commits it still; a retry is a recognised duplicate
+        message = f"the spool could not be written ({exc.strerror or exc}); retry"
+        raise HttpError(503, message, retry) from None
+
+
 def traces_endpoint(ctx: ServerContext, source: str) -> Callable[[Request], Awaitable[Response]]:
     async def export_traces(request: Request) -> Response:
         kind = "json"
@@ -126,7 +153,10 @@ def traces_endpoint(ctx: ServerContext, source: str) -> Callable[[Request], Awai
                 batch = await ctx.decoder.decode(kind, body, options)
             except UnreadableRequest as exc:
                 raise HttpError(400, str(exc)) from None
-            await commit(ctx, with_org(batch, org), source, "otlp")
+            if ctx.spool is not None:
+                await spooled(ctx, with_org(batch, org), body, kind=kind, source=source, org=org)
+            else:
+                await commit(ctx, with_org(batch, org), source, "otlp")
         except HttpError as err:
             return error_response(kind, err)
         rejected, message = rejected_spans(batch)

@@ -4,7 +4,8 @@ HTTP handlers decode on the event loop and hand :class:`Batch` es to
 :meth:`Writer.submit_batch`; the writer thread takes whatever is queued,
 merges batches of the same source into one transaction (group commit, so
 many small OTLP requests cost one commit), and resolves each request's future
-only after the transaction committed. A full queue is refused at once with
+only after the transaction committed; a group whose transaction fails is written
+again request by request, so only a request that cannot be written fails. A full queue is refused at once with
 :class:`WriterBusy`, which the handlers turn into ``503`` + ``Retry-After``.
 :attr:`Writer.totals` counts what was committed since the process started,
 including what is acknowledged but deliberately not stored (non-GenAI spans)
@@ -271,9 +272,24 @@ class Writer:
                     break
                 group.append(nxt)
                 rows += nxt.batch.rows if nxt.batch else 0
-            self._resolve(group, lambda g=group, j=job: self._write(g, j.source, j.fmt))
+            self._write_group(group, job.source, job.fmt)
             if time.monotonic() - self._last_flush > self.max_stale_s:
                 self._flush()
+
+    def _write_group(self, group: list[_Job], source: str, fmt: str) -> None:
+        """Write ``group`` in one transaction; when that fails, each request in one of its own, so
+        one that cannot be written fails alone (the failed transaction was rolled back whole)."""
+        if len(group) > 1:
+            try:
+                result = self._write(group, source, fmt)
+            except Exception as exc:
+                log.warning("a write of %d requests failed (%s): writing them one by one", len(group), exc)
+            else:
+                for j in group:
+                    j.future.set_result(result)
+                return
+        for j in group:
+            self._resolve([j], lambda j=j: self._write([j], source, fmt))
 
     def _write(self, group: list[_Job], source: str, fmt: str) -> Any:
         batches = [
