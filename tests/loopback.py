@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 # Ports handed out lie below the kernel's ephemeral range (32768-60999 on Linux by default), in
@@ -72,3 +73,20 @@ def serving(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def stored(client: Any, timeout: float = 30) -> None:
+    """Wait until what the server acknowledged is in the store: the default ``acknowledge:
+    spool`` answers an OTLP request once its body is in the spool, before its commit. ``client``
+    is a test client or a server's base URL."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if isinstance(client, str):
+            health = httpx.get(f"{client}/healthz", timeout=10).json()
+        else:
+            health = client.get("/healthz").json()
+        if not health.get("spool", {}).get("unapplied_bytes") and not health["writes_retrying"]:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"acknowledged spans not stored within {timeout:g} s: {health}")
+        time.sleep(0.01)

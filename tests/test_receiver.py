@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.testclient import TestClient
 
-from tests.loopback import serving
+from tests.loopback import serving, stored
 from tests.test_ingest_otlp import CHAT, T0, TRACE, kv, protobuf, request, span
 from yieldmeter.app.workspace import Workspace
 from yieldmeter.server.app import PRELOADED, create_app
@@ -232,6 +232,7 @@ def test_every_member_of_a_gzip_body_is_read(client: TestClient) -> None:
     r = client.post("/v1/traces", content=body + b"\0" * 8, headers=gz)  # zero padding is ignored
     assert r.status_code == 200
     assert ExportTraceServiceResponse.FromString(r.content).partial_success.rejected_spans == 0
+    stored(client)
     assert client.get("/healthz").json()["ingest"]["rows_landed"] == 2
     r = client.post("/v1/traces", content=body + b"junk", headers=gz)
     assert r.status_code == 400  # bytes after a member that are not gzip
@@ -506,14 +507,19 @@ def _protobuf_request(draw: Any, n: int) -> bytes:
     return req.SerializeToString()
 
 
-def test_failed_write_is_rolled_back_and_answered_503(client: TestClient) -> None:
-    writer = client.app.state.ctx.writer  # type: ignore[attr-defined]
-    # a real failure: the calls table is gone when the writer tries to upsert
-    writer.submit(lambda ws: ws.store.con.execute("ALTER TABLE calls RENAME TO calls_away")).result()
-    r = client.post("/v1/traces", content=request(span(1, CHAT)), headers=JS)
-    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "rolled back" in r.json()["message"]
-    writer.submit(lambda ws: ws.store.con.execute("ALTER TABLE calls_away RENAME TO calls")).result()
-    assert client.post("/v1/traces", content=request(span(1, CHAT)), headers=JS).status_code == 200
+def test_failed_write_is_rolled_back_and_answered_503(tmp_path: Path) -> None:
+    """``acknowledge: commit``: the answer waits for the commit, so a write that fails is a 503
+    (with the spool, the default, it is answered before and tried again: test_receiver_spool)."""
+    commit = ServerSettings(acknowledge="commit", decode_workers=0)
+    with TestClient(receiver_app(make_workspace(tmp_path / "ws"), settings=commit)) as client:
+        writer = client.app.state.ctx.writer  # type: ignore[attr-defined]
+        # a real failure: the calls table is gone when the writer tries to upsert
+        writer.submit(lambda ws: ws.store.con.execute("ALTER TABLE calls RENAME TO calls_away")).result()
+        r = client.post("/v1/traces", content=request(span(1, CHAT)), headers=JS)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "rolled back" in r.json()["message"]
+        writer.submit(lambda ws: ws.store.con.execute("ALTER TABLE calls_away RENAME TO calls")).result()
+        assert client.post("/v1/traces", content=request(span(1, CHAT)), headers=JS).status_code == 200
 
 
 def _landed(client: TestClient, call_id: str) -> bool:
@@ -540,6 +546,7 @@ def test_receiver_never_crashes_and_the_good_spans_land(
     assert r.status_code in (200, 400), r.text
     if good is not None:
         assert r.status_code == 200, r.text
+        stored(client)
         assert _landed(client, f"{_GOOD_TRACE}-{good:016x}")
 
 
@@ -700,6 +707,7 @@ def test_a_score_sent_before_its_trace_joins_the_work_unit_of_the_trace(client: 
     ]
     r = client.post("/api/public/otel/v1/traces", content=request(*spans), headers=JS)
     assert r.status_code == 200
+    stored(client)
     ws = client.app.state.ctx.workspace  # type: ignore[attr-defined]
     signals = ws.store.query_arrow("SELECT signal_id, work_unit_id FROM signals").to_pylist()
     units = {s["signal_id"]: s["work_unit_id"] for s in signals}
@@ -970,6 +978,7 @@ def test_a_framework_step_sent_after_the_call_under_it_is_structure(client: Test
         [span(1, step, trace=third), span(2, chat, parent=f"{1:016x}", trace=third)],  # together
     ):  # fmt: skip
         assert client.post("/v1/traces", content=request(*spans), headers=JS).status_code == 200
+        stored(client)  # each request in a transaction of its own (queued ones would share one)
     ingest = client.get("/healthz").json()["ingest"]
     assert (ingest["calls_as_structure"], ingest["calls_taken_back"]) == (2, 1)
     ws = client.app.state.ctx.workspace  # type: ignore[attr-defined]
@@ -981,10 +990,12 @@ def test_healthz_counts_ignored_spans_and_calls_without_model(client: TestClient
     no_model = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5}
     body = request(span(1, {"http.request.method": "GET"}), span(2, no_model), span(3, CHAT))
     assert client.post("/v1/traces", content=body, headers=JS).status_code == 200
+    stored(client)
     ingest = client.get("/healthz").json()["ingest"]
     assert (ingest["spans_ignored"], ingest["calls_without_model"], ingest["rows_landed"]) == (1, 1, 2)
     assert any("carry no model" in n for n in ingest["notes"])
     more = request(span(4, {"db.system": "postgresql"}), span(5, {"http.route": "/x"}))
     assert client.post("/v1/traces", content=more, headers=JS).status_code == 200
+    stored(client)
     ingest = client.get("/healthz").json()["ingest"]
     assert (ingest["spans_ignored"], ingest["calls_without_model"]) == (3, 1)  # totals since start

@@ -28,9 +28,18 @@ from tests.loopback import serving
 from tests.server_process import serve_process
 from tests.test_ingest_otlp import protobuf, request, span
 from tests.test_receiver import JS, PB, make_workspace, receiver_app, rows
+from yieldmeter.ingest.base import ReadOptions
 from yieldmeter.server.app import SPOOL_DIR
 from yieldmeter.server.context import ServerSettings
-from yieldmeter.server.spool import encode_record, read_segment, segments
+from yieldmeter.server.decoding import decode_body
+from yieldmeter.server.spool import (
+    batch_parts,
+    encode_body,
+    encode_record,
+    read_segment,
+    record_batch,
+    segments,
+)
 
 SPOOL = ServerSettings(acknowledge="spool", decode_workers=0)
 
@@ -47,6 +56,17 @@ def acme(n: int, model: str = "acme-chat") -> dict[str, Any]:
             "gen_ai.usage.output_tokens": n * 100,
         },
     )
+
+
+def record(n: int) -> bytes:
+    """A spool record of :func:`acme` ``(n)``'s request, as the server writes one."""
+    batch = decode_body("protobuf", protobuf(acme(n)), ReadOptions(source="otlp"))
+    meta, parts = batch_parts(batch, "otlp", "default")
+    return encode_record(meta, encode_body(parts))
+
+
+def input_tokens(batch: Any) -> list[int]:
+    return batch.tables["calls"].column("input_tokens").to_pylist()
 
 
 def spool_dir(root: Path) -> Path:
@@ -96,16 +116,14 @@ def test_requests_are_answered_from_the_spool_and_stored_behind(tmp_path: Path) 
             h = health(url)
             assert h["ingest"]["batches"] == 0  # nothing committed yet
             assert h["spool"]["acknowledged"] == 3
-            assert h["spool"]["unapplied_bytes"] == sum(len(b) for b, _ in bodies)
+            assert h["spool"]["unapplied_bytes"] > 0  # the batches' size, counted against the limit
             [segment] = segments(spool_dir(root))
             read = read_segment(segment)
             assert read.damage is None
-            assert [(r.meta["kind"], r.body) for r in read.records] == [
-                ("protobuf", bodies[0][0]),
-                ("protobuf", bodies[1][0]),
-                ("json", bodies[2][0]),
-            ]
-            assert read.records[0].meta == {"kind": "protobuf", "source": "otlp", "org": "default"}
+            # each request's rows as decoded (protobuf or JSON alike)
+            assert [input_tokens(record_batch(r)) for r in read.records] == [[1000], [2000], [3000]]
+            meta = {"source": "otlp", "org": "default", "ignored": 0, "no_model": 0, "notes": []}
+            assert read.records[0].meta == meta
         wait_for(lambda: health(url)["spool"]["unapplied_bytes"] == 0, "the writer to store the spool")
         assert health(url)["ingest"]["rows_landed"] >= 3
     # a clean stop deletes the segment: every record in it is in the store
@@ -126,9 +144,8 @@ def test_a_crash_before_the_commits_is_replayed_at_the_next_start(tmp_path: Path
         shutil.copytree(spool_dir(root), crash)
     # a record being written when the process died: never acknowledged, dropped
     [segment] = segments(crash)
-    meta = {"kind": "protobuf", "source": "otlp", "org": "default"}
     with segment.open("ab") as fh:
-        fh.write(encode_record(meta, protobuf(acme(4)))[:-9])
+        fh.write(record(4)[:-9])
 
     # the crashed server's store held none of it: a new workspace with the crash's spool
     other = make_workspace(tmp_path / "other")
@@ -150,16 +167,16 @@ def test_damaged_and_unwritable_records_are_kept_with_their_reason(tmp_path: Pat
     root = make_workspace(tmp_path / "ws")
     spool = spool_dir(root)
     spool.mkdir(parents=True)
-    meta = {"kind": "protobuf", "source": "otlp", "org": "default"}
-    # segment 1: a good record, one that is not OTLP (its checksum is right), another good one
+    meta = {"source": "otlp", "org": "default"}
+    # segment 1: a good record, one that is not a batch (its checksum is right), another good one
     junk = encode_record(meta, b"\x0a\xff\xff\xff\xff")
-    first = encode_record(meta, protobuf(acme(1)))
-    (spool / "000000000001.spool").write_bytes(first + junk + encode_record(meta, protobuf(acme(2))))
+    first = record(1)
+    (spool / "000000000001.spool").write_bytes(first + junk + record(2))
     # segment 2: a good record, then one whose body changed on disk (checksum), then a good one
-    good = encode_record(meta, protobuf(acme(3)))
-    bad = bytearray(encode_record(meta, protobuf(acme(4))))
+    good = record(3)
+    bad = bytearray(record(4))
     bad[-3] ^= 0xFF
-    (spool / "000000000002.spool").write_bytes(good + bytes(bad) + encode_record(meta, protobuf(acme(5))))
+    (spool / "000000000002.spool").write_bytes(good + bytes(bad) + record(5))
 
     with TestClient(receiver_app(root, settings=SPOOL)) as client:
         h = client.get("/healthz").json()["spool"]
@@ -177,19 +194,43 @@ def test_damaged_and_unwritable_records_are_kept_with_their_reason(tmp_path: Pat
         "000000000002.spool",
     ]
     reason = (failed / f"000000000001-{len(first)}.reason.txt").read_text()
-    assert reason.startswith(f"000000000001.spool byte {len(first)}: not decoded: UnreadableRequest")
+    assert reason.startswith(f"000000000001.spool byte {len(first)}: not read: ")
     [kept] = read_segment(failed / f"000000000001-{len(first)}.spool").records
     assert kept.body == b"\x0a\xff\xff\xff\xff" and kept.meta == meta
     assert (failed / "000000000002.reason.txt").read_text() == (
         f"the record at byte {len(good)} does not match its checksum; "
         "the 1 record(s) before it were replayed\n"
     )
-    assert (failed / "000000000002.spool").read_bytes() == good + bytes(bad) + encode_record(
-        meta, protobuf(acme(5))
-    )
+    assert (failed / "000000000002.spool").read_bytes() == good + bytes(bad) + record(5)
 
 
-def test_a_write_that_fails_after_the_answer_is_kept_for_the_next_start(tmp_path: Path) -> None:
+def test_a_write_that_fails_after_the_answer_is_tried_again(tmp_path: Path) -> None:
+    """The store refuses two writes (a full disk, injected), then takes them: the acknowledged
+    request lands in the same run, tried again after 0.05 s, then 0.1 s."""
+    root = make_workspace(tmp_path / "ws")
+    app = receiver_app(root, settings=SPOOL)
+    ws, writer = app.state.ctx.workspace, app.state.ctx.writer
+    writer.retry_s = 0.05
+    real, refusals = ws.ingest_batches, [0]
+
+    def full_twice(*args: Any, **kw: Any) -> Any:
+        if refusals[0] < 2:
+            refusals[0] += 1
+            raise OSError(28, "No space left on device (injected)")
+        return real(*args, **kw)
+
+    ws.ingest_batches = full_twice
+    with serving(app) as url:
+        r = httpx.post(f"{url}/v1/traces", content=protobuf(acme(1)), headers=PB, timeout=10)
+        assert r.status_code == 200  # durable in the spool
+        wait_for(lambda: health(url)["spool"]["unapplied_bytes"] == 0, "the write tried again")
+        h = health(url)
+        assert (h["writes_retrying"], h["spool"]["given_up"], refusals[0]) == (0, 0, 2)
+    assert costs(root) == pytest.approx({1000: 0.0028})
+    assert segments(spool_dir(root)) == []
+
+
+def test_a_write_that_keeps_failing_is_kept_for_the_next_start(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws")
     app = receiver_app(root, settings=SPOOL)
     ws = app.state.ctx.workspace
@@ -201,7 +242,9 @@ def test_a_write_that_fails_after_the_answer_is_kept_for_the_next_start(tmp_path
     with serving(app) as url:
         r = httpx.post(f"{url}/v1/traces", content=protobuf(acme(1)), headers=PB, timeout=10)
         assert r.status_code == 200  # durable in the spool
-        wait_for(lambda: health(url)["spool"]["write_failures"] == 1, "the failed write")
+        wait_for(lambda: health(url)["writes_retrying"] == 1, "the failed write to wait its turn")
+        spool = app.state.ctx.spool
+    assert spool.given_up == 1  # the writer stopped while it kept failing
     assert len(segments(spool_dir(root))) == 1  # the stop keeps the segment
     with TestClient(receiver_app(root, settings=SPOOL)) as client:
         assert client.get("/healthz").json()["spool"]["replayed"] == 1
@@ -212,7 +255,8 @@ def test_a_write_that_fails_after_the_answer_is_kept_for_the_next_start(tmp_path
 def test_a_full_spool_answers_503(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws")
     body = protobuf(acme(1))
-    settings = ServerSettings(acknowledge="spool", decode_workers=0, spool_limit=len(body))
+    # one record's worth: the first request is taken whatever its size, the second is refused
+    settings = ServerSettings(acknowledge="spool", decode_workers=0, spool_limit=1)
     app = receiver_app(root, settings=settings)
     with serving(app) as url:
         with held_writer(app):
@@ -226,8 +270,9 @@ def test_a_full_spool_answers_503(tmp_path: Path) -> None:
     assert sorted(costs(root)) == [1000, 2000]
 
 
-def test_acknowledge_is_commit_or_spool() -> None:
-    assert ServerSettings.from_config({}).acknowledge == "commit"
+def test_acknowledge_is_spool_or_commit() -> None:
+    assert ServerSettings.from_config({}).acknowledge == "spool"
+    assert ServerSettings.from_config({"acknowledge": "commit"}).acknowledge == "commit"
     assert ServerSettings.from_config({"acknowledge": "spool", "spool_limit_mb": 1}).spool_limit == 1 << 20
     with pytest.raises(ValueError, match=r"server\.acknowledge: 'later' is not one of 'commit', 'spool'"):
         ServerSettings.from_config({"acknowledge": "later"})
@@ -237,7 +282,7 @@ def test_one_request_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
     """Requests queued together share a transaction; when it fails, each is written on its own,
     so only the one that cannot be written is answered 503 (acknowledging on commit)."""
     root = make_workspace(tmp_path / "ws")
-    app = receiver_app(root, settings=ServerSettings(decode_workers=0))
+    app = receiver_app(root, settings=ServerSettings(acknowledge="commit", decode_workers=0))
     ws = app.state.ctx.workspace
     real = ws.ingest_batches
 
@@ -296,3 +341,24 @@ def test_every_acknowledged_span_survives_a_kill(tmp_path: Path) -> None:
     assert rows(root, "SELECT count(*) AS n, count(DISTINCT span_id) AS spans FROM calls") == [
         {"n": 600, "spans": 600}
     ]
+
+
+def test_the_spool_holds_no_message_content(tmp_path: Path) -> None:
+    """The spool keeps the rows as mapped, not the request's body: a prompt in the request is in
+    neither the spool nor the store, unless privacy.capture_content is on."""
+    root = make_workspace(tmp_path / "ws")
+    app = receiver_app(root, settings=SPOOL)
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "acme",
+        "gen_ai.request.model": "acme-chat",
+        "gen_ai.input.messages": '[{"role":"user","content":"my card number 4111"}]',
+        "gen_ai.prompt.0.content": "legacy prompt 4111",
+    }
+    body = protobuf(span(1, attrs))
+    assert b"my card number" in body and b"legacy prompt" in body
+    with serving(app) as url, held_writer(app):
+        assert httpx.post(f"{url}/v1/traces", content=body, headers=PB, timeout=10).status_code == 200
+        [segment] = segments(spool_dir(root))
+        data = segment.read_bytes()
+        assert b"4111" not in data and b"acme-chat" in data

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.loopback import stored
 from tests.server_process import create_keys, example_workspace, serve, serve_process
 
 Keys = dict[str, str]
@@ -437,6 +438,7 @@ def test_opentelemetry_exporter_sends_its_ingest_key(closed: tuple[str, Keys]) -
             pass
         provider.shutdown()
     assert results == [SpanExportResult.SUCCESS, SpanExportResult.FAILURE]  # the read key may not ingest
+    stored(base)  # answered from the spool: the commit follows
     unit = httpx.get(f"{base}/api/v1/work_units/otel-auth-1", headers=bearer(keys["read"]), timeout=60)
     assert unit.status_code == 200 and len(unit.json()["calls"]) == 1
 

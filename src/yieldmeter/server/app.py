@@ -81,6 +81,7 @@ def _health(ctx: ServerContext) -> list[BaseRoute]:
             {
                 "status": "ok",
                 "write_queue": ctx.writer.depth,
+                "writes_retrying": ctx.writer.retrying,  # acknowledged (spool) writes that failed
                 "decode": ctx.decoder.stats(),
                 **({"spool": ctx.spool.stats()} if ctx.spool is not None else {}),
                 "ingest": ctx.writer.totals.as_dict(),  # since start: spans ignored, calls without model...

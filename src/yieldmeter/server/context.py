@@ -57,9 +57,9 @@ class ServerSettings:
     checkpoint_threshold: str = CHECKPOINT_THRESHOLD
     #: Seconds a request body may take to arrive (:func:`read_body`).
     body_timeout_s: float = BODY_TIMEOUT_S
-    #: When an OTLP trace request is answered: ``commit`` (its rows are committed to the store)
-    #: or ``spool`` (its body is durable in the spool; :mod:`yieldmeter.server.spool`).
-    acknowledge: str = "commit"
+    #: When an OTLP trace request is answered: ``spool`` (its body is durable in the spool, the
+    #: commit follows; :mod:`yieldmeter.server.spool`) or ``commit`` (its rows are committed).
+    acknowledge: str = "spool"
     #: Acknowledged spool bytes not yet in the store beyond which requests are answered 503.
     spool_limit: int = SPOOL_LIMIT
 
@@ -70,8 +70,8 @@ class ServerSettings:
         ``ingest_keys: [{public_key, secret_key, org}]``, ``body_limit_mb``, ``max_queue``,
         ``decode_workers`` (a number, or ``auto``: one per core, at most 4, none on one core),
         ``checkpoint_threshold`` (a DuckDB size such as ``256MB``), ``body_timeout_s`` (seconds
-        a request body may take to arrive, default 30), ``acknowledge`` (``commit``, the
-        default, or ``spool``), ``spool_limit_mb`` (default 256).
+        a request body may take to arrive, default 30), ``acknowledge`` (``spool``, the
+        default, or ``commit``), ``spool_limit_mb`` (default 256).
         """
         keys = [IngestKey(**k) for k in server.get("ingest_keys", []) or []]
         out = cls(ingest_keys=keys)
@@ -85,7 +85,7 @@ class ServerSettings:
             out.checkpoint_threshold = str(server["checkpoint_threshold"])
         if "body_timeout_s" in server:
             out.body_timeout_s = float(server["body_timeout_s"])
-        ack = server.get("acknowledge", "commit")
+        ack = server.get("acknowledge", "spool")
         if ack not in ("commit", "spool"):
             raise ValueError(f"server.acknowledge: {ack!r} is not one of 'commit', 'spool'")
         out.acknowledge = ack

@@ -38,7 +38,7 @@ from yieldmeter.ingest.langfuse_scores import SOURCE as SCORES_SOURCE
 from yieldmeter.ingest.langfuse_scores import ScoreBatch, ScoreError, ingestion_events, scores_to_batch
 from yieldmeter.ingest.otlp import UnreadableRequest, rejected_spans
 from yieldmeter.server.context import HttpError, ServerContext, read_body
-from yieldmeter.server.spool import SpoolFull
+from yieldmeter.server.spool import SpoolFull, batch_bytes
 from yieldmeter.server.writer import WriterBusy, WriterStopped
 
 if TYPE_CHECKING:
@@ -117,23 +117,23 @@ async def settled(ctx: ServerContext, future: Any) -> Any:
         ) from None
 
 
-async def spooled(ctx: ServerContext, batch: Batch, body: bytes, *, kind: str, source: str, org: str) -> None:
-    """Hand ``batch`` to the writer and wait until ``body`` is durable in the spool (not for the
-    commit, which follows; ``server.acknowledge: spool``, see :mod:`yieldmeter.server.spool`)."""
+async def spooled(ctx: ServerContext, batch: Batch, *, source: str, org: str) -> None:
+    """Hand ``batch`` to the writer and wait until it is durable in the spool (not for the commit,
+    which follows; ``server.acknowledge: spool``, see :mod:`yieldmeter.server.spool`)."""
     assert ctx.spool is not None
     retry = {"Retry-After": str(ctx.settings.retry_after_s)}
     try:
-        entry = ctx.spool.reserve(len(body))
+        entry = ctx.spool.reserve(batch_bytes(batch))
     except SpoolFull as exc:
         raise HttpError(503, f"{exc}; retry later", retry) from None
     try:
-        future = ctx.writer.submit_batch(batch, source=source, fmt="otlp")
+        future = ctx.writer.submit_batch(batch, source=source, fmt="otlp", retry=True)
     except (WriterBusy, WriterStopped) as exc:
         ctx.spool.release(entry)
         raise HttpError(503, f"{exc}; retry later", retry) from None
     # the writer may commit before the record is on disk: the spool counts it either way
     future.add_done_callback(functools.partial(ctx.spool.settled, entry))
-    ctx.spool.append(entry, {"kind": kind, "source": source, "org": org}, body)
+    ctx.spool.append(entry, batch, source=source, org=org)
     try:
         await asyncio.wrap_future(entry.durable)
     except OSError as exc:  # the writer commits it still; a retry is a recognised duplicate
@@ -154,7 +154,7 @@ def traces_endpoint(ctx: ServerContext, source: str) -> Callable[[Request], Awai
             except UnreadableRequest as exc:
                 raise HttpError(400, str(exc)) from None
             if ctx.spool is not None:
-                await spooled(ctx, with_org(batch, org), body, kind=kind, source=source, org=org)
+                await spooled(ctx, with_org(batch, org), source=source, org=org)
             else:
                 await commit(ctx, with_org(batch, org), source, "otlp")
         except HttpError as err:

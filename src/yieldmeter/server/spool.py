@@ -7,14 +7,17 @@ checkpoint (0.6 to 1.2 s under sustained load), and the requests queued behind i
 with it. The writer still commits each request's rows, behind the answer.
 
 A spool is a directory of segment files (``000000000001.spool``...), each a run of
-records: a header (magic, lengths, CRC-32), a small JSON meta (the body's
-encoding, the route's source, the org its key writes as) and the body as it
-was decoded from. A segment is deleted once it is closed (past ``segment_bytes``,
-or at a clean stop) and every record in it was committed to the store.
+records: a header (magic, lengths, CRC-32), a small JSON meta (the route's source,
+the org its key writes as, the batch's counts and notes) and the request's
+:class:`~yieldmeter.ingest.base.Batch` as decoded, each table an Arrow IPC stream.
+The rows, not the request's body: message content is dropped by the mapping unless
+``privacy.capture_content`` is on, so the spool holds no more than the store does.
+A segment is deleted once it is closed (past ``segment_bytes``, or at a clean stop)
+and every record in it was committed to the store.
 
 After a crash, the segments left are replayed into the store before the server
 serves (:func:`replay`): a record committed before the crash is a recognised
-duplicate then, as a request sent twice is. A record that does not decode or write
+duplicate then, as a request sent twice is. A record that cannot be read or written
 on replay is kept under ``failed/`` (in the same format: moved back into the
 spool, it is replayed at the next start) with a ``.reason.txt``; a segment
 damaged in the middle (a CRC that does not match) goes there whole after what
@@ -37,6 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pyarrow as pa
+
+from yieldmeter.ingest.base import Batch
 
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
@@ -48,6 +54,11 @@ SUFFIX = ".spool"
 MAGIC = b"YMS1"
 #: magic, meta length, body length, CRC-32 of meta and body
 _HEAD = struct.Struct("<4sIII")
+#: in a body, before each table: the length of its name, and of its IPC stream
+_NAME = struct.Struct("<I")
+_SIZE = struct.Struct("<Q")
+#: the body's names of a batch's rejects and summed spans (a canonical table's name is its own)
+_REJECTS, _SUMMED = "!rejects", "!summed"
 #: A segment is closed, and a new one started, once it holds this many bytes.
 SEGMENT_BYTES = 16 * 1024 * 1024
 #: Acknowledged bodies not yet committed to the store, beyond which requests are answered 503.
@@ -76,11 +87,74 @@ class Entry:
 
     size: int
     durable: Future[None] = field(default_factory=Future)
-    meta: bytes = b""
-    body: bytes = b""
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: the batch's tables, encoded into the record's body on the spool thread
+    parts: list[tuple[str, pa.Table]] = field(default_factory=list)
     segment: _Segment | None = None
     applied: bool = False
     failed: bool = False
+
+
+def batch_parts(batch: Batch, source: str, org: str) -> tuple[dict[str, Any], list[tuple[str, pa.Table]]]:
+    """A batch as a record's meta and its named tables (Arrow tables do not change: the writer
+    may go on with the batch while the spool thread encodes them)."""
+    meta = {
+        "source": source,
+        "org": org,
+        "ignored": batch.ignored,
+        "no_model": batch.no_model,
+        "notes": list(batch.notes),
+    }
+    parts = [*batch.tables.items(), (_REJECTS, batch.rejects), (_SUMMED, batch.summed)]
+    return meta, parts
+
+
+def batch_bytes(batch: Batch) -> int:
+    """About what a batch's record takes (its tables' memory; the spool's limit counts it)."""
+    return sum(t.nbytes for t in batch.tables.values()) + batch.rejects.nbytes + batch.summed.nbytes
+
+
+def encode_body(parts: list[tuple[str, pa.Table]]) -> bytes:
+    """Each table as its name and an Arrow IPC stream, each led by its length."""
+    out = bytearray()
+    for name, table in parts:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        stream = sink.getvalue()
+        key = name.encode()
+        out += _NAME.pack(len(key)) + key + _SIZE.pack(stream.size)
+        out += memoryview(stream)
+    return bytes(out)
+
+
+def record_batch(record: Record) -> Batch:
+    """The batch a record holds (``ValueError`` or an Arrow error when its body is not one)."""
+    body = memoryview(record.body)
+    tables: dict[str, pa.Table] = {}
+    pos = 0
+    while pos < len(body):
+        (n,) = _NAME.unpack_from(body, pos)
+        name = bytes(body[pos + _NAME.size : pos + _NAME.size + n]).decode()
+        pos += _NAME.size + n
+        (size,) = _SIZE.unpack_from(body, pos)
+        pos += _SIZE.size
+        if pos + size > len(body):
+            raise ValueError(f"table {name!r} runs past the record's end")
+        tables[name] = pa.ipc.open_stream(pa.py_buffer(body[pos : pos + size])).read_all()
+        pos += size
+    meta = record.meta
+    batch = Batch(
+        tables={k: t for k, t in tables.items() if not k.startswith("!")},
+        ignored=int(meta.get("ignored", 0)),
+        notes=[str(n) for n in meta.get("notes", [])],
+        no_model=int(meta.get("no_model", 0)),
+    )
+    if _REJECTS in tables:
+        batch.rejects = tables[_REJECTS]
+    if _SUMMED in tables:
+        batch.summed = tables[_SUMMED]
+    return batch
 
 
 def _header(meta: bytes, body: bytes) -> bytes:
@@ -173,10 +247,10 @@ class Spool:
         self._next = 1
         self._pending = 0  # bytes reserved and not yet committed to the store
         self._thread: threading.Thread | None = None
-        #: since start: records acknowledged, records whose write to the store failed after the
-        #: answer (kept for the next start's replay), and what this start replayed
+        #: since start: records acknowledged, records the writer gave up on (it tries a failed
+        #: write again until it stops: kept for the next start's replay), and what was replayed
         self.acknowledged = 0
-        self.write_failures = 0
+        self.given_up = 0
         self.replayed = 0
         self.replay_failed = 0
 
@@ -230,29 +304,29 @@ class Spool:
         with self._lock:
             self._pending -= entry.size
 
-    def append(self, entry: Entry, meta: dict[str, Any], body: bytes) -> None:
-        """Queue the record; ``entry.durable`` resolves once it is on disk."""
-        entry.meta = orjson.dumps(meta)
-        entry.body = body
+    def append(self, entry: Entry, batch: Batch, *, source: str, org: str) -> None:
+        """Queue the batch's record; ``entry.durable`` resolves once it is on disk."""
+        entry.meta, entry.parts = batch_parts(batch, source, org)
         self._queue.put(entry)
 
     # -- the writer's side ----------------------------------------------------------------------
     def settled(self, entry: Entry, future: Future[Any]) -> None:
-        """The writer's future for the record's rows is done: committed, or failed (then the record
-        stays in its segment, replayed at the next start)."""
+        """The writer's future for the record's rows is done: committed, or given up (the writer
+        stopped while the write kept failing): the record stays in its segment, replayed at the
+        next start."""
         failed = future.cancelled() or future.exception() is not None
         with self._lock:
             self._pending -= entry.size
             if failed:
                 entry.failed = True
-                self.write_failures += 1
+                self.given_up += 1
             else:
                 entry.applied = True
                 if entry.segment is not None:
                     entry.segment.unapplied -= 1
                     self._collect()
         if failed:
-            log.error("acknowledged spans could not be written to the store: the spool keeps them")
+            log.error("acknowledged spans were not written to the store: the spool keeps them")
 
     # -- the spool thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -283,15 +357,16 @@ class Spool:
         try:
             seg = self._open_segment()
             for e in group:
-                self._file.write(_header(e.meta, e.body))
-                self._file.write(e.meta)
-                self._file.write(e.body)
-                seg.size += _HEAD.size + len(e.meta) + len(e.body)
+                meta, body = orjson.dumps(e.meta), encode_body(e.parts)
+                e.parts = []
+                self._file.write(_header(meta, body))
+                self._file.write(meta)
+                self._file.write(body)
+                seg.size += _HEAD.size + len(meta) + len(body)
                 with self._lock:
                     e.segment = seg
                     if not e.applied:  # a record whose write already failed keeps its segment too
                         seg.unapplied += 1
-                e.meta = e.body = b""
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as exc:
@@ -347,7 +422,7 @@ class Spool:
                 "segments": len(self._segments),
                 "unapplied_bytes": self._pending,
                 "acknowledged": self.acknowledged,
-                "write_failures": self.write_failures,
+                "given_up": self.given_up,
                 "replayed": self.replayed,
                 "replay_failed": self.replay_failed,
             }
@@ -371,8 +446,6 @@ def replay(spool: Spool, ws: Workspace, totals: IngestTotals) -> None:
     """Write the records of the segments an earlier run left into the store, one segment at a time
     (its records in one transaction; one by one when that fails, to find the ones that do not
     write), then delete the segment. Run before the writer starts."""
-    from yieldmeter.ingest.base import with_org
-    from yieldmeter.server.decoding import decode_body
     from yieldmeter.server.writer import merge_batches
 
     for path in spool.leftover():
@@ -380,11 +453,9 @@ def replay(spool: Spool, ws: Workspace, totals: IngestTotals) -> None:
         decoded = []
         for rec in read.records:
             try:
-                source = str(rec.meta["source"])
-                batch = decode_body(str(rec.meta["kind"]), rec.body, ws.read_options(source))
-                decoded.append((rec, source, with_org(batch, str(rec.meta.get("org", "default")))))
+                decoded.append((rec, str(rec.meta["source"]), record_batch(rec)))
             except Exception as exc:  # kept with its reason; the others are written
-                _fail(spool, path, rec, f"not decoded: {type(exc).__name__}: {exc}")
+                _fail(spool, path, rec, f"not read: {type(exc).__name__}: {exc}")
         by_source: dict[str, list[Any]] = {}
         for item in decoded:
             by_source.setdefault(item[1], []).append(item)

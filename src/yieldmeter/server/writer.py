@@ -20,6 +20,8 @@ last commit, while the writer goes on committing requests; only storing them
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import queue
 import threading
@@ -66,6 +68,9 @@ class _Job:
     fn: Callable[[Workspace], Any] | None = None
     #: run on the writer thread just before the batch is written (e.g. to resolve work units)
     prepare: Callable[[Workspace, Batch], Batch] | None = None
+    #: already acknowledged (from the spool): a failed write is tried again later, not handed back
+    retry: bool = False
+    attempts: int = 0
 
 
 @dataclass
@@ -118,7 +123,10 @@ class IngestTotals:
 
 
 _STOP = object()
-_WAKE = object()  # put by the scorer thread when a scoring is done
+_WAKE = object()
+#: The longest wait before an acknowledged write that failed is tried again (it doubles from
+#: ``Writer.retry_s`` up to this).
+RETRY_MAX_S = 60.0  # put by the scorer thread when a scoring is done
 
 
 def merge_batches(batches: list[Batch]) -> Batch:
@@ -151,8 +159,14 @@ class Writer:
         settle_s: float = 2.0,
         max_stale_s: float = 30.0,
         checkpoint_threshold: str | None = CHECKPOINT_THRESHOLD,
+        retry_s: float = 1.0,
     ) -> None:
         self.workspace = workspace
+        #: the first wait before an acknowledged write that failed is tried again
+        self.retry_s = retry_s
+        #: acknowledged writes that failed, by when they are tried again: (monotonic, n, job)
+        self._retries: list[tuple[float, int, _Job]] = []
+        self._retry_seq = itertools.count()
         self.checkpoint_threshold = checkpoint_threshold
         self.max_group_rows = max_group_rows
         #: Re-scoring and alert evaluation run when no write came for ``settle_s``,
@@ -198,6 +212,11 @@ class Writer:
     def depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def retrying(self) -> int:
+        """Acknowledged writes that failed and wait to be tried again."""
+        return len(self._retries)
+
     def submit_batch(
         self,
         batch: Batch,
@@ -205,13 +224,18 @@ class Writer:
         source: str,
         fmt: str = "otlp",
         prepare: Callable[[Workspace, Batch], Batch] | None = None,
+        retry: bool = False,
     ) -> Future[Any]:
         """Queue ``batch``; the future resolves to the workspace's summary once committed.
 
         ``prepare(workspace, batch)``, when given, runs on the writer thread just before the
-        write and returns the batch to write (reads that must see every earlier commit).
+        write and returns the batch to write (reads that must see every earlier commit). With
+        ``retry`` (a batch already acknowledged), a write that fails is tried again after
+        ``retry_s``, the wait doubling up to :data:`RETRY_MAX_S`, until it succeeds or the writer
+        stops (the future then fails with :class:`WriterStopped`).
         """
-        return self._put(_Job(Future(), batch=batch, source=source, fmt=fmt, prepare=prepare))
+        job = _Job(Future(), batch=batch, source=source, fmt=fmt, prepare=prepare, retry=retry)
+        return self._put(job)
 
     def submit(self, fn: Callable[[Workspace], Any]) -> Future[Any]:
         """Run ``fn(workspace)`` on the writer thread (writes that are not batches)."""
@@ -232,13 +256,18 @@ class Writer:
         while True:
             if self._scoring is not None and self._scoring.done():
                 self._finish_scoring()
-            if pending is None:
+            if pending is None and self._retries and self._retries[0][0] <= time.monotonic():
+                job = heapq.heappop(self._retries)[2]  # an acknowledged write tried again
+            elif pending is None:
+                idle_work = self.workspace.has_pending_changes or self._unwritten
+                wait = self.settle_s if idle_work else None
+                until_retry = max(self._retries[0][0] - time.monotonic(), 0.0) if self._retries else None
+                early = until_retry is not None and (wait is None or until_retry < wait)
                 try:
-                    idle_work = self.workspace.has_pending_changes or self._unwritten
-                    wait = self.settle_s if idle_work else None
-                    job = self._queue.get(timeout=wait)
-                except queue.Empty:  # idle for settle_s: re-score, then checkpoint
-                    self._flush(checkpoint=True)
+                    job = self._queue.get(timeout=until_retry if early else wait)
+                except queue.Empty:
+                    if not early:  # idle for settle_s: re-score, then checkpoint
+                        self._flush(checkpoint=True)
                     continue
             else:
                 job = pending
@@ -246,6 +275,10 @@ class Writer:
             if job is _WAKE:  # the scoring finished: stored at the top of the loop
                 continue
             if job is _STOP:
+                stopped = WriterStopped("the server stopped before the write succeeded")
+                for _, _, failed in self._retries:  # the spool keeps them for the next start
+                    failed.future.set_exception(stopped)
+                self._retries.clear()
                 if self._scoring is not None:
                     self._finish_scoring()  # waits for it
                 self._flush(apart=False)  # leave the scores current for the next start
@@ -377,6 +410,13 @@ class Writer:
             if scores is not None:
                 self._failed(changed)
 
+    def _later(self, job: _Job) -> None:
+        """Try ``job`` (acknowledged already) again after a wait that doubles with each failure."""
+        wait = min(self.retry_s * 2**job.attempts, RETRY_MAX_S)
+        job.attempts += 1
+        heapq.heappush(self._retries, (time.monotonic() + wait, next(self._retry_seq), job))
+        log.error("an acknowledged write failed %d time(s): tried again in %.0f s", job.attempts, wait)
+
     def _wake(self, _: Future[Any]) -> None:
         """Wake the writer thread when it waits on an empty queue (a full one wakes it anyway)."""
         with contextlib.suppress(queue.Full):
@@ -389,8 +429,7 @@ class Writer:
         except Exception:  # a reader's open transaction can hold it off; the next idle retries
             log.warning("checkpoint skipped", exc_info=True)
 
-    @staticmethod
-    def _resolve(group: list[_Job], work: Callable[[], Any]) -> None:
+    def _resolve(self, group: list[_Job], work: Callable[[], Any]) -> None:
         try:
             result = work()
         except BaseException as exc:  # handed to every waiting request; the thread goes on
@@ -399,7 +438,10 @@ class Writer:
             else:
                 log.exception("write failed")
             for j in group:
-                j.future.set_exception(exc)
+                if j.retry and isinstance(exc, Exception) and not self._stopped:
+                    self._later(j)
+                else:
+                    j.future.set_exception(exc)
             return
         for j in group:
             j.future.set_result(result)
