@@ -77,7 +77,7 @@ def serving(app: Any, port: int | None = None) -> Iterator[str]:
 
 def stored(client: Any, timeout: float = 30) -> None:
     """Wait until what the server acknowledged is in the store: the default ``acknowledge:
-    spool`` answers an OTLP request once its body is in the spool, before its commit. ``client``
+    spool`` answers an OTLP request once its rows are in the spool, before their commit. ``client``
     is a test client or a server's base URL."""
     deadline = time.monotonic() + timeout
     while True:
@@ -85,7 +85,7 @@ def stored(client: Any, timeout: float = 30) -> None:
             health = httpx.get(f"{client}/healthz", timeout=10).json()
         else:
             health = client.get("/healthz").json()
-        if not health.get("spool", {}).get("unapplied_bytes") and not health["writes_retrying"]:
+        if not health.get("spool", {}).get("unsettled") and not health["writes_retrying"]:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"acknowledged spans not stored within {timeout:g} s: {health}")

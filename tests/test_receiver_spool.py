@@ -33,6 +33,7 @@ from yieldmeter.server.app import SPOOL_DIR
 from yieldmeter.server.context import ServerSettings
 from yieldmeter.server.decoding import decode_body
 from yieldmeter.server.spool import (
+    SpoolReplayError,
     batch_parts,
     encode_body,
     encode_record,
@@ -116,14 +117,15 @@ def test_requests_are_answered_from_the_spool_and_stored_behind(tmp_path: Path) 
             h = health(url)
             assert h["ingest"]["batches"] == 0  # nothing committed yet
             assert h["spool"]["acknowledged"] == 3
+            assert h["spool"]["unsettled"] == 3
             assert h["spool"]["unapplied_bytes"] > 0  # the batches' size, counted against the limit
             [segment] = segments(spool_dir(root))
             read = read_segment(segment)
-            assert read.damage is None
+            assert read.damage == [] and read.torn_tail is None
             # each request's rows as decoded (protobuf or JSON alike)
             assert [input_tokens(record_batch(r)) for r in read.records] == [[1000], [2000], [3000]]
             meta = {"source": "otlp", "org": "default", "ignored": 0, "no_model": 0, "notes": []}
-            assert read.records[0].meta == meta
+            assert read.records[0].meta == {**meta, "schema": 5, "capture_content": False}
         wait_for(lambda: health(url)["spool"]["unapplied_bytes"] == 0, "the writer to store the spool")
         assert health(url)["ingest"]["rows_landed"] >= 3
     # a clean stop deletes the segment: every record in it is in the store
@@ -147,12 +149,12 @@ def test_a_crash_before_the_commits_is_replayed_at_the_next_start(tmp_path: Path
     with segment.open("ab") as fh:
         fh.write(record(4)[:-9])
 
-    # the crashed server's store held none of it: a new workspace with the crash's spool
+    # the crashed server's store held none of it: a new workspace with the crash's spool, started
+    # acknowledging on commit (a spool left behind is replayed whatever the setting)
     other = make_workspace(tmp_path / "other")
     shutil.copytree(crash, spool_dir(other))
-    with TestClient(receiver_app(other, settings=SPOOL)) as client:
-        spool = client.get("/healthz").json()["spool"]
-        assert (spool["replayed"], spool["replay_failed"], spool["segments"]) == (3, 0, 0)
+    commit = ServerSettings(acknowledge="commit", decode_workers=0)
+    with TestClient(receiver_app(other, settings=commit)):
         assert segments(spool_dir(other)) == []  # replayed, then deleted, before serving
     assert costs(other) == pytest.approx({1000: 0.0028, 2000: 0.0056, 3000: 0.0084})
 
@@ -177,29 +179,40 @@ def test_damaged_and_unwritable_records_are_kept_with_their_reason(tmp_path: Pat
     bad = bytearray(record(4))
     bad[-3] ^= 0xFF
     (spool / "000000000002.spool").write_bytes(good + bytes(bad) + record(5))
+    # segment 3: a record whose body length changed on disk (its header's CRC), then a good one
+    lengths = bytearray(record(7))
+    lengths[8] ^= 0x01
+    (spool / "000000000003.spool").write_bytes(bytes(lengths) + record(8))
 
     with TestClient(receiver_app(root, settings=SPOOL)) as client:
         h = client.get("/healthz").json()["spool"]
-        assert (h["replayed"], h["replay_failed"]) == (3, 1)
+        assert (h["replayed"], h["replay_failed"]) == (5, 1)
         # what was replayed, and new requests, go to a new segment numbered after the old ones
         r = client.post("/v1/traces", content=protobuf(acme(6)), headers=PB)
         assert r.status_code == 200
-        assert [p.name for p in segments(spool)] == ["000000000003.spool"]
-    assert sorted(costs(root)) == [1000, 2000, 3000, 6000]
+        assert [p.name for p in segments(spool)] == ["000000000004.spool"]
+    # past each damage, reading went on at the next sound record
+    assert sorted(costs(root)) == [1000, 2000, 3000, 5000, 6000, 8000]
     failed = spool / "failed"
     assert sorted(p.name for p in failed.iterdir()) == [
         f"000000000001-{len(first)}.reason.txt",
         f"000000000001-{len(first)}.spool",
         "000000000002.reason.txt",
         "000000000002.spool",
+        "000000000003.reason.txt",
+        "000000000003.spool",
     ]
     reason = (failed / f"000000000001-{len(first)}.reason.txt").read_text()
     assert reason.startswith(f"000000000001.spool byte {len(first)}: not read: ")
     [kept] = read_segment(failed / f"000000000001-{len(first)}.spool").records
     assert kept.body == b"\x0a\xff\xff\xff\xff" and kept.meta == meta
     assert (failed / "000000000002.reason.txt").read_text() == (
-        f"the record at byte {len(good)} does not match its checksum; "
-        "the 1 record(s) before it were replayed\n"
+        f"the record at byte {len(good)} does not match its checksum (read again from byte "
+        f"{len(good) + len(bad)}); the 2 sound record(s) in it were replayed\n"
+    )
+    assert (failed / "000000000003.reason.txt").read_text() == (
+        f"no sound record header at byte 0 (read again from byte {len(lengths)}); "
+        "the 1 sound record(s) in it were replayed\n"
     )
     assert (failed / "000000000002.spool").read_bytes() == good + bytes(bad) + record(5)
 
@@ -362,3 +375,90 @@ def test_the_spool_holds_no_message_content(tmp_path: Path) -> None:
         [segment] = segments(spool_dir(root))
         data = segment.read_bytes()
         assert b"4111" not in data and b"acme-chat" in data
+    # nor in the store, once committed
+    attributes = rows(root, "SELECT attributes FROM calls")[0]["attributes"] or ""
+    assert "4111" not in attributes
+
+
+def test_segments_are_deleted_only_once_every_record_in_them_is_committed(tmp_path: Path) -> None:
+    """Segments of one record each (closed as soon as written) stay while the writer is held, and
+    go once it committed them; an idle segment is closed and goes too."""
+    root = make_workspace(tmp_path / "ws")
+    app = receiver_app(root, settings=SPOOL)
+    spool = app.state.ctx.spool
+    spool.segment_bytes = 1  # every append closes its segment
+    with serving(app) as url:
+        with held_writer(app):
+            for n in (1, 2, 3):
+                r = httpx.post(f"{url}/v1/traces", content=protobuf(acme(n)), headers=PB, timeout=10)
+                assert r.status_code == 200
+            assert len(segments(spool_dir(root))) == 3  # closed, not yet committed: kept
+        wait_for(lambda: segments(spool_dir(root)) == [], "the committed segments to go")
+        spool.segment_bytes, spool.idle_close_s = 1 << 30, 0.2
+        r = httpx.post(f"{url}/v1/traces", content=protobuf(acme(4)), headers=PB, timeout=10)
+        assert r.status_code == 200
+        assert len(segments(spool_dir(root))) == 1  # open: more may come
+        wait_for(lambda: segments(spool_dir(root)) == [], "the idle segment to be closed and go")
+    assert sorted(costs(root)) == [1000, 2000, 3000, 4000]
+
+
+def test_a_record_captured_with_content_waits_for_capture_to_be_on(tmp_path: Path) -> None:
+    """A crash, then privacy.capture_content turned off: the records captured with content are not
+    stored but kept apart; turned on again, moved back into the spool, they are replayed."""
+    root = make_workspace(tmp_path / "ws")
+    spool = spool_dir(root)
+    spool.mkdir(parents=True)
+    batch = decode_body("protobuf", protobuf(acme(1)), ReadOptions(source="otlp", capture_content=True))
+    meta, parts = batch_parts(batch, "otlp", "default")
+    captured = encode_record({**meta, "capture_content": True}, encode_body(parts))
+    (spool / "000000000001.spool").write_bytes(captured + record(2))
+    with TestClient(receiver_app(root, settings=SPOOL)) as client:
+        h = client.get("/healthz").json()["spool"]
+        assert (h["replayed"], h["replay_failed"]) == (1, 1)
+    assert sorted(costs(root)) == [2000]
+    kept = spool / "failed" / "000000000001-0.spool"
+    assert "capture_content on, which is off now" in kept.with_suffix(".reason.txt").read_text()
+    with (root / "yieldmeter.yaml").open("a") as fh:
+        fh.write("privacy:\n  capture_content: true\n")
+    kept.rename(spool / kept.name)  # a record kept apart is a segment of its own: moved back, replayed
+    with TestClient(receiver_app(root, settings=SPOOL)) as client:
+        assert client.get("/healthz").json()["spool"]["replayed"] == 1
+    assert sorted(costs(root)) == [1000, 2000]
+
+
+def test_a_store_that_cannot_take_the_replay_stops_the_start(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws")
+    spool = spool_dir(root)
+    spool.mkdir(parents=True)
+    (spool / "000000000001.spool").write_bytes(record(1))
+    app = receiver_app(root, settings=SPOOL)
+
+    def disk_full(*args: Any, **kw: Any) -> Any:
+        raise OSError(28, "No space left on device (injected)")
+
+    app.state.ctx.workspace.ingest_batches = disk_full
+    with pytest.raises(SpoolReplayError, match="No space left on device"), TestClient(app):
+        pass
+    assert [p.name for p in segments(spool)] == ["000000000001.spool"]  # left for the next start
+    assert not (spool / "failed").exists()
+    with TestClient(receiver_app(root, settings=SPOOL)):
+        pass
+    assert sorted(costs(root)) == [1000]
+
+
+def test_an_error_of_the_batch_is_not_tried_again(tmp_path: Path) -> None:
+    """A ValueError would come back at every try: the writer gives the record up at once, and the
+    spool keeps it for the next start's replay."""
+    root = make_workspace(tmp_path / "ws")
+    app = receiver_app(root, settings=SPOOL)
+
+    def refused(*args: Any, **kw: Any) -> Any:
+        raise ValueError("this batch is refused (injected)")
+
+    app.state.ctx.workspace.ingest_batches = refused
+    with serving(app) as url:
+        r = httpx.post(f"{url}/v1/traces", content=protobuf(acme(1)), headers=PB, timeout=10)
+        assert r.status_code == 200
+        wait_for(lambda: health(url)["spool"]["given_up"] == 1, "the record to be given up")
+        assert health(url)["writes_retrying"] == 0
+    assert len(segments(spool_dir(root))) == 1

@@ -112,9 +112,10 @@ def create_app(
     ws.value.keep = False
     settings = settings or ServerSettings.from_config(ws.config.server)
     writer = Writer(ws, max_queue=settings.max_queue, checkpoint_threshold=settings.checkpoint_threshold)
-    spool = (
-        Spool(ws.root / SPOOL_DIR, limit=settings.spool_limit) if settings.acknowledge == "spool" else None
-    )
+    # what a run answered from the spool and did not commit is replayed at start whatever the
+    # setting; the spool then takes new requests only with acknowledge: spool
+    spooling = Spool(ws.root / SPOOL_DIR, limit=settings.spool_limit)
+    spool = spooling if settings.acknowledge == "spool" else None
     ctx = ServerContext(
         workspace=ws,
         writer=writer,
@@ -135,8 +136,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for name in PRELOADED:
             importlib.import_module(name)
-        if spool is not None:  # what an earlier run acknowledged and did not commit, before serving
-            replay(spool, ws, writer.totals)
+        replay(spooling, ws, writer.totals)  # before serving: what an earlier run answered
+        if spool is not None:
             spool.start()
         writer.start()
         ctx.decoder.start()

@@ -57,10 +57,11 @@ class ServerSettings:
     checkpoint_threshold: str = CHECKPOINT_THRESHOLD
     #: Seconds a request body may take to arrive (:func:`read_body`).
     body_timeout_s: float = BODY_TIMEOUT_S
-    #: When an OTLP trace request is answered: ``spool`` (its body is durable in the spool, the
+    #: When an OTLP trace request is answered: ``spool`` (its rows are durable in the spool, the
     #: commit follows; :mod:`yieldmeter.server.spool`) or ``commit`` (its rows are committed).
     acknowledge: str = "spool"
-    #: Acknowledged spool bytes not yet in the store beyond which requests are answered 503.
+    #: Batches answered from the spool and not yet committed (their size in memory), beyond which
+    #: requests are answered 503.
     spool_limit: int = SPOOL_LIMIT
 
     @classmethod

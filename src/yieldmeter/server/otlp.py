@@ -15,7 +15,7 @@ type, ``partial_success.rejected_spans`` with a message naming the first
 reasons, 400 for an unreadable body, 413 beyond the body limit, 415 for
 another content type, 503 with ``Retry-After`` when the write queue is full.
 A request is acknowledged only once durable: after its rows were committed, or, with
-``server.acknowledge: spool``, once its body is in the spool (:mod:`yieldmeter.server.spool`).
+``server.acknowledge: spool`` (the default), once its rows are in the spool (:mod:`yieldmeter.server.spool`).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ async def settled(ctx: ServerContext, future: Any) -> Any:
         ) from None
 
 
-async def spooled(ctx: ServerContext, batch: Batch, *, source: str, org: str) -> None:
+async def spooled(ctx: ServerContext, batch: Batch, *, source: str, org: str, capture_content: bool) -> None:
     """Hand ``batch`` to the writer and wait until it is durable in the spool (not for the commit,
     which follows; ``server.acknowledge: spool``, see :mod:`yieldmeter.server.spool`)."""
     assert ctx.spool is not None
@@ -133,7 +133,7 @@ async def spooled(ctx: ServerContext, batch: Batch, *, source: str, org: str) ->
         raise HttpError(503, f"{exc}; retry later", retry) from None
     # the writer may commit before the record is on disk: the spool counts it either way
     future.add_done_callback(functools.partial(ctx.spool.settled, entry))
-    ctx.spool.append(entry, batch, source=source, org=org)
+    ctx.spool.append(entry, batch, source=source, org=org, capture_content=capture_content)
     try:
         await asyncio.wrap_future(entry.durable)
     except OSError as exc:  # the writer commits it still; a retry is a recognised duplicate
@@ -154,7 +154,13 @@ def traces_endpoint(ctx: ServerContext, source: str) -> Callable[[Request], Awai
             except UnreadableRequest as exc:
                 raise HttpError(400, str(exc)) from None
             if ctx.spool is not None:
-                await spooled(ctx, with_org(batch, org), source=source, org=org)
+                await spooled(
+                    ctx,
+                    with_org(batch, org),
+                    source=source,
+                    org=org,
+                    capture_content=options.capture_content,
+                )
             else:
                 await commit(ctx, with_org(batch, org), source, "otlp")
         except HttpError as err:

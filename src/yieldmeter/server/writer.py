@@ -123,10 +123,10 @@ class IngestTotals:
 
 
 _STOP = object()
-_WAKE = object()
+_WAKE = object()  # put by the scorer thread when a scoring is done
 #: The longest wait before an acknowledged write that failed is tried again (it doubles from
 #: ``Writer.retry_s`` up to this).
-RETRY_MAX_S = 60.0  # put by the scorer thread when a scoring is done
+RETRY_MAX_S = 60.0
 
 
 def merge_batches(batches: list[Batch]) -> Batch:
@@ -232,7 +232,8 @@ class Writer:
         write and returns the batch to write (reads that must see every earlier commit). With
         ``retry`` (a batch already acknowledged), a write that fails is tried again after
         ``retry_s``, the wait doubling up to :data:`RETRY_MAX_S`, until it succeeds or the writer
-        stops (the future then fails with :class:`WriterStopped`).
+        stops (the future then fails with :class:`WriterStopped`); an error of the batch itself
+        (``ValueError``, ``LookupError``) is not tried again.
         """
         job = _Job(Future(), batch=batch, source=source, fmt=fmt, prepare=prepare, retry=retry)
         return self._put(job)
@@ -437,8 +438,11 @@ class Writer:
                 log.info("write refused: %s", exc)
             else:
                 log.exception("write failed")
+            # a batch already acknowledged is tried again, unless the error is of the batch itself
+            # (it would fail for ever: the spool keeps it, and the next start's replay sets it apart)
+            again = isinstance(exc, Exception) and not isinstance(exc, ValueError | LookupError)
             for j in group:
-                if j.retry and isinstance(exc, Exception) and not self._stopped:
+                if j.retry and again and not self._stopped:
                     self._later(j)
                 else:
                     j.future.set_exception(exc)
