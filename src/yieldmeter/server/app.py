@@ -111,7 +111,12 @@ def create_app(
     # copy of the unit facts per flush would stall ingest, and the readers share theirs in memory
     ws.value.keep = False
     settings = settings or ServerSettings.from_config(ws.config.server)
-    writer = Writer(ws, max_queue=settings.max_queue, checkpoint_threshold=settings.checkpoint_threshold)
+    writer = Writer(
+        ws,
+        max_queue=settings.max_queue,
+        checkpoint_threshold=settings.checkpoint_threshold,
+        duckdb_threads=settings.threads(),
+    )
     # what a run answered from the spool and did not commit is replayed at start whatever the
     # setting; the spool then takes new requests only with acknowledge: spool
     spooling = Spool(ws.root / SPOOL_DIR, limit=settings.spool_limit)

@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import os
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,14 @@ class ServerSettings:
     #: Batches answered from the spool and not yet committed (their size in memory), beyond which
     #: requests are answered 503.
     spool_limit: int = SPOOL_LIMIT
+    #: DuckDB's threads while the server runs (None, ``auto``: :meth:`threads`).
+    duckdb_threads: int | None = None
+
+    def threads(self) -> int:
+        """DuckDB's threads: ``duckdb_threads``, else the cores the decode processes leave, at
+        least one. With one, a query runs on the thread that asks for it, so a re-score runs at
+        the scorer thread's lower priority, not on DuckDB's own threads beside the requests."""
+        return self.duckdb_threads or max(1, (os.cpu_count() or 1) - self.decode_workers)
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> ServerSettings:
@@ -72,7 +81,8 @@ class ServerSettings:
         ``decode_workers`` (a number, or ``auto``: one per core, at most 4, none on one core),
         ``checkpoint_threshold`` (a DuckDB size such as ``256MB``), ``body_timeout_s`` (seconds
         a request body may take to arrive, default 30), ``acknowledge`` (``spool``, the
-        default, or ``commit``), ``spool_limit_mb`` (default 256).
+        default, or ``commit``), ``spool_limit_mb`` (default 256), ``duckdb_threads`` (a number,
+        or ``auto``: the cores the decode processes leave, at least one).
         """
         keys = [IngestKey(**k) for k in server.get("ingest_keys", []) or []]
         out = cls(ingest_keys=keys)
@@ -92,6 +102,10 @@ class ServerSettings:
         out.acknowledge = ack
         if "spool_limit_mb" in server:
             out.spool_limit = int(float(server["spool_limit_mb"]) * 1024 * 1024)
+        threads = server.get("duckdb_threads", "auto")
+        if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"server.duckdb_threads: {threads!r} is not 'auto' or a number of threads")
+        out.duckdb_threads = None if threads == "auto" else threads
         return out
 
 

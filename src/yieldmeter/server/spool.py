@@ -80,7 +80,7 @@ _STOP = object()
 
 
 class SpoolFull(RuntimeError):
-    """More acknowledged bytes wait for the writer than the spool's limit."""
+    """The batches answered and not yet committed take more than the spool's limit."""
 
 
 @dataclass(eq=False)
@@ -103,7 +103,6 @@ class Entry:
     parts: list[tuple[str, pa.Table]] = field(default_factory=list)
     segment: _Segment | None = None
     applied: bool = False
-    failed: bool = False
 
 
 def batch_parts(batch: Batch, source: str, org: str) -> tuple[dict[str, Any], list[tuple[str, pa.Table]]]:
@@ -386,7 +385,6 @@ class Spool:
             self._pending -= entry.size
             self._unsettled -= 1
             if failed:
-                entry.failed = True
                 self.given_up += 1
             else:
                 entry.applied = True

@@ -23,7 +23,9 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -122,6 +124,22 @@ class IngestTotals:
         }
 
 
+#: How much lower (in ``nice`` steps) the scorer thread runs than the rest of the server, where a
+#: thread has a priority of its own (Linux): a re-score reads every work unit, seconds of CPU under
+#: load, and the event loop and the decode processes answering requests come first.
+SCORER_NICE = 10
+
+
+def lower_thread_priority(steps: int = SCORER_NICE) -> None:
+    """Lower the calling thread's CPU priority by ``steps`` (Linux only; elsewhere ``setpriority``
+    of a thread id would reach another process, so nothing is done)."""
+    if sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+
+
 _STOP = object()
 _WAKE = object()  # put by the scorer thread when a scoring is done
 #: The longest wait before an acknowledged write that failed is tried again (it doubles from
@@ -160,8 +178,11 @@ class Writer:
         max_stale_s: float = 30.0,
         checkpoint_threshold: str | None = CHECKPOINT_THRESHOLD,
         retry_s: float = 1.0,
+        duckdb_threads: int | None = None,
     ) -> None:
         self.workspace = workspace
+        #: DuckDB's threads for the whole store while the writer runs (None: DuckDB's default)
+        self.duckdb_threads = duckdb_threads
         #: the first wait before an acknowledged write that failed is tried again
         self.retry_s = retry_s
         #: acknowledged writes that failed, by when they are tried again: (monotonic, n, job)
@@ -185,7 +206,9 @@ class Writer:
         self._retry_wait = 0.0
         #: something was committed since the last checkpoint: the writer checkpoints when idle
         self._unwritten = False
-        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="yieldmeter-scorer")
+        self._scorer = ThreadPoolExecutor(
+            1, thread_name_prefix="yieldmeter-scorer", initializer=lower_thread_priority
+        )
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -196,6 +219,8 @@ class Writer:
         if self._thread is None:
             if self.checkpoint_threshold:
                 self.workspace.store.set_checkpoint_threshold(self.checkpoint_threshold)
+            if self.duckdb_threads:
+                self.workspace.store.set_threads(self.duckdb_threads)
             self._thread = threading.Thread(target=self._run, name="yieldmeter-writer", daemon=True)
             self._thread.start()
 

@@ -460,6 +460,11 @@ class Store:
     def close(self) -> None:
         self.con.close()
 
+    def set_threads(self, n: int) -> None:
+        """DuckDB's worker threads for every query of this database (``1``: each query runs on the
+        thread that asked for it, at that thread's priority)."""
+        self.con.execute(f"SET threads = {int(n)}")
+
     def set_checkpoint_threshold(self, size: str) -> None:
         """The WAL size (a DuckDB size such as ``'256MB'``) at which a commit also checkpoints.
 
