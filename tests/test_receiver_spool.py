@@ -154,8 +154,9 @@ def test_a_crash_before_the_commits_is_replayed_at_the_next_start(tmp_path: Path
     other = make_workspace(tmp_path / "other")
     shutil.copytree(crash, spool_dir(other))
     commit = ServerSettings(acknowledge="commit", decode_workers=0)
-    with TestClient(receiver_app(other, settings=commit)):
+    with TestClient(receiver_app(other, settings=commit)) as client:
         assert segments(spool_dir(other)) == []  # replayed, then deleted, before serving
+        assert client.get("/healthz").json()["spool"]["replayed"] == 3
     assert costs(other) == pytest.approx({1000: 0.0028, 2000: 0.0056, 3000: 0.0084})
 
     # replayed where the commits did happen: recognised duplicates, nothing twice
@@ -183,16 +184,19 @@ def test_damaged_and_unwritable_records_are_kept_with_their_reason(tmp_path: Pat
     lengths = bytearray(record(7))
     lengths[8] ^= 0x01
     (spool / "000000000003.spool").write_bytes(bytes(lengths) + record(8))
+    # segment 4: a good record, then zeros (room the file system gave a write that never came)
+    (spool / "000000000004.spool").write_bytes(record(9) + b"\0" * 64)
 
     with TestClient(receiver_app(root, settings=SPOOL)) as client:
         h = client.get("/healthz").json()["spool"]
-        assert (h["replayed"], h["replay_failed"]) == (5, 1)
+        assert (h["replayed"], h["replay_failed"]) == (6, 1)
         # what was replayed, and new requests, go to a new segment numbered after the old ones
         r = client.post("/v1/traces", content=protobuf(acme(6)), headers=PB)
         assert r.status_code == 200
+        # (after those kept under failed/; segment 4 was replayed whole and is gone)
         assert [p.name for p in segments(spool)] == ["000000000004.spool"]
     # past each damage, reading went on at the next sound record
-    assert sorted(costs(root)) == [1000, 2000, 3000, 5000, 6000, 8000]
+    assert sorted(costs(root)) == [1000, 2000, 3000, 5000, 6000, 8000, 9000]
     failed = spool / "failed"
     assert sorted(p.name for p in failed.iterdir()) == [
         f"000000000001-{len(first)}.reason.txt",
@@ -394,7 +398,7 @@ def test_segments_are_deleted_only_once_every_record_in_them_is_committed(tmp_pa
                 assert r.status_code == 200
             assert len(segments(spool_dir(root))) == 3  # closed, not yet committed: kept
         wait_for(lambda: segments(spool_dir(root)) == [], "the committed segments to go")
-        spool.segment_bytes, spool.idle_close_s = 1 << 30, 0.2
+        spool.segment_bytes, spool.idle_close_s = 1 << 30, 2.0
         r = httpx.post(f"{url}/v1/traces", content=protobuf(acme(4)), headers=PB, timeout=10)
         assert r.status_code == 200
         assert len(segments(spool_dir(root))) == 1  # open: more may come
@@ -462,3 +466,24 @@ def test_an_error_of_the_batch_is_not_tried_again(tmp_path: Path) -> None:
         wait_for(lambda: health(url)["spool"]["given_up"] == 1, "the record to be given up")
         assert health(url)["writes_retrying"] == 0
     assert len(segments(spool_dir(root))) == 1
+
+
+def test_segments_are_read_in_the_order_of_their_numbers(tmp_path: Path) -> None:
+    """Records kept apart are named after their segment and offset (kept apart again, after those
+    too): moved back, each is a segment, read after the one it came from."""
+    names = [
+        "000000000010.spool",
+        "000000000002-4096-0.spool",
+        "000000000002-4096.spool",
+        "000000000002.spool",
+        "notes.spool",
+        "x-1.spool",
+    ]
+    for name in names:
+        (tmp_path / name).touch()
+    assert [p.name for p in segments(tmp_path)] == [
+        "000000000002.spool",
+        "000000000002-4096.spool",
+        "000000000002-4096-0.spool",
+        "000000000010.spool",
+    ]

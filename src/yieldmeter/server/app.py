@@ -75,7 +75,7 @@ def _unfreeze() -> None:
             gc.unfreeze()
 
 
-def _health(ctx: ServerContext) -> list[BaseRoute]:
+def _health(ctx: ServerContext, spool: Spool) -> list[BaseRoute]:
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(
             {
@@ -83,7 +83,7 @@ def _health(ctx: ServerContext) -> list[BaseRoute]:
                 "write_queue": ctx.writer.depth,
                 "writes_retrying": ctx.writer.retrying,  # acknowledged (spool) writes that failed
                 "decode": ctx.decoder.stats(),
-                **({"spool": ctx.spool.stats()} if ctx.spool is not None else {}),
+                "spool": spool.stats(),  # what was replayed at start, whatever acknowledge says
                 "ingest": ctx.writer.totals.as_dict(),  # since start: spans ignored, calls without model...
             }
         )
@@ -128,7 +128,7 @@ def create_app(
         decoder=DecodePool(settings.decode_workers),
         spool=spool,
     )
-    routes: list[BaseRoute] = _health(ctx)
+    routes: list[BaseRoute] = _health(ctx, spooling)
     for name in route_modules if route_modules is not None else ROUTE_MODULES:
         routes.extend(importlib.import_module(name).routes(ctx))
     # the REST API's routes gave the context its key ring: an API key closes the ingest endpoints too

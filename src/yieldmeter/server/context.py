@@ -71,7 +71,7 @@ class ServerSettings:
         """DuckDB's threads: ``duckdb_threads``, else the cores the decode processes leave, at
         least one. With one, a query runs on the thread that asks for it, so a re-score runs at
         the scorer thread's lower priority, not on DuckDB's own threads beside the requests."""
-        return self.duckdb_threads or max(1, (os.cpu_count() or 1) - self.decode_workers)
+        return self.duckdb_threads or max(1, usable_cores() - self.decode_workers)
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> ServerSettings:
@@ -169,6 +169,13 @@ class ServerContext:
 
     def options(self, source: str) -> Any:
         return self.workspace.read_options(source)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def size_text(n: int) -> str:

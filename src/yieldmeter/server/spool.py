@@ -200,7 +200,8 @@ class SegmentRead:
 
 def _record_at(data: bytes, pos: int) -> tuple[Record | None, int, str]:
     """The record at ``pos``: (record, its end, "") when whole and sound; (None, end, "torn") when
-    its header is sound and it runs past the data; (None, 0, reason) when it is not a record."""
+    its header is sound and it runs past the data; (None, end, reason) when its header is sound and
+    the rest is not; (None, 0, reason) when there is no sound header there."""
     if len(data) - pos < _HEADER:
         return None, len(data), "torn"
     head = data[pos : pos + _HEAD.size]
@@ -212,12 +213,12 @@ def _record_at(data: bytes, pos: int) -> tuple[Record | None, int, str]:
         return None, len(data), "torn"
     meta = data[pos + _HEADER : pos + _HEADER + mlen]
     body = data[pos + _HEADER + mlen : end]
-    if zlib.crc32(body, zlib.crc32(meta)) != crc:
-        return None, 0, f"the record at byte {pos} does not match its checksum"
+    if zlib.crc32(body, zlib.crc32(meta)) != crc:  # its header is sound: the next record is at its end
+        return None, end, f"the record at byte {pos} does not match its checksum"
     try:
         doc = orjson.loads(meta)
     except orjson.JSONDecodeError:
-        return None, 0, f"the record at byte {pos} has unreadable meta"
+        return None, end, f"the record at byte {pos} has unreadable meta"
     return Record(doc, body, pos), end, ""
 
 
@@ -236,7 +237,15 @@ def read_segment(path: Path) -> SegmentRead:
         if problem == "torn":
             out.torn_tail = f"a record cut short at byte {pos}"
             return out
+        if not data[pos:].strip(b"\0"):  # space the file system gave the last write, never written
+            out.torn_tail = f"zeros from byte {pos} to the end"
+            return out
         out.damage.append(problem)
+        if end:  # a sound header: the damage is its own record, the next one follows it
+            if end < len(data):
+                out.damage[-1] += f" (read again from byte {end})"
+            pos = end
+            continue
         nxt = data.find(MAGIC, pos + 1)
         while nxt != -1 and _record_at(data, nxt)[0] is None:
             nxt = data.find(MAGIC, nxt + 1)
@@ -247,13 +256,12 @@ def read_segment(path: Path) -> SegmentRead:
     return out
 
 
-def _number(path: Path) -> tuple[int, int] | None:
+def _number(path: Path) -> tuple[int, ...] | None:
     """A segment's number: ``000000000007.spool``, or ``000000000007-4096.spool`` for a record of
-    it kept apart under ``failed/`` (moved back, it is replayed as any segment)."""
-    first, _, second = path.stem.partition("-")
-    if first.isdigit() and (not second or second.isdigit()):
-        return int(first), int(second or 0)
-    return None
+    it kept apart under ``failed/`` (moved back, it is replayed as any segment; kept apart again,
+    ``000000000007-4096-0.spool``)."""
+    parts = path.stem.split("-")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
 
 
 def segments(directory: Path) -> list[Path]:
@@ -509,7 +517,16 @@ class SpoolReplayError(RuntimeError):
 
 def _environmental(exc: BaseException) -> bool:
     """An error of the machine, not of the record: the next start may well succeed."""
-    return isinstance(exc, OSError | MemoryError | duckdb.IOException | duckdb.OutOfMemoryException)
+    return isinstance(
+        exc,
+        OSError
+        | MemoryError
+        | duckdb.IOException
+        | duckdb.OutOfMemoryException
+        | duckdb.FatalException  # the database was invalidated
+        | duckdb.ConnectionException
+        | duckdb.InterruptException,
+    )
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -611,10 +628,10 @@ def _replay_chunk(
         write(merge([b for _, b in chunk]))
         spool.replayed += len(chunk)
         return
-    except SpoolReplayError:
-        raise
-    except Exception:
-        log.warning("replaying %s in one transaction failed: record by record", path.name)
+    except Exception as exc:  # a record that does not write, or a transaction too large for memory
+        if len(chunk) == 1 and isinstance(exc, SpoolReplayError):
+            raise
+        log.warning("replaying %s in one transaction failed (%s): record by record", path.name, exc)
     for rec, batch in chunk:
         try:
             write(batch)
