@@ -29,7 +29,8 @@ from yieldmeter.server.writer import Writer
 
 log = logging.getLogger("yieldmeter.server")
 
-#: The spool's directory, beside the store (``server.acknowledge: spool``).
+#: The spool's directory, beside the store (replayed at every start; written with
+#: ``server.acknowledge: spool``).
 SPOOL_DIR = Path(STORE_DIR) / "spool"
 
 #: Modules whose ``routes(ctx)`` make up the server, in order.

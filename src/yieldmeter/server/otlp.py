@@ -14,8 +14,9 @@ Answers follow the OTLP specification: the response in the request's content
 type, ``partial_success.rejected_spans`` with a message naming the first
 reasons, 400 for an unreadable body, 413 beyond the body limit, 415 for
 another content type, 503 with ``Retry-After`` when the write queue is full.
-A request is acknowledged only once durable: after its rows were committed, or, with
-``server.acknowledge: spool`` (the default), once its rows are in the spool (:mod:`yieldmeter.server.spool`).
+A request is acknowledged only once durable: by default (``server.acknowledge:
+spool``) once its rows are in the spool (:mod:`yieldmeter.server.spool`), with
+``commit`` once they were committed.
 """
 
 from __future__ import annotations

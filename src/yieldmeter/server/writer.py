@@ -5,8 +5,9 @@ HTTP handlers decode on the event loop and hand :class:`Batch` es to
 merges batches of the same source into one transaction (group commit, so
 many small OTLP requests cost one commit), and resolves each request's future
 only after the transaction committed; a group whose transaction fails is written
-again request by request, so only a request that cannot be written fails. A full queue is refused at once with
-:class:`WriterBusy`, which the handlers turn into ``503`` + ``Retry-After``.
+again request by request, so only a request that cannot be written fails. A
+full queue is refused at once with :class:`WriterBusy`, which the handlers turn
+into ``503`` + ``Retry-After``.
 :attr:`Writer.totals` counts what was committed since the process started,
 including what is acknowledged but deliberately not stored (non-GenAI spans)
 and calls that landed unpriced for want of a model; ``/healthz`` shows it.
