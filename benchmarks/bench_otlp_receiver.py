@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # tests.loopback: a free port, the store caught up
 
 N_REQUESTS = int(os.environ.get("BENCH_RECEIVER_REQUESTS", 400))
 CONNECTIONS = int(os.environ.get("BENCH_RECEIVER_CONNECTIONS", 8))
@@ -111,11 +112,9 @@ def _peak_rss_mib(pid: int) -> float | None:
 def _server(tmp: str) -> Iterator[tuple[str, int]]:
     """The app under uvicorn in a child process on a free loopback port, warmed up: (url, pid)."""
     import httpx
+    from tests.loopback import free_port
 
     from otlp_spans import protobuf_request
-
-    sys.path.insert(0, str(Path(__file__).parent.parent))
-    from tests.loopback import free_port
 
     port = free_port()
     server = subprocess.Popen(
@@ -241,6 +240,7 @@ def _send(url: str, bodies: list[bytes], connections: int, gap: float | None) ->
 def closed_loop() -> None:
     """The standard run: ``N_REQUESTS`` over ``CONNECTIONS`` connections, each sending on the last answer."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from tests.loopback import stored
 
     from otlp_spans import protobuf_request
     from yieldmeter.server.writer import CHECKPOINT_THRESHOLD
@@ -257,7 +257,8 @@ def closed_loop() -> None:
         t0 = time.perf_counter()
         answers, wall = _send(url, bodies, CONNECTIONS, None)
         client_cpu = time.process_time() - cpu0  # what the load generator took of the shared cores
-        stored_wall = _stored(url) - t0  # with the spool, the store's writes go on after the answers
+        stored(url, timeout=600)  # with the spool, the store's writes go on after the answers
+        stored_wall = time.perf_counter() - t0
         # what the server held: its peak (the writer keeps the WAL in memory until a
         # checkpoint, up to server.checkpoint_threshold), and the WAL it left unwritten
         server_peak_mib = _peak_rss_mib(pid)
@@ -306,21 +307,10 @@ def closed_loop() -> None:
     _write(out, result)
 
 
-def _stored(url: str, timeout: float = 600) -> float:
-    """When (``perf_counter``) the server's write queue and spool held nothing left to store."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        health = httpx.get(f"{url}/healthz", timeout=30).json()
-        if not health["write_queue"] and not health.get("spool", {}).get("unapplied_bytes"):
-            return time.perf_counter()
-        time.sleep(0.02)
-    raise RuntimeError(f"the server did not store what it acknowledged within {timeout:g} s")
-
-
 def paced() -> None:
     """The sweep: each rate of ``RATES`` in turn, requests sent on a schedule (see the module's doc)."""
+    from tests.loopback import stored
+
     from otlp_spans import protobuf_request
     from yieldmeter.server.writer import CHECKPOINT_THRESHOLD
 
@@ -358,7 +348,8 @@ def paced() -> None:
             if not step["kept_up"]:
                 break
         t_end = time.perf_counter()
-        stored_after_s = _stored(url) - t_end  # the writer's backlog when the last step ended
+        stored(url, timeout=600)
+        stored_after_s = time.perf_counter() - t_end  # the writer's backlog when the last step ended
         server_peak_mib = _peak_rss_mib(pid)
     met = [
         s["offered_spans_per_s"]

@@ -62,7 +62,7 @@ def acme(n: int, model: str = "acme-chat") -> dict[str, Any]:
 def record(n: int) -> bytes:
     """A spool record of :func:`acme` ``(n)``'s request, as the server writes one."""
     batch = decode_body("protobuf", protobuf(acme(n)), ReadOptions(source="otlp"))
-    meta, parts = batch_parts(batch, "otlp", "default")
+    meta, parts = batch_parts(batch, "otlp", "default", capture_content=False)
     return encode_record(meta, encode_body(parts))
 
 
@@ -413,8 +413,8 @@ def test_a_record_captured_with_content_waits_for_capture_to_be_on(tmp_path: Pat
     spool = spool_dir(root)
     spool.mkdir(parents=True)
     batch = decode_body("protobuf", protobuf(acme(1)), ReadOptions(source="otlp", capture_content=True))
-    meta, parts = batch_parts(batch, "otlp", "default")
-    captured = encode_record({**meta, "capture_content": True}, encode_body(parts))
+    meta, parts = batch_parts(batch, "otlp", "default", capture_content=True)
+    captured = encode_record(meta, encode_body(parts))
     (spool / "000000000001.spool").write_bytes(captured + record(2))
     with TestClient(receiver_app(root, settings=SPOOL)) as client:
         h = client.get("/healthz").json()["spool"]

@@ -90,6 +90,11 @@ class Batch:
     def rows(self) -> int:
         return sum(t.num_rows for t in self.tables.values())
 
+    @property
+    def nbytes(self) -> int:
+        """The memory its tables, rejects and summed spans take."""
+        return sum(t.nbytes for t in self.tables.values()) + self.rejects.nbytes + self.summed.nbytes
+
 
 @dataclass(frozen=True)
 class ReadOptions:
@@ -141,9 +146,16 @@ def set_org(batch: Batch, org: str) -> Batch:
     return batch
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return (len(affinity(0)) if affinity is not None else os.cpu_count()) or 1
+
+
 def default_workers(cpus: int | None = None) -> int:
-    """Decode processes for ``auto``: one per core (none on one core), at most 4."""
-    cpus = cpus or os.cpu_count() or 1
+    """Decode processes for ``auto``: one per core this process may use (none on one core), at
+    most 4."""
+    cpus = cpus or usable_cores()
     return 0 if cpus < 2 else min(4, cpus)
 
 
@@ -384,9 +396,7 @@ class ReadAhead:
         """Whether reading ahead can gain anything: not on one core (the cores this process may
         run on, where the platform says), where the reader and the writer would only take turns
         (and more batches would wait in memory)."""
-        affinity = getattr(os, "sched_getaffinity", None)
-        cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
-        return cores > 1
+        return usable_cores() > 1
 
     def __enter__(self) -> ReadAhead:
         return self

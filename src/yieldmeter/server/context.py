@@ -11,14 +11,13 @@ import base64
 import binascii
 import contextlib
 import hmac
-import os
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from yieldmeter.ingest.base import default_workers
+from yieldmeter.ingest.base import default_workers, usable_cores
 from yieldmeter.server.decoding import DecodePool
 from yieldmeter.server.spool import SPOOL_LIMIT, Spool
 from yieldmeter.server.writer import CHECKPOINT_THRESHOLD, Writer
@@ -169,13 +168,6 @@ class ServerContext:
 
     def options(self, source: str) -> Any:
         return self.workspace.read_options(source)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, where the platform has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 def size_text(n: int) -> str:

@@ -39,7 +39,7 @@ from yieldmeter.ingest.langfuse_scores import SOURCE as SCORES_SOURCE
 from yieldmeter.ingest.langfuse_scores import ScoreBatch, ScoreError, ingestion_events, scores_to_batch
 from yieldmeter.ingest.otlp import UnreadableRequest, rejected_spans
 from yieldmeter.server.context import HttpError, ServerContext, read_body
-from yieldmeter.server.spool import SpoolFull, batch_bytes
+from yieldmeter.server.spool import SpoolFull
 from yieldmeter.server.writer import WriterBusy, WriterStopped
 
 if TYPE_CHECKING:
@@ -88,6 +88,11 @@ def error_response(kind: str, err: HttpError) -> Response:
     return Response(body, status_code=err.status, media_type=ctype, headers=err.headers)
 
 
+def unavailable(ctx: ServerContext, message: str) -> HttpError:
+    """A 503 the client retries after the server's ``Retry-After``."""
+    return HttpError(503, message, {"Retry-After": str(ctx.settings.retry_after_s)})
+
+
 async def commit(
     ctx: ServerContext,
     batch: Batch,
@@ -100,9 +105,7 @@ async def commit(
     try:
         future = ctx.writer.submit_batch(batch, source=source, fmt=fmt, prepare=prepare)
     except (WriterBusy, WriterStopped) as exc:
-        raise HttpError(
-            503, f"{exc}; retry later", {"Retry-After": str(ctx.settings.retry_after_s)}
-        ) from None
+        raise unavailable(ctx, f"{exc}; retry later") from None
     return await settled(ctx, future)
 
 
@@ -112,34 +115,30 @@ async def settled(ctx: ServerContext, future: Any) -> Any:
         return await asyncio.wrap_future(future)
     except Exception as exc:
         log.error("write failed, answered 503: %s", exc)
-        retry = {"Retry-After": str(ctx.settings.retry_after_s)}
-        raise HttpError(
-            503, f"the write failed and was rolled back ({type(exc).__name__}); retry", retry
-        ) from None
+        message = f"the write failed and was rolled back ({type(exc).__name__}); retry"
+        raise unavailable(ctx, message) from None
 
 
 async def spooled(ctx: ServerContext, batch: Batch, *, source: str, org: str, capture_content: bool) -> None:
     """Hand ``batch`` to the writer and wait until it is durable in the spool (not for the commit,
     which follows; ``server.acknowledge: spool``, see :mod:`yieldmeter.server.spool`)."""
     assert ctx.spool is not None
-    retry = {"Retry-After": str(ctx.settings.retry_after_s)}
     try:
-        entry = ctx.spool.reserve(batch_bytes(batch))
+        entry = ctx.spool.reserve(batch.nbytes)
     except SpoolFull as exc:
-        raise HttpError(503, f"{exc}; retry later", retry) from None
+        raise unavailable(ctx, f"{exc}; retry later") from None
     try:
         future = ctx.writer.submit_batch(batch, source=source, fmt="otlp", retry=True)
     except (WriterBusy, WriterStopped) as exc:
         ctx.spool.release(entry)
-        raise HttpError(503, f"{exc}; retry later", retry) from None
+        raise unavailable(ctx, f"{exc}; retry later") from None
     # the writer may commit before the record is on disk: the spool counts it either way
     future.add_done_callback(functools.partial(ctx.spool.settled, entry))
     ctx.spool.append(entry, batch, source=source, org=org, capture_content=capture_content)
     try:
         await asyncio.wrap_future(entry.durable)
     except OSError as exc:  # the writer commits it still; a retry is a recognised duplicate
-        message = f"the spool could not be written ({exc.strerror or exc}); retry"
-        raise HttpError(503, message, retry) from None
+        raise unavailable(ctx, f"the spool could not be written ({exc.strerror or exc}); retry") from None
 
 
 def traces_endpoint(ctx: ServerContext, source: str) -> Callable[[Request], Awaitable[Response]]:

@@ -48,10 +48,10 @@ import pyarrow as pa
 
 from yieldmeter.ingest.base import Batch
 from yieldmeter.schema import SCHEMA_VERSION
+from yieldmeter.server.writer import IngestTotals, merge_batches
 
 if TYPE_CHECKING:
     from yieldmeter.app.workspace import Workspace
-    from yieldmeter.server.writer import IngestTotals
 
 log = logging.getLogger("yieldmeter.server")
 
@@ -105,24 +105,23 @@ class Entry:
     applied: bool = False
 
 
-def batch_parts(batch: Batch, source: str, org: str) -> tuple[dict[str, Any], list[tuple[str, pa.Table]]]:
+def batch_parts(
+    batch: Batch, source: str, org: str, *, capture_content: bool
+) -> tuple[dict[str, Any], list[tuple[str, pa.Table]]]:
     """A batch as a record's meta and its named tables (Arrow tables do not change: the writer
-    may go on with the batch while the spool thread encodes them)."""
+    may go on with the batch while the spool thread encodes them). ``capture_content``: the
+    batch was mapped with message content kept."""
     meta = {
         "schema": SCHEMA_VERSION,
         "source": source,
         "org": org,
+        "capture_content": capture_content,
         "ignored": batch.ignored,
         "no_model": batch.no_model,
         "notes": list(batch.notes),
     }
     parts = [*batch.tables.items(), (_REJECTS, batch.rejects), (_SUMMED, batch.summed)]
     return meta, parts
-
-
-def batch_bytes(batch: Batch) -> int:
-    """About what a batch's record takes (its tables' memory; the spool's limit counts it)."""
-    return sum(t.nbytes for t in batch.tables.values()) + batch.rejects.nbytes + batch.summed.nbytes
 
 
 def encode_body(parts: list[tuple[str, pa.Table]]) -> bytes:
@@ -362,8 +361,8 @@ class Spool:
 
     # -- the event loop's side ------------------------------------------------------------------
     def reserve(self, size: int) -> Entry:
-        """Room for a batch of ``size`` bytes (:func:`batch_bytes`); :class:`SpoolFull` beyond the
-        limit."""
+        """Room for a batch of ``size`` bytes (:attr:`Batch.nbytes`); :class:`SpoolFull` beyond
+        the limit."""
         with self._lock:
             if self._pending and self._pending + size > self.limit:
                 raise SpoolFull("the spool is full: acknowledged spans wait for the store")
@@ -379,8 +378,7 @@ class Spool:
 
     def append(self, entry: Entry, batch: Batch, *, source: str, org: str, capture_content: bool) -> None:
         """Queue the batch's record; ``entry.durable`` resolves once it is on disk."""
-        entry.meta, entry.parts = batch_parts(batch, source, org)
-        entry.meta["capture_content"] = capture_content
+        entry.meta, entry.parts = batch_parts(batch, source, org, capture_content=capture_content)
         self._queue.put(entry)
 
     # -- the writer's side ----------------------------------------------------------------------
@@ -558,8 +556,6 @@ def replay(spool: Spool, ws: Workspace, totals: IngestTotals, *, max_rows: int =
     :class:`SpoolReplayError` and leaves the segment for the next start. A record captured with
     message content while ``privacy.capture_content`` is now off is not stored: it is kept apart.
     """
-    from yieldmeter.server.writer import merge_batches
-
     capture = ws.config.privacy.capture_content
     for path in spool.leftover():
         read = read_segment(path)
@@ -581,7 +577,7 @@ def replay(spool: Spool, ws: Workspace, totals: IngestTotals, *, max_rows: int =
             chunks[-1].append((rec, batch))
         for source, chunks in groups.items():
             for chunk in chunks:
-                _replay_chunk(spool, ws, totals, path, source, chunk, merge_batches)
+                _replay_chunk(spool, ws, totals, path, source, chunk)
         if read.damage:
             reasons = "; ".join(read.damage)
             out = _keep_failed(
@@ -611,7 +607,6 @@ def _replay_chunk(
     path: Path,
     source: str,
     chunk: list[tuple[Record, Batch]],
-    merge: Any,
 ) -> None:
     def write(batch: Batch) -> None:
         try:
@@ -625,7 +620,7 @@ def _replay_chunk(
             raise
 
     try:
-        write(merge([b for _, b in chunk]))
+        write(merge_batches([b for _, b in chunk]))
         spool.replayed += len(chunk)
         return
     except Exception as exc:  # a record that does not write, or a transaction too large for memory
